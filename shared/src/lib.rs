@@ -1,0 +1,509 @@
+//! The wire protocol spoken between the server and the browser client.
+//!
+//! Both sides compile this crate (the server natively, the client to
+//! `wasm32-unknown-unknown`), so a message type cannot differ between them.
+//! This module doc is the protocol's reference; `docs/PROTOCOL.md` points here.
+//!
+//! # Framing
+//!
+//! * **Text frames** carry exactly one JSON object each, tagged by a `"type"`
+//!   field in `snake_case`. Unknown fields are ignored, so optional fields can
+//!   be added without breaking older peers.
+//! * **Binary frames** are opaque payloads. On `/ws` the server echoes them
+//!   back unchanged as binary; they never carry JSON.
+//!
+//! # Client to server ([`ClientMessage`])
+//!
+//! | JSON | meaning |
+//! |---|---|
+//! | `{"type":"echo","id":7,"body":"hi"}` | answered by an `echo` with the same `id` and `body` |
+//! | `{"type":"burst","count":1000}` | the server pushes `count` `push` messages as fast as flow control allows, then `burst_done` |
+//! | `{"type":"ping","t":12.5}` | application heartbeat (browsers cannot send ping frames); answered by `pong` with the same `t` |
+//!
+//! # Server to client ([`ServerMessage`])
+//!
+//! | JSON | meaning |
+//! |---|---|
+//! | `{"type":"welcome","client_id":"c1","push_interval_ms":1000}` | first message on every connection |
+//! | `{"type":"echo","id":7,"body":"hi"}` | answer to an `echo` |
+//! | `{"type":"push","seq":1,"sent_at_ms":1700000000000,"body":"tick"}` | timed, burst or admin push; `seq` counts up per connection from 1 |
+//! | `{"type":"burst_done","count":1000,"elapsed_ms":12}` | after the last push of a burst |
+//! | `{"type":"pong","t":12.5}` | answer to a `ping` |
+//! | `{"type":"error","code":"malformed","message":"..."}` | the server could not accept a message; see [`ErrorCode`] |
+//!
+//! # Decoding
+//!
+//! [`ClientMessage::from_json`] and [`ServerMessage::from_json`] never panic:
+//! input that is not JSON, has no `type`, has an unknown `type` or has wrong
+//! fields gives a [`DecodeError`] saying which, so the server can answer with
+//! a precise [`ErrorCode`].
+//!
+//! # Layout
+//!
+//! * [`ClientMessage`], [`ServerMessage`]: the two directions.
+//! * [`ErrorCode`]: the stable codes carried by `error` messages.
+//! * [`DecodeError`]: why a text frame could not be decoded.
+//! * [`close_code`]: the WebSocket close codes the server uses, in one place.
+//!
+//! # Example
+//!
+//! ```
+//! use shared::{ClientMessage, ServerMessage};
+//!
+//! let msg = ClientMessage::Echo { id: 1, body: "hello".into() };
+//! let json = msg.to_json();
+//! assert_eq!(json, r#"{"type":"echo","id":1,"body":"hello"}"#);
+//! assert_eq!(ClientMessage::from_json(&json)?, msg);
+//!
+//! let reply = ServerMessage::from_json(r#"{"type":"pong","t":1.5}"#)?;
+//! assert_eq!(reply, ServerMessage::Pong { t: 1.5 });
+//! # Ok::<(), shared::DecodeError>(())
+//! ```
+#![warn(missing_docs)]
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A message from the client to the server, sent as one JSON text frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ClientMessage {
+    /// Ask the server to send `body` back in an [`ServerMessage::Echo`] with the same `id`.
+    Echo {
+        /// Chosen by the client to match the answer to the question.
+        id: u64,
+        /// Any text; its size is bounded by the server's message size limit.
+        body: String,
+    },
+    /// Ask the server to push `count` messages as fast as flow control allows,
+    /// followed by [`ServerMessage::BurstDone`]. Counts above the server's
+    /// `--max-burst` are refused with [`ErrorCode::BurstTooLarge`].
+    Burst {
+        /// How many `push` messages to send.
+        count: u32,
+    },
+    /// Application-level heartbeat; answered by [`ServerMessage::Pong`] carrying the same `t`.
+    Ping {
+        /// Opaque to the server; clients usually send a timestamp to measure round trips.
+        t: f64,
+    },
+}
+
+/// A message from the server to the client, sent as one JSON text frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ServerMessage {
+    /// The first message on every connection.
+    Welcome {
+        /// The client's id in the server's registry (chosen by the client with
+        /// `?client_id=` or assigned by the server).
+        client_id: String,
+        /// The period of timed pushes in milliseconds; 0 when they are off.
+        push_interval_ms: u64,
+    },
+    /// The answer to [`ClientMessage::Echo`].
+    Echo {
+        /// The `id` of the echo request.
+        id: u64,
+        /// The `body` of the echo request, unchanged.
+        body: String,
+    },
+    /// A message pushed by the server: timed, part of a burst, or sent through the admin API.
+    Push {
+        /// Counts up from 1 on each connection, without gaps.
+        seq: u64,
+        /// Server wall-clock time when the push was queued, in milliseconds since the Unix epoch.
+        sent_at_ms: u64,
+        /// The pushed text.
+        body: String,
+    },
+    /// Sent after the last push of a burst.
+    BurstDone {
+        /// How many pushes the burst delivered.
+        count: u32,
+        /// Time from the first to the last push of the burst on the server, in milliseconds.
+        elapsed_ms: u64,
+    },
+    /// The answer to [`ClientMessage::Ping`].
+    Pong {
+        /// The `t` of the ping, unchanged.
+        t: f64,
+    },
+    /// The server could not accept a message; the connection stays open
+    /// unless the error is followed by a close frame.
+    Error {
+        /// A stable, machine-readable code.
+        code: ErrorCode,
+        /// A human-readable explanation; its wording may change.
+        message: String,
+    },
+}
+
+/// The stable codes of [`ServerMessage::Error`], serialized as `snake_case` strings.
+///
+/// A code this version does not know decodes as [`ErrorCode::Other`], so a
+/// newer server never breaks an older client.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The text frame was not valid JSON (`"malformed"`).
+    Malformed,
+    /// The JSON object had no `type` field, or one the server does not know (`"unknown_type"`).
+    UnknownType,
+    /// The `type` was known but its fields were missing or of the wrong type (`"invalid_fields"`).
+    InvalidFields,
+    /// A burst asked for more than the server's `--max-burst` (`"burst_too_large"`).
+    BurstTooLarge,
+    /// A code this version of the protocol does not know.
+    Other(String),
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::UnknownType => "unknown_type",
+            Self::InvalidFields => "invalid_fields",
+            Self::BurstTooLarge => "burst_too_large",
+            Self::Other(code) => code,
+        }
+    }
+}
+
+impl From<String> for ErrorCode {
+    fn from(code: String) -> Self {
+        match code.as_str() {
+            "malformed" => Self::Malformed,
+            "unknown_type" => Self::UnknownType,
+            "invalid_fields" => Self::InvalidFields,
+            "burst_too_large" => Self::BurstTooLarge,
+            _ => Self::Other(code),
+        }
+    }
+}
+
+impl From<ErrorCode> for String {
+    fn from(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::Other(code) => code,
+            known => known.as_str().to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a text frame could not be decoded into a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The text is not a JSON object.
+    #[error("not a JSON object: {0}")]
+    Malformed(String),
+    /// The object has no `"type"` field.
+    #[error("the message has no \"type\" field")]
+    MissingType,
+    /// The `"type"` is not one this side understands.
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    /// The `"type"` is known but the fields do not match it.
+    #[error("invalid fields for message type {ty:?}: {detail}")]
+    InvalidFields {
+        /// The message type.
+        ty: String,
+        /// What serde found wrong.
+        detail: String,
+    },
+}
+
+impl DecodeError {
+    /// The [`ErrorCode`] a server answers this error with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Malformed(_) => ErrorCode::Malformed,
+            Self::MissingType | Self::UnknownType(_) => ErrorCode::UnknownType,
+            Self::InvalidFields { .. } => ErrorCode::InvalidFields,
+        }
+    }
+}
+
+/// Message types the client may send, used to tell unknown types from bad fields.
+const CLIENT_TYPES: &[&str] = &["echo", "burst", "ping"];
+/// Message types the server may send.
+const SERVER_TYPES: &[&str] = &["welcome", "echo", "push", "burst_done", "pong", "error"];
+
+fn decode<'a, T: Deserialize<'a>>(text: &'a str, known: &[&str]) -> Result<T, DecodeError> {
+    let err = match serde_json::from_str(text) {
+        Ok(msg) => return Ok(msg),
+        Err(err) => err,
+    };
+    // The error path only: find out which of our errors this is.
+    #[derive(Deserialize)]
+    struct Tag {
+        #[serde(rename = "type")]
+        ty: Option<serde_json::Value>,
+    }
+    let tag: Tag = match serde_json::from_str(text) {
+        Ok(tag) => tag,
+        Err(_) => return Err(DecodeError::Malformed(err.to_string())),
+    };
+    match tag.ty {
+        None => Err(DecodeError::MissingType),
+        Some(serde_json::Value::String(ty)) if known.contains(&ty.as_str()) => {
+            Err(DecodeError::InvalidFields {
+                ty,
+                detail: err.to_string(),
+            })
+        }
+        Some(serde_json::Value::String(ty)) => Err(DecodeError::UnknownType(ty)),
+        Some(other) => Err(DecodeError::UnknownType(other.to_string())),
+    }
+}
+
+fn encode<T: Serialize>(msg: &T) -> String {
+    serde_json::to_string(msg).expect(
+        "serializing a protocol message to a String cannot fail: \
+         it has no maps with non-string keys and no fallible Serialize impls",
+    )
+}
+
+impl ClientMessage {
+    /// Decodes one text frame.
+    ///
+    /// # Errors
+    ///
+    /// A [`DecodeError`] saying whether the text was not JSON, had no or an
+    /// unknown `type`, or had wrong fields for its type.
+    pub fn from_json(text: &str) -> Result<Self, DecodeError> {
+        decode(text, CLIENT_TYPES)
+    }
+
+    /// Encodes the message as one text frame.
+    pub fn to_json(&self) -> String {
+        encode(self)
+    }
+}
+
+impl ServerMessage {
+    /// Decodes one text frame.
+    ///
+    /// # Errors
+    ///
+    /// A [`DecodeError`] saying whether the text was not JSON, had no or an
+    /// unknown `type`, or had wrong fields for its type.
+    pub fn from_json(text: &str) -> Result<Self, DecodeError> {
+        decode(text, SERVER_TYPES)
+    }
+
+    /// Encodes the message as one text frame.
+    pub fn to_json(&self) -> String {
+        encode(self)
+    }
+}
+
+/// WebSocket close codes used by the server, with their meaning.
+///
+/// Codes below 4000 are defined by RFC 6455 and the IANA registry; 4000 and
+/// up are this application's own.
+pub mod close_code {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// The server is shutting down (reason `"server shutting down"`).
+    pub const GOING_AWAY: u16 = 1001;
+    /// The peer broke the WebSocket protocol (`/echo`).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame was not valid UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+    /// Policy violation: the client kept sending messages the server could not decode.
+    pub const POLICY_VIOLATION: u16 = 1008;
+    /// A message was larger than the server's limit.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// The server hit an unexpected condition.
+    pub const INTERNAL_ERROR: u16 = 1011;
+    /// Try again later: the client did not read fast enough and its outbound queue stayed full.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// Kicked by an administrator (`DELETE /api/clients/{id}`), reason `"kicked"`.
+    pub const KICKED: u16 = 4000;
+    /// The connection sent nothing, not even a pong, for the idle timeout.
+    pub const IDLE_TIMEOUT: u16 = 4001;
+    /// A newer connection with the same `client_id` replaced this one, reason
+    /// `"replaced"`. Reconnecting would replace the newer one in turn, so a
+    /// client should not.
+    pub const REPLACED: u16 = 4002;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every message with the exact JSON the contract fixes.
+    fn client_cases() -> Vec<(ClientMessage, &'static str)> {
+        vec![
+            (
+                ClientMessage::Echo {
+                    id: 42,
+                    body: "hi \"there\"".into(),
+                },
+                r#"{"type":"echo","id":42,"body":"hi \"there\""}"#,
+            ),
+            (
+                ClientMessage::Burst { count: 100_000 },
+                r#"{"type":"burst","count":100000}"#,
+            ),
+            (
+                ClientMessage::Ping { t: 12.5 },
+                r#"{"type":"ping","t":12.5}"#,
+            ),
+        ]
+    }
+
+    fn server_cases() -> Vec<(ServerMessage, &'static str)> {
+        vec![
+            (
+                ServerMessage::Welcome {
+                    client_id: "c-1".into(),
+                    push_interval_ms: 1000,
+                },
+                r#"{"type":"welcome","client_id":"c-1","push_interval_ms":1000}"#,
+            ),
+            (
+                ServerMessage::Echo {
+                    id: u64::MAX,
+                    body: "ünïcode ✓".into(),
+                },
+                r#"{"type":"echo","id":18446744073709551615,"body":"ünïcode ✓"}"#,
+            ),
+            (
+                ServerMessage::Push {
+                    seq: 1,
+                    sent_at_ms: 1_700_000_000_000,
+                    body: "tick".into(),
+                },
+                r#"{"type":"push","seq":1,"sent_at_ms":1700000000000,"body":"tick"}"#,
+            ),
+            (
+                ServerMessage::BurstDone {
+                    count: 3,
+                    elapsed_ms: 12,
+                },
+                r#"{"type":"burst_done","count":3,"elapsed_ms":12}"#,
+            ),
+            (
+                ServerMessage::Pong { t: -0.25 },
+                r#"{"type":"pong","t":-0.25}"#,
+            ),
+            (
+                ServerMessage::Error {
+                    code: ErrorCode::Malformed,
+                    message: "bad".into(),
+                },
+                r#"{"type":"error","code":"malformed","message":"bad"}"#,
+            ),
+        ]
+    }
+
+    #[test]
+    fn client_messages_have_the_contract_json_and_round_trip() {
+        for (msg, json) in client_cases() {
+            assert_eq!(msg.to_json(), json);
+            assert_eq!(ClientMessage::from_json(json), Ok(msg));
+        }
+    }
+
+    #[test]
+    fn server_messages_have_the_contract_json_and_round_trip() {
+        for (msg, json) in server_cases() {
+            assert_eq!(msg.to_json(), json);
+            assert_eq!(ServerMessage::from_json(json), Ok(msg));
+        }
+    }
+
+    #[test]
+    fn every_error_code_round_trips() {
+        for code in [
+            ErrorCode::Malformed,
+            ErrorCode::UnknownType,
+            ErrorCode::InvalidFields,
+            ErrorCode::BurstTooLarge,
+            ErrorCode::Other("from_the_future".into()),
+        ] {
+            let msg = ServerMessage::Error {
+                code: code.clone(),
+                message: String::new(),
+            };
+            let back = ServerMessage::from_json(&msg.to_json()).unwrap();
+            assert_eq!(back, msg);
+            assert_eq!(String::from(code.clone()), code.to_string());
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        assert_eq!(
+            ClientMessage::from_json(r#"{"type":"ping","t":1,"extra":[1,2]}"#),
+            Ok(ClientMessage::Ping { t: 1.0 })
+        );
+    }
+
+    #[test]
+    fn malformed_input_is_a_typed_error() {
+        for text in [
+            "",
+            "{",
+            "not json",
+            "[1,2]",
+            "\"echo\"",
+            "{\"type\":\"echo\"",
+        ] {
+            let err = ClientMessage::from_json(text).unwrap_err();
+            assert!(
+                matches!(err, DecodeError::Malformed(_)),
+                "{text:?} gave {err:?}"
+            );
+            assert_eq!(err.code(), ErrorCode::Malformed);
+        }
+    }
+
+    #[test]
+    fn missing_and_unknown_types_are_told_apart_from_bad_fields() {
+        assert_eq!(
+            ClientMessage::from_json(r#"{"id":1}"#),
+            Err(DecodeError::MissingType)
+        );
+        assert_eq!(
+            ClientMessage::from_json(r#"{"type":"teleport"}"#),
+            Err(DecodeError::UnknownType("teleport".into()))
+        );
+        assert_eq!(
+            ClientMessage::from_json(r#"{"type":7}"#),
+            Err(DecodeError::UnknownType("7".into()))
+        );
+        // A server-only type is unknown to the server.
+        assert!(matches!(
+            ClientMessage::from_json(r#"{"type":"welcome","client_id":"x","push_interval_ms":1}"#),
+            Err(DecodeError::UnknownType(_))
+        ));
+        let err = ClientMessage::from_json(r#"{"type":"echo","id":"one","body":"x"}"#).unwrap_err();
+        assert!(matches!(&err, DecodeError::InvalidFields { ty, .. } if ty == "echo"));
+        assert_eq!(err.code(), ErrorCode::InvalidFields);
+        let err = ClientMessage::from_json(r#"{"type":"burst","count":-1}"#).unwrap_err();
+        assert!(matches!(err, DecodeError::InvalidFields { .. }));
+        let err = ClientMessage::from_json(r#"{"type":"burst","count":4294967296}"#).unwrap_err();
+        assert!(matches!(err, DecodeError::InvalidFields { .. }));
+    }
+
+    #[test]
+    fn decode_errors_read_well() {
+        let err = ClientMessage::from_json(r#"{"type":"teleport"}"#).unwrap_err();
+        assert_eq!(err.to_string(), "unknown message type \"teleport\"");
+    }
+}
