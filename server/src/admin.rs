@@ -1,0 +1,117 @@
+//! The admin API under `/api`, guarded by a bearer token.
+//!
+//! With no `--admin-token` configured every request gets 403; a missing or
+//! wrong token gets 401.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use shared::close_code;
+
+use crate::registry::{CloseRequest, PushOutcome};
+use crate::state::AppState;
+
+/// Rejects requests without the right bearer token.
+pub async fn require_token(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = state.config.admin_token.as_deref() else {
+        return (
+            StatusCode::FORBIDDEN,
+            "the admin API is off: start the server with --admin-token",
+        )
+            .into_response();
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !given.is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes())) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "missing or wrong bearer token",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// Compares without an early exit, so timing does not leak the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `GET /api/clients`
+pub async fn list(State(state): State<AppState>) -> Response {
+    Json(state.registry.list()).into_response()
+}
+
+/// `POST /api/clients/{id}/push` with a text body.
+pub async fn push(State(state): State<AppState>, Path(id): Path<String>, body: String) -> Response {
+    match state.registry.push(&id, Arc::from(body)) {
+        PushOutcome::Queued => Json(json!({ "queued": true })).into_response(),
+        PushOutcome::QueueFull => {
+            crate::metrics::Metrics::add(&state.metrics.pushes_dropped, 1);
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the client's queue is full",
+            )
+                .into_response()
+        }
+        PushOutcome::Unknown => {
+            (StatusCode::NOT_FOUND, format!("no client {id:?}")).into_response()
+        }
+    }
+}
+
+/// `POST /api/broadcast` with a text body.
+pub async fn broadcast(State(state): State<AppState>, body: String) -> Response {
+    let (delivered, dropped) = state.registry.broadcast(&Arc::from(body));
+    crate::metrics::Metrics::add(&state.metrics.pushes_dropped, dropped as u64);
+    Json(json!({ "delivered": delivered, "dropped": dropped })).into_response()
+}
+
+/// `DELETE /api/clients/{id}?code=N&reason=R`: default 4000 "kicked".
+pub async fn kick(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let code = match query.get("code").map(|c| c.parse::<u16>()) {
+        None => close_code::KICKED,
+        Some(Ok(code)) if matches!(code, 1000 | 1001 | 1012 | 1013 | 4000..=4999) => code,
+        Some(_) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "code must be 1000, 1001, 1012, 1013 or 4000-4999",
+            )
+                .into_response();
+        }
+    };
+    let reason = query
+        .get("reason")
+        .cloned()
+        .unwrap_or_else(|| "kicked".into());
+    if reason.len() > 123 {
+        return (
+            StatusCode::BAD_REQUEST,
+            "a close reason has at most 123 bytes",
+        )
+            .into_response();
+    }
+    if state.registry.kick(&id, CloseRequest { code, reason }) {
+        Json(json!({ "closed": id, "code": code })).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, format!("no client {id:?}")).into_response()
+    }
+}

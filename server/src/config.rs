@@ -1,0 +1,145 @@
+//! The server's configuration: one clap struct, so `--help` is the manual.
+//! Every option has a flag, an environment variable and a default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Command-line and environment configuration of the server.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "server",
+    version,
+    about = "WebSocket server: echo, pushes, heartbeats, limits, client registry.",
+    args_override_self = true
+)]
+#[non_exhaustive]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "SERVER_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Directory of the built UI (trunk's dist/), served at `/`.
+    #[arg(long, env = "SERVER_STATIC_DIR", default_value = "dist")]
+    pub static_dir: PathBuf,
+
+    /// Period of timed pushes to every /ws client (e.g. `1s`, `250ms`); `0` turns them off.
+    #[arg(long, env = "SERVER_PUSH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub push_interval: Duration,
+
+    /// Period of WebSocket pings to every client; `0` turns them off.
+    #[arg(long, env = "SERVER_PING_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// A connection that sends nothing (no pong, no message) for this long is closed with 4001.
+    #[arg(long, env = "SERVER_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// Origins allowed besides same-host ones (repeatable; `*` allows any).
+    /// Without it, a browser upgrade is accepted when it has no `Origin`
+    /// header or the origin's host equals the `Host` header.
+    #[arg(
+        long = "allowed-origin",
+        env = "SERVER_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Largest message accepted on /ws, in bytes; larger closes with 1009.
+    #[arg(long, env = "SERVER_MAX_MESSAGE_SIZE", default_value_t = 64 * 1024)]
+    pub max_message_size: usize,
+
+    /// Largest message accepted on /echo, in bytes; larger closes with 1009.
+    #[arg(long, env = "SERVER_ECHO_MAX_MESSAGE_SIZE", default_value_t = 16 * 1024 * 1024)]
+    pub echo_max_message_size: usize,
+
+    /// Consecutive undecodable messages on /ws after which the connection is closed with 1008.
+    #[arg(long, env = "SERVER_MAX_BAD_MESSAGES", default_value_t = 10)]
+    pub max_bad_messages: u32,
+
+    /// Capacity of each connection's outbound queue, in messages.
+    #[arg(long, env = "SERVER_SEND_QUEUE", default_value_t = 1024)]
+    pub send_queue: usize,
+
+    /// A connection whose writes make no progress for this long (it stopped
+    /// reading) is closed with 1013 and counted as a slow consumer.
+    #[arg(long, env = "SERVER_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
+    /// Largest burst one request may ask for.
+    #[arg(long, env = "SERVER_MAX_BURST", default_value_t = 1_000_000)]
+    pub max_burst: u32,
+
+    /// Per-connection read buffer, in bytes (tungstenite's default is 128 KiB;
+    /// small keeps an idle connection cheap).
+    #[arg(long, env = "SERVER_READ_BUFFER", default_value_t = 4096)]
+    pub read_buffer: usize,
+
+    /// Bearer token of the admin API under /api; without one the API answers 403.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// How long a graceful shutdown waits for clients to close.
+    #[arg(long, env = "SERVER_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// Parses `250ms`, `1s`, `2m`, `1.5s` or a bare number of seconds.
+///
+/// # Errors
+///
+/// A message naming the accepted forms.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (try 250ms, 1s, 2m)"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?} (use ms, s or m)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|err| format!("{text:?}: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("1h").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_documentation() {
+        let config = Config::try_parse_from(["server"]).unwrap();
+        assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.push_interval, Duration::from_secs(1));
+        assert_eq!(config.ping_interval, Duration::from_secs(10));
+        assert_eq!(config.idle_timeout, Duration::from_secs(30));
+        assert_eq!(config.max_message_size, 64 * 1024);
+        assert_eq!(config.echo_max_message_size, 16 * 1024 * 1024);
+        assert_eq!(config.send_queue, 1024);
+        assert_eq!(config.max_burst, 1_000_000);
+        assert!(config.admin_token.is_none());
+    }
+}

@@ -1,0 +1,113 @@
+//! The WebSocket server: echo, timed and burst pushes, heartbeats, origin
+//! checks and limits, a registry of clients with an admin API, and a graceful
+//! shutdown that closes every client with 1001.
+//!
+//! `main` parses [`Config`], binds the listener and calls [`run`]; tests start
+//! the same `run` in-process on port 0.
+//!
+//! # Layout
+//!
+//! | module | what |
+//! |---|---|
+//! | `config` | [`Config`]: every option with flag, env variable, default |
+//! | `routes` | the router, the upgrades and their buffer sizes |
+//! | `origin` | the `Origin` check (same host, or `--allowed-origin`) |
+//! | `session` | one `/ws` connection: driver + writer over a bounded queue |
+//! | `echo` | one `/echo` connection: raw RFC 6455 echo, replies fed and flushed per batch |
+//! | `registry` | connected clients, pushes and kicks |
+//! | `admin` | the `/api` handlers and the bearer-token guard |
+//! | `metrics` | counters rendered at `/metrics` |
+//! | `wire` | errors and messages mapped to frames and close codes |
+//!
+//! # Example
+//!
+//! ```no_run
+//! use clap::Parser;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = server::Config::parse_from(["server", "--push-interval", "250ms"]);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! println!("listening on {}", listener.local_addr()?);
+//! server::run(listener, config, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod admin;
+mod config;
+mod echo;
+mod error;
+mod metrics;
+mod origin;
+mod registry;
+mod routes;
+mod session;
+mod state;
+mod wire;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{Config, parse_duration};
+pub use error::Error;
+
+/// Serves until `shutdown` completes, then closes every WebSocket with 1001
+/// ("server shutting down") and waits for them, at most `--shutdown-timeout`.
+///
+/// # Errors
+///
+/// [`Error::Serve`] when the listener fails.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let token = CancellationToken::new();
+    let state = state::AppState {
+        config: Arc::new(config),
+        registry: Arc::default(),
+        metrics: Arc::default(),
+        shutdown: token.clone(),
+        sessions: TaskTracker::new(),
+    };
+    let sessions = state.sessions.clone();
+    let timeout = state.config.shutdown_timeout;
+    let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    // Small writes (pongs, echoes) must not wait for Nagle.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!("could not set TCP_NODELAY: {err}");
+        }
+    });
+    let stop = token.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                () = shutdown => {}
+                () = stop.cancelled() => {}
+            }
+            tracing::info!("shutting down: closing every client with 1001");
+            stop.cancel();
+        })
+        .await;
+    // axum's graceful shutdown does not wait for upgraded connections.
+    token.cancel();
+    sessions.close();
+    if tokio::time::timeout(timeout, sessions.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "{} session(s) still open after {timeout:?}; exiting anyway",
+            sessions.len()
+        );
+    }
+    served?;
+    Ok(())
+}

@@ -1,0 +1,198 @@
+//! The registry of connected `/ws` clients: what the admin API lists, pushes
+//! to and kicks.
+//!
+//! A std `Mutex` guards the map: every section is a short insert, remove or
+//! clone with no `.await` inside.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+/// What a session's writer is asked to send.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame ready to go.
+    Frame(axum::extract::ws::Message),
+    /// A push; the writer numbers it so `seq` follows the wire order.
+    Push {
+        /// The text to push.
+        body: Arc<str>,
+        /// Milliseconds since the Unix epoch when it was queued.
+        sent_at_ms: u64,
+    },
+    /// A burst of `count` pushes followed by `burst_done`, written in batches.
+    Burst {
+        /// How many pushes.
+        count: u32,
+    },
+}
+
+/// A close the session is asked to perform (kick, replacement).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRequest {
+    /// The close code.
+    pub code: u16,
+    /// The close reason.
+    pub reason: String,
+}
+
+/// Counters of one connection, shared by its session and the registry.
+#[derive(Debug, Default)]
+pub struct ClientCounters {
+    pub(crate) messages_in: AtomicU64,
+    pub(crate) messages_out: AtomicU64,
+}
+
+/// The registry's handle on one connection.
+#[derive(Debug, Clone)]
+pub struct ClientHandle {
+    /// A number unique to this connection, so that a replaced session does not
+    /// remove its successor from the registry.
+    pub(crate) conn: u64,
+    pub(crate) remote_addr: SocketAddr,
+    pub(crate) connected_at: SystemTime,
+    pub(crate) outbound: mpsc::Sender<Outbound>,
+    pub(crate) close: watch::Sender<Option<CloseRequest>>,
+    pub(crate) counters: Arc<ClientCounters>,
+}
+
+/// One row of `GET /api/clients`.
+#[derive(Debug, Serialize)]
+pub struct ClientInfo {
+    id: String,
+    remote_addr: String,
+    /// Milliseconds since the Unix epoch.
+    connected_at: u64,
+    messages_in: u64,
+    messages_out: u64,
+    queue_len: usize,
+}
+
+/// Connected clients by id.
+#[derive(Debug, Default)]
+pub struct Registry {
+    clients: Mutex<HashMap<String, ClientHandle>>,
+    next_conn: AtomicU64,
+}
+
+/// What became of a push to one client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Queued for the writer.
+    Queued,
+    /// The client's queue was full: the push was dropped and counted.
+    QueueFull,
+    /// No such client.
+    Unknown,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, ClientHandle>> {
+        // A panic while holding this lock leaves the map itself consistent
+        // (every section is a single map operation), so keep going.
+        self.clients
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A fresh connection number.
+    pub fn next_conn(&self) -> u64 {
+        self.next_conn.fetch_add(1, Relaxed) + 1
+    }
+
+    /// A fresh client id, unused at the moment.
+    pub fn assign_id(&self) -> String {
+        loop {
+            let id = format!("c{:08x}", rand::random::<u32>());
+            if !self.lock().contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Registers `handle` as `id`, returning the connection it replaces.
+    pub fn insert(&self, id: &str, handle: ClientHandle) -> Option<ClientHandle> {
+        self.lock().insert(id.to_owned(), handle)
+    }
+
+    /// Removes `id` if it is still connection `conn`.
+    pub fn remove(&self, id: &str, conn: u64) {
+        let mut clients = self.lock();
+        if clients.get(id).is_some_and(|h| h.conn == conn) {
+            clients.remove(id);
+        }
+    }
+
+    /// The rows of `GET /api/clients`, sorted by id.
+    pub fn list(&self) -> Vec<ClientInfo> {
+        let mut rows: Vec<ClientInfo> = self
+            .lock()
+            .iter()
+            .map(|(id, h)| ClientInfo {
+                id: id.clone(),
+                remote_addr: h.remote_addr.to_string(),
+                connected_at: millis(h.connected_at),
+                messages_in: h.counters.messages_in.load(Relaxed),
+                messages_out: h.counters.messages_out.load(Relaxed),
+                queue_len: h.outbound.max_capacity() - h.outbound.capacity(),
+            })
+            .collect();
+        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        rows
+    }
+
+    /// Queues a push of `body` to `id`.
+    pub fn push(&self, id: &str, body: Arc<str>) -> PushOutcome {
+        let Some(outbound) = self.lock().get(id).map(|h| h.outbound.clone()) else {
+            return PushOutcome::Unknown;
+        };
+        try_push(&outbound, body)
+    }
+
+    /// Queues a push of `body` to every client; returns how many queued it and
+    /// how many had a full queue.
+    pub fn broadcast(&self, body: &Arc<str>) -> (usize, usize) {
+        let targets: Vec<_> = self.lock().values().map(|h| h.outbound.clone()).collect();
+        let mut queued = 0;
+        for outbound in &targets {
+            if try_push(outbound, body.clone()) == PushOutcome::Queued {
+                queued += 1;
+            }
+        }
+        (queued, targets.len() - queued)
+    }
+
+    /// Asks `id` to close with `code` and `reason`; false if unknown.
+    pub fn kick(&self, id: &str, request: CloseRequest) -> bool {
+        match self.lock().get(id) {
+            Some(h) => {
+                h.close.send_replace(Some(request));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn try_push(outbound: &mpsc::Sender<Outbound>, body: Arc<str>) -> PushOutcome {
+    let push = Outbound::Push {
+        body,
+        sent_at_ms: millis(SystemTime::now()),
+    };
+    match outbound.try_send(push) {
+        Ok(()) => PushOutcome::Queued,
+        Err(mpsc::error::TrySendError::Full(_)) => PushOutcome::QueueFull,
+        Err(mpsc::error::TrySendError::Closed(_)) => PushOutcome::Unknown,
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn millis(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

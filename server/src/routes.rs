@@ -1,0 +1,175 @@
+//! The HTTP surface: routes, the origin check and the upgrades.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use tower_http::services::{ServeDir, ServeFile};
+
+use crate::metrics::Rejection;
+use crate::state::AppState;
+use crate::{admin, echo, origin, session};
+
+const NO_UI: &str = "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Server</title></head>\
+<body><h1>Welcome to the server!</h1><p>The UI is not built. Run <code>cargo xtask run</code>, or \
+<code>trunk build --release</code> at the project root and start the server with \
+<code>--static-dir dist</code>. The WebSocket endpoints are <code>/ws</code> and <code>/echo</code>.</p></body></html>";
+
+/// The whole router.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/clients", get(admin::list))
+        .route("/clients/{id}", delete(admin::kick))
+        .route("/clients/{id}/push", post(admin::push))
+        .route("/broadcast", post(admin::broadcast))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_token,
+        ));
+    let router = Router::new()
+        .route("/ws", get(ws))
+        .route("/echo", get(echo))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .nest("/api", api);
+    let index = state.config.static_dir.join("index.html");
+    let router = if index.is_file() {
+        router.fallback_service(
+            ServeDir::new(&state.config.static_dir).fallback(ServeFile::new(index)),
+        )
+    } else {
+        tracing::warn!(
+            "no UI in {}: serving a welcome page at /",
+            state.config.static_dir.display()
+        );
+        router.route("/", get(|| async { Html(NO_UI) }))
+    };
+    router.with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Checks the origin and that this is an upgrade at all.
+fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<WebSocketUpgrade, Box<Response>> {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &header::HeaderValue| v.to_str().ok())
+    };
+    if !origin::allowed(
+        header(header::ORIGIN),
+        header(header::HOST),
+        &state.config.allowed_origins,
+    ) {
+        state.metrics.reject(Rejection::Origin);
+        tracing::info!(origin = ?header(header::ORIGIN), "refused an upgrade from a foreign origin");
+        return Err(Box::new(
+            (
+                StatusCode::FORBIDDEN,
+                "origin not allowed: start the server with --allowed-origin to allow it",
+            )
+                .into_response(),
+        ));
+    }
+    upgrade.map_err(|rejection| {
+        state.metrics.reject(Rejection::NotUpgrade);
+        Box::new(
+            (
+                StatusCode::UPGRADE_REQUIRED,
+                [(header::UPGRADE, "websocket")],
+                format!(
+                    "this endpoint speaks WebSocket; connect with a WebSocket client ({rejection})"
+                ),
+            )
+                .into_response(),
+        )
+    })
+}
+
+/// Bytes collected before tungstenite writes to the socket (its default, 128 KiB,
+/// would hold a lot of memory per busy connection; 0 writes every frame alone).
+const WRITE_BUFFER: usize = 8 * 1024;
+
+fn configure(upgrade: WebSocketUpgrade, state: &AppState, max_message: usize) -> WebSocketUpgrade {
+    upgrade
+        .read_buffer_size(state.config.read_buffer)
+        // Frames collect up to this size before a write, so a fed batch goes
+        // out in few syscalls; the buffer is empty on an idle connection.
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(max_message)
+        .max_frame_size(max_message)
+}
+
+async fn ws(
+    State(state): State<AppState>,
+    ConnectInfo(remote_addr): ConnectInfo<SocketAddr>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match admit(&state, &headers, upgrade) {
+        Ok(upgrade) => upgrade,
+        Err(response) => return *response,
+    };
+    let burst = match query.get("burst").map(|b| b.parse::<u32>()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            return (StatusCode::BAD_REQUEST, "burst must be a whole number").into_response();
+        }
+    };
+    let id = match query.get("client_id") {
+        Some(id) if id.is_empty() || id.len() > 128 => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "client_id must have 1 to 128 bytes",
+            )
+                .into_response();
+        }
+        Some(id) => id.clone(),
+        None => state.registry.assign_id(),
+    };
+    let max = state.config.max_message_size;
+    let sessions = state.sessions.clone();
+    configure(upgrade, &state, max).on_upgrade(move |socket| {
+        sessions.track_future(session::run(
+            socket,
+            state,
+            session::Peer {
+                id,
+                remote_addr,
+                burst,
+            },
+        ))
+    })
+}
+
+async fn echo(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match admit(&state, &headers, upgrade) {
+        Ok(upgrade) => upgrade,
+        Err(response) => return *response,
+    };
+    let max = state.config.echo_max_message_size;
+    let sessions = state.sessions.clone();
+    configure(upgrade, &state, max)
+        .on_upgrade(move |socket| sessions.track_future(echo::run(socket, state)))
+}

@@ -1,0 +1,26 @@
+//! The cloneable state handle passed to every handler with `Router::with_state`.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+/// Shared state: configuration, registry, counters, and the shutdown signal
+/// every session watches.
+#[derive(Clone)]
+pub struct AppState {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Connected `/ws` clients.
+    pub registry: Arc<Registry>,
+    /// Counters for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+    /// Every WebSocket session, so shutdown can wait for them.
+    pub sessions: TaskTracker,
+}

@@ -1,0 +1,256 @@
+//! The `/ws` application protocol against a real server on port 0.
+
+mod common;
+
+use common::*;
+use futures_util::SinkExt;
+use shared::{ErrorCode, ServerMessage, close_code};
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn welcome_comes_first_then_echoes_text_and_binary() {
+    let server = TestServer::start(&[]).await;
+    let mut ws = server.connect("/ws").await;
+    assert!(matches!(
+        next_json(&mut ws).await,
+        ServerMessage::Welcome {
+            push_interval_ms: 0,
+            ..
+        }
+    ));
+    send_text(&mut ws, r#"{"type":"echo","id":7,"body":"hello ✓"}"#).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        ServerMessage::Echo {
+            id: 7,
+            body: "hello ✓".into()
+        }
+    );
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_message(&mut ws).await,
+        Message::binary(vec![0u8, 1, 2, 255])
+    );
+    send_text(&mut ws, r#"{"type":"ping","t":1.5}"#).await;
+    assert_eq!(next_json(&mut ws).await, ServerMessage::Pong { t: 1.5 });
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_client_chooses_its_id_and_a_second_connection_replaces_the_first() {
+    let server = TestServer::start(&[]).await;
+    let (mut first, id) = server.connect_ws("/ws?client_id=alice").await;
+    assert_eq!(id, "alice");
+    let (mut second, id) = server.connect_ws("/ws?client_id=alice").await;
+    assert_eq!(id, "alice");
+    let frame = expect_close(&mut first).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), close_code::REPLACED);
+    assert_eq!(frame.reason.as_str(), "replaced");
+    // The newer connection is unaffected.
+    send_text(&mut second, r#"{"type":"echo","id":1,"body":"still here"}"#).await;
+    assert!(matches!(
+        next_json(&mut second).await,
+        ServerMessage::Echo { id: 1, .. }
+    ));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn timed_pushes_arrive_with_seq_counting_up() {
+    let server = TestServer::start(&["--push-interval", "30ms"]).await;
+    let mut ws = server.connect("/ws").await;
+    assert!(matches!(
+        next_json(&mut ws).await,
+        ServerMessage::Welcome {
+            push_interval_ms: 30,
+            ..
+        }
+    ));
+    for expected in 1..=3 {
+        match next_json(&mut ws).await {
+            ServerMessage::Push {
+                seq,
+                body,
+                sent_at_ms,
+            } => {
+                assert_eq!(seq, expected);
+                assert_eq!(body, "tick");
+                assert!(sent_at_ms > 1_600_000_000_000);
+            }
+            other => panic!("expected a push, got {other:?}"),
+        }
+    }
+    server.shutdown().await.unwrap();
+}
+
+async fn expect_burst(ws: &mut Ws, count: u32, first_seq: u64) {
+    for i in 0..u64::from(count) {
+        match next_json(ws).await {
+            ServerMessage::Push { seq, .. } => assert_eq!(seq, first_seq + i, "pushes in order"),
+            other => panic!("push {i}: got {other:?}"),
+        }
+    }
+    match next_json(ws).await {
+        ServerMessage::BurstDone { count: done, .. } => assert_eq!(done, count),
+        other => panic!("expected burst_done, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_burst_query_delivers_exactly_n_pushes_in_order_then_burst_done() {
+    let server = TestServer::start(&[]).await;
+    let (mut ws, _) = server.connect_ws("/ws?burst=5000").await;
+    expect_burst(&mut ws, 5000, 1).await;
+    // And a burst message on the same connection carries on the numbering.
+    send_text(&mut ws, r#"{"type":"burst","count":700}"#).await;
+    expect_burst(&mut ws, 700, 5001).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_burst_over_the_limit_gets_an_error_and_the_connection_carries_on() {
+    let server = TestServer::start(&["--max-burst", "10"]).await;
+    let (mut ws, _) = server.connect_ws("/ws").await;
+    send_text(&mut ws, r#"{"type":"burst","count":11}"#).await;
+    match next_json(&mut ws).await {
+        ServerMessage::Error { code, .. } => assert_eq!(code, ErrorCode::BurstTooLarge),
+        other => panic!("expected an error, got {other:?}"),
+    }
+    send_text(&mut ws, r#"{"type":"burst","count":10}"#).await;
+    expect_burst(&mut ws, 10, 1).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn garbage_gets_errors_and_then_1008() {
+    let server = TestServer::start(&["--max-bad-messages", "3"]).await;
+    let (mut ws, _) = server.connect_ws("/ws").await;
+    send_text(&mut ws, "not json").await;
+    assert!(matches!(
+        next_json(&mut ws).await,
+        ServerMessage::Error {
+            code: ErrorCode::Malformed,
+            ..
+        }
+    ));
+    send_text(&mut ws, r#"{"type":"teleport"}"#).await;
+    assert!(matches!(
+        next_json(&mut ws).await,
+        ServerMessage::Error {
+            code: ErrorCode::UnknownType,
+            ..
+        }
+    ));
+    // A good message resets the count: the limit is on garbage in a row.
+    send_text(&mut ws, r#"{"type":"ping","t":0}"#).await;
+    assert!(matches!(
+        next_json(&mut ws).await,
+        ServerMessage::Pong { .. }
+    ));
+    for _ in 0..3 {
+        send_text(&mut ws, r#"{"type":"echo","id":"x"}"#).await;
+        assert!(matches!(
+            next_json(&mut ws).await,
+            ServerMessage::Error {
+                code: ErrorCode::InvalidFields,
+                ..
+            }
+        ));
+    }
+    let frame = expect_close(&mut ws).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), close_code::POLICY_VIOLATION);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_oversized_message_closes_with_1009() {
+    let server = TestServer::start(&["--max-message-size", "1024"]).await;
+    let (mut ws, _) = server.connect_ws("/ws").await;
+    send_text(&mut ws, &"x".repeat(2000)).await;
+    let frame = expect_close(&mut ws).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), close_code::MESSAGE_TOO_BIG);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_after_the_idle_timeout() {
+    let server = TestServer::start(&["--idle-timeout", "300ms"]).await;
+    let (mut ws, _) = server.connect_ws("/ws").await;
+    let frame = expect_close(&mut ws).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), close_code::IDLE_TIMEOUT);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_answers_pings_is_not_idle() {
+    let server = TestServer::start(&["--idle-timeout", "400ms", "--ping-interval", "100ms"]).await;
+    let (mut ws, _) = server.connect_ws("/ws").await;
+    // Reading answers the pings; ask for an echo well after the idle timeout.
+    let started = tokio::time::Instant::now();
+    let mut pings = 0;
+    while started.elapsed() < std::time::Duration::from_millis(1000) {
+        match tokio::time::timeout(DEADLINE, futures_util::StreamExt::next(&mut ws)).await {
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            other => panic!("expected only pings, got {other:?}"),
+        }
+    }
+    assert!(pings >= 5, "pings every 100 ms, got {pings}");
+    send_text(&mut ws, r#"{"type":"echo","id":3,"body":""}"#).await;
+    assert!(matches!(
+        next_json(&mut ws).await,
+        ServerMessage::Echo { id: 3, .. }
+    ));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_with_1013_while_others_keep_their_pushes() {
+    let server = TestServer::start(&["--write-timeout", "300ms", "--push-interval", "20ms"]).await;
+    // The slow one asks for a large burst and never reads it.
+    let mut slow = server.connect("/ws?burst=1000000").await;
+    let (mut fast, _) = server.connect_ws("/ws").await;
+    wait_until("the slow consumer to be closed", || async {
+        metric(&server, "ws_slow_consumer_closes_total").await == 1
+    })
+    .await;
+    // The other client got its timed pushes all along and still does.
+    let mut pushes = 0;
+    while pushes < 5 {
+        if let ServerMessage::Push { .. } = next_json(&mut fast).await {
+            pushes += 1;
+        }
+    }
+    // The slow client's stream ends; if the close frame made it, it says 1013.
+    let closed = tokio::time::timeout(DEADLINE * 3, async {
+        loop {
+            match futures_util::StreamExt::next(&mut slow).await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the slow client's connection ends");
+    if let Some(code) = closed {
+        assert_eq!(code, close_code::TRY_AGAIN_LATER);
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_sends_1001_to_every_client_and_run_returns() {
+    let server = TestServer::start(&[]).await;
+    let (mut a, _) = server.connect_ws("/ws").await;
+    let (mut b, _) = server.connect_ws("/ws?client_id=b").await;
+    let mut e = server.connect("/echo").await;
+    let stopping = tokio::spawn(server.shutdown());
+    for ws in [&mut a, &mut b, &mut e] {
+        let frame = expect_close(ws).await.expect("a close frame");
+        assert_eq!(u16::from(frame.code), close_code::GOING_AWAY);
+        assert_eq!(frame.reason.as_str(), "server shutting down");
+    }
+    stopping.await.unwrap().unwrap();
+}
