@@ -1,0 +1,266 @@
+//! Options of the wrapper, each with its documented default.
+
+use std::fmt;
+use std::rc::Rc;
+
+use crate::message::CloseInfo;
+
+/// What to do when a message does not fit in the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overflow {
+    /// Refuse the new message with [`crate::SendError::QueueFull`] (default).
+    #[default]
+    RejectNew,
+    /// Drop the oldest queued messages to make room, raising
+    /// [`crate::Event::Dropped`] for each.
+    DropOldest,
+}
+
+/// The reconnection schedule: exponential backoff with full jitter.
+///
+/// The delay before attempt `n` (from 1) is a uniformly random value in
+/// `[0, min(max_ms, initial_ms * factor^(n-1))]`, so many clients that lost
+/// the same server do not come back in lockstep.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// Upper bound of the first delay. Default 1000 ms.
+    pub initial_ms: u64,
+    /// Growth per attempt. Default 2.
+    pub factor: f64,
+    /// Cap of the delay. Default 30 000 ms.
+    pub max_ms: u64,
+    /// Full jitter (default `true`); `false` waits the upper bound exactly.
+    pub jitter: bool,
+    /// Attempts after which the wrapper gives up and closes. Default `None`: never.
+    pub max_attempts: Option<u32>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial_ms: 1000,
+            factor: 2.0,
+            max_ms: 30_000,
+            jitter: true,
+            max_attempts: None,
+        }
+    }
+}
+
+impl Backoff {
+    /// The upper bound of the delay before attempt `attempt` (1 for the first retry).
+    pub fn ceiling_ms(&self, attempt: u32) -> u64 {
+        let exponent = attempt.saturating_sub(1).min(64);
+        let grown = self.initial_ms as f64 * self.factor.max(1.0).powi(exponent as i32);
+        grown.min(self.max_ms as f64).max(0.0) as u64
+    }
+
+    /// The delay before attempt `attempt`, given a uniform random `unit` in `[0, 1)`.
+    pub fn delay_ms(&self, attempt: u32, unit: f64) -> u64 {
+        let ceiling = self.ceiling_ms(attempt);
+        if self.jitter {
+            (ceiling as f64 * unit.clamp(0.0, 1.0)).round() as u64
+        } else {
+            ceiling
+        }
+    }
+}
+
+/// An application heartbeat: browsers cannot send WebSocket pings, so the
+/// wrapper sends the protocol's `ping` after `interval_ms` without any
+/// inbound message, and takes the connection as dead (closing it and
+/// reconnecting) when nothing at all arrives within `timeout_ms` after a
+/// ping. Any inbound message counts as alive. Times are wall-clock, and a
+/// late timer tick in a throttled background tab only delays the ping, so it
+/// never causes a false timeout (see [`crate::liveness`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Silence after which a ping is sent. Suggested: 10 000 ms.
+    pub interval_ms: u32,
+    /// How long after a ping, with nothing received, the connection is taken as dead. Suggested: 30 000 ms.
+    pub timeout_ms: u32,
+}
+
+/// Decides per close whether to reconnect.
+pub type ReconnectPolicy = Rc<dyn Fn(&CloseInfo) -> bool>;
+
+/// The default policy: reconnect after every close except a kick by the
+/// server (4000), a policy violation (1008) and a replacement by a newer
+/// connection with the same client id (4002).
+pub fn default_should_reconnect(close: &CloseInfo) -> bool {
+    !matches!(close.code, 4000 | 1008 | 4002)
+}
+
+/// Options of a [`crate::Socket`]. Build with [`Config::new`] and the
+/// `with_*` methods; every option has the default documented on it.
+#[derive(Clone)]
+pub struct Config {
+    /// The `ws:` or `wss:` URL.
+    pub url: String,
+    /// Messages queued while not open. Default 100; 0 means never queue.
+    pub queue_capacity: usize,
+    /// Optional limit on queued payload bytes. Default none.
+    pub queue_max_bytes: Option<usize>,
+    /// What to do when the queue is full. Default [`Overflow::RejectNew`].
+    pub overflow: Overflow,
+    /// The reconnection schedule. Default [`Backoff::default`].
+    pub backoff: Backoff,
+    /// A connection attempt not open after this long is abandoned and retried. Default 10 000 ms.
+    pub connect_timeout_ms: u32,
+    /// The attempt counter resets only after a connection stayed open this long,
+    /// so a server that accepts and drops at once still backs off. Default 5000 ms.
+    pub min_uptime_ms: u32,
+    /// Optional application heartbeat. Default none.
+    pub heartbeat: Option<Heartbeat>,
+    /// Whether to reconnect after a close. Default [`default_should_reconnect`].
+    pub should_reconnect: ReconnectPolicy,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("url", &self.url)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("queue_max_bytes", &self.queue_max_bytes)
+            .field("overflow", &self.overflow)
+            .field("backoff", &self.backoff)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("min_uptime_ms", &self.min_uptime_ms)
+            .field("heartbeat", &self.heartbeat)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Equal when every option is, and the policy is the same function object.
+impl PartialEq for Config {
+    fn eq(&self, other: &Self) -> bool {
+        self.url == other.url
+            && self.queue_capacity == other.queue_capacity
+            && self.queue_max_bytes == other.queue_max_bytes
+            && self.overflow == other.overflow
+            && self.backoff == other.backoff
+            && self.connect_timeout_ms == other.connect_timeout_ms
+            && self.min_uptime_ms == other.min_uptime_ms
+            && self.heartbeat == other.heartbeat
+            && Rc::ptr_eq(&self.should_reconnect, &other.should_reconnect)
+    }
+}
+
+impl Config {
+    /// The defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            queue_capacity: 100,
+            queue_max_bytes: None,
+            overflow: Overflow::RejectNew,
+            backoff: Backoff::default(),
+            connect_timeout_ms: 10_000,
+            min_uptime_ms: 5_000,
+            heartbeat: None,
+            should_reconnect: Rc::new(default_should_reconnect),
+        }
+    }
+
+    /// Sets the queue capacity in messages.
+    #[must_use]
+    pub fn with_queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue_capacity = capacity;
+        self
+    }
+
+    /// Sets a limit on queued bytes.
+    #[must_use]
+    pub fn with_queue_max_bytes(mut self, max: usize) -> Self {
+        self.queue_max_bytes = Some(max);
+        self
+    }
+
+    /// Sets the overflow policy.
+    #[must_use]
+    pub fn with_overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// Sets the reconnection schedule.
+    #[must_use]
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Sets the connect timeout.
+    #[must_use]
+    pub fn with_connect_timeout_ms(mut self, ms: u32) -> Self {
+        self.connect_timeout_ms = ms;
+        self
+    }
+
+    /// Sets the minimum uptime that resets the attempt counter.
+    #[must_use]
+    pub fn with_min_uptime_ms(mut self, ms: u32) -> Self {
+        self.min_uptime_ms = ms;
+        self
+    }
+
+    /// Turns the application heartbeat on.
+    #[must_use]
+    pub fn with_heartbeat(mut self, heartbeat: Heartbeat) -> Self {
+        self.heartbeat = Some(heartbeat);
+        self
+    }
+
+    /// Sets the reconnect policy.
+    #[must_use]
+    pub fn with_should_reconnect(mut self, policy: impl Fn(&CloseInfo) -> bool + 'static) -> Self {
+        self.should_reconnect = Rc::new(policy);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ceiling_grows_by_the_factor_up_to_the_cap() {
+        let b = Backoff::default();
+        let ceilings: Vec<u64> = (1..=7).map(|n| b.ceiling_ms(n)).collect();
+        assert_eq!(ceilings, [1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+        assert_eq!(b.ceiling_ms(1000), 30_000);
+    }
+
+    #[test]
+    fn full_jitter_stays_within_zero_and_the_ceiling() {
+        let b = Backoff::default();
+        for attempt in 1..10 {
+            let ceiling = b.ceiling_ms(attempt);
+            for unit in [0.0, 0.25, 0.5, 0.999_999] {
+                let d = b.delay_ms(attempt, unit);
+                assert!(d <= ceiling, "{d} > {ceiling}");
+            }
+            assert_eq!(b.delay_ms(attempt, 0.0), 0);
+            // Out-of-range randomness is clamped, never beyond the ceiling.
+            assert_eq!(b.delay_ms(attempt, 7.0), ceiling);
+        }
+        let exact = Backoff { jitter: false, ..b };
+        assert_eq!(exact.delay_ms(3, 0.1), 4000);
+    }
+
+    #[test]
+    fn the_default_policy_stops_after_kick_policy_violation_and_replacement() {
+        let close = |code| CloseInfo {
+            url: String::new(),
+            code,
+            reason: String::new(),
+            was_clean: true,
+        };
+        for code in [4000, 1008, 4002] {
+            assert!(!default_should_reconnect(&close(code)), "{code}");
+        }
+        for code in [1000, 1001, 1006, 1011, 1012, 1013, 4001] {
+            assert!(default_should_reconnect(&close(code)), "{code}");
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! A WebSocket for Rust/wasm browser apps that never drops a send silently.
+//!
+//! While the socket is not open, [`Socket::send`] queues into a bounded FIFO
+//! (capacity 100 by default) and says so; the queue is flushed in order when
+//! the socket opens, before anything sent afterwards; after a close the
+//! application did not ask for, it reconnects with exponential backoff and
+//! full jitter. Every refusal hands the message back in the error.
+//!
+//! # Defaults
+//!
+//! | option ([`Config`]) | default |
+//! |---|---|
+//! | `url` | required: a `ws:` or `wss:` URL |
+//! | `queue_capacity` | 100 messages (0: never queue); changeable at run time |
+//! | `queue_max_bytes` | none |
+//! | `overflow` | [`Overflow::RejectNew`] ([`Overflow::DropOldest`] reports each drop) |
+//! | `backoff` | 1 s initial, factor 2, 30 s cap, full jitter, unlimited attempts |
+//! | `connect_timeout_ms` | 10 000 |
+//! | `min_uptime_ms` | 5 000 (before the attempt counter resets) |
+//! | `heartbeat` | off; with it, a `ping` after `interval_ms` of silence, dead when nothing arrives `timeout_ms` after the ping |
+//! | `should_reconnect` | all closes except 4000 (kicked), 1008 (policy), 4002 (replaced) |
+//! | open hook ([`Socket::set_on_open`]) | none; its sends go out ahead of the queue |
+//!
+//! # Behaviour in short
+//!
+//! * [`Socket::send`] gives [`SendOutcome::Sent`] or [`SendOutcome::Queued`],
+//!   or a [`SendError`] holding the message (`QueueFull`, `TooLarge`,
+//!   `Closed`, `Browser`).
+//! * [`Socket::close`] is final (timers cancelled, no reconnect, sends fail
+//!   with `Closed`) until [`Socket::reconnect`], which also restarts after
+//!   the attempts ran out. Dropping the last handle closes the browser
+//!   socket and removes every listener and timer; no closure is leaked.
+//! * At most one browser socket is live; events of a replaced one are ignored.
+//! * Retries pause while the browser is offline and run at once on `online`
+//!   or when a hidden tab becomes visible with the socket down.
+//! * Events ([`Event`]) come as callbacks ([`Socket::on_event`]) and as a
+//!   `Stream` ([`Socket::events`]); every message is delivered, none is
+//!   collapsed, and a callback may use the socket re-entrantly.
+//! * [`Socket::stats`]: queue length and capacity, messages and bytes each
+//!   way, drops, reconnects, current attempt, uptime.
+//!
+//! # Layout
+//!
+//! The logic is plain Rust, unit-tested natively with `cargo test`:
+//! * `queue`: [`Queue`], the bounded FIFO with both overflow policies and a byte limit;
+//! * `config`: [`Config`], [`Backoff`] (the schedule as pure functions), [`Heartbeat`];
+//! * [`machine`]: the connection state machine, inputs to actions;
+//! * [`liveness`]: the heartbeat's decisions from wall-clock times;
+//! * `dispatch`: in-order, re-entrancy-safe delivery to callbacks and streams;
+//! * `message`: [`Message`], [`SendOutcome`], [`SendError`], [`State`], [`Event`], [`Stats`];
+//! * `typed`: [`TypedSocket`] encoding and decoding (JSON over the `shared` protocol).
+//!
+//! Only the glue needs a browser (wasm32 only), tested in headless Chrome
+//! against the real server (`tests/web.rs`):
+//! * `web`: [`Socket`] over `web_sys::WebSocket`, with owned `Closure`s and timers;
+//! * `yew` (feature `yew`): a context provider and hooks.
+//!
+//! Acknowledged sends (a later "reliable" mode) slot in between the queue and
+//! the browser socket: the machine's `Flush` action is where unacknowledged
+//! messages would be resent after the open hook (which would send `resume`)
+//! and before the queue.
+//!
+//! # Example: a plain wasm app
+//!
+//! The same code is `examples/plain.rs`, compiled for wasm32 by clippy.
+//!
+//! ```no_run
+//! # #[cfg(target_arch = "wasm32")] {
+//! use buffered_socket::{Config, Event, SendOutcome, Socket};
+//!
+//! let socket = Socket::new(Config::new("ws://127.0.0.1:8080/ws").with_queue_capacity(500))?;
+//! let subscription = socket.on_event(|event| {
+//!     if let Event::Message(message) = event {
+//!         web_sys::console::log_1(&format!("{message:?}").into());
+//!     }
+//! });
+//! // Not open yet: queued, and sent first thing on open.
+//! assert_eq!(socket.send(r#"{"type":"echo","id":1,"body":"hi"}"#)?, SendOutcome::Queued);
+//! // Keep `socket` and `subscription` for as long as the app runs.
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Example: a Yew component (feature `yew`)
+//!
+//! One socket per app, from a [`yew::SocketProvider`] at the root. The same
+//! code, with the `Received` reducer (`+1` per action), is `examples/yew_counter.rs`.
+//!
+//! ```ignore
+//! use buffered_socket::yew::{SocketProvider, use_socket, use_socket_event};
+//! use buffered_socket::{Config, Event};
+//! use yew::prelude::*;
+//!
+//! #[component]
+//! fn Counter() -> Html {
+//!     let ctx = use_socket(); // the handle and the state
+//!     let received = use_reducer(Received::default); // a reducer: every message of a burst counts
+//!     let count = received.dispatcher();
+//!     use_socket_event(move |e| if let Event::Message(_) = e { count.dispatch(()) });
+//!     let socket = ctx.socket.clone();
+//!     let send = Callback::from(move |_| drop(socket.send("hi")));
+//!     html! { <button onclick={send}>{ format!("{}: {} received", ctx.state.name(), received.0) }</button> }
+//! }
+//! // html! { <SocketProvider config={Config::new("ws://127.0.0.1:8080/ws")}><Counter /></SocketProvider> }
+//! ```
+#![warn(missing_docs)]
+// `Socket` and the `yew` module exist on wasm32 only (and `yew` with its
+// feature); build the docs with `--target wasm32-unknown-unknown --all-features`.
+#![cfg_attr(
+    not(all(target_arch = "wasm32", feature = "yew")),
+    allow(rustdoc::broken_intra_doc_links)
+)]
+
+mod config;
+mod dispatch;
+pub mod liveness;
+pub mod machine;
+mod message;
+mod queue;
+mod typed;
+#[cfg(target_arch = "wasm32")]
+mod web;
+#[cfg(all(target_arch = "wasm32", feature = "yew"))]
+pub mod yew;
+
+pub use config::{Backoff, Config, Heartbeat, Overflow, ReconnectPolicy, default_should_reconnect};
+pub use dispatch::{EventStream, Subscription};
+pub use message::{CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats};
+pub use queue::Queue;
+pub use typed::{AppSocket, DecodeError, TypedSocket};
+#[cfg(target_arch = "wasm32")]
+pub use web::{Socket, WeakSocket};
+
+/// Why a [`Socket`] could not be created or closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The URL is not a valid `ws:` or `wss:` URL.
+    #[error("not a ws: or wss: URL: {0:?}")]
+    InvalidUrl(String),
+    /// There is no browser window (a worker, or not a browser).
+    #[error("no browser window: the socket needs window timers and events")]
+    NoWindow,
+    /// Browsers only let applications close with 1000 or 3000-4999.
+    #[error("close code {0} is not allowed: use 1000 or 3000-4999")]
+    InvalidCloseCode(u16),
+    /// A close reason is at most 123 bytes.
+    #[error("the close reason is longer than 123 bytes")]
+    ReasonTooLong,
+}

@@ -1,0 +1,195 @@
+//! The values that cross the wrapper's API: messages, outcomes, errors, events, stats.
+
+/// One WebSocket message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A text frame.
+    Text(String),
+    /// A binary frame (received as an `ArrayBuffer`).
+    Binary(Vec<u8>),
+}
+
+impl Message {
+    /// The payload size in bytes, as counted by the queue's byte limit.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Text(text) => text.len(),
+            Self::Binary(data) => data.len(),
+        }
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<String> for Message {
+    fn from(text: String) -> Self {
+        Self::Text(text)
+    }
+}
+
+impl From<&str> for Message {
+    fn from(text: &str) -> Self {
+        Self::Text(text.to_owned())
+    }
+}
+
+impl From<Vec<u8>> for Message {
+    fn from(data: Vec<u8>) -> Self {
+        Self::Binary(data)
+    }
+}
+
+/// What [`crate::Socket::send`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendOutcome {
+    /// Written to the open socket.
+    Sent,
+    /// Queued; it is sent, in order, when the socket opens.
+    Queued,
+}
+
+/// Why a message was not sent or queued. Every variant gives the message back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The queue is at its capacity (or byte limit) and the overflow policy
+    /// is [`crate::Overflow::RejectNew`], or the capacity is 0.
+    #[error("the send queue is full")]
+    QueueFull(Message),
+    /// The message alone is larger than the queue's byte limit.
+    #[error("the message is larger than the queue's byte limit")]
+    TooLarge(Message),
+    /// The socket was closed by [`crate::Socket::close`]; it will not reconnect.
+    #[error("the socket was closed by the application")]
+    Closed(Message),
+    /// The browser refused to send it (the socket failed while open).
+    #[error("the browser could not send the message: {reason}")]
+    Browser {
+        /// The message.
+        message: Message,
+        /// What the browser said.
+        reason: String,
+    },
+}
+
+impl SendError {
+    /// The message that was not sent.
+    pub fn into_message(self) -> Message {
+        match self {
+            Self::QueueFull(message)
+            | Self::TooLarge(message)
+            | Self::Closed(message)
+            | Self::Browser { message, .. } => message,
+        }
+    }
+}
+
+/// The connection state.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum State {
+    /// A browser socket exists and is not open yet. `attempt` is 0 for the
+    /// first connection, then counts the reconnection attempts.
+    Connecting {
+        /// Consecutive attempt number.
+        attempt: u32,
+    },
+    /// The socket is open.
+    Open,
+    /// Waiting to retry after an abnormal close.
+    Reconnecting {
+        /// The attempt that comes next.
+        attempt: u32,
+        /// Milliseconds until it, or `None` while paused (the browser is offline).
+        delay_ms: Option<u64>,
+    },
+    /// Closed for good: by the application, by the reconnect policy, or after
+    /// the last allowed attempt. [`crate::Socket::reconnect`] starts again.
+    Closed,
+}
+
+impl State {
+    /// The state's name as shown to people: `connecting`, `open`, `reconnecting`, `closed`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Connecting { .. } => "connecting",
+            Self::Open => "open",
+            Self::Reconnecting { .. } => "reconnecting",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+/// A close of the browser socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseInfo {
+    /// The URL of the socket that closed.
+    pub url: String,
+    /// The close code (1006 when the connection dropped without a close frame).
+    pub code: u16,
+    /// The close reason.
+    pub reason: String,
+    /// Whether the closing handshake completed.
+    pub was_clean: bool,
+}
+
+/// Why a message left the queue without being sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// [`crate::Overflow::DropOldest`] made room for a newer message.
+    Overflow,
+    /// The capacity was lowered below the queue's length.
+    CapacityLowered,
+}
+
+/// Something that happened; delivered to every callback and stream.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The state changed.
+    StateChanged(State),
+    /// The socket opened and the queue was flushed.
+    Open,
+    /// A message arrived. Every message is delivered, none is collapsed.
+    Message(Message),
+    /// The browser socket closed.
+    Close(CloseInfo),
+    /// The browser reported an error (a close follows).
+    Error(String),
+    /// A queued message was dropped; it is handed back here.
+    Dropped {
+        /// The message.
+        message: Message,
+        /// Why.
+        reason: DropReason,
+    },
+}
+
+/// Counters of one wrapper, since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stats {
+    /// Messages waiting in the queue.
+    pub queue_len: usize,
+    /// The queue's capacity in messages.
+    pub queue_capacity: usize,
+    /// Bytes waiting in the queue.
+    pub queue_bytes: usize,
+    /// Messages written to the socket.
+    pub messages_sent: u64,
+    /// Bytes written to the socket.
+    pub bytes_sent: u64,
+    /// Messages received.
+    pub messages_received: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Queued messages dropped (each also raised [`Event::Dropped`]).
+    pub dropped: u64,
+    /// Successful reconnections (opens after the first).
+    pub reconnects: u64,
+    /// The current consecutive attempt number.
+    pub attempt: u32,
+    /// Milliseconds the current connection has been open, if open.
+    pub uptime_ms: Option<f64>,
+}

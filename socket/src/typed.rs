@@ -1,0 +1,146 @@
+//! A typed socket over the `shared` protocol (or any serde types): messages
+//! go out as JSON text frames and come in decoded.
+
+use std::marker::PhantomData;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::message::Message;
+#[cfg(target_arch = "wasm32")]
+use crate::message::{SendError, SendOutcome};
+
+/// Encodes outgoing `Out` values as JSON and decodes incoming text as `In`.
+///
+/// On wasm it wraps a [`crate::Socket`]; [`TypedSocket::encode`] and
+/// [`TypedSocket::decode`] are plain functions, usable anywhere.
+pub struct TypedSocket<Out, In> {
+    #[cfg(target_arch = "wasm32")]
+    socket: crate::Socket,
+    _types: PhantomData<fn(Out) -> In>,
+}
+
+/// The socket of this project's protocol.
+pub type AppSocket = TypedSocket<shared::ClientMessage, shared::ServerMessage>;
+
+/// Why an incoming message could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// A binary frame where JSON text was expected.
+    #[error("a binary frame is not a typed message")]
+    Binary,
+    /// The text was not the expected JSON.
+    #[error("could not decode the message: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl<Out: Serialize, In: DeserializeOwned> TypedSocket<Out, In> {
+    /// The text frame for `value`.
+    ///
+    /// # Errors
+    ///
+    /// When `value`'s `Serialize` fails (never for the `shared` protocol).
+    pub fn encode(value: &Out) -> Result<Message, serde_json::Error> {
+        serde_json::to_string(value).map(Message::Text)
+    }
+
+    /// Decodes an incoming message.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError::Binary`] for binary frames, [`DecodeError::Json`] for text that is not an `In`.
+    pub fn decode(message: &Message) -> Result<In, DecodeError> {
+        decode(message)
+    }
+}
+
+fn decode<In: DeserializeOwned>(message: &Message) -> Result<In, DecodeError> {
+    match message {
+        Message::Text(text) => Ok(serde_json::from_str(text)?),
+        Message::Binary(_) => Err(DecodeError::Binary),
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+impl<Out, In> Clone for TypedSocket<Out, In> {
+    fn clone(&self) -> Self {
+        Self {
+            socket: self.socket.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+impl<Out: Serialize, In: DeserializeOwned> TypedSocket<Out, In> {
+    /// Wraps `socket`.
+    pub fn new(socket: crate::Socket) -> Self {
+        Self {
+            socket,
+            _types: PhantomData,
+        }
+    }
+
+    /// Sends `value` as JSON, with the queueing of [`crate::Socket::send`].
+    ///
+    /// # Errors
+    ///
+    /// As [`crate::Socket::send`]. A value whose `Serialize` fails (never
+    /// the case for the `shared` protocol) is reported as
+    /// [`SendError::Browser`] with the reason.
+    pub fn send(&self, value: &Out) -> Result<SendOutcome, SendError> {
+        match Self::encode(value) {
+            Ok(message) => self.socket.send(message),
+            Err(err) => Err(SendError::Browser {
+                message: Message::Text(String::new()),
+                reason: format!("could not encode the message: {err}"),
+            }),
+        }
+    }
+
+    /// Calls `callback` with every incoming message, decoded, until the
+    /// subscription is dropped. A message that does not decode is handed
+    /// over as the error, never skipped.
+    pub fn on_message(
+        &self,
+        mut callback: impl FnMut(Result<In, DecodeError>) + 'static,
+    ) -> crate::Subscription
+    where
+        In: 'static,
+    {
+        self.socket.on_event(move |event| {
+            if let crate::Event::Message(message) = event {
+                callback(decode(message));
+            }
+        })
+    }
+
+    /// The raw socket, for state, stats, events and binary frames.
+    pub fn raw(&self) -> &crate::Socket {
+        &self.socket
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shared::{ClientMessage, ServerMessage};
+
+    use super::*;
+
+    #[test]
+    fn encodes_and_decodes_the_protocol() {
+        let message = AppSocket::encode(&ClientMessage::Ping { t: 2.0 }).unwrap();
+        assert_eq!(message, Message::Text(r#"{"type":"ping","t":2.0}"#.into()));
+        let pong = AppSocket::decode(&Message::Text(r#"{"type":"pong","t":2.0}"#.into())).unwrap();
+        assert_eq!(pong, ServerMessage::Pong { t: 2.0 });
+        assert!(matches!(
+            AppSocket::decode(&Message::Binary(vec![1])),
+            Err(DecodeError::Binary)
+        ));
+        assert!(matches!(
+            AppSocket::decode(&Message::Text("{".into())),
+            Err(DecodeError::Json(_))
+        ));
+    }
+}
