@@ -1,0 +1,267 @@
+//! The test server: the real `server` crate run in-process on `127.0.0.1:0`,
+//! plus a control API on a second free port so that browser tests (which
+//! cannot start processes) can stop, start and kick.
+//!
+//! Control API (CORS open, every route `POST`, 200 on success):
+//!
+//! | route | effect |
+//! |---|---|
+//! | `/stop` | graceful shutdown of the server (clients get 1001); the port stops accepting |
+//! | `/start` | binds the same port again and starts a fresh server |
+//! | `/kick/{client_id}?code=N&reason=R` | `DELETE /api/clients/{id}` on the server, with the admin token |
+//!
+//! `cargo xtask test` hands the addresses to the wasm browser tests at compile
+//! time through `BUFFERED_SOCKET_TEST_WS` and `BUFFERED_SOCKET_TEST_CONTROL`;
+//! native end-to-end tests start a [`Testbed`] themselves.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let testbed = testbed::Testbed::start(None).await?;
+//! println!("connect to {}/ws", testbed.ws_base);
+//! testbed.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use axum::Router;
+use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use axum::routing::post;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A running server and control API; [`Testbed::shutdown`] stops both.
+pub struct Testbed {
+    /// `ws://127.0.0.1:PORT` of the server.
+    pub ws_base: String,
+    /// `http://127.0.0.1:PORT` of the server.
+    pub http_base: String,
+    /// `http://127.0.0.1:PORT` of the control API.
+    pub control_base: String,
+    control: Arc<Control>,
+    stop_control: CancellationToken,
+    control_task: JoinHandle<()>,
+}
+
+struct Control {
+    addr: SocketAddr,
+    config: server::Config,
+    admin_token: String,
+    running: Mutex<Option<Running>>,
+    http: reqwest::Client,
+}
+
+struct Running {
+    stop: CancellationToken,
+    task: JoinHandle<Result<(), server::Error>>,
+}
+
+impl Testbed {
+    /// Starts the server on a free loopback port, serving `static_dir` at `/` if given.
+    ///
+    /// # Errors
+    ///
+    /// When a port cannot be bound.
+    pub async fn start(static_dir: Option<&Path>) -> Result<Self> {
+        let admin_token = format!("{:032x}", rand::random::<u128>());
+        let mut args = vec![
+            "server".to_owned(),
+            "--allowed-origin".into(),
+            "*".into(),
+            "--admin-token".into(),
+            admin_token.clone(),
+            "--shutdown-timeout".into(),
+            "2s".into(),
+        ];
+        if let Some(dir) = static_dir {
+            args.extend(["--static-dir".into(), dir.to_string_lossy().into_owned()]);
+        }
+        let config = server::Config::try_parse_from(args).context("testbed server config")?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let control = Arc::new(Control {
+            addr,
+            config,
+            admin_token,
+            running: Mutex::new(None),
+            http: reqwest::Client::new(),
+        });
+        control.spawn_server(listener).await;
+
+        let control_listener = TcpListener::bind("127.0.0.1:0").await?;
+        let control_addr = control_listener.local_addr()?;
+        let stop_control = CancellationToken::new();
+        let app = Router::new()
+            .route("/stop", post(stop))
+            .route("/start", post(start))
+            .route("/kick/{id}", post(kick))
+            .layer(axum::middleware::map_response(allow_any_origin))
+            .with_state(control.clone());
+        let token = stop_control.clone();
+        let control_task = tokio::spawn(async move {
+            let serve =
+                axum::serve(control_listener, app).with_graceful_shutdown(token.cancelled_owned());
+            if let Err(err) = serve.await {
+                eprintln!("testbed: control API failed: {err}");
+            }
+        });
+        Ok(Self {
+            ws_base: format!("ws://{addr}"),
+            http_base: format!("http://{addr}"),
+            control_base: format!("http://{control_addr}"),
+            control,
+            stop_control,
+            control_task,
+        })
+    }
+
+    /// Stops the server gracefully (clients get 1001); `Ok(false)` if it was stopped already.
+    ///
+    /// # Errors
+    ///
+    /// When the server ended with an error.
+    pub async fn stop_server(&self) -> Result<bool> {
+        self.control.stop_server().await
+    }
+
+    /// Starts the server again on the same port; `Ok(false)` if it was running.
+    ///
+    /// # Errors
+    ///
+    /// When the port cannot be bound again within a few seconds.
+    pub async fn start_server(&self) -> Result<bool> {
+        self.control.start_server().await
+    }
+
+    /// The admin API's bearer token.
+    pub fn admin_token(&self) -> &str {
+        &self.control.admin_token
+    }
+
+    /// Stops the control API and the server, waiting for both.
+    ///
+    /// # Errors
+    ///
+    /// When the server ended with an error.
+    pub async fn shutdown(self) -> Result<()> {
+        self.stop_control.cancel();
+        let _ = self.control_task.await;
+        self.control.stop_server().await.map(drop)
+    }
+}
+
+impl Control {
+    async fn spawn_server(&self, listener: TcpListener) {
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server::run(
+            listener,
+            self.config.clone(),
+            stop.clone().cancelled_owned(),
+        ));
+        *self.running.lock().await = Some(Running { stop, task });
+    }
+
+    /// Stops the server; `Ok(false)` when it was not running.
+    async fn stop_server(&self) -> Result<bool> {
+        let Some(running) = self.running.lock().await.take() else {
+            return Ok(false);
+        };
+        running.stop.cancel();
+        running.task.await??;
+        Ok(true)
+    }
+
+    /// Starts the server on the same port; `Ok(false)` when it was running.
+    async fn start_server(&self) -> Result<bool> {
+        if self.running.lock().await.is_some() {
+            return Ok(false);
+        }
+        // The port was ours a moment ago; a short retry covers the kernel
+        // finishing with the old socket.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(err) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("testbed: rebinding {}: {err}; retrying", self.addr);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => bail!("could not bind {} again: {err}", self.addr),
+            }
+        };
+        self.spawn_server(listener).await;
+        Ok(true)
+    }
+}
+
+type Reply = (StatusCode, String);
+
+fn failed(err: impl std::fmt::Display) -> Reply {
+    (StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
+}
+
+async fn stop(State(control): State<Arc<Control>>) -> Reply {
+    match control.stop_server().await {
+        Ok(true) => (StatusCode::OK, "stopped".into()),
+        Ok(false) => (StatusCode::CONFLICT, "the server is not running".into()),
+        Err(err) => failed(err),
+    }
+}
+
+async fn start(State(control): State<Arc<Control>>) -> Reply {
+    match control.start_server().await {
+        Ok(true) => (StatusCode::OK, "started".into()),
+        Ok(false) => (StatusCode::CONFLICT, "the server is already running".into()),
+        Err(err) => failed(err),
+    }
+}
+
+async fn kick(
+    State(control): State<Arc<Control>>,
+    UrlPath(id): UrlPath<String>,
+    RawQuery(query): RawQuery,
+) -> Reply {
+    let mut url = format!("http://{}/api/clients/{id}", control.addr);
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(&query);
+    }
+    let response = control
+        .http
+        .delete(url)
+        .bearer_auth(&control.admin_token)
+        .send()
+        .await;
+    match response {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY),
+                body,
+            )
+        }
+        Err(err) => failed(err),
+    }
+}
+
+async fn allow_any_origin(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}

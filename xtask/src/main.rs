@@ -1,0 +1,59 @@
+//! Project automation, the Rust way: `cargo xtask <command>` (the alias lives
+//! in `.cargo/config.toml`).
+//!
+//! | command | what it does |
+//! |---|---|
+//! | `setup` | installs every missing tool: the wasm32 target, wasm-bindgen-cli at the Cargo.lock version, trunk 0.21, wasm-pack, wasm-opt; with `--browser` also Chromium and ChromeDriver |
+//! | `run` | set-up, builds the UI in release with trunk, starts the server on <http://127.0.0.1:8080> until Ctrl-C |
+//! | `test` | set-up, then fmt, clippy (native and wasm32), native tests, and the browser tests in headless Chrome against a real server on a free port |
+//! | `testbed` | starts the test server and its control API and prints their addresses, for running browser tests by hand |
+//! | `bench` | builds in release and runs the benchmarks side by side (`--full` for the long run); writes `docs/BENCHMARKS.md` |
+//!
+//! Layout: `setup.rs` (tool detection and installation), `tasks.rs` (run,
+//! test, testbed), `cmd.rs` (running child processes). The test server itself
+//! is the `testbed` crate.
+//!
+//! Every step is idempotent: a tool is installed only when it is missing or at
+//! the wrong version, so a warm re-run goes straight to the work.
+
+mod cmd;
+mod setup;
+mod tasks;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  setup [--browser]   install the tools the project needs (idempotent)
+  run [-- ARGS]       build the UI in release and serve it with the server on http://127.0.0.1:8080
+                      (ARGS go to the server, see `cargo run -p server -- --help`)
+  test                run every check and test: fmt, clippy (native + wasm32), native tests, browser tests
+  testbed             start the test server and its control API, print their addresses, wait for Ctrl-C
+  bench [--full]      benchmarks side by side (quick: under 5 minutes); writes docs/BENCHMARKS.md
+  help                this text
+";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = match args.split_first() {
+        Some((command, rest)) => (command.as_str(), rest),
+        None => ("help", &[][..]),
+    };
+    match command {
+        "setup" => {
+            let browser = rest.iter().any(|a| a == "--browser");
+            setup::ensure(setup::Needs { browser }).map(drop)
+        }
+        "run" => tasks::run(rest.strip_prefix(&["--".to_owned()][..]).unwrap_or(rest)),
+        "test" => tasks::test(),
+        "testbed" => tasks::testbed(),
+        "bench" => tasks::bench(rest.iter().any(|a| a == "--full")),
+        "help" | "--help" | "-h" => {
+            eprint!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command {other:?}\n\n{USAGE}"),
+    }
+}

@@ -1,0 +1,258 @@
+//! Installs what the project needs, only when it is missing or at the wrong
+//! version, and says exactly what to install by hand when it cannot.
+//!
+//! | tool | source | version |
+//! |---|---|---|
+//! | `wasm32-unknown-unknown`, rustfmt, clippy | rustup | the toolchain's |
+//! | `wasm-bindgen` | `cargo install wasm-bindgen-cli` | exactly the `wasm-bindgen` of Cargo.lock |
+//! | `trunk` | `cargo install trunk` | 0.21.x (0.22 needs a newer rustc) |
+//! | `wasm-pack` | `cargo install wasm-pack` | any |
+//! | `wasm-opt` | npm package `binaryen`, into `target/tools` | the `[tools] wasm_opt` of Trunk.toml |
+//! | `chromium`, `chromedriver` | Debian packages (needs root) | matching pair |
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd::{self, command, output};
+
+/// trunk is pinned to the 0.21 series: 0.22 needs a newer rustc than 1.95.
+const TRUNK_VERSION: &str = "0.21.14";
+
+/// What a task needs beyond the build tools.
+#[derive(Debug, Clone, Copy)]
+pub struct Needs {
+    /// Chromium and ChromeDriver for the browser tests.
+    pub browser: bool,
+}
+
+/// Where the browser tools are, once set up.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    /// The ChromeDriver binary (`None` unless [`Needs::browser`]).
+    pub chromedriver: Option<PathBuf>,
+}
+
+/// The directory npm installs `wasm-opt` into.
+fn tools_dir() -> PathBuf {
+    cmd::root().join("target").join("tools")
+}
+
+/// `PATH` with the project's own tool directory in front, if it exists.
+pub fn path_with_tools() -> Option<OsString> {
+    let bin = tools_dir().join("node_modules").join(".bin");
+    if !bin.is_dir() {
+        return None;
+    }
+    let mut paths = vec![bin];
+    if let Some(path) = std::env::var_os("PATH") {
+        paths.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(paths).ok()
+}
+
+/// Makes sure every tool in [`Needs`] is present at the right version.
+///
+/// # Errors
+///
+/// When a tool is missing and cannot be installed here; the message says
+/// what to install by hand.
+pub fn ensure(needs: Needs) -> Result<Tools> {
+    ensure_rustup_parts()?;
+    let bindgen = locked_version("wasm-bindgen")?;
+    check_trunk_toml(&bindgen)?;
+    ensure_cargo_tool("wasm-bindgen", "wasm-bindgen-cli", Some(&bindgen), |v| {
+        v.split_whitespace().nth(1) == Some(bindgen.as_str())
+    })?;
+    ensure_cargo_tool("trunk", "trunk", Some(TRUNK_VERSION), |v| {
+        v.split_whitespace()
+            .nth(1)
+            .is_some_and(|v| v.starts_with("0.21."))
+    })?;
+    ensure_cargo_tool("wasm-pack", "wasm-pack", None, |_| true)?;
+    ensure_wasm_opt()?;
+    let chromedriver = if needs.browser {
+        Some(ensure_browser()?)
+    } else {
+        None
+    };
+    eprintln!("setup: all tools present");
+    Ok(Tools { chromedriver })
+}
+
+fn ensure_rustup_parts() -> Result<()> {
+    let installed = output(&mut command("rustup", &["target", "list", "--installed"])).context(
+        "rustup is not on PATH: install Rust with rustup (https://rustup.rs), then run this again",
+    )?;
+    if !installed
+        .lines()
+        .any(|l| l.trim() == "wasm32-unknown-unknown")
+    {
+        cmd::run(&mut command(
+            "rustup",
+            &["target", "add", "wasm32-unknown-unknown"],
+        ))?;
+    }
+    let has_fmt = output(&mut command("cargo", &["fmt", "--version"])).is_some();
+    let has_clippy = output(&mut command("cargo", &["clippy", "--version"])).is_some();
+    if !has_fmt || !has_clippy {
+        cmd::run(&mut command(
+            "rustup",
+            &["component", "add", "rustfmt", "clippy"],
+        ))?;
+    }
+    Ok(())
+}
+
+/// The version of `package` in Cargo.lock.
+fn locked_version(package: &str) -> Result<String> {
+    let path = cmd::root().join("Cargo.lock");
+    let lock =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let name_line = format!("name = \"{package}\"");
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == name_line
+            && let Some(version) = lines
+                .next()
+                .and_then(|l| l.trim().strip_prefix("version = \""))
+                .and_then(|l| l.strip_suffix('"'))
+        {
+            return Ok(version.to_owned());
+        }
+    }
+    bail!("{package} is not in Cargo.lock")
+}
+
+/// trunk downloads its own wasm-bindgen unless Trunk.toml names the version on
+/// PATH, and nothing can be downloaded here: keep the two in step.
+fn check_trunk_toml(bindgen: &str) -> Result<()> {
+    let path = cmd::root().join("Trunk.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let wanted = format!("wasm_bindgen = \"{bindgen}\"");
+    if !text.lines().any(|l| l.trim() == wanted) {
+        bail!(
+            "Trunk.toml's [tools] must say `{wanted}` to match Cargo.lock; \
+             update it together with the wasm-bindgen pin in Cargo.toml"
+        );
+    }
+    Ok(())
+}
+
+/// The wasm-opt version trunk expects, from Trunk.toml (`version_132` -> `132`).
+fn wanted_wasm_opt() -> Result<String> {
+    let path = cmd::root().join("Trunk.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("wasm_opt = \"version_"))
+        .and_then(|v| v.strip_suffix('"'))
+        .map(str::to_owned)
+        .context("Trunk.toml has no `wasm_opt = \"version_N\"` under [tools]")
+}
+
+fn ensure_cargo_tool(
+    binary: &str,
+    package: &str,
+    version: Option<&str>,
+    accept: impl Fn(&str) -> bool,
+) -> Result<()> {
+    if let Some(found) = output(&mut command(binary, &["--version"])) {
+        if accept(found.trim()) {
+            return Ok(());
+        }
+        eprintln!(
+            "setup: {binary} is {}, installing the right version",
+            found.trim()
+        );
+    }
+    eprintln!("setup: installing {package} (a few minutes, once)");
+    let mut args = vec!["install", package];
+    if let Some(version) = version {
+        args.extend(["--version", version]);
+    }
+    // --locked reproduces the tool's own lock file; when the registry lags
+    // behind it, a plain install resolves afresh and usually works.
+    let mut locked = args.clone();
+    locked.push("--locked");
+    if cmd::run(&mut command("cargo", &locked)).is_err() {
+        eprintln!("setup: `cargo install --locked` failed, retrying without --locked");
+        cmd::run(&mut command("cargo", &args)).with_context(|| {
+            format!("could not install {package}; install it by hand: cargo install {package}")
+        })?;
+    }
+    Ok(())
+}
+
+fn ensure_wasm_opt() -> Result<()> {
+    let wanted = wanted_wasm_opt()?;
+    let ok = |out: &str| out.contains(&format!("version {wanted}"));
+    if output(&mut command("wasm-opt", &["--version"])).is_some_and(|v| ok(&v)) {
+        return Ok(());
+    }
+    // Debian's binaryen is too old for current rustc output; the npm package
+    // ships a current one. It goes into target/tools, never the system.
+    eprintln!("setup: installing wasm-opt {wanted} (npm package binaryen) into target/tools");
+    let dir = tools_dir();
+    std::fs::create_dir_all(&dir)?;
+    let prefix = dir.to_string_lossy().into_owned();
+    let package = format!("binaryen@{wanted}");
+    cmd::run(&mut command(
+        "npm",
+        &[
+            "install",
+            "--prefix",
+            &prefix,
+            "--no-save",
+            "--no-audit",
+            "--no-fund",
+            &package,
+        ],
+    ))
+    .with_context(|| {
+        format!(
+            "could not install wasm-opt: install Node.js and npm, or put wasm-opt {wanted} on PATH"
+        )
+    })?;
+    if !output(&mut command("wasm-opt", &["--version"])).is_some_and(|v| ok(&v)) {
+        bail!("wasm-opt {wanted} was installed into {prefix} but does not run");
+    }
+    Ok(())
+}
+
+fn which(names: &[&str]) -> Option<PathBuf> {
+    names
+        .iter()
+        .find_map(|name| output(&mut command("which", &[name])).map(|p| PathBuf::from(p.trim())))
+}
+
+fn ensure_browser() -> Result<PathBuf> {
+    let browsers = ["chromium", "chromium-browser", "google-chrome"];
+    if let Some(driver) = std::env::var_os("CHROMEDRIVER").map(PathBuf::from)
+        && driver.is_file()
+        && which(&browsers).is_some()
+    {
+        return Ok(driver);
+    }
+    if let (Some(_), Some(driver)) = (which(&browsers), which(&["chromedriver"])) {
+        return Ok(driver);
+    }
+    let is_root = output(&mut command("id", &["-u"])).is_some_and(|id| id.trim() == "0");
+    let has_apt = which(&["apt-get"]).is_some();
+    if !is_root || !has_apt {
+        bail!(
+            "the browser tests need Chromium and ChromeDriver. Install them \
+             (Debian/Ubuntu: `sudo apt-get install chromium chromium-driver`) or set \
+             CHROMEDRIVER to a chromedriver matching your Chrome, then run this again"
+        );
+    }
+    eprintln!("setup: installing chromium and chromium-driver with apt-get");
+    cmd::run(&mut command("apt-get", &["update"]))?;
+    cmd::run(
+        command("apt-get", &["install", "-y", "chromium", "chromium-driver"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    which(&["chromedriver"]).context("chromedriver is still missing after apt-get install")
+}

@@ -1,0 +1,236 @@
+//! The everyday commands: `run`, `test` and `testbed`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::cmd::{self, command};
+use crate::setup::{self, Needs};
+use testbed::Testbed;
+
+/// Builds the UI in release and serves it with the server on
+/// <http://127.0.0.1:8080> until Ctrl-C. Arguments after `--` go to the server.
+pub fn run(server_args: &[String]) -> Result<()> {
+    setup::ensure(Needs { browser: false })?;
+    cmd::run(&mut command("trunk", &["build", "--release"]))?;
+    cmd::run(&mut command(
+        "cargo",
+        &["build", "--release", "-p", "server"],
+    ))?;
+    let mut server = command(
+        "cargo",
+        &[
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "server",
+            "--",
+            "--static-dir",
+            "dist",
+        ],
+    );
+    server.args(server_args);
+    let has_addr = server_args.iter().any(|a| a.starts_with("--addr"));
+    eprintln!(
+        "\nserving the UI on {} (Ctrl-C stops the server)\n",
+        if has_addr {
+            "the --addr given"
+        } else {
+            "http://127.0.0.1:8080"
+        }
+    );
+    runtime()?.block_on(async {
+        let mut child = tokio::process::Command::from(server)
+            .spawn()
+            .context("starting the server")?;
+        loop {
+            tokio::select! {
+                status = child.wait() => {
+                    let status = status?;
+                    if status.success() {
+                        return Ok(());
+                    }
+                    bail!("the server exited with {status}");
+                }
+                // The server is in our process group and got the signal too:
+                // wait for its graceful shutdown instead of dying first.
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+    })
+}
+
+/// Runs every check and test; fails if any step fails, after running them all.
+pub fn test() -> Result<()> {
+    let started = Instant::now();
+    let tools = setup::ensure(Needs { browser: true })?;
+    let chromedriver = tools
+        .chromedriver
+        .context("setup did not find chromedriver")?;
+    let mut steps = Steps::default();
+    steps.run("format", || {
+        cmd::run(&mut command("cargo", &["fmt", "--all", "--check"]))
+    });
+    steps.run("clippy (native)", || {
+        cmd::run(&mut command(
+            "cargo",
+            &[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ))
+    });
+    steps.run("clippy (wasm32)", || {
+        cmd::run(&mut command(
+            "cargo",
+            &[
+                "clippy",
+                "--target",
+                "wasm32-unknown-unknown",
+                "-p",
+                "shared",
+                "-p",
+                "buffered-socket",
+                "-p",
+                "client",
+                "--all-targets",
+                "--all-features",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ))
+    });
+    steps.run("native tests", || {
+        cmd::run(&mut command(
+            "cargo",
+            &["test", "--workspace", "--exclude", "e2e", "--all-features"],
+        ))
+    });
+    steps.run("browser tests (socket)", || {
+        let rt = runtime()?;
+        rt.block_on(async {
+            let testbed = Testbed::start(None).await?;
+            eprintln!(
+                "testbed: server {} control {}",
+                testbed.http_base, testbed.control_base
+            );
+            let mut wasm_pack = command("wasm-pack", &["test", "--headless", "--chrome", "socket"]);
+            wasm_pack
+                .env("CHROMEDRIVER", &chromedriver)
+                .env("BUFFERED_SOCKET_TEST_WS", &testbed.ws_base)
+                .env("BUFFERED_SOCKET_TEST_CONTROL", &testbed.control_base);
+            let result = run_async(wasm_pack).await;
+            testbed.shutdown().await?;
+            result
+        })
+    });
+    steps.run("end-to-end (UI in Chrome)", || {
+        cmd::run(&mut command("trunk", &["build", "--release"]))?;
+        cmd::run(
+            command("cargo", &["test", "-p", "e2e", "--", "--test-threads", "1"])
+                .env("CHROMEDRIVER", &chromedriver),
+        )
+    });
+    steps.finish(started.elapsed())
+}
+
+/// Builds the server and the benchmark tools in release and runs every
+/// benchmark side by side (the Go reference is built when Go is installed).
+pub fn bench(full: bool) -> Result<()> {
+    cmd::run(&mut command(
+        "cargo",
+        &["build", "--release", "-p", "server", "-p", "bench"],
+    ))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| cmd::root().join("target"));
+    let target = target.to_string_lossy().into_owned();
+    let mut args = vec!["run", "--target", &target, "--docs", "docs"];
+    if full {
+        args.push("--full");
+    }
+    let bench = format!("{target}/release/bench");
+    cmd::run(&mut command(&bench, &args))
+}
+
+/// Starts the testbed and waits for Ctrl-C: for running browser tests by hand.
+pub fn testbed() -> Result<()> {
+    runtime()?.block_on(async {
+        let dist = cmd::root().join("dist");
+        let testbed = Testbed::start(dist.is_dir().then_some(dist.as_path())).await?;
+        eprintln!("server:  {}", testbed.http_base);
+        eprintln!("control: {}", testbed.control_base);
+        eprintln!(
+            "\nbuild browser tests against it with:\n  BUFFERED_SOCKET_TEST_WS={} BUFFERED_SOCKET_TEST_CONTROL={} \
+             CHROMEDRIVER=/usr/bin/chromedriver wasm-pack test --headless --chrome socket\n",
+            testbed.ws_base, testbed.control_base
+        );
+        tokio::signal::ctrl_c().await?;
+        testbed.shutdown().await
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Runs a child process without blocking the runtime that serves it.
+async fn run_async(cmd: Command) -> Result<()> {
+    let mut cmd = tokio::process::Command::from(cmd);
+    // Never leave a child behind: if this future is dropped, the child dies.
+    cmd.kill_on_drop(true);
+    eprintln!("$ {:?}", cmd.as_std());
+    let status = cmd.status().await.context("starting a child process")?;
+    if !status.success() {
+        bail!("{:?} failed ({status})", cmd.as_std().get_program());
+    }
+    Ok(())
+}
+
+/// Named steps that all run; the summary says which failed.
+#[derive(Default)]
+struct Steps {
+    results: Vec<(&'static str, Duration, Result<()>)>,
+}
+
+impl Steps {
+    fn run(&mut self, name: &'static str, step: impl FnOnce() -> Result<()>) {
+        eprintln!("\n==> {name}");
+        let started = Instant::now();
+        let result = step();
+        if let Err(err) = &result {
+            eprintln!("==> {name} FAILED: {err:#}");
+        }
+        self.results.push((name, started.elapsed(), result));
+    }
+
+    fn finish(self, total: Duration) -> Result<()> {
+        eprintln!("\nsummary:");
+        let mut failed = 0;
+        for (name, took, result) in &self.results {
+            let mark = if result.is_ok() { "ok  " } else { "FAIL" };
+            failed += usize::from(result.is_err());
+            eprintln!("  {mark} {name:<28} {:>6.1}s", took.as_secs_f64());
+        }
+        eprintln!("  total {:.1}s", total.as_secs_f64());
+        eprintln!(
+            "steps: {} passed, {failed} failed",
+            self.results.len() - failed
+        );
+        if failed > 0 {
+            bail!("{failed} step(s) failed");
+        }
+        Ok(())
+    }
+}
