@@ -1,0 +1,42 @@
+//! Messages per second over the last 60 s, as an SVG line.
+
+use yew::prelude::*;
+
+use crate::console::{CHART_SECONDS, Console};
+
+/// Properties of [`RateChart`].
+#[derive(Properties, PartialEq)]
+pub struct RateChartProps {
+    /// The state to show.
+    pub console: UseReducerHandle<Console>,
+}
+
+const WIDTH: f64 = 600.0;
+const HEIGHT: f64 = 120.0;
+
+/// The chart.
+#[component]
+pub fn RateChart(props: &RateChartProps) -> Html {
+    let history = &props.console.history;
+    let max = history.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let step = WIDTH / (CHART_SECONDS - 1) as f64;
+    let offset = CHART_SECONDS - history.len();
+    let points: Vec<String> = history
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let x = (offset + i) as f64 * step;
+            let y = HEIGHT - (v as f64 / max) * (HEIGHT - 10.0);
+            format!("{x:.1},{y:.1}")
+        })
+        .collect();
+    html! {
+        <figure class="panel chart">
+            <svg data-testid="chart" viewBox={format!("0 0 {WIDTH} {HEIGHT}")} preserveAspectRatio="none"
+                role="img" aria-label="messages per second over the last 60 seconds">
+                <polyline points={points.join(" ")} />
+            </svg>
+            <figcaption>{ format!("messages per second, last 60 s (peak {max:.0})") }</figcaption>
+        </figure>
+    }
+}

@@ -1,0 +1,39 @@
+//! The log, newest line first.
+
+use yew::prelude::*;
+
+use crate::console::Console;
+
+/// Properties of [`Log`].
+#[derive(Properties, PartialEq)]
+pub struct LogProps {
+    /// The state to show.
+    pub console: UseReducerHandle<Console>,
+}
+
+fn clock(at_ms: f64) -> String {
+    let date = js_sys::Date::new(&at_ms.into());
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        date.get_hours(),
+        date.get_minutes(),
+        date.get_seconds(),
+        date.get_milliseconds()
+    )
+}
+
+/// The last few hundred lines.
+#[component]
+pub fn Log(props: &LogProps) -> Html {
+    html! {
+        <ol data-testid="log" class="log">
+            { for props.console.log.iter().map(|line| html! {
+                <li class={line.kind.label().to_lowercase()}>
+                    <time>{ clock(line.at_ms) }</time>
+                    <b>{ line.kind.label() }</b>
+                    <span>{ &line.text }</span>
+                </li>
+            }) }
+        </ol>
+    }
+}

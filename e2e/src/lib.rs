@@ -1,0 +1,184 @@
+//! End-to-end test support: the built UI (`dist/`, from `trunk build`) served
+//! by the real server (the `testbed` crate) and driven in headless Chromium
+//! through ChromeDriver with fantoccini.
+//!
+//! `cargo xtask test` builds the UI and runs these tests with `CHROMEDRIVER`
+//! set; by hand: `trunk build --release && cargo test -p e2e`.
+//!
+//! Layout: [`Browser`] owns a ChromeDriver process and a WebDriver session;
+//! [`wait_for`] polls a condition with a deadline (never a fixed sleep);
+//! [`dist_dir`] finds the built UI.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let testbed = testbed::Testbed::start(Some(&e2e::dist_dir()?)).await?;
+//! let browser = e2e::Browser::start().await?;
+//! browser.client.goto(&testbed.http_base).await?;
+//! browser.close().await?;
+//! testbed.shutdown().await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use fantoccini::{Client, ClientBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+
+/// Chrome's arguments: headless, and no network of its own (only loopback is
+/// reachable here and Chrome's background requests would fail).
+const CHROME_ARGS: &[&str] = &[
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--window-size=1280,1000",
+];
+
+/// The built UI directory, `dist/` at the workspace root.
+///
+/// # Errors
+///
+/// When it has not been built, with the command that builds it.
+pub fn dist_dir() -> Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("e2e/ has a parent")?;
+    let dist = root.join("dist");
+    if !dist.join("index.html").is_file() {
+        bail!(
+            "{} has no built UI: run `trunk build --release` at the root (cargo xtask test does)",
+            dist.display()
+        );
+    }
+    Ok(dist)
+}
+
+/// Where end-to-end artefacts (screenshots) go: `target/e2e/`.
+///
+/// # Errors
+///
+/// When the directory cannot be created.
+pub fn artefact_dir() -> Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("e2e/ has a parent")?;
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("e2e");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// A ChromeDriver process and a WebDriver session in headless Chromium.
+/// Dropping it kills ChromeDriver (and with it the browser).
+pub struct Browser {
+    /// The WebDriver session.
+    pub client: Client,
+    driver: Child,
+}
+
+impl Browser {
+    /// Starts ChromeDriver (`$CHROMEDRIVER`, else `chromedriver` on PATH) on a
+    /// free port and opens a session.
+    ///
+    /// # Errors
+    ///
+    /// When ChromeDriver cannot be started or does not answer within 20 s.
+    pub async fn start() -> Result<Self> {
+        let driver_path = std::env::var_os("CHROMEDRIVER").unwrap_or_else(|| "chromedriver".into());
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let driver = Command::new(&driver_path)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| {
+                format!(
+                    "starting {}: install chromium-driver or set CHROMEDRIVER",
+                    Path::new(&driver_path).display()
+                )
+            })?;
+        Ok(Self {
+            client: connect(port).await?,
+            driver,
+        })
+    }
+
+    /// Ends the session and stops ChromeDriver.
+    ///
+    /// # Errors
+    ///
+    /// When the session cannot be closed cleanly.
+    pub async fn close(mut self) -> Result<()> {
+        let closed = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        closed.context("closing the WebDriver session")
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+async fn connect(port: u16) -> Result<Client> {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({ "args": CHROME_ARGS }),
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let mut last_err = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        match ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&url)
+            .await
+        {
+            Ok(client) => return Ok(client),
+            Err(err) => last_err = Some(err),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("ChromeDriver on port {port} did not answer: {last_err:?}")
+}
+
+/// Polls `check` until it returns `Ok(Some(value))`, failing after `timeout`
+/// with the last observation in the message.
+///
+/// # Errors
+///
+/// When the deadline passes, or `check` itself fails.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await? {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

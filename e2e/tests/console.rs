@@ -1,0 +1,146 @@
+//! The console page in headless Chromium against the real server.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use e2e::{Browser, artefact_dir, dist_dir, wait_for};
+use fantoccini::Locator;
+use testbed::Testbed;
+
+const STEP: Duration = Duration::from_secs(30);
+
+fn by_id(id: &str) -> String {
+    format!("[data-testid=\"{id}\"]")
+}
+
+async fn text(browser: &Browser, id: &str) -> Result<String> {
+    let element = browser.client.find(Locator::Css(&by_id(id))).await?;
+    Ok(element.text().await?)
+}
+
+async fn click(browser: &Browser, id: &str) -> Result<()> {
+    browser
+        .client
+        .find(Locator::Css(&by_id(id)))
+        .await?
+        .click()
+        .await?;
+    Ok(())
+}
+
+async fn type_into(browser: &Browser, id: &str, value: &str) -> Result<()> {
+    let input = browser.client.find(Locator::Css(&by_id(id))).await?;
+    input.clear().await?;
+    input.send_keys(value).await?;
+    Ok(())
+}
+
+async fn wait_text(
+    browser: &Browser,
+    id: &str,
+    what: &str,
+    ok: impl Fn(&str) -> bool,
+) -> Result<String> {
+    wait_for(what, STEP, || async {
+        // The element may not be rendered yet: that is "not yet", not a failure.
+        Ok(text(browser, id).await.ok().filter(|t| ok(t)))
+    })
+    .await
+}
+
+async fn log_has(browser: &Browser, needle: &str) -> Result<()> {
+    wait_text(
+        browser,
+        "log",
+        &format!("a log line with {needle:?}"),
+        |log| log.lines().any(|l| l.contains(needle)),
+    )
+    .await
+    .map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_connects_echoes_survives_a_restart_and_takes_a_burst() -> Result<()> {
+    let testbed = Testbed::start(Some(&dist_dir()?)).await?;
+    let browser = Browser::start().await?;
+    browser.client.goto(&testbed.http_base).await?;
+    assert_eq!(browser.client.title().await?, "Socket console");
+
+    // Connect and see it open.
+    wait_text(&browser, "state", "the page", |_| true).await?;
+    click(&browser, "connect").await?;
+    wait_text(&browser, "state", "open", |s| s == "open").await?;
+    log_has(&browser, "OPEN").await?;
+
+    // Send a message and see its RESPONSE line.
+    type_into(&browser, "message", "hello from e2e").await?;
+    click(&browser, "send").await?;
+    wait_text(&browser, "log", "the echo", |log| {
+        log.lines()
+            .any(|l| l.contains("RESPONSE") && l.contains("hello from e2e"))
+    })
+    .await?;
+
+    // Stop the server, send while it is down: the message is queued.
+    testbed.stop_server().await?;
+    wait_text(&browser, "state", "reconnecting", |s| {
+        s.starts_with("reconnecting")
+    })
+    .await?;
+    log_has(&browser, "code 1001").await?;
+    type_into(&browser, "message", "sent while down").await?;
+    browser
+        .client
+        .find(Locator::Css(&by_id("message")))
+        .await?
+        .send_keys("\u{E007}") // Enter sends too.
+        .await?;
+    wait_text(&browser, "queue", "the queued message", |q| q == "1/100").await?;
+    // Back up: it reconnects and the queued message gets its RESPONSE.
+    testbed.start_server().await?;
+    wait_text(&browser, "state", "open again", |s| s == "open").await?;
+    wait_text(&browser, "log", "the queued message's echo", |log| {
+        log.lines()
+            .any(|l| l.contains("RESPONSE") && l.contains("sent while down"))
+    })
+    .await?;
+    wait_text(&browser, "queue", "an empty queue", |q| q == "0/100").await?;
+    // One for Connect on an open socket (it replaces it), one for the restart.
+    assert_eq!(text(&browser, "reconnects").await?, "2");
+
+    // A burst of 100,000: the counter reaches it.
+    assert_eq!(
+        browser
+            .client
+            .find(Locator::Css(&by_id("burst-count")))
+            .await?
+            .prop("value")
+            .await?
+            .as_deref(),
+        Some("100000")
+    );
+    click(&browser, "burst").await?;
+    wait_text(&browser, "burst-status", "the burst to finish", |s| {
+        s.contains("msg/s")
+    })
+    .await?;
+    let received: u64 = wait_text(&browser, "received", "100,000 received", |r| {
+        r.parse::<u64>().is_ok_and(|n| n >= 100_000)
+    })
+    .await?
+    .parse()?;
+    assert!(received >= 100_000);
+    let longest = text(&browser, "longest-task").await?;
+    eprintln!(
+        "burst: {}; longest task: {longest}",
+        text(&browser, "burst-status").await?
+    );
+
+    let png = browser.client.screenshot().await?;
+    let path = artefact_dir()?.join("console.png");
+    std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("screenshot: {}", path.display());
+
+    browser.close().await?;
+    testbed.shutdown().await
+}
