@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
@@ -14,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use shared::close_code;
 
-use crate::registry::{CloseRequest, PushOutcome};
+use crate::registry::{CloseRequest, PushOutcome, millis};
 use crate::state::AppState;
 
 /// Rejects requests without the right bearer token.
@@ -47,7 +48,7 @@ pub async fn require_token(
 }
 
 /// Compares without an early exit, so timing does not leak the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -58,7 +59,8 @@ pub async fn list(State(state): State<AppState>) -> Response {
 
 /// `POST /api/clients/{id}/push` with a text body.
 pub async fn push(State(state): State<AppState>, Path(id): Path<String>, body: String) -> Response {
-    match state.registry.push(&id, Arc::from(body)) {
+    let body: Arc<str> = Arc::from(body);
+    match state.registry.push(&id, body.clone()) {
         PushOutcome::Queued => Json(json!({ "queued": true })).into_response(),
         PushOutcome::QueueFull => {
             crate::metrics::Metrics::add(&state.metrics.pushes_dropped, 1);
@@ -68,9 +70,25 @@ pub async fn push(State(state): State<AppState>, Path(id): Path<String>, body: S
             )
                 .into_response()
         }
-        PushOutcome::Unknown => {
-            (StatusCode::NOT_FOUND, format!("no client {id:?}")).into_response()
-        }
+        PushOutcome::NotReady => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the client's reliable session is not set up yet (it has sent nothing); retry",
+        )
+            .into_response(),
+        PushOutcome::Unknown => match state.reliable.detached_of(&id) {
+            // A reliable client that is away: the push waits for its resume.
+            Some(session) => {
+                let mut session = crate::reliable::lock(&session);
+                let push = session.push_message(body.to_string(), millis(SystemTime::now()));
+                let _ = session.record(None, &push, Instant::now());
+                (
+                    StatusCode::ACCEPTED,
+                    Json(json!({ "queued": false, "stored": true })),
+                )
+                    .into_response()
+            }
+            None => (StatusCode::NOT_FOUND, format!("no client {id:?}")).into_response(),
+        },
     }
 }
 

@@ -75,6 +75,23 @@ pub struct Config {
     #[arg(long, env = "SERVER_READ_BUFFER", default_value_t = 4096)]
     pub read_buffer: usize,
 
+    /// Reliable mode: how long a session outlives its last connection, waiting
+    /// for a `resume`; after it the resume fails with `unknown_session`.
+    #[arg(long, env = "SERVER_SESSION_TTL", default_value = "2m", value_parser = parse_duration)]
+    pub session_ttl: Duration,
+
+    /// Reliable mode: unacknowledged server messages kept per session. It is
+    /// also the send window of a connected client (bursts wait for acks);
+    /// while the client is away the oldest are evicted and reported as a `gap`.
+    #[arg(long, env = "SERVER_HISTORY_MAX", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_max: u64,
+
+    /// Reliable mode: unacknowledged server messages older than this are
+    /// evicted (and reported as a `gap` on resume).
+    #[arg(long, env = "SERVER_HISTORY_MAX_AGE", default_value = "2m", value_parser = parse_duration)]
+    pub history_max_age: Duration,
+
     /// Bearer token of the admin API under /api; without one the API answers 403.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -82,6 +99,17 @@ pub struct Config {
     /// How long a graceful shutdown waits for clients to close.
     #[arg(long, env = "SERVER_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// The bounds of reliable mode.
+    pub(crate) fn reliable_limits(&self) -> crate::reliable::Limits {
+        crate::reliable::Limits {
+            history_max: usize::try_from(self.history_max).unwrap_or(usize::MAX),
+            history_max_age: self.history_max_age,
+            ttl: self.session_ttl,
+        }
+    }
 }
 
 /// Parses `250ms`, `1s`, `2m`, `1.5s` or a bare number of seconds.
@@ -141,5 +169,9 @@ mod tests {
         assert_eq!(config.send_queue, 1024);
         assert_eq!(config.max_burst, 1_000_000);
         assert!(config.admin_token.is_none());
+        assert_eq!(config.session_ttl, Duration::from_secs(120));
+        assert_eq!(config.history_max, 1000);
+        assert_eq!(config.history_max_age, Duration::from_secs(120));
+        assert!(Config::try_parse_from(["server", "--history-max", "0"]).is_err());
     }
 }

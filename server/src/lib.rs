@@ -15,6 +15,7 @@
 //! | `session` | one `/ws` connection: driver + writer over a bounded queue |
 //! | `echo` | one `/echo` connection: raw RFC 6455 echo, replies fed and flushed per batch |
 //! | `registry` | connected clients, pushes and kicks |
+//! | `reliable` | reliable mode: sessions, history of unacknowledged messages, exactly-once filter |
 //! | `admin` | the `/api` handlers and the bearer-token guard |
 //! | `metrics` | counters rendered at `/metrics` |
 //! | `wire` | errors and messages mapped to frames and close codes |
@@ -40,6 +41,7 @@ mod error;
 mod metrics;
 mod origin;
 mod registry;
+mod reliable;
 mod routes;
 mod session;
 mod state;
@@ -69,7 +71,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let token = CancellationToken::new();
+    let reliable = Arc::new(reliable::Store::new(config.reliable_limits()));
     let state = state::AppState {
+        reliable: reliable.clone(),
         config: Arc::new(config),
         registry: Arc::default(),
         metrics: Arc::default(),
@@ -78,6 +82,7 @@ pub async fn run(
     };
     let sessions = state.sessions.clone();
     let timeout = state.config.shutdown_timeout;
+    tokio::spawn(sweep_sessions(reliable, token.clone()));
     let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
     // Small writes (pongs, echoes) must not wait for Nagle.
     let listener = listener.tap_io(|tcp| {
@@ -110,4 +115,24 @@ pub async fn run(
     }
     served?;
     Ok(())
+}
+
+/// Forgets reliable sessions whose client stayed away for the TTL.
+async fn sweep_sessions(store: Arc<reliable::Store>, stop: CancellationToken) {
+    let period = (store.limits().ttl / 4).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_secs(15),
+    );
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {
+                let gone = store.sweep(std::time::Instant::now());
+                if gone > 0 {
+                    tracing::debug!("forgot {gone} expired reliable session(s)");
+                }
+            }
+        }
+    }
 }

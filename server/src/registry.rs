@@ -7,17 +7,21 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
+
+use crate::reliable::{self, SessionRef};
 
 /// What a session's writer is asked to send.
 #[derive(Debug)]
 pub enum Outbound {
     /// A frame ready to go.
     Frame(axum::extract::ws::Message),
+    /// Frames that must go out back to back (a reliable resume and its replay).
+    Frames(Vec<axum::extract::ws::Message>),
     /// A push; the writer numbers it so `seq` follows the wire order.
     Push {
         /// The text to push.
@@ -59,6 +63,8 @@ pub struct ClientHandle {
     pub(crate) outbound: mpsc::Sender<Outbound>,
     pub(crate) close: watch::Sender<Option<CloseRequest>>,
     pub(crate) counters: Arc<ClientCounters>,
+    /// Reliable mode: the session, once the connection's first message bound it.
+    pub(crate) session: Option<Arc<OnceLock<SessionRef>>>,
 }
 
 /// One row of `GET /api/clients`.
@@ -71,6 +77,12 @@ pub struct ClientInfo {
     messages_in: u64,
     messages_out: u64,
     queue_len: usize,
+    /// Reliable mode: the session id, once bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session: Option<String>,
+    /// Reliable mode: server messages not yet acknowledged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unacked: Option<usize>,
 }
 
 /// Connected clients by id.
@@ -87,6 +99,8 @@ pub enum PushOutcome {
     Queued,
     /// The client's queue was full: the push was dropped and counted.
     QueueFull,
+    /// A reliable connection whose first message has not arrived yet.
+    NotReady,
     /// No such client.
     Unknown,
 }
@@ -140,6 +154,8 @@ impl Registry {
                 messages_in: h.counters.messages_in.load(Relaxed),
                 messages_out: h.counters.messages_out.load(Relaxed),
                 queue_len: h.outbound.max_capacity() - h.outbound.capacity(),
+                session: h.bound().map(|s| reliable::lock(s).id().to_owned()),
+                unacked: h.bound().map(|s| reliable::lock(s).unacked()),
             })
             .collect();
         rows.sort_by(|a, b| a.id.cmp(&b.id));
@@ -148,19 +164,19 @@ impl Registry {
 
     /// Queues a push of `body` to `id`.
     pub fn push(&self, id: &str, body: Arc<str>) -> PushOutcome {
-        let Some(outbound) = self.lock().get(id).map(|h| h.outbound.clone()) else {
+        let Some(handle) = self.lock().get(id).cloned() else {
             return PushOutcome::Unknown;
         };
-        try_push(&outbound, body)
+        handle.push(body)
     }
 
     /// Queues a push of `body` to every client; returns how many queued it and
     /// how many had a full queue.
     pub fn broadcast(&self, body: &Arc<str>) -> (usize, usize) {
-        let targets: Vec<_> = self.lock().values().map(|h| h.outbound.clone()).collect();
+        let targets: Vec<ClientHandle> = self.lock().values().cloned().collect();
         let mut queued = 0;
-        for outbound in &targets {
-            if try_push(outbound, body.clone()) == PushOutcome::Queued {
+        for handle in &targets {
+            if handle.push(body.clone()) == PushOutcome::Queued {
                 queued += 1;
             }
         }
@@ -179,15 +195,45 @@ impl Registry {
     }
 }
 
-fn try_push(outbound: &mpsc::Sender<Outbound>, body: Arc<str>) -> PushOutcome {
-    let push = Outbound::Push {
-        body,
-        sent_at_ms: millis(SystemTime::now()),
-    };
-    match outbound.try_send(push) {
-        Ok(()) => PushOutcome::Queued,
-        Err(mpsc::error::TrySendError::Full(_)) => PushOutcome::QueueFull,
-        Err(mpsc::error::TrySendError::Closed(_)) => PushOutcome::Unknown,
+impl ClientHandle {
+    /// The reliable session this connection speaks for, if bound.
+    fn bound(&self) -> Option<&SessionRef> {
+        self.session.as_ref().and_then(|slot| slot.get())
+    }
+
+    /// Queues a push of `body`: numbered by the writer, or in reliable mode
+    /// numbered and kept in the session's history right away, so that the
+    /// wire order is the seq order and a resume can replay it.
+    fn push(&self, body: Arc<str>) -> PushOutcome {
+        let sent_at_ms = millis(SystemTime::now());
+        let Some(slot) = &self.session else {
+            return match self.outbound.try_send(Outbound::Push { body, sent_at_ms }) {
+                Ok(()) => PushOutcome::Queued,
+                Err(mpsc::error::TrySendError::Full(_)) => PushOutcome::QueueFull,
+                Err(mpsc::error::TrySendError::Closed(_)) => PushOutcome::Unknown,
+            };
+        };
+        let Some(session) = slot.get() else {
+            return PushOutcome::NotReady;
+        };
+        let permit = match self.outbound.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Full(())) => return PushOutcome::QueueFull,
+            Err(mpsc::error::TrySendError::Closed(())) => return PushOutcome::Unknown,
+        };
+        let mut session = reliable::lock(session);
+        if !session.is_attached(self.conn) {
+            // A resume on another connection took the session: this one is on its way out.
+            return PushOutcome::Unknown;
+        }
+        let push = session.push_message(body.to_string(), sent_at_ms);
+        match session.record(Some(self.conn), &push, Instant::now()) {
+            Ok(frame) => {
+                permit.send(Outbound::Frame(axum::extract::ws::Message::Text(frame)));
+                PushOutcome::Queued
+            }
+            Err(reliable::TakenOver) => PushOutcome::Unknown,
+        }
     }
 }
 

@@ -55,7 +55,12 @@ pub fn router(state: AppState) -> Router {
 async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        format!(
+            "{}# HELP ws_reliable_sessions Reliable sessions held (connected or waiting for a resume).\n\
+             # TYPE ws_reliable_sessions gauge\nws_reliable_sessions {}\n",
+            state.metrics.render(),
+            state.reliable.len()
+        ),
     )
         .into_response()
 }
@@ -133,6 +138,13 @@ async fn ws(
             return (StatusCode::BAD_REQUEST, "burst must be a whole number").into_response();
         }
     };
+    let reliable = match query.get("reliable").map(String::as_str) {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(_) => {
+            return (StatusCode::BAD_REQUEST, "reliable must be 1 or 0").into_response();
+        }
+    };
     let id = match query.get("client_id") {
         Some(id) if id.is_empty() || id.len() > 128 => {
             return (
@@ -154,6 +166,7 @@ async fn ws(
                 id,
                 remote_addr,
                 burst,
+                reliable,
             },
         ))
     })

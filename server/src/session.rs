@@ -10,21 +10,31 @@
 //!
 //! Timed pushes are only queued when the queue is empty, so they never pile up
 //! behind a slow client; pushes that find no room are counted as dropped.
+//!
+//! In reliable mode (`?reliable=1`) the driver also speaks for a session of
+//! `reliable.rs`: nothing but the welcome goes out until the client's first
+//! message binds the connection (to the session it resumes, or to the one the
+//! welcome offered); every application message is then numbered and kept in
+//! the history *before* it is queued (under the session's lock, with a queue
+//! slot reserved beforehand, so wire order is seq order); bursts are made a
+//! push at a time as the window allows; client `msg`s pass the exactly-once
+//! filter and are acknowledged in batches.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use shared::{ClientMessage, ErrorCode, ServerMessage, close_code};
+use shared::{ClientMessage, ErrorCode, ResumeFailure, ServerMessage, close_code};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::registry::{ClientCounters, ClientHandle, CloseRequest, Outbound, millis};
+use crate::reliable::{self, Inbound, SessionRef, TakenOver};
 use crate::state::AppState;
 use crate::wire::{self, ReadError};
 
@@ -34,6 +44,10 @@ const BURST_BATCH: u32 = 512;
 const QUEUE_BATCH: usize = 256;
 /// How long a close handshake may take once we decided to close.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// Reliable mode: acknowledge after this many client messages...
+const ACK_EVERY: u32 = 32;
+/// ...or this long after the first unacknowledged one.
+const ACK_DELAY: Duration = Duration::from_millis(20);
 
 /// Who the connection is, from the upgrade request.
 pub struct Peer {
@@ -43,6 +57,8 @@ pub struct Peer {
     pub remote_addr: SocketAddr,
     /// `?burst=N`: pushes to send right after the welcome.
     pub burst: Option<u32>,
+    /// `?reliable=1`: acknowledged, resumable delivery.
+    pub reliable: bool,
 }
 
 /// Why the session ended, for the disconnect log line.
@@ -69,7 +85,9 @@ pub async fn run(socket: WebSocket, state: AppState, peer: Peer) {
     let (kick_tx, kick_rx) = watch::channel(None);
     let counters = Arc::new(ClientCounters::default());
     let conn = state.registry.next_conn();
+    let rel = peer.reliable.then(|| Rel::new(peer.burst));
     let handle = ClientHandle {
+        session: rel.as_ref().map(|rel| rel.slot.clone()),
         conn,
         remote_addr: peer.remote_addr,
         connected_at: SystemTime::now(),
@@ -98,6 +116,13 @@ pub async fn run(socket: WebSocket, state: AppState, peer: Peer) {
         state: &state,
         counters: &counters,
     };
+    let welcome = ServerMessage::Welcome {
+        client_id: peer.id.clone(),
+        push_interval_ms: u64::try_from(config.push_interval.as_millis()).unwrap_or(u64::MAX),
+        session: rel.as_ref().map(|rel| rel.offer.0.clone()),
+        token: rel.as_ref().map(|rel| rel.offer.1.clone()),
+    };
+    let burst = if rel.is_some() { None } else { peer.burst };
     let driver = Driver {
         stream,
         outbound: outbound_tx,
@@ -105,10 +130,9 @@ pub async fn run(socket: WebSocket, state: AppState, peer: Peer) {
         state: &state,
         counters: &counters,
         bad_in_a_row: 0,
-    };
-    let welcome = ServerMessage::Welcome {
-        client_id: peer.id.clone(),
-        push_interval_ms: u64::try_from(config.push_interval.as_millis()).unwrap_or(u64::MAX),
+        conn,
+        client_id: &peer.id,
+        rel,
     };
     let ((), end) = tokio::join!(
         async {
@@ -118,7 +142,7 @@ pub async fn run(socket: WebSocket, state: AppState, peer: Peer) {
             }
             writer_gone.cancel();
         },
-        driver.run(welcome, peer.burst, close_tx, &writer_gone),
+        driver.run(welcome, burst, close_tx, &writer_gone),
     );
 
     state.registry.remove(&peer.id, conn);
@@ -142,6 +166,55 @@ struct Driver<'a> {
     state: &'a AppState,
     counters: &'a ClientCounters,
     bad_in_a_row: u32,
+    conn: u64,
+    client_id: &'a str,
+    /// Reliable mode's state, `None` on a plain connection.
+    rel: Option<Rel>,
+}
+
+/// A reliable connection's side of its session.
+struct Rel {
+    /// The session id and token offered in the welcome.
+    offer: (String, String),
+    /// The session, once the first message bound the connection.
+    session: Option<SessionRef>,
+    /// The same, for the registry (admin pushes).
+    slot: Arc<OnceLock<SessionRef>>,
+    /// `?burst=N`, started when a new session is bound.
+    pending_burst: Option<u32>,
+    /// Client messages processed since the last ack.
+    unacked_in: u32,
+    /// When the next ack is due, if one is.
+    ack_due: Option<tokio::time::Instant>,
+}
+
+impl Rel {
+    fn new(burst: Option<u32>) -> Self {
+        Self {
+            offer: reliable::offer(),
+            session: None,
+            slot: Arc::default(),
+            pending_burst: burst,
+            unacked_in: 0,
+            ack_due: None,
+        }
+    }
+}
+
+/// The session was resumed on another connection: this one ends.
+fn taken_over(TakenOver: TakenOver) -> End {
+    End::with(
+        close_code::REPLACED,
+        "session resumed on another connection",
+    )
+}
+
+/// A future that completes at `due`, or never.
+async fn at(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Driver<'_> {
@@ -159,7 +232,7 @@ impl Driver<'_> {
         }
         if let Some(count) = burst {
             if let Some(refusal) = self.burst_refusal(count) {
-                let _ = self.send(refusal).await;
+                let _ = self.send(wire::text(&refusal)).await;
             } else if self.outbound.send(Outbound::Burst { count }).await.is_err() {
                 return End::with(close_code::INTERNAL_ERROR, "writer ended before the burst");
             }
@@ -169,6 +242,8 @@ impl Driver<'_> {
         let idle = tokio::time::sleep(config.idle_timeout);
         tokio::pin!(idle);
         let shutdown = self.state.shutdown.clone();
+        // For reliable bursts: a permit borrows its sender across the select's handlers.
+        let burst_outbound = self.outbound.clone();
 
         let end = loop {
             tokio::select! {
@@ -197,6 +272,14 @@ impl Driver<'_> {
                         None => break None,
                     }
                 }
+                permit = burst_outbound.reserve(), if self.burst_ready() => {
+                    if let Ok(permit) = permit
+                        && let Err(taken) = self.burst_step(permit)
+                    {
+                        break Some(taken_over(taken));
+                    }
+                }
+                () = at(self.rel.as_ref().and_then(|r| r.ack_due)) => self.send_ack(),
                 Some(()) = tick(&mut push_tick) => self.timed_push(),
                 Some(()) = tick(&mut ping_tick) => {
                     // Skipped when the queue has no room: the peer is behind anyway.
@@ -208,6 +291,11 @@ impl Driver<'_> {
                 }
             }
         };
+        // The writer ends once every sender is gone.
+        drop(burst_outbound);
+        if let Some(session) = self.rel.as_ref().and_then(|r| r.session.as_ref()) {
+            reliable::lock(session).detach(self.conn, Instant::now());
+        }
         match end {
             Some(end) => self.finish(end, close_tx).await,
             None => End {
@@ -247,7 +335,10 @@ impl Driver<'_> {
     async fn on_message(&mut self, message: Message) -> Option<Option<End>> {
         let metrics = &self.state.metrics;
         let (len, reply) = match message {
-            Message::Text(text) => (text.len(), self.on_text(&text).await),
+            Message::Text(text) => match self.on_text(&text).await {
+                Ok(reply) => (text.len(), reply),
+                Err(end) => return Some(Some(end)),
+            },
             Message::Binary(data) => (data.len(), Some(Message::Binary(data))),
             // Control frames only prove the peer is alive (tungstenite answers pings).
             Message::Ping(_) | Message::Pong(_) => return None,
@@ -277,8 +368,8 @@ impl Driver<'_> {
         })
     }
 
-    /// Handles one text frame; returns the direct reply, if any.
-    async fn on_text(&mut self, text: &str) -> Option<Message> {
+    /// Handles one text frame; returns the direct (unnumbered) reply, if any.
+    async fn on_text(&mut self, text: &str) -> Result<Option<Message>, End> {
         let message = match ClientMessage::from_json(text) {
             Ok(message) => {
                 self.bad_in_a_row = 0;
@@ -286,31 +377,276 @@ impl Driver<'_> {
             }
             Err(err) => {
                 self.bad_in_a_row += 1;
-                return Some(wire::error(err.code(), err.to_string()));
+                return Ok(Some(wire::error(err.code(), err.to_string())));
             }
         };
-        match message {
-            ClientMessage::Echo { id, body } => Some(wire::text(&ServerMessage::Echo { id, body })),
-            ClientMessage::Ping { t } => Some(wire::text(&ServerMessage::Pong { t })),
-            ClientMessage::Burst { count } => {
+        // A reliable connection's first message binds it to a session.
+        if self.rel.as_ref().is_some_and(|r| r.session.is_none()) {
+            if let ClientMessage::Resume {
+                session,
+                token,
+                last_seq,
+            } = &message
+            {
+                self.resume(session, token, *last_seq).await;
+                return Ok(None);
+            }
+            self.bind_new();
+        }
+        let session = self.rel.as_ref().and_then(|r| r.session.clone());
+        match (message, session) {
+            (ClientMessage::Echo { id, body }, None) => {
+                Ok(Some(wire::text(&ServerMessage::Echo { id, body })))
+            }
+            (ClientMessage::Burst { count }, None) => {
                 if let Some(refusal) = self.burst_refusal(count) {
-                    return Some(refusal);
+                    return Ok(Some(wire::text(&refusal)));
                 }
                 // An error means the writer is gone; the loop sees it next.
                 let _ = self.outbound.send(Outbound::Burst { count }).await;
-                None
+                Ok(None)
             }
-            _ => Some(wire::error(
+            // The heartbeat is connection-scoped: never numbered.
+            (ClientMessage::Ping { t }, _) => Ok(Some(wire::text(&ServerMessage::Pong { t }))),
+            (ClientMessage::Ack { seq }, Some(session)) => {
+                let mut session = reliable::lock(&session);
+                if !session.is_attached(self.conn) {
+                    return Err(taken_over(TakenOver));
+                }
+                session.ack(seq);
+                Ok(None)
+            }
+            (ClientMessage::Msg { seq, data }, Some(session)) => {
+                self.on_numbered(&session, seq, &data).await?;
+                Ok(None)
+            }
+            (ClientMessage::Resume { .. }, Some(_)) => {
+                Ok(Some(wire::text(&ServerMessage::ResumeFailed {
+                    reason: ResumeFailure::NotFirst,
+                })))
+            }
+            // Unnumbered application messages on a reliable connection: served
+            // as usual, the reply numbered (pushes must be).
+            (
+                message @ (ClientMessage::Echo { .. } | ClientMessage::Burst { .. }),
+                Some(session),
+            ) => {
+                if let Some(reply) = self.serve(&session, message) {
+                    self.send_numbered(&session, &reply).await?;
+                }
+                Ok(None)
+            }
+            (
+                ClientMessage::Resume { .. }
+                | ClientMessage::Ack { .. }
+                | ClientMessage::Msg { .. },
+                None,
+            ) => Ok(Some(wire::error(
+                ErrorCode::NotReliable,
+                "reliable mode is off on this connection: connect to /ws?reliable=1".into(),
+            ))),
+            _ => Ok(Some(wire::error(
+                ErrorCode::UnknownType,
+                "this message type is not handled by the server".into(),
+            ))),
+        }
+    }
+
+    /// Reliable mode: client `msg` number `seq`, processed exactly once.
+    async fn on_numbered(&mut self, session: &SessionRef, seq: u64, data: &str) -> Result<(), End> {
+        let decision = {
+            let mut session = reliable::lock(session);
+            if !session.is_attached(self.conn) {
+                return Err(taken_over(TakenOver));
+            }
+            session.accept(seq)
+        };
+        match decision {
+            Inbound::Process => {
+                let reply = match ClientMessage::from_json(data) {
+                    Ok(
+                        ClientMessage::Resume { .. }
+                        | ClientMessage::Ack { .. }
+                        | ClientMessage::Msg { .. },
+                    ) => Some(error_message(
+                        ErrorCode::NotReliable,
+                        "resume, ack and msg cannot travel inside a msg".into(),
+                    )),
+                    Ok(message) => self.serve(session, message),
+                    Err(err) => Some(error_message(err.code(), err.to_string())),
+                };
+                if let Some(reply) = reply {
+                    self.send_numbered(session, &reply).await?;
+                }
+            }
+            Inbound::Duplicate => {}
+            Inbound::OutOfOrder { expected } => {
+                let _ = self
+                    .send(wire::error(
+                        ErrorCode::OutOfOrder,
+                        format!("msg {seq} skips ahead: {expected} is next; it was not processed"),
+                    ))
+                    .await;
+                return Ok(());
+            }
+        }
+        self.count_for_ack();
+        Ok(())
+    }
+
+    /// Serves an application message on a reliable connection; returns the reply to number.
+    fn serve(&self, session: &SessionRef, message: ClientMessage) -> Option<ServerMessage> {
+        match message {
+            ClientMessage::Echo { id, body } => Some(ServerMessage::Echo { id, body }),
+            ClientMessage::Ping { t } => Some(ServerMessage::Pong { t }),
+            ClientMessage::Burst { count } => self.burst_refusal(count).or_else(|| {
+                reliable::lock(session).start_burst(count, Instant::now());
+                None
+            }),
+            _ => Some(error_message(
                 ErrorCode::UnknownType,
                 "this message type is not handled by the server".into(),
             )),
         }
     }
 
-    fn burst_refusal(&self, count: u32) -> Option<Message> {
+    /// Binds a reliable connection to the session its welcome offered.
+    fn bind_new(&mut self) {
+        let Some(rel) = self.rel.as_mut() else { return };
+        let (id, token) = rel.offer.clone();
+        let session = self
+            .state
+            .reliable
+            .create(id, token, self.client_id, self.conn);
+        if let Some(count) = rel.pending_burst.take() {
+            if count <= self.state.config.max_burst {
+                reliable::lock(&session).start_burst(count, Instant::now());
+            } else {
+                tracing::info!("refused ?burst={count}: over --max-burst");
+            }
+        }
+        rel.session = Some(session.clone());
+        let _ = rel.slot.set(session);
+    }
+
+    /// Binds a reliable connection to the session it resumes, or on failure
+    /// to the one its welcome offered; either way says so first.
+    async fn resume(&mut self, id: &str, token: &str, last_seq: u64) {
+        let Ok(permit) = self.outbound.reserve().await else {
+            return; // The writer is gone; the loop sees it next.
+        };
+        let resumed = self.state.reliable.resume(
+            id,
+            token,
+            last_seq,
+            self.client_id,
+            self.conn,
+            Instant::now(),
+        );
+        match resumed {
+            Ok((session, resume)) => {
+                let mut frames = vec![wire::text(&ServerMessage::Resumed {
+                    last_seq: resume.last_in,
+                })];
+                if let Some((from, to)) = resume.gap {
+                    tracing::info!(session = id, from, to, "resumed with a gap");
+                    frames.push(wire::text(&ServerMessage::Gap { from, to }));
+                }
+                tracing::debug!(session = id, replay = resume.replay.len(), "resumed");
+                frames.extend(resume.replay.into_iter().map(Message::Text));
+                permit.send(Outbound::Frames(frames));
+                if let Some(rel) = self.rel.as_mut() {
+                    rel.pending_burst = None;
+                    rel.session = Some(session.clone());
+                    let _ = rel.slot.set(session);
+                }
+            }
+            Err(reason) => {
+                tracing::info!(session = id, %reason, "resume failed");
+                permit.send(Outbound::Frame(wire::text(&ServerMessage::ResumeFailed {
+                    reason,
+                })));
+                self.bind_new();
+            }
+        }
+    }
+
+    /// Numbers `message`, keeps it in the history and queues it, in one step.
+    async fn send_numbered(
+        &self,
+        session: &SessionRef,
+        message: &ServerMessage,
+    ) -> Result<(), End> {
+        let Ok(permit) = self.outbound.reserve().await else {
+            return Ok(()); // The writer is gone; the loop sees it next.
+        };
+        let frame = reliable::lock(session)
+            .record(Some(self.conn), message, Instant::now())
+            .map_err(taken_over)?;
+        permit.send(Outbound::Frame(Message::Text(frame)));
+        Ok(())
+    }
+
+    /// Whether a reliable burst can make its next push now.
+    fn burst_ready(&self) -> bool {
+        self.rel
+            .as_ref()
+            .and_then(|r| r.session.as_ref())
+            .is_some_and(|s| {
+                let s = reliable::lock(s);
+                s.bursting() && s.window_room() > 0
+            })
+    }
+
+    /// The next push (or `burst_done`) of a reliable burst.
+    fn burst_step(&self, permit: mpsc::Permit<'_, Outbound>) -> Result<(), TakenOver> {
+        let Some(session) = self.rel.as_ref().and_then(|r| r.session.as_ref()) else {
+            return Ok(());
+        };
+        let mut session = reliable::lock(session);
+        if !session.is_attached(self.conn) {
+            return Err(TakenOver);
+        }
+        let now = Instant::now();
+        if let Some(message) = session.burst_step(millis(SystemTime::now()), now) {
+            let frame = session.record(Some(self.conn), &message, now)?;
+            permit.send(Outbound::Frame(Message::Text(frame)));
+        }
+        Ok(())
+    }
+
+    /// One more client message to acknowledge: now after [`ACK_EVERY`], else soon.
+    fn count_for_ack(&mut self) {
+        let Some(rel) = self.rel.as_mut() else { return };
+        rel.unacked_in += 1;
+        if rel.unacked_in >= ACK_EVERY {
+            self.send_ack();
+        } else if rel.ack_due.is_none() {
+            rel.ack_due = Some(tokio::time::Instant::now() + ACK_DELAY);
+        }
+    }
+
+    /// Acknowledges every client message processed so far (retried later if the queue is full).
+    fn send_ack(&mut self) {
+        let Some(rel) = self.rel.as_mut() else { return };
+        let Some(session) = rel.session.as_ref() else {
+            rel.ack_due = None;
+            return;
+        };
+        let seq = reliable::lock(session).last_in();
+        let ack = Outbound::Frame(wire::text(&ServerMessage::Ack { seq }));
+        if self.outbound.try_send(ack).is_ok() {
+            rel.unacked_in = 0;
+            rel.ack_due = None;
+        } else {
+            rel.ack_due = Some(tokio::time::Instant::now() + ACK_DELAY);
+        }
+    }
+
+    fn burst_refusal(&self, count: u32) -> Option<ServerMessage> {
         let max = self.state.config.max_burst;
         (count > max).then(|| {
-            wire::error(
+            error_message(
                 ErrorCode::BurstTooLarge,
                 format!("a burst may have at most {max} messages, not {count}"),
             )
@@ -321,6 +657,23 @@ impl Driver<'_> {
         // Only when the queue is empty: a slow client gets no pile of old ticks.
         if self.outbound.capacity() < self.outbound.max_capacity() {
             Metrics::add(&self.state.metrics.pushes_dropped, 1);
+            return;
+        }
+        if let Some(rel) = &self.rel {
+            // Reliable: numbered and kept, if the window has room; none before binding.
+            let Some(session) = &rel.session else { return };
+            let Ok(permit) = self.outbound.try_reserve() else {
+                return;
+            };
+            let mut session = reliable::lock(session);
+            if session.window_room() == 0 || !session.is_attached(self.conn) {
+                Metrics::add(&self.state.metrics.pushes_dropped, 1);
+                return;
+            }
+            let push = session.push_message("tick".into(), millis(SystemTime::now()));
+            if let Ok(frame) = session.record(Some(self.conn), &push, Instant::now()) {
+                permit.send(Outbound::Frame(Message::Text(frame)));
+            }
             return;
         }
         let push = Outbound::Push {
@@ -479,6 +832,13 @@ impl Writer<'_> {
                     self.feed(message, len).await?;
                     written += 1;
                 }
+                Outbound::Frames(messages) => {
+                    for message in messages {
+                        let len = message_len(&message);
+                        self.feed(message, len).await?;
+                        written += 1;
+                    }
+                }
                 Outbound::Push { body, sent_at_ms } => {
                     let message = self.push_message(&body, sent_at_ms);
                     let len = message_len(&message);
@@ -529,6 +889,11 @@ impl Writer<'_> {
         self.count(1);
         Ok(())
     }
+}
+
+/// An `error` message.
+fn error_message(code: ErrorCode, message: String) -> ServerMessage {
+    ServerMessage::Error { code, message }
 }
 
 fn message_len(message: &Message) -> usize {

@@ -8,6 +8,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::reliable;
 
 /// Shared state: configuration, registry, counters, and the shutdown signal
 /// every session watches.
@@ -17,6 +18,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Connected `/ws` clients.
     pub registry: Arc<Registry>,
+    /// Reliable-mode sessions, which outlive their connections.
+    pub reliable: Arc<reliable::Store>,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server shuts down.

@@ -31,6 +31,30 @@
 //! | `{"type":"pong","t":12.5}` | answer to a `ping` |
 //! | `{"type":"error","code":"malformed","message":"..."}` | the server could not accept a message; see [`ErrorCode`] |
 //!
+//! # Reliable mode (opt-in: `/ws?reliable=1`)
+//!
+//! Exact delivery in both directions across reconnects. Application messages
+//! travel in `msg` envelopes numbered per session, each side acknowledges
+//! cumulatively and in batches, and a reconnecting client resumes its
+//! session; the server processes each client `seq` exactly once. With
+//! reliable mode off none of these messages is sent and the wire is as above.
+//!
+//! | direction | JSON | meaning |
+//! |---|---|---|
+//! | server | `{"type":"welcome",...,"session":"s1","token":"k"}` | a reliable connection's welcome also offers a new session |
+//! | client | `{"type":"resume","session":"s1","token":"k","last_seq":41}` | first message of a reconnect: continue session `s1`, whose server messages up to 41 were processed |
+//! | client | `{"type":"ack","seq":0}` | first message of a new session (or any other message): the server sends nothing but the welcome before it |
+//! | both | `{"type":"msg","seq":7,"data":"..."}` | one application text frame (`data`, verbatim), number `seq` of its direction, from 1 without gaps |
+//! | both | `{"type":"ack","seq":7}` | cumulative: every `msg` up to 7 was processed; sent every few messages or milliseconds, not per message |
+//! | server | `{"type":"resumed","last_seq":12}` | the session continues; the server processed client messages up to 12 (resend the rest, in order); then it replays its unacknowledged messages |
+//! | server | `{"type":"resume_failed","reason":"unknown_session"}` | the session cannot continue ([`ResumeFailure`]); the connection goes on with the session of its welcome |
+//! | server | `{"type":"gap","from":13,"to":20}` | server messages 13 to 20 were lost (the history's count or age limit): a loss is reported, never silent |
+//!
+//! Inside `msg`, the server's `data` is one of the messages of the table
+//! above (echo, push, `burst_done`, error) and the client's one of its
+//! messages (echo, burst, ping). Connection-scoped messages (`welcome`,
+//! heartbeat `ping`/`pong`, `ack`, `resume*`, `gap`) are never numbered.
+//!
 //! # Decoding
 //!
 //! [`ClientMessage::from_json`] and [`ServerMessage::from_json`] never panic:
@@ -42,6 +66,7 @@
 //!
 //! * [`ClientMessage`], [`ServerMessage`]: the two directions.
 //! * [`ErrorCode`]: the stable codes carried by `error` messages.
+//! * [`ResumeFailure`]: why a reliable-mode `resume` failed.
 //! * [`DecodeError`]: why a text frame could not be decoded.
 //! * [`close_code`]: the WebSocket close codes the server uses, in one place.
 //!
@@ -89,6 +114,27 @@ pub enum ClientMessage {
         /// Opaque to the server; clients usually send a timestamp to measure round trips.
         t: f64,
     },
+    /// Reliable mode: continue an earlier session (first message of a reconnect).
+    Resume {
+        /// The session id from the earlier `welcome`.
+        session: String,
+        /// The session's secret token from the same `welcome`.
+        token: String,
+        /// The last server `msg` seq the client processed.
+        last_seq: u64,
+    },
+    /// Reliable mode: every server `msg` up to `seq` was processed (cumulative).
+    Ack {
+        /// The highest seq processed, without gaps.
+        seq: u64,
+    },
+    /// Reliable mode: one numbered application message.
+    Msg {
+        /// Counts up from 1 per session, without gaps.
+        seq: u64,
+        /// The application's text frame, verbatim.
+        data: String,
+    },
 }
 
 /// A message from the server to the client, sent as one JSON text frame.
@@ -103,6 +149,13 @@ pub enum ServerMessage {
         client_id: String,
         /// The period of timed pushes in milliseconds; 0 when they are off.
         push_interval_ms: u64,
+        /// Reliable mode only: the id of the session this connection starts
+        /// (unless the client resumes another one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        /// Reliable mode only: the secret that proves a `resume` comes from this client.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     /// The answer to [`ClientMessage::Echo`].
     Echo {
@@ -140,6 +193,68 @@ pub enum ServerMessage {
         /// A human-readable explanation; its wording may change.
         message: String,
     },
+    /// Reliable mode: one numbered application message.
+    Msg {
+        /// Counts up from 1 per session, without gaps.
+        seq: u64,
+        /// The server's message (one of the other types), as JSON text.
+        data: String,
+    },
+    /// Reliable mode: every client `msg` up to `seq` was processed (cumulative).
+    Ack {
+        /// The highest seq processed, without gaps.
+        seq: u64,
+    },
+    /// Reliable mode: the `resume` succeeded.
+    Resumed {
+        /// The last client seq the server processed: the client resends what follows.
+        last_seq: u64,
+    },
+    /// Reliable mode: the `resume` failed; the connection carries on with the
+    /// new session offered in its `welcome`.
+    ResumeFailed {
+        /// Why.
+        reason: ResumeFailure,
+    },
+    /// Reliable mode: server messages `from..=to` are lost (the history's
+    /// count or age limit was exceeded while the client was away).
+    Gap {
+        /// The first lost seq.
+        from: u64,
+        /// The last lost seq.
+        to: u64,
+    },
+}
+
+/// Why a `resume` failed, serialized as a `snake_case` string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ResumeFailure {
+    /// No such session: it never existed, or it expired (`--session-ttl`
+    /// after its last connection ended), or the server restarted.
+    UnknownSession,
+    /// The token does not match the session's.
+    BadToken,
+    /// `resume` was not the first message of a reliable connection.
+    NotFirst,
+}
+
+impl ResumeFailure {
+    /// The reason as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownSession => "unknown_session",
+            Self::BadToken => "bad_token",
+            Self::NotFirst => "not_first",
+        }
+    }
+}
+
+impl fmt::Display for ResumeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The stable codes of [`ServerMessage::Error`], serialized as `snake_case` strings.
@@ -158,6 +273,12 @@ pub enum ErrorCode {
     InvalidFields,
     /// A burst asked for more than the server's `--max-burst` (`"burst_too_large"`).
     BurstTooLarge,
+    /// A reliable-mode message (`resume`, `ack`, `msg`) on a connection
+    /// without `?reliable=1`, or one nested in a `msg` (`"not_reliable"`).
+    NotReliable,
+    /// A client `msg` whose seq skips ahead of the next expected one; it was
+    /// not processed (`"out_of_order"`).
+    OutOfOrder,
     /// A code this version of the protocol does not know.
     Other(String),
 }
@@ -170,6 +291,8 @@ impl ErrorCode {
             Self::UnknownType => "unknown_type",
             Self::InvalidFields => "invalid_fields",
             Self::BurstTooLarge => "burst_too_large",
+            Self::NotReliable => "not_reliable",
+            Self::OutOfOrder => "out_of_order",
             Self::Other(code) => code,
         }
     }
@@ -182,6 +305,8 @@ impl From<String> for ErrorCode {
             "unknown_type" => Self::UnknownType,
             "invalid_fields" => Self::InvalidFields,
             "burst_too_large" => Self::BurstTooLarge,
+            "not_reliable" => Self::NotReliable,
+            "out_of_order" => Self::OutOfOrder,
             _ => Self::Other(code),
         }
     }
@@ -237,9 +362,21 @@ impl DecodeError {
 }
 
 /// Message types the client may send, used to tell unknown types from bad fields.
-const CLIENT_TYPES: &[&str] = &["echo", "burst", "ping"];
+const CLIENT_TYPES: &[&str] = &["echo", "burst", "ping", "resume", "ack", "msg"];
 /// Message types the server may send.
-const SERVER_TYPES: &[&str] = &["welcome", "echo", "push", "burst_done", "pong", "error"];
+const SERVER_TYPES: &[&str] = &[
+    "welcome",
+    "echo",
+    "push",
+    "burst_done",
+    "pong",
+    "error",
+    "msg",
+    "ack",
+    "resumed",
+    "resume_failed",
+    "gap",
+];
 
 fn decode<'a, T: Deserialize<'a>>(text: &'a str, known: &[&str]) -> Result<T, DecodeError> {
     let err = match serde_json::from_str(text) {
@@ -363,6 +500,22 @@ mod tests {
                 ClientMessage::Ping { t: 12.5 },
                 r#"{"type":"ping","t":12.5}"#,
             ),
+            (
+                ClientMessage::Resume {
+                    session: "s1".into(),
+                    token: "k".into(),
+                    last_seq: 41,
+                },
+                r#"{"type":"resume","session":"s1","token":"k","last_seq":41}"#,
+            ),
+            (ClientMessage::Ack { seq: 7 }, r#"{"type":"ack","seq":7}"#),
+            (
+                ClientMessage::Msg {
+                    seq: 7,
+                    data: r#"{"type":"ping","t":1}"#.into(),
+                },
+                r#"{"type":"msg","seq":7,"data":"{\"type\":\"ping\",\"t\":1}"}"#,
+            ),
         ]
     }
 
@@ -372,8 +525,47 @@ mod tests {
                 ServerMessage::Welcome {
                     client_id: "c-1".into(),
                     push_interval_ms: 1000,
+                    session: None,
+                    token: None,
                 },
                 r#"{"type":"welcome","client_id":"c-1","push_interval_ms":1000}"#,
+            ),
+            (
+                ServerMessage::Welcome {
+                    client_id: "c-1".into(),
+                    push_interval_ms: 1000,
+                    session: Some("s1".into()),
+                    token: Some("k".into()),
+                },
+                r#"{"type":"welcome","client_id":"c-1","push_interval_ms":1000,"session":"s1","token":"k"}"#,
+            ),
+            (
+                ServerMessage::Msg {
+                    seq: 3,
+                    data: r#"{"type":"pong","t":1}"#.into(),
+                },
+                r#"{"type":"msg","seq":3,"data":"{\"type\":\"pong\",\"t\":1}"}"#,
+            ),
+            (ServerMessage::Ack { seq: 9 }, r#"{"type":"ack","seq":9}"#),
+            (
+                ServerMessage::Resumed { last_seq: 12 },
+                r#"{"type":"resumed","last_seq":12}"#,
+            ),
+            (
+                ServerMessage::ResumeFailed {
+                    reason: ResumeFailure::UnknownSession,
+                },
+                r#"{"type":"resume_failed","reason":"unknown_session"}"#,
+            ),
+            (
+                ServerMessage::ResumeFailed {
+                    reason: ResumeFailure::BadToken,
+                },
+                r#"{"type":"resume_failed","reason":"bad_token"}"#,
+            ),
+            (
+                ServerMessage::Gap { from: 13, to: 20 },
+                r#"{"type":"gap","from":13,"to":20}"#,
             ),
             (
                 ServerMessage::Echo {
@@ -434,6 +626,8 @@ mod tests {
             ErrorCode::UnknownType,
             ErrorCode::InvalidFields,
             ErrorCode::BurstTooLarge,
+            ErrorCode::NotReliable,
+            ErrorCode::OutOfOrder,
             ErrorCode::Other("from_the_future".into()),
         ] {
             let msg = ServerMessage::Error {
@@ -499,6 +693,22 @@ mod tests {
         assert!(matches!(err, DecodeError::InvalidFields { .. }));
         let err = ClientMessage::from_json(r#"{"type":"burst","count":4294967296}"#).unwrap_err();
         assert!(matches!(err, DecodeError::InvalidFields { .. }));
+    }
+
+    #[test]
+    fn resume_failures_print_as_on_the_wire() {
+        for reason in [
+            ResumeFailure::UnknownSession,
+            ResumeFailure::BadToken,
+            ResumeFailure::NotFirst,
+        ] {
+            let json = ServerMessage::ResumeFailed { reason }.to_json();
+            assert!(json.contains(&format!("\"{reason}\"")), "{json}");
+        }
+        assert!(matches!(
+            ServerMessage::from_json(r#"{"type":"resume_failed","reason":"tomorrow"}"#),
+            Err(DecodeError::InvalidFields { .. })
+        ));
     }
 
     #[test]

@@ -117,6 +117,7 @@ pub mod liveness;
 pub mod machine;
 mod message;
 mod queue;
+pub mod reliable;
 mod typed;
 #[cfg(target_arch = "wasm32")]
 mod web;
