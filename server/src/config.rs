@@ -80,9 +80,10 @@ pub struct Config {
     #[arg(long, env = "SERVER_SESSION_TTL", default_value = "2m", value_parser = parse_duration)]
     pub session_ttl: Duration,
 
-    /// Reliable mode: unacknowledged server messages kept per session. It is
-    /// also the send window of a connected client (bursts wait for acks);
-    /// while the client is away the oldest are evicted and reported as a `gap`.
+    /// Reliable mode: unacknowledged server messages kept per session. Bursts
+    /// and timed pushes wait for acks at half of it; a connected client that
+    /// fills it is closed with 1013 (and resumes); while the client is away
+    /// the oldest are evicted and reported as a `gap`.
     #[arg(long, env = "SERVER_HISTORY_MAX", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub history_max: u64,

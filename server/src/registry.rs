@@ -226,6 +226,10 @@ impl ClientHandle {
             // A resume on another connection took the session: this one is on its way out.
             return PushOutcome::Unknown;
         }
+        if session.full() {
+            // Never evict for a connected client: it would lose what it has not read.
+            return PushOutcome::QueueFull;
+        }
         let push = session.push_message(body.to_string(), sent_at_ms);
         match session.record(Some(self.conn), &push, Instant::now()) {
             Ok(frame) => {

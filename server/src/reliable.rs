@@ -8,9 +8,12 @@
 //! short and has no `.await` inside.
 //!
 //! Bounds, all configurable ([`Limits`]):
-//! * the history holds at most `history_max` unacknowledged messages; while a
-//!   client is connected this is also its send window (bursts wait for acks),
-//!   while it is away the oldest are evicted and the loss reported as a `gap`;
+//! * the history holds at most `history_max` unacknowledged messages. While a
+//!   client is connected nothing is evicted: bursts and timed pushes wait
+//!   for acks once half of it is used (the send window), replies use the
+//!   rest, and a client that lets it fill up (by not acknowledging) is
+//!   closed with 1013 and resumes with nothing lost. While the client is
+//!   away, pushes for it evict the oldest and the loss is reported as a `gap`;
 //! * a message older than `history_max_age` is evicted the same way;
 //! * a session whose client has been away for `ttl` is forgotten: its resume
 //!   fails with `unknown_session`.
@@ -130,9 +133,14 @@ impl Session {
         self.history.len()
     }
 
-    /// How many more messages fit in the send window.
-    pub fn window_room(&self) -> usize {
-        self.limits.history_max.saturating_sub(self.history.len())
+    /// Whether the send window (half the history) has room for a push.
+    pub fn window_open(&self) -> bool {
+        self.history.len() < (self.limits.history_max / 2).max(1)
+    }
+
+    /// Whether the history is full: a connected client is not acknowledging.
+    pub fn full(&self) -> bool {
+        self.history.len() >= self.limits.history_max
     }
 
     /// The last client seq processed.
@@ -444,9 +452,11 @@ mod tests {
             .collect();
         assert_eq!(seqs, [1, 2, 3, 4, 5]);
         assert_eq!(s.unacked(), 5);
-        assert_eq!(s.window_room(), 5);
+        assert!(!s.window_open());
+        assert!(!s.full());
         s.ack(3);
         assert_eq!(s.unacked(), 2);
+        assert!(s.window_open());
         // Acks beyond what was sent, or going backwards, change nothing wrong.
         s.ack(2);
         assert_eq!(s.unacked(), 2);

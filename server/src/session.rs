@@ -431,7 +431,8 @@ impl Driver<'_> {
                 message @ (ClientMessage::Echo { .. } | ClientMessage::Burst { .. }),
                 Some(session),
             ) => {
-                if let Some(reply) = self.serve(&session, message) {
+                let reply = self.serve(&mut reliable::lock(&session), message);
+                if let Some(reply) = reply {
                     self.send_numbered(&session, &reply).await?;
                 }
                 Ok(None)
@@ -453,16 +454,31 @@ impl Driver<'_> {
     }
 
     /// Reliable mode: client `msg` number `seq`, processed exactly once.
+    ///
+    /// Accepting it, serving it and recording the reply happen under one
+    /// lock (with the queue slot reserved first): a resume on another
+    /// connection cannot slip in between and leave a processed message
+    /// without its reply.
     async fn on_numbered(&mut self, session: &SessionRef, seq: u64, data: &str) -> Result<(), End> {
+        let Ok(permit) = self.outbound.reserve().await else {
+            return Ok(()); // The writer is gone; the loop sees it next.
+        };
         let decision = {
+            // Moved in, so the slot is released at the end of this block.
+            let permit = permit;
             let mut session = reliable::lock(session);
             if !session.is_attached(self.conn) {
                 return Err(taken_over(TakenOver));
             }
-            session.accept(seq)
-        };
-        match decision {
-            Inbound::Process => {
+            if session.full() && seq > session.last_in() {
+                // Not processed: the client resends it after its resume.
+                return Err(End::with(
+                    close_code::TRY_AGAIN_LATER,
+                    "too many unacknowledged messages: acknowledge, then resume",
+                ));
+            }
+            let decision = session.accept(seq);
+            if decision == Inbound::Process {
                 let reply = match ClientMessage::from_json(data) {
                     Ok(
                         ClientMessage::Resume { .. }
@@ -472,35 +488,42 @@ impl Driver<'_> {
                         ErrorCode::NotReliable,
                         "resume, ack and msg cannot travel inside a msg".into(),
                     )),
-                    Ok(message) => self.serve(session, message),
+                    Ok(message) => self.serve(&mut session, message),
                     Err(err) => Some(error_message(err.code(), err.to_string())),
                 };
                 if let Some(reply) = reply {
-                    self.send_numbered(session, &reply).await?;
+                    let frame = session
+                        .record(Some(self.conn), &reply, Instant::now())
+                        .map_err(taken_over)?;
+                    permit.send(Outbound::Frame(Message::Text(frame)));
                 }
             }
-            Inbound::Duplicate => {}
-            Inbound::OutOfOrder { expected } => {
-                let _ = self
-                    .send(wire::error(
-                        ErrorCode::OutOfOrder,
-                        format!("msg {seq} skips ahead: {expected} is next; it was not processed"),
-                    ))
-                    .await;
-                return Ok(());
-            }
+            decision
+        };
+        if let Inbound::OutOfOrder { expected } = decision {
+            let _ = self
+                .send(wire::error(
+                    ErrorCode::OutOfOrder,
+                    format!("msg {seq} skips ahead: {expected} is next; it was not processed"),
+                ))
+                .await;
+            return Ok(());
         }
         self.count_for_ack();
         Ok(())
     }
 
     /// Serves an application message on a reliable connection; returns the reply to number.
-    fn serve(&self, session: &SessionRef, message: ClientMessage) -> Option<ServerMessage> {
+    fn serve(
+        &self,
+        session: &mut reliable::Session,
+        message: ClientMessage,
+    ) -> Option<ServerMessage> {
         match message {
             ClientMessage::Echo { id, body } => Some(ServerMessage::Echo { id, body }),
             ClientMessage::Ping { t } => Some(ServerMessage::Pong { t }),
             ClientMessage::Burst { count } => self.burst_refusal(count).or_else(|| {
-                reliable::lock(session).start_burst(count, Instant::now());
+                session.start_burst(count, Instant::now());
                 None
             }),
             _ => Some(error_message(
@@ -552,7 +575,13 @@ impl Driver<'_> {
                     tracing::info!(session = id, from, to, "resumed with a gap");
                     frames.push(wire::text(&ServerMessage::Gap { from, to }));
                 }
-                tracing::debug!(session = id, replay = resume.replay.len(), "resumed");
+                tracing::debug!(
+                    session = id,
+                    client_last_seq = last_seq,
+                    last_in = resume.last_in,
+                    replay = resume.replay.len(),
+                    "resumed"
+                );
                 frames.extend(resume.replay.into_iter().map(Message::Text));
                 permit.send(Outbound::Frames(frames));
                 if let Some(rel) = self.rel.as_mut() {
@@ -594,7 +623,7 @@ impl Driver<'_> {
             .and_then(|r| r.session.as_ref())
             .is_some_and(|s| {
                 let s = reliable::lock(s);
-                s.bursting() && s.window_room() > 0
+                s.bursting() && s.window_open()
             })
     }
 
@@ -666,7 +695,7 @@ impl Driver<'_> {
                 return;
             };
             let mut session = reliable::lock(session);
-            if session.window_room() == 0 || !session.is_attached(self.conn) {
+            if !session.window_open() || !session.is_attached(self.conn) {
                 Metrics::add(&self.state.metrics.pushes_dropped, 1);
                 return;
             }

@@ -254,3 +254,115 @@ async fn shutdown_sends_1001_to_every_client_and_run_returns() {
     }
     stopping.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn reliable_mode_is_opt_in_and_the_plain_wire_is_unchanged() {
+    let server = TestServer::start(&[]).await;
+    let mut plain = server.connect("/ws?client_id=p").await;
+    let Message::Text(welcome) = next_message(&mut plain).await else {
+        panic!("no welcome")
+    };
+    assert_eq!(
+        welcome.as_str(),
+        r#"{"type":"welcome","client_id":"p","push_interval_ms":0}"#
+    );
+    for text in [
+        r#"{"type":"ack","seq":1}"#,
+        r#"{"type":"msg","seq":1,"data":"{}"}"#,
+        r#"{"type":"resume","session":"s","token":"t","last_seq":0}"#,
+    ] {
+        send_text(&mut plain, text).await;
+        assert!(matches!(
+            next_json(&mut plain).await,
+            ServerMessage::Error {
+                code: ErrorCode::NotReliable,
+                ..
+            }
+        ));
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn reliable_messages_are_numbered_acknowledged_and_processed_once() {
+    let server = TestServer::start(&[]).await;
+    let mut ws = server.connect("/ws?reliable=1").await;
+    let ServerMessage::Welcome {
+        session: Some(session),
+        token: Some(token),
+        ..
+    } = next_json(&mut ws).await
+    else {
+        panic!("a reliable welcome offers a session")
+    };
+    // A resume of a session that does not exist fails, and the connection
+    // carries on with the offered one.
+    send_text(
+        &mut ws,
+        r#"{"type":"resume","session":"nope","token":"x","last_seq":0}"#,
+    )
+    .await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        ServerMessage::ResumeFailed {
+            reason: shared::ResumeFailure::UnknownSession
+        }
+    );
+    let echo = |seq: u64, id: u64| {
+        shared::ClientMessage::Msg {
+            seq,
+            data: format!(r#"{{"type":"echo","id":{id},"body":"b"}}"#),
+        }
+        .to_json()
+    };
+    send_text(&mut ws, &echo(1, 10)).await;
+    // The same seq again (a resend) is not processed twice; a skip is refused.
+    send_text(&mut ws, &echo(1, 10)).await;
+    send_text(&mut ws, &echo(3, 30)).await;
+    send_text(&mut ws, &echo(2, 20)).await;
+    let mut replies = Vec::new();
+    let mut acked = 0;
+    let mut out_of_order = 0;
+    while replies.len() < 2 || acked < 2 {
+        match next_json(&mut ws).await {
+            ServerMessage::Msg { seq, data } => replies.push((seq, data)),
+            ServerMessage::Ack { seq } => acked = seq,
+            ServerMessage::Error {
+                code: ErrorCode::OutOfOrder,
+                ..
+            } => out_of_order += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(out_of_order, 1);
+    assert_eq!(
+        replies,
+        vec![
+            (1, r#"{"type":"echo","id":10,"body":"b"}"#.to_owned()),
+            (2, r#"{"type":"echo","id":20,"body":"b"}"#.to_owned()),
+        ]
+    );
+    // Resuming on a new connection: the server says what it processed and
+    // replays what the client did not acknowledge (it acknowledged nothing).
+    drop(ws);
+    let mut again = server.connect("/ws?reliable=1").await;
+    assert!(matches!(
+        next_json(&mut again).await,
+        ServerMessage::Welcome { .. }
+    ));
+    let resume = shared::ClientMessage::Resume {
+        session,
+        token,
+        last_seq: 1,
+    };
+    send_text(&mut again, &resume.to_json()).await;
+    assert_eq!(
+        next_json(&mut again).await,
+        ServerMessage::Resumed { last_seq: 2 }
+    );
+    assert!(matches!(
+        next_json(&mut again).await,
+        ServerMessage::Msg { seq: 2, .. }
+    ));
+    server.shutdown().await.unwrap();
+}

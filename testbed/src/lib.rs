@@ -26,6 +26,10 @@
 
 #![warn(missing_docs)]
 
+mod proxy;
+
+pub use proxy::{FaultProxy, Faults};
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
