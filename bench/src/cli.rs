@@ -1,0 +1,175 @@
+//! The command line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::{load, raw, run};
+
+#[derive(Parser)]
+#[command(about = "WebSocket benchmarks side by side")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build and run every server and scenario; write docs/BENCHMARKS.md and docs/benchmarks.json.
+    Run {
+        /// Quick mode (the default): under 5 minutes of measurement.
+        #[arg(long, conflicts_with = "full")]
+        quick: bool,
+        /// Full mode: longer windows, more rounds.
+        #[arg(long)]
+        full: bool,
+        /// The cargo target directory to build into and run from.
+        #[arg(long, env = "CARGO_TARGET_DIR", default_value = "target")]
+        target: PathBuf,
+        /// Where the report goes (relative to the workspace root).
+        #[arg(long, default_value = "docs")]
+        docs: PathBuf,
+        /// Skip the browser part (Chromium, trunk).
+        #[arg(long)]
+        no_browser: bool,
+        /// One short round of everything, to check the harness; write the
+        /// report elsewhere with `--docs`, its figures are not worth keeping.
+        #[arg(long, hide = true)]
+        smoke: bool,
+    },
+    /// The raw tokio-tungstenite reference server.
+    RawServer {
+        /// Loopback address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: String,
+        /// tungstenite's read buffer per connection (its default is 128 KiB).
+        #[arg(long, default_value_t = 4096)]
+        read_buffer: usize,
+        /// How bursts are written.
+        #[arg(long, value_enum, default_value = "feed")]
+        burst_write: raw::BurstWrite,
+    },
+    /// One load scenario; prints one JSON line.
+    Load {
+        #[command(subcommand)]
+        mode: Mode,
+    },
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Closed-loop echo.
+    Echo {
+        /// A ws:// loopback URL.
+        #[arg(long)]
+        url: String,
+        /// Connections.
+        #[arg(long, default_value_t = 100)]
+        conns: usize,
+        /// Bytes per message.
+        #[arg(long, default_value_t = 20)]
+        bytes: usize,
+        /// Warm-up, seconds (not measured).
+        #[arg(long, default_value_t = 1)]
+        warmup: u64,
+        /// Measured, seconds.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Speak the protocol's typed echo (for /ws).
+        #[arg(long)]
+        typed: bool,
+        /// The server's pid, to read its CPU time over the measured window.
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// Receive a burst pushed on connect.
+    Burst {
+        /// A ws:// loopback URL that pushes `count` messages on connect.
+        #[arg(long)]
+        url: String,
+        /// Pushes expected.
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+    },
+    /// Hold idle connections and read the server's RSS.
+    Idle {
+        /// A ws:// loopback URL.
+        #[arg(long)]
+        url: String,
+        /// Connections to hold.
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        /// The server's pid.
+        #[arg(long)]
+        pid: u32,
+    },
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Run {
+            quick: _,
+            full,
+            target,
+            docs,
+            no_browser,
+            smoke,
+        } => run::run(&run::Options {
+            full,
+            target,
+            docs,
+            no_browser,
+            smoke,
+        }),
+        Cmd::RawServer {
+            addr,
+            read_buffer,
+            burst_write,
+        } => runtime()?.block_on(raw::serve(&addr, read_buffer, burst_write)),
+        Cmd::Load { mode } => {
+            let result = runtime()?.block_on(async {
+                match mode {
+                    Mode::Echo {
+                        url,
+                        conns,
+                        bytes,
+                        warmup,
+                        seconds,
+                        typed,
+                        pid,
+                    } => {
+                        load::echo(
+                            &url,
+                            conns,
+                            bytes,
+                            Duration::from_secs(warmup),
+                            Duration::from_secs(seconds),
+                            typed,
+                            pid,
+                        )
+                        .await
+                    }
+                    Mode::Burst { url, count } => load::burst(&url, count).await,
+                    Mode::Idle { url, conns, pid } => load::idle(&url, conns, pid).await,
+                }
+            })?;
+            #[allow(clippy::print_stdout)] // the orchestrator reads this line
+            {
+                println!("{result}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// One worker thread: each process is pinned to one core anyway.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?)
+}

@@ -1,0 +1,49 @@
+//! Benchmarks side by side (issue 6): our server against raw
+//! tokio-tungstenite and the original gorilla/websocket design, our wasm
+//! wrapper against the browser's raw WebSocket, from one command.
+//!
+//! # Layout
+//!
+//! * `run.rs`: the orchestrator: builds everything, servers on core 0, load
+//!   generator and browser on core 1, repeated and interleaved rounds;
+//! * `report.rs`: the ratios against the targets and `docs/BENCHMARKS.md` + `docs/benchmarks.json`;
+//! * `load.rs`: the load generator: `echo` (closed loop, HDR latency, every
+//!   echo checked), `burst` (first to last of N pushes, order checked), `idle`
+//!   (server RSS per held connection);
+//! * `raw.rs`: the reference server, raw tokio + tokio-tungstenite;
+//! * `browser.rs`: headless Chromium through ChromeDriver, the burst pages and the Yew page;
+//! * `procs.rs`: pinned child processes that are always killed;
+//! * `go/server.go`: the gorilla reference, built offline from Debian's packages;
+//! * `examples/browser.rs`: the wasm side of the browser burst (our wrapper).
+//!
+//! # Example
+//!
+//! ```sh
+//! cargo run --release -p bench -- run --quick   # under 5 minutes of measurement
+//! cargo run --release -p bench -- run --full    # longer windows, more rounds
+//! target/release/bench load echo --url ws://127.0.0.1:8080/echo --conns 100 --bytes 20
+//! ```
+
+#[cfg(not(target_arch = "wasm32"))]
+mod browser;
+#[cfg(not(target_arch = "wasm32"))]
+mod cli;
+#[cfg(not(target_arch = "wasm32"))]
+mod load;
+#[cfg(not(target_arch = "wasm32"))]
+mod procs;
+#[cfg(not(target_arch = "wasm32"))]
+mod raw;
+#[cfg(not(target_arch = "wasm32"))]
+mod report;
+#[cfg(not(target_arch = "wasm32"))]
+mod run;
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() -> anyhow::Result<()> {
+    cli::main()
+}
+
+/// The benchmarks run natively; only `examples/browser.rs` is built for wasm32.
+#[cfg(target_arch = "wasm32")]
+fn main() {}

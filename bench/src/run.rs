@@ -1,0 +1,554 @@
+//! The orchestrator: builds every server, runs every scenario side by side in
+//! one run (repeated and interleaved, medians reported), server pinned to
+//! core 0 and load generator (or browser) to core 1, and writes
+//! `docs/BENCHMARKS.md` and `docs/benchmarks.json` through `report.rs`.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::browser;
+use crate::procs::{Core, Guard, hard_nofile, pinned};
+use crate::report;
+
+/// What `bench run` was asked to do.
+pub struct Options {
+    /// Longer, more rounds.
+    pub full: bool,
+    /// The cargo target directory (release binaries, go and browser builds).
+    pub target: PathBuf,
+    /// Where the report goes.
+    pub docs: PathBuf,
+    /// Skip the browser part (no Chromium, no trunk).
+    pub no_browser: bool,
+    /// One short round of everything, to check the harness (not for figures).
+    pub smoke: bool,
+}
+
+/// How long and how often; see [`Plan::quick`] and [`Plan::full`].
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Interleaved rounds of each echo scenario.
+    pub echo_rounds: usize,
+    /// Echo warm-up, seconds.
+    pub warmup: u64,
+    /// Echo measurement, seconds.
+    pub seconds: u64,
+    /// Rounds of each burst.
+    pub burst_rounds: usize,
+    /// Pushes per burst.
+    pub burst_count: u32,
+    /// Idle connections held.
+    pub idle_conns: usize,
+    /// Rounds of each browser page.
+    pub browser_rounds: usize,
+}
+
+impl Plan {
+    /// Under 5 minutes of measurement on a 2-core machine.
+    pub fn quick() -> Self {
+        Self {
+            echo_rounds: 3,
+            warmup: 1,
+            seconds: 2,
+            burst_rounds: 5,
+            burst_count: 100_000,
+            idle_conns: 10_000,
+            browser_rounds: 3,
+        }
+    }
+
+    /// Longer windows, more rounds.
+    pub fn full() -> Self {
+        Self {
+            echo_rounds: 5,
+            warmup: 2,
+            seconds: 10,
+            burst_rounds: 11,
+            burst_count: 100_000,
+            idle_conns: 10_000,
+            browser_rounds: 7,
+        }
+    }
+
+    /// One short round of everything: checks the harness, measures nothing worth keeping.
+    pub fn smoke() -> Self {
+        Self {
+            echo_rounds: 1,
+            warmup: 1,
+            seconds: 1,
+            burst_rounds: 1,
+            burst_count: 100_000,
+            idle_conns: 1000,
+            browser_rounds: 1,
+        }
+    }
+}
+
+/// One server under test.
+#[derive(Clone)]
+struct Server {
+    /// Shown in the report, and the key of its results.
+    name: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+    addr_flag: &'static str,
+    echo_path: &'static str,
+    typed: bool,
+    burst_path: &'static str,
+}
+
+/// A server started on a free loopback port, killed on drop.
+struct Running {
+    guard: Guard,
+    addr: String,
+}
+
+fn free_addr() -> Result<String> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
+}
+
+fn start(server: &Server, nofile: u64) -> Result<Running> {
+    let addr = free_addr()?;
+    let mut command = pinned(Core::Server, nofile, &server.program);
+    command
+        .args(&server.args)
+        .arg(server.addr_flag)
+        .arg(&addr)
+        .env("RUST_LOG", "warn");
+    let mut guard = Guard::spawn(server.name, command, false)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&addr).is_err() {
+        if !guard.alive() {
+            bail!("{} exited before listening on {addr}", guard.name());
+        }
+        if Instant::now() > deadline {
+            bail!("{} did not listen on {addr} within 10 s", guard.name());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(Running { guard, addr })
+}
+
+fn load(bench: &Path, nofile: u64, args: &[String]) -> Result<Value> {
+    let output = pinned(Core::Load, nofile, bench)
+        .arg("load")
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running the load generator")?;
+    if !output.status.success() {
+        bail!("the load generator failed ({}): {args:?}", output.status);
+    }
+    serde_json::from_slice(&output.stdout).context("the load generator's output")
+}
+
+fn go_server(out: &Path) -> Result<PathBuf, String> {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("go/server.go");
+    let binary = out.join("go-server");
+    let output = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        // Offline: GOPATH mode against Debian's packaged gorilla/websocket.
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOFLAGS", "")
+        .env("GOCACHE", out.join("go-cache"))
+        .output();
+    match output {
+        Ok(output) if output.status.success() => Ok(binary),
+        Ok(output) => Err(format!(
+            "go build failed (install golang-github-gorilla-websocket-dev): {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )),
+        Err(err) => Err(format!("no go toolchain (install golang-go): {err}")),
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn num(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or(f64::NAN)
+}
+
+/// Medians of several runs of one scenario on one server; the latencies are
+/// those of the run with the median throughput.
+fn summarize(server: &str, mut runs: Vec<Value>) -> Value {
+    runs.sort_by(|a, b| num(a, "msgs_per_s").total_cmp(&num(b, "msgs_per_s")));
+    let mut summary = runs.get(runs.len() / 2).cloned().unwrap_or(Value::Null);
+    let col = |key: &str| median(&mut runs.iter().map(|r| num(r, key)).collect::<Vec<_>>());
+    let per_cpu = col("msgs_per_server_cpu_s");
+    let loadgen = col("loadgen_cpu");
+    let server_cpu = col("server_cpu");
+    summary["server"] = json!(server);
+    summary["msgs_per_server_cpu_s"] = json!(per_cpu);
+    summary["loadgen_cpu"] = json!(loadgen);
+    summary["server_cpu"] = json!(server_cpu);
+    summary["rounds_msgs_per_s"] = json!(
+        runs.iter()
+            .map(|r| num(r, "msgs_per_s"))
+            .collect::<Vec<_>>()
+    );
+    summary
+}
+
+/// The version of `package` in the workspace's Cargo.lock.
+fn locked(root: &Path, package: &str) -> String {
+    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
+    let header = format!("name = \"{package}\"");
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == header {
+            return lines
+                .next()
+                .and_then(|l| l.strip_prefix("version = "))
+                .unwrap_or("")
+                .trim_matches('"')
+                .to_owned();
+        }
+    }
+    String::new()
+}
+
+fn sh(command: &str) -> String {
+    Command::new("sh")
+        .args(["-c", command])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Runs everything and writes the report.
+///
+/// # Errors
+///
+/// When a build, a server or a scenario fails (a wrong echo, a burst out of
+/// order, a timeout): no report is written from a failed run.
+pub fn run(options: &Options) -> Result<()> {
+    let plan = match (options.full, options.smoke) {
+        (_, true) => Plan::smoke(),
+        (true, false) => Plan::full(),
+        (false, false) => Plan::quick(),
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("bench/ is inside the workspace")?
+        .to_path_buf();
+    let target = std::path::absolute(&options.target)?;
+    let out = target.join("bench");
+    std::fs::create_dir_all(&out)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+
+    // Builds (not counted in the measured time).
+    let build_started = Instant::now();
+    // The load generator and the raw server are this very binary.
+    let bench = std::env::current_exe().context("finding the bench binary")?;
+    eprintln!("bench: building the server in release");
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "-p", "server"])
+        .current_dir(&root)
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("cargo build --release -p server failed");
+    }
+    let ours = target.join("release/server");
+    let go = go_server(&out);
+    if let Err(why) = &go {
+        eprintln!("bench: skipping the gorilla server: {why}");
+    }
+    let assets = if options.no_browser {
+        Err("skipped with --no-browser".to_owned())
+    } else {
+        eprintln!("bench: building the UI (trunk build --release) and the wasm burst page");
+        browser::prepare(&root, &target, &out).map_err(|err| format!("{err:#}"))
+    };
+    if let Err(why) = &assets {
+        eprintln!("bench: skipping the browser part: {why}");
+    }
+    let build_seconds = build_started.elapsed().as_secs_f64();
+
+    let started = Instant::now();
+    let load_before = sh("cut -d' ' -f1-3 /proc/loadavg");
+    // Open files: the idle connections plus headroom, bounded by the hard limit.
+    let hard = hard_nofile();
+    let idle_conns = plan.idle_conns.min(hard.saturating_sub(1024) as usize);
+    let nofile = (idle_conns as u64 + 1024).min(hard);
+
+    let ours_args = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--push-interval",
+            "0",
+            "--ping-interval",
+            "0",
+            "--max-message-size",
+            "1048576",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let no_ui = ["--static-dir", "/nonexistent"];
+    let raw = |read_buffer: &str, write: &str| -> Vec<String> {
+        [
+            "raw-server",
+            "--read-buffer",
+            read_buffer,
+            "--burst-write",
+            write,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let server = |name, program: &Path, args, addr_flag, echo_path, typed, burst_path| Server {
+        name,
+        program: program.to_path_buf(),
+        args,
+        addr_flag,
+        echo_path,
+        typed,
+        burst_path,
+    };
+    let ours_echo = server(
+        "ours /echo",
+        &ours,
+        ours_args(&no_ui),
+        "--addr",
+        "/echo",
+        false,
+        "/ws?burst=",
+    );
+    let ours_ws = server(
+        "ours /ws",
+        &ours,
+        ours_args(&no_ui),
+        "--addr",
+        "/ws",
+        true,
+        "/ws?burst=",
+    );
+    let raw4 = server(
+        "raw 4 KiB",
+        &bench,
+        raw("4096", "feed"),
+        "--addr",
+        "/",
+        false,
+        "/?burst=",
+    );
+    let raw128 = server(
+        "raw 128 KiB",
+        &bench,
+        raw("131072", "feed"),
+        "--addr",
+        "/",
+        false,
+        "/?burst=",
+    );
+    let raw_send = server(
+        "raw send per message",
+        &bench,
+        raw("4096", "send"),
+        "--addr",
+        "/",
+        false,
+        "/?burst=",
+    );
+    let gorilla = go.as_ref().ok().map(|go| {
+        server(
+            "gorilla",
+            go,
+            vec![],
+            "-addr",
+            "/echo",
+            false,
+            "/echo?burst=",
+        )
+    });
+
+    let mut echo_servers = vec![
+        ours_echo.clone(),
+        ours_ws.clone(),
+        raw4.clone(),
+        raw128.clone(),
+    ];
+    echo_servers.extend(gorilla.clone());
+    let mut echo = Vec::new();
+    for (conns, bytes) in [(100usize, 20usize), (10, 1024)] {
+        let mut runs: Vec<Vec<Value>> = vec![Vec::new(); echo_servers.len()];
+        for round in 0..plan.echo_rounds {
+            // Rotate the order each round, so no server always follows the same one.
+            for k in 0..echo_servers.len() {
+                let i = (k + round) % echo_servers.len();
+                let server = &echo_servers[i];
+                let running = start(server, nofile)?;
+                let mut args: Vec<String> = vec![
+                    "echo".into(),
+                    "--url".into(),
+                    format!("ws://{}{}", running.addr, server.echo_path),
+                    "--conns".into(),
+                    conns.to_string(),
+                    "--bytes".into(),
+                    bytes.to_string(),
+                    "--warmup".into(),
+                    plan.warmup.to_string(),
+                    "--seconds".into(),
+                    plan.seconds.to_string(),
+                    "--pid".into(),
+                    running.guard.pid().to_string(),
+                ];
+                if server.typed {
+                    args.push("--typed".into());
+                }
+                let result = load(&bench, nofile, &args)?;
+                eprintln!(
+                    "echo {conns:>3} x {bytes:<4} {:<22} {:>9.0} msg/s  server cpu {:>4.2}  loadgen cpu {:>4.2}",
+                    server.name,
+                    num(&result, "msgs_per_s"),
+                    num(&result, "server_cpu"),
+                    num(&result, "loadgen_cpu"),
+                );
+                runs[i].push(result);
+            }
+        }
+        for (server, runs) in echo_servers.iter().zip(runs) {
+            echo.push(summarize(server.name, runs));
+        }
+    }
+
+    let mut burst_servers = vec![ours_ws.clone(), raw4.clone(), raw_send];
+    burst_servers.extend(gorilla.clone());
+    let running: Vec<Running> = burst_servers
+        .iter()
+        .map(|s| start(s, nofile))
+        .collect::<Result<_>>()?;
+    let mut burst_runs: Vec<Vec<f64>> = vec![Vec::new(); burst_servers.len()];
+    for round in 0..plan.burst_rounds {
+        for k in 0..burst_servers.len() {
+            let i = (k + round) % burst_servers.len();
+            let url = format!(
+                "ws://{}{}{}",
+                running[i].addr, burst_servers[i].burst_path, plan.burst_count
+            );
+            let result = load(
+                &bench,
+                nofile,
+                &[
+                    "burst".into(),
+                    "--url".into(),
+                    url,
+                    "--count".into(),
+                    plan.burst_count.to_string(),
+                ],
+            )?;
+            burst_runs[i].push(num(&result, "first_to_last_ms"));
+        }
+    }
+    drop(running);
+    let mut burst = Vec::new();
+    for (server, mut ms) in burst_servers.iter().zip(burst_runs) {
+        let all = ms.clone();
+        let median_ms = median(&mut ms);
+        eprintln!("burst {:<22} {median_ms:>8.1} ms", server.name);
+        burst.push(json!({
+            "server": server.name, "count": plan.burst_count, "first_to_last_ms": median_ms,
+            "msgs_per_s": f64::from(plan.burst_count) / (median_ms / 1000.0), "rounds_ms": all,
+        }));
+    }
+
+    let mut idle_servers = vec![ours_ws.clone(), raw4, raw128];
+    idle_servers.extend(gorilla);
+    let mut idle = Vec::new();
+    for server in &idle_servers {
+        let running = start(server, nofile)?;
+        let mut result = load(
+            &bench,
+            nofile,
+            &[
+                "idle".into(),
+                "--url".into(),
+                format!("ws://{}{}", running.addr, server.echo_path),
+                "--conns".into(),
+                idle_conns.to_string(),
+                "--pid".into(),
+                running.guard.pid().to_string(),
+            ],
+        )?;
+        result["server"] = json!(server.name);
+        eprintln!(
+            "idle {:<22} {:>6.1} KiB per connection",
+            server.name,
+            num(&result, "kib_per_conn")
+        );
+        idle.push(result);
+    }
+
+    let browser = match &assets {
+        Ok(assets) => {
+            let www = assets.www.to_string_lossy().into_owned();
+            let ours_ui = server(
+                "ours (UI)",
+                &ours,
+                ours_args(&["--static-dir", &www]),
+                "--addr",
+                "/ws",
+                true,
+                "/ws?burst=",
+            );
+            let running = start(&ours_ui, nofile)?;
+            browser::run(&running.addr, assets, plan.browser_rounds, plan.burst_count)?
+        }
+        Err(why) => json!({ "error": why }),
+    };
+    let bundle = match &assets {
+        Ok(assets) => assets.bundle.clone(),
+        Err(why) => json!({ "error": why }),
+    };
+
+    let meta = json!({
+        "mode": if options.smoke { "smoke (harness check, not figures)" } else if options.full { "full" } else { "quick" },
+        "command": if options.full { "cargo run --release -p bench -- run --full" } else { "cargo run --release -p bench -- run --quick" },
+        "plan": {
+            "echo_rounds": plan.echo_rounds, "warmup_s": plan.warmup, "seconds": plan.seconds,
+            "burst_rounds": plan.burst_rounds, "burst_count": plan.burst_count,
+            "idle_conns": idle_conns, "browser_rounds": plan.browser_rounds,
+        },
+        "date": sh("date -u '+%Y-%m-%d %H:%M UTC'"),
+        "build_seconds": build_seconds,
+        "run_seconds": started.elapsed().as_secs_f64(),
+        "load_before": load_before,
+        "load_after": sh("cut -d' ' -f1-3 /proc/loadavg"),
+        "uptime": sh("uptime"),
+        "machine": {
+            "cores": sh("nproc"),
+            "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
+            "kernel": sh("uname -sr"),
+            "memory": sh("free -m | awk '/Mem:/ {print $2 \" MiB\"}'"),
+        },
+        "versions": {
+            "rustc": sh("rustc --version"),
+            "tokio-tungstenite": locked(&root, "tokio-tungstenite"),
+            "axum": locked(&root, "axum"),
+            "go": sh("go version 2>/dev/null"),
+            "gorilla/websocket": sh("dpkg-query -W -f='${Version}' golang-github-gorilla-websocket-dev 2>/dev/null"),
+            "chromium": sh("chromium --version 2>/dev/null"),
+            "trunk": sh("trunk --version 2>/dev/null"),
+        },
+        "gorilla": match &go { Ok(_) => json!("built"), Err(why) => json!(why) },
+    });
+    let results = json!({
+        "meta": meta, "echo": echo, "burst": burst, "idle": idle,
+        "browser": browser, "bundle": bundle,
+    });
+    report::write(&root, &options.docs, results)
+}
