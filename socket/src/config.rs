@@ -114,6 +114,9 @@ pub struct Config {
     pub heartbeat: Option<Heartbeat>,
     /// Whether to reconnect after a close. Default [`default_should_reconnect`].
     pub should_reconnect: ReconnectPolicy,
+    /// Reliable mode (the `shared` protocol's acknowledged, resumable
+    /// delivery; see [`crate::reliable`]). Default off.
+    pub reliable: bool,
 }
 
 impl fmt::Debug for Config {
@@ -127,6 +130,7 @@ impl fmt::Debug for Config {
             .field("connect_timeout_ms", &self.connect_timeout_ms)
             .field("min_uptime_ms", &self.min_uptime_ms)
             .field("heartbeat", &self.heartbeat)
+            .field("reliable", &self.reliable)
             .finish_non_exhaustive()
     }
 }
@@ -142,6 +146,7 @@ impl PartialEq for Config {
             && self.connect_timeout_ms == other.connect_timeout_ms
             && self.min_uptime_ms == other.min_uptime_ms
             && self.heartbeat == other.heartbeat
+            && self.reliable == other.reliable
             && Rc::ptr_eq(&self.should_reconnect, &other.should_reconnect)
     }
 }
@@ -159,7 +164,33 @@ impl Config {
             min_uptime_ms: 5_000,
             heartbeat: None,
             should_reconnect: Rc::new(default_should_reconnect),
+            reliable: false,
         }
+    }
+
+    /// Turns reliable mode on or off. On, the wrapper speaks the `shared`
+    /// protocol's reliable mode: it adds `reliable=1` to the URL's query
+    /// (unless a `reliable` parameter is there), numbers every text it
+    /// writes and keeps it until the server acknowledges it (kept messages
+    /// count against the queue's capacity and byte limit), resumes its
+    /// session after a reconnect and resends them first, delivers each
+    /// server message once and in order, and reports what it cannot
+    /// guarantee ([`crate::Event::ResumeFailed`], [`crate::Event::Gap`]).
+    /// Binary messages are refused in this mode
+    /// ([`crate::SendError::BinaryNotReliable`]).
+    #[must_use]
+    pub fn with_reliable(mut self, reliable: bool) -> Self {
+        self.reliable = reliable;
+        self
+    }
+
+    /// The URL to open: `url`, plus `reliable=1` in reliable mode.
+    pub fn connect_url(&self) -> String {
+        if !self.reliable || self.url.contains("?reliable=") || self.url.contains("&reliable=") {
+            return self.url.clone();
+        }
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{separator}reliable=1", self.url)
     }
 
     /// Sets the queue capacity in messages.
@@ -222,6 +253,28 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reliable_mode_opts_in_through_the_query() {
+        let plain = Config::new("ws://h/ws");
+        assert_eq!(plain.connect_url(), "ws://h/ws");
+        assert_eq!(
+            plain.clone().with_reliable(true).connect_url(),
+            "ws://h/ws?reliable=1"
+        );
+        assert_eq!(
+            Config::new("ws://h/ws?client_id=a")
+                .with_reliable(true)
+                .connect_url(),
+            "ws://h/ws?client_id=a&reliable=1"
+        );
+        assert_eq!(
+            Config::new("ws://h/ws?reliable=0")
+                .with_reliable(true)
+                .connect_url(),
+            "ws://h/ws?reliable=0"
+        );
+    }
 
     #[test]
     fn the_ceiling_grows_by_the_factor_up_to_the_cap() {

@@ -73,6 +73,9 @@ pub enum SendError {
         /// What the browser said.
         reason: String,
     },
+    /// Reliable mode numbers text messages only (the protocol's `msg` carries text).
+    #[error("reliable mode sends text messages only")]
+    BinaryNotReliable(Message),
 }
 
 impl SendError {
@@ -82,6 +85,7 @@ impl SendError {
             Self::QueueFull(message)
             | Self::TooLarge(message)
             | Self::Closed(message)
+            | Self::BinaryNotReliable(message)
             | Self::Browser { message, .. } => message,
         }
     }
@@ -165,6 +169,30 @@ pub enum Event {
         /// Why.
         reason: DropReason,
     },
+    /// Reliable mode: the session continued on a new connection; `resent`
+    /// unacknowledged messages went out again, before anything new.
+    Resumed {
+        /// How many were resent.
+        resent: usize,
+    },
+    /// Reliable mode: the session could not continue (it expired, or the
+    /// server restarted) and a new one started. The messages sent but never
+    /// acknowledged may or may not have been processed: they are handed back,
+    /// not resent.
+    ResumeFailed {
+        /// The server's reason (`unknown_session`, `bad_token`...).
+        reason: String,
+        /// The unacknowledged messages, oldest first.
+        unconfirmed: Vec<Message>,
+    },
+    /// Reliable mode: server messages `from..=to` were lost (the server's
+    /// history did not reach back far enough).
+    Gap {
+        /// The first lost seq.
+        from: u64,
+        /// The last lost seq.
+        to: u64,
+    },
 }
 
 /// Counters of one wrapper, since it was created.
@@ -192,4 +220,13 @@ pub struct Stats {
     pub attempt: u32,
     /// Milliseconds the current connection has been open, if open.
     pub uptime_ms: Option<f64>,
+    /// Reliable mode: messages written and not yet acknowledged (they count
+    /// against the queue's capacity).
+    pub unacked: usize,
+    /// Reliable mode: messages the server acknowledged.
+    pub acked: u64,
+    /// Reliable mode: server messages delivered (each once).
+    pub delivered: u64,
+    /// Reliable mode: gap events (server messages lost).
+    pub gaps: u64,
 }

@@ -13,6 +13,9 @@ pub struct Queue {
     capacity: usize,
     max_bytes: Option<usize>,
     overflow: Overflow,
+    /// Messages and bytes held elsewhere that count against the limits
+    /// (reliable mode's unacknowledged messages).
+    reserved: (usize, usize),
 }
 
 impl Queue {
@@ -24,7 +27,21 @@ impl Queue {
             capacity,
             max_bytes,
             overflow,
+            reserved: (0, 0),
         }
+    }
+
+    /// Counts `count` messages of `bytes` held elsewhere against the limits.
+    pub fn set_reserved(&mut self, count: usize, bytes: usize) {
+        self.reserved = (count, bytes);
+    }
+
+    /// Whether a message of `size` bytes fits beside what is queued and reserved.
+    pub fn has_room(&self, size: usize) -> bool {
+        self.items.len() + self.reserved.0 < self.capacity
+            && self
+                .max_bytes
+                .is_none_or(|max| self.bytes + self.reserved.1 + size <= max)
     }
 
     /// Queues `message`; returns the messages dropped to make room (only with
@@ -43,13 +60,19 @@ impl Queue {
         if self.capacity == 0 {
             return Err(SendError::QueueFull(message));
         }
-        let fits = |q: &Self| {
-            q.items.len() < q.capacity && q.max_bytes.is_none_or(|max| q.bytes + size <= max)
-        };
+        let fits = |q: &Self| q.has_room(size);
+        // What is reserved cannot be dropped: if it alone leaves no room, refuse.
+        let fits_when_empty = self.reserved.0 < self.capacity
+            && self
+                .max_bytes
+                .is_none_or(|max| self.reserved.1 + size <= max);
         let mut dropped = Vec::new();
         if !fits(self) {
             match self.overflow {
                 Overflow::RejectNew => return Err(SendError::QueueFull(message)),
+                Overflow::DropOldest if !fits_when_empty => {
+                    return Err(SendError::QueueFull(message));
+                }
                 Overflow::DropOldest => {
                     while !fits(self) {
                         match self.pop() {
@@ -130,6 +153,23 @@ mod tests {
 
     fn drain(q: &mut Queue) -> Vec<Message> {
         std::iter::from_fn(|| q.pop()).collect()
+    }
+
+    #[test]
+    fn reserved_messages_count_against_the_limits() {
+        let mut q = Queue::new(3, Some(10), Overflow::RejectNew);
+        q.set_reserved(2, 4);
+        assert!(q.has_room(6));
+        assert!(!q.has_room(7));
+        assert_eq!(q.push(text("a")), Ok(vec![]));
+        assert!(matches!(q.push(text("b")), Err(SendError::QueueFull(_))));
+        // Dropping the oldest cannot make room that the reserve takes.
+        let mut q = Queue::new(2, None, Overflow::DropOldest);
+        q.set_reserved(2, 0);
+        assert!(matches!(q.push(text("a")), Err(SendError::QueueFull(_))));
+        q.set_reserved(1, 0);
+        assert_eq!(q.push(text("a")), Ok(vec![]));
+        assert_eq!(q.push(text("b")), Ok(vec![text("a")]));
     }
 
     #[test]

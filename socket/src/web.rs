@@ -22,6 +22,7 @@ use crate::liveness::{Liveness, Tick};
 use crate::machine::{Action, Input, Machine};
 use crate::message::{CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats};
 use crate::queue::Queue;
+use crate::reliable::{ACK_DELAY_MS, Incoming, Reliable};
 
 type OpenHook = Rc<dyn Fn(&Socket)>;
 
@@ -39,6 +40,9 @@ enum Unsent {
     NotOpen(Message),
     /// The browser threw.
     Refused(SendError),
+    /// Reliable mode: numbered and kept, but not written now; it goes out
+    /// again after the resume.
+    Kept,
 }
 
 struct Inner {
@@ -57,6 +61,10 @@ struct Inner {
     on_open: Option<OpenHook>,
     /// True while the open hook runs: its sends go out ahead of the queue.
     in_open_hook: bool,
+    /// Reliable mode's session state, when on.
+    reliable: Option<Reliable>,
+    /// Reliable mode: fires to acknowledge what arrived since the last ack.
+    ack_timer: Option<Timer>,
     _window: Option<WindowHooks>,
 }
 
@@ -67,6 +75,7 @@ struct Counters {
     messages_received: u64,
     bytes_received: u64,
     dropped: u64,
+    gaps: u64,
 }
 
 /// The current browser socket and its callbacks.
@@ -256,6 +265,10 @@ fn step(rc: &Rc<RefCell<Inner>>, input: Input) {
                     if state != State::Open {
                         inner.heartbeat = None;
                         inner.liveness = None;
+                        inner.ack_timer = None;
+                        if let Some(reliable) = inner.reliable.as_mut() {
+                            reliable.on_close();
+                        }
                     }
                     if state == State::Closed {
                         inner.live = None;
@@ -273,12 +286,43 @@ fn step(rc: &Rc<RefCell<Inner>>, input: Input) {
     deliver(rc, events);
 }
 
-/// Open: the hook, then the queue in order, then the heartbeat.
+/// Open: the heartbeat; in reliable mode the session's first message
+/// (`resume` or `ack`); then, once new messages may go out, [`ready`].
 fn on_open(rc: &Rc<RefCell<Inner>>, events: &mut Vec<Event>) {
-    let (hook, generation) = {
-        let inner = rc.borrow();
-        (inner.on_open.clone(), inner.machine.generation())
+    let (generation, ready_now) = {
+        let Ok(mut inner) = rc.try_borrow_mut() else {
+            return;
+        };
+        let generation = inner.machine.generation();
+        if let Some(heartbeat) = inner.config.heartbeat {
+            inner.liveness = Some(Liveness::new(heartbeat, now_ms()));
+            let weak = Rc::downgrade(rc);
+            inner.heartbeat = Timer::every(Liveness::tick_ms(heartbeat), move || {
+                if let Some(rc) = weak.upgrade() {
+                    heartbeat_tick(&rc, generation);
+                }
+            });
+        }
+        let first = inner.reliable.as_mut().map(|r| (r.on_open(), r.ready()));
+        let ready_now = match first {
+            Some((first, ready)) => {
+                // A failed write shows up as a close of the socket.
+                let _ = inner.write(Message::Text(first));
+                ready
+            }
+            None => true,
+        };
+        (generation, ready_now)
     };
+    // A resume waits for its answer: resends go first.
+    if ready_now {
+        ready(rc, generation, events);
+    }
+}
+
+/// New messages may go out: the open hook, then the queue in order.
+fn ready(rc: &Rc<RefCell<Inner>>, generation: u64, events: &mut Vec<Event>) {
+    let hook = rc.borrow().on_open.clone();
     if let Some(hook) = hook {
         rc.borrow_mut().in_open_hook = true;
         hook(&Socket { inner: rc.clone() });
@@ -293,8 +337,10 @@ fn on_open(rc: &Rc<RefCell<Inner>>, events: &mut Vec<Event>) {
         return;
     }
     while let Some(message) = inner.queue.pop() {
-        match inner.write(message) {
+        match inner.write_app(message) {
             Ok(()) => {}
+            // Kept for the resume's resend: nothing to put back.
+            Err(Unsent::Kept) => break,
             // The socket failed under us: keep the message, in place, for the next connection.
             Err(Unsent::NotOpen(message)) => {
                 inner.queue.unpop(message);
@@ -305,15 +351,6 @@ fn on_open(rc: &Rc<RefCell<Inner>>, events: &mut Vec<Event>) {
                 break;
             }
         }
-    }
-    if let Some(heartbeat) = inner.config.heartbeat {
-        inner.liveness = Some(Liveness::new(heartbeat, now_ms()));
-        let weak = Rc::downgrade(rc);
-        inner.heartbeat = Timer::every(Liveness::tick_ms(heartbeat), move || {
-            if let Some(rc) = weak.upgrade() {
-                heartbeat_tick(&rc, generation);
-            }
-        });
     }
     events.push(Event::Open);
 }
@@ -360,7 +397,7 @@ impl Inner {
     fn open(&mut self, rc: &Rc<RefCell<Inner>>, generation: u64, events: &mut Vec<Event>) {
         self.live = None;
         let weak = Rc::downgrade(rc);
-        match Live::connect(&self.config.url, generation, &weak) {
+        match Live::connect(&self.config.connect_url(), generation, &weak) {
             Ok(live) => self.live = Some(live),
             Err(reason) => events.push(Event::Error(reason)),
         }
@@ -409,6 +446,56 @@ impl Inner {
                 message,
                 reason: format!("{err:?}"),
             })),
+        }
+    }
+
+    /// Writes an application message: as is, or in reliable mode numbered
+    /// and kept until acknowledged.
+    fn write_app(&mut self, message: Message) -> Result<(), Unsent> {
+        let Some(reliable) = self.reliable.as_mut() else {
+            return self.write(message);
+        };
+        let Message::Text(text) = message else {
+            return Err(Unsent::Refused(SendError::BinaryNotReliable(message)));
+        };
+        let envelope = reliable.number(text);
+        self.sync_reserved();
+        match self.write(Message::Text(envelope)) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Unsent::Kept),
+        }
+    }
+
+    /// Reliable mode: unacknowledged messages count against the queue's limits.
+    fn sync_reserved(&mut self) {
+        if let Some(reliable) = &self.reliable {
+            self.queue
+                .set_reserved(reliable.unacked(), reliable.unacked_bytes());
+        }
+    }
+
+    /// Reliable mode: acknowledges now after enough messages, else arms the ack timer.
+    fn schedule_ack(&mut self, rc: &Rc<RefCell<Inner>>) {
+        let Some(reliable) = self.reliable.as_mut() else {
+            return;
+        };
+        if reliable.ack_now() {
+            if let Some(ack) = reliable.take_ack() {
+                let _ = self.write(Message::Text(ack));
+            }
+            self.ack_timer = None;
+        } else if reliable.ack_pending() && self.ack_timer.is_none() {
+            let weak = Rc::downgrade(rc);
+            self.ack_timer = Timer::once(u64::from(ACK_DELAY_MS), move || {
+                if let Some(rc) = weak.upgrade()
+                    && let Ok(mut inner) = rc.try_borrow_mut()
+                {
+                    inner.ack_timer = None;
+                    if let Some(ack) = inner.reliable.as_mut().and_then(Reliable::take_ack) {
+                        let _ = inner.write(Message::Text(ack));
+                    }
+                }
+            });
         }
     }
 
@@ -500,7 +587,8 @@ impl Live {
 }
 
 fn receive(rc: &Rc<RefCell<Inner>>, generation: u64, data: JsValue) {
-    let message = {
+    let mut events = Vec::new();
+    let resumed = {
         let Ok(mut inner) = rc.try_borrow_mut() else {
             return;
         };
@@ -519,9 +607,67 @@ fn receive(rc: &Rc<RefCell<Inner>>, generation: u64, data: JsValue) {
         if let Some(liveness) = inner.liveness.as_mut() {
             liveness.seen(now_ms());
         }
-        message
+        match (inner.reliable.as_mut(), message) {
+            (Some(reliable), Message::Text(text)) => {
+                let incoming = reliable.on_text(text);
+                let resumed = inner.on_incoming(incoming, &mut events);
+                inner.sync_reserved();
+                inner.schedule_ack(rc);
+                resumed
+            }
+            (_, message) => {
+                events.push(Event::Message(message));
+                false
+            }
+        }
     };
-    deliver(rc, vec![Event::Message(message)]);
+    if resumed {
+        ready(rc, generation, &mut events);
+    }
+    deliver(rc, events);
+}
+
+impl Inner {
+    /// Reliable mode: carries out what a received text meant; true when the
+    /// resume was answered (new messages may go out now).
+    fn on_incoming(&mut self, incoming: Incoming, events: &mut Vec<Event>) -> bool {
+        match incoming {
+            Incoming::Deliver(data) => events.push(Event::Message(Message::Text(data))),
+            Incoming::Resumed { resend } => {
+                let resent = resend.len();
+                for frame in resend {
+                    // A failed write shows up as a close; the next resume resends again.
+                    if self.write(Message::Text(frame)).is_err() {
+                        break;
+                    }
+                }
+                events.push(Event::Resumed { resent });
+                return true;
+            }
+            Incoming::ResumeFailed {
+                reason,
+                unconfirmed,
+            } => {
+                events.push(Event::ResumeFailed {
+                    reason,
+                    unconfirmed: unconfirmed.into_iter().map(Message::Text).collect(),
+                });
+                return true;
+            }
+            Incoming::Gap { from, to } => {
+                self.counters.gaps += 1;
+                events.push(Event::Gap { from, to });
+            }
+            Incoming::GapThen { from, to, data } => {
+                self.counters.gaps += 1;
+                events.push(Event::Gap { from, to });
+                events.push(Event::Message(Message::Text(data)));
+            }
+            // An ack, or a replay of something delivered before.
+            _ => {}
+        }
+        false
+    }
 }
 
 impl Socket {
@@ -551,7 +697,9 @@ impl Socket {
             config.queue_max_bytes,
             config.overflow,
         );
+        let reliable = config.reliable.then(Reliable::new);
         let inner = Rc::new(RefCell::new(Inner {
+            reliable,
             config,
             machine,
             queue,
@@ -564,6 +712,7 @@ impl Socket {
             dispatcher: Rc::default(),
             on_open: None,
             in_open_hook: false,
+            ack_timer: None,
             _window: None,
         }));
         inner.borrow_mut()._window = WindowHooks::install(&Rc::downgrade(&inner));
@@ -584,13 +733,26 @@ impl Socket {
         let mut events = Vec::new();
         let result = {
             let mut inner = self.inner.borrow_mut();
+            let ready = inner.reliable.as_ref().is_none_or(Reliable::ready);
             match inner.machine.state() {
                 State::Closed => Err(SendError::Closed(message)),
+                _ if inner.reliable.is_some() && matches!(message, Message::Binary(_)) => {
+                    Err(SendError::BinaryNotReliable(message))
+                }
+                // Reliable mode: written messages are kept, so they need room too.
+                State::Open
+                    if ready
+                        && inner.reliable.is_some()
+                        && !inner.queue.has_room(message.len()) =>
+                {
+                    inner.enqueue(message, &mut events)
+                }
                 // The open hook's messages go out ahead of the queue it precedes.
-                State::Open if inner.queue.is_empty() || inner.in_open_hook => {
-                    match inner.write(message) {
+                State::Open if ready && (inner.queue.is_empty() || inner.in_open_hook) => {
+                    match inner.write_app(message) {
                         Ok(()) => Ok(SendOutcome::Sent),
                         Err(Unsent::Refused(err)) => Err(err),
+                        Err(Unsent::Kept) => Ok(SendOutcome::Queued),
                         Err(Unsent::NotOpen(message)) => inner.enqueue(message, &mut events),
                     }
                 }
@@ -664,6 +826,10 @@ impl Socket {
             reconnects: inner.machine.reconnects(),
             attempt: inner.machine.attempt(),
             uptime_ms: inner.machine.opened_at_ms().map(|t| now_ms() - t),
+            unacked: inner.reliable.as_ref().map_or(0, Reliable::unacked),
+            acked: inner.reliable.as_ref().map_or(0, Reliable::acked_total),
+            delivered: inner.reliable.as_ref().map_or(0, Reliable::delivered_total),
+            gaps: c.gaps,
         }
     }
 

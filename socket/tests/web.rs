@@ -24,6 +24,11 @@ fn ws_base() -> &'static str {
         .expect("BUFFERED_SOCKET_TEST_WS is set at build time by `cargo xtask test`")
 }
 
+fn proxy_base() -> &'static str {
+    option_env!("BUFFERED_SOCKET_TEST_PROXY")
+        .expect("BUFFERED_SOCKET_TEST_PROXY is set at build time by `cargo xtask test`")
+}
+
 fn control_base() -> &'static str {
     option_env!("BUFFERED_SOCKET_TEST_CONTROL")
         .expect("BUFFERED_SOCKET_TEST_CONTROL is set at build time by `cargo xtask test`")
@@ -57,6 +62,11 @@ async fn wait_for(what: &str, timeout_ms: f64, condition: impl Fn() -> bool) {
 
 /// POSTs to the testbed's control API and returns the status.
 async fn control(path: &str) -> u16 {
+    control_text(path).await.0
+}
+
+/// POSTs to the testbed's control API and returns the status and the body.
+async fn control_text(path: &str) -> (u16, String) {
     let init = web_sys::RequestInit::new();
     init.set_method("POST");
     let url = format!("{}{path}", control_base());
@@ -64,7 +74,8 @@ async fn control(path: &str) -> u16 {
         .unwrap()
         .fetch_with_str_and_init(&url, &init);
     let response: web_sys::Response = JsFuture::from(promise).await.unwrap().dyn_into().unwrap();
-    response.status()
+    let text = JsFuture::from(response.text().unwrap()).await.unwrap();
+    (response.status(), text.as_string().unwrap_or_default())
 }
 
 /// Records every event of a socket.
@@ -549,4 +560,123 @@ async fn offline_pauses_retries_and_online_or_a_visible_tab_retries_at_once() {
         socket.state() == State::Open
     })
     .await;
+}
+
+/// Reliable mode in the browser, the smaller twin of the native
+/// fault-injection test: 1,000 echoes and a burst of 1,000 pushes through
+/// the testbed's proxy, which cuts connections at random byte counts
+/// (mid-frame, no close frame). Each side processes everything exactly once,
+/// in order.
+#[wasm_bindgen_test]
+async fn reliable_mode_delivers_exactly_once_through_random_cuts() {
+    const N: u64 = 1000;
+    let cuts_before: u64 = control_text("/proxy/cuts").await.1.parse().unwrap();
+    assert_eq!(control("/proxy/budget?min=4000&max=16000").await, 200);
+    let socket = Socket::new(
+        Config::new(format!("{}/ws", proxy_base()))
+            .with_reliable(true)
+            .with_backoff(Backoff {
+                initial_ms: 10,
+                max_ms: 50,
+                ..Backoff::default()
+            }),
+    )
+    .unwrap();
+    let rec = Recorder::new(&socket);
+    socket
+        .send(ClientMessage::Burst { count: N as u32 }.to_json())
+        .unwrap();
+    let deadline = js_sys::Date::now() + 60_000.0;
+    let mut next = 1;
+    while next <= N {
+        assert!(js_sys::Date::now() < deadline, "timed out sending {next}");
+        match socket.send(echo(next)) {
+            Ok(_) => next += 1,
+            // Sent-but-unacknowledged messages fill the capacity: wait for acks.
+            Err(SendError::QueueFull(_)) => sleep_ms(5).await,
+            Err(err) => panic!("send {next}: {err}"),
+        }
+    }
+    let pushes = || {
+        rec.messages()
+            .into_iter()
+            .filter_map(|m| match m {
+                ServerMessage::Push { seq, .. } => Some(seq),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let done = || {
+        rec.messages()
+            .iter()
+            .filter(|m| matches!(m, ServerMessage::BurstDone { .. }))
+            .count()
+    };
+    wait_for("every echo and push", 60_000.0, || {
+        rec.echo_ids().len() as u64 >= N && done() >= 1
+    })
+    .await;
+    assert_eq!(control("/proxy/budget").await, 200);
+    let cuts = control_text("/proxy/cuts").await.1.parse::<u64>().unwrap() - cuts_before;
+    let resumes = rec.count(|e| matches!(e, Event::Resumed { .. }));
+    web_sys::console::log_1(&format!("{cuts} cuts, {resumes} resumes").into());
+    assert_eq!(
+        rec.count(|e| matches!(e, Event::Gap { .. } | Event::ResumeFailed { .. })),
+        0
+    );
+    assert!(cuts >= 5, "only {cuts} cuts");
+    assert!(resumes >= 5, "only {resumes} resumes");
+    assert_eq!(rec.echo_ids(), (1..=N).collect::<Vec<_>>());
+    assert_eq!(pushes(), (1..=N).collect::<Vec<_>>());
+    assert_eq!(done(), 1);
+    let stats = socket.stats();
+    assert_eq!(stats.delivered, 2 * N + 1);
+    wait_for("the last acks", 10_000.0, || socket.stats().unacked == 0).await;
+    assert_eq!(socket.stats().acked, N + 1);
+}
+
+/// Reliable mode: pushes made while the client was away beyond the server's
+/// history (the testbed keeps 200) are reported as a gap, never hidden.
+#[wasm_bindgen_test]
+async fn reliable_mode_reports_a_gap_when_the_history_was_too_short() {
+    let id = unique("away");
+    let socket = Socket::new(
+        Config::new(format!("{}/ws?client_id={id}", proxy_base()))
+            .with_reliable(true)
+            .with_backoff(fast_backoff()),
+    )
+    .unwrap();
+    let rec = Recorder::new(&socket);
+    socket.send(echo(1)).unwrap();
+    wait_for("the echo", 10_000.0, || rec.echo_ids() == [1]).await;
+    // Away: the proxy refuses reconnects; 250 pushes arrive meanwhile.
+    assert_eq!(control("/proxy/hold?on=1").await, 200);
+    assert_eq!(control("/proxy/cut").await, 200);
+    let (status, stored) = control_text(&format!("/push/{id}?count=250")).await;
+    assert_eq!((status, stored.as_str()), (200, "250"));
+    assert_eq!(control("/proxy/hold?on=0").await, 200);
+    wait_for("the resume", 20_000.0, || {
+        rec.count(|e| matches!(e, Event::Resumed { .. })) == 1
+    })
+    .await;
+    wait_for("the kept pushes", 10_000.0, || {
+        rec.messages()
+            .iter()
+            .filter(|m| matches!(m, ServerMessage::Push { .. }))
+            .count()
+            >= 200
+    })
+    .await;
+    // Server message 1 was the echo, 2..=251 the pushes; the history kept the last 200.
+    let gaps: Vec<(u64, u64)> = rec
+        .events
+        .borrow()
+        .iter()
+        .filter_map(|e| match e {
+            Event::Gap { from, to } => Some((*from, *to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gaps, [(2, 51)]);
+    assert_eq!(socket.stats().gaps, 1);
 }

@@ -9,9 +9,18 @@
 //! | `/stop` | graceful shutdown of the server (clients get 1001); the port stops accepting |
 //! | `/start` | binds the same port again and starts a fresh server |
 //! | `/kick/{client_id}?code=N&reason=R` | `DELETE /api/clients/{id}` on the server, with the admin token |
+//! | `/proxy/budget?min=B&max=B` | byte budgets of new connections through the fault proxy (`max` alone: no cuts) |
+//! | `/proxy/hold?on=1` | the proxy refuses new connections (`on=0`: accepts again) |
+//! | `/proxy/cut` | cuts every connection through the proxy |
+//! | `/proxy/cuts` | the number of cuts so far, as text |
+//! | `/push/{client_id}?count=N` | once the client is gone from the server, N admin pushes to it (stored for its reliable session); the body says how many were stored |
+//!
+//! Besides the server the testbed runs a [`FaultProxy`] in front of it
+//! (`proxy_base`), with no cuts until told.
 //!
 //! `cargo xtask test` hands the addresses to the wasm browser tests at compile
-//! time through `BUFFERED_SOCKET_TEST_WS` and `BUFFERED_SOCKET_TEST_CONTROL`;
+//! time through `BUFFERED_SOCKET_TEST_WS`, `BUFFERED_SOCKET_TEST_PROXY` and
+//! `BUFFERED_SOCKET_TEST_CONTROL`;
 //! native end-to-end tests start a [`Testbed`] themselves.
 //!
 //! # Example
@@ -30,6 +39,7 @@ mod proxy;
 
 pub use proxy::{FaultProxy, Faults};
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -37,7 +47,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use axum::Router;
-use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::extract::{Path as UrlPath, Query, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
@@ -55,6 +65,8 @@ pub struct Testbed {
     pub http_base: String,
     /// `http://127.0.0.1:PORT` of the control API.
     pub control_base: String,
+    /// `ws://127.0.0.1:PORT` of the fault proxy in front of the server.
+    pub proxy_base: String,
     control: Arc<Control>,
     stop_control: CancellationToken,
     control_task: JoinHandle<()>,
@@ -66,6 +78,7 @@ struct Control {
     admin_token: String,
     running: Mutex<Option<Running>>,
     http: reqwest::Client,
+    proxy: FaultProxy,
 }
 
 struct Running {
@@ -89,6 +102,9 @@ impl Testbed {
             admin_token.clone(),
             "--shutdown-timeout".into(),
             "2s".into(),
+            // Small, so that a browser test can overflow it cheaply.
+            "--history-max".into(),
+            "200".into(),
         ];
         if let Some(dir) = static_dir {
             args.extend(["--static-dir".into(), dir.to_string_lossy().into_owned()]);
@@ -96,12 +112,15 @@ impl Testbed {
         let config = server::Config::try_parse_from(args).context("testbed server config")?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        let proxy = FaultProxy::start(addr, Faults::none()).await?;
+        let proxy_base = format!("ws://{}", proxy.addr);
         let control = Arc::new(Control {
             addr,
             config,
             admin_token,
             running: Mutex::new(None),
             http: reqwest::Client::new(),
+            proxy,
         });
         control.spawn_server(listener).await;
 
@@ -112,6 +131,11 @@ impl Testbed {
             .route("/stop", post(stop))
             .route("/start", post(start))
             .route("/kick/{id}", post(kick))
+            .route("/proxy/budget", post(proxy_budget))
+            .route("/proxy/hold", post(proxy_hold))
+            .route("/proxy/cut", post(proxy_cut))
+            .route("/proxy/cuts", post(proxy_cuts))
+            .route("/push/{id}", post(push_while_away))
             .layer(axum::middleware::map_response(allow_any_origin))
             .with_state(control.clone());
         let token = stop_control.clone();
@@ -126,6 +150,7 @@ impl Testbed {
             ws_base: format!("ws://{addr}"),
             http_base: format!("http://{addr}"),
             control_base: format!("http://{control_addr}"),
+            proxy_base,
             control,
             stop_control,
             control_task,
@@ -260,6 +285,90 @@ async fn kick(
         }
         Err(err) => failed(err),
     }
+}
+
+fn query_u64(query: &HashMap<String, String>, key: &str) -> Option<u64> {
+    query.get(key).and_then(|v| v.parse().ok())
+}
+
+async fn proxy_budget(
+    State(control): State<Arc<Control>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Reply {
+    let max = query_u64(&query, "max").unwrap_or(u64::MAX);
+    let min = query_u64(&query, "min").unwrap_or(max);
+    control.proxy.set_budget(min, max);
+    (StatusCode::OK, format!("budget {min}..={max}"))
+}
+
+async fn proxy_hold(
+    State(control): State<Arc<Control>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Reply {
+    let on = query.get("on").is_none_or(|v| v != "0");
+    control.proxy.hold(on);
+    (StatusCode::OK, format!("holding {on}"))
+}
+
+async fn proxy_cut(State(control): State<Arc<Control>>) -> Reply {
+    control.proxy.cut_all();
+    (StatusCode::OK, "cut".into())
+}
+
+async fn proxy_cuts(State(control): State<Arc<Control>>) -> Reply {
+    (StatusCode::OK, control.proxy.cuts().to_string())
+}
+
+/// Waits (10 s at most) until the server no longer lists `id`, then pushes
+/// `count` times to it through the admin API; answers how many were stored.
+async fn push_while_away(
+    State(control): State<Arc<Control>>,
+    UrlPath(id): UrlPath<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Reply {
+    let count = query_u64(&query, "count").unwrap_or(1);
+    let api = format!("http://{}/api/clients", control.addr);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = match control
+            .http
+            .get(&api)
+            .bearer_auth(&control.admin_token)
+            .send()
+            .await
+        {
+            Ok(response) => response.text().await.unwrap_or_default(),
+            Err(err) => return failed(err),
+        };
+        if !listed.contains(&format!("\"id\":\"{id}\"")) {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return (StatusCode::CONFLICT, format!("{id} is still connected"));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut stored = 0;
+    for n in 1..=count {
+        let response = control
+            .http
+            .post(format!("{api}/{id}/push"))
+            .bearer_auth(&control.admin_token)
+            .body(format!("while away {n}"))
+            .send()
+            .await;
+        match response {
+            Ok(response) if response.status() == StatusCode::ACCEPTED => stored += 1,
+            Ok(response) => {
+                return (
+                    StatusCode::CONFLICT,
+                    format!("push {n} got {}", response.status()),
+                );
+            }
+            Err(err) => return failed(err),
+        }
+    }
+    (StatusCode::OK, stored.to_string())
 }
 
 async fn allow_any_origin(mut response: Response) -> Response {

@@ -51,6 +51,8 @@ pub struct FaultProxy {
 }
 
 struct Shared {
+    min_bytes: AtomicU64,
+    max_bytes: AtomicU64,
     cuts: AtomicU64,
     connections: AtomicU64,
     holding: AtomicBool,
@@ -68,6 +70,8 @@ impl FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
+            min_bytes: AtomicU64::new(faults.min_bytes),
+            max_bytes: AtomicU64::new(faults.max_bytes),
             cuts: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             holding: AtomicBool::new(false),
@@ -77,7 +81,7 @@ impl FaultProxy {
         tokio::spawn(accept(
             listener,
             upstream,
-            faults,
+            faults.seed,
             shared.clone(),
             stop.clone(),
         ));
@@ -99,6 +103,14 @@ impl FaultProxy {
         self.shared.holding.store(holding, Relaxed);
     }
 
+    /// Changes the byte budgets of connections from now on.
+    pub fn set_budget(&self, min_bytes: u64, max_bytes: u64) {
+        self.shared.min_bytes.store(min_bytes, Relaxed);
+        self.shared
+            .max_bytes
+            .store(max_bytes.max(min_bytes), Relaxed);
+    }
+
     /// Cuts every live connection now.
     pub fn cut_all(&self) {
         self.shared.generation.send_modify(|g| *g += 1);
@@ -115,11 +127,11 @@ impl Drop for FaultProxy {
 async fn accept(
     listener: TcpListener,
     upstream: SocketAddr,
-    faults: Faults,
+    seed: u64,
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) {
-    let mut rng = StdRng::seed_from_u64(faults.seed);
+    let mut rng = StdRng::seed_from_u64(seed);
     loop {
         let client = tokio::select! {
             () = stop.cancelled() => return,
@@ -133,10 +145,14 @@ async fn accept(
             reset(client);
             continue;
         }
-        let budget = if faults.min_bytes >= faults.max_bytes {
-            faults.min_bytes
+        let (min, max) = (
+            shared.min_bytes.load(Relaxed),
+            shared.max_bytes.load(Relaxed),
+        );
+        let budget = if min >= max {
+            min
         } else {
-            rng.random_range(faults.min_bytes..=faults.max_bytes)
+            rng.random_range(min..=max)
         };
         let shared = shared.clone();
         tokio::spawn(async move {
