@@ -20,17 +20,21 @@ fn default_url() -> String {
     format!("{}://{host}/ws", if secure { "wss" } else { "ws" })
 }
 
-fn config(url: &str) -> Config {
-    Config::new(url).with_heartbeat(Heartbeat {
-        interval_ms: 10_000,
-        timeout_ms: 30_000,
-    })
+fn config(url: &str, reliable: bool) -> Config {
+    Config::new(url)
+        .with_heartbeat(Heartbeat {
+            interval_ms: 10_000,
+            timeout_ms: 30_000,
+        })
+        .with_reliable(reliable)
 }
 
 #[derive(Properties, PartialEq)]
 struct PageProps {
     url: AttrValue,
     on_connect: Callback<String>,
+    reliable: bool,
+    on_reliable: Callback<bool>,
 }
 
 #[component]
@@ -41,10 +45,11 @@ fn Page(props: &PageProps) -> Html {
         <main>
             <header><h1>{ "Socket console" }</h1></header>
             <ConnectionBar url={props.url.clone()} on_connect={props.on_connect.clone()}
-                retry_at_ms={handle.retry_at_ms} />
+                retry_at_ms={handle.retry_at_ms} reliable={props.reliable}
+                on_reliable={props.on_reliable.clone()} />
             <Sender console={console.clone()} figures={console.figures} />
             <BurstPanel console={console.clone()} />
-            <Counters console={console.clone()} />
+            <Counters console={console.clone()} reliable={props.reliable} />
             <RateChart console={console.clone()} />
             <Log {console} />
         </main>
@@ -55,14 +60,20 @@ fn Page(props: &PageProps) -> Html {
 #[component]
 pub fn App() -> Html {
     let url = use_state(default_url);
+    let reliable = use_state(|| false);
     let on_connect = {
         let url = url.clone();
         Callback::from(move |new: String| url.set(new))
     };
-    // A new URL means a new socket: the key replaces the provider.
+    let on_reliable = {
+        let reliable = reliable.clone();
+        Callback::from(move |on: bool| reliable.set(on))
+    };
+    // A new URL or mode means a new socket: the key replaces the provider.
+    let key = format!("{}|{}", *url, *reliable);
     html! {
-        <SocketProvider key={(*url).clone()} config={config(&url)}>
-            <Page url={(*url).clone()} {on_connect} />
+        <SocketProvider {key} config={config(&url, *reliable)}>
+            <Page url={(*url).clone()} {on_connect} reliable={*reliable} {on_reliable} />
         </SocketProvider>
     }
 }

@@ -29,6 +29,10 @@ pub enum Kind {
     Push,
     /// Something went wrong.
     Error,
+    /// Reliable mode: the session resumed on a new connection.
+    Resume,
+    /// Reliable mode: server messages were lost (a gap), or a resume failed.
+    Gap,
 }
 
 impl Kind {
@@ -41,6 +45,8 @@ impl Kind {
             Self::Response => "RESPONSE",
             Self::Push => "PUSH",
             Self::Error => "ERROR",
+            Self::Resume => "RESUME",
+            Self::Gap => "GAP",
         }
     }
 }
@@ -104,6 +110,14 @@ pub struct SocketFigures {
     pub dropped: u64,
     /// Successful reconnections.
     pub reconnects: u64,
+    /// Reliable mode: sent messages not yet acknowledged.
+    pub unacked: usize,
+    /// Reliable mode: sent messages the server acknowledged.
+    pub acked: u64,
+    /// Reliable mode: server messages delivered (each once).
+    pub delivered: u64,
+    /// Reliable mode: gaps reported.
+    pub gaps: u64,
 }
 
 /// Actions of the reducer.

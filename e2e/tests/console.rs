@@ -136,6 +136,34 @@ async fn the_console_connects_echoes_survives_a_restart_and_takes_a_burst() -> R
         text(&browser, "burst-status").await?
     );
 
+    // Reliable mode: the counters show delivered and acknowledged messages.
+    click(&browser, "reliable").await?;
+    wait_text(&browser, "state", "open in reliable mode", |s| s == "open").await?;
+    type_into(&browser, "message", "reliable hello").await?;
+    click(&browser, "send").await?;
+    wait_text(&browser, "log", "the reliable echo", |log| {
+        log.lines()
+            .any(|l| l.contains("RESPONSE") && l.contains("reliable hello"))
+    })
+    .await?;
+    wait_text(&browser, "acked", "the server's ack", |a| {
+        a.starts_with("1 ")
+    })
+    .await?;
+    wait_text(&browser, "delivered", "a delivered message", |d| {
+        d.parse::<u64>().is_ok_and(|n| n >= 1)
+    })
+    .await?;
+    // A restarted server forgot the session: the page says so, never silent.
+    testbed.stop_server().await?;
+    testbed.start_server().await?;
+    wait_text(&browser, "log", "the failed resume", |log| {
+        log.lines()
+            .any(|l| l.contains("GAP") && l.contains("unknown_session"))
+    })
+    .await?;
+    wait_text(&browser, "state", "open after the restart", |s| s == "open").await?;
+
     let png = browser.client.screenshot().await?;
     let path = artefact_dir()?.join("console.png");
     std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;

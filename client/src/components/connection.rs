@@ -15,6 +15,10 @@ pub struct ConnectionBarProps {
     pub on_connect: Callback<String>,
     /// When the next attempt is due, while reconnecting.
     pub retry_at_ms: Option<f64>,
+    /// Whether reliable mode is on.
+    pub reliable: bool,
+    /// Turn reliable mode on or off (a new socket).
+    pub on_reliable: Callback<bool>,
 }
 
 /// The connection controls and state.
@@ -43,6 +47,10 @@ pub fn ConnectionBar(props: &ConnectionBarProps) -> Html {
             let _ = socket.close(1000, "closed by the user");
         })
     };
+    let toggle_reliable = {
+        let (on_reliable, reliable) = (props.on_reliable.clone(), props.reliable);
+        Callback::from(move |_| on_reliable.emit(!reliable))
+    };
     let oninput = {
         let draft = draft.clone();
         Callback::from(move |e: InputEvent| draft.set(input_value(&e)))
@@ -68,6 +76,11 @@ pub fn ConnectionBar(props: &ConnectionBarProps) -> Html {
                 <button data-testid="connect" onclick={connect}>{ "Connect" }</button>
                 <button data-testid="disconnect" onclick={disconnect}>{ "Disconnect" }</button>
             </div>
+            <label class="check" title="acknowledged, resumable delivery: nothing lost across reconnects">
+                <input data-testid="reliable" type="checkbox" checked={props.reliable}
+                    onchange={toggle_reliable} />
+                { "reliable" }
+            </label>
             <span data-testid="state" class={classes!("state", ctx.state.name())}>{ state }</span>
         </section>
     }

@@ -9,9 +9,12 @@ use crate::console::Console;
 pub struct CountersProps {
     /// The state to show.
     pub console: UseReducerHandle<Console>,
+    /// Whether the socket is in reliable mode (its counters are shown).
+    pub reliable: bool,
 }
 
-/// Received, rate, dropped, reconnects.
+/// Received, rate, dropped, reconnects; in reliable mode also delivered,
+/// acknowledged (and still unacknowledged) and gaps.
 #[component]
 pub fn Counters(props: &CountersProps) -> Html {
     let c = &props.console;
@@ -26,6 +29,11 @@ pub fn Counters(props: &CountersProps) -> Html {
             { tile("rate", "msg/s", c.rate.to_string()) }
             { tile("dropped", "dropped", c.figures.dropped.to_string()) }
             { tile("reconnects", "reconnects", c.figures.reconnects.to_string()) }
+            if props.reliable {
+                { tile("delivered", "delivered", c.figures.delivered.to_string()) }
+                { tile("acked", "acked", format!("{} (+{})", c.figures.acked, c.figures.unacked)) }
+                { tile("gaps", "gaps", c.figures.gaps.to_string()) }
+            }
         </section>
     }
 }

@@ -56,6 +56,10 @@ pub fn use_console() -> ConsoleHandle {
                         queue_capacity: stats.queue_capacity,
                         dropped: stats.dropped,
                         reconnects: stats.reconnects,
+                        unacked: stats.unacked,
+                        acked: stats.acked,
+                        delivered: stats.delivered,
+                        gaps: stats.gaps,
                     },
                     now_ms: js_sys::Date::now(),
                 });
@@ -121,6 +125,27 @@ fn collect(batch: &mut Batch, retry_at: &RefCell<Option<f64>>, event: &Event) {
         Event::Dropped { message, reason } => Some((
             Kind::Error,
             format!("dropped from the queue ({reason:?}): {message:?}"),
+        )),
+        Event::Resumed { resent } => Some((
+            Kind::Resume,
+            format!("the session continues; {resent} unacknowledged message(s) resent"),
+        )),
+        Event::ResumeFailed {
+            reason,
+            unconfirmed,
+        } => Some((
+            Kind::Gap,
+            format!(
+                "the session could not resume ({reason}): a new one started; {} sent message(s) \
+                 never acknowledged may or may not have been processed",
+                unconfirmed.len()
+            ),
+        )),
+        Event::Gap { from, to } => Some((
+            Kind::Gap,
+            format!(
+                "server messages {from} to {to} were lost: the server's history did not reach back"
+            ),
         )),
         Event::StateChanged(State::Reconnecting { delay_ms, .. }) => {
             *retry_at.borrow_mut() = delay_ms.map(|d| now + d as f64);
