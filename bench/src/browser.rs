@@ -17,25 +17,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use e2e::CHROME_ARGS;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
 use crate::procs::{Core, Guard, pinned};
-
-/// Chrome's arguments: headless, no sandbox (the benchmark may run as root),
-/// and no network of its own (only loopback is reachable).
-const CHROME_ARGS: &[&str] = &[
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1280,1000",
-];
 
 /// The raw JavaScript page: the browser's ceiling. It checks each `seq`
 /// with the same substring scan as the wasm page.

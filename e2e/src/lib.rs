@@ -33,8 +33,9 @@ use fantoccini::{Client, ClientBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 
 /// Chrome's arguments: headless, and no network of its own (only loopback is
-/// reachable here and Chrome's background requests would fail).
-const CHROME_ARGS: &[&str] = &[
+/// reachable here and Chrome's background requests would fail). The
+/// benchmarks use the same.
+pub const CHROME_ARGS: &[&str] = &[
     "--headless=new",
     "--no-sandbox",
     "--disable-gpu",

@@ -59,6 +59,18 @@ async fn log_has(browser: &Browser, needle: &str) -> Result<()> {
     .map(drop)
 }
 
+/// Types `message`, clicks Send and waits for its RESPONSE line.
+async fn send_and_see_the_echo(browser: &Browser, message: &str) -> Result<()> {
+    type_into(browser, "message", message).await?;
+    click(browser, "send").await?;
+    wait_text(browser, "log", &format!("the echo of {message:?}"), |log| {
+        log.lines()
+            .any(|l| l.contains("RESPONSE") && l.contains(message))
+    })
+    .await
+    .map(drop)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_connects_echoes_survives_a_restart_and_takes_a_burst() -> Result<()> {
     let testbed = Testbed::start(Some(&dist_dir()?)).await?;
@@ -73,13 +85,7 @@ async fn the_console_connects_echoes_survives_a_restart_and_takes_a_burst() -> R
     log_has(&browser, "OPEN").await?;
 
     // Send a message and see its RESPONSE line.
-    type_into(&browser, "message", "hello from e2e").await?;
-    click(&browser, "send").await?;
-    wait_text(&browser, "log", "the echo", |log| {
-        log.lines()
-            .any(|l| l.contains("RESPONSE") && l.contains("hello from e2e"))
-    })
-    .await?;
+    send_and_see_the_echo(&browser, "hello from e2e").await?;
 
     // Stop the server, send while it is down: the message is queued.
     testbed.stop_server().await?;
@@ -139,13 +145,7 @@ async fn the_console_connects_echoes_survives_a_restart_and_takes_a_burst() -> R
     // Reliable mode: the counters show delivered and acknowledged messages.
     click(&browser, "reliable").await?;
     wait_text(&browser, "state", "open in reliable mode", |s| s == "open").await?;
-    type_into(&browser, "message", "reliable hello").await?;
-    click(&browser, "send").await?;
-    wait_text(&browser, "log", "the reliable echo", |log| {
-        log.lines()
-            .any(|l| l.contains("RESPONSE") && l.contains("reliable hello"))
-    })
-    .await?;
+    send_and_see_the_echo(&browser, "reliable hello").await?;
     wait_text(&browser, "acked", "the server's ack", |a| {
         a.starts_with("1 ")
     })

@@ -466,14 +466,17 @@ pub mod close_code {
     pub const MESSAGE_TOO_BIG: u16 = 1009;
     /// The server hit an unexpected condition.
     pub const INTERNAL_ERROR: u16 = 1011;
-    /// Try again later: the client did not read fast enough and its outbound queue stayed full.
+    /// Try again later: the client did not read fast enough and its outbound
+    /// queue stayed full, or (reliable mode) it let the server's history of
+    /// unacknowledged messages fill up; it may resume.
     pub const TRY_AGAIN_LATER: u16 = 1013;
     /// Kicked by an administrator (`DELETE /api/clients/{id}`), reason `"kicked"`.
     pub const KICKED: u16 = 4000;
     /// The connection sent nothing, not even a pong, for the idle timeout.
     pub const IDLE_TIMEOUT: u16 = 4001;
     /// A newer connection with the same `client_id` replaced this one, reason
-    /// `"replaced"`. Reconnecting would replace the newer one in turn, so a
+    /// `"replaced"` (or, in reliable mode, a newer connection resumed this
+    /// one's session). Reconnecting would replace the newer one in turn, so a
     /// client should not.
     pub const REPLACED: u16 = 4002;
 }

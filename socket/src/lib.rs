@@ -20,6 +20,7 @@
 //! | `heartbeat` | off; with it, a `ping` after `interval_ms` of silence, dead when nothing arrives `timeout_ms` after the ping |
 //! | `should_reconnect` | all closes except 4000 (kicked), 1008 (policy), 4002 (replaced) |
 //! | open hook ([`Socket::set_on_open`]) | none; its sends go out ahead of the queue |
+//! | `reliable` | off; on, acknowledged and resumable delivery both ways ([`reliable`]) |
 //!
 //! # Behaviour in short
 //!
@@ -38,6 +39,12 @@
 //!   collapsed, and a callback may use the socket re-entrantly.
 //! * [`Socket::stats`]: queue length and capacity, messages and bytes each
 //!   way, drops, reconnects, current attempt, uptime.
+//! * Reliable mode ([`Config::with_reliable`]): every text written is kept
+//!   until the server acknowledges it (counted against the queue's limits)
+//!   and resent after a reconnect's `resume`, before anything new; each
+//!   server message is delivered once, in order; what cannot be guaranteed
+//!   is reported ([`Event::ResumeFailed`] hands the unconfirmed messages
+//!   back, [`Event::Gap`] names the server messages lost).
 //!
 //! # Layout
 //!
@@ -48,17 +55,19 @@
 //! * [`liveness`]: the heartbeat's decisions from wall-clock times;
 //! * `dispatch`: in-order, re-entrancy-safe delivery to callbacks and streams;
 //! * `message`: [`Message`], [`SendOutcome`], [`SendError`], [`State`], [`Event`], [`Stats`];
-//! * `typed`: [`TypedSocket`] encoding and decoding (JSON over the `shared` protocol).
+//! * `typed`: [`TypedSocket`] encoding and decoding (JSON over the `shared` protocol);
+//! * [`reliable`]: reliable mode's client side (window, acks, resume, dedup),
+//!   also usable from native code.
 //!
 //! Only the glue needs a browser (wasm32 only), tested in headless Chrome
 //! against the real server (`tests/web.rs`):
 //! * `web`: [`Socket`] over `web_sys::WebSocket`, with owned `Closure`s and timers;
 //! * `yew` (feature `yew`): a context provider and hooks.
 //!
-//! Acknowledged sends (a later "reliable" mode) slot in between the queue and
-//! the browser socket: the machine's `Flush` action is where unacknowledged
-//! messages would be resent after the open hook (which would send `resume`)
-//! and before the queue.
+//! Reliable mode sits between the queue and the browser socket: on open the
+//! session's first message (`resume`) goes out; once it is answered the
+//! unacknowledged messages are resent, then the open hook runs and the queue
+//! flushes.
 //!
 //! # Example: a plain wasm app
 //!
