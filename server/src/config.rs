@@ -61,8 +61,9 @@ pub struct Config {
     #[arg(long, env = "SERVER_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
 
-    /// A connection whose writes make no progress for this long (it stopped
-    /// reading) is closed with 1013 and counted as a slow consumer.
+    /// A connection whose batch of writes (up to 256 queued messages or 512
+    /// burst pushes, one flush) does not complete within this long (it
+    /// stopped reading) is closed with 1013 and counted as a slow consumer.
     #[arg(long, env = "SERVER_WRITE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub write_timeout: Duration,
 

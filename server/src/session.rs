@@ -5,8 +5,10 @@
 //!   pings, watches the idle deadline, kicks and shutdown;
 //! * the **writer** owns the sink and drains a bounded queue
 //!   ([`Outbound`]), feeding every ready message and flushing once per batch.
-//!   A write that makes no progress for `--write-timeout` means the client
-//!   stopped reading: the writer gives up with 1013 and the connection ends.
+//!   A batch (its feeds and its one flush) that is not written within
+//!   `--write-timeout` means the client stopped reading: the writer gives up
+//!   with 1013 and the connection ends. One deadline per batch, not per
+//!   frame: a timer per frame was the largest cost of a burst.
 //!
 //! Timed pushes are only queued when the queue is empty, so they never pile up
 //! behind a slow client; pushes that find no room are counted as dropped.
@@ -757,7 +759,8 @@ enum WriterEnd {
 impl Writer<'_> {
     /// Writes until the driver asks for the close frame or the socket fails.
     async fn run(mut self) -> Option<WriterEnd> {
-        let mut batch = Vec::with_capacity(QUEUE_BATCH);
+        // Grown on first use: an idle connection holds no batch buffer.
+        let mut batch = Vec::new();
         loop {
             tokio::select! {
                 biased;
@@ -818,24 +821,19 @@ impl Writer<'_> {
             tokio::time::timeout(CLOSE_GRACE, self.sink.send(Message::Close(Some(frame)))).await;
     }
 
-    async fn feed(&mut self, message: Message, len: usize) -> Result<(), WriterEnd> {
-        let step = self.sink.feed(message);
-        match tokio::time::timeout(self.state.config.write_timeout, step).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(WriterEnd::Failed),
-            Err(_) => return Err(WriterEnd::SlowConsumer),
-        }
+    /// Feeds one frame into the sink's buffer (untimed: the batch around it has the deadline).
+    async fn feed(&mut self, message: Message) -> Result<(), WriterEnd> {
+        let len = message_len(&message);
+        self.sink
+            .feed(message)
+            .await
+            .map_err(|_| WriterEnd::Failed)?;
         Metrics::add(&self.state.metrics.bytes_out, len as u64);
         Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), WriterEnd> {
-        let step = self.sink.flush();
-        match tokio::time::timeout(self.state.config.write_timeout, step).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(WriterEnd::Failed),
-            Err(_) => Err(WriterEnd::SlowConsumer),
-        }
+        self.sink.flush().await.map_err(|_| WriterEnd::Failed)
     }
 
     fn count(&self, messages: u64) {
@@ -852,53 +850,65 @@ impl Writer<'_> {
         })
     }
 
+    /// Writes the queued items: the frames up to a burst (or the end) under
+    /// one deadline and one flush, then the burst, which has its own.
     async fn write_batch(&mut self, batch: &mut Vec<Outbound>) -> Result<(), WriterEnd> {
-        let mut written = 0;
-        for item in batch.drain(..) {
-            match item {
-                Outbound::Frame(message) => {
-                    let len = message_len(&message);
-                    self.feed(message, len).await?;
-                    written += 1;
-                }
-                Outbound::Frames(messages) => {
-                    for message in messages {
-                        let len = message_len(&message);
-                        self.feed(message, len).await?;
-                        written += 1;
+        let limit = self.state.config.write_timeout;
+        let mut items = batch.drain(..);
+        loop {
+            let mut written = 0;
+            let mut burst = None;
+            within(limit, async {
+                for item in items.by_ref() {
+                    match item {
+                        Outbound::Frame(message) => {
+                            self.feed(message).await?;
+                            written += 1;
+                        }
+                        Outbound::Frames(messages) => {
+                            for message in messages {
+                                self.feed(message).await?;
+                                written += 1;
+                            }
+                        }
+                        Outbound::Push { body, sent_at_ms } => {
+                            let message = self.push_message(&body, sent_at_ms);
+                            self.feed(message).await?;
+                            written += 1;
+                        }
+                        Outbound::Burst { count } => {
+                            burst = Some(count);
+                            break;
+                        }
                     }
                 }
-                Outbound::Push { body, sent_at_ms } => {
-                    let message = self.push_message(&body, sent_at_ms);
-                    let len = message_len(&message);
-                    self.feed(message, len).await?;
-                    written += 1;
-                }
-                Outbound::Burst { count } => {
-                    self.flush().await?;
-                    self.count(written);
-                    written = 0;
-                    self.burst(count).await?;
-                }
+                self.flush().await
+            })
+            .await?;
+            self.count(written);
+            match burst {
+                Some(count) => self.burst(count).await?,
+                None => return Ok(()),
             }
         }
-        self.flush().await?;
-        self.count(written);
-        Ok(())
     }
 
     /// `count` pushes fed in batches with one flush each, then `burst_done`.
     async fn burst(&mut self, count: u32) -> Result<(), WriterEnd> {
         let started = Instant::now();
+        let limit = self.state.config.write_timeout;
         let mut left = count;
         while left > 0 {
             let n = left.min(BURST_BATCH);
-            for _ in 0..n {
-                let message = self.push_message("burst", millis(SystemTime::now()));
-                let len = message_len(&message);
-                self.feed(message, len).await?;
-            }
-            self.flush().await?;
+            within(limit, async {
+                let sent_at_ms = millis(SystemTime::now());
+                for _ in 0..n {
+                    let message = self.push_message("burst", sent_at_ms);
+                    self.feed(message).await?;
+                }
+                self.flush().await
+            })
+            .await?;
             self.count(u64::from(n));
             left -= n;
             // A close request (kick, shutdown) interrupts a long burst.
@@ -912,12 +922,25 @@ impl Writer<'_> {
             count,
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         });
-        let len = message_len(&done);
-        self.feed(done, len).await?;
-        self.flush().await?;
+        within(limit, async {
+            self.feed(done).await?;
+            self.flush().await
+        })
+        .await?;
         self.count(1);
         Ok(())
     }
+}
+
+/// Runs one batch of writes under the write timeout: a batch that does not
+/// complete in time means the peer stopped reading.
+async fn within(
+    limit: Duration,
+    batch: impl Future<Output = Result<(), WriterEnd>>,
+) -> Result<(), WriterEnd> {
+    tokio::time::timeout(limit, batch)
+        .await
+        .unwrap_or(Err(WriterEnd::SlowConsumer))
 }
 
 /// An `error` message.
