@@ -89,6 +89,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub history_max: u64,
 
+    /// Reliable mode: sessions held at most (connected or waiting for a
+    /// resume); a new reliable connection beyond it is closed with 1013.
+    #[arg(long, env = "SERVER_MAX_SESSIONS", default_value_t = 10_000)]
+    pub max_sessions: usize,
+
     /// Reliable mode: unacknowledged server messages older than this are
     /// evicted (and reported as a `gap` on resume).
     #[arg(long, env = "SERVER_HISTORY_MAX_AGE", default_value = "2m", value_parser = parse_duration)]
@@ -110,6 +115,7 @@ impl Config {
             history_max: usize::try_from(self.history_max).unwrap_or(usize::MAX),
             history_max_age: self.history_max_age,
             ttl: self.session_ttl,
+            max_sessions: self.max_sessions,
         }
     }
 }
@@ -174,6 +180,7 @@ mod tests {
         assert_eq!(config.session_ttl, Duration::from_secs(120));
         assert_eq!(config.history_max, 1000);
         assert_eq!(config.history_max_age, Duration::from_secs(120));
+        assert_eq!(config.max_sessions, 10_000);
         assert!(Config::try_parse_from(["server", "--history-max", "0"]).is_err());
     }
 }

@@ -16,7 +16,10 @@
 //!   away, pushes for it evict the oldest and the loss is reported as a `gap`;
 //! * a message older than `history_max_age` is evicted the same way;
 //! * a session whose client has been away for `ttl` is forgotten: its resume
-//!   fails with `unknown_session`.
+//!   fails with `unknown_session`;
+//! * at most `max_sessions` are held: a new reliable connection beyond that
+//!   is closed with 1013 (try again later), so many clients cannot make the
+//!   server hold unbounded history.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -34,6 +37,8 @@ pub struct Limits {
     pub history_max_age: Duration,
     /// How long a session outlives its last connection.
     pub ttl: Duration,
+    /// Sessions held at most (connected or waiting for a resume).
+    pub max_sessions: usize,
 }
 
 /// One unacknowledged server message.
@@ -337,8 +342,23 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Starts session `id` (offered in the welcome) for connection `conn`.
-    pub fn create(&self, id: String, token: String, client_id: &str, conn: u64) -> SessionRef {
+    /// Starts session `id` (offered in the welcome) for connection `conn`;
+    /// `None` when `max_sessions` are held even after forgetting expired ones.
+    pub fn create(
+        &self,
+        id: String,
+        token: String,
+        client_id: &str,
+        conn: u64,
+        now: Instant,
+    ) -> Option<SessionRef> {
+        let mut map = self.map();
+        if map.len() >= self.limits.max_sessions {
+            map.retain(|_, s| !lock(s).expired(now));
+            if map.len() >= self.limits.max_sessions {
+                return None;
+            }
+        }
         let session = Arc::new(Mutex::new(Session::new(
             id.clone(),
             token,
@@ -346,8 +366,8 @@ impl Store {
             conn,
             self.limits,
         )));
-        self.map().insert(id, session.clone());
-        session
+        map.insert(id, session.clone());
+        Some(session)
     }
 
     /// Connection `conn` of `client_id` resumes session `id`.
@@ -423,6 +443,7 @@ mod tests {
             history_max,
             history_max_age: Duration::from_secs(60),
             ttl: Duration::from_secs(120),
+            max_sessions: 3,
         }
     }
 
@@ -445,7 +466,9 @@ mod tests {
     fn records_number_from_one_and_acks_release_them() {
         let now = Instant::now();
         let store = Store::new(limits(10));
-        let s = store.create("s".into(), "t".into(), "c", 1);
+        let s = store
+            .create("s".into(), "t".into(), "c", 1, Instant::now())
+            .unwrap();
         let mut s = lock(&s);
         let seqs: Vec<u64> = (1..=5)
             .map(|n| seq_of(&s.record(Some(1), &push(n), now).unwrap()))
@@ -467,7 +490,9 @@ mod tests {
     #[test]
     fn each_client_seq_is_processed_once_and_in_order() {
         let store = Store::new(limits(10));
-        let s = store.create("s".into(), "t".into(), "c", 1);
+        let s = store
+            .create("s".into(), "t".into(), "c", 1, Instant::now())
+            .unwrap();
         let mut s = lock(&s);
         assert_eq!(s.accept(1), Inbound::Process);
         assert_eq!(s.accept(2), Inbound::Process);
@@ -482,7 +507,9 @@ mod tests {
     fn resume_replays_what_follows_last_seq_in_order() {
         let now = Instant::now();
         let store = Store::new(limits(10));
-        let s = store.create("s".into(), "t".into(), "c", 1);
+        let s = store
+            .create("s".into(), "t".into(), "c", 1, Instant::now())
+            .unwrap();
         for n in 1..=6 {
             lock(&s).record(Some(1), &push(n), now).unwrap();
         }
@@ -506,7 +533,9 @@ mod tests {
     fn resume_takes_over_a_connection_the_server_still_thinks_alive() {
         let now = Instant::now();
         let store = Store::new(limits(10));
-        let s = store.create("s".into(), "t".into(), "c", 1);
+        let s = store
+            .create("s".into(), "t".into(), "c", 1, Instant::now())
+            .unwrap();
         assert!(store.resume("s", "t", 0, "c", 2, now).is_ok());
         assert!(lock(&s).is_attached(2));
         assert!(!lock(&s).is_attached(1));
@@ -519,7 +548,9 @@ mod tests {
     fn a_history_too_short_is_reported_as_a_gap() {
         let now = Instant::now();
         let store = Store::new(limits(3));
-        let s = store.create("s".into(), "t".into(), "c", 1);
+        let s = store
+            .create("s".into(), "t".into(), "c", 1, Instant::now())
+            .unwrap();
         lock(&s).detach(1, now);
         // The client is away: pushes are stored, the oldest evicted.
         for n in 1..=5 {
@@ -541,7 +572,9 @@ mod tests {
     fn old_messages_are_evicted_by_age() {
         let start = Instant::now();
         let store = Store::new(limits(100));
-        let s = store.create("s".into(), "t".into(), "c", 1);
+        let s = store
+            .create("s".into(), "t".into(), "c", 1, Instant::now())
+            .unwrap();
         lock(&s).record(Some(1), &push(1), start).unwrap();
         lock(&s).record(Some(1), &push(2), start).unwrap();
         let later = start + Duration::from_secs(61);
@@ -556,7 +589,9 @@ mod tests {
     fn sessions_expire_after_the_ttl_and_tokens_are_checked() {
         let now = Instant::now();
         let store = Store::new(limits(10));
-        let s = store.create("s".into(), "t".into(), "c", 1);
+        let s = store
+            .create("s".into(), "t".into(), "c", 1, Instant::now())
+            .unwrap();
         assert_eq!(
             store.resume("s", "wrong", 0, "c", 2, now).unwrap_err(),
             ResumeFailure::BadToken
@@ -582,7 +617,9 @@ mod tests {
     fn bursts_continue_where_they_stopped_and_end_with_done() {
         let now = Instant::now();
         let store = Store::new(limits(10));
-        let s = store.create("s".into(), "t".into(), "c", 1);
+        let s = store
+            .create("s".into(), "t".into(), "c", 1, Instant::now())
+            .unwrap();
         let mut s = lock(&s);
         s.start_burst(2, now);
         assert!(s.bursting());
@@ -595,5 +632,25 @@ mod tests {
         assert!(matches!(got[1], ServerMessage::Push { seq: 2, .. }));
         assert!(matches!(got[2], ServerMessage::BurstDone { count: 2, .. }));
         assert_eq!(got.len(), 3);
+    }
+
+    #[test]
+    fn sessions_are_capped_and_expired_ones_make_room() {
+        let now = Instant::now();
+        let store = Store::new(limits(10));
+        for n in 0..3 {
+            let s = store
+                .create(format!("s{n}"), "t".into(), "c", n, now)
+                .unwrap();
+            lock(&s).detach(n, now);
+        }
+        assert!(store.create("s3".into(), "t".into(), "c", 3, now).is_none());
+        let later = now + Duration::from_secs(120);
+        assert!(
+            store
+                .create("s3".into(), "t".into(), "c", 3, later)
+                .is_some()
+        );
+        assert_eq!(store.len(), 1);
     }
 }

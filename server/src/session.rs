@@ -390,10 +390,10 @@ impl Driver<'_> {
                 last_seq,
             } = &message
             {
-                self.resume(session, token, *last_seq).await;
+                self.resume(session, token, *last_seq).await?;
                 return Ok(None);
             }
-            self.bind_new();
+            self.bind_new()?;
         }
         let session = self.rel.as_ref().and_then(|r| r.session.clone());
         match (message, session) {
@@ -535,14 +535,24 @@ impl Driver<'_> {
         }
     }
 
-    /// Binds a reliable connection to the session its welcome offered.
-    fn bind_new(&mut self) {
-        let Some(rel) = self.rel.as_mut() else { return };
+    /// Binds a reliable connection to the session its welcome offered; at
+    /// `--max-sessions` the connection ends with 1013 instead.
+    fn bind_new(&mut self) -> Result<(), End> {
+        let Some(rel) = self.rel.as_mut() else {
+            return Ok(());
+        };
         let (id, token) = rel.offer.clone();
-        let session = self
-            .state
-            .reliable
-            .create(id, token, self.client_id, self.conn);
+        let Some(session) =
+            self.state
+                .reliable
+                .create(id, token, self.client_id, self.conn, Instant::now())
+        else {
+            tracing::warn!("refused a reliable session: --max-sessions reached");
+            return Err(End::with(
+                close_code::TRY_AGAIN_LATER,
+                "too many reliable sessions",
+            ));
+        };
         if let Some(count) = rel.pending_burst.take() {
             if count <= self.state.config.max_burst {
                 reliable::lock(&session).start_burst(count, Instant::now());
@@ -552,13 +562,14 @@ impl Driver<'_> {
         }
         rel.session = Some(session.clone());
         let _ = rel.slot.set(session);
+        Ok(())
     }
 
     /// Binds a reliable connection to the session it resumes, or on failure
     /// to the one its welcome offered; either way says so first.
-    async fn resume(&mut self, id: &str, token: &str, last_seq: u64) {
+    async fn resume(&mut self, id: &str, token: &str, last_seq: u64) -> Result<(), End> {
         let Ok(permit) = self.outbound.reserve().await else {
-            return; // The writer is gone; the loop sees it next.
+            return Ok(()); // The writer is gone; the loop sees it next.
         };
         let resumed = self.state.reliable.resume(
             id,
@@ -597,9 +608,10 @@ impl Driver<'_> {
                 permit.send(Outbound::Frame(wire::text(&ServerMessage::ResumeFailed {
                     reason,
                 })));
-                self.bind_new();
+                self.bind_new()?;
             }
         }
+        Ok(())
     }
 
     /// Numbers `message`, keeps it in the history and queues it, in one step.
@@ -821,23 +833,25 @@ impl Writer<'_> {
             tokio::time::timeout(CLOSE_GRACE, self.sink.send(Message::Close(Some(frame)))).await;
     }
 
-    /// Feeds one frame into the sink's buffer (untimed: the batch around it has the deadline).
-    async fn feed(&mut self, message: Message) -> Result<(), WriterEnd> {
-        let len = message_len(&message);
+    /// Feeds one frame into the sink's buffer and returns its size (untimed
+    /// and uncounted: the batch around it has the deadline and adds the bytes
+    /// to the metrics once).
+    async fn feed(&mut self, message: Message) -> Result<u64, WriterEnd> {
+        let len = message_len(&message) as u64;
         self.sink
             .feed(message)
             .await
             .map_err(|_| WriterEnd::Failed)?;
-        Metrics::add(&self.state.metrics.bytes_out, len as u64);
-        Ok(())
+        Ok(len)
     }
 
     async fn flush(&mut self) -> Result<(), WriterEnd> {
         self.sink.flush().await.map_err(|_| WriterEnd::Failed)
     }
 
-    fn count(&self, messages: u64) {
+    fn count(&self, messages: u64, bytes: u64) {
         Metrics::add(&self.state.metrics.messages_out, messages);
+        Metrics::add(&self.state.metrics.bytes_out, bytes);
         self.counters.messages_out.fetch_add(messages, Relaxed);
     }
 
@@ -856,24 +870,24 @@ impl Writer<'_> {
         let limit = self.state.config.write_timeout;
         let mut items = batch.drain(..);
         loop {
-            let mut written = 0;
+            let (mut written, mut bytes) = (0, 0);
             let mut burst = None;
             within(limit, async {
                 for item in items.by_ref() {
                     match item {
                         Outbound::Frame(message) => {
-                            self.feed(message).await?;
+                            bytes += self.feed(message).await?;
                             written += 1;
                         }
                         Outbound::Frames(messages) => {
                             for message in messages {
-                                self.feed(message).await?;
+                                bytes += self.feed(message).await?;
                                 written += 1;
                             }
                         }
                         Outbound::Push { body, sent_at_ms } => {
                             let message = self.push_message(&body, sent_at_ms);
-                            self.feed(message).await?;
+                            bytes += self.feed(message).await?;
                             written += 1;
                         }
                         Outbound::Burst { count } => {
@@ -885,7 +899,7 @@ impl Writer<'_> {
                 self.flush().await
             })
             .await?;
-            self.count(written);
+            self.count(written, bytes);
             match burst {
                 Some(count) => self.burst(count).await?,
                 None => return Ok(()),
@@ -900,16 +914,17 @@ impl Writer<'_> {
         let mut left = count;
         while left > 0 {
             let n = left.min(BURST_BATCH);
+            let mut bytes = 0;
             within(limit, async {
                 let sent_at_ms = millis(SystemTime::now());
                 for _ in 0..n {
                     let message = self.push_message("burst", sent_at_ms);
-                    self.feed(message).await?;
+                    bytes += self.feed(message).await?;
                 }
                 self.flush().await
             })
             .await?;
-            self.count(u64::from(n));
+            self.count(u64::from(n), bytes);
             left -= n;
             // A close request (kick, shutdown) interrupts a long burst.
             if let Ok(frame) = self.close.try_recv() {
@@ -922,12 +937,13 @@ impl Writer<'_> {
             count,
             elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         });
+        let mut bytes = 0;
         within(limit, async {
-            self.feed(done).await?;
+            bytes = self.feed(done).await?;
             self.flush().await
         })
         .await?;
-        self.count(1);
+        self.count(1, bytes);
         Ok(())
     }
 }

@@ -180,7 +180,9 @@ pub enum Event {
     /// acknowledged may or may not have been processed: they are handed back,
     /// not resent.
     ResumeFailed {
-        /// The server's reason (`unknown_session`, `bad_token`...).
+        /// The server's reason (`unknown_session`, `bad_token`...), or
+        /// `no_session` when the connection died before the server's
+        /// `welcome` named the session.
         reason: String,
         /// The unacknowledged messages, oldest first.
         unconfirmed: Vec<Message>,

@@ -109,6 +109,8 @@ pub struct Reliable {
     acked_total: u64,
     /// Server messages delivered, over all sessions.
     delivered_total: u64,
+    /// Unacknowledged messages of a session never named, to report.
+    orphans: Vec<String>,
 }
 
 impl Default for Reliable {
@@ -131,13 +133,26 @@ impl Reliable {
             acked_in: 0,
             acked_total: 0,
             delivered_total: 0,
+            orphans: Vec::new(),
         }
     }
 
     /// The first message of a new connection: `resume` when there is a
     /// session to continue, else `ack` 0 (which starts the offered one).
+    ///
+    /// Messages written on a connection that died before its `welcome` named
+    /// the session cannot be resumed: they are set aside for
+    /// [`Reliable::take_orphans`] and numbering starts again.
     pub fn on_open(&mut self) -> String {
         self.offered = None;
+        if self.session.is_none() && (self.last_out > 0 || self.last_in > 0) {
+            self.orphans
+                .extend(self.unacked.drain(..).map(|(_, text)| text));
+            self.unacked_bytes = 0;
+            self.last_out = 0;
+            self.last_in = 0;
+            self.acked_in = 0;
+        }
         match &self.session {
             Some(session) => {
                 self.phase = Phase::Resuming;
@@ -153,6 +168,13 @@ impl Reliable {
                 ClientMessage::Ack { seq: 0 }.to_json()
             }
         }
+    }
+
+    /// Messages sent under a session that was never named (see
+    /// [`Reliable::on_open`]): like a failed resume's, they may or may not
+    /// have been processed. Report them.
+    pub fn take_orphans(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.orphans)
     }
 
     /// The connection closed.
@@ -486,5 +508,21 @@ mod tests {
         // The new session numbers from 1 again, both ways.
         assert_eq!(seqs(&[r.number("m3".into())]), [1]);
         assert_eq!(r.on_text(msg(1, "z")), Incoming::Deliver("z".into()));
+    }
+
+    #[test]
+    fn messages_of_a_connection_that_died_before_its_welcome_are_reported() {
+        let mut r = Reliable::new();
+        r.on_open();
+        r.number("m1".into());
+        r.number("m2".into());
+        // No welcome arrived: the session was never named.
+        r.on_close();
+        assert_eq!(r.on_open(), r#"{"type":"ack","seq":0}"#);
+        assert_eq!(r.take_orphans(), ["m1", "m2"]);
+        assert!(r.take_orphans().is_empty());
+        assert_eq!(r.unacked(), 0);
+        // A new session numbers from 1.
+        assert_eq!(seqs(&[r.number("m3".into())]), [1]);
     }
 }

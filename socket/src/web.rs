@@ -303,9 +303,20 @@ fn on_open(rc: &Rc<RefCell<Inner>>, events: &mut Vec<Event>) {
                 }
             });
         }
-        let first = inner.reliable.as_mut().map(|r| (r.on_open(), r.ready()));
+        let first = inner
+            .reliable
+            .as_mut()
+            .map(|r| (r.on_open(), r.ready(), r.take_orphans()));
         let ready_now = match first {
-            Some((first, ready)) => {
+            Some((first, ready, orphans)) => {
+                if !orphans.is_empty() {
+                    // Sent under a session whose welcome never came: unconfirmed.
+                    events.push(Event::ResumeFailed {
+                        reason: "no_session".into(),
+                        unconfirmed: orphans.into_iter().map(Message::Text).collect(),
+                    });
+                }
+                inner.sync_reserved();
                 // A failed write shows up as a close of the socket.
                 let _ = inner.write(Message::Text(first));
                 ready
