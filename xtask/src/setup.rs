@@ -9,6 +9,7 @@
 //! | `wasm-pack` | `cargo install wasm-pack` | any |
 //! | `wasm-opt` | npm package `binaryen`, into `target/tools` | the `[tools] wasm_opt` of Trunk.toml |
 //! | `chromium`, `chromedriver` | Debian packages (needs root) | matching pair |
+//! | `go`, gorilla/websocket (benchmarks only) | Debian packages `golang-go`, `golang-github-gorilla-websocket-dev` (needs root) | Debian's |
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -226,6 +227,50 @@ fn which(names: &[&str]) -> Option<PathBuf> {
     names
         .iter()
         .find_map(|name| output(&mut command("which", &[name])).map(|p| PathBuf::from(p.trim())))
+}
+
+/// Where Debian's gorilla/websocket package puts its sources (GOPATH mode).
+const GORILLA_SRC: &str = "/usr/share/gocode/src/github.com/gorilla/websocket";
+
+/// Go and gorilla/websocket for the benchmarks' reference server: installed
+/// with apt-get when possible; otherwise a warning, and the benchmarks run
+/// without that server (never an error: it is one column of the report).
+pub fn ensure_go() {
+    let present = || which(&["go"]).is_some() && std::path::Path::new(GORILLA_SRC).is_dir();
+    if present() {
+        return;
+    }
+    let is_root = output(&mut command("id", &["-u"])).is_some_and(|id| id.trim() == "0");
+    if !is_root || which(&["apt-get"]).is_none() {
+        eprintln!(
+            "setup: Go or gorilla/websocket is missing, so the gorilla reference server will be \
+             skipped. Install them (Debian/Ubuntu: `sudo apt-get install golang-go \
+             golang-github-gorilla-websocket-dev`) to measure it"
+        );
+        return;
+    }
+    eprintln!("setup: installing golang-go and golang-github-gorilla-websocket-dev with apt-get");
+    let installed = cmd::run(&mut command("apt-get", &["update"])).and_then(|()| {
+        cmd::run(
+            command(
+                "apt-get",
+                &[
+                    "install",
+                    "-y",
+                    "golang-go",
+                    "golang-github-gorilla-websocket-dev",
+                ],
+            )
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    });
+    match installed {
+        Ok(()) if present() => {}
+        Ok(()) => eprintln!("setup: Go is still missing; the gorilla server will be skipped"),
+        Err(err) => {
+            eprintln!("setup: could not install Go ({err:#}); the gorilla server will be skipped");
+        }
+    }
 }
 
 fn ensure_browser() -> Result<PathBuf> {

@@ -146,6 +146,9 @@ pub fn test() -> Result<()> {
 /// Builds the server and the benchmark tools in release and runs every
 /// benchmark side by side (the Go reference is built when Go is installed).
 pub fn bench(full: bool) -> Result<()> {
+    // trunk, wasm-bindgen and Chromium for the browser part; Go for gorilla.
+    let tools = setup::ensure(Needs { browser: true })?;
+    setup::ensure_go();
     cmd::run(&mut command(
         "cargo",
         &["build", "--release", "-p", "server", "-p", "bench"],
@@ -159,7 +162,11 @@ pub fn bench(full: bool) -> Result<()> {
         args.push("--full");
     }
     let bench = format!("{target}/release/bench");
-    cmd::run(&mut command(&bench, &args))
+    let mut run = command(&bench, &args);
+    if let Some(driver) = &tools.chromedriver {
+        run.env("CHROMEDRIVER", driver);
+    }
+    cmd::run(&mut run)
 }
 
 /// Starts the testbed and waits for Ctrl-C: for running browser tests by hand.
