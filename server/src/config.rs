@@ -89,6 +89,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub history_max: u64,
 
+    /// Reliable mode: bytes of unacknowledged server messages kept per
+    /// session, with the same rules as `--history-max`.
+    #[arg(long, env = "SERVER_HISTORY_MAX_BYTES", default_value_t = 1024 * 1024)]
+    pub history_max_bytes: usize,
+
     /// Reliable mode: sessions held at most (connected or waiting for a
     /// resume); a new reliable connection beyond it is closed with 1013.
     #[arg(long, env = "SERVER_MAX_SESSIONS", default_value_t = 10_000)]
@@ -114,6 +119,7 @@ impl Config {
         crate::reliable::Limits {
             history_max: usize::try_from(self.history_max).unwrap_or(usize::MAX),
             history_max_age: self.history_max_age,
+            history_max_bytes: self.history_max_bytes,
             ttl: self.session_ttl,
             max_sessions: self.max_sessions,
         }
@@ -181,6 +187,7 @@ mod tests {
         assert_eq!(config.history_max, 1000);
         assert_eq!(config.history_max_age, Duration::from_secs(120));
         assert_eq!(config.max_sessions, 10_000);
+        assert_eq!(config.history_max_bytes, 1024 * 1024);
         assert!(Config::try_parse_from(["server", "--history-max", "0"]).is_err());
     }
 }

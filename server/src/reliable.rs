@@ -14,7 +14,10 @@
 //!   rest, and a client that lets it fill up (by not acknowledging) is
 //!   closed with 1013 and resumes with nothing lost. While the client is
 //!   away, pushes for it evict the oldest and the loss is reported as a `gap`;
-//! * a message older than `history_max_age` is evicted the same way;
+//! * the same holds for the bytes of the history (`history_max_bytes`), so a
+//!   client cannot make the server keep `history_max` large messages;
+//! * a message older than `history_max_age` is evicted the same way, once
+//!   its client is away;
 //! * a session whose client has been away for `ttl` is forgotten: its resume
 //!   fails with `unknown_session`;
 //! * at most `max_sessions` are held: a new reliable connection beyond that
@@ -35,6 +38,8 @@ pub struct Limits {
     pub history_max: usize,
     /// Unacknowledged server messages older than this are evicted.
     pub history_max_age: Duration,
+    /// The history's frames hold at most this many bytes (the same rules as the count).
+    pub history_max_bytes: usize,
     /// How long a session outlives its last connection.
     pub ttl: Duration,
     /// Sessions held at most (connected or waiting for a resume).
@@ -96,6 +101,8 @@ pub struct Session {
     client_id: String,
     limits: Limits,
     history: VecDeque<Entry>,
+    /// The bytes of the history's frames.
+    history_bytes: usize,
     /// The seq of the last server message recorded.
     last_out: u64,
     /// The highest seq evicted before it was acknowledged.
@@ -118,6 +125,7 @@ impl Session {
             client_id,
             limits,
             history: VecDeque::new(),
+            history_bytes: 0,
             last_out: 0,
             lost_through: 0,
             last_in: 0,
@@ -138,14 +146,18 @@ impl Session {
         self.history.len()
     }
 
-    /// Whether the send window (half the history) has room for a push.
+    /// Whether the send window (half the history, in count and in bytes)
+    /// has room for a push.
     pub fn window_open(&self) -> bool {
         self.history.len() < (self.limits.history_max / 2).max(1)
+            && self.history_bytes < self.limits.history_max_bytes / 2
     }
 
-    /// Whether the history is full: a connected client is not acknowledging.
+    /// Whether the history is full (in count or in bytes): a connected
+    /// client is not acknowledging.
     pub fn full(&self) -> bool {
         self.history.len() >= self.limits.history_max
+            || self.history_bytes >= self.limits.history_max_bytes
     }
 
     /// The last client seq processed.
@@ -182,6 +194,7 @@ impl Session {
             }
             .to_json(),
         );
+        self.history_bytes += frame.len();
         self.history.push_back(Entry {
             seq: self.last_out,
             at: now,
@@ -201,17 +214,28 @@ impl Session {
         }
     }
 
-    /// Drops the history over the count limit or the age limit, remembering
-    /// how far the loss reaches.
+    /// While the client is away, drops the history over the count, byte or
+    /// age limit, remembering how far the loss reaches. A connected client
+    /// loses nothing: its bounds are kept by the window and [`Session::full`].
     fn evict(&mut self, now: Instant) {
+        if self.attached.is_some() {
+            return;
+        }
         while let Some(front) = self.history.front() {
-            let too_many = self.history.len() > self.limits.history_max;
+            let too_many = self.history.len() > self.limits.history_max
+                || self.history_bytes > self.limits.history_max_bytes;
             let too_old = now.saturating_duration_since(front.at) > self.limits.history_max_age;
             if !(too_many || too_old) {
                 break;
             }
             self.lost_through = front.seq;
-            self.history.pop_front();
+            self.pop();
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some(entry) = self.history.pop_front() {
+            self.history_bytes -= entry.frame.len();
         }
     }
 
@@ -219,7 +243,7 @@ impl Session {
     pub fn ack(&mut self, seq: u64) {
         let seq = seq.min(self.last_out);
         while self.history.front().is_some_and(|e| e.seq <= seq) {
-            self.history.pop_front();
+            self.pop();
         }
     }
 
@@ -240,10 +264,13 @@ impl Session {
     /// Connection `conn` takes the session over; the client processed server
     /// messages up to `last_seq`.
     fn resume(&mut self, conn: u64, last_seq: u64, client_id: &str, now: Instant) -> Resume {
+        // What aged out while the client was away goes before it is back.
+        if self.attached.is_none() {
+            self.evict(now);
+        }
         self.attached = Some(conn);
         self.detached_at = None;
         client_id.clone_into(&mut self.client_id);
-        self.evict(now);
         self.ack(last_seq);
         let gap = (self.lost_through > last_seq).then_some((last_seq + 1, self.lost_through));
         Resume {
@@ -442,6 +469,7 @@ mod tests {
         Limits {
             history_max,
             history_max_age: Duration::from_secs(60),
+            history_max_bytes: usize::MAX,
             ttl: Duration::from_secs(120),
             max_sessions: 3,
         }
@@ -652,5 +680,35 @@ mod tests {
                 .is_some()
         );
         assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn the_byte_limit_fills_the_history_and_evicts_only_while_away() {
+        let now = Instant::now();
+        let mut tight = limits(100);
+        tight.history_max_bytes = 300;
+        let store = Store::new(tight);
+        let s = store.create("s".into(), "t".into(), "c", 1, now).unwrap();
+        let one = lock(&s).record(Some(1), &push(1), now).unwrap().len();
+        assert!(one > 60 && one < 150, "{one}");
+        // Connected: nothing evicted, but the window closes at half and the
+        // history reports itself full at the limit.
+        let mut n = 1;
+        while lock(&s).window_open() {
+            n += 1;
+            lock(&s).record(Some(1), &push(n), now).unwrap();
+        }
+        while !lock(&s).full() {
+            n += 1;
+            lock(&s).record(Some(1), &push(n), now).unwrap();
+        }
+        assert_eq!(lock(&s).unacked(), n as usize);
+        // Away: the next record evicts down to the limit.
+        lock(&s).detach(1, now);
+        lock(&s).record(None, &push(n + 1), now).unwrap();
+        assert!(lock(&s).history_bytes <= 300);
+        assert!(lock(&s).unacked() < n as usize);
+        let (_, resume) = store.resume("s", "t", 0, "c", 2, now).unwrap();
+        assert!(resume.gap.is_some_and(|(from, _)| from == 1));
     }
 }
