@@ -135,11 +135,16 @@ fn collect(batch: &mut Batch, retry_at: &RefCell<Option<f64>>, event: &Event) {
             unconfirmed,
         } => Some((
             Kind::Gap,
-            format!(
-                "the session could not resume ({reason}): a new one started; {} sent message(s) \
-                 never acknowledged may or may not have been processed",
-                unconfirmed.len()
-            ),
+            match unconfirmed.len() {
+                0 => format!(
+                    "the session could not resume ({reason}): a new one started; \
+                     no sent message was waiting for an acknowledgement"
+                ),
+                n => format!(
+                    "the session could not resume ({reason}): a new one started; {n} sent \
+                     message(s) never acknowledged may or may not have been processed"
+                ),
+            },
         )),
         Event::Gap { from, to } => Some((
             Kind::Gap,
