@@ -293,13 +293,29 @@ async fn yew_burst(client: &Client, base: &str, count: u32) -> Result<Value> {
         .await?
         .click()
         .await?;
-    let status = poll(
+    let status = match poll(
         client,
         "the console's burst to finish",
         &text_when("burst-status", "t.includes('msg/s')"),
         Duration::from_secs(120),
     )
-    .await?;
+    .await
+    {
+        Ok(status) => status,
+        Err(err) => {
+            // Say what the page showed, so a failed run explains itself.
+            let shown = client
+                .execute(
+                    "return ['state', 'burst-count', 'burst-status', 'received'].map((id) => { \
+                     const e = document.querySelector(`[data-testid=\"${id}\"]`); \
+                     return `${id}: ${e ? (e.value ?? e.textContent) : 'missing'}`; }).join('; ');",
+                    vec![],
+                )
+                .await
+                .unwrap_or_default();
+            bail!("{err:#} (the page showed {shown})");
+        }
+    };
     let received = poll(
         client,
         "the console to count every push",
