@@ -483,6 +483,13 @@ mod tests {
         }
     }
 
+    /// Session "s" (token "t") of client "c", attached to connection 1.
+    fn first(store: &Store) -> SessionRef {
+        store
+            .create("s".into(), "t".into(), "c", 1, Instant::now())
+            .unwrap()
+    }
+
     fn seq_of(frame: &Utf8Bytes) -> u64 {
         match ServerMessage::from_json(frame.as_str()).unwrap() {
             ServerMessage::Msg { seq, .. } => seq,
@@ -494,9 +501,7 @@ mod tests {
     fn records_number_from_one_and_acks_release_them() {
         let now = Instant::now();
         let store = Store::new(limits(10));
-        let s = store
-            .create("s".into(), "t".into(), "c", 1, Instant::now())
-            .unwrap();
+        let s = first(&store);
         let mut s = lock(&s);
         let seqs: Vec<u64> = (1..=5)
             .map(|n| seq_of(&s.record(Some(1), &push(n), now).unwrap()))
@@ -518,9 +523,7 @@ mod tests {
     #[test]
     fn each_client_seq_is_processed_once_and_in_order() {
         let store = Store::new(limits(10));
-        let s = store
-            .create("s".into(), "t".into(), "c", 1, Instant::now())
-            .unwrap();
+        let s = first(&store);
         let mut s = lock(&s);
         assert_eq!(s.accept(1), Inbound::Process);
         assert_eq!(s.accept(2), Inbound::Process);
@@ -535,9 +538,7 @@ mod tests {
     fn resume_replays_what_follows_last_seq_in_order() {
         let now = Instant::now();
         let store = Store::new(limits(10));
-        let s = store
-            .create("s".into(), "t".into(), "c", 1, Instant::now())
-            .unwrap();
+        let s = first(&store);
         for n in 1..=6 {
             lock(&s).record(Some(1), &push(n), now).unwrap();
         }
@@ -561,9 +562,7 @@ mod tests {
     fn resume_takes_over_a_connection_the_server_still_thinks_alive() {
         let now = Instant::now();
         let store = Store::new(limits(10));
-        let s = store
-            .create("s".into(), "t".into(), "c", 1, Instant::now())
-            .unwrap();
+        let s = first(&store);
         assert!(store.resume("s", "t", 0, "c", 2, now).is_ok());
         assert!(lock(&s).is_attached(2));
         assert!(!lock(&s).is_attached(1));
@@ -576,9 +575,7 @@ mod tests {
     fn a_history_too_short_is_reported_as_a_gap() {
         let now = Instant::now();
         let store = Store::new(limits(3));
-        let s = store
-            .create("s".into(), "t".into(), "c", 1, Instant::now())
-            .unwrap();
+        let s = first(&store);
         lock(&s).detach(1, now);
         // The client is away: pushes are stored, the oldest evicted.
         for n in 1..=5 {
@@ -600,9 +597,7 @@ mod tests {
     fn old_messages_are_evicted_by_age() {
         let start = Instant::now();
         let store = Store::new(limits(100));
-        let s = store
-            .create("s".into(), "t".into(), "c", 1, Instant::now())
-            .unwrap();
+        let s = first(&store);
         lock(&s).record(Some(1), &push(1), start).unwrap();
         lock(&s).record(Some(1), &push(2), start).unwrap();
         let later = start + Duration::from_secs(61);
@@ -617,9 +612,7 @@ mod tests {
     fn sessions_expire_after_the_ttl_and_tokens_are_checked() {
         let now = Instant::now();
         let store = Store::new(limits(10));
-        let s = store
-            .create("s".into(), "t".into(), "c", 1, Instant::now())
-            .unwrap();
+        let s = first(&store);
         assert_eq!(
             store.resume("s", "wrong", 0, "c", 2, now).unwrap_err(),
             ResumeFailure::BadToken
@@ -645,9 +638,7 @@ mod tests {
     fn bursts_continue_where_they_stopped_and_end_with_done() {
         let now = Instant::now();
         let store = Store::new(limits(10));
-        let s = store
-            .create("s".into(), "t".into(), "c", 1, Instant::now())
-            .unwrap();
+        let s = first(&store);
         let mut s = lock(&s);
         s.start_burst(2, now);
         assert!(s.bursting());
