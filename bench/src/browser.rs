@@ -282,11 +282,26 @@ async fn yew_burst(client: &Client, base: &str, count: u32) -> Result<Value> {
         Duration::from_secs(30),
     )
     .await?;
-    let input = client
-        .find(Locator::Css("[data-testid=\"burst-count\"]"))
+    // Set the size the way typing would end (WebDriver's `clear` fires no
+    // `input` event, so Yew kept its state and the keys were appended to it).
+    client
+        .execute(
+            "const e = document.querySelector('[data-testid=\"burst-count\"]'); \
+             e.value = String(arguments[0]); \
+             e.dispatchEvent(new Event('input', { bubbles: true }));",
+            vec![json!(count)],
+        )
         .await?;
-    input.clear().await?;
-    input.send_keys(&count.to_string()).await?;
+    poll(
+        client,
+        "the burst size to be set",
+        &format!(
+            "const e = document.querySelector('[data-testid=\"burst-count\"]'); \
+             return e && e.value === '{count}' ? true : null;"
+        ),
+        Duration::from_secs(5),
+    )
+    .await?;
     client.execute(OBSERVE, vec![]).await?;
     client
         .find(Locator::Css("[data-testid=\"burst\"]"))
