@@ -80,7 +80,14 @@ impl End {
 }
 
 /// Runs one `/ws` connection to its end.
-pub async fn run(socket: WebSocket, state: AppState, peer: Peer) {
+///
+/// The set-up is done here, before the future exists, and the future holds
+/// only what lives as long as the connection: an idle connection's memory is
+/// mostly this future (arguments of an `async fn` and every value held across
+/// an `.await` are stored in it for its whole life), so the welcome, the
+/// socket before its split and the rare paths (a batch of writes, a message,
+/// the close) are kept out of it or boxed when they run.
+pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output = ()> {
     let started = Instant::now();
     let config = &state.config;
     let (outbound_tx, outbound_rx) = mpsc::channel(config.send_queue.max(1));
@@ -88,6 +95,18 @@ pub async fn run(socket: WebSocket, state: AppState, peer: Peer) {
     let counters = Arc::new(ClientCounters::default());
     let conn = state.registry.next_conn();
     let rel = peer.reliable.then(|| Rel::new(peer.burst));
+    // The welcome goes first: nothing else is queued before it, and the new
+    // queue has room for it (its capacity is at least one).
+    let welcome = ServerMessage::Welcome {
+        client_id: peer.id.clone(),
+        push_interval_ms: u64::try_from(config.push_interval.as_millis()).unwrap_or(u64::MAX),
+        session: rel.as_ref().map(|rel| rel.offer.0.clone()),
+        token: rel.as_ref().map(|rel| rel.offer.1.clone()),
+    };
+    let welcomed = outbound_tx
+        .try_send(Outbound::Frame(wire::text(&welcome)))
+        .is_ok();
+    let burst = if rel.is_some() { None } else { peer.burst };
     let handle = ClientHandle {
         session: rel.as_ref().map(|rel| rel.slot.clone()),
         conn,
@@ -106,59 +125,54 @@ pub async fn run(socket: WebSocket, state: AppState, peer: Peer) {
     Metrics::add(&state.metrics.connections_open, 1);
     Metrics::add(&state.metrics.connections_total, 1);
     tracing::info!(id = %peer.id, remote = %peer.remote_addr, path = "/ws", "connect");
-
     let (sink, stream) = socket.split();
-    let (close_tx, close_rx) = oneshot::channel();
-    let writer_gone = CancellationToken::new();
-    let writer = Writer {
-        sink,
-        queue: outbound_rx,
-        close: close_rx,
-        seq: 0,
-        state: &state,
-        counters: &counters,
-    };
-    let welcome = ServerMessage::Welcome {
-        client_id: peer.id.clone(),
-        push_interval_ms: u64::try_from(config.push_interval.as_millis()).unwrap_or(u64::MAX),
-        session: rel.as_ref().map(|rel| rel.offer.0.clone()),
-        token: rel.as_ref().map(|rel| rel.offer.1.clone()),
-    };
-    let burst = if rel.is_some() { None } else { peer.burst };
-    let driver = Driver {
-        stream,
-        outbound: outbound_tx,
-        kick: kick_rx,
-        state: &state,
-        counters: &counters,
-        bad_in_a_row: 0,
-        conn,
-        client_id: &peer.id,
-        rel,
-    };
-    let ((), end) = tokio::join!(
-        async {
-            let end = writer.run().await;
-            if let Some(end) = end {
-                tracing::debug!(id = %peer.id, ?end, "writer ended");
-            }
-            writer_gone.cancel();
-        },
-        driver.run(welcome, burst, close_tx, &writer_gone),
-    );
 
-    state.registry.remove(&peer.id, conn);
-    state.metrics.connections_open.fetch_sub(1, Relaxed);
-    tracing::info!(
-        id = %peer.id,
-        remote = %peer.remote_addr,
-        code = end.code,
-        reason = %end.reason,
-        duration_ms = started.elapsed().as_millis() as u64,
-        messages_in = counters.messages_in.load(Relaxed),
-        messages_out = counters.messages_out.load(Relaxed),
-        "disconnect"
-    );
+    async move {
+        let (close_tx, close_rx) = oneshot::channel();
+        let writer_gone = CancellationToken::new();
+        let writer = Writer {
+            sink,
+            queue: outbound_rx,
+            close: close_rx,
+            seq: 0,
+            state: &state,
+            counters: &counters,
+        };
+        let driver = Driver {
+            stream,
+            outbound: outbound_tx,
+            kick: kick_rx,
+            state: &state,
+            counters: &counters,
+            bad_in_a_row: 0,
+            conn,
+            client_id: &peer.id,
+            rel,
+        };
+        let ((), end) = tokio::join!(
+            async {
+                let end = writer.run().await;
+                if let Some(end) = end {
+                    tracing::debug!(id = %peer.id, ?end, "writer ended");
+                }
+                writer_gone.cancel();
+            },
+            driver.run(welcomed, burst, close_tx, &writer_gone),
+        );
+
+        state.registry.remove(&peer.id, conn);
+        state.metrics.connections_open.fetch_sub(1, Relaxed);
+        tracing::info!(
+            id = %peer.id,
+            remote = %peer.remote_addr,
+            code = end.code,
+            reason = %end.reason,
+            duration_ms = started.elapsed().as_millis() as u64,
+            messages_in = counters.messages_in.load(Relaxed),
+            messages_out = counters.messages_out.load(Relaxed),
+            "disconnect"
+        );
+    }
 }
 
 struct Driver<'a> {
@@ -220,22 +234,35 @@ async fn at(due: Option<tokio::time::Instant>) {
 }
 
 impl Driver<'_> {
+    /// Runs the connection; `welcomed` says the welcome was queued, `burst`
+    /// is a `?burst=N` to queue after it.
     async fn run(
         mut self,
-        welcome: ServerMessage,
+        welcomed: bool,
         burst: Option<u32>,
         close_tx: oneshot::Sender<CloseFrame>,
         writer_gone: &CancellationToken,
     ) -> End {
         let config = &self.state.config;
-        // The welcome goes first: nothing else is queued before it.
-        if self.send(wire::text(&welcome)).await.is_err() {
-            return End::with(close_code::INTERNAL_ERROR, "writer ended before welcome");
+        if !welcomed {
+            return End::with(
+                close_code::INTERNAL_ERROR,
+                "the welcome could not be queued",
+            );
         }
         if let Some(count) = burst {
-            if let Some(refusal) = self.burst_refusal(count) {
-                let _ = self.send(wire::text(&refusal)).await;
-            } else if self.outbound.send(Outbound::Burst { count }).await.is_err() {
+            let queued = Box::pin(async {
+                match self.burst_refusal(count) {
+                    Some(refusal) => self.send(wire::text(&refusal)).await,
+                    None => self
+                        .outbound
+                        .send(Outbound::Burst { count })
+                        .await
+                        .map_err(drop),
+                }
+            })
+            .await;
+            if queued.is_err() {
                 return End::with(close_code::INTERNAL_ERROR, "writer ended before the burst");
             }
         }
@@ -263,7 +290,7 @@ impl Driver<'_> {
                     idle.as_mut().reset(tokio::time::Instant::now() + config.idle_timeout);
                     match frame {
                         Some(Ok(message)) => {
-                            if let Some(end) = self.on_message(message).await {
+                            if let Some(end) = Box::pin(self.on_message(message)).await {
                                 break end;
                             }
                         }
@@ -299,7 +326,7 @@ impl Driver<'_> {
             reliable::lock(session).detach(self.conn, Instant::now());
         }
         match end {
-            Some(end) => self.finish(end, close_tx).await,
+            Some(end) => Box::pin(self.finish(end, close_tx)).await,
             None => End {
                 code: None,
                 reason: "connection ended".into(),
@@ -771,14 +798,16 @@ enum WriterEnd {
 impl Writer<'_> {
     /// Writes until the driver asks for the close frame or the socket fails.
     async fn run(mut self) -> Option<WriterEnd> {
-        // Grown on first use: an idle connection holds no batch buffer.
+        // Grown on first use: an idle connection holds no batch buffer. The
+        // futures of the arms below are boxed for the same reason: inline,
+        // their largest state would be held by every idle connection.
         let mut batch = Vec::new();
         loop {
             tokio::select! {
                 biased;
                 frame = &mut self.close => {
                     if let Ok(frame) = frame {
-                        self.close_after_queued(frame).await;
+                        Box::pin(self.close_after_queued(frame)).await;
                     }
                     return None;
                 }
@@ -786,14 +815,14 @@ impl Writer<'_> {
                     if n == 0 {
                         // Every sender is gone; the close request decides what comes next.
                         if let Ok(frame) = (&mut self.close).await {
-                            self.send_close(frame).await;
+                            Box::pin(self.send_close(frame)).await;
                         }
                         return None;
                     }
-                    match self.write_batch(&mut batch).await {
+                    match Box::pin(self.write_batch(&mut batch)).await {
                         Ok(()) => {}
                         Err(WriterEnd::Closed) => return None,
-                        Err(end) => return Some(self.fail(end).await),
+                        Err(end) => return Some(Box::pin(self.fail(end)).await),
                     }
                 }
             }
