@@ -7,11 +7,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc};
 
 use crate::reliable::{self, SessionRef};
 
@@ -45,11 +45,40 @@ pub struct CloseRequest {
     pub reason: String,
 }
 
-/// Counters of one connection, shared by its session and the registry.
+/// What one connection shares with the registry: its counters and the close
+/// it is asked to perform. One small allocation per connection (a `watch`
+/// channel for the close request alone cost about 400 bytes).
 #[derive(Debug, Default)]
-pub struct ClientCounters {
+pub struct ClientShared {
     pub(crate) messages_in: AtomicU64,
     pub(crate) messages_out: AtomicU64,
+    close: Mutex<Option<CloseRequest>>,
+    close_requested: Notify,
+}
+
+impl ClientShared {
+    /// Asks the session to close; a later request replaces an earlier one
+    /// that was not yet taken.
+    pub fn request_close(&self, request: CloseRequest) {
+        *self.close.lock().unwrap_or_else(PoisonError::into_inner) = Some(request);
+        // Stores a permit when the session is not waiting right now.
+        self.close_requested.notify_one();
+    }
+
+    /// Waits for a close request and takes it.
+    pub async fn close_requested(&self) -> CloseRequest {
+        loop {
+            if let Some(request) = self
+                .close
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+            {
+                return request;
+            }
+            self.close_requested.notified().await;
+        }
+    }
 }
 
 /// The registry's handle on one connection.
@@ -61,8 +90,7 @@ pub struct ClientHandle {
     pub(crate) remote_addr: SocketAddr,
     pub(crate) connected_at: SystemTime,
     pub(crate) outbound: mpsc::Sender<Outbound>,
-    pub(crate) close: watch::Sender<Option<CloseRequest>>,
-    pub(crate) counters: Arc<ClientCounters>,
+    pub(crate) shared: Arc<ClientShared>,
     /// Reliable mode: the session, once the connection's first message bound it.
     pub(crate) session: Option<Arc<OnceLock<SessionRef>>>,
 }
@@ -151,8 +179,8 @@ impl Registry {
                 id: id.clone(),
                 remote_addr: h.remote_addr.to_string(),
                 connected_at: millis(h.connected_at),
-                messages_in: h.counters.messages_in.load(Relaxed),
-                messages_out: h.counters.messages_out.load(Relaxed),
+                messages_in: h.shared.messages_in.load(Relaxed),
+                messages_out: h.shared.messages_out.load(Relaxed),
                 queue_len: h.outbound.max_capacity() - h.outbound.capacity(),
                 session: h.bound().map(|s| reliable::lock(s).id().to_owned()),
                 unacked: h.bound().map(|s| reliable::lock(s).unacked()),
@@ -187,7 +215,7 @@ impl Registry {
     pub fn kick(&self, id: &str, request: CloseRequest) -> bool {
         match self.lock().get(id) {
             Some(h) => {
-                h.close.send_replace(Some(request));
+                h.shared.request_close(request);
                 true
             }
             None => false,

@@ -31,11 +31,11 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use shared::{ClientMessage, ErrorCode, ResumeFailure, ServerMessage, close_code};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::registry::{ClientCounters, ClientHandle, CloseRequest, Outbound, millis};
+use crate::registry::{ClientHandle, ClientShared, CloseRequest, Outbound, millis};
 use crate::reliable::{self, Inbound, SessionRef, TakenOver};
 use crate::state::AppState;
 use crate::wire::{self, ReadError};
@@ -91,8 +91,7 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
     let started = Instant::now();
     let config = &state.config;
     let (outbound_tx, outbound_rx) = mpsc::channel(config.send_queue.max(1));
-    let (kick_tx, kick_rx) = watch::channel(None);
-    let counters = Arc::new(ClientCounters::default());
+    let shared = Arc::new(ClientShared::default());
     let conn = state.registry.next_conn();
     let rel = peer.reliable.then(|| Rel::new(peer.burst));
     // The welcome goes first: nothing else is queued before it, and the new
@@ -113,14 +112,13 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
         remote_addr: peer.remote_addr,
         connected_at: SystemTime::now(),
         outbound: outbound_tx.clone(),
-        close: kick_tx,
-        counters: counters.clone(),
+        shared: shared.clone(),
     };
     if let Some(old) = state.registry.insert(&peer.id, handle) {
-        old.close.send_replace(Some(CloseRequest {
+        old.shared.request_close(CloseRequest {
             code: close_code::REPLACED,
             reason: "replaced".into(),
-        }));
+        });
     }
     Metrics::add(&state.metrics.connections_open, 1);
     Metrics::add(&state.metrics.connections_total, 1);
@@ -136,14 +134,13 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
             close: close_rx,
             seq: 0,
             state: &state,
-            counters: &counters,
+            shared: &shared,
         };
         let driver = Driver {
             stream,
             outbound: outbound_tx,
-            kick: kick_rx,
             state: &state,
-            counters: &counters,
+            shared: &shared,
             bad_in_a_row: 0,
             conn,
             client_id: &peer.id,
@@ -168,8 +165,8 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
             code = end.code,
             reason = %end.reason,
             duration_ms = started.elapsed().as_millis() as u64,
-            messages_in = counters.messages_in.load(Relaxed),
-            messages_out = counters.messages_out.load(Relaxed),
+            messages_in = shared.messages_in.load(Relaxed),
+            messages_out = shared.messages_out.load(Relaxed),
             "disconnect"
         );
     }
@@ -178,9 +175,8 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
 struct Driver<'a> {
     stream: SplitStream<WebSocket>,
     outbound: mpsc::Sender<Outbound>,
-    kick: watch::Receiver<Option<CloseRequest>>,
     state: &'a AppState,
-    counters: &'a ClientCounters,
+    shared: &'a ClientShared,
     bad_in_a_row: u32,
     conn: u64,
     client_id: &'a str,
@@ -281,10 +277,8 @@ impl Driver<'_> {
                     break Some(End::with(close_code::GOING_AWAY, "server shutting down"));
                 }
                 () = writer_gone.cancelled() => break None,
-                Ok(()) = self.kick.changed() => {
-                    if let Some(request) = self.kick.borrow_and_update().clone() {
-                        break Some(End::with(request.code, request.reason));
-                    }
+                request = self.shared.close_requested() => {
+                    break Some(End::with(request.code, request.reason));
                 }
                 frame = self.stream.next() => {
                     idle.as_mut().reset(tokio::time::Instant::now() + config.idle_timeout);
@@ -382,7 +376,7 @@ impl Driver<'_> {
         };
         Metrics::add(&metrics.messages_in, 1);
         Metrics::add(&metrics.bytes_in, len as u64);
-        self.counters.messages_in.fetch_add(1, Relaxed);
+        self.shared.messages_in.fetch_add(1, Relaxed);
         if let Some(reply) = reply
             && self.send(reply).await.is_err()
         {
@@ -781,7 +775,7 @@ struct Writer<'a> {
     close: oneshot::Receiver<CloseFrame>,
     seq: u64,
     state: &'a AppState,
-    counters: &'a ClientCounters,
+    shared: &'a ClientShared,
 }
 
 /// Why the writer stopped early.
@@ -881,7 +875,7 @@ impl Writer<'_> {
     fn count(&self, messages: u64, bytes: u64) {
         Metrics::add(&self.state.metrics.messages_out, messages);
         Metrics::add(&self.state.metrics.bytes_out, bytes);
-        self.counters.messages_out.fetch_add(messages, Relaxed);
+        self.shared.messages_out.fetch_add(messages, Relaxed);
     }
 
     fn push_message(&mut self, body: &str, sent_at_ms: u64) -> Message {
