@@ -8,7 +8,7 @@
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
-use shared::ServerMessage;
+use shared::{PushEncoder, ServerMessage};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
@@ -53,13 +53,11 @@ async fn connection(tcp: TcpStream, read_buffer: usize, burst: BurstWrite) -> an
     if let Some(count) = count {
         let started = Instant::now();
         let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+        // The same encoder as ours: the ratio then measures the framework,
+        // not two ways of writing the JSON.
+        let push = PushEncoder::new(now_ms, "burst");
         for seq in 1..=u64::from(count) {
-            let push = ServerMessage::Push {
-                seq,
-                sent_at_ms: now_ms,
-                body: "burst".into(),
-            };
-            let message = Message::text(push.to_json());
+            let message = Message::text(push.encode(seq));
             match burst {
                 BurstWrite::Send => ws.send(message).await?,
                 BurstWrite::Feed => {

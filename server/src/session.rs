@@ -30,7 +30,7 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use shared::{ClientMessage, ErrorCode, ResumeFailure, ServerMessage, close_code};
+use shared::{ClientMessage, ErrorCode, PushEncoder, ResumeFailure, ServerMessage, close_code};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -878,13 +878,10 @@ impl Writer<'_> {
         self.shared.messages_out.fetch_add(messages, Relaxed);
     }
 
-    fn push_message(&mut self, body: &str, sent_at_ms: u64) -> Message {
+    /// The next push, numbered in wire order.
+    fn push_message(&mut self, push: &PushEncoder) -> Message {
         self.seq += 1;
-        wire::text(&ServerMessage::Push {
-            seq: self.seq,
-            sent_at_ms,
-            body: body.to_owned(),
-        })
+        Message::Text(push.encode(self.seq).into())
     }
 
     /// Writes the queued items: the frames up to a burst (or the end) under
@@ -909,7 +906,7 @@ impl Writer<'_> {
                             }
                         }
                         Outbound::Push { body, sent_at_ms } => {
-                            let message = self.push_message(&body, sent_at_ms);
+                            let message = self.push_message(&PushEncoder::new(sent_at_ms, &body));
                             bytes += self.feed(message).await?;
                             written += 1;
                         }
@@ -939,9 +936,9 @@ impl Writer<'_> {
             let n = left.min(BURST_BATCH);
             let mut bytes = 0;
             within(limit, async {
-                let sent_at_ms = millis(SystemTime::now());
+                let push = PushEncoder::new(millis(SystemTime::now()), "burst");
                 for _ in 0..n {
-                    let message = self.push_message("burst", sent_at_ms);
+                    let message = self.push_message(&push);
                     bytes += self.feed(message).await?;
                 }
                 self.flush().await
