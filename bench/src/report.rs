@@ -48,29 +48,38 @@ const MISSED: &[(&str, &str)] = &[
         "gorilla",
         "Against gorilla the comparison is made with the same load generator, which is the \
          bottleneck for both servers at this size (see the CPU columns): at parity in msg/s, \
-         the messages per server CPU-second decide. Next step: as for the raw comparison.",
+         the messages per server CPU-second decide. Next step: profile ours under `echo` \
+         with `perf record -g` (server core only) and write replies straight from the \
+         reading task when the outbound queue is empty.",
     ),
     (
         "burst",
-        "Both servers serialize each `push` with serde into a fresh `String` and feed it with \
-         one flush per 512; the write deadline and the byte counters are already per batch \
-         (a timer per frame was the largest cost, and removing it took this ratio from 0.48x \
-         to 0.68x). What remains is ours only: axum's `WebSocket` layer (each frame converted \
-         and sent through its `Sink` over hyper's upgraded, boxed I/O), an owned `body` string \
-         per push and the close-request check and yield between batches. Next step: `perf \
-         record` on the server's core to split those, and a preformatted push template that \
-         writes only the seq.",
+        "Both servers encode each push with `shared::PushEncoder` (the JSON around `seq` is \
+         built once per batch and each frame is allocated at its exact length; serde per push \
+         had been the largest part of a burst's CPU) and feed it with one flush per 512; the \
+         write deadline and the byte counters are per batch, not per frame. What remains is \
+         ours, found with `perf record` on the server's core: the split socket's `BiLock`, \
+         taken for every frame fed (the session's reader and writer halves share the socket); \
+         axum's `Sink` layer over hyper's boxed, upgraded I/O; and more syscalls, because our \
+         tungstenite write buffer is 8 KiB where the raw server keeps tungstenite's 128 KiB, \
+         so a batch of 512 pushes takes several `sendto`s instead of one. A larger buffer \
+         closed most of the gap in side-by-side checks, but tungstenite never shrinks it, so \
+         every connection that once took a burst would keep it. Next step: one task owning \
+         the unsplit socket (no `BiLock`), and a write buffer released after a burst.",
     ),
     (
         "idle",
-        "An idle connection of ours holds more than the raw server's with the same 4 KiB read \
-         buffer: hyper's upgrade keeps its own buffers alive, axum's `WebSocket` adds a layer, \
-         and the session holds its registry entry, bounded queue (its first block of slots), \
-         watch channel, idle timer and the two halves' futures, plus the write buffer grown \
-         when the welcome was written. The writer's batch buffer (256 slots, about 12 KiB) is \
-         no longer reserved up front, which took this from 18.3 to about 13 KiB. Next step: \
-         heaptrack with 10,000 idle connections to rank the rest, then shrink the write \
-         buffer after each flush.",
+        "heaptrack with 2,000 idle connections ranks what one holds: tungstenite's 4 KiB read \
+         buffer (the raw server's too), the connection's task (axum's upgrade future around \
+         our session's future), the session's bounded queue (tokio's mpsc allocates its \
+         cache-padded channel and a first block of 32 slots up front, about 2 KiB), the split \
+         socket's shared half and small pieces (registry entry, ids, counters). Two changes \
+         brought it down by about 2.3 KiB: the session's set-up runs before its future exists \
+         and its rare paths (a batch of writes, a message, the close) are boxed, which halved \
+         the future; and the close request moved from a watch channel (eight `Notify` slots) \
+         into the counters' allocation. The target is below what the raw server itself holds \
+         here with the same read buffer. Next step: a queue that allocates on first use, and \
+         a smaller read buffer while a connection is idle (tungstenite allocates it up front).",
     ),
     (
         "browser",

@@ -69,6 +69,7 @@
 //! * [`ResumeFailure`]: why a reliable-mode `resume` failed.
 //! * [`DecodeError`]: why a text frame could not be decoded.
 //! * [`close_code`]: the WebSocket close codes the server uses, in one place.
+//! * [`PushEncoder`]: many `push` frames of one body, without serde per frame.
 //!
 //! # Example
 //!
