@@ -53,7 +53,7 @@ pub struct ClientShared {
     pub(crate) messages_in: AtomicU64,
     pub(crate) messages_out: AtomicU64,
     close: Mutex<Option<CloseRequest>>,
-    close_requested: Notify,
+    close_notify: Notify,
 }
 
 impl ClientShared {
@@ -62,7 +62,7 @@ impl ClientShared {
     pub fn request_close(&self, request: CloseRequest) {
         *self.close.lock().unwrap_or_else(PoisonError::into_inner) = Some(request);
         // Stores a permit when the session is not waiting right now.
-        self.close_requested.notify_one();
+        self.close_notify.notify_one();
     }
 
     /// Waits for a close request and takes it.
@@ -76,7 +76,7 @@ impl ClientShared {
             {
                 return request;
             }
-            self.close_requested.notified().await;
+            self.close_notify.notified().await;
         }
     }
 }

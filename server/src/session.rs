@@ -94,17 +94,16 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
     let shared = Arc::new(ClientShared::default());
     let conn = state.registry.next_conn();
     let rel = peer.reliable.then(|| Rel::new(peer.burst));
-    // The welcome goes first: nothing else is queued before it, and the new
-    // queue has room for it (its capacity is at least one).
+    // The welcome goes first: nothing else is queued before it.
     let welcome = ServerMessage::Welcome {
         client_id: peer.id.clone(),
         push_interval_ms: u64::try_from(config.push_interval.as_millis()).unwrap_or(u64::MAX),
         session: rel.as_ref().map(|rel| rel.offer.0.clone()),
         token: rel.as_ref().map(|rel| rel.offer.1.clone()),
     };
-    let welcomed = outbound_tx
+    outbound_tx
         .try_send(Outbound::Frame(wire::text(&welcome)))
-        .is_ok();
+        .expect("a new queue (capacity at least one, receiver held here) has room for its first message");
     let burst = if rel.is_some() { None } else { peer.burst };
     let handle = ClientHandle {
         session: rel.as_ref().map(|rel| rel.slot.clone()),
@@ -154,7 +153,7 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
                 }
                 writer_gone.cancel();
             },
-            driver.run(welcomed, burst, close_tx, &writer_gone),
+            driver.run(burst, close_tx, &writer_gone),
         );
 
         state.registry.remove(&peer.id, conn);
@@ -230,35 +229,19 @@ async fn at(due: Option<tokio::time::Instant>) {
 }
 
 impl Driver<'_> {
-    /// Runs the connection; `welcomed` says the welcome was queued, `burst`
-    /// is a `?burst=N` to queue after it.
+    /// Runs the connection (its welcome is already queued); `burst` is a
+    /// `?burst=N` to queue after the welcome.
     async fn run(
         mut self,
-        welcomed: bool,
         burst: Option<u32>,
         close_tx: oneshot::Sender<CloseFrame>,
         writer_gone: &CancellationToken,
     ) -> End {
         let config = &self.state.config;
-        if !welcomed {
-            return End::with(
-                close_code::INTERNAL_ERROR,
-                "the welcome could not be queued",
-            );
-        }
         if let Some(count) = burst {
-            let queued = Box::pin(async {
-                match self.burst_refusal(count) {
-                    Some(refusal) => self.send(wire::text(&refusal)).await,
-                    None => self
-                        .outbound
-                        .send(Outbound::Burst { count })
-                        .await
-                        .map_err(drop),
-                }
-            })
-            .await;
-            if queued.is_err() {
+            if let Some(refusal) = self.burst_refusal(count) {
+                let _ = self.send(wire::text(&refusal)).await;
+            } else if self.outbound.send(Outbound::Burst { count }).await.is_err() {
                 return End::with(close_code::INTERNAL_ERROR, "writer ended before the burst");
             }
         }
