@@ -27,6 +27,15 @@ pub enum BurstWrite {
 pub async fn serve(addr: &str, read_buffer: usize, burst: BurstWrite) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     eprintln!("listening on {}", listener.local_addr()?);
+    serve_on(listener, read_buffer, burst).await
+}
+
+/// Serves on `listener` until killed (or dropped, in a test).
+pub async fn serve_on(
+    listener: TcpListener,
+    read_buffer: usize,
+    burst: BurstWrite,
+) -> anyhow::Result<()> {
     loop {
         let (tcp, _) = listener.accept().await?;
         tcp.set_nodelay(true)?;
