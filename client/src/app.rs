@@ -1,11 +1,12 @@
 //! The root component and the page.
 
-use buffered_socket::yew::SocketProvider;
+use buffered_socket::yew::{SocketProvider, use_socket};
 use buffered_socket::{Config, Heartbeat};
 use yew::prelude::*;
 
 use crate::components::{BurstPanel, ConnectionBar, Counters, Log, RateChart, Sender};
-use crate::hooks::use_console;
+use crate::console::state_text;
+use crate::hooks::{use_commands, use_console};
 
 /// `ws(s)://<this host>/ws`.
 fn default_url() -> String {
@@ -32,26 +33,48 @@ fn config(url: &str, reliable: bool) -> Config {
 #[derive(Properties, PartialEq)]
 struct PageProps {
     url: AttrValue,
-    on_connect: Callback<String>,
+    on_url: Callback<String>,
     reliable: bool,
     on_reliable: Callback<bool>,
 }
 
+/// Everything below the provider: the console state and the socket commands,
+/// handed to the components as data and callbacks.
 #[component]
 fn Page(props: &PageProps) -> Html {
-    let handle = use_console();
-    let console = handle.console.clone();
+    let state = use_socket().state;
+    let console = use_console();
+    let commands = use_commands(console.dispatcher());
+    // Connect with the same URL replaces the connection; a new URL, the socket.
+    let on_connect = use_callback(
+        (
+            props.url.clone(),
+            props.on_url.clone(),
+            commands.reconnect.clone(),
+        ),
+        |url: String, (current, on_url, reconnect)| {
+            if url == current.as_str() {
+                reconnect.emit(());
+            } else {
+                on_url.emit(url);
+            }
+        },
+    );
+    let status = state_text(&state, console.retry.as_ref(), console.now_ms);
     html! {
         <main>
             <header><h1>{ "Socket console" }</h1></header>
-            <ConnectionBar url={props.url.clone()} on_connect={props.on_connect.clone()}
-                retry_at_ms={handle.retry_at_ms} reliable={props.reliable}
+            <ConnectionBar url={props.url.clone()} {state} {status} reliable={props.reliable}
+                {on_connect} on_disconnect={commands.disconnect.clone()}
                 on_reliable={props.on_reliable.clone()} />
-            <Sender console={console.clone()} figures={console.figures} />
-            <BurstPanel console={console.clone()} />
-            <Counters console={console.clone()} reliable={props.reliable} />
-            <RateChart console={console.clone()} />
-            <Log {console} />
+            <Sender queue_len={console.stats.queue_len} queue_capacity={console.stats.queue_capacity}
+                on_send={commands.send.clone()} on_capacity={commands.set_capacity.clone()} />
+            <BurstPanel burst={console.burst} longest_task_ms={console.longest_task_ms}
+                on_burst={commands.burst.clone()} />
+            <Counters received={console.received} rate={console.rate} stats={console.stats}
+                reliable={props.reliable} />
+            <RateChart history={console.history.clone()} />
+            <Log lines={console.log.clone()} />
         </main>
     }
 }
@@ -61,7 +84,7 @@ fn Page(props: &PageProps) -> Html {
 pub fn App() -> Html {
     let url = use_state(default_url);
     let reliable = use_state(|| false);
-    let on_connect = {
+    let on_url = {
         let url = url.clone();
         Callback::from(move |new: String| url.set(new))
     };
@@ -73,7 +96,7 @@ pub fn App() -> Html {
     let key = format!("{}|{}", *url, *reliable);
     html! {
         <SocketProvider {key} config={config(&url, *reliable)}>
-            <Page url={(*url).clone()} {on_connect} reliable={*reliable} {on_reliable} />
+            <Page url={(*url).clone()} {on_url} reliable={*reliable} {on_reliable} />
         </SocketProvider>
     }
 }

@@ -6,11 +6,17 @@
 //!
 //! # Layout
 //!
-//! * `console.rs`: the app state and its reducer (pure, tested natively);
-//! * `hooks/`: `use_console` (socket events batched into the reducer every
-//!   100 ms), `use_interval`, `use_long_tasks`;
-//! * `components/`: one file per component: connection bar, sender, burst
-//!   panel, counters, log, rate chart.
+//! | Path | What |
+//! |---|---|
+//! | `console/mod.rs` | the app state and its reducer, log lines, burst progress (pure) |
+//! | `console/collect.rs` | socket events collected into a batch between flushes (pure) |
+//! | `console/countdown.rs` | the state as shown, with the seconds left to the next attempt (pure) |
+//! | `hooks/` | `use_console` (events batched into the reducer every 100 ms, with the socket's stats and the clock), `use_commands` (the socket calls behind the components' callbacks), `use_interval`, `use_long_tasks` |
+//! | `components/` | one file per component: connection bar, sender, burst panel, counters, log, rate chart; each takes data and callbacks, never the reducer or the socket |
+//! | `app.rs` | the provider (one socket per URL and mode) and the page that wires state and commands to the components |
+//!
+//! The pure modules build and are tested natively (`cargo test -p client`);
+//! the rest is the browser app.
 //!
 //! The app uses only the public API of `buffered-socket`: one
 //! [`SocketProvider`] at the top, hooks below it.
@@ -25,8 +31,9 @@
 mod app;
 #[cfg(target_arch = "wasm32")]
 mod components;
-// The reducer is plain Rust: it builds and is tested natively too.
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+// The state, the event collection and the countdown are plain Rust: they
+// build and are tested natively too.
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code, unused_imports))]
 mod console;
 #[cfg(target_arch = "wasm32")]
 mod hooks;

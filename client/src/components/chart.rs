@@ -1,14 +1,16 @@
 //! Messages per second over the last 60 s, as an SVG line.
 
+use std::collections::VecDeque;
+
 use yew::prelude::*;
 
-use crate::console::{CHART_SECONDS, Console};
+use crate::console::CHART_SECONDS;
 
 /// Properties of [`RateChart`].
 #[derive(Properties, PartialEq)]
 pub struct RateChartProps {
-    /// The state to show.
-    pub console: UseReducerHandle<Console>,
+    /// Messages per second, oldest first, at most [`CHART_SECONDS`].
+    pub history: VecDeque<u64>,
 }
 
 const WIDTH: f64 = 600.0;
@@ -17,7 +19,7 @@ const HEIGHT: f64 = 120.0;
 /// The chart.
 #[component]
 pub fn RateChart(props: &RateChartProps) -> Html {
-    let history = &props.console.history;
+    let history = &props.history;
     let max = history.iter().copied().max().unwrap_or(0).max(1) as f64;
     let step = WIDTH / (CHART_SECONDS - 1) as f64;
     let offset = CHART_SECONDS - history.len();

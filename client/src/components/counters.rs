@@ -1,14 +1,17 @@
 //! The counters.
 
+use buffered_socket::Stats;
 use yew::prelude::*;
-
-use crate::console::Console;
 
 /// Properties of [`Counters`].
 #[derive(Properties, PartialEq)]
 pub struct CountersProps {
-    /// The state to show.
-    pub console: UseReducerHandle<Console>,
+    /// Every message received.
+    pub received: u64,
+    /// Messages per second over the last full second.
+    pub rate: u64,
+    /// The socket's counters.
+    pub stats: Stats,
     /// Whether the socket is in reliable mode (its counters are shown).
     pub reliable: bool,
 }
@@ -17,7 +20,7 @@ pub struct CountersProps {
 /// acknowledged (and still unacknowledged) and gaps.
 #[component]
 pub fn Counters(props: &CountersProps) -> Html {
-    let c = &props.console;
+    let stats = &props.stats;
     let tile = |id: &'static str, label: &'static str, value: String| {
         html! {
             <div class="tile"><span class="label">{ label }</span><b data-testid={id}>{ value }</b></div>
@@ -25,14 +28,14 @@ pub fn Counters(props: &CountersProps) -> Html {
     };
     html! {
         <section class="counters">
-            { tile("received", "received", c.received.to_string()) }
-            { tile("rate", "msg/s", c.rate.to_string()) }
-            { tile("dropped", "dropped", c.figures.dropped.to_string()) }
-            { tile("reconnects", "reconnects", c.figures.reconnects.to_string()) }
+            { tile("received", "received", props.received.to_string()) }
+            { tile("rate", "msg/s", props.rate.to_string()) }
+            { tile("dropped", "dropped", stats.dropped.to_string()) }
+            { tile("reconnects", "reconnects", stats.reconnects.to_string()) }
             if props.reliable {
-                { tile("delivered", "delivered", c.figures.delivered.to_string()) }
-                { tile("acked", "acked", format!("{} (+{})", c.figures.acked, c.figures.unacked)) }
-                { tile("gaps", "gaps", c.figures.gaps.to_string()) }
+                { tile("delivered", "delivered", stats.delivered.to_string()) }
+                { tile("acked", "acked", format!("{} (+{})", stats.acked, stats.unacked)) }
+                { tile("gaps", "gaps", stats.gaps.to_string()) }
             }
         </section>
     }

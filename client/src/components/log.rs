@@ -1,14 +1,17 @@
 //! The log, newest line first.
 
+use std::collections::VecDeque;
+use std::rc::Rc;
+
 use yew::prelude::*;
 
-use crate::console::Console;
+use crate::console::Line;
 
 /// Properties of [`Log`].
 #[derive(Properties, PartialEq)]
 pub struct LogProps {
-    /// The state to show.
-    pub console: UseReducerHandle<Console>,
+    /// The lines, newest first.
+    pub lines: Rc<VecDeque<Line>>,
 }
 
 fn clock(at_ms: f64) -> String {
@@ -27,7 +30,7 @@ fn clock(at_ms: f64) -> String {
 pub fn Log(props: &LogProps) -> Html {
     html! {
         <ol data-testid="log" class="log">
-            { for props.console.log.iter().map(|line| html! {
+            { for props.lines.iter().map(|line| html! {
                 <li class={line.kind.label().to_lowercase()}>
                     <time>{ clock(line.at_ms) }</time>
                     <b>{ line.kind.label() }</b>

@@ -1,15 +1,8 @@
 //! The message box, the queue figure and capacity, and the auto-sender.
 
-use std::cell::Cell;
-use std::rc::Rc;
-
-use buffered_socket::yew::use_socket;
-use buffered_socket::{SendOutcome, Socket};
-use shared::ClientMessage;
 use yew::prelude::*;
 
 use super::input_value;
-use crate::console::{Action, Console, Kind, Line, SocketFigures};
 use crate::hooks::use_interval;
 
 /// What the original page sent every 3 s.
@@ -18,79 +11,52 @@ const AUTO_TEXT: &str = "web browser setInterval";
 /// Properties of [`Sender`].
 #[derive(Properties, PartialEq)]
 pub struct SenderProps {
-    /// The reducer, to log what was sent.
-    pub console: UseReducerHandle<Console>,
-    /// The queue figures.
-    pub figures: SocketFigures,
-}
-
-/// Sends `body` as an echo and logs the outcome.
-fn send_echo(socket: &Socket, ids: &Cell<u64>, console: &UseReducerHandle<Console>, body: &str) {
-    let id = ids.get() + 1;
-    ids.set(id);
-    let json = ClientMessage::Echo {
-        id,
-        body: body.to_owned(),
-    }
-    .to_json();
-    let (kind, text) = match socket.send(json) {
-        Ok(SendOutcome::Sent) => (Kind::Send, format!("#{id} {body}")),
-        Ok(SendOutcome::Queued) => (Kind::Send, format!("#{id} {body} (queued)")),
-        Err(err) => (Kind::Error, format!("#{id} not sent: {err}")),
-    };
-    console.dispatch(Action::Log(Line {
-        at_ms: js_sys::Date::now(),
-        kind,
-        text,
-    }));
+    /// Messages waiting in the queue.
+    pub queue_len: usize,
+    /// The queue's capacity.
+    pub queue_capacity: usize,
+    /// Send a message.
+    pub on_send: Callback<String>,
+    /// Change the queue's capacity.
+    pub on_capacity: Callback<usize>,
 }
 
 /// The sending controls.
 #[component]
 pub fn Sender(props: &SenderProps) -> Html {
-    let ctx = use_socket();
     let draft = use_state(String::new);
-    let ids = use_memo((), |()| Rc::new(Cell::new(0u64)));
     let auto = use_state(|| false);
 
     let send = {
-        let (socket, ids, console, draft) = (
-            ctx.socket.clone(),
-            ids.clone(),
-            props.console.clone(),
-            draft.clone(),
-        );
+        let (on_send, draft) = (props.on_send.clone(), draft.clone());
         Callback::from(move |()| {
             if !draft.is_empty() {
-                send_echo(&socket, &ids, &console, &draft);
+                on_send.emit((*draft).clone());
             }
         })
     };
     {
-        let (socket, ids, console) = (ctx.socket.clone(), ids.clone(), props.console.clone());
+        let on_send = props.on_send.clone();
         use_interval(
-            move || send_echo(&socket, &ids, &console, AUTO_TEXT),
+            move || on_send.emit(AUTO_TEXT.to_owned()),
             if *auto { 3000 } else { 0 },
         );
     }
     let onclick = send.reform(|_: MouseEvent| ());
-    let onkeydown = {
-        let send = send.clone();
-        Callback::from(move |e: KeyboardEvent| {
-            if e.key() == "Enter" {
-                send.emit(());
-            }
-        })
-    };
+    let onkeydown = Callback::from(move |e: KeyboardEvent| {
+        if e.key() == "Enter" {
+            send.emit(());
+        }
+    });
     let oninput = {
         let draft = draft.clone();
         Callback::from(move |e: InputEvent| draft.set(input_value(&e)))
     };
     let on_capacity = {
-        let socket = ctx.socket.clone();
+        let on_capacity = props.on_capacity.clone();
         Callback::from(move |e: Event| {
             if let Ok(capacity) = input_value(&e).trim().parse::<usize>() {
-                socket.set_queue_capacity(capacity);
+                on_capacity.emit(capacity);
             }
         })
     };
@@ -98,11 +64,7 @@ pub fn Sender(props: &SenderProps) -> Html {
         let auto = auto.clone();
         Callback::from(move |_| auto.set(!*auto))
     };
-    let SocketFigures {
-        queue_len,
-        queue_capacity,
-        ..
-    } = props.figures;
+    let (queue_len, queue_capacity) = (props.queue_len, props.queue_capacity);
     html! {
         <section class="panel sender">
             <label class="grow">{ "Message" }

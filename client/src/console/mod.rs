@@ -1,0 +1,509 @@
+//! The app state and its reducer: pure Rust, unit-tested natively.
+//!
+//! Socket events are not dispatched one by one: the `use_console` hook
+//! collects them into a [`Batch`] (see [`collect`]) and dispatches it on a
+//! timer, so a burst of 100,000 messages costs a handful of renders, not
+//! 100,000. The same timer refreshes the clock the reconnection countdown
+//! ([`countdown`]) is computed from.
+
+mod collect;
+mod countdown;
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use buffered_socket::{SendError, SendOutcome, Stats};
+use yew::Reducible;
+
+pub use collect::{Batch, StateChange};
+pub use countdown::{Retry, state_text};
+
+/// Log lines kept; older ones fall off.
+pub const LOG_LINES: usize = 300;
+/// Seconds of history in the rate chart.
+pub const CHART_SECONDS: usize = 60;
+
+/// The kind of a log line, shown as its prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The socket opened.
+    Open,
+    /// The socket closed.
+    Close,
+    /// The app sent or queued a message.
+    Send,
+    /// An answer to something we sent.
+    Response,
+    /// A push from the server.
+    Push,
+    /// Something went wrong.
+    Error,
+    /// Reliable mode: the session resumed on a new connection.
+    Resume,
+    /// Reliable mode: server messages were lost (a gap), or a resume failed.
+    Gap,
+}
+
+impl Kind {
+    /// The prefix shown in the log.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Open => "OPEN",
+            Self::Close => "CLOSE",
+            Self::Send => "SEND",
+            Self::Response => "RESPONSE",
+            Self::Push => "PUSH",
+            Self::Error => "ERROR",
+            Self::Resume => "RESUME",
+            Self::Gap => "GAP",
+        }
+    }
+}
+
+/// One log line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: f64,
+    /// What kind.
+    pub kind: Kind,
+    /// The text.
+    pub text: String,
+}
+
+impl Line {
+    /// The line for echo number `id` with `body`, given what the socket did with it.
+    pub fn echo(at_ms: f64, id: u64, body: &str, outcome: &Result<SendOutcome, SendError>) -> Self {
+        let (kind, text) = match outcome {
+            Ok(SendOutcome::Sent) => (Kind::Send, format!("#{id} {body}")),
+            Ok(SendOutcome::Queued) => (Kind::Send, format!("#{id} {body} (queued)")),
+            Err(err) => (Kind::Error, format!("#{id} not sent: {err}")),
+        };
+        Self { at_ms, kind, text }
+    }
+
+    /// An error line.
+    pub fn error(at_ms: f64, text: String) -> Self {
+        Self {
+            at_ms,
+            kind: Kind::Error,
+            text,
+        }
+    }
+}
+
+/// Reads a burst size typed by the user.
+///
+/// # Errors
+///
+/// The error line to log when `text` is not a whole number from 0 to `u32::MAX`.
+pub fn parse_burst_count(text: &str, now_ms: f64) -> Result<u32, Line> {
+    text.trim()
+        .parse()
+        .map_err(|_| Line::error(now_ms, format!("{text:?} is not a burst size")))
+}
+
+/// A burst in progress or done.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Burst {
+    /// How many pushes were asked for.
+    pub requested: u32,
+    /// Pushes that arrived since it was asked for (timed pushes included).
+    pub received: u64,
+    /// When it was asked for.
+    pub started_ms: f64,
+    /// Once `burst_done` arrived: its count and the messages per second
+    /// from the request to it.
+    pub done: Option<(u32, f64)>,
+}
+
+impl Burst {
+    /// The progress bar's value, from 0 to 1.
+    pub fn progress(&self) -> f64 {
+        match self.done {
+            Some(_) => 1.0,
+            None => self.arrived() as f64 / f64::from(self.requested.max(1)),
+        }
+    }
+
+    /// `"n / requested"` while it runs, `"count received, rate msg/s"` once done.
+    pub fn status(&self) -> String {
+        match self.done {
+            Some((count, rate)) => format!("{count} received, {rate:.0} msg/s"),
+            None => format!("{} / {}", self.arrived(), self.requested),
+        }
+    }
+
+    /// Pushes counted towards it: timed pushes may push the count past the request.
+    fn arrived(&self) -> u64 {
+        self.received.min(u64::from(self.requested))
+    }
+}
+
+/// Actions of the reducer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Events collected since the last flush, at time `now_ms`.
+    Flush {
+        /// The events.
+        batch: Batch,
+        /// The socket's counters now.
+        stats: Stats,
+        /// The time.
+        now_ms: f64,
+    },
+    /// A line from the UI itself (SEND, ERROR).
+    Log(Line),
+    /// A burst was requested.
+    BurstRequested {
+        /// Its size.
+        count: u32,
+        /// When.
+        now_ms: f64,
+    },
+    /// The longest main-thread task seen during the current burst.
+    LongTask(f64),
+}
+
+/// The whole UI state.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Console {
+    /// Every message received.
+    pub received: u64,
+    /// Messages per second over the last full second.
+    pub rate: u64,
+    /// Counts per second, oldest first, at most [`CHART_SECONDS`].
+    pub history: VecDeque<u64>,
+    /// Messages counted in the current second.
+    pub this_second: u64,
+    /// The second `this_second` belongs to.
+    pub second: i64,
+    /// The socket's counters at the last flush.
+    pub stats: Stats,
+    /// The time of the last flush (ms since the epoch): the clock of the
+    /// countdown, so that it is a pure function of the state.
+    pub now_ms: f64,
+    /// The next reconnection attempt, as the last state change scheduled it.
+    pub retry: Option<Retry>,
+    /// The log, newest first. Shared, so that a render that passes it to a
+    /// component does not copy it.
+    pub log: Rc<VecDeque<Line>>,
+    /// The last burst.
+    pub burst: Option<Burst>,
+    /// Longest main-thread task during the last burst, in ms (long tasks are 50 ms or more).
+    pub longest_task_ms: Option<f64>,
+}
+
+impl Console {
+    fn add_lines(&mut self, lines: impl IntoIterator<Item = Line>) {
+        let mut lines = lines.into_iter().peekable();
+        if lines.peek().is_none() {
+            return;
+        }
+        let log = Rc::make_mut(&mut self.log);
+        for line in lines {
+            log.push_front(line);
+        }
+        log.truncate(LOG_LINES);
+    }
+
+    fn count(&mut self, messages: u64, now_ms: f64) {
+        let second = (now_ms / 1000.0).floor() as i64;
+        if second != self.second {
+            if self.second != 0 {
+                // Close the finished second and any silent ones after it.
+                let gap = (second - self.second).clamp(1, CHART_SECONDS as i64) as usize;
+                self.history.push_back(self.this_second);
+                for _ in 1..gap {
+                    self.history.push_back(0);
+                }
+                while self.history.len() > CHART_SECONDS {
+                    self.history.pop_front();
+                }
+                self.rate = if gap == 1 { self.this_second } else { 0 };
+            }
+            self.second = second;
+            self.this_second = 0;
+        }
+        self.this_second += messages;
+        self.received += messages;
+    }
+}
+
+impl Reducible for Console {
+    type Action = Action;
+
+    fn reduce(self: Rc<Self>, action: Action) -> Rc<Self> {
+        let mut next = (*self).clone();
+        match action {
+            Action::Flush {
+                batch,
+                stats,
+                now_ms,
+            } => {
+                next.count(batch.messages, now_ms);
+                next.stats = stats;
+                next.now_ms = now_ms;
+                if let Some(change) = batch.state_change {
+                    next.retry = Retry::scheduled_by(change);
+                }
+                next.add_lines(batch.lines);
+                if let Some(burst) = &mut next.burst {
+                    burst.received += batch.pushes;
+                    if let Some(count) = batch.burst_done {
+                        let seconds = ((now_ms - burst.started_ms) / 1000.0).max(0.001);
+                        burst.done = Some((count, f64::from(count) / seconds));
+                    }
+                }
+            }
+            Action::Log(line) => next.add_lines([line]),
+            Action::BurstRequested { count, now_ms } => {
+                next.burst = Some(Burst {
+                    requested: count,
+                    received: 0,
+                    started_ms: now_ms,
+                    done: None,
+                });
+                next.longest_task_ms = None;
+            }
+            Action::LongTask(ms) => {
+                next.longest_task_ms = Some(next.longest_task_ms.map_or(ms, |m: f64| m.max(ms)));
+            }
+        }
+        Rc::new(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use buffered_socket::{Message, State};
+
+    use super::*;
+
+    fn line(kind: Kind, text: &str) -> Line {
+        Line {
+            at_ms: 0.0,
+            kind,
+            text: text.into(),
+        }
+    }
+
+    fn flush_batch(console: Rc<Console>, batch: Batch, now_ms: f64) -> Rc<Console> {
+        console.reduce(Action::Flush {
+            batch,
+            stats: Stats::default(),
+            now_ms,
+        })
+    }
+
+    fn flush(console: Rc<Console>, messages: u64, now_ms: f64) -> Rc<Console> {
+        let batch = Batch {
+            messages,
+            ..Batch::default()
+        };
+        flush_batch(console, batch, now_ms)
+    }
+
+    #[test]
+    fn the_log_is_newest_first_and_bounded() {
+        let mut console = Rc::new(Console::default());
+        for i in 0..LOG_LINES + 50 {
+            console = console.reduce(Action::Log(line(Kind::Send, &i.to_string())));
+        }
+        assert_eq!(console.log.len(), LOG_LINES);
+        assert_eq!(console.log[0].text, (LOG_LINES + 49).to_string());
+    }
+
+    #[test]
+    fn a_flush_puts_its_lines_newest_first_after_the_older_ones() {
+        let mut console = Rc::new(Console::default());
+        console = console.reduce(Action::Log(line(Kind::Send, "old")));
+        let mut batch = Batch::default();
+        batch.line(line(Kind::Push, "first"));
+        batch.line(line(Kind::Push, "second"));
+        console = flush_batch(console, batch, 1_000.0);
+        let texts: Vec<&str> = console.log.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["second", "first", "old"]);
+    }
+
+    #[test]
+    fn a_flush_without_lines_keeps_the_same_log() {
+        let mut console = Rc::new(Console::default());
+        console = console.reduce(Action::Log(line(Kind::Send, "kept")));
+        let before = console.log.clone();
+        console = flush(console, 3, 1_000.0);
+        assert!(Rc::ptr_eq(&before, &console.log), "the log was copied");
+    }
+
+    #[test]
+    fn a_flush_stores_the_socket_stats_and_the_clock() {
+        let stats = Stats {
+            queue_len: 3,
+            queue_capacity: 100,
+            dropped: 2,
+            reconnects: 5,
+            acked: 7,
+            unacked: 1,
+            delivered: 9,
+            gaps: 1,
+            ..Stats::default()
+        };
+        let console = Rc::new(Console::default()).reduce(Action::Flush {
+            batch: Batch::default(),
+            stats,
+            now_ms: 42_000.0,
+        });
+        assert_eq!(console.stats, stats);
+        assert_eq!(console.now_ms, 42_000.0);
+    }
+
+    #[test]
+    fn a_flush_records_the_retry_its_state_change_scheduled() {
+        let reconnecting = State::Reconnecting {
+            attempt: 2,
+            delay_ms: Some(3_000),
+        };
+        let mut batch = Batch::default();
+        batch.collect(
+            &buffered_socket::Event::StateChanged(reconnecting),
+            10_000.0,
+        );
+        let mut console = flush_batch(Rc::new(Console::default()), batch, 10_050.0);
+        assert_eq!(
+            console.retry,
+            Some(Retry {
+                state: reconnecting,
+                due_ms: Some(13_000.0)
+            })
+        );
+        // A flush without a state change keeps it; the clock moves on.
+        console = flush(console, 0, 10_150.0);
+        assert!(console.retry.is_some());
+        assert_eq!(
+            state_text(&reconnecting, console.retry.as_ref(), console.now_ms),
+            "reconnecting (attempt 2, next try in 2.9 s)"
+        );
+        // The next state change clears it.
+        let mut batch = Batch::default();
+        batch.collect(&buffered_socket::Event::StateChanged(State::Open), 10_200.0);
+        batch.collect(
+            &buffered_socket::Event::Message(Message::Text("x".into())),
+            10_200.0,
+        );
+        console = flush_batch(console, batch, 10_250.0);
+        assert_eq!(console.retry, None);
+    }
+
+    #[test]
+    fn the_rate_is_the_last_full_second_and_the_history_is_bounded() {
+        let mut console = Rc::new(Console::default());
+        console = flush(console, 10, 1_000_000.0);
+        console = flush(console, 5, 1_000_500.0);
+        assert_eq!(console.rate, 0);
+        console = flush(console, 1, 1_001_100.0);
+        assert_eq!(console.rate, 15);
+        assert_eq!(console.received, 16);
+        // Three silent seconds later the rate is 0 and the chart shows the gap.
+        console = flush(console, 0, 1_004_100.0);
+        assert_eq!(console.rate, 0);
+        assert_eq!(console.history, [15, 1, 0, 0]);
+        for s in 0..100 {
+            console = flush(console, 1, 1_005_000.0 + f64::from(s) * 1000.0);
+        }
+        assert_eq!(console.history.len(), CHART_SECONDS);
+    }
+
+    #[test]
+    fn a_burst_tracks_progress_and_rate() {
+        let mut console = Rc::new(Console::default());
+        console = console.reduce(Action::BurstRequested {
+            count: 100,
+            now_ms: 0.0,
+        });
+        console = console.reduce(Action::LongTask(60.0));
+        console = console.reduce(Action::LongTask(55.0));
+        assert_eq!(console.longest_task_ms, Some(60.0));
+        console = flush_batch(
+            console,
+            Batch {
+                messages: 41,
+                pushes: 40,
+                ..Batch::default()
+            },
+            200.0,
+        );
+        let burst = console.burst.unwrap();
+        assert_eq!(burst.status(), "40 / 100");
+        assert_eq!(burst.progress(), 0.4);
+        console = flush_batch(
+            console,
+            Batch {
+                messages: 61,
+                pushes: 60,
+                burst_done: Some(100),
+                ..Batch::default()
+            },
+            500.0,
+        );
+        let burst = console.burst.unwrap();
+        assert_eq!(burst.received, 100);
+        assert_eq!(burst.done, Some((100, 200.0)));
+        assert_eq!(burst.status(), "100 received, 200 msg/s");
+        assert_eq!(burst.progress(), 1.0);
+    }
+
+    #[test]
+    fn timed_pushes_do_not_take_a_burst_past_its_size() {
+        let burst = Burst {
+            requested: 10,
+            received: 12,
+            started_ms: 0.0,
+            done: None,
+        };
+        assert_eq!(burst.status(), "10 / 10");
+        assert_eq!(burst.progress(), 1.0);
+    }
+
+    #[test]
+    fn a_new_burst_forgets_the_longest_task_of_the_last_one() {
+        let mut console = Rc::new(Console::default());
+        console = console.reduce(Action::LongTask(80.0));
+        console = console.reduce(Action::BurstRequested {
+            count: 5,
+            now_ms: 1.0,
+        });
+        assert_eq!(console.longest_task_ms, None);
+        assert_eq!(console.burst.unwrap().status(), "0 / 5");
+    }
+
+    #[test]
+    fn echo_lines_say_sent_queued_or_why_not() {
+        let sent = Line::echo(1.0, 7, "hi", &Ok(SendOutcome::Sent));
+        assert_eq!((sent.kind, sent.text.as_str()), (Kind::Send, "#7 hi"));
+        let queued = Line::echo(1.0, 8, "hi", &Ok(SendOutcome::Queued));
+        assert_eq!(
+            (queued.kind, queued.text.as_str()),
+            (Kind::Send, "#8 hi (queued)")
+        );
+        let full = Line::echo(
+            1.0,
+            9,
+            "hi",
+            &Err(SendError::QueueFull(Message::Text("hi".into()))),
+        );
+        assert_eq!(
+            (full.kind, full.text.as_str()),
+            (Kind::Error, "#9 not sent: the send queue is full")
+        );
+    }
+
+    #[test]
+    fn a_burst_size_is_a_whole_number() {
+        assert_eq!(parse_burst_count(" 100000 ", 0.0), Ok(100_000));
+        for bad in ["", "ten", "-1", "1.5", "99999999999"] {
+            let line = parse_burst_count(bad, 5.0).unwrap_err();
+            assert_eq!(line.kind, Kind::Error);
+            assert_eq!(line.text, format!("{bad:?} is not a burst size"));
+        }
+    }
+}
