@@ -19,7 +19,7 @@
 //! the rest is the browser app.
 //!
 //! The app uses only the public API of `buffered-socket`: one
-//! [`SocketProvider`] at the top, hooks below it.
+//! `buffered_socket::yew::SocketProvider` at the top, hooks below it.
 //!
 //! # Example
 //!
