@@ -122,11 +122,8 @@
 
 mod config;
 mod dispatch;
-pub mod liveness;
-pub mod machine;
+pub mod driver;
 mod message;
-mod queue;
-pub mod reliable;
 mod typed;
 #[cfg(target_arch = "wasm32")]
 mod web;
@@ -135,8 +132,10 @@ pub mod yew;
 
 pub use config::{Backoff, Config, Heartbeat, Overflow, ReconnectPolicy, default_should_reconnect};
 pub use dispatch::{EventStream, Subscription};
-pub use message::{CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats};
-pub use queue::Queue;
+pub use driver::{Driver, Queue, liveness, machine, reliable};
+pub use message::{
+    CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats, TransportError,
+};
 pub use typed::{AppSocket, DecodeError, TypedSocket};
 #[cfg(target_arch = "wasm32")]
 pub use web::{Socket, WeakSocket};

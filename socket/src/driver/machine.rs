@@ -6,8 +6,16 @@
 //! replaced or abandoned carry an old generation and are ignored, so at most
 //! one socket is ever live.
 
+use shared::close_code::NORMAL;
+
 use crate::config::{Backoff, ReconnectPolicy};
 use crate::message::{CloseInfo, State};
+
+/// The code of a close without a close frame (RFC 6455 section 7.1.5): the
+/// browser reports it for a dropped connection, and the machine uses it for
+/// the closes it synthesizes. Never sent on the wire, so not in
+/// `shared::close_code`.
+pub const ABNORMAL: u16 = 1006;
 
 /// Something that happened, fed to [`Machine::step`].
 #[derive(Debug, Clone, PartialEq)]
@@ -180,12 +188,12 @@ impl Machine {
                 {
                     actions.push(Action::Close {
                         generation,
-                        code: 1000,
+                        code: NORMAL,
                         reason: reason.into(),
                     });
                     let close = CloseInfo {
                         url: self.url.clone(),
-                        code: 1006,
+                        code: ABNORMAL,
                         reason: reason.into(),
                         was_clean: false,
                     };
@@ -219,7 +227,7 @@ impl Machine {
                 match self.state {
                     State::Connecting { .. } | State::Open => actions.push(Action::Close {
                         generation: self.generation,
-                        code: 1000,
+                        code: NORMAL,
                         reason: "reconnect".into(),
                     }),
                     State::Reconnecting { .. } => actions.push(Action::CancelRetry),
@@ -324,7 +332,7 @@ impl Machine {
 
 #[cfg(test)]
 mod tests {
-    use std::rc::Rc;
+    use std::sync::Arc;
 
     use super::*;
     use crate::config::default_should_reconnect;
@@ -334,7 +342,7 @@ mod tests {
             "ws://x/ws".into(),
             Backoff::default(),
             5000,
-            Rc::new(default_should_reconnect),
+            Arc::new(default_should_reconnect),
         )
     }
 
@@ -344,6 +352,14 @@ mod tests {
             code,
             reason: String::new(),
             was_clean: code != 1006,
+        }
+    }
+
+    /// The input for a close of socket `generation` with `code`.
+    fn closed(generation: u64, code: u16) -> Input {
+        Input::Closed {
+            generation,
+            close: close(code),
         }
     }
 
@@ -377,10 +393,7 @@ mod tests {
         let mut m = machine();
         let generation = open(&mut m, 0.0);
         let actions = m.step(
-            Input::Closed {
-                generation,
-                close: close(1006),
-            },
+            closed(generation, 1006),
             100.0,
             0.5,
         );
@@ -422,10 +435,7 @@ mod tests {
         // Accepted and dropped at once, three times: the delay ceiling grows.
         for (i, ceiling) in [1000u64, 2000, 4000].into_iter().enumerate() {
             let actions = m.step(
-                Input::Closed {
-                    generation,
-                    close: close(1006),
-                },
+                closed(generation, 1006),
                 100.0,
                 0.999,
             );
@@ -439,10 +449,7 @@ mod tests {
         }
         // This connection stays up 5 s: the next failure starts from attempt 1.
         m.step(
-            Input::Closed {
-                generation,
-                close: close(1006),
-            },
+            closed(generation, 1006),
             5000.0,
             0.0,
         );
@@ -454,10 +461,7 @@ mod tests {
         let mut m = machine();
         let generation = open(&mut m, 0.0);
         let actions = m.step(
-            Input::Closed {
-                generation,
-                close: close(4000),
-            },
+            closed(generation, 4000),
             1.0,
             0.5,
         );
@@ -483,16 +487,13 @@ mod tests {
                 ..Backoff::default()
             },
             5000,
-            Rc::new(default_should_reconnect),
+            Arc::new(default_should_reconnect),
         );
         m.step(Input::Start, 0.0, 0.5);
         for _ in 0..2 {
             let generation = m.generation();
             m.step(
-                Input::Closed {
-                    generation,
-                    close: close(1006),
-                },
+                closed(generation, 1006),
                 0.0,
                 0.5,
             );
@@ -501,10 +502,7 @@ mod tests {
         }
         let generation = m.generation();
         m.step(
-            Input::Closed {
-                generation,
-                close: close(1006),
-            },
+            closed(generation, 1006),
             0.0,
             0.5,
         );
@@ -541,10 +539,7 @@ mod tests {
         assert_eq!(m.step(Input::Opened { generation }, 1.0, 0.5), vec![]);
         assert_eq!(
             m.step(
-                Input::Closed {
-                    generation,
-                    close: close(1000)
-                },
+                closed(generation, 1000),
                 1.0,
                 0.5
             ),
@@ -559,10 +554,7 @@ mod tests {
         let mut m = machine();
         let generation = open(&mut m, 0.0);
         m.step(
-            Input::Closed {
-                generation,
-                close: close(1006),
-            },
+            closed(generation, 1006),
             0.0,
             0.5,
         );
@@ -590,10 +582,7 @@ mod tests {
         assert_ne!(old, new);
         assert_eq!(
             m.step(
-                Input::Closed {
-                    generation: old,
-                    close: close(1000)
-                },
+                closed(old, 1000),
                 2.0,
                 0.5
             ),
@@ -635,10 +624,7 @@ mod tests {
         // The browser's own close of that socket arrives later and is ignored.
         assert_eq!(
             m.step(
-                Input::Closed {
-                    generation,
-                    close: close(1000)
-                },
+                closed(generation, 1000),
                 2.0,
                 0.5
             ),
@@ -664,10 +650,7 @@ mod tests {
         let generation = open(&mut m, 0.0);
         m.step(Input::Offline, 0.0, 0.5);
         let actions = m.step(
-            Input::Closed {
-                generation,
-                close: close(1006),
-            },
+            closed(generation, 1006),
             1.0,
             0.5,
         );
@@ -695,10 +678,7 @@ mod tests {
         // Visible while waiting for a retry: retry at once.
         let generation = m.generation();
         m.step(
-            Input::Closed {
-                generation,
-                close: close(1006),
-            },
+            closed(generation, 1006),
             4.0,
             0.5,
         );
@@ -712,10 +692,7 @@ mod tests {
         let mut m = machine();
         let generation = open(&mut m, 0.0);
         m.step(
-            Input::Closed {
-                generation,
-                close: close(1006),
-            },
+            closed(generation, 1006),
             1.0,
             0.5,
         );
