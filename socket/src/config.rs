@@ -247,7 +247,9 @@ impl Config {
 
     /// Sets the reconnect policy.
     #[must_use]
-    pub fn with_should_reconnect(mut self, policy: impl Fn(&CloseInfo) -> bool + Send + Sync + 'static,
+    pub fn with_should_reconnect(
+        mut self,
+        policy: impl Fn(&CloseInfo) -> bool + Send + Sync + 'static,
     ) -> Self {
         self.should_reconnect = Arc::new(policy);
         self

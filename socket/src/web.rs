@@ -18,12 +18,12 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 use crate::Error;
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, EventStream, Subscription};
+use crate::driver::Queue;
 use crate::liveness::{Liveness, Tick};
 use crate::machine::{Action, Input, Machine};
 use crate::message::{
     CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats, TransportError,
 };
-use crate::driver::Queue;
 use crate::reliable::{ACK_DELAY_MS, Incoming, Reliable};
 
 type OpenHook = Rc<dyn Fn(&Socket)>;
@@ -541,8 +541,7 @@ impl Inner {
 
 impl Live {
     fn connect(url: &str, generation: u64, weak: &Weak<RefCell<Inner>>) -> Result<Self, String> {
-        let ws =
-            WebSocket::new(url).map_err(|err| format!("{err:?}"))?;
+        let ws = WebSocket::new(url).map_err(|err| format!("{err:?}"))?;
         ws.set_binary_type(BinaryType::Arraybuffer);
         let on_open = {
             let weak = weak.clone();

@@ -392,11 +392,7 @@ mod tests {
     fn an_abnormal_close_schedules_a_jittered_retry_then_reconnects() {
         let mut m = machine();
         let generation = open(&mut m, 0.0);
-        let actions = m.step(
-            closed(generation, 1006),
-            100.0,
-            0.5,
-        );
+        let actions = m.step(closed(generation, 1006), 100.0, 0.5);
         assert_eq!(
             actions,
             vec![
@@ -434,11 +430,7 @@ mod tests {
         let mut generation = open(&mut m, 0.0);
         // Accepted and dropped at once, three times: the delay ceiling grows.
         for (i, ceiling) in [1000u64, 2000, 4000].into_iter().enumerate() {
-            let actions = m.step(
-                closed(generation, 1006),
-                100.0,
-                0.999,
-            );
+            let actions = m.step(closed(generation, 1006), 100.0, 0.999);
             assert!(actions.contains(&Action::ScheduleRetry {
                 delay_ms: (ceiling as f64 * 0.999).round() as u64
             }));
@@ -448,11 +440,7 @@ mod tests {
             m.step(Input::Opened { generation }, 0.0, 0.5);
         }
         // This connection stays up 5 s: the next failure starts from attempt 1.
-        m.step(
-            closed(generation, 1006),
-            5000.0,
-            0.0,
-        );
+        m.step(closed(generation, 1006), 5000.0, 0.0);
         assert_eq!(m.attempt(), 1);
     }
 
@@ -460,11 +448,7 @@ mod tests {
     fn the_policy_stops_reconnects_after_a_kick() {
         let mut m = machine();
         let generation = open(&mut m, 0.0);
-        let actions = m.step(
-            closed(generation, 4000),
-            1.0,
-            0.5,
-        );
+        let actions = m.step(closed(generation, 4000), 1.0, 0.5);
         assert_eq!(
             actions,
             vec![
@@ -492,20 +476,12 @@ mod tests {
         m.step(Input::Start, 0.0, 0.5);
         for _ in 0..2 {
             let generation = m.generation();
-            m.step(
-                closed(generation, 1006),
-                0.0,
-                0.5,
-            );
+            m.step(closed(generation, 1006), 0.0, 0.5);
             assert!(matches!(m.state(), State::Reconnecting { .. }));
             m.step(Input::RetryDue, 0.0, 0.5);
         }
         let generation = m.generation();
-        m.step(
-            closed(generation, 1006),
-            0.0,
-            0.5,
-        );
+        m.step(closed(generation, 1006), 0.0, 0.5);
         assert_eq!(m.state(), State::Closed);
         m.step(Input::Reconnect, 0.0, 0.5);
         assert_eq!(m.state(), State::Connecting { attempt: 0 });
@@ -537,14 +513,7 @@ mod tests {
         );
         // The late events of that socket change nothing.
         assert_eq!(m.step(Input::Opened { generation }, 1.0, 0.5), vec![]);
-        assert_eq!(
-            m.step(
-                closed(generation, 1000),
-                1.0,
-                0.5
-            ),
-            vec![]
-        );
+        assert_eq!(m.step(closed(generation, 1000), 1.0, 0.5), vec![]);
         assert_eq!(m.step(Input::RetryDue, 1.0, 0.5), vec![]);
         assert_eq!(m.state(), State::Closed);
     }
@@ -553,11 +522,7 @@ mod tests {
     fn user_close_during_backoff_cancels_the_retry() {
         let mut m = machine();
         let generation = open(&mut m, 0.0);
-        m.step(
-            closed(generation, 1006),
-            0.0,
-            0.5,
-        );
+        m.step(closed(generation, 1006), 0.0, 0.5);
         let actions = m.step(
             Input::UserClose {
                 code: 1000,
@@ -580,14 +545,7 @@ mod tests {
         m.step(Input::Reconnect, 1.0, 0.5);
         let new = m.generation();
         assert_ne!(old, new);
-        assert_eq!(
-            m.step(
-                closed(old, 1000),
-                2.0,
-                0.5
-            ),
-            vec![]
-        );
+        assert_eq!(m.step(closed(old, 1000), 2.0, 0.5), vec![]);
         assert_eq!(m.step(Input::Opened { generation: old }, 2.0, 0.5), vec![]);
         assert_eq!(m.state(), State::Connecting { attempt: 0 });
         assert_eq!(
@@ -622,14 +580,7 @@ mod tests {
         ));
         assert!(matches!(m.state(), State::Reconnecting { attempt: 1, .. }));
         // The browser's own close of that socket arrives later and is ignored.
-        assert_eq!(
-            m.step(
-                closed(generation, 1000),
-                2.0,
-                0.5
-            ),
-            vec![]
-        );
+        assert_eq!(m.step(closed(generation, 1000), 2.0, 0.5), vec![]);
         // A connect timeout works the same way.
         m.step(Input::RetryDue, 3.0, 0.5);
         let generation = m.generation();
@@ -649,11 +600,7 @@ mod tests {
         let mut m = machine();
         let generation = open(&mut m, 0.0);
         m.step(Input::Offline, 0.0, 0.5);
-        let actions = m.step(
-            closed(generation, 1006),
-            1.0,
-            0.5,
-        );
+        let actions = m.step(closed(generation, 1006), 1.0, 0.5);
         assert!(
             !actions
                 .iter()
@@ -677,11 +624,7 @@ mod tests {
 
         // Visible while waiting for a retry: retry at once.
         let generation = m.generation();
-        m.step(
-            closed(generation, 1006),
-            4.0,
-            0.5,
-        );
+        m.step(closed(generation, 1006), 4.0, 0.5);
         let actions = m.step(Input::Visible, 5.0, 0.5);
         assert_eq!(actions[0], Action::CancelRetry);
         assert!(matches!(actions[1], Action::Open { .. }));
@@ -691,11 +634,7 @@ mod tests {
     fn going_offline_during_a_backoff_cancels_the_timer() {
         let mut m = machine();
         let generation = open(&mut m, 0.0);
-        m.step(
-            closed(generation, 1006),
-            1.0,
-            0.5,
-        );
+        m.step(closed(generation, 1006), 1.0, 0.5);
         let actions = m.step(Input::Offline, 2.0, 0.5);
         assert_eq!(
             actions,

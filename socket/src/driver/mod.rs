@@ -896,7 +896,10 @@ impl Driver {
 
     fn write_failed(&mut self, generation: u64, message: Message) {
         self.counters.messages_sent = self.counters.messages_sent.saturating_sub(1);
-        self.counters.bytes_sent = self.counters.bytes_sent.saturating_sub(message.len() as u64);
+        self.counters.bytes_sent = self
+            .counters
+            .bytes_sent
+            .saturating_sub(message.len() as u64);
         self.unwritten.push(message);
         if generation == self.machine.generation() && self.machine.state() == State::Open {
             // Later sends queue behind it until the next connection.
