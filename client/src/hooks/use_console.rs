@@ -121,7 +121,7 @@ fn collect(batch: &mut Batch, retry_at: &RefCell<Option<f64>>, event: &Event) {
                 if close.was_clean { "" } else { ", not clean" }
             ),
         )),
-        Event::Error(error) => Some((Kind::Error, error.clone())),
+        Event::Error(error) => Some((Kind::Error, error.to_string())),
         Event::Dropped { message, reason } => Some((
             Kind::Error,
             format!("dropped from the queue ({reason:?}): {message:?}"),

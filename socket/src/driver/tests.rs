@@ -7,7 +7,7 @@ use shared::close_code::{GOING_AWAY, KICKED, NORMAL, POLICY_VIOLATION, REPLACED}
 use shared::{ClientMessage, ResumeFailure, ServerMessage};
 
 use super::machine::ABNORMAL;
-use super::reliable::ACK_EVERY;
+use super::reliable::{ACK_DELAY_MS, ACK_EVERY};
 use super::*;
 use crate::config::{Backoff, Heartbeat, Overflow};
 
