@@ -1205,3 +1205,12 @@ fn a_reliable_send_on_a_failed_socket_is_kept_for_the_resend() {
         }]
     );
 }
+
+#[test]
+fn the_driver_can_move_to_another_thread() {
+    // The native transport runs it on a multi-threaded runtime.
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Driver>();
+    send_sync::<Effect>();
+    send_sync::<Input>();
+}
