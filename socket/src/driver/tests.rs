@@ -1214,3 +1214,40 @@ fn the_driver_can_move_to_another_thread() {
     send_sync::<Effect>();
     send_sync::<Input>();
 }
+
+#[test]
+fn a_callback_that_sends_during_the_pump_is_served_after_the_current_effect() {
+    // The glue's pump, with an application callback that uses the driver
+    // re-entrantly: its effects join the same FIFO, nothing is dropped.
+    let mut d = Driver::new(config(), 1);
+    d.set_open_hook(true);
+    d.start(0.0);
+    d.send("queued").unwrap();
+    let mut log = Vec::new();
+    while let Some(effect) = d.poll_effect() {
+        match effect {
+            Effect::OpenSocket { generation, .. } => {
+                d.handle(Input::Opened { generation }, 1.0);
+            }
+            Effect::RunOpenHook { generation } => {
+                d.send("hook").unwrap();
+                d.open_hook_done(generation);
+            }
+            Effect::Write { message, .. } => log.push(format!("write {message:?}")),
+            Effect::Emit(Event::Open) => {
+                log.push("open".into());
+                assert_eq!(d.send("callback"), Ok(SendOutcome::Sent));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        log,
+        [
+            r#"write Text("hook")"#,
+            r#"write Text("queued")"#,
+            "open",
+            r#"write Text("callback")"#
+        ]
+    );
+}
