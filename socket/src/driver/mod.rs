@@ -33,6 +33,17 @@
 //! is ignored, so the glue need not worry about a fire already on its way.
 //! There is at most one timer per [`TimerKind`]; all are one-shot.
 //!
+//! # Writes
+//!
+//! [`Driver::send`] answers [`SendOutcome::Sent`] when it queues the
+//! [`Effect::Write`]: the driver cannot ask the socket. A transport that
+//! finds it closing hands the message back with [`Input::WriteFailed`]; it
+//! goes back to the head of the queue, in order, and later sends queue
+//! behind it until the next connection. So nothing is lost, and no
+//! transport failure is reported as a send error (the browser glue of
+//! today, which checks `readyState` synchronously, answers `Queued` or
+//! [`SendError::Browser`] instead).
+//!
 //! # The open hook
 //!
 //! When new messages may go out on a fresh connection (at once, or in
