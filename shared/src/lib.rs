@@ -239,6 +239,10 @@ pub enum ResumeFailure {
     BadToken,
     /// `resume` was not the first message of a reliable connection.
     NotFirst,
+    /// Client side only, never sent by the server: the connection died
+    /// before the server's `welcome` named the session, so there was no
+    /// session to resume.
+    NoSession,
 }
 
 impl ResumeFailure {
@@ -248,6 +252,7 @@ impl ResumeFailure {
             Self::UnknownSession => "unknown_session",
             Self::BadToken => "bad_token",
             Self::NotFirst => "not_first",
+            Self::NoSession => "no_session",
         }
     }
 }

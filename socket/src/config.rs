@@ -1,7 +1,7 @@
 //! Options of the wrapper, each with its documented default.
 
 use std::fmt;
-use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::message::CloseInfo;
 
@@ -82,13 +82,16 @@ pub struct Heartbeat {
 }
 
 /// Decides per close whether to reconnect.
-pub type ReconnectPolicy = Rc<dyn Fn(&CloseInfo) -> bool>;
+///
+/// `Send + Sync`, so a native transport can run the driver on any thread.
+pub type ReconnectPolicy = Arc<dyn Fn(&CloseInfo) -> bool + Send + Sync>;
 
 /// The default policy: reconnect after every close except a kick by the
 /// server (4000), a policy violation (1008) and a replacement by a newer
 /// connection with the same client id (4002).
 pub fn default_should_reconnect(close: &CloseInfo) -> bool {
-    !matches!(close.code, 4000 | 1008 | 4002)
+    use shared::close_code::{KICKED, POLICY_VIOLATION, REPLACED};
+    !matches!(close.code, KICKED | POLICY_VIOLATION | REPLACED)
 }
 
 /// Options of a [`crate::Socket`]. Build with [`Config::new`] and the
@@ -147,7 +150,7 @@ impl PartialEq for Config {
             && self.min_uptime_ms == other.min_uptime_ms
             && self.heartbeat == other.heartbeat
             && self.reliable == other.reliable
-            && Rc::ptr_eq(&self.should_reconnect, &other.should_reconnect)
+            && Arc::ptr_eq(&self.should_reconnect, &other.should_reconnect)
     }
 }
 
@@ -163,7 +166,7 @@ impl Config {
             connect_timeout_ms: 10_000,
             min_uptime_ms: 5_000,
             heartbeat: None,
-            should_reconnect: Rc::new(default_should_reconnect),
+            should_reconnect: Arc::new(default_should_reconnect),
             reliable: false,
         }
     }
@@ -244,8 +247,11 @@ impl Config {
 
     /// Sets the reconnect policy.
     #[must_use]
-    pub fn with_should_reconnect(mut self, policy: impl Fn(&CloseInfo) -> bool + 'static) -> Self {
-        self.should_reconnect = Rc::new(policy);
+    pub fn with_should_reconnect(
+        mut self,
+        policy: impl Fn(&CloseInfo) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.should_reconnect = Arc::new(policy);
         self
     }
 }

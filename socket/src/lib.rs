@@ -26,7 +26,8 @@
 //!
 //! * [`Socket::send`] gives [`SendOutcome::Sent`] or [`SendOutcome::Queued`],
 //!   or a [`SendError`] holding the message (`QueueFull`, `TooLarge`,
-//!   `Closed`, `Browser`).
+//!   `Closed`, `Browser`, `BinaryNotReliable`; `Encode` from a
+//!   [`TypedSocket`] has no message to give back).
 //! * [`Socket::close`] is final (timers cancelled, no reconnect, sends fail
 //!   with `Closed`) until [`Socket::reconnect`], which also restarts after
 //!   the attempts ran out. Dropping the last handle closes the browser
@@ -48,20 +49,26 @@
 //!
 //! # Layout
 //!
-//! The logic is plain Rust, unit-tested natively with `cargo test`:
-//! * `queue`: [`Queue`], the bounded FIFO with both overflow policies and a byte limit;
-//! * `config`: [`Config`], [`Backoff`] (the schedule as pure functions), [`Heartbeat`];
-//! * [`machine`]: the connection state machine, inputs to actions;
-//! * [`liveness`]: the heartbeat's decisions from wall-clock times;
-//! * `dispatch`: in-order, re-entrancy-safe delivery to callbacks and streams;
-//! * `message`: [`Message`], [`SendOutcome`], [`SendError`], [`State`], [`Event`], [`Stats`];
-//! * `typed`: [`TypedSocket`] encoding and decoding (JSON over the `shared` protocol);
-//! * [`reliable`]: reliable mode's client side (window, acks, resume, dedup),
-//!   also usable from native code.
+//! The rules are plain Rust, unit-tested natively with `cargo test`:
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`driver`] | [`Driver`]: every rule of the socket as a pure machine, inputs in, effects out (send branching, open hook before the flush, resume and resend order, acks, heartbeat, backoff, stats) |
+//! | `driver/io.rs` | [`driver::Input`], [`driver::Effect`], the timers |
+//! | `driver/steps.rs` | the driver's private steps |
+//! | [`machine`] (`driver/machine.rs`) | the connection state machine and backoff, inputs to actions |
+//! | `driver/queue.rs` | [`Queue`], the bounded FIFO with both overflow policies and a byte limit |
+//! | [`reliable`] (`driver/reliable.rs`) | reliable mode's client side (window, acks, resume, dedup), also usable from native code |
+//! | [`liveness`] (`driver/liveness.rs`) | the heartbeat's decisions from wall-clock times |
+//! | `config` | [`Config`], [`Backoff`] (the schedule as pure functions), [`Heartbeat`] |
+//! | `dispatch` | in-order, re-entrancy-safe delivery to callbacks and streams |
+//! | `message` | [`Message`], [`SendOutcome`], [`SendError`], [`State`], [`Event`], [`TransportError`], [`Stats`] |
+//! | `typed` | [`TypedSocket`] encoding and decoding (JSON over the `shared` protocol) |
 //!
 //! Only the glue needs a browser (wasm32 only), tested in headless Chrome
 //! against the real server (`tests/web.rs`):
-//! * `web`: [`Socket`] over `web_sys::WebSocket`, with owned `Closure`s and timers;
+//! * `web`: [`Socket`] over `web_sys::WebSocket`, with owned `Closure`s and
+//!   timers (it does not run on [`Driver`] yet: that is the next step);
 //! * `yew` (feature `yew`): a context provider and hooks.
 //!
 //! Reliable mode sits between the queue and the browser socket: on open the
@@ -122,11 +129,8 @@
 
 mod config;
 mod dispatch;
-pub mod liveness;
-pub mod machine;
+pub mod driver;
 mod message;
-mod queue;
-pub mod reliable;
 mod typed;
 #[cfg(target_arch = "wasm32")]
 mod web;
@@ -135,8 +139,10 @@ pub mod yew;
 
 pub use config::{Backoff, Config, Heartbeat, Overflow, ReconnectPolicy, default_should_reconnect};
 pub use dispatch::{EventStream, Subscription};
-pub use message::{CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats};
-pub use queue::Queue;
+pub use driver::{Driver, Queue, liveness, machine, reliable};
+pub use message::{
+    CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats, TransportError,
+};
 pub use typed::{AppSocket, DecodeError, TypedSocket};
 #[cfg(target_arch = "wasm32")]
 pub use web::{Socket, WeakSocket};

@@ -51,7 +51,8 @@ pub enum SendOutcome {
     Queued,
 }
 
-/// Why a message was not sent or queued. Every variant gives the message back.
+/// Why a message was not sent or queued. Every variant but
+/// [`SendError::Encode`] gives the message back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SendError {
@@ -76,17 +77,24 @@ pub enum SendError {
     /// Reliable mode numbers text messages only (the protocol's `msg` carries text).
     #[error("reliable mode sends text messages only")]
     BinaryNotReliable(Message),
+    /// [`crate::TypedSocket::send`]: the value could not be encoded as JSON
+    /// (never the case for the `shared` protocol). There is no message to
+    /// give back: it was never made.
+    #[error("could not encode the message: {0}")]
+    Encode(String),
 }
 
 impl SendError {
-    /// The message that was not sent.
-    pub fn into_message(self) -> Message {
+    /// The message that was not sent; `None` for [`SendError::Encode`],
+    /// where no message was made.
+    pub fn into_message(self) -> Option<Message> {
         match self {
             Self::QueueFull(message)
             | Self::TooLarge(message)
             | Self::Closed(message)
             | Self::BinaryNotReliable(message)
-            | Self::Browser { message, .. } => message,
+            | Self::Browser { message, .. } => Some(message),
+            Self::Encode(_) => None,
         }
     }
 }
@@ -139,6 +147,19 @@ pub struct CloseInfo {
     pub was_clean: bool,
 }
 
+/// An error the transport reported, carried by [`Event::Error`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The socket could not even be created (the browser refused the URL,
+    /// say). The attempt counts as failed and is retried on the normal path.
+    #[error("could not create the socket: {0}")]
+    Connect(String),
+    /// The open socket reported an error; its close follows.
+    #[error("the socket reported an error: {0}")]
+    Socket(String),
+}
+
 /// Why a message left the queue without being sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -160,8 +181,8 @@ pub enum Event {
     Message(Message),
     /// The browser socket closed.
     Close(CloseInfo),
-    /// The browser reported an error (a close follows).
-    Error(String),
+    /// The transport reported an error (a close follows).
+    Error(TransportError),
     /// A queued message was dropped; it is handed back here.
     Dropped {
         /// The message.
@@ -180,10 +201,10 @@ pub enum Event {
     /// acknowledged may or may not have been processed: they are handed back,
     /// not resent.
     ResumeFailed {
-        /// The server's reason (`unknown_session`, `bad_token`...), or
-        /// `no_session` when the connection died before the server's
-        /// `welcome` named the session.
-        reason: String,
+        /// The server's reason ([`shared::ResumeFailure::UnknownSession`],
+        /// `BadToken`...), or [`shared::ResumeFailure::NoSession`] when the
+        /// connection died before the server's `welcome` named the session.
+        reason: shared::ResumeFailure,
         /// The unacknowledged messages, oldest first.
         unconfirmed: Vec<Message>,
     },

@@ -88,15 +88,10 @@ impl<Out: Serialize, In: DeserializeOwned> TypedSocket<Out, In> {
     ///
     /// As [`crate::Socket::send`]. A value whose `Serialize` fails (never
     /// the case for the `shared` protocol) is reported as
-    /// [`SendError::Browser`] with the reason.
+    /// [`SendError::Encode`] with serde's message.
     pub fn send(&self, value: &Out) -> Result<SendOutcome, SendError> {
-        match Self::encode(value) {
-            Ok(message) => self.socket.send(message),
-            Err(err) => Err(SendError::Browser {
-                message: Message::Text(String::new()),
-                reason: format!("could not encode the message: {err}"),
-            }),
-        }
+        let message = Self::encode(value).map_err(|err| SendError::Encode(err.to_string()))?;
+        self.socket.send(message)
     }
 
     /// Calls `callback` with every incoming message, decoded, until the

@@ -18,10 +18,12 @@ use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 use crate::Error;
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, EventStream, Subscription};
+use crate::driver::Queue;
 use crate::liveness::{Liveness, Tick};
 use crate::machine::{Action, Input, Machine};
-use crate::message::{CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats};
-use crate::queue::Queue;
+use crate::message::{
+    CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats, TransportError,
+};
 use crate::reliable::{ACK_DELAY_MS, Incoming, Reliable};
 
 type OpenHook = Rc<dyn Fn(&Socket)>;
@@ -312,7 +314,7 @@ fn on_open(rc: &Rc<RefCell<Inner>>, events: &mut Vec<Event>) {
                 if !orphans.is_empty() {
                     // Sent under a session whose welcome never came: unconfirmed.
                     events.push(Event::ResumeFailed {
-                        reason: "no_session".into(),
+                        reason: shared::ResumeFailure::NoSession,
                         unconfirmed: orphans.into_iter().map(Message::Text).collect(),
                     });
                 }
@@ -358,7 +360,9 @@ fn ready(rc: &Rc<RefCell<Inner>>, generation: u64, events: &mut Vec<Event>) {
                 break;
             }
             Err(Unsent::Refused(err)) => {
-                inner.queue.unpop(err.into_message());
+                if let Some(message) = err.into_message() {
+                    inner.queue.unpop(message);
+                }
                 break;
             }
         }
@@ -410,7 +414,7 @@ impl Inner {
         let weak = Rc::downgrade(rc);
         match Live::connect(&self.config.connect_url(), generation, &weak) {
             Ok(live) => self.live = Some(live),
-            Err(reason) => events.push(Event::Error(reason)),
+            Err(reason) => events.push(Event::Error(TransportError::Connect(reason))),
         }
         // Also covers a socket that could not even be created: it times out
         // at once and goes through the normal retry path.
@@ -537,8 +541,7 @@ impl Inner {
 
 impl Live {
     fn connect(url: &str, generation: u64, weak: &Weak<RefCell<Inner>>) -> Result<Self, String> {
-        let ws =
-            WebSocket::new(url).map_err(|err| format!("could not create the socket: {err:?}"))?;
+        let ws = WebSocket::new(url).map_err(|err| format!("{err:?}"))?;
         ws.set_binary_type(BinaryType::Arraybuffer);
         let on_open = {
             let weak = weak.clone();
@@ -577,7 +580,9 @@ impl Live {
                 if let Some(rc) = weak.upgrade() {
                     deliver(
                         &rc,
-                        vec![Event::Error("the WebSocket reported an error".into())],
+                        vec![Event::Error(TransportError::Socket(
+                            "the WebSocket reported an error".into(),
+                        ))],
                     );
                 }
             })

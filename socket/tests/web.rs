@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use buffered_socket::{
     AppSocket, Backoff, Config, DropReason, Error, Event, Heartbeat, Message, Overflow, SendError,
-    SendOutcome, Socket, State,
+    SendOutcome, Socket, State, TransportError,
 };
 use futures_util::StreamExt;
 use shared::{ClientMessage, ServerMessage};
@@ -412,7 +412,8 @@ async fn events_also_come_as_a_stream_in_order() {
                 got.borrow_mut().push(event);
             }
             // The stream ends when the socket is dropped.
-            got.borrow_mut().push(Event::Error("stream ended".into()));
+            got.borrow_mut()
+                .push(Event::Error(TransportError::Socket("stream ended".into())));
         });
     }
     wait_for("open and welcome", 10_000.0, || {
@@ -433,7 +434,7 @@ async fn events_also_come_as_a_stream_in_order() {
     }
     drop(socket);
     wait_for("the end of the stream", 10_000.0, || {
-        got.borrow().last() == Some(&Event::Error("stream ended".into()))
+        got.borrow().last() == Some(&Event::Error(TransportError::Socket("stream ended".into())))
     })
     .await;
 }

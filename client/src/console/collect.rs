@@ -92,8 +92,6 @@ impl Batch {
                 });
                 None
             }
-            // The two variants whose payload types are changing (typed errors):
-            // only their `Display` is used, here and in the two functions below.
             Event::Error(error) => Some((Kind::Error, error_text(error))),
             Event::ResumeFailed {
                 reason,
@@ -146,8 +144,8 @@ fn resume_failed_text(reason: &impl Display, unconfirmed: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use buffered_socket::DropReason;
-    use shared::ServerMessage;
+    use buffered_socket::{DropReason, TransportError};
+    use shared::{ResumeFailure, ServerMessage};
 
     use super::*;
 
@@ -172,15 +170,15 @@ mod tests {
     }
 
     // The payloads of the variants being retyped, built in one place.
-    fn resume_failed(reason: &str, unconfirmed: usize) -> Event {
+    fn resume_failed(reason: ResumeFailure, unconfirmed: usize) -> Event {
         Event::ResumeFailed {
-            reason: reason.into(),
+            reason,
             unconfirmed: vec![Message::Text("m".into()); unconfirmed],
         }
     }
 
     fn error(text: &str) -> Event {
-        Event::Error(text.into())
+        Event::Error(TransportError::Socket(text.into()))
     }
 
     #[test]
@@ -258,7 +256,10 @@ mod tests {
             kinds_and_texts(&batch),
             [
                 (Kind::Error, "not json"),
-                (Kind::Error, "the socket failed"),
+                (
+                    Kind::Error,
+                    "the socket reported an error: the socket failed"
+                ),
             ]
         );
     }
@@ -291,8 +292,8 @@ mod tests {
     #[test]
     fn a_failed_resume_names_the_reason_and_the_unconfirmed_messages() {
         let batch = collected(&[
-            resume_failed("unknown_session", 0),
-            resume_failed("bad_token", 2),
+            resume_failed(ResumeFailure::UnknownSession, 0),
+            resume_failed(ResumeFailure::BadToken, 2),
         ]);
         assert_eq!(batch.lines[0].kind, Kind::Gap);
         assert!(batch.lines[0].text.contains("(unknown_session)"));

@@ -65,8 +65,8 @@ pub enum Incoming {
     /// The messages sent but never acknowledged may or may not have been
     /// processed: they are handed back, not resent. Then flush the queue.
     ResumeFailed {
-        /// The server's reason (`unknown_session`, `bad_token`...).
-        reason: String,
+        /// The server's reason.
+        reason: shared::ResumeFailure,
         /// The unacknowledged application texts, oldest first.
         unconfirmed: Vec<String>,
     },
@@ -319,7 +319,7 @@ impl Reliable {
                 self.unacked_bytes = 0;
                 let unconfirmed = self.unacked.drain(..).map(|(_, text)| text).collect();
                 Incoming::ResumeFailed {
-                    reason: reason.to_string(),
+                    reason,
                     unconfirmed,
                 }
             }
@@ -498,7 +498,7 @@ mod tests {
         assert_eq!(
             failed,
             Incoming::ResumeFailed {
-                reason: "unknown_session".into(),
+                reason: shared::ResumeFailure::UnknownSession,
                 unconfirmed: vec!["m2".into()],
             }
         );

@@ -6,8 +6,16 @@
 //! replaced or abandoned carry an old generation and are ignored, so at most
 //! one socket is ever live.
 
+use shared::close_code::NORMAL;
+
 use crate::config::{Backoff, ReconnectPolicy};
 use crate::message::{CloseInfo, State};
+
+/// The code of a close without a close frame (RFC 6455 section 7.1.5): the
+/// browser reports it for a dropped connection, and the machine uses it for
+/// the closes it synthesizes. Never sent on the wire, so not in
+/// `shared::close_code`.
+pub const ABNORMAL: u16 = 1006;
 
 /// Something that happened, fed to [`Machine::step`].
 #[derive(Debug, Clone, PartialEq)]
@@ -180,12 +188,12 @@ impl Machine {
                 {
                     actions.push(Action::Close {
                         generation,
-                        code: 1000,
+                        code: NORMAL,
                         reason: reason.into(),
                     });
                     let close = CloseInfo {
                         url: self.url.clone(),
-                        code: 1006,
+                        code: ABNORMAL,
                         reason: reason.into(),
                         was_clean: false,
                     };
@@ -219,7 +227,7 @@ impl Machine {
                 match self.state {
                     State::Connecting { .. } | State::Open => actions.push(Action::Close {
                         generation: self.generation,
-                        code: 1000,
+                        code: NORMAL,
                         reason: "reconnect".into(),
                     }),
                     State::Reconnecting { .. } => actions.push(Action::CancelRetry),
@@ -324,7 +332,7 @@ impl Machine {
 
 #[cfg(test)]
 mod tests {
-    use std::rc::Rc;
+    use std::sync::Arc;
 
     use super::*;
     use crate::config::default_should_reconnect;
@@ -334,7 +342,7 @@ mod tests {
             "ws://x/ws".into(),
             Backoff::default(),
             5000,
-            Rc::new(default_should_reconnect),
+            Arc::new(default_should_reconnect),
         )
     }
 
@@ -344,6 +352,14 @@ mod tests {
             code,
             reason: String::new(),
             was_clean: code != 1006,
+        }
+    }
+
+    /// The input for a close of socket `generation` with `code`.
+    fn closed(generation: u64, code: u16) -> Input {
+        Input::Closed {
+            generation,
+            close: close(code),
         }
     }
 
@@ -376,14 +392,7 @@ mod tests {
     fn an_abnormal_close_schedules_a_jittered_retry_then_reconnects() {
         let mut m = machine();
         let generation = open(&mut m, 0.0);
-        let actions = m.step(
-            Input::Closed {
-                generation,
-                close: close(1006),
-            },
-            100.0,
-            0.5,
-        );
+        let actions = m.step(closed(generation, 1006), 100.0, 0.5);
         assert_eq!(
             actions,
             vec![
@@ -421,14 +430,7 @@ mod tests {
         let mut generation = open(&mut m, 0.0);
         // Accepted and dropped at once, three times: the delay ceiling grows.
         for (i, ceiling) in [1000u64, 2000, 4000].into_iter().enumerate() {
-            let actions = m.step(
-                Input::Closed {
-                    generation,
-                    close: close(1006),
-                },
-                100.0,
-                0.999,
-            );
+            let actions = m.step(closed(generation, 1006), 100.0, 0.999);
             assert!(actions.contains(&Action::ScheduleRetry {
                 delay_ms: (ceiling as f64 * 0.999).round() as u64
             }));
@@ -438,14 +440,7 @@ mod tests {
             m.step(Input::Opened { generation }, 0.0, 0.5);
         }
         // This connection stays up 5 s: the next failure starts from attempt 1.
-        m.step(
-            Input::Closed {
-                generation,
-                close: close(1006),
-            },
-            5000.0,
-            0.0,
-        );
+        m.step(closed(generation, 1006), 5000.0, 0.0);
         assert_eq!(m.attempt(), 1);
     }
 
@@ -453,14 +448,7 @@ mod tests {
     fn the_policy_stops_reconnects_after_a_kick() {
         let mut m = machine();
         let generation = open(&mut m, 0.0);
-        let actions = m.step(
-            Input::Closed {
-                generation,
-                close: close(4000),
-            },
-            1.0,
-            0.5,
-        );
+        let actions = m.step(closed(generation, 4000), 1.0, 0.5);
         assert_eq!(
             actions,
             vec![
@@ -483,31 +471,17 @@ mod tests {
                 ..Backoff::default()
             },
             5000,
-            Rc::new(default_should_reconnect),
+            Arc::new(default_should_reconnect),
         );
         m.step(Input::Start, 0.0, 0.5);
         for _ in 0..2 {
             let generation = m.generation();
-            m.step(
-                Input::Closed {
-                    generation,
-                    close: close(1006),
-                },
-                0.0,
-                0.5,
-            );
+            m.step(closed(generation, 1006), 0.0, 0.5);
             assert!(matches!(m.state(), State::Reconnecting { .. }));
             m.step(Input::RetryDue, 0.0, 0.5);
         }
         let generation = m.generation();
-        m.step(
-            Input::Closed {
-                generation,
-                close: close(1006),
-            },
-            0.0,
-            0.5,
-        );
+        m.step(closed(generation, 1006), 0.0, 0.5);
         assert_eq!(m.state(), State::Closed);
         m.step(Input::Reconnect, 0.0, 0.5);
         assert_eq!(m.state(), State::Connecting { attempt: 0 });
@@ -539,17 +513,7 @@ mod tests {
         );
         // The late events of that socket change nothing.
         assert_eq!(m.step(Input::Opened { generation }, 1.0, 0.5), vec![]);
-        assert_eq!(
-            m.step(
-                Input::Closed {
-                    generation,
-                    close: close(1000)
-                },
-                1.0,
-                0.5
-            ),
-            vec![]
-        );
+        assert_eq!(m.step(closed(generation, 1000), 1.0, 0.5), vec![]);
         assert_eq!(m.step(Input::RetryDue, 1.0, 0.5), vec![]);
         assert_eq!(m.state(), State::Closed);
     }
@@ -558,14 +522,7 @@ mod tests {
     fn user_close_during_backoff_cancels_the_retry() {
         let mut m = machine();
         let generation = open(&mut m, 0.0);
-        m.step(
-            Input::Closed {
-                generation,
-                close: close(1006),
-            },
-            0.0,
-            0.5,
-        );
+        m.step(closed(generation, 1006), 0.0, 0.5);
         let actions = m.step(
             Input::UserClose {
                 code: 1000,
@@ -588,17 +545,7 @@ mod tests {
         m.step(Input::Reconnect, 1.0, 0.5);
         let new = m.generation();
         assert_ne!(old, new);
-        assert_eq!(
-            m.step(
-                Input::Closed {
-                    generation: old,
-                    close: close(1000)
-                },
-                2.0,
-                0.5
-            ),
-            vec![]
-        );
+        assert_eq!(m.step(closed(old, 1000), 2.0, 0.5), vec![]);
         assert_eq!(m.step(Input::Opened { generation: old }, 2.0, 0.5), vec![]);
         assert_eq!(m.state(), State::Connecting { attempt: 0 });
         assert_eq!(
@@ -633,17 +580,7 @@ mod tests {
         ));
         assert!(matches!(m.state(), State::Reconnecting { attempt: 1, .. }));
         // The browser's own close of that socket arrives later and is ignored.
-        assert_eq!(
-            m.step(
-                Input::Closed {
-                    generation,
-                    close: close(1000)
-                },
-                2.0,
-                0.5
-            ),
-            vec![]
-        );
+        assert_eq!(m.step(closed(generation, 1000), 2.0, 0.5), vec![]);
         // A connect timeout works the same way.
         m.step(Input::RetryDue, 3.0, 0.5);
         let generation = m.generation();
@@ -663,14 +600,7 @@ mod tests {
         let mut m = machine();
         let generation = open(&mut m, 0.0);
         m.step(Input::Offline, 0.0, 0.5);
-        let actions = m.step(
-            Input::Closed {
-                generation,
-                close: close(1006),
-            },
-            1.0,
-            0.5,
-        );
+        let actions = m.step(closed(generation, 1006), 1.0, 0.5);
         assert!(
             !actions
                 .iter()
@@ -694,14 +624,7 @@ mod tests {
 
         // Visible while waiting for a retry: retry at once.
         let generation = m.generation();
-        m.step(
-            Input::Closed {
-                generation,
-                close: close(1006),
-            },
-            4.0,
-            0.5,
-        );
+        m.step(closed(generation, 1006), 4.0, 0.5);
         let actions = m.step(Input::Visible, 5.0, 0.5);
         assert_eq!(actions[0], Action::CancelRetry);
         assert!(matches!(actions[1], Action::Open { .. }));
@@ -711,14 +634,7 @@ mod tests {
     fn going_offline_during_a_backoff_cancels_the_timer() {
         let mut m = machine();
         let generation = open(&mut m, 0.0);
-        m.step(
-            Input::Closed {
-                generation,
-                close: close(1006),
-            },
-            1.0,
-            0.5,
-        );
+        m.step(closed(generation, 1006), 1.0, 0.5);
         let actions = m.step(Input::Offline, 2.0, 0.5);
         assert_eq!(
             actions,

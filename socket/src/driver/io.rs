@@ -1,0 +1,144 @@
+//! The driver's vocabulary with its glue: what happened ([`Input`]), what
+//! to do ([`Effect`]), and the timers ([`TimerKind`], [`TimerId`]).
+
+use crate::message::{Event, Message};
+
+/// The timers the driver uses, one of each at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimerKind {
+    /// The backoff before the next connection attempt.
+    Retry,
+    /// A connection attempt that is not open by then is abandoned.
+    ConnectTimeout,
+    /// The heartbeat's check (a ping after silence, death after no answer).
+    Heartbeat,
+    /// Reliable mode: acknowledge what arrived since the last ack.
+    Ack,
+}
+
+/// One start of a timer; a fire reports it back ([`Input::TimerFired`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerId {
+    /// Which timer.
+    pub kind: TimerKind,
+    /// Which start of it: a fire of an earlier start is ignored.
+    pub serial: u64,
+}
+
+/// What happened, fed to [`Driver::handle`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Input {
+    /// Socket `generation` opened.
+    Opened {
+        /// Which socket ([`Effect::OpenSocket`]).
+        generation: u64,
+    },
+    /// Socket `generation` could not even be created; it counts as a failed
+    /// attempt ([`Event::Error`], then the connect timeout fires at once).
+    OpenFailed {
+        /// Which socket.
+        generation: u64,
+        /// What the transport said.
+        reason: String,
+    },
+    /// A frame arrived on socket `generation`.
+    Message {
+        /// Which socket.
+        generation: u64,
+        /// The frame.
+        message: Message,
+    },
+    /// Socket `generation` closed.
+    Closed {
+        /// Which socket.
+        generation: u64,
+        /// The close code (1006 for a connection lost without a close frame).
+        code: u16,
+        /// The close reason.
+        reason: String,
+        /// Whether the closing handshake completed.
+        was_clean: bool,
+    },
+    /// Socket `generation` reported an error (its close follows).
+    Error {
+        /// Which socket.
+        generation: u64,
+        /// What it said.
+        reason: String,
+    },
+    /// The transport could not write an [`Effect::Write`] whose `hand_back`
+    /// was true (the socket was closing): the message goes back to the head
+    /// of the queue, for the next connection. Report them in effect order.
+    WriteFailed {
+        /// Which socket.
+        generation: u64,
+        /// The effect's message.
+        message: Message,
+    },
+    /// A timer started with [`Effect::StartTimer`] fired.
+    TimerFired(TimerId),
+    /// The network went offline: retries pause.
+    Offline,
+    /// The network came back: retry at once if waiting.
+    Online,
+    /// The page became visible: retry at once if waiting (and online).
+    Visible,
+}
+
+/// What the glue must do, in order ([`Driver::poll_effect`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Effect {
+    /// Create socket `generation` for `url`, replacing (and closing, if
+    /// still open) any previous one. Report its events with this generation.
+    OpenSocket {
+        /// Its generation.
+        generation: u64,
+        /// The URL to open.
+        url: String,
+    },
+    /// Write `message` on socket `generation`.
+    Write {
+        /// Which socket.
+        generation: u64,
+        /// The frame.
+        message: Message,
+        /// An application message the driver holds nowhere else: if it
+        /// cannot be written, hand it back with [`Input::WriteFailed`]. When
+        /// false (a control frame, or a reliable one kept for resending),
+        /// a failed write only shows up as the socket's close.
+        hand_back: bool,
+    },
+    /// Close socket `generation` with `code` and `reason`, and stop
+    /// listening to it.
+    CloseSocket {
+        /// Which socket.
+        generation: u64,
+        /// Close code.
+        code: u16,
+        /// Close reason.
+        reason: String,
+    },
+    /// The wrapper closed for good: forget the current socket (closing it
+    /// without a code if it is still open) and stop listening to it.
+    DropSocket,
+    /// Start timer `id.kind` (replacing a running one of that kind); when it
+    /// fires after `delay_ms`, feed [`Input::TimerFired`] with `id`.
+    StartTimer {
+        /// The timer and this start of it.
+        id: TimerId,
+        /// Milliseconds until it fires.
+        delay_ms: u64,
+    },
+    /// Stop the timer of this kind.
+    StopTimer(TimerKind),
+    /// Run the application's open hook now, then call
+    /// [`Driver::open_hook_done`] with this generation.
+    RunOpenHook {
+        /// The connection it runs for.
+        generation: u64,
+    },
+    /// Deliver an event to the application.
+    Emit(Event),
+}
