@@ -131,9 +131,8 @@ mod config;
 mod dispatch;
 pub mod driver;
 mod message;
+mod transport;
 mod typed;
-#[cfg(target_arch = "wasm32")]
-mod web;
 #[cfg(all(target_arch = "wasm32", feature = "yew"))]
 pub mod yew;
 
@@ -143,9 +142,9 @@ pub use driver::{Driver, Queue, liveness, machine, reliable};
 pub use message::{
     CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats, TransportError,
 };
-pub use typed::{AppSocket, DecodeError, TypedSocket};
 #[cfg(target_arch = "wasm32")]
-pub use web::{Socket, WeakSocket};
+pub use transport::web::{Socket, WeakSocket};
+pub use typed::{AppSocket, DecodeError, TypedSocket};
 
 /// Why a [`Socket`] could not be created or closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
