@@ -616,3 +616,51 @@ async fn reliable_mode_reports_a_gap_when_the_history_was_too_short() {
     assert_eq!(gaps, [(2, 51)]);
     assert_eq!(socket.stats().gaps, 1);
 }
+
+/// The glue's re-entrancy contract: what an event callback does while the
+/// wrapper is delivering (sends, and a window event it fires synchronously)
+/// is queued and carried out after the current event, never dropped. With a
+/// minute of backoff, only the `online` fired inside the callback can make it
+/// reconnect within seconds.
+#[wasm_bindgen_test]
+async fn inputs_and_sends_from_inside_a_callback_are_carried_out_in_order() {
+    let id = unique("reentrant");
+    let slow = Backoff {
+        initial_ms: 60_000,
+        max_ms: 60_000,
+        jitter: false,
+        ..Backoff::default()
+    };
+    let socket =
+        Socket::new(Config::new(format!("{}/ws?client_id={id}", ws_base())).with_backoff(slow))
+            .unwrap();
+    let rec = Recorder::new(&socket);
+    let outcomes = Rc::new(RefCell::new(Vec::new()));
+    let _subscription = {
+        let (weak, outcomes) = (socket.downgrade(), outcomes.clone());
+        socket.on_event(move |event| {
+            if let (Event::Close(_), Some(socket)) = (event, weak.upgrade()) {
+                let mut outcomes = outcomes.borrow_mut();
+                outcomes.push(socket.send(echo(1)));
+                fire(&web_sys::window().unwrap(), "online");
+                outcomes.push(socket.send(echo(2)));
+            }
+        })
+    };
+    wait_for("open", 10_000.0, || socket.state() == State::Open).await;
+    assert_eq!(
+        control(&format!("/kick/{id}?code=1012&reason=again")).await,
+        200
+    );
+    wait_for("both echoes after the reconnect", 10_000.0, || {
+        rec.echo_ids().len() == 2
+    })
+    .await;
+    assert_eq!(rec.echo_ids(), [1, 2]);
+    assert_eq!(
+        *outcomes.borrow(),
+        [Ok(SendOutcome::Queued), Ok(SendOutcome::Queued)]
+    );
+    assert_eq!(socket.state(), State::Open);
+    assert_eq!(socket.stats().reconnects, 1);
+}
