@@ -75,8 +75,8 @@ pub async fn control_text(path: &str) -> (u16, String) {
 }
 
 /// Waits until the server no longer has `client_id` (its connection is
-/// closed): kicking it then answers 404. A kick that still finds it closes
-/// it with 1012, which a live wrapper would answer by reconnecting.
+/// closed): kicking it then answers 404. Meant for a wrapper that was
+/// dropped; a kick that still finds the connection closes it with 1012.
 pub async fn wait_until_the_server_forgets(client_id: &str) {
     let deadline = js_sys::Date::now() + 10_000.0;
     while control(&format!("/kick/{client_id}?code=1012")).await != 404 {
