@@ -26,8 +26,10 @@
 //!
 //! * [`Socket::send`] gives [`SendOutcome::Sent`] or [`SendOutcome::Queued`],
 //!   or a [`SendError`] holding the message (`QueueFull`, `TooLarge`,
-//!   `Closed`, `Browser`, `BinaryNotReliable`; `Encode` from a
-//!   [`TypedSocket`] has no message to give back).
+//!   `Closed`, `BinaryNotReliable`; `Encode` from a [`TypedSocket`] has no
+//!   message to give back). `Sent` means handed to the open socket; if the
+//!   socket turns out to be closing, the message goes back to the head of the
+//!   queue for the next connection: nothing is lost, the order is kept.
 //! * [`Socket::close`] is final (timers cancelled, no reconnect, sends fail
 //!   with `Closed`) until [`Socket::reconnect`], which also restarts after
 //!   the attempts ran out. Dropping the last handle closes the browser
@@ -65,11 +67,19 @@
 //! | `message` | [`Message`], [`SendOutcome`], [`SendError`], [`State`], [`Event`], [`TransportError`], [`Stats`] |
 //! | `typed` | [`TypedSocket`] encoding and decoding (JSON over the `shared` protocol) |
 //!
-//! Only the glue needs a browser (wasm32 only), tested in headless Chrome
-//! against the real server (`tests/web.rs`):
-//! * `web`: [`Socket`] over `web_sys::WebSocket`, with owned `Closure`s and
-//!   timers (it does not run on [`Driver`] yet: that is the next step);
-//! * `yew` (feature `yew`): a context provider and hooks.
+//! Only the glue needs a browser (wasm32 only). It holds no rule: it runs the
+//! [`Driver`] and performs its effects. Tested in headless Chrome against the
+//! real server (`tests/web.rs`, `tests/yew.rs`, their helpers in
+//! `tests/common/mod.rs`):
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | `transport/web/mod.rs` | [`Socket`] and [`WeakSocket`]: each call goes to the driver, then the pump runs |
+//! | `transport/web/glue.rs` | the pump: inputs to the driver (queued, never dropped, when they arrive during a pump), effects to the browser in order; no borrow held while application code runs |
+//! | `transport/web/live.rs` | one `web_sys::WebSocket` and its callbacks, removed on drop |
+//! | `transport/web/timers.rs` | `setTimeout`/`setInterval` as owned values, cleared on drop; the driver's timer slots |
+//! | `transport/web/hooks.rs` | the window's `online`, `offline`, `visibilitychange` listeners, removed on drop |
+//! | [`yew`] (feature `yew`) | a context provider and hooks |
 //!
 //! Reliable mode sits between the queue and the browser socket: on open the
 //! session's first message (`resume`) goes out; once it is answered the
@@ -131,9 +141,8 @@ mod config;
 mod dispatch;
 pub mod driver;
 mod message;
+mod transport;
 mod typed;
-#[cfg(target_arch = "wasm32")]
-mod web;
 #[cfg(all(target_arch = "wasm32", feature = "yew"))]
 pub mod yew;
 
@@ -143,9 +152,9 @@ pub use driver::{Driver, Queue, liveness, machine, reliable};
 pub use message::{
     CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats, TransportError,
 };
-pub use typed::{AppSocket, DecodeError, TypedSocket};
 #[cfg(target_arch = "wasm32")]
-pub use web::{Socket, WeakSocket};
+pub use transport::web::{Socket, WeakSocket};
+pub use typed::{AppSocket, DecodeError, TypedSocket};
 
 /// Why a [`Socket`] could not be created or closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -66,7 +66,10 @@ pub enum SendError {
     /// The socket was closed by [`crate::Socket::close`]; it will not reconnect.
     #[error("the socket was closed by the application")]
     Closed(Message),
-    /// The browser refused to send it (the socket failed while open).
+    /// The browser refused to send it. No longer returned: the socket runs on
+    /// the [`crate::Driver`], which gives a message the transport could not
+    /// write back to the head of the queue instead. Kept so that code
+    /// matching on it still compiles.
     #[error("the browser could not send the message: {reason}")]
     Browser {
         /// The message.

@@ -14,7 +14,7 @@ use std::rc::Rc;
 
 use yew::prelude::*;
 
-use crate::web::Timer;
+use crate::transport::web::Interval;
 use crate::{Config, Event, Socket, State, Stats};
 
 type EventCallback = Rc<dyn Fn(&Event)>;
@@ -129,7 +129,7 @@ pub fn use_socket_stats(period_ms: u32) -> Stats {
         let stats = stats.clone();
         let weak = socket.downgrade();
         use_effect_with(period_ms, move |&period_ms| {
-            let timer = Timer::every(period_ms.max(1), move || {
+            let timer = Interval::every(period_ms.max(1), move || {
                 if let Some(socket) = weak.upgrade() {
                     stats.set(socket.stats());
                 }

@@ -11,72 +11,17 @@ use buffered_socket::{
     AppSocket, Backoff, Config, DropReason, Error, Event, Heartbeat, Message, Overflow, SendError,
     SendOutcome, Socket, State, TransportError,
 };
+use common::{
+    control, control_text, proxy_base, sleep_ms, unique, wait_for, wait_until_the_server_forgets,
+    ws_base,
+};
 use futures_util::StreamExt;
 use shared::{ClientMessage, ServerMessage};
-use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
 
+mod common;
+
 wasm_bindgen_test_configure!(run_in_browser);
-
-fn ws_base() -> &'static str {
-    option_env!("BUFFERED_SOCKET_TEST_WS")
-        .expect("BUFFERED_SOCKET_TEST_WS is set at build time by `cargo xtask test`")
-}
-
-fn proxy_base() -> &'static str {
-    option_env!("BUFFERED_SOCKET_TEST_PROXY")
-        .expect("BUFFERED_SOCKET_TEST_PROXY is set at build time by `cargo xtask test`")
-}
-
-fn control_base() -> &'static str {
-    option_env!("BUFFERED_SOCKET_TEST_CONTROL")
-        .expect("BUFFERED_SOCKET_TEST_CONTROL is set at build time by `cargo xtask test`")
-}
-
-fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", (js_sys::Math::random() * 1e12) as u64)
-}
-
-async fn sleep_ms(ms: i32) {
-    let promise = js_sys::Promise::new(&mut |resolve, _| {
-        web_sys::window()
-            .unwrap()
-            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
-            .unwrap();
-    });
-    JsFuture::from(promise).await.unwrap();
-}
-
-/// Polls `condition` every 10 ms until it holds; panics after `timeout_ms`.
-async fn wait_for(what: &str, timeout_ms: f64, condition: impl Fn() -> bool) {
-    let deadline = js_sys::Date::now() + timeout_ms;
-    while !condition() {
-        assert!(
-            js_sys::Date::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        sleep_ms(10).await;
-    }
-}
-
-/// POSTs to the testbed's control API and returns the status.
-async fn control(path: &str) -> u16 {
-    control_text(path).await.0
-}
-
-/// POSTs to the testbed's control API and returns the status and the body.
-async fn control_text(path: &str) -> (u16, String) {
-    let init = web_sys::RequestInit::new();
-    init.set_method("POST");
-    let url = format!("{}{path}", control_base());
-    let promise = web_sys::window()
-        .unwrap()
-        .fetch_with_str_and_init(&url, &init);
-    let response: web_sys::Response = JsFuture::from(promise).await.unwrap().dyn_into().unwrap();
-    let text = JsFuture::from(response.text().unwrap()).await.unwrap();
-    (response.status(), text.as_string().unwrap_or_default())
-}
 
 /// Records every event of a socket.
 struct Recorder {
@@ -310,16 +255,7 @@ async fn dropping_the_wrapper_closes_its_socket() {
     let socket = Socket::new(Config::new(format!("{}/ws?client_id={id}", ws_base()))).unwrap();
     wait_for("open", 10_000.0, || socket.state() == State::Open).await;
     drop(socket);
-    // The server forgets the client once its connection is closed: kicking it then is a 404.
-    let deadline = js_sys::Date::now() + 10_000.0;
-    loop {
-        let status = control(&format!("/kick/{id}?code=1012")).await;
-        if status == 404 {
-            break;
-        }
-        assert!(js_sys::Date::now() < deadline, "the server still has {id}");
-        sleep_ms(20).await;
-    }
+    wait_until_the_server_forgets(&id).await;
 }
 
 #[wasm_bindgen_test]
@@ -620,7 +556,6 @@ async fn reliable_mode_delivers_exactly_once_through_random_cuts() {
     assert_eq!(control("/proxy/budget").await, 200);
     let cuts = control_text("/proxy/cuts").await.1.parse::<u64>().unwrap() - cuts_before;
     let resumes = rec.count(|e| matches!(e, Event::Resumed { .. }));
-    web_sys::console::log_1(&format!("{cuts} cuts, {resumes} resumes").into());
     assert_eq!(
         rec.count(|e| matches!(e, Event::Gap { .. } | Event::ResumeFailed { .. })),
         0
@@ -680,4 +615,52 @@ async fn reliable_mode_reports_a_gap_when_the_history_was_too_short() {
         .collect();
     assert_eq!(gaps, [(2, 51)]);
     assert_eq!(socket.stats().gaps, 1);
+}
+
+/// The glue's re-entrancy contract: what an event callback does while the
+/// wrapper is delivering (sends, and a window event it fires synchronously)
+/// is queued and carried out after the current event, never dropped. With a
+/// minute of backoff, only the `online` fired inside the callback can make it
+/// reconnect within seconds.
+#[wasm_bindgen_test]
+async fn inputs_and_sends_from_inside_a_callback_are_carried_out_in_order() {
+    let id = unique("reentrant");
+    let slow = Backoff {
+        initial_ms: 60_000,
+        max_ms: 60_000,
+        jitter: false,
+        ..Backoff::default()
+    };
+    let socket =
+        Socket::new(Config::new(format!("{}/ws?client_id={id}", ws_base())).with_backoff(slow))
+            .unwrap();
+    let rec = Recorder::new(&socket);
+    let outcomes = Rc::new(RefCell::new(Vec::new()));
+    let _subscription = {
+        let (weak, outcomes) = (socket.downgrade(), outcomes.clone());
+        socket.on_event(move |event| {
+            if let (Event::Close(_), Some(socket)) = (event, weak.upgrade()) {
+                let mut outcomes = outcomes.borrow_mut();
+                outcomes.push(socket.send(echo(1)));
+                fire(&web_sys::window().unwrap(), "online");
+                outcomes.push(socket.send(echo(2)));
+            }
+        })
+    };
+    wait_for("open", 10_000.0, || socket.state() == State::Open).await;
+    assert_eq!(
+        control(&format!("/kick/{id}?code=1012&reason=again")).await,
+        200
+    );
+    wait_for("both echoes after the reconnect", 10_000.0, || {
+        rec.echo_ids().len() == 2
+    })
+    .await;
+    assert_eq!(rec.echo_ids(), [1, 2]);
+    assert_eq!(
+        *outcomes.borrow(),
+        [Ok(SendOutcome::Queued), Ok(SendOutcome::Queued)]
+    );
+    assert_eq!(socket.state(), State::Open);
+    assert_eq!(socket.stats().reconnects, 1);
 }

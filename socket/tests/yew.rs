@@ -9,58 +9,16 @@ use std::cell::RefCell;
 
 use buffered_socket::yew::{SocketProvider, use_socket, use_socket_event, use_socket_stats};
 use buffered_socket::{Config, Event, Message, Socket, State};
+use common::{unique, wait_for, wait_until_the_server_forgets, ws_base};
 use shared::ServerMessage;
-use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::*;
 use yew::prelude::*;
+
+mod common;
 
 wasm_bindgen_test_configure!(run_in_browser);
 
 const BURST: u64 = 2_000;
-
-fn ws_base() -> &'static str {
-    option_env!("BUFFERED_SOCKET_TEST_WS")
-        .expect("BUFFERED_SOCKET_TEST_WS is set at build time by `cargo xtask test`")
-}
-
-fn control_base() -> &'static str {
-    option_env!("BUFFERED_SOCKET_TEST_CONTROL")
-        .expect("BUFFERED_SOCKET_TEST_CONTROL is set at build time by `cargo xtask test`")
-}
-
-async fn sleep_ms(ms: i32) {
-    let promise = js_sys::Promise::new(&mut |resolve, _| {
-        web_sys::window()
-            .unwrap()
-            .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms)
-            .unwrap();
-    });
-    JsFuture::from(promise).await.unwrap();
-}
-
-/// Polls `condition` every 10 ms until it holds; panics after `timeout_ms`.
-async fn wait_for(what: &str, timeout_ms: f64, condition: impl Fn() -> bool) {
-    let deadline = js_sys::Date::now() + timeout_ms;
-    while !condition() {
-        assert!(
-            js_sys::Date::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        sleep_ms(10).await;
-    }
-}
-
-async fn control(path: &str) -> u16 {
-    let init = web_sys::RequestInit::new();
-    init.set_method("POST");
-    let url = format!("{}{path}", control_base());
-    let promise = web_sys::window()
-        .unwrap()
-        .fetch_with_str_and_init(&url, &init);
-    let response: web_sys::Response = JsFuture::from(promise).await.unwrap().dyn_into().unwrap();
-    response.status()
-}
 
 /// What each probe saw: its socket handle and the push `seq`s in order.
 #[derive(Default)]
@@ -139,7 +97,7 @@ fn texts(root: &web_sys::Element, class: &str) -> Vec<String> {
 #[wasm_bindgen_test]
 async fn one_socket_per_app_delivers_every_message_to_every_component() {
     SEEN.with(|seen| seen.borrow_mut().seqs = vec![Vec::new(), Vec::new()]);
-    let client_id = format!("yew-{}", (js_sys::Math::random() * 1e12) as u64);
+    let client_id = unique("yew");
     let document = web_sys::window().unwrap().document().unwrap();
     let root = document.create_element("div").unwrap();
     document.body().unwrap().append_child(&root).unwrap();
@@ -183,12 +141,5 @@ async fn one_socket_per_app_delivers_every_message_to_every_component() {
     // Unmounting the app drops its socket: the server forgets the client.
     app.destroy();
     SEEN.with(|seen| seen.borrow_mut().sockets.clear());
-    let deadline = js_sys::Date::now() + 10_000.0;
-    while control(&format!("/kick/{client_id}?code=1012")).await != 404 {
-        assert!(
-            js_sys::Date::now() < deadline,
-            "the server still has {client_id}"
-        );
-        sleep_ms(20).await;
-    }
+    wait_until_the_server_forgets(&client_id).await;
 }

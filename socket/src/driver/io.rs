@@ -25,7 +25,7 @@ pub struct TimerId {
     pub serial: u64,
 }
 
-/// What happened, fed to [`Driver::handle`].
+/// What happened, fed to [`Driver::handle`](super::Driver::handle).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Input {
@@ -86,7 +86,7 @@ pub enum Input {
     Visible,
 }
 
-/// What the glue must do, in order ([`Driver::poll_effect`]).
+/// What the glue must do, in order ([`Driver::poll_effect`](super::Driver::poll_effect)).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Effect {
@@ -134,7 +134,7 @@ pub enum Effect {
     /// Stop the timer of this kind.
     StopTimer(TimerKind),
     /// Run the application's open hook now, then call
-    /// [`Driver::open_hook_done`] with this generation.
+    /// [`Driver::open_hook_done`](super::Driver::open_hook_done) with this generation.
     RunOpenHook {
         /// The connection it runs for.
         generation: u64,

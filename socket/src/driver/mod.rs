@@ -4,7 +4,7 @@
 //! [`reliable`] window, the heartbeat's [`liveness`] and the counters. It
 //! reads no clock (every input carries `now`, in milliseconds), draws its
 //! jitter from a seeded generator it owns, and touches no socket and no
-//! timer: a transport glue (the browser's in `web`, a native one) feeds it
+//! timer: a transport glue (the browser's in `transport/web`, a native one) feeds it
 //! inputs and performs the [`Effect`]s it queues. So every rule is unit-tested
 //! natively (`driver/tests.rs`), and every transport follows the same rules.
 //!
@@ -40,9 +40,8 @@
 //! finds it closing hands the message back with [`Input::WriteFailed`]; it
 //! goes back to the head of the queue, in order, and later sends queue
 //! behind it until the next connection. So nothing is lost, and no
-//! transport failure is reported as a send error (the browser glue of
-//! today, which checks `readyState` synchronously, answers `Queued` or
-//! [`SendError::Browser`] instead).
+//! transport failure is reported as a send error ([`SendError::Browser`] is
+//! no longer returned).
 //!
 //! # The open hook
 //!

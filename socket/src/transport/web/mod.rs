@@ -1,0 +1,198 @@
+//! The browser transport: [`Socket`] over `web_sys::WebSocket`, running the
+//! [`Driver`](crate::Driver) and performing its effects. It holds no rule of
+//! its own: what to send, queue, retry or report is the driver's.
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `mod.rs` | the public [`Socket`] and [`WeakSocket`]: user calls go to the driver, then the pump runs |
+//! | `glue.rs` | the pump: inputs to the driver, its effects to the browser, one at a time and in order |
+//! | `live.rs` | one browser socket and its callbacks |
+//! | `timers.rs` | `setTimeout`/`setInterval` as owned values, the driver's timer slots |
+//! | `hooks.rs` | the window's `online`, `offline` and `visibilitychange` listeners |
+//!
+//! Ownership rules that keep it leak-free:
+//! * every JS callback is a `Closure` owned by the value that registered it
+//!   (`Live`, `Timeout`, `WindowHooks`); dropping it unregisters the callback,
+//!   so nothing is `forget`-ed and nothing outlives the wrapper;
+//! * callbacks hold a `Weak` to the socket's state, so they never keep it
+//!   alive: dropping the last [`Socket`] handle drops it all;
+//! * no application code runs while the driver is borrowed (see `glue.rs`).
+
+mod glue;
+mod hooks;
+mod live;
+mod timers;
+
+use std::rc::{Rc, Weak};
+
+#[cfg(feature = "yew")]
+pub(crate) use timers::Interval;
+
+use crate::Error;
+use crate::config::Config;
+use crate::dispatch::{EventStream, Subscription};
+use crate::message::{Event, Message, SendError, SendOutcome, State, Stats};
+use glue::{Shared, now_ms};
+
+/// A buffered, reconnecting WebSocket. Cloning gives another handle to the
+/// same socket; when the last handle is dropped the socket is closed and every
+/// listener and timer removed.
+#[derive(Clone)]
+pub struct Socket {
+    shared: Rc<Shared>,
+}
+
+impl Socket {
+    /// Creates the wrapper and starts connecting to `config.url`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`] unless the URL is a valid `ws:` or `wss:` URL;
+    /// [`Error::NoWindow`] outside a browser window.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        let parsed =
+            web_sys::Url::new(&config.url).map_err(|_| Error::InvalidUrl(config.url.clone()))?;
+        if !matches!(parsed.protocol().as_str(), "ws:" | "wss:") {
+            return Err(Error::InvalidUrl(config.url));
+        }
+        if web_sys::window().is_none() {
+            return Err(Error::NoWindow);
+        }
+        let shared = Shared::new(config);
+        shared.driver.borrow_mut().start(now_ms());
+        shared.pump();
+        Ok(Self { shared })
+    }
+
+    /// Sends now if open; otherwise queues for the next open.
+    ///
+    /// [`SendOutcome::Sent`] means the frame is handed to the browser socket
+    /// (in order, behind anything the socket is busy with). Should the socket
+    /// turn out to be closing, the message is not lost: it goes back to the
+    /// head of the queue, ahead of later sends, for the next connection.
+    ///
+    /// # Errors
+    ///
+    /// Every error gives the message back: [`SendError::QueueFull`],
+    /// [`SendError::TooLarge`], [`SendError::Closed`] after [`Socket::close`]
+    /// (or when the wrapper gave up; call [`Socket::reconnect`]), and
+    /// [`SendError::BinaryNotReliable`] for binary in reliable mode.
+    pub fn send(&self, message: impl Into<Message>) -> Result<SendOutcome, SendError> {
+        let result = self.shared.driver.borrow_mut().send(message);
+        self.shared.pump();
+        result
+    }
+
+    /// Closes for good with `code` and `reason`: no reconnect, timers
+    /// cancelled, later sends fail with [`SendError::Closed`]. Queued
+    /// messages stay queued (take them with [`Socket::take_queued`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidCloseCode`] unless `code` is 1000 or 3000-4999 (what
+    /// browsers allow), [`Error::ReasonTooLong`] over 123 bytes.
+    pub fn close(&self, code: u16, reason: &str) -> Result<(), Error> {
+        let result = self
+            .shared
+            .driver
+            .borrow_mut()
+            .close(code, reason, now_ms());
+        self.shared.pump();
+        result
+    }
+
+    /// Reconnects now, with the attempt counter reset: after a close by the
+    /// application or the policy, after the attempts ran out, or to replace a
+    /// live connection.
+    pub fn reconnect(&self) {
+        self.shared.driver.borrow_mut().reconnect(now_ms());
+        self.shared.pump();
+    }
+
+    /// Whether two handles are the same socket.
+    pub fn ptr_eq(&self, other: &Socket) -> bool {
+        Rc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.shared.driver.borrow().state()
+    }
+
+    /// The URL.
+    pub fn url(&self) -> String {
+        self.shared.driver.borrow().config().url.clone()
+    }
+
+    /// Counters and queue figures.
+    pub fn stats(&self) -> Stats {
+        self.shared.driver.borrow().stats(now_ms())
+    }
+
+    /// Messages waiting in the queue.
+    pub fn queue_len(&self) -> usize {
+        self.shared.driver.borrow().queue_len()
+    }
+
+    /// Changes the queue capacity; messages that no longer fit are dropped
+    /// newest first, each reported with [`Event::Dropped`].
+    pub fn set_queue_capacity(&self, capacity: usize) {
+        self.shared.driver.borrow_mut().set_queue_capacity(capacity);
+        self.shared.pump();
+    }
+
+    /// Takes every queued message back out, oldest first.
+    pub fn take_queued(&self) -> Vec<Message> {
+        self.shared.driver.borrow_mut().take_queued()
+    }
+
+    /// Empties the queue; returns how many messages it held.
+    pub fn clear_queue(&self) -> usize {
+        self.take_queued().len()
+    }
+
+    /// Runs `hook` on every open, before the queue is flushed (to send an
+    /// authentication message first, say). What the hook sends goes out
+    /// ahead of the queued messages, even when the queue is full. Use the
+    /// `&Socket` it is given rather than capturing a clone (a cycle).
+    pub fn set_on_open(&self, hook: impl Fn(&Socket) + 'static) {
+        *self.shared.open_hook.borrow_mut() = Some(Rc::new(hook));
+        self.shared.driver.borrow_mut().set_open_hook(true);
+    }
+
+    /// Calls `callback` with every event until the subscription is dropped.
+    ///
+    /// Callbacks may use the socket (send, close...); events that raises are
+    /// delivered after the current one, to every callback, in order. A
+    /// callback that holds a clone of this `Socket` keeps it alive (a cycle):
+    /// hold a [`WeakSocket`] there instead.
+    pub fn on_event(&self, callback: impl FnMut(&Event) + 'static) -> Subscription {
+        self.shared.dispatcher.subscribe(callback)
+    }
+
+    /// Every event from now on as a `Stream`; it ends when the socket is dropped.
+    pub fn events(&self) -> EventStream {
+        self.shared.dispatcher.stream()
+    }
+
+    /// A handle that does not keep the socket alive.
+    pub fn downgrade(&self) -> WeakSocket {
+        WeakSocket {
+            shared: Rc::downgrade(&self.shared),
+        }
+    }
+}
+
+/// A [`Socket`] handle that does not keep it alive, for callbacks that the
+/// socket itself owns (see [`Socket::on_event`]).
+#[derive(Clone)]
+pub struct WeakSocket {
+    shared: Weak<Shared>,
+}
+
+impl WeakSocket {
+    /// The socket, unless every [`Socket`] handle was dropped.
+    pub fn upgrade(&self) -> Option<Socket> {
+        self.shared.upgrade().map(|shared| Socket { shared })
+    }
+}
