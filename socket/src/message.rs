@@ -66,17 +66,6 @@ pub enum SendError {
     /// The socket was closed by [`crate::Socket::close`]; it will not reconnect.
     #[error("the socket was closed by the application")]
     Closed(Message),
-    /// The browser refused to send it. No longer returned: the socket runs on
-    /// the [`crate::Driver`], which gives a message the transport could not
-    /// write back to the head of the queue instead. Kept so that code
-    /// matching on it still compiles.
-    #[error("the browser could not send the message: {reason}")]
-    Browser {
-        /// The message.
-        message: Message,
-        /// What the browser said.
-        reason: String,
-    },
     /// Reliable mode numbers text messages only (the protocol's `msg` carries text).
     #[error("reliable mode sends text messages only")]
     BinaryNotReliable(Message),
@@ -95,8 +84,7 @@ impl SendError {
             Self::QueueFull(message)
             | Self::TooLarge(message)
             | Self::Closed(message)
-            | Self::BinaryNotReliable(message)
-            | Self::Browser { message, .. } => Some(message),
+            | Self::BinaryNotReliable(message) => Some(message),
             Self::Encode(_) => None,
         }
     }

@@ -40,8 +40,7 @@
 //! finds it closing hands the message back with [`Input::WriteFailed`]; it
 //! goes back to the head of the queue, in order, and later sends queue
 //! behind it until the next connection. So nothing is lost, and no
-//! transport failure is reported as a send error ([`SendError::Browser`] is
-//! no longer returned).
+//! transport failure is reported as a send error.
 //!
 //! # The open hook
 //!
