@@ -35,7 +35,9 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod auth;
 mod config;
+mod connection;
 mod echo;
 mod error;
 mod metrics;
@@ -43,7 +45,6 @@ mod origin;
 mod registry;
 mod reliable;
 mod routes;
-mod session;
 mod state;
 mod wire;
 
@@ -71,16 +72,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let token = CancellationToken::new();
-    let reliable = Arc::new(reliable::Store::new(config.reliable_limits()));
+    let reliable = Arc::new(reliable::MemoryStore::new(config.reliable_limits()));
     let state = state::AppState {
         reliable: reliable.clone(),
         config: Arc::new(config),
         registry: Arc::default(),
         metrics: Arc::default(),
         shutdown: token.clone(),
-        sessions: TaskTracker::new(),
+        connections: TaskTracker::new(),
     };
-    let sessions = state.sessions.clone();
+    let connections = state.connections.clone();
     let timeout = state.config.shutdown_timeout;
     tokio::spawn(sweep_sessions(reliable, token.clone()));
     let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -103,14 +104,14 @@ pub async fn run(
         .await;
     // axum's graceful shutdown does not wait for upgraded connections.
     token.cancel();
-    sessions.close();
-    if tokio::time::timeout(timeout, sessions.wait())
+    connections.close();
+    if tokio::time::timeout(timeout, connections.wait())
         .await
         .is_err()
     {
         tracing::warn!(
-            "{} session(s) still open after {timeout:?}; exiting anyway",
-            sessions.len()
+            "{} connection(s) still open after {timeout:?}; exiting anyway",
+            connections.len()
         );
     }
     served?;
@@ -118,7 +119,7 @@ pub async fn run(
 }
 
 /// Forgets reliable sessions whose client stayed away for the TTL.
-async fn sweep_sessions(store: Arc<reliable::Store>, stop: CancellationToken) {
+async fn sweep_sessions(store: Arc<impl reliable::SessionStore>, stop: CancellationToken) {
     let period = (store.limits().ttl / 4).clamp(
         std::time::Duration::from_millis(100),
         std::time::Duration::from_secs(15),
@@ -128,7 +129,7 @@ async fn sweep_sessions(store: Arc<reliable::Store>, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {
-                let gone = store.sweep(std::time::Instant::now());
+                let gone = store.sweep(std::time::Instant::now()).await;
                 if gone > 0 {
                     tracing::debug!("forgot {gone} expired reliable session(s)");
                 }
