@@ -252,3 +252,6 @@ where
     );
     end
 }
+
+#[cfg(test)]
+mod tests;

@@ -202,6 +202,9 @@ where
                 Some(count) => self.burst(count).await?,
                 None => return Ok(()),
             }
+            if items.len() == 0 {
+                return Ok(()); // Nothing after the burst: no empty flush.
+            }
         }
     }
 
