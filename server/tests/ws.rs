@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 #[tokio::test]
 async fn welcome_comes_first_then_echoes_text_and_binary() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     let mut ws = server.connect("/ws").await;
     assert!(matches!(
         next_json(&mut ws).await,
@@ -44,7 +44,7 @@ async fn welcome_comes_first_then_echoes_text_and_binary() {
 
 #[tokio::test]
 async fn the_client_chooses_its_id_and_a_second_connection_replaces_the_first() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     let (mut first, id) = server.connect_ws("/ws?client_id=alice").await;
     assert_eq!(id, "alice");
     let (mut second, id) = server.connect_ws("/ws?client_id=alice").await;
@@ -63,7 +63,7 @@ async fn the_client_chooses_its_id_and_a_second_connection_replaces_the_first() 
 
 #[tokio::test]
 async fn timed_pushes_arrive_with_seq_counting_up() {
-    let server = TestServer::start(&["--push-interval", "30ms"]).await;
+    let server = start(&["--push-interval", "30ms"]).await;
     let mut ws = server.connect("/ws").await;
     assert!(matches!(
         next_json(&mut ws).await,
@@ -104,7 +104,7 @@ async fn expect_burst(ws: &mut Ws, count: u32, first_seq: u64) {
 
 #[tokio::test]
 async fn a_burst_query_delivers_exactly_n_pushes_in_order_then_burst_done() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     let (mut ws, _) = server.connect_ws("/ws?burst=5000").await;
     expect_burst(&mut ws, 5000, 1).await;
     // And a burst message on the same connection carries on the numbering.
@@ -115,7 +115,7 @@ async fn a_burst_query_delivers_exactly_n_pushes_in_order_then_burst_done() {
 
 #[tokio::test]
 async fn a_burst_over_the_limit_gets_an_error_and_the_connection_carries_on() {
-    let server = TestServer::start(&["--max-burst", "10"]).await;
+    let server = start(&["--max-burst", "10"]).await;
     let (mut ws, _) = server.connect_ws("/ws").await;
     send_text(&mut ws, r#"{"type":"burst","count":11}"#).await;
     match next_json(&mut ws).await {
@@ -129,7 +129,7 @@ async fn a_burst_over_the_limit_gets_an_error_and_the_connection_carries_on() {
 
 #[tokio::test]
 async fn garbage_gets_errors_and_then_1008() {
-    let server = TestServer::start(&["--max-bad-messages", "3"]).await;
+    let server = start(&["--max-bad-messages", "3"]).await;
     let (mut ws, _) = server.connect_ws("/ws").await;
     send_text(&mut ws, "not json").await;
     assert!(matches!(
@@ -170,7 +170,7 @@ async fn garbage_gets_errors_and_then_1008() {
 
 #[tokio::test]
 async fn an_oversized_message_closes_with_1009() {
-    let server = TestServer::start(&["--max-message-size", "1024"]).await;
+    let server = start(&["--max-message-size", "1024"]).await;
     let (mut ws, _) = server.connect_ws("/ws").await;
     send_text(&mut ws, &"x".repeat(2000)).await;
     let frame = expect_close(&mut ws).await.expect("a close frame");
@@ -180,7 +180,7 @@ async fn an_oversized_message_closes_with_1009() {
 
 #[tokio::test]
 async fn a_silent_client_is_closed_after_the_idle_timeout() {
-    let server = TestServer::start(&["--idle-timeout", "300ms"]).await;
+    let server = start(&["--idle-timeout", "300ms"]).await;
     let (mut ws, _) = server.connect_ws("/ws").await;
     let frame = expect_close(&mut ws).await.expect("a close frame");
     assert_eq!(u16::from(frame.code), close_code::IDLE_TIMEOUT);
@@ -189,7 +189,7 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_client_that_answers_pings_is_not_idle() {
-    let server = TestServer::start(&["--idle-timeout", "400ms", "--ping-interval", "100ms"]).await;
+    let server = start(&["--idle-timeout", "400ms", "--ping-interval", "100ms"]).await;
     let (mut ws, _) = server.connect_ws("/ws").await;
     // Reading answers the pings; ask for an echo well after the idle timeout.
     let started = tokio::time::Instant::now();
@@ -211,7 +211,7 @@ async fn a_client_that_answers_pings_is_not_idle() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_with_1013_while_others_keep_their_pushes() {
-    let server = TestServer::start(&["--write-timeout", "300ms", "--push-interval", "20ms"]).await;
+    let server = start(&["--write-timeout", "300ms", "--push-interval", "20ms"]).await;
     // The slow one asks for a large burst and never reads it.
     let mut slow = server.connect("/ws?burst=1000000").await;
     let (mut fast, _) = server.connect_ws("/ws").await;
@@ -246,7 +246,7 @@ async fn a_client_that_stops_reading_is_closed_with_1013_while_others_keep_their
 
 #[tokio::test]
 async fn shutdown_sends_1001_to_every_client_and_run_returns() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     let (mut a, _) = server.connect_ws("/ws").await;
     let (mut b, _) = server.connect_ws("/ws?client_id=b").await;
     let mut e = server.connect("/echo").await;
@@ -261,7 +261,7 @@ async fn shutdown_sends_1001_to_every_client_and_run_returns() {
 
 #[tokio::test]
 async fn reliable_mode_is_opt_in_and_the_plain_wire_is_unchanged() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     let mut plain = server.connect("/ws?client_id=p").await;
     let Message::Text(welcome) = next_message(&mut plain).await else {
         panic!("no welcome")
@@ -289,7 +289,7 @@ async fn reliable_mode_is_opt_in_and_the_plain_wire_is_unchanged() {
 
 #[tokio::test]
 async fn reliable_messages_are_numbered_acknowledged_and_processed_once() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     let mut ws = server.connect("/ws?reliable=1").await;
     let ServerMessage::Welcome {
         session: Some(session),
@@ -412,7 +412,7 @@ async fn numbered_until_close(ws: &mut Ws) -> (Vec<usize>, Option<CloseFrame>) {
 
 #[tokio::test]
 async fn a_session_resumed_on_another_connection_closes_the_first_at_once() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     let (mut first, session, token) = reliable_session(&server, "first").await;
     send_text(&mut first, r#"{"type":"echo","id":1,"body":"bound"}"#).await;
     assert!(matches!(
@@ -453,7 +453,7 @@ async fn unnumbered_echoes_fill_the_history(
     max: usize,
     max_bytes: usize,
 ) {
-    let server = TestServer::start(args).await;
+    let server = start(args).await;
     let (mut ws, session, token) = reliable_session(&server, "greedy").await;
     let body = "x".repeat(body);
     for id in 1..=60 {
@@ -520,7 +520,7 @@ async fn unnumbered_replies_count_against_the_history_in_bytes() {
 #[tokio::test]
 async fn a_reliable_session_keeps_a_bounded_number_of_bursts_pending() {
     // A window of 50 pushes: without acks the first burst stalls, the rest wait.
-    let server = TestServer::start(&["--history-max", "100"]).await;
+    let server = start(&["--history-max", "100"]).await;
     let (mut ws, _, _) = reliable_session(&server, "bursty").await;
     for _ in 0..18 {
         send_text(&mut ws, r#"{"type":"burst","count":1000}"#).await;
