@@ -3,22 +3,29 @@
 //! shutdown that closes every client with 1001.
 //!
 //! `main` parses [`Config`], binds the listener and calls [`run`]; tests start
-//! the same `run` in-process on port 0.
+//! the same `run` in-process on port 0 (through `testbed::TestServer`).
+//!
+//! Words: a *connection* is one WebSocket; a *session* is reliable mode's
+//! resumable state, which outlives its connections.
 //!
 //! # Layout
 //!
 //! | module | what |
 //! |---|---|
 //! | `config` | [`Config`]: every option with flag, env variable, default |
-//! | `routes` | the router, the upgrades and their buffer sizes |
+//! | `routes` | the router, the upgrades and their typed query parameters |
 //! | `origin` | the `Origin` check (same host, or `--allowed-origin`) |
-//! | `session` | one `/ws` connection: driver + writer over a bounded queue |
+//! | `connection/` | one `/ws` connection: `mod.rs` entry point and end reasons (close codes); `app.rs` the answer to echo, ping and burst for both modes; `driver.rs` reads, timers and the one dispatch; `reliable.rs` the link to a reliable session; `writer.rs` the bounded queue fed and flushed per batch. Driver and writer are generic over `Stream`/`Sink` and unit-tested on channels |
 //! | `echo` | one `/echo` connection: raw RFC 6455 echo, replies fed and flushed per batch |
 //! | `registry` | connected clients, pushes and kicks |
-//! | `reliable` | reliable mode: sessions, history of unacknowledged messages, exactly-once filter |
+//! | `reliable/` | reliable mode: `session.rs` the `Session`, the only place that numbers, bounds and records a server message and filters client ones; `store.rs` the async `SessionStore` trait and its in-memory `MemoryStore` |
+//! | `auth` | constant-time token compares (a leaf: no imports from the crate) |
 //! | `admin` | the `/api` handlers and the bearer-token guard |
 //! | `metrics` | counters rendered at `/metrics` |
 //! | `wire` | errors and messages mapped to frames and close codes |
+//!
+//! Imports go one way, with no cycle: `routes` → `admin`, `connection`,
+//! `echo` → `state` → `registry`, `config` → `reliable` → `auth`.
 //!
 //! # Example
 //!

@@ -105,7 +105,9 @@ pub enum ClientMessage {
     },
     /// Ask the server to push `count` messages as fast as flow control allows,
     /// followed by [`ServerMessage::BurstDone`]. Counts above the server's
-    /// `--max-burst` are refused with [`ErrorCode::BurstTooLarge`].
+    /// `--max-burst` are refused with [`ErrorCode::BurstTooLarge`]; in
+    /// reliable mode, one beyond the session's pending bursts with
+    /// [`ErrorCode::BurstBusy`].
     Burst {
         /// How many `push` messages to send.
         count: u32,
