@@ -158,8 +158,9 @@ pub(crate) enum Mode {
 pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output = ()> {
     let started = Instant::now();
     let (outbound_tx, outbound_rx) = mpsc::channel(state.config.send_queue.max(1));
-    let (conn, mode) = admit(&state, &peer, &outbound_tx);
-    tracing::info!(id = %peer.id, remote = %peer.remote_addr, path = "/ws", "connect");
+    let remote_addr = peer.remote_addr;
+    tracing::info!(id = %peer.id, remote = %remote_addr, path = "/ws", "connect");
+    let (conn, mode) = admit(&state, peer, &outbound_tx);
     let (sink, stream) = socket.split();
     async move {
         let queue = (outbound_tx, outbound_rx);
@@ -168,7 +169,7 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
         state.metrics.connections_open.fetch_sub(1, Relaxed);
         tracing::info!(
             id = %conn.client_id,
-            remote = %peer.remote_addr,
+            remote = %remote_addr,
             code = end.code,
             reason = %end.reason,
             duration_ms = started.elapsed().as_millis() as u64,
@@ -180,7 +181,7 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
 }
 
 /// Registers the connection and queues its welcome: the first message.
-fn admit(state: &AppState, peer: &Peer, outbound: &mpsc::Sender<Outbound>) -> (Conn, Mode) {
+fn admit(state: &AppState, peer: Peer, outbound: &mpsc::Sender<Outbound>) -> (Conn, Mode) {
     let shared = Arc::new(ClientShared::default());
     let number = state.registry.next_conn();
     let link = peer
@@ -213,7 +214,7 @@ fn admit(state: &AppState, peer: &Peer, outbound: &mpsc::Sender<Outbound>) -> (C
     Metrics::add(&state.metrics.connections_total, 1);
     let conn = Conn {
         number,
-        client_id: peer.id.clone(),
+        client_id: peer.id,
         shared,
     };
     let mode = match link {

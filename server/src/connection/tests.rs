@@ -70,7 +70,7 @@ fn connect(state: &AppState, query: (&str, Option<u32>, bool)) -> Client {
     let state = state.clone();
     let ended = tokio::spawn(async move {
         let queue = mpsc::channel(state.config.send_queue);
-        let (conn, mode) = admit(&state, &peer, &queue.0);
+        let (conn, mode) = admit(&state, peer, &queue.0);
         let end = serve(stream, sink, queue, &state, &conn, mode).await;
         state.registry.remove(&conn.client_id, conn.number);
         end
