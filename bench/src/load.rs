@@ -263,26 +263,9 @@ mod tests {
     }
 
     /// Our server on a free loopback port, pushes and pings off, as the benchmarks run it.
-    async fn our_server() -> Result<(String, tokio_util::sync::CancellationToken)> {
-        use clap::Parser as _;
-        let config = server::Config::try_parse_from([
-            "server",
-            "--push-interval",
-            "0",
-            "--ping-interval",
-            "0",
-            "--static-dir",
-            "/nonexistent",
-        ])?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let stop = tokio_util::sync::CancellationToken::new();
-        tokio::spawn(server::run(
-            listener,
-            config,
-            stop.clone().cancelled_owned(),
-        ));
-        Ok((format!("ws://{addr}"), stop))
+    async fn our_server() -> Result<(String, testbed::TestServer)> {
+        let server = testbed::TestServer::start(testbed::quiet_config(&[])?).await?;
+        Ok((server.ws_url(""), server))
     }
 
     /// A loopback server that answers each connection with `serve`.
@@ -309,7 +292,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_mode_measures_our_server_and_checks_what_it_gets() -> Result<()> {
-        let (base, stop) = our_server().await?;
+        let (base, server) = our_server().await?;
         let short = Duration::from_millis(300);
         for (path, typed) in [("/echo", false), ("/ws", true)] {
             let r = echo(
@@ -335,7 +318,7 @@ mod tests {
             r["rss_after_kib"].as_u64() >= r["rss_before_kib"].as_u64(),
             "{r}"
         );
-        stop.cancel();
+        server.shutdown().await?;
         Ok(())
     }
 

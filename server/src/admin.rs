@@ -3,19 +3,22 @@
 //! With no `--admin-token` configured every request gets 403; a missing or
 //! wrong token gets 401.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde_json::json;
 use shared::close_code;
 
+use crate::auth;
 use crate::registry::{CloseRequest, PushOutcome, millis};
+use crate::reliable::{Outgoing, SessionStore, To};
 use crate::state::AppState;
 
 /// Rejects requests without the right bearer token.
@@ -34,9 +37,8 @@ pub async fn require_token(
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if !given.is_some_and(|given| constant_time_eq(given.as_bytes(), expected.as_bytes())) {
+        .and_then(|v| v.to_str().ok());
+    if !auth::bearer_matches(given, expected) {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -45,11 +47,6 @@ pub async fn require_token(
             .into_response();
     }
     next.run(request).await
-}
-
-/// Compares without an early exit, so timing does not leak the token.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `GET /api/clients`
@@ -75,17 +72,26 @@ pub async fn push(State(state): State<AppState>, Path(id): Path<String>, body: S
             "the client's reliable session is not set up yet (it has sent nothing); retry",
         )
             .into_response(),
-        PushOutcome::Unknown => match state.reliable.detached_of(&id) {
+        PushOutcome::Unknown => match state.reliable.detached_of(&id).await {
             // A reliable client that is away: the push waits for its resume.
             Some(session) => {
-                let mut session = crate::reliable::lock(&session);
-                let push = session.push_message(body.to_string(), millis(SystemTime::now()));
-                let _ = session.record(None, &push, Instant::now());
-                (
-                    StatusCode::ACCEPTED,
-                    Json(json!({ "queued": false, "stored": true })),
-                )
-                    .into_response()
+                let push = Outgoing::Push {
+                    body: body.to_string(),
+                    sent_at_ms: millis(SystemTime::now()),
+                };
+                match crate::reliable::lock(&session).send(To::Away, push, Instant::now()) {
+                    Ok(_) => (
+                        StatusCode::ACCEPTED,
+                        Json(json!({ "queued": false, "stored": true })),
+                    )
+                        .into_response(),
+                    // It came back in the meantime: the registry has it now.
+                    Err(_) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the client has just resumed its session; retry",
+                    )
+                        .into_response(),
+                }
             }
             None => (StatusCode::NOT_FOUND, format!("no client {id:?}")).into_response(),
         },
@@ -99,27 +105,31 @@ pub async fn broadcast(State(state): State<AppState>, body: String) -> Response 
     Json(json!({ "delivered": delivered, "dropped": dropped })).into_response()
 }
 
+/// The query of `DELETE /api/clients/{id}`.
+#[derive(Debug, Deserialize)]
+pub struct KickQuery {
+    /// The close code: 1000, 1001, 1012, 1013 or 4000-4999; 4000 by default.
+    code: Option<u16>,
+    /// The close reason, at most 123 bytes; "kicked" by default.
+    reason: Option<String>,
+}
+
 /// `DELETE /api/clients/{id}?code=N&reason=R`: default 4000 "kicked".
 pub async fn kick(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<KickQuery>, QueryRejection>,
 ) -> Response {
-    let code = match query.get("code").map(|c| c.parse::<u16>()) {
-        None => close_code::KICKED,
-        Some(Ok(code)) if matches!(code, 1000 | 1001 | 1012 | 1013 | 4000..=4999) => code,
-        Some(_) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                "code must be 1000, 1001, 1012, 1013 or 4000-4999",
-            )
-                .into_response();
-        }
+    const CODES: &str = "code must be 1000, 1001, 1012, 1013 or 4000-4999";
+    let Ok(Query(query)) = query else {
+        return (StatusCode::BAD_REQUEST, CODES).into_response();
     };
-    let reason = query
-        .get("reason")
-        .cloned()
-        .unwrap_or_else(|| "kicked".into());
+    let code = match query.code {
+        None => close_code::KICKED,
+        Some(code) if matches!(code, 1000 | 1001 | 1012 | 1013 | 4000..=4999) => code,
+        Some(_) => return (StatusCode::BAD_REQUEST, CODES).into_response(),
+    };
+    let reason = query.reason.unwrap_or_else(|| "kicked".into());
     if reason.len() > 123 {
         return (
             StatusCode::BAD_REQUEST,

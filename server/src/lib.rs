@@ -3,22 +3,29 @@
 //! shutdown that closes every client with 1001.
 //!
 //! `main` parses [`Config`], binds the listener and calls [`run`]; tests start
-//! the same `run` in-process on port 0.
+//! the same `run` in-process on port 0 (through `testbed::TestServer`).
+//!
+//! Words: a *connection* is one WebSocket; a *session* is reliable mode's
+//! resumable state, which outlives its connections.
 //!
 //! # Layout
 //!
 //! | module | what |
 //! |---|---|
 //! | `config` | [`Config`]: every option with flag, env variable, default |
-//! | `routes` | the router, the upgrades and their buffer sizes |
+//! | `routes` | the router, the upgrades and their typed query parameters |
 //! | `origin` | the `Origin` check (same host, or `--allowed-origin`) |
-//! | `session` | one `/ws` connection: driver + writer over a bounded queue |
+//! | `connection/` | one `/ws` connection: `mod.rs` entry point and end reasons (close codes); `app.rs` the answer to echo, ping and burst for both modes; `driver.rs` reads, timers and the one dispatch; `reliable.rs` the link to a reliable session; `writer.rs` the bounded queue fed and flushed per batch. Driver and writer are generic over `Stream`/`Sink` and unit-tested on channels |
 //! | `echo` | one `/echo` connection: raw RFC 6455 echo, replies fed and flushed per batch |
 //! | `registry` | connected clients, pushes and kicks |
-//! | `reliable` | reliable mode: sessions, history of unacknowledged messages, exactly-once filter |
+//! | `reliable/` | reliable mode: `session.rs` the `Session`, the only place that numbers, bounds and records a server message and filters client ones; `store.rs` the async `SessionStore` trait and its in-memory `MemoryStore` |
+//! | `auth` | constant-time token compares (a leaf: no imports from the crate) |
 //! | `admin` | the `/api` handlers and the bearer-token guard |
 //! | `metrics` | counters rendered at `/metrics` |
 //! | `wire` | errors and messages mapped to frames and close codes |
+//!
+//! Imports go one way, with no cycle: `routes` → `admin`, `connection`,
+//! `echo` → `state` → `registry`, `config` → `reliable` → `auth`.
 //!
 //! # Example
 //!
@@ -35,7 +42,9 @@
 #![warn(missing_docs)]
 
 mod admin;
+mod auth;
 mod config;
+mod connection;
 mod echo;
 mod error;
 mod metrics;
@@ -43,7 +52,6 @@ mod origin;
 mod registry;
 mod reliable;
 mod routes;
-mod session;
 mod state;
 mod wire;
 
@@ -71,16 +79,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let token = CancellationToken::new();
-    let reliable = Arc::new(reliable::Store::new(config.reliable_limits()));
+    let reliable = Arc::new(reliable::MemoryStore::new(config.reliable_limits()));
     let state = state::AppState {
         reliable: reliable.clone(),
         config: Arc::new(config),
         registry: Arc::default(),
         metrics: Arc::default(),
         shutdown: token.clone(),
-        sessions: TaskTracker::new(),
+        connections: TaskTracker::new(),
     };
-    let sessions = state.sessions.clone();
+    let connections = state.connections.clone();
     let timeout = state.config.shutdown_timeout;
     tokio::spawn(sweep_sessions(reliable, token.clone()));
     let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -103,14 +111,14 @@ pub async fn run(
         .await;
     // axum's graceful shutdown does not wait for upgraded connections.
     token.cancel();
-    sessions.close();
-    if tokio::time::timeout(timeout, sessions.wait())
+    connections.close();
+    if tokio::time::timeout(timeout, connections.wait())
         .await
         .is_err()
     {
         tracing::warn!(
-            "{} session(s) still open after {timeout:?}; exiting anyway",
-            sessions.len()
+            "{} connection(s) still open after {timeout:?}; exiting anyway",
+            connections.len()
         );
     }
     served?;
@@ -118,7 +126,7 @@ pub async fn run(
 }
 
 /// Forgets reliable sessions whose client stayed away for the TTL.
-async fn sweep_sessions(store: Arc<reliable::Store>, stop: CancellationToken) {
+async fn sweep_sessions(store: Arc<impl reliable::SessionStore>, stop: CancellationToken) {
     let period = (store.limits().ttl / 4).clamp(
         std::time::Duration::from_millis(100),
         std::time::Duration::from_secs(15),
@@ -128,7 +136,7 @@ async fn sweep_sessions(store: Arc<reliable::Store>, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {
-                let gone = store.sweep(std::time::Instant::now());
+                let gone = store.sweep(std::time::Instant::now()).await;
                 if gone > 0 {
                     tracing::debug!("forgot {gone} expired reliable session(s)");
                 }

@@ -13,9 +13,9 @@ use std::time::{Instant, SystemTime};
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc};
 
-use crate::reliable::{self, SessionRef};
+use crate::reliable::{self, Outgoing, Refused, SessionRef, To};
 
-/// What a session's writer is asked to send.
+/// What a connection's writer is asked to send.
 #[derive(Debug)]
 pub enum Outbound {
     /// A frame ready to go.
@@ -36,7 +36,7 @@ pub enum Outbound {
     },
 }
 
-/// A close the session is asked to perform (kick, replacement).
+/// A close the connection is asked to perform (kick, replacement).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseRequest {
     /// The close code.
@@ -57,11 +57,11 @@ pub struct ClientShared {
 }
 
 impl ClientShared {
-    /// Asks the session to close; a later request replaces an earlier one
+    /// Asks the connection to close; a later request replaces an earlier one
     /// that was not yet taken.
     pub fn request_close(&self, request: CloseRequest) {
         *self.close.lock().unwrap_or_else(PoisonError::into_inner) = Some(request);
-        // Stores a permit when the session is not waiting right now.
+        // Stores a permit when the connection is not waiting right now.
         self.close_notify.notify_one();
     }
 
@@ -84,7 +84,7 @@ impl ClientShared {
 /// The registry's handle on one connection.
 #[derive(Debug, Clone)]
 pub struct ClientHandle {
-    /// A number unique to this connection, so that a replaced session does not
+    /// A number unique to this connection, so that a replaced connection does not
     /// remove its successor from the registry.
     pub(crate) conn: u64,
     pub(crate) remote_addr: SocketAddr,
@@ -111,6 +111,9 @@ pub struct ClientInfo {
     /// Reliable mode: server messages not yet acknowledged.
     #[serde(skip_serializing_if = "Option::is_none")]
     unacked: Option<usize>,
+    /// Reliable mode: their bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unacked_bytes: Option<usize>,
 }
 
 /// Connected clients by id.
@@ -184,6 +187,7 @@ impl Registry {
                 queue_len: h.outbound.max_capacity() - h.outbound.capacity(),
                 session: h.bound().map(|s| reliable::lock(s).id().to_owned()),
                 unacked: h.bound().map(|s| reliable::lock(s).unacked()),
+                unacked_bytes: h.bound().map(|s| reliable::lock(s).unacked_bytes()),
             })
             .collect();
         rows.sort_by(|a, b| a.id.cmp(&b.id));
@@ -249,22 +253,19 @@ impl ClientHandle {
             Err(mpsc::error::TrySendError::Full(())) => return PushOutcome::QueueFull,
             Err(mpsc::error::TrySendError::Closed(())) => return PushOutcome::Unknown,
         };
-        let mut session = reliable::lock(session);
-        if !session.is_attached(self.conn) {
-            // A resume on another connection took the session: this one is on its way out.
-            return PushOutcome::Unknown;
-        }
-        if session.full() {
-            // Never evict for a connected client: it would lose what it has not read.
-            return PushOutcome::QueueFull;
-        }
-        let push = session.push_message(body.to_string(), sent_at_ms);
-        match session.record(Some(self.conn), &push, Instant::now()) {
+        let push = Outgoing::Push {
+            body: body.to_string(),
+            sent_at_ms,
+        };
+        match reliable::lock(session).send(To::Connection(self.conn), push, Instant::now()) {
             Ok(frame) => {
                 permit.send(Outbound::Frame(axum::extract::ws::Message::Text(frame)));
                 PushOutcome::Queued
             }
-            Err(reliable::TakenOver) => PushOutcome::Unknown,
+            // Never evict for a connected client: it would lose what it has not read.
+            Err(Refused::Full) => PushOutcome::QueueFull,
+            // A resume on another connection took the session: this one is on its way out.
+            Err(Refused::TakenOver) => PushOutcome::Unknown,
         }
     }
 }

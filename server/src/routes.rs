@@ -1,9 +1,9 @@
 //! The HTTP surface: routes, the origin check and the upgrades.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -11,9 +11,12 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use tower_http::services::{ServeDir, ServeFile};
 
+use serde::{Deserialize, Deserializer};
+
 use crate::metrics::Rejection;
+use crate::reliable::SessionStore;
 use crate::state::AppState;
-use crate::{admin, echo, origin, session};
+use crate::{admin, connection, echo, origin};
 
 const NO_UI: &str = "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>Server</title></head>\
 <body><h1>Welcome to the server!</h1><p>The UI is not built. Run <code>cargo xtask run</code>, or \
@@ -59,7 +62,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "{}# HELP ws_reliable_sessions Reliable sessions held (connected or waiting for a resume).\n\
              # TYPE ws_reliable_sessions gauge\nws_reliable_sessions {}\n",
             state.metrics.render(),
-            state.reliable.len()
+            state.reliable.len().await
         ),
     )
         .into_response()
@@ -120,10 +123,31 @@ fn configure(upgrade: WebSocketUpgrade, state: &AppState, max_message: usize) ->
         .max_frame_size(max_message)
 }
 
+/// The query of `GET /ws`.
+#[derive(Debug, Deserialize)]
+struct WsQuery {
+    /// `?client_id=`: 1 to 128 bytes; assigned when absent.
+    client_id: Option<String>,
+    /// `?burst=N`: pushes right after the welcome.
+    burst: Option<u32>,
+    /// `?reliable=1` (or `true`; `0`, `false` or absent: off).
+    #[serde(default, deserialize_with = "flag")]
+    reliable: bool,
+}
+
+/// `1`/`true` or `0`/`false`.
+fn flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    match String::deserialize(deserializer)?.as_str() {
+        "1" | "true" => Ok(true),
+        "0" | "false" => Ok(false),
+        _ => Err(serde::de::Error::custom("reliable must be 1 or 0")),
+    }
+}
+
 async fn ws(
     State(state): State<AppState>,
     ConnectInfo(remote_addr): ConnectInfo<SocketAddr>,
-    Query(query): Query<HashMap<String, String>>,
+    query: Result<Query<WsQuery>, QueryRejection>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
@@ -131,21 +155,12 @@ async fn ws(
         Ok(upgrade) => upgrade,
         Err(response) => return *response,
     };
-    let burst = match query.get("burst").map(|b| b.parse::<u32>()) {
-        None => None,
-        Some(Ok(n)) => Some(n),
-        Some(Err(_)) => {
-            return (StatusCode::BAD_REQUEST, "burst must be a whole number").into_response();
-        }
+    let query = match query {
+        Ok(Query(query)) => query,
+        // Its text names the parameter: "burst: invalid digit", say.
+        Err(rejection) => return (StatusCode::BAD_REQUEST, rejection.body_text()).into_response(),
     };
-    let reliable = match query.get("reliable").map(String::as_str) {
-        None | Some("0" | "false") => false,
-        Some("1" | "true") => true,
-        Some(_) => {
-            return (StatusCode::BAD_REQUEST, "reliable must be 1 or 0").into_response();
-        }
-    };
-    let id = match query.get("client_id") {
+    let id = match query.client_id {
         Some(id) if id.is_empty() || id.len() > 128 => {
             return (
                 StatusCode::BAD_REQUEST,
@@ -153,16 +168,17 @@ async fn ws(
             )
                 .into_response();
         }
-        Some(id) => id.clone(),
+        Some(id) => id,
         None => state.registry.assign_id(),
     };
+    let (burst, reliable) = (query.burst, query.reliable);
     let max = state.config.max_message_size;
-    let sessions = state.sessions.clone();
+    let connections = state.connections.clone();
     configure(upgrade, &state, max).on_upgrade(move |socket| {
-        sessions.track_future(session::run(
+        connections.track_future(connection::run(
             socket,
             state,
-            session::Peer {
+            connection::Peer {
                 id,
                 remote_addr,
                 burst,
@@ -182,7 +198,7 @@ async fn echo(
         Err(response) => return *response,
     };
     let max = state.config.echo_max_message_size;
-    let sessions = state.sessions.clone();
+    let connections = state.connections.clone();
     configure(upgrade, &state, max)
-        .on_upgrade(move |socket| sessions.track_future(echo::run(socket, state)))
+        .on_upgrade(move |socket| connections.track_future(echo::run(socket, state)))
 }

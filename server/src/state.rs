@@ -11,7 +11,7 @@ use crate::registry::Registry;
 use crate::reliable;
 
 /// Shared state: configuration, registry, counters, and the shutdown signal
-/// every session watches.
+/// every connection watches.
 #[derive(Clone)]
 pub struct AppState {
     /// The configuration.
@@ -19,11 +19,11 @@ pub struct AppState {
     /// Connected `/ws` clients.
     pub registry: Arc<Registry>,
     /// Reliable-mode sessions, which outlive their connections.
-    pub reliable: Arc<reliable::Store>,
+    pub reliable: Arc<reliable::MemoryStore>,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
-    /// Every WebSocket session, so shutdown can wait for them.
-    pub sessions: TaskTracker,
+    /// Every WebSocket connection, so shutdown can wait for them.
+    pub connections: TaskTracker,
 }

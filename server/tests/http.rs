@@ -12,7 +12,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 #[tokio::test]
 async fn echo_returns_every_message_unchanged_with_its_type() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     let mut ws = server.connect("/echo").await;
     ws.send(Message::text("plain ✓")).await.unwrap();
     assert_eq!(next_message(&mut ws).await, Message::text("plain ✓"));
@@ -68,7 +68,7 @@ async fn echo_returns_every_message_unchanged_with_its_type() {
 
 #[tokio::test]
 async fn echo_closes_invalid_utf8_with_1007() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     let mut ws = server.connect("/echo").await;
     ws.send(Message::Frame(Frame::message(
         vec![0xffu8, 0xfe, 0x41],
@@ -84,7 +84,7 @@ async fn echo_closes_invalid_utf8_with_1007() {
 
 #[tokio::test]
 async fn echo_closes_protocol_errors_with_1002() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     let mut ws = server.connect("/echo").await;
     // A continuation frame with no message to continue breaks RFC 6455.
     ws.send(Message::Frame(Frame::message(
@@ -101,7 +101,7 @@ async fn echo_closes_protocol_errors_with_1002() {
 
 #[tokio::test]
 async fn echo_has_its_own_size_limit() {
-    let server = TestServer::start(&[
+    let server = start(&[
         "--max-message-size",
         "100",
         "--echo-max-message-size",
@@ -119,12 +119,12 @@ async fn echo_has_its_own_size_limit() {
 
 #[tokio::test]
 async fn a_foreign_origin_gets_403_before_the_upgrade() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     for (origin, allowed) in [
         ("http://evil.example", false),
         (&*format!("http://{}", server.addr), true),
     ] {
-        let mut request = server.url("/ws").into_client_request().unwrap();
+        let mut request = server.ws_url("/ws").into_client_request().unwrap();
         request
             .headers_mut()
             .insert("origin", origin.parse().unwrap());
@@ -143,8 +143,8 @@ async fn a_foreign_origin_gets_403_before_the_upgrade() {
     );
     server.shutdown().await.unwrap();
 
-    let server = TestServer::start(&["--allowed-origin", "http://evil.example"]).await;
-    let mut request = server.url("/echo").into_client_request().unwrap();
+    let server = start(&["--allowed-origin", "http://evil.example"]).await;
+    let mut request = server.ws_url("/echo").into_client_request().unwrap();
     request
         .headers_mut()
         .insert("origin", "http://evil.example".parse().unwrap());
@@ -154,14 +154,14 @@ async fn a_foreign_origin_gets_403_before_the_upgrade() {
 
 #[tokio::test]
 async fn plain_http_routes_answer_clearly() {
-    let server = TestServer::start(&[]).await;
-    let response = reqwest::get(server.http("/ws")).await.unwrap();
+    let server = start(&[]).await;
+    let response = reqwest::get(server.http_url("/ws")).await.unwrap();
     assert_eq!(response.status(), 426);
     assert!(response.text().await.unwrap().contains("WebSocket"));
-    let response = reqwest::get(server.http("/healthz")).await.unwrap();
+    let response = reqwest::get(server.http_url("/healthz")).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "ok");
-    let page = reqwest::get(server.http("/"))
+    let page = reqwest::get(server.http_url("/"))
         .await
         .unwrap()
         .text()
@@ -169,7 +169,7 @@ async fn plain_http_routes_answer_clearly() {
         .unwrap();
     assert!(page.contains("Welcome to the server!"), "{page}");
     let (_ws, _) = server.connect_ws("/ws").await;
-    let metrics = reqwest::get(server.http("/metrics"))
+    let metrics = reqwest::get(server.http_url("/metrics"))
         .await
         .unwrap()
         .text()
@@ -191,10 +191,10 @@ async fn plain_http_routes_answer_clearly() {
 
 #[tokio::test]
 async fn the_admin_api_is_off_without_a_token() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     let client = reqwest::Client::new();
     let response = client
-        .get(server.http("/api/clients"))
+        .get(server.http_url("/api/clients"))
         .bearer_auth("anything")
         .send()
         .await
@@ -205,9 +205,9 @@ async fn the_admin_api_is_off_without_a_token() {
 
 #[tokio::test]
 async fn the_admin_api_lists_pushes_broadcasts_and_kicks() {
-    let server = TestServer::start(&["--admin-token", "s3cret"]).await;
+    let server = start(&["--admin-token", "s3cret"]).await;
     let client = reqwest::Client::new();
-    let api = |path: &str| server.http(&format!("/api{path}"));
+    let api = |path: &str| server.http_url(&format!("/api{path}"));
     for token in [None, Some("wrong")] {
         let mut request = client.get(api("/clients"));
         if let Some(token) = token {
@@ -328,7 +328,7 @@ async fn the_admin_api_lists_pushes_broadcasts_and_kicks() {
 
 #[tokio::test]
 async fn echo_answers_pipelined_messages_in_order() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     let mut ws = server.connect("/echo").await;
     // Many messages in flight at once: the server feeds the ready ones and
     // flushes per batch; every one must still come back, in order, typed.

@@ -1,15 +1,19 @@
 //! The `/ws` application protocol against a real server on port 0.
+#![allow(clippy::unwrap_used)] // test helpers: a failure should stop the test
 
 mod common;
 
 use common::*;
 use futures_util::SinkExt;
+use std::time::Duration;
+
 use shared::{ErrorCode, ServerMessage, close_code};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
 #[tokio::test]
 async fn welcome_comes_first_then_echoes_text_and_binary() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     let mut ws = server.connect("/ws").await;
     assert!(matches!(
         next_json(&mut ws).await,
@@ -40,7 +44,7 @@ async fn welcome_comes_first_then_echoes_text_and_binary() {
 
 #[tokio::test]
 async fn the_client_chooses_its_id_and_a_second_connection_replaces_the_first() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     let (mut first, id) = server.connect_ws("/ws?client_id=alice").await;
     assert_eq!(id, "alice");
     let (mut second, id) = server.connect_ws("/ws?client_id=alice").await;
@@ -59,7 +63,7 @@ async fn the_client_chooses_its_id_and_a_second_connection_replaces_the_first() 
 
 #[tokio::test]
 async fn timed_pushes_arrive_with_seq_counting_up() {
-    let server = TestServer::start(&["--push-interval", "30ms"]).await;
+    let server = start(&["--push-interval", "30ms"]).await;
     let mut ws = server.connect("/ws").await;
     assert!(matches!(
         next_json(&mut ws).await,
@@ -100,7 +104,7 @@ async fn expect_burst(ws: &mut Ws, count: u32, first_seq: u64) {
 
 #[tokio::test]
 async fn a_burst_query_delivers_exactly_n_pushes_in_order_then_burst_done() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     let (mut ws, _) = server.connect_ws("/ws?burst=5000").await;
     expect_burst(&mut ws, 5000, 1).await;
     // And a burst message on the same connection carries on the numbering.
@@ -111,7 +115,7 @@ async fn a_burst_query_delivers_exactly_n_pushes_in_order_then_burst_done() {
 
 #[tokio::test]
 async fn a_burst_over_the_limit_gets_an_error_and_the_connection_carries_on() {
-    let server = TestServer::start(&["--max-burst", "10"]).await;
+    let server = start(&["--max-burst", "10"]).await;
     let (mut ws, _) = server.connect_ws("/ws").await;
     send_text(&mut ws, r#"{"type":"burst","count":11}"#).await;
     match next_json(&mut ws).await {
@@ -125,7 +129,7 @@ async fn a_burst_over_the_limit_gets_an_error_and_the_connection_carries_on() {
 
 #[tokio::test]
 async fn garbage_gets_errors_and_then_1008() {
-    let server = TestServer::start(&["--max-bad-messages", "3"]).await;
+    let server = start(&["--max-bad-messages", "3"]).await;
     let (mut ws, _) = server.connect_ws("/ws").await;
     send_text(&mut ws, "not json").await;
     assert!(matches!(
@@ -166,7 +170,7 @@ async fn garbage_gets_errors_and_then_1008() {
 
 #[tokio::test]
 async fn an_oversized_message_closes_with_1009() {
-    let server = TestServer::start(&["--max-message-size", "1024"]).await;
+    let server = start(&["--max-message-size", "1024"]).await;
     let (mut ws, _) = server.connect_ws("/ws").await;
     send_text(&mut ws, &"x".repeat(2000)).await;
     let frame = expect_close(&mut ws).await.expect("a close frame");
@@ -176,7 +180,7 @@ async fn an_oversized_message_closes_with_1009() {
 
 #[tokio::test]
 async fn a_silent_client_is_closed_after_the_idle_timeout() {
-    let server = TestServer::start(&["--idle-timeout", "300ms"]).await;
+    let server = start(&["--idle-timeout", "300ms"]).await;
     let (mut ws, _) = server.connect_ws("/ws").await;
     let frame = expect_close(&mut ws).await.expect("a close frame");
     assert_eq!(u16::from(frame.code), close_code::IDLE_TIMEOUT);
@@ -185,12 +189,12 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_client_that_answers_pings_is_not_idle() {
-    let server = TestServer::start(&["--idle-timeout", "400ms", "--ping-interval", "100ms"]).await;
+    let server = start(&["--idle-timeout", "400ms", "--ping-interval", "100ms"]).await;
     let (mut ws, _) = server.connect_ws("/ws").await;
     // Reading answers the pings; ask for an echo well after the idle timeout.
     let started = tokio::time::Instant::now();
     let mut pings = 0;
-    while started.elapsed() < std::time::Duration::from_millis(1000) {
+    while started.elapsed() < Duration::from_millis(1000) {
         match tokio::time::timeout(DEADLINE, futures_util::StreamExt::next(&mut ws)).await {
             Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
             other => panic!("expected only pings, got {other:?}"),
@@ -207,7 +211,7 @@ async fn a_client_that_answers_pings_is_not_idle() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_with_1013_while_others_keep_their_pushes() {
-    let server = TestServer::start(&["--write-timeout", "300ms", "--push-interval", "20ms"]).await;
+    let server = start(&["--write-timeout", "300ms", "--push-interval", "20ms"]).await;
     // The slow one asks for a large burst and never reads it.
     let mut slow = server.connect("/ws?burst=1000000").await;
     let (mut fast, _) = server.connect_ws("/ws").await;
@@ -242,7 +246,7 @@ async fn a_client_that_stops_reading_is_closed_with_1013_while_others_keep_their
 
 #[tokio::test]
 async fn shutdown_sends_1001_to_every_client_and_run_returns() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     let (mut a, _) = server.connect_ws("/ws").await;
     let (mut b, _) = server.connect_ws("/ws?client_id=b").await;
     let mut e = server.connect("/echo").await;
@@ -257,7 +261,7 @@ async fn shutdown_sends_1001_to_every_client_and_run_returns() {
 
 #[tokio::test]
 async fn reliable_mode_is_opt_in_and_the_plain_wire_is_unchanged() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     let mut plain = server.connect("/ws?client_id=p").await;
     let Message::Text(welcome) = next_message(&mut plain).await else {
         panic!("no welcome")
@@ -285,7 +289,7 @@ async fn reliable_mode_is_opt_in_and_the_plain_wire_is_unchanged() {
 
 #[tokio::test]
 async fn reliable_messages_are_numbered_acknowledged_and_processed_once() {
-    let server = TestServer::start(&[]).await;
+    let server = start(&[]).await;
     let mut ws = server.connect("/ws?reliable=1").await;
     let ServerMessage::Welcome {
         session: Some(session),
@@ -364,5 +368,179 @@ async fn reliable_messages_are_numbered_acknowledged_and_processed_once() {
         next_json(&mut again).await,
         ServerMessage::Msg { seq: 2, .. }
     ));
+    server.shutdown().await.unwrap();
+}
+
+/// A reliable connection with its session bound (its first message sent):
+/// the socket, the session id and its token.
+async fn reliable_session(server: &TestServer, client_id: &str) -> (Ws, String, String) {
+    let mut ws = server
+        .connect(&format!("/ws?reliable=1&client_id={client_id}"))
+        .await;
+    let ServerMessage::Welcome {
+        session: Some(session),
+        token: Some(token),
+        ..
+    } = next_json(&mut ws).await
+    else {
+        panic!("a reliable welcome offers a session")
+    };
+    // The first message binds the connection to the offered session.
+    send_text(&mut ws, r#"{"type":"ack","seq":0}"#).await;
+    (ws, session, token)
+}
+
+/// Reads numbered messages until the close frame: their envelopes' sizes and the close.
+async fn numbered_until_close(ws: &mut Ws) -> (Vec<usize>, Option<CloseFrame>) {
+    let mut sizes = Vec::new();
+    loop {
+        match tokio::time::timeout(DEADLINE, futures_util::StreamExt::next(ws))
+            .await
+            .expect("close within the deadline")
+        {
+            Some(Ok(Message::Text(text))) => {
+                if let ServerMessage::Msg { .. } = ServerMessage::from_json(&text).unwrap() {
+                    sizes.push(text.len());
+                }
+            }
+            Some(Ok(Message::Close(frame))) => return (sizes, frame),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return (sizes, None),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_session_resumed_on_another_connection_closes_the_first_at_once() {
+    let server = start(&[]).await;
+    let (mut first, session, token) = reliable_session(&server, "first").await;
+    send_text(&mut first, r#"{"type":"echo","id":1,"body":"bound"}"#).await;
+    assert!(matches!(
+        next_json(&mut first).await,
+        ServerMessage::Msg { seq: 1, .. }
+    ));
+    // Another client id takes the session over.
+    let (mut second, _) = server.connect_ws("/ws?reliable=1&client_id=second").await;
+    let resume = shared::ClientMessage::Resume {
+        session,
+        token,
+        last_seq: 1,
+    };
+    send_text(&mut second, &resume.to_json()).await;
+    assert!(matches!(
+        next_json(&mut second).await,
+        ServerMessage::Resumed { .. }
+    ));
+    // The first connection sends nothing and is closed at once all the same.
+    let frame = tokio::time::timeout(Duration::from_secs(1), expect_close(&mut first))
+        .await
+        .expect("the taken-over connection is closed within a second")
+        .expect("a close frame");
+    assert_eq!(u16::from(frame.code), close_code::REPLACED);
+    assert_eq!(
+        frame.reason.as_str(),
+        "session resumed on another connection"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// Unnumbered echoes, never acknowledged, against a history of `args`:
+/// the connection is closed with 1013 before the history passes its bounds,
+/// and a resume replays exactly what was kept.
+async fn unnumbered_echoes_fill_the_history(
+    args: &[&str],
+    body: usize,
+    max: usize,
+    max_bytes: usize,
+) {
+    let server = start(args).await;
+    let (mut ws, session, token) = reliable_session(&server, "greedy").await;
+    let body = "x".repeat(body);
+    for id in 1..=60 {
+        let echo = shared::ClientMessage::Echo {
+            id,
+            body: body.clone(),
+        };
+        if ws.send(Message::text(echo.to_json())).await.is_err() {
+            break; // Closed already.
+        }
+    }
+    let (sizes, close) = numbered_until_close(&mut ws).await;
+    let close = close.expect("a close frame");
+    assert_eq!(u16::from(close.code), close_code::TRY_AGAIN_LATER);
+    assert!(
+        sizes.len() <= max,
+        "{} numbered messages held, at most {max}",
+        sizes.len()
+    );
+    assert!(
+        sizes.iter().sum::<usize>() <= max_bytes,
+        "{} bytes held, at most {max_bytes}",
+        sizes.iter().sum::<usize>()
+    );
+    // Nothing was lost: the resume replays every one of them (none acknowledged).
+    let (mut again, _) = server.connect_ws("/ws?reliable=1&client_id=greedy").await;
+    let resume = shared::ClientMessage::Resume {
+        session,
+        token,
+        last_seq: 0,
+    };
+    send_text(&mut again, &resume.to_json()).await;
+    assert!(matches!(
+        next_json(&mut again).await,
+        ServerMessage::Resumed { .. }
+    ));
+    // A ping's pong follows the replay: it marks its end.
+    send_text(&mut again, r#"{"type":"ping","t":1}"#).await;
+    let mut replayed = Vec::new();
+    loop {
+        match next_message(&mut again).await {
+            Message::Text(text) => match ServerMessage::from_json(&text).unwrap() {
+                ServerMessage::Msg { .. } => replayed.push(text.len()),
+                ServerMessage::Pong { .. } => break,
+                other => panic!("unexpected {other:?}"),
+            },
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(replayed, sizes);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn unnumbered_replies_count_against_the_history_in_messages() {
+    unnumbered_echoes_fill_the_history(&["--history-max", "10"], 10, 10, usize::MAX).await;
+}
+
+#[tokio::test]
+async fn unnumbered_replies_count_against_the_history_in_bytes() {
+    unnumbered_echoes_fill_the_history(&["--history-max-bytes", "8000"], 1000, 1000, 8000).await;
+}
+
+#[tokio::test]
+async fn a_reliable_session_keeps_a_bounded_number_of_bursts_pending() {
+    // A window of 50 pushes: without acks the first burst stalls, the rest wait.
+    let server = start(&["--history-max", "100"]).await;
+    let (mut ws, _, _) = reliable_session(&server, "bursty").await;
+    for _ in 0..18 {
+        send_text(&mut ws, r#"{"type":"burst","count":1000}"#).await;
+    }
+    let mut busy = 0;
+    let mut pushes = 0;
+    while busy < 2 {
+        match next_json(&mut ws).await {
+            ServerMessage::Msg { data, .. } => match ServerMessage::from_json(&data).unwrap() {
+                ServerMessage::Push { .. } => pushes += 1,
+                ServerMessage::Error {
+                    code: ErrorCode::BurstBusy,
+                    ..
+                } => busy += 1,
+                other => panic!("unexpected {other:?}"),
+            },
+            ServerMessage::Ack { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(pushes <= 50, "{pushes} pushes past the window");
     server.shutdown().await.unwrap();
 }

@@ -105,7 +105,9 @@ pub enum ClientMessage {
     },
     /// Ask the server to push `count` messages as fast as flow control allows,
     /// followed by [`ServerMessage::BurstDone`]. Counts above the server's
-    /// `--max-burst` are refused with [`ErrorCode::BurstTooLarge`].
+    /// `--max-burst` are refused with [`ErrorCode::BurstTooLarge`]; in
+    /// reliable mode, one beyond the session's pending bursts with
+    /// [`ErrorCode::BurstBusy`].
     Burst {
         /// How many `push` messages to send.
         count: u32,
@@ -285,6 +287,10 @@ pub enum ErrorCode {
     /// A client `msg` whose seq skips ahead of the next expected one; it was
     /// not processed (`"out_of_order"`).
     OutOfOrder,
+    /// A reliable session already has the most bursts it keeps pending (the
+    /// one in progress and those waiting behind it); this one was not
+    /// started (`"burst_busy"`).
+    BurstBusy,
     /// A code this version of the protocol does not know.
     Other(String),
 }
@@ -299,6 +305,7 @@ impl ErrorCode {
             Self::BurstTooLarge => "burst_too_large",
             Self::NotReliable => "not_reliable",
             Self::OutOfOrder => "out_of_order",
+            Self::BurstBusy => "burst_busy",
             Self::Other(code) => code,
         }
     }
@@ -313,6 +320,7 @@ impl From<String> for ErrorCode {
             "burst_too_large" => Self::BurstTooLarge,
             "not_reliable" => Self::NotReliable,
             "out_of_order" => Self::OutOfOrder,
+            "burst_busy" => Self::BurstBusy,
             _ => Self::Other(code),
         }
     }
@@ -654,6 +662,13 @@ mod tests {
                 },
                 r#"{"type":"error","code":"malformed","message":"bad"}"#,
             ),
+            (
+                ServerMessage::Error {
+                    code: ErrorCode::BurstBusy,
+                    message: "busy".into(),
+                },
+                r#"{"type":"error","code":"burst_busy","message":"busy"}"#,
+            ),
         ]
     }
 
@@ -713,6 +728,7 @@ mod tests {
             ErrorCode::BurstTooLarge,
             ErrorCode::NotReliable,
             ErrorCode::OutOfOrder,
+            ErrorCode::BurstBusy,
             ErrorCode::Other("from_the_future".into()),
         ] {
             let msg = ServerMessage::Error {

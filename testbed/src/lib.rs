@@ -23,10 +23,32 @@
 //! `BUFFERED_SOCKET_TEST_CONTROL`;
 //! native end-to-end tests start a [`Testbed`] themselves.
 //!
+//! # One test toolkit
+//!
+//! [`TestServer`] is the one helper that starts the server on a free port:
+//! the [`Testbed`] runs its server through it, and so do the server's own
+//! integration tests (testbed is their dev-dependency), the fault-injection
+//! tests and the load generator's tests. It lives here rather than in a
+//! `server::testing` module behind a feature because it needs nothing of the
+//! server's internals (only `server::run` and `server::Config`, as any user),
+//! so the server library carries no test-only code or feature, and every
+//! crate's tests get it from the crate that already exists to run the server
+//! for tests.
+//!
+//! | module | what |
+//! |---|---|
+//! | `test_server` | [`TestServer`], [`config`], [`quiet_config`] |
+//! | `proxy` | [`FaultProxy`]: cuts connections after a random number of bytes |
+//! | `lib.rs` | [`Testbed`] and its control API |
+//!
 //! # Example
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
+//! let server = testbed::TestServer::start(testbed::quiet_config(&["--max-burst", "10"])?).await?;
+//! println!("connect to {}", server.ws_url("/ws"));
+//! server.shutdown().await?;
+//!
 //! let testbed = testbed::Testbed::start(None).await?;
 //! println!("connect to {}/ws", testbed.ws_base);
 //! testbed.shutdown().await?;
@@ -36,8 +58,10 @@
 #![warn(missing_docs)]
 
 mod proxy;
+mod test_server;
 
 pub use proxy::{FaultProxy, Faults};
+pub use test_server::{TestServer, config, quiet_config};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -51,7 +75,6 @@ use axum::extract::{Path as UrlPath, Query, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::post;
-use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -76,14 +99,9 @@ struct Control {
     addr: SocketAddr,
     config: server::Config,
     admin_token: String,
-    running: Mutex<Option<Running>>,
+    running: Mutex<Option<TestServer>>,
     http: reqwest::Client,
     proxy: FaultProxy,
-}
-
-struct Running {
-    stop: CancellationToken,
-    task: JoinHandle<Result<(), server::Error>>,
 }
 
 impl Testbed {
@@ -94,22 +112,22 @@ impl Testbed {
     /// When a port cannot be bound.
     pub async fn start(static_dir: Option<&Path>) -> Result<Self> {
         let admin_token = format!("{:032x}", rand::random::<u128>());
+        let dir = static_dir.map(|dir| dir.to_string_lossy().into_owned());
         let mut args = vec![
-            "server".to_owned(),
-            "--allowed-origin".into(),
-            "*".into(),
-            "--admin-token".into(),
-            admin_token.clone(),
-            "--shutdown-timeout".into(),
-            "2s".into(),
+            "--allowed-origin",
+            "*",
+            "--admin-token",
+            &admin_token,
+            "--shutdown-timeout",
+            "2s",
             // Small, so that a browser test can overflow it cheaply.
-            "--history-max".into(),
-            "200".into(),
+            "--history-max",
+            "200",
         ];
-        if let Some(dir) = static_dir {
-            args.extend(["--static-dir".into(), dir.to_string_lossy().into_owned()]);
+        if let Some(dir) = &dir {
+            args.extend(["--static-dir", dir]);
         }
-        let config = server::Config::try_parse_from(args).context("testbed server config")?;
+        let config = config(&args).context("testbed server config")?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let proxy = FaultProxy::start(addr, Faults::none()).await?;
@@ -122,7 +140,7 @@ impl Testbed {
             http: reqwest::Client::new(),
             proxy,
         });
-        control.spawn_server(listener).await;
+        control.spawn_server(listener).await?;
 
         let control_listener = TcpListener::bind("127.0.0.1:0").await?;
         let control_addr = control_listener.local_addr()?;
@@ -193,14 +211,10 @@ impl Testbed {
 }
 
 impl Control {
-    async fn spawn_server(&self, listener: TcpListener) {
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(server::run(
-            listener,
-            self.config.clone(),
-            stop.clone().cancelled_owned(),
-        ));
-        *self.running.lock().await = Some(Running { stop, task });
+    async fn spawn_server(&self, listener: TcpListener) -> Result<()> {
+        let server = TestServer::serve(listener, self.config.clone())?;
+        *self.running.lock().await = Some(server);
+        Ok(())
     }
 
     /// Stops the server; `Ok(false)` when it was not running.
@@ -208,8 +222,7 @@ impl Control {
         let Some(running) = self.running.lock().await.take() else {
             return Ok(false);
         };
-        running.stop.cancel();
-        running.task.await??;
+        running.shutdown().await?;
         Ok(true)
     }
 
@@ -231,7 +244,7 @@ impl Control {
                 Err(err) => bail!("could not bind {} again: {err}", self.addr),
             }
         };
-        self.spawn_server(listener).await;
+        self.spawn_server(listener).await?;
         Ok(true)
     }
 }

@@ -15,46 +15,31 @@ use std::time::Duration;
 use buffered_socket::reliable::{ACK_DELAY_MS, Incoming, Reliable};
 use futures_util::{SinkExt, StreamExt};
 use shared::{ClientMessage, ServerMessage};
-use testbed::{FaultProxy, Faults};
+use testbed::{FaultProxy, Faults, TestServer};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 
-/// A server on a free port, stopped on drop.
+/// The server on a free port (`testbed::TestServer`), pushes off, with an
+/// admin token; stopped on drop.
 struct Server {
     addr: SocketAddr,
     token: String,
-    stop: CancellationToken,
+    _server: TestServer,
 }
 
 impl Server {
     async fn start(extra: &[&str]) -> Self {
-        use clap::Parser;
-        if std::env::var_os("FAULT_DEBUG").is_some() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter("server=debug")
-                .with_test_writer()
-                .try_init();
-        }
         let token = "reliable-test-token".to_owned();
-        let mut args = vec!["server", "--push-interval", "0", "--admin-token", &token];
+        let mut args = vec!["--push-interval", "0", "--admin-token", &token];
         args.extend_from_slice(extra);
-        let config = server::Config::try_parse_from(args).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        tokio::spawn(server::run(
-            listener,
-            config,
-            stop.clone().cancelled_owned(),
-        ));
-        Self { addr, token, stop }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.cancel();
+        let server = TestServer::start(testbed::config(&args).unwrap())
+            .await
+            .unwrap();
+        Self {
+            addr: server.addr,
+            token,
+            _server: server,
+        }
     }
 }
 

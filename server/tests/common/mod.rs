@@ -1,16 +1,13 @@
 //! A real server on port 0 and a native WebSocket client, for the integration tests.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, async_fn_in_trait, clippy::unwrap_used)]
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use shared::ServerMessage;
+pub use testbed::TestServer;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -20,72 +17,36 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// How long any single expectation may take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
-pub struct TestServer {
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), server::Error>>,
+/// The server on a free port (`testbed::TestServer`, the one helper), with
+/// timed pushes and pings off unless `args` turn them on, and no UI.
+pub async fn start(args: &[&str]) -> TestServer {
+    TestServer::start(testbed::quiet_config(args).unwrap())
+        .await
+        .unwrap()
 }
 
-impl TestServer {
-    /// Starts the server with `args`; timed pushes and pings are off unless asked for.
-    pub async fn start(args: &[&str]) -> Self {
-        let mut all = vec![
-            "server",
-            "--push-interval",
-            "0",
-            "--ping-interval",
-            "0",
-            "--static-dir",
-            "/nonexistent",
-        ];
-        all.extend_from_slice(args);
-        let config = server::Config::try_parse_from(all).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server::run(listener, config, async {
-            let _ = stopped.await;
-        }));
-        Self {
-            addr,
-            stop: Some(stop),
-            task,
-        }
-    }
+/// A native WebSocket client of the test server.
+pub trait Connect {
+    /// Connects to `path`.
+    async fn connect(&self, path: &str) -> Ws;
+    /// Connects to /ws and returns the socket and the welcome's client id.
+    async fn connect_ws(&self, path: &str) -> (Ws, String);
+}
 
-    pub fn url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
-    }
-
-    pub fn http(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    pub async fn connect(&self, path: &str) -> Ws {
-        let (ws, _) = tokio_tungstenite::connect_async(self.url(path))
+impl Connect for TestServer {
+    async fn connect(&self, path: &str) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url(path))
             .await
             .unwrap();
         ws
     }
 
-    /// Connects to /ws and returns the socket and the welcome's client id.
-    pub async fn connect_ws(&self, path: &str) -> (Ws, String) {
+    async fn connect_ws(&self, path: &str) -> (Ws, String) {
         let mut ws = self.connect(path).await;
         match next_json(&mut ws).await {
             ServerMessage::Welcome { client_id, .. } => (ws, client_id),
             other => panic!("expected welcome first, got {other:?}"),
         }
-    }
-
-    /// Triggers the graceful shutdown and waits for `run` to return.
-    pub async fn shutdown(mut self) -> Result<(), server::Error> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(DEADLINE, self.task)
-            .await
-            .expect("server stops in time")
-            .unwrap()
     }
 }
 
@@ -145,7 +106,7 @@ where
 }
 
 pub async fn metric(server: &TestServer, name: &str) -> u64 {
-    let text = reqwest::get(server.http("/metrics"))
+    let text = reqwest::get(server.http_url("/metrics"))
         .await
         .unwrap()
         .text()

@@ -1,0 +1,98 @@
+//! The application behind `/ws`: what a request is answered with. One
+//! function for both modes and for a request at the top level or inside a
+//! reliable `msg`; only the delivery of its answer (direct, or numbered in a
+//! session) depends on the mode.
+
+use shared::{ClientMessage, ErrorCode, ServerMessage};
+
+/// The answer to one request.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Served {
+    /// A message in reply.
+    Reply(ServerMessage),
+    /// A burst of this many pushes, then `burst_done`.
+    Burst(u32),
+}
+
+/// Answers `request`; bursts over `max_burst` are refused.
+pub(super) fn serve(request: ClientMessage, max_burst: u32) -> Served {
+    match request {
+        ClientMessage::Echo { id, body } => Served::Reply(ServerMessage::Echo { id, body }),
+        ClientMessage::Ping { t } => Served::Reply(ServerMessage::Pong { t }),
+        ClientMessage::Burst { count } if count > max_burst => Served::Reply(error(
+            ErrorCode::BurstTooLarge,
+            format!("a burst may have at most {max_burst} messages, not {count}"),
+        )),
+        ClientMessage::Burst { count } => Served::Burst(count),
+        // At the top level these are the connection's (reliable mode), never
+        // the application's: only one nested in a `msg` gets here.
+        ClientMessage::Resume { .. } | ClientMessage::Ack { .. } | ClientMessage::Msg { .. } => {
+            Served::Reply(error(
+                ErrorCode::NotReliable,
+                "resume, ack and msg cannot travel inside a msg".into(),
+            ))
+        }
+        _ => Served::Reply(unknown_type()),
+    }
+}
+
+/// An `error` message.
+pub(super) fn error(code: ErrorCode, message: String) -> ServerMessage {
+    ServerMessage::Error { code, message }
+}
+
+pub(super) fn unknown_type() -> ServerMessage {
+    error(
+        ErrorCode::UnknownType,
+        "this message type is not handled by the server".into(),
+    )
+}
+
+/// The refusal of a burst beyond the session's pending ones.
+pub(super) fn burst_busy() -> ServerMessage {
+    error(
+        ErrorCode::BurstBusy,
+        format!(
+            "{} bursts are pending already: wait for a burst_done",
+            crate::reliable::MAX_PENDING_BURSTS
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_request_gets_its_answer() {
+        let echo = ClientMessage::Echo {
+            id: 3,
+            body: "b".into(),
+        };
+        let reply = ServerMessage::Echo {
+            id: 3,
+            body: "b".into(),
+        };
+        assert_eq!(serve(echo, 10), Served::Reply(reply));
+        assert_eq!(
+            serve(ClientMessage::Ping { t: 2.0 }, 10),
+            Served::Reply(ServerMessage::Pong { t: 2.0 })
+        );
+        assert_eq!(
+            serve(ClientMessage::Burst { count: 10 }, 10),
+            Served::Burst(10)
+        );
+        let Served::Reply(ServerMessage::Error { code, .. }) =
+            serve(ClientMessage::Burst { count: 11 }, 10)
+        else {
+            panic!("a burst over the limit is refused")
+        };
+        assert_eq!(code, ErrorCode::BurstTooLarge);
+        let Served::Reply(ServerMessage::Error { code, .. }) =
+            serve(ClientMessage::Ack { seq: 1 }, 10)
+        else {
+            panic!("a nested ack is refused")
+        };
+        assert_eq!(code, ErrorCode::NotReliable);
+    }
+}

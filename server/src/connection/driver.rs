@@ -1,0 +1,319 @@
+//! The driver: reads frames and dispatches each client message in ONE place
+//! for both modes, ticks the timed pushes and pings, watches the idle
+//! deadline, kicks, takeovers and shutdown. Generic over the stream it reads,
+//! so it runs on in-memory channels in the unit tests.
+//!
+//! Timed pushes are only queued when the queue is empty, so they never pile
+//! up behind a slow client; pushes that find no room are counted as dropped.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures_util::{Stream, StreamExt};
+use shared::{ClientMessage, ErrorCode, ServerMessage};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::app::{self, Served};
+use super::reliable::Link;
+use super::{CLOSE_GRACE, Conn, End, Mode};
+use crate::metrics::Metrics;
+use crate::registry::{Outbound, millis};
+use crate::state::AppState;
+use crate::wire::{self, ReadError};
+
+pub(super) struct Driver<'a, S> {
+    stream: S,
+    outbound: mpsc::Sender<Outbound>,
+    state: &'a AppState,
+    conn: &'a Conn,
+    bad_in_a_row: u32,
+    /// Reliable mode: the link to the session; `None` on a plain connection.
+    link: Option<Link>,
+    /// A plain connection's `?burst=N`, queued after the welcome.
+    burst: Option<u32>,
+}
+
+/// A future that completes at `due`, or never.
+async fn at(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A future that completes when `token` is cancelled, or never.
+async fn cancelled(token: Option<&CancellationToken>) {
+    match token {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<'a, S> Driver<'a, S>
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Unpin,
+{
+    pub(super) fn new(
+        stream: S,
+        outbound: mpsc::Sender<Outbound>,
+        state: &'a AppState,
+        conn: &'a Conn,
+        mode: Mode,
+    ) -> Self {
+        let (link, burst) = match mode {
+            Mode::Plain { burst } => (None, burst),
+            Mode::Reliable(link) => (Some(link), None),
+        };
+        Self {
+            stream,
+            outbound,
+            state,
+            conn,
+            bad_in_a_row: 0,
+            link,
+            burst,
+        }
+    }
+
+    /// Runs the connection (its welcome is already queued) to its end, then
+    /// has the writer send the close frame.
+    pub(super) async fn run(
+        mut self,
+        close_tx: oneshot::Sender<CloseFrame>,
+        writer_gone: &CancellationToken,
+    ) -> End {
+        let config = &self.state.config;
+        if let Some(count) = self.burst.take() {
+            self.deliver(app::serve(ClientMessage::Burst { count }, config.max_burst))
+                .await;
+        }
+        let mut push_tick = ticker(config.push_interval);
+        let mut ping_tick = ticker(config.ping_interval);
+        let idle = tokio::time::sleep(config.idle_timeout);
+        tokio::pin!(idle);
+        let shutdown = self.state.shutdown.clone();
+        let taken_over = self.link.as_ref().map(Link::taken_over);
+        // For reliable bursts: a permit borrows its sender across the select's handlers.
+        let burst_outbound = self.outbound.clone();
+
+        let end = loop {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break End::shutdown(),
+                () = writer_gone.cancelled() => break End::gone("connection ended"),
+                request = self.conn.shared.close_requested() => {
+                    break End::with(request.code, request.reason);
+                }
+                () = cancelled(taken_over.as_ref()) => break crate::reliable::TakenOver.into(),
+                frame = self.stream.next() => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + config.idle_timeout);
+                    match frame {
+                        Some(Ok(message)) => {
+                            if let Err(end) = Box::pin(self.on_message(message)).await {
+                                break end;
+                            }
+                        }
+                        Some(Err(err)) => {
+                            break match wire::close_for(&ReadError::from(err)) {
+                                Some((code, reason)) => End::with(code, reason),
+                                None => End::gone("connection failed"),
+                            };
+                        }
+                        None => break End::gone("connection ended"),
+                    }
+                }
+                permit = burst_outbound.reserve(), if self.link.as_ref().is_some_and(Link::burst_ready) => {
+                    if let (Ok(permit), Some(link)) = (permit, &self.link)
+                        && let Err(end) = link.burst_step(permit)
+                    {
+                        break end;
+                    }
+                }
+                () = at(self.link.as_ref().and_then(Link::ack_due)) => {
+                    if let Some(link) = &mut self.link {
+                        link.send_ack(&self.outbound);
+                    }
+                }
+                Some(()) = tick(&mut push_tick) => self.timed_push(),
+                Some(()) = tick(&mut ping_tick) => {
+                    // Skipped when the queue has no room: the peer is behind anyway.
+                    let _ = self.outbound.try_send(Outbound::Frame(Message::Ping(Default::default())));
+                }
+                () = &mut idle => {
+                    tracing::info!("closing an idle connection after {:?}", config.idle_timeout);
+                    break End::idle();
+                }
+            }
+        };
+        // The writer ends once every sender is gone.
+        drop(burst_outbound);
+        if let Some(link) = &self.link {
+            link.detach();
+        }
+        Box::pin(self.finish(end, close_tx)).await
+    }
+
+    /// Asks the writer to send the close frame, then reads until the peer's
+    /// close reply or the grace period ends.
+    async fn finish(mut self, end: End, close_tx: oneshot::Sender<CloseFrame>) -> End {
+        let Some(code) = end.code else {
+            return end;
+        };
+        let _ = close_tx.send(CloseFrame {
+            code,
+            reason: Utf8Bytes::from(end.reason.clone()),
+        });
+        // Stop queueing; the writer ends once it has sent the close frame.
+        drop(self.outbound);
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(_)) = self.stream.next().await {}
+        })
+        .await;
+        end
+    }
+
+    /// Queues `message` unnumbered, waiting for room (backpressure on the
+    /// reader). A closed queue means the writer is gone; the loop sees it next.
+    async fn send(&self, message: Message) {
+        let _ = self.outbound.send(Outbound::Frame(message)).await;
+    }
+
+    async fn on_message(&mut self, message: Message) -> Result<(), End> {
+        let len = match &message {
+            Message::Text(text) => text.len(),
+            Message::Binary(data) => data.len(),
+            // Control frames only prove the peer is alive (tungstenite answers pings).
+            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+            Message::Close(frame) => {
+                // tungstenite queues the close reply; keep reading until the stream ends.
+                let (code, reason) = frame
+                    .as_ref()
+                    .map_or((None, ""), |f| (Some(f.code), &*f.reason));
+                tracing::debug!(?code, %reason, "client closed");
+                return Ok(());
+            }
+        };
+        let metrics = &self.state.metrics;
+        Metrics::add(&metrics.messages_in, 1);
+        Metrics::add(&metrics.bytes_in, len as u64);
+        self.conn.shared.messages_in.fetch_add(1, Relaxed);
+        match message {
+            Message::Text(text) => self.on_text(&text).await,
+            // Binary frames are echoed as they are, in both modes.
+            other => {
+                self.send(other).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Decodes one text frame and dispatches it.
+    async fn on_text(&mut self, text: &str) -> Result<(), End> {
+        match ClientMessage::from_json(text) {
+            Ok(message) => {
+                self.bad_in_a_row = 0;
+                self.dispatch(message).await
+            }
+            Err(err) => {
+                self.bad_in_a_row += 1;
+                self.send(wire::error(err.code(), err.to_string())).await;
+                if self.bad_in_a_row >= self.state.config.max_bad_messages {
+                    return Err(End::too_many_bad());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The one dispatch of client messages, for both modes.
+    async fn dispatch(&mut self, message: ClientMessage) -> Result<(), End> {
+        // Reliable mode: the first message binds the connection to a session.
+        if let Some(link) = &mut self.link {
+            let consumed = link
+                .bind_first(&message, self.state, &self.conn.client_id, &self.outbound)
+                .await?;
+            if consumed {
+                return Ok(());
+            }
+        }
+        match message {
+            // The heartbeat is connection-scoped: answered directly, never numbered.
+            ClientMessage::Ping { t } => {
+                self.send(wire::text(&ServerMessage::Pong { t })).await;
+                Ok(())
+            }
+            control @ (ClientMessage::Resume { .. }
+            | ClientMessage::Ack { .. }
+            | ClientMessage::Msg { .. }) => match &mut self.link {
+                Some(link) => link.on_control(control, self.state, &self.outbound).await,
+                None => {
+                    let off = "reliable mode is off on this connection: connect to /ws?reliable=1";
+                    self.send(wire::error(ErrorCode::NotReliable, off.into()))
+                        .await;
+                    Ok(())
+                }
+            },
+            request => {
+                let served = app::serve(request, self.state.config.max_burst);
+                match &mut self.link {
+                    Some(link) => link.deliver(served, &self.outbound).await,
+                    None => {
+                        self.deliver(served).await;
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers an answer on a plain connection: a reply as it is, a burst
+    /// to the writer, which numbers and batches its pushes.
+    async fn deliver(&self, served: Served) {
+        match served {
+            Served::Reply(reply) => self.send(wire::text(&reply)).await,
+            Served::Burst(count) => {
+                let _ = self.outbound.send(Outbound::Burst { count }).await;
+            }
+        }
+    }
+
+    fn timed_push(&self) {
+        // Only when the queue is empty: a slow client gets no pile of old ticks.
+        if self.outbound.capacity() < self.outbound.max_capacity() {
+            Metrics::add(&self.state.metrics.pushes_dropped, 1);
+            return;
+        }
+        if let Some(link) = &self.link {
+            link.timed_push(&self.outbound, &self.state.metrics);
+            return;
+        }
+        let push = Outbound::Push {
+            body: std::sync::Arc::from("tick"),
+            sent_at_ms: millis(SystemTime::now()),
+        };
+        if self.outbound.try_send(push).is_err() {
+            Metrics::add(&self.state.metrics.pushes_dropped, 1);
+        }
+    }
+}
+
+/// An interval that first fires one period from now, or none for zero.
+fn ticker(period: Duration) -> Option<tokio::time::Interval> {
+    (!period.is_zero()).then(|| {
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        interval
+    })
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) -> Option<()> {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+            Some(())
+        }
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,258 @@
+//! One `/ws` connection: the application protocol of `shared`.
+//!
+//! "Session" means only reliable mode's resumable session (`crate::reliable`);
+//! this module is about one WebSocket connection, which in reliable mode
+//! speaks for a session until it ends or another connection takes it over.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | the entry point ([`run`], and [`serve`] over any transport), end reasons and their close codes |
+//! | `app.rs` | the application's answer to a request (echo, ping, burst), the same in both modes |
+//! | `driver.rs` | reads, timers (pushes, pings, idle, acks), kicks and shutdown, and the ONE dispatch of client messages for both modes |
+//! | `reliable.rs` | the link to a reliable session: binding, resume, numbered replies, acks, bursts |
+//! | `writer.rs` | owns the sink: drains the bounded queue, feeds every ready frame and flushes once per batch |
+//!
+//! Driver and writer are generic over the transport (`Stream` of messages in,
+//! `Sink` of messages out), so their unit tests run on in-memory channels, as
+//! axum's `testing-websockets` example does. Today they are two halves of a
+//! split socket joined in one task; a later design with one task owning the
+//! unsplit socket changes [`serve`] and the transport, not the rules.
+
+mod app;
+mod driver;
+mod reliable;
+mod writer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{Sink, Stream, StreamExt};
+use shared::{ServerMessage, close_code};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::registry::{ClientHandle, ClientShared, CloseRequest, Outbound};
+use crate::reliable::{Refused, TakenOver};
+use crate::state::AppState;
+use crate::wire;
+
+/// How long a close handshake may take once we decided to close.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Who the connection is, from the upgrade request.
+pub struct Peer {
+    /// The client id (chosen with `?client_id=` or assigned).
+    pub id: String,
+    /// The remote address.
+    pub remote_addr: SocketAddr,
+    /// `?burst=N`: pushes to send right after the welcome.
+    pub burst: Option<u32>,
+    /// `?reliable=1`: acknowledged, resumable delivery.
+    pub reliable: bool,
+}
+
+/// Why the connection ended, for its close frame and the disconnect log line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct End {
+    /// The close code to send; `None` when the connection is gone already.
+    code: Option<u16>,
+    reason: String,
+}
+
+impl End {
+    fn with(code: u16, reason: impl Into<String>) -> Self {
+        Self {
+            code: Some(code),
+            reason: reason.into(),
+        }
+    }
+
+    /// The connection is gone: no close frame to send.
+    fn gone(reason: impl Into<String>) -> Self {
+        Self {
+            code: None,
+            reason: reason.into(),
+        }
+    }
+
+    fn shutdown() -> Self {
+        Self::with(close_code::GOING_AWAY, "server shutting down")
+    }
+
+    fn idle() -> Self {
+        Self::with(close_code::IDLE_TIMEOUT, "idle timeout")
+    }
+
+    fn too_many_bad() -> Self {
+        Self::with(
+            close_code::POLICY_VIOLATION,
+            "too many messages that could not be decoded",
+        )
+    }
+
+    /// The client lets the session's history fill up (it does not acknowledge).
+    fn history_full() -> Self {
+        Self::with(
+            close_code::TRY_AGAIN_LATER,
+            "too many unacknowledged messages: acknowledge, then resume",
+        )
+    }
+
+    fn too_many_sessions() -> Self {
+        Self::with(close_code::TRY_AGAIN_LATER, "too many reliable sessions")
+    }
+}
+
+/// The session was resumed on another connection: this one ends with 4002.
+impl From<TakenOver> for End {
+    fn from(TakenOver: TakenOver) -> Self {
+        Self::with(
+            close_code::REPLACED,
+            "session resumed on another connection",
+        )
+    }
+}
+
+impl From<Refused> for End {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::TakenOver => TakenOver.into(),
+            Refused::Full => Self::history_full(),
+        }
+    }
+}
+
+/// What a connection is, besides its transport.
+pub(crate) struct Conn {
+    /// The registry's connection number.
+    pub(crate) number: u64,
+    /// The client id.
+    pub(crate) client_id: String,
+    /// Counters and close requests shared with the registry.
+    pub(crate) shared: Arc<ClientShared>,
+}
+
+/// How a connection starts, besides its welcome.
+pub(crate) enum Mode {
+    /// A plain connection, with `?burst=N` to queue after the welcome.
+    Plain {
+        /// The burst.
+        burst: Option<u32>,
+    },
+    /// Reliable mode: the link to the session (not bound yet).
+    Reliable(reliable::Link),
+}
+
+/// Runs one `/ws` connection to its end.
+///
+/// The set-up is done here, before the future exists, and the future holds
+/// only what lives as long as the connection: an idle connection's memory is
+/// mostly this future (arguments of an `async fn` and every value held across
+/// an `.await` are stored in it for its whole life), so the welcome, the
+/// socket before its split and the rare paths (a batch of writes, a message,
+/// the close) are kept out of it or boxed when they run.
+pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output = ()> {
+    let started = Instant::now();
+    let (outbound_tx, outbound_rx) = mpsc::channel(state.config.send_queue.max(1));
+    let remote_addr = peer.remote_addr;
+    tracing::info!(id = %peer.id, remote = %remote_addr, path = "/ws", "connect");
+    let (conn, mode) = admit(&state, peer, &outbound_tx);
+    let (sink, stream) = socket.split();
+    async move {
+        let queue = (outbound_tx, outbound_rx);
+        let end = serve(stream, sink, queue, &state, &conn, mode).await;
+        state.registry.remove(&conn.client_id, conn.number);
+        state.metrics.connections_open.fetch_sub(1, Relaxed);
+        tracing::info!(
+            id = %conn.client_id,
+            remote = %remote_addr,
+            code = end.code,
+            reason = %end.reason,
+            duration_ms = started.elapsed().as_millis() as u64,
+            messages_in = conn.shared.messages_in.load(Relaxed),
+            messages_out = conn.shared.messages_out.load(Relaxed),
+            "disconnect"
+        );
+    }
+}
+
+/// Registers the connection and queues its welcome: the first message.
+fn admit(state: &AppState, peer: Peer, outbound: &mpsc::Sender<Outbound>) -> (Conn, Mode) {
+    let shared = Arc::new(ClientShared::default());
+    let number = state.registry.next_conn();
+    let link = peer
+        .reliable
+        .then(|| reliable::Link::new(number, peer.burst));
+    let welcome = ServerMessage::Welcome {
+        client_id: peer.id.clone(),
+        push_interval_ms: u64::try_from(state.config.push_interval.as_millis()).unwrap_or(u64::MAX),
+        session: link.as_ref().map(|link| link.offer().0.to_owned()),
+        token: link.as_ref().map(|link| link.offer().1.to_owned()),
+    };
+    outbound
+        .try_send(Outbound::Frame(wire::text(&welcome)))
+        .expect("a new queue (capacity at least one, receiver held here) has room for its first message");
+    let handle = ClientHandle {
+        session: link.as_ref().map(reliable::Link::slot),
+        conn: number,
+        remote_addr: peer.remote_addr,
+        connected_at: SystemTime::now(),
+        outbound: outbound.clone(),
+        shared: shared.clone(),
+    };
+    if let Some(old) = state.registry.insert(&peer.id, handle) {
+        old.shared.request_close(CloseRequest {
+            code: close_code::REPLACED,
+            reason: "replaced".into(),
+        });
+    }
+    Metrics::add(&state.metrics.connections_open, 1);
+    Metrics::add(&state.metrics.connections_total, 1);
+    let conn = Conn {
+        number,
+        client_id: peer.id,
+        shared,
+    };
+    let mode = match link {
+        Some(link) => Mode::Reliable(link),
+        None => Mode::Plain { burst: peer.burst },
+    };
+    (conn, mode)
+}
+
+/// Runs a connection over any transport: the driver reads `stream`, the
+/// writer drains the queue into `sink`. Returns why it ended.
+pub(crate) async fn serve<S, K>(
+    stream: S,
+    sink: K,
+    (outbound_tx, outbound_rx): (mpsc::Sender<Outbound>, mpsc::Receiver<Outbound>),
+    state: &AppState,
+    conn: &Conn,
+    mode: Mode,
+) -> End
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Unpin,
+    K: Sink<Message> + Unpin,
+{
+    let (close_tx, close_rx) = oneshot::channel();
+    let writer_gone = CancellationToken::new();
+    let writer = writer::Writer::new(sink, outbound_rx, close_rx, state, &conn.shared);
+    let driver = driver::Driver::new(stream, outbound_tx, state, conn, mode);
+    let ((), end) = tokio::join!(
+        async {
+            if let Some(end) = writer.run().await {
+                tracing::debug!(id = %conn.client_id, ?end, "writer ended");
+            }
+            writer_gone.cancel();
+        },
+        driver.run(close_tx, &writer_gone),
+    );
+    end
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,396 @@
+//! The link between a reliable connection (`/ws?reliable=1`) and its
+//! session: nothing but the welcome goes out until the client's first
+//! message binds the connection (to the session it resumes, or to the one
+//! the welcome offered); every application message is then numbered by
+//! [`Session::send`](crate::reliable::Session::send) with a queue slot
+//! reserved beforehand, so that the wire order is the seq order; bursts are
+//! made a push at a time as the window allows; client `msg`s pass the
+//! exactly-once filter and are acknowledged in batches.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Instant, SystemTime};
+
+use axum::extract::ws::Message;
+use shared::{ClientMessage, ErrorCode, ResumeFailure, ServerMessage};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::End;
+use super::app::{self, Served};
+use crate::metrics::Metrics;
+use crate::registry::{Outbound, millis};
+use crate::reliable::{
+    Accepted, Attach, BurstBusy, Outgoing, Refused, SessionRef, SessionStore, TakenOver, To, lock,
+};
+use crate::state::AppState;
+use crate::wire;
+
+/// Acknowledge after this many client messages...
+const ACK_EVERY: u32 = 32;
+/// ...or this long after the first unacknowledged one.
+const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// A reliable connection's side of its session.
+pub(crate) struct Link {
+    /// The session id and token offered in the welcome.
+    offer: (String, String),
+    /// This connection, as the session knows it.
+    attach: Attach,
+    /// The session, once the first message bound the connection.
+    session: Option<SessionRef>,
+    /// The same, for the registry (admin pushes, the client list).
+    slot: Arc<OnceLock<SessionRef>>,
+    /// `?burst=N`, started when a new session is bound.
+    pending_burst: Option<u32>,
+    /// Client messages processed since the last ack.
+    unacked_in: u32,
+    /// When the next ack is due, if one is.
+    ack_due: Option<tokio::time::Instant>,
+}
+
+impl Link {
+    /// The link of connection `conn`, which asked for `?burst=N`.
+    pub(crate) fn new(conn: u64, burst: Option<u32>) -> Self {
+        Self {
+            offer: crate::reliable::offer(),
+            attach: Attach {
+                conn,
+                taken_over: CancellationToken::new(),
+            },
+            session: None,
+            slot: Arc::default(),
+            pending_burst: burst,
+            unacked_in: 0,
+            ack_due: None,
+        }
+    }
+
+    /// The session id and token the welcome offers.
+    pub(crate) fn offer(&self) -> (&str, &str) {
+        (&self.offer.0, &self.offer.1)
+    }
+
+    /// The registry's view of the session, set once bound.
+    pub(crate) fn slot(&self) -> Arc<OnceLock<SessionRef>> {
+        self.slot.clone()
+    }
+
+    /// Cancelled when a resume on another connection takes the session over.
+    pub(crate) fn taken_over(&self) -> CancellationToken {
+        self.attach.taken_over.clone()
+    }
+
+    fn conn(&self) -> u64 {
+        self.attach.conn
+    }
+
+    fn bind(&mut self, session: SessionRef) {
+        self.session = Some(session.clone());
+        let _ = self.slot.set(session);
+    }
+
+    /// The client's first message binds the connection: a `resume` to the
+    /// session it names (or, failing that, to the offered one), anything
+    /// else to the offered one. Returns whether `message` was consumed.
+    pub(crate) async fn bind_first(
+        &mut self,
+        message: &ClientMessage,
+        state: &AppState,
+        client_id: &str,
+        outbound: &mpsc::Sender<Outbound>,
+    ) -> Result<bool, End> {
+        if self.session.is_some() {
+            return Ok(false);
+        }
+        if let ClientMessage::Resume {
+            session,
+            token,
+            last_seq,
+        } = message
+        {
+            self.resume(session, token, *last_seq, state, client_id, outbound)
+                .await?;
+            return Ok(true);
+        }
+        self.bind_new(state, client_id).await?;
+        Ok(false)
+    }
+
+    /// Binds the connection to the session its welcome offered; at
+    /// `--max-sessions` the connection ends with 1013 instead.
+    async fn bind_new(&mut self, state: &AppState, client_id: &str) -> Result<(), End> {
+        let (id, token) = self.offer.clone();
+        let now = Instant::now();
+        let created = state
+            .reliable
+            .create(id, token, client_id, self.attach.clone(), now)
+            .await;
+        let Some(session) = created else {
+            tracing::warn!("refused a reliable session: --max-sessions reached");
+            return Err(End::too_many_sessions());
+        };
+        if let Some(count) = self.pending_burst.take() {
+            if count > state.config.max_burst {
+                tracing::info!("refused ?burst={count}: over --max-burst");
+            } else {
+                // A new session has no burst pending: never busy.
+                let _ = lock(&session).start_burst(count, now);
+            }
+        }
+        self.bind(session);
+        Ok(())
+    }
+
+    /// Binds the connection to the session it resumes, or on failure to the
+    /// one its welcome offered; either way says so first.
+    async fn resume(
+        &mut self,
+        id: &str,
+        token: &str,
+        last_seq: u64,
+        state: &AppState,
+        client_id: &str,
+        outbound: &mpsc::Sender<Outbound>,
+    ) -> Result<(), End> {
+        let Ok(permit) = outbound.reserve().await else {
+            return Ok(()); // The writer is gone; the loop sees it next.
+        };
+        let resumed = state
+            .reliable
+            .resume(
+                id,
+                token,
+                last_seq,
+                client_id,
+                self.attach.clone(),
+                Instant::now(),
+            )
+            .await;
+        match resumed {
+            Ok((session, resume)) => {
+                let mut frames = vec![wire::text(&ServerMessage::Resumed {
+                    last_seq: resume.last_in,
+                })];
+                if let Some((from, to)) = resume.gap {
+                    tracing::info!(session = id, from, to, "resumed with a gap");
+                    frames.push(wire::text(&ServerMessage::Gap { from, to }));
+                }
+                tracing::debug!(
+                    session = id,
+                    client_last_seq = last_seq,
+                    last_in = resume.last_in,
+                    replay = resume.replay.len(),
+                    "resumed"
+                );
+                frames.extend(resume.replay.into_iter().map(Message::Text));
+                permit.send(Outbound::Frames(frames));
+                self.pending_burst = None;
+                self.bind(session);
+            }
+            Err(reason) => {
+                tracing::info!(session = id, %reason, "resume failed");
+                permit.send(Outbound::Frame(wire::text(&ServerMessage::ResumeFailed {
+                    reason,
+                })));
+                self.bind_new(state, client_id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The bound session (binding comes first in the dispatch).
+    fn session(&self) -> Result<&SessionRef, End> {
+        self.session
+            .as_ref()
+            .ok_or_else(|| End::gone("reliable connection without a session"))
+    }
+
+    /// A `resume`, `ack` or `msg` after the first message.
+    pub(crate) async fn on_control(
+        &mut self,
+        message: ClientMessage,
+        state: &AppState,
+        outbound: &mpsc::Sender<Outbound>,
+    ) -> Result<(), End> {
+        match message {
+            ClientMessage::Ack { seq } => {
+                let mut session = lock(self.session()?);
+                if !session.is_attached(self.conn()) {
+                    return Err(TakenOver.into());
+                }
+                session.ack(seq);
+                Ok(())
+            }
+            ClientMessage::Msg { seq, data } => self.on_msg(seq, &data, state, outbound).await,
+            _ => {
+                let not_first = ServerMessage::ResumeFailed {
+                    reason: ResumeFailure::NotFirst,
+                };
+                let _ = outbound.send(Outbound::Frame(wire::text(&not_first))).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Client `msg` number `seq`, processed exactly once: accepted, served
+    /// and its reply numbered in one step of the session.
+    async fn on_msg(
+        &mut self,
+        seq: u64,
+        data: &str,
+        state: &AppState,
+        outbound: &mpsc::Sender<Outbound>,
+    ) -> Result<(), End> {
+        let Ok(permit) = outbound.reserve().await else {
+            return Ok(()); // The writer is gone; the loop sees it next.
+        };
+        let max_burst = state.config.max_burst;
+        let now = Instant::now();
+        let accepted = lock(self.session()?).accept(self.conn(), seq, now, |session| {
+            match ClientMessage::from_json(data) {
+                Ok(request) => match app::serve(request, max_burst) {
+                    Served::Reply(reply) => Some(reply),
+                    Served::Burst(count) => session
+                        .start_burst(count, now)
+                        .err()
+                        .map(|BurstBusy| app::burst_busy()),
+                },
+                Err(err) => Some(app::error(err.code(), err.to_string())),
+            }
+        })?;
+        match accepted {
+            Accepted::Processed(frame) => {
+                if let Some(frame) = frame {
+                    permit.send(Outbound::Frame(Message::Text(frame)));
+                }
+            }
+            Accepted::Duplicate => drop(permit),
+            Accepted::OutOfOrder { expected } => {
+                let refusal = app::error(
+                    ErrorCode::OutOfOrder,
+                    format!("msg {seq} skips ahead: {expected} is next; it was not processed"),
+                );
+                permit.send(Outbound::Frame(wire::text(&refusal)));
+                return Ok(());
+            }
+        }
+        self.count_for_ack(outbound);
+        Ok(())
+    }
+
+    /// Delivers the answer to an unnumbered request (`echo`, `burst` not
+    /// wrapped in a `msg`): numbered all the same, as every application
+    /// message of a session is, and bounded by its history.
+    pub(crate) async fn deliver(
+        &mut self,
+        served: Served,
+        outbound: &mpsc::Sender<Outbound>,
+    ) -> Result<(), End> {
+        let Ok(permit) = outbound.reserve().await else {
+            return Ok(()); // The writer is gone; the loop sees it next.
+        };
+        let now = Instant::now();
+        let to = To::Connection(self.conn());
+        let mut session = lock(self.session()?);
+        let reply = match served {
+            Served::Reply(reply) => reply,
+            Served::Burst(count) => {
+                if !session.is_attached(self.conn()) {
+                    return Err(TakenOver.into());
+                }
+                match session.start_burst(count, now) {
+                    Ok(()) => return Ok(()),
+                    Err(BurstBusy) => app::burst_busy(),
+                }
+            }
+        };
+        let frame = session.send(to, Outgoing::Message(reply), now)?;
+        permit.send(Outbound::Frame(Message::Text(frame)));
+        Ok(())
+    }
+
+    /// Whether a burst can make its next push now.
+    pub(crate) fn burst_ready(&self) -> bool {
+        self.session
+            .as_ref()
+            .is_some_and(|session| lock(session).burst_ready())
+    }
+
+    /// The next push (or `burst_done`) of a burst, into the reserved slot.
+    pub(crate) fn burst_step(&self, permit: mpsc::Permit<'_, Outbound>) -> Result<(), End> {
+        let Some(session) = &self.session else {
+            return Ok(());
+        };
+        let step = lock(session).burst_step(self.conn(), millis(SystemTime::now()), Instant::now());
+        match step {
+            Ok(Some(frame)) => permit.send(Outbound::Frame(Message::Text(frame))),
+            Ok(None) => {}
+            // Ready meant the window had room: nothing to do but wait for acks.
+            Err(Refused::Full) => {}
+            Err(Refused::TakenOver) => return Err(TakenOver.into()),
+        }
+        Ok(())
+    }
+
+    /// A timed push, numbered if the window has room (none before binding);
+    /// counted as dropped otherwise.
+    pub(crate) fn timed_push(&self, outbound: &mpsc::Sender<Outbound>, metrics: &Metrics) {
+        let Some(session) = &self.session else { return };
+        let Ok(permit) = outbound.try_reserve() else {
+            Metrics::add(&metrics.pushes_dropped, 1);
+            return;
+        };
+        let mut session = lock(session);
+        if !session.window_open() {
+            Metrics::add(&metrics.pushes_dropped, 1);
+            return;
+        }
+        let push = Outgoing::Push {
+            body: "tick".into(),
+            sent_at_ms: millis(SystemTime::now()),
+        };
+        match session.send(To::Connection(self.conn()), push, Instant::now()) {
+            Ok(frame) => permit.send(Outbound::Frame(Message::Text(frame))),
+            // Taken over: the driver closes on the token.
+            Err(_) => Metrics::add(&metrics.pushes_dropped, 1),
+        }
+    }
+
+    /// When the next ack is due, if one is.
+    pub(crate) fn ack_due(&self) -> Option<tokio::time::Instant> {
+        self.ack_due
+    }
+
+    /// One more client message to acknowledge: now after [`ACK_EVERY`], else soon.
+    fn count_for_ack(&mut self, outbound: &mpsc::Sender<Outbound>) {
+        self.unacked_in += 1;
+        if self.unacked_in >= ACK_EVERY {
+            self.send_ack(outbound);
+        } else if self.ack_due.is_none() {
+            self.ack_due = Some(tokio::time::Instant::now() + ACK_DELAY);
+        }
+    }
+
+    /// Acknowledges every client message processed so far (retried later if the queue is full).
+    pub(crate) fn send_ack(&mut self, outbound: &mpsc::Sender<Outbound>) {
+        let Some(session) = &self.session else {
+            self.ack_due = None;
+            return;
+        };
+        let seq = lock(session).last_in();
+        let ack = Outbound::Frame(wire::text(&ServerMessage::Ack { seq }));
+        if outbound.try_send(ack).is_ok() {
+            self.unacked_in = 0;
+            self.ack_due = None;
+        } else {
+            self.ack_due = Some(tokio::time::Instant::now() + ACK_DELAY);
+        }
+    }
+
+    /// The connection ended: the session waits for a resume.
+    pub(crate) fn detach(&self) {
+        if let Some(session) = &self.session {
+            lock(session).detach(self.conn(), Instant::now());
+        }
+    }
+}

@@ -1,0 +1,437 @@
+//! The driver and the writer on in-memory channels instead of a socket (as
+//! axum's `testing-websockets` example does): the real rules, the real
+//! state, no network.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message};
+use clap::Parser;
+use futures_util::{Sink, Stream};
+use shared::{ClientMessage, ErrorCode, ServerMessage, close_code};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::writer::{Writer, WriterEnd};
+use super::{End, Peer, admit, serve};
+use crate::config::Config;
+use crate::registry::{ClientShared, Outbound};
+use crate::reliable::MemoryStore;
+use crate::state::AppState;
+
+/// The real state, with timed pushes and pings off unless `args` turn them on.
+fn state(args: &[&str]) -> AppState {
+    let mut all = vec!["server", "--push-interval", "0", "--ping-interval", "0"];
+    all.extend_from_slice(args);
+    let config = Config::try_parse_from(all).unwrap();
+    AppState {
+        reliable: Arc::new(MemoryStore::new(config.reliable_limits())),
+        config: Arc::new(config),
+        registry: Arc::default(),
+        metrics: Arc::default(),
+        shutdown: CancellationToken::new(),
+        connections: TaskTracker::new(),
+    }
+}
+
+/// The client's end of an in-memory connection.
+struct Client {
+    to_server: mpsc::UnboundedSender<Result<Message, axum::Error>>,
+    from_server: mpsc::UnboundedReceiver<Message>,
+    ended: JoinHandle<End>,
+}
+
+type BoxStream = Pin<Box<dyn Stream<Item = Result<Message, axum::Error>> + Send + Sync>>;
+type BoxSink = Pin<Box<dyn Sink<Message, Error = ()> + Send + Sync>>;
+
+/// Runs one `/ws` connection on channels, as `run` does on a socket.
+fn connect(state: &AppState, query: (&str, Option<u32>, bool)) -> Client {
+    let (id, burst, reliable) = query;
+    let (in_tx, mut in_rx) = mpsc::unbounded_channel();
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let stream: BoxStream = Box::pin(futures_util::stream::poll_fn(move |cx| in_rx.poll_recv(cx)));
+    let sink: BoxSink = Box::pin(futures_util::sink::unfold(
+        out_tx,
+        |tx: mpsc::UnboundedSender<Message>, message| async move {
+            tx.send(message).map_err(drop)?;
+            Ok(tx)
+        },
+    ));
+    let peer = Peer {
+        id: id.to_owned(),
+        remote_addr: "127.0.0.1:1".parse().unwrap(),
+        burst,
+        reliable,
+    };
+    let state = state.clone();
+    let ended = tokio::spawn(async move {
+        let queue = mpsc::channel(state.config.send_queue);
+        let (conn, mode) = admit(&state, peer, &queue.0);
+        let end = serve(stream, sink, queue, &state, &conn, mode).await;
+        state.registry.remove(&conn.client_id, conn.number);
+        end
+    });
+    Client {
+        to_server: in_tx,
+        from_server: out_rx,
+        ended,
+    }
+}
+
+impl Client {
+    fn send(&self, message: &ClientMessage) {
+        self.send_text(&message.to_json());
+    }
+
+    fn send_text(&self, text: &str) {
+        self.to_server.send(Ok(Message::Text(text.into()))).unwrap();
+    }
+
+    async fn next(&mut self) -> Message {
+        tokio::time::timeout(Duration::from_secs(10), self.from_server.recv())
+            .await
+            .expect("a message within the deadline")
+            .expect("the connection is open")
+    }
+
+    async fn next_json(&mut self) -> ServerMessage {
+        loop {
+            match self.next().await {
+                Message::Text(text) => return ServerMessage::from_json(&text).unwrap(),
+                Message::Ping(_) => {}
+                other => panic!("expected text, got {other:?}"),
+            }
+        }
+    }
+
+    /// The welcome's session and token.
+    async fn welcome(&mut self) -> (Option<String>, Option<String>) {
+        match self.next_json().await {
+            ServerMessage::Welcome { session, token, .. } => (session, token),
+            other => panic!("expected the welcome, got {other:?}"),
+        }
+    }
+
+    /// Reads up to the close frame; then the connection's end.
+    async fn closed(mut self) -> (CloseFrame, End) {
+        loop {
+            if let Message::Close(Some(frame)) = self.next().await {
+                drop(self.to_server);
+                let end = self.ended.await.unwrap();
+                return (frame, end);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_plain_connection_answers_echo_ping_and_binary_directly() {
+    let state = state(&[]);
+    let mut client = connect(&state, ("p", None, false));
+    assert_eq!(client.welcome().await, (None, None));
+    client.send(&ClientMessage::Echo {
+        id: 1,
+        body: "hi".into(),
+    });
+    client.send(&ClientMessage::Ping { t: 2.0 });
+    client
+        .to_server
+        .send(Ok(Message::Binary(vec![1u8, 2].into())))
+        .unwrap();
+    assert_eq!(
+        client.next_json().await,
+        ServerMessage::Echo {
+            id: 1,
+            body: "hi".into()
+        }
+    );
+    assert_eq!(client.next_json().await, ServerMessage::Pong { t: 2.0 });
+    assert_eq!(client.next().await, Message::Binary(vec![1u8, 2].into()));
+    // The end of the stream ends the connection, without a close frame to send.
+    drop(client.to_server);
+    assert_eq!(client.ended.await.unwrap().code, None);
+}
+
+#[tokio::test]
+async fn reliable_messages_are_refused_on_a_plain_connection() {
+    let state = state(&[]);
+    let mut client = connect(&state, ("p", None, false));
+    client.welcome().await;
+    client.send(&ClientMessage::Ack { seq: 1 });
+    let ServerMessage::Error { code, .. } = client.next_json().await else {
+        panic!("expected an error")
+    };
+    assert_eq!(code, ErrorCode::NotReliable);
+}
+
+#[tokio::test]
+async fn undecodable_messages_get_errors_then_1008() {
+    let state = state(&["--max-bad-messages", "3"]);
+    let mut client = connect(&state, ("p", None, false));
+    client.welcome().await;
+    for _ in 0..3 {
+        client.send_text("not json");
+    }
+    for _ in 0..3 {
+        let ServerMessage::Error { code, .. } = client.next_json().await else {
+            panic!("expected an error")
+        };
+        assert_eq!(code, ErrorCode::Malformed);
+    }
+    let (frame, end) = client.closed().await;
+    assert_eq!(frame.code, close_code::POLICY_VIOLATION);
+    assert_eq!(end, End::too_many_bad());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_connection_is_closed_after_the_idle_timeout() {
+    let state = state(&["--idle-timeout", "5s"]);
+    let mut client = connect(&state, ("p", None, false));
+    client.welcome().await;
+    // Virtual time: the timeout passes at once.
+    let (frame, end) = client.closed().await;
+    assert_eq!(frame.code, close_code::IDLE_TIMEOUT);
+    assert_eq!(end, End::idle());
+}
+
+#[tokio::test]
+async fn unnumbered_requests_on_a_reliable_connection_are_numbered_and_bounded() {
+    let state = state(&["--history-max", "3"]);
+    let mut client = connect(&state, ("r", None, true));
+    let (session, _) = client.welcome().await;
+    assert!(session.is_some());
+    for id in 1..=5 {
+        client.send(&ClientMessage::Echo {
+            id,
+            body: "b".into(),
+        });
+    }
+    for seq in 1..=3 {
+        let ServerMessage::Msg { seq: got, data } = client.next_json().await else {
+            panic!("expected a numbered reply")
+        };
+        assert_eq!(got, seq);
+        assert!(data.contains(r#""type":"echo""#), "{data}");
+    }
+    let (frame, end) = client.closed().await;
+    assert_eq!(frame.code, close_code::TRY_AGAIN_LATER);
+    assert_eq!(end, End::history_full());
+}
+
+#[tokio::test]
+async fn a_resume_elsewhere_ends_the_first_connection_with_4002() {
+    let state = state(&[]);
+    let mut first = connect(&state, ("a", None, true));
+    let (Some(session), Some(token)) = first.welcome().await else {
+        panic!("a reliable welcome offers a session")
+    };
+    first.send(&ClientMessage::Ack { seq: 0 });
+    // The registry lists the session once the first message bound it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !state
+        .registry
+        .list()
+        .iter()
+        .any(|row| serde_json::to_value(row).unwrap()["session"].as_str() == Some(session.as_str()))
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never bound");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut second = connect(&state, ("b", None, true));
+    second.welcome().await;
+    second.send(&ClientMessage::Resume {
+        session,
+        token,
+        last_seq: 0,
+    });
+    assert_eq!(
+        second.next_json().await,
+        ServerMessage::Resumed { last_seq: 0 }
+    );
+    let (frame, end) = first.closed().await;
+    assert_eq!(frame.code, close_code::REPLACED);
+    assert_eq!(end, End::from(crate::reliable::TakenOver));
+}
+
+#[tokio::test]
+async fn shutdown_closes_with_1001() {
+    let state = state(&[]);
+    let mut client = connect(&state, ("p", None, false));
+    client.welcome().await;
+    state.shutdown.cancel();
+    let (frame, end) = client.closed().await;
+    assert_eq!(frame.code, close_code::GOING_AWAY);
+    assert_eq!(end, End::shutdown());
+}
+
+/// A sink that records what it is given and how often it is flushed, and
+/// can be stuck (never ready), as a peer that stopped reading is.
+#[derive(Clone, Default)]
+struct Recorder {
+    log: Arc<Mutex<(Vec<Message>, usize)>>,
+    stuck: bool,
+}
+
+impl Recorder {
+    fn frames(&self) -> Vec<Message> {
+        self.log.lock().unwrap().0.clone()
+    }
+
+    fn flushes(&self) -> usize {
+        self.log.lock().unwrap().1
+    }
+}
+
+impl Sink<Message> for Recorder {
+    type Error = ();
+
+    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        if self.stuck {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), ()> {
+        self.log.lock().unwrap().0.push(item);
+        Ok(())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        if self.stuck {
+            return Poll::Pending;
+        }
+        self.log.lock().unwrap().1 += 1;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Runs a writer over `sink` on the queued `items`; once it wrote `frames`
+/// of them, asks it to close with 1000.
+async fn write(
+    state: &AppState,
+    sink: Recorder,
+    items: Vec<Outbound>,
+    frames: usize,
+) -> Option<WriterEnd> {
+    let (tx, rx) = mpsc::channel(items.len().max(1));
+    for item in items {
+        tx.try_send(item).unwrap();
+    }
+    drop(tx);
+    let (close_tx, close_rx) = oneshot::channel();
+    let shared = ClientShared::default();
+    let writer = Writer::new(sink.clone(), rx, close_rx, state, &shared);
+    let close = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while sink.frames().len() < frames {
+            assert!(tokio::time::Instant::now() < deadline, "not written");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let _ = close_tx.send(CloseFrame {
+            code: close_code::NORMAL,
+            reason: "done".into(),
+        });
+    };
+    let (end, ()) = tokio::join!(writer.run(), close);
+    end
+}
+
+fn text(message: &Message) -> ServerMessage {
+    match message {
+        Message::Text(text) => ServerMessage::from_json(text).unwrap(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_writer_feeds_what_is_queued_and_flushes_once_per_batch() {
+    let state = state(&[]);
+    let sink = Recorder::default();
+    let frames = (1..=5)
+        .map(|id| {
+            Outbound::Frame(crate::wire::text(&ServerMessage::Echo {
+                id,
+                body: String::new(),
+            }))
+        })
+        .collect();
+    assert_eq!(write(&state, sink.clone(), frames, 5).await, None);
+    let written = sink.frames();
+    assert_eq!(written.len(), 6, "five echoes and the close frame");
+    assert!(matches!(
+        text(&written[4]),
+        ServerMessage::Echo { id: 5, .. }
+    ));
+    assert!(matches!(written[5], Message::Close(_)));
+    // One flush for the batch of five, one for the close frame.
+    assert_eq!(sink.flushes(), 2);
+}
+
+#[tokio::test]
+async fn the_writer_numbers_pushes_and_writes_a_burst_in_batches() {
+    let state = state(&[]);
+    let sink = Recorder::default();
+    let items = vec![
+        Outbound::Push {
+            body: Arc::from("tick"),
+            sent_at_ms: 1,
+        },
+        Outbound::Burst { count: 1000 },
+    ];
+    assert_eq!(write(&state, sink.clone(), items, 1002).await, None);
+    let written = sink.frames();
+    let seqs: Vec<u64> = written
+        .iter()
+        .filter_map(|m| match text_or_close(m) {
+            Some(ServerMessage::Push { seq, .. }) => Some(seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, (1..=1001).collect::<Vec<_>>());
+    assert!(matches!(
+        text(&written[1001]),
+        ServerMessage::BurstDone { count: 1000, .. }
+    ));
+    // The push; two batches of the burst (512 + 488); burst_done; the close.
+    assert_eq!(sink.flushes(), 5);
+}
+
+fn text_or_close(message: &Message) -> Option<ServerMessage> {
+    match message {
+        Message::Text(_) => Some(text(message)),
+        _ => None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_writer_whose_peer_stops_reading_gives_up_as_a_slow_consumer() {
+    let state = state(&["--write-timeout", "10s"]);
+    let sink = Recorder {
+        stuck: true,
+        ..Recorder::default()
+    };
+    let (tx, rx) = mpsc::channel(4);
+    tx.try_send(Outbound::Frame(Message::Text("x".into())))
+        .unwrap();
+    let (_close_tx, close_rx) = oneshot::channel();
+    let shared = ClientShared::default();
+    let end = Writer::new(sink, rx, close_rx, &state, &shared).run().await;
+    assert_eq!(end, Some(WriterEnd::SlowConsumer));
+    assert_eq!(
+        state
+            .metrics
+            .slow_consumer_closes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}

@@ -1,0 +1,58 @@
+//! Reliable mode's bookkeeping (`/ws?reliable=1`): sessions that outlive
+//! their connections, the history of unacknowledged server messages, and the
+//! exactly-once filter for client messages.
+//!
+//! Pure state, no I/O: a connection (`connection::reliable`) locks a
+//! [`Session`] and asks it to number what it sends and to accept what it
+//! reads; the registry and the admin API push through the same method.
+//! Every section under a lock is short and has no `.await` inside.
+//!
+//! | file | what |
+//! |---|---|
+//! | `session.rs` | [`Session`]: the only place that numbers, bounds and records a server message ([`Session::send`]) and filters client ones ([`Session::accept`]) |
+//! | `store.rs` | [`SessionStore`], the async API of where sessions live, and [`MemoryStore`], the in-process one (a Redis one can implement the same trait) |
+//! | `tests.rs` | their behaviour, written against the trait so every store runs the same tests |
+//!
+//! Bounds, all configurable ([`Limits`]):
+//! * the history holds at most `history_max` unacknowledged messages and
+//!   `history_max_bytes` bytes of them, whatever produced them (a reply to a
+//!   `msg`, to a plain `echo`, a timed, admin or burst push). While a client
+//!   is connected nothing is evicted: bursts and timed pushes wait for acks
+//!   once half of it is used (the send window), replies use the rest, and a
+//!   message that does not fit is refused ([`Refused::Full`]): the
+//!   connection closes with 1013 and the client resumes with nothing lost.
+//!   While the client is away, pushes for it evict the oldest and the loss
+//!   is reported as a `gap`;
+//! * a message older than `history_max_age` is evicted the same way, once
+//!   its client is away;
+//! * at most [`MAX_PENDING_BURSTS`] bursts wait per session (the one in
+//!   progress included); one more is refused with `burst_busy`;
+//! * a session whose client has been away for `ttl` is forgotten: its resume
+//!   fails with `unknown_session`;
+//! * at most `max_sessions` are held: a new reliable connection beyond that
+//!   is closed with 1013 (try again later), so many clients cannot make the
+//!   server hold unbounded history.
+
+mod session;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use session::{
+    Accepted, Attach, BurstBusy, Limits, MAX_PENDING_BURSTS, Outgoing, Refused, Session, TakenOver,
+    To,
+};
+pub use store::{MemoryStore, SessionStore, offer};
+
+/// A shared, lockable session.
+pub type SessionRef = Arc<Mutex<Session>>;
+
+/// Locks a session; a panic while it was held cannot leave it torn (every
+/// method keeps it consistent at each step), so a poisoned lock is used as is.
+pub fn lock(session: &SessionRef) -> MutexGuard<'_, Session> {
+    session
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

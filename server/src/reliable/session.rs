@@ -1,0 +1,450 @@
+//! One reliable session: its history of unacknowledged server messages,
+//! the exactly-once filter for client ones, and its pending bursts.
+//!
+//! [`Session::send`] is the only way a server message gets a seq: it checks
+//! that the sender still speaks for the session and that the history has
+//! room, numbers the message, records it and hands back the frame to write.
+//! Callers cannot do one step without the others.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use shared::ServerMessage;
+use tokio_util::sync::CancellationToken;
+
+/// Bursts a session keeps at most, the one in progress included: a burst
+/// request beyond it is answered with a `burst_busy` error.
+pub const MAX_PENDING_BURSTS: usize = 16;
+
+/// The bounds of reliable mode.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Unacknowledged server messages kept per session (and the send window).
+    pub history_max: usize,
+    /// Unacknowledged server messages older than this are evicted.
+    pub history_max_age: Duration,
+    /// The history's frames hold at most this many bytes (the same rules as the count).
+    pub history_max_bytes: usize,
+    /// How long a session outlives its last connection.
+    pub ttl: Duration,
+    /// Sessions held at most (connected or waiting for a resume).
+    pub max_sessions: usize,
+}
+
+/// One unacknowledged server message.
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    at: Instant,
+    /// The whole `msg` envelope, ready to write again.
+    frame: Utf8Bytes,
+}
+
+/// A burst that survives reconnects: its pushes are numbered as they are made.
+#[derive(Debug, Clone, Copy)]
+struct Burst {
+    count: u32,
+    left: u32,
+    started: Instant,
+}
+
+/// The session was taken over by a newer connection (a `resume`), so this
+/// connection may no longer send in its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TakenOver;
+
+/// Why [`Session::send`] numbered nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The sender no longer speaks for the session (see [`TakenOver`]), or
+    /// a message for a client that is away found it back.
+    TakenOver,
+    /// The history has no room for the message: the client is not
+    /// acknowledging. Nothing was recorded.
+    Full,
+}
+
+impl From<TakenOver> for Refused {
+    fn from(TakenOver: TakenOver) -> Self {
+        Self::TakenOver
+    }
+}
+
+/// [`MAX_PENDING_BURSTS`] are pending: the burst was not started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BurstBusy;
+
+/// Who a numbered message is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum To {
+    /// The attached connection with this number, which writes it now.
+    Connection(u64),
+    /// The client, which is away: stored for its resume (the oldest are
+    /// evicted over the bounds and reported as a gap).
+    Away,
+}
+
+/// What a numbered message is.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A message as it is.
+    Message(ServerMessage),
+    /// A `push`, numbered by the session's push counter when it is recorded.
+    Push {
+        /// The text.
+        body: String,
+        /// Milliseconds since the Unix epoch.
+        sent_at_ms: u64,
+    },
+}
+
+/// What became of a client `msg`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// The next one: processed; its numbered reply, if it has one, to write.
+    Processed(Option<Utf8Bytes>),
+    /// Processed already (a resend): skipped, but to be acknowledged.
+    Duplicate,
+    /// It skips ahead of `expected`: not processed.
+    OutOfOrder {
+        /// The seq that should have come.
+        expected: u64,
+    },
+}
+
+/// What a successful resume sends before anything new.
+#[derive(Debug)]
+pub struct Resume {
+    /// Server messages lost for good (`from..=to`), reported as a `gap`.
+    pub gap: Option<(u64, u64)>,
+    /// The unacknowledged messages after the client's `last_seq`, in order.
+    pub replay: Vec<Utf8Bytes>,
+    /// The last client seq processed: the client resends what follows.
+    pub last_in: u64,
+}
+
+/// A connection that speaks for a session: its number, and the token
+/// cancelled when a resume on another connection takes the session over (so
+/// that it closes at once, with 4002, rather than when it next sends).
+#[derive(Debug, Clone)]
+pub struct Attach {
+    /// The connection's number.
+    pub conn: u64,
+    /// Cancelled on a takeover.
+    pub taken_over: CancellationToken,
+}
+
+/// One reliable session.
+#[derive(Debug)]
+pub struct Session {
+    id: String,
+    pub(super) token: String,
+    pub(super) client_id: String,
+    limits: Limits,
+    history: VecDeque<Entry>,
+    /// The bytes of the history's frames.
+    history_bytes: usize,
+    /// The seq of the last server message recorded.
+    last_out: u64,
+    /// The highest seq evicted before it was acknowledged.
+    lost_through: u64,
+    /// The last client seq processed.
+    last_in: u64,
+    /// The `push` counter (the `seq` inside pushes), per session.
+    pushes: u64,
+    bursts: VecDeque<Burst>,
+    /// The connection that speaks for the session, if any.
+    attached: Option<Attach>,
+    detached_at: Option<Instant>,
+}
+
+impl Session {
+    pub(super) fn new(
+        id: String,
+        token: String,
+        client_id: String,
+        attach: Attach,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            id,
+            token,
+            client_id,
+            limits,
+            history: VecDeque::new(),
+            history_bytes: 0,
+            last_out: 0,
+            lost_through: 0,
+            last_in: 0,
+            pushes: 0,
+            bursts: VecDeque::new(),
+            attached: Some(attach),
+            detached_at: None,
+        }
+    }
+
+    /// The session id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Unacknowledged server messages held.
+    pub fn unacked(&self) -> usize {
+        self.history.len()
+    }
+
+    /// Bytes of the unacknowledged server messages held.
+    pub fn unacked_bytes(&self) -> usize {
+        self.history_bytes
+    }
+
+    /// Whether the send window (half the history, in count and in bytes)
+    /// has room for a push.
+    pub fn window_open(&self) -> bool {
+        self.history.len() < (self.limits.history_max / 2).max(1)
+            && self.history_bytes < self.limits.history_max_bytes / 2
+    }
+
+    /// Whether a frame of `len` bytes fits in the history. A lone message
+    /// always fits (one larger than the byte bound would otherwise never go
+    /// out, however often the client resumed).
+    fn fits(&self, len: usize) -> bool {
+        self.history.is_empty()
+            || (self.history.len() < self.limits.history_max
+                && self.history_bytes + len <= self.limits.history_max_bytes)
+    }
+
+    /// The last client seq processed.
+    pub fn last_in(&self) -> u64 {
+        self.last_in
+    }
+
+    /// Whether connection `conn` speaks for the session.
+    pub fn is_attached(&self, conn: u64) -> bool {
+        self.attached.as_ref().is_some_and(|a| a.conn == conn)
+    }
+
+    pub(super) fn is_away(&self) -> bool {
+        self.attached.is_none()
+    }
+
+    /// Checks that `to` may send and that the history has room, numbers the
+    /// message, records it until acknowledged and returns its `msg`
+    /// envelope, ready to write. The only way a server message is numbered.
+    ///
+    /// # Errors
+    ///
+    /// [`Refused::TakenOver`] when `to` no longer speaks for the session (or,
+    /// for [`To::Away`], the client is back); [`Refused::Full`] when a
+    /// connected client's history has no room for it. Either way nothing
+    /// changed (a refused push does not use up a push seq).
+    pub fn send(&mut self, to: To, what: Outgoing, now: Instant) -> Result<Utf8Bytes, Refused> {
+        match to {
+            To::Connection(conn) if !self.is_attached(conn) => return Err(Refused::TakenOver),
+            To::Away if !self.is_away() => return Err(Refused::TakenOver),
+            _ => {}
+        }
+        let (message, push) = match what {
+            Outgoing::Message(message) => (message, false),
+            Outgoing::Push { body, sent_at_ms } => (
+                ServerMessage::Push {
+                    seq: self.pushes + 1,
+                    sent_at_ms,
+                    body,
+                },
+                true,
+            ),
+        };
+        let seq = self.last_out + 1;
+        let frame = Utf8Bytes::from(
+            ServerMessage::Msg {
+                seq,
+                data: message.to_json(),
+            }
+            .to_json(),
+        );
+        if to != To::Away && !self.fits(frame.len()) {
+            return Err(Refused::Full);
+        }
+        self.last_out = seq;
+        self.pushes += u64::from(push);
+        self.history_bytes += frame.len();
+        self.history.push_back(Entry {
+            seq,
+            at: now,
+            frame: frame.clone(),
+        });
+        self.evict(now);
+        Ok(frame)
+    }
+
+    /// While the client is away, drops the history over the count, byte or
+    /// age limit, remembering how far the loss reaches. A connected client
+    /// loses nothing: its bounds are kept by the window and [`Session::send`].
+    fn evict(&mut self, now: Instant) {
+        if !self.is_away() {
+            return;
+        }
+        while let Some(front) = self.history.front() {
+            let too_many = self.history.len() > self.limits.history_max
+                || self.history_bytes > self.limits.history_max_bytes;
+            let too_old = now.saturating_duration_since(front.at) > self.limits.history_max_age;
+            if !(too_many || too_old) {
+                break;
+            }
+            self.lost_through = front.seq;
+            self.pop();
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some(entry) = self.history.pop_front() {
+            self.history_bytes -= entry.frame.len();
+        }
+    }
+
+    /// The client processed every server message up to `seq`.
+    pub fn ack(&mut self, seq: u64) {
+        let seq = seq.min(self.last_out);
+        while self.history.front().is_some_and(|e| e.seq <= seq) {
+            self.pop();
+        }
+    }
+
+    /// Client `msg` number `seq` on connection `conn`: the next one is
+    /// served by `serve` and its reply, if any, numbered with
+    /// [`Session::send`], in one step under the session's lock, so that a
+    /// resume elsewhere cannot leave a processed message without its reply.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::send`]; the message then counts as not processed (the
+    /// client resends it after its resume).
+    pub fn accept(
+        &mut self,
+        conn: u64,
+        seq: u64,
+        now: Instant,
+        serve: impl FnOnce(&mut Self) -> Option<ServerMessage>,
+    ) -> Result<Accepted, Refused> {
+        if !self.is_attached(conn) {
+            return Err(Refused::TakenOver);
+        }
+        if seq <= self.last_in {
+            return Ok(Accepted::Duplicate);
+        }
+        if seq > self.last_in + 1 {
+            return Ok(Accepted::OutOfOrder {
+                expected: self.last_in + 1,
+            });
+        }
+        let frame = match serve(self) {
+            Some(reply) => Some(self.send(To::Connection(conn), Outgoing::Message(reply), now)?),
+            None => None,
+        };
+        self.last_in = seq;
+        Ok(Accepted::Processed(frame))
+    }
+
+    /// Connection `attach` takes the session over; the client processed
+    /// server messages up to `last_seq`. A connection attached until now has
+    /// its token cancelled.
+    pub(super) fn resume(
+        &mut self,
+        attach: Attach,
+        last_seq: u64,
+        client_id: &str,
+        now: Instant,
+    ) -> Resume {
+        // What aged out while the client was away goes before it is back.
+        self.evict(now);
+        if let Some(old) = self.attached.replace(attach)
+            && !self.is_attached(old.conn)
+        {
+            // The connection the server still thinks alive must close now.
+            old.taken_over.cancel();
+        }
+        self.detached_at = None;
+        client_id.clone_into(&mut self.client_id);
+        self.ack(last_seq);
+        let gap = (self.lost_through > last_seq).then_some((last_seq + 1, self.lost_through));
+        Resume {
+            gap,
+            replay: self.history.iter().map(|e| e.frame.clone()).collect(),
+            last_in: self.last_in,
+        }
+    }
+
+    /// Connection `conn` ended; the session waits for a resume until the TTL.
+    pub fn detach(&mut self, conn: u64, now: Instant) {
+        if self.is_attached(conn) {
+            self.attached = None;
+            self.detached_at = Some(now);
+        }
+    }
+
+    pub(super) fn expired(&self, now: Instant) -> bool {
+        self.detached_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= self.limits.ttl)
+    }
+
+    /// Queues a burst of `count` pushes, made as the window allows.
+    ///
+    /// # Errors
+    ///
+    /// [`BurstBusy`] when [`MAX_PENDING_BURSTS`] are pending already.
+    pub fn start_burst(&mut self, count: u32, now: Instant) -> Result<(), BurstBusy> {
+        if self.bursts.len() >= MAX_PENDING_BURSTS {
+            return Err(BurstBusy);
+        }
+        self.bursts.push_back(Burst {
+            count,
+            left: count,
+            started: now,
+        });
+        Ok(())
+    }
+
+    /// Whether a burst has a push to make and the window has room for it.
+    pub fn burst_ready(&self) -> bool {
+        !self.bursts.is_empty() && self.window_open()
+    }
+
+    /// The next message of the current burst, a push or `burst_done` after
+    /// the last, sent with [`Session::send`]; `Ok(None)` with no burst.
+    ///
+    /// # Errors
+    ///
+    /// As [`Session::send`]; the burst then stays where it was.
+    pub fn burst_step(
+        &mut self,
+        conn: u64,
+        sent_at_ms: u64,
+        now: Instant,
+    ) -> Result<Option<Utf8Bytes>, Refused> {
+        let Some(burst) = self.bursts.front().copied() else {
+            return Ok(None);
+        };
+        let to = To::Connection(conn);
+        if burst.left > 0 {
+            let push = Outgoing::Push {
+                body: "burst".into(),
+                sent_at_ms,
+            };
+            let frame = self.send(to, push, now)?;
+            if let Some(burst) = self.bursts.front_mut() {
+                burst.left -= 1;
+            }
+            return Ok(Some(frame));
+        }
+        let done = ServerMessage::BurstDone {
+            count: burst.count,
+            elapsed_ms: u64::try_from(now.saturating_duration_since(burst.started).as_millis())
+                .unwrap_or(u64::MAX),
+        };
+        let frame = self.send(to, Outgoing::Message(done), now)?;
+        self.bursts.pop_front();
+        Ok(Some(frame))
+    }
+}
