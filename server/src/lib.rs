@@ -10,6 +10,10 @@
 //! | module | what |
 //! |---|---|
 //! | `config` | [`Config`]: every option with flag, env variable, default |
+//! | `serve` | the accept loop: hyper with timeouts (handshake, keep-alive, body), host check, caps, graceful then hard shutdown |
+//! | `limits` | the descriptor limit, the WebSocket caps and the per-client connect rate |
+//! | `peer` | the client address (`X-Forwarded-For` from `--trusted-proxy`), the `--allowed-host` list |
+//! | `logsafe` | client-supplied strings escaped and truncated for the log |
 //! | `routes` | the router, the upgrades and their buffer sizes |
 //! | `origin` | the `Origin` check (same host, or `--allowed-origin`) |
 //! | `session` | one `/ws` connection: driver + writer over a bounded queue |
@@ -38,20 +42,22 @@ mod admin;
 mod config;
 mod echo;
 mod error;
+mod limits;
+mod logsafe;
 mod metrics;
 mod origin;
+mod peer;
 mod registry;
 mod reliable;
 mod routes;
+mod serve;
 mod session;
 mod state;
 mod wire;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -59,61 +65,70 @@ use tokio_util::task::TaskTracker;
 pub use config::{Config, parse_duration};
 pub use error::Error;
 
-/// Serves until `shutdown` completes, then closes every WebSocket with 1001
-/// ("server shutting down") and waits for them, at most `--shutdown-timeout`.
+/// Serves until `shutdown` completes, then stops accepting, closes every
+/// WebSocket with 1001 ("server shutting down") and lets HTTP requests
+/// finish, waiting at most `--shutdown-timeout` in all; what is still open
+/// then is dropped.
+///
+/// At start the soft descriptor limit is raised to the hard limit (the
+/// default of `--max-connections` derives from it).
 ///
 /// # Errors
 ///
-/// [`Error::Serve`] when the listener fails.
+/// None today: accept failures (descriptors running out, say) are retried,
+/// not returned. [`Error::Serve`] is kept for failures of the listener.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let nofile = limits::raise_nofile_limit();
     let token = CancellationToken::new();
     let reliable = Arc::new(reliable::Store::new(config.reliable_limits()));
+    let metrics = Arc::<metrics::Metrics>::default();
+    let limits = Arc::new(limits::Limits::new(&config, nofile, metrics.clone()));
     let state = state::AppState {
         reliable: reliable.clone(),
         config: Arc::new(config),
         registry: Arc::default(),
-        metrics: Arc::default(),
+        metrics: metrics.clone(),
         shutdown: token.clone(),
         sessions: TaskTracker::new(),
     };
     let sessions = state.sessions.clone();
-    let timeout = state.config.shutdown_timeout;
+    let config = state.config.clone();
     tokio::spawn(sweep_sessions(reliable, token.clone()));
-    let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    // Small writes (pongs, echoes) must not wait for Nagle.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!("could not set TCP_NODELAY: {err}");
-        }
-    });
+    let server = Arc::new(serve::Server::new(
+        routes::router(state),
+        &config,
+        limits,
+        metrics,
+    ));
     let stop = token.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = stop.cancelled() => {}
-            }
-            tracing::info!("shutting down: closing every client with 1001");
-            stop.cancel();
-        })
-        .await;
-    // axum's graceful shutdown does not wait for upgraded connections.
-    token.cancel();
+    let watch = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = stop.cancelled() => {}
+        }
+        tracing::info!("shutting down: closing every client with 1001");
+        stop.cancel();
+    };
+    let (deadline, ()) = tokio::join!(
+        serve::serve(listener, server, token.clone(), config.shutdown_timeout),
+        watch
+    );
+    // The WebSockets got 1001 when the token was cancelled; they share the deadline.
     sessions.close();
-    if tokio::time::timeout(timeout, sessions.wait())
+    if tokio::time::timeout_at(deadline, sessions.wait())
         .await
         .is_err()
     {
         tracing::warn!(
-            "{} session(s) still open after {timeout:?}; exiting anyway",
-            sessions.len()
+            "{} session(s) still open after {:?}; exiting anyway",
+            sessions.len(),
+            config.shutdown_timeout
         );
     }
-    served?;
     Ok(())
 }
 
