@@ -191,6 +191,25 @@ impl TimedIo {
             self.deadline = self.timeouts.keepalive.map(|t| Instant::now() + t);
         }
     }
+
+    /// Makes sure the task wakes at the deadline set by a write. hyper may
+    /// have registered its read interest before the response (while busy,
+    /// without a deadline) and not read again until the socket is readable;
+    /// woken, it reads, and the read fails.
+    fn arm(&mut self, cx: &mut Context<'_>) {
+        let Some(deadline) = self.deadline else {
+            return;
+        };
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        if sleep.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+    }
 }
 
 impl AsyncRead for TimedIo {
@@ -234,6 +253,7 @@ impl AsyncWrite for TimedIo {
         let written = Pin::new(&mut this.io).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = written {
             this.wrote(n);
+            this.arm(cx);
         }
         written
     }
@@ -248,6 +268,7 @@ impl AsyncWrite for TimedIo {
         let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = written {
             this.wrote(n);
+            this.arm(cx);
         }
         written
     }
@@ -257,7 +278,10 @@ impl AsyncWrite for TimedIo {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        this.observe();
+        this.arm(cx);
+        Pin::new(&mut this.io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
