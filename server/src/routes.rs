@@ -1,11 +1,10 @@
 //! The HTTP surface: routes, the origin check and the upgrades.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
+use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -122,7 +121,8 @@ fn configure(upgrade: WebSocketUpgrade, state: &AppState, max_message: usize) ->
 
 async fn ws(
     State(state): State<AppState>,
-    ConnectInfo(remote_addr): ConnectInfo<SocketAddr>,
+    // The client's address (behind a --trusted-proxy, from X-Forwarded-For).
+    crate::peer::ClientAddr(remote_addr): crate::peer::ClientAddr,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
