@@ -4,6 +4,7 @@
 //! `X-Forwarded-For`, foreign `Host`s and log injection. Each test asserts
 //! the protection, bounded in count (hundreds of connections at most) and in
 //! time (polling with deadlines).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -305,13 +306,13 @@ async fn shutdown_drops_a_half_sent_request_within_the_shutdown_timeout() {
 }
 
 /// The server binary as a child process, its stdout drained into a buffer.
-struct Child_ {
+struct ServerProcess {
     child: Child,
     addr: std::net::SocketAddr,
     out: Arc<Mutex<String>>,
 }
 
-impl Child_ {
+impl ServerProcess {
     /// Starts the binary under `sh -c '<prefix> exec server --addr 127.0.0.1:0 ...'`.
     async fn start(prefix: &str, args: &[&str]) -> Self {
         let script = format!("{prefix} exec \"$0\" \"$@\"");
@@ -394,7 +395,7 @@ impl Child_ {
     }
 }
 
-impl Drop for Child_ {
+impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -404,7 +405,7 @@ impl Drop for Child_ {
 #[cfg(unix)]
 #[tokio::test]
 async fn sigterm_exits_within_the_shutdown_timeout_while_a_request_is_half_sent() {
-    let mut server = Child_::start(
+    let mut server = ServerProcess::start(
         "",
         &["--handshake-timeout", "0", "--shutdown-timeout", "500ms"],
     )
@@ -608,7 +609,7 @@ async fn the_connect_rate_answers_429_with_retry_after() {
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_flood_leaves_descriptors_for_health_and_metrics() {
-    let server = Child_::start(
+    let server = ServerProcess::start(
         "ulimit -n 200 &&",
         &[
             "--max-connections-per-ip",
