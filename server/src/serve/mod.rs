@@ -59,6 +59,9 @@ use self::io::{ConnShared, TimedIo, Timeouts};
 /// How long accept waits before retrying after a failure (descriptors out).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// Refused upgrades are logged at warn level at most once per this period.
+const REFUSAL_WARNING_PERIOD: Duration = Duration::from_secs(10);
+
 /// What every connection of one server shares.
 pub struct Server {
     router: Router,
@@ -69,6 +72,8 @@ pub struct Server {
     timeouts: Timeouts,
     body_timeout: Option<Duration>,
     builder: http1::Builder,
+    /// When a refused upgrade was last logged at warn level.
+    warned_refusal: std::sync::Mutex<Option<Instant>>,
 }
 
 /// One connection, as its service sees it.
@@ -108,6 +113,7 @@ impl Server {
             },
             body_timeout: nonzero(config.body_timeout),
             builder,
+            warned_refusal: std::sync::Mutex::new(None),
         }
     }
 }
@@ -312,7 +318,28 @@ fn is_upgrade(parts: &axum::http::request::Parts) -> bool {
 
 fn refuse(server: &Server, client: ClientAddr, refusal: Refusal) -> Response {
     server.metrics.reject(refusal.rejection());
-    tracing::debug!(client = %client.0, ?refusal, "refused an upgrade");
+    // A flood would write a line per refusal: one warning per 10 s, the rest at debug.
+    let warn = {
+        let mut last = server
+            .warned_refusal
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let due = last.is_none_or(|at| at.elapsed() >= REFUSAL_WARNING_PERIOD);
+        if due {
+            *last = Some(Instant::now());
+        }
+        due
+    };
+    if warn {
+        tracing::warn!(
+            client = %client.0,
+            ?refusal,
+            "refusing WebSocket upgrades (ws_rejected_upgrades_total counts them; \
+             the next 10 s of refusals are logged at debug)"
+        );
+    } else {
+        tracing::debug!(client = %client.0, ?refusal, "refused an upgrade");
+    }
     let (status, retry_after, text) = match refusal {
         Refusal::MaxConnections => (
             StatusCode::SERVICE_UNAVAILABLE,
