@@ -155,11 +155,12 @@ pub struct Config {
     pub connect_rate: f64,
 
     /// The size of the `--connect-rate` bucket: upgrades a client may make at
-    /// once before the rate applies.
+    /// once before the rate applies. `0` turns the rate limit off.
     #[arg(long, env = "SERVER_CONNECT_BURST", default_value_t = 100)]
     pub connect_burst: u32,
 
-    /// Networks of proxies (repeatable CIDR, e.g. `10.0.0.0/8`, `::1/128`)
+    /// Networks of proxies (repeatable CIDR, e.g. `10.0.0.0/8`, `::1/128`,
+    /// or one address)
     /// whose `X-Forwarded-For` names the client; the per-client limits, the
     /// logs and the admin list use that address. From other peers the header
     /// is ignored.

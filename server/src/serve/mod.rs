@@ -98,8 +98,9 @@ impl Server {
         let mut builder = http1::Builder::new();
         // hyper's own header timer also runs while a keep-alive connection
         // is idle, so it cannot tell the handshake from the keep-alive
-        // timeout: `io::TimedIo` does both. The timer is still hyper's, for
-        // whatever else of it needs one.
+        // timeout: `io::TimedIo` does both. The timer is set all the same:
+        // without one hyper silently ignores every timeout it is given
+        // (which is why `axum::serve` had no header timeout at all).
         builder.timer(TokioTimer::new()).header_read_timeout(None);
         Self {
             router,
