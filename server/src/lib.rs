@@ -1,6 +1,9 @@
 //! The WebSocket server: echo, timed and burst pushes, heartbeats, origin
 //! checks and limits, a registry of clients with an admin API, and a graceful
-//! shutdown that closes every client with 1001.
+//! shutdown that closes every client with 1001 and exits within
+//! `--shutdown-timeout` whatever is open. Hostile clients are bounded by the
+//! accept loop's timeouts (handshake, keep-alive, body), the WebSocket caps
+//! and the per-client connect rate.
 //!
 //! `main` parses [`Config`], binds the listener and calls [`run`]; tests start
 //! the same `run` in-process on port 0.
@@ -17,7 +20,7 @@
 //! | `routes` | the router, the upgrades and their buffer sizes |
 //! | `origin` | the `Origin` check (same host, or `--allowed-origin`) |
 //! | `session` | one `/ws` connection: driver + writer over a bounded queue |
-//! | `echo` | one `/echo` connection: raw RFC 6455 echo, replies fed and flushed per batch |
+//! | `echo` | one `/echo` connection: raw RFC 6455 echo, replies fed and flushed per batch, the same pings and timeouts as `/ws` |
 //! | `registry` | connected clients, pushes and kicks |
 //! | `reliable` | reliable mode: sessions, history of unacknowledged messages, exactly-once filter |
 //! | `admin` | the `/api` handlers and the bearer-token guard |
