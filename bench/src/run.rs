@@ -292,6 +292,11 @@ pub fn run(options: &Options) -> Result<()> {
             "0",
             "--max-message-size",
             "1048576",
+            // Load from one address: the per-client limits would refuse it.
+            "--max-connections-per-ip",
+            "0",
+            "--connect-rate",
+            "0",
         ]
         .map(String::from)
         .to_vec();

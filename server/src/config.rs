@@ -108,9 +108,79 @@ pub struct Config {
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// How long a graceful shutdown waits for clients to close.
+    /// How long a graceful shutdown waits for clients to close. WebSockets
+    /// get 1001 at once, HTTP connections finish their request; whatever is
+    /// still open after this long (a half-sent request, say) is dropped and
+    /// the server exits.
     #[arg(long, env = "SERVER_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// A connection whose first request's headers (a WebSocket upgrade
+    /// included) are not complete this long after it was accepted is dropped
+    /// without an answer (slowloris); so is one that started the next request
+    /// on a keep-alive connection and has not finished its headers within it.
+    /// `0` turns it off.
+    #[arg(long, env = "SERVER_HANDSHAKE_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// A keep-alive HTTP connection idle this long after a response (no new
+    /// request started) is closed. `0` turns it off.
+    #[arg(long, env = "SERVER_KEEPALIVE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
+
+    /// A request body (an admin push, say) not received in full this long
+    /// after its headers is answered 408 and the connection closed. `0` turns
+    /// it off.
+    #[arg(long, env = "SERVER_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// WebSocket connections (/ws and /echo) open at once; beyond it an
+    /// upgrade is answered 503 with `Retry-After`. Default: the descriptor
+    /// limit (raised to its hard limit at start) less a reserve of a tenth
+    /// of it (32 to 1024), which keeps /healthz, /metrics and /api reachable
+    /// during a flood. `0` turns it off.
+    #[arg(long, env = "SERVER_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// WebSocket connections open at once per client address (an IPv6 one
+    /// per /64); beyond it an upgrade is answered 503 with `Retry-After`.
+    /// `0` turns it off.
+    #[arg(long, env = "SERVER_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
+    pub max_connections_per_ip: usize,
+
+    /// WebSocket upgrades per second per client address: a token bucket that
+    /// refills at this rate and holds `--connect-burst` tokens; an upgrade
+    /// finding it empty is answered 429 with `Retry-After`. `0` turns it off.
+    #[arg(long, env = "SERVER_CONNECT_RATE", default_value_t = 50.0, value_parser = parse_rate)]
+    pub connect_rate: f64,
+
+    /// The size of the `--connect-rate` bucket: upgrades a client may make at
+    /// once before the rate applies. `0` turns the rate limit off.
+    #[arg(long, env = "SERVER_CONNECT_BURST", default_value_t = 100)]
+    pub connect_burst: u32,
+
+    /// Networks of proxies (repeatable CIDR, e.g. `10.0.0.0/8`, `::1/128`,
+    /// or one address)
+    /// whose `X-Forwarded-For` names the client; the per-client limits, the
+    /// logs and the admin list use that address. From other peers the header
+    /// is ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "SERVER_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_net
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Host names served (repeatable; `name` for any port, `name:port` for
+    /// one); a request with another `Host` gets 403 on every route, which
+    /// stops DNS-rebinding pages. Off (every host served) by default.
+    #[arg(
+        long = "allowed-host",
+        env = "SERVER_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Config {
@@ -153,6 +223,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|err| format!("{text:?}: {err}"))
 }
 
+/// A network in CIDR notation, or one address (a /32 or /128).
+fn parse_net(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is not a network (try 10.0.0.0/8 or 127.0.0.1)"))
+}
+
+/// A finite, non-negative rate.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate per second (try 50 or 0.5)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +275,31 @@ mod tests {
         assert_eq!(config.max_sessions, 10_000);
         assert_eq!(config.history_max_bytes, 1024 * 1024);
         assert!(Config::try_parse_from(["server", "--history-max", "0"]).is_err());
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
+        assert_eq!(config.handshake_timeout, Duration::from_secs(5));
+        assert_eq!(config.keepalive_timeout, Duration::from_secs(30));
+        assert_eq!(config.body_timeout, Duration::from_secs(30));
+        assert_eq!(config.max_connections, None);
+        assert_eq!(config.max_connections_per_ip, 1000);
+        assert_eq!(config.connect_rate, 50.0);
+        assert_eq!(config.connect_burst, 100);
+        assert!(config.trusted_proxies.is_empty());
+        assert!(config.allowed_hosts.is_empty());
+        let config = Config::try_parse_from([
+            "server",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--trusted-proxy",
+            "::1/128",
+            "--allowed-host",
+            "a.test",
+        ])
+        .unwrap();
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert_eq!(config.allowed_hosts, ["a.test"]);
+        let one = Config::try_parse_from(["server", "--trusted-proxy", "10.0.0.1"]).unwrap();
+        assert_eq!(one.trusted_proxies[0].to_string(), "10.0.0.1/32");
+        assert!(Config::try_parse_from(["server", "--trusted-proxy", "10.0.0/8"]).is_err());
+        assert!(Config::try_parse_from(["server", "--connect-rate", "-1"]).is_err());
     }
 }

@@ -3,8 +3,14 @@
 //! Every text and binary message comes back unchanged with the same type
 //! (fragments are reassembled by tungstenite); pings are answered and the
 //! close handshake echoes the peer's code. Invalid UTF-8 closes with 1007,
-//! protocol errors with 1002, oversized messages with 1009. Nothing else is
-//! ever sent.
+//! protocol errors with 1002, oversized messages with 1009.
+//!
+//! The connection has the same liveness rules as `/ws`: a ping every
+//! `--ping-interval`, a close with 4001 after `--idle-timeout` without any
+//! frame from the peer, and a batch of replies (one flush) or a ping not
+//! written within `--write-timeout` (the peer stopped reading) ends it with
+//! 1013 and counts a slow consumer. Without them a silent client, or one
+//! that sends 16 MiB messages and never reads, held its memory forever.
 
 use std::time::Duration;
 
@@ -18,6 +24,17 @@ use crate::wire::{self, ReadError};
 
 /// Replies fed between two flushes at most, so a fast sender cannot starve the flush.
 const MAX_BATCH: usize = 64;
+
+/// How the connection ends: a close frame to send, or none (the peer is gone).
+type Close = Option<(u16, &'static str)>;
+
+/// What one batch of replies came to.
+enum Step {
+    /// Written and flushed; read on.
+    Continue,
+    /// The connection ends.
+    End(Close),
+}
 
 /// Feeds one reply (no flush) and counts it; `false` when the peer is gone.
 async fn echo_one(socket: &mut WebSocket, state: &AppState, reply: Message) -> bool {
@@ -41,52 +58,46 @@ pub async fn run(mut socket: WebSocket, state: AppState) {
     Metrics::add(&state.metrics.connections_open, 1);
     Metrics::add(&state.metrics.connections_total, 1);
     let shutdown = state.shutdown.clone();
-    let close = 'conn: loop {
+    let config = state.config.clone();
+    let mut ping = ticker(config.ping_interval);
+    let idle = tokio::time::sleep(config.idle_timeout);
+    tokio::pin!(idle);
+    let slow = || {
+        Metrics::add(&state.metrics.slow_consumer_closes, 1);
+        tracing::info!(
+            path = "/echo",
+            "closing a slow consumer: writes made no progress"
+        );
+        Some((close_code::TRY_AGAIN_LATER, "slow consumer"))
+    };
+    let close = loop {
         let message = tokio::select! {
             biased;
             () = shutdown.cancelled() => break Some((close_code::GOING_AWAY, "server shutting down")),
+            () = &mut idle => {
+                tracing::debug!(path = "/echo", "closing an idle connection after {:?}", config.idle_timeout);
+                break Some((close_code::IDLE_TIMEOUT, "idle timeout"));
+            }
+            Some(()) = tick(&mut ping) => {
+                match tokio::time::timeout(config.write_timeout, socket.send(Message::Ping(Default::default()))).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(_)) => break None,
+                    Err(_) => break slow(),
+                }
+            }
             message = socket.recv() => message,
         };
-        // Feed this reply and every one already readable, then flush once:
-        // a flush per message costs a syscall each (tungstenite PR 357).
-        let mut next = message;
-        let mut fed = 0;
-        loop {
-            match next {
-                Some(Ok(Message::Text(text))) => {
-                    if !echo_one(&mut socket, &state, Message::Text(text)).await {
-                        break 'conn None;
-                    }
-                    fed += 1;
-                }
-                Some(Ok(Message::Binary(data))) => {
-                    if !echo_one(&mut socket, &state, Message::Binary(data)).await {
-                        break 'conn None;
-                    }
-                    fed += 1;
-                }
-                // tungstenite answers pings and replies to the close frame itself.
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))) => {}
-                Some(Err(err)) => {
-                    let _ = socket.flush().await;
-                    break 'conn wire::close_for(&ReadError::from(err));
-                }
-                None => {
-                    let _ = socket.flush().await;
-                    break 'conn None;
-                }
-            }
-            if fed >= MAX_BATCH {
-                break;
-            }
-            // `recv` is cancel-safe: an unfinished read stays in the buffer.
-            match socket.recv().now_or_never() {
-                Some(message) => next = message,
-                None => break,
-            }
-        }
-        if socket.flush().await.is_err() {
-            break None;
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + config.idle_timeout);
+        match tokio::time::timeout(
+            config.write_timeout,
+            echo_batch(&mut socket, &state, message),
+        )
+        .await
+        {
+            Ok(Step::Continue) => {}
+            Ok(Step::End(close)) => break close,
+            Err(_) => break slow(),
         }
     };
     if let Some((code, reason)) = close {
@@ -105,4 +116,66 @@ pub async fn run(mut socket: WebSocket, state: AppState) {
         .metrics
         .connections_open
         .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Feeds the reply to `first` and to every message already readable, then
+/// flushes once: a flush per message costs a syscall each (tungstenite PR 357).
+async fn echo_batch(
+    socket: &mut WebSocket,
+    state: &AppState,
+    first: Option<Result<Message, axum::Error>>,
+) -> Step {
+    let mut next = first;
+    let mut fed = 0;
+    loop {
+        match next {
+            Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
+                if !echo_one(socket, state, message).await {
+                    return Step::End(None);
+                }
+                fed += 1;
+            }
+            // tungstenite answers pings and replies to the close frame itself.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))) => {}
+            Some(Err(err)) => {
+                let _ = socket.flush().await;
+                return Step::End(wire::close_for(&ReadError::from(err)));
+            }
+            None => {
+                let _ = socket.flush().await;
+                return Step::End(None);
+            }
+        }
+        if fed >= MAX_BATCH {
+            break;
+        }
+        // `recv` is cancel-safe: an unfinished read stays in the buffer.
+        match socket.recv().now_or_never() {
+            Some(message) => next = message,
+            None => break,
+        }
+    }
+    if socket.flush().await.is_err() {
+        return Step::End(None);
+    }
+    Step::Continue
+}
+
+/// An interval that skips missed ticks; `None` when `period` is zero (off).
+fn ticker(period: Duration) -> Option<tokio::time::Interval> {
+    (!period.is_zero()).then(|| {
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        interval
+    })
+}
+
+async fn tick(interval: &mut Option<tokio::time::Interval>) -> Option<()> {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+            Some(())
+        }
+        None => std::future::pending().await,
+    }
 }

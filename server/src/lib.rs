@@ -1,6 +1,9 @@
 //! The WebSocket server: echo, timed and burst pushes, heartbeats, origin
 //! checks and limits, a registry of clients with an admin API, and a graceful
-//! shutdown that closes every client with 1001.
+//! shutdown that closes every client with 1001 and exits within
+//! `--shutdown-timeout` whatever is open. Hostile clients are bounded by the
+//! accept loop's timeouts (handshake, keep-alive, body), the WebSocket caps
+//! and the per-client connect rate.
 //!
 //! `main` parses [`Config`], binds the listener and calls [`run`]; tests start
 //! the same `run` in-process on port 0 (through `testbed::TestServer`).
@@ -13,10 +16,14 @@
 //! | module | what |
 //! |---|---|
 //! | `config` | [`Config`]: every option with flag, env variable, default |
+//! | `serve` | the accept loop: hyper with timeouts (handshake, keep-alive, body), host check, caps, graceful then hard shutdown |
+//! | `limits` | the descriptor limit, the WebSocket caps and the per-client connect rate |
+//! | `peer` | the client address (`X-Forwarded-For` from `--trusted-proxy`), the `--allowed-host` list |
+//! | `logsafe` | client-supplied strings escaped and truncated for the log |
 //! | `routes` | the router, the upgrades and their typed query parameters |
 //! | `origin` | the `Origin` check (same host, or `--allowed-origin`) |
 //! | `connection/` | one `/ws` connection: `mod.rs` entry point and end reasons (close codes); `app.rs` the answer to echo, ping and burst for both modes; `driver.rs` reads, timers and the one dispatch; `reliable.rs` the link to a reliable session; `writer.rs` the bounded queue fed and flushed per batch. Driver and writer are generic over `Stream`/`Sink` and unit-tested on channels |
-//! | `echo` | one `/echo` connection: raw RFC 6455 echo, replies fed and flushed per batch |
+//! | `echo` | one `/echo` connection: raw RFC 6455 echo, replies fed and flushed per batch, the same pings and timeouts as `/ws` |
 //! | `registry` | connected clients, pushes and kicks |
 //! | `reliable/` | reliable mode: `session.rs` the `Session`, the only place that numbers, bounds and records a server message and filters client ones; `store.rs` the async `SessionStore` trait and its in-memory `MemoryStore` |
 //! | `auth` | constant-time token compares (a leaf: no imports from the crate) |
@@ -47,19 +54,21 @@ mod config;
 mod connection;
 mod echo;
 mod error;
+mod limits;
+mod logsafe;
 mod metrics;
 mod origin;
+mod peer;
 mod registry;
 mod reliable;
 mod routes;
+mod serve;
 mod state;
 mod wire;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -67,61 +76,70 @@ use tokio_util::task::TaskTracker;
 pub use config::{Config, parse_duration};
 pub use error::Error;
 
-/// Serves until `shutdown` completes, then closes every WebSocket with 1001
-/// ("server shutting down") and waits for them, at most `--shutdown-timeout`.
+/// Serves until `shutdown` completes, then stops accepting, closes every
+/// WebSocket with 1001 ("server shutting down") and lets HTTP requests
+/// finish, waiting at most `--shutdown-timeout` in all; what is still open
+/// then is dropped.
+///
+/// At start the soft descriptor limit is raised to the hard limit (the
+/// default of `--max-connections` derives from it).
 ///
 /// # Errors
 ///
-/// [`Error::Serve`] when the listener fails.
+/// None today: accept failures (descriptors running out, say) are retried,
+/// not returned. [`Error::Serve`] is kept for failures of the listener.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let nofile = limits::raise_nofile_limit();
     let token = CancellationToken::new();
     let reliable = Arc::new(reliable::MemoryStore::new(config.reliable_limits()));
+    let metrics = Arc::<metrics::Metrics>::default();
+    let limits = Arc::new(limits::Limits::new(&config, nofile, metrics.clone()));
     let state = state::AppState {
         reliable: reliable.clone(),
         config: Arc::new(config),
         registry: Arc::default(),
-        metrics: Arc::default(),
+        metrics: metrics.clone(),
         shutdown: token.clone(),
         connections: TaskTracker::new(),
     };
     let connections = state.connections.clone();
-    let timeout = state.config.shutdown_timeout;
+    let config = state.config.clone();
     tokio::spawn(sweep_sessions(reliable, token.clone()));
-    let app = routes::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    // Small writes (pongs, echoes) must not wait for Nagle.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::debug!("could not set TCP_NODELAY: {err}");
-        }
-    });
+    let server = Arc::new(serve::Server::new(
+        routes::router(state),
+        &config,
+        limits,
+        metrics,
+    ));
     let stop = token.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                () = shutdown => {}
-                () = stop.cancelled() => {}
-            }
-            tracing::info!("shutting down: closing every client with 1001");
-            stop.cancel();
-        })
-        .await;
-    // axum's graceful shutdown does not wait for upgraded connections.
-    token.cancel();
+    let watch = async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = stop.cancelled() => {}
+        }
+        tracing::info!("shutting down: closing every client with 1001");
+        stop.cancel();
+    };
+    let (deadline, ()) = tokio::join!(
+        serve::serve(listener, server, token.clone(), config.shutdown_timeout),
+        watch
+    );
+    // The WebSockets got 1001 when the token was cancelled; they share the deadline.
     connections.close();
-    if tokio::time::timeout(timeout, connections.wait())
+    if tokio::time::timeout_at(deadline, connections.wait())
         .await
         .is_err()
     {
         tracing::warn!(
-            "{} connection(s) still open after {timeout:?}; exiting anyway",
-            connections.len()
+            "{} connection(s) still open after {:?}; exiting anyway",
+            connections.len(),
+            config.shutdown_timeout
         );
     }
-    served?;
     Ok(())
 }
 

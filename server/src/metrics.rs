@@ -13,6 +13,28 @@ pub enum Rejection {
     Origin,
     /// The request was not a WebSocket upgrade.
     NotUpgrade,
+    /// `--max-connections` reached (503).
+    MaxConnections,
+    /// The client's `--max-connections-per-ip` reached (503).
+    MaxConnectionsPerIp,
+    /// The client's `--connect-rate` exceeded (429).
+    ConnectRate,
+}
+
+/// Why the server dropped an HTTP connection or refused a request, for
+/// `http_dropped_total`.
+#[derive(Debug, Clone, Copy)]
+pub enum Dropped {
+    /// Request headers not complete within `--handshake-timeout`.
+    HandshakeTimeout,
+    /// Idle between requests beyond `--keepalive-timeout`.
+    KeepaliveTimeout,
+    /// A request body not received within `--body-timeout` (408).
+    BodyTimeout,
+    /// Still open when `--shutdown-timeout` ran out.
+    Shutdown,
+    /// A `Host` outside `--allowed-host` (403, the connection stays).
+    Host,
 }
 
 /// Server-wide counters.
@@ -28,15 +50,56 @@ pub struct Metrics {
     pub(crate) slow_consumer_closes: AtomicU64,
     rejected_origin: AtomicU64,
     rejected_not_upgrade: AtomicU64,
+    rejected_max_connections: AtomicU64,
+    rejected_max_connections_per_ip: AtomicU64,
+    rejected_connect_rate: AtomicU64,
+    /// TCP connections open now (HTTP and upgraded).
+    pub(crate) tcp_open: AtomicU64,
+    /// TCP connections accepted.
+    pub(crate) tcp_total: AtomicU64,
+    /// WebSocket slots held under `--max-connections`.
+    pub(crate) ws_slots: AtomicU64,
+    /// The effective `--max-connections` (0: none).
+    pub(crate) ws_connections_limit: AtomicU64,
+    /// `RLIMIT_NOFILE` in force (0: unknown).
+    pub(crate) open_files_limit: AtomicU64,
+    /// accept(2) failures because descriptors ran out.
+    pub(crate) accept_errors_descriptors: AtomicU64,
+    /// Other accept(2) failures.
+    pub(crate) accept_errors_other: AtomicU64,
+    dropped: [AtomicU64; 5],
 }
+
+const DROPPED: [(Dropped, &str); 5] = [
+    (Dropped::HandshakeTimeout, "handshake_timeout"),
+    (Dropped::KeepaliveTimeout, "keepalive_timeout"),
+    (Dropped::BodyTimeout, "body_timeout"),
+    (Dropped::Shutdown, "shutdown"),
+    (Dropped::Host, "host"),
+];
 
 impl Metrics {
     pub(crate) fn reject(&self, why: Rejection) {
         match why {
             Rejection::Origin => &self.rejected_origin,
             Rejection::NotUpgrade => &self.rejected_not_upgrade,
+            Rejection::MaxConnections => &self.rejected_max_connections,
+            Rejection::MaxConnectionsPerIp => &self.rejected_max_connections_per_ip,
+            Rejection::ConnectRate => &self.rejected_connect_rate,
         }
         .fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn dropped(&self, why: Dropped) {
+        self.dropped[why as usize].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Relaxed);
+    }
+
+    pub(crate) fn set(gauge: &AtomicU64, value: u64) {
+        gauge.store(value, Relaxed);
     }
 
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
@@ -100,11 +163,75 @@ impl Metrics {
             "Connections closed with 1013 because writes made no progress.",
             self.slow_consumer_closes.load(Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "# HELP ws_rejected_upgrades_total Upgrade requests refused, by reason.\n# TYPE ws_rejected_upgrades_total counter\nws_rejected_upgrades_total{{reason=\"origin\"}} {}\nws_rejected_upgrades_total{{reason=\"not_upgrade\"}} {}",
-            self.rejected_origin.load(Relaxed),
-            self.rejected_not_upgrade.load(Relaxed)
+        metric(
+            "tcp_connections_open",
+            "gauge",
+            "TCP connections open now (HTTP and upgraded).",
+            self.tcp_open.load(Relaxed),
+        );
+        metric(
+            "tcp_connections_total",
+            "counter",
+            "TCP connections accepted.",
+            self.tcp_total.load(Relaxed),
+        );
+        metric(
+            "ws_connection_slots",
+            "gauge",
+            "WebSocket connections counted against --max-connections now.",
+            self.ws_slots.load(Relaxed),
+        );
+        metric(
+            "ws_connections_limit",
+            "gauge",
+            "The effective --max-connections (0: no cap).",
+            self.ws_connections_limit.load(Relaxed),
+        );
+        metric(
+            "process_open_files_limit",
+            "gauge",
+            "The descriptor limit (RLIMIT_NOFILE) in force (0: unknown).",
+            self.open_files_limit.load(Relaxed),
+        );
+        let mut labelled = |name: &str, help: &str, rows: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (reason, value) in rows {
+                let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {value}");
+            }
+        };
+        labelled(
+            "ws_rejected_upgrades_total",
+            "Upgrade requests refused, by reason.",
+            &[
+                ("origin", self.rejected_origin.load(Relaxed)),
+                ("not_upgrade", self.rejected_not_upgrade.load(Relaxed)),
+                (
+                    "max_connections",
+                    self.rejected_max_connections.load(Relaxed),
+                ),
+                (
+                    "max_connections_per_ip",
+                    self.rejected_max_connections_per_ip.load(Relaxed),
+                ),
+                ("connect_rate", self.rejected_connect_rate.load(Relaxed)),
+            ],
+        );
+        let dropped: Vec<_> = DROPPED
+            .iter()
+            .map(|&(why, name)| (name, self.dropped[why as usize].load(Relaxed)))
+            .collect();
+        labelled(
+            "http_dropped_total",
+            "HTTP connections dropped or requests refused by the server, by reason.",
+            &dropped,
+        );
+        labelled(
+            "accept_errors_total",
+            "accept(2) failures (descriptors: the process ran out of file descriptors; accept backs off and retries).",
+            &[
+                ("descriptors", self.accept_errors_descriptors.load(Relaxed)),
+                ("other", self.accept_errors_other.load(Relaxed)),
+            ],
         );
         out
     }

@@ -1,0 +1,290 @@
+//! The connection's socket, with the deadlines of the HTTP phases between requests.
+//!
+//! hyper has one header timer, and it runs from the moment hyper waits for a
+//! request head: idle keep-alive time and header time count as one. To keep
+//! `--handshake-timeout` (headers) apart from `--keepalive-timeout` (idle),
+//! the socket itself knows the phase and fails a read that waits past the
+//! phase's deadline; hyper then drops the connection.
+//!
+//! | phase | entered when | deadline |
+//! |---|---|---|
+//! | head | accepted; or the first bytes arrive while idle | `--handshake-timeout` from then |
+//! | busy | the service got a request (its head is complete) | none (bodies: `--body-timeout`) |
+//! | idle | the service answered (not 101) | `--keepalive-timeout` from then, pushed back by every write (a long download is not idle) |
+//! | upgraded | the service answered 101 | none: the WebSocket has its own timeouts |
+//!
+//! The service tells the phase through [`ConnShared`]'s epoch; the socket
+//! reads it on every read and write, so nothing runs between them (no timer
+//! task per connection). After the upgrade the wrapper costs one atomic load
+//! per read and holds no timer.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use crate::limits::Slot;
+use crate::metrics::{Dropped, Metrics};
+
+/// The epoch after a 101: the connection is a WebSocket now.
+const UPGRADED: u32 = u32::MAX;
+
+/// What one connection's service and socket share.
+#[derive(Debug)]
+pub struct ConnShared {
+    /// Odd while the service answers a request, even between requests,
+    /// [`UPGRADED`] after a 101.
+    epoch: AtomicU32,
+    /// The WebSocket's place under the connection caps, freed with the socket.
+    slot: OnceLock<Slot>,
+    metrics: Arc<Metrics>,
+}
+
+impl ConnShared {
+    /// A new connection's, counted in `tcp_connections_open` until dropped.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Metrics::add(&metrics.tcp_open, 1);
+        Metrics::add(&metrics.tcp_total, 1);
+        Self {
+            epoch: AtomicU32::new(0),
+            slot: OnceLock::new(),
+            metrics,
+        }
+    }
+
+    /// The service got a request.
+    pub fn begin(&self) {
+        self.epoch.fetch_add(1, Ordering::Release);
+    }
+
+    /// The service answered; `upgraded` when it answered 101, with the
+    /// WebSocket's `slot` under the caps.
+    pub fn end(&self, upgraded: bool, slot: Option<Slot>) {
+        if let Some(slot) = slot.filter(|_| upgraded) {
+            let _ = self.slot.set(slot);
+        }
+        if upgraded {
+            self.epoch.store(UPGRADED, Ordering::Release);
+        } else {
+            self.epoch.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for ConnShared {
+    fn drop(&mut self) {
+        Metrics::sub(&self.metrics.tcp_open, 1);
+    }
+}
+
+/// The timeouts between requests; `None` is off.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// `--handshake-timeout`.
+    pub handshake: Option<Duration>,
+    /// `--keepalive-timeout`.
+    pub keepalive: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Head,
+    Busy,
+    Idle,
+    Upgraded,
+}
+
+/// A TCP stream that fails reads waiting past the phase's deadline.
+#[derive(Debug)]
+pub struct TimedIo {
+    io: TcpStream,
+    shared: Arc<ConnShared>,
+    timeouts: Timeouts,
+    phase: Phase,
+    /// The epoch last seen.
+    seen: u32,
+    deadline: Option<Instant>,
+    /// Created on the first wait, reset when the deadline moves.
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The deadline passed (counted once, and every later read fails).
+    expired: bool,
+}
+
+impl TimedIo {
+    /// A just-accepted connection: its request head is due within the handshake timeout.
+    pub fn new(io: TcpStream, shared: Arc<ConnShared>, timeouts: Timeouts) -> Self {
+        Self {
+            io,
+            shared,
+            timeouts,
+            phase: Phase::Head,
+            seen: 0,
+            deadline: timeouts.handshake.map(|t| Instant::now() + t),
+            sleep: None,
+            expired: false,
+        }
+    }
+
+    /// Follows the service's phase changes.
+    fn observe(&mut self) {
+        if self.phase == Phase::Upgraded {
+            return;
+        }
+        let epoch = self.shared.epoch.load(Ordering::Acquire);
+        if epoch == self.seen {
+            return;
+        }
+        self.seen = epoch;
+        if epoch == UPGRADED {
+            self.phase = Phase::Upgraded;
+            self.deadline = None;
+            self.sleep = None;
+        } else if epoch % 2 == 1 {
+            self.phase = Phase::Busy;
+            self.deadline = None;
+        } else {
+            self.phase = Phase::Idle;
+            self.deadline = self.timeouts.keepalive.map(|t| Instant::now() + t);
+        }
+    }
+
+    /// Pending until the deadline, then the error that makes hyper drop the connection.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(deadline) = self.deadline else {
+            return Poll::Pending;
+        };
+        if !self.expired && Instant::now() < deadline {
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
+            }
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        let (why, text) = if self.phase == Phase::Idle {
+            (Dropped::KeepaliveTimeout, "idle past --keepalive-timeout")
+        } else {
+            (
+                Dropped::HandshakeTimeout,
+                "request headers not complete within --handshake-timeout",
+            )
+        };
+        if !self.expired {
+            self.expired = true;
+            self.shared.metrics.dropped(why);
+        }
+        Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, text)))
+    }
+
+    /// A write made progress: an idle connection is not idle.
+    fn wrote(&mut self, n: usize) {
+        if n > 0 && self.phase == Phase::Idle {
+            self.deadline = self.timeouts.keepalive.map(|t| Instant::now() + t);
+        }
+    }
+
+    /// Makes sure the task wakes at the deadline set by a write. hyper may
+    /// have registered its read interest before the response (while busy,
+    /// without a deadline) and not read again until the socket is readable;
+    /// woken, it reads, and the read fails.
+    fn arm(&mut self, cx: &mut Context<'_>) {
+        let Some(deadline) = self.deadline else {
+            return;
+        };
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        if sleep.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+    }
+}
+
+impl AsyncRead for TimedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.observe();
+        if this.phase == Phase::Upgraded {
+            return Pin::new(&mut this.io).poll_read(cx, buf);
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Pending => match this.poll_deadline(cx) {
+                Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+                _ => Poll::Pending,
+            },
+            Poll::Ready(Ok(())) => {
+                if this.phase == Phase::Idle && buf.filled().len() > before {
+                    // The next request has begun: its head is due in time.
+                    this.phase = Phase::Head;
+                    this.deadline = this.timeouts.handshake.map(|t| Instant::now() + t);
+                }
+                Poll::Ready(Ok(()))
+            }
+            ready => ready,
+        }
+    }
+}
+
+impl AsyncWrite for TimedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.observe();
+        let written = Pin::new(&mut this.io).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = written {
+            this.wrote(n);
+            this.arm(cx);
+        }
+        written
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.observe();
+        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = written {
+            this.wrote(n);
+            this.arm(cx);
+        }
+        written
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.observe();
+        this.arm(cx);
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,870 @@
+//! Hostile clients against the real server on port 0 (issue 12): slowloris,
+//! bodies that never come, half-sent requests at shutdown, connection floods,
+//! fast reconnects, silent and non-reading `/echo` clients, forged
+//! `X-Forwarded-For`, foreign `Host`s and log injection. Each test asserts
+//! the protection, bounded in count (hundreds of connections at most) and in
+//! time (polling with deadlines).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use shared::close_code;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+/// How the server ended a raw connection, or that it did not within the time.
+#[derive(Debug, PartialEq)]
+enum Ended {
+    /// EOF or reset, with what the server sent before.
+    Closed(Vec<u8>),
+    /// Still open after the time given.
+    Open,
+}
+
+/// Reads (and optionally drips one byte every 100 ms) until the server ends
+/// the connection or `within` passes.
+async fn ended_within(tcp: &mut TcpStream, within: Duration, drip: bool) -> Ended {
+    let deadline = Instant::now() + within;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        if drip && tcp.write_all(b"X").await.is_err() {
+            return Ended::Closed(got);
+        }
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(100));
+        match tokio::time::timeout(wait, tcp.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return Ended::Closed(got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    Ended::Open
+}
+
+async fn raw(server: &TestServer) -> TcpStream {
+    TcpStream::connect(server.addr).await.unwrap()
+}
+
+/// One request with `Connection: close` over raw TCP: the status and body.
+async fn request(addr: std::net::SocketAddr, head: &str) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut out))
+        .await
+        .expect("an answer within the deadline")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (status, body)
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str, host: &str) -> (u16, String) {
+    request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+/// Connects to `path` with extra headers; the HTTP refusal if there is one.
+async fn try_ws(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<Ws, tokio_tungstenite::tungstenite::http::Response<Option<Vec<u8>>>> {
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    match tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("an answer to the upgrade within the deadline")
+    {
+        Ok((ws, _)) => Ok(ws),
+        Err(WsError::Http(response)) => Err(*response),
+        Err(other) => panic!("unexpected upgrade failure: {other}"),
+    }
+}
+
+fn retry_after(response: &tokio_tungstenite::tungstenite::http::Response<Option<Vec<u8>>>) -> u64 {
+    response
+        .headers()
+        .get("retry-after")
+        .expect("a Retry-After header")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+// ---------------------------------------------------------------- finding 1
+
+#[tokio::test]
+async fn slowloris_requests_are_dropped_after_the_handshake_timeout() {
+    let server = start(&["--handshake-timeout", "300ms"]).await;
+    // 200 half-sent requests, one of which keeps dripping a byte every 100 ms.
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let mut tcp = raw(&server).await;
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        held.push(tcp);
+    }
+    let started = Instant::now();
+    let mut dripper = raw(&server).await;
+    dripper
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    assert!(matches!(
+        ended_within(&mut dripper, DEADLINE, true).await,
+        Ended::Closed(_)
+    ));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250),
+        "dropped too early: {took:?}"
+    );
+    // Legitimate clients are served meanwhile and after.
+    assert_eq!(get(server.addr, "/healthz", "x").await, (200, "ok".into()));
+    for tcp in &mut held {
+        assert!(matches!(
+            ended_within(tcp, DEADLINE, false).await,
+            Ended::Closed(_)
+        ));
+    }
+    wait_until("every slowloris connection counted", || async {
+        metric(&server, "http_dropped_total{reason=\"handshake_timeout\"}").await >= 201
+    })
+    .await;
+    // Only the /metrics request itself is open.
+    assert_eq!(metric(&server, "tcp_connections_open").await, 1);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn keepalive_is_timed_apart_from_the_handshake() {
+    // Headers due within 300 ms, but an idle keep-alive connection may wait 1.5 s.
+    let server = start(&[
+        "--handshake-timeout",
+        "300ms",
+        "--keepalive-timeout",
+        "1500ms",
+    ])
+    .await;
+    let mut tcp = raw(&server).await;
+    let ask = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    tcp.write_all(ask).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(DEADLINE, tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // Idle for longer than the handshake timeout: still open.
+    assert_eq!(
+        ended_within(&mut tcp, Duration::from_millis(800), false).await,
+        Ended::Open
+    );
+    tcp.write_all(ask).await.unwrap();
+    let n = tokio::time::timeout(DEADLINE, tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let idle_from = Instant::now();
+    assert!(matches!(
+        ended_within(&mut tcp, DEADLINE, false).await,
+        Ended::Closed(_)
+    ));
+    let idle = idle_from.elapsed();
+    assert!(idle >= Duration::from_millis(1200), "closed after {idle:?}");
+    assert_eq!(
+        metric(&server, "http_dropped_total{reason=\"keepalive_timeout\"}").await,
+        1
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn idle_keepalive_connections_close_after_the_keepalive_timeout() {
+    let server = start(&["--handshake-timeout", "10s", "--keepalive-timeout", "300ms"]).await;
+    let mut tcp = raw(&server).await;
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    match ended_within(&mut tcp, DEADLINE, false).await {
+        Ended::Closed(got) => assert!(got.starts_with(b"HTTP/1.1 200"), "{got:?}"),
+        Ended::Open => panic!("an idle keep-alive connection stayed open"),
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_websocket_is_not_bound_by_the_http_timeouts() {
+    let server = start(&[
+        "--handshake-timeout",
+        "200ms",
+        "--keepalive-timeout",
+        "200ms",
+        "--body-timeout",
+        "200ms",
+    ])
+    .await;
+    let mut ws = server.connect("/echo").await;
+    // Three times every timeout, silent: nothing happens.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(700), ws.next())
+            .await
+            .is_err()
+    );
+    ws.send(Message::text("still here")).await.unwrap();
+    assert_eq!(next_message(&mut ws).await, Message::text("still here"));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_body_that_never_comes_is_answered_408() {
+    let server = start(&["--admin-token", "t0k", "--body-timeout", "300ms"]).await;
+    let mut tcp = raw(&server).await;
+    tcp.write_all(
+        b"POST /api/broadcast HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0k\r\n\
+          Content-Length: 10000000000\r\n\r\nonly this",
+    )
+    .await
+    .unwrap();
+    match ended_within(&mut tcp, DEADLINE, false).await {
+        Ended::Closed(got) => {
+            let text = String::from_utf8_lossy(&got);
+            assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        }
+        Ended::Open => panic!("the server still waits for the body"),
+    }
+    assert_eq!(
+        metric(&server, "http_dropped_total{reason=\"body_timeout\"}").await,
+        1
+    );
+    // A body that arrives in time is served as before.
+    let (status, body) = request(
+        server.addr,
+        "POST /api/broadcast HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0k\r\n\
+         Content-Length: 2\r\nConnection: close\r\n\r\nhi",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    server.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------- finding 2
+
+#[tokio::test]
+async fn shutdown_drops_a_half_sent_request_within_the_shutdown_timeout() {
+    // No handshake timeout: only the shutdown bound can end this request.
+    let server = start(&["--handshake-timeout", "0", "--shutdown-timeout", "500ms"]).await;
+    let (mut ws, _) = server.connect_ws("/ws").await;
+    let mut tcp = raw(&server).await;
+    tcp.write_all(b"POST /api/broadcast HTTP/1.1\r\nHost: x\r\nContent-")
+        .await
+        .unwrap();
+    wait_until("the half-sent request accepted", || async {
+        metric(&server, "tcp_connections_open").await >= 3
+    })
+    .await;
+    let started = Instant::now();
+    server.shutdown().await.unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "shutdown took {took:?}");
+    let frame = expect_close(&mut ws).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), close_code::GOING_AWAY);
+    assert!(matches!(
+        ended_within(&mut tcp, Duration::from_secs(2), false).await,
+        Ended::Closed(_)
+    ));
+}
+
+/// The server binary as a child process, its stdout drained into a buffer.
+struct ServerProcess {
+    child: Child,
+    addr: std::net::SocketAddr,
+    out: Arc<Mutex<String>>,
+}
+
+impl ServerProcess {
+    /// Starts the binary under `sh -c '<prefix> exec server --addr 127.0.0.1:0 ...'`.
+    async fn start(prefix: &str, args: &[&str]) -> Self {
+        let script = format!("{prefix} exec \"$0\" \"$@\"");
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(env!("CARGO_BIN_EXE_server"))
+            .args(["--addr", "127.0.0.1:0", "--static-dir", "/nonexistent"])
+            .args(["--push-interval", "0", "--ping-interval", "0"])
+            .args(args)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let out = Arc::new(Mutex::new(String::new()));
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut out = sink.lock().unwrap();
+                out.push_str(&line);
+                out.push('\n');
+            }
+        });
+        let deadline = Instant::now() + DEADLINE;
+        let addr = loop {
+            let found = out.lock().unwrap().lines().find_map(|l| {
+                let rest = l.split_once("listening on http://")?.1;
+                rest.split_whitespace().next()?.parse().ok()
+            });
+            if let Some(addr) = found {
+                break addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not start: {}",
+                out.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Self { child, addr, out }
+    }
+
+    async fn metric(&self, name: &str) -> u64 {
+        let (status, text) = get(self.addr, "/metrics", "x").await;
+        assert_eq!(status, 200);
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+    }
+
+    /// utime + stime of the process, in clock ticks (Linux).
+    fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_exits_within_the_shutdown_timeout_while_a_request_is_half_sent() {
+    let mut server = ServerProcess::start(
+        "",
+        &["--handshake-timeout", "0", "--shutdown-timeout", "500ms"],
+    )
+    .await;
+    let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHo").await.unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while server.metric("tcp_connections_open").await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the half-sent request was not accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = server.wait_exit(Duration::from_secs(5)).await;
+    assert!(status.success(), "exit status {status}");
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "exit took {took:?}");
+    let out = server.out.lock().unwrap().clone();
+    assert!(
+        out.contains("descriptor limit"),
+        "the limit is logged:\n{out}"
+    );
+}
+
+// ---------------------------------------------------------------- finding 3
+
+#[tokio::test]
+async fn the_websocket_cap_answers_503_and_frees_on_close() {
+    let server = start(&[
+        "--max-connections",
+        "3",
+        "--max-connections-per-ip",
+        "0",
+        "--connect-rate",
+        "0",
+    ])
+    .await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(server.connect("/echo").await);
+    }
+    let refused = try_ws(&server.ws_url("/echo"), &[]).await.unwrap_err();
+    assert_eq!(refused.status(), 503);
+    assert!(retry_after(&refused) >= 1);
+    // /ws counts against the same cap.
+    assert_eq!(
+        try_ws(&server.ws_url("/ws"), &[])
+            .await
+            .unwrap_err()
+            .status(),
+        503
+    );
+    assert_eq!(
+        metric(
+            &server,
+            "ws_rejected_upgrades_total{reason=\"max_connections\"}"
+        )
+        .await,
+        2
+    );
+    assert_eq!(metric(&server, "ws_connection_slots").await, 3);
+    assert_eq!(get(server.addr, "/healthz", "x").await, (200, "ok".into()));
+    // The others are still served.
+    open[0].send(Message::text("a")).await.unwrap();
+    assert_eq!(next_message(&mut open[0]).await, Message::text("a"));
+    // A closed connection frees its place.
+    let mut gone = open.pop().unwrap();
+    gone.close(None).await.unwrap();
+    let _ = expect_close(&mut gone).await;
+    drop(gone);
+    let deadline = Instant::now() + DEADLINE;
+    let _again = loop {
+        if let Ok(ws) = try_ws(&server.ws_url("/echo"), &[]).await {
+            break ws;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed place was not given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_per_client_cap_counts_the_forwarded_client_only_from_trusted_proxies() {
+    // Not trusted: X-Forwarded-For is ignored, every connection is 127.0.0.1's.
+    let server = start(&["--max-connections-per-ip", "2", "--connect-rate", "0"]).await;
+    let url = server.ws_url("/echo");
+    let _a = try_ws(&url, &[("x-forwarded-for", "198.51.100.1")])
+        .await
+        .unwrap();
+    let _b = try_ws(&url, &[("x-forwarded-for", "198.51.100.2")])
+        .await
+        .unwrap();
+    let refused = try_ws(&url, &[("x-forwarded-for", "198.51.100.3")])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), 503);
+    assert!(retry_after(&refused) >= 1);
+    assert_eq!(
+        metric(
+            &server,
+            "ws_rejected_upgrades_total{reason=\"max_connections_per_ip\"}"
+        )
+        .await,
+        1
+    );
+    server.shutdown().await.unwrap();
+
+    // Behind a trusted proxy each forwarded client has its own count.
+    let server = start(&[
+        "--max-connections-per-ip",
+        "2",
+        "--connect-rate",
+        "0",
+        "--trusted-proxy",
+        "127.0.0.1",
+        "--admin-token",
+        "t0k",
+    ])
+    .await;
+    let url = server.ws_url("/ws");
+    let one = [("x-forwarded-for", "198.51.100.1")];
+    let _a = try_ws(&url, &one).await.unwrap();
+    let _b = try_ws(&url, &one).await.unwrap();
+    assert_eq!(try_ws(&url, &one).await.unwrap_err().status(), 503);
+    let mut other = try_ws(&url, &[("x-forwarded-for", "6.6.6.6, 198.51.100.2")])
+        .await
+        .unwrap();
+    assert!(matches!(
+        next_json(&mut other).await,
+        shared::ServerMessage::Welcome { .. }
+    ));
+    // The admin list shows the forwarded address.
+    let clients: serde_json::Value = reqwest::Client::new()
+        .get(server.http_url("/api/clients"))
+        .bearer_auth("t0k")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let addrs: Vec<&str> = clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["remote_addr"].as_str().unwrap())
+        .collect();
+    assert!(addrs.contains(&"198.51.100.2:0"), "{addrs:?}");
+    assert!(
+        addrs.iter().all(|a| a.starts_with("198.51.100.")),
+        "{addrs:?}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_connect_rate_answers_429_with_retry_after() {
+    let server = start(&[
+        "--connect-rate",
+        "0.5",
+        "--connect-burst",
+        "3",
+        "--max-connections-per-ip",
+        "0",
+    ])
+    .await;
+    for _ in 0..3 {
+        let mut ws = server.connect("/echo").await;
+        ws.close(None).await.unwrap();
+    }
+    let refused = try_ws(&server.ws_url("/echo"), &[]).await.unwrap_err();
+    assert_eq!(refused.status(), 429);
+    // One token every two seconds.
+    let wait = retry_after(&refused);
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    assert_eq!(
+        metric(
+            &server,
+            "ws_rejected_upgrades_total{reason=\"connect_rate\"}"
+        )
+        .await,
+        1
+    );
+    // Plain HTTP is not rate-limited.
+    for _ in 0..5 {
+        assert_eq!(get(server.addr, "/healthz", "x").await.0, 200);
+    }
+    server.shutdown().await.unwrap();
+}
+
+/// With 200 descriptors, a WebSocket flood is refused at the cap and
+/// /healthz and /metrics stay reachable; a raw TCP flood that takes the
+/// rest makes accept back off (without spinning) until descriptors free.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_flood_leaves_descriptors_for_health_and_metrics() {
+    let server = ServerProcess::start(
+        "ulimit -n 200 &&",
+        &[
+            "--max-connections-per-ip",
+            "0",
+            "--connect-rate",
+            "0",
+            "--handshake-timeout",
+            "2s",
+        ],
+    )
+    .await;
+    assert_eq!(server.metric("process_open_files_limit").await, 200);
+    let cap = server.metric("ws_connections_limit").await;
+    assert_eq!(cap, 200 - 32);
+    let url = format!("ws://{}/echo", server.addr);
+    let mut flood = Vec::new();
+    let mut refused = None;
+    for _ in 0..300 {
+        match try_ws(&url, &[]).await {
+            Ok(ws) => flood.push(ws),
+            Err(response) => {
+                refused = Some(response.status());
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        refused,
+        Some(tokio_tungstenite::tungstenite::http::StatusCode::SERVICE_UNAVAILABLE)
+    );
+    assert_eq!(flood.len() as u64, cap);
+    // During the flood health and metrics answer.
+    assert_eq!(get(server.addr, "/healthz", "x").await, (200, "ok".into()));
+    assert_eq!(server.metric("ws_connection_slots").await, cap);
+    assert_eq!(
+        server
+            .metric("ws_rejected_upgrades_total{reason=\"max_connections\"}")
+            .await,
+        1
+    );
+    // Now take every descriptor left with connections that send nothing.
+    let before = server.cpu_ticks();
+    let mut raws = Vec::new();
+    for _ in 0..40 {
+        raws.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // Over a second of exhaustion accept backs off instead of spinning.
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ticks = server.cpu_ticks() - before;
+    // 100 ticks is a whole core for the second.
+    assert!(
+        ticks < 40,
+        "{ticks} ticks of CPU while descriptors were out"
+    );
+    // The handshake timeout frees them, and the server answers again.
+    assert_eq!(get(server.addr, "/healthz", "x").await, (200, "ok".into()));
+    assert!(
+        server
+            .metric("accept_errors_total{reason=\"descriptors\"}")
+            .await
+            >= 1
+    );
+    // The flood's WebSockets are still served.
+    flood[0].send(Message::text("after")).await.unwrap();
+    assert_eq!(next_message(&mut flood[0]).await, Message::text("after"));
+    drop(raws);
+}
+
+// ---------------------------------------------------------------- finding 4
+
+#[tokio::test]
+async fn a_silent_echo_client_is_closed_after_the_idle_timeout() {
+    let server = start(&["--idle-timeout", "400ms"]).await;
+    let mut ws = server.connect("/echo").await;
+    let frame = expect_close(&mut ws).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), close_code::IDLE_TIMEOUT);
+    wait_until("the connection gone", || async {
+        metric(&server, "ws_connections_open").await == 0
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn echo_pings_and_a_client_that_answers_stays() {
+    let server = start(&["--ping-interval", "100ms", "--idle-timeout", "600ms"]).await;
+    let mut ws = server.connect("/echo").await;
+    let mut pings = 0;
+    let until = Instant::now() + Duration::from_millis(1500);
+    // Reading answers the pings (tungstenite sends the pongs).
+    while let Ok(message) =
+        tokio::time::timeout(until.saturating_duration_since(Instant::now()), ws.next()).await
+    {
+        match message {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            other => panic!("expected only pings, got {other:?}"),
+        }
+    }
+    assert!(pings >= 5, "{pings} pings in 1.5 s");
+    ws.send(Message::text("alive")).await.unwrap();
+    assert_eq!(next_message(&mut ws).await, Message::text("alive"));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_echo_client_that_never_reads_is_dropped_after_the_write_timeout() {
+    let server = start(&["--write-timeout", "300ms"]).await;
+    let ws = server.connect("/echo").await;
+    let (mut sink, stream) = ws.split();
+    // 16 MiB messages, more than the loopback buffers hold, never read back.
+    let writer = tokio::spawn(async move {
+        for _ in 0..3 {
+            if sink
+                .send(Message::binary(vec![7u8; 16 * 1024 * 1024]))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        sink
+    });
+    wait_until("the slow consumer closed", || async {
+        metric(&server, "ws_slow_consumer_closes_total").await == 1
+            && metric(&server, "ws_connections_open").await == 0
+    })
+    .await;
+    drop(stream);
+    writer.abort();
+    server.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------- findings 8 and 9
+
+/// Every log line of this test binary, captured (installed once).
+fn captured_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_env_filter("server=info")
+            .with_writer(move || Capture(sink.clone()))
+            .init();
+        logs
+    })
+    .clone()
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::io::Write::write(&mut *self.0.lock().unwrap(), buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_allowed_host_list_refuses_other_hosts_on_every_route() {
+    let logs = captured_logs();
+    let server = start(&["--allowed-host", "example.test", "--admin-token", "t0k"]).await;
+    let local = server.addr.to_string();
+    for path in ["/healthz", "/metrics", "/api/clients", "/", "/echo"] {
+        assert_eq!(get(server.addr, path, &local).await.0, 403, "{path}");
+        assert_eq!(
+            get(server.addr, path, "evil.example").await.0,
+            403,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        get(server.addr, "/healthz", "example.test").await,
+        (200, "ok".into())
+    );
+    assert_eq!(
+        get(server.addr, "/healthz", "EXAMPLE.test:8080").await.0,
+        200
+    );
+    // A DNS-rebinding page: Origin and Host both say evil.example.
+    let refused = try_ws(
+        &server.ws_url("/ws"),
+        &[("host", "evil.example"), ("origin", "http://evil.example")],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.status(), 403);
+    let mut ws = try_ws(&server.ws_url("/echo"), &[("host", "example.test")])
+        .await
+        .unwrap();
+    ws.send(Message::text("in")).await.unwrap();
+    assert_eq!(next_message(&mut ws).await, Message::text("in"));
+    let (_, metrics) = get(server.addr, "/metrics", "example.test").await;
+    assert!(
+        metrics.contains("http_dropped_total{reason=\"host\"} 11"),
+        "{metrics}"
+    );
+
+    // Finding 8: a 60 KB Host with bytes that are not UTF-8 is logged escaped and cut.
+    let mut head = b"GET /healthz HTTP/1.1\r\nHost: hostmarker\xff".to_vec();
+    head.extend_from_slice("h".repeat(60_000).as_bytes());
+    head.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
+    let mut tcp = raw(&server).await;
+    tcp.write_all(&head).await.unwrap();
+    match ended_within(&mut tcp, DEADLINE, false).await {
+        Ended::Closed(got) => assert!(got.starts_with(b"HTTP/1.1 "), "{got:?}"),
+        Ended::Open => panic!("no answer"),
+    }
+    wait_until("the refusal logged", || async {
+        String::from_utf8_lossy(&logs.lock().unwrap()).contains("hostmarker")
+    })
+    .await;
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    let line = text.lines().find(|l| l.contains("hostmarker")).unwrap();
+    assert!(line.len() < 400, "a {}-byte log line", line.len());
+    assert!(line.contains("…(+"), "{line}");
+    assert!(line.contains("hostmarker\\xff"), "{line}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_an_allowed_host_list_every_host_is_served() {
+    let server = start(&[]).await;
+    assert_eq!(
+        get(server.addr, "/healthz", "anything.example").await,
+        (200, "ok".into())
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[test]
+fn every_new_flag_is_in_help() {
+    let help = Command::new(env!("CARGO_BIN_EXE_server"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(help.stdout).unwrap();
+    for flag in [
+        "--handshake-timeout",
+        "--keepalive-timeout",
+        "--body-timeout",
+        "--max-connections",
+        "--max-connections-per-ip",
+        "--connect-rate",
+        "--connect-burst",
+        "--trusted-proxy",
+        "--allowed-host",
+    ] {
+        assert!(help.contains(flag), "{flag} is not in --help");
+    }
+}
