@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `mod.rs` | the entry point ([`run`], and [`serve`] over any transport), end reasons and their close codes |
 //! | `app.rs` | the application's answer to a request (echo, ping, burst), the same in both modes |
-//! | `driver.rs` | reads, timers (pushes, pings, idle, acks), kicks and shutdown, and the ONE dispatch of client messages for both modes |
+//! | `driver.rs` | reads, timers (pushes, pings, idle, acks), close requests (kicks, replacements, takeovers of the reliable session) and shutdown, and the ONE dispatch of client messages for both modes |
 //! | `reliable.rs` | the link to a reliable session: binding, resume, numbered replies, acks, bursts |
 //! | `writer.rs` | owns the sink: drains the bounded queue, feeds every ready frame and flushes once per batch |
 //!
