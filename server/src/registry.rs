@@ -13,7 +13,7 @@ use std::time::{Instant, SystemTime};
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc};
 
-use crate::reliable::{self, Outgoing, Refused, SessionRef, To};
+use crate::reliable::{self, Outgoing, Refused, SessionRef, TakeoverSignal, To};
 
 /// What a connection's writer is asked to send.
 #[derive(Debug)]
@@ -78,6 +78,17 @@ impl ClientShared {
             }
             self.close_notify.notified().await;
         }
+    }
+}
+
+/// A resume on another connection took the session over: the connection
+/// closes with 4002 through the close request it watches anyway.
+impl TakeoverSignal for ClientShared {
+    fn taken_over(&self) {
+        self.request_close(CloseRequest {
+            code: shared::close_code::REPLACED,
+            reason: "session resumed on another connection".into(),
+        });
     }
 }
 

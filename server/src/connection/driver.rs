@@ -30,7 +30,7 @@ pub(super) struct Driver<'a, S> {
     conn: &'a Conn,
     bad_in_a_row: u32,
     /// Reliable mode: the link to the session; `None` on a plain connection.
-    link: Option<Link>,
+    link: Option<Box<Link>>,
     /// A plain connection's `?burst=N`, queued after the welcome.
     burst: Option<u32>,
 }
@@ -39,14 +39,6 @@ pub(super) struct Driver<'a, S> {
 async fn at(due: Option<tokio::time::Instant>) {
     match due {
         Some(due) => tokio::time::sleep_until(due).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// A future that completes when `token` is cancelled, or never.
-async fn cancelled(token: Option<&CancellationToken>) {
-    match token {
-        Some(token) => token.cancelled().await,
         None => std::future::pending().await,
     }
 }
@@ -94,7 +86,6 @@ where
         let idle = tokio::time::sleep(config.idle_timeout);
         tokio::pin!(idle);
         let shutdown = self.state.shutdown.clone();
-        let taken_over = self.link.as_ref().map(Link::taken_over);
         // For reliable bursts: a permit borrows its sender across the select's handlers.
         let burst_outbound = self.outbound.clone();
 
@@ -103,10 +94,10 @@ where
                 biased;
                 () = shutdown.cancelled() => break End::shutdown(),
                 () = writer_gone.cancelled() => break End::gone("connection ended"),
+                // Kicks, a replacement, and a takeover of the reliable session.
                 request = self.conn.shared.close_requested() => {
                     break End::with(request.code, request.reason);
                 }
-                () = cancelled(taken_over.as_ref()) => break crate::reliable::TakenOver.into(),
                 frame = self.stream.next() => {
                     idle.as_mut().reset(tokio::time::Instant::now() + config.idle_timeout);
                     match frame {
@@ -124,14 +115,14 @@ where
                         None => break End::gone("connection ended"),
                     }
                 }
-                permit = burst_outbound.reserve(), if self.link.as_ref().is_some_and(Link::burst_ready) => {
+                permit = burst_outbound.reserve(), if self.link.as_ref().is_some_and(|link| link.burst_ready()) => {
                     if let (Ok(permit), Some(link)) = (permit, &self.link)
                         && let Err(end) = link.burst_step(permit)
                     {
                         break end;
                     }
                 }
-                () = at(self.link.as_ref().and_then(Link::ack_due)) => {
+                () = at(self.link.as_ref().and_then(|link| link.ack_due())) => {
                     if let Some(link) = &mut self.link {
                         link.send_ack(&self.outbound);
                     }

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `mod.rs` | the entry point ([`run`], and [`serve`] over any transport), end reasons and their close codes |
 //! | `app.rs` | the application's answer to a request (echo, ping, burst), the same in both modes |
-//! | `driver.rs` | reads, timers (pushes, pings, idle, acks), kicks and shutdown, and the ONE dispatch of client messages for both modes |
+//! | `driver.rs` | reads, timers (pushes, pings, idle, acks), close requests (kicks, replacements, takeovers of the reliable session) and shutdown, and the ONE dispatch of client messages for both modes |
 //! | `reliable.rs` | the link to a reliable session: binding, resume, numbered replies, acks, bursts |
 //! | `writer.rs` | owns the sink: drains the bounded queue, feeds every ready frame and flushes once per batch |
 //!
@@ -29,7 +29,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::{Sink, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, Stream, StreamExt};
 use shared::{ServerMessage, close_code};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -130,6 +130,10 @@ impl From<Refused> for End {
 pub(crate) struct Conn {
     /// The registry's connection number.
     pub(crate) number: u64,
+    /// The peer's address, for the log.
+    remote_addr: SocketAddr,
+    /// When it was accepted.
+    started: Instant,
     /// The client id.
     pub(crate) client_id: String,
     /// Counters and close requests shared with the registry.
@@ -143,8 +147,10 @@ pub(crate) enum Mode {
         /// The burst.
         burst: Option<u32>,
     },
-    /// Reliable mode: the link to the session (not bound yet).
-    Reliable(reliable::Link),
+    /// Reliable mode: the link to the session (not bound yet). Boxed: inline,
+    /// its size would be held by the future of every connection, plain ones
+    /// included.
+    Reliable(Box<reliable::Link>),
 }
 
 /// Runs one `/ws` connection to its end.
@@ -154,30 +160,17 @@ pub(crate) enum Mode {
 /// mostly this future (arguments of an `async fn` and every value held across
 /// an `.await` are stored in it for its whole life), so the welcome, the
 /// socket before its split and the rare paths (a batch of writes, a message,
-/// the close) are kept out of it or boxed when they run.
+/// the close) are kept out of it or boxed when they run. For the same reason
+/// [`serve`] is the only `async fn` on the way: a second one taking the same
+/// values would hold them twice.
 pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output = ()> {
-    let started = Instant::now();
     let (outbound_tx, outbound_rx) = mpsc::channel(state.config.send_queue.max(1));
-    let remote_addr = peer.remote_addr;
-    tracing::info!(id = %peer.id, remote = %remote_addr, path = "/ws", "connect");
+    tracing::info!(id = %peer.id, remote = %peer.remote_addr, path = "/ws", "connect");
     let (conn, mode) = admit(&state, peer, &outbound_tx);
     let (sink, stream) = socket.split();
-    async move {
-        let queue = (outbound_tx, outbound_rx);
-        let end = serve(stream, sink, queue, &state, &conn, mode).await;
-        state.registry.remove(&conn.client_id, conn.number);
-        state.metrics.connections_open.fetch_sub(1, Relaxed);
-        tracing::info!(
-            id = %conn.client_id,
-            remote = %remote_addr,
-            code = end.code,
-            reason = %end.reason,
-            duration_ms = started.elapsed().as_millis() as u64,
-            messages_in = conn.shared.messages_in.load(Relaxed),
-            messages_out = conn.shared.messages_out.load(Relaxed),
-            "disconnect"
-        );
-    }
+    // Mapped, not awaited in an `async` block, which would hold the same
+    // values a second time.
+    serve(stream, sink, (outbound_tx, outbound_rx), state, conn, mode).map(drop)
 }
 
 /// Registers the connection and queues its welcome: the first message.
@@ -186,7 +179,7 @@ fn admit(state: &AppState, peer: Peer, outbound: &mpsc::Sender<Outbound>) -> (Co
     let number = state.registry.next_conn();
     let link = peer
         .reliable
-        .then(|| reliable::Link::new(number, peer.burst));
+        .then(|| reliable::Link::new(number, peer.burst, shared.clone()));
     let welcome = ServerMessage::Welcome {
         client_id: peer.id.clone(),
         push_interval_ms: u64::try_from(state.config.push_interval.as_millis()).unwrap_or(u64::MAX),
@@ -214,24 +207,27 @@ fn admit(state: &AppState, peer: Peer, outbound: &mpsc::Sender<Outbound>) -> (Co
     Metrics::add(&state.metrics.connections_total, 1);
     let conn = Conn {
         number,
+        remote_addr: peer.remote_addr,
+        started: Instant::now(),
         client_id: peer.id,
         shared,
     };
     let mode = match link {
-        Some(link) => Mode::Reliable(link),
+        Some(link) => Mode::Reliable(Box::new(link)),
         None => Mode::Plain { burst: peer.burst },
     };
     (conn, mode)
 }
 
-/// Runs a connection over any transport: the driver reads `stream`, the
-/// writer drains the queue into `sink`. Returns why it ended.
+/// Runs a connection over any transport to its end: the driver reads
+/// `stream`, the writer drains the queue into `sink`; then the connection
+/// leaves the registry and logs its disconnect. Returns why it ended.
 pub(crate) async fn serve<S, K>(
     stream: S,
     sink: K,
     (outbound_tx, outbound_rx): (mpsc::Sender<Outbound>, mpsc::Receiver<Outbound>),
-    state: &AppState,
-    conn: &Conn,
+    state: AppState,
+    conn: Conn,
     mode: Mode,
 ) -> End
 where
@@ -240,8 +236,8 @@ where
 {
     let (close_tx, close_rx) = oneshot::channel();
     let writer_gone = CancellationToken::new();
-    let writer = writer::Writer::new(sink, outbound_rx, close_rx, state, &conn.shared);
-    let driver = driver::Driver::new(stream, outbound_tx, state, conn, mode);
+    let writer = writer::Writer::new(sink, outbound_rx, close_rx, &state, &conn.shared);
+    let driver = driver::Driver::new(stream, outbound_tx, &state, &conn, mode);
     let ((), end) = tokio::join!(
         async {
             if let Some(end) = writer.run().await {
@@ -250,6 +246,18 @@ where
             writer_gone.cancel();
         },
         driver.run(close_tx, &writer_gone),
+    );
+    state.registry.remove(&conn.client_id, conn.number);
+    state.metrics.connections_open.fetch_sub(1, Relaxed);
+    tracing::info!(
+        id = %conn.client_id,
+        remote = %conn.remote_addr,
+        code = end.code,
+        reason = %end.reason,
+        duration_ms = conn.started.elapsed().as_millis() as u64,
+        messages_in = conn.shared.messages_in.load(Relaxed),
+        messages_out = conn.shared.messages_out.load(Relaxed),
+        "disconnect"
     );
     end
 }

@@ -13,14 +13,14 @@ use std::time::{Instant, SystemTime};
 use axum::extract::ws::Message;
 use shared::{ClientMessage, ErrorCode, ResumeFailure, ServerMessage};
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 use super::End;
 use super::app::{self, Served};
 use crate::metrics::Metrics;
 use crate::registry::{Outbound, millis};
 use crate::reliable::{
-    Accepted, Attach, BurstBusy, Outgoing, Refused, SessionRef, SessionStore, TakenOver, To, lock,
+    Accepted, Attach, BurstBusy, Outgoing, Refused, SessionRef, SessionStore, TakenOver,
+    TakeoverSignal, To, lock,
 };
 use crate::state::AppState;
 use crate::wire;
@@ -49,14 +49,12 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// The link of connection `conn`, which asked for `?burst=N`.
-    pub(crate) fn new(conn: u64, burst: Option<u32>) -> Self {
+    /// The link of connection `conn`, which asked for `?burst=N` and hears
+    /// of a takeover through `signal`.
+    pub(crate) fn new(conn: u64, burst: Option<u32>, signal: Arc<dyn TakeoverSignal>) -> Self {
         Self {
             offer: crate::reliable::offer(),
-            attach: Attach {
-                conn,
-                taken_over: CancellationToken::new(),
-            },
+            attach: Attach { conn, signal },
             session: None,
             slot: Arc::default(),
             pending_burst: burst,
@@ -73,11 +71,6 @@ impl Link {
     /// The registry's view of the session, set once bound.
     pub(crate) fn slot(&self) -> Arc<OnceLock<SessionRef>> {
         self.slot.clone()
-    }
-
-    /// Cancelled when a resume on another connection takes the session over.
-    pub(crate) fn taken_over(&self) -> CancellationToken {
-        self.attach.taken_over.clone()
     }
 
     fn conn(&self) -> u64 {

@@ -71,9 +71,7 @@ fn connect(state: &AppState, query: (&str, Option<u32>, bool)) -> Client {
     let ended = tokio::spawn(async move {
         let queue = mpsc::channel(state.config.send_queue);
         let (conn, mode) = admit(&state, peer, &queue.0);
-        let end = serve(stream, sink, queue, &state, &conn, mode).await;
-        state.registry.remove(&conn.client_id, conn.number);
-        end
+        serve(stream, sink, queue, state, conn, mode).await
     });
     Client {
         to_server: in_tx,

@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use session::{
     Accepted, Attach, BurstBusy, Limits, MAX_PENDING_BURSTS, Outgoing, Refused, Session, TakenOver,
-    To,
+    TakeoverSignal, To,
 };
 pub use store::{MemoryStore, SessionStore, offer};
 

@@ -7,11 +7,11 @@
 //! Callers cannot do one step without the others.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use shared::ServerMessage;
-use tokio_util::sync::CancellationToken;
 
 /// Bursts a session keeps at most, the one in progress included: a burst
 /// request beyond it is answered with a `burst_busy` error.
@@ -124,15 +124,24 @@ pub struct Resume {
     pub last_in: u64,
 }
 
-/// A connection that speaks for a session: its number, and the token
-/// cancelled when a resume on another connection takes the session over (so
-/// that it closes at once, with 4002, rather than when it next sends).
+/// How a connection hears that a resume on another connection took its
+/// session over, so that it closes at once (with 4002) rather than when it
+/// next sends. The registry's per-connection handle implements it with the
+/// close request the connection already watches (no extra allocation or
+/// wait per connection).
+pub trait TakeoverSignal: Send + Sync + std::fmt::Debug {
+    /// The session was taken over: close.
+    fn taken_over(&self);
+}
+
+/// A connection that speaks for a session: its number, and how to tell it
+/// of a takeover.
 #[derive(Debug, Clone)]
 pub struct Attach {
     /// The connection's number.
     pub conn: u64,
-    /// Cancelled on a takeover.
-    pub taken_over: CancellationToken,
+    /// Told on a takeover.
+    pub signal: Arc<dyn TakeoverSignal>,
 }
 
 /// One reliable session.
@@ -348,8 +357,8 @@ impl Session {
     }
 
     /// Connection `attach` takes the session over; the client processed
-    /// server messages up to `last_seq`. A connection attached until now has
-    /// its token cancelled.
+    /// server messages up to `last_seq`. A connection attached until now is
+    /// signalled.
     pub(super) fn resume(
         &mut self,
         attach: Attach,
@@ -363,7 +372,7 @@ impl Session {
             && !self.is_attached(old.conn)
         {
             // The connection the server still thinks alive must close now.
-            old.taken_over.cancel();
+            old.signal.taken_over();
         }
         self.detached_at = None;
         client_id.clone_into(&mut self.client_id);

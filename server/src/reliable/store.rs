@@ -29,7 +29,7 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> impl Future<Output = Option<SessionRef>> + Send;
 
     /// Connection `attach` of `client_id` resumes session `id`; the
-    /// connection attached to it until now, if any, has its token cancelled.
+    /// connection attached to it until now, if any, is signalled.
     ///
     /// # Errors
     ///

@@ -1,11 +1,12 @@
 //! The session store's behaviour, written against [`SessionStore`] so
 //! that every store (memory today, Redis later) runs the same tests.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use shared::{ResumeFailure, ServerMessage};
-use tokio_util::sync::CancellationToken;
 
 use super::*;
 
@@ -19,12 +20,38 @@ fn limits(history_max: usize) -> Limits {
     }
 }
 
-/// Connection `n`, with a token nobody watches.
+/// Records whether its connection was taken over.
+#[derive(Debug, Default)]
+struct Flag(AtomicBool);
+
+impl TakeoverSignal for Flag {
+    fn taken_over(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Flag {
+    fn raised(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Connection `conn`, whose takeover signal nobody watches.
 fn c(conn: u64) -> Attach {
     Attach {
         conn,
-        taken_over: CancellationToken::new(),
+        signal: Arc::new(Flag::default()),
     }
+}
+
+/// Connection `conn` and its takeover signal.
+fn watched(conn: u64) -> (Attach, Arc<Flag>) {
+    let flag = Arc::new(Flag::default());
+    let attach = Attach {
+        conn,
+        signal: flag.clone(),
+    };
+    (attach, flag)
 }
 
 fn push(n: u64) -> Outgoing {
@@ -172,29 +199,25 @@ async fn resume_replays_what_follows_last_seq_in_order() {
 async fn resume_takes_over_a_connection_the_server_still_thinks_alive() {
     let now = Instant::now();
     let store = MemoryStore::new(limits(10));
-    let first = c(1);
+    let (first, first_flag) = watched(1);
     let s = store
-        .create("s".into(), "t".into(), "c", first.clone(), now)
+        .create("s".into(), "t".into(), "c", first, now)
         .await
         .unwrap();
-    let second = c(2);
+    let (second, second_flag) = watched(2);
     let resumed = store.resume("s", "t", 0, "c", second.clone(), now).await;
     assert!(resumed.is_ok());
     // The old connection is told at once; the new one is not.
-    assert!(first.taken_over.is_cancelled());
-    assert!(!second.taken_over.is_cancelled());
+    assert!(first_flag.raised());
+    assert!(!second_flag.raised());
     assert!(lock(&s).is_attached(2));
     assert!(!lock(&s).is_attached(1));
     // The old connection ending does not detach the new one.
     lock(&s).detach(1, now);
     assert!(lock(&s).is_attached(2));
     // Resuming on the same connection again is no takeover.
-    let again = Attach {
-        conn: 2,
-        taken_over: second.taken_over.clone(),
-    };
-    store.resume("s", "t", 0, "c", again, now).await.unwrap();
-    assert!(!second.taken_over.is_cancelled());
+    store.resume("s", "t", 0, "c", second, now).await.unwrap();
+    assert!(!second_flag.raised());
 }
 
 #[tokio::test]
