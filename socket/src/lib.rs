@@ -138,6 +138,7 @@ mod web;
 pub mod yew;
 
 pub use config::{Backoff, Config, Heartbeat, Overflow, ReconnectPolicy, default_should_reconnect};
+#[cfg(not(all(feature = "native", not(target_arch = "wasm32"))))]
 pub use dispatch::{EventStream, Subscription};
 pub use driver::{Driver, Queue, liveness, machine, reliable};
 pub use message::{
@@ -146,6 +147,12 @@ pub use message::{
 pub use typed::{AppSocket, DecodeError, TypedSocket};
 #[cfg(target_arch = "wasm32")]
 pub use web::{Socket, WeakSocket};
+
+// The native transport (feature `native`): the same API over tokio-tungstenite.
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+pub mod native;
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+pub use native::{EventStream, Socket, Subscription, WeakSocket};
 
 /// Why a [`Socket`] could not be created or closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -163,4 +170,7 @@ pub enum Error {
     /// A close reason is at most 123 bytes.
     #[error("the close reason is longer than 123 bytes")]
     ReasonTooLong,
+    /// Native transport: `Socket::new` was called outside a tokio runtime.
+    #[error("no tokio runtime: create the native socket from within one")]
+    NoRuntime,
 }
