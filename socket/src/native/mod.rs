@@ -44,8 +44,8 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-pub use dispatch::{EventStream, Subscription};
 use dispatch::{Dispatcher, lock};
+pub use dispatch::{EventStream, Subscription};
 
 use crate::Error;
 use crate::config::Config;
