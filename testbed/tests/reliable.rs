@@ -176,27 +176,28 @@ async fn ten_thousand_each_way_through_twenty_cuts_arrive_exactly_once_in_order(
         s.echo_ids.len() as u64 >= N && s.burst_done >= 1
     })
     .await;
-    let seen = seen.lock().unwrap();
-    eprintln!(
-        "{:?}: {} cuts, {} opens, {} resumes",
-        started.elapsed(),
-        proxy.cuts(),
-        seen.opens,
-        seen.resumes
-    );
-    assert!(seen.errors.is_empty(), "errors: {:?}", seen.errors);
-    assert!(seen.gaps.is_empty(), "gaps: {:?}", seen.gaps);
-    assert!(proxy.cuts() >= 20, "only {} cuts", proxy.cuts());
-    assert!(seen.resumes >= 20, "only {} resumes", seen.resumes);
-    // Every echo once, in order: the server processed each client message once, in order.
-    assert_eq!(seen.echo_ids, (1..=N).collect::<Vec<_>>());
-    assert_pushes_once_in_order(&seen);
-    assert_eq!(seen.burst_pushes() as u64, N);
-    assert_eq!(seen.burst_done, 1);
-    let stats = socket.stats();
-    assert_eq!(stats.delivered, N + seen.pushes.len() as u64 + 1);
-    assert_eq!(stats.gaps, 0);
-    drop(seen);
+    {
+        let seen = seen.lock().unwrap();
+        eprintln!(
+            "{:?}: {} cuts, {} opens, {} resumes",
+            started.elapsed(),
+            proxy.cuts(),
+            seen.opens,
+            seen.resumes
+        );
+        assert!(seen.errors.is_empty(), "errors: {:?}", seen.errors);
+        assert!(seen.gaps.is_empty(), "gaps: {:?}", seen.gaps);
+        assert!(proxy.cuts() >= 20, "only {} cuts", proxy.cuts());
+        assert!(seen.resumes >= 20, "only {} resumes", seen.resumes);
+        // Every echo once, in order: the server processed each client message once, in order.
+        assert_eq!(seen.echo_ids, (1..=N).collect::<Vec<_>>());
+        assert_pushes_once_in_order(&seen);
+        assert_eq!(seen.burst_pushes() as u64, N);
+        assert_eq!(seen.burst_done, 1);
+        let stats = socket.stats();
+        assert_eq!(stats.delivered, N + seen.pushes.len() as u64 + 1);
+        assert_eq!(stats.gaps, 0);
+    }
     drop(socket);
     testbed.shutdown().await.unwrap();
 }
@@ -234,16 +235,17 @@ async fn a_history_too_short_is_reported_as_a_gap() {
         s.pushes.len() >= 200
     })
     .await;
-    let seen = seen.lock().unwrap();
-    assert!(seen.errors.is_empty(), "errors: {:?}", seen.errors);
-    assert_eq!(seen.resumes, 1);
-    // Server messages: 1 was the echo, 2..=251 the pushes; 2..=51 were evicted.
-    assert_eq!(seen.gaps, [(2, 51)]);
-    // The kept ones, each once, in order (a timed `tick` may follow them).
-    let seqs: Vec<u64> = seen.pushes.iter().take(200).map(|(seq, _)| *seq).collect();
-    assert_eq!(seqs, (51..=250).collect::<Vec<_>>());
-    assert_eq!(socket.stats().gaps, 1);
-    drop(seen);
+    {
+        let seen = seen.lock().unwrap();
+        assert!(seen.errors.is_empty(), "errors: {:?}", seen.errors);
+        assert_eq!(seen.resumes, 1);
+        // Server messages: 1 was the echo, 2..=251 the pushes; 2..=51 were evicted.
+        assert_eq!(seen.gaps, [(2, 51)]);
+        // The kept ones, each once, in order (a timed `tick` may follow them).
+        let seqs: Vec<u64> = seen.pushes.iter().take(200).map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (51..=250).collect::<Vec<_>>());
+        assert_eq!(socket.stats().gaps, 1);
+    }
     drop(socket);
     testbed.shutdown().await.unwrap();
 }

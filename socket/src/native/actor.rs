@@ -56,7 +56,7 @@ pub(super) async fn run(core: Arc<Core>, shared: Weak<Shared>, mut woken: mpsc::
     // the streams end now, then close the connection politely.
     drop(core);
     if let Conn::Open { ws, .. } = conn {
-        finish(ws, None).await;
+        finish(*ws, None).await;
     }
 }
 
@@ -148,7 +148,8 @@ enum Conn {
     },
     Open {
         generation: u64,
-        ws: Ws,
+        /// Boxed: a stream is large, and the other states are small.
+        ws: Box<Ws>,
     },
     /// A write or flush failed: later writes of this generation are handed
     /// back in order, then the close is reported at the end of the pump.
@@ -188,7 +189,7 @@ impl Conn {
             return;
         }
         if let Self::Open { ws, .. } = std::mem::replace(self, Self::None) {
-            tokio::spawn(finish(ws, frame));
+            tokio::spawn(finish(*ws, frame));
         }
     }
 
@@ -255,7 +256,10 @@ impl Conn {
                 let generation = *generation;
                 match connect.as_mut().await {
                     Ok(ws) => {
-                        *self = Self::Open { generation, ws };
+                        *self = Self::Open {
+                            generation,
+                            ws: Box::new(ws),
+                        };
                         vec![Input::Opened { generation }]
                     }
                     Err(err) => {
@@ -296,7 +300,7 @@ impl Conn {
                 if let Self::Open { ws, .. } = std::mem::replace(self, Self::None)
                     && closed
                 {
-                    tokio::spawn(finish(ws, None));
+                    tokio::spawn(finish(*ws, None));
                 }
                 inputs
             }

@@ -123,6 +123,8 @@ impl futures_util::Stream for EventStream {
 
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+
     use futures_util::StreamExt;
 
     use super::*;
@@ -178,7 +180,7 @@ mod tests {
     }
 
     /// Polls a future that is ready without waiting (the channel is filled and closed).
-    fn futures_executor_lite<F: std::future::Future>(future: F) -> F::Output {
+    fn futures_executor_lite<F: Future>(future: F) -> F::Output {
         let mut future = std::pin::pin!(future);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match future.as_mut().poll(&mut cx) {
