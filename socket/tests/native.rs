@@ -170,6 +170,78 @@ async fn messages_sent_before_open_are_queued_and_flushed_in_order() {
     .await;
 }
 
+/// Current-thread, so that nothing opens before the test yields.
+#[tokio::test(flavor = "current_thread")]
+async fn the_capacity_is_enforced_with_errors_that_give_the_message_back() {
+    with_testbed(|tb| async move {
+        let url = format!("{}/ws", tb.ws_base);
+        let socket = Socket::new(Config::new(url.clone()).with_queue_capacity(2)).unwrap();
+        let rec = Recorder::new(&socket);
+        socket.send(echo(1)).unwrap();
+        socket.send(echo(2)).unwrap();
+        assert_eq!(
+            socket.send(echo(3)),
+            Err(SendError::QueueFull(Message::Text(echo(3))))
+        );
+        // Raised at run time, the capacity takes one more.
+        socket.set_queue_capacity(3);
+        assert_eq!(socket.send(echo(3)), Ok(SendOutcome::Queued));
+        wait_for("three echoes", LONG, || rec.echo_ids().len() == 3).await;
+        assert_eq!(rec.echo_ids(), [1, 2, 3]);
+
+        let never = Socket::new(Config::new(url.clone()).with_queue_capacity(0)).unwrap();
+        assert!(matches!(never.send("x"), Err(SendError::QueueFull(_))));
+        let limited = Socket::new(Config::new(url.clone()).with_queue_max_bytes(4)).unwrap();
+        assert_eq!(
+            limited.send("12345"),
+            Err(SendError::TooLarge(Message::Text("12345".into())))
+        );
+
+        let dropping = Socket::new(
+            Config::new(url)
+                .with_queue_capacity(1)
+                .with_overflow(buffered_socket::Overflow::DropOldest),
+        )
+        .unwrap();
+        let dropped = Recorder::new(&dropping);
+        dropping.send(echo(1)).unwrap();
+        dropping.send(echo(2)).unwrap();
+        assert_eq!(dropping.stats().dropped, 1);
+        wait_for("the kept echo", LONG, || dropped.echo_ids() == [2]).await;
+        assert_eq!(
+            dropped.count(|e| matches!(e,
+                Event::Dropped { message: Message::Text(t), reason: buffered_socket::DropReason::Overflow }
+                    if *t == echo(1))),
+            1
+        );
+    })
+    .await;
+}
+
+/// A callback that sends on each echo it gets: 50 round trips, each sent
+/// from inside the delivery of the previous answer, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_may_use_the_socket_re_entrantly() {
+    with_testbed(|tb| async move {
+        let socket = Socket::new(Config::new(format!("{}/ws", tb.ws_base))).unwrap();
+        let rec = Recorder::new(&socket);
+        let weak = socket.downgrade();
+        let _chain = socket.on_event(move |event| {
+            if let Event::Message(message) = event
+                && let Ok(ServerMessage::Echo { id, .. }) = AppSocket::decode(message)
+                && id < 50
+                && let Some(socket) = weak.upgrade()
+            {
+                assert_eq!(socket.send(echo(id + 1)), Ok(SendOutcome::Sent));
+            }
+        });
+        socket.send(echo(1)).unwrap();
+        wait_for("50 echoes", LONG, || rec.echo_ids().len() == 50).await;
+        assert_eq!(rec.echo_ids(), (1..=50).collect::<Vec<_>>());
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_server_restart_it_reconnects_and_sends_what_was_queued_while_down() {
     with_testbed(|tb| async move {
