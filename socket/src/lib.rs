@@ -104,7 +104,8 @@
 //! runtime, with the same rules (it runs the same [`Driver`]): for Rust
 //! services, command-line tools, load generators and tests. Its handles
 //! are `Send + Sync`; callbacks must be `Send`; there is no online or
-//! visibility signal natively, so retries follow the backoff alone. `wss://`
+//! visibility signal natively, so retries follow the backoff alone;
+//! [`TypedSocket`] wraps it as it wraps the browser one. `wss://`
 //! needs the feature `native-rustls` (rustls with ring and the webpki roots).
 //! Tested against the real server in `tests/native.rs`; the same code is
 //! `examples/native.rs`.

@@ -550,6 +550,46 @@ async fn reliable_mode_delivers_exactly_once_through_random_cuts() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_socket_speaks_the_protocol() {
+    with_testbed(|tb| async move {
+        let raw = Socket::new(Config::new(format!("{}/ws", tb.ws_base))).unwrap();
+        let typed = AppSocket::new(raw.clone());
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        let _subscription = typed.on_message(move |decoded| {
+            // Timed pushes may come in between; they are not what this test is about.
+            if !matches!(decoded, Ok(ServerMessage::Push { .. })) {
+                sink.lock()
+                    .unwrap()
+                    .push(decoded.map_err(|e| e.to_string()));
+            }
+        });
+        let echo = ClientMessage::Echo {
+            id: 9,
+            body: "typed".into(),
+        };
+        assert!(typed.send(&echo).is_ok());
+        wait_for("the echo", LONG, || got.lock().unwrap().len() >= 2).await;
+        typed.raw().send(vec![7u8]).unwrap();
+        wait_for("the binary", LONG, || got.lock().unwrap().len() >= 3).await;
+        let got = got.lock().unwrap().clone();
+        assert!(
+            matches!(got[0], Ok(ServerMessage::Welcome { .. })),
+            "{got:?}"
+        );
+        assert_eq!(
+            got[1],
+            Ok(ServerMessage::Echo {
+                id: 9,
+                body: "typed".into()
+            })
+        );
+        assert_eq!(got[2], Err("a binary frame is not a typed message".into()));
+    })
+    .await;
+}
+
 #[test]
 fn invalid_urls_and_a_missing_runtime_are_refused() {
     for url in ["http://x/ws", "not a url", "ws://"] {
