@@ -590,6 +590,37 @@ async fn a_typed_socket_speaks_the_protocol() {
     .await;
 }
 
+/// A server that accepts TCP and never answers the upgrade: each attempt is
+/// abandoned at the connect timeout and retried with backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_that_never_opens_is_abandoned_at_the_connect_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let hold = held.clone();
+    let accepting = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            hold.lock().unwrap().push(stream);
+        }
+    });
+    let socket = Socket::new(
+        Config::new(format!("ws://{addr}/ws"))
+            .with_connect_timeout_ms(50)
+            .with_backoff(fast_backoff()),
+    )
+    .unwrap();
+    let started = Instant::now();
+    wait_for("three attempts", LONG, || held.lock().unwrap().len() >= 3).await;
+    // 50 ms each plus at most 100 ms of backoff between them.
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(matches!(
+        socket.state(),
+        State::Connecting { .. } | State::Reconnecting { .. }
+    ));
+    assert!(socket.stats().attempt >= 2, "{:?}", socket.stats());
+    accepting.abort();
+}
+
 #[test]
 fn invalid_urls_and_a_missing_runtime_are_refused() {
     for url in ["http://x/ws", "not a url", "ws://"] {
