@@ -66,6 +66,7 @@
 //! | `dispatch` | in-order, re-entrancy-safe delivery to callbacks and streams |
 //! | `message` | [`Message`], [`SendOutcome`], [`SendError`], [`State`], [`Event`], [`TransportError`], [`Stats`] |
 //! | `typed` | [`TypedSocket`] encoding and decoding (JSON over the `shared` protocol) |
+//! | [`native`] (feature `native`) | the native [`Socket`] over tokio-tungstenite: one task per socket runs the [`Driver`] (`native/actor.rs`), `Send + Sync` handles and event delivery (`native/dispatch.rs`) |
 //!
 //! Only the glue needs a browser (wasm32 only). It holds no rule: it runs the
 //! [`Driver`] and performs its effects. Tested in headless Chrome against the
@@ -105,6 +106,38 @@
 //! // Keep `socket` and `subscription` for as long as the app runs.
 //! # }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Native (feature `native`)
+//!
+//! The same [`Socket`] API runs natively over tokio-tungstenite, on a tokio
+//! runtime, with the same rules (it runs the same [`Driver`]): for Rust
+//! services, command-line tools, load generators and tests. Its handles
+//! are `Send + Sync`; callbacks must be `Send`; there is no online or
+//! visibility signal natively, so retries follow the backoff alone;
+//! [`TypedSocket`] wraps it as it wraps the browser one. `wss://`
+//! needs the feature `native-rustls` (rustls with ring and the webpki roots).
+//! Tested against the real server in `tests/native.rs`; the same code is
+//! `examples/native.rs`.
+//!
+//! ```no_run
+//! # #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use buffered_socket::{Config, Event, Socket};
+//! use futures_util::StreamExt;
+//!
+//! // Inside a tokio runtime (`Error::NoRuntime` otherwise).
+//! let socket = Socket::new(Config::new("ws://127.0.0.1:8080/ws").with_reliable(true))?;
+//! let mut events = socket.events();
+//! // Send + Sync: any task may send. Queued until open, then flushed in order.
+//! let sender = socket.clone();
+//! tokio::spawn(async move { sender.send(r#"{"type":"echo","id":1,"body":"hi"}"#) });
+//! while let Some(event) = events.next().await {
+//!     if let Event::Message(message) = event {
+//!         eprintln!("{message:?}");
+//!     }
+//! }
+//! # Ok(()) }
 //! ```
 //!
 //! # Example: a Yew component (feature `yew`)
@@ -147,6 +180,7 @@ mod typed;
 pub mod yew;
 
 pub use config::{Backoff, Config, Heartbeat, Overflow, ReconnectPolicy, default_should_reconnect};
+#[cfg(not(all(feature = "native", not(target_arch = "wasm32"))))]
 pub use dispatch::{EventStream, Subscription};
 pub use driver::{Driver, Queue, liveness, machine, reliable};
 pub use message::{
@@ -155,6 +189,12 @@ pub use message::{
 #[cfg(target_arch = "wasm32")]
 pub use transport::web::{Socket, WeakSocket};
 pub use typed::{AppSocket, DecodeError, TypedSocket};
+
+// The native transport (feature `native`): the same API over tokio-tungstenite.
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+pub mod native;
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+pub use native::{EventStream, Socket, Subscription, WeakSocket};
 
 /// Why a [`Socket`] could not be created or closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -172,4 +212,7 @@ pub enum Error {
     /// A close reason is at most 123 bytes.
     #[error("the close reason is longer than 123 bytes")]
     ReasonTooLong,
+    /// Native transport: `Socket::new` was called outside a tokio runtime.
+    #[error("no tokio runtime: create the native socket from within one")]
+    NoRuntime,
 }

@@ -7,15 +7,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::message::Message;
-#[cfg(target_arch = "wasm32")]
+#[cfg(any(target_arch = "wasm32", feature = "native"))]
 use crate::message::{SendError, SendOutcome};
 
 /// Encodes outgoing `Out` values as JSON and decodes incoming text as `In`.
 ///
-/// On wasm it wraps a [`crate::Socket`]; [`TypedSocket::encode`] and
+/// On wasm (and natively with the feature `native`) it wraps a [`crate::Socket`]; [`TypedSocket::encode`] and
 /// [`TypedSocket::decode`] are plain functions, usable anywhere.
 pub struct TypedSocket<Out, In> {
-    #[cfg(target_arch = "wasm32")]
+    #[cfg(any(target_arch = "wasm32", feature = "native"))]
     socket: crate::Socket,
     _types: PhantomData<fn(Out) -> In>,
 }
@@ -62,7 +62,7 @@ fn decode<In: DeserializeOwned>(message: &Message) -> Result<In, DecodeError> {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(any(target_arch = "wasm32", feature = "native"))]
 impl<Out, In> Clone for TypedSocket<Out, In> {
     fn clone(&self) -> Self {
         Self {
@@ -72,7 +72,7 @@ impl<Out, In> Clone for TypedSocket<Out, In> {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(any(target_arch = "wasm32", feature = "native"))]
 impl<Out: Serialize, In: DeserializeOwned> TypedSocket<Out, In> {
     /// Wraps `socket`.
     pub fn new(socket: crate::Socket) -> Self {
@@ -97,9 +97,29 @@ impl<Out: Serialize, In: DeserializeOwned> TypedSocket<Out, In> {
     /// Calls `callback` with every incoming message, decoded, until the
     /// subscription is dropped. A message that does not decode is handed
     /// over as the error, never skipped.
+    #[cfg(target_arch = "wasm32")]
     pub fn on_message(
         &self,
         mut callback: impl FnMut(Result<In, DecodeError>) + 'static,
+    ) -> crate::Subscription
+    where
+        In: 'static,
+    {
+        self.socket.on_event(move |event| {
+            if let crate::Event::Message(message) = event {
+                callback(decode(message));
+            }
+        })
+    }
+
+    /// Calls `callback` with every incoming message, decoded, until the
+    /// subscription is dropped. A message that does not decode is handed
+    /// over as the error, never skipped. Natively the callback runs on the
+    /// socket's task, so it must be `Send`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn on_message(
+        &self,
+        mut callback: impl FnMut(Result<In, DecodeError>) + Send + 'static,
     ) -> crate::Subscription
     where
         In: 'static,

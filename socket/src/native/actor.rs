@@ -1,0 +1,380 @@
+//! The socket's task: owns the tungstenite stream and the timers, feeds
+//! what happens to the driver and performs the driver's effects in order.
+//!
+//! Its loop: perform every pending effect (the pump), then wait for the
+//! first of a wake from a handle (a user call queued effects), an input
+//! from the connection, or a timer; feed it; repeat. Only this task feeds
+//! transport inputs and delivers events, so both keep their order. The
+//! driver's lock is taken for one call at a time, never across an `.await`
+//! and never while application code (callbacks, the open hook) runs.
+
+use std::future::{Future, pending, poll_fn};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::{Arc, Weak};
+use std::task::Poll;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::Sleep;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message as Frame};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::{Core, Shared, Socket, lock};
+use crate::driver::{Effect, Input, TimerId};
+use crate::message::Message;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Connecting = Pin<Box<dyn Future<Output = Result<Ws, tungstenite::Error>> + Send>>;
+
+/// How long a closing connection may take to finish its handshake.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The close code reported when a connection ends without a close frame.
+const ABNORMAL: u16 = 1006;
+
+/// The task of one socket; ends when every handle is gone.
+pub(super) async fn run(core: Arc<Core>, shared: Weak<Shared>, mut woken: mpsc::Receiver<()>) {
+    let mut conn = Conn::None;
+    let mut timers = Timers::default();
+    loop {
+        pump(&core, &shared, &mut conn, &mut timers).await;
+        let inputs = tokio::select! {
+            wake = woken.recv() => match wake {
+                Some(()) => continue,
+                None => break,
+            },
+            inputs = conn.next() => inputs,
+            id = timers.next() => vec![Input::TimerFired(id)],
+        };
+        feed(&core, inputs);
+    }
+    // The last handle is gone: nobody can observe the driver any more. Let
+    // the streams end now, then close the connection politely.
+    drop(core);
+    if let Conn::Open { ws, .. } = conn {
+        finish(*ws, None).await;
+    }
+}
+
+/// Feeds `inputs` to the driver at one `now`.
+fn feed(core: &Core, inputs: Vec<Input>) {
+    if inputs.is_empty() {
+        return;
+    }
+    let now = core.now();
+    let mut driver = core.driver();
+    for input in inputs {
+        driver.handle(input, now);
+    }
+}
+
+/// Performs every pending effect, in order, including those that the
+/// effects themselves (callbacks, the hook, a failed write) add.
+async fn pump(core: &Core, shared: &Weak<Shared>, conn: &mut Conn, timers: &mut Timers) {
+    let mut unflushed = false;
+    loop {
+        let effect = core.driver().poll_effect();
+        let Some(effect) = effect else {
+            // Out of effects: flush the batch of writes, then report a
+            // broken connection, which may queue more effects.
+            if std::mem::take(&mut unflushed) {
+                conn.flush().await;
+            }
+            match conn.take_broken() {
+                Some(inputs) => {
+                    feed(core, inputs);
+                    continue;
+                }
+                None => return,
+            }
+        };
+        match effect {
+            Effect::OpenSocket { generation, url } => conn.open(generation, url),
+            Effect::Write {
+                generation,
+                message,
+                hand_back,
+            } => {
+                if let Some(message) = conn.write(generation, message).await {
+                    if hand_back {
+                        let input = Input::WriteFailed {
+                            generation,
+                            message,
+                        };
+                        feed(core, vec![input]);
+                    }
+                } else {
+                    unflushed = true;
+                }
+            }
+            Effect::CloseSocket {
+                generation,
+                code,
+                reason,
+            } => {
+                let frame = CloseFrame {
+                    code: code.into(),
+                    reason: reason.into(),
+                };
+                conn.close(Some(generation), Some(frame));
+            }
+            Effect::DropSocket => conn.close(None, None),
+            Effect::StartTimer { id, delay_ms } => timers.start(id, delay_ms),
+            Effect::StopTimer(kind) => timers.0[kind as usize] = None,
+            Effect::RunOpenHook { generation } => {
+                let hook = lock(&core.on_open).clone();
+                if let (Some(hook), Some(shared)) = (hook, shared.upgrade()) {
+                    let socket = Socket { shared };
+                    // A panicking hook must not take the socket's task down.
+                    let _ = catch_unwind(AssertUnwindSafe(|| hook(&socket)));
+                }
+                core.driver().open_hook_done(generation);
+            }
+            Effect::Emit(event) => core.dispatcher.emit(&event),
+        }
+    }
+}
+
+/// The one connection of a socket, if any.
+enum Conn {
+    None,
+    Connecting {
+        generation: u64,
+        connect: Connecting,
+    },
+    Open {
+        generation: u64,
+        /// Boxed: a stream is large, and the other states are small.
+        ws: Box<Ws>,
+    },
+    /// A write or flush failed: later writes of this generation are handed
+    /// back in order, then the close is reported at the end of the pump.
+    Broken {
+        generation: u64,
+        reason: String,
+    },
+}
+
+impl Conn {
+    fn generation(&self) -> Option<u64> {
+        match self {
+            Self::None => None,
+            Self::Connecting { generation, .. }
+            | Self::Open { generation, .. }
+            | Self::Broken { generation, .. } => Some(*generation),
+        }
+    }
+
+    fn open(&mut self, generation: u64, url: String) {
+        self.close(None, None);
+        let connect = async move {
+            tokio_tungstenite::connect_async(url)
+                .await
+                .map(|(ws, _response)| ws)
+        };
+        *self = Self::Connecting {
+            generation,
+            connect: Box::pin(connect),
+        };
+    }
+
+    /// Closes the connection (of `generation` only, if given) in the
+    /// background, with `frame`, and forgets it: its events are not fed.
+    fn close(&mut self, generation: Option<u64>, frame: Option<CloseFrame>) {
+        if generation.is_some_and(|g| self.generation() != Some(g)) {
+            return;
+        }
+        if let Self::Open { ws, .. } = std::mem::replace(self, Self::None) {
+            tokio::spawn(finish(*ws, frame));
+        }
+    }
+
+    /// Writes `message` if connection `generation` is open; gives it back
+    /// if not, or if the write failed (the connection is broken then).
+    async fn write(&mut self, generation: u64, message: Message) -> Option<Message> {
+        let Self::Open { generation: g, ws } = self else {
+            return Some(message);
+        };
+        if *g != generation {
+            return Some(message);
+        }
+        let frame = match message {
+            Message::Text(text) => Frame::text(text),
+            Message::Binary(data) => Frame::binary(data),
+        };
+        // Cloning a frame only counts a reference to its bytes.
+        match ws.feed(frame.clone()).await {
+            Ok(()) => None,
+            Err(err) => {
+                *self = Self::Broken {
+                    generation,
+                    reason: err.to_string(),
+                };
+                Some(match frame {
+                    Frame::Binary(data) => Message::Binary(data.into()),
+                    other => Message::Text(other.to_text().unwrap_or_default().to_owned()),
+                })
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        if let Self::Open { generation, ws } = self
+            && let Err(err) = ws.flush().await
+        {
+            *self = Self::Broken {
+                generation: *generation,
+                reason: err.to_string(),
+            };
+        }
+    }
+
+    /// The inputs that report a broken connection, once.
+    fn take_broken(&mut self) -> Option<Vec<Input>> {
+        if !matches!(self, Self::Broken { .. }) {
+            return None;
+        }
+        let Self::Broken { generation, reason } = std::mem::replace(self, Self::None) else {
+            return None;
+        };
+        Some(lost(generation, reason))
+    }
+
+    /// The next inputs from the connection; pending while there is none.
+    /// Cancel-safe: it only polls futures it owns, by reference.
+    async fn next(&mut self) -> Vec<Input> {
+        match self {
+            Self::None | Self::Broken { .. } => pending().await,
+            Self::Connecting {
+                generation,
+                connect,
+            } => {
+                let generation = *generation;
+                match connect.as_mut().await {
+                    Ok(ws) => {
+                        *self = Self::Open {
+                            generation,
+                            ws: Box::new(ws),
+                        };
+                        vec![Input::Opened { generation }]
+                    }
+                    Err(err) => {
+                        *self = Self::None;
+                        connect_failed(generation, err)
+                    }
+                }
+            }
+            Self::Open { generation, ws } => {
+                let generation = *generation;
+                let (inputs, closed) = loop {
+                    let message = match ws.next().await {
+                        Some(Ok(Frame::Text(text))) => Message::Text(text.as_str().to_owned()),
+                        Some(Ok(Frame::Binary(data))) => Message::Binary(data.into()),
+                        // Pings are answered by tungstenite.
+                        Some(Ok(Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_))) => continue,
+                        Some(Ok(Frame::Close(frame))) => {
+                            let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                                (f.code.into(), f.reason.as_str().to_owned())
+                            });
+                            let input = Input::Closed {
+                                generation,
+                                code,
+                                reason,
+                                was_clean: true,
+                            };
+                            break (vec![input], true);
+                        }
+                        Some(Err(err)) => break (lost(generation, err.to_string()), false),
+                        None => break (lost(generation, String::new()), false),
+                    };
+                    return vec![Input::Message {
+                        generation,
+                        message,
+                    }];
+                };
+                // The peer closed: finish its handshake in the background.
+                if let Self::Open { ws, .. } = std::mem::replace(self, Self::None)
+                    && closed
+                {
+                    tokio::spawn(finish(*ws, None));
+                }
+                inputs
+            }
+        }
+    }
+}
+
+/// A connection that ended without a close frame: an error (if it said
+/// why), then a close with 1006, as a browser reports it.
+fn lost(generation: u64, reason: String) -> Vec<Input> {
+    let mut inputs = Vec::with_capacity(2);
+    if !reason.is_empty() {
+        inputs.push(Input::Error {
+            generation,
+            reason: reason.clone(),
+        });
+    }
+    inputs.push(Input::Closed {
+        generation,
+        code: ABNORMAL,
+        reason: String::new(),
+        was_clean: false,
+    });
+    inputs
+}
+
+/// A connection attempt that failed: a URL tungstenite cannot open (a
+/// `wss` URL without the `native-rustls` feature) could not even be
+/// created; anything else (refused, handshake, TLS) is a lost connection.
+fn connect_failed(generation: u64, err: tungstenite::Error) -> Vec<Input> {
+    match err {
+        tungstenite::Error::Url(url) => vec![Input::OpenFailed {
+            generation,
+            reason: url.to_string(),
+        }],
+        err => lost(generation, err.to_string()),
+    }
+}
+
+/// Closes `ws` with `frame` (none: no code) and waits a little for the
+/// peer's answer, so the server sees a clean close.
+async fn finish(mut ws: Ws, frame: Option<CloseFrame>) {
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        if ws.close(frame).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    })
+    .await;
+}
+
+/// The driver's timers, at most one per kind, each one-shot.
+#[derive(Default)]
+struct Timers([Option<(TimerId, Pin<Box<Sleep>>)>; 4]);
+
+impl Timers {
+    fn start(&mut self, id: TimerId, delay_ms: u64) {
+        let sleep = tokio::time::sleep(Duration::from_millis(delay_ms));
+        self.0[id.kind as usize] = Some((id, Box::pin(sleep)));
+    }
+
+    /// The next timer to fire (it is disarmed); pending while none runs.
+    async fn next(&mut self) -> TimerId {
+        poll_fn(|cx| {
+            for slot in &mut self.0 {
+                if let Some((id, sleep)) = slot
+                    && sleep.as_mut().poll(cx).is_ready()
+                {
+                    let id = *id;
+                    *slot = None;
+                    return Poll::Ready(id);
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}

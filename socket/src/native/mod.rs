@@ -1,0 +1,307 @@
+//! The native transport (feature `native`, not on wasm32): the browser
+//! [`Socket`]'s API over tokio-tungstenite, running the same pure
+//! [`Driver`], so Rust services, command-line tools, load generators and
+//! tests get the same rules (queue, flush on open, backoff, heartbeat,
+//! reliable mode) as the browser.
+//!
+//! # How it runs
+//!
+//! Each socket has one tokio task (`actor.rs`) that owns the tungstenite
+//! stream and the timers (`tokio::time`) and performs the driver's
+//! [`Effect`](crate::driver::Effect)s in order. The driver itself sits in a
+//! `std::sync::Mutex` shared with the handles: a call that must answer at
+//! once ([`Socket::send`] gives its [`SendOutcome`]) locks it briefly, never
+//! across an `.await`, and wakes the task to perform what the call queued.
+//! Transport inputs (open, frames, close, timer fires) are fed by the task
+//! only, so they reach the driver in the order they happened.
+//!
+//! * Handles are `Send + Sync`: clone them into other tasks and threads.
+//! * [`Socket::new`] needs a tokio runtime (multi-threaded or not): it
+//!   spawns the task there.
+//! * Callbacks ([`Socket::on_event`]) and the open hook run on the socket's
+//!   task, one event at a time, in order: keep them short and never block
+//!   there (hand work to a channel). They may use the socket (send,
+//!   close...); what that raises comes after the current event.
+//! * Time is monotonic ([`std::time::Instant`]), so wall-clock jumps do not
+//!   fire the heartbeat or the backoff early.
+//! * There is no network-online or page-visibility signal natively: those
+//!   driver inputs are never fed, and retries follow the backoff alone.
+//! * A write that fails (the connection broke) hands the message back to the
+//!   driver: it goes back to the head of the queue, for the next connection.
+//! * Dropping the last handle (a [`WeakSocket`] does not count) closes the
+//!   connection (a close frame with no code) and ends the task; event streams end.
+//! * `wss://` needs the feature `native-rustls` (rustls with ring and the
+//!   webpki roots); without it a `wss` URL fails each attempt with
+//!   [`Event::Error`].
+
+mod actor;
+mod dispatch;
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+use dispatch::{Dispatcher, lock};
+pub use dispatch::{EventStream, Subscription};
+
+use crate::Error;
+use crate::config::Config;
+use crate::driver::Driver;
+#[cfg(doc)]
+use crate::message::DropReason;
+use crate::message::{Event, Message, SendError, SendOutcome, State, Stats};
+
+type OpenHook = Arc<dyn Fn(&Socket) + Send + Sync>;
+
+/// What the handles and the task share.
+struct Core {
+    driver: Mutex<Driver>,
+    on_open: Mutex<Option<OpenHook>>,
+    dispatcher: Arc<Dispatcher>,
+    origin: Instant,
+}
+
+impl Core {
+    /// Milliseconds since the socket was made, from a monotonic clock.
+    fn now(&self) -> f64 {
+        self.origin.elapsed().as_secs_f64() * 1000.0
+    }
+
+    /// The driver, for one short call; never held across an `.await`.
+    fn driver(&self) -> MutexGuard<'_, Driver> {
+        lock(&self.driver)
+    }
+}
+
+/// What the handles own: when the last goes, the wake channel closes and the
+/// task closes the connection and ends.
+struct Shared {
+    core: Arc<Core>,
+    wake: mpsc::Sender<()>,
+}
+
+impl Shared {
+    /// Tells the task that the driver has effects to perform.
+    fn wake(&self) {
+        // Full: a wake is pending already, and one pump performs every effect.
+        let _ = self.wake.try_send(());
+    }
+}
+
+/// A buffered, reconnecting WebSocket on a tokio runtime. Cloning gives
+/// another handle to the same socket; when the last handle is dropped the
+/// connection is closed and its task ends. See the [module docs](self).
+#[derive(Clone)]
+pub struct Socket {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("url", &self.url())
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A different seed for each socket, so that clients that lost the same
+/// server do not retry in lockstep: the standard library's randomly keyed
+/// hasher (keyed once per process, then incremented), plus the time.
+fn seed() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    hasher.write_u128(nanos);
+    hasher.finish()
+}
+
+impl Socket {
+    /// Creates the wrapper and starts connecting to `config.url`, on the
+    /// current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`] unless the URL is a valid `ws:` or `wss:` URL
+    /// with a host; [`Error::NoRuntime`] when called outside a tokio runtime.
+    pub fn new(config: Config) -> Result<Self, Error> {
+        let invalid = || Error::InvalidUrl(config.url.clone());
+        let request = config
+            .connect_url()
+            .into_client_request()
+            .map_err(|_| invalid())?;
+        if !matches!(request.uri().scheme_str(), Some("ws" | "wss")) {
+            return Err(invalid());
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let core = Arc::new(Core {
+            driver: Mutex::new(Driver::new(config, seed())),
+            on_open: Mutex::new(None),
+            dispatcher: Arc::default(),
+            origin: Instant::now(),
+        });
+        let now = core.now();
+        core.driver().start(now);
+        let (wake, woken) = mpsc::channel(1);
+        let shared = Arc::new(Shared {
+            core: core.clone(),
+            wake,
+        });
+        runtime.spawn(actor::run(core, Arc::downgrade(&shared), woken));
+        Ok(Self { shared })
+    }
+
+    fn core(&self) -> &Core {
+        &self.shared.core
+    }
+
+    /// Sends now if open; otherwise queues for the next open.
+    ///
+    /// `Sent` means the frame was handed to the socket's task, which writes
+    /// it next; should the connection break first, the message goes back to
+    /// the head of the queue for the next connection (it is never lost
+    /// silently, and never reported as an error).
+    ///
+    /// # Errors
+    ///
+    /// Every error gives the message back: [`SendError::QueueFull`],
+    /// [`SendError::TooLarge`], [`SendError::Closed`] after [`Socket::close`]
+    /// (or when the wrapper gave up; call [`Socket::reconnect`]),
+    /// [`SendError::BinaryNotReliable`] for binary in reliable mode.
+    pub fn send(&self, message: impl Into<Message>) -> Result<SendOutcome, SendError> {
+        let result = self.core().driver().send(message);
+        self.shared.wake();
+        result
+    }
+
+    /// Closes for good with `code` and `reason`: no reconnect, timers
+    /// cancelled, later sends fail with [`SendError::Closed`]. Queued
+    /// messages stay queued (take them with [`Socket::take_queued`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidCloseCode`] unless `code` is 1000 or 3000-4999 (what
+    /// browsers allow; the same rule natively), [`Error::ReasonTooLong`]
+    /// over 123 bytes.
+    pub fn close(&self, code: u16, reason: &str) -> Result<(), Error> {
+        let now = self.core().now();
+        let result = self.core().driver().close(code, reason, now);
+        self.shared.wake();
+        result
+    }
+
+    /// Reconnects now, with the attempt counter reset: after a close by the
+    /// application or the policy, after the attempts ran out, or to replace a
+    /// live connection.
+    pub fn reconnect(&self) {
+        let now = self.core().now();
+        self.core().driver().reconnect(now);
+        self.shared.wake();
+    }
+
+    /// Whether two handles are the same socket.
+    pub fn ptr_eq(&self, other: &Socket) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.core().driver().state()
+    }
+
+    /// The URL.
+    pub fn url(&self) -> String {
+        self.core().driver().config().url.clone()
+    }
+
+    /// Counters and queue figures.
+    pub fn stats(&self) -> Stats {
+        let now = self.core().now();
+        self.core().driver().stats(now)
+    }
+
+    /// Messages waiting in the queue.
+    pub fn queue_len(&self) -> usize {
+        self.core().driver().queue_len()
+    }
+
+    /// Changes the queue capacity; messages that no longer fit are dropped
+    /// newest first, each reported with [`Event::Dropped`]
+    /// ([`DropReason::CapacityLowered`]).
+    pub fn set_queue_capacity(&self, capacity: usize) {
+        self.core().driver().set_queue_capacity(capacity);
+        self.shared.wake();
+    }
+
+    /// Takes every queued message back out, oldest first.
+    pub fn take_queued(&self) -> Vec<Message> {
+        self.core().driver().take_queued()
+    }
+
+    /// Empties the queue; returns how many messages it held.
+    pub fn clear_queue(&self) -> usize {
+        self.take_queued().len()
+    }
+
+    /// Runs `hook` on every open, before the queue is flushed (to send an
+    /// authentication message first, say). What the hook sends goes out
+    /// ahead of the queued messages, even when the queue is full. It runs
+    /// on the socket's task: use the `&Socket` it is given rather than
+    /// capturing a clone (a cycle that keeps the socket alive).
+    pub fn set_on_open(&self, hook: impl Fn(&Socket) + Send + Sync + 'static) {
+        *lock(&self.core().on_open) = Some(Arc::new(hook));
+        self.core().driver().set_open_hook(true);
+    }
+
+    /// Calls `callback` with every event until the subscription is dropped.
+    ///
+    /// Callbacks run on the socket's task, in order, one event at a time;
+    /// they may use the socket (send, close...), and the events that raises
+    /// come after the current one, to every callback. A callback that holds
+    /// a clone of this `Socket` keeps it alive (a cycle): hold a
+    /// [`WeakSocket`] there instead. A callback that panics misses that
+    /// event only.
+    pub fn on_event(&self, callback: impl FnMut(&Event) + Send + 'static) -> Subscription {
+        self.core().dispatcher.subscribe(callback)
+    }
+
+    /// Every event from now on as a `Stream`; it ends when the socket is dropped.
+    pub fn events(&self) -> EventStream {
+        self.core().dispatcher.stream()
+    }
+
+    /// A handle that does not keep the socket alive.
+    pub fn downgrade(&self) -> WeakSocket {
+        WeakSocket {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+}
+
+/// A [`Socket`] handle that does not keep it alive, for callbacks that the
+/// socket itself owns (see [`Socket::on_event`]).
+#[derive(Clone)]
+pub struct WeakSocket {
+    shared: Weak<Shared>,
+}
+
+impl WeakSocket {
+    /// The socket, unless every [`Socket`] handle was dropped.
+    pub fn upgrade(&self) -> Option<Socket> {
+        self.shared.upgrade().map(|shared| Socket { shared })
+    }
+}
+
+/// The handles cross threads, so `tokio::spawn` works with them.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    const fn send<T: Send>() {}
+    send_sync::<Socket>();
+    send_sync::<WeakSocket>();
+    send_sync::<Subscription>();
+    send::<EventStream>();
+};
