@@ -166,6 +166,9 @@ pub struct Driver {
     writable: bool,
     /// Messages handed back by [`Input::WriteFailed`], oldest first.
     unwritten: Vec<Message>,
+    /// Hand-backs of a socket that is no longer open: its generation and how
+    /// many of them are at the head of the queue, so the next goes after them.
+    stale_put_back: Option<(u64, usize)>,
     has_open_hook: bool,
     /// The generation whose [`Effect::RunOpenHook`] awaits its done.
     hook_pending: Option<u64>,
@@ -207,6 +210,7 @@ impl Driver {
             live: None,
             writable: false,
             unwritten: Vec::new(),
+            stale_put_back: None,
             has_open_hook: false,
             hook_pending: None,
             hook_started: false,

@@ -101,6 +101,13 @@ impl Queue {
         self.items.push_front(message);
     }
 
+    /// Puts a message back at position `index` from the head (at the tail
+    /// if the queue is shorter): the `index`-th of several handed back.
+    pub fn put_back_at(&mut self, index: usize, message: Message) {
+        self.bytes += message.len();
+        self.items.insert(index.min(self.items.len()), message);
+    }
+
     /// Changes the capacity; returns the newest messages that no longer fit,
     /// so the caller can report them (nothing is dropped silently).
     pub fn set_capacity(&mut self, capacity: usize) -> Vec<Message> {

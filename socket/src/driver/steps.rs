@@ -355,12 +355,19 @@ impl Driver {
             .counters
             .bytes_sent
             .saturating_sub(message.len() as u64);
-        self.unwritten.push(message);
         if generation == self.machine.generation() && self.machine.state() == State::Open {
+            self.unwritten.push(message);
             // Later sends queue behind it until the next connection.
             self.writable = false;
         } else {
-            self.restore_unwritten();
+            // The socket is gone and its earlier hand-backs are already in
+            // the queue: this one goes right after them, not before.
+            let at = match self.stale_put_back {
+                Some((from, count)) if from == generation => count,
+                _ => 0,
+            };
+            self.queue.put_back_at(at, message);
+            self.stale_put_back = Some((generation, at + 1));
         }
     }
 

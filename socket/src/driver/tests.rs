@@ -482,6 +482,31 @@ fn a_refused_write_goes_back_to_the_head_of_the_queue_in_order() {
     assert_eq!(writes(&h.opened()), [text("a"), text("b"), text("d")]);
 }
 
+#[test]
+fn writes_handed_back_after_their_socket_closed_keep_their_order() {
+    let mut h = Harness::new(config());
+    h.start();
+    let generation = h.generation();
+    h.opened();
+    for m in ["a", "b", "c"] {
+        assert_eq!(h.send(m), Ok(SendOutcome::Sent));
+    }
+    // The socket dies; its writes come back only afterwards, one by one.
+    h.closed(ABNORMAL);
+    assert_eq!(h.send("d"), Ok(SendOutcome::Queued));
+    for m in ["a", "b", "c"] {
+        h.input(Input::WriteFailed {
+            generation,
+            message: text(m),
+        });
+    }
+    h.fire(TimerKind::Retry);
+    assert_eq!(
+        writes(&h.opened()),
+        [text("a"), text("b"), text("c"), text("d")]
+    );
+}
+
 // ---- the open hook ----
 
 #[test]
