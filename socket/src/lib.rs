@@ -66,7 +66,7 @@
 //! | `dispatch` | in-order, re-entrancy-safe delivery to callbacks and streams |
 //! | `message` | [`Message`], [`SendOutcome`], [`SendError`], [`State`], [`Event`], [`TransportError`], [`Stats`] |
 //! | `typed` | [`TypedSocket`] encoding and decoding (JSON over the `shared` protocol) |
-//! | [`native`] (feature `native`) | the native [`Socket`] over tokio-tungstenite: one task per socket runs the [`Driver`] (`native/actor.rs`), `Send + Sync` handles and event delivery (`native/dispatch.rs`) |
+//! | `transport/native/` (feature `native`) | the native [`Socket`] over tokio-tungstenite: one task per socket runs the [`Driver`] (`actor.rs`), `Send + Sync` handles and event delivery (`dispatch.rs`) |
 //!
 //! Only the glue needs a browser (wasm32 only). It holds no rule: it runs the
 //! [`Driver`] and performs its effects. Tested in headless Chrome against the
@@ -188,13 +188,10 @@ pub use message::{
 };
 #[cfg(target_arch = "wasm32")]
 pub use transport::web::{Socket, WeakSocket};
-pub use typed::{AppSocket, DecodeError, TypedSocket};
-
 // The native transport (feature `native`): the same API over tokio-tungstenite.
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
-pub mod native;
-#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
-pub use native::{EventStream, Socket, Subscription, WeakSocket};
+pub use transport::native::{EventStream, Socket, Subscription, WeakSocket};
+pub use typed::{AppSocket, DecodeError, TypedSocket};
 
 /// Why a [`Socket`] could not be created or closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

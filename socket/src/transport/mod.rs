@@ -2,5 +2,7 @@
 //! socket. Each performs the driver's effects and feeds it what happened;
 //! none holds a rule of its own.
 
+#[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+pub(crate) mod native;
 #[cfg(target_arch = "wasm32")]
 pub(crate) mod web;

@@ -93,7 +93,7 @@ impl Shared {
 
 /// A buffered, reconnecting WebSocket on a tokio runtime. Cloning gives
 /// another handle to the same socket; when the last handle is dropped the
-/// connection is closed and its task ends. See the [module docs](self).
+/// connection is closed and its task ends. See the crate docs, section "Native".
 #[derive(Clone)]
 pub struct Socket {
     shared: Arc<Shared>,
