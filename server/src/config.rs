@@ -61,6 +61,14 @@ pub struct Config {
     #[arg(long, env = "SERVER_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
 
+    /// Bound of each connection's outbound queue in bytes (0: none). A single
+    /// message always enters an empty queue; what waits behind it is bounded.
+    /// A client that reads too slowly to drain it is closed with 1013 (after
+    /// --write-timeout) and counted as a slow consumer; /echo flushes its
+    /// replies once this many bytes are written.
+    #[arg(long, env = "SERVER_SEND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub send_queue_bytes: usize,
+
     /// A connection whose batch of writes (up to 256 queued messages or 512
     /// burst pushes, one flush) does not complete within this long (it
     /// stopped reading) is closed with 1013 and counted as a slow consumer.

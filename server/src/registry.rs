@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
+
+use crate::connection::queue::{self, TrySendError};
 
 use crate::reliable::{self, Outgoing, Refused, SessionRef, To};
 
@@ -89,7 +91,7 @@ pub struct ClientHandle {
     pub(crate) conn: u64,
     pub(crate) remote_addr: SocketAddr,
     pub(crate) connected_at: SystemTime,
-    pub(crate) outbound: mpsc::Sender<Outbound>,
+    pub(crate) outbound: queue::Sender,
     pub(crate) shared: Arc<ClientShared>,
     /// Reliable mode: the session, once the connection's first message bound it.
     pub(crate) session: Option<Arc<OnceLock<SessionRef>>>,
@@ -105,6 +107,8 @@ pub struct ClientInfo {
     messages_in: u64,
     messages_out: u64,
     queue_len: usize,
+    /// The bytes of those messages.
+    queue_bytes: usize,
     /// Reliable mode: the session id, once bound.
     #[serde(skip_serializing_if = "Option::is_none")]
     session: Option<String>,
@@ -184,7 +188,8 @@ impl Registry {
                 connected_at: millis(h.connected_at),
                 messages_in: h.shared.messages_in.load(Relaxed),
                 messages_out: h.shared.messages_out.load(Relaxed),
-                queue_len: h.outbound.max_capacity() - h.outbound.capacity(),
+                queue_len: h.outbound.len(),
+                queue_bytes: h.outbound.queued_bytes(),
                 session: h.bound().map(|s| reliable::lock(s).id().to_owned()),
                 unacked: h.bound().map(|s| reliable::lock(s).unacked()),
                 unacked_bytes: h.bound().map(|s| reliable::lock(s).unacked_bytes()),
@@ -241,8 +246,8 @@ impl ClientHandle {
         let Some(slot) = &self.session else {
             return match self.outbound.try_send(Outbound::Push { body, sent_at_ms }) {
                 Ok(()) => PushOutcome::Queued,
-                Err(mpsc::error::TrySendError::Full(_)) => PushOutcome::QueueFull,
-                Err(mpsc::error::TrySendError::Closed(_)) => PushOutcome::Unknown,
+                Err(TrySendError::Full) => PushOutcome::QueueFull,
+                Err(TrySendError::Closed) => PushOutcome::Unknown,
             };
         };
         let Some(session) = slot.get() else {
@@ -250,8 +255,8 @@ impl ClientHandle {
         };
         let permit = match self.outbound.try_reserve() {
             Ok(permit) => permit,
-            Err(mpsc::error::TrySendError::Full(())) => return PushOutcome::QueueFull,
-            Err(mpsc::error::TrySendError::Closed(())) => return PushOutcome::Unknown,
+            Err(TrySendError::Full) => return PushOutcome::QueueFull,
+            Err(TrySendError::Closed) => return PushOutcome::Unknown,
         };
         let push = Outgoing::Push {
             body: body.to_string(),

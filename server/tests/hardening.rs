@@ -746,6 +746,92 @@ async fn an_echo_client_that_never_reads_is_dropped_after_the_write_timeout() {
     server.shutdown().await.unwrap();
 }
 
+// ---------------------------------------------------------------- finding 5
+
+/// Sends up to `count` copies of `message` on `path` without ever reading,
+/// until the server closes the connection as a slow consumer; returns the
+/// largest `ws_send_queue_bytes` seen meanwhile.
+async fn flood_without_reading(
+    server: &TestServer,
+    path: &str,
+    message: Message,
+    count: usize,
+) -> u64 {
+    let ws = server.connect(path).await;
+    let (mut sink, stream) = ws.split();
+    let writer = tokio::spawn(async move {
+        for _ in 0..count {
+            if sink.send(message.clone()).await.is_err() {
+                break;
+            }
+        }
+        sink
+    });
+    let max = std::sync::atomic::AtomicU64::new(0);
+    wait_until("the slow consumer closed", || {
+        let max = &max;
+        async move {
+            let queued = metric(server, "ws_send_queue_bytes").await;
+            max.fetch_max(queued, std::sync::atomic::Ordering::Relaxed);
+            metric(server, "ws_slow_consumer_closes_total").await == 1
+                && metric(server, "ws_connections_open").await == 0
+        }
+    })
+    .await;
+    drop(stream);
+    writer.abort();
+    max.into_inner()
+}
+
+#[tokio::test]
+async fn the_send_queue_is_bounded_in_bytes_and_a_reader_that_stalls_gets_1013() {
+    const BOUND: u64 = 256 * 1024;
+    let server = start(&["--send-queue-bytes", "262144", "--write-timeout", "500ms"]).await;
+    let body = "x".repeat(60_000);
+    let echo = Message::text(format!(r#"{{"type":"echo","id":1,"body":"{body}"}}"#));
+    let max = flood_without_reading(&server, "/ws", echo, 2_000).await;
+    // 1,024 queued messages of 60 KB would be 60 MB.
+    assert!(max <= BOUND + 60_100, "{max} bytes queued");
+    assert!(max > BOUND / 2, "the queue never filled: {max}");
+    wait_until("the queue emptied", || async {
+        metric(&server, "ws_send_queue_bytes").await == 0
+    })
+    .await;
+    server.shutdown().await.unwrap();
+
+    // A message larger than the bound still passes an empty queue.
+    let server = start(&["--send-queue-bytes", "1000"]).await;
+    let (mut ws, _) = server.connect_ws("/ws").await;
+    for id in 0..3 {
+        send_text(
+            &mut ws,
+            &format!(r#"{{"type":"echo","id":{id},"body":"{body}"}}"#),
+        )
+        .await;
+    }
+    for want in 0..3 {
+        match next_json(&mut ws).await {
+            shared::ServerMessage::Echo { id, body: got } => {
+                assert_eq!((id, got.len()), (want, body.len()));
+            }
+            other => panic!("expected the echo, got {other:?}"),
+        }
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn echo_replies_waiting_for_a_flush_are_bounded_in_bytes() {
+    const BOUND: u64 = 256 * 1024;
+    let server = start(&["--send-queue-bytes", "262144", "--write-timeout", "500ms"]).await;
+    let max =
+        flood_without_reading(&server, "/echo", Message::binary(vec![1u8; 60_000]), 2_000).await;
+    assert!(max <= BOUND + 60_000, "{max} bytes unflushed");
+    assert!(max > 0, "nothing was ever counted");
+    assert_eq!(metric(&server, "ws_send_queue_bytes").await, 0);
+    server.shutdown().await.unwrap();
+}
+
 // ---------------------------------------------------------------- findings 8 and 9
 
 /// Every log line of this test binary, captured (installed once).
@@ -864,6 +950,7 @@ fn every_new_flag_is_in_help() {
         "--connect-burst",
         "--trusted-proxy",
         "--allowed-host",
+        "--send-queue-bytes",
     ] {
         assert!(help.contains(flag), "{flag} is not in --help");
     }

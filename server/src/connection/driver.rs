@@ -12,10 +12,11 @@ use std::time::{Duration, SystemTime};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Stream, StreamExt};
 use shared::{ClientMessage, ErrorCode, ServerMessage};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::app::{self, Served};
+use super::queue;
 use super::reliable::Link;
 use super::{CLOSE_GRACE, Conn, End, Mode};
 use crate::metrics::Metrics;
@@ -25,7 +26,7 @@ use crate::wire::{self, ReadError};
 
 pub(super) struct Driver<'a, S> {
     stream: S,
-    outbound: mpsc::Sender<Outbound>,
+    outbound: queue::Sender,
     state: &'a AppState,
     conn: &'a Conn,
     bad_in_a_row: u32,
@@ -57,7 +58,7 @@ where
 {
     pub(super) fn new(
         stream: S,
-        outbound: mpsc::Sender<Outbound>,
+        outbound: queue::Sender,
         state: &'a AppState,
         conn: &'a Conn,
         mode: Mode,

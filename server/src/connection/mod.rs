@@ -10,6 +10,7 @@
 //! | `app.rs` | the application's answer to a request (echo, ping, burst), the same in both modes |
 //! | `driver.rs` | reads, timers (pushes, pings, idle, acks), kicks and shutdown, and the ONE dispatch of client messages for both modes |
 //! | `reliable.rs` | the link to a reliable session: binding, resume, numbered replies, acks, bursts |
+//! | `queue.rs` | the outbound queue, bounded in messages and in bytes |
 //! | `writer.rs` | owns the sink: drains the bounded queue, feeds every ready frame and flushes once per batch |
 //!
 //! Driver and writer are generic over the transport (`Stream` of messages in,
@@ -20,6 +21,7 @@
 
 mod app;
 mod driver;
+pub(crate) mod queue;
 mod reliable;
 mod writer;
 
@@ -31,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{Sink, Stream, StreamExt};
 use shared::{ServerMessage, close_code};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -157,7 +159,11 @@ pub(crate) enum Mode {
 /// the close) are kept out of it or boxed when they run.
 pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output = ()> {
     let started = Instant::now();
-    let (outbound_tx, outbound_rx) = mpsc::channel(state.config.send_queue.max(1));
+    let (outbound_tx, outbound_rx) = queue::channel(
+        state.config.send_queue,
+        state.config.send_queue_bytes,
+        state.metrics.clone(),
+    );
     let remote_addr = peer.remote_addr;
     tracing::info!(id = %peer.id, remote = %remote_addr, path = "/ws", "connect");
     let (conn, mode) = admit(&state, peer, &outbound_tx);
@@ -181,7 +187,7 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
 }
 
 /// Registers the connection and queues its welcome: the first message.
-fn admit(state: &AppState, peer: Peer, outbound: &mpsc::Sender<Outbound>) -> (Conn, Mode) {
+fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode) {
     let shared = Arc::new(ClientShared::default());
     let number = state.registry.next_conn();
     let link = peer
@@ -229,7 +235,7 @@ fn admit(state: &AppState, peer: Peer, outbound: &mpsc::Sender<Outbound>) -> (Co
 pub(crate) async fn serve<S, K>(
     stream: S,
     sink: K,
-    (outbound_tx, outbound_rx): (mpsc::Sender<Outbound>, mpsc::Receiver<Outbound>),
+    (outbound_tx, outbound_rx): (queue::Sender, queue::Receiver),
     state: &AppState,
     conn: &Conn,
     mode: Mode,
