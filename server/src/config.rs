@@ -69,6 +69,12 @@ pub struct Config {
     #[arg(long, env = "SERVER_SEND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
     pub send_queue_bytes: usize,
 
+    /// Largest body of an admin push or broadcast, in bytes; larger is
+    /// answered 413 (0: no limit). The default is --max-message-size's: a
+    /// push is no larger than what a client may send.
+    #[arg(long, env = "SERVER_MAX_PUSH_SIZE", default_value_t = 64 * 1024)]
+    pub max_push_size: usize,
+
     /// A connection whose batch of writes (up to 256 queued messages or 512
     /// burst pushes, one flush) does not complete within this long (it
     /// stopped reading) is closed with 1013 and counted as a slow consumer.

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
+use shared::PushEncoder;
 use tokio::sync::Notify;
 
 use crate::connection::queue::{self, TrySendError};
@@ -24,12 +25,12 @@ pub enum Outbound {
     Frame(axum::extract::ws::Message),
     /// Frames that must go out back to back (a reliable resume and its replay).
     Frames(Vec<axum::extract::ws::Message>),
-    /// A push; the writer numbers it so `seq` follows the wire order.
+    /// A push; the writer numbers it so `seq` follows the wire order. The
+    /// encoder (its body escaped once, its time) is shared by every client
+    /// of a broadcast.
     Push {
-        /// The text to push.
-        body: Arc<str>,
-        /// Milliseconds since the Unix epoch when it was queued.
-        sent_at_ms: u64,
+        /// The push's body and time, encoded but for `seq`.
+        push: Arc<PushEncoder>,
     },
     /// A burst of `count` pushes followed by `burst_done`, written in batches.
     Burst {
@@ -199,21 +200,23 @@ impl Registry {
         rows
     }
 
-    /// Queues a push of `body` to `id`.
-    pub fn push(&self, id: &str, body: Arc<str>) -> PushOutcome {
+    /// Queues `push` to `id`.
+    pub fn push(&self, id: &str, push: Arc<PushEncoder>) -> PushOutcome {
         let Some(handle) = self.lock().get(id).cloned() else {
             return PushOutcome::Unknown;
         };
-        handle.push(body)
+        handle.push(push)
     }
 
-    /// Queues a push of `body` to every client; returns how many queued it and
-    /// how many had a full queue.
-    pub fn broadcast(&self, body: &Arc<str>) -> (usize, usize) {
+    /// Queues `push` to every client; returns how many queued it and how many
+    /// had a full queue. The push is encoded once and shared: a plain
+    /// connection queues the encoder, a reliable session numbers it without
+    /// escaping the body again.
+    pub fn broadcast(&self, push: &Arc<PushEncoder>) -> (usize, usize) {
         let targets: Vec<ClientHandle> = self.lock().values().cloned().collect();
         let mut queued = 0;
         for handle in &targets {
-            if handle.push(body.clone()) == PushOutcome::Queued {
+            if handle.push(push.clone()) == PushOutcome::Queued {
                 queued += 1;
             }
         }
@@ -238,13 +241,12 @@ impl ClientHandle {
         self.session.as_ref().and_then(|slot| slot.get())
     }
 
-    /// Queues a push of `body`: numbered by the writer, or in reliable mode
-    /// numbered and kept in the session's history right away, so that the
-    /// wire order is the seq order and a resume can replay it.
-    fn push(&self, body: Arc<str>) -> PushOutcome {
-        let sent_at_ms = millis(SystemTime::now());
+    /// Queues `push`: numbered by the writer, or in reliable mode numbered
+    /// and kept in the session's history right away, so that the wire order
+    /// is the seq order and a resume can replay it.
+    fn push(&self, push: Arc<PushEncoder>) -> PushOutcome {
         let Some(slot) = &self.session else {
-            return match self.outbound.try_send(Outbound::Push { body, sent_at_ms }) {
+            return match self.outbound.try_send(Outbound::Push { push }) {
                 Ok(()) => PushOutcome::Queued,
                 Err(TrySendError::Full) => PushOutcome::QueueFull,
                 Err(TrySendError::Closed) => PushOutcome::Unknown,
@@ -258,10 +260,7 @@ impl ClientHandle {
             Err(TrySendError::Full) => return PushOutcome::QueueFull,
             Err(TrySendError::Closed) => return PushOutcome::Unknown,
         };
-        let push = Outgoing::Push {
-            body: body.to_string(),
-            sent_at_ms,
-        };
+        let push = Outgoing::Shared(push);
         match reliable::lock(session).send(To::Connection(self.conn), push, Instant::now()) {
             Ok(frame) => {
                 permit.send(Outbound::Frame(axum::extract::ws::Message::Text(frame)));

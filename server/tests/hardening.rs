@@ -832,6 +832,125 @@ async fn echo_replies_waiting_for_a_flush_are_bounded_in_bytes() {
     server.shutdown().await.unwrap();
 }
 
+// ---------------------------------------------------------------- finding 7
+
+/// `POST /api{path}` with `body` and the token `t0k`: the status and the JSON reply.
+async fn admin_post(server: &TestServer, path: &str, body: String) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(server.http_url(&format!("/api{path}")))
+        .bearer_auth("t0k")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn pushes_over_the_max_push_size_are_answered_413() {
+    let server = start(&["--admin-token", "t0k", "--max-push-size", "1000"]).await;
+    let (mut ws, id) = server.connect_ws("/ws").await;
+    for path in ["/broadcast".to_owned(), format!("/clients/{id}/push")] {
+        assert_eq!(
+            admin_post(&server, &path, "x".repeat(1001)).await.0,
+            413,
+            "{path}"
+        );
+        assert_eq!(
+            admin_post(&server, &path, "x".repeat(1000)).await.0,
+            200,
+            "{path}"
+        );
+        match next_json(&mut ws).await {
+            shared::ServerMessage::Push { body, .. } => assert_eq!(body.len(), 1000),
+            other => panic!("expected the push, got {other:?}"),
+        }
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_broadcast_is_encoded_once_and_bounded_by_the_byte_queue() {
+    const BOUND: u64 = 256 * 1024;
+    const CLIENTS: u64 = 4;
+    let server = start(&[
+        "--admin-token",
+        "t0k",
+        "--max-push-size",
+        "100000",
+        "--send-queue-bytes",
+        "262144",
+        "--write-timeout",
+        "60s",
+    ])
+    .await;
+    // One body, with what JSON escapes, to a plain and a reliable client.
+    let (mut plain, _) = server.connect_ws("/ws").await;
+    let (mut reliable, _) = server.connect_ws("/ws?reliable=1").await;
+    send_text(&mut reliable, r#"{"type":"ping","t":1}"#).await;
+    assert!(matches!(
+        next_json(&mut reliable).await,
+        shared::ServerMessage::Pong { .. }
+    ));
+    let body = "line\n \"quoted\" \u{1b}[31m ✓".to_owned();
+    let (status, reply) = admin_post(&server, "/broadcast", body.clone()).await;
+    assert_eq!((status, reply["delivered"].as_u64()), (200, Some(2)));
+    match next_json(&mut plain).await {
+        shared::ServerMessage::Push {
+            seq: 1, body: got, ..
+        } => assert_eq!(got, body),
+        other => panic!("expected the push, got {other:?}"),
+    }
+    match next_json(&mut reliable).await {
+        shared::ServerMessage::Msg { seq: 1, data } => {
+            match shared::ServerMessage::from_json(&data) {
+                Ok(shared::ServerMessage::Push {
+                    seq: 1, body: got, ..
+                }) => assert_eq!(got, body),
+                other => panic!("expected the push, got {other:?}"),
+            }
+        }
+        other => panic!("expected the numbered push, got {other:?}"),
+    }
+    drop((plain, reliable));
+    wait_until("both gone", || async {
+        metric(&server, "ws_connections_open").await == 0
+    })
+    .await;
+
+    // Clients that never read: 60 KB broadcasts pile up to the byte bound, no further.
+    let mut idle = Vec::new();
+    for _ in 0..CLIENTS {
+        idle.push(server.connect_ws("/ws").await.0);
+    }
+    let (mut dropped, mut max) = (0, 0);
+    for _ in 0..300 {
+        let (status, reply) = admin_post(&server, "/broadcast", "z".repeat(60_000)).await;
+        assert_eq!(status, 200);
+        dropped += reply["dropped"].as_u64().unwrap();
+        max = max.max(metric(&server, "ws_send_queue_bytes").await);
+        if dropped >= CLIENTS * 5 {
+            break;
+        }
+    }
+    assert!(
+        dropped >= CLIENTS * 5,
+        "the queues never filled: {dropped} dropped"
+    );
+    assert!(
+        max <= CLIENTS * (BOUND + 60_100),
+        "{max} bytes queued for {CLIENTS} clients"
+    );
+    assert!(max > BOUND, "{max}");
+    drop(idle);
+    server.shutdown().await.unwrap();
+}
+
 // ---------------------------------------------------------------- findings 8 and 9
 
 /// Every log line of this test binary, captured (installed once).
@@ -951,6 +1070,7 @@ fn every_new_flag_is_in_help() {
         "--trusted-proxy",
         "--allowed-host",
         "--send-queue-bytes",
+        "--max-push-size",
     ] {
         assert!(help.contains(flag), "{flag} is not in --help");
     }

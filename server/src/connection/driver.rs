@@ -291,8 +291,7 @@ where
             return;
         }
         let push = Outbound::Push {
-            body: std::sync::Arc::from("tick"),
-            sent_at_ms: millis(SystemTime::now()),
+            push: std::sync::Arc::new(shared::PushEncoder::new(millis(SystemTime::now()), "tick")),
         };
         if self.outbound.try_send(push).is_err() {
             Metrics::add(&self.state.metrics.pushes_dropped, 1);

@@ -267,7 +267,7 @@ impl Outbound {
         match self {
             Self::Frame(message) => message_len(message),
             Self::Frames(messages) => messages.iter().map(message_len).sum(),
-            Self::Push { body, .. } => body.len(),
+            Self::Push { push } => push.max_len(),
             Self::Burst { .. } => 0,
         }
     }

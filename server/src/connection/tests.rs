@@ -388,8 +388,7 @@ async fn the_writer_numbers_pushes_and_writes_a_burst_in_batches() {
     let sink = Recorder::default();
     let items = vec![
         Outbound::Push {
-            body: Arc::from("tick"),
-            sent_at_ms: 1,
+            push: Arc::new(shared::PushEncoder::new(1, "tick")),
         },
         Outbound::Burst { count: 1000 },
     ];

@@ -185,8 +185,8 @@ where
                                 written += 1;
                             }
                         }
-                        Outbound::Push { body, sent_at_ms } => {
-                            let message = self.push_message(&PushEncoder::new(sent_at_ms, &body));
+                        Outbound::Push { push } => {
+                            let message = self.push_message(&push);
                             bytes += self.feed(message).await?;
                             written += 1;
                         }
