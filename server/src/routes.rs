@@ -88,7 +88,13 @@ fn admit(
         &state.config.allowed_origins,
     ) {
         state.metrics.reject(Rejection::Origin);
-        tracing::info!(origin = ?header(header::ORIGIN), "refused an upgrade from a foreign origin");
+        let origin = headers
+            .get(header::ORIGIN)
+            .map_or(&b""[..], |v| v.as_bytes());
+        tracing::info!(
+            origin = %crate::logsafe::escape_bytes(origin),
+            "refused an upgrade from a foreign origin"
+        );
         return Err(Box::new(
             (
                 StatusCode::FORBIDDEN,

@@ -1052,6 +1052,56 @@ async fn without_an_allowed_host_list_every_host_is_served() {
     server.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn client_supplied_strings_are_logged_escaped_and_cut() {
+    let logs = captured_logs();
+    let server = start(&[]).await;
+    // A client id with a newline and an escape sequence.
+    let (ws, id) = server.connect_ws("/ws?client_id=%0aFORGED7%1b%5b31m").await;
+    assert_eq!(id, "\nFORGED7\u{1b}[31m");
+    drop(ws);
+    // A 60 KB session id, with a newline, in a failed resume.
+    let (mut ws, _) = server.connect_ws("/ws?reliable=1").await;
+    let session = format!("SESSION7\n{}", "s".repeat(60_000));
+    let resume = shared::ClientMessage::Resume {
+        session,
+        token: "t".into(),
+        last_seq: 0,
+    };
+    send_text(&mut ws, &resume.to_json()).await;
+    assert!(matches!(
+        next_json(&mut ws).await,
+        shared::ServerMessage::ResumeFailed { .. }
+    ));
+    drop(ws);
+    // A 50 KB Origin from another site.
+    let origin = format!("http://ORIGIN7.example/{}", "o".repeat(50_000));
+    let refused = try_ws(&server.ws_url("/ws"), &[("origin", origin.as_str())])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), 403);
+    wait_until("the three logged", || async {
+        let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        metric(&server, "ws_connections_open").await == 0
+            && text.contains("disconnect")
+            && ["FORGED7", "SESSION7", "ORIGIN7"]
+                .iter()
+                .all(|marker| text.contains(marker))
+    })
+    .await;
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(!text.contains('\u{1b}'), "a raw escape in the log");
+    for marker in ["FORGED7", "SESSION7", "ORIGIN7"] {
+        for line in text.lines().filter(|l| l.contains(marker)) {
+            assert!(!line.starts_with(marker), "a forged line: {line}");
+            assert!(line.len() < 400, "a {}-byte log line", line.len());
+        }
+    }
+    assert!(text.contains("\\nFORGED7\\u{1b}[31m"), "{text}");
+    assert!(text.contains("SESSION7\\nsss"));
+    server.shutdown().await.unwrap();
+}
+
 #[test]
 fn every_new_flag_is_in_help() {
     let help = Command::new(env!("CARGO_BIN_EXE_server"))

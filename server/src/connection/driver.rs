@@ -192,7 +192,7 @@ where
                 let (code, reason) = frame
                     .as_ref()
                     .map_or((None, ""), |f| (Some(f.code), &*f.reason));
-                tracing::debug!(?code, %reason, "client closed");
+                tracing::debug!(?code, reason = %crate::logsafe::escape(reason), "client closed");
                 return Ok(());
             }
         };

@@ -36,6 +36,7 @@ use shared::{ServerMessage, close_code};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::logsafe;
 use crate::metrics::Metrics;
 use crate::registry::{ClientHandle, ClientShared, CloseRequest, Outbound};
 use crate::reliable::{Refused, TakenOver};
@@ -165,7 +166,7 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
         state.metrics.clone(),
     );
     let remote_addr = peer.remote_addr;
-    tracing::info!(id = %peer.id, remote = %remote_addr, path = "/ws", "connect");
+    tracing::info!(id = %logsafe::escape(&peer.id), remote = %remote_addr, path = "/ws", "connect");
     let (conn, mode) = admit(&state, peer, &outbound_tx);
     let (sink, stream) = socket.split();
     async move {
@@ -174,10 +175,10 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
         state.registry.remove(&conn.client_id, conn.number);
         state.metrics.connections_open.fetch_sub(1, Relaxed);
         tracing::info!(
-            id = %conn.client_id,
+            id = %logsafe::escape(&conn.client_id),
             remote = %remote_addr,
             code = end.code,
-            reason = %end.reason,
+            reason = %logsafe::escape(&end.reason),
             duration_ms = started.elapsed().as_millis() as u64,
             messages_in = conn.shared.messages_in.load(Relaxed),
             messages_out = conn.shared.messages_out.load(Relaxed),
@@ -251,7 +252,7 @@ where
     let ((), end) = tokio::join!(
         async {
             if let Some(end) = writer.run().await {
-                tracing::debug!(id = %conn.client_id, ?end, "writer ended");
+                tracing::debug!(id = %logsafe::escape(&conn.client_id), ?end, "writer ended");
             }
             writer_gone.cancel();
         },

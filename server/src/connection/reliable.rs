@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::End;
 use super::app::{self, Served};
 use super::queue;
+use crate::logsafe;
 use crate::metrics::Metrics;
 use crate::registry::{Outbound, millis};
 use crate::reliable::{
@@ -172,11 +173,11 @@ impl Link {
                     last_seq: resume.last_in,
                 })];
                 if let Some((from, to)) = resume.gap {
-                    tracing::info!(session = id, from, to, "resumed with a gap");
+                    tracing::info!(session = %logsafe::escape(id), from, to, "resumed with a gap");
                     frames.push(wire::text(&ServerMessage::Gap { from, to }));
                 }
                 tracing::debug!(
-                    session = id,
+                    session = %logsafe::escape(id),
                     client_last_seq = last_seq,
                     last_in = resume.last_in,
                     replay = resume.replay.len(),
@@ -188,7 +189,7 @@ impl Link {
                 self.bind(session);
             }
             Err(reason) => {
-                tracing::info!(session = id, %reason, "resume failed");
+                tracing::info!(session = %logsafe::escape(id), %reason, "resume failed");
                 permit.send(Outbound::Frame(wire::text(&ServerMessage::ResumeFailed {
                     reason,
                 })));
