@@ -281,6 +281,8 @@ mod tests {
         assert_eq!(config.max_message_size, 64 * 1024);
         assert_eq!(config.echo_max_message_size, 16 * 1024 * 1024);
         assert_eq!(config.send_queue, 1024);
+        assert_eq!(config.send_queue_bytes, 1024 * 1024);
+        assert_eq!(config.max_push_size, 64 * 1024);
         assert_eq!(config.max_burst, 1_000_000);
         assert!(config.admin_token.is_none());
         assert_eq!(config.session_ttl, Duration::from_secs(120));

@@ -14,30 +14,10 @@ use serde::Serialize;
 use shared::PushEncoder;
 use tokio::sync::Notify;
 
-use crate::connection::queue::{self, TrySendError};
+pub use crate::queue::Outbound;
+use crate::queue::{self, TrySendError};
 
 use crate::reliable::{self, Outgoing, Refused, SessionRef, To};
-
-/// What a connection's writer is asked to send.
-#[derive(Debug)]
-pub enum Outbound {
-    /// A frame ready to go.
-    Frame(axum::extract::ws::Message),
-    /// Frames that must go out back to back (a reliable resume and its replay).
-    Frames(Vec<axum::extract::ws::Message>),
-    /// A push; the writer numbers it so `seq` follows the wire order. The
-    /// encoder (its body escaped once, its time) is shared by every client
-    /// of a broadcast.
-    Push {
-        /// The push's body and time, encoded but for `seq`.
-        push: Arc<PushEncoder>,
-    },
-    /// A burst of `count` pushes followed by `burst_done`, written in batches.
-    Burst {
-        /// How many pushes.
-        count: u32,
-    },
-}
 
 /// A close the connection is asked to perform (kick, replacement).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,10 +16,10 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::app::{self, Served};
-use super::queue;
 use super::reliable::Link;
 use super::{CLOSE_GRACE, Conn, End, Mode};
 use crate::metrics::Metrics;
+use crate::queue;
 use crate::registry::{Outbound, millis};
 use crate::state::AppState;
 use crate::wire::{self, ReadError};

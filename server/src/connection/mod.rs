@@ -10,7 +10,6 @@
 //! | `app.rs` | the application's answer to a request (echo, ping, burst), the same in both modes |
 //! | `driver.rs` | reads, timers (pushes, pings, idle, acks), kicks and shutdown, and the ONE dispatch of client messages for both modes |
 //! | `reliable.rs` | the link to a reliable session: binding, resume, numbered replies, acks, bursts |
-//! | `queue.rs` | the outbound queue, bounded in messages and in bytes |
 //! | `writer.rs` | owns the sink: drains the bounded queue, feeds every ready frame and flushes once per batch |
 //!
 //! Driver and writer are generic over the transport (`Stream` of messages in,
@@ -21,7 +20,6 @@
 
 mod app;
 mod driver;
-pub(crate) mod queue;
 mod reliable;
 mod writer;
 
@@ -38,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::logsafe;
 use crate::metrics::Metrics;
+use crate::queue;
 use crate::registry::{ClientHandle, ClientShared, CloseRequest, Outbound};
 use crate::reliable::{Refused, TakenOver};
 use crate::state::AppState;

@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::End;
 use super::app::{self, Served};
-use super::queue;
 use crate::logsafe;
 use crate::metrics::Metrics;
+use crate::queue;
 use crate::registry::{Outbound, millis};
 use crate::reliable::{
     Accepted, Attach, BurstBusy, Outgoing, Refused, SessionRef, SessionStore, TakenOver, To, lock,

@@ -16,10 +16,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::queue;
 use super::writer::{Writer, WriterEnd};
 use super::{End, Peer, admit, serve};
 use crate::config::Config;
+use crate::queue;
 use crate::registry::{ClientShared, Outbound};
 use crate::reliable::MemoryStore;
 use crate::state::AppState;

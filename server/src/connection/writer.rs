@@ -16,8 +16,8 @@ use shared::{PushEncoder, ServerMessage, close_code};
 use tokio::sync::oneshot;
 
 use super::CLOSE_GRACE;
-use super::queue;
 use crate::metrics::Metrics;
+use crate::queue;
 use crate::registry::{ClientShared, Outbound, millis};
 use crate::state::AppState;
 use crate::wire;

@@ -1,5 +1,5 @@
 //! A connection's outbound queue, bounded in messages (`--send-queue`) and
-//! in bytes (`--send-queue-bytes`).
+//! in bytes (`--send-queue-bytes`), and what it carries ([`Outbound`]).
 //!
 //! A bound in messages alone let a client that never reads hold 1,024 × 16
 //! MiB. The bytes of a message count from the moment it is queued until the
@@ -27,8 +27,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use axum::extract::ws::Message;
 use tokio::sync::{Notify, mpsc};
 
+use shared::PushEncoder;
+
 use crate::metrics::Metrics;
-use crate::registry::Outbound;
 
 /// The queue is closed: the writer is gone.
 #[derive(Debug)]
@@ -109,6 +110,27 @@ impl Bytes {
     fn queued(&self) -> usize {
         self.state.lock().unwrap_or_else(PoisonError::into_inner).0
     }
+}
+
+/// What a connection's writer is asked to send.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame ready to go.
+    Frame(Message),
+    /// Frames that must go out back to back (a reliable resume and its replay).
+    Frames(Vec<Message>),
+    /// A push; the writer numbers it so `seq` follows the wire order. The
+    /// encoder (its body escaped once, its time) is shared by every client
+    /// of a broadcast.
+    Push {
+        /// The push's body and time, encoded but for `seq`.
+        push: Arc<PushEncoder>,
+    },
+    /// A burst of `count` pushes followed by `burst_done`, written in batches.
+    Burst {
+        /// How many pushes.
+        count: u32,
+    },
 }
 
 /// A new queue of `messages` (at least one) and `bytes` (0: unbounded).
@@ -280,5 +302,76 @@ pub(crate) fn message_len(message: &Message) -> usize {
         Message::Binary(data) => data.len(),
         Message::Ping(data) | Message::Pong(data) => data.len(),
         Message::Close(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use super::*;
+
+    fn frame(len: usize) -> Outbound {
+        Outbound::Frame(Message::Binary(vec![0; len].into()))
+    }
+
+    #[tokio::test]
+    async fn one_message_enters_an_empty_queue_and_the_bound_holds_behind_it() {
+        let metrics = Arc::new(Metrics::default());
+        let (tx, mut rx) = channel(10, 100, metrics.clone());
+        tx.try_send(frame(500)).unwrap();
+        assert_eq!(tx.try_send(frame(1)), Err(TrySendError::Full));
+        assert!(matches!(tx.try_reserve(), Err(TrySendError::Full)));
+        assert_eq!(metrics.send_queue_bytes.load(Relaxed), 500);
+        let item = rx.try_recv().unwrap();
+        // Taken but not written: still counted.
+        assert_eq!(tx.queued_bytes(), 500);
+        rx.release(item.queued_len());
+        assert_eq!(tx.queued_bytes(), 0);
+        tx.try_send(frame(60)).unwrap();
+        tx.try_send(frame(40)).unwrap();
+        assert_eq!(tx.try_send(frame(1)), Err(TrySendError::Full));
+        assert_eq!(metrics.send_queue_bytes.load(Relaxed), 100);
+    }
+
+    #[tokio::test]
+    async fn a_reserved_slot_admits_any_size_while_under_the_bound() {
+        let metrics = Arc::new(Metrics::default());
+        let (tx, _rx) = channel(10, 100, metrics.clone());
+        tx.try_send(frame(50)).unwrap();
+        tx.try_reserve().unwrap().send(frame(1000));
+        assert_eq!(tx.queued_bytes(), 1050);
+        assert!(matches!(tx.try_reserve(), Err(TrySendError::Full)));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_sender_goes_on_once_the_writer_releases() {
+        let metrics = Arc::new(Metrics::default());
+        let (tx, mut rx) = channel(10, 100, metrics);
+        tx.try_send(frame(80)).unwrap();
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(frame(80)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        let item = rx.try_recv().unwrap();
+        rx.release(item.queued_len());
+        waiting.await.unwrap().unwrap();
+        assert_eq!(tx.queued_bytes(), 80);
+    }
+
+    #[tokio::test]
+    async fn the_receivers_drop_takes_what_is_left_out_of_the_gauge() {
+        let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = channel(10, 0, metrics.clone());
+        tx.try_send(frame(70)).unwrap();
+        tx.try_send(frame(30)).unwrap();
+        assert_eq!(metrics.send_queue_bytes.load(Relaxed), 100);
+        drop(rx);
+        assert_eq!(metrics.send_queue_bytes.load(Relaxed), 0);
+        assert_eq!(tx.try_send(frame(1)), Err(TrySendError::Closed));
+        assert!(tx.send(frame(1)).await.is_err());
+        assert_eq!(metrics.send_queue_bytes.load(Relaxed), 0);
     }
 }
