@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use shared::close_code;
+use shared::{PushEncoder, close_code};
 
 use crate::auth;
 use crate::registry::{CloseRequest, PushOutcome, millis};
@@ -54,10 +54,11 @@ pub async fn list(State(state): State<AppState>) -> Response {
     Json(state.registry.list()).into_response()
 }
 
-/// `POST /api/clients/{id}/push` with a text body.
+/// `POST /api/clients/{id}/push` with a text body (at most `--max-push-size`, else 413).
 pub async fn push(State(state): State<AppState>, Path(id): Path<String>, body: String) -> Response {
-    let body: Arc<str> = Arc::from(body);
-    match state.registry.push(&id, body.clone()) {
+    let push = Arc::new(PushEncoder::new(millis(SystemTime::now()), &body));
+    drop(body);
+    match state.registry.push(&id, push.clone()) {
         PushOutcome::Queued => Json(json!({ "queued": true })).into_response(),
         PushOutcome::QueueFull => {
             crate::metrics::Metrics::add(&state.metrics.pushes_dropped, 1);
@@ -75,10 +76,7 @@ pub async fn push(State(state): State<AppState>, Path(id): Path<String>, body: S
         PushOutcome::Unknown => match state.reliable.detached_of(&id).await {
             // A reliable client that is away: the push waits for its resume.
             Some(session) => {
-                let push = Outgoing::Push {
-                    body: body.to_string(),
-                    sent_at_ms: millis(SystemTime::now()),
-                };
+                let push = Outgoing::Shared(push);
                 match crate::reliable::lock(&session).send(To::Away, push, Instant::now()) {
                     Ok(_) => (
                         StatusCode::ACCEPTED,
@@ -98,9 +96,12 @@ pub async fn push(State(state): State<AppState>, Path(id): Path<String>, body: S
     }
 }
 
-/// `POST /api/broadcast` with a text body.
+/// `POST /api/broadcast` with a text body (at most `--max-push-size`, else
+/// 413), escaped and encoded once for every client.
 pub async fn broadcast(State(state): State<AppState>, body: String) -> Response {
-    let (delivered, dropped) = state.registry.broadcast(&Arc::from(body));
+    let push = Arc::new(PushEncoder::new(millis(SystemTime::now()), &body));
+    drop(body);
+    let (delivered, dropped) = state.registry.broadcast(&push);
     crate::metrics::Metrics::add(&state.metrics.pushes_dropped, dropped as u64);
     Json(json!({ "delivered": delivered, "dropped": dropped })).into_response()
 }

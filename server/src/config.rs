@@ -61,6 +61,20 @@ pub struct Config {
     #[arg(long, env = "SERVER_SEND_QUEUE", default_value_t = 1024)]
     pub send_queue: usize,
 
+    /// Bound of each connection's outbound queue in bytes (0: none). A single
+    /// message always enters an empty queue; what waits behind it is bounded.
+    /// A client that reads too slowly to drain it is closed with 1013 (after
+    /// --write-timeout) and counted as a slow consumer; /echo flushes its
+    /// replies once this many bytes are written.
+    #[arg(long, env = "SERVER_SEND_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub send_queue_bytes: usize,
+
+    /// Largest body of an admin push or broadcast, in bytes; larger is
+    /// answered 413 (0: no limit). The default is --max-message-size's: a
+    /// push is no larger than what a client may send.
+    #[arg(long, env = "SERVER_MAX_PUSH_SIZE", default_value_t = 64 * 1024)]
+    pub max_push_size: usize,
+
     /// A connection whose batch of writes (up to 256 queued messages or 512
     /// burst pushes, one flush) does not complete within this long (it
     /// stopped reading) is closed with 1013 and counted as a slow consumer.
@@ -267,6 +281,8 @@ mod tests {
         assert_eq!(config.max_message_size, 64 * 1024);
         assert_eq!(config.echo_max_message_size, 16 * 1024 * 1024);
         assert_eq!(config.send_queue, 1024);
+        assert_eq!(config.send_queue_bytes, 1024 * 1024);
+        assert_eq!(config.max_push_size, 64 * 1024);
         assert_eq!(config.max_burst, 1_000_000);
         assert!(config.admin_token.is_none());
         assert_eq!(config.session_ttl, Duration::from_secs(120));

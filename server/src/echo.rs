@@ -36,8 +36,28 @@ enum Step {
     End(Close),
 }
 
-/// Feeds one reply (no flush) and counts it; `false` when the peer is gone.
-async fn echo_one(socket: &mut WebSocket, state: &AppState, reply: Message) -> bool {
+/// Replies fed and not yet flushed: counted in `ws_send_queue_bytes` until
+/// the batch is flushed or abandoned (a timed-out batch drops this).
+struct Unflushed<'a> {
+    metrics: &'a Metrics,
+    bytes: u64,
+}
+
+impl Unflushed<'_> {
+    fn add(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        Metrics::add(&self.metrics.send_queue_bytes, bytes);
+    }
+}
+
+impl Drop for Unflushed<'_> {
+    fn drop(&mut self) {
+        Metrics::sub(&self.metrics.send_queue_bytes, self.bytes);
+    }
+}
+
+/// Feeds one reply (no flush) and counts it; its size, or `None` when the peer is gone.
+async fn echo_one(socket: &mut WebSocket, state: &AppState, reply: Message) -> Option<u64> {
     let len = match &reply {
         Message::Text(text) => text.len(),
         Message::Binary(data) => data.len(),
@@ -46,11 +66,11 @@ async fn echo_one(socket: &mut WebSocket, state: &AppState, reply: Message) -> b
     Metrics::add(&state.metrics.messages_in, 1);
     Metrics::add(&state.metrics.bytes_in, len);
     if socket.feed(reply).await.is_err() {
-        return false;
+        return None;
     }
     Metrics::add(&state.metrics.messages_out, 1);
     Metrics::add(&state.metrics.bytes_out, len);
-    true
+    Some(len)
 }
 
 /// Runs one `/echo` connection to its end.
@@ -120,6 +140,8 @@ pub async fn run(mut socket: WebSocket, state: AppState) {
 
 /// Feeds the reply to `first` and to every message already readable, then
 /// flushes once: a flush per message costs a syscall each (tungstenite PR 357).
+/// A batch ends at [`MAX_BATCH`] replies or `--send-queue-bytes` (the first
+/// reply always goes): unflushed replies are this connection's queue.
 async fn echo_batch(
     socket: &mut WebSocket,
     state: &AppState,
@@ -127,12 +149,18 @@ async fn echo_batch(
 ) -> Step {
     let mut next = first;
     let mut fed = 0;
+    let limit = state.config.send_queue_bytes as u64;
+    let mut unflushed = Unflushed {
+        metrics: &state.metrics,
+        bytes: 0,
+    };
     loop {
         match next {
             Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                if !echo_one(socket, state, message).await {
+                let Some(len) = echo_one(socket, state, message).await else {
                     return Step::End(None);
-                }
+                };
+                unflushed.add(len);
                 fed += 1;
             }
             // tungstenite answers pings and replies to the close frame itself.
@@ -146,7 +174,7 @@ async fn echo_batch(
                 return Step::End(None);
             }
         }
-        if fed >= MAX_BATCH {
+        if fed >= MAX_BATCH || (limit != 0 && unflushed.bytes >= limit) {
             break;
         }
         // `recv` is cancel-safe: an unfinished read stays in the buffer.

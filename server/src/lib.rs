@@ -22,17 +22,19 @@
 //! | `logsafe` | client-supplied strings escaped and truncated for the log |
 //! | `routes` | the router, the upgrades and their typed query parameters |
 //! | `origin` | the `Origin` check (same host, or `--allowed-origin`) |
-//! | `connection/` | one `/ws` connection: `mod.rs` entry point and end reasons (close codes); `app.rs` the answer to echo, ping and burst for both modes; `driver.rs` reads, timers and the one dispatch; `reliable.rs` the link to a reliable session; `writer.rs` the bounded queue fed and flushed per batch. Driver and writer are generic over `Stream`/`Sink` and unit-tested on channels |
-//! | `echo` | one `/echo` connection: raw RFC 6455 echo, replies fed and flushed per batch, the same pings and timeouts as `/ws` |
+//! | `connection/` | one `/ws` connection: `mod.rs` entry point and end reasons (close codes); `app.rs` the answer to echo, ping and burst for both modes; `driver.rs` reads, timers and the one dispatch; `reliable.rs` the link to a reliable session; `writer.rs` drains the outbound queue (`queue`), fed and flushed per batch. Driver and writer are generic over `Stream`/`Sink` and unit-tested on channels |
+//! | `echo` | one `/echo` connection: raw RFC 6455 echo, replies fed and flushed per batch (at most `--send-queue-bytes` unflushed), the same pings and timeouts as `/ws` |
 //! | `registry` | connected clients, pushes and kicks |
 //! | `reliable/` | reliable mode: `session.rs` the `Session`, the only place that numbers, bounds and records a server message and filters client ones; `store.rs` the async `SessionStore` trait and its in-memory `MemoryStore` |
 //! | `auth` | constant-time token compares (a leaf: no imports from the crate) |
 //! | `admin` | the `/api` handlers and the bearer-token guard |
+//! | `queue` | a connection's outbound queue, bounded in messages and in bytes (`--send-queue-bytes`), and what it carries |
 //! | `metrics` | counters rendered at `/metrics` |
 //! | `wire` | errors and messages mapped to frames and close codes |
 //!
 //! Imports go one way, with no cycle: `routes` → `admin`, `connection`,
-//! `echo` → `state` → `registry`, `config` → `reliable` → `auth`.
+//! `echo` → `state` → `registry`, `config` → `reliable` → `auth`; `registry`
+//! → `queue` → `metrics`.
 //!
 //! # Example
 //!
@@ -59,6 +61,7 @@ mod logsafe;
 mod metrics;
 mod origin;
 mod peer;
+mod queue;
 mod registry;
 mod reliable;
 mod routes;

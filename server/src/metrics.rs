@@ -48,6 +48,8 @@ pub struct Metrics {
     pub(crate) bytes_out: AtomicU64,
     pub(crate) pushes_dropped: AtomicU64,
     pub(crate) slow_consumer_closes: AtomicU64,
+    /// Bytes in every connection's outbound queue now (`--send-queue-bytes`).
+    pub(crate) send_queue_bytes: AtomicU64,
     rejected_origin: AtomicU64,
     rejected_not_upgrade: AtomicU64,
     rejected_max_connections: AtomicU64,
@@ -162,6 +164,12 @@ impl Metrics {
             "counter",
             "Connections closed with 1013 because writes made no progress.",
             self.slow_consumer_closes.load(Relaxed),
+        );
+        metric(
+            "ws_send_queue_bytes",
+            "gauge",
+            "Bytes queued for clients now, across connections (bounded per connection by --send-queue-bytes).",
+            self.send_queue_bytes.load(Relaxed),
         );
         metric(
             "tcp_connections_open",

@@ -11,30 +11,13 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc};
+use shared::PushEncoder;
+use tokio::sync::Notify;
+
+pub use crate::queue::Outbound;
+use crate::queue::{self, TrySendError};
 
 use crate::reliable::{self, Outgoing, Refused, SessionRef, TakeoverSignal, To};
-
-/// What a connection's writer is asked to send.
-#[derive(Debug)]
-pub enum Outbound {
-    /// A frame ready to go.
-    Frame(axum::extract::ws::Message),
-    /// Frames that must go out back to back (a reliable resume and its replay).
-    Frames(Vec<axum::extract::ws::Message>),
-    /// A push; the writer numbers it so `seq` follows the wire order.
-    Push {
-        /// The text to push.
-        body: Arc<str>,
-        /// Milliseconds since the Unix epoch when it was queued.
-        sent_at_ms: u64,
-    },
-    /// A burst of `count` pushes followed by `burst_done`, written in batches.
-    Burst {
-        /// How many pushes.
-        count: u32,
-    },
-}
 
 /// A close the connection is asked to perform (kick, replacement).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +83,7 @@ pub struct ClientHandle {
     pub(crate) conn: u64,
     pub(crate) remote_addr: SocketAddr,
     pub(crate) connected_at: SystemTime,
-    pub(crate) outbound: mpsc::Sender<Outbound>,
+    pub(crate) outbound: queue::Sender,
     pub(crate) shared: Arc<ClientShared>,
     /// Reliable mode: the session, once the connection's first message bound it.
     pub(crate) session: Option<Arc<OnceLock<SessionRef>>>,
@@ -116,6 +99,8 @@ pub struct ClientInfo {
     messages_in: u64,
     messages_out: u64,
     queue_len: usize,
+    /// The bytes of those messages.
+    queue_bytes: usize,
     /// Reliable mode: the session id, once bound.
     #[serde(skip_serializing_if = "Option::is_none")]
     session: Option<String>,
@@ -195,7 +180,8 @@ impl Registry {
                 connected_at: millis(h.connected_at),
                 messages_in: h.shared.messages_in.load(Relaxed),
                 messages_out: h.shared.messages_out.load(Relaxed),
-                queue_len: h.outbound.max_capacity() - h.outbound.capacity(),
+                queue_len: h.outbound.len(),
+                queue_bytes: h.outbound.queued_bytes(),
                 session: h.bound().map(|s| reliable::lock(s).id().to_owned()),
                 unacked: h.bound().map(|s| reliable::lock(s).unacked()),
                 unacked_bytes: h.bound().map(|s| reliable::lock(s).unacked_bytes()),
@@ -205,21 +191,23 @@ impl Registry {
         rows
     }
 
-    /// Queues a push of `body` to `id`.
-    pub fn push(&self, id: &str, body: Arc<str>) -> PushOutcome {
+    /// Queues `push` to `id`.
+    pub fn push(&self, id: &str, push: Arc<PushEncoder>) -> PushOutcome {
         let Some(handle) = self.lock().get(id).cloned() else {
             return PushOutcome::Unknown;
         };
-        handle.push(body)
+        handle.push(push)
     }
 
-    /// Queues a push of `body` to every client; returns how many queued it and
-    /// how many had a full queue.
-    pub fn broadcast(&self, body: &Arc<str>) -> (usize, usize) {
+    /// Queues `push` to every client; returns how many queued it and how many
+    /// had a full queue. The push is encoded once and shared: a plain
+    /// connection queues the encoder, a reliable session numbers it without
+    /// escaping the body again.
+    pub fn broadcast(&self, push: &Arc<PushEncoder>) -> (usize, usize) {
         let targets: Vec<ClientHandle> = self.lock().values().cloned().collect();
         let mut queued = 0;
         for handle in &targets {
-            if handle.push(body.clone()) == PushOutcome::Queued {
+            if handle.push(push.clone()) == PushOutcome::Queued {
                 queued += 1;
             }
         }
@@ -244,16 +232,15 @@ impl ClientHandle {
         self.session.as_ref().and_then(|slot| slot.get())
     }
 
-    /// Queues a push of `body`: numbered by the writer, or in reliable mode
-    /// numbered and kept in the session's history right away, so that the
-    /// wire order is the seq order and a resume can replay it.
-    fn push(&self, body: Arc<str>) -> PushOutcome {
-        let sent_at_ms = millis(SystemTime::now());
+    /// Queues `push`: numbered by the writer, or in reliable mode numbered
+    /// and kept in the session's history right away, so that the wire order
+    /// is the seq order and a resume can replay it.
+    fn push(&self, push: Arc<PushEncoder>) -> PushOutcome {
         let Some(slot) = &self.session else {
-            return match self.outbound.try_send(Outbound::Push { body, sent_at_ms }) {
+            return match self.outbound.try_send(Outbound::Push { push }) {
                 Ok(()) => PushOutcome::Queued,
-                Err(mpsc::error::TrySendError::Full(_)) => PushOutcome::QueueFull,
-                Err(mpsc::error::TrySendError::Closed(_)) => PushOutcome::Unknown,
+                Err(TrySendError::Full) => PushOutcome::QueueFull,
+                Err(TrySendError::Closed) => PushOutcome::Unknown,
             };
         };
         let Some(session) = slot.get() else {
@@ -261,13 +248,10 @@ impl ClientHandle {
         };
         let permit = match self.outbound.try_reserve() {
             Ok(permit) => permit,
-            Err(mpsc::error::TrySendError::Full(())) => return PushOutcome::QueueFull,
-            Err(mpsc::error::TrySendError::Closed(())) => return PushOutcome::Unknown,
+            Err(TrySendError::Full) => return PushOutcome::QueueFull,
+            Err(TrySendError::Closed) => return PushOutcome::Unknown,
         };
-        let push = Outgoing::Push {
-            body: body.to_string(),
-            sent_at_ms,
-        };
+        let push = Outgoing::Shared(push);
         match reliable::lock(session).send(To::Connection(self.conn), push, Instant::now()) {
             Ok(frame) => {
                 permit.send(Outbound::Frame(axum::extract::ws::Message::Text(frame)));

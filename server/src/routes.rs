@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Query, State, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -28,6 +28,11 @@ pub fn router(state: AppState) -> Router {
         .route("/clients/{id}", delete(admin::kick))
         .route("/clients/{id}/push", post(admin::push))
         .route("/broadcast", post(admin::broadcast))
+        // Push and broadcast bodies: 413 beyond --max-push-size (0: none).
+        .layer(match state.config.max_push_size {
+            0 => DefaultBodyLimit::disable(),
+            max => DefaultBodyLimit::max(max),
+        })
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             admin::require_token,
@@ -83,7 +88,13 @@ fn admit(
         &state.config.allowed_origins,
     ) {
         state.metrics.reject(Rejection::Origin);
-        tracing::info!(origin = ?header(header::ORIGIN), "refused an upgrade from a foreign origin");
+        let origin = headers
+            .get(header::ORIGIN)
+            .map_or(&b""[..], |v| v.as_bytes());
+        tracing::info!(
+            origin = %crate::logsafe::escape_bytes(origin),
+            "refused an upgrade from a foreign origin"
+        );
         return Err(Box::new(
             (
                 StatusCode::FORBIDDEN,

@@ -746,6 +746,211 @@ async fn an_echo_client_that_never_reads_is_dropped_after_the_write_timeout() {
     server.shutdown().await.unwrap();
 }
 
+// ---------------------------------------------------------------- finding 5
+
+/// Sends up to `count` copies of `message` on `path` without ever reading,
+/// until the server closes the connection as a slow consumer; returns the
+/// largest `ws_send_queue_bytes` seen meanwhile.
+async fn flood_without_reading(
+    server: &TestServer,
+    path: &str,
+    message: Message,
+    count: usize,
+) -> u64 {
+    let ws = server.connect(path).await;
+    let (mut sink, stream) = ws.split();
+    let writer = tokio::spawn(async move {
+        for _ in 0..count {
+            if sink.send(message.clone()).await.is_err() {
+                break;
+            }
+        }
+        sink
+    });
+    let max = std::sync::atomic::AtomicU64::new(0);
+    wait_until("the slow consumer closed", || {
+        let max = &max;
+        async move {
+            let queued = metric(server, "ws_send_queue_bytes").await;
+            max.fetch_max(queued, std::sync::atomic::Ordering::Relaxed);
+            metric(server, "ws_slow_consumer_closes_total").await == 1
+                && metric(server, "ws_connections_open").await == 0
+        }
+    })
+    .await;
+    drop(stream);
+    writer.abort();
+    max.into_inner()
+}
+
+#[tokio::test]
+async fn the_send_queue_is_bounded_in_bytes_and_a_reader_that_stalls_gets_1013() {
+    const BOUND: u64 = 256 * 1024;
+    let server = start(&["--send-queue-bytes", "262144", "--write-timeout", "500ms"]).await;
+    let body = "x".repeat(60_000);
+    let echo = Message::text(format!(r#"{{"type":"echo","id":1,"body":"{body}"}}"#));
+    let max = flood_without_reading(&server, "/ws", echo, 2_000).await;
+    // 1,024 queued messages of 60 KB would be 60 MB.
+    assert!(max <= BOUND + 60_100, "{max} bytes queued");
+    assert!(max > BOUND / 2, "the queue never filled: {max}");
+    wait_until("the queue emptied", || async {
+        metric(&server, "ws_send_queue_bytes").await == 0
+    })
+    .await;
+    server.shutdown().await.unwrap();
+
+    // A message larger than the bound still passes an empty queue.
+    let server = start(&["--send-queue-bytes", "1000"]).await;
+    let (mut ws, _) = server.connect_ws("/ws").await;
+    for id in 0..3 {
+        send_text(
+            &mut ws,
+            &format!(r#"{{"type":"echo","id":{id},"body":"{body}"}}"#),
+        )
+        .await;
+    }
+    for want in 0..3 {
+        match next_json(&mut ws).await {
+            shared::ServerMessage::Echo { id, body: got } => {
+                assert_eq!((id, got.len()), (want, body.len()));
+            }
+            other => panic!("expected the echo, got {other:?}"),
+        }
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn echo_replies_waiting_for_a_flush_are_bounded_in_bytes() {
+    const BOUND: u64 = 256 * 1024;
+    let server = start(&["--send-queue-bytes", "262144", "--write-timeout", "500ms"]).await;
+    let max =
+        flood_without_reading(&server, "/echo", Message::binary(vec![1u8; 60_000]), 2_000).await;
+    assert!(max <= BOUND + 60_000, "{max} bytes unflushed");
+    assert!(max > 0, "nothing was ever counted");
+    assert_eq!(metric(&server, "ws_send_queue_bytes").await, 0);
+    server.shutdown().await.unwrap();
+}
+
+// ---------------------------------------------------------------- finding 7
+
+/// `POST /api{path}` with `body` and the token `t0k`: the status and the JSON reply.
+async fn admin_post(server: &TestServer, path: &str, body: String) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(server.http_url(&format!("/api{path}")))
+        .bearer_auth("t0k")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn pushes_over_the_max_push_size_are_answered_413() {
+    let server = start(&["--admin-token", "t0k", "--max-push-size", "1000"]).await;
+    let (mut ws, id) = server.connect_ws("/ws").await;
+    for path in ["/broadcast".to_owned(), format!("/clients/{id}/push")] {
+        assert_eq!(
+            admin_post(&server, &path, "x".repeat(1001)).await.0,
+            413,
+            "{path}"
+        );
+        assert_eq!(
+            admin_post(&server, &path, "x".repeat(1000)).await.0,
+            200,
+            "{path}"
+        );
+        match next_json(&mut ws).await {
+            shared::ServerMessage::Push { body, .. } => assert_eq!(body.len(), 1000),
+            other => panic!("expected the push, got {other:?}"),
+        }
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_broadcast_is_encoded_once_and_bounded_by_the_byte_queue() {
+    const BOUND: u64 = 256 * 1024;
+    const CLIENTS: u64 = 4;
+    let server = start(&[
+        "--admin-token",
+        "t0k",
+        "--max-push-size",
+        "100000",
+        "--send-queue-bytes",
+        "262144",
+        "--write-timeout",
+        "60s",
+    ])
+    .await;
+    // One body, with what JSON escapes, to a plain and a reliable client.
+    let (mut plain, _) = server.connect_ws("/ws").await;
+    let (mut reliable, _) = server.connect_ws("/ws?reliable=1").await;
+    send_text(&mut reliable, r#"{"type":"ping","t":1}"#).await;
+    assert!(matches!(
+        next_json(&mut reliable).await,
+        shared::ServerMessage::Pong { .. }
+    ));
+    let body = "line\n \"quoted\" \u{1b}[31m ✓".to_owned();
+    let (status, reply) = admin_post(&server, "/broadcast", body.clone()).await;
+    assert_eq!((status, reply["delivered"].as_u64()), (200, Some(2)));
+    match next_json(&mut plain).await {
+        shared::ServerMessage::Push {
+            seq: 1, body: got, ..
+        } => assert_eq!(got, body),
+        other => panic!("expected the push, got {other:?}"),
+    }
+    match next_json(&mut reliable).await {
+        shared::ServerMessage::Msg { seq: 1, data } => {
+            match shared::ServerMessage::from_json(&data) {
+                Ok(shared::ServerMessage::Push {
+                    seq: 1, body: got, ..
+                }) => assert_eq!(got, body),
+                other => panic!("expected the push, got {other:?}"),
+            }
+        }
+        other => panic!("expected the numbered push, got {other:?}"),
+    }
+    drop((plain, reliable));
+    wait_until("both gone", || async {
+        metric(&server, "ws_connections_open").await == 0
+    })
+    .await;
+
+    // Clients that never read: 60 KB broadcasts pile up to the byte bound, no further.
+    let mut idle = Vec::new();
+    for _ in 0..CLIENTS {
+        idle.push(server.connect_ws("/ws").await.0);
+    }
+    let (mut dropped, mut max) = (0, 0);
+    for _ in 0..300 {
+        let (status, reply) = admin_post(&server, "/broadcast", "z".repeat(60_000)).await;
+        assert_eq!(status, 200);
+        dropped += reply["dropped"].as_u64().unwrap();
+        max = max.max(metric(&server, "ws_send_queue_bytes").await);
+        if dropped >= CLIENTS * 5 {
+            break;
+        }
+    }
+    assert!(
+        dropped >= CLIENTS * 5,
+        "the queues never filled: {dropped} dropped"
+    );
+    assert!(
+        max <= CLIENTS * (BOUND + 60_100),
+        "{max} bytes queued for {CLIENTS} clients"
+    );
+    assert!(max > BOUND, "{max}");
+    drop(idle);
+    server.shutdown().await.unwrap();
+}
+
 // ---------------------------------------------------------------- findings 8 and 9
 
 /// Every log line of this test binary, captured (installed once).
@@ -847,6 +1052,56 @@ async fn without_an_allowed_host_list_every_host_is_served() {
     server.shutdown().await.unwrap();
 }
 
+#[tokio::test]
+async fn client_supplied_strings_are_logged_escaped_and_cut() {
+    let logs = captured_logs();
+    let server = start(&[]).await;
+    // A client id with a newline and an escape sequence.
+    let (ws, id) = server.connect_ws("/ws?client_id=%0aFORGED7%1b%5b31m").await;
+    assert_eq!(id, "\nFORGED7\u{1b}[31m");
+    drop(ws);
+    // A 60 KB session id, with a newline, in a failed resume.
+    let (mut ws, _) = server.connect_ws("/ws?reliable=1").await;
+    let session = format!("SESSION7\n{}", "s".repeat(60_000));
+    let resume = shared::ClientMessage::Resume {
+        session,
+        token: "t".into(),
+        last_seq: 0,
+    };
+    send_text(&mut ws, &resume.to_json()).await;
+    assert!(matches!(
+        next_json(&mut ws).await,
+        shared::ServerMessage::ResumeFailed { .. }
+    ));
+    drop(ws);
+    // A 50 KB Origin from another site.
+    let origin = format!("http://ORIGIN7.example/{}", "o".repeat(50_000));
+    let refused = try_ws(&server.ws_url("/ws"), &[("origin", origin.as_str())])
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), 403);
+    wait_until("the three logged", || async {
+        let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        metric(&server, "ws_connections_open").await == 0
+            && text.contains("disconnect")
+            && ["FORGED7", "SESSION7", "ORIGIN7"]
+                .iter()
+                .all(|marker| text.contains(marker))
+    })
+    .await;
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(!text.contains('\u{1b}'), "a raw escape in the log");
+    for marker in ["FORGED7", "SESSION7", "ORIGIN7"] {
+        for line in text.lines().filter(|l| l.contains(marker)) {
+            assert!(!line.starts_with(marker), "a forged line: {line}");
+            assert!(line.len() < 400, "a {}-byte log line", line.len());
+        }
+    }
+    assert!(text.contains("\\nFORGED7\\u{1b}[31m"), "{text}");
+    assert!(text.contains("SESSION7\\nsss"));
+    server.shutdown().await.unwrap();
+}
+
 #[test]
 fn every_new_flag_is_in_help() {
     let help = Command::new(env!("CARGO_BIN_EXE_server"))
@@ -864,6 +1119,8 @@ fn every_new_flag_is_in_help() {
         "--connect-burst",
         "--trusted-proxy",
         "--allowed-host",
+        "--send-queue-bytes",
+        "--max-push-size",
     ] {
         assert!(help.contains(flag), "{flag} is not in --help");
     }

@@ -476,10 +476,17 @@ impl ServerMessage {
 /// let push = ServerMessage::Push { seq: 7, sent_at_ms: 1_700_000_000_000, body: "tick".into() };
 /// assert_eq!(encoder.encode(7), push.to_json());
 /// ```
-#[derive(Debug, Clone)]
+///
+/// The same encoder also writes the push wrapped in a reliable-mode
+/// [`ServerMessage::Msg`] ([`PushEncoder::encode_msg`]), with the body
+/// escaped (twice, as `msg`'s `data` string) once for every session: a
+/// broadcast escapes its body once, not once per client.
+#[derive(Debug)]
 pub struct PushEncoder {
     /// Everything after `seq`: the time, the escaped body and the closing brace.
     suffix: String,
+    /// `suffix` escaped again as the inside of a JSON string, built on first use.
+    msg_suffix: std::sync::OnceLock<String>,
 }
 
 impl PushEncoder {
@@ -491,7 +498,57 @@ impl PushEncoder {
         let mut suffix = format!(r#","sent_at_ms":{sent_at_ms},"body":"#);
         suffix.push_str(&encode(&body));
         suffix.push('}');
-        Self { suffix }
+        Self {
+            suffix,
+            msg_suffix: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The largest frame [`PushEncoder::encode`] writes (its `seq` at 20 digits).
+    pub fn max_len(&self) -> usize {
+        Self::PREFIX.len() + 20 + self.suffix.len()
+    }
+
+    /// What comes before the push's `seq` inside a `msg`'s `data`.
+    const MSG_DATA_PREFIX: &'static str = r#"{\"type\":\"push\",\"seq\":"#;
+
+    /// The push numbered `push_seq` as the `data` of a reliable-mode
+    /// [`ServerMessage::Msg`] numbered `seq`, byte for byte as
+    /// `ServerMessage::Msg { seq, data: push.to_json() }.to_json()` would
+    /// write it. JSON escapes character by character, so the escaped parts
+    /// are escaped once and concatenated.
+    pub fn encode_msg(&self, seq: u64, push_seq: u64) -> String {
+        let msg_suffix = self.msg_suffix.get_or_init(|| {
+            let quoted = encode(&self.suffix);
+            // The suffix as a JSON string, without its quotes.
+            quoted[1..quoted.len() - 1].to_owned()
+        });
+        let (mut seq_digits, mut push_digits) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let (seq_digits, push_digits) = (seq_digits.format(seq), push_digits.format(push_seq));
+        const MSG_PREFIX: &str = r#"{"type":"msg","seq":"#;
+        const DATA: &str = r#","data":""#;
+        const END: &str = r#""}"#;
+        let mut out = String::with_capacity(
+            MSG_PREFIX.len()
+                + seq_digits.len()
+                + DATA.len()
+                + Self::MSG_DATA_PREFIX.len()
+                + push_digits.len()
+                + msg_suffix.len()
+                + END.len(),
+        );
+        for part in [
+            MSG_PREFIX,
+            seq_digits,
+            DATA,
+            Self::MSG_DATA_PREFIX,
+            push_digits,
+            msg_suffix,
+            END,
+        ] {
+            out.push_str(part);
+        }
+        out
     }
 
     /// The push numbered `seq`.
@@ -697,6 +754,14 @@ mod tests {
                         encoded.capacity(),
                         "allocated at its exact length"
                     );
+                    let msg = ServerMessage::Msg {
+                        seq: seq / 2,
+                        data: push.to_json(),
+                    };
+                    let wrapped = encoder.encode_msg(seq / 2, seq);
+                    assert_eq!(wrapped, msg.to_json());
+                    assert_eq!(wrapped.len(), wrapped.capacity());
+                    assert!(encoded.len() <= encoder.max_len());
                     assert_eq!(ServerMessage::from_json(&encoded).ok(), Some(push));
                 }
             }

@@ -12,20 +12,21 @@ use std::time::{Duration, SystemTime};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Stream, StreamExt};
 use shared::{ClientMessage, ErrorCode, ServerMessage};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::app::{self, Served};
 use super::reliable::Link;
 use super::{CLOSE_GRACE, Conn, End, Mode};
 use crate::metrics::Metrics;
+use crate::queue;
 use crate::registry::{Outbound, millis};
 use crate::state::AppState;
 use crate::wire::{self, ReadError};
 
 pub(super) struct Driver<'a, S> {
     stream: S,
-    outbound: mpsc::Sender<Outbound>,
+    outbound: queue::Sender,
     state: &'a AppState,
     conn: &'a Conn,
     bad_in_a_row: u32,
@@ -49,7 +50,7 @@ where
 {
     pub(super) fn new(
         stream: S,
-        outbound: mpsc::Sender<Outbound>,
+        outbound: queue::Sender,
         state: &'a AppState,
         conn: &'a Conn,
         mode: Mode,
@@ -182,7 +183,7 @@ where
                 let (code, reason) = frame
                     .as_ref()
                     .map_or((None, ""), |f| (Some(f.code), &*f.reason));
-                tracing::debug!(?code, %reason, "client closed");
+                tracing::debug!(?code, reason = %crate::logsafe::escape(reason), "client closed");
                 return Ok(());
             }
         };
@@ -281,8 +282,7 @@ where
             return;
         }
         let push = Outbound::Push {
-            body: std::sync::Arc::from("tick"),
-            sent_at_ms: millis(SystemTime::now()),
+            push: std::sync::Arc::new(shared::PushEncoder::new(millis(SystemTime::now()), "tick")),
         };
         if self.outbound.try_send(push).is_err() {
             Metrics::add(&self.state.metrics.pushes_dropped, 1);

@@ -31,10 +31,12 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{FutureExt, Sink, Stream, StreamExt};
 use shared::{ServerMessage, close_code};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::logsafe;
 use crate::metrics::Metrics;
+use crate::queue;
 use crate::registry::{ClientHandle, ClientShared, CloseRequest, Outbound};
 use crate::reliable::{Refused, TakenOver};
 use crate::state::AppState;
@@ -164,8 +166,12 @@ pub(crate) enum Mode {
 /// [`serve`] is the only `async fn` on the way: a second one taking the same
 /// values would hold them twice.
 pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output = ()> {
-    let (outbound_tx, outbound_rx) = mpsc::channel(state.config.send_queue.max(1));
-    tracing::info!(id = %peer.id, remote = %peer.remote_addr, path = "/ws", "connect");
+    let (outbound_tx, outbound_rx) = queue::channel(
+        state.config.send_queue,
+        state.config.send_queue_bytes,
+        state.metrics.clone(),
+    );
+    tracing::info!(id = %logsafe::escape(&peer.id), remote = %peer.remote_addr, path = "/ws", "connect");
     let (conn, mode) = admit(&state, peer, &outbound_tx);
     let (sink, stream) = socket.split();
     // Mapped, not awaited in an `async` block, which would hold the same
@@ -174,7 +180,7 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
 }
 
 /// Registers the connection and queues its welcome: the first message.
-fn admit(state: &AppState, peer: Peer, outbound: &mpsc::Sender<Outbound>) -> (Conn, Mode) {
+fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode) {
     let shared = Arc::new(ClientShared::default());
     let number = state.registry.next_conn();
     let link = peer
@@ -225,7 +231,7 @@ fn admit(state: &AppState, peer: Peer, outbound: &mpsc::Sender<Outbound>) -> (Co
 pub(crate) async fn serve<S, K>(
     stream: S,
     sink: K,
-    (outbound_tx, outbound_rx): (mpsc::Sender<Outbound>, mpsc::Receiver<Outbound>),
+    (outbound_tx, outbound_rx): (queue::Sender, queue::Receiver),
     state: AppState,
     conn: Conn,
     mode: Mode,
@@ -241,7 +247,7 @@ where
     let ((), end) = tokio::join!(
         async {
             if let Some(end) = writer.run().await {
-                tracing::debug!(id = %conn.client_id, ?end, "writer ended");
+                tracing::debug!(id = %logsafe::escape(&conn.client_id), ?end, "writer ended");
             }
             writer_gone.cancel();
         },
@@ -250,10 +256,10 @@ where
     state.registry.remove(&conn.client_id, conn.number);
     state.metrics.connections_open.fetch_sub(1, Relaxed);
     tracing::info!(
-        id = %conn.client_id,
+        id = %logsafe::escape(&conn.client_id),
         remote = %conn.remote_addr,
         code = end.code,
-        reason = %end.reason,
+        reason = %logsafe::escape(&end.reason),
         duration_ms = conn.started.elapsed().as_millis() as u64,
         messages_in = conn.shared.messages_in.load(Relaxed),
         messages_out = conn.shared.messages_out.load(Relaxed),

@@ -12,11 +12,12 @@ use std::time::{Instant, SystemTime};
 
 use axum::extract::ws::Message;
 use shared::{ClientMessage, ErrorCode, ResumeFailure, ServerMessage};
-use tokio::sync::mpsc;
 
 use super::End;
 use super::app::{self, Served};
+use crate::logsafe;
 use crate::metrics::Metrics;
+use crate::queue;
 use crate::registry::{Outbound, millis};
 use crate::reliable::{
     Accepted, Attach, BurstBusy, Outgoing, Refused, SessionRef, SessionStore, TakenOver,
@@ -90,7 +91,7 @@ impl Link {
         message: &ClientMessage,
         state: &AppState,
         client_id: &str,
-        outbound: &mpsc::Sender<Outbound>,
+        outbound: &queue::Sender,
     ) -> Result<bool, End> {
         if self.session.is_some() {
             return Ok(false);
@@ -143,7 +144,7 @@ impl Link {
         last_seq: u64,
         state: &AppState,
         client_id: &str,
-        outbound: &mpsc::Sender<Outbound>,
+        outbound: &queue::Sender,
     ) -> Result<(), End> {
         let Ok(permit) = outbound.reserve().await else {
             return Ok(()); // The writer is gone; the loop sees it next.
@@ -165,11 +166,11 @@ impl Link {
                     last_seq: resume.last_in,
                 })];
                 if let Some((from, to)) = resume.gap {
-                    tracing::info!(session = id, from, to, "resumed with a gap");
+                    tracing::info!(session = %logsafe::escape(id), from, to, "resumed with a gap");
                     frames.push(wire::text(&ServerMessage::Gap { from, to }));
                 }
                 tracing::debug!(
-                    session = id,
+                    session = %logsafe::escape(id),
                     client_last_seq = last_seq,
                     last_in = resume.last_in,
                     replay = resume.replay.len(),
@@ -181,7 +182,7 @@ impl Link {
                 self.bind(session);
             }
             Err(reason) => {
-                tracing::info!(session = id, %reason, "resume failed");
+                tracing::info!(session = %logsafe::escape(id), %reason, "resume failed");
                 permit.send(Outbound::Frame(wire::text(&ServerMessage::ResumeFailed {
                     reason,
                 })));
@@ -203,7 +204,7 @@ impl Link {
         &mut self,
         message: ClientMessage,
         state: &AppState,
-        outbound: &mpsc::Sender<Outbound>,
+        outbound: &queue::Sender,
     ) -> Result<(), End> {
         match message {
             ClientMessage::Ack { seq } => {
@@ -232,7 +233,7 @@ impl Link {
         seq: u64,
         data: &str,
         state: &AppState,
-        outbound: &mpsc::Sender<Outbound>,
+        outbound: &queue::Sender,
     ) -> Result<(), End> {
         let Ok(permit) = outbound.reserve().await else {
             return Ok(()); // The writer is gone; the loop sees it next.
@@ -277,7 +278,7 @@ impl Link {
     pub(crate) async fn deliver(
         &mut self,
         served: Served,
-        outbound: &mpsc::Sender<Outbound>,
+        outbound: &queue::Sender,
     ) -> Result<(), End> {
         let Ok(permit) = outbound.reserve().await else {
             return Ok(()); // The writer is gone; the loop sees it next.
@@ -310,7 +311,7 @@ impl Link {
     }
 
     /// The next push (or `burst_done`) of a burst, into the reserved slot.
-    pub(crate) fn burst_step(&self, permit: mpsc::Permit<'_, Outbound>) -> Result<(), End> {
+    pub(crate) fn burst_step(&self, permit: queue::Permit<'_>) -> Result<(), End> {
         let Some(session) = &self.session else {
             return Ok(());
         };
@@ -327,7 +328,7 @@ impl Link {
 
     /// A timed push, numbered if the window has room (none before binding);
     /// counted as dropped otherwise.
-    pub(crate) fn timed_push(&self, outbound: &mpsc::Sender<Outbound>, metrics: &Metrics) {
+    pub(crate) fn timed_push(&self, outbound: &queue::Sender, metrics: &Metrics) {
         let Some(session) = &self.session else { return };
         let Ok(permit) = outbound.try_reserve() else {
             Metrics::add(&metrics.pushes_dropped, 1);
@@ -355,7 +356,7 @@ impl Link {
     }
 
     /// One more client message to acknowledge: now after [`ACK_EVERY`], else soon.
-    fn count_for_ack(&mut self, outbound: &mpsc::Sender<Outbound>) {
+    fn count_for_ack(&mut self, outbound: &queue::Sender) {
         self.unacked_in += 1;
         if self.unacked_in >= ACK_EVERY {
             self.send_ack(outbound);
@@ -365,7 +366,7 @@ impl Link {
     }
 
     /// Acknowledges every client message processed so far (retried later if the queue is full).
-    pub(crate) fn send_ack(&mut self, outbound: &mpsc::Sender<Outbound>) {
+    pub(crate) fn send_ack(&mut self, outbound: &queue::Sender) {
         let Some(session) = &self.session else {
             self.ack_due = None;
             return;

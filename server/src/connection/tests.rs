@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use super::writer::{Writer, WriterEnd};
 use super::{End, Peer, admit, serve};
 use crate::config::Config;
+use crate::queue;
 use crate::registry::{ClientShared, Outbound};
 use crate::reliable::MemoryStore;
 use crate::state::AppState;
@@ -69,7 +70,11 @@ fn connect(state: &AppState, query: (&str, Option<u32>, bool)) -> Client {
     };
     let state = state.clone();
     let ended = tokio::spawn(async move {
-        let queue = mpsc::channel(state.config.send_queue);
+        let queue = queue::channel(
+            state.config.send_queue,
+            state.config.send_queue_bytes,
+            state.metrics.clone(),
+        );
         let (conn, mode) = admit(&state, peer, &queue.0);
         serve(stream, sink, queue, state, conn, mode).await
     });
@@ -321,7 +326,7 @@ async fn write(
     items: Vec<Outbound>,
     frames: usize,
 ) -> Option<WriterEnd> {
-    let (tx, rx) = mpsc::channel(items.len().max(1));
+    let (tx, rx) = queue::channel(items.len(), 0, state.metrics.clone());
     for item in items {
         tx.try_send(item).unwrap();
     }
@@ -381,8 +386,7 @@ async fn the_writer_numbers_pushes_and_writes_a_burst_in_batches() {
     let sink = Recorder::default();
     let items = vec![
         Outbound::Push {
-            body: Arc::from("tick"),
-            sent_at_ms: 1,
+            push: Arc::new(shared::PushEncoder::new(1, "tick")),
         },
         Outbound::Burst { count: 1000 },
     ];
@@ -418,7 +422,7 @@ async fn a_writer_whose_peer_stops_reading_gives_up_as_a_slow_consumer() {
         stuck: true,
         ..Recorder::default()
     };
-    let (tx, rx) = mpsc::channel(4);
+    let (tx, rx) = queue::channel(4, 0, state.metrics.clone());
     tx.try_send(Outbound::Frame(Message::Text("x".into())))
         .unwrap();
     let (_close_tx, close_rx) = oneshot::channel();

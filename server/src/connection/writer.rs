@@ -13,10 +13,11 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Sink, SinkExt};
 use shared::{PushEncoder, ServerMessage, close_code};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::CLOSE_GRACE;
 use crate::metrics::Metrics;
+use crate::queue;
 use crate::registry::{ClientShared, Outbound, millis};
 use crate::state::AppState;
 use crate::wire;
@@ -28,7 +29,7 @@ const QUEUE_BATCH: usize = 256;
 
 pub(super) struct Writer<'a, K> {
     sink: K,
-    queue: mpsc::Receiver<Outbound>,
+    queue: queue::Receiver,
     close: oneshot::Receiver<CloseFrame>,
     /// The last push seq of a plain connection (numbered here, in wire order).
     seq: u64,
@@ -53,7 +54,7 @@ where
 {
     pub(super) fn new(
         sink: K,
-        queue: mpsc::Receiver<Outbound>,
+        queue: queue::Receiver,
         close: oneshot::Receiver<CloseFrame>,
         state: &'a AppState,
         shared: &'a ClientShared,
@@ -118,7 +119,7 @@ where
     /// explains a 1008, say), skipping bursts, then the close frame.
     async fn close_after_queued(&mut self, frame: CloseFrame) {
         let mut queued = Vec::new();
-        while let Ok(item) = self.queue.try_recv() {
+        while let Some(item) = self.queue.try_recv() {
             if !matches!(item, Outbound::Burst { .. }) {
                 queued.push(item);
             }
@@ -168,10 +169,11 @@ where
         let limit = self.state.config.write_timeout;
         let mut items = batch.drain(..);
         loop {
-            let (mut written, mut bytes) = (0, 0);
+            let (mut written, mut bytes, mut dequeued) = (0, 0, 0);
             let mut burst = None;
             within(limit, async {
                 for item in items.by_ref() {
+                    dequeued += item.queued_len();
                     match item {
                         Outbound::Frame(message) => {
                             bytes += self.feed(message).await?;
@@ -183,8 +185,8 @@ where
                                 written += 1;
                             }
                         }
-                        Outbound::Push { body, sent_at_ms } => {
-                            let message = self.push_message(&PushEncoder::new(sent_at_ms, &body));
+                        Outbound::Push { push } => {
+                            let message = self.push_message(&push);
                             bytes += self.feed(message).await?;
                             written += 1;
                         }
@@ -197,6 +199,9 @@ where
                 self.flush().await
             })
             .await?;
+            // Written and flushed: out of the queue's byte count (the
+            // receiver's drop settles a batch that failed).
+            self.queue.release(dequeued);
             self.count(written, bytes);
             match burst {
                 Some(count) => self.burst(count).await?,

@@ -97,6 +97,9 @@ pub enum Outgoing {
         /// Milliseconds since the Unix epoch.
         sent_at_ms: u64,
     },
+    /// A `push` encoded once for many sessions (a broadcast): numbered here
+    /// without escaping its body again.
+    Shared(Arc<shared::PushEncoder>),
 }
 
 /// What became of a client `msg`.
@@ -254,7 +257,12 @@ impl Session {
             To::Away if !self.is_away() => return Err(Refused::TakenOver),
             _ => {}
         }
+        let seq = self.last_out + 1;
         let (message, push) = match what {
+            Outgoing::Shared(encoder) => {
+                let frame = encoder.encode_msg(seq, self.pushes + 1);
+                return self.record(to, seq, Utf8Bytes::from(frame), true, now);
+            }
             Outgoing::Message(message) => (message, false),
             Outgoing::Push { body, sent_at_ms } => (
                 ServerMessage::Push {
@@ -265,7 +273,6 @@ impl Session {
                 true,
             ),
         };
-        let seq = self.last_out + 1;
         let frame = Utf8Bytes::from(
             ServerMessage::Msg {
                 seq,
@@ -273,6 +280,18 @@ impl Session {
             }
             .to_json(),
         );
+        self.record(to, seq, frame, push, now)
+    }
+
+    /// Records `frame`, numbered `seq`, in the history (see [`Session::send`]).
+    fn record(
+        &mut self,
+        to: To,
+        seq: u64,
+        frame: Utf8Bytes,
+        push: bool,
+        now: Instant,
+    ) -> Result<Utf8Bytes, Refused> {
         if to != To::Away && !self.fits(frame.len()) {
             return Err(Refused::Full);
         }
