@@ -143,9 +143,13 @@ pub async fn run(
     Ok(())
 }
 
-/// Forgets reliable sessions whose client stayed away for the TTL.
+/// Forgets reliable sessions whose client stayed away for the TTL, and
+/// evicts the history of clients that are away past `--history-max-age`,
+/// on a timer: memory is freed without any client activity. Reclaims at
+/// once when `--history-total-bytes` is passed.
 async fn sweep_sessions(store: Arc<impl reliable::SessionStore>, stop: CancellationToken) {
-    let period = (store.limits().ttl / 4).clamp(
+    let limits = store.limits();
+    let period = (limits.ttl.min(limits.history_max_age) / 4).clamp(
         std::time::Duration::from_millis(100),
         std::time::Duration::from_secs(15),
     );
@@ -153,6 +157,10 @@ async fn sweep_sessions(store: Arc<impl reliable::SessionStore>, stop: Cancellat
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
+            () = store.pressure() => {
+                let freed = store.reclaim().await;
+                tracing::debug!("--history-total-bytes: evicted {freed} bytes of clients that are away");
+            }
             _ = tick.tick() => {
                 let gone = store.sweep(std::time::Instant::now()).await;
                 if gone > 0 {

@@ -186,7 +186,7 @@ fn admit(state: &AppState, peer: Peer, outbound: &mpsc::Sender<Outbound>) -> (Co
     let number = state.registry.next_conn();
     let link = peer
         .reliable
-        .then(|| reliable::Link::new(number, peer.burst));
+        .then(|| reliable::Link::new(number, peer.burst, peer.remote_addr.ip()));
     let welcome = ServerMessage::Welcome {
         client_id: peer.id.clone(),
         push_interval_ms: u64::try_from(state.config.push_interval.as_millis()).unwrap_or(u64::MAX),

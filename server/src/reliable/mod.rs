@@ -10,6 +10,7 @@
 //! | file | what |
 //! |---|---|
 //! | `session.rs` | [`Session`]: the only place that numbers, bounds and records a server message ([`Session::send`]) and filters client ones ([`Session::accept`]) |
+//! | `budget.rs` | [`Budget`](budget::Budget): the bytes of every history together, against `history_total_bytes` |
 //! | `store.rs` | [`SessionStore`], the async API of where sessions live, and [`MemoryStore`], the in-process one (a Redis one can implement the same trait) |
 //! | `tests.rs` | their behaviour, written against the trait so every store runs the same tests |
 //!
@@ -33,6 +34,7 @@
 //!   is closed with 1013 (try again later), so many clients cannot make the
 //!   server hold unbounded history.
 
+mod budget;
 mod session;
 mod store;
 #[cfg(test)]
@@ -44,7 +46,7 @@ pub use session::{
     Accepted, Attach, BurstBusy, Limits, MAX_PENDING_BURSTS, Outgoing, Refused, Session, TakenOver,
     To,
 };
-pub use store::{MemoryStore, SessionStore, offer};
+pub use store::{MemoryStore, SessionStore, TooMany, offer};
 
 /// A shared, lockable session.
 pub type SessionRef = Arc<Mutex<Session>>;
