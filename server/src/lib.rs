@@ -2,8 +2,9 @@
 //! checks and limits, a registry of clients with an admin API, and a graceful
 //! shutdown that closes every client with 1001 and exits within
 //! `--shutdown-timeout` whatever is open. Hostile clients are bounded by the
-//! accept loop's timeouts (handshake, keep-alive, body), the WebSocket caps
-//! and the per-client connect rate.
+//! accept loop's timeouts (handshake, keep-alive, body), the WebSocket caps,
+//! the per-client connect rate, and in reliable mode the per-client session
+//! cap and the total budget of history bytes.
 //!
 //! `main` parses [`Config`], binds the listener and calls [`run`]; tests start
 //! the same `run` in-process on port 0 (through `testbed::TestServer`).
