@@ -1,7 +1,9 @@
 //! Hostile clients against the real server on port 0 (issue 12): slowloris,
 //! bodies that never come, half-sent requests at shutdown, connection floods,
 //! fast reconnects, silent and non-reading `/echo` clients, forged
-//! `X-Forwarded-For`, foreign `Host`s and log injection. Each test asserts
+//! `X-Forwarded-For`, foreign `Host`s, log injection, and reliable sessions:
+//! one client taking them all, failed-resume probes, histories past their
+//! total budget or their age. Each test asserts
 //! the protection, bounded in count (hundreds of connections at most) and in
 //! time (polling with deadlines).
 #![allow(clippy::unwrap_used)]
@@ -983,6 +985,24 @@ async fn failed_resumes_and_silent_connections_store_no_session() {
     ));
     assert_eq!(metric(&server, "ws_reliable_sessions").await, 2);
     drop(probes);
+    // Bad-token probes against a stored session store nothing either.
+    let (mut owner, session, _) = reliable(&server, &[]).await;
+    send_text(&mut owner, r#"{"type":"ack","seq":0}"#).await;
+    wait_until("the owner's session", || async {
+        metric(&server, "ws_reliable_sessions").await == 3
+    })
+    .await;
+    for _ in 0..20 {
+        let (mut ws, _, _) = reliable(&server, &[]).await;
+        send_text(&mut ws, &resume(&session, "wrong", 0)).await;
+        assert_eq!(
+            next_json(&mut ws).await,
+            shared::ServerMessage::ResumeFailed {
+                reason: shared::ResumeFailure::BadToken
+            }
+        );
+    }
+    assert_eq!(metric(&server, "ws_reliable_sessions").await, 3);
     // A connection that only pinged left nothing to resume.
     let (mut silent, session, token) = reliable(&server, &[]).await;
     send_text(&mut silent, r#"{"type":"ping","t":1}"#).await;
@@ -999,7 +1019,7 @@ async fn failed_resumes_and_silent_connections_store_no_session() {
             reason: shared::ResumeFailure::UnknownSession
         }
     );
-    assert_eq!(metric(&server, "ws_reliable_sessions").await, 2);
+    assert_eq!(metric(&server, "ws_reliable_sessions").await, 3);
     server.shutdown().await.unwrap();
 }
 

@@ -310,8 +310,13 @@ impl Link {
         };
         let session = self.session()?;
         let accepted = match accept(session) {
-            // Over the store's budget: clients that are away give way first.
-            Err(Refused::Full) if state.reliable.reclaim().await > 0 => accept(session)?,
+            // Perhaps over the store's budget: clients that are away give
+            // way first (here or in the sweep, woken by the refusal), then
+            // one more try.
+            Err(Refused::Full) => {
+                state.reliable.reclaim().await;
+                accept(session)?
+            }
             other => other?,
         };
         match accepted {
@@ -365,8 +370,9 @@ impl Link {
         };
         let sent = lock(&session).send(to, Outgoing::Message(reply.clone()), now);
         let frame = match sent {
-            // Over the store's budget: clients that are away give way first.
-            Err(Refused::Full) if state.reliable.reclaim().await > 0 => {
+            // Perhaps over the store's budget: as in `on_msg`.
+            Err(Refused::Full) => {
+                state.reliable.reclaim().await;
                 lock(&session).send(to, Outgoing::Message(reply), now)?
             }
             other => other?,
