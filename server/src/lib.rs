@@ -26,7 +26,7 @@
 //! | `connection/` | one `/ws` connection: `mod.rs` entry point and end reasons (close codes); `app.rs` the answer to echo, ping and burst for both modes; `driver.rs` reads, timers and the one dispatch; `reliable.rs` the link to a reliable session; `writer.rs` the bounded queue fed and flushed per batch. Driver and writer are generic over `Stream`/`Sink` and unit-tested on channels |
 //! | `echo` | one `/echo` connection: raw RFC 6455 echo, replies fed and flushed per batch, the same pings and timeouts as `/ws` |
 //! | `registry` | connected clients, pushes and kicks |
-//! | `reliable/` | reliable mode: `session.rs` the `Session`, the only place that numbers, bounds and records a server message and filters client ones; `store.rs` the async `SessionStore` trait and its in-memory `MemoryStore` |
+//! | `reliable/` | reliable mode: `session.rs` the `Session`, the only place that numbers, bounds and records a server message and filters client ones; `store.rs` the async `SessionStore` trait and its in-memory `MemoryStore` (caps in all and per client address, the age sweep); `budget.rs` the bytes of every history together against `--history-total-bytes` |
 //! | `auth` | constant-time token compares (a leaf: no imports from the crate) |
 //! | `admin` | the `/api` handlers and the bearer-token guard |
 //! | `metrics` | counters rendered at `/metrics` |
@@ -160,7 +160,13 @@ async fn sweep_sessions(store: Arc<impl reliable::SessionStore>, stop: Cancellat
             () = stop.cancelled() => return,
             () = store.pressure() => {
                 let freed = store.reclaim().await;
-                tracing::debug!("--history-total-bytes: evicted {freed} bytes of clients that are away");
+                if freed > 0 {
+                    tracing::debug!("--history-total-bytes: evicted {freed} bytes of clients that are away");
+                }
+                // A reclaim visits every session: at most 100 a second,
+                // however many messages meet the budget (the wake-ups
+                // meanwhile are kept as one).
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
             _ = tick.tick() => {
                 let gone = store.sweep(std::time::Instant::now()).await;
