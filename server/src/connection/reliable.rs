@@ -5,7 +5,8 @@
 //! numbers a message either way (a client `msg` or `ack`, a reply, a push,
 //! `?burst=N`): a connection that never does (a failed `resume` probe, say)
 //! leaves nothing behind, and storing it is where `--max-sessions` and
-//! `--max-sessions-per-ip` close with 1013. Every application message is then numbered by
+//! `--max-sessions-per-ip` close with 1013. Every application message is
+//! then numbered by
 //! [`Session::send`](crate::reliable::Session::send) with a queue slot
 //! reserved beforehand, so that the wire order is the seq order; bursts are
 //! made a push at a time as the window allows; client `msg`s pass the
