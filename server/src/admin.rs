@@ -70,7 +70,7 @@ pub async fn push(State(state): State<AppState>, Path(id): Path<String>, body: S
         }
         PushOutcome::NotReady => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "the client's reliable session is not set up yet (it has sent nothing); retry",
+            "the client's reliable session is not set up yet (nothing numbered either way yet); retry",
         )
             .into_response(),
         PushOutcome::Unknown => match state.reliable.detached_of(&id).await {

@@ -113,8 +113,27 @@ pub struct Config {
     #[arg(long, env = "SERVER_MAX_SESSIONS", default_value_t = 10_000)]
     pub max_sessions: usize,
 
+    /// Reliable mode: sessions held at most per client address (an IPv6 one
+    /// per /64; behind `--trusted-proxy`, the forwarded one), so that one
+    /// client cannot take every session; a new reliable connection of that
+    /// client beyond it is closed with 1013 when its session would be
+    /// stored. `0` turns it off.
+    #[arg(long, env = "SERVER_MAX_SESSIONS_PER_IP", default_value_t = 100)]
+    pub max_sessions_per_ip: usize,
+
+    /// Reliable mode: bytes of every session's history together. Over it,
+    /// the oldest messages of clients that are away are evicted first (a
+    /// `gap` on their resume); a connected client whose message would not
+    /// fit once they are gone is closed with 1013, as at its own history
+    /// bound, and resumes with nothing lost. Timed and burst pushes wait
+    /// once half of it is used. `0` turns it off.
+    #[arg(long, env = "SERVER_HISTORY_TOTAL_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub history_total_bytes: usize,
+
     /// Reliable mode: unacknowledged server messages older than this are
-    /// evicted (and reported as a `gap` on resume).
+    /// evicted once their client is away, by a periodic sweep (every quarter
+    /// of the shorter of this and the TTL, 100 ms to 15 s), and reported as
+    /// a `gap` on resume.
     #[arg(long, env = "SERVER_HISTORY_MAX_AGE", default_value = "2m", value_parser = parse_duration)]
     pub history_max_age: Duration,
 
@@ -206,6 +225,8 @@ impl Config {
             history_max_bytes: self.history_max_bytes,
             ttl: self.session_ttl,
             max_sessions: self.max_sessions,
+            max_sessions_per_ip: self.max_sessions_per_ip,
+            history_total_bytes: self.history_total_bytes,
         }
     }
 }
@@ -290,6 +311,8 @@ mod tests {
         assert_eq!(config.history_max_age, Duration::from_secs(120));
         assert_eq!(config.max_sessions, 10_000);
         assert_eq!(config.history_max_bytes, 1024 * 1024);
+        assert_eq!(config.max_sessions_per_ip, 100);
+        assert_eq!(config.history_total_bytes, 256 * 1024 * 1024);
         assert!(Config::try_parse_from(["server", "--history-max", "0"]).is_err());
         assert_eq!(config.shutdown_timeout, Duration::from_secs(5));
         assert_eq!(config.handshake_timeout, Duration::from_secs(5));

@@ -2,8 +2,9 @@
 //! checks and limits, a registry of clients with an admin API, and a graceful
 //! shutdown that closes every client with 1001 and exits within
 //! `--shutdown-timeout` whatever is open. Hostile clients are bounded by the
-//! accept loop's timeouts (handshake, keep-alive, body), the WebSocket caps
-//! and the per-client connect rate.
+//! accept loop's timeouts (handshake, keep-alive, body), the WebSocket caps,
+//! the per-client connect rate, and in reliable mode the per-client session
+//! cap and the total budget of history bytes.
 //!
 //! `main` parses [`Config`], binds the listener and calls [`run`]; tests start
 //! the same `run` in-process on port 0 (through `testbed::TestServer`).
@@ -25,7 +26,7 @@
 //! | `connection/` | one `/ws` connection: `mod.rs` entry point and end reasons (close codes); `app.rs` the answer to echo, ping and burst for both modes; `driver.rs` reads, timers and the one dispatch; `reliable.rs` the link to a reliable session; `writer.rs` drains the outbound queue (`queue`), fed and flushed per batch. Driver and writer are generic over `Stream`/`Sink` and unit-tested on channels |
 //! | `echo` | one `/echo` connection: raw RFC 6455 echo, replies fed and flushed per batch (at most `--send-queue-bytes` unflushed), the same pings and timeouts as `/ws` |
 //! | `registry` | connected clients, pushes and kicks |
-//! | `reliable/` | reliable mode: `session.rs` the `Session`, the only place that numbers, bounds and records a server message and filters client ones; `store.rs` the async `SessionStore` trait and its in-memory `MemoryStore` |
+//! | `reliable/` | reliable mode: `session.rs` the `Session`, the only place that numbers, bounds and records a server message and filters client ones; `store.rs` the async `SessionStore` trait and its in-memory `MemoryStore` (caps in all and per client address, the age sweep); `budget.rs` the bytes of every history together against `--history-total-bytes` |
 //! | `auth` | constant-time token compares (a leaf: no imports from the crate) |
 //! | `admin` | the `/api` handlers and the bearer-token guard |
 //! | `queue` | a connection's outbound queue, bounded in messages and in bytes (`--send-queue-bytes`), and what it carries |
@@ -146,9 +147,13 @@ pub async fn run(
     Ok(())
 }
 
-/// Forgets reliable sessions whose client stayed away for the TTL.
+/// Forgets reliable sessions whose client stayed away for the TTL, and
+/// evicts the history of clients that are away past `--history-max-age`,
+/// on a timer: memory is freed without any client activity. Reclaims at
+/// once when `--history-total-bytes` is passed.
 async fn sweep_sessions(store: Arc<impl reliable::SessionStore>, stop: CancellationToken) {
-    let period = (store.limits().ttl / 4).clamp(
+    let limits = store.limits();
+    let period = (limits.ttl.min(limits.history_max_age) / 4).clamp(
         std::time::Duration::from_millis(100),
         std::time::Duration::from_secs(15),
     );
@@ -156,6 +161,16 @@ async fn sweep_sessions(store: Arc<impl reliable::SessionStore>, stop: Cancellat
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
+            () = store.pressure() => {
+                let freed = store.reclaim().await;
+                if freed > 0 {
+                    tracing::debug!("--history-total-bytes: evicted {freed} bytes of clients that are away");
+                }
+                // A reclaim visits every session: at most 100 a second,
+                // however many messages meet the budget (the wake-ups
+                // meanwhile are kept as one).
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
             _ = tick.tick() => {
                 let gone = store.sweep(std::time::Instant::now()).await;
                 if gone > 0 {

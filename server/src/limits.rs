@@ -243,8 +243,9 @@ impl Bucket {
     }
 }
 
-/// The key a client is counted under: its address, an IPv6 one cut to its /64.
-fn key(ip: IpAddr) -> IpAddr {
+/// The key a client is counted under: its address, an IPv6 one cut to its /64
+/// (`--max-sessions-per-ip` counts the same way).
+pub(crate) fn key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let [a, b, c, d, ..] = v6.segments();

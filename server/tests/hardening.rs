@@ -1,7 +1,9 @@
 //! Hostile clients against the real server on port 0 (issue 12): slowloris,
 //! bodies that never come, half-sent requests at shutdown, connection floods,
 //! fast reconnects, silent and non-reading `/echo` clients, forged
-//! `X-Forwarded-For`, foreign `Host`s and log injection. Each test asserts
+//! `X-Forwarded-For`, foreign `Host`s, log injection, and reliable sessions:
+//! one client taking them all, failed-resume probes, histories past their
+//! total budget or their age. Each test asserts
 //! the protection, bounded in count (hundreds of connections at most) and in
 //! time (polling with deadlines).
 #![allow(clippy::unwrap_used)]
@@ -892,6 +894,9 @@ async fn a_broadcast_is_encoded_once_and_bounded_by_the_byte_queue() {
     // One body, with what JSON escapes, to a plain and a reliable client.
     let (mut plain, _) = server.connect_ws("/ws").await;
     let (mut reliable, _) = server.connect_ws("/ws?reliable=1").await;
+    // Its first ack stores the session (a push before that is refused); the
+    // pong that follows says it was processed.
+    send_text(&mut reliable, r#"{"type":"ack","seq":0}"#).await;
     send_text(&mut reliable, r#"{"type":"ping","t":1}"#).await;
     assert!(matches!(
         next_json(&mut reliable).await,
@@ -1121,7 +1126,287 @@ fn every_new_flag_is_in_help() {
         "--allowed-host",
         "--send-queue-bytes",
         "--max-push-size",
+        "--max-sessions-per-ip",
+        "--history-total-bytes",
     ] {
         assert!(help.contains(flag), "{flag} is not in --help");
     }
+}
+
+// ---------------------------------------------------------------- finding 6
+
+/// A reliable connection (with extra headers): the socket and the welcome's
+/// session id and token. Nothing is sent yet: the session is not stored.
+async fn reliable(server: &TestServer, headers: &[(&str, &str)]) -> (Ws, String, String) {
+    let mut ws = try_ws(&server.ws_url("/ws?reliable=1"), headers)
+        .await
+        .unwrap();
+    match next_json(&mut ws).await {
+        shared::ServerMessage::Welcome {
+            session: Some(session),
+            token: Some(token),
+            ..
+        } => (ws, session, token),
+        other => panic!("expected a reliable welcome, got {other:?}"),
+    }
+}
+
+fn resume(session: &str, token: &str, last_seq: u64) -> String {
+    shared::ClientMessage::Resume {
+        session: session.into(),
+        token: token.into(),
+        last_seq,
+    }
+    .to_json()
+}
+
+fn echo(id: u64, body: &str) -> String {
+    shared::ClientMessage::Echo {
+        id,
+        body: body.into(),
+    }
+    .to_json()
+}
+
+#[tokio::test]
+async fn sessions_are_capped_per_client_address() {
+    let server = start(&[
+        "--max-sessions-per-ip",
+        "3",
+        "--connect-rate",
+        "0",
+        "--trusted-proxy",
+        "127.0.0.1",
+    ])
+    .await;
+    let one = [("x-forwarded-for", "198.51.100.1")];
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let (mut ws, _, _) = reliable(&server, &one).await;
+        send_text(&mut ws, r#"{"type":"ack","seq":0}"#).await;
+        held.push(ws);
+    }
+    wait_until("three sessions stored", || async {
+        metric(&server, "ws_reliable_sessions").await == 3
+    })
+    .await;
+    // A fourth connection of that client is welcomed (the session is stored
+    // only at its first numbered message), then closed with 1013 there.
+    let (mut fourth, _, _) = reliable(&server, &one).await;
+    send_text(&mut fourth, r#"{"type":"ack","seq":0}"#).await;
+    let close = expect_close(&mut fourth).await.expect("a close frame");
+    assert_eq!(u16::from(close.code), close_code::TRY_AGAIN_LATER);
+    assert_eq!(close.reason.as_str(), "too many reliable sessions");
+    // Another client address is served meanwhile.
+    let (mut other, _, _) = reliable(&server, &[("x-forwarded-for", "198.51.100.2")]).await;
+    send_text(&mut other, &echo(1, "still served")).await;
+    assert!(matches!(
+        next_json(&mut other).await,
+        shared::ServerMessage::Msg { seq: 1, .. }
+    ));
+    assert_eq!(metric(&server, "ws_reliable_sessions").await, 4);
+    drop(held);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn failed_resumes_and_silent_connections_store_no_session() {
+    let server = start(&["--connect-rate", "0"]).await;
+    let mut probes = Vec::new();
+    for n in 0..50 {
+        let (mut ws, _, _) = reliable(&server, &[]).await;
+        send_text(&mut ws, &resume(&format!("s{n:016x}"), "wrong", 0)).await;
+        assert_eq!(
+            next_json(&mut ws).await,
+            shared::ServerMessage::ResumeFailed {
+                reason: shared::ResumeFailure::UnknownSession
+            }
+        );
+        probes.push(ws);
+    }
+    // A ping is answered, unnumbered: still nothing to store.
+    send_text(&mut probes[0], r#"{"type":"ping","t":1}"#).await;
+    assert!(matches!(
+        next_json(&mut probes[0]).await,
+        shared::ServerMessage::Pong { .. }
+    ));
+    assert_eq!(metric(&server, "ws_reliable_sessions").await, 0);
+    // The first numbered message either way stores it: an ack...
+    send_text(&mut probes[1], r#"{"type":"ack","seq":0}"#).await;
+    wait_until("the acknowledging connection's session", || async {
+        metric(&server, "ws_reliable_sessions").await == 1
+    })
+    .await;
+    // ...or a numbered reply.
+    send_text(&mut probes[2], &echo(1, "hi")).await;
+    assert!(matches!(
+        next_json(&mut probes[2]).await,
+        shared::ServerMessage::Msg { seq: 1, .. }
+    ));
+    assert_eq!(metric(&server, "ws_reliable_sessions").await, 2);
+    drop(probes);
+    // Bad-token probes against a stored session store nothing either.
+    let (mut owner, session, _) = reliable(&server, &[]).await;
+    send_text(&mut owner, r#"{"type":"ack","seq":0}"#).await;
+    wait_until("the owner's session", || async {
+        metric(&server, "ws_reliable_sessions").await == 3
+    })
+    .await;
+    for _ in 0..20 {
+        let (mut ws, _, _) = reliable(&server, &[]).await;
+        send_text(&mut ws, &resume(&session, "wrong", 0)).await;
+        assert_eq!(
+            next_json(&mut ws).await,
+            shared::ServerMessage::ResumeFailed {
+                reason: shared::ResumeFailure::BadToken
+            }
+        );
+    }
+    assert_eq!(metric(&server, "ws_reliable_sessions").await, 3);
+    // A connection that only pinged left nothing to resume.
+    let (mut silent, session, token) = reliable(&server, &[]).await;
+    send_text(&mut silent, r#"{"type":"ping","t":1}"#).await;
+    assert!(matches!(
+        next_json(&mut silent).await,
+        shared::ServerMessage::Pong { .. }
+    ));
+    drop(silent);
+    let (mut again, _, _) = reliable(&server, &[]).await;
+    send_text(&mut again, &resume(&session, &token, 0)).await;
+    assert_eq!(
+        next_json(&mut again).await,
+        shared::ServerMessage::ResumeFailed {
+            reason: shared::ResumeFailure::UnknownSession
+        }
+    );
+    assert_eq!(metric(&server, "ws_reliable_sessions").await, 3);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_only_receives_pushes_can_resume() {
+    let server = start(&["--push-interval", "50ms"]).await;
+    let (mut ws, session, token) = reliable(&server, &[]).await;
+    // Its first message binds it; the first timed push stores the session.
+    send_text(&mut ws, r#"{"type":"ping","t":1}"#).await;
+    let mut pushed = 0;
+    while pushed == 0 {
+        if let shared::ServerMessage::Msg { seq, .. } = next_json(&mut ws).await {
+            pushed = seq;
+        }
+    }
+    assert_eq!(pushed, 1);
+    assert_eq!(metric(&server, "ws_reliable_sessions").await, 1);
+    drop(ws);
+    let (mut again, _, _) = reliable(&server, &[]).await;
+    send_text(&mut again, &resume(&session, &token, 0)).await;
+    assert!(matches!(
+        next_json(&mut again).await,
+        shared::ServerMessage::Resumed { last_seq: 0 }
+    ));
+    assert!(matches!(
+        next_json(&mut again).await,
+        shared::ServerMessage::Msg { seq: 1, .. }
+    ));
+    server.shutdown().await.unwrap();
+}
+
+/// Sends unnumbered echoes of `body` bytes without acknowledging, reading
+/// the numbered replies, until `count` are sent or the server closes;
+/// returns the replies' seqs and the close code, if it closed.
+async fn echo_without_acks(ws: &mut Ws, count: u64, body: usize) -> (Vec<u64>, Option<u16>) {
+    let body = "x".repeat(body);
+    let mut seqs = Vec::new();
+    for id in 1..=count {
+        if ws.send(Message::text(echo(id, &body))).await.is_err() {
+            break;
+        }
+        match tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("an answer within the deadline")
+        {
+            Some(Ok(Message::Text(text))) => match shared::ServerMessage::from_json(&text).unwrap()
+            {
+                shared::ServerMessage::Msg { seq, .. } => seqs.push(seq),
+                other => panic!("unexpected {other:?}"),
+            },
+            Some(Ok(Message::Close(frame))) => return (seqs, frame.map(|f| u16::from(f.code))),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (seqs, None)
+}
+
+#[tokio::test]
+async fn the_total_history_budget_holds_and_losses_are_gaps() {
+    const BUDGET: u64 = 20_000;
+    let server = start(&[
+        "--history-total-bytes",
+        "20000",
+        "--history-max-bytes",
+        "1000000",
+        "--history-max",
+        "10000",
+    ])
+    .await;
+    // A connected client that never acknowledges is closed with 1013 at the
+    // budget, as at its own history bound.
+    let (mut greedy, session, token) = reliable(&server, &[]).await;
+    send_text(&mut greedy, r#"{"type":"ack","seq":0}"#).await;
+    let (kept, close) = echo_without_acks(&mut greedy, 40, 1000).await;
+    assert_eq!(close, Some(close_code::TRY_AGAIN_LATER));
+    assert!(kept.len() > 10 && kept.len() < 20, "{}", kept.len());
+    let held = metric(&server, "ws_reliable_history_bytes").await;
+    assert!(held > BUDGET / 2 && held <= BUDGET, "{held}");
+    drop(greedy);
+    // Another client is served: the one that is away gives way, oldest first.
+    let (mut next, _, _) = reliable(&server, &[]).await;
+    send_text(&mut next, r#"{"type":"ack","seq":0}"#).await;
+    let (seqs, close) = echo_without_acks(&mut next, 10, 1000).await;
+    assert_eq!(close, None);
+    assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+    wait_until("the histories back within the budget", || async {
+        metric(&server, "ws_reliable_history_bytes").await <= BUDGET
+    })
+    .await;
+    // The client that was away learns what it lost: a gap, never silence.
+    let (mut back, _, _) = reliable(&server, &[]).await;
+    send_text(&mut back, &resume(&session, &token, 0)).await;
+    assert!(matches!(
+        next_json(&mut back).await,
+        shared::ServerMessage::Resumed { .. }
+    ));
+    match next_json(&mut back).await {
+        shared::ServerMessage::Gap { from: 1, to } => assert!(to >= 10, "{to}"),
+        other => panic!("expected a gap, got {other:?}"),
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_history_age_frees_memory_without_any_activity() {
+    let server = start(&["--history-max-age", "300ms", "--session-ttl", "60s"]).await;
+    let (mut ws, session, token) = reliable(&server, &[]).await;
+    send_text(&mut ws, r#"{"type":"ack","seq":0}"#).await;
+    let (seqs, close) = echo_without_acks(&mut ws, 5, 1000).await;
+    assert_eq!((seqs.len(), close), (5, None));
+    assert!(metric(&server, "ws_reliable_history_bytes").await > 5000);
+    drop(ws);
+    // Nobody does anything: the sweep alone evicts past the age.
+    wait_until("the abandoned history freed", || async {
+        metric(&server, "ws_reliable_history_bytes").await == 0
+    })
+    .await;
+    assert_eq!(metric(&server, "ws_reliable_sessions").await, 1);
+    let (mut back, _, _) = reliable(&server, &[]).await;
+    send_text(&mut back, &resume(&session, &token, 0)).await;
+    assert!(matches!(
+        next_json(&mut back).await,
+        shared::ServerMessage::Resumed { last_seq: 0 }
+    ));
+    assert_eq!(
+        next_json(&mut back).await,
+        shared::ServerMessage::Gap { from: 1, to: 5 }
+    );
+    server.shutdown().await.unwrap();
 }

@@ -128,7 +128,11 @@ where
                         link.send_ack(&self.outbound);
                     }
                 }
-                Some(()) = tick(&mut push_tick) => self.timed_push(),
+                Some(()) = tick(&mut push_tick) => {
+                    if let Err(end) = self.timed_push().await {
+                        break end;
+                    }
+                }
                 Some(()) = tick(&mut ping_tick) => {
                     // Skipped when the queue has no room: the peer is behind anyway.
                     let _ = self.outbound.try_send(Outbound::Frame(Message::Ping(Default::default())));
@@ -239,7 +243,10 @@ where
             control @ (ClientMessage::Resume { .. }
             | ClientMessage::Ack { .. }
             | ClientMessage::Msg { .. }) => match &mut self.link {
-                Some(link) => link.on_control(control, self.state, &self.outbound).await,
+                Some(link) => {
+                    link.on_control(control, self.state, &self.conn.client_id, &self.outbound)
+                        .await
+                }
                 None => {
                     let off = "reliable mode is off on this connection: connect to /ws?reliable=1";
                     self.send(wire::error(ErrorCode::NotReliable, off.into()))
@@ -250,7 +257,10 @@ where
             request => {
                 let served = app::serve(request, self.state.config.max_burst);
                 match &mut self.link {
-                    Some(link) => link.deliver(served, &self.outbound).await,
+                    Some(link) => {
+                        link.deliver(served, self.state, &self.conn.client_id, &self.outbound)
+                            .await
+                    }
                     None => {
                         self.deliver(served).await;
                         Ok(())
@@ -271,15 +281,18 @@ where
         }
     }
 
-    fn timed_push(&self) {
+    /// A timed push; in reliable mode the first one stores the session,
+    /// which may end the connection at a session cap.
+    async fn timed_push(&mut self) -> Result<(), End> {
         // Only when the queue is empty: a slow client gets no pile of old ticks.
         if self.outbound.capacity() < self.outbound.max_capacity() {
             Metrics::add(&self.state.metrics.pushes_dropped, 1);
-            return;
+            return Ok(());
         }
-        if let Some(link) = &self.link {
-            link.timed_push(&self.outbound, &self.state.metrics);
-            return;
+        if let Some(link) = &mut self.link {
+            return link
+                .timed_push(&self.outbound, self.state, &self.conn.client_id)
+                .await;
         }
         let push = Outbound::Push {
             push: std::sync::Arc::new(shared::PushEncoder::new(millis(SystemTime::now()), "tick")),
@@ -287,6 +300,7 @@ where
         if self.outbound.try_send(push).is_err() {
             Metrics::add(&self.state.metrics.pushes_dropped, 1);
         }
+        Ok(())
     }
 }
 

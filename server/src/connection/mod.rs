@@ -185,7 +185,7 @@ fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode)
     let number = state.registry.next_conn();
     let link = peer
         .reliable
-        .then(|| reliable::Link::new(number, peer.burst, shared.clone()));
+        .then(|| reliable::Link::new(number, peer.burst, shared.clone(), peer.remote_addr.ip()));
     let welcome = ServerMessage::Welcome {
         client_id: peer.id.clone(),
         push_interval_ms: u64::try_from(state.config.push_interval.as_millis()).unwrap_or(u64::MAX),

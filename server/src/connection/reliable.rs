@@ -1,12 +1,18 @@
 //! The link between a reliable connection (`/ws?reliable=1`) and its
 //! session: nothing but the welcome goes out until the client's first
 //! message binds the connection (to the session it resumes, or to the one
-//! the welcome offered); every application message is then numbered by
+//! the welcome offered). The offered session is stored only when it first
+//! numbers a message either way (a client `msg` or `ack`, a reply, a push,
+//! `?burst=N`): a connection that never does (a failed `resume` probe, say)
+//! leaves nothing behind, and storing it is where `--max-sessions` and
+//! `--max-sessions-per-ip` close with 1013. Every application message is
+//! then numbered by
 //! [`Session::send`](crate::reliable::Session::send) with a queue slot
 //! reserved beforehand, so that the wire order is the seq order; bursts are
 //! made a push at a time as the window allows; client `msg`s pass the
 //! exactly-once filter and are acknowledged in batches.
 
+use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
@@ -21,7 +27,7 @@ use crate::queue;
 use crate::registry::{Outbound, millis};
 use crate::reliable::{
     Accepted, Attach, BurstBusy, Outgoing, Refused, SessionRef, SessionStore, TakenOver,
-    TakeoverSignal, To, lock,
+    TakeoverSignal, To, TooMany, lock,
 };
 use crate::state::AppState;
 use crate::wire;
@@ -37,7 +43,12 @@ pub(crate) struct Link {
     offer: (String, String),
     /// This connection, as the session knows it.
     attach: Attach,
-    /// The session, once the first message bound the connection.
+    /// The client address, keyed as `--max-sessions-per-ip` counts it.
+    owner: IpAddr,
+    /// Whether the first message arrived (a later `resume` is refused).
+    bound: bool,
+    /// The session, once stored (resumed, or the offered one at its first
+    /// numbered message).
     session: Option<SessionRef>,
     /// The same, for the registry (admin pushes, the client list).
     slot: Arc<OnceLock<SessionRef>>,
@@ -50,12 +61,19 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// The link of connection `conn`, which asked for `?burst=N` and hears
-    /// of a takeover through `signal`.
-    pub(crate) fn new(conn: u64, burst: Option<u32>, signal: Arc<dyn TakeoverSignal>) -> Self {
+    /// The link of connection `conn` from `client`, which asked for
+    /// `?burst=N` and hears of a takeover through `signal`.
+    pub(crate) fn new(
+        conn: u64,
+        burst: Option<u32>,
+        signal: Arc<dyn TakeoverSignal>,
+        client: IpAddr,
+    ) -> Self {
         Self {
             offer: crate::reliable::offer(),
             attach: Attach { conn, signal },
+            owner: crate::limits::key(client),
+            bound: false,
             session: None,
             slot: Arc::default(),
             pending_burst: burst,
@@ -93,9 +111,10 @@ impl Link {
         client_id: &str,
         outbound: &queue::Sender,
     ) -> Result<bool, End> {
-        if self.session.is_some() {
+        if self.bound {
             return Ok(false);
         }
+        self.bound = true;
         if let ClientMessage::Resume {
             session,
             token,
@@ -110,18 +129,44 @@ impl Link {
         Ok(false)
     }
 
-    /// Binds the connection to the session its welcome offered; at
-    /// `--max-sessions` the connection ends with 1013 instead.
+    /// Binds the connection to the session its welcome offered: stored at
+    /// once only for `?burst=N` (its pushes are numbered right away), else
+    /// at its first numbered message ([`Link::stored`]).
     async fn bind_new(&mut self, state: &AppState, client_id: &str) -> Result<(), End> {
-        let (id, token) = self.offer.clone();
+        if self.pending_burst.is_some() {
+            self.stored(state, client_id).await?;
+        }
+        Ok(())
+    }
+
+    /// The session, storing the offered one if it is not yet: at
+    /// `--max-sessions`, or `--max-sessions-per-ip` for this client, the
+    /// connection ends with 1013 instead. A `?burst=N` starts on storing.
+    async fn stored(&mut self, state: &AppState, client_id: &str) -> Result<SessionRef, End> {
+        if let Some(session) = &self.session {
+            return Ok(session.clone());
+        }
         let now = Instant::now();
         let created = state
             .reliable
-            .create(id, token, client_id, self.attach.clone(), now)
+            .create(
+                self.offer.clone(),
+                client_id,
+                self.owner,
+                self.attach.clone(),
+                now,
+            )
             .await;
-        let Some(session) = created else {
-            tracing::warn!("refused a reliable session: --max-sessions reached");
-            return Err(End::too_many_sessions());
+        let session = match created {
+            Ok(session) => session,
+            Err(TooMany::Sessions) => {
+                tracing::warn!("refused a reliable session: --max-sessions reached");
+                return Err(End::too_many_sessions());
+            }
+            Err(TooMany::PerIp) => {
+                tracing::info!(owner = %self.owner, "refused a reliable session: --max-sessions-per-ip reached");
+                return Err(End::too_many_sessions());
+            }
         };
         if let Some(count) = self.pending_burst.take() {
             if count > state.config.max_burst {
@@ -131,8 +176,8 @@ impl Link {
                 let _ = lock(&session).start_burst(count, now);
             }
         }
-        self.bind(session);
-        Ok(())
+        self.bind(session.clone());
+        Ok(session)
     }
 
     /// Binds the connection to the session it resumes, or on failure to the
@@ -204,18 +249,23 @@ impl Link {
         &mut self,
         message: ClientMessage,
         state: &AppState,
+        client_id: &str,
         outbound: &queue::Sender,
     ) -> Result<(), End> {
         match message {
             ClientMessage::Ack { seq } => {
-                let mut session = lock(self.session()?);
+                let session = self.stored(state, client_id).await?;
+                let mut session = lock(&session);
                 if !session.is_attached(self.conn()) {
                     return Err(TakenOver.into());
                 }
                 session.ack(seq);
                 Ok(())
             }
-            ClientMessage::Msg { seq, data } => self.on_msg(seq, &data, state, outbound).await,
+            ClientMessage::Msg { seq, data } => {
+                self.stored(state, client_id).await?;
+                self.on_msg(seq, &data, state, outbound).await
+            }
             _ => {
                 let not_first = ServerMessage::ResumeFailed {
                     reason: ResumeFailure::NotFirst,
@@ -240,18 +290,34 @@ impl Link {
         };
         let max_burst = state.config.max_burst;
         let now = Instant::now();
-        let accepted = lock(self.session()?).accept(self.conn(), seq, now, |session| {
-            match ClientMessage::from_json(data) {
-                Ok(request) => match app::serve(request, max_burst) {
-                    Served::Reply(reply) => Some(reply),
-                    Served::Burst(count) => session
-                        .start_burst(count, now)
-                        .err()
-                        .map(|BurstBusy| app::burst_busy()),
+        let accept = |session: &SessionRef| {
+            lock(session).accept(
+                self.conn(),
+                seq,
+                now,
+                |session| match ClientMessage::from_json(data) {
+                    Ok(request) => match app::serve(request, max_burst) {
+                        Served::Reply(reply) => Some(reply),
+                        Served::Burst(count) => session
+                            .start_burst(count, now)
+                            .err()
+                            .map(|BurstBusy| app::burst_busy()),
+                    },
+                    Err(err) => Some(app::error(err.code(), err.to_string())),
                 },
-                Err(err) => Some(app::error(err.code(), err.to_string())),
+            )
+        };
+        let session = self.session()?;
+        let accepted = match accept(session) {
+            // Perhaps over the store's budget: clients that are away give
+            // way first (here or in the sweep, woken by the refusal), then
+            // one more try.
+            Err(Refused::Full) => {
+                state.reliable.reclaim().await;
+                accept(session)?
             }
-        })?;
+            other => other?,
+        };
         match accepted {
             Accepted::Processed(frame) => {
                 if let Some(frame) = frame {
@@ -278,17 +344,20 @@ impl Link {
     pub(crate) async fn deliver(
         &mut self,
         served: Served,
+        state: &AppState,
+        client_id: &str,
         outbound: &queue::Sender,
     ) -> Result<(), End> {
+        let session = self.stored(state, client_id).await?;
         let Ok(permit) = outbound.reserve().await else {
             return Ok(()); // The writer is gone; the loop sees it next.
         };
         let now = Instant::now();
         let to = To::Connection(self.conn());
-        let mut session = lock(self.session()?);
         let reply = match served {
             Served::Reply(reply) => reply,
             Served::Burst(count) => {
+                let mut session = lock(&session);
                 if !session.is_attached(self.conn()) {
                     return Err(TakenOver.into());
                 }
@@ -298,7 +367,15 @@ impl Link {
                 }
             }
         };
-        let frame = session.send(to, Outgoing::Message(reply), now)?;
+        let sent = lock(&session).send(to, Outgoing::Message(reply.clone()), now);
+        let frame = match sent {
+            // Perhaps over the store's budget: as in `on_msg`.
+            Err(Refused::Full) => {
+                state.reliable.reclaim().await;
+                lock(&session).send(to, Outgoing::Message(reply), now)?
+            }
+            other => other?,
+        };
         permit.send(Outbound::Frame(Message::Text(frame)));
         Ok(())
     }
@@ -326,18 +403,27 @@ impl Link {
         Ok(())
     }
 
-    /// A timed push, numbered if the window has room (none before binding);
-    /// counted as dropped otherwise.
-    pub(crate) fn timed_push(&self, outbound: &queue::Sender, metrics: &Metrics) {
-        let Some(session) = &self.session else { return };
+    /// A timed push, numbered if the window has room (none before binding;
+    /// the first stores the offered session); counted as dropped otherwise.
+    pub(crate) async fn timed_push(
+        &mut self,
+        outbound: &queue::Sender,
+        state: &AppState,
+        client_id: &str,
+    ) -> Result<(), End> {
+        if !self.bound {
+            return Ok(());
+        }
+        let metrics = &state.metrics;
+        let session = self.stored(state, client_id).await?;
         let Ok(permit) = outbound.try_reserve() else {
             Metrics::add(&metrics.pushes_dropped, 1);
-            return;
+            return Ok(());
         };
-        let mut session = lock(session);
+        let mut session = lock(&session);
         if !session.window_open() {
             Metrics::add(&metrics.pushes_dropped, 1);
-            return;
+            return Ok(());
         }
         let push = Outgoing::Push {
             body: "tick".into(),
@@ -348,6 +434,7 @@ impl Link {
             // Taken over: the driver closes on the token.
             Err(_) => Metrics::add(&metrics.pushes_dropped, 1),
         }
+        Ok(())
     }
 
     /// When the next ack is due, if one is.

@@ -10,6 +10,7 @@
 //! | file | what |
 //! |---|---|
 //! | `session.rs` | [`Session`]: the only place that numbers, bounds and records a server message ([`Session::send`]) and filters client ones ([`Session::accept`]) |
+//! | `budget.rs` | [`Budget`](budget::Budget): the bytes of every history together, against `history_total_bytes` |
 //! | `store.rs` | [`SessionStore`], the async API of where sessions live, and [`MemoryStore`], the in-process one (a Redis one can implement the same trait) |
 //! | `tests.rs` | their behaviour, written against the trait so every store runs the same tests |
 //!
@@ -24,15 +25,24 @@
 //!   While the client is away, pushes for it evict the oldest and the loss
 //!   is reported as a `gap`;
 //! * a message older than `history_max_age` is evicted the same way, once
-//!   its client is away;
+//!   its client is away, by the store's periodic sweep (no activity needed);
+//! * every history together holds at most `history_total_bytes` (the
+//!   [`Budget`](budget::Budget)): over it, the oldest messages of clients
+//!   that are away are evicted first and reported as a `gap`; pushes wait
+//!   once half is used; a connected client's message that still does not
+//!   fit is refused ([`Refused::Full`], 1013) as at its own bound;
 //! * at most [`MAX_PENDING_BURSTS`] bursts wait per session (the one in
 //!   progress included); one more is refused with `burst_busy`;
 //! * a session whose client has been away for `ttl` is forgotten: its resume
 //!   fails with `unknown_session`;
-//! * at most `max_sessions` are held: a new reliable connection beyond that
-//!   is closed with 1013 (try again later), so many clients cannot make the
-//!   server hold unbounded history.
+//! * at most `max_sessions` are held, and `max_sessions_per_ip` per owner
+//!   address: a new reliable connection beyond that is closed with 1013 (try
+//!   again later), so many clients cannot make the server hold unbounded
+//!   history. A connection's offered session is stored only at its first
+//!   numbered message either way (`connection::reliable`), so probes that
+//!   number nothing hold nothing.
 
+mod budget;
 mod session;
 mod store;
 #[cfg(test)]
@@ -44,7 +54,7 @@ pub use session::{
     Accepted, Attach, BurstBusy, Limits, MAX_PENDING_BURSTS, Outgoing, Refused, Session, TakenOver,
     TakeoverSignal, To,
 };
-pub use store::{MemoryStore, SessionStore, offer};
+pub use store::{MemoryStore, SessionStore, TooMany, offer};
 
 /// A shared, lockable session.
 pub type SessionRef = Arc<Mutex<Session>>;

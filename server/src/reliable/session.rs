@@ -7,11 +7,14 @@
 //! Callers cannot do one step without the others.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
 use shared::ServerMessage;
+
+use super::budget::Budget;
 
 /// Bursts a session keeps at most, the one in progress included: a burst
 /// request beyond it is answered with a `burst_busy` error.
@@ -30,6 +33,10 @@ pub struct Limits {
     pub ttl: Duration,
     /// Sessions held at most (connected or waiting for a resume).
     pub max_sessions: usize,
+    /// Sessions held at most per owner address (0: no cap).
+    pub max_sessions_per_ip: usize,
+    /// Bytes of every session's history together (0: no budget).
+    pub history_total_bytes: usize,
 }
 
 /// One unacknowledged server message.
@@ -153,7 +160,11 @@ pub struct Session {
     id: String,
     pub(super) token: String,
     pub(super) client_id: String,
+    /// The client address that created it (the key of `--max-sessions-per-ip`).
+    pub(super) owner: IpAddr,
     limits: Limits,
+    /// The store-wide budget the history's bytes count against.
+    budget: Arc<Budget>,
     history: VecDeque<Entry>,
     /// The bytes of the history's frames.
     history_bytes: usize,
@@ -173,17 +184,20 @@ pub struct Session {
 
 impl Session {
     pub(super) fn new(
-        id: String,
-        token: String,
+        (id, token): (String, String),
         client_id: String,
+        owner: IpAddr,
         attach: Attach,
+        budget: Arc<Budget>,
         limits: Limits,
     ) -> Self {
         Self {
             id,
             token,
             client_id,
+            owner,
             limits,
+            budget,
             history: VecDeque::new(),
             history_bytes: 0,
             last_out: 0,
@@ -213,18 +227,27 @@ impl Session {
 
     /// Whether the send window (half the history, in count and in bytes)
     /// has room for a push.
+    /// The same holds for the store-wide budget: pushes wait once half of
+    /// it is used, so that replies keep the rest.
     pub fn window_open(&self) -> bool {
         self.history.len() < (self.limits.history_max / 2).max(1)
             && self.history_bytes < self.limits.history_max_bytes / 2
+            && self.budget.below_half()
     }
 
-    /// Whether a frame of `len` bytes fits in the history. A lone message
-    /// always fits (one larger than the byte bound would otherwise never go
-    /// out, however often the client resumed).
+    /// Whether a frame of `len` bytes fits in the history and in the
+    /// store-wide budget. A lone message always fits (one larger than the
+    /// byte bound would otherwise never go out, however often the client
+    /// resumed).
     fn fits(&self, len: usize) -> bool {
-        self.history.is_empty()
-            || (self.history.len() < self.limits.history_max
-                && self.history_bytes + len <= self.limits.history_max_bytes)
+        if self.history.is_empty() {
+            return true;
+        }
+        if !self.budget.fits(len) {
+            return false;
+        }
+        self.history.len() < self.limits.history_max
+            && self.history_bytes + len <= self.limits.history_max_bytes
     }
 
     /// The last client seq processed.
@@ -298,6 +321,7 @@ impl Session {
         self.last_out = seq;
         self.pushes += u64::from(push);
         self.history_bytes += frame.len();
+        self.budget.add(frame.len());
         self.history.push_back(Entry {
             seq,
             at: now,
@@ -329,6 +353,36 @@ impl Session {
     fn pop(&mut self) {
         if let Some(entry) = self.history.pop_front() {
             self.history_bytes -= entry.frame.len();
+            self.budget.sub(entry.frame.len());
+        }
+    }
+
+    /// While the client is away, evicts what is over the session's bounds
+    /// or older than `history_max_age` (the store's sweep calls it, so the
+    /// age bound frees memory without any activity).
+    pub(super) fn trim(&mut self, now: Instant) {
+        self.evict(now);
+    }
+
+    /// When the oldest unacknowledged message was recorded, if the client is
+    /// away and one is held: the order of eviction over the store's budget.
+    pub(super) fn oldest_away(&self) -> Option<Instant> {
+        if !self.is_away() {
+            return None;
+        }
+        self.history.front().map(|e| e.at)
+    }
+
+    /// While the client is away, evicts its oldest message for the store's
+    /// budget (reported as a gap on resume); false if there was none.
+    pub(super) fn evict_oldest(&mut self) -> bool {
+        match self.history.front() {
+            Some(front) if self.is_away() => {
+                self.lost_through = front.seq;
+                self.pop();
+                true
+            }
+            _ => false,
         }
     }
 
@@ -474,5 +528,12 @@ impl Session {
         let frame = self.send(to, Outgoing::Message(done), now)?;
         self.bursts.pop_front();
         Ok(Some(frame))
+    }
+}
+
+impl Drop for Session {
+    /// A forgotten session gives its bytes back to the budget.
+    fn drop(&mut self) {
+        self.budget.sub(self.history_bytes);
     }
 }

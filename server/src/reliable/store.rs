@@ -6,27 +6,43 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use shared::ResumeFailure;
 
+use super::budget::Budget;
 use super::session::{Attach, Limits, Resume, Session};
 use super::{SessionRef, lock};
 
+/// Why [`SessionStore::create`] stored nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TooMany {
+    /// `max_sessions` are held, even after forgetting expired ones.
+    Sessions,
+    /// The owner address holds `max_sessions_per_ip` already.
+    PerIp,
+}
+
 /// Every reliable session, by id.
 pub trait SessionStore: Send + Sync + 'static {
-    /// Starts session `id` (offered in the welcome) for the connection
-    /// `attach`; `None` when `max_sessions` are held even after forgetting
-    /// expired ones.
+    /// Stores session `id` with `token` (offered in the welcome) for the
+    /// connection `attach` of `client_id`, from client address `owner`
+    /// (already keyed: an IPv6 one cut to its /64).
+    ///
+    /// # Errors
+    ///
+    /// [`TooMany`] when a cap is reached, even after forgetting expired
+    /// sessions.
     fn create(
         &self,
-        id: String,
-        token: String,
+        offer: (String, String),
         client_id: &str,
+        owner: IpAddr,
         attach: Attach,
         now: Instant,
-    ) -> impl Future<Output = Option<SessionRef>> + Send;
+    ) -> impl Future<Output = Result<SessionRef, TooMany>> + Send;
 
     /// Connection `attach` of `client_id` resumes session `id`; the
     /// connection attached to it until now, if any, is signalled.
@@ -48,11 +64,25 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The session of `client_id` while its client is away (for admin pushes).
     fn detached_of(&self, client_id: &str) -> impl Future<Output = Option<SessionRef>> + Send;
 
-    /// Forgets sessions whose client has been away for the TTL; returns how many.
+    /// Forgets sessions whose client has been away for the TTL (returns how
+    /// many), evicts the history of clients that are away beyond the age
+    /// and size bounds, then [`SessionStore::reclaim`]s.
     fn sweep(&self, now: Instant) -> impl Future<Output = usize> + Send;
+
+    /// While the histories pass `history_total_bytes` (or the last message
+    /// refused for it would not fit), evicts the oldest messages of clients
+    /// that are away, oldest first (each loss is reported as a `gap` on
+    /// resume); returns how many bytes it freed.
+    fn reclaim(&self) -> impl Future<Output = usize> + Send;
+
+    /// Completes when the budget is passed or a message was refused for it.
+    fn pressure(&self) -> impl Future<Output = ()> + Send;
 
     /// Sessions held.
     fn len(&self) -> impl Future<Output = usize> + Send;
+
+    /// Bytes of every session's history together.
+    fn history_bytes(&self) -> impl Future<Output = usize> + Send;
 
     /// The configured bounds.
     fn limits(&self) -> Limits;
@@ -73,7 +103,43 @@ pub fn offer() -> (String, String) {
 #[derive(Debug)]
 pub struct MemoryStore {
     limits: Limits,
-    sessions: Mutex<HashMap<String, SessionRef>>,
+    budget: Arc<Budget>,
+    sessions: Mutex<Sessions>,
+}
+
+/// The sessions by id, and how many each owner address holds.
+#[derive(Debug, Default)]
+struct Sessions {
+    by_id: HashMap<String, SessionRef>,
+    per_owner: HashMap<IpAddr, usize>,
+}
+
+impl Sessions {
+    fn remove(&mut self, id: &str) {
+        if let Some(session) = self.by_id.remove(id) {
+            let owner = lock(&session).owner;
+            if let Some(count) = self.per_owner.get_mut(&owner) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_owner.remove(&owner);
+                }
+            }
+        }
+    }
+
+    /// Forgets the expired sessions; returns how many.
+    fn forget_expired(&mut self, now: Instant) -> usize {
+        let expired: Vec<String> = self
+            .by_id
+            .iter()
+            .filter(|(_, s)| lock(s).expired(now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &expired {
+            self.remove(id);
+        }
+        expired.len()
+    }
 }
 
 impl MemoryStore {
@@ -81,12 +147,13 @@ impl MemoryStore {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
+            budget: Arc::new(Budget::new(limits.history_total_bytes)),
             sessions: Mutex::default(),
         }
     }
 
-    fn map(&self) -> MutexGuard<'_, HashMap<String, SessionRef>> {
-        // Every section is one map operation: a poisoned map is still whole.
+    fn map(&self) -> MutexGuard<'_, Sessions> {
+        // Every section keeps the two maps in step: a poisoned map is still whole.
         self.sessions
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -96,28 +163,36 @@ impl MemoryStore {
 impl SessionStore for MemoryStore {
     async fn create(
         &self,
-        id: String,
-        token: String,
+        offer: (String, String),
         client_id: &str,
+        owner: IpAddr,
         attach: Attach,
         now: Instant,
-    ) -> Option<SessionRef> {
+    ) -> Result<SessionRef, TooMany> {
         let mut map = self.map();
-        if map.len() >= self.limits.max_sessions {
-            map.retain(|_, s| !lock(s).expired(now));
-            if map.len() >= self.limits.max_sessions {
-                return None;
-            }
+        let per_ip = self.limits.max_sessions_per_ip;
+        let owned = |map: &Sessions| map.per_owner.get(&owner).copied().unwrap_or(0);
+        if map.by_id.len() >= self.limits.max_sessions || (per_ip > 0 && owned(&map) >= per_ip) {
+            map.forget_expired(now);
         }
+        if map.by_id.len() >= self.limits.max_sessions {
+            return Err(TooMany::Sessions);
+        }
+        if per_ip > 0 && owned(&map) >= per_ip {
+            return Err(TooMany::PerIp);
+        }
+        let id = offer.0.clone();
         let session = Arc::new(Mutex::new(Session::new(
-            id.clone(),
-            token,
+            offer,
             client_id.to_owned(),
+            owner,
             attach,
+            self.budget.clone(),
             self.limits,
         )));
-        map.insert(id, session.clone());
-        Some(session)
+        *map.per_owner.entry(owner).or_default() += 1;
+        map.by_id.insert(id, session.clone());
+        Ok(session)
     }
 
     async fn resume(
@@ -131,6 +206,7 @@ impl SessionStore for MemoryStore {
     ) -> Result<(SessionRef, Resume), ResumeFailure> {
         let session = self
             .map()
+            .by_id
             .get(id)
             .cloned()
             .ok_or(ResumeFailure::UnknownSession)?;
@@ -150,6 +226,7 @@ impl SessionStore for MemoryStore {
 
     async fn detached_of(&self, client_id: &str) -> Option<SessionRef> {
         self.map()
+            .by_id
             .values()
             .find(|s| {
                 let s = lock(s);
@@ -159,14 +236,54 @@ impl SessionStore for MemoryStore {
     }
 
     async fn sweep(&self, now: Instant) -> usize {
-        let mut map = self.map();
-        let before = map.len();
-        map.retain(|_, s| !lock(s).expired(now));
-        before - map.len()
+        let gone = {
+            let mut map = self.map();
+            let gone = map.forget_expired(now);
+            for session in map.by_id.values() {
+                lock(session).trim(now);
+            }
+            gone
+        };
+        self.reclaim().await;
+        gone
+    }
+
+    async fn reclaim(&self) -> usize {
+        let mut excess = self.budget.excess();
+        if excess == 0 {
+            return 0;
+        }
+        let map = self.map();
+        let mut away: Vec<(Instant, &SessionRef)> = map
+            .by_id
+            .values()
+            .filter_map(|s| lock(s).oldest_away().map(|at| (at, s)))
+            .collect();
+        away.sort_by_key(|(at, _)| *at);
+        let before = self.budget.used();
+        for (_, session) in away {
+            let mut session = lock(session);
+            while excess > 0 && session.evict_oldest() {
+                excess = self.budget.excess();
+            }
+            if excess == 0 {
+                break;
+            }
+        }
+        self.budget.satisfied();
+        before.saturating_sub(self.budget.used())
+    }
+
+    async fn pressure(&self) {
+        self.budget.pressure.notified().await;
     }
 
     async fn len(&self) -> usize {
-        self.map().len()
+        self.map().by_id.len()
+    }
+
+    async fn history_bytes(&self) -> usize {
+        self.budget.used()
     }
 
     fn limits(&self) -> Limits {
