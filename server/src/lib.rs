@@ -26,7 +26,7 @@
 //! | `connection/` | one `/ws` connection: `mod.rs` entry point and end reasons (close codes); `app.rs` the answer to echo, ping and burst for both modes; `driver.rs` reads, timers and the one dispatch; `reliable.rs` the link to a reliable session; `writer.rs` drains the outbound queue (`queue`), fed and flushed per batch. Driver and writer are generic over `Stream`/`Sink` and unit-tested on channels |
 //! | `echo` | one `/echo` connection: raw RFC 6455 echo, replies fed and flushed per batch (at most `--send-queue-bytes` unflushed), the same pings and timeouts as `/ws` |
 //! | `registry` | connected clients, pushes and kicks |
-//! | `reliable/` | reliable mode: `session.rs` the `Session`, the only place that numbers, bounds and records a server message and filters client ones; `store.rs` the async `SessionStore` trait and its in-memory `MemoryStore` (caps in all and per client address, the age sweep); `budget.rs` the bytes of every history together against `--history-total-bytes` |
+//! | `reliable/` | reliable mode: `session.rs` the `Session`, the only place that numbers, bounds and records a server message and filters client ones; `outcome.rs` the values in and out of it; `store.rs` the async `SessionStore` trait and its in-memory `MemoryStore` (caps in all and per client address, the age sweep); `budget.rs` the bytes of every history together against `--history-total-bytes` |
 //! | `auth` | constant-time token compares (a leaf: no imports from the crate) |
 //! | `admin` | the `/api` handlers and the bearer-token guard |
 //! | `queue` | a connection's outbound queue, bounded in messages and in bytes (`--send-queue-bytes`), and what it carries |

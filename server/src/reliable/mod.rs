@@ -9,6 +9,7 @@
 //!
 //! | file | what |
 //! |---|---|
+//! | `outcome.rs` | what goes in and out of a session: [`To`], [`Outgoing`], [`Accepted`], [`Refused`], [`Attach`], [`TakeoverSignal`] |
 //! | `session.rs` | [`Session`]: the only place that numbers, bounds and records a server message ([`Session::send`]) and filters client ones ([`Session::accept`]) |
 //! | `budget.rs` | [`Budget`](budget::Budget): the bytes of every history together, against `history_total_bytes` |
 //! | `store.rs` | [`SessionStore`], the async API of where sessions live, and [`MemoryStore`], the in-process one (a Redis one can implement the same trait) |
@@ -43,6 +44,7 @@
 //!   number nothing hold nothing.
 
 mod budget;
+mod outcome;
 mod session;
 mod store;
 #[cfg(test)]
@@ -50,10 +52,8 @@ mod tests;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use session::{
-    Accepted, Attach, BurstBusy, Limits, MAX_PENDING_BURSTS, Outgoing, Refused, Session, TakenOver,
-    TakeoverSignal, To,
-};
+pub use outcome::{Accepted, Attach, BurstBusy, Outgoing, Refused, TakenOver, TakeoverSignal, To};
+pub use session::{Limits, MAX_PENDING_BURSTS, Session};
 pub use store::{MemoryStore, SessionStore, TooMany, offer};
 
 /// A shared, lockable session.

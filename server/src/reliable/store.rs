@@ -13,7 +13,8 @@ use std::time::Instant;
 use shared::ResumeFailure;
 
 use super::budget::Budget;
-use super::session::{Attach, Limits, Resume, Session};
+use super::outcome::{Attach, Resume};
+use super::session::{Limits, Session};
 use super::{SessionRef, lock};
 
 /// Why [`SessionStore::create`] stored nothing.
