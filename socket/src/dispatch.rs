@@ -13,13 +13,12 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::task::{Context, Poll};
 
 use futures_channel::mpsc;
 
 use crate::message::Event;
+pub use crate::stream::EventStream;
 
 type Listener = Rc<RefCell<dyn FnMut(&Event)>>;
 
@@ -70,9 +69,9 @@ impl Dispatcher {
 
     /// A stream of every event from now on; it ends when the dispatcher is dropped.
     pub(crate) fn stream(&self) -> EventStream {
-        let (tx, rx) = mpsc::unbounded();
+        let (tx, stream) = EventStream::channel();
         self.state.borrow_mut().streams.push(tx);
-        EventStream { rx }
+        stream
     }
 
     /// Delivers `events` to every callback and stream, in order. Called from
@@ -124,24 +123,10 @@ impl Drop for Subscription {
     }
 }
 
-/// Every [`Event`] of a socket, as a `Stream`; see `Socket::events`. It
-/// ends when the socket is dropped. Unbounded, so a stream nobody polls
-/// keeps every event: drop it when done.
-pub struct EventStream {
-    rx: mpsc::UnboundedReceiver<Event>,
-}
-
-impl futures_util::Stream for EventStream {
-    type Item = Event;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        Pin::new(&mut self.rx).poll_next(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::future::Future;
+    use std::task::{Context, Poll};
 
     use futures_util::StreamExt;
 

@@ -63,7 +63,8 @@
 //! | [`reliable`] (`driver/reliable.rs`) | reliable mode's client side (window, acks, resume, dedup), also usable from native code |
 //! | [`liveness`] (`driver/liveness.rs`) | the heartbeat's decisions from wall-clock times |
 //! | `config` | [`Config`], [`Backoff`] (the schedule as pure functions), [`Heartbeat`] |
-//! | `dispatch` | in-order, re-entrancy-safe delivery to callbacks and streams |
+//! | `dispatch` | in-order, re-entrancy-safe delivery to callbacks and streams (the browser's; the native one is `transport/native/dispatch.rs`) |
+//! | `stream` | [`EventStream`], the events as a `Stream`, for both transports |
 //! | `message` | [`Message`], [`SendOutcome`], [`SendError`], [`State`], [`Event`], [`TransportError`], [`Stats`] |
 //! | `typed` | [`TypedSocket`] encoding and decoding (JSON over the `shared` protocol) |
 //! | `transport/native/` (feature `native`) | the native [`Socket`] over tokio-tungstenite: one task per socket runs the [`Driver`] (`actor.rs`), `Send + Sync` handles and event delivery (`dispatch.rs`) |
@@ -174,6 +175,7 @@ mod config;
 mod dispatch;
 pub mod driver;
 mod message;
+mod stream;
 mod transport;
 mod typed;
 #[cfg(all(target_arch = "wasm32", feature = "yew"))]
@@ -181,16 +183,17 @@ pub mod yew;
 
 pub use config::{Backoff, Config, Heartbeat, Overflow, ReconnectPolicy, default_should_reconnect};
 #[cfg(not(all(feature = "native", not(target_arch = "wasm32"))))]
-pub use dispatch::{EventStream, Subscription};
+pub use dispatch::Subscription;
 pub use driver::{Driver, Queue, liveness, machine, reliable};
 pub use message::{
     CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats, TransportError,
 };
+pub use stream::EventStream;
 #[cfg(target_arch = "wasm32")]
 pub use transport::web::{Socket, WeakSocket};
 // The native transport (feature `native`): the same API over tokio-tungstenite.
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
-pub use transport::native::{EventStream, Socket, Subscription, WeakSocket};
+pub use transport::native::{Socket, Subscription, WeakSocket};
 pub use typed::{AppSocket, DecodeError, TypedSocket};
 
 /// Why a [`Socket`] could not be created or closed.

@@ -9,13 +9,12 @@
 //! any time; a subscription made during a delivery sees the next event.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{Context, Poll};
 
 use futures_channel::mpsc;
 
 use crate::message::Event;
+pub use crate::stream::EventStream;
 
 type Listener = Arc<Mutex<dyn FnMut(&Event) + Send>>;
 
@@ -71,9 +70,9 @@ impl Dispatcher {
 
     /// A stream of every event from now on; it ends when the dispatcher is dropped.
     pub(crate) fn stream(&self) -> EventStream {
-        let (tx, rx) = mpsc::unbounded();
+        let (tx, stream) = EventStream::channel();
         lock(&self.state).streams.push(tx);
-        EventStream { rx }
+        stream
     }
 
     /// Delivers `event` to every callback, then every stream. Called by the
@@ -106,24 +105,10 @@ impl Drop for Subscription {
     }
 }
 
-/// Every [`Event`] of a socket, as a `Stream`; see `Socket::events`. It
-/// ends when the socket is dropped. Unbounded, so a stream nobody polls
-/// keeps every event: drop it when done.
-pub struct EventStream {
-    rx: mpsc::UnboundedReceiver<Event>,
-}
-
-impl futures_util::Stream for EventStream {
-    type Item = Event;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
-        Pin::new(&mut self.rx).poll_next(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::future::Future;
+    use std::task::{Context, Poll};
 
     use futures_util::StreamExt;
 
