@@ -202,7 +202,7 @@ impl Registry {
     /// Queues `push` to every client; returns how many queued it and how many
     /// had a full queue. The push is encoded once and shared: a plain
     /// connection queues the encoder, a reliable session numbers it without
-    /// escaping the body again.
+    /// escaping the body again and keeps the shared body in its history.
     pub fn broadcast(&self, push: &Arc<PushEncoder>) -> (usize, usize) {
         let targets: Vec<ClientHandle> = self.lock().values().cloned().collect();
         let mut queued = 0;

@@ -45,8 +45,43 @@ pub struct Limits {
 struct Entry {
     seq: u64,
     at: Instant,
+    body: Kept,
+}
+
+/// How an unacknowledged message is kept for a resend.
+#[derive(Debug)]
+enum Kept {
     /// The whole `msg` envelope, ready to write again.
-    frame: Utf8Bytes,
+    Frame(Utf8Bytes),
+    /// A push shared by many sessions (a broadcast): the body, escaped once,
+    /// is held by every session through one `Arc` and framed again around
+    /// this session's numbers only when it is replayed. `len` is the
+    /// framed length, which the history's byte bounds count.
+    Shared {
+        push: Arc<shared::PushEncoder>,
+        push_seq: u64,
+        len: usize,
+    },
+}
+
+impl Entry {
+    /// The bytes the history's bounds count for it: its framed length.
+    fn len(&self) -> usize {
+        match &self.body {
+            Kept::Frame(frame) => frame.len(),
+            Kept::Shared { len, .. } => *len,
+        }
+    }
+
+    /// The frame to write again on a resume.
+    fn frame(&self) -> Utf8Bytes {
+        match &self.body {
+            Kept::Frame(frame) => frame.clone(),
+            Kept::Shared { push, push_seq, .. } => {
+                Utf8Bytes::from(push.encode_msg(self.seq, *push_seq))
+            }
+        }
+    }
 }
 
 /// A burst that survives reconnects: its pushes are numbered as they are made.
@@ -185,9 +220,15 @@ impl Session {
         }
         let seq = self.last_out + 1;
         let (message, push) = match what {
-            Outgoing::Shared(encoder) => {
-                let frame = encoder.encode_msg(seq, self.pushes + 1);
-                return self.record(to, seq, Utf8Bytes::from(frame), true, now);
+            Outgoing::Shared(push) => {
+                let push_seq = self.pushes + 1;
+                let frame = Utf8Bytes::from(push.encode_msg(seq, push_seq));
+                let kept = Kept::Shared {
+                    push,
+                    push_seq,
+                    len: frame.len(),
+                };
+                return self.record(to, seq, frame, kept, true, now);
             }
             Outgoing::Message(message) => (message, false),
             Outgoing::Push { body, sent_at_ms } => (
@@ -206,7 +247,8 @@ impl Session {
             }
             .to_json(),
         );
-        self.record(to, seq, frame, push, now)
+        let kept = Kept::Frame(frame.clone());
+        self.record(to, seq, frame, kept, push, now)
     }
 
     /// Records `frame`, numbered `seq`, in the history (see [`Session::send`]).
@@ -215,6 +257,7 @@ impl Session {
         to: To,
         seq: u64,
         frame: Utf8Bytes,
+        kept: Kept,
         push: bool,
         now: Instant,
     ) -> Result<Utf8Bytes, Refused> {
@@ -228,7 +271,7 @@ impl Session {
         self.history.push_back(Entry {
             seq,
             at: now,
-            frame: frame.clone(),
+            body: kept,
         });
         self.evict(now);
         Ok(frame)
@@ -255,8 +298,8 @@ impl Session {
 
     fn pop(&mut self) {
         if let Some(entry) = self.history.pop_front() {
-            self.history_bytes -= entry.frame.len();
-            self.budget.sub(entry.frame.len());
+            self.history_bytes -= entry.len();
+            self.budget.sub(entry.len());
         }
     }
 
@@ -356,7 +399,7 @@ impl Session {
         let gap = (self.lost_through > last_seq).then_some((last_seq + 1, self.lost_through));
         Resume {
             gap,
-            replay: self.history.iter().map(|e| e.frame.clone()).collect(),
+            replay: self.history.iter().map(Entry::frame).collect(),
             last_in: self.last_in,
         }
     }

@@ -205,6 +205,34 @@ async fn resume_replays_what_follows_last_seq_in_order() {
 }
 
 #[tokio::test]
+async fn a_broadcast_push_is_kept_once_for_every_session_and_replayed_exactly() {
+    let now = Instant::now();
+    let store = MemoryStore::new(limits(10));
+    let shared = Arc::new(shared::PushEncoder::new(7, "line\n \"quoted\" \u{1b}"));
+    let mut frames = Vec::new();
+    for id in ["s1", "s2"] {
+        let s = store.create(offer(id), "c", HOME, c(1), now).await.unwrap();
+        lock(&s).send(To::Connection(1), push(1), now).unwrap();
+        let frame = lock(&s)
+            .send(To::Connection(1), Outgoing::Shared(shared.clone()), now)
+            .unwrap();
+        lock(&s).detach(1, now);
+        frames.push(frame);
+    }
+    // Both histories hold the one body, not a copy each.
+    assert_eq!(Arc::strong_count(&shared), 3);
+    for (id, frame) in ["s1", "s2"].into_iter().zip(frames) {
+        assert_eq!((seq_of(&frame), push_seq_of(&frame)), (2, 2));
+        let (_, resume) = store.resume(id, "t", 1, "c", c(2), now).await.unwrap();
+        assert_eq!(
+            resume.replay,
+            [frame],
+            "the replay is the frame first written"
+        );
+    }
+}
+
+#[tokio::test]
 async fn resume_takes_over_a_connection_the_server_still_thinks_alive() {
     let now = Instant::now();
     let store = MemoryStore::new(limits(10));
