@@ -94,7 +94,7 @@ struct Row {
 }
 
 fn phases() -> Vec<Phase> {
-    vec![
+    [
         Phase {
             name: "10,000-connection flood",
             flags: &["--connect-rate", "0"],
@@ -183,23 +183,42 @@ fn phases() -> Vec<Phase> {
             repeat: true,
             pinned: true,
         },
-        Phase {
-            name: "32 concurrent million-message bursts",
-            flags: &[],
-            attack: |t| Box::pin(scale::bursts(t)),
-            p99_target_us: Some(10_000),
-            repeat: false,
-            pinned: true,
-        },
-        Phase {
-            name: "32 bursts, server on both cores",
-            flags: &[],
-            attack: |t| Box::pin(scale::bursts(t)),
-            p99_target_us: Some(10_000),
-            repeat: false,
-            pinned: false,
-        },
     ]
+    .into_iter()
+    .chain(bursts())
+    .collect()
+}
+
+/// The bursts three times each, server pinned and not: the legitimate
+/// client's p99 rests on a few slow round trips and moves from run to run,
+/// so one round alone would say little against the 10 ms target.
+fn bursts() -> Vec<Phase> {
+    const NAMES: [[&str; 3]; 2] = [
+        [
+            "32 concurrent million-message bursts (1/3)",
+            "32 concurrent million-message bursts (2/3)",
+            "32 concurrent million-message bursts (3/3)",
+        ],
+        [
+            "32 bursts, server on both cores (1/3)",
+            "32 bursts, server on both cores (2/3)",
+            "32 bursts, server on both cores (3/3)",
+        ],
+    ];
+    NAMES
+        .iter()
+        .zip([true, false])
+        .flat_map(|(names, pinned)| {
+            names.iter().map(move |name| Phase {
+                name,
+                flags: &[],
+                attack: |t| Box::pin(scale::bursts(t)),
+                p99_target_us: Some(10_000),
+                repeat: false,
+                pinned,
+            })
+        })
+        .collect()
 }
 
 fn start_server(options: &Options, www: &Path, phase: &Phase) -> Result<(Guard, SocketAddr)> {
@@ -278,10 +297,12 @@ fn run_phase(options: &Options, www: &Path, secret: &str, phase: &Phase) -> Resu
         outcome.holds &= met;
         let _ = write!(
             outcome.held,
-            " The legitimate client's echo p99 was {} ms against a target of under {} ms: {}.",
+            " The legitimate client's echo p99 was {} ms against a target of under {} ms: {}. ({} round trips in this phase: the p99 rests on the slowest {} of them, so it moves from run to run on a shared machine.)",
             ms(seen.p99_us),
             ms(target),
-            if met { "met" } else { "**not met**" }
+            if met { "met" } else { "**not met**" },
+            seen.echoes,
+            seen.echoes.div_ceil(100)
         );
     }
     if !guard.alive() {
