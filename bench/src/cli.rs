@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::{load, raw, run};
+use crate::{hostile, load, raw, run};
 
 #[derive(Parser)]
 #[command(about = "WebSocket benchmarks side by side")]
@@ -38,6 +38,23 @@ enum Cmd {
         /// report elsewhere with `--docs`, its figures are not worth keeping.
         #[arg(long, hide = true)]
         smoke: bool,
+    },
+    /// Hostile clients at scale against the release server (issue 12);
+    /// prints a table and writes docs/HARDENING.md. Not for CI: a few minutes.
+    Hostile {
+        /// The cargo target directory holding release/server (built beforehand,
+        /// e.g. by `cargo xtask hostile`).
+        #[arg(long, env = "CARGO_TARGET_DIR", default_value = "target")]
+        target: PathBuf,
+        /// Where the report goes (relative to the workspace root).
+        #[arg(long, default_value = "docs")]
+        docs: PathBuf,
+        /// Print the report only, write nothing.
+        #[arg(long)]
+        no_write: bool,
+        /// Only the phases whose name contains this (implies --no-write).
+        #[arg(long, hide = true)]
+        only: Option<String>,
     },
     /// The raw tokio-tungstenite reference server.
     RawServer {
@@ -125,6 +142,20 @@ pub fn main() -> Result<()> {
             no_browser,
             smoke,
         }),
+        Cmd::Hostile {
+            target,
+            docs,
+            no_write,
+            only,
+        } => {
+            let target = std::path::absolute(&target)?;
+            hostile::run(&hostile::Options {
+                server: target.join("release/server"),
+                docs: (!no_write && only.is_none()).then_some(docs),
+                only,
+                scratch: target.join("hostile"),
+            })
+        }
         Cmd::RawServer {
             addr,
             read_buffer,

@@ -12,6 +12,9 @@
 //!   (server RSS per held connection);
 //! * `raw.rs`: the reference server, raw tokio + tokio-tungstenite;
 //! * `browser.rs`: headless Chromium through ChromeDriver, the burst pages and the Yew page;
+//! * `hostile/`: hostile clients at scale against the release server (issue
+//!   12): floods, slowloris, non-reading clients, broken frames, fuzzing;
+//!   writes `docs/HARDENING.md`;
 //! * `procs.rs`: pinned child processes that are always killed;
 //! * `go/server.go`: the gorilla reference, built offline from Debian's packages;
 //! * `examples/browser.rs`: the wasm side of the browser burst (our wrapper).
@@ -21,6 +24,7 @@
 //! ```sh
 //! cargo run --release -p bench -- run --quick   # under 5 minutes of measurement
 //! cargo run --release -p bench -- run --full    # longer windows, more rounds
+//! cargo xtask hostile                           # builds, then `bench hostile`: docs/HARDENING.md
 //! target/release/bench load echo --url ws://127.0.0.1:8080/echo --conns 100 --bytes 20
 //! ```
 
@@ -28,6 +32,8 @@
 mod browser;
 #[cfg(not(target_arch = "wasm32"))]
 mod cli;
+#[cfg(not(target_arch = "wasm32"))]
+mod hostile;
 #[cfg(not(target_arch = "wasm32"))]
 mod load;
 #[cfg(not(target_arch = "wasm32"))]

@@ -8,6 +8,7 @@
 //! | `test` | set-up, then fmt, clippy (native and wasm32), native tests, and the browser tests in headless Chrome against a real server on a free port |
 //! | `testbed` | starts the test server and its control API and prints their addresses, for running browser tests by hand |
 //! | `bench` | builds in release and runs the benchmarks side by side (`--full` for the long run); writes `docs/BENCHMARKS.md` |
+//! | `hostile` | builds in release and plays hostile clients at scale against the server (floods, slowloris, non-reading clients, broken frames); writes `docs/HARDENING.md` |
 //!
 //! Layout: `setup.rs` (tool detection and installation), `tasks.rs` (run,
 //! test, testbed), `cmd.rs` (running child processes). The test server itself
@@ -32,6 +33,7 @@ commands:
   test                run every check and test: fmt, clippy (native + wasm32), native tests, browser tests
   testbed             start the test server and its control API, print their addresses, wait for Ctrl-C
   bench [--full]      benchmarks side by side (quick: under 5 minutes); writes docs/BENCHMARKS.md
+  hostile             hostile clients at scale against the release server (a few minutes); writes docs/HARDENING.md
   help                this text
 ";
 
@@ -50,6 +52,7 @@ fn main() -> Result<()> {
         "test" => tasks::test(),
         "testbed" => tasks::testbed(),
         "bench" => tasks::bench(rest.iter().any(|a| a == "--full")),
+        "hostile" => tasks::hostile(),
         "help" | "--help" | "-h" => {
             eprint!("{USAGE}");
             Ok(())

@@ -169,6 +169,24 @@ pub fn bench(full: bool) -> Result<()> {
     cmd::run(&mut run)
 }
 
+/// Builds the server and the benchmark tools in release and plays hostile
+/// clients at scale against the server; writes `docs/HARDENING.md`.
+pub fn hostile() -> Result<()> {
+    cmd::run(&mut command(
+        "cargo",
+        &["build", "--release", "-p", "server", "-p", "bench"],
+    ))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| cmd::root().join("target"));
+    let target = target.to_string_lossy().into_owned();
+    let bench = format!("{target}/release/bench");
+    cmd::run(&mut command(
+        &bench,
+        &["hostile", "--target", &target, "--docs", "docs"],
+    ))
+}
+
 /// Starts the testbed and waits for Ctrl-C: for running browser tests by hand.
 pub fn testbed() -> Result<()> {
     runtime()?.block_on(async {
