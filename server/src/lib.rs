@@ -44,7 +44,7 @@
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = server::Config::parse_from(["server", "--push-interval", "250ms"]);
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let listener = server::bind("127.0.0.1:0".parse()?)?;
 //! println!("listening on {}", listener.local_addr()?);
 //! server::run(listener, config, async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(()) }
@@ -79,6 +79,29 @@ use tokio_util::task::TaskTracker;
 
 pub use config::{Config, parse_duration};
 pub use error::Error;
+
+/// How many connections the kernel may hold completed but not yet accepted
+/// (capped by `net.core.somaxconn`). The standard library's 128 overflows
+/// under a burst of connects: the kernel then drops SYNs or resets, before
+/// the server can even apply its limits.
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds `addr` for [`run`] with a listen backlog of [`LISTEN_BACKLOG`]
+/// (and `SO_REUSEADDR`, so a restart does not wait for `TIME_WAIT`).
+///
+/// # Errors
+///
+/// The socket's errors: the address is taken or not available, say.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Serves until `shutdown` completes, then stops accepting, closes every
 /// WebSocket with 1001 ("server shutting down") and lets HTTP requests

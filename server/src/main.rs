@@ -12,9 +12,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = server::Config::parse();
-    let listener = tokio::net::TcpListener::bind(config.addr)
-        .await
-        .with_context(|| format!("binding {}", config.addr))?;
+    let listener = server::bind(config.addr).with_context(|| format!("binding {}", config.addr))?;
     let addr = listener.local_addr()?;
     tracing::info!("listening on http://{addr} (UI at /, WebSocket at /ws and /echo)");
     server::run(listener, config, shutdown_signal()).await?;

@@ -1410,3 +1410,23 @@ async fn the_history_age_frees_memory_without_any_activity() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// The server's listener holds a burst of connects it has not accepted yet:
+/// the standard library's backlog of 128 would leave the rest waiting on SYN
+/// retries (or reset) before the server could apply any limit.
+#[tokio::test]
+async fn the_listen_backlog_holds_a_burst_of_connects() {
+    const CONNECTS: usize = 600;
+    let listener = server::bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Nothing accepts: every connect must complete in the kernel's queue.
+    let connects = (0..CONNECTS).map(|_| async move {
+        tokio::time::timeout(Duration::from_millis(900), TcpStream::connect(addr))
+            .await
+            .is_ok_and(|c| c.is_ok())
+    });
+    let done = futures_util::future::join_all(connects).await;
+    let connected = done.iter().filter(|ok| **ok).count();
+    assert_eq!(connected, CONNECTS, "connects that did not complete");
+    drop(listener);
+}

@@ -235,7 +235,7 @@ impl Control {
         // finishing with the old socket.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let listener = loop {
-            match TcpListener::bind(self.addr).await {
+            match server::bind(self.addr) {
                 Ok(listener) => break listener,
                 Err(err) if tokio::time::Instant::now() < deadline => {
                     eprintln!("testbed: rebinding {}: {err}; retrying", self.addr);

@@ -63,9 +63,7 @@ impl TestServer {
     ///
     /// When no port can be bound.
     pub async fn start(config: server::Config) -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding a free port")?;
+        let listener = server::bind(([127, 0, 0, 1], 0).into()).context("binding a free port")?;
         Self::serve(listener, config)
     }
 
