@@ -295,6 +295,8 @@ pub fn run(options: &Options) -> Result<()> {
             // Load from one address: the per-client limits would refuse it.
             "--max-connections-per-ip",
             "0",
+            "--max-http-connections-per-ip",
+            "0",
             "--connect-rate",
             "0",
         ]

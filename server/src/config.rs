@@ -181,6 +181,19 @@ pub struct Config {
     #[arg(long, env = "SERVER_MAX_CONNECTIONS_PER_IP", default_value_t = 1000)]
     pub max_connections_per_ip: usize,
 
+    /// TCP connections from one peer address (an IPv6 one per /64) that are
+    /// not (yet) WebSockets: requests in flight, idle keep-alive, half-sent
+    /// headers. Beyond it a new connection is closed at once, before
+    /// anything is read, so that one address cannot hold the descriptors
+    /// for `--handshake-timeout` at a time. A `--trusted-proxy` is exempt.
+    /// `0` turns it off.
+    #[arg(
+        long,
+        env = "SERVER_MAX_HTTP_CONNECTIONS_PER_IP",
+        default_value_t = 256
+    )]
+    pub max_http_connections_per_ip: usize,
+
     /// WebSocket upgrades per second per client address: a token bucket that
     /// refills at this rate and holds `--connect-burst` tokens; an upgrade
     /// finding it empty is answered 429 with `Retry-After`. `0` turns it off.
@@ -320,6 +333,7 @@ mod tests {
         assert_eq!(config.body_timeout, Duration::from_secs(30));
         assert_eq!(config.max_connections, None);
         assert_eq!(config.max_connections_per_ip, 1000);
+        assert_eq!(config.max_http_connections_per_ip, 256);
         assert_eq!(config.connect_rate, 50.0);
         assert_eq!(config.connect_burst, 100);
         assert!(config.trusted_proxies.is_empty());

@@ -100,6 +100,10 @@ pub struct Limits {
     rate: Option<(f64, f64)>,
     open: AtomicUsize,
     by_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// `--max-http-connections-per-ip`; 0: off.
+    http_per_ip: usize,
+    /// TCP connections not (yet) upgraded, by peer address.
+    http_by_ip: Mutex<HashMap<IpAddr, usize>>,
     buckets: Mutex<Buckets>,
     metrics: Arc<Metrics>,
 }
@@ -154,6 +158,8 @@ impl Limits {
             rate,
             open: AtomicUsize::new(0),
             by_ip: Mutex::default(),
+            http_per_ip: config.max_http_connections_per_ip,
+            http_by_ip: Mutex::default(),
             buckets: Mutex::default(),
             metrics,
         }
@@ -177,14 +183,10 @@ impl Limits {
         }
         let mut ip = None;
         if self.per_ip > 0 {
-            let mut by_ip = self.by_ip.lock().unwrap_or_else(PoisonError::into_inner);
-            let count = by_ip.entry(key).or_insert(0);
-            if *count >= self.per_ip {
-                drop(by_ip);
+            if !take(&self.by_ip, key, self.per_ip) {
                 self.open.fetch_sub(1, Relaxed);
                 return Err(Refusal::MaxConnectionsPerIp);
             }
-            *count += 1;
             ip = Some(key);
         }
         Metrics::add(&self.metrics.ws_slots, 1);
@@ -195,17 +197,69 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// Admits one more TCP connection from `peer` until it is upgraded or
+    /// ends (`--max-http-connections-per-ip`); `None` when that address
+    /// holds its share already. Always admitted when the cap is off.
+    pub fn admit_http(self: &Arc<Self>, peer: IpAddr) -> Option<HttpSlot> {
+        if self.http_per_ip == 0 {
+            return Some(HttpSlot {
+                limits: None,
+                ip: peer,
+            });
+        }
+        let ip = key(peer);
+        take(&self.http_by_ip, ip, self.http_per_ip).then(|| HttpSlot {
+            limits: Some(self.clone()),
+            ip,
+        })
+    }
+}
+
+/// One TCP connection's place under `--max-http-connections-per-ip`; freed
+/// on drop (when the connection ends or is upgraded).
+#[derive(Debug)]
+pub struct HttpSlot {
+    /// `None` when the cap is off.
+    limits: Option<Arc<Limits>>,
+    ip: IpAddr,
+}
+
+impl Drop for HttpSlot {
+    fn drop(&mut self) {
+        if let Some(limits) = &self.limits {
+            give_back(&limits.http_by_ip, self.ip);
+        }
+    }
+}
+
+/// Counts one more for `key` unless it holds `cap` already.
+fn take(counts: &Mutex<HashMap<IpAddr, usize>>, key: IpAddr, cap: usize) -> bool {
+    let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+    let count = counts.entry(key).or_insert(0);
+    if *count >= cap {
+        return false;
+    }
+    *count += 1;
+    true
+}
+
+/// Counts one less for `key`, forgetting it at zero.
+fn give_back(counts: &Mutex<HashMap<IpAddr, usize>>, key: IpAddr) {
+    let mut counts = counts.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(count) = counts.get_mut(&key) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(&key);
+        }
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         let limits = &self.limits;
         if let Some(ip) = self.ip {
-            let mut by_ip = limits.by_ip.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(count) = by_ip.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    by_ip.remove(&ip);
-                }
-            }
+            give_back(&limits.by_ip, ip);
         }
         Metrics::sub(&limits.metrics.ws_slots, 1);
         limits.open.fetch_sub(1, Relaxed);

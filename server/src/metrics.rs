@@ -35,6 +35,8 @@ pub enum Dropped {
     Shutdown,
     /// A `Host` outside `--allowed-host` (403, the connection stays).
     Host,
+    /// Over `--max-http-connections-per-ip`: closed at accept, nothing read.
+    HttpPerIp,
 }
 
 /// Server-wide counters.
@@ -69,15 +71,16 @@ pub struct Metrics {
     pub(crate) accept_errors_descriptors: AtomicU64,
     /// Other accept(2) failures.
     pub(crate) accept_errors_other: AtomicU64,
-    dropped: [AtomicU64; 5],
+    dropped: [AtomicU64; 6],
 }
 
-const DROPPED: [(Dropped, &str); 5] = [
+const DROPPED: [(Dropped, &str); 6] = [
     (Dropped::HandshakeTimeout, "handshake_timeout"),
     (Dropped::KeepaliveTimeout, "keepalive_timeout"),
     (Dropped::BodyTimeout, "body_timeout"),
     (Dropped::Shutdown, "shutdown"),
     (Dropped::Host, "host"),
+    (Dropped::HttpPerIp, "http_connections_per_ip"),
 ];
 
 impl Metrics {

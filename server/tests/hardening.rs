@@ -1124,6 +1124,7 @@ fn every_new_flag_is_in_help() {
         "--connect-burst",
         "--trusted-proxy",
         "--allowed-host",
+        "--max-http-connections-per-ip",
         "--send-queue-bytes",
         "--max-push-size",
         "--max-sessions-per-ip",
@@ -1429,4 +1430,61 @@ async fn the_listen_backlog_holds_a_burst_of_connects() {
     let connected = done.iter().filter(|ok| **ok).count();
     assert_eq!(connected, CONNECTS, "connects that did not complete");
     drop(listener);
+}
+
+/// One address holds at most `--max-http-connections-per-ip` connections
+/// that are not WebSockets: a raw-TCP flood from it cannot take the
+/// descriptors for `--handshake-timeout` at a time. WebSockets do not count.
+#[tokio::test]
+async fn connections_not_yet_upgraded_are_capped_per_address() {
+    let server = start(&["--max-http-connections-per-ip", "4"]).await;
+    // Upgraded connections give their place back.
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        sockets.push(server.connect_ws("/ws").await.0);
+    }
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(raw(&server).await);
+    }
+    for tcp in &mut held {
+        assert_eq!(
+            ended_within(tcp, Duration::from_millis(200), false).await,
+            Ended::Open
+        );
+    }
+    // The fifth is closed at once, before anything is read.
+    let mut fifth = raw(&server).await;
+    assert_eq!(
+        ended_within(&mut fifth, DEADLINE, false).await,
+        Ended::Closed(Vec::new())
+    );
+    // A place freed is a place taken again; the WebSockets still answer.
+    drop(held.pop());
+    let metric_name = "http_dropped_total{reason=\"http_connections_per_ip\"}";
+    let deadline = Instant::now() + DEADLINE;
+    let metrics = loop {
+        // The freed place is given back once the server sees the close.
+        let mut tcp = raw(&server).await;
+        tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(DEADLINE, tcp.read_to_end(&mut out)).await;
+        if !out.is_empty() {
+            break String::from_utf8_lossy(&out).into_owned();
+        }
+        assert!(Instant::now() < deadline, "no place freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains(&format!("{metric_name} 1\n")), "{metrics}");
+    for ws in &mut sockets {
+        send_text(ws, r#"{"type":"ping","t":1}"#).await;
+        assert!(matches!(
+            next_json(ws).await,
+            shared::ServerMessage::Pong { .. }
+        ));
+    }
+    server.shutdown().await.unwrap();
 }

@@ -48,7 +48,7 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service as _;
 
 use crate::config::Config;
-use crate::limits::{CAP_RETRY_AFTER, Limits, Refusal};
+use crate::limits::{CAP_RETRY_AFTER, HttpSlot, Limits, Refusal};
 use crate::logsafe;
 use crate::metrics::{Dropped, Metrics};
 use crate::peer::{ClientAddr, Hosts, Proxies, host_of};
@@ -139,10 +139,25 @@ pub async fn serve(
         };
         match accepted {
             Ok((tcp, peer)) => {
+                let slot = if server.proxies.trusts(peer.ip()) {
+                    None
+                } else {
+                    match server.limits.admit_http(peer.ip()) {
+                        Some(slot) => Some(slot),
+                        None => {
+                            // Closed before anything is read: this address
+                            // holds its share of descriptors already.
+                            server.metrics.dropped(Dropped::HttpPerIp);
+                            drop(tcp);
+                            continue;
+                        }
+                    }
+                };
                 conns.spawn(connection(
                     server.clone(),
                     tcp,
                     peer,
+                    slot,
                     graceful.clone(),
                     hard.clone(),
                 ));
@@ -199,6 +214,8 @@ async fn connection(
     server: Arc<Server>,
     tcp: TcpStream,
     peer: SocketAddr,
+    // Held until the connection ends or is upgraded (this future returns).
+    _slot: Option<HttpSlot>,
     graceful: CancellationToken,
     hard: CancellationToken,
 ) {
