@@ -253,7 +253,7 @@ pub async fn slowloris(t: &Target) -> Result<Outcome> {
             started.elapsed().as_secs_f64()
         ),
         held: format!(
-            "{} of {CONNS} ended (time from connect to end: min {:.2} s, median {:.2} s, max {:.2} s; {late} later than 6.5 s; how: {}), {open} still open after {} s{}; `http_dropped_total{{reason=\"handshake_timeout\"}}` grew by {counted}. {early} ended before 4.5 s, not by the server's timeout; the kernel's system-wide counters over the phase: {kernel} (the server listens through `tokio::net::TcpListener::bind`, which asks mio for the standard library's backlog of 128; connections the kernel could not queue while the server was busy accepting are reset or retried by the kernel, not timed out by the server).",
+            "{} of {CONNS} ended (time from connect to end: min {:.2} s, median {:.2} s, max {:.2} s; {late} later than 6.5 s; how: {}), {open} still open after {} s{}; `http_dropped_total{{reason=\"handshake_timeout\"}}` grew by {counted}. {early} ended before 4.5 s, not by the server's timeout; the kernel's system-wide counters over the phase: {kernel} (the server listens with a backlog of 1,024, `server::LISTEN_BACKLOG`; connections the kernel could not queue while the server was busy accepting are reset or retried by the kernel, not timed out by the server).",
             dropped.len(),
             pct(0.0),
             pct(0.5),
