@@ -82,6 +82,7 @@ pub async fn run(mut socket: WebSocket, state: AppState) {
     let mut ping = ticker(config.ping_interval);
     let idle = tokio::time::sleep(config.idle_timeout);
     tokio::pin!(idle);
+    let mut last_heard = tokio::time::Instant::now();
     let slow = || {
         Metrics::add(&state.metrics.slow_consumer_closes, 1);
         tracing::info!(
@@ -95,8 +96,11 @@ pub async fn run(mut socket: WebSocket, state: AppState) {
             biased;
             () = shutdown.cancelled() => break Some((close_code::GOING_AWAY, "server shutting down")),
             () = &mut idle => {
-                tracing::debug!(path = "/echo", "closing an idle connection after {:?}", config.idle_timeout);
-                break Some((close_code::IDLE_TIMEOUT, "idle timeout"));
+                if crate::idle::expired(idle.as_mut(), last_heard, config.idle_timeout) {
+                    tracing::debug!(path = "/echo", "closing an idle connection after {:?}", config.idle_timeout);
+                    break Some((close_code::IDLE_TIMEOUT, "idle timeout"));
+                }
+                continue;
             }
             Some(()) = tick(&mut ping) => {
                 match tokio::time::timeout(config.write_timeout, socket.send(Message::Ping(Default::default()))).await {
@@ -107,8 +111,7 @@ pub async fn run(mut socket: WebSocket, state: AppState) {
             }
             message = socket.recv() => message,
         };
-        idle.as_mut()
-            .reset(tokio::time::Instant::now() + config.idle_timeout);
+        last_heard = tokio::time::Instant::now();
         match tokio::time::timeout(
             config.write_timeout,
             echo_batch(&mut socket, &state, message),

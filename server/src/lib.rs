@@ -30,6 +30,7 @@
 //! | `auth` | constant-time token compares (a leaf: no imports from the crate) |
 //! | `admin` | the `/api` handlers and the bearer-token guard |
 //! | `queue` | a connection's outbound queue, bounded in messages and in bytes (`--send-queue-bytes`), and what it carries |
+//! | `idle` | the idle deadline, pushed back by a clock read rather than a timer reset per frame |
 //! | `metrics` | counters rendered at `/metrics` |
 //! | `wire` | errors and messages mapped to frames and close codes |
 //!
@@ -57,6 +58,7 @@ mod config;
 mod connection;
 mod echo;
 mod error;
+mod idle;
 mod limits;
 mod logsafe;
 mod metrics;

@@ -86,6 +86,7 @@ where
         let mut ping_tick = ticker(config.ping_interval);
         let idle = tokio::time::sleep(config.idle_timeout);
         tokio::pin!(idle);
+        let mut last_heard = tokio::time::Instant::now();
         let shutdown = self.state.shutdown.clone();
         // For reliable bursts: a permit borrows its sender across the select's handlers.
         let burst_outbound = self.outbound.clone();
@@ -100,7 +101,7 @@ where
                     break End::with(request.code, request.reason);
                 }
                 frame = self.stream.next() => {
-                    idle.as_mut().reset(tokio::time::Instant::now() + config.idle_timeout);
+                    last_heard = tokio::time::Instant::now();
                     match frame {
                         Some(Ok(message)) => {
                             if let Err(end) = Box::pin(self.on_message(message)).await {
@@ -138,8 +139,10 @@ where
                     let _ = self.outbound.try_send(Outbound::Frame(Message::Ping(Default::default())));
                 }
                 () = &mut idle => {
-                    tracing::info!("closing an idle connection after {:?}", config.idle_timeout);
-                    break End::idle();
+                    if crate::idle::expired(idle.as_mut(), last_heard, config.idle_timeout) {
+                        tracing::info!("closing an idle connection after {:?}", config.idle_timeout);
+                        break End::idle();
+                    }
                 }
             }
         };

@@ -1,0 +1,47 @@
+//! The idle deadline of a connection, pushed back without touching the timer.
+//!
+//! Resetting a tokio `Sleep` on every frame takes the timer driver's lock
+//! and moves the entry in its wheel: on a busy connection that is a cost per
+//! message. Instead a connection notes when it last heard from the peer (a
+//! clock read) and lets the timer fire at the old deadline; [`expired`] then
+//! tells a real silence from one already broken, and re-arms the timer for
+//! the new deadline in the second case. The timer moves at most once per
+//! `--idle-timeout`, whatever the traffic.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+/// Called when the idle timer fired: whether the peer has been silent for
+/// `timeout` since `last_heard`. If not, the timer is re-armed for
+/// `last_heard + timeout`.
+pub(crate) fn expired(sleep: Pin<&mut Sleep>, last_heard: Instant, timeout: Duration) -> bool {
+    let due = last_heard + timeout;
+    if due > Instant::now() {
+        sleep.reset(due);
+        false
+    } else {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_heard_since_the_timer_was_armed_is_not_idle() {
+        let timeout = Duration::from_secs(30);
+        let sleep = tokio::time::sleep(timeout);
+        tokio::pin!(sleep);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let heard = Instant::now();
+        (&mut sleep).await;
+        // Fired at 30 s, but the peer spoke at 10 s: due at 40 s.
+        assert!(!expired(sleep.as_mut(), heard, timeout));
+        assert_eq!(sleep.deadline(), heard + timeout);
+        (&mut sleep).await;
+        assert!(expired(sleep.as_mut(), heard, timeout));
+    }
+}
