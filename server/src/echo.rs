@@ -20,6 +20,7 @@ use shared::close_code;
 
 use crate::metrics::Metrics;
 use crate::state::AppState;
+use crate::timer::{tick, ticker};
 use crate::wire::{self, ReadError};
 
 /// Replies fed between two flushes at most, so a fast sender cannot starve the flush.
@@ -96,7 +97,7 @@ pub async fn run(mut socket: WebSocket, state: AppState) {
             biased;
             () = shutdown.cancelled() => break Some((close_code::GOING_AWAY, "server shutting down")),
             () = &mut idle => {
-                if crate::idle::expired(idle.as_mut(), last_heard, config.idle_timeout) {
+                if crate::timer::expired(idle.as_mut(), last_heard, config.idle_timeout) {
                     tracing::debug!(path = "/echo", "closing an idle connection after {:?}", config.idle_timeout);
                     break Some((close_code::IDLE_TIMEOUT, "idle timeout"));
                 }
@@ -190,23 +191,4 @@ async fn echo_batch(
         return Step::End(None);
     }
     Step::Continue
-}
-
-/// An interval that skips missed ticks; `None` when `period` is zero (off).
-fn ticker(period: Duration) -> Option<tokio::time::Interval> {
-    (!period.is_zero()).then(|| {
-        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        interval
-    })
-}
-
-async fn tick(interval: &mut Option<tokio::time::Interval>) -> Option<()> {
-    match interval {
-        Some(interval) => {
-            interval.tick().await;
-            Some(())
-        }
-        None => std::future::pending().await,
-    }
 }

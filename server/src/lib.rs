@@ -30,7 +30,7 @@
 //! | `auth` | constant-time token compares (a leaf: no imports from the crate) |
 //! | `admin` | the `/api` handlers and the bearer-token guard |
 //! | `queue` | a connection's outbound queue, bounded in messages and in bytes (`--send-queue-bytes`), and what it carries |
-//! | `idle` | the idle deadline, pushed back by a clock read rather than a timer reset per frame |
+//! | `timer` | a connection's timers: the idle deadline (pushed back by a clock read, not a timer reset per frame) and the optional ticks |
 //! | `metrics` | counters rendered at `/metrics` |
 //! | `wire` | errors and messages mapped to frames and close codes |
 //!
@@ -58,7 +58,6 @@ mod config;
 mod connection;
 mod echo;
 mod error;
-mod idle;
 mod limits;
 mod logsafe;
 mod metrics;
@@ -70,6 +69,7 @@ mod reliable;
 mod routes;
 mod serve;
 mod state;
+mod timer;
 mod wire;
 
 use std::future::Future;

@@ -7,7 +7,7 @@
 //! up behind a slow client; pushes that find no room are counted as dropped.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{Stream, StreamExt};
@@ -22,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::queue;
 use crate::registry::{Outbound, millis};
 use crate::state::AppState;
+use crate::timer::{tick, ticker};
 use crate::wire::{self, ReadError};
 
 pub(super) struct Driver<'a, S> {
@@ -139,7 +140,7 @@ where
                     let _ = self.outbound.try_send(Outbound::Frame(Message::Ping(Default::default())));
                 }
                 () = &mut idle => {
-                    if crate::idle::expired(idle.as_mut(), last_heard, config.idle_timeout) {
+                    if crate::timer::expired(idle.as_mut(), last_heard, config.idle_timeout) {
                         tracing::info!("closing an idle connection after {:?}", config.idle_timeout);
                         break End::idle();
                     }
@@ -304,24 +305,5 @@ where
             Metrics::add(&self.state.metrics.pushes_dropped, 1);
         }
         Ok(())
-    }
-}
-
-/// An interval that first fires one period from now, or none for zero.
-fn ticker(period: Duration) -> Option<tokio::time::Interval> {
-    (!period.is_zero()).then(|| {
-        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        interval
-    })
-}
-
-async fn tick(interval: &mut Option<tokio::time::Interval>) -> Option<()> {
-    match interval {
-        Some(interval) => {
-            interval.tick().await;
-            Some(())
-        }
-        None => std::future::pending().await,
     }
 }

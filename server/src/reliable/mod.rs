@@ -13,7 +13,7 @@
 //! | `session.rs` | [`Session`]: the only place that numbers, bounds and records a server message ([`Session::send`]) and filters client ones ([`Session::accept`]) |
 //! | `budget.rs` | [`Budget`](budget::Budget): the bytes of every history together, against `history_total_bytes` |
 //! | `store.rs` | [`SessionStore`], the async API of where sessions live, and [`MemoryStore`], the in-process one (a Redis one can implement the same trait) |
-//! | `tests.rs` | their behaviour, written against the trait so every store runs the same tests |
+//! | `tests/` | their behaviour (numbering, resume, limits), written against the trait so every store runs the same tests |
 //!
 //! Bounds, all configurable ([`Limits`]):
 //! * the history holds at most `history_max` unacknowledged messages and

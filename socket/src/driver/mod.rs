@@ -6,7 +6,7 @@
 //! jitter from a seeded generator it owns, and touches no socket and no
 //! timer: a transport glue (the browser's in `transport/web`, a native one) feeds it
 //! inputs and performs the [`Effect`]s it queues. So every rule is unit-tested
-//! natively (`driver/tests.rs`), and every transport follows the same rules.
+//! natively (`driver/tests/`, one file per group of rules), and every transport follows the same rules.
 //!
 //! # Inputs
 //!

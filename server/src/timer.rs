@@ -1,4 +1,5 @@
-//! The idle deadline of a connection, pushed back without touching the timer.
+//! A connection's timers: the idle deadline, pushed back without touching
+//! the timer, and the optional periodic ticks (pings, timed pushes).
 //!
 //! Resetting a tokio `Sleep` on every frame takes the timer driver's lock
 //! and moves the entry in its wheel: on a busy connection that is a cost per
@@ -23,6 +24,27 @@ pub(crate) fn expired(sleep: Pin<&mut Sleep>, last_heard: Instant, timeout: Dura
         false
     } else {
         true
+    }
+}
+
+/// An interval that first fires one period from now and skips missed
+/// ticks; `None` when `period` is zero (off).
+pub(crate) fn ticker(period: Duration) -> Option<tokio::time::Interval> {
+    (!period.is_zero()).then(|| {
+        let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        interval
+    })
+}
+
+/// The next tick of `interval`; never, when it is off.
+pub(crate) async fn tick(interval: &mut Option<tokio::time::Interval>) -> Option<()> {
+    match interval {
+        Some(interval) => {
+            interval.tick().await;
+            Some(())
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -1,0 +1,108 @@
+//! The session store's behaviour, written against [`SessionStore`] so
+//! that every store (memory today, Redis later) runs the same tests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use shared::{ResumeFailure, ServerMessage};
+
+use super::*;
+
+fn limits(history_max: usize) -> Limits {
+    Limits {
+        history_max,
+        history_max_age: Duration::from_secs(60),
+        history_max_bytes: usize::MAX,
+        ttl: Duration::from_secs(120),
+        max_sessions: 3,
+        max_sessions_per_ip: 0,
+        history_total_bytes: 0,
+    }
+}
+
+/// Records whether its connection was taken over.
+#[derive(Debug, Default)]
+struct Flag(AtomicBool);
+
+impl TakeoverSignal for Flag {
+    fn taken_over(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Flag {
+    fn raised(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// The owner address of every session in these tests, unless said otherwise.
+const HOME: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+fn offer(id: &str) -> (String, String) {
+    (id.to_owned(), "t".to_owned())
+}
+
+/// Connection `conn`, whose takeover signal nobody watches.
+fn c(conn: u64) -> Attach {
+    Attach {
+        conn,
+        signal: Arc::new(Flag::default()),
+    }
+}
+
+/// Connection `conn` and its takeover signal.
+fn watched(conn: u64) -> (Attach, Arc<Flag>) {
+    let flag = Arc::new(Flag::default());
+    let attach = Attach {
+        conn,
+        signal: flag.clone(),
+    };
+    (attach, flag)
+}
+
+fn push(n: u64) -> Outgoing {
+    Outgoing::Push {
+        body: format!("p{n}"),
+        sent_at_ms: 0,
+    }
+}
+
+fn echo(id: u64) -> ServerMessage {
+    ServerMessage::Echo {
+        id,
+        body: "b".into(),
+    }
+}
+
+/// Session "s" (token "t") of client "c", attached to connection 1.
+async fn first(store: &impl SessionStore) -> SessionRef {
+    store
+        .create(offer("s"), "c", HOME, c(1), Instant::now())
+        .await
+        .unwrap()
+}
+
+fn seq_of(frame: &Utf8Bytes) -> u64 {
+    match ServerMessage::from_json(frame.as_str()).unwrap() {
+        ServerMessage::Msg { seq, .. } => seq,
+        other => panic!("not a msg: {other:?}"),
+    }
+}
+
+/// The push seq inside a `msg` envelope.
+fn push_seq_of(frame: &Utf8Bytes) -> u64 {
+    let ServerMessage::Msg { data, .. } = ServerMessage::from_json(frame.as_str()).unwrap() else {
+        panic!("not a msg")
+    };
+    match ServerMessage::from_json(&data).unwrap() {
+        ServerMessage::Push { seq, .. } => seq,
+        other => panic!("not a push: {other:?}"),
+    }
+}
+
+mod limits;
+mod numbering;
+mod resume;

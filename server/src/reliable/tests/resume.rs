@@ -1,0 +1,162 @@
+//! Resumes: replay, takeover, gaps and the history bounds while away.
+
+use super::*;
+
+#[tokio::test]
+async fn resume_replays_what_follows_last_seq_in_order() {
+    let now = Instant::now();
+    let store = MemoryStore::new(limits(10));
+    let s = first(&store).await;
+    for n in 1..=6 {
+        lock(&s).send(To::Connection(1), push(n), now).unwrap();
+    }
+    lock(&s).ack(2);
+    lock(&s).accept(1, 1, now, |_| None).unwrap();
+    lock(&s).detach(1, now);
+    let (_, resume) = store.resume("s", "t", 4, "c2", c(2), now).await.unwrap();
+    assert_eq!(resume.gap, None);
+    assert_eq!(resume.last_in, 1);
+    let seqs: Vec<u64> = resume.replay.iter().map(seq_of).collect();
+    assert_eq!(seqs, [5, 6]);
+    // The old connection may no longer speak for the session.
+    assert_eq!(
+        lock(&s).send(To::Connection(1), push(7), now).unwrap_err(),
+        Refused::from(TakenOver)
+    );
+    let frame = lock(&s).send(To::Connection(2), push(7), now).unwrap();
+    assert_eq!(seq_of(&frame), 7);
+}
+
+#[tokio::test]
+async fn a_broadcast_push_is_kept_once_for_every_session_and_replayed_exactly() {
+    let now = Instant::now();
+    let store = MemoryStore::new(limits(10));
+    let shared = Arc::new(shared::PushEncoder::new(7, "line\n \"quoted\" \u{1b}"));
+    let mut frames = Vec::new();
+    for id in ["s1", "s2"] {
+        let s = store.create(offer(id), "c", HOME, c(1), now).await.unwrap();
+        lock(&s).send(To::Connection(1), push(1), now).unwrap();
+        let frame = lock(&s)
+            .send(To::Connection(1), Outgoing::Shared(shared.clone()), now)
+            .unwrap();
+        lock(&s).detach(1, now);
+        frames.push(frame);
+    }
+    // Both histories hold the one body, not a copy each.
+    assert_eq!(Arc::strong_count(&shared), 3);
+    for (id, frame) in ["s1", "s2"].into_iter().zip(frames) {
+        assert_eq!((seq_of(&frame), push_seq_of(&frame)), (2, 2));
+        let (_, resume) = store.resume(id, "t", 1, "c", c(2), now).await.unwrap();
+        assert_eq!(
+            resume.replay,
+            [frame],
+            "the replay is the frame first written"
+        );
+    }
+}
+
+#[tokio::test]
+async fn resume_takes_over_a_connection_the_server_still_thinks_alive() {
+    let now = Instant::now();
+    let store = MemoryStore::new(limits(10));
+    let (first, first_flag) = watched(1);
+    let s = store
+        .create(offer("s"), "c", HOME, first, now)
+        .await
+        .unwrap();
+    let (second, second_flag) = watched(2);
+    let resumed = store.resume("s", "t", 0, "c", second.clone(), now).await;
+    assert!(resumed.is_ok());
+    // The old connection is told at once; the new one is not.
+    assert!(first_flag.raised());
+    assert!(!second_flag.raised());
+    assert!(lock(&s).is_attached(2));
+    assert!(!lock(&s).is_attached(1));
+    // The old connection ending does not detach the new one.
+    lock(&s).detach(1, now);
+    assert!(lock(&s).is_attached(2));
+    // Resuming on the same connection again is no takeover.
+    store.resume("s", "t", 0, "c", second, now).await.unwrap();
+    assert!(!second_flag.raised());
+}
+
+#[tokio::test]
+async fn a_history_too_short_is_reported_as_a_gap() {
+    let now = Instant::now();
+    let store = MemoryStore::new(limits(3));
+    let s = first(&store).await;
+    lock(&s).detach(1, now);
+    // The client is away: pushes are stored, the oldest evicted.
+    for n in 1..=5 {
+        lock(&s).send(To::Away, push(n), now).unwrap();
+    }
+    assert_eq!(lock(&s).unacked(), 3);
+    let (_, resume) = store.resume("s", "t", 0, "c", c(2), now).await.unwrap();
+    assert_eq!(resume.gap, Some((1, 2)));
+    let seqs: Vec<u64> = resume.replay.iter().map(seq_of).collect();
+    assert_eq!(seqs, [3, 4, 5]);
+    // Back: a message "for a client that is away" is refused, not stored.
+    assert_eq!(
+        lock(&s).send(To::Away, push(6), now).unwrap_err(),
+        Refused::TakenOver
+    );
+    // A client that got the gap and the replay resumes without a new gap.
+    lock(&s).detach(2, now);
+    let (_, resume) = store.resume("s", "t", 5, "c", c(3), now).await.unwrap();
+    assert_eq!(resume.gap, None);
+    assert!(resume.replay.is_empty());
+}
+
+#[tokio::test]
+async fn old_messages_are_evicted_by_age() {
+    let start = Instant::now();
+    let store = MemoryStore::new(limits(100));
+    let s = first(&store).await;
+    lock(&s).send(To::Connection(1), push(1), start).unwrap();
+    lock(&s).send(To::Connection(1), push(2), start).unwrap();
+    let later = start + Duration::from_secs(61);
+    lock(&s).send(To::Connection(1), push(3), later).unwrap();
+    lock(&s).detach(1, later);
+    let (_, resume) = store.resume("s", "t", 0, "c", c(2), later).await.unwrap();
+    assert_eq!(resume.gap, Some((1, 2)));
+    assert_eq!(resume.replay.len(), 1);
+}
+
+#[tokio::test]
+async fn the_byte_limit_bounds_the_history_and_evicts_only_while_away() {
+    let now = Instant::now();
+    let mut tight = limits(100);
+    tight.history_max_bytes = 300;
+    let store = MemoryStore::new(tight);
+    let s = first(&store).await;
+    let one = lock(&s)
+        .send(To::Connection(1), push(1), now)
+        .unwrap()
+        .len();
+    assert!(one > 60 && one < 150, "{one}");
+    // Connected: nothing evicted, but the window closes at half and the
+    // history refuses what would pass the limit.
+    let mut n = 1;
+    while lock(&s).window_open() {
+        n += 1;
+        lock(&s).send(To::Connection(1), push(n), now).unwrap();
+    }
+    loop {
+        match lock(&s).send(To::Connection(1), push(n + 1), now) {
+            Ok(_) => n += 1,
+            Err(refused) => {
+                assert_eq!(refused, Refused::Full);
+                break;
+            }
+        }
+    }
+    assert!(lock(&s).unacked_bytes() <= 300);
+    assert_eq!(lock(&s).unacked(), n as usize);
+    // Away: the next message evicts down to the limit.
+    lock(&s).detach(1, now);
+    lock(&s).send(To::Away, push(n + 1), now).unwrap();
+    assert!(lock(&s).unacked_bytes() <= 300);
+    assert!(lock(&s).unacked() <= n as usize);
+    let (_, resume) = store.resume("s", "t", 0, "c", c(2), now).await.unwrap();
+    assert!(resume.gap.is_some_and(|(from, _)| from == 1));
+}
