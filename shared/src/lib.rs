@@ -19,17 +19,36 @@
 //! | `{"type":"echo","id":7,"body":"hi"}` | answered by an `echo` with the same `id` and `body` |
 //! | `{"type":"burst","count":1000}` | the server pushes `count` `push` messages as fast as flow control allows, then `burst_done` |
 //! | `{"type":"ping","t":12.5}` | application heartbeat (browsers cannot send ping frames); answered by `pong` with the same `t` |
+//! | `{"type":"refresh","token":"eyJ..."}` | token mode: a fresh token for the same user before the current one's `exp`; answered by `refreshed`, or `error` `bad_token` |
 //!
 //! # Server to client ([`ServerMessage`])
 //!
 //! | JSON | meaning |
 //! |---|---|
-//! | `{"type":"welcome","client_id":"c1","push_interval_ms":1000}` | first message on every connection |
+//! | `{"type":"welcome","client_id":"c1","push_interval_ms":1000,"protocol":1}` | first message on every connection; in token mode it also carries the token's `"exp"` |
 //! | `{"type":"echo","id":7,"body":"hi"}` | answer to an `echo` |
 //! | `{"type":"push","seq":1,"sent_at_ms":1700000000000,"body":"tick"}` | timed, burst or admin push; `seq` counts up per connection from 1 |
 //! | `{"type":"burst_done","count":1000,"elapsed_ms":12}` | after the last push of a burst |
 //! | `{"type":"pong","t":12.5}` | answer to a `ping` |
 //! | `{"type":"error","code":"malformed","message":"..."}` | the server could not accept a message; see [`ErrorCode`] |
+//! | `{"type":"refreshed","exp":1700000900}` | token mode: the `refresh` was accepted; the connection now lasts until `exp` |
+//!
+//! # Versions and identities
+//!
+//! Every `welcome` carries `protocol` ([`PROTOCOL_VERSION`], 1 today), so
+//! that clients and nodes of mixed versions can tell what they talk to; a
+//! welcome without it comes from a server older than versioning (decoded as 0).
+//!
+//! In token mode (the server started with a JWT key), a connection proves
+//! its user with a signed token (`?token=` or `Authorization: Bearer`), and
+//! its `welcome` carries the token's `exp` in seconds since the epoch. The
+//! client sends `refresh` with a new token of the same user before `exp`;
+//! a connection not refreshed by then is closed with
+//! [`close_code::TOKEN_EXPIRED`]. A refused token at connect closes the
+//! connection right after the upgrade with [`close_code::UNAUTHORIZED`]
+//! (browsers cannot read a refused handshake's status). `refresh` and
+//! `refreshed` belong to the connection: in reliable mode they are never
+//! numbered.
 //!
 //! # Reliable mode (opt-in: `/ws?reliable=1`)
 //!
@@ -53,7 +72,8 @@
 //! Inside `msg`, the server's `data` is one of the messages of the table
 //! above (echo, push, `burst_done`, error) and the client's one of its
 //! messages (echo, burst, ping). Connection-scoped messages (`welcome`,
-//! heartbeat `ping`/`pong`, `ack`, `resume*`, `gap`) are never numbered.
+//! heartbeat `ping`/`pong`, `ack`, `resume*`, `gap`, `refresh`/`refreshed`)
+//! are never numbered.
 //!
 //! # Decoding
 //!
@@ -70,6 +90,7 @@
 //! * [`DecodeError`]: why a text frame could not be decoded.
 //! * [`close_code`]: the WebSocket close codes the server uses, in one place.
 //! * [`PushEncoder`]: many `push` frames of one body, without serde per frame.
+//! * [`PROTOCOL_VERSION`]: the `protocol` of every `welcome`.
 //!
 //! # Example
 //!
@@ -90,6 +111,11 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+/// The protocol version this crate speaks, carried by every `welcome` as
+/// `"protocol"`. It changes only when a peer of the old version would
+/// misunderstand the new one; added optional fields do not change it.
+pub const PROTOCOL_VERSION: u32 = 1;
 
 /// A message from the client to the server, sent as one JSON text frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,6 +164,15 @@ pub enum ClientMessage {
         /// The application's text frame, verbatim.
         data: String,
     },
+    /// Token mode: replace the connection's token with a fresh one of the
+    /// same user before the current one expires. Answered by
+    /// [`ServerMessage::Refreshed`], or by an `error` with
+    /// [`ErrorCode::BadToken`] (the connection then lasts until its current
+    /// `exp`). Never numbered in reliable mode.
+    Refresh {
+        /// The new token (a JWT), as for `?token=`.
+        token: String,
+    },
 }
 
 /// A message from the server to the client, sent as one JSON text frame.
@@ -159,6 +194,16 @@ pub enum ServerMessage {
         /// Reliable mode only: the secret that proves a `resume` comes from this client.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
+        /// The protocol version of the server ([`PROTOCOL_VERSION`]); 0 when
+        /// the server is older than versioning and sent none.
+        #[serde(default)]
+        protocol: u32,
+        /// Token mode only: when the connection's token expires, in seconds
+        /// since the Unix epoch (as the JWT's `exp`). The client sends a
+        /// `refresh` before then, or is closed with
+        /// [`close_code::TOKEN_EXPIRED`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exp: Option<u64>,
     },
     /// The answer to [`ClientMessage::Echo`].
     Echo {
@@ -227,6 +272,11 @@ pub enum ServerMessage {
         /// The last lost seq.
         to: u64,
     },
+    /// Token mode: the [`ClientMessage::Refresh`] was accepted.
+    Refreshed {
+        /// When the new token expires, in seconds since the Unix epoch.
+        exp: u64,
+    },
 }
 
 /// Why a `resume` failed, serialized as a `snake_case` string.
@@ -291,6 +341,9 @@ pub enum ErrorCode {
     /// one in progress and those waiting behind it); this one was not
     /// started (`"burst_busy"`).
     BurstBusy,
+    /// A `refresh` whose token is invalid, expired, or of another user; the
+    /// connection keeps its current token until its `exp` (`"bad_token"`).
+    BadToken,
     /// A code this version of the protocol does not know.
     Other(String),
 }
@@ -306,6 +359,7 @@ impl ErrorCode {
             Self::NotReliable => "not_reliable",
             Self::OutOfOrder => "out_of_order",
             Self::BurstBusy => "burst_busy",
+            Self::BadToken => "bad_token",
             Self::Other(code) => code,
         }
     }
@@ -321,6 +375,7 @@ impl From<String> for ErrorCode {
             "not_reliable" => Self::NotReliable,
             "out_of_order" => Self::OutOfOrder,
             "burst_busy" => Self::BurstBusy,
+            "bad_token" => Self::BadToken,
             _ => Self::Other(code),
         }
     }
@@ -376,7 +431,7 @@ impl DecodeError {
 }
 
 /// Message types the client may send, used to tell unknown types from bad fields.
-const CLIENT_TYPES: &[&str] = &["echo", "burst", "ping", "resume", "ack", "msg"];
+const CLIENT_TYPES: &[&str] = &["echo", "burst", "ping", "resume", "ack", "msg", "refresh"];
 /// Message types the server may send.
 const SERVER_TYPES: &[&str] = &[
     "welcome",
@@ -390,6 +445,7 @@ const SERVER_TYPES: &[&str] = &[
     "resumed",
     "resume_failed",
     "gap",
+    "refreshed",
 ];
 
 fn decode<'a, T: Deserialize<'a>>(text: &'a str, known: &[&str]) -> Result<T, DecodeError> {
@@ -576,7 +632,9 @@ pub mod close_code {
     pub const PROTOCOL_ERROR: u16 = 1002;
     /// A text frame was not valid UTF-8.
     pub const INVALID_PAYLOAD: u16 = 1007;
-    /// Policy violation: the client kept sending messages the server could not decode.
+    /// Policy violation: the client kept sending messages the server could
+    /// not decode, or (without `--allow-client-ids`) chose its own
+    /// `?client_id=`; the reason says which.
     pub const POLICY_VIOLATION: u16 = 1008;
     /// A message was larger than the server's limit.
     pub const MESSAGE_TOO_BIG: u16 = 1009;
@@ -595,6 +653,16 @@ pub mod close_code {
     /// one's session). Reconnecting would replace the newer one in turn, so a
     /// client should not.
     pub const REPLACED: u16 = 4002;
+    /// Token mode: the connection's token expired and no `refresh` replaced
+    /// it, reason `"token expired"`. A client reconnects with a new token
+    /// (and resumes its session in reliable mode).
+    pub const TOKEN_EXPIRED: u16 = 4003;
+    /// Token mode: the connection's token was refused at connect, right
+    /// after the upgrade and before any `welcome`. The reason names the
+    /// cause: `"missing token"`, `"invalid token"`, `"token expired"`,
+    /// `"wrong issuer"` or `"wrong audience"`. Reconnecting with the same
+    /// token fails again: a client gets a new token first, or stops.
+    pub const UNAUTHORIZED: u16 = 4401;
 }
 
 #[cfg(test)]
@@ -635,7 +703,32 @@ mod tests {
                 },
                 r#"{"type":"msg","seq":7,"data":"{\"type\":\"ping\",\"t\":1}"}"#,
             ),
+            (
+                ClientMessage::Refresh {
+                    token: "eyJ.x.y".into(),
+                },
+                r#"{"type":"refresh","token":"eyJ.x.y"}"#,
+            ),
         ]
+    }
+
+    /// A welcome from a server older than versioning has no `protocol`:
+    /// it decodes, as version 0.
+    #[test]
+    fn welcome_without_protocol_is_version_zero() {
+        let welcome =
+            ServerMessage::from_json(r#"{"type":"welcome","client_id":"c","push_interval_ms":0}"#);
+        assert!(
+            matches!(
+                welcome,
+                Ok(ServerMessage::Welcome {
+                    protocol: 0,
+                    exp: None,
+                    ..
+                })
+            ),
+            "{welcome:?}"
+        );
     }
 
     fn server_cases() -> Vec<(ServerMessage, &'static str)> {
@@ -646,8 +739,25 @@ mod tests {
                     push_interval_ms: 1000,
                     session: None,
                     token: None,
+                    protocol: PROTOCOL_VERSION,
+                    exp: None,
                 },
-                r#"{"type":"welcome","client_id":"c-1","push_interval_ms":1000}"#,
+                r#"{"type":"welcome","client_id":"c-1","push_interval_ms":1000,"protocol":1}"#,
+            ),
+            (
+                ServerMessage::Welcome {
+                    client_id: "c-1".into(),
+                    push_interval_ms: 1000,
+                    session: None,
+                    token: None,
+                    protocol: PROTOCOL_VERSION,
+                    exp: Some(1_700_000_900),
+                },
+                r#"{"type":"welcome","client_id":"c-1","push_interval_ms":1000,"protocol":1,"exp":1700000900}"#,
+            ),
+            (
+                ServerMessage::Refreshed { exp: 1_700_000_900 },
+                r#"{"type":"refreshed","exp":1700000900}"#,
             ),
             (
                 ServerMessage::Welcome {
@@ -655,8 +765,10 @@ mod tests {
                     push_interval_ms: 1000,
                     session: Some("s1".into()),
                     token: Some("k".into()),
+                    protocol: PROTOCOL_VERSION,
+                    exp: None,
                 },
-                r#"{"type":"welcome","client_id":"c-1","push_interval_ms":1000,"session":"s1","token":"k"}"#,
+                r#"{"type":"welcome","client_id":"c-1","push_interval_ms":1000,"session":"s1","token":"k","protocol":1}"#,
             ),
             (
                 ServerMessage::Msg {
@@ -794,6 +906,7 @@ mod tests {
             ErrorCode::NotReliable,
             ErrorCode::OutOfOrder,
             ErrorCode::BurstBusy,
+            ErrorCode::BadToken,
             ErrorCode::Other("from_the_future".into()),
         ] {
             let msg = ServerMessage::Error {

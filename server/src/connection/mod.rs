@@ -191,6 +191,8 @@ fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode)
         push_interval_ms: u64::try_from(state.config.push_interval.as_millis()).unwrap_or(u64::MAX),
         session: link.as_ref().map(|link| link.offer().0.to_owned()),
         token: link.as_ref().map(|link| link.offer().1.to_owned()),
+        protocol: shared::PROTOCOL_VERSION,
+        exp: None,
     };
     outbound
         .try_send(Outbound::Frame(wire::text(&welcome)))

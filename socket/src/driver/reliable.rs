@@ -346,6 +346,8 @@ mod tests {
             push_interval_ms: 0,
             session: Some(session.into()),
             token: Some(format!("{session}-token")),
+            protocol: shared::PROTOCOL_VERSION,
+            exp: None,
         })
     }
 

@@ -175,6 +175,8 @@ fn welcome(session: &str) -> ServerMessage {
         push_interval_ms: 0,
         session: Some(session.into()),
         token: Some(format!("{session}-token")),
+        protocol: shared::PROTOCOL_VERSION,
+        exp: None,
     }
 }
 
