@@ -176,6 +176,7 @@ mod dispatch;
 pub mod driver;
 mod message;
 mod stream;
+mod token;
 mod transport;
 mod typed;
 #[cfg(all(target_arch = "wasm32", feature = "yew"))]
@@ -189,6 +190,9 @@ pub use message::{
     CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats, TransportError,
 };
 pub use stream::EventStream;
+pub use token::{
+    AuthError, MaybeSend, MaybeSendSync, Token, TokenFuture, TokenProvider, url_with_token,
+};
 #[cfg(target_arch = "wasm32")]
 pub use transport::web::{Socket, WeakSocket};
 // The native transport (feature `native`): the same API over tokio-tungstenite.

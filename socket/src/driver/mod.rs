@@ -92,6 +92,7 @@
 //! assert_eq!(written, ["queued until open".into()]);
 //! ```
 
+pub mod auth;
 mod io;
 pub mod liveness;
 pub mod machine;
@@ -108,6 +109,7 @@ use crate::config::Config;
 use crate::message::{
     CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats, TransportError,
 };
+use auth::Auth;
 pub use io::{Effect, Input, TimerId, TimerKind};
 use liveness::Liveness;
 use machine::{Input as Step, Machine};
@@ -155,10 +157,14 @@ pub struct Driver {
     machine: Machine,
     queue: Queue,
     reliable: Option<Reliable>,
+    /// Token mode's bookkeeping, with a token provider only.
+    auth: Option<Auth>,
+    /// Epoch milliseconds minus `now` ([`Driver::set_wall_clock_offset_ms`]).
+    wall_clock_offset_ms: f64,
     liveness: Option<Liveness>,
     counters: Counters,
     rng: Rng,
-    timers: [Option<Armed>; 4],
+    timers: [Option<Armed>; TimerKind::COUNT],
     next_serial: u64,
     /// The generation of the socket the glue holds, if any.
     live: Option<u64>,
@@ -199,13 +205,15 @@ impl Driver {
         Self {
             connect_url: config.connect_url(),
             reliable: config.reliable.then(Reliable::new),
+            auth: config.token.as_ref().map(|_| Auth::default()),
+            wall_clock_offset_ms: 0.0,
             config,
             machine,
             queue,
             liveness: None,
             counters: Counters::default(),
             rng: Rng(seed),
-            timers: [None; 4],
+            timers: [None; TimerKind::COUNT],
             next_serial: 0,
             live: None,
             writable: false,
@@ -265,7 +273,7 @@ impl Driver {
                     reason,
                     was_clean,
                 };
-                self.step(Step::Closed { generation, close }, now);
+                self.closed(generation, close, now);
             }
             Input::Error { generation, reason } => {
                 if generation == self.machine.generation() {
@@ -281,6 +289,7 @@ impl Driver {
             Input::Offline => self.step(Step::Offline, now),
             Input::Online => self.step(Step::Online, now),
             Input::Visible => self.step(Step::Visible, now),
+            Input::TokenFetched { serial, result } => self.token_fetched(serial, result, now),
         }
         self.finish();
     }

@@ -144,7 +144,12 @@ impl Socket {
             dispatcher: Arc::default(),
             origin: Instant::now(),
         });
+        // Token expiries are wall-clock times; the driver's clock is monotonic.
+        let epoch_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
         let now = core.now();
+        core.driver().set_wall_clock_offset_ms(epoch_ms - now);
         core.driver().start(now);
         let (wake, woken) = mpsc::channel(1);
         let shared = Arc::new(Shared {
