@@ -89,7 +89,9 @@ pub type ReconnectPolicy = Arc<dyn Fn(&CloseInfo) -> bool + Send + Sync>;
 
 /// The default policy: reconnect after every close except a kick by the
 /// server (4000), a policy violation (1008) and a replacement by a newer
-/// connection with the same client id (4002).
+/// connection with the same client id (4002). A token that expired (4003)
+/// reconnects with a new one; a refused token (4401) reconnects only with a
+/// token provider (the driver stops without one, whatever the policy says).
 pub fn default_should_reconnect(close: &CloseInfo) -> bool {
     use shared::close_code::{KICKED, POLICY_VIOLATION, REPLACED};
     !matches!(close.code, KICKED | POLICY_VIOLATION | REPLACED)

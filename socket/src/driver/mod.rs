@@ -1,7 +1,8 @@
 //! The socket's rules as a pure state machine: inputs in, effects out.
 //!
 //! [`Driver`] owns the connection [`machine`], the send [`Queue`], the
-//! [`reliable`] window, the heartbeat's [`liveness`] and the counters. It
+//! [`reliable`] window, the heartbeat's [`liveness`], token mode's
+//! [`auth`] bookkeeping and the counters. It
 //! reads no clock (every input carries `now`, in milliseconds), draws its
 //! jitter from a seeded generator it owns, and touches no socket and no
 //! timer: a transport glue (the browser's in `transport/web`, a native one) feeds it
@@ -16,14 +17,15 @@
 //!   [`Driver::open_hook_done`]; their results come back at once;
 //! * what happened, as [`Input`]s to [`Driver::handle`]: the transport's
 //!   open, message, close, error, a write it could not do, a timer that
-//!   fired, the network going offline or online, the page becoming visible.
+//!   fired, the network going offline or online, the page becoming visible,
+//!   the token provider's answer.
 //!
 //! # Effects
 //!
 //! Every call appends [`Effect`]s to a FIFO that the glue drains with
 //! [`Driver::poll_effect`] and performs in order: open a socket, write a
 //! frame, close or drop the socket, start or stop a timer, run the open
-//! hook, emit an [`Event`]. The events of one call come after its other
+//! hook, fetch a token, emit an [`Event`]. The events of one call come after its other
 //! effects, so the application sees a state change once its writes are out
 //! (the open hook and the flush included).
 //!
