@@ -71,6 +71,9 @@
 //!   [`AuthError::Unauthorized`].
 //! * A provider failure: [`AuthError::Provider`], retried with the backoff,
 //!   never in a tight loop.
+//! * Nothing of the application goes out before the server's `welcome`
+//!   (which says the token was accepted; a refusal comes before it), and
+//!   [`Event::Open`] comes with it.
 //! * Tokens are [`Token`]s, whose `Debug` and `Display` are redacted.
 //!
 //! ```no_run

@@ -9,6 +9,12 @@
 //!   that never opens. A provider error fails the attempt at once
 //!   ([`crate::AuthError::Provider`], then a close 1006 "token provider
 //!   failed" and the backoff).
+//! * **Welcome.** The server completes the upgrade and then refuses a bad
+//!   token with 4401, before its `welcome`: so in token mode nothing of
+//!   the application (queue, open hook, new sends) goes out until the
+//!   `welcome` has come, and a refused connection loses nothing.
+//!   [`crate::Event::Open`] comes then too (the state is `Open` at the
+//!   socket's open, as always).
 //! * **Refresh.** The `welcome` of token mode carries the token's `exp`
 //!   (seconds since the epoch). The driver fetches a new token at
 //!   [`refresh_delay_ms`] and writes `refresh` un-numbered (never through
@@ -34,6 +40,7 @@ use shared::close_code::UNAUTHORIZED;
 use shared::{ClientMessage, ErrorCode, ServerMessage};
 
 use super::machine::Input as Step;
+use super::reliable::Reliable;
 use super::{Driver, Effect, TimerKind};
 use crate::message::{CloseInfo, Event, State};
 use crate::token::{AuthError, Token};
@@ -179,7 +186,12 @@ impl Driver {
             return;
         }
         match ServerMessage::from_json(text) {
-            Ok(ServerMessage::Welcome { exp: Some(exp), .. }) => self.expires_at(exp, now),
+            Ok(ServerMessage::Welcome { exp, .. }) => {
+                if let Some(exp) = exp {
+                    self.expires_at(exp, now);
+                }
+                self.welcomed();
+            }
             Ok(ServerMessage::Refreshed { exp }) => {
                 self.events.push(Event::TokenRefreshed { exp });
                 self.expires_at(exp, now);
@@ -191,6 +203,18 @@ impl Driver {
                 .events
                 .push(Event::Auth(AuthError::RefreshRefused(message))),
             _ => {}
+        }
+    }
+
+    /// The token was accepted: new messages may go out (in reliable mode,
+    /// once a `resume` is answered as well).
+    fn welcomed(&mut self) {
+        if !std::mem::take(&mut self.awaiting_welcome) {
+            return;
+        }
+        if self.reliable.as_ref().is_none_or(Reliable::ready) {
+            let generation = self.machine.generation();
+            self.ready(generation);
         }
     }
 

@@ -163,6 +163,9 @@ pub struct Driver {
     auth: Option<Auth>,
     /// Epoch milliseconds minus `now` ([`Driver::set_wall_clock_offset_ms`]).
     wall_clock_offset_ms: f64,
+    /// Token mode: open, but the server's `welcome` (which says the token
+    /// was accepted) has not come yet; new messages wait.
+    awaiting_welcome: bool,
     liveness: Option<Liveness>,
     counters: Counters,
     rng: Rng,
@@ -209,6 +212,7 @@ impl Driver {
             reliable: config.reliable.then(Reliable::new),
             auth: config.token.as_ref().map(|_| Auth::default()),
             wall_clock_offset_ms: 0.0,
+            awaiting_welcome: false,
             config,
             machine,
             queue,
@@ -312,7 +316,7 @@ impl Driver {
 
     fn send_inner(&mut self, message: Message) -> Result<SendOutcome, SendError> {
         let reliable = self.reliable.is_some();
-        let ready = self.reliable.as_ref().is_none_or(Reliable::ready);
+        let ready = self.reliable.as_ref().is_none_or(Reliable::ready) && !self.awaiting_welcome;
         match self.machine.state() {
             State::Closed => Err(SendError::Closed(message)),
             _ if reliable && matches!(message, Message::Binary(_)) => {

@@ -78,6 +78,7 @@ impl Driver {
             self.stop_timer(TimerKind::Heartbeat);
             self.stop_timer(TimerKind::Ack);
             self.auth_closed();
+            self.awaiting_welcome = false;
             self.liveness = None;
             self.writable = false;
             self.restore_unwritten();
@@ -122,8 +123,11 @@ impl Driver {
             }
             None => true,
         };
+        // Token mode: the server may still refuse the token (4401, before
+        // its welcome); nothing of the application goes out until the welcome.
+        self.awaiting_welcome = self.auth.is_some();
         // A resume waits for its answer: resends go first.
-        if ready_now {
+        if ready_now && !self.awaiting_welcome {
             self.ready(generation);
         }
     }
@@ -180,7 +184,7 @@ impl Driver {
                 let resumed = self.on_incoming(incoming, now);
                 self.sync_reserved();
                 self.schedule_ack();
-                if resumed {
+                if resumed && !self.awaiting_welcome {
                     self.ready(generation);
                 }
             }

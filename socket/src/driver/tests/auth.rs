@@ -230,6 +230,7 @@ fn a_close_4003_reconnects_with_a_new_token_and_resumes_in_reliable_mode() {
         client(&writes(&effects))[..],
         [ClientMessage::Resume { ref session, last_seq: 0, .. }] if session == "s1"
     ));
+    h.receive_server(&welcome("s2"));
     let effects = h.receive_server(&ServerMessage::Resumed { last_seq: 0 });
     assert_eq!(
         client(&writes(&effects)),
@@ -375,4 +376,48 @@ fn tokens_never_show_in_the_effects_debug_output() {
     let printed = format!("{effects:?} {input:?} {:?}", h.d.config());
     assert!(!printed.contains("s3cr3t"), "{printed}");
     assert!(printed.contains("<redacted>"));
+}
+
+#[test]
+fn in_token_mode_nothing_of_the_application_goes_out_before_the_welcome() {
+    let mut h = harness(token_config());
+    let serial = fetch(&h.start());
+    assert_eq!(h.send("a"), Ok(SendOutcome::Queued));
+    fetched(&mut h, serial, Ok("bad"));
+    let effects = h.opened();
+    assert_eq!(h.d.state(), State::Open);
+    assert!(writes(&effects).is_empty(), "{effects:?}");
+    assert!(!events(&effects).contains(&Event::Open));
+    assert_eq!(h.send("b"), Ok(SendOutcome::Queued));
+    // Refused before the welcome: both stay queued for the next connection.
+    close_with(&mut h, UNAUTHORIZED, "invalid token");
+    assert_eq!(h.d.queue_len(), 2);
+    let serial = fetch(&h.fire(TimerKind::Retry));
+    fetched(&mut h, serial, Ok("good"));
+    h.opened();
+    let effects = h.receive_server(&token_welcome(EPOCH_S + 600));
+    assert_eq!(writes(&effects), [text("a"), text("b")]);
+    let events = events(&effects);
+    assert!(matches!(events[0], Event::Message(_)), "the welcome first");
+    assert_eq!(events.last(), Some(&Event::Open));
+    assert_eq!(h.send("c"), Ok(SendOutcome::Sent));
+}
+
+#[test]
+fn in_reliable_token_mode_the_session_starts_at_once_and_messages_follow_the_welcome() {
+    let mut h = harness(token_config().with_reliable(true));
+    let serial = fetch(&h.start());
+    h.send("a").unwrap();
+    fetched(&mut h, serial, Ok("t1"));
+    let effects = h.opened();
+    // The session's first message is the connection's, not the application's.
+    assert_eq!(client(&writes(&effects)), [ClientMessage::Ack { seq: 0 }]);
+    let effects = h.receive_server(&welcome("s1"));
+    assert_eq!(
+        client(&writes(&effects)),
+        [ClientMessage::Msg {
+            seq: 1,
+            data: "a".into()
+        }]
+    );
 }
