@@ -38,7 +38,7 @@
 //! | [`auth`] (public) | identities: constant-time compares; `jwt.rs` token mode's [`auth::Verifier`] (HS256, RS256, ES256 with `jsonwebtoken`), the [`auth::TokenError`] that names a refusal, [`auth::mint_hs256`] for tests, the testbed and the `token` subcommand (a leaf: no imports from the crate) |
 //! | `admin` | the `/api` handlers and the bearer-token guard |
 //! | `queue` | a connection's outbound queue, bounded in messages and in bytes (`--send-queue-bytes`), and what it carries |
-//! | `timer` | a connection's timers: the idle deadline (pushed back by a clock read, not a timer reset per frame) and the optional ticks |
+//! | `timer` | a connection's timers: the idle deadline (pushed back by a clock read, not a timer reset per frame) and in token mode the token's expiry on the same timer, and the optional ticks |
 //! | `metrics` | counters rendered at `/metrics` |
 //! | `wire` | errors and messages mapped to frames and close codes |
 //!

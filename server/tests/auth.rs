@@ -421,3 +421,102 @@ async fn token_mode_refuses_to_start_with_allow_client_ids() {
     .unwrap();
     assert!(config.verifier().is_err());
 }
+
+/// Sends a heartbeat ping (never numbered) and waits for its pong: the
+/// connection is still served.
+async fn still_served(ws: &mut Ws, id: u64) {
+    send_text(ws, &format!(r#"{{"type":"ping","t":{id}}}"#)).await;
+    match next_json(ws).await {
+        ServerMessage::Pong { t } => assert_eq!(t, id as f64),
+        other => panic!("expected pong {id}, got {other:?}"),
+    }
+}
+
+fn refresh(token: &str) -> String {
+    json!({ "type": "refresh", "token": token }).to_string()
+}
+
+#[tokio::test]
+async fn without_a_refresh_the_connection_is_closed_with_4003_at_exp() {
+    let server = token_server(&[]).await;
+    let short = claims("alice", 2);
+    let exp = short["exp"].as_u64().unwrap();
+    let (mut ws, _) = connect_with(&server, "/ws", &hs256(&short)).await;
+    let frame = expect_close(&mut ws).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), close_code::TOKEN_EXPIRED);
+    assert_eq!(frame.reason.as_str(), "token expired");
+    assert!(unix_now() >= exp, "not before exp ({} < {exp})", unix_now());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_in_band_refresh_extends_the_connection_unnumbered() {
+    let server = token_server(&[]).await;
+    let short = claims("alice", 2);
+    let exp = short["exp"].as_u64().unwrap();
+    // Reliable mode: refresh and refreshed are never numbered.
+    let (mut ws, _) = connect_with(&server, "/ws?reliable=1", &hs256(&short)).await;
+    let longer = claims("alice", 60);
+    send_text(&mut ws, &refresh(&hs256(&longer))).await;
+    assert_eq!(
+        next_json(&mut ws).await,
+        ServerMessage::Refreshed {
+            exp: longer["exp"].as_u64().unwrap()
+        }
+    );
+    // Served past the first token's exp.
+    let mut id = 0;
+    while unix_now() <= exp + 1 {
+        id += 1;
+        still_served(&mut ws, id).await;
+        // Pacing, not waiting for a condition: the loop ends on the clock.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    still_served(&mut ws, id + 1).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_refresh_gets_bad_token_and_the_connection_ends_at_its_exp() {
+    let server = token_server(&[]).await;
+    let short = claims("alice", 2);
+    let exp = short["exp"].as_u64().unwrap();
+    let (mut ws, _) = connect_with(&server, "/ws", &hs256(&short)).await;
+    let other_key = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"someone else's secret"),
+        &claims("alice", 60),
+    );
+    for (token, says) in [
+        (hs256(&claims("mallory", 60)), "another user"),
+        (other_key, "invalid token"),
+        (hs256(&claims("alice", -10)), "token expired"),
+        ("garbage".to_owned(), "invalid token"),
+    ] {
+        send_text(&mut ws, &refresh(&token)).await;
+        match next_json(&mut ws).await {
+            ServerMessage::Error { code, message } => {
+                assert_eq!(code, shared::ErrorCode::BadToken);
+                assert!(message.contains(says), "{message:?} names {says:?}");
+            }
+            other => panic!("expected bad_token, got {other:?}"),
+        }
+    }
+    let frame = expect_close(&mut ws).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), close_code::TOKEN_EXPIRED);
+    assert!(unix_now() >= exp);
+    server.shutdown().await.unwrap();
+
+    // Anonymous mode has nothing to refresh.
+    let server = start(&["--allow-client-ids=false"]).await;
+    let (mut ws, _) = server.connect_ws("/ws").await;
+    send_text(&mut ws, &refresh("x")).await;
+    assert!(matches!(
+        next_json(&mut ws).await,
+        ServerMessage::Error {
+            code: shared::ErrorCode::BadToken,
+            ..
+        }
+    ));
+    server.shutdown().await.unwrap();
+}

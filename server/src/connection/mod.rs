@@ -91,6 +91,11 @@ impl End {
         Self::with(close_code::IDLE_TIMEOUT, "idle timeout")
     }
 
+    /// Token mode: the token's `exp` (plus the leeway) passed without a refresh.
+    fn token_expired() -> Self {
+        Self::with(close_code::TOKEN_EXPIRED, "token expired")
+    }
+
     fn too_many_bad() -> Self {
         Self::with(
             close_code::POLICY_VIOLATION,
@@ -142,6 +147,8 @@ pub(crate) struct Conn {
     pub(crate) client_id: String,
     /// Token mode: the user (the token's `sub`).
     pub(crate) user: Option<Arc<str>>,
+    /// Token mode: when the token of the upgrade (plus the leeway) runs out.
+    pub(crate) expiry: Option<tokio::time::Instant>,
     /// Counters and close requests shared with the registry.
     pub(crate) shared: Arc<ClientShared>,
 }
@@ -252,6 +259,10 @@ fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode)
         started: Instant::now(),
         client_id: peer.id,
         user,
+        expiry: peer.identity.as_ref().and_then(|identity| {
+            let leeway = state.auth.as_ref()?.leeway();
+            Some(crate::timer::expiry(identity.exp, leeway))
+        }),
         shared,
     };
     let mode = match link {
