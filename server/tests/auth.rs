@@ -520,3 +520,52 @@ async fn a_refused_refresh_gets_bad_token_and_the_connection_ends_at_its_exp() {
     ));
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_token_subcommand_mints_what_the_server_accepts() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+            .arg("token")
+            .args(args)
+            .env_remove("JWT_SECRET")
+            .env_remove("JWT_SECRET_FILE")
+            .env_remove("JWT_PUBLIC_KEY")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "--sub",
+        "dave",
+        "--ttl",
+        "1h",
+        "--client-name",
+        "cli",
+        "--jwt-secret",
+        SECRET,
+        "--jwt-issuer",
+        "me",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let server = token_server(&["--jwt-issuer", "me"]).await;
+    let (_ws, welcome) = connect_with(&server, "/ws", &token).await;
+    let ServerMessage::Welcome { exp: Some(exp), .. } = welcome else {
+        panic!("a welcome with exp, got {welcome:?}")
+    };
+    let ttl = exp - unix_now();
+    assert!((3590..=3601).contains(&ttl), "1h: {ttl}");
+    let list = clients(&server).await;
+    assert_eq!(list[0]["user"], "dave");
+    assert_eq!(list[0]["client_name"], "cli");
+    server.shutdown().await.unwrap();
+
+    // Only a public key: it cannot sign, and says so.
+    let public = format!(
+        "{}/tests/fixtures/es256-public.pem",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = run(&["--sub", "dave", "--jwt-public-key", &public]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("can only verify"), "{said}");
+}
