@@ -228,6 +228,36 @@ impl Registry {
         (queued, targets.len() - queued)
     }
 
+    /// The connections of `user` (token mode).
+    fn of_user(&self, user: &str) -> Vec<ClientHandle> {
+        self.lock()
+            .values()
+            .filter(|h| h.user.as_deref() == Some(user))
+            .cloned()
+            .collect()
+    }
+
+    /// Queues `push` to every connection of `user`, as [`Registry::push`]
+    /// does to one; returns how many queued it and how many connections
+    /// `user` has.
+    pub fn push_user(&self, user: &str, push: &Arc<PushEncoder>) -> (usize, usize) {
+        let targets = self.of_user(user);
+        let queued = targets
+            .iter()
+            .filter(|h| h.push(push.clone()) == PushOutcome::Queued)
+            .count();
+        (queued, targets.len())
+    }
+
+    /// Asks every connection of `user` to close; returns how many.
+    pub fn kick_user(&self, user: &str, request: &CloseRequest) -> usize {
+        let targets = self.of_user(user);
+        for handle in &targets {
+            handle.shared.request_close(request.clone());
+        }
+        targets.len()
+    }
+
     /// Asks `id` to close with `code` and `reason`; false if unknown.
     pub fn kick(&self, id: &str, request: CloseRequest) -> bool {
         match self.lock().get(id) {

@@ -28,6 +28,8 @@ pub fn router(state: AppState) -> Router {
         .route("/clients", get(admin::list))
         .route("/clients/{id}", delete(admin::kick))
         .route("/clients/{id}/push", post(admin::push))
+        .route("/users/{user}", delete(admin::kick_user))
+        .route("/users/{user}/push", post(admin::push_user))
         .route("/broadcast", post(admin::broadcast))
         // Push and broadcast bodies: 413 beyond --max-push-size (0: none).
         .layer(match state.config.max_push_size {

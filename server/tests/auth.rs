@@ -569,3 +569,177 @@ async fn the_token_subcommand_mints_what_the_server_accepts() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("can only verify"), "{said}");
 }
+
+// ---- users ----
+
+async fn push_user(server: &TestServer, user: &str, body: &str) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(server.http_url(&format!("/api/users/{user}/push")))
+        .bearer_auth(ADMIN)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+/// The body of the next push on a plain connection.
+async fn next_push(ws: &mut Ws) -> String {
+    match next_json(ws).await {
+        ServerMessage::Push { body, .. } => body,
+        other => panic!("expected a push, got {other:?}"),
+    }
+}
+
+/// How many connections of `user` the admin list shows.
+async fn connections_of(server: &TestServer, user: &str) -> usize {
+    clients(server)
+        .await
+        .iter()
+        .filter(|row| row["user"] == user)
+        .count()
+}
+
+#[tokio::test]
+async fn a_user_holds_many_connections_and_a_push_to_the_user_reaches_each() {
+    let server = token_server(&[]).await;
+    let alice = hs256(&claims("alice", 3600));
+    let (mut tab, first) = connect_with(&server, "/ws", &alice).await;
+    let (mut phone, second) = connect_with(&server, "/ws", &alice).await;
+    let (mut bob, _) = connect_with(&server, "/ws", &hs256(&claims("bob", 3600))).await;
+    let id = |welcome: &ServerMessage| match welcome {
+        ServerMessage::Welcome { client_id, .. } => client_id.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_ne!(id(&first), id(&second), "each connection its own id");
+    // The second did not displace the first.
+    still_served(&mut tab, 1).await;
+    still_served(&mut phone, 2).await;
+    assert_eq!(connections_of(&server, "alice").await, 2);
+
+    let (status, answer) = push_user(&server, "alice", "for alice").await;
+    assert_eq!(status, 200);
+    assert_eq!(answer, json!({ "delivered": 2, "stored": 0 }));
+    assert_eq!(next_push(&mut tab).await, "for alice");
+    assert_eq!(next_push(&mut phone).await, "for alice");
+    // Not bob: his next message is the pong of his own ping.
+    still_served(&mut bob, 3).await;
+    let (status, _) = push_user(&server, "nobody", "x").await;
+    assert_eq!(status, 404);
+
+    // A user kick closes every connection of the user, and only those.
+    let response = admin(
+        &server,
+        reqwest::Method::DELETE,
+        "/api/users/alice?reason=bye",
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    for ws in [&mut tab, &mut phone] {
+        let frame = expect_close(ws).await.expect("a close frame");
+        assert_eq!(u16::from(frame.code), close_code::KICKED);
+        assert_eq!(frame.reason.as_str(), "bye");
+    }
+    still_served(&mut bob, 4).await;
+    wait_until("alice gone", || async {
+        connections_of(&server, "alice").await == 0
+    })
+    .await;
+    let response = admin(&server, reqwest::Method::DELETE, "/api/users/alice").await;
+    assert_eq!(response.status(), 404);
+    server.shutdown().await.unwrap();
+}
+
+/// A token-mode reliable connection of `token` with its session stored:
+/// the socket, the session id and its resume token.
+async fn reliable_of(server: &TestServer, token: &str) -> (Ws, String, String) {
+    let (mut ws, welcome) = connect_with(server, "/ws?reliable=1", token).await;
+    let ServerMessage::Welcome {
+        session: Some(session),
+        token: Some(resume),
+        ..
+    } = welcome
+    else {
+        panic!("a reliable welcome offers a session: {welcome:?}")
+    };
+    // An ack binds the connection and stores the session.
+    send_text(&mut ws, r#"{"type":"ack","seq":0}"#).await;
+    still_served(&mut ws, 0).await;
+    (ws, session, resume)
+}
+
+fn resume(session: &str, token: &str) -> String {
+    json!({ "type": "resume", "session": session, "token": token, "last_seq": 0 }).to_string()
+}
+
+#[tokio::test]
+async fn a_session_belongs_to_its_user_another_cannot_resume_or_read_it() {
+    let server = token_server(&[]).await;
+    let alice = hs256(&claims("alice", 3600));
+    let (mut ws, session, resume_token) = reliable_of(&server, &alice).await;
+    ws.close(None).await.unwrap();
+    wait_until("alice away", || async {
+        connections_of(&server, "alice").await == 0
+    })
+    .await;
+    let (status, answer) = push_user(&server, "alice", "secret for alice").await;
+    assert_eq!(status, 200);
+    assert_eq!(answer, json!({ "delivered": 0, "stored": 1 }));
+    // Bob holds no session: nothing of alice's is stored for him.
+    let (status, _) = push_user(&server, "bob", "x").await;
+    assert_eq!(status, 404);
+
+    // Bob, with alice's session id and resume token, learns nothing.
+    let bob = hs256(&claims("bob", 3600));
+    let (mut thief, _) = connect_with(&server, "/ws?reliable=1", &bob).await;
+    send_text(&mut thief, &resume(&session, &resume_token)).await;
+    assert_eq!(
+        next_json(&mut thief).await,
+        ServerMessage::ResumeFailed {
+            reason: shared::ResumeFailure::BadToken
+        }
+    );
+    still_served(&mut thief, 1).await;
+
+    // Alice resumes and reads it.
+    let (mut back, _) = connect_with(&server, "/ws?reliable=1", &alice).await;
+    send_text(&mut back, &resume(&session, &resume_token)).await;
+    assert!(matches!(
+        next_json(&mut back).await,
+        ServerMessage::Resumed { .. }
+    ));
+    match next_json(&mut back).await {
+        ServerMessage::Msg { data, .. } => assert!(data.contains("secret for alice"), "{data}"),
+        other => panic!("the stored push, got {other:?}"),
+    }
+
+    // A user kick ends her sessions: no resume afterwards.
+    let response = admin(&server, reqwest::Method::DELETE, "/api/users/alice").await;
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["closed"], 1);
+    assert_eq!(answer["sessions_ended"], 1);
+    let frame = expect_close(&mut back).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), close_code::KICKED);
+    let (mut again, _) = connect_with(&server, "/ws?reliable=1", &alice).await;
+    send_text(&mut again, &resume(&session, &resume_token)).await;
+    assert_eq!(
+        next_json(&mut again).await,
+        ServerMessage::ResumeFailed {
+            reason: shared::ResumeFailure::UnknownSession
+        }
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn anonymous_mode_has_no_users() {
+    let server = start(&["--allow-client-ids=false", "--admin-token", ADMIN]).await;
+    let (_ws, _) = server.connect_ws("/ws").await;
+    let (status, _) = push_user(&server, "anyone", "x").await;
+    assert_eq!(status, 404);
+    let response = admin(&server, reqwest::Method::DELETE, "/api/users/anyone").await;
+    assert_eq!(response.status(), 404);
+    assert!(clients(&server).await[0].get("user").is_none());
+    server.shutdown().await.unwrap();
+}

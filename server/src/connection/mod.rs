@@ -217,9 +217,16 @@ pub async fn refuse(mut socket: WebSocket, code: u16, reason: &'static str) {
 fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode) {
     let shared = Arc::new(ClientShared::default());
     let number = state.registry.next_conn();
-    let link = peer
-        .reliable
-        .then(|| reliable::Link::new(number, peer.burst, shared.clone(), peer.remote_addr.ip()));
+    let user: Option<Arc<str>> = peer.identity.as_ref().map(|i| i.user.as_str().into());
+    let link = peer.reliable.then(|| {
+        let signal: Arc<dyn crate::reliable::TakeoverSignal> = shared.clone();
+        reliable::Link::new(
+            number,
+            peer.burst,
+            (signal, user.clone()),
+            peer.remote_addr.ip(),
+        )
+    });
     let welcome = ServerMessage::Welcome {
         client_id: peer.id.clone(),
         push_interval_ms: u64::try_from(state.config.push_interval.as_millis()).unwrap_or(u64::MAX),
@@ -231,7 +238,6 @@ fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode)
     outbound
         .try_send(Outbound::Frame(wire::text(&welcome)))
         .expect("a new queue (capacity at least one, receiver held here) has room for its first message");
-    let user: Option<Arc<str>> = peer.identity.as_ref().map(|i| i.user.as_str().into());
     let handle = ClientHandle {
         user: user.clone(),
         client_name: peer
