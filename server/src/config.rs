@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::auth;
+
 /// Command-line and environment configuration of the server.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -137,6 +139,45 @@ pub struct Config {
     #[arg(long, env = "SERVER_HISTORY_MAX_AGE", default_value = "2m", value_parser = parse_duration)]
     pub history_max_age: Duration,
 
+    /// Accept `?client_id=` on /ws: the client chooses its id, and a second
+    /// connection with the same id replaces the first (4002). For development
+    /// and tests only: a self-chosen id is not authentication, anyone can
+    /// take it. Without it such a connection is upgraded and closed at once
+    /// with 1008. Refused at start-up in token mode.
+    #[arg(long, env = "SERVER_ALLOW_CLIENT_IDS", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub allow_client_ids: bool,
+
+    /// Token mode with HS256: the secret that signs connection tokens. Every
+    /// /ws connection then needs a valid JWT (`?token=` or `Authorization:
+    /// Bearer`); see `--jwt-secret-file` to keep it out of the process list.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+
+    /// Token mode with HS256: a file holding the secret (a final newline is
+    /// not part of it).
+    #[arg(long, env = "JWT_SECRET_FILE", global = true)]
+    pub jwt_secret_file: Option<PathBuf>,
+
+    /// Token mode with a public key: a PEM file (`BEGIN PUBLIC KEY`) of an
+    /// RSA key (tokens signed RS256) or a P-256 EC key (ES256).
+    #[arg(long, env = "JWT_PUBLIC_KEY", global = true)]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Token mode: the `iss` every token must carry (else `wrong issuer`).
+    #[arg(long, env = "JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+
+    /// Token mode: the `aud` every token must carry (else `wrong audience`).
+    #[arg(long, env = "JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+
+    /// Token mode: how long past its `exp` a token is still accepted, and a
+    /// connection not refreshed is still served (whole seconds; for clock
+    /// skew between the token issuer and the server).
+    #[arg(long, env = "JWT_LEEWAY", default_value = "5s", value_parser = parse_duration, global = true)]
+    pub jwt_leeway: Duration,
+
     /// Bearer token of the admin API under /api; without one the API answers 403.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -227,9 +268,108 @@ pub struct Config {
         value_delimiter = ','
     )]
     pub allowed_hosts: Vec<String>,
+
+    /// Without a subcommand the server serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the binary does instead of serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+#[non_exhaustive]
+pub enum Command {
+    /// Prints a connection token signed with the HS256 secret
+    /// (`--jwt-secret`, `--jwt-secret-file` or `JWT_SECRET`), with the
+    /// configured `--jwt-issuer` and `--jwt-audience`: for development, as
+    /// Centrifugo's `gentoken`.
+    Token {
+        /// The user: the token's `sub`.
+        #[arg(long)]
+        sub: String,
+        /// How long the token is valid (`90s`, `15m`, `1h`).
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: Duration,
+        /// A `client_name` claim, shown in the admin list.
+        #[arg(long)]
+        client_name: Option<String>,
+    },
 }
 
 impl Config {
+    /// Token mode's verifier, from the `--jwt-*` flags; `None` in anonymous
+    /// mode.
+    ///
+    /// # Errors
+    ///
+    /// Two keys, an unreadable or unusable key, `--jwt-issuer` or
+    /// `--jwt-audience` without a key, `--allow-client-ids` with a key.
+    pub fn verifier(&self) -> Result<Option<auth::Verifier>, auth::ConfigError> {
+        let mut checks = auth::Checks::new(self.jwt_leeway);
+        checks.issuer.clone_from(&self.jwt_issuer);
+        checks.audience.clone_from(&self.jwt_audience);
+        let verifier = match (self.secret()?, &self.jwt_public_key) {
+            (Some(_), Some(_)) => return Err(auth::ConfigError::TwoKeys),
+            (Some((what, secret)), None) => auth::Verifier::hs256(&secret, checks)
+                .map_err(|source| auth::ConfigError::Key { what, source })?,
+            (None, Some(path)) => {
+                let pem = std::fs::read(path).map_err(|source| auth::ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                auth::Verifier::public_key_pem(&pem, checks).map_err(|source| {
+                    auth::ConfigError::Key {
+                        what: format!("--jwt-public-key {}", path.display()),
+                        source,
+                    }
+                })?
+            }
+            (None, None) if self.jwt_issuer.is_some() || self.jwt_audience.is_some() => {
+                return Err(auth::ConfigError::ChecksWithoutKey);
+            }
+            (None, None) => return Ok(None),
+        };
+        if self.allow_client_ids {
+            return Err(auth::ConfigError::ClientIdsInTokenMode);
+        }
+        Ok(Some(verifier))
+    }
+
+    /// The HS256 secret the `token` subcommand signs with.
+    ///
+    /// # Errors
+    ///
+    /// None configured (perhaps only a public key), or its file unreadable.
+    pub fn signing_secret(&self) -> Result<Vec<u8>, auth::ConfigError> {
+        match self.secret()? {
+            Some((_, secret)) if !secret.is_empty() => Ok(secret),
+            _ => Err(auth::ConfigError::NoSecret {
+                public_key_only: self.jwt_public_key.is_some(),
+            }),
+        }
+    }
+
+    /// The HS256 secret and where it came from, if one is configured.
+    fn secret(&self) -> Result<Option<(String, Vec<u8>)>, auth::ConfigError> {
+        match (&self.jwt_secret, &self.jwt_secret_file) {
+            (Some(_), Some(_)) => Err(auth::ConfigError::TwoKeys),
+            (Some(secret), None) => Ok(Some(("--jwt-secret".into(), secret.clone().into_bytes()))),
+            (None, Some(path)) => {
+                let mut secret = std::fs::read(path).map_err(|source| auth::ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                while secret.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    secret.pop();
+                }
+                Ok(Some((
+                    format!("--jwt-secret-file {}", path.display()),
+                    secret,
+                )))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
     /// The bounds of reliable mode.
     pub(crate) fn reliable_limits(&self) -> crate::reliable::Limits {
         crate::reliable::Limits {
@@ -244,7 +384,7 @@ impl Config {
     }
 }
 
-/// Parses `250ms`, `1s`, `2m`, `1.5s` or a bare number of seconds.
+/// Parses `250ms`, `1s`, `2m`, `1h`, `1.5s` or a bare number of seconds.
 ///
 /// # Errors
 ///
@@ -257,14 +397,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration (try 250ms, 1s, 2m)"))?;
+        .map_err(|_| format!("{text:?} is not a duration (try 250ms, 1s, 2m, 1h)"))?;
     let seconds = match unit.trim() {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" => value * 60.0,
+        "h" => value * 3600.0,
         other => {
             return Err(format!(
-                "unknown unit {other:?} in {text:?} (use ms, s or m)"
+                "unknown unit {other:?} in {text:?} (use ms, s, m or h)"
             ));
         }
     };
@@ -301,7 +442,8 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("1h").is_err());
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("1d").is_err());
         assert!(parse_duration("-1s").is_err());
     }
 
@@ -319,6 +461,15 @@ mod tests {
         assert_eq!(config.max_push_size, 64 * 1024);
         assert_eq!(config.max_burst, 1_000_000);
         assert!(config.admin_token.is_none());
+        assert!(!config.allow_client_ids);
+        let on = |args: &[&str]| {
+            Config::try_parse_from(std::iter::once("server").chain(args.iter().copied()))
+                .unwrap()
+                .allow_client_ids
+        };
+        assert!(on(&["--allow-client-ids"]));
+        assert!(!on(&["--allow-client-ids", "--allow-client-ids=false"]));
+        assert!(on(&["--allow-client-ids=true"]));
         assert_eq!(config.session_ttl, Duration::from_secs(120));
         assert_eq!(config.history_max, 1000);
         assert_eq!(config.history_max_age, Duration::from_secs(120));

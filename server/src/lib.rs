@@ -10,7 +10,15 @@
 //! the same `run` in-process on port 0 (through `testbed::TestServer`).
 //!
 //! Words: a *connection* is one WebSocket; a *session* is reliable mode's
-//! resumable state, which outlives its connections.
+//! resumable state, which outlives its connections; a *user* (token mode)
+//! is a token's `sub`, which may hold many connections and sessions.
+//!
+//! Identities ([`auth`] has the details): by default the server assigns each
+//! connection a random 128-bit id and refuses `?client_id=` (1008) unless
+//! `--allow-client-ids` (development and tests: a self-chosen id is not
+//! authentication). With `--jwt-secret`, `--jwt-secret-file` or
+//! `--jwt-public-key` (token mode) every `/ws` connection needs a valid JWT;
+//! a refused one is upgraded and closed at once with 4401 and its cause.
 //!
 //! # Layout
 //!
@@ -27,10 +35,10 @@
 //! | `echo` | one `/echo` connection: raw RFC 6455 echo, replies fed and flushed per batch (at most `--send-queue-bytes` unflushed), the same pings and timeouts as `/ws` |
 //! | `registry` | connected clients, pushes and kicks |
 //! | `reliable/` | reliable mode: `session.rs` the `Session`, the only place that numbers, bounds and records a server message and filters client ones; `outcome.rs` the values in and out of it; `store.rs` the async `SessionStore` trait and its in-memory `MemoryStore` (caps in all and per client address, the age sweep); `budget.rs` the bytes of every history together against `--history-total-bytes` |
-//! | `auth` | constant-time token compares (a leaf: no imports from the crate) |
+//! | [`auth`] (public) | identities: constant-time compares; `jwt.rs` token mode's [`auth::Verifier`] (HS256, RS256, ES256 with `jsonwebtoken`), the [`auth::TokenError`] that names a refusal, [`auth::mint_hs256`] for tests, the testbed and the `token` subcommand (a leaf: no imports from the crate) |
 //! | `admin` | the `/api` handlers and the bearer-token guard |
 //! | `queue` | a connection's outbound queue, bounded in messages and in bytes (`--send-queue-bytes`), and what it carries |
-//! | `timer` | a connection's timers: the idle deadline (pushed back by a clock read, not a timer reset per frame) and the optional ticks |
+//! | `timer` | a connection's timers: the idle deadline (pushed back by a clock read, not a timer reset per frame) and in token mode the token's expiry on the same timer, and the optional ticks |
 //! | `metrics` | counters rendered at `/metrics` |
 //! | `wire` | errors and messages mapped to frames and close codes |
 //!
@@ -53,7 +61,7 @@
 #![warn(missing_docs)]
 
 mod admin;
-mod auth;
+pub mod auth;
 mod config;
 mod connection;
 mod echo;
@@ -79,7 +87,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{Config, parse_duration};
+pub use config::{Command, Config, parse_duration};
 pub use error::Error;
 
 /// How many connections the kernel may hold completed but not yet accepted
@@ -115,13 +123,21 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 ///
 /// # Errors
 ///
-/// None today: accept failures (descriptors running out, say) are retried,
-/// not returned. [`Error::Serve`] is kept for failures of the listener.
+/// [`Error::Auth`] at start when the token-mode flags are not usable (see
+/// [`Config::verifier`]). Accept failures (descriptors running out, say)
+/// are retried, not returned. [`Error::Serve`] is kept for failures of the listener.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let auth = config.verifier()?.map(Arc::new);
+    if let Some(verifier) = &auth {
+        tracing::info!(
+            algorithm = verifier.algorithm(),
+            "token mode: every /ws connection needs a valid token"
+        );
+    }
     let nofile = limits::raise_nofile_limit();
     let token = CancellationToken::new();
     let reliable = Arc::new(reliable::MemoryStore::new(config.reliable_limits()));
@@ -129,6 +145,7 @@ pub async fn run(
     let limits = Arc::new(limits::Limits::new(&config, nofile, metrics.clone()));
     let state = state::AppState {
         reliable: reliable.clone(),
+        auth,
         config: Arc::new(config),
         registry: Arc::default(),
         metrics: metrics.clone(),

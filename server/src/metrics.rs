@@ -19,6 +19,10 @@ pub enum Rejection {
     MaxConnectionsPerIp,
     /// The client's `--connect-rate` exceeded (429).
     ConnectRate,
+    /// A `?client_id=` without `--allow-client-ids` (upgraded, closed with 1008).
+    ClientId,
+    /// Token mode: a missing or refused token (upgraded, closed with 4401).
+    Token,
 }
 
 /// Why the server dropped an HTTP connection or refused a request, for
@@ -57,6 +61,8 @@ pub struct Metrics {
     rejected_max_connections: AtomicU64,
     rejected_max_connections_per_ip: AtomicU64,
     rejected_connect_rate: AtomicU64,
+    rejected_client_id: AtomicU64,
+    rejected_token: AtomicU64,
     /// TCP connections open now (HTTP and upgraded).
     pub(crate) tcp_open: AtomicU64,
     /// TCP connections accepted.
@@ -91,6 +97,8 @@ impl Metrics {
             Rejection::MaxConnections => &self.rejected_max_connections,
             Rejection::MaxConnectionsPerIp => &self.rejected_max_connections_per_ip,
             Rejection::ConnectRate => &self.rejected_connect_rate,
+            Rejection::ClientId => &self.rejected_client_id,
+            Rejection::Token => &self.rejected_token,
         }
         .fetch_add(1, Relaxed);
     }
@@ -225,6 +233,8 @@ impl Metrics {
                     self.rejected_max_connections_per_ip.load(Relaxed),
                 ),
                 ("connect_rate", self.rejected_connect_rate.load(Relaxed)),
+                ("client_id", self.rejected_client_id.load(Relaxed)),
+                ("token", self.rejected_token.load(Relaxed)),
             ],
         );
         let dropped: Vec<_> = DROPPED

@@ -82,6 +82,10 @@ pub struct ClientHandle {
     /// remove its successor from the registry.
     pub(crate) conn: u64,
     pub(crate) remote_addr: SocketAddr,
+    /// Token mode: the token's `sub`.
+    pub(crate) user: Option<Arc<str>>,
+    /// Token mode: the token's `client_name`, if any.
+    pub(crate) client_name: Option<Arc<str>>,
     pub(crate) connected_at: SystemTime,
     pub(crate) outbound: queue::Sender,
     pub(crate) shared: Arc<ClientShared>,
@@ -93,6 +97,12 @@ pub struct ClientHandle {
 #[derive(Debug, Serialize)]
 pub struct ClientInfo {
     id: String,
+    /// Token mode: the user (the token's `sub`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    /// Token mode: the token's `client_name`, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_name: Option<String>,
     remote_addr: String,
     /// Milliseconds since the Unix epoch.
     connected_at: u64,
@@ -146,10 +156,12 @@ impl Registry {
         self.next_conn.fetch_add(1, Relaxed) + 1
     }
 
-    /// A fresh client id, unused at the moment.
+    /// A fresh client id, unused at the moment: 128 random bits as 32 hex
+    /// digits, so that no one can guess another connection's id (the admin
+    /// API pushes to and kicks by id).
     pub fn assign_id(&self) -> String {
         loop {
-            let id = format!("c{:08x}", rand::random::<u32>());
+            let id = format!("{:032x}", rand::random::<u128>());
             if !self.lock().contains_key(&id) {
                 return id;
             }
@@ -176,6 +188,8 @@ impl Registry {
             .iter()
             .map(|(id, h)| ClientInfo {
                 id: id.clone(),
+                user: h.user.as_deref().map(str::to_owned),
+                client_name: h.client_name.as_deref().map(str::to_owned),
                 remote_addr: h.remote_addr.to_string(),
                 connected_at: millis(h.connected_at),
                 messages_in: h.shared.messages_in.load(Relaxed),
@@ -212,6 +226,36 @@ impl Registry {
             }
         }
         (queued, targets.len() - queued)
+    }
+
+    /// The connections of `user` (token mode).
+    fn of_user(&self, user: &str) -> Vec<ClientHandle> {
+        self.lock()
+            .values()
+            .filter(|h| h.user.as_deref() == Some(user))
+            .cloned()
+            .collect()
+    }
+
+    /// Queues `push` to every connection of `user`, as [`Registry::push`]
+    /// does to one; returns how many queued it and how many connections
+    /// `user` has.
+    pub fn push_user(&self, user: &str, push: &Arc<PushEncoder>) -> (usize, usize) {
+        let targets = self.of_user(user);
+        let queued = targets
+            .iter()
+            .filter(|h| h.push(push.clone()) == PushOutcome::Queued)
+            .count();
+        (queued, targets.len())
+    }
+
+    /// Asks every connection of `user` to close; returns how many.
+    pub fn kick_user(&self, user: &str, request: &CloseRequest) -> usize {
+        let targets = self.of_user(user);
+        for handle in &targets {
+            handle.shared.request_close(request.clone());
+        }
+        targets.len()
     }
 
     /// Asks `id` to close with `code` and `reason`; false if unknown.

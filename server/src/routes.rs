@@ -10,6 +10,7 @@ use axum::routing::{delete, get, post};
 use tower_http::services::{ServeDir, ServeFile};
 
 use serde::{Deserialize, Deserializer};
+use shared::close_code;
 
 use crate::metrics::Rejection;
 use crate::reliable::SessionStore;
@@ -27,6 +28,8 @@ pub fn router(state: AppState) -> Router {
         .route("/clients", get(admin::list))
         .route("/clients/{id}", delete(admin::kick))
         .route("/clients/{id}/push", post(admin::push))
+        .route("/users/{user}", delete(admin::kick_user))
+        .route("/users/{user}/push", post(admin::push_user))
         .route("/broadcast", post(admin::broadcast))
         // Push and broadcast bodies: 413 beyond --max-push-size (0: none).
         .layer(match state.config.max_push_size {
@@ -135,13 +138,37 @@ fn configure(upgrade: WebSocketUpgrade, state: &AppState, max_message: usize) ->
         .max_frame_size(max_message)
 }
 
+/// The close reason of a `?client_id=` without `--allow-client-ids`.
+const CLIENT_ID_REFUSED: &str =
+    "client_id is chosen by the server: start it with --allow-client-ids (development only)";
+
+/// Completes the upgrade and closes at once with `code` and `reason`,
+/// before any welcome: a browser cannot read the status of a refused
+/// handshake (it sees 1006 whatever the cause), but it reads a close frame.
+fn refuse(
+    upgrade: WebSocketUpgrade,
+    state: &AppState,
+    code: u16,
+    reason: &'static str,
+) -> Response {
+    let connections = state.connections.clone();
+    // Nothing is read but the close reply: small frames only.
+    configure(upgrade, state, 1024).on_upgrade(move |socket| {
+        connections.track_future(connection::refuse(socket, code, reason))
+    })
+}
+
 /// The query of `GET /ws`.
 #[derive(Debug, Deserialize)]
 struct WsQuery {
-    /// `?client_id=`: 1 to 128 bytes; assigned when absent.
+    /// `?client_id=`: 1 to 128 bytes, only with `--allow-client-ids`;
+    /// assigned when absent.
     client_id: Option<String>,
     /// `?burst=N`: pushes right after the welcome.
     burst: Option<u32>,
+    /// Token mode: `?token=` (browsers cannot set an `Authorization`
+    /// header on a WebSocket). Never logged.
+    token: Option<String>,
     /// `?reliable=1` (or `true`; `0`, `false` or absent: off).
     #[serde(default, deserialize_with = "flag")]
     reliable: bool,
@@ -174,6 +201,15 @@ async fn ws(
         Err(rejection) => return (StatusCode::BAD_REQUEST, rejection.body_text()).into_response(),
     };
     let id = match query.client_id {
+        Some(_) if !state.config.allow_client_ids => {
+            state.metrics.reject(Rejection::ClientId);
+            return refuse(
+                upgrade,
+                &state,
+                close_code::POLICY_VIOLATION,
+                CLIENT_ID_REFUSED,
+            );
+        }
         Some(id) if id.is_empty() || id.len() > 128 => {
             return (
                 StatusCode::BAD_REQUEST,
@@ -183,6 +219,27 @@ async fn ws(
         }
         Some(id) => id,
         None => state.registry.assign_id(),
+    };
+    // Token mode: a refused token closes with 4401 and the cause, before
+    // anything of the application.
+    let identity = match &state.auth {
+        None => None,
+        Some(verifier) => {
+            let given = query.token.as_deref().or_else(|| {
+                crate::auth::bearer(
+                    headers
+                        .get(header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok()),
+                )
+            });
+            match verifier.verify(given.unwrap_or_default()) {
+                Ok(identity) => Some(identity),
+                Err(refused) => {
+                    state.metrics.reject(Rejection::Token);
+                    return refuse(upgrade, &state, close_code::UNAUTHORIZED, refused.reason());
+                }
+            }
+        }
     };
     let (burst, reliable) = (query.burst, query.reliable);
     let max = state.config.max_message_size;
@@ -196,6 +253,7 @@ async fn ws(
                 remote_addr,
                 burst,
                 reliable,
+                identity,
             },
         ))
     })

@@ -16,6 +16,8 @@ use crate::reliable;
 pub struct AppState {
     /// The configuration.
     pub config: Arc<Config>,
+    /// Token mode's verifier; `None` in anonymous mode.
+    pub auth: Option<Arc<crate::auth::Verifier>>,
     /// Connected `/ws` clients.
     pub registry: Arc<Registry>,
     /// Reliable-mode sessions, which outlive their connections.

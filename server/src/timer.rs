@@ -7,7 +7,9 @@
 //! clock read) and lets the timer fire at the old deadline; [`expired`] then
 //! tells a real silence from one already broken, and re-arms the timer for
 //! the new deadline in the second case. The timer moves at most once per
-//! `--idle-timeout`, whatever the traffic.
+//! `--idle-timeout`, whatever the traffic. In token mode the same timer
+//! also serves the token's expiry ([`due`]): it fires at the earlier of the
+//! two deadlines, and a refresh (rare) re-arms it.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -25,6 +27,56 @@ pub(crate) fn expired(sleep: Pin<&mut Sleep>, last_heard: Instant, timeout: Dura
     } else {
         true
     }
+}
+
+/// What a connection's deadline timer found when it fired.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Due {
+    /// Neither deadline passed: the timer is re-armed for the earlier one.
+    NotYet,
+    /// The peer was silent for the idle timeout.
+    Idle,
+    /// Token mode: the token's `exp` (plus the leeway) passed.
+    Expired,
+}
+
+/// Called when the deadline timer of a `/ws` connection fired. One timer
+/// serves both deadlines, the idle one ([`expired`]) and in token mode the
+/// token's expiry, so token mode costs a clock read and no second timer;
+/// the timer is re-armed for the earlier of the two when neither passed.
+pub(crate) fn due(
+    sleep: Pin<&mut Sleep>,
+    last_heard: Instant,
+    timeout: Duration,
+    expiry: Option<Instant>,
+) -> Due {
+    let now = Instant::now();
+    if expiry.is_some_and(|at| at <= now) {
+        return Due::Expired;
+    }
+    let idle_at = last_heard + timeout;
+    if idle_at <= now {
+        return Due::Idle;
+    }
+    sleep.reset(first(idle_at, expiry));
+    Due::NotYet
+}
+
+/// The earlier of `at` and `expiry`.
+pub(crate) fn first(at: Instant, expiry: Option<Instant>) -> Instant {
+    expiry.map_or(at, |expiry| expiry.min(at))
+}
+
+/// The instant a token of `exp` (seconds since the epoch) stops being
+/// accepted with `leeway`: now, if it is past.
+pub(crate) fn expiry(exp: u64, leeway: Duration) -> Instant {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let until = Duration::from_secs(exp)
+        .saturating_add(leeway)
+        .saturating_sub(since_epoch);
+    Instant::now() + until
 }
 
 /// An interval that first fires one period from now and skips missed
@@ -51,6 +103,27 @@ pub(crate) async fn tick(interval: &mut Option<tokio::time::Interval>) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn one_timer_serves_the_idle_deadline_and_the_token_expiry() {
+        let timeout = Duration::from_secs(30);
+        let start = Instant::now();
+        let expiry = Some(start + Duration::from_secs(10));
+        let sleep = tokio::time::sleep_until(first(start + timeout, expiry));
+        tokio::pin!(sleep);
+        // Heard at 5 s; the timer fires at 10 s: the token ran out.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let heard = Instant::now();
+        (&mut sleep).await;
+        assert_eq!(Instant::now(), start + Duration::from_secs(10));
+        assert_eq!(due(sleep.as_mut(), heard, timeout, expiry), Due::Expired);
+        // Refreshed to 60 s: re-armed for the idle deadline at 35 s.
+        let later = Some(start + Duration::from_secs(60));
+        assert_eq!(due(sleep.as_mut(), heard, timeout, later), Due::NotYet);
+        assert_eq!(sleep.deadline(), heard + timeout);
+        (&mut sleep).await;
+        assert_eq!(due(sleep.as_mut(), heard, timeout, later), Due::Idle);
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_peer_heard_since_the_timer_was_armed_is_not_idle() {

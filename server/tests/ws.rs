@@ -268,7 +268,7 @@ async fn reliable_mode_is_opt_in_and_the_plain_wire_is_unchanged() {
     };
     assert_eq!(
         welcome.as_str(),
-        r#"{"type":"welcome","client_id":"p","push_interval_ms":0}"#
+        r#"{"type":"welcome","client_id":"p","push_interval_ms":0,"protocol":1}"#
     );
     for text in [
         r#"{"type":"ack","seq":1}"#,

@@ -16,14 +16,21 @@ use tokio_util::sync::CancellationToken;
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The server's configuration from command-line `args` (without the program
-/// name), as `server --help` documents them.
+/// name), as `server --help` documents them, with `--allow-client-ids` on:
+/// tests choose their clients' ids. `args` may turn it off again with
+/// `--allow-client-ids=false` (anonymous mode as deployed, and token mode,
+/// which refuses the flag).
 ///
 /// # Errors
 ///
 /// When an argument is unknown or its value invalid.
 pub fn config(args: &[&str]) -> Result<server::Config> {
-    server::Config::try_parse_from(std::iter::once("server").chain(args.iter().copied()))
-        .context("server configuration")
+    server::Config::try_parse_from(
+        ["server", "--allow-client-ids"]
+            .into_iter()
+            .chain(args.iter().copied()),
+    )
+    .context("server configuration")
 }
 
 /// [`config`] for tests that count what they receive: timed pushes and

@@ -1,6 +1,7 @@
 //! The driver: reads frames and dispatches each client message in ONE place
 //! for both modes, ticks the timed pushes and pings, watches the idle
-//! deadline, kicks, takeovers and shutdown. Generic over the stream it reads,
+//! deadline and in token mode the token's expiry (one timer for both),
+//! in-band token refreshes, kicks, takeovers and shutdown. Generic over the stream it reads,
 //! so it runs on in-memory channels in the unit tests.
 //!
 //! Timed pushes are only queued when the queue is empty, so they never pile
@@ -22,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::queue;
 use crate::registry::{Outbound, millis};
 use crate::state::AppState;
-use crate::timer::{tick, ticker};
+use crate::timer::{Due, tick, ticker};
 use crate::wire::{self, ReadError};
 
 pub(super) struct Driver<'a, S> {
@@ -35,6 +36,10 @@ pub(super) struct Driver<'a, S> {
     link: Option<Box<Link>>,
     /// A plain connection's `?burst=N`, queued after the welcome.
     burst: Option<u32>,
+    /// Token mode: when the token (plus the leeway) runs out, unless refreshed.
+    expiry: Option<tokio::time::Instant>,
+    /// A refresh moved `expiry`: the deadline timer is re-armed.
+    rearm: bool,
 }
 
 /// A future that completes at `due`, or never.
@@ -68,6 +73,8 @@ where
             bad_in_a_row: 0,
             link,
             burst,
+            expiry: conn.expiry,
+            rearm: false,
         }
     }
 
@@ -85,7 +92,11 @@ where
         }
         let mut push_tick = ticker(config.push_interval);
         let mut ping_tick = ticker(config.ping_interval);
-        let idle = tokio::time::sleep(config.idle_timeout);
+        // One timer for the idle deadline and the token's expiry (timer::due).
+        let idle = tokio::time::sleep_until(crate::timer::first(
+            tokio::time::Instant::now() + config.idle_timeout,
+            self.expiry,
+        ));
         tokio::pin!(idle);
         let mut last_heard = tokio::time::Instant::now();
         let shutdown = self.state.shutdown.clone();
@@ -107,6 +118,12 @@ where
                         Some(Ok(message)) => {
                             if let Err(end) = Box::pin(self.on_message(message)).await {
                                 break end;
+                            }
+                            if self.rearm {
+                                // A refresh: rare, so the timer may move here.
+                                self.rearm = false;
+                                let idle_at = last_heard + config.idle_timeout;
+                                idle.as_mut().reset(crate::timer::first(idle_at, self.expiry));
                             }
                         }
                         Some(Err(err)) => {
@@ -140,9 +157,13 @@ where
                     let _ = self.outbound.try_send(Outbound::Frame(Message::Ping(Default::default())));
                 }
                 () = &mut idle => {
-                    if crate::timer::expired(idle.as_mut(), last_heard, config.idle_timeout) {
-                        tracing::info!("closing an idle connection after {:?}", config.idle_timeout);
-                        break End::idle();
+                    match crate::timer::due(idle.as_mut(), last_heard, config.idle_timeout, self.expiry) {
+                        Due::NotYet => {}
+                        Due::Idle => {
+                            tracing::info!("closing an idle connection after {:?}", config.idle_timeout);
+                            break End::idle();
+                        }
+                        Due::Expired => break End::token_expired(),
                     }
                 }
             }
@@ -244,6 +265,12 @@ where
                 self.send(wire::text(&ServerMessage::Pong { t })).await;
                 Ok(())
             }
+            // So is a refresh of the connection's token.
+            ClientMessage::Refresh { token } => {
+                let reply = self.refresh(&token);
+                self.send(wire::text(&reply)).await;
+                Ok(())
+            }
             control @ (ClientMessage::Resume { .. }
             | ClientMessage::Ack { .. }
             | ClientMessage::Msg { .. }) => match &mut self.link {
@@ -270,6 +297,31 @@ where
                         Ok(())
                     }
                 }
+            }
+        }
+    }
+
+    /// Token mode: a valid token of the same user moves the connection's
+    /// expiry to its `exp` (`refreshed`); anything else is refused with
+    /// `bad_token` and the connection keeps its current expiry.
+    fn refresh(&mut self, token: &str) -> ServerMessage {
+        let bad = |message: &str| app::error(ErrorCode::BadToken, message.to_owned());
+        let (Some(verifier), Some(user)) = (&self.state.auth, &self.conn.user) else {
+            return bad("this server has no token auth: there is nothing to refresh");
+        };
+        match verifier.verify(token) {
+            Ok(identity) if *identity.user == **user => {
+                self.expiry = Some(crate::timer::expiry(identity.exp, verifier.leeway()));
+                self.rearm = true;
+                ServerMessage::Refreshed { exp: identity.exp }
+            }
+            Ok(_) => bad("the token is another user's: the connection keeps its token"),
+            Err(refused) => {
+                tracing::info!(reason = refused.reason(), "refused a token refresh");
+                bad(&format!(
+                    "{}: the connection keeps its current token",
+                    refused.reason()
+                ))
             }
         }
     }

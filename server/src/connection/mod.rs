@@ -55,6 +55,8 @@ pub struct Peer {
     pub burst: Option<u32>,
     /// `?reliable=1`: acknowledged, resumable delivery.
     pub reliable: bool,
+    /// Token mode: who the token says the client is.
+    pub identity: Option<crate::auth::Identity>,
 }
 
 /// Why the connection ended, for its close frame and the disconnect log line.
@@ -87,6 +89,11 @@ impl End {
 
     fn idle() -> Self {
         Self::with(close_code::IDLE_TIMEOUT, "idle timeout")
+    }
+
+    /// Token mode: the token's `exp` (plus the leeway) passed without a refresh.
+    fn token_expired() -> Self {
+        Self::with(close_code::TOKEN_EXPIRED, "token expired")
     }
 
     fn too_many_bad() -> Self {
@@ -138,6 +145,10 @@ pub(crate) struct Conn {
     started: Instant,
     /// The client id.
     pub(crate) client_id: String,
+    /// Token mode: the user (the token's `sub`).
+    pub(crate) user: Option<Arc<str>>,
+    /// Token mode: when the token of the upgrade (plus the leeway) runs out.
+    pub(crate) expiry: Option<tokio::time::Instant>,
     /// Counters and close requests shared with the registry.
     pub(crate) shared: Arc<ClientShared>,
 }
@@ -171,7 +182,13 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
         state.config.send_queue_bytes,
         state.metrics.clone(),
     );
-    tracing::info!(id = %logsafe::escape(&peer.id), remote = %peer.remote_addr, path = "/ws", "connect");
+    tracing::info!(
+        id = %logsafe::escape(&peer.id),
+        user = peer.identity.as_ref().map(|i| logsafe::escape(&i.user)).map(tracing::field::display),
+        remote = %peer.remote_addr,
+        path = "/ws",
+        "connect"
+    );
     let (conn, mode) = admit(&state, peer, &outbound_tx);
     let (sink, stream) = socket.split();
     // Mapped, not awaited in an `async` block, which would hold the same
@@ -179,25 +196,54 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
     serve(stream, sink, (outbound_tx, outbound_rx), state, conn, mode).map(drop)
 }
 
+/// Closes a connection refused at its upgrade (a token refused, a
+/// `?client_id=` not allowed) with `code` and `reason`, before anything of
+/// the application, and waits a little for the client's close reply.
+pub async fn refuse(mut socket: WebSocket, code: u16, reason: &'static str) {
+    tracing::info!(code, reason, "refused a connection at its upgrade");
+    let frame = axum::extract::ws::CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    if socket.send(Message::Close(Some(frame))).await.is_ok() {
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            while let Some(Ok(_)) = socket.recv().await {}
+        })
+        .await;
+    }
+}
+
 /// Registers the connection and queues its welcome: the first message.
 fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode) {
     let shared = Arc::new(ClientShared::default());
     let number = state.registry.next_conn();
-    let link = peer
-        .reliable
-        .then(|| reliable::Link::new(number, peer.burst, shared.clone(), peer.remote_addr.ip()));
+    let user: Option<Arc<str>> = peer.identity.as_ref().map(|i| i.user.as_str().into());
+    let link = peer.reliable.then(|| {
+        let signal: Arc<dyn crate::reliable::TakeoverSignal> = shared.clone();
+        reliable::Link::new(
+            number,
+            peer.burst,
+            (signal, user.clone()),
+            peer.remote_addr.ip(),
+        )
+    });
     let welcome = ServerMessage::Welcome {
         client_id: peer.id.clone(),
         push_interval_ms: u64::try_from(state.config.push_interval.as_millis()).unwrap_or(u64::MAX),
         session: link.as_ref().map(|link| link.offer().0.to_owned()),
         token: link.as_ref().map(|link| link.offer().1.to_owned()),
         protocol: shared::PROTOCOL_VERSION,
-        exp: None,
+        exp: peer.identity.as_ref().map(|identity| identity.exp),
     };
     outbound
         .try_send(Outbound::Frame(wire::text(&welcome)))
         .expect("a new queue (capacity at least one, receiver held here) has room for its first message");
     let handle = ClientHandle {
+        user: user.clone(),
+        client_name: peer
+            .identity
+            .as_ref()
+            .and_then(|i| i.client_name.as_deref().map(Arc::from)),
         session: link.as_ref().map(reliable::Link::slot),
         conn: number,
         remote_addr: peer.remote_addr,
@@ -218,6 +264,11 @@ fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode)
         remote_addr: peer.remote_addr,
         started: Instant::now(),
         client_id: peer.id,
+        user,
+        expiry: peer.identity.as_ref().and_then(|identity| {
+            let leeway = state.auth.as_ref()?.leeway();
+            Some(crate::timer::expiry(identity.exp, leeway))
+        }),
         shared,
     };
     let mode = match link {
@@ -259,6 +310,7 @@ where
     state.metrics.connections_open.fetch_sub(1, Relaxed);
     tracing::info!(
         id = %logsafe::escape(&conn.client_id),
+        user = conn.user.as_deref().map(logsafe::escape).map(tracing::field::display),
         remote = %conn.remote_addr,
         code = end.code,
         reason = %logsafe::escape(&end.reason),

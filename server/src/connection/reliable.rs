@@ -61,17 +61,17 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// The link of connection `conn` from `client`, which asked for
-    /// `?burst=N` and hears of a takeover through `signal`.
+    /// The link of connection `conn` of `user` (token mode) from `client`,
+    /// which asked for `?burst=N` and hears of a takeover through `signal`.
     pub(crate) fn new(
         conn: u64,
         burst: Option<u32>,
-        signal: Arc<dyn TakeoverSignal>,
+        (signal, user): (Arc<dyn TakeoverSignal>, Option<Arc<str>>),
         client: IpAddr,
     ) -> Self {
         Self {
             offer: crate::reliable::offer(),
-            attach: Attach { conn, signal },
+            attach: Attach { conn, user, signal },
             owner: crate::limits::key(client),
             bound: false,
             session: None,

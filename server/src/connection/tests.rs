@@ -31,6 +31,7 @@ fn state(args: &[&str]) -> AppState {
     let config = Config::try_parse_from(all).unwrap();
     AppState {
         reliable: Arc::new(MemoryStore::new(config.reliable_limits())),
+        auth: config.verifier().unwrap().map(Arc::new),
         config: Arc::new(config),
         registry: Arc::default(),
         metrics: Arc::default(),
@@ -67,6 +68,7 @@ fn connect(state: &AppState, query: (&str, Option<u32>, bool)) -> Client {
         remote_addr: "127.0.0.1:1".parse().unwrap(),
         burst,
         reliable,
+        identity: None,
     };
     let state = state.clone();
     let ended = tokio::spawn(async move {

@@ -15,6 +15,13 @@
 //! | `store.rs` | [`SessionStore`], the async API of where sessions live, and [`MemoryStore`], the in-process one (a Redis one can implement the same trait) |
 //! | `tests/` | their behaviour (numbering, resume, limits), written against the trait so every store runs the same tests |
 //!
+//! In token mode a session belongs to the user of the connection that
+//! created it ([`Attach::user`], kept in the session record so every store
+//! checks it): a `resume` from a connection of another user fails with
+//! `bad_token`, as a wrong token does, and pushes to a user are stored only
+//! in that user's sessions. In anonymous mode the resume token alone
+//! decides, as before.
+//!
 //! Bounds, all configurable ([`Limits`]):
 //! * the history holds at most `history_max` unacknowledged messages and
 //!   `history_max_bytes` bytes of them, whatever produced them (a reply to a

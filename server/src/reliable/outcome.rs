@@ -97,12 +97,16 @@ pub trait TakeoverSignal: Send + Sync + std::fmt::Debug {
     fn taken_over(&self);
 }
 
-/// A connection that speaks for a session: its number, and how to tell it
-/// of a takeover.
+/// A connection that speaks for a session: its number, its user, and how
+/// to tell it of a takeover.
 #[derive(Debug, Clone)]
 pub struct Attach {
     /// The connection's number.
     pub conn: u64,
+    /// Token mode: the connection's user. A session belongs to the user of
+    /// the connection that created it; only that user's connections resume
+    /// it. `None` in anonymous mode.
+    pub user: Option<Arc<str>>,
     /// Told on a takeover.
     pub signal: Arc<dyn TakeoverSignal>,
 }

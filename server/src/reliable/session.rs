@@ -98,6 +98,10 @@ pub struct Session {
     id: String,
     pub(super) token: String,
     pub(super) client_id: String,
+    /// Token mode: the user it belongs to (kept in the record a store
+    /// holds, so that every store checks it on resume); `None` in anonymous
+    /// mode.
+    pub(super) user: Option<Arc<str>>,
     /// The client address that created it (the key of `--max-sessions-per-ip`).
     pub(super) owner: IpAddr,
     limits: Limits,
@@ -133,6 +137,7 @@ impl Session {
             id,
             token,
             client_id,
+            user: attach.user.clone(),
             owner,
             limits,
             budget,

@@ -51,7 +51,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// # Errors
     ///
     /// [`ResumeFailure::UnknownSession`] for a session that does not exist
-    /// or expired, [`ResumeFailure::BadToken`] for a wrong token.
+    /// or expired, [`ResumeFailure::BadToken`] for a wrong token or (token
+    /// mode) a session of another user than `attach.user`: nothing of the
+    /// session is revealed.
     fn resume(
         &self,
         id: &str,
@@ -64,6 +66,13 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// The session of `client_id` while its client is away (for admin pushes).
     fn detached_of(&self, client_id: &str) -> impl Future<Output = Option<SessionRef>> + Send;
+
+    /// Token mode: the sessions of `user` whose client is away (for pushes to the user).
+    fn detached_of_user(&self, user: &str) -> impl Future<Output = Vec<SessionRef>> + Send;
+
+    /// Token mode: forgets every session of `user` (their resumes then fail
+    /// with `unknown_session`); returns how many.
+    fn end_user(&self, user: &str) -> impl Future<Output = usize> + Send;
 
     /// Forgets sessions whose client has been away for the TTL (returns how
     /// many), evicts the history of clients that are away beyond the age
@@ -217,7 +226,8 @@ impl SessionStore for MemoryStore {
             self.map().remove(id);
             return Err(ResumeFailure::UnknownSession);
         }
-        if !crate::auth::constant_time_eq(guard.token.as_bytes(), token.as_bytes()) {
+        let token_ok = crate::auth::constant_time_eq(guard.token.as_bytes(), token.as_bytes());
+        if !token_ok || guard.user != attach.user {
             return Err(ResumeFailure::BadToken);
         }
         let resume = guard.resume(attach, last_seq, client_id, now);
@@ -234,6 +244,32 @@ impl SessionStore for MemoryStore {
                 s.is_away() && s.client_id == client_id
             })
             .cloned()
+    }
+
+    async fn detached_of_user(&self, user: &str) -> Vec<SessionRef> {
+        self.map()
+            .by_id
+            .values()
+            .filter(|s| {
+                let s = lock(s);
+                s.is_away() && s.user.as_deref() == Some(user)
+            })
+            .cloned()
+            .collect()
+    }
+
+    async fn end_user(&self, user: &str) -> usize {
+        let mut map = self.map();
+        let ids: Vec<String> = map
+            .by_id
+            .iter()
+            .filter(|(_, s)| lock(s).user.as_deref() == Some(user))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            map.remove(id);
+        }
+        ids.len()
     }
 
     async fn sweep(&self, now: Instant) -> usize {

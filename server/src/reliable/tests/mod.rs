@@ -49,6 +49,7 @@ fn offer(id: &str) -> (String, String) {
 fn c(conn: u64) -> Attach {
     Attach {
         conn,
+        user: None,
         signal: Arc::new(Flag::default()),
     }
 }
@@ -58,6 +59,7 @@ fn watched(conn: u64) -> (Attach, Arc<Flag>) {
     let flag = Arc::new(Flag::default());
     let attach = Attach {
         conn,
+        user: None,
         signal: flag.clone(),
     };
     (attach, flag)

@@ -160,3 +160,50 @@ async fn the_byte_limit_bounds_the_history_and_evicts_only_while_away() {
     let (_, resume) = store.resume("s", "t", 0, "c", c(2), now).await.unwrap();
     assert!(resume.gap.is_some_and(|(from, _)| from == 1));
 }
+
+/// Connection `conn` of `user` (token mode).
+fn of(user: &str, conn: u64) -> Attach {
+    Attach {
+        user: Some(user.into()),
+        ..c(conn)
+    }
+}
+
+#[tokio::test]
+async fn a_session_belongs_to_its_user() {
+    let now = Instant::now();
+    let store = MemoryStore::new(limits(10));
+    let alice = store
+        .create(offer("a"), "c1", HOME, of("alice", 1), now)
+        .await
+        .unwrap();
+    store
+        .create(offer("b"), "c2", HOME, of("bob", 2), now)
+        .await
+        .unwrap();
+    lock(&alice).detach(1, now);
+    lock(&alice).send(To::Away, push(1), now).unwrap();
+    // Another user, with the right id and token: told nothing more than a wrong token.
+    let refused = store.resume("a", "t", 0, "c3", of("bob", 3), now).await;
+    assert_eq!(refused.err(), Some(ResumeFailure::BadToken));
+    // An anonymous connection neither.
+    let refused = store.resume("a", "t", 0, "c3", c(3), now).await;
+    assert_eq!(refused.err(), Some(ResumeFailure::BadToken));
+    // Only alice's away session is hers to store pushes in.
+    assert_eq!(store.detached_of_user("alice").await.len(), 1);
+    assert!(
+        store.detached_of_user("bob").await.is_empty(),
+        "bob is connected"
+    );
+    let (_, resume) = store
+        .resume("a", "t", 0, "c4", of("alice", 4), now)
+        .await
+        .unwrap();
+    assert_eq!(resume.replay.len(), 1);
+    assert!(store.detached_of_user("alice").await.is_empty());
+    // Ending a user forgets all of its sessions, and only those.
+    assert_eq!(store.end_user("alice").await, 1);
+    assert_eq!(store.len().await, 1);
+    let gone = store.resume("a", "t", 0, "c5", of("alice", 5), now).await;
+    assert_eq!(gone.err(), Some(ResumeFailure::UnknownSession));
+}
