@@ -19,6 +19,13 @@ use shared::{ClientMessage, ServerMessage};
 use testbed::{FaultProxy, Faults, Testbed};
 use tokio::time::Instant;
 
+/// Token mode: a token before every connect, 4401 (`native/auth.rs`), and
+/// expiry: in-band refresh, 4003 and resume (`native/refresh.rs`).
+#[path = "native/auth.rs"]
+mod auth;
+#[path = "native/refresh.rs"]
+mod refresh;
+
 /// Polls `condition` every 5 ms until it holds; panics after `timeout`.
 async fn wait_for(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
     let deadline = Instant::now() + timeout;
