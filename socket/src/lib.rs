@@ -110,8 +110,8 @@
 //!
 //! Only the glue needs a browser (wasm32 only). It holds no rule: it runs the
 //! [`Driver`] and performs its effects. Tested in headless Chrome against the
-//! real server (`tests/web.rs`, `tests/yew.rs`, their helpers in
-//! `tests/common/mod.rs`):
+//! real server (`tests/web.rs`, `tests/yew.rs`, token mode in
+//! `tests/web_auth.rs`, their helpers in `tests/common/mod.rs`):
 //!
 //! | module | what it holds |
 //! |---|---|
@@ -157,7 +157,8 @@
 //! visibility signal natively, so retries follow the backoff alone;
 //! [`TypedSocket`] wraps it as it wraps the browser one. `wss://`
 //! needs the feature `native-rustls` (rustls with ring and the webpki roots).
-//! Tested against the real server in `tests/native.rs`; the same code is
+//! Tested against the real server in `tests/native.rs` (token mode in
+//! `tests/native/auth.rs` and `tests/native/refresh.rs`); the same code is
 //! `examples/native.rs`.
 //!
 //! ```no_run
