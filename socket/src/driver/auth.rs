@@ -250,14 +250,22 @@ impl Driver {
             return;
         }
         let reason = close.reason.clone();
+        let from = self.events.len();
         if self.auth.is_some() {
             self.step(Step::Closed { generation, close }, now);
         } else {
             self.step(Step::Refused { generation, close }, now);
         }
         let retrying = !matches!(self.machine.state(), State::Closed);
-        self.events
-            .push(Event::Auth(AuthError::Unauthorized { reason, retrying }));
+        // Right after the close it explains, before the state it leads to.
+        let at = self.events[from..]
+            .iter()
+            .position(|e| matches!(e, Event::Close(_)))
+            .map_or(self.events.len(), |i| from + i + 1);
+        self.events.insert(
+            at,
+            Event::Auth(AuthError::Unauthorized { reason, retrying }),
+        );
     }
 
     fn wall_ms(&self, now: f64) -> f64 {

@@ -178,11 +178,11 @@ fn a_close_4401_without_a_provider_stops_and_reports() {
                 reason: "missing token".into(),
                 was_clean: true
             }),
-            Event::StateChanged(State::Closed),
             Event::Auth(AuthError::Unauthorized {
                 reason: "missing token".into(),
                 retrying: false
             }),
+            Event::StateChanged(State::Closed),
         ]
     );
     // reconnect() still works: the application may have fixed it.
