@@ -205,3 +205,33 @@ async fn the_provider_is_called_before_every_connect_and_a_refused_token_is_repl
     drop(socket);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_that_panics_counts_as_a_failure_and_the_socket_goes_on() {
+    let server = token_server(&[]).await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let provider = move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        let token = mint_token("alice", Duration::from_secs(600));
+        async move {
+            assert!(n > 1, "the first call panics");
+            Ok::<_, String>(token)
+        }
+    };
+    let socket = Socket::new(
+        Config::new(server.ws_url("/ws"))
+            .with_token(provider)
+            .with_backoff(fast_backoff()),
+    )
+    .unwrap();
+    let rec = Recorder::new(&socket);
+    wait_for("the welcome", LONG, || welcomes(&rec) == 1).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        rec.count(|e| *e == Event::Auth(AuthError::Provider("the token provider panicked".into()))),
+        1
+    );
+    drop(socket);
+    server.shutdown().await.unwrap();
+}

@@ -15,7 +15,7 @@ use std::sync::{Arc, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
@@ -392,10 +392,16 @@ struct Fetch(Option<Pin<Box<dyn Future<Output = Input> + Send>>>);
 
 impl Fetch {
     fn start(&mut self, serial: u64, provider: Option<TokenProvider>) {
-        let call = provider.map(|provider| provider.call());
+        // A provider that panics must not take the socket's task down: it
+        // counts as a failed call.
+        let call = provider.map(|provider| catch_unwind(AssertUnwindSafe(|| provider.call())));
         self.0 = Some(Box::pin(async move {
             let result = match call {
-                Some(call) => call.await,
+                Some(Ok(call)) => AssertUnwindSafe(call)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err("the token provider panicked".to_owned())),
+                Some(Err(_)) => Err("the token provider panicked".to_owned()),
                 None => Err("no token provider configured".to_owned()),
             };
             Input::TokenFetched { serial, result }
