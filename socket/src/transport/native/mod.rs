@@ -26,6 +26,10 @@
 //!   fire the heartbeat or the backoff early.
 //! * There is no network-online or page-visibility signal natively: those
 //!   driver inputs are never fed, and retries follow the backoff alone.
+//! * Token mode: the provider's future runs on the socket's task, one at a
+//!   time (a newer fetch drops an older one, whose answer the driver would
+//!   ignore); the token goes in an `Authorization: Bearer` header; a provider
+//!   that panics counts as a failed call.
 //! * A write that fails (the connection broke) hands the message back to the
 //!   driver: it goes back to the head of the queue, for the next connection.
 //! * Dropping the last handle (a [`WeakSocket`] does not count) closes the
