@@ -743,3 +743,68 @@ async fn anonymous_mode_has_no_users() {
     assert!(clients(&server).await[0].get("user").is_none());
     server.shutdown().await.unwrap();
 }
+
+/// A log sink for [`tokens_are_never_logged`].
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_never_logged() {
+    // The test's runtime runs on this thread, the server's tasks included:
+    // a thread-local subscriber sees every line the server logs.
+    let capture = Capture::default();
+    let sink = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = token_server(&[]).await;
+    let good = hs256(&claims("erin", 3600));
+    let fresh = hs256(&claims("erin", 7200));
+    let bad = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"someone else's secret"),
+        &claims("erin", 3600),
+    );
+    let header = hs256(&claims("frank", 3600));
+    let (mut ws, _) = connect_with(&server, "/ws?reliable=1", &good).await;
+    send_text(&mut ws, &refresh(&fresh)).await;
+    assert!(matches!(
+        next_json(&mut ws).await,
+        ServerMessage::Refreshed { .. }
+    ));
+    send_text(&mut ws, &refresh(&bad)).await;
+    assert!(matches!(
+        next_json(&mut ws).await,
+        ServerMessage::Error { .. }
+    ));
+    refused(&server, Some(&bad), "invalid token").await;
+    let mut by_header = connect_with_header(&server, "/ws", &format!("Bearer {header}")).await;
+    next_json(&mut by_header).await;
+    ws.close(None).await.unwrap();
+    expect_close(&mut ws).await;
+    server.shutdown().await.unwrap();
+
+    let logged = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(logged.contains("connect"), "the server logged: {logged}");
+    assert!(logged.contains("erin"), "the user is logged: {logged}");
+    for token in [&good, &fresh, &bad, &header] {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(
+            !logged.contains(signature),
+            "a token reached the log:\n{logged}"
+        );
+    }
+}
