@@ -808,3 +808,48 @@ async fn tokens_are_never_logged() {
         );
     }
 }
+
+#[tokio::test]
+async fn after_4003_a_new_token_resumes_the_session_with_nothing_lost() {
+    let server = token_server(&[]).await;
+    let short = hs256(&claims("gina", 2));
+    let (mut ws, session, resume_token) = reliable_of(&server, &short).await;
+    send_text(
+        &mut ws,
+        r#"{"type":"msg","seq":1,"data":"{\"type\":\"echo\",\"id\":1,\"body\":\"before\"}"}"#,
+    )
+    .await;
+    assert!(matches!(
+        next_json(&mut ws).await,
+        ServerMessage::Msg { seq: 1, .. }
+    ));
+    let frame = expect_close(&mut ws).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), close_code::TOKEN_EXPIRED);
+    wait_until("gina away", || async {
+        connections_of(&server, "gina").await == 0
+    })
+    .await;
+    let (_, answer) = push_user(&server, "gina", "while away").await;
+    assert_eq!(answer, json!({ "delivered": 0, "stored": 1 }));
+
+    let fresh = hs256(&claims("gina", 3600));
+    let (mut back, _) = connect_with(&server, "/ws?reliable=1", &fresh).await;
+    send_text(&mut back, &resume(&session, &resume_token)).await;
+    assert_eq!(
+        next_json(&mut back).await,
+        ServerMessage::Resumed { last_seq: 1 }
+    );
+    // The unacknowledged echo, then the push stored while away.
+    let mut replay = Vec::new();
+    for _ in 0..2 {
+        match next_json(&mut back).await {
+            ServerMessage::Msg { seq, data } => replay.push((seq, data)),
+            other => panic!("expected the replay, got {other:?}"),
+        }
+    }
+    assert_eq!(replay[0].0, 1);
+    assert!(replay[0].1.contains("before"), "{replay:?}");
+    assert_eq!(replay[1].0, 2);
+    assert!(replay[1].1.contains("while away"), "{replay:?}");
+    server.shutdown().await.unwrap();
+}
