@@ -439,7 +439,7 @@ fn refresh(token: &str) -> String {
 #[tokio::test]
 async fn without_a_refresh_the_connection_is_closed_with_4003_at_exp() {
     let server = token_server(&[]).await;
-    let short = claims("alice", 2);
+    let short = claims("alice", 3);
     let exp = short["exp"].as_u64().unwrap();
     let (mut ws, _) = connect_with(&server, "/ws", &hs256(&short)).await;
     let frame = expect_close(&mut ws).await.expect("a close frame");
@@ -452,7 +452,7 @@ async fn without_a_refresh_the_connection_is_closed_with_4003_at_exp() {
 #[tokio::test]
 async fn an_in_band_refresh_extends_the_connection_unnumbered() {
     let server = token_server(&[]).await;
-    let short = claims("alice", 2);
+    let short = claims("alice", 3);
     let exp = short["exp"].as_u64().unwrap();
     // Reliable mode: refresh and refreshed are never numbered.
     let (mut ws, _) = connect_with(&server, "/ws?reliable=1", &hs256(&short)).await;
@@ -479,7 +479,7 @@ async fn an_in_band_refresh_extends_the_connection_unnumbered() {
 #[tokio::test]
 async fn a_refused_refresh_gets_bad_token_and_the_connection_ends_at_its_exp() {
     let server = token_server(&[]).await;
-    let short = claims("alice", 2);
+    let short = claims("alice", 3);
     let exp = short["exp"].as_u64().unwrap();
     let (mut ws, _) = connect_with(&server, "/ws", &hs256(&short)).await;
     let other_key = sign(
@@ -812,7 +812,7 @@ async fn tokens_are_never_logged() {
 #[tokio::test]
 async fn after_4003_a_new_token_resumes_the_session_with_nothing_lost() {
     let server = token_server(&[]).await;
-    let short = hs256(&claims("gina", 2));
+    let short = hs256(&claims("gina", 3));
     let (mut ws, session, resume_token) = reliable_of(&server, &short).await;
     send_text(
         &mut ws,
