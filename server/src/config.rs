@@ -145,7 +145,8 @@ pub struct Config {
     /// take it. Without it such a connection is upgraded and closed at once
     /// with 1008. Refused at start-up in token mode.
     #[arg(long, env = "SERVER_ALLOW_CLIENT_IDS", num_args = 0..=1, require_equals = true,
-          default_value = "false", default_missing_value = "true", action = clap::ArgAction::Set)]
+          default_value = "false", default_missing_value = "true", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_client_ids: bool,
 
     /// Token mode with HS256: the secret that signs connection tokens. Every
@@ -470,6 +471,7 @@ mod tests {
         assert!(on(&["--allow-client-ids"]));
         assert!(!on(&["--allow-client-ids", "--allow-client-ids=false"]));
         assert!(on(&["--allow-client-ids=true"]));
+        assert!(!on(&["--allow-client-ids=0"]));
         assert_eq!(config.session_ttl, Duration::from_secs(120));
         assert_eq!(config.history_max, 1000);
         assert_eq!(config.history_max_age, Duration::from_secs(120));

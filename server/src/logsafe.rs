@@ -13,6 +13,12 @@
 //! - at most [`MAX_LOGGED`] bytes of the value are written, followed by
 //!   `…(+N bytes)` naming what was cut.
 //!
+//! What is never logged at all: request URIs and query strings (a
+//! `?token=` of token mode is a credential), `Authorization` headers, and
+//! the tokens of `refresh` messages; a refused token is logged by its cause
+//! only (`invalid token`, ...). `tests/auth.rs` checks it on the log of a
+//! real server.
+//!
 //! ```ignore
 //! tracing::info!(client_id = %logsafe::escape(&id), "connect");
 //! ```

@@ -439,7 +439,7 @@ fn refresh(token: &str) -> String {
 #[tokio::test]
 async fn without_a_refresh_the_connection_is_closed_with_4003_at_exp() {
     let server = token_server(&[]).await;
-    let short = claims("alice", 2);
+    let short = claims("alice", 3);
     let exp = short["exp"].as_u64().unwrap();
     let (mut ws, _) = connect_with(&server, "/ws", &hs256(&short)).await;
     let frame = expect_close(&mut ws).await.expect("a close frame");
@@ -452,7 +452,7 @@ async fn without_a_refresh_the_connection_is_closed_with_4003_at_exp() {
 #[tokio::test]
 async fn an_in_band_refresh_extends_the_connection_unnumbered() {
     let server = token_server(&[]).await;
-    let short = claims("alice", 2);
+    let short = claims("alice", 3);
     let exp = short["exp"].as_u64().unwrap();
     // Reliable mode: refresh and refreshed are never numbered.
     let (mut ws, _) = connect_with(&server, "/ws?reliable=1", &hs256(&short)).await;
@@ -479,7 +479,7 @@ async fn an_in_band_refresh_extends_the_connection_unnumbered() {
 #[tokio::test]
 async fn a_refused_refresh_gets_bad_token_and_the_connection_ends_at_its_exp() {
     let server = token_server(&[]).await;
-    let short = claims("alice", 2);
+    let short = claims("alice", 3);
     let exp = short["exp"].as_u64().unwrap();
     let (mut ws, _) = connect_with(&server, "/ws", &hs256(&short)).await;
     let other_key = sign(
@@ -741,5 +741,115 @@ async fn anonymous_mode_has_no_users() {
     let response = admin(&server, reqwest::Method::DELETE, "/api/users/anyone").await;
     assert_eq!(response.status(), 404);
     assert!(clients(&server).await[0].get("user").is_none());
+    server.shutdown().await.unwrap();
+}
+
+/// A log sink for [`tokens_are_never_logged`].
+#[derive(Clone, Default)]
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_never_logged() {
+    // The test's runtime runs on this thread, the server's tasks included:
+    // a thread-local subscriber sees every line the server logs.
+    let capture = Capture::default();
+    let sink = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = token_server(&[]).await;
+    let good = hs256(&claims("erin", 3600));
+    let fresh = hs256(&claims("erin", 7200));
+    let bad = sign(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"someone else's secret"),
+        &claims("erin", 3600),
+    );
+    let header = hs256(&claims("frank", 3600));
+    let (mut ws, _) = connect_with(&server, "/ws?reliable=1", &good).await;
+    send_text(&mut ws, &refresh(&fresh)).await;
+    assert!(matches!(
+        next_json(&mut ws).await,
+        ServerMessage::Refreshed { .. }
+    ));
+    send_text(&mut ws, &refresh(&bad)).await;
+    assert!(matches!(
+        next_json(&mut ws).await,
+        ServerMessage::Error { .. }
+    ));
+    refused(&server, Some(&bad), "invalid token").await;
+    let mut by_header = connect_with_header(&server, "/ws", &format!("Bearer {header}")).await;
+    next_json(&mut by_header).await;
+    ws.close(None).await.unwrap();
+    expect_close(&mut ws).await;
+    server.shutdown().await.unwrap();
+
+    let logged = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(logged.contains("connect"), "the server logged: {logged}");
+    assert!(logged.contains("erin"), "the user is logged: {logged}");
+    for token in [&good, &fresh, &bad, &header] {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(
+            !logged.contains(signature),
+            "a token reached the log:\n{logged}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn after_4003_a_new_token_resumes_the_session_with_nothing_lost() {
+    let server = token_server(&[]).await;
+    let short = hs256(&claims("gina", 3));
+    let (mut ws, session, resume_token) = reliable_of(&server, &short).await;
+    send_text(
+        &mut ws,
+        r#"{"type":"msg","seq":1,"data":"{\"type\":\"echo\",\"id\":1,\"body\":\"before\"}"}"#,
+    )
+    .await;
+    assert!(matches!(
+        next_json(&mut ws).await,
+        ServerMessage::Msg { seq: 1, .. }
+    ));
+    let frame = expect_close(&mut ws).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), close_code::TOKEN_EXPIRED);
+    wait_until("gina away", || async {
+        connections_of(&server, "gina").await == 0
+    })
+    .await;
+    let (_, answer) = push_user(&server, "gina", "while away").await;
+    assert_eq!(answer, json!({ "delivered": 0, "stored": 1 }));
+
+    let fresh = hs256(&claims("gina", 3600));
+    let (mut back, _) = connect_with(&server, "/ws?reliable=1", &fresh).await;
+    send_text(&mut back, &resume(&session, &resume_token)).await;
+    assert_eq!(
+        next_json(&mut back).await,
+        ServerMessage::Resumed { last_seq: 1 }
+    );
+    // The unacknowledged echo, then the push stored while away.
+    let mut replay = Vec::new();
+    for _ in 0..2 {
+        match next_json(&mut back).await {
+            ServerMessage::Msg { seq, data } => replay.push((seq, data)),
+            other => panic!("expected the replay, got {other:?}"),
+        }
+    }
+    assert_eq!(replay[0].0, 1);
+    assert!(replay[0].1.contains("before"), "{replay:?}");
+    assert_eq!(replay[1].0, 2);
+    assert!(replay[1].1.contains("while away"), "{replay:?}");
     server.shutdown().await.unwrap();
 }

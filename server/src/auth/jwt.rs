@@ -350,7 +350,8 @@ impl Verifier {
         Self {
             key,
             validation,
-            leeway: checks.leeway,
+            // Whole seconds, as `jsonwebtoken` applies it at the upgrade.
+            leeway: Duration::from_secs(checks.leeway.as_secs()),
         }
     }
 
