@@ -1,6 +1,10 @@
 //! Token mode against the real server in token mode (`testbed::token_config`),
 //! with tokens minted in the test (`testbed::mint_token`, the testbed's
 //! HS256 secret).
+//!
+//! On one thread, here and in `refresh.rs`: the socket's task cannot
+//! connect before the test has subscribed to its events (on two it could,
+//! and a test would miss the welcome or the refusal it waits for).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -74,7 +78,7 @@ pub(super) fn unix_now() -> u64 {
         .as_secs()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "current_thread")]
 async fn a_valid_token_connects_as_its_user_and_the_welcome_carries_exp() {
     let server = token_server(&[]).await;
     let (calls, provider) = counting_provider("alice", Duration::from_secs(600));
@@ -93,7 +97,7 @@ async fn a_valid_token_connects_as_its_user_and_the_welcome_carries_exp() {
     server.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "current_thread")]
 async fn without_a_provider_a_4401_stops_and_is_reported() {
     let server = token_server(&[]).await;
     let socket =
@@ -134,7 +138,7 @@ async fn without_a_provider_a_4401_stops_and_is_reported() {
     server.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "current_thread")]
 async fn the_provider_is_called_before_every_connect_and_a_refused_token_is_replaced() {
     let server = token_server(&[]).await;
     let calls = Arc::new(AtomicU32::new(0));
@@ -206,7 +210,7 @@ async fn the_provider_is_called_before_every_connect_and_a_refused_token_is_repl
     server.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "current_thread")]
 async fn a_provider_that_panics_counts_as_a_failure_and_the_socket_goes_on() {
     let server = token_server(&[]).await;
     let calls = Arc::new(AtomicU32::new(0));

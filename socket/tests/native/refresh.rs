@@ -11,11 +11,13 @@ use testbed::mint_token;
 use super::auth::{counting_provider, token_server, unix_now, welcome_exp};
 use super::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "current_thread")]
 async fn an_in_band_refresh_extends_the_connection_without_a_reconnect() {
     let server = token_server(&[]).await;
-    // 3 s tokens: refreshed at half of what is left, so every second or so.
-    let (calls, provider) = counting_provider("alice", Duration::from_secs(3));
+    // 4 s tokens (a margin for a loaded machine, where a connect slower than
+    // the ttl would be refused): refreshed at half of what is left, so every
+    // second or two.
+    let (calls, provider) = counting_provider("alice", Duration::from_secs(4));
     let socket = Socket::new(Config::new(server.ws_url("/ws")).with_token(provider)).unwrap();
     let rec = Recorder::new(&socket);
     wait_for("the welcome", LONG, || welcome_exp(&rec).is_some()).await;
@@ -57,7 +59,7 @@ async fn an_in_band_refresh_extends_the_connection_without_a_reconnect() {
 /// the connection lasts until its `exp`: the server closes it with 4003, the
 /// wrapper reconnects with a new token and resumes its reliable session,
 /// and every echo sent meanwhile arrives once, in order.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "current_thread")]
 async fn without_a_refresh_4003_at_exp_reconnects_with_a_new_token_and_resumes_with_nothing_lost() {
     const N: u64 = 40;
     let server = token_server(&["--jwt-leeway", "0s"]).await;
@@ -70,7 +72,8 @@ async fn without_a_refresh_4003_at_exp_reconnects_with_a_new_token_and_resumes_w
             let token = if wrong_user.load(Ordering::SeqCst) {
                 mint_token("mallory", Duration::from_secs(600))
             } else if n == 1 {
-                mint_token("alice", Duration::from_secs(2))
+                // Short, but not so short that a slow connect would see it expire.
+                mint_token("alice", Duration::from_secs(3))
             } else {
                 mint_token("alice", Duration::from_secs(600))
             };
