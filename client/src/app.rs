@@ -1,5 +1,9 @@
 //! The root component and the page.
 
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::rc::Rc;
+
 use buffered_socket::yew::{SocketProvider, use_socket};
 use buffered_socket::{Config, Heartbeat};
 use yew::prelude::*;
@@ -21,19 +25,33 @@ fn default_url() -> String {
     format!("{}://{host}/ws", if secure { "wss" } else { "ws" })
 }
 
-fn config(url: &str, reliable: bool) -> Config {
-    Config::new(url)
+/// The socket's options; `token`, when given, is the token field's value
+/// at the last Connect, which the provider hands to every connect and refresh.
+fn config(url: &str, reliable: bool, token: Option<Rc<RefCell<String>>>) -> Config {
+    let config = Config::new(url)
         .with_heartbeat(Heartbeat {
             interval_ms: 10_000,
             timeout_ms: 30_000,
         })
-        .with_reliable(reliable)
+        .with_reliable(reliable);
+    match token {
+        Some(token) => config.with_token(move || {
+            let token = token.borrow().clone();
+            async move { Ok::<_, Infallible>(token) }
+        }),
+        None => config,
+    }
 }
 
 #[derive(Properties, PartialEq)]
 struct PageProps {
     url: AttrValue,
-    on_url: Callback<String>,
+    /// Whether the socket has a token provider.
+    with_token: bool,
+    /// A new URL, or a token where there was none (or the reverse): a new socket.
+    on_url: Callback<(String, bool)>,
+    /// What the token provider returns (the token field at the last Connect).
+    token: Rc<RefCell<String>>,
     reliable: bool,
     on_reliable: Callback<bool>,
 }
@@ -45,18 +63,23 @@ fn Page(props: &PageProps) -> Html {
     let state = use_socket().state;
     let console = use_console();
     let commands = use_commands(console.dispatcher());
-    // Connect with the same URL replaces the connection; a new URL, the socket.
+    // Connect with the same URL replaces the connection (with the token now
+    // in the field); a new URL, or a token where there was none, the socket.
     let on_connect = use_callback(
         (
             props.url.clone(),
+            props.with_token,
             props.on_url.clone(),
             commands.reconnect.clone(),
+            props.token.clone(),
         ),
-        |url: String, (current, on_url, reconnect)| {
-            if url == current.as_str() {
+        |(url, token): (String, String), (current, with_token, on_url, reconnect, cell)| {
+            let wants_token = !token.is_empty();
+            *cell.borrow_mut() = token;
+            if url == current.as_str() && wants_token == *with_token {
                 reconnect.emit(());
             } else {
-                on_url.emit(url);
+                on_url.emit((url, wants_token));
             }
         },
     );
@@ -84,19 +107,26 @@ fn Page(props: &PageProps) -> Html {
 pub fn App() -> Html {
     let url = use_state(default_url);
     let reliable = use_state(|| false);
+    let with_token = use_state(|| false);
+    let token = use_mut_ref(String::new);
     let on_url = {
-        let url = url.clone();
-        Callback::from(move |new: String| url.set(new))
+        let (url, with_token) = (url.clone(), with_token.clone());
+        Callback::from(move |(new, token): (String, bool)| {
+            url.set(new);
+            with_token.set(token);
+        })
     };
     let on_reliable = {
         let reliable = reliable.clone();
         Callback::from(move |on: bool| reliable.set(on))
     };
     // A new URL or mode means a new socket: the key replaces the provider.
-    let key = format!("{}|{}", *url, *reliable);
+    let key = format!("{}|{}|{}", *url, *reliable, *with_token);
+    let provider = with_token.then(|| token.clone());
     html! {
-        <SocketProvider {key} config={config(&url, *reliable)}>
-            <Page url={(*url).clone()} {on_url} reliable={*reliable} {on_reliable} />
+        <SocketProvider {key} config={config(&url, *reliable, provider)}>
+            <Page url={(*url).clone()} with_token={*with_token} {on_url} {token}
+                reliable={*reliable} {on_reliable} />
         </SocketProvider>
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use e2e::{Browser, artefact_dir, dist_dir, wait_for};
 use fantoccini::Locator;
-use testbed::Testbed;
+use testbed::{Testbed, mint_token};
 
 const STEP: Duration = Duration::from_secs(30);
 
@@ -168,6 +168,37 @@ async fn the_console_connects_echoes_survives_a_restart_and_takes_a_burst() -> R
     let path = artefact_dir()?.join("console.png");
     std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("screenshot: {}", path.display());
+
+    browser.close().await?;
+    testbed.shutdown().await
+}
+
+/// The console's token field against the testbed's token-mode server: no
+/// token is refused (4401, the wrapper stops and the log says why); a token
+/// in the field is used on Connect (the welcome carries its `exp`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_connects_with_the_token_field_and_shows_a_refusal() -> Result<()> {
+    let testbed = Testbed::start(Some(&dist_dir()?)).await?;
+    let browser = Browser::start().await?;
+    browser.client.goto(&testbed.http_base).await?;
+    wait_text(&browser, "state", "the page", |_| true).await?;
+
+    let url = format!("{}/ws", testbed.auth_ws_base);
+    type_into(&browser, "url", &url).await?;
+    click(&browser, "connect").await?;
+    log_has(&browser, "the server refused the token: missing token").await?;
+    wait_text(&browser, "state", "closed", |s| s.starts_with("closed")).await?;
+
+    type_into(
+        &browser,
+        "token",
+        &mint_token("alice", Duration::from_secs(600)),
+    )
+    .await?;
+    click(&browser, "connect").await?;
+    wait_text(&browser, "state", "open with the token", |s| s == "open").await?;
+    log_has(&browser, "\"exp\":").await?;
+    send_and_see_the_echo(&browser, "hello with a token").await?;
 
     browser.close().await?;
     testbed.shutdown().await

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::message::CloseInfo;
+use crate::token::{MaybeSend, MaybeSendSync, Token, TokenProvider};
 
 /// What to do when a message does not fit in the queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -88,7 +89,9 @@ pub type ReconnectPolicy = Arc<dyn Fn(&CloseInfo) -> bool + Send + Sync>;
 
 /// The default policy: reconnect after every close except a kick by the
 /// server (4000), a policy violation (1008) and a replacement by a newer
-/// connection with the same client id (4002).
+/// connection with the same client id (4002). A token that expired (4003)
+/// reconnects with a new one; a refused token (4401) reconnects only with a
+/// token provider (the driver stops without one, whatever the policy says).
 pub fn default_should_reconnect(close: &CloseInfo) -> bool {
     use shared::close_code::{KICKED, POLICY_VIOLATION, REPLACED};
     !matches!(close.code, KICKED | POLICY_VIOLATION | REPLACED)
@@ -120,6 +123,9 @@ pub struct Config {
     /// Reliable mode (the `shared` protocol's acknowledged, resumable
     /// delivery; see [`crate::reliable`]). Default off.
     pub reliable: bool,
+    /// Token mode: the source of connection tokens ([`Config::with_token`]).
+    /// Default none: connect without a token.
+    pub token: Option<TokenProvider>,
 }
 
 impl fmt::Debug for Config {
@@ -134,6 +140,7 @@ impl fmt::Debug for Config {
             .field("min_uptime_ms", &self.min_uptime_ms)
             .field("heartbeat", &self.heartbeat)
             .field("reliable", &self.reliable)
+            .field("token", &self.token)
             .finish_non_exhaustive()
     }
 }
@@ -151,6 +158,11 @@ impl PartialEq for Config {
             && self.heartbeat == other.heartbeat
             && self.reliable == other.reliable
             && Arc::ptr_eq(&self.should_reconnect, &other.should_reconnect)
+            && match (&self.token, &other.token) {
+                (Some(a), Some(b)) => a.ptr_eq(b),
+                (None, None) => true,
+                _ => false,
+            }
     }
 }
 
@@ -168,7 +180,46 @@ impl Config {
             heartbeat: None,
             should_reconnect: Arc::new(default_should_reconnect),
             reliable: false,
+            token: None,
         }
+    }
+
+    /// Token mode: `provider` is an async function that returns a fresh
+    /// token (a JWT of the server's token mode), or an error.
+    ///
+    /// It is called before every connection attempt (the browser sends the
+    /// token as `?token=`, a native client as `Authorization: Bearer`) and,
+    /// when the server's `welcome` says when the token expires, ahead of that
+    /// `exp` for an in-band `refresh` (see [`crate::driver::auth`] for the
+    /// timing), which extends the connection without a reconnect.
+    ///
+    /// * A provider failure is reported ([`crate::AuthError::Provider`]) and
+    ///   retried with the backoff, never in a tight loop.
+    /// * A close 4401 (the server refused the token) leads to a new token and
+    ///   a retry with the backoff; without a provider the wrapper does not
+    ///   reconnect and reports [`crate::AuthError::Unauthorized`].
+    /// * A close 4003 (the token expired unrefreshed) leads to a reconnect
+    ///   with a new token, which in reliable mode resumes the session.
+    ///
+    /// In the browser the future may be `!Send` (it runs with
+    /// `spawn_local`); natively it must be `Send` (it runs on tokio).
+    #[must_use]
+    pub fn with_token<F, Fut, T, E>(mut self, provider: F) -> Self
+    where
+        F: Fn() -> Fut + MaybeSendSync + 'static,
+        Fut: Future<Output = Result<T, E>> + MaybeSend + 'static,
+        T: Into<Token>,
+        E: fmt::Display,
+    {
+        self.token = Some(TokenProvider::new(provider));
+        self
+    }
+
+    /// Token mode with a provider made earlier (shared between sockets).
+    #[must_use]
+    pub fn with_token_provider(mut self, provider: TokenProvider) -> Self {
+        self.token = Some(provider);
+        self
     }
 
     /// Turns reliable mode on or off. On, the wrapper speaks the `shared`

@@ -18,9 +18,10 @@
 //! | `connect_timeout_ms` | 10 000 |
 //! | `min_uptime_ms` | 5 000 (before the attempt counter resets) |
 //! | `heartbeat` | off; with it, a `ping` after `interval_ms` of silence, dead when nothing arrives `timeout_ms` after the ping |
-//! | `should_reconnect` | all closes except 4000 (kicked), 1008 (policy), 4002 (replaced) |
+//! | `should_reconnect` | all closes except 4000 (kicked), 1008 (policy), 4002 (replaced); 4401 without a token provider never reconnects |
 //! | open hook ([`Socket::set_on_open`]) | none; its sends go out ahead of the queue |
 //! | `reliable` | off; on, acknowledged and resumable delivery both ways ([`reliable`]) |
+//! | `token` | none; with [`Config::with_token`], token mode (below) |
 //!
 //! # Behaviour in short
 //!
@@ -49,6 +50,42 @@
 //!   is reported ([`Event::ResumeFailed`] hands the unconfirmed messages
 //!   back, [`Event::Gap`] names the server messages lost).
 //!
+//! # Token mode
+//!
+//! Against a server that wants signed tokens, [`Config::with_token`] takes an
+//! async provider of fresh tokens. It is called before every connection
+//! attempt (the browser sends the token as `?token=`, see
+//! [`url_with_token`]; the native client as `Authorization: Bearer`) and
+//! ahead of the token's `exp` (from the `welcome`) for an in-band
+//! `refresh`: at 80 % of the remaining lifetime, at least 5 s before `exp`,
+//! and not before half of it ([`driver::auth::refresh_delay_ms`]). The
+//! `refresh` is never numbered nor queued, even in reliable mode.
+//!
+//! * `refreshed` gives [`Event::TokenRefreshed`] and reschedules; a refused
+//!   refresh gives [`AuthError::RefreshRefused`] and the connection lasts
+//!   until `exp`.
+//! * Close 4003 (expired unrefreshed): reconnect with a new token (reliable
+//!   mode resumes the session).
+//! * Close 4401 (refused at connect): with a provider, a new token and a
+//!   retry with the backoff; without one, no reconnect: state `Closed` and
+//!   [`AuthError::Unauthorized`].
+//! * A provider failure: [`AuthError::Provider`], retried with the backoff,
+//!   never in a tight loop.
+//! * Nothing of the application goes out before the server's `welcome`
+//!   (which says the token was accepted; a refusal comes before it), and
+//!   [`Event::Open`] comes with it.
+//! * Tokens are [`Token`]s, whose `Debug` and `Display` are redacted.
+//!
+//! ```no_run
+//! use buffered_socket::Config;
+//!
+//! # async fn my_login_endpoint() -> Result<String, std::io::Error> { Ok(String::new()) }
+//! let config = Config::new("wss://example.org/ws")
+//!     .with_reliable(true)
+//!     .with_token(|| async { my_login_endpoint().await });
+//! # drop(config);
+//! ```
+//!
 //! # Layout
 //!
 //! The rules are plain Rust, unit-tested natively with `cargo test`:
@@ -57,6 +94,7 @@
 //! |---|---|
 //! | [`driver`] | [`Driver`]: every rule of the socket as a pure machine, inputs in, effects out (send branching, open hook before the flush, resume and resend order, acks, heartbeat, backoff, stats) |
 //! | `driver/io.rs` | [`driver::Input`], [`driver::Effect`], the timers |
+//! | [`driver::auth`] (`driver/auth.rs`) | token mode: a token before each connect, the refresh's timing, 4401 and 4003 |
 //! | `driver/steps.rs` | the driver's private steps |
 //! | [`machine`] (`driver/machine.rs`) | the connection state machine and backoff, inputs to actions |
 //! | `driver/queue.rs` | [`Queue`], the bounded FIFO with both overflow policies and a byte limit |
@@ -67,12 +105,13 @@
 //! | `stream` | [`EventStream`], the events as a `Stream`, for both transports |
 //! | `message` | [`Message`], [`SendOutcome`], [`SendError`], [`State`], [`Event`], [`TransportError`], [`Stats`] |
 //! | `typed` | [`TypedSocket`] encoding and decoding (JSON over the `shared` protocol) |
+//! | `token` | [`Token`] (redacted), [`TokenProvider`], [`AuthError`], [`url_with_token`] |
 //! | `transport/native/` (feature `native`) | the native [`Socket`] over tokio-tungstenite: one task per socket runs the [`Driver`] (`actor.rs`), `Send + Sync` handles and event delivery (`dispatch.rs`) |
 //!
 //! Only the glue needs a browser (wasm32 only). It holds no rule: it runs the
 //! [`Driver`] and performs its effects. Tested in headless Chrome against the
-//! real server (`tests/web.rs`, `tests/yew.rs`, their helpers in
-//! `tests/common/mod.rs`):
+//! real server (`tests/web.rs`, `tests/yew.rs`, token mode in
+//! `tests/web_auth.rs`, their helpers in `tests/common/mod.rs`):
 //!
 //! | module | what it holds |
 //! |---|---|
@@ -118,7 +157,8 @@
 //! visibility signal natively, so retries follow the backoff alone;
 //! [`TypedSocket`] wraps it as it wraps the browser one. `wss://`
 //! needs the feature `native-rustls` (rustls with ring and the webpki roots).
-//! Tested against the real server in `tests/native.rs`; the same code is
+//! Tested against the real server in `tests/native.rs` (token mode in
+//! `tests/native/auth.rs` and `tests/native/refresh.rs`); the same code is
 //! `examples/native.rs`.
 //!
 //! ```no_run
@@ -176,6 +216,7 @@ mod dispatch;
 pub mod driver;
 mod message;
 mod stream;
+mod token;
 mod transport;
 mod typed;
 #[cfg(all(target_arch = "wasm32", feature = "yew"))]
@@ -189,6 +230,9 @@ pub use message::{
     CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats, TransportError,
 };
 pub use stream::EventStream;
+pub use token::{
+    AuthError, MaybeSend, MaybeSendSync, Token, TokenFuture, TokenProvider, url_with_token,
+};
 #[cfg(target_arch = "wasm32")]
 pub use transport::web::{Socket, WeakSocket};
 // The native transport (feature `native`): the same API over tokio-tungstenite.

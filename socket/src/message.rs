@@ -1,5 +1,7 @@
 //! The values that cross the wrapper's API: messages, outcomes, errors, events, stats.
 
+use crate::token::AuthError;
+
 /// One WebSocket message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
@@ -206,6 +208,17 @@ pub enum Event {
         from: u64,
         /// The last lost seq.
         to: u64,
+    },
+    /// Token mode: something went wrong with a token (the provider failed,
+    /// the server refused it at connect or refused a refresh); what the
+    /// wrapper does about it is documented on each [`AuthError`] variant.
+    Auth(AuthError),
+    /// Token mode: the server accepted the in-band `refresh`; the connection
+    /// now lasts until `exp` (seconds since the Unix epoch), and the next
+    /// refresh is scheduled ahead of it.
+    TokenRefreshed {
+        /// The new token's expiry, in seconds since the Unix epoch.
+        exp: u64,
     },
 }
 

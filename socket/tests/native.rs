@@ -19,6 +19,13 @@ use shared::{ClientMessage, ServerMessage};
 use testbed::{FaultProxy, Faults, Testbed};
 use tokio::time::Instant;
 
+/// Token mode: a token before every connect, 4401 (`native/auth.rs`), and
+/// expiry: in-band refresh, 4003 and resume (`native/refresh.rs`).
+#[path = "native/auth.rs"]
+mod auth;
+#[path = "native/refresh.rs"]
+mod refresh;
+
 /// Polls `condition` every 5 ms until it holds; panics after `timeout`.
 async fn wait_for(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -406,7 +413,10 @@ async fn events_also_come_as_a_stream_in_order() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Current-thread: the socket's task cannot open the connection before the
+/// test set the hook and queued (on two threads it could, and the first
+/// open would run without the hook).
+#[tokio::test(flavor = "current_thread")]
 async fn the_open_hook_goes_first_on_every_open_even_with_a_full_queue() {
     with_testbed(|tb| async move {
         let id = unique("hook");
@@ -420,7 +430,7 @@ async fn the_open_hook_goes_first_on_every_open_even_with_a_full_queue() {
         let hook_outcomes = Arc::new(Mutex::new(Vec::new()));
         let outcomes = hook_outcomes.clone();
         socket.set_on_open(move |socket| outcomes.lock().unwrap().push(socket.send(echo(0))));
-        // Nothing opened yet on a fresh socket: the connect takes a round trip at least.
+        // Nothing opened yet: the socket's task has not run.
         for id in 1..=3 {
             assert!(socket.send(echo(id)).is_ok());
         }

@@ -14,13 +14,17 @@
 //! | `/proxy/cut` | cuts every connection through the proxy |
 //! | `/proxy/cuts` | the number of cuts so far, as text |
 //! | `/push/{client_id}?count=N` | once the client is gone from the server, N admin pushes to it (stored for its reliable session); the body says how many were stored |
+//! | `/token?sub=U&ttl_ms=N` | a token of user `U` (default `alice`) for the token-mode server, valid `N` ms (default 60 000, rounded up to a second), as the body |
+//! | `/auth/kick/{client_id}?code=N&reason=R` | `/kick` on the token-mode server |
 //!
 //! Besides the server the testbed runs a [`FaultProxy`] in front of it
-//! (`proxy_base`), with no cuts until told.
+//! (`proxy_base`), with no cuts until told, and a second server in token
+//! mode (`auth_ws_base`) with the known secret [`TEST_JWT_SECRET`], whose
+//! tokens the control API mints (`/token`).
 //!
 //! `cargo xtask test` hands the addresses to the wasm browser tests at compile
-//! time through `BUFFERED_SOCKET_TEST_WS`, `BUFFERED_SOCKET_TEST_PROXY` and
-//! `BUFFERED_SOCKET_TEST_CONTROL`;
+//! time through `BUFFERED_SOCKET_TEST_WS`, `BUFFERED_SOCKET_TEST_PROXY`,
+//! `BUFFERED_SOCKET_TEST_WS_AUTH` and `BUFFERED_SOCKET_TEST_CONTROL`;
 //! native end-to-end tests start a [`Testbed`] themselves.
 //!
 //! # One test toolkit
@@ -38,6 +42,7 @@
 //! | module | what |
 //! |---|---|
 //! | `test_server` | [`TestServer`], [`config`], [`quiet_config`] |
+//! | `tokens` | token mode: [`token_config`], [`mint_token`], [`TEST_JWT_SECRET`] |
 //! | `proxy` | [`FaultProxy`]: cuts connections after a random number of bytes |
 //! | `lib.rs` | [`Testbed`] and its control API |
 //!
@@ -59,9 +64,11 @@
 
 mod proxy;
 mod test_server;
+mod tokens;
 
 pub use proxy::{FaultProxy, Faults};
 pub use test_server::{TestServer, config, quiet_config};
+pub use tokens::{TEST_JWT_SECRET, mint_token, token_config, try_mint_token};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -90,6 +97,9 @@ pub struct Testbed {
     pub control_base: String,
     /// `ws://127.0.0.1:PORT` of the fault proxy in front of the server.
     pub proxy_base: String,
+    /// `ws://127.0.0.1:PORT` of the second server, in token mode
+    /// ([`TEST_JWT_SECRET`]; the control API's `/token` mints its tokens).
+    pub auth_ws_base: String,
     control: Arc<Control>,
     stop_control: CancellationToken,
     control_task: JoinHandle<()>,
@@ -100,6 +110,9 @@ struct Control {
     config: server::Config,
     admin_token: String,
     running: Mutex<Option<TestServer>>,
+    /// The token-mode server (stopped only by [`Testbed::shutdown`]).
+    auth: Mutex<Option<TestServer>>,
+    auth_addr: SocketAddr,
     http: reqwest::Client,
     proxy: FaultProxy,
 }
@@ -128,6 +141,17 @@ impl Testbed {
             args.extend(["--static-dir", dir]);
         }
         let config = config(&args).context("testbed server config")?;
+        let auth_args = [
+            "--allowed-origin",
+            "*",
+            "--admin-token",
+            &admin_token,
+            "--shutdown-timeout",
+            "2s",
+        ];
+        let auth_config = token_config(&auth_args).context("testbed token-mode server config")?;
+        let auth = TestServer::start(auth_config).await?;
+        let auth_addr = auth.addr;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let proxy = FaultProxy::start(addr, Faults::none()).await?;
@@ -137,6 +161,8 @@ impl Testbed {
             config,
             admin_token,
             running: Mutex::new(None),
+            auth: Mutex::new(Some(auth)),
+            auth_addr,
             http: reqwest::Client::new(),
             proxy,
         });
@@ -154,6 +180,8 @@ impl Testbed {
             .route("/proxy/cut", post(proxy_cut))
             .route("/proxy/cuts", post(proxy_cuts))
             .route("/push/{id}", post(push_while_away))
+            .route("/token", post(token))
+            .route("/auth/kick/{id}", post(auth_kick))
             .layer(axum::middleware::map_response(allow_any_origin))
             .with_state(control.clone());
         let token = stop_control.clone();
@@ -169,6 +197,7 @@ impl Testbed {
             http_base: format!("http://{addr}"),
             control_base: format!("http://{control_addr}"),
             proxy_base,
+            auth_ws_base: format!("ws://{auth_addr}"),
             control,
             stop_control,
             control_task,
@@ -206,7 +235,13 @@ impl Testbed {
     pub async fn shutdown(self) -> Result<()> {
         self.stop_control.cancel();
         let _ = self.control_task.await;
-        self.control.stop_server().await.map(drop)
+        let auth = self.control.auth.lock().await.take();
+        let auth = match auth {
+            Some(auth) => auth.shutdown().await,
+            None => Ok(()),
+        };
+        self.control.stop_server().await?;
+        auth
     }
 }
 
@@ -276,7 +311,36 @@ async fn kick(
     UrlPath(id): UrlPath<String>,
     RawQuery(query): RawQuery,
 ) -> Reply {
-    let mut url = format!("http://{}/api/clients/{id}", control.addr);
+    forward_kick(&control, control.addr, &id, query).await
+}
+
+async fn auth_kick(
+    State(control): State<Arc<Control>>,
+    UrlPath(id): UrlPath<String>,
+    RawQuery(query): RawQuery,
+) -> Reply {
+    forward_kick(&control, control.auth_addr, &id, query).await
+}
+
+/// A token for the token-mode server: `sub` (default `alice`), valid
+/// `ttl_ms` (default 60 s).
+async fn token(Query(query): Query<HashMap<String, String>>) -> Reply {
+    let sub = query.get("sub").map_or("alice", String::as_str);
+    let ttl = Duration::from_millis(query_u64(&query, "ttl_ms").unwrap_or(60_000));
+    match try_mint_token(sub, ttl) {
+        Ok(token) => (StatusCode::OK, token),
+        Err(err) => failed(err),
+    }
+}
+
+/// `DELETE /api/clients/{id}` (with `query`) on the server at `addr`.
+async fn forward_kick(
+    control: &Control,
+    addr: SocketAddr,
+    id: &str,
+    query: Option<String>,
+) -> Reply {
+    let mut url = format!("http://{addr}/api/clients/{id}");
     if let Some(query) = query {
         url.push('?');
         url.push_str(&query);

@@ -127,6 +127,7 @@ pub fn test() -> Result<()> {
                 .env("CHROMEDRIVER", &chromedriver)
                 .env("BUFFERED_SOCKET_TEST_WS", &testbed.ws_base)
                 .env("BUFFERED_SOCKET_TEST_PROXY", &testbed.proxy_base)
+                .env("BUFFERED_SOCKET_TEST_WS_AUTH", &testbed.auth_ws_base)
                 .env("BUFFERED_SOCKET_TEST_CONTROL", &testbed.control_base);
             let result = run_async(wasm_pack).await;
             testbed.shutdown().await?;
@@ -195,11 +196,12 @@ pub fn testbed() -> Result<()> {
         eprintln!("server:  {}", testbed.http_base);
         eprintln!("control: {}", testbed.control_base);
         eprintln!("proxy:   {}", testbed.proxy_base);
+        eprintln!("token mode: {}", testbed.auth_ws_base);
         eprintln!(
             "\nbuild browser tests against it with:\n  BUFFERED_SOCKET_TEST_WS={} BUFFERED_SOCKET_TEST_PROXY={} \
-             BUFFERED_SOCKET_TEST_CONTROL={} \
+             BUFFERED_SOCKET_TEST_WS_AUTH={} BUFFERED_SOCKET_TEST_CONTROL={} \
              CHROMEDRIVER=/usr/bin/chromedriver wasm-pack test --headless --chrome socket\n",
-            testbed.ws_base, testbed.proxy_base, testbed.control_base
+            testbed.ws_base, testbed.proxy_base, testbed.auth_ws_base, testbed.control_base
         );
         tokio::signal::ctrl_c().await?;
         testbed.shutdown().await

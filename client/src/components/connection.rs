@@ -1,4 +1,4 @@
-//! URL, connect and disconnect, and the connection state.
+//! URL, token, connect and disconnect, and the connection state.
 
 use buffered_socket::State;
 use yew::prelude::*;
@@ -16,8 +16,9 @@ pub struct ConnectionBarProps {
     pub status: AttrValue,
     /// Whether reliable mode is on.
     pub reliable: bool,
-    /// Connect to the URL in the field.
-    pub on_connect: Callback<String>,
+    /// Connect to the URL in the field, with the token in its field (empty:
+    /// no token).
+    pub on_connect: Callback<(String, String)>,
     /// Close for good.
     pub on_disconnect: Callback<()>,
     /// Turn reliable mode on or off.
@@ -28,9 +29,10 @@ pub struct ConnectionBarProps {
 #[component]
 pub fn ConnectionBar(props: &ConnectionBarProps) -> Html {
     let draft = use_state(|| props.url.to_string());
+    let token = use_state(String::new);
     let connect = {
-        let (draft, on_connect) = (draft.clone(), props.on_connect.clone());
-        Callback::from(move |_| on_connect.emit((*draft).clone()))
+        let (draft, token, on_connect) = (draft.clone(), token.clone(), props.on_connect.clone());
+        Callback::from(move |_| on_connect.emit(((*draft).clone(), token.trim().to_owned())))
     };
     let disconnect = props.on_disconnect.reform(|_: MouseEvent| ());
     let toggle_reliable = {
@@ -41,10 +43,18 @@ pub fn ConnectionBar(props: &ConnectionBarProps) -> Html {
         let draft = draft.clone();
         Callback::from(move |e: InputEvent| draft.set(input_value(&e)))
     };
+    let on_token = {
+        let token = token.clone();
+        Callback::from(move |e: InputEvent| token.set(input_value(&e)))
+    };
     html! {
         <section class="panel connection">
             <label class="grow">{ "URL" }
                 <input data-testid="url" type="text" value={(*draft).clone()} {oninput} />
+            </label>
+            <label class="grow" title="token mode: a JWT sent as ?token= on every connect (empty: none)">{ "Token" }
+                <input data-testid="token" type="password" autocomplete="off" placeholder="optional"
+                    value={(*token).clone()} oninput={on_token} />
             </label>
             <div class="buttons">
                 <button data-testid="connect" onclick={connect}>{ "Connect" }</button>

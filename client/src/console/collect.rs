@@ -97,6 +97,9 @@ impl Batch {
                 reason,
                 unconfirmed,
             } => Some((Kind::Gap, resume_failed_text(reason, unconfirmed.len()))),
+            // Token mode: a refused token or a failed provider. (A refresh
+            // that worked shows as its `refreshed` message.)
+            Event::Auth(error) => Some((Kind::Error, error_text(error))),
             _ => None,
         };
         if let Some((kind, text)) = line {
@@ -144,7 +147,7 @@ fn resume_failed_text(reason: &impl Display, unconfirmed: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use buffered_socket::{DropReason, TransportError};
+    use buffered_socket::{AuthError, DropReason, TransportError};
     use shared::{ResumeFailure, ServerMessage};
 
     use super::*;
@@ -261,6 +264,21 @@ mod tests {
                     "the socket reported an error: the socket failed"
                 ),
             ]
+        );
+    }
+
+    #[test]
+    fn token_problems_are_logged_as_errors() {
+        let batch = collected(&[
+            Event::Auth(AuthError::Unauthorized {
+                reason: "invalid token".into(),
+                retrying: false,
+            }),
+            Event::TokenRefreshed { exp: 1 },
+        ]);
+        assert_eq!(
+            kinds_and_texts(&batch),
+            [(Kind::Error, "the server refused the token: invalid token")]
         );
     }
 

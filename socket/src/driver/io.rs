@@ -2,6 +2,7 @@
 //! to do ([`Effect`]), and the timers ([`TimerKind`], [`TimerId`]).
 
 use crate::message::{Event, Message};
+use crate::token::Token;
 
 /// The timers the driver uses, one of each at most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -14,6 +15,14 @@ pub enum TimerKind {
     Heartbeat,
     /// Reliable mode: acknowledge what arrived since the last ack.
     Ack,
+    /// Token mode: fetch a fresh token for the in-band `refresh`, ahead of
+    /// the current one's `exp` (see [`super::auth`]).
+    Refresh,
+}
+
+impl TimerKind {
+    /// How many kinds there are: the size of a table of timer slots.
+    pub const COUNT: usize = 5;
 }
 
 /// One start of a timer; a fire reports it back ([`Input::TimerFired`]).
@@ -84,6 +93,15 @@ pub enum Input {
     Online,
     /// The page became visible: retry at once if waiting (and online).
     Visible,
+    /// The token provider run for [`Effect::FetchToken`] `serial` finished:
+    /// a token, or why not (reported as [`crate::AuthError::Provider`]).
+    /// Results of a fetch that was superseded are ignored.
+    TokenFetched {
+        /// The fetch ([`Effect::FetchToken`]).
+        serial: u64,
+        /// The provider's answer.
+        result: Result<Token, String>,
+    },
 }
 
 /// What the glue must do, in order ([`Driver::poll_effect`](super::Driver::poll_effect)).
@@ -97,6 +115,10 @@ pub enum Effect {
         generation: u64,
         /// The URL to open.
         url: String,
+        /// Token mode: the token to present, from the provider just now. A
+        /// browser adds it to the URL's query ([`crate::url_with_token`]);
+        /// a native client sends `Authorization: Bearer`.
+        token: Option<Token>,
     },
     /// Write `message` on socket `generation`.
     Write {
@@ -138,6 +160,14 @@ pub enum Effect {
     RunOpenHook {
         /// The connection it runs for.
         generation: u64,
+    },
+    /// Token mode: call the application's token provider
+    /// ([`crate::Config::token`]) and feed its answer back as
+    /// [`Input::TokenFetched`] with this `serial`. A glue may cancel a fetch
+    /// when it starts the next one (its result would be ignored anyway).
+    FetchToken {
+        /// Which fetch.
+        serial: u64,
     },
     /// Deliver an event to the application.
     Emit(Event),

@@ -34,6 +34,15 @@ pub enum Input {
         /// How.
         close: CloseInfo,
     },
+    /// Socket `generation` closed with a close that forbids a reconnect
+    /// whatever the policy says (the server refused the connection's token
+    /// and there is no way to get another).
+    Refused {
+        /// Which socket.
+        generation: u64,
+        /// How.
+        close: CloseInfo,
+    },
     /// Socket `generation` did not open in time, or its heartbeat went silent.
     Dead {
         /// Which socket.
@@ -179,7 +188,12 @@ impl Machine {
             }
             Input::Closed { generation, close } => {
                 if generation == self.generation {
-                    self.on_close(close, now_ms, random, &mut actions);
+                    self.on_close(close, true, now_ms, random, &mut actions);
+                }
+            }
+            Input::Refused { generation, close } => {
+                if generation == self.generation {
+                    self.on_close(close, false, now_ms, random, &mut actions);
                 }
             }
             Input::Dead { generation, reason } => {
@@ -197,7 +211,7 @@ impl Machine {
                         reason: reason.into(),
                         was_clean: false,
                     };
-                    self.on_close(close, now_ms, random, &mut actions);
+                    self.on_close(close, true, now_ms, random, &mut actions);
                 }
             }
             Input::RetryDue => {
@@ -283,12 +297,21 @@ impl Machine {
         );
     }
 
-    fn on_close(&mut self, close: CloseInfo, now_ms: f64, random: f64, actions: &mut Vec<Action>) {
+    /// A close of the live socket; `may_reconnect` false forbids a
+    /// reconnect whatever the policy says.
+    fn on_close(
+        &mut self,
+        close: CloseInfo,
+        may_reconnect: bool,
+        now_ms: f64,
+        random: f64,
+        actions: &mut Vec<Action>,
+    ) {
         let was_up_long = self
             .opened_at_ms
             .take()
             .is_some_and(|opened| now_ms - opened >= self.min_uptime_ms);
-        let reconnect = (self.should_reconnect)(&close);
+        let reconnect = may_reconnect && (self.should_reconnect)(&close);
         actions.push(Action::EmitClose(close));
         // The socket is finished: a late event from it must not count.
         self.generation += 1;

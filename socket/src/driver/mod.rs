@@ -1,7 +1,8 @@
 //! The socket's rules as a pure state machine: inputs in, effects out.
 //!
 //! [`Driver`] owns the connection [`machine`], the send [`Queue`], the
-//! [`reliable`] window, the heartbeat's [`liveness`] and the counters. It
+//! [`reliable`] window, the heartbeat's [`liveness`], token mode's
+//! [`auth`] bookkeeping and the counters. It
 //! reads no clock (every input carries `now`, in milliseconds), draws its
 //! jitter from a seeded generator it owns, and touches no socket and no
 //! timer: a transport glue (the browser's in `transport/web`, a native one) feeds it
@@ -16,14 +17,15 @@
 //!   [`Driver::open_hook_done`]; their results come back at once;
 //! * what happened, as [`Input`]s to [`Driver::handle`]: the transport's
 //!   open, message, close, error, a write it could not do, a timer that
-//!   fired, the network going offline or online, the page becoming visible.
+//!   fired, the network going offline or online, the page becoming visible,
+//!   the token provider's answer.
 //!
 //! # Effects
 //!
 //! Every call appends [`Effect`]s to a FIFO that the glue drains with
 //! [`Driver::poll_effect`] and performs in order: open a socket, write a
 //! frame, close or drop the socket, start or stop a timer, run the open
-//! hook, emit an [`Event`]. The events of one call come after its other
+//! hook, fetch a token, emit an [`Event`]. The events of one call come after its other
 //! effects, so the application sees a state change once its writes are out
 //! (the open hook and the flush included).
 //!
@@ -92,6 +94,7 @@
 //! assert_eq!(written, ["queued until open".into()]);
 //! ```
 
+pub mod auth;
 mod io;
 pub mod liveness;
 pub mod machine;
@@ -108,6 +111,7 @@ use crate::config::Config;
 use crate::message::{
     CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats, TransportError,
 };
+use auth::Auth;
 pub use io::{Effect, Input, TimerId, TimerKind};
 use liveness::Liveness;
 use machine::{Input as Step, Machine};
@@ -155,10 +159,17 @@ pub struct Driver {
     machine: Machine,
     queue: Queue,
     reliable: Option<Reliable>,
+    /// Token mode's bookkeeping, with a token provider only.
+    auth: Option<Auth>,
+    /// Epoch milliseconds minus `now` ([`Driver::set_wall_clock_offset_ms`]).
+    wall_clock_offset_ms: f64,
+    /// Token mode: open, but the server's `welcome` (which says the token
+    /// was accepted) has not come yet; new messages wait.
+    awaiting_welcome: bool,
     liveness: Option<Liveness>,
     counters: Counters,
     rng: Rng,
-    timers: [Option<Armed>; 4],
+    timers: [Option<Armed>; TimerKind::COUNT],
     next_serial: u64,
     /// The generation of the socket the glue holds, if any.
     live: Option<u64>,
@@ -199,13 +210,16 @@ impl Driver {
         Self {
             connect_url: config.connect_url(),
             reliable: config.reliable.then(Reliable::new),
+            auth: config.token.as_ref().map(|_| Auth::default()),
+            wall_clock_offset_ms: 0.0,
+            awaiting_welcome: false,
             config,
             machine,
             queue,
             liveness: None,
             counters: Counters::default(),
             rng: Rng(seed),
-            timers: [None; 4],
+            timers: [None; TimerKind::COUNT],
             next_serial: 0,
             live: None,
             writable: false,
@@ -265,7 +279,7 @@ impl Driver {
                     reason,
                     was_clean,
                 };
-                self.step(Step::Closed { generation, close }, now);
+                self.closed(generation, close, now);
             }
             Input::Error { generation, reason } => {
                 if generation == self.machine.generation() {
@@ -281,6 +295,7 @@ impl Driver {
             Input::Offline => self.step(Step::Offline, now),
             Input::Online => self.step(Step::Online, now),
             Input::Visible => self.step(Step::Visible, now),
+            Input::TokenFetched { serial, result } => self.token_fetched(serial, result, now),
         }
         self.finish();
     }
@@ -301,7 +316,7 @@ impl Driver {
 
     fn send_inner(&mut self, message: Message) -> Result<SendOutcome, SendError> {
         let reliable = self.reliable.is_some();
-        let ready = self.reliable.as_ref().is_none_or(Reliable::ready);
+        let ready = self.reliable.as_ref().is_none_or(Reliable::ready) && !self.awaiting_welcome;
         match self.machine.state() {
             State::Closed => Err(SendError::Closed(message)),
             _ if reliable && matches!(message, Message::Binary(_)) => {

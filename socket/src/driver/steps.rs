@@ -39,11 +39,7 @@ impl Driver {
         for action in self.machine.step(input, now, random) {
             match action {
                 Action::Open { generation } => {
-                    self.live = Some(generation);
-                    self.writable = false;
-                    let url = self.connect_url.clone();
-                    self.effects
-                        .push_back(Effect::OpenSocket { generation, url });
+                    self.begin_connect(generation);
                     let timeout = u64::from(self.config.connect_timeout_ms);
                     self.start_timer(TimerKind::ConnectTimeout, timeout);
                 }
@@ -81,6 +77,8 @@ impl Driver {
         if state != State::Open {
             self.stop_timer(TimerKind::Heartbeat);
             self.stop_timer(TimerKind::Ack);
+            self.auth_closed();
+            self.awaiting_welcome = false;
             self.liveness = None;
             self.writable = false;
             self.restore_unwritten();
@@ -125,8 +123,11 @@ impl Driver {
             }
             None => true,
         };
+        // Token mode: the server may still refuse the token (4401, before
+        // its welcome); nothing of the application goes out until the welcome.
+        self.awaiting_welcome = self.auth.is_some();
         // A resume waits for its answer: resends go first.
-        if ready_now {
+        if ready_now && !self.awaiting_welcome {
             self.ready(generation);
         }
     }
@@ -180,22 +181,32 @@ impl Driver {
         match (self.reliable.as_mut(), message) {
             (Some(reliable), Message::Text(text)) => {
                 let incoming = reliable.on_text(text);
-                let resumed = self.on_incoming(incoming);
+                let resumed = self.on_incoming(incoming, now);
                 self.sync_reserved();
                 self.schedule_ack();
-                if resumed {
+                if resumed && !self.awaiting_welcome {
                     self.ready(generation);
                 }
             }
+            (_, Message::Text(text)) => self.deliver(text, now),
             (_, message) => self.events.push(Event::Message(message)),
         }
     }
 
+    /// Delivers a server text to the application, then looks at what it
+    /// means for the token (token mode only).
+    fn deliver(&mut self, text: String, now: f64) {
+        // The message comes before what the inspection reports.
+        let at = self.events.len();
+        self.inspect_for_auth(&text, now);
+        self.events.insert(at, Event::Message(Message::Text(text)));
+    }
+
     /// Reliable mode: carries out what a received text meant; true when the
     /// resume was answered (new messages may go out now).
-    pub(super) fn on_incoming(&mut self, incoming: Incoming) -> bool {
+    pub(super) fn on_incoming(&mut self, incoming: Incoming, now: f64) -> bool {
         match incoming {
-            Incoming::Deliver(data) => self.events.push(Event::Message(Message::Text(data))),
+            Incoming::Deliver(data) => self.deliver(data, now),
             Incoming::Resumed { resend } => {
                 let resent = resend.len();
                 for frame in resend {
@@ -221,7 +232,7 @@ impl Driver {
             Incoming::GapThen { from, to, data } => {
                 self.counters.gaps += 1;
                 self.events.push(Event::Gap { from, to });
-                self.events.push(Event::Message(Message::Text(data)));
+                self.deliver(data, now);
             }
             // An ack, or a replay of something delivered before.
             _ => {}
@@ -243,6 +254,7 @@ impl Driver {
                 self.step(Step::Dead { generation, reason }, now);
             }
             TimerKind::Heartbeat => self.heartbeat_tick(generation, now),
+            TimerKind::Refresh => self.refresh_due(generation),
             TimerKind::Ack => {
                 if let Some(ack) = self.reliable.as_mut().and_then(Reliable::take_ack) {
                     self.write_control(ack);

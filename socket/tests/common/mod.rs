@@ -16,6 +16,13 @@ pub fn ws_base() -> &'static str {
         .expect("BUFFERED_SOCKET_TEST_WS is set at build time by `cargo xtask test`")
 }
 
+/// The WebSocket base of the testbed's second server, in token mode (its
+/// tokens come from the control API's `POST /token`).
+pub fn auth_ws_base() -> &'static str {
+    option_env!("BUFFERED_SOCKET_TEST_WS_AUTH")
+        .expect("BUFFERED_SOCKET_TEST_WS_AUTH is set at build time by `cargo xtask test`")
+}
+
 /// The fault proxy's WebSocket base, in front of the same server.
 pub fn proxy_base() -> &'static str {
     option_env!("BUFFERED_SOCKET_TEST_PROXY")

@@ -197,7 +197,8 @@ fn reconnect_replaces_an_open_socket() {
         &effects,
         &Effect::OpenSocket {
             generation: old + 1,
-            url: URL.into()
+            url: URL.into(),
+            token: None
         }
     ));
     assert_eq!(h.d.state(), State::Connecting { attempt: 0 });

@@ -10,7 +10,8 @@ fn start_opens_a_socket_and_arms_the_connect_timeout() {
         effects[0],
         Effect::OpenSocket {
             generation: 1,
-            url: URL.into()
+            url: URL.into(),
+            token: None
         }
     );
     assert_eq!(h.delay(TimerKind::ConnectTimeout), Some(1234));
@@ -30,7 +31,8 @@ fn reliable_mode_opens_the_url_with_reliable_1() {
         effects[0],
         Effect::OpenSocket {
             generation: 1,
-            url: format!("{URL}?reliable=1")
+            url: format!("{URL}?reliable=1"),
+            token: None
         }
     );
 }

@@ -187,6 +187,7 @@ fn server_msg(seq: u64, data: &str) -> ServerMessage {
     }
 }
 
+mod auth;
 mod closes;
 mod connecting;
 mod heartbeat;

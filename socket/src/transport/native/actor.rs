@@ -15,17 +15,22 @@ use std::sync::{Arc, Weak};
 use std::task::Poll;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::UrlError;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as Frame};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{Core, Shared, Socket, lock};
-use crate::driver::{Effect, Input, TimerId};
+use crate::driver::{Effect, Input, TimerId, TimerKind};
 use crate::message::Message;
+use crate::token::{Token, TokenProvider};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type Connecting = Pin<Box<dyn Future<Output = Result<Ws, tungstenite::Error>> + Send>>;
@@ -40,8 +45,9 @@ const ABNORMAL: u16 = 1006;
 pub(super) async fn run(core: Arc<Core>, shared: Weak<Shared>, mut woken: mpsc::Receiver<()>) {
     let mut conn = Conn::None;
     let mut timers = Timers::default();
+    let mut fetch = Fetch::default();
     loop {
-        pump(&core, &shared, &mut conn, &mut timers).await;
+        pump(&core, &shared, &mut conn, &mut timers, &mut fetch).await;
         let inputs = tokio::select! {
             wake = woken.recv() => match wake {
                 Some(()) => continue,
@@ -49,6 +55,7 @@ pub(super) async fn run(core: Arc<Core>, shared: Weak<Shared>, mut woken: mpsc::
             },
             inputs = conn.next() => inputs,
             id = timers.next() => vec![Input::TimerFired(id)],
+            input = fetch.next() => vec![input],
         };
         feed(&core, inputs);
     }
@@ -74,7 +81,13 @@ fn feed(core: &Core, inputs: Vec<Input>) {
 
 /// Performs every pending effect, in order, including those that the
 /// effects themselves (callbacks, the hook, a failed write) add.
-async fn pump(core: &Core, shared: &Weak<Shared>, conn: &mut Conn, timers: &mut Timers) {
+async fn pump(
+    core: &Core,
+    shared: &Weak<Shared>,
+    conn: &mut Conn,
+    timers: &mut Timers,
+    fetch: &mut Fetch,
+) {
     let mut unflushed = false;
     loop {
         let effect = core.driver().poll_effect();
@@ -93,7 +106,15 @@ async fn pump(core: &Core, shared: &Weak<Shared>, conn: &mut Conn, timers: &mut 
             }
         };
         match effect {
-            Effect::OpenSocket { generation, url } => conn.open(generation, url),
+            Effect::OpenSocket {
+                generation,
+                url,
+                token,
+            } => conn.open(generation, url, token),
+            Effect::FetchToken { serial } => {
+                let provider = core.driver().config().token.clone();
+                fetch.start(serial, provider);
+            }
             Effect::Write {
                 generation,
                 message,
@@ -169,10 +190,23 @@ impl Conn {
         }
     }
 
-    fn open(&mut self, generation: u64, url: String) {
+    /// Starts connection `generation`; in token mode with the token in an
+    /// `Authorization: Bearer` header (the server also takes `?token=`, for
+    /// browsers, but a header keeps it out of URLs and logs).
+    fn open(&mut self, generation: u64, url: String, token: Option<Token>) {
         self.close(None, None);
         let connect = async move {
-            tokio_tungstenite::connect_async(url)
+            let mut request = url.into_client_request()?;
+            if let Some(token) = token {
+                let value =
+                    HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                        tungstenite::Error::Url(UrlError::UnableToConnect(
+                            "the token is not a valid header value".into(),
+                        ))
+                    })?;
+                request.headers_mut().insert(AUTHORIZATION, value);
+            }
+            tokio_tungstenite::connect_async(request)
                 .await
                 .map(|(ws, _response)| ws)
         };
@@ -351,9 +385,46 @@ async fn finish(mut ws: Ws, frame: Option<CloseFrame>) {
     .await;
 }
 
+/// The token fetch in flight, at most one: starting another drops (cancels)
+/// the earlier one, whose result the driver would ignore anyway.
+#[derive(Default)]
+struct Fetch(Option<Pin<Box<dyn Future<Output = Input> + Send>>>);
+
+impl Fetch {
+    fn start(&mut self, serial: u64, provider: Option<TokenProvider>) {
+        // A provider that panics must not take the socket's task down: it
+        // counts as a failed call.
+        let call = provider.map(|provider| catch_unwind(AssertUnwindSafe(|| provider.call())));
+        self.0 = Some(Box::pin(async move {
+            let result = match call {
+                Some(Ok(call)) => AssertUnwindSafe(call)
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Err("the token provider panicked".to_owned())),
+                Some(Err(_)) => Err("the token provider panicked".to_owned()),
+                None => Err("no token provider configured".to_owned()),
+            };
+            Input::TokenFetched { serial, result }
+        }));
+    }
+
+    /// The fetch's result (it is then done); pending while none runs.
+    async fn next(&mut self) -> Input {
+        poll_fn(|cx| {
+            let Some(call) = self.0.as_mut() else {
+                return Poll::Pending;
+            };
+            let input = std::task::ready!(call.as_mut().poll(cx));
+            self.0 = None;
+            Poll::Ready(input)
+        })
+        .await
+    }
+}
+
 /// The driver's timers, at most one per kind, each one-shot.
 #[derive(Default)]
-struct Timers([Option<(TimerId, Pin<Box<Sleep>>)>; 4]);
+struct Timers([Option<(TimerId, Pin<Box<Sleep>>)>; TimerKind::COUNT]);
 
 impl Timers {
     fn start(&mut self, id: TimerId, delay_ms: u64) {

@@ -26,6 +26,10 @@
 //!   fire the heartbeat or the backoff early.
 //! * There is no network-online or page-visibility signal natively: those
 //!   driver inputs are never fed, and retries follow the backoff alone.
+//! * Token mode: the provider's future runs on the socket's task, one at a
+//!   time (a newer fetch drops an older one, whose answer the driver would
+//!   ignore); the token goes in an `Authorization: Bearer` header; a provider
+//!   that panics counts as a failed call.
 //! * A write that fails (the connection broke) hands the message back to the
 //!   driver: it goes back to the head of the queue, for the next connection.
 //! * Dropping the last handle (a [`WeakSocket`] does not count) closes the
@@ -144,7 +148,12 @@ impl Socket {
             dispatcher: Arc::default(),
             origin: Instant::now(),
         });
+        // Token expiries are wall-clock times; the driver's clock is monotonic.
+        let epoch_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
         let now = core.now();
+        core.driver().set_wall_clock_offset_ms(epoch_ms - now);
         core.driver().start(now);
         let (wake, woken) = mpsc::channel(1);
         let shared = Arc::new(Shared {

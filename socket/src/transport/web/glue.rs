@@ -26,6 +26,7 @@ use super::timers::Timers;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
 use crate::driver::{Driver, Effect, Input};
+use crate::token::url_with_token;
 
 /// The application's open hook.
 pub(super) type OpenHook = Rc<dyn Fn(&Socket)>;
@@ -127,7 +128,16 @@ impl Shared {
     /// Performs one effect. No borrow is held while application code runs.
     fn perform(self: &Rc<Self>, effect: Effect) {
         match effect {
-            Effect::OpenSocket { generation, url } => {
+            Effect::OpenSocket {
+                generation,
+                url,
+                token,
+            } => {
+                // Browsers cannot set headers on a WebSocket: the token goes in the query.
+                let url = match &token {
+                    Some(token) => url_with_token(&url, token),
+                    None => url,
+                };
                 let mut io = self.io.borrow_mut();
                 // The replaced socket goes first: at most one is live.
                 io.live = None;
@@ -192,6 +202,20 @@ impl Shared {
                     });
                 }
                 self.driver.borrow_mut().open_hook_done(generation);
+            }
+            Effect::FetchToken { serial } => {
+                let provider = self.driver.borrow().config().token.clone();
+                let report = reporter(&Rc::downgrade(self));
+                // Runs on the page's executor; a result that comes after the
+                // socket was dropped goes nowhere (the reporter holds a Weak),
+                // and one the driver no longer waits for is ignored by it.
+                wasm_bindgen_futures::spawn_local(async move {
+                    let result = match provider {
+                        Some(provider) => provider.call().await,
+                        None => Err("no token provider configured".to_owned()),
+                    };
+                    report(Input::TokenFetched { serial, result });
+                });
             }
             Effect::Emit(event) => self.dispatcher.emit([event]),
         }

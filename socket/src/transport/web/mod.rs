@@ -10,6 +10,10 @@
 //! | `timers.rs` | `setTimeout`/`setInterval` as owned values, the driver's timer slots |
 //! | `hooks.rs` | the window's `online`, `offline` and `visibilitychange` listeners |
 //!
+//! In token mode the provider's future (`!Send`: it may hold JS values) runs
+//! with `spawn_local`, reporting through a `Weak`, and the token goes in the
+//! URL's query (`?token=`): browsers cannot set headers on a WebSocket.
+//!
 //! Ownership rules that keep it leak-free:
 //! * every JS callback is a `Closure` owned by the value that registered it
 //!   (`Live`, `Timeout`, `WindowHooks`); dropping it unregisters the callback,

@@ -82,7 +82,7 @@ impl Drop for Interval {
 /// The driver's running timers, one slot per [`TimerKind`].
 #[derive(Default)]
 pub(crate) struct Timers {
-    slots: [Option<Timeout>; 4],
+    slots: [Option<Timeout>; TimerKind::COUNT],
 }
 
 impl Timers {
@@ -105,5 +105,6 @@ fn slot(kind: TimerKind) -> usize {
         TimerKind::ConnectTimeout => 1,
         TimerKind::Heartbeat => 2,
         TimerKind::Ack => 3,
+        TimerKind::Refresh => 4,
     }
 }
