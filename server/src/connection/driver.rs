@@ -79,8 +79,10 @@ where
         writer_gone: &CancellationToken,
     ) -> End {
         let config = &self.state.config;
+        // Boxed, as every rare path: inline, its state would be held by the
+        // future of every connection for its whole life.
         if let Some(count) = self.burst.take() {
-            self.deliver(app::serve(ClientMessage::Burst { count }, config.max_burst))
+            Box::pin(self.deliver(app::serve(ClientMessage::Burst { count }, config.max_burst)))
                 .await;
         }
         let mut push_tick = ticker(config.push_interval);
@@ -131,7 +133,8 @@ where
                     }
                 }
                 Some(()) = tick(&mut push_tick) => {
-                    if let Err(end) = self.timed_push().await {
+                    // Boxed: once a second is rare next to a connection's life.
+                    if let Err(end) = Box::pin(self.timed_push()).await {
                         break end;
                     }
                 }
