@@ -29,7 +29,9 @@
 //! is one allocation of about 200 bytes. Waiters re-check under the lock
 //! after each wake-up (the `Notified` is enabled before the check), so no
 //! wake-up is lost and a dropped `send`, `reserve` or `recv_many` future
-//! leaves nothing behind.
+//! leaves nothing behind. A sender that finds no room marks the queue
+//! blocked under the lock, and only then does making room wake anyone: the
+//! common case, a queue with room, takes no waiter lock.
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
@@ -71,6 +73,9 @@ struct State {
     senders: usize,
     /// The receiver is gone.
     closed: bool,
+    /// A sender found no room and waits: the next room made wakes it (and
+    /// only then, so that the common case takes no waiter lock).
+    blocked: bool,
 }
 
 /// One queue, shared by its senders and its receiver.
@@ -91,6 +96,16 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Room was made under `state`'s lock (given here): wakes the senders
+    /// waiting for it, if any.
+    fn made_room(&self, mut state: MutexGuard<'_, State>) {
+        let wake = std::mem::take(&mut state.blocked);
+        drop(state);
+        if wake {
+            self.room.notify_waiters();
+        }
     }
 
     fn gauge(&self) -> &AtomicU64 {
@@ -219,6 +234,7 @@ impl Sender {
                     return Some(Err(Closed));
                 }
                 if !(shared.slot_free(state) && shared.bytes_fit(state, len)) {
+                    state.blocked = true;
                     return None;
                 }
                 let item = item.take()?;
@@ -252,6 +268,7 @@ impl Sender {
                     return Some(Err(Closed));
                 }
                 if !(shared.under_bound(state) && shared.slot_free(state)) {
+                    state.blocked = true;
                     return None;
                 }
                 state.reserved += 1;
@@ -329,8 +346,9 @@ impl Permit<'_> {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.used {
-            self.shared.lock().reserved -= 1;
-            self.shared.room.notify_waiters();
+            let mut state = self.shared.lock();
+            state.reserved -= 1;
+            self.shared.made_room(state);
         }
     }
 }
@@ -350,20 +368,20 @@ impl Receiver {
             return 0;
         }
         let shared = &*self.shared;
-        let n = shared
+        let (n, wake) = shared
             .wait(&shared.ready, |state| {
                 if state.items.is_empty() {
-                    return (state.senders == 0).then_some(0);
+                    return (state.senders == 0).then_some((0, false));
                 }
                 let n = limit.min(state.items.len());
                 buffer.extend(state.items.drain(..n));
                 if state.items.is_empty() && state.items.capacity() > KEPT_SLOTS {
                     state.items = VecDeque::new();
                 }
-                Some(n)
+                Some((n, std::mem::take(&mut state.blocked)))
             })
             .await;
-        if n > 0 {
+        if wake {
             shared.room.notify_waiters();
         }
         n
@@ -371,9 +389,10 @@ impl Receiver {
 
     /// Takes an item if one is queued; its bytes stay counted until [`Self::release`].
     pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
-        let item = self.shared.lock().items.pop_front();
+        let mut state = self.shared.lock();
+        let item = state.items.pop_front();
         if item.is_some() {
-            self.shared.room.notify_waiters();
+            self.shared.made_room(state);
         }
         item
     }
@@ -390,8 +409,7 @@ impl Receiver {
             state.bytes -= len;
             Metrics::sub(shared.gauge(), len as u64);
         }
-        drop(state);
-        shared.room.notify_waiters();
+        shared.made_room(state);
     }
 }
 
