@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::{hostile, load, raw, run};
+use crate::{hostile, load, raw, run, scale};
 
 #[derive(Parser)]
 #[command(about = "WebSocket benchmarks side by side")]
@@ -55,6 +55,20 @@ enum Cmd {
         /// Only the phases whose name contains this (implies --no-write).
         #[arg(long, hide = true)]
         only: Option<String>,
+    },
+    /// Connections on one node (issue 16): as many `/ws` connections as the
+    /// descriptor limit allows, timed pushes on, ours beside gorilla; writes
+    /// its section of docs/BENCHMARKS.md. Not for CI: several minutes.
+    Scale {
+        /// The cargo target directory holding release/server (built beforehand).
+        #[arg(long, env = "CARGO_TARGET_DIR", default_value = "target")]
+        target: PathBuf,
+        /// Where the report goes (relative to the workspace root).
+        #[arg(long, default_value = "docs")]
+        docs: PathBuf,
+        /// Print the report only, write nothing.
+        #[arg(long)]
+        no_write: bool,
     },
     /// The raw tokio-tungstenite reference server.
     RawServer {
@@ -110,6 +124,21 @@ enum Mode {
         #[arg(long, default_value_t = 100_000)]
         count: u64,
     },
+    /// Hold connections for `bench scale` and measure the pushes' lateness.
+    Hold {
+        /// The server's loopback address.
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        /// The upgrade path.
+        #[arg(long, default_value = "/ws")]
+        path: String,
+        /// Connections to hold.
+        #[arg(long)]
+        conns: usize,
+        /// The first source address, 127.0.0.N (8 in a row are used).
+        #[arg(long, default_value_t = 2)]
+        first_src: u8,
+    },
     /// Hold idle connections and read the server's RSS.
     Idle {
         /// A ws:// loopback URL.
@@ -156,6 +185,24 @@ pub fn main() -> Result<()> {
                 scratch: target.join("hostile"),
             })
         }
+        Cmd::Scale {
+            target,
+            docs,
+            no_write,
+        } => {
+            let target = std::path::absolute(&target)?;
+            let out = target.join("bench");
+            std::fs::create_dir_all(&out)?;
+            let gorilla = run::go_server(&out)
+                .map_err(|why| eprintln!("bench: no gorilla server: {why}"))
+                .ok();
+            scale::run(&scale::Options {
+                server: target.join("release/server"),
+                bench: std::env::current_exe()?,
+                gorilla,
+                docs: (!no_write).then_some(docs),
+            })
+        }
         Cmd::RawServer {
             addr,
             read_buffer,
@@ -186,6 +233,12 @@ pub fn main() -> Result<()> {
                     }
                     Mode::Burst { url, count } => load::burst(&url, count).await,
                     Mode::Idle { url, conns, pid } => load::idle(&url, conns, pid).await,
+                    Mode::Hold {
+                        addr,
+                        path,
+                        conns,
+                        first_src,
+                    } => scale::hold(addr, &path, conns, first_src).await,
                 }
             })?;
             #[allow(clippy::print_stdout)] // the orchestrator reads this line

@@ -147,7 +147,7 @@ fn load(bench: &Path, nofile: u64, args: &[String]) -> Result<Value> {
     serde_json::from_slice(&output.stdout).context("the load generator's output")
 }
 
-fn go_server(out: &Path) -> Result<PathBuf, String> {
+pub fn go_server(out: &Path) -> Result<PathBuf, String> {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("go/server.go");
     let binary = out.join("go-server");
     let output = Command::new("go")
