@@ -17,7 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Build and run every server and scenario; write docs/BENCHMARKS.md and docs/benchmarks.json.
+    /// Build and run every server and scenario; write docs/BENCHMARKS.md and
+    /// docs/benchmarks.json; then the scale run (`scale`) unless --no-scale.
     Run {
         /// Quick mode (the default): under 5 minutes of measurement.
         #[arg(long, conflicts_with = "full")]
@@ -34,6 +35,9 @@ enum Cmd {
         /// Skip the browser part (Chromium, trunk).
         #[arg(long)]
         no_browser: bool,
+        /// Skip the scale run (connections on one node, about 2.5 minutes).
+        #[arg(long)]
+        no_scale: bool,
         /// One short round of everything, to check the harness; write the
         /// report elsewhere with `--docs`, its figures are not worth keeping.
         #[arg(long, hide = true)]
@@ -163,6 +167,7 @@ pub fn main() -> Result<()> {
             target,
             docs,
             no_browser,
+            no_scale,
             smoke,
         } => run::run(&run::Options {
             full,
@@ -170,6 +175,7 @@ pub fn main() -> Result<()> {
             docs,
             no_browser,
             smoke,
+            no_scale,
         }),
         Cmd::Hostile {
             target,
@@ -196,11 +202,16 @@ pub fn main() -> Result<()> {
             let gorilla = run::go_server(&out)
                 .map_err(|why| eprintln!("bench: no gorilla server: {why}"))
                 .ok();
+            // Relative to the workspace root, as `run` writes its report.
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
             scale::run(&scale::Options {
                 server: target.join("release/server"),
                 bench: std::env::current_exe()?,
                 gorilla,
-                docs: (!no_write).then_some(docs),
+                docs: (!no_write).then(|| root.join(docs)),
             })
         }
         Cmd::RawServer {

@@ -27,6 +27,8 @@ pub struct Options {
     pub no_browser: bool,
     /// One short round of everything, to check the harness (not for figures).
     pub smoke: bool,
+    /// Skip the scale run (connections on one node, `crate::scale`).
+    pub no_scale: bool,
 }
 
 /// How long and how often; see [`Plan::quick`] and [`Plan::full`].
@@ -557,5 +559,18 @@ pub fn run(options: &Options) -> Result<()> {
         "meta": meta, "echo": echo, "burst": burst, "idle": idle,
         "browser": browser, "bundle": bundle,
     });
-    report::write(&root, &options.docs, results)
+    report::write(&root, &options.docs, results)?;
+    // Connections on one node (issue 16): its own section, after the rest
+    // (it replaces the section the report carried over). Not in smoke mode.
+    if options.no_scale || options.smoke {
+        return Ok(());
+    }
+    eprintln!("bench: connections on one node (bench scale)");
+    crate::scale::run(&crate::scale::Options {
+        server: ours.clone(),
+        bench: bench.clone(),
+        gorilla: go.as_ref().ok().cloned(),
+        // As the report resolves it: relative to the workspace root.
+        docs: Some(root.join(&options.docs)),
+    })
 }
