@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::{hostile, load, raw, run};
+use crate::{hostile, load, raw, run, scale};
 
 #[derive(Parser)]
 #[command(about = "WebSocket benchmarks side by side")]
@@ -17,7 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Build and run every server and scenario; write docs/BENCHMARKS.md and docs/benchmarks.json.
+    /// Build and run every server and scenario; write docs/BENCHMARKS.md and
+    /// docs/benchmarks.json; then the scale run (`scale`) unless --no-scale.
     Run {
         /// Quick mode (the default): under 5 minutes of measurement.
         #[arg(long, conflicts_with = "full")]
@@ -34,6 +35,9 @@ enum Cmd {
         /// Skip the browser part (Chromium, trunk).
         #[arg(long)]
         no_browser: bool,
+        /// Skip the scale run (connections on one node, about 2.5 minutes).
+        #[arg(long)]
+        no_scale: bool,
         /// One short round of everything, to check the harness; write the
         /// report elsewhere with `--docs`, its figures are not worth keeping.
         #[arg(long, hide = true)]
@@ -55,6 +59,20 @@ enum Cmd {
         /// Only the phases whose name contains this (implies --no-write).
         #[arg(long, hide = true)]
         only: Option<String>,
+    },
+    /// Connections on one node (issue 16): as many `/ws` connections as the
+    /// descriptor limit allows, timed pushes on, ours beside gorilla; writes
+    /// its section of docs/BENCHMARKS.md. Not for CI: several minutes.
+    Scale {
+        /// The cargo target directory holding release/server (built beforehand).
+        #[arg(long, env = "CARGO_TARGET_DIR", default_value = "target")]
+        target: PathBuf,
+        /// Where the report goes (relative to the workspace root).
+        #[arg(long, default_value = "docs")]
+        docs: PathBuf,
+        /// Print the report only, write nothing.
+        #[arg(long)]
+        no_write: bool,
     },
     /// The raw tokio-tungstenite reference server.
     RawServer {
@@ -110,6 +128,21 @@ enum Mode {
         #[arg(long, default_value_t = 100_000)]
         count: u64,
     },
+    /// Hold connections for `bench scale` and measure the pushes' lateness.
+    Hold {
+        /// The server's loopback address.
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        /// The upgrade path.
+        #[arg(long, default_value = "/ws")]
+        path: String,
+        /// Connections to hold.
+        #[arg(long)]
+        conns: usize,
+        /// The first source address, 127.0.0.N (8 in a row are used).
+        #[arg(long, default_value_t = 2)]
+        first_src: u8,
+    },
     /// Hold idle connections and read the server's RSS.
     Idle {
         /// A ws:// loopback URL.
@@ -134,6 +167,7 @@ pub fn main() -> Result<()> {
             target,
             docs,
             no_browser,
+            no_scale,
             smoke,
         } => run::run(&run::Options {
             full,
@@ -141,6 +175,7 @@ pub fn main() -> Result<()> {
             docs,
             no_browser,
             smoke,
+            no_scale,
         }),
         Cmd::Hostile {
             target,
@@ -154,6 +189,29 @@ pub fn main() -> Result<()> {
                 docs: (!no_write && only.is_none()).then_some(docs),
                 only,
                 scratch: target.join("hostile"),
+            })
+        }
+        Cmd::Scale {
+            target,
+            docs,
+            no_write,
+        } => {
+            let target = std::path::absolute(&target)?;
+            let out = target.join("bench");
+            std::fs::create_dir_all(&out)?;
+            let gorilla = run::go_server(&out)
+                .map_err(|why| eprintln!("bench: no gorilla server: {why}"))
+                .ok();
+            // Relative to the workspace root, as `run` writes its report.
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
+            scale::run(&scale::Options {
+                server: target.join("release/server"),
+                bench: std::env::current_exe()?,
+                gorilla,
+                docs: (!no_write).then(|| root.join(docs)),
             })
         }
         Cmd::RawServer {
@@ -186,6 +244,12 @@ pub fn main() -> Result<()> {
                     }
                     Mode::Burst { url, count } => load::burst(&url, count).await,
                     Mode::Idle { url, conns, pid } => load::idle(&url, conns, pid).await,
+                    Mode::Hold {
+                        addr,
+                        path,
+                        conns,
+                        first_src,
+                    } => scale::hold(addr, &path, conns, first_src).await,
                 }
             })?;
             #[allow(clippy::print_stdout)] // the orchestrator reads this line

@@ -204,7 +204,8 @@ pub async fn burst(url: &str, count: u64) -> Result<serde_json::Value> {
     }))
 }
 
-fn rss_kib(pid: u32) -> Result<u64> {
+/// The resident memory of process `pid` in KiB, from `/proc/<pid>/status`.
+pub fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

@@ -15,6 +15,9 @@
 //! * `hostile/`: hostile clients at scale against the release server (issue
 //!   12): floods, slowloris, non-reading clients, broken frames, fuzzing;
 //!   writes `docs/HARDENING.md`;
+//! * `scale.rs`: connections on one node (issue 16): as many `/ws` connections
+//!   as the descriptor limit allows with timed pushes on, ours beside gorilla,
+//!   and a projection; `scale_report.rs` writes its section of `docs/BENCHMARKS.md`;
 //! * `procs.rs`: pinned child processes that are always killed;
 //! * `go/server.go`: the gorilla reference, built offline from Debian's packages;
 //! * `examples/browser.rs`: the wasm side of the browser burst (our wrapper).
@@ -25,6 +28,7 @@
 //! cargo run --release -p bench -- run --quick   # under 5 minutes of measurement
 //! cargo run --release -p bench -- run --full    # longer windows, more rounds
 //! cargo xtask hostile                           # builds, then `bench hostile`: docs/HARDENING.md
+//! cargo xtask bench --scale                     # builds, then `bench scale`: its section of docs/BENCHMARKS.md
 //! target/release/bench load echo --url ws://127.0.0.1:8080/echo --conns 100 --bytes 20
 //! ```
 
@@ -44,6 +48,10 @@ mod raw;
 mod report;
 #[cfg(not(target_arch = "wasm32"))]
 mod run;
+#[cfg(not(target_arch = "wasm32"))]
+mod scale;
+#[cfg(not(target_arch = "wasm32"))]
+mod scale_report;
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> anyhow::Result<()> {

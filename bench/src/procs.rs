@@ -84,6 +84,35 @@ impl Guard {
         })
     }
 
+    /// Spawns `command` with stdin and stdout piped (stderr inherited), for
+    /// a child that is talked to line by line.
+    ///
+    /// # Errors
+    ///
+    /// When the program cannot be started.
+    pub fn spawn_piped(
+        name: &str,
+        mut command: Command,
+    ) -> Result<(Self, std::process::ChildStdin, std::process::ChildStdout)> {
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {name}: {command:?}"))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            anyhow::bail!("{name}: no pipes");
+        };
+        let guard = Self {
+            child,
+            group: false,
+            name: name.to_owned(),
+        };
+        Ok((guard, stdin, stdout))
+    }
+
     /// The process id of the program itself: `setpriv`, `prlimit` and
     /// `taskset` exec it in place, so it keeps the child's pid.
     pub fn pid(&self) -> u32 {

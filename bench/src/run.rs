@@ -27,6 +27,8 @@ pub struct Options {
     pub no_browser: bool,
     /// One short round of everything, to check the harness (not for figures).
     pub smoke: bool,
+    /// Skip the scale run (connections on one node, `crate::scale`).
+    pub no_scale: bool,
 }
 
 /// How long and how often; see [`Plan::quick`] and [`Plan::full`].
@@ -147,7 +149,7 @@ fn load(bench: &Path, nofile: u64, args: &[String]) -> Result<Value> {
     serde_json::from_slice(&output.stdout).context("the load generator's output")
 }
 
-fn go_server(out: &Path) -> Result<PathBuf, String> {
+pub fn go_server(out: &Path) -> Result<PathBuf, String> {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("go/server.go");
     let binary = out.join("go-server");
     let output = Command::new("go")
@@ -557,5 +559,18 @@ pub fn run(options: &Options) -> Result<()> {
         "meta": meta, "echo": echo, "burst": burst, "idle": idle,
         "browser": browser, "bundle": bundle,
     });
-    report::write(&root, &options.docs, results)
+    report::write(&root, &options.docs, results)?;
+    // Connections on one node (issue 16): its own section, after the rest
+    // (it replaces the section the report carried over). Not in smoke mode.
+    if options.no_scale || options.smoke {
+        return Ok(());
+    }
+    eprintln!("bench: connections on one node (bench scale)");
+    crate::scale::run(&crate::scale::Options {
+        server: ours.clone(),
+        bench: bench.clone(),
+        gorilla: go.as_ref().ok().cloned(),
+        // As the report resolves it: relative to the workspace root.
+        docs: Some(root.join(&options.docs)),
+    })
 }

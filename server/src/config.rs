@@ -87,8 +87,9 @@ pub struct Config {
     #[arg(long, env = "SERVER_MAX_BURST", default_value_t = 1_000_000)]
     pub max_burst: u32,
 
-    /// Per-connection read buffer, in bytes (tungstenite's default is 128 KiB;
-    /// small keeps an idle connection cheap).
+    /// The most one read of a WebSocket takes, in bytes: `/echo`'s read buffer
+    /// (tungstenite's default is 128 KiB); `/ws` keeps a 512-byte one and
+    /// reads ahead through a per-thread buffer, so an idle connection is cheap.
     #[arg(long, env = "SERVER_READ_BUFFER", default_value_t = 4096)]
     pub read_buffer: usize,
 

@@ -128,9 +128,19 @@ fn admit(
 /// would hold a lot of memory per busy connection; 0 writes every frame alone).
 const WRITE_BUFFER: usize = 8 * 1024;
 
-fn configure(upgrade: WebSocketUpgrade, state: &AppState, max_message: usize) -> WebSocketUpgrade {
+/// tungstenite's read buffer on `/ws`, allocated up front and held for the
+/// connection's life: small, so that an idle connection is cheap. Reads still
+/// take up to `--read-buffer` bytes per syscall (the socket reads ahead, see
+/// `serve::io`); a larger frame grows the buffer while it is read.
+const WS_READ_BUFFER: usize = 512;
+
+fn configure(
+    upgrade: WebSocketUpgrade,
+    read_buffer: usize,
+    max_message: usize,
+) -> WebSocketUpgrade {
     upgrade
-        .read_buffer_size(state.config.read_buffer)
+        .read_buffer_size(read_buffer)
         // Frames collect up to this size before a write, so a fed batch goes
         // out in few syscalls; the buffer is empty on an idle connection.
         .write_buffer_size(WRITE_BUFFER)
@@ -244,7 +254,8 @@ async fn ws(
     let (burst, reliable) = (query.burst, query.reliable);
     let max = state.config.max_message_size;
     let connections = state.connections.clone();
-    configure(upgrade, &state, max).on_upgrade(move |socket| {
+    let read_buffer = WS_READ_BUFFER.min(state.config.read_buffer);
+    configure(upgrade, read_buffer, max).on_upgrade(move |socket| {
         connections.track_future(connection::run(
             socket,
             state,
@@ -270,6 +281,6 @@ async fn echo(
     };
     let max = state.config.echo_max_message_size;
     let connections = state.connections.clone();
-    configure(upgrade, &state, max)
+    configure(upgrade, state.config.read_buffer, max)
         .on_upgrade(move |socket| connections.track_future(echo::run(socket, state)))
 }

@@ -7,7 +7,7 @@
 //! | `run` | set-up, builds the UI in release with trunk, starts the server on <http://127.0.0.1:8080> until Ctrl-C |
 //! | `test` | set-up, then fmt, clippy (native and wasm32), native tests, and the browser tests in headless Chrome against a real server on a free port |
 //! | `testbed` | starts the test server and its control API and prints their addresses, for running browser tests by hand |
-//! | `bench` | builds in release and runs the benchmarks side by side (`--full` for the long run); writes `docs/BENCHMARKS.md` |
+//! | `bench` | builds in release and runs the benchmarks side by side (`--full` for the long run); writes `docs/BENCHMARKS.md`, ending with connections on one node with timed pushes (its own section); `--scale`: that part alone |
 //! | `hostile` | builds in release and plays hostile clients at scale against the server (floods, slowloris, non-reading clients, broken frames); writes `docs/HARDENING.md` |
 //!
 //! Layout: `setup.rs` (tool detection and installation), `tasks.rs` (run,
@@ -33,6 +33,7 @@ commands:
   test                run every check and test: fmt, clippy (native + wasm32), native tests, browser tests
   testbed             start the test server and its control API, print their addresses, wait for Ctrl-C
   bench [--full]      benchmarks side by side (quick: under 5 minutes); writes docs/BENCHMARKS.md
+  bench --scale       only its last part: connections on one node, timed pushes on, ours beside gorilla
   hostile             hostile clients at scale against the release server (a few minutes); writes docs/HARDENING.md
   help                this text
 ";
@@ -51,6 +52,7 @@ fn main() -> Result<()> {
         "run" => tasks::run(rest.strip_prefix(&["--".to_owned()][..]).unwrap_or(rest)),
         "test" => tasks::test(),
         "testbed" => tasks::testbed(),
+        "bench" if rest.iter().any(|a| a == "--scale") => tasks::bench_scale(),
         "bench" => tasks::bench(rest.iter().any(|a| a == "--full")),
         "hostile" => tasks::hostile(),
         "help" | "--help" | "-h" => {

@@ -170,6 +170,27 @@ pub fn bench(full: bool) -> Result<()> {
     cmd::run(&mut run)
 }
 
+/// Builds the server and the benchmark tools in release and holds as many
+/// `/ws` connections as the descriptor limit allows, with timed pushes on,
+/// ours beside gorilla (built when Go is installed): `bench scale` writes
+/// its section of docs/BENCHMARKS.md.
+pub fn bench_scale() -> Result<()> {
+    setup::ensure_go();
+    cmd::run(&mut command(
+        "cargo",
+        &["build", "--release", "-p", "server", "-p", "bench"],
+    ))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| cmd::root().join("target"));
+    let target = target.to_string_lossy().into_owned();
+    let bench = format!("{target}/release/bench");
+    cmd::run(&mut command(
+        &bench,
+        &["scale", "--target", &target, "--docs", "docs"],
+    ))
+}
+
 /// Builds the server and the benchmark tools in release and plays hostile
 /// clients at scale against the server; writes `docs/HARDENING.md`.
 pub fn hostile() -> Result<()> {

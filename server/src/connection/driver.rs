@@ -86,8 +86,10 @@ where
         writer_gone: &CancellationToken,
     ) -> End {
         let config = &self.state.config;
+        // Boxed, as every rare path: inline, its state would be held by the
+        // future of every connection for its whole life.
         if let Some(count) = self.burst.take() {
-            self.deliver(app::serve(ClientMessage::Burst { count }, config.max_burst))
+            Box::pin(self.deliver(app::serve(ClientMessage::Burst { count }, config.max_burst)))
                 .await;
         }
         let mut push_tick = ticker(config.push_interval);
@@ -100,16 +102,23 @@ where
         tokio::pin!(idle);
         let mut last_heard = tokio::time::Instant::now();
         let shutdown = self.state.shutdown.clone();
+        // Made once, not at every turn of the loop: each registers with its
+        // `Notify` (a lock) when polled and leaves it when dropped.
+        let conn = self.conn;
+        let shutting_down = shutdown.cancelled();
+        let writer_ended = writer_gone.cancelled();
+        let close_request = conn.shared.close_requested();
+        tokio::pin!(shutting_down, writer_ended, close_request);
         // For reliable bursts: a permit borrows its sender across the select's handlers.
         let burst_outbound = self.outbound.clone();
 
         let end = loop {
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => break End::shutdown(),
-                () = writer_gone.cancelled() => break End::gone("connection ended"),
+                () = &mut shutting_down => break End::shutdown(),
+                () = &mut writer_ended => break End::gone("connection ended"),
                 // Kicks, a replacement, and a takeover of the reliable session.
-                request = self.conn.shared.close_requested() => {
+                request = &mut close_request => {
                     break End::with(request.code, request.reason);
                 }
                 frame = self.stream.next() => {
@@ -148,7 +157,8 @@ where
                     }
                 }
                 Some(()) = tick(&mut push_tick) => {
-                    if let Err(end) = self.timed_push().await {
+                    // Boxed: once a second is rare next to a connection's life.
+                    if let Err(end) = Box::pin(self.timed_push()).await {
                         break end;
                     }
                 }

@@ -17,7 +17,18 @@
 //! reads it on every read and write, so nothing runs between them (no timer
 //! task per connection). After the upgrade the wrapper costs one atomic load
 //! per read and holds no timer.
+//!
+//! After the upgrade it also reads ahead: tungstenite allocates its read
+//! buffer up front and keeps it for the connection's life, so `/ws` gives it
+//! a small one (an idle connection is cheap), and a read asking for less
+//! than `--read-buffer` bytes is served from one read of up to
+//! `--read-buffer` into a scratch buffer of the worker thread. What does not
+//! fit is kept until tungstenite asks again, in a buffer allocated only then
+//! and freed once drained: a syscall still takes up to `--read-buffer`
+//! bytes, and an idle connection holds no read buffer of its own beyond
+//! tungstenite's small one.
 
+use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -114,11 +125,29 @@ pub struct TimedIo {
     sleep: Option<Pin<Box<Sleep>>>,
     /// The deadline passed (counted once, and every later read fails).
     expired: bool,
+    /// `--read-buffer`: an upgraded socket's smaller reads are served from
+    /// one read of this many bytes.
+    read_ahead: usize,
+    /// Bytes read ahead and not handed out yet, from `ahead_at` (empty, with
+    /// no allocation, once drained).
+    ahead: Vec<u8>,
+    ahead_at: usize,
+}
+
+thread_local! {
+    /// The worker thread's buffer for reads ahead (see the module doc).
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 impl TimedIo {
     /// A just-accepted connection: its request head is due within the handshake timeout.
-    pub fn new(io: TcpStream, shared: Arc<ConnShared>, timeouts: Timeouts) -> Self {
+    /// `read_ahead` is `--read-buffer`.
+    pub fn new(
+        io: TcpStream,
+        shared: Arc<ConnShared>,
+        timeouts: Timeouts,
+        read_ahead: usize,
+    ) -> Self {
         Self {
             io,
             shared,
@@ -128,7 +157,50 @@ impl TimedIo {
             deadline: timeouts.handshake.map(|t| Instant::now() + t),
             sleep: None,
             expired: false,
+            read_ahead,
+            ahead: Vec::new(),
+            ahead_at: 0,
         }
+    }
+
+    /// A read of the upgraded socket: from what was read ahead, or straight
+    /// into `buf` when it is large, or ahead into the thread's scratch.
+    fn poll_read_upgraded(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.ahead_at < self.ahead.len() {
+            let n = buf.remaining().min(self.ahead.len() - self.ahead_at);
+            buf.put_slice(&self.ahead[self.ahead_at..self.ahead_at + n]);
+            self.ahead_at += n;
+            if self.ahead_at == self.ahead.len() {
+                self.ahead = Vec::new();
+                self.ahead_at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if buf.remaining() >= self.read_ahead || buf.remaining() == 0 {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        }
+        SCRATCH.with_borrow_mut(|scratch| {
+            if scratch.len() < self.read_ahead {
+                scratch.resize(self.read_ahead, 0);
+            }
+            let mut ahead = ReadBuf::new(&mut scratch[..self.read_ahead]);
+            match Pin::new(&mut self.io).poll_read(cx, &mut ahead) {
+                Poll::Ready(Ok(())) => {
+                    let read = ahead.filled();
+                    let n = buf.remaining().min(read.len());
+                    buf.put_slice(&read[..n]);
+                    if n < read.len() {
+                        self.ahead = read[n..].to_vec();
+                    }
+                    Poll::Ready(Ok(()))
+                }
+                other => other,
+            }
+        })
     }
 
     /// Follows the service's phase changes.
@@ -221,7 +293,7 @@ impl AsyncRead for TimedIo {
         let this = self.get_mut();
         this.observe();
         if this.phase == Phase::Upgraded {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
+            return this.poll_read_upgraded(cx, buf);
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {

@@ -70,6 +70,8 @@ pub struct Server {
     hosts: Hosts,
     metrics: Arc<Metrics>,
     timeouts: Timeouts,
+    /// `--read-buffer`: what one read of an upgraded socket takes at most.
+    read_ahead: usize,
     body_timeout: Option<Duration>,
     builder: http1::Builder,
     /// When a refused upgrade was last logged at warn level.
@@ -112,6 +114,7 @@ impl Server {
                 handshake: nonzero(config.handshake_timeout),
                 keepalive: nonzero(config.keepalive_timeout),
             },
+            read_ahead: config.read_buffer,
             body_timeout: nonzero(config.body_timeout),
             builder,
             warned_refusal: std::sync::Mutex::new(None),
@@ -223,7 +226,7 @@ async fn connection(
         tracing::debug!("could not set TCP_NODELAY: {err}");
     }
     let shared = Arc::new(ConnShared::new(server.metrics.clone()));
-    let io = TimedIo::new(tcp, shared.clone(), server.timeouts);
+    let io = TimedIo::new(tcp, shared.clone(), server.timeouts, server.read_ahead);
     let conn = Arc::new(Conn {
         server: server.clone(),
         shared,
