@@ -11,8 +11,11 @@ use testbed::Testbed;
 
 /// Builds the UI in release and serves it with the server on
 /// <http://127.0.0.1:8080> until Ctrl-C. Arguments after `--` go to the server.
+///
+/// It installs only what building and serving need ([`Needs::RUN`]): the
+/// test tools (wasm-pack, rustfmt, clippy, Chromium) wait for `test`.
 pub fn run(server_args: &[String]) -> Result<()> {
-    setup::ensure(Needs { browser: false })?;
+    setup::ensure(Needs::RUN)?;
     cmd::run(&mut command("trunk", &["build", "--release"]))?;
     cmd::run(&mut command(
         "cargo",
@@ -65,7 +68,7 @@ pub fn run(server_args: &[String]) -> Result<()> {
 /// Runs every check and test; fails if any step fails, after running them all.
 pub fn test() -> Result<()> {
     let started = Instant::now();
-    let tools = setup::ensure(Needs { browser: true })?;
+    let tools = setup::ensure(Needs::TEST)?;
     let chromedriver = tools
         .chromedriver
         .context("setup did not find chromedriver")?;
@@ -147,7 +150,10 @@ pub fn test() -> Result<()> {
 /// benchmark side by side (the Go reference is built when Go is installed).
 pub fn bench(full: bool) -> Result<()> {
     // trunk, wasm-bindgen and Chromium for the browser part; Go for gorilla.
-    let tools = setup::ensure(Needs { browser: true })?;
+    let tools = setup::ensure(Needs {
+        checks: false,
+        browser: true,
+    })?;
     setup::ensure_go();
     cmd::run(&mut command(
         "cargo",
