@@ -12,7 +12,9 @@
 //!
 //! Layout: `setup.rs` (tool detection and installation), `tasks.rs` (run,
 //! test, testbed), `cmd.rs` (running child processes). The test server itself
-//! is the `testbed` crate.
+//! is the `testbed` crate, behind this crate's `testbed` feature: the plain
+//! binary (all that `cargo xtask run` compiles) runs `test` and `testbed` by
+//! running xtask again with that feature.
 //!
 //! Every step is idempotent: a tool is installed only when it is missing or at
 //! the wrong version, so a warm re-run goes straight to the work.
@@ -50,15 +52,19 @@ fn main() -> Result<()> {
                 setup::Needs::RUN
             } else {
                 setup::Needs {
-                    checks: true,
                     browser: rest.iter().any(|a| a == "--browser"),
+                    ..setup::Needs::TEST
                 }
             };
             setup::ensure(needs).map(drop)
         }
         "run" => tasks::run(rest.strip_prefix(&["--".to_owned()][..]).unwrap_or(rest)),
+        #[cfg(feature = "testbed")]
         "test" => tasks::test(),
+        #[cfg(feature = "testbed")]
         "testbed" => tasks::testbed(),
+        #[cfg(not(feature = "testbed"))]
+        "test" | "testbed" => tasks::with_testbed(command),
         "bench" => tasks::bench(rest.iter().any(|a| a == "--full")),
         "hostile" => tasks::hostile(),
         "help" | "--help" | "-h" => {

@@ -1,12 +1,15 @@
 //! The everyday commands: `run`, `test` and `testbed`.
 
+#[cfg(feature = "testbed")]
 use std::process::Command;
+#[cfg(feature = "testbed")]
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 use crate::cmd::{self, command};
 use crate::setup::{self, Needs};
+#[cfg(feature = "testbed")]
 use testbed::Testbed;
 
 /// Builds the UI in release and serves it with the server on
@@ -66,6 +69,7 @@ pub fn run(server_args: &[String]) -> Result<()> {
 }
 
 /// Runs every check and test; fails if any step fails, after running them all.
+#[cfg(feature = "testbed")]
 pub fn test() -> Result<()> {
     let started = Instant::now();
     let tools = setup::ensure(Needs::TEST)?;
@@ -194,6 +198,7 @@ pub fn hostile() -> Result<()> {
 }
 
 /// Starts the testbed and waits for Ctrl-C: for running browser tests by hand.
+#[cfg(feature = "testbed")]
 pub fn testbed() -> Result<()> {
     runtime()?.block_on(async {
         let dist = cmd::root().join("dist");
@@ -212,6 +217,28 @@ pub fn testbed() -> Result<()> {
     })
 }
 
+/// `test` and `testbed` from the plain binary: they run the test server
+/// in-process, so xtask runs again built with its `testbed` feature (see
+/// xtask/Cargo.toml). `cargo xtask run` on a fresh clone thus never compiles
+/// the test server.
+#[cfg(not(feature = "testbed"))]
+pub fn with_testbed(command: &str) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    cmd::run(&mut cmd::command(
+        &cargo,
+        &[
+            "run",
+            "--quiet",
+            "-p",
+            "xtask",
+            "--features",
+            "testbed",
+            "--",
+            command,
+        ],
+    ))
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -220,6 +247,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Runs a child process without blocking the runtime that serves it.
+#[cfg(feature = "testbed")]
 async fn run_async(cmd: Command) -> Result<()> {
     let mut cmd = tokio::process::Command::from(cmd);
     // Never leave a child behind: if this future is dropped, the child dies.
@@ -233,11 +261,13 @@ async fn run_async(cmd: Command) -> Result<()> {
 }
 
 /// Named steps that all run; the summary says which failed.
+#[cfg(feature = "testbed")]
 #[derive(Default)]
 struct Steps {
     results: Vec<(&'static str, Duration, Result<()>)>,
 }
 
+#[cfg(feature = "testbed")]
 impl Steps {
     fn run(&mut self, name: &'static str, step: impl FnOnce() -> Result<()>) {
         eprintln!("\n==> {name}");
