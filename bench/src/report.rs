@@ -24,6 +24,17 @@ struct Target {
 /// profiling, not from a particular run's numbers, so it holds no figure.
 const MISSED: &[(&str, &str)] = &[
     (
+        "bundle",
+        "The UI is built with its own Cargo profile (`ui`: release with opt-level `z`, \
+         through trunk's `data-cargo-profile-release`) and `wasm-opt -Oz`, and the console \
+         formats its decimals without core's float formatting. What remains, by size of code \
+         after wasm-opt (measured with names kept): yew's renderer and the console's views, \
+         the protocol's `ServerMessage::from_json` (serde buffers the internally tagged enum \
+         into its `Content` tree, the largest single function), the socket wrapper's pump, \
+         and dlmalloc. Next step: a `Deserialize` for `ServerMessage` that reads `type` first \
+         (the one the typed echo wants for `ClientMessage`), then a smaller allocator.",
+    ),
+    (
         "echo",
         "The echo figures are within a few percent of each other whenever the load generator \
          is the bottleneck (its column above reads about 1.0 of a core while the server's does \
@@ -208,6 +219,20 @@ fn targets(results: &Value) -> Vec<Target> {
         unit: "x",
         met: measured.map(|m| m >= 0.9),
         note: browser["error"]
+            .as_str()
+            .map(|e| format!("not measured: {e}"))
+            .unwrap_or_default(),
+    });
+    let bundle = &results["bundle"];
+    let measured = bundle["wasm_gzip_bytes"].as_f64().map(|b| b / 1000.0);
+    targets.push(Target {
+        key: "bundle",
+        what: "UI bundle: the console's wasm, gzip -9".into(),
+        goal: "≤ 150 KB",
+        measured,
+        unit: " KB",
+        met: measured.map(|m| m <= 150.0),
+        note: bundle["error"]
             .as_str()
             .map(|e| format!("not measured: {e}"))
             .unwrap_or_default(),
@@ -444,6 +469,25 @@ pub fn write(root: &Path, docs: &Path, mut results: Value) -> Result<()> {
                 num(yew, "longest_frame_gap_ms"),
                 s(&yew["received"]),
                 s(&yew["burst_status"])
+            );
+        }
+        let paint = &b["first_paint"];
+        if let Some(err) = paint["error"].as_str() {
+            let _ = writeln!(w, "\nConsole first paint: not measured in this run: {err}");
+        } else {
+            let loads = paint["loads"].as_array().map_or(0, Vec::len);
+            let first = &paint["loads"][0];
+            let _ = writeln!(
+                w,
+                "\nConsole first paint (the page's `first-contentful-paint`: `index.html`'s body \
+                 is empty, so it is the console's first render; from the start of the navigation, \
+                 served by our server over loopback, before the bursts): {:.0} ms on the first \
+                 load of a fresh browser (empty cache; the wasm downloaded by {:.0} ms), {:.0} ms \
+                 median of the {} loads after it.",
+                num(paint, "cold_fcp_ms"),
+                num(first, "wasm_loaded_ms"),
+                num(paint, "warm_fcp_ms"),
+                loads.saturating_sub(1)
             );
         }
     }
