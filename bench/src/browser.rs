@@ -6,7 +6,8 @@
 //! with `performance.now()` from the first push to the last. Then the Yew
 //! console takes the same burst while a `PerformanceObserver` records the
 //! longest main-thread task and a `requestAnimationFrame` loop the longest
-//! gap between frames.
+//! gap between frames. Before all that, the console is loaded a few times
+//! in a fresh browser to time its first paint.
 //!
 //! The assets are served by our server itself (`--static-dir`): the UI from
 //! `trunk build --release`, and the two burst pages written here.
@@ -72,6 +73,20 @@ new PerformanceObserver((list) => { for (const e of list.getEntries()) window.__
 let last = performance.now();
 const frame = (t) => { window.__frame_gap = Math.max(window.__frame_gap, t - last); last = t; if (window.__observing) requestAnimationFrame(frame); };
 requestAnimationFrame(frame);
+"#;
+
+/// Read after a load of the console, null until its first render is painted:
+/// the first contentful paint (`index.html`'s body is empty, so the first
+/// content painted is the console's first render) and, for the split, when
+/// the wasm finished downloading and when the HTML was parsed, all in ms
+/// from the start of the navigation.
+const PAINTED: &str = r#"
+const paint = performance.getEntriesByName("first-contentful-paint")[0];
+if (!paint || !document.querySelector('[data-testid="state"]')) return null;
+const wasm = performance.getEntriesByType("resource").find((e) => e.name.endsWith(".wasm"));
+const nav = performance.getEntriesByType("navigation")[0];
+return { fcp_ms: paint.startTime, wasm_loaded_ms: wasm ? wasm.responseEnd : null,
+         dom_content_loaded_ms: nav ? nav.domContentLoadedEventEnd : null };
 "#;
 
 /// What the browser part needs on disk, with the UI's bundle sizes.
@@ -352,6 +367,39 @@ async fn yew_burst(client: &Client, base: &str, count: u32) -> Result<Value> {
     }))
 }
 
+/// Loads the console `loads` times, from `about:blank` each time, and reads
+/// its paint timing. The first load of the session is cold (empty HTTP cache,
+/// no compiled wasm cached); the others are what a returning visitor sees.
+async fn first_paint(client: &Client, base: &str, loads: usize) -> Result<Value> {
+    let mut all = Vec::new();
+    for _ in 0..loads {
+        client.goto("about:blank").await?;
+        client.goto(base).await?;
+        let timing = poll(
+            client,
+            "the console's first contentful paint",
+            PAINTED,
+            Duration::from_secs(30),
+        )
+        .await?;
+        eprintln!("browser console first paint {timing}");
+        all.push(timing);
+    }
+    let fcp: Vec<f64> = all
+        .iter()
+        .map(|t| t["fcp_ms"].as_f64().unwrap_or(f64::NAN))
+        .collect();
+    let (cold, mut warm) = match fcp.split_first() {
+        Some((cold, warm)) => (*cold, warm.to_vec()),
+        None => bail!("no load of the console was timed"),
+    };
+    Ok(json!({
+        "cold_fcp_ms": cold,
+        "warm_fcp_ms": median(&mut warm),
+        "loads": all,
+    }))
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
@@ -388,6 +436,15 @@ async fn measure(
     count: u32,
 ) -> Result<Value> {
     let base = format!("http://{addr}");
+    // First, while the browser is fresh: the console's first paint.
+    let paint = if assets.ui {
+        match first_paint(client, &base, 6).await {
+            Ok(paint) => paint,
+            Err(err) => json!({ "error": format!("{err:#}") }),
+        }
+    } else {
+        json!({ "error": "the UI did not build" })
+    };
     // A first load of each page, unmeasured: compiles the wasm, warms the caches.
     page_burst(client, &base, "bench-js.html", 1000).await?;
     page_burst(client, &base, "bench-wasm.html", 1000).await?;
@@ -426,6 +483,6 @@ async fn measure(
         "mode": "browser", "count": count, "rounds": rounds,
         "js_ms": js_ms, "js_msgs_per_s": rate(js_ms), "js_ms_all": js_all,
         "wasm_ms": wasm_ms, "wasm_msgs_per_s": rate(wasm_ms), "wasm_ms_all": wasm_all,
-        "yew": yew,
+        "yew": yew, "first_paint": paint,
     }))
 }

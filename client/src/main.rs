@@ -11,6 +11,7 @@
 //! | `console/mod.rs` | the app state and its reducer, log lines, burst progress (pure) |
 //! | `console/collect.rs` | socket events collected into a batch between flushes (pure) |
 //! | `console/countdown.rs` | the state as shown, with the seconds left to the next attempt (pure) |
+//! | `console/fixed.rs` | decimals for the labels by integer arithmetic, which keeps core's float formatting out of the bundle (pure) |
 //! | `hooks/` | `use_console` (events batched into the reducer every 100 ms, with the socket's stats and the clock), `use_commands` (the socket calls behind the components' callbacks), `use_interval`, `use_long_tasks` |
 //! | `components/` | one file per component: connection bar, sender, burst panel, counters, log, rate chart; each takes data and callbacks, never the reducer or the socket |
 //! | `app.rs` | the provider (one socket per URL and mode) and the page that wires state and commands to the components |

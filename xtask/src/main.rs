@@ -3,8 +3,8 @@
 //!
 //! | command | what it does |
 //! |---|---|
-//! | `setup` | installs every missing tool: the wasm32 target, wasm-bindgen-cli at the Cargo.lock version, trunk 0.21, wasm-pack, wasm-opt; with `--browser` also Chromium and ChromeDriver |
-//! | `run` | set-up, builds the UI in release with trunk, starts the server on <http://127.0.0.1:8080> until Ctrl-C |
+//! | `setup` | installs every missing tool: the wasm32 target, wasm-bindgen-cli at the Cargo.lock version, trunk 0.21, wasm-opt, rustfmt, clippy, wasm-pack; with `--browser` also Chromium and ChromeDriver; with `--run` only what `run` needs |
+//! | `run` | installs only what it needs (the wasm32 target, wasm-bindgen-cli, trunk, wasm-opt), builds the UI in release with trunk, starts the server on <http://127.0.0.1:8080> until Ctrl-C |
 //! | `test` | set-up, then fmt, clippy (native and wasm32), native tests, and the browser tests in headless Chrome against a real server on a free port |
 //! | `testbed` | starts the test server and its control API and prints their addresses, for running browser tests by hand |
 //! | `bench` | builds in release and runs the benchmarks side by side (`--full` for the long run); writes `docs/BENCHMARKS.md`, ending with connections on one node with timed pushes (its own section); `--scale`: that part alone |
@@ -12,7 +12,9 @@
 //!
 //! Layout: `setup.rs` (tool detection and installation), `tasks.rs` (run,
 //! test, testbed), `cmd.rs` (running child processes). The test server itself
-//! is the `testbed` crate.
+//! is the `testbed` crate, behind this crate's `testbed` feature: the plain
+//! binary (all that `cargo xtask run` compiles) runs `test` and `testbed` by
+//! running xtask again with that feature.
 //!
 //! Every step is idempotent: a tool is installed only when it is missing or at
 //! the wrong version, so a warm re-run goes straight to the work.
@@ -28,6 +30,7 @@ usage: cargo xtask <command>
 
 commands:
   setup [--browser]   install the tools the project needs (idempotent)
+  setup --run         install only what `run` needs (wasm32 target, wasm-bindgen-cli, trunk, wasm-opt)
   run [-- ARGS]       build the UI in release and serve it with the server on http://127.0.0.1:8080
                       (ARGS go to the server, see `cargo run -p server -- --help`)
   test                run every check and test: fmt, clippy (native + wasm32), native tests, browser tests
@@ -46,12 +49,23 @@ fn main() -> Result<()> {
     };
     match command {
         "setup" => {
-            let browser = rest.iter().any(|a| a == "--browser");
-            setup::ensure(setup::Needs { browser }).map(drop)
+            let needs = if rest.iter().any(|a| a == "--run") {
+                setup::Needs::RUN
+            } else {
+                setup::Needs {
+                    browser: rest.iter().any(|a| a == "--browser"),
+                    ..setup::Needs::TEST
+                }
+            };
+            setup::ensure(needs).map(drop)
         }
         "run" => tasks::run(rest.strip_prefix(&["--".to_owned()][..]).unwrap_or(rest)),
+        #[cfg(feature = "testbed")]
         "test" => tasks::test(),
+        #[cfg(feature = "testbed")]
         "testbed" => tasks::testbed(),
+        #[cfg(not(feature = "testbed"))]
+        "test" | "testbed" => tasks::with_testbed(command),
         "bench" if rest.iter().any(|a| a == "--scale") => tasks::bench_scale(),
         "bench" => tasks::bench(rest.iter().any(|a| a == "--full")),
         "hostile" => tasks::hostile(),

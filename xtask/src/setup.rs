@@ -1,15 +1,20 @@
 //! Installs what the project needs, only when it is missing or at the wrong
 //! version, and says exactly what to install by hand when it cannot.
 //!
-//! | tool | source | version |
-//! |---|---|---|
-//! | `wasm32-unknown-unknown`, rustfmt, clippy | rustup | the toolchain's |
-//! | `wasm-bindgen` | `cargo install wasm-bindgen-cli` | exactly the `wasm-bindgen` of Cargo.lock |
-//! | `trunk` | `cargo install trunk` | 0.21.x (0.22 needs a newer rustc) |
-//! | `wasm-pack` | `cargo install wasm-pack` | any |
-//! | `wasm-opt` | npm package `binaryen`, into `target/tools` | the `[tools] wasm_opt` of Trunk.toml |
-//! | `chromium`, `chromedriver` | Debian packages (needs root) | matching pair |
-//! | `go`, gorilla/websocket (benchmarks only) | Debian packages `golang-go`, `golang-github-gorilla-websocket-dev` (needs root) | Debian's |
+//! | tool | source | version | needed by |
+//! |---|---|---|---|
+//! | `wasm32-unknown-unknown` | rustup | the toolchain's | run, test, bench |
+//! | `wasm-bindgen` | `cargo install wasm-bindgen-cli` | exactly the `wasm-bindgen` of Cargo.lock | run, test, bench |
+//! | `trunk` | `cargo install trunk` | 0.21.x (0.22 needs a newer rustc) | run, test, bench |
+//! | `wasm-opt` | npm package `binaryen`, into `target/tools` | the `[tools] wasm_opt` of Trunk.toml | run, test, bench |
+//! | rustfmt, clippy | rustup | the toolchain's | test |
+//! | `wasm-pack` | `cargo install wasm-pack` | any | test (the socket's browser tests) |
+//! | `chromium`, `chromedriver` | Debian packages (needs root) | matching pair | test, bench |
+//! | `go`, gorilla/websocket | Debian packages `golang-go`, `golang-github-gorilla-websocket-dev` (needs root) | Debian's | bench |
+//!
+//! `run` installs only its four: on a fresh machine the time to the first
+//! page is the compile time of wasm-bindgen-cli and trunk, not of wasm-pack
+//! too.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -21,11 +26,27 @@ use crate::cmd::{self, command, output};
 /// trunk is pinned to the 0.21 series: 0.22 needs a newer rustc than 1.95.
 const TRUNK_VERSION: &str = "0.21.14";
 
-/// What a task needs beyond the build tools.
+/// What a task needs beyond the tools that build and serve the UI (the
+/// wasm32 target, wasm-bindgen, trunk, wasm-opt), which every task needs.
 #[derive(Debug, Clone, Copy)]
 pub struct Needs {
+    /// rustfmt and clippy (the checks) and wasm-pack (the socket's browser tests).
+    pub checks: bool,
     /// Chromium and ChromeDriver for the browser tests.
     pub browser: bool,
+}
+
+impl Needs {
+    /// `cargo xtask run`: build the UI and serve it, nothing more.
+    pub const RUN: Self = Self {
+        checks: false,
+        browser: false,
+    };
+    /// `cargo xtask test`: everything.
+    pub const TEST: Self = Self {
+        checks: true,
+        browser: true,
+    };
 }
 
 /// Where the browser tools are, once set up.
@@ -60,7 +81,7 @@ pub fn path_with_tools() -> Option<OsString> {
 /// When a tool is missing and cannot be installed here; the message says
 /// what to install by hand.
 pub fn ensure(needs: Needs) -> Result<Tools> {
-    ensure_rustup_parts()?;
+    ensure_rustup_parts(needs.checks)?;
     let bindgen = locked_version("wasm-bindgen")?;
     check_trunk_toml(&bindgen)?;
     ensure_cargo_tool("wasm-bindgen", "wasm-bindgen-cli", Some(&bindgen), |v| {
@@ -71,8 +92,10 @@ pub fn ensure(needs: Needs) -> Result<Tools> {
             .nth(1)
             .is_some_and(|v| v.starts_with("0.21."))
     })?;
-    ensure_cargo_tool("wasm-pack", "wasm-pack", None, |_| true)?;
     ensure_wasm_opt()?;
+    if needs.checks {
+        ensure_cargo_tool("wasm-pack", "wasm-pack", None, |_| true)?;
+    }
     let chromedriver = if needs.browser {
         Some(ensure_browser()?)
     } else {
@@ -82,7 +105,7 @@ pub fn ensure(needs: Needs) -> Result<Tools> {
     Ok(Tools { chromedriver })
 }
 
-fn ensure_rustup_parts() -> Result<()> {
+fn ensure_rustup_parts(checks: bool) -> Result<()> {
     let installed = output(&mut command("rustup", &["target", "list", "--installed"])).context(
         "rustup is not on PATH: install Rust with rustup (https://rustup.rs), then run this again",
     )?;
@@ -94,6 +117,9 @@ fn ensure_rustup_parts() -> Result<()> {
             "rustup",
             &["target", "add", "wasm32-unknown-unknown"],
         ))?;
+    }
+    if !checks {
+        return Ok(());
     }
     let has_fmt = output(&mut command("cargo", &["fmt", "--version"])).is_some();
     let has_clippy = output(&mut command("cargo", &["clippy", "--version"])).is_some();

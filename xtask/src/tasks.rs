@@ -1,18 +1,24 @@
 //! The everyday commands: `run`, `test` and `testbed`.
 
+#[cfg(feature = "testbed")]
 use std::process::Command;
+#[cfg(feature = "testbed")]
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
 use crate::cmd::{self, command};
 use crate::setup::{self, Needs};
+#[cfg(feature = "testbed")]
 use testbed::Testbed;
 
 /// Builds the UI in release and serves it with the server on
 /// <http://127.0.0.1:8080> until Ctrl-C. Arguments after `--` go to the server.
+///
+/// It installs only what building and serving need ([`Needs::RUN`]): the
+/// test tools (wasm-pack, rustfmt, clippy, Chromium) wait for `test`.
 pub fn run(server_args: &[String]) -> Result<()> {
-    setup::ensure(Needs { browser: false })?;
+    setup::ensure(Needs::RUN)?;
     cmd::run(&mut command("trunk", &["build", "--release"]))?;
     cmd::run(&mut command(
         "cargo",
@@ -63,9 +69,10 @@ pub fn run(server_args: &[String]) -> Result<()> {
 }
 
 /// Runs every check and test; fails if any step fails, after running them all.
+#[cfg(feature = "testbed")]
 pub fn test() -> Result<()> {
     let started = Instant::now();
-    let tools = setup::ensure(Needs { browser: true })?;
+    let tools = setup::ensure(Needs::TEST)?;
     let chromedriver = tools
         .chromedriver
         .context("setup did not find chromedriver")?;
@@ -148,7 +155,10 @@ pub fn test() -> Result<()> {
 /// benchmark side by side (the Go reference is built when Go is installed).
 pub fn bench(full: bool) -> Result<()> {
     // trunk, wasm-bindgen and Chromium for the browser part; Go for gorilla.
-    let tools = setup::ensure(Needs { browser: true })?;
+    let tools = setup::ensure(Needs {
+        checks: false,
+        browser: true,
+    })?;
     setup::ensure_go();
     cmd::run(&mut command(
         "cargo",
@@ -210,6 +220,7 @@ pub fn hostile() -> Result<()> {
 }
 
 /// Starts the testbed and waits for Ctrl-C: for running browser tests by hand.
+#[cfg(feature = "testbed")]
 pub fn testbed() -> Result<()> {
     runtime()?.block_on(async {
         let dist = cmd::root().join("dist");
@@ -229,6 +240,28 @@ pub fn testbed() -> Result<()> {
     })
 }
 
+/// `test` and `testbed` from the plain binary: they run the test server
+/// in-process, so xtask runs again built with its `testbed` feature (see
+/// xtask/Cargo.toml). `cargo xtask run` on a fresh clone thus never compiles
+/// the test server.
+#[cfg(not(feature = "testbed"))]
+pub fn with_testbed(command: &str) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    cmd::run(&mut cmd::command(
+        &cargo,
+        &[
+            "run",
+            "--quiet",
+            "-p",
+            "xtask",
+            "--features",
+            "testbed",
+            "--",
+            command,
+        ],
+    ))
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -237,6 +270,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// Runs a child process without blocking the runtime that serves it.
+#[cfg(feature = "testbed")]
 async fn run_async(cmd: Command) -> Result<()> {
     let mut cmd = tokio::process::Command::from(cmd);
     // Never leave a child behind: if this future is dropped, the child dies.
@@ -250,11 +284,13 @@ async fn run_async(cmd: Command) -> Result<()> {
 }
 
 /// Named steps that all run; the summary says which failed.
+#[cfg(feature = "testbed")]
 #[derive(Default)]
 struct Steps {
     results: Vec<(&'static str, Duration, Result<()>)>,
 }
 
+#[cfg(feature = "testbed")]
 impl Steps {
     fn run(&mut self, name: &'static str, step: impl FnOnce() -> Result<()>) {
         eprintln!("\n==> {name}");

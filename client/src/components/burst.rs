@@ -3,7 +3,7 @@
 use yew::prelude::*;
 
 use super::input_value;
-use crate::console::Burst;
+use crate::console::{Burst, fixed};
 
 /// Properties of [`BurstPanel`].
 #[derive(Properties, PartialEq)]
@@ -33,7 +33,7 @@ pub fn BurstPanel(props: &BurstPanelProps) -> Html {
         None => (0.0, "no burst yet".to_owned()),
     };
     let longest = match props.longest_task_ms {
-        Some(ms) => format!("{ms:.0} ms"),
+        Some(ms) => format!("{} ms", fixed(ms, 0)),
         None => "none over 50 ms".to_owned(),
     };
     html! {
@@ -42,7 +42,7 @@ pub fn BurstPanel(props: &BurstPanelProps) -> Html {
                 <input data-testid="burst-count" type="number" min="1" value={(*count).clone()} {oninput} />
             </label>
             <button data-testid="burst" {onclick}>{ "Request burst" }</button>
-            <progress data-testid="burst-progress" max="1" value={progress.to_string()} />
+            <progress data-testid="burst-progress" max="1" value={fixed(progress, 3)} />
             <span data-testid="burst-status">{ status }</span>
             <span class="muted">{ "longest task: " }<span data-testid="longest-task">{ longest }</span></span>
         </section>

@@ -4,7 +4,7 @@ use std::collections::VecDeque;
 
 use yew::prelude::*;
 
-use crate::console::CHART_SECONDS;
+use crate::console::{CHART_SECONDS, fixed};
 
 /// Properties of [`RateChart`].
 #[derive(Properties, PartialEq)]
@@ -29,16 +29,16 @@ pub fn RateChart(props: &RateChartProps) -> Html {
         .map(|(i, &v)| {
             let x = (offset + i) as f64 * step;
             let y = HEIGHT - (v as f64 / max) * (HEIGHT - 10.0);
-            format!("{x:.1},{y:.1}")
+            format!("{},{}", fixed(x, 1), fixed(y, 1))
         })
         .collect();
     html! {
         <figure class="panel chart">
-            <svg data-testid="chart" viewBox={format!("0 0 {WIDTH} {HEIGHT}")} preserveAspectRatio="none"
+            <svg data-testid="chart" viewBox={format!("0 0 {} {}", WIDTH as u32, HEIGHT as u32)} preserveAspectRatio="none"
                 role="img" aria-label="messages per second over the last 60 seconds">
                 <polyline points={points.join(" ")} />
             </svg>
-            <figcaption>{ format!("messages per second, last 60 s (peak {max:.0})") }</figcaption>
+            <figcaption>{ format!("messages per second, last 60 s (peak {})", fixed(max, 0)) }</figcaption>
         </figure>
     }
 }

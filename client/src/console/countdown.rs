@@ -55,7 +55,10 @@ pub fn state_text(state: &State, retry: Option<&Retry>, now_ms: f64) -> String {
         (Some(delay_ms), _) => delay_ms as f64,
     };
     let seconds = (left_ms / 100.0).ceil() / 10.0;
-    format!("reconnecting (attempt {attempt}, next try in {seconds:.1} s)")
+    format!(
+        "reconnecting (attempt {attempt}, next try in {} s)",
+        super::fixed(seconds, 1)
+    )
 }
 
 #[cfg(test)]

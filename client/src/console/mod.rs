@@ -8,6 +8,7 @@
 
 mod collect;
 mod countdown;
+mod fixed;
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -17,6 +18,7 @@ use yew::Reducible;
 
 pub use collect::{Batch, StateChange};
 pub use countdown::{Retry, state_text};
+pub use fixed::fixed;
 
 /// Log lines kept; older ones fall off.
 pub const LOG_LINES: usize = 300;
@@ -129,7 +131,7 @@ impl Burst {
     /// `"n / requested"` while it runs, `"count received, rate msg/s"` once done.
     pub fn status(&self) -> String {
         match self.done {
-            Some((count, rate)) => format!("{count} received, {rate:.0} msg/s"),
+            Some((count, rate)) => format!("{count} received, {} msg/s", fixed(rate, 0)),
             None => format!("{} / {}", self.arrived(), self.requested),
         }
     }
