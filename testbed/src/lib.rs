@@ -39,6 +39,7 @@
 //! |---|---|
 //! | `test_server` | [`TestServer`], [`config`], [`quiet_config`] |
 //! | `proxy` | [`FaultProxy`]: cuts connections after a random number of bytes |
+//! | `redis` | [`RedisServer`]: `redis-server` on a free port without persistence, for the cluster tests; stop and restart on the same port |
 //! | `lib.rs` | [`Testbed`] and its control API |
 //!
 //! # Example
@@ -58,9 +59,11 @@
 #![warn(missing_docs)]
 
 mod proxy;
+mod redis;
 mod test_server;
 
 pub use proxy::{FaultProxy, Faults};
+pub use redis::RedisServer;
 pub use test_server::{TestServer, config, quiet_config};
 
 use std::collections::HashMap;
