@@ -62,6 +62,7 @@
 
 mod admin;
 pub mod auth;
+mod cluster;
 mod config;
 mod connection;
 mod echo;
@@ -87,6 +88,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use cluster::ClusterConfig;
 pub use config::{Command, Config, parse_duration};
 pub use error::Error;
 
@@ -138,6 +140,10 @@ pub async fn run(
             "token mode: every /ws connection needs a valid token"
         );
     }
+    let cluster = match &config.cluster.redis_url {
+        Some(url) => Some(Arc::new(cluster::Node::new(url, &config.cluster)?)),
+        None => None,
+    };
     let nofile = limits::raise_nofile_limit();
     let token = CancellationToken::new();
     let reliable = Arc::new(reliable::MemoryStore::new(config.reliable_limits()));
@@ -148,6 +154,7 @@ pub async fn run(
         auth,
         config: Arc::new(config),
         registry: Arc::default(),
+        cluster: cluster.clone(),
         metrics: metrics.clone(),
         shutdown: token.clone(),
         connections: TaskTracker::new(),
@@ -155,6 +162,9 @@ pub async fn run(
     let connections = state.connections.clone();
     let config = state.config.clone();
     tokio::spawn(sweep_sessions(reliable, token.clone()));
+    if let Some(node) = &cluster {
+        node.start(&state.registry, admin::executor(state.clone()), &token);
+    }
     let server = Arc::new(serve::Server::new(
         routes::router(state),
         &config,
