@@ -419,6 +419,15 @@ async fn without_redis_plain_connections_work_the_admin_api_says_503_and_the_nod
     )
     .await;
     assert_eq!(code, 503, "a client that may be on another node");
+    let (code, _, _) = admin(
+        &url,
+        reqwest::Method::POST,
+        "/api/clients/before/push",
+        "here",
+    )
+    .await;
+    assert_eq!(code, 200, "a client of this node needs no Redis");
+    expect_push(&mut before, "here").await;
     // Plain connections, old and new, are served.
     let (mut during, _) = a.connect_ws("/ws?client_id=during").await;
     for ws in [&mut before, &mut during] {
@@ -439,6 +448,10 @@ async fn without_redis_plain_connections_work_the_admin_api_says_503_and_the_nod
     })
     .await;
     assert!(started.elapsed() < DEADLINE);
+    assert_eq!(
+        common::metric(&a, "ws_cluster_redis_up{node=\"a\"}").await,
+        1
+    );
     let b = start_node(&redis, "t4:", "b", &[]).await;
     let url_b = base(&b);
     wait_until("A's connections in B's list", || {

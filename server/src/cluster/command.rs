@@ -199,8 +199,18 @@ pub async fn read(node: Arc<Node>, executor: Executor, stop: CancellationToken) 
     const BLOCK: Duration = Duration::from_secs(1);
     let keys = [node.key("cmd", &node.id), node.key("reply", &node.id)];
     let mut last: Option<[String; 2]> = None;
-    let mut backoff = Duration::from_millis(50);
+    const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+    let mut backoff = Duration::ZERO;
     loop {
+        // After a failure (none at the first pass): 50 ms, doubling up to 2 s,
+        // back to 50 ms once a read succeeds.
+        if !backoff.is_zero() {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+        }
+        backoff = (backoff * 2).clamp(FIRST_BACKOFF, Duration::from_secs(2));
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(BLOCK + Duration::from_secs(2)));
@@ -212,15 +222,9 @@ pub async fn read(node: Arc<Node>, executor: Executor, stop: CancellationToken) 
             Ok(conn) => conn,
             Err(err) => {
                 tracing::debug!(node = %node.id, "command reader: cannot reach Redis: {err}");
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
                 continue;
             }
         };
-        backoff = Duration::from_millis(50);
         let ids = match &last {
             Some(ids) => ids.clone(),
             // First start: what is already there is older than this process.
@@ -252,7 +256,10 @@ pub async fn read(node: Arc<Node>, executor: Executor, stop: CancellationToken) 
                 reply = read => reply,
             };
             let reply = match reply {
-                Ok(reply) => reply,
+                Ok(reply) => {
+                    backoff = Duration::ZERO;
+                    reply
+                }
                 Err(err) => {
                     tracing::debug!(node = %node.id, "command reader: {err}; reconnecting");
                     break;
