@@ -20,11 +20,14 @@ use testbed::RedisServer;
 
 const ADMIN: &str = "cluster-admin";
 const SECRET: &str = "cluster test secret, long enough";
-/// The node TTL of these tests: a dead node leaves the list within it.
-const TTL: Duration = Duration::from_secs(2);
+/// The node TTL of these tests (`--cluster-node-ttl`): a dead node leaves
+/// the list within it. 3 s leaves a frozen node listed long enough for two
+/// requests to time out (700 ms each) on a loaded machine.
+const TTL: Duration = Duration::from_secs(3);
 
 /// The cluster flags of every node of a test.
 fn node_args(redis: &RedisServer, prefix: &str, node: &str) -> Vec<String> {
+    let ttl = format!("{}ms", TTL.as_millis());
     [
         "--redis-url",
         &redis.url(),
@@ -35,7 +38,7 @@ fn node_args(redis: &RedisServer, prefix: &str, node: &str) -> Vec<String> {
         "--cluster-heartbeat",
         "100ms",
         "--cluster-node-ttl",
-        "2s",
+        &ttl,
         "--cluster-command-timeout",
         "700ms",
         "--admin-token",
