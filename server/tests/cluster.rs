@@ -198,7 +198,27 @@ async fn pushes_broadcasts_kicks_and_the_list_reach_every_node() {
         common::metric(&a, "ws_cluster_nodes{node=\"node-a\"}").await,
         3
     );
-    for server in [a, b, c] {
+
+    // A clean shutdown deletes the node's keys: it leaves the list at
+    // once (A's next heartbeat), not after its TTL.
+    c.shutdown().await.unwrap();
+    let stopped = Instant::now();
+    let url = base(&a);
+    wait_until("C out of the list after its shutdown", || {
+        let url = url.clone();
+        async move {
+            listed(&url)
+                .await
+                .is_some_and(|rows| rows == vec![("on-b".to_owned(), "node-b".to_owned())])
+        }
+    })
+    .await;
+    assert!(stopped.elapsed() < TTL, "{:?}", stopped.elapsed());
+    assert_eq!(
+        common::metric(&a, "ws_cluster_nodes{node=\"node-a\"}").await,
+        2
+    );
+    for server in [a, b] {
         server.shutdown().await.unwrap();
     }
 }
