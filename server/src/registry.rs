@@ -406,3 +406,69 @@ pub fn millis(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(registry: &Registry, user: Option<&str>) -> ClientHandle {
+        let (outbound, _) = queue::channel(4, 1024, Arc::default());
+        ClientHandle {
+            conn: registry.next_conn(),
+            remote_addr: SocketAddr::from(([127, 0, 0, 1], 9)),
+            user: user.map(Arc::from),
+            client_name: None,
+            connected_at: SystemTime::UNIX_EPOCH,
+            outbound,
+            shared: Arc::default(),
+            session: None,
+        }
+    }
+
+    #[test]
+    fn a_single_node_registry_sends_nothing_to_a_mirror() {
+        let registry = Registry::default();
+        let first = handle(&registry, None);
+        let conn = first.conn;
+        registry.insert("a", first);
+        assert!(registry.contains("a"));
+        registry.remove("a", conn);
+        assert!(!registry.contains("a"));
+        assert!(registry.mirror.get().is_none());
+    }
+
+    #[test]
+    fn the_mirror_sees_changes_in_order_and_an_overflow_asks_for_a_resync() {
+        let registry = Registry::default();
+        let (mut changes, overflowed) = registry.mirror();
+        let first = handle(&registry, Some("alice"));
+        let conn = first.conn;
+        registry.insert("a", first);
+        // A stale connection number removes nothing and sends nothing.
+        registry.remove("a", conn + 100);
+        registry.remove("a", conn);
+        match changes.try_recv() {
+            Ok(Change::Upsert(row)) => {
+                assert_eq!(row.id, "a");
+                assert_eq!(row.user.as_deref(), Some("alice"));
+            }
+            other => panic!("expected the insert, got {other:?}"),
+        }
+        assert!(matches!(changes.try_recv(), Ok(Change::Remove(id)) if id == "a"));
+        assert!(changes.try_recv().is_err());
+        assert!(!overflowed.load(Relaxed));
+
+        for n in 0..=MIRROR_QUEUE {
+            registry.insert(&n.to_string(), handle(&registry, None));
+        }
+        assert!(
+            overflowed.load(Relaxed),
+            "one change more than the queue holds"
+        );
+        assert_eq!(
+            registry.mirror_rows().len(),
+            MIRROR_QUEUE + 1,
+            "what a resync writes"
+        );
+    }
+}
