@@ -272,6 +272,11 @@ async fn user_pushes_and_kicks_reach_every_node_in_token_mode() {
     let (code, body, _) = admin(&base(&b), reqwest::Method::DELETE, "/api/users/alice", "").await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["closed"], 2, "{body}");
+    assert_eq!(
+        (&body["code"], &body["user"]),
+        (&serde_json::json!(4000), &serde_json::json!("alice")),
+        "{body}"
+    );
     for ws in [&mut alice_a, &mut alice_c] {
         assert_eq!(u16::from(expect_close(ws).await.unwrap().code), 4000);
     }

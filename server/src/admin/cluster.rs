@@ -94,7 +94,10 @@ pub async fn to_all(state: &AppState, command: Command) -> Answer {
     combine(&command, answers, unanswered)
 }
 
-/// Sums the numbers of the 200 answers (other fields from the first);
+/// The fields of the answers that are counts, summed over the nodes.
+const COUNTS: [&str; 5] = ["delivered", "dropped", "stored", "closed", "sessions_ended"];
+
+/// Sums the counts of the 200 answers (other fields from the first);
 /// every node 404 is 404, unless a node did not answer (504, it may hold
 /// the user).
 fn combine(command: &Command, answers: Vec<Answer>, unanswered: Vec<String>) -> Answer {
@@ -107,12 +110,13 @@ fn combine(command: &Command, answers: Vec<Answer>, unanswered: Vec<String>) -> 
                 found = true;
                 for (key, value) in fields {
                     match (sum.get_mut(&key), value.as_u64()) {
-                        (Some(total), Some(n)) if total.is_u64() => {
+                        (Some(total), Some(n)) if COUNTS.contains(&key.as_str()) => {
                             *total = json!(total.as_u64().unwrap_or(0) + n);
                         }
                         (None, _) => {
                             sum.insert(key, value);
                         }
+                        // The same on every node: the user, the close code.
                         _ => {}
                     }
                 }
@@ -149,5 +153,74 @@ fn combine(command: &Command, answers: Vec<Answer>, unanswered: Vec<String>) -> 
         status: 200,
         json: Some(Value::Object(sum)),
         text: String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(value: Value) -> Answer {
+        Answer {
+            status: 200,
+            json: Some(value),
+            text: String::new(),
+        }
+    }
+
+    fn not_found() -> Answer {
+        Answer {
+            status: 404,
+            json: None,
+            text: "no user \"u\"".into(),
+        }
+    }
+
+    fn kick_user() -> Command {
+        Command::KickUser {
+            user: "u".into(),
+            code: 4000,
+            reason: "kicked".into(),
+        }
+    }
+
+    #[test]
+    fn counts_add_up_and_the_rest_is_each_node_s() {
+        let answers = vec![
+            ok(json!({ "user": "u", "closed": 1, "sessions_ended": 0, "code": 4000 })),
+            not_found(),
+            ok(json!({ "user": "u", "closed": 2, "sessions_ended": 1, "code": 4000 })),
+        ];
+        let answer = combine(&kick_user(), answers, Vec::new());
+        assert_eq!(
+            answer.json,
+            Some(json!({ "user": "u", "closed": 3, "sessions_ended": 1, "code": 4000 }))
+        );
+    }
+
+    #[test]
+    fn unknown_everywhere_is_404_unless_a_node_did_not_answer() {
+        let answer = combine(&kick_user(), vec![not_found(), not_found()], Vec::new());
+        assert_eq!(
+            (answer.status, answer.text.as_str()),
+            (404, "no user \"u\"")
+        );
+        let answer = combine(&kick_user(), vec![not_found()], vec!["b".into()]);
+        assert_eq!(answer.status, 504);
+        assert!(answer.text.contains("\"b\""), "{}", answer.text);
+    }
+
+    #[test]
+    fn a_broadcast_names_the_nodes_that_did_not_answer() {
+        let broadcast = Command::Broadcast { body: "x".into() };
+        let answers = vec![
+            ok(json!({ "delivered": 2, "dropped": 0 })),
+            ok(json!({ "delivered": 1, "dropped": 1 })),
+        ];
+        let answer = combine(&broadcast, answers, vec!["c".into()]);
+        assert_eq!(
+            answer.json,
+            Some(json!({ "delivered": 3, "dropped": 1, "unanswered": ["c"] }))
+        );
     }
 }
