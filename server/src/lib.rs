@@ -174,9 +174,9 @@ pub async fn run(
     let connections = state.connections.clone();
     let config = state.config.clone();
     tokio::spawn(sweep_sessions(reliable, token.clone()));
-    if let Some(node) = &cluster {
-        node.start(&state.registry, admin::executor(state.clone()), &token);
-    }
+    let membership = cluster
+        .as_ref()
+        .map(|node| node.start(&state.registry, admin::executor(state.clone()), &token));
     let server = Arc::new(serve::Server::new(
         routes::router(state),
         &config,
@@ -207,6 +207,11 @@ pub async fn run(
             connections.len(),
             config.shutdown_timeout
         );
+    }
+    // Cluster mode: the node deletes its keys (it started when the token
+    // was cancelled); at most a second more, else its TTL will.
+    if let Some(membership) = membership {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), membership).await;
     }
     Ok(())
 }

@@ -408,6 +408,30 @@ async fn a_frozen_node_gives_504_and_a_dead_one_leaves_the_list_within_the_ttl()
     let (code, _, _) = admin(&url, reqwest::Method::POST, "/api/clients/far/push", "x").await;
     assert_eq!(code, 404);
     drop(sub);
+
+    // SIGTERM: the process deletes its keys before it exits, and leaves
+    // the list well before its TTL.
+    let mut sub = Subprocess::start(&redis, prefix, "sub2");
+    let (_ws, _) = tokio_tungstenite::connect_async(format!(
+        "{}/ws?client_id=near",
+        sub.base.replacen("http", "ws", 1)
+    ))
+    .await
+    .unwrap();
+    wait_until("the second subprocess's client in A's list", || {
+        let url = url.clone();
+        async move { listed(&url).await == Some(vec![("near".into(), "sub2".into())]) }
+    })
+    .await;
+    sub.signal("-TERM");
+    let stopped = Instant::now();
+    assert!(sub.child.wait().unwrap().success());
+    wait_until("the stopped node's client out of the list", || {
+        let url = url.clone();
+        async move { listed(&url).await.is_some_and(|rows| rows.is_empty()) }
+    })
+    .await;
+    assert!(stopped.elapsed() < TTL, "{:?}", stopped.elapsed());
     a.shutdown().await.unwrap();
 }
 

@@ -14,8 +14,8 @@
 //! full a change is dropped and a flag set, and the next heartbeat writes
 //! the whole hash again.
 //!
-//! While Redis is down the node serves on: changes are dropped (the resync
-//! will cover them) and `up` is false, which `/readyz`, `/metrics` and the
+//! While Redis is down (two heartbeats failed in a row) the node serves on:
+//! changes are dropped (the resync will cover them) and `up` is false, which `/readyz`, `/metrics` and the
 //! admin API read. The heartbeat keeps trying, every period, while the
 //! connection manager reconnects with its own exponential backoff.
 
@@ -40,6 +40,10 @@ struct Row<'a> {
     node: &'a str,
 }
 
+/// Heartbeats failed in a row before the node is not ready (`/readyz` 503,
+/// admin API 503 for what needs other nodes).
+const DOWN_AFTER: u32 = 2;
+
 /// At most this many changes go in one pipeline.
 const BATCH: usize = 256;
 
@@ -54,6 +58,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(node.heartbeat);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut resync = true;
+    let mut failures = 0;
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         tokio::select! {
@@ -67,9 +72,13 @@ pub async fn run(
                             tracing::info!(node = %node.id, "cluster: Redis reachable, node ready");
                         }
                         resync = false;
+                        failures = 0;
                     }
                     Err(err) => {
-                        if node.up.swap(false, Relaxed) {
+                        // One slow heartbeat on a loaded machine is not an
+                        // outage: not ready after two failures in a row.
+                        failures += 1;
+                        if failures >= DOWN_AFTER && node.up.swap(false, Relaxed) {
                             tracing::warn!(node = %node.id, "cluster: {err}; not ready until Redis answers again");
                         }
                         resync = true;

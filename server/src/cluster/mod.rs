@@ -168,22 +168,24 @@ impl Node {
     }
 
     /// Starts the heartbeat, the registry's mirror and the command reader;
-    /// they stop when `stop` is cancelled.
+    /// they stop when `stop` is cancelled. The returned task ends once the
+    /// node has left the cluster (its keys deleted): `run` waits for it, so
+    /// that a clean exit does not leave the node listed until its TTL.
     pub fn start(
         self: &Arc<Self>,
         registry: &Arc<crate::registry::Registry>,
         executor: Executor,
         stop: &CancellationToken,
-    ) {
+    ) -> tokio::task::JoinHandle<()> {
         tracing::info!(node = %self.id, prefix = %self.prefix, "cluster node: heartbeat {:?}, TTL {:?}", self.heartbeat, self.ttl);
         let changes = registry.mirror();
+        tokio::spawn(command::read(self.clone(), executor, stop.clone()));
         tokio::spawn(membership::run(
             self.clone(),
             registry.clone(),
             changes,
             stop.clone(),
-        ));
-        tokio::spawn(command::read(self.clone(), executor, stop.clone()));
+        ))
     }
 
     /// This node's id.
