@@ -271,6 +271,10 @@ pub struct Config {
     )]
     pub allowed_hosts: Vec<String>,
 
+    /// Scale-out on Redis (`--redis-url` and the cluster's flags).
+    #[command(flatten)]
+    pub cluster: crate::cluster::ClusterConfig,
+
     /// Without a subcommand the server serves.
     #[command(subcommand)]
     pub command: Option<Command>,

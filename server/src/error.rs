@@ -11,4 +11,8 @@ pub enum Error {
     /// `--allow-client-ids` with a key, ...).
     #[error("token mode: {0}")]
     Auth(#[from] crate::auth::ConfigError),
+    /// The cluster flags are not usable (a `--redis-url` that does not
+    /// parse, a node TTL not above the heartbeat, ...).
+    #[error("cluster: {0}")]
+    Cluster(String),
 }

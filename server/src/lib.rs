@@ -13,6 +13,15 @@
 //! resumable state, which outlives its connections; a *user* (token mode)
 //! is a token's `sub`, which may hold many connections and sessions.
 //!
+//! Several nodes (`--redis-url`, see `cluster` and docs/CLUSTER.md) share
+//! one Redis: each heartbeats a membership key with a TTL and mirrors its
+//! connections there, so `GET /api/clients` on any node lists every live
+//! node's connections, and a push, kick, user push or broadcast sent to any
+//! node reaches the node holding the connection through that node's Redis
+//! Stream (504 when it does not answer in time). `/readyz` answers 503 while
+//! Redis is unreachable; plain connections are served throughout. Without
+//! `--redis-url` none of this runs: one node, in memory, as before.
+//!
 //! Identities ([`auth`] has the details): by default the server assigns each
 //! connection a random 128-bit id and refuses `?client_id=` (1008) unless
 //! `--allow-client-ids` (development and tests: a self-chosen id is not
@@ -36,15 +45,18 @@
 //! | `registry` | connected clients, pushes and kicks |
 //! | `reliable/` | reliable mode: `session.rs` the `Session`, the only place that numbers, bounds and records a server message and filters client ones; `outcome.rs` the values in and out of it; `store.rs` the async `SessionStore` trait and its in-memory `MemoryStore` (caps in all and per client address, the age sweep); `budget.rs` the bytes of every history together against `--history-total-bytes` |
 //! | [`auth`] (public) | identities: constant-time compares; `jwt.rs` token mode's [`auth::Verifier`] (HS256, RS256, ES256 with `jsonwebtoken`), the [`auth::TokenError`] that names a refusal, [`auth::mint_hs256`] for tests, the testbed and the `token` subcommand (a leaf: no imports from the crate) |
-//! | `admin` | the `/api` handlers and the bearer-token guard |
+//! | `admin/` | the `/api` handlers (`mod.rs`); `local.rs` each operation on this node as an `Answer`, and the bearer-token guard; `cluster.rs` the same operations routed to the holding node or to every live node, answers summed |
+//! | `cluster/` | scale-out on Redis (the `redis` crate's tokio `ConnectionManager`; why in its docs): `config.rs` [`ClusterConfig`]; `mod.rs` the `Node` and the key layout; `membership.rs` heartbeat and the registry's mirror; `command.rs` the per-node command streams and answers with a deadline |
 //! | `queue` | a connection's outbound queue, bounded in messages and in bytes (`--send-queue-bytes`), and what it carries |
 //! | `timer` | a connection's timers: the idle deadline (pushed back by a clock read, not a timer reset per frame) and in token mode the token's expiry on the same timer, and the optional ticks |
 //! | `metrics` | counters rendered at `/metrics` |
 //! | `wire` | errors and messages mapped to frames and close codes |
 //!
 //! Imports go one way, with no cycle: `routes` → `admin`, `connection`,
-//! `echo` → `state` → `registry`, `config` → `reliable` → `auth`; `registry`
-//! → `queue` → `metrics`.
+//! `echo` → `state` → `cluster`, `registry`, `config` → `reliable` → `auth`;
+//! `cluster` → `registry` → `queue` → `metrics`. The cluster runs the admin
+//! module's local operations through an `Executor` closure handed to it at
+//! start, not by importing `admin`.
 //!
 //! # Example
 //!
@@ -62,6 +74,7 @@
 
 mod admin;
 pub mod auth;
+mod cluster;
 mod config;
 mod connection;
 mod echo;
@@ -87,6 +100,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use cluster::ClusterConfig;
 pub use config::{Command, Config, parse_duration};
 pub use error::Error;
 
@@ -138,6 +152,10 @@ pub async fn run(
             "token mode: every /ws connection needs a valid token"
         );
     }
+    let cluster = match &config.cluster.redis_url {
+        Some(url) => Some(Arc::new(cluster::Node::new(url, &config.cluster)?)),
+        None => None,
+    };
     let nofile = limits::raise_nofile_limit();
     let token = CancellationToken::new();
     let reliable = Arc::new(reliable::MemoryStore::new(config.reliable_limits()));
@@ -148,6 +166,7 @@ pub async fn run(
         auth,
         config: Arc::new(config),
         registry: Arc::default(),
+        cluster: cluster.clone(),
         metrics: metrics.clone(),
         shutdown: token.clone(),
         connections: TaskTracker::new(),
@@ -155,6 +174,9 @@ pub async fn run(
     let connections = state.connections.clone();
     let config = state.config.clone();
     tokio::spawn(sweep_sessions(reliable, token.clone()));
+    let membership = cluster
+        .as_ref()
+        .map(|node| node.start(&state.registry, admin::executor(state.clone()), &token));
     let server = Arc::new(serve::Server::new(
         routes::router(state),
         &config,
@@ -185,6 +207,11 @@ pub async fn run(
             connections.len(),
             config.shutdown_timeout
         );
+    }
+    // Cluster mode: the node deletes its keys (it started when the token
+    // was cancelled); at most a second more, else its TTL will.
+    if let Some(membership) = membership {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), membership).await;
     }
     Ok(())
 }

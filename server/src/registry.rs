@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Instant, SystemTime};
 
@@ -97,6 +97,9 @@ pub struct ClientHandle {
 #[derive(Debug, Serialize)]
 pub struct ClientInfo {
     id: String,
+    /// Cluster mode: the node holding the connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node: Option<String>,
     /// Token mode: the user (the token's `sub`).
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<String>,
@@ -127,6 +130,52 @@ pub struct ClientInfo {
 pub struct Registry {
     clients: Mutex<HashMap<String, ClientHandle>>,
     next_conn: AtomicU64,
+    /// Cluster mode only: where inserts and removals go, to be mirrored
+    /// into Redis. Unset on a single node (nothing is sent).
+    mirror: OnceLock<Mirror>,
+}
+
+/// Cluster mode: the bounded way from the registry to its mirror in Redis.
+#[derive(Debug)]
+struct Mirror {
+    changes: tokio::sync::mpsc::Sender<Change>,
+    /// Set when a change did not fit: the mirror then writes everything again.
+    overflowed: Arc<AtomicBool>,
+}
+
+impl Mirror {
+    fn send(&self, change: Change) {
+        if self.changes.try_send(change).is_err() {
+            self.overflowed.store(true, Relaxed);
+        }
+    }
+}
+
+/// Changes waiting for the mirror; beyond, it resyncs from the registry.
+const MIRROR_QUEUE: usize = 4096;
+
+/// What the cluster's list shows of a connection held by a node, mirrored
+/// into Redis (the counters stay on the node).
+#[derive(Debug, Clone, Serialize)]
+pub struct MirrorRow {
+    /// The client id.
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_name: Option<String>,
+    remote_addr: String,
+    /// Milliseconds since the Unix epoch.
+    connected_at: u64,
+}
+
+/// A change of the registry, for its mirror in Redis.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A connection was registered (or replaced one of the same id).
+    Upsert(MirrorRow),
+    /// A connection left.
+    Remove(String),
 }
 
 /// What became of a push to one client.
@@ -170,7 +219,12 @@ impl Registry {
 
     /// Registers `handle` as `id`, returning the connection it replaces.
     pub fn insert(&self, id: &str, handle: ClientHandle) -> Option<ClientHandle> {
-        self.lock().insert(id.to_owned(), handle)
+        let mut clients = self.lock();
+        if let Some(mirror) = self.mirror.get() {
+            // Sent under the lock, so the mirror sees changes in their order.
+            mirror.send(Change::Upsert(handle.mirror_row(id)));
+        }
+        clients.insert(id.to_owned(), handle)
     }
 
     /// Removes `id` if it is still connection `conn`.
@@ -178,16 +232,44 @@ impl Registry {
         let mut clients = self.lock();
         if clients.get(id).is_some_and(|h| h.conn == conn) {
             clients.remove(id);
+            if let Some(mirror) = self.mirror.get() {
+                mirror.send(Change::Remove(id.to_owned()));
+            }
         }
     }
 
-    /// The rows of `GET /api/clients`, sorted by id.
-    pub fn list(&self) -> Vec<ClientInfo> {
+    /// Cluster mode: from now on every insert and removal is sent to the
+    /// returned receiver (bounded: when it is full the flag is set and the
+    /// mirror must write every row again). Called once, at start.
+    pub fn mirror(&self) -> (tokio::sync::mpsc::Receiver<Change>, Arc<AtomicBool>) {
+        let (changes, rx) = tokio::sync::mpsc::channel(MIRROR_QUEUE);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let _ = self.mirror.set(Mirror {
+            changes,
+            overflowed: overflowed.clone(),
+        });
+        (rx, overflowed)
+    }
+
+    /// Every connection as mirrored (a full resync of the mirror).
+    pub fn mirror_rows(&self) -> Vec<MirrorRow> {
+        self.lock().iter().map(|(id, h)| h.mirror_row(id)).collect()
+    }
+
+    /// True when connection `id` is held here.
+    pub fn contains(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
+    /// The rows of `GET /api/clients`, sorted by id; with `node` (cluster
+    /// mode) each row names it.
+    pub fn list(&self, node: Option<&str>) -> Vec<ClientInfo> {
         let mut rows: Vec<ClientInfo> = self
             .lock()
             .iter()
             .map(|(id, h)| ClientInfo {
                 id: id.clone(),
+                node: node.map(str::to_owned),
                 user: h.user.as_deref().map(str::to_owned),
                 client_name: h.client_name.as_deref().map(str::to_owned),
                 remote_addr: h.remote_addr.to_string(),
@@ -271,6 +353,16 @@ impl Registry {
 }
 
 impl ClientHandle {
+    fn mirror_row(&self, id: &str) -> MirrorRow {
+        MirrorRow {
+            id: id.to_owned(),
+            user: self.user.as_deref().map(str::to_owned),
+            client_name: self.client_name.as_deref().map(str::to_owned),
+            remote_addr: self.remote_addr.to_string(),
+            connected_at: millis(self.connected_at),
+        }
+    }
+
     /// The reliable session this connection speaks for, if bound.
     fn bound(&self) -> Option<&SessionRef> {
         self.session.as_ref().and_then(|slot| slot.get())
@@ -313,4 +405,70 @@ impl ClientHandle {
 pub fn millis(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(registry: &Registry, user: Option<&str>) -> ClientHandle {
+        let (outbound, _) = queue::channel(4, 1024, Arc::default());
+        ClientHandle {
+            conn: registry.next_conn(),
+            remote_addr: SocketAddr::from(([127, 0, 0, 1], 9)),
+            user: user.map(Arc::from),
+            client_name: None,
+            connected_at: SystemTime::UNIX_EPOCH,
+            outbound,
+            shared: Arc::default(),
+            session: None,
+        }
+    }
+
+    #[test]
+    fn a_single_node_registry_sends_nothing_to_a_mirror() {
+        let registry = Registry::default();
+        let first = handle(&registry, None);
+        let conn = first.conn;
+        registry.insert("a", first);
+        assert!(registry.contains("a"));
+        registry.remove("a", conn);
+        assert!(!registry.contains("a"));
+        assert!(registry.mirror.get().is_none());
+    }
+
+    #[test]
+    fn the_mirror_sees_changes_in_order_and_an_overflow_asks_for_a_resync() {
+        let registry = Registry::default();
+        let (mut changes, overflowed) = registry.mirror();
+        let first = handle(&registry, Some("alice"));
+        let conn = first.conn;
+        registry.insert("a", first);
+        // A stale connection number removes nothing and sends nothing.
+        registry.remove("a", conn + 100);
+        registry.remove("a", conn);
+        match changes.try_recv() {
+            Ok(Change::Upsert(row)) => {
+                assert_eq!(row.id, "a");
+                assert_eq!(row.user.as_deref(), Some("alice"));
+            }
+            other => panic!("expected the insert, got {other:?}"),
+        }
+        assert!(matches!(changes.try_recv(), Ok(Change::Remove(id)) if id == "a"));
+        assert!(changes.try_recv().is_err());
+        assert!(!overflowed.load(Relaxed));
+
+        for n in 0..=MIRROR_QUEUE {
+            registry.insert(&n.to_string(), handle(&registry, None));
+        }
+        assert!(
+            overflowed.load(Relaxed),
+            "one change more than the queue holds"
+        );
+        assert_eq!(
+            registry.mirror_rows().len(),
+            MIRROR_QUEUE + 1,
+            "what a resync writes"
+        );
+    }
 }

@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(ws))
         .route("/echo", get(echo))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api", api);
     let index = state.config.static_dir.join("index.html");
@@ -61,15 +62,35 @@ pub fn router(state: AppState) -> Router {
     router.with_state(state)
 }
 
+/// `/readyz`: 200 while this node can do everything it offers; in cluster
+/// mode 503 while Redis is unreachable (plain connections are still
+/// served, and `/healthz` stays 200), so a load balancer can send new
+/// clients elsewhere. Always 200 on a single node.
+async fn readyz(State(state): State<AppState>) -> Response {
+    match &state.cluster {
+        Some(node) if !node.is_up() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: Redis is unreachable",
+        )
+            .into_response(),
+        _ => "ready".into_response(),
+    }
+}
+
 async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         format!(
-            "{}# HELP ws_reliable_sessions Reliable sessions held (connected or waiting for a resume).\n\
+            "{}{}# HELP ws_reliable_sessions Reliable sessions held (connected or waiting for a resume).\n\
              # TYPE ws_reliable_sessions gauge\nws_reliable_sessions {}\n\
              # HELP ws_reliable_history_bytes Bytes of every reliable session's history of unacknowledged messages (bounded by --history-total-bytes).\n\
              # TYPE ws_reliable_history_bytes gauge\nws_reliable_history_bytes {}\n",
             state.metrics.render(),
+            state
+                .cluster
+                .as_ref()
+                .map(|node| node.render_metrics())
+                .unwrap_or_default(),
             state.reliable.len().await,
             state.reliable.history_bytes().await
         ),

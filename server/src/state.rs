@@ -22,6 +22,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Reliable-mode sessions, which outlive their connections.
     pub reliable: Arc<reliable::MemoryStore>,
+    /// Cluster mode (`--redis-url`): this node; `None` on a single node.
+    pub cluster: Option<Arc<crate::cluster::Node>>,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server shuts down.

@@ -161,6 +161,9 @@ async fn plain_http_routes_answer_clearly() {
     let response = reqwest::get(server.http_url("/healthz")).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "ok");
+    // Without --redis-url there is nothing to wait for: always ready.
+    let response = reqwest::get(server.http_url("/readyz")).await.unwrap();
+    assert_eq!(response.status(), 200);
     let page = reqwest::get(server.http_url("/"))
         .await
         .unwrap()
@@ -186,6 +189,10 @@ async fn plain_http_routes_answer_clearly() {
     ] {
         assert!(metrics.contains(name), "{name} missing from\n{metrics}");
     }
+    assert!(
+        !metrics.contains("ws_cluster_"),
+        "a single node has no cluster metrics"
+    );
     server.shutdown().await.unwrap();
 }
 

@@ -44,6 +44,7 @@
 //! | `test_server` | [`TestServer`], [`config`], [`quiet_config`] |
 //! | `tokens` | token mode: [`token_config`], [`mint_token`], [`TEST_JWT_SECRET`] |
 //! | `proxy` | [`FaultProxy`]: cuts connections after a random number of bytes |
+//! | `redis` | [`RedisServer`]: `redis-server` on a free port without persistence, for the cluster tests; stop and restart on the same port |
 //! | `lib.rs` | [`Testbed`] and its control API |
 //!
 //! # Example
@@ -63,10 +64,12 @@
 #![warn(missing_docs)]
 
 mod proxy;
+mod redis;
 mod test_server;
 mod tokens;
 
 pub use proxy::{FaultProxy, Faults};
+pub use redis::RedisServer;
 pub use test_server::{TestServer, config, quiet_config};
 pub use tokens::{TEST_JWT_SECRET, mint_token, token_config, try_mint_token};
 

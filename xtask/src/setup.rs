@@ -10,6 +10,7 @@
 //! | rustfmt, clippy | rustup | the toolchain's | test |
 //! | `wasm-pack` | `cargo install wasm-pack` | any | test (the socket's browser tests) |
 //! | `chromium`, `chromedriver` | Debian packages (needs root) | matching pair | test, bench |
+//! | `redis-server` | Debian package `redis-server` (needs root) | Debian's (7.0 on bookworm) | test (the cluster tests) |
 //! | `go`, gorilla/websocket | Debian packages `golang-go`, `golang-github-gorilla-websocket-dev` (needs root) | Debian's | bench |
 //!
 //! `run` installs only its four: on a fresh machine the time to the first
@@ -297,6 +298,36 @@ pub fn ensure_go() {
             eprintln!("setup: could not install Go ({err:#}); the gorilla server will be skipped");
         }
     }
+}
+
+/// `redis-server` for the cluster tests (`testbed::RedisServer` starts it
+/// on a free port): installed with apt-get when missing, as Chromium is.
+///
+/// # Errors
+///
+/// When it is missing and cannot be installed here; the message says how.
+#[cfg(feature = "testbed")]
+pub fn ensure_redis() -> Result<()> {
+    if which(&["redis-server"]).is_some() {
+        return Ok(());
+    }
+    let is_root = output(&mut command("id", &["-u"])).is_some_and(|id| id.trim() == "0");
+    let has_apt = which(&["apt-get"]).is_some();
+    if !is_root || !has_apt {
+        bail!(
+            "the cluster tests need redis-server. Install it \
+             (Debian/Ubuntu: `sudo apt-get install redis-server`), then run this again"
+        );
+    }
+    eprintln!("setup: installing redis-server with apt-get");
+    cmd::run(&mut command("apt-get", &["update"]))?;
+    cmd::run(
+        command("apt-get", &["install", "-y", "redis-server"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    which(&["redis-server"])
+        .map(|_| ())
+        .context("redis-server is still missing after apt-get install")
 }
 
 fn ensure_browser() -> Result<PathBuf> {

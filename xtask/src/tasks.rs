@@ -76,6 +76,8 @@ pub fn test() -> Result<()> {
     let chromedriver = tools
         .chromedriver
         .context("setup did not find chromedriver")?;
+    // The cluster tests start their own redis-server on a free port.
+    setup::ensure_redis()?;
     let mut steps = Steps::default();
     steps.run("format", || {
         cmd::run(&mut command("cargo", &["fmt", "--all", "--check"]))

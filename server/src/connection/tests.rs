@@ -34,6 +34,7 @@ fn state(args: &[&str]) -> AppState {
         auth: config.verifier().unwrap().map(Arc::new),
         config: Arc::new(config),
         registry: Arc::default(),
+        cluster: None,
         metrics: Arc::default(),
         shutdown: CancellationToken::new(),
         connections: TaskTracker::new(),
@@ -239,7 +240,7 @@ async fn a_resume_elsewhere_ends_the_first_connection_with_4002() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !state
         .registry
-        .list()
+        .list(None)
         .iter()
         .any(|row| serde_json::to_value(row).unwrap()["session"].as_str() == Some(session.as_str()))
     {

@@ -1,15 +1,11 @@
-//! The admin API under `/api`, guarded by a bearer token.
-//!
-//! With no `--admin-token` configured every request gets 403; a missing or
-//! wrong token gets 401. Per connection: `/api/clients…`; per user (token
-//! mode only, 404 in anonymous mode): `/api/users/{user}…`.
+//! The admin operations on this node's connections and sessions, each
+//! returning the [`Answer`] a single node gives; and the bearer-token guard.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -18,6 +14,7 @@ use serde_json::json;
 use shared::{PushEncoder, close_code};
 
 use crate::auth;
+use crate::cluster::{Answer, Command};
 use crate::registry::{CloseRequest, PushOutcome, millis};
 use crate::reliable::{Outgoing, SessionStore, To};
 use crate::state::AppState;
@@ -50,61 +47,88 @@ pub async fn require_token(
     next.run(request).await
 }
 
-/// `GET /api/clients`
-pub async fn list(State(state): State<AppState>) -> Response {
-    Json(state.registry.list()).into_response()
+fn json(status: StatusCode, value: serde_json::Value) -> Answer {
+    Answer {
+        status: status.as_u16(),
+        json: Some(value),
+        text: String::new(),
+    }
 }
 
-/// `POST /api/clients/{id}/push` with a text body (at most `--max-push-size`, else 413).
-pub async fn push(State(state): State<AppState>, Path(id): Path<String>, body: String) -> Response {
+fn text(status: StatusCode, text: impl Into<String>) -> Answer {
+    Answer {
+        status: status.as_u16(),
+        json: None,
+        text: text.into(),
+    }
+}
+
+/// Runs `command` on this node.
+pub async fn execute(state: &AppState, command: Command) -> Answer {
+    match command {
+        Command::Push { id, body } => push(state, &id, body).await,
+        Command::Kick { id, code, reason } => kick(state, &id, CloseRequest { code, reason }),
+        Command::PushUser { user, body } => push_user(state, &user, body).await,
+        Command::KickUser { user, code, reason } => {
+            kick_user(state, &user, &CloseRequest { code, reason }).await
+        }
+        Command::Broadcast { body } => broadcast(state, body),
+    }
+}
+
+/// A push to connection `id` (or its reliable session, away).
+pub async fn push(state: &AppState, id: &str, body: String) -> Answer {
     let push = Arc::new(PushEncoder::new(millis(SystemTime::now()), &body));
     drop(body);
-    match state.registry.push(&id, push.clone()) {
-        PushOutcome::Queued => Json(json!({ "queued": true })).into_response(),
+    match state.registry.push(id, push.clone()) {
+        PushOutcome::Queued => json(StatusCode::OK, json!({ "queued": true })),
         PushOutcome::QueueFull => {
             crate::metrics::Metrics::add(&state.metrics.pushes_dropped, 1);
-            (
+            text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the client's queue is full",
             )
-                .into_response()
         }
-        PushOutcome::NotReady => (
+        PushOutcome::NotReady => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "the client's reliable session is not set up yet (nothing numbered either way yet); retry",
-        )
-            .into_response(),
-        PushOutcome::Unknown => match state.reliable.detached_of(&id).await {
+        ),
+        PushOutcome::Unknown => match state.reliable.detached_of(id).await {
             // A reliable client that is away: the push waits for its resume.
             Some(session) => {
                 let push = Outgoing::Shared(push);
                 match crate::reliable::lock(&session).send(To::Away, push, Instant::now()) {
-                    Ok(_) => (
+                    Ok(_) => json(
                         StatusCode::ACCEPTED,
-                        Json(json!({ "queued": false, "stored": true })),
-                    )
-                        .into_response(),
+                        json!({ "queued": false, "stored": true }),
+                    ),
                     // It came back in the meantime: the registry has it now.
-                    Err(_) => (
+                    Err(_) => text(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the client has just resumed its session; retry",
-                    )
-                        .into_response(),
+                    ),
                 }
             }
-            None => (StatusCode::NOT_FOUND, format!("no client {id:?}")).into_response(),
+            None => no_client(id),
         },
     }
 }
 
-/// `POST /api/broadcast` with a text body (at most `--max-push-size`, else
-/// 413), escaped and encoded once for every client.
-pub async fn broadcast(State(state): State<AppState>, body: String) -> Response {
+/// 404 for an unknown connection.
+pub fn no_client(id: &str) -> Answer {
+    text(StatusCode::NOT_FOUND, format!("no client {id:?}"))
+}
+
+/// A broadcast to every connection of this node, encoded once.
+pub fn broadcast(state: &AppState, body: String) -> Answer {
     let push = Arc::new(PushEncoder::new(millis(SystemTime::now()), &body));
     drop(body);
     let (delivered, dropped) = state.registry.broadcast(&push);
     crate::metrics::Metrics::add(&state.metrics.pushes_dropped, dropped as u64);
-    Json(json!({ "delivered": delivered, "dropped": dropped })).into_response()
+    json(
+        StatusCode::OK,
+        json!({ "delivered": delivered, "dropped": dropped }),
+    )
 }
 
 /// The query of `DELETE /api/clients/{id}`.
@@ -118,7 +142,7 @@ pub struct KickQuery {
 
 /// The close a kick asks for: 4000 "kicked" unless the query chooses.
 /// A bad query is answered 400 with the returned text.
-fn close_request(
+pub fn close_request(
     query: Result<Query<KickQuery>, QueryRejection>,
 ) -> Result<CloseRequest, &'static str> {
     const CODES: &str = "code must be 1000, 1001, 1012, 1013 or 4000-4999";
@@ -137,50 +161,36 @@ fn close_request(
     Ok(CloseRequest { code, reason })
 }
 
-/// `DELETE /api/clients/{id}?code=N&reason=R`: default 4000 "kicked".
-pub async fn kick(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    query: Result<Query<KickQuery>, QueryRejection>,
-) -> Response {
-    let request = match close_request(query) {
-        Ok(request) => request,
-        Err(text) => return (StatusCode::BAD_REQUEST, text).into_response(),
-    };
+/// Closes connection `id` as `request` asks.
+pub fn kick(state: &AppState, id: &str, request: CloseRequest) -> Answer {
     let code = request.code;
-    if state.registry.kick(&id, request) {
-        Json(json!({ "closed": id, "code": code })).into_response()
+    if state.registry.kick(id, request) {
+        json(StatusCode::OK, json!({ "closed": id, "code": code }))
     } else {
-        (StatusCode::NOT_FOUND, format!("no client {id:?}")).into_response()
+        no_client(id)
     }
 }
 
 /// 404 for a user with nothing on this server, and for every user in
 /// anonymous mode (there are no users).
-fn no_user(user: &str) -> Response {
-    (StatusCode::NOT_FOUND, format!("no user {user:?}")).into_response()
+pub fn no_user(user: &str) -> Answer {
+    text(StatusCode::NOT_FOUND, format!("no user {user:?}"))
 }
 
-/// `POST /api/users/{user}/push` (token mode) with a text body: to every
-/// connection of the user, and stored for each of the user's reliable
-/// sessions that is away (for its resume). `{"delivered":n,"stored":m}`;
-/// 404 when the user has neither.
-pub async fn push_user(
-    State(state): State<AppState>,
-    Path(user): Path<String>,
-    body: String,
-) -> Response {
+/// A push to every connection of `user` here, and stored for each of the
+/// user's reliable sessions that is away.
+pub async fn push_user(state: &AppState, user: &str, body: String) -> Answer {
     if state.auth.is_none() {
-        return no_user(&user);
+        return no_user(user);
     }
     let push = Arc::new(PushEncoder::new(millis(SystemTime::now()), &body));
     drop(body);
-    let (delivered, connections) = state.registry.push_user(&user, &push);
+    let (delivered, connections) = state.registry.push_user(user, &push);
     crate::metrics::Metrics::add(
         &state.metrics.pushes_dropped,
         (connections - delivered) as u64,
     );
-    let away = state.reliable.detached_of_user(&user).await;
+    let away = state.reliable.detached_of_user(user).await;
     let now = Instant::now();
     // A session that came back meanwhile refuses `To::Away`: its
     // connection is in the registry now.
@@ -194,33 +204,27 @@ pub async fn push_user(
         })
         .count();
     if connections == 0 && away.is_empty() {
-        return no_user(&user);
+        return no_user(user);
     }
-    Json(json!({ "delivered": delivered, "stored": stored })).into_response()
+    json(
+        StatusCode::OK,
+        json!({ "delivered": delivered, "stored": stored }),
+    )
 }
 
-/// `DELETE /api/users/{user}?code=N&reason=R` (token mode): closes every
-/// connection of the user (4000 "kicked" by default) and ends the user's
-/// reliable sessions. Tokens are not revoked: the user may connect again
-/// with a valid one. 404 when the user has neither.
-pub async fn kick_user(
-    State(state): State<AppState>,
-    Path(user): Path<String>,
-    query: Result<Query<KickQuery>, QueryRejection>,
-) -> Response {
+/// Closes every connection of `user` here and ends the user's sessions.
+pub async fn kick_user(state: &AppState, user: &str, request: &CloseRequest) -> Answer {
     if state.auth.is_none() {
-        return no_user(&user);
+        return no_user(user);
     }
-    let request = match close_request(query) {
-        Ok(request) => request,
-        Err(text) => return (StatusCode::BAD_REQUEST, text).into_response(),
-    };
     let code = request.code;
-    let closed = state.registry.kick_user(&user, &request);
-    let sessions = state.reliable.end_user(&user).await;
+    let closed = state.registry.kick_user(user, request);
+    let sessions = state.reliable.end_user(user).await;
     if closed == 0 && sessions == 0 {
-        return no_user(&user);
+        return no_user(user);
     }
-    Json(json!({ "user": user, "closed": closed, "sessions_ended": sessions, "code": code }))
-        .into_response()
+    json(
+        StatusCode::OK,
+        json!({ "user": user, "closed": closed, "sessions_ended": sessions, "code": code }),
+    )
 }
