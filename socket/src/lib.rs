@@ -216,6 +216,9 @@ mod dispatch;
 pub mod driver;
 mod message;
 mod stream;
+// Issue 15's pure coordinator, not wired into `Socket` yet (see its docs).
+#[doc(hidden)]
+pub mod tabs;
 mod token;
 mod transport;
 mod typed;
