@@ -47,6 +47,8 @@ impl Tabs {
                     self.broadcast(TabMessage::Send { n, frame });
                 }
                 self.broadcast(TabMessage::Heartbeat);
+                // We hold the state now: we may line up to lead next.
+                self.request_lock();
                 if changed {
                     self.role_changed();
                 }
@@ -58,7 +60,15 @@ impl Tabs {
                 self.leader = None;
             }
             _ if !from_leader => {}
-            TabMessage::Accepted(pending) => {
+            body => self.apply(body),
+        }
+    }
+
+    /// The leader's updates of the shared state, and its news.
+    pub(super) fn apply(&mut self, body: TabMessage) {
+        match body {
+            // Idempotent: a late copy of an old leader's changes nothing.
+            TabMessage::Accepted(pending) if pending.n > self.accepted_of(&pending.tab) => {
                 self.shared.accepted.insert(pending.tab.clone(), pending.n);
                 self.shared.pending.push_back(pending);
             }

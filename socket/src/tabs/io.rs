@@ -31,6 +31,8 @@ pub enum TabSend {
 pub enum Input {
     /// The Web Lock was granted to this tab: it leads.
     LockAcquired,
+    /// The lock asked for with [`Effect::TryLock`] is held by another tab.
+    LockBusy,
     /// Another tab's broadcast (parsed with [`Envelope::from_json`]).
     Channel(Envelope),
     /// The heartbeat interval fired.
@@ -110,7 +112,13 @@ pub enum TabEvent {
 pub enum Effect {
     /// Post on the channel (as [`Envelope::to_json`]).
     Broadcast(Envelope),
-    /// Ask for the lock; its grant is [`Input::LockAcquired`].
+    /// Ask for the lock if no tab holds it (`ifAvailable`): granted,
+    /// [`Input::LockAcquired`] (no other tab: lead at once); held,
+    /// [`Input::LockBusy`].
+    TryLock,
+    /// Wait in line for the lock; its grant is [`Input::LockAcquired`].
+    /// Asked only once the tab knows the leader's state, so that a tab never
+    /// leads from nothing while a state exists.
     RequestLock,
     /// Take the lock from a leader that stopped answering.
     StealLock,

@@ -7,8 +7,11 @@ use super::{
 };
 
 impl Tabs {
-    /// The lock is ours: lead from the replica.
-    pub(super) fn lead(&mut self) {
+    /// The lock is ours. If the previous leader has not said `Bye`, its
+    /// last broadcasts may still be on their way (the lock's grant is not
+    /// ordered with the channel): catch up on them first, until its `Bye`
+    /// or [`super::SILENCE_MS`], so that no seq it used is used again.
+    pub(super) fn lead(&mut self, now: f64) {
         if self.role == Role::Leader {
             return;
         }
@@ -16,7 +19,15 @@ impl Tabs {
         self.epoch += 1;
         // Followers heartbeat on our announcement and are counted then.
         self.members.clear();
-        self.leader = None;
+        match self.leader.take() {
+            Some((old, _)) => self.catching_up = Some((old, now)),
+            None => self.take_over(),
+        }
+    }
+
+    /// Leads from the replica: announce, open, hand our own messages over.
+    pub(super) fn take_over(&mut self) {
+        self.catching_up = None;
         self.tabs = self.tabs_now();
         self.link = LinkState::Connecting;
         self.announce();
@@ -120,6 +131,17 @@ impl Tabs {
     }
 
     pub(super) fn as_leader(&mut self, from: TabId, body: TabMessage, now: f64) {
+        if let Some((old, _)) = &self.catching_up {
+            // Only the previous leader's last words count; the others'
+            // sends come again on our announcement.
+            if from == *old {
+                match body {
+                    TabMessage::Bye => self.take_over(),
+                    body => self.apply(body),
+                }
+            }
+            return;
+        }
         match body {
             TabMessage::Hello { config } => {
                 if config != self.config {
@@ -142,6 +164,7 @@ impl Tabs {
             TabMessage::Leader { epoch, .. } if epoch > self.epoch => {
                 // A tab stole the lock from us: step down, it carries on.
                 self.role = Role::Follower;
+                self.lock = super::Lock::Busy(now);
                 self.members.clear();
                 self.effects
                     .push_back(Effect::DriveSocket(SocketCall::Release));

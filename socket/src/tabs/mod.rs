@@ -11,15 +11,28 @@
 //! # The rules
 //!
 //! * **Roles.** A tab starts as a [`Role::Follower`] without a leader: it
-//!   says `Hello` and asks for the lock ([`Effect::RequestLock`]). The tab
-//!   the lock is granted to ([`Input::LockAcquired`]) becomes
-//!   [`Role::Leader`]: it announces itself ([`TabMessage::Leader`], with a
-//!   growing epoch and the [`Shared`] state) and opens the socket from that
-//!   state ([`SocketCall::Open`]). A tab whose config differs from the
-//!   leader's ([`TabConfig`]: URL, reliable mode, token provider presence),
-//!   or whose browser lacks the APIs ([`Input::Unsupported`]), becomes
-//!   [`Role::Alone`]: [`Effect::GoAlone`] tells the glue to run a socket of
-//!   its own, with the messages not yet handed to a leader.
+//!   says `Hello` and tries the lock if free ([`Effect::TryLock`]). Free:
+//!   no other tab holds any state, it leads at once. Held
+//!   ([`Input::LockBusy`]): it lines up ([`Effect::RequestLock`]) only once
+//!   a leader's announcement gave it the [`Shared`] state (or after
+//!   [`SILENCE_MS`] without one), so that no tab ever leads from nothing
+//!   while a state exists. The tab the lock is granted to
+//!   ([`Input::LockAcquired`]) becomes [`Role::Leader`]: it announces itself
+//!   ([`TabMessage::Leader`], with a growing epoch and the [`Shared`] state)
+//!   and opens the socket from that state ([`SocketCall::Open`]). A tab
+//!   whose config differs from the leader's ([`TabConfig`]: URL, reliable
+//!   mode, token provider presence), or whose browser lacks the APIs
+//!   ([`Input::Unsupported`]), becomes [`Role::Alone`]: [`Effect::GoAlone`]
+//!   tells the glue to run a socket of its own, with the messages not yet
+//!   handed to a leader.
+//! * **Catch-up.** The lock's grant is not ordered with the channel: the old
+//!   leader's last broadcasts may reach the new one after the grant. So a
+//!   new leader that has not seen its predecessor's `Bye` waits for it
+//!   (applying what comes before it, nothing else; [`TabSend::Queued`] for
+//!   its own sends), or for [`SILENCE_MS`] if the old one died without a
+//!   word, before it announces and opens: no seq the old leader used is
+//!   given again. The channel itself is assumed to deliver in one order to
+//!   every tab (the browser routes it through one place).
 //! * **Sends.** Every tab's messages, the leader's own included, are
 //!   numbered per tab (`n` from 1) and count against the tab's own bound
 //!   (the config's queue capacity and byte limit, the same
@@ -59,7 +72,9 @@
 //! * `Config::with_shared_across_tabs(name)`, `Socket::tab_id()`, and
 //!   `SendOutcome::Forwarded` (adding the variant breaks the console's
 //!   exhaustive match in `client/`; make `SendOutcome` `#[non_exhaustive]`).
-//! * Perform the effects: `navigator.locks.request(name, ...)` (granted:
+//! * Perform the effects: `navigator.locks.request(name, { ifAvailable: true }, ...)`
+//!   for [`Effect::TryLock`] (a `null` lock: [`Input::LockBusy`]),
+//!   `navigator.locks.request(name, ...)` for [`Effect::RequestLock`] (granted:
 //!   [`Input::LockAcquired`]; the lock is held until [`Effect::ReleaseLock`]
 //!   or the tab goes away), `{ steal: true }` for [`Effect::StealLock`], a
 //!   `BroadcastChannel(name)` for [`Effect::Broadcast`] (post
@@ -79,9 +94,11 @@
 //!
 //! | file | what it holds |
 //! |---|---|
-//! | `tabs/mod.rs` | [`Tabs`], [`Input`], [`Effect`], [`SocketCall`], [`SocketReport`] |
+//! | `tabs/mod.rs` | [`Tabs`]: state, the public calls, heartbeats, the channel's dispatch |
 //! | `tabs/wire.rs` | [`Envelope`], [`TabMessage`], [`Shared`], [`TabConfig`]: the tab protocol |
-//! | `tabs/tests.rs` | unit tests, and several tabs simulated in-process with a server, leaders closed mid-stream |
+//! | `tabs/leader.rs`, `tabs/follower.rs` | the leader's rules (lead, catch up, accept, confirm, socket reports) and the follower's (follow, resend, the replica) |
+//! | `tabs/io.rs` | [`Input`], [`Effect`], [`SocketCall`], [`SocketReport`], [`TabEvent`], [`Role`], [`TabSend`] |
+//! | `tabs/tests/` | unit tests (`mod.rs`), and several tabs and a reliable server simulated in-process, leaders closed mid-stream (`sim.rs`) |
 
 mod follower;
 mod io;
@@ -105,6 +122,19 @@ pub const HEARTBEAT_MS: u64 = 1_000;
 /// A tab not heard for this long is gone (a leader: replaced, best effort).
 pub const SILENCE_MS: f64 = 5_000.0;
 
+/// Where a tab stands with the lock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Lock {
+    /// [`Effect::TryLock`] asked, no answer yet.
+    Trying,
+    /// Held by another tab since `.0`; waiting to learn the leader's state.
+    Busy(f64),
+    /// In line ([`Effect::RequestLock`]).
+    Requested,
+    /// Ours.
+    Held,
+}
+
 /// The tab coordinator; see the [module docs](self).
 #[derive(Debug)]
 pub struct Tabs {
@@ -122,6 +152,10 @@ pub struct Tabs {
     /// The replica of the leader's state (the leader's own when leading).
     shared: Shared,
     epoch: u64,
+    /// Where this tab stands with the lock.
+    lock: Lock,
+    /// Leader: the previous leader whose last broadcasts we wait for, and since when.
+    catching_up: Option<(TabId, f64)>,
     /// The current leader and when it was last heard.
     leader: Option<(TabId, f64)>,
     /// Leader: the other tabs and when each was last heard.
@@ -148,6 +182,8 @@ impl Tabs {
             shared: Shared::default(),
             epoch: 0,
             leader: None,
+            catching_up: None,
+            lock: Lock::Trying,
             members: BTreeMap::new(),
             tabs: 1,
             link: LinkState::Connecting,
@@ -200,7 +236,7 @@ impl Tabs {
         self.broadcast(TabMessage::Hello {
             config: self.config.clone(),
         });
-        self.effects.push_back(Effect::RequestLock);
+        self.effects.push_back(Effect::TryLock);
     }
 
     /// Sends `message` through the shared connection.
@@ -234,10 +270,12 @@ impl Tabs {
         self.outbox_bytes += size;
         self.outbox.push_back((n, frame.clone()));
         Ok(match self.role {
-            Role::Leader => {
+            Role::Leader if self.catching_up.is_none() => {
                 self.accept(self.me.clone(), n, frame);
                 TabSend::Sent
             }
+            // Catching up: handed over once the lead is taken.
+            Role::Leader => TabSend::Queued,
             _ if self.leader.is_some() => {
                 self.broadcast(TabMessage::Send { n, frame });
                 TabSend::Forwarded
@@ -279,11 +317,22 @@ impl Tabs {
             return;
         }
         match input {
-            Input::LockAcquired => self.lead(),
+            Input::LockAcquired => {
+                self.lock = Lock::Held;
+                self.lead(now);
+            }
+            Input::LockBusy => {
+                self.lock = Lock::Busy(now);
+                if self.leader.is_some() {
+                    self.request_lock();
+                }
+            }
             Input::Channel(envelope) => self.channel(envelope, now),
             Input::Tick => self.tick(now),
             Input::Unsupported => self.go_alone(TabEvent::Unsupported),
-            Input::Socket(report) if self.role == Role::Leader => self.socket(report),
+            Input::Socket(report) if self.role == Role::Leader && self.catching_up.is_none() => {
+                self.socket(report);
+            }
             Input::Socket(_) => {}
         }
     }
@@ -346,6 +395,14 @@ impl Tabs {
         self.effects.push_back(Effect::GoAlone { unsent });
     }
 
+    /// Lines up for the lock, once.
+    pub(super) fn request_lock(&mut self) {
+        if matches!(self.lock, Lock::Busy(_)) {
+            self.lock = Lock::Requested;
+            self.effects.push_back(Effect::RequestLock);
+        }
+    }
+
     pub(super) fn tabs_now(&self) -> usize {
         self.members.len() + 1
     }
@@ -376,6 +433,12 @@ impl Tabs {
         self.broadcast(TabMessage::Heartbeat);
         match self.role {
             Role::Leader => {
+                if let Some((_, since)) = &self.catching_up
+                    && now - *since > SILENCE_MS
+                {
+                    // The previous leader died without a word: go on.
+                    self.take_over();
+                }
                 let before = self.members.len();
                 self.members.retain(|_, heard| now - *heard <= SILENCE_MS);
                 if self.members.len() != before {
@@ -383,6 +446,12 @@ impl Tabs {
                 }
             }
             _ => {
+                if let Lock::Busy(since) = self.lock
+                    && now - since > SILENCE_MS
+                {
+                    // No leader answered: line up all the same (best effort).
+                    self.request_lock();
+                }
                 if let Some((_, heard)) = &self.leader
                     && now - *heard > SILENCE_MS
                 {

@@ -2,6 +2,8 @@
 //! server simulated in-process with leaders closed mid-stream.
 
 use super::*;
+
+mod sim;
 use crate::config::Config;
 
 fn config(reliable: bool) -> Config {
@@ -94,7 +96,7 @@ fn the_tab_granted_the_lock_leads_and_opens_the_socket() {
     a.start();
     let start = drain(&mut a);
     assert!(matches!(bodies(&start)[..], [TabMessage::Hello { .. }]));
-    assert_eq!(start.last(), Some(&Effect::RequestLock));
+    assert_eq!(start.last(), Some(&Effect::TryLock));
     // No leader yet: a send is kept.
     assert_eq!(a.send("early"), Ok(TabSend::Queued));
     assert_eq!(a.role(), Role::Follower);
@@ -444,4 +446,95 @@ fn the_next_leader_resumes_the_session_with_the_window_of_every_tab() {
         }],
         "f2 is resent as seq 3, not handed over again"
     );
+}
+
+#[test]
+fn a_new_leader_catches_up_on_the_old_ones_last_broadcasts_before_it_opens() {
+    let (mut l, mut f) = pair(true);
+    l.send("l1").unwrap();
+    l.close();
+    // The lock's grant overtakes the old leader's last broadcasts.
+    let last_words = drain(&mut l);
+    f.handle(Input::LockAcquired, 1.0);
+    assert_eq!(f.role(), Role::Leader);
+    assert!(
+        drain(&mut f).is_empty(),
+        "waits: no announcement, no socket"
+    );
+    assert_eq!(f.send("f1"), Ok(TabSend::Queued));
+    // Others' sends wait for the announcement (they are resent then).
+    f.handle(
+        Input::Channel(Envelope {
+            v: TAB_PROTOCOL,
+            from: id("x"),
+            body: TabMessage::Send {
+                n: 1,
+                frame: text("x1"),
+            },
+        }),
+        1.0,
+    );
+    assert!(drain(&mut f).is_empty());
+    relay(&last_words, &mut f, 2.0);
+    let effects = drain(&mut f);
+    let resume = Shared {
+        pending: [Pending {
+            tab: id("l"),
+            n: 1,
+            frame: text("l1"),
+        }]
+        .into(),
+        accepted: [(id("l"), 1)].into(),
+        ..Shared::default()
+    };
+    assert!(matches!(
+        bodies(&effects)[0],
+        TabMessage::Leader { epoch: 2, .. }
+    ));
+    assert_eq!(
+        calls(&effects),
+        [
+            SocketCall::Open {
+                resume: Box::new(resume)
+            },
+            SocketCall::Send(text("f1"))
+        ],
+        "l1 keeps seq 1, f1 comes after it"
+    );
+
+    // An old leader that died without a word: the catch-up ends after SILENCE_MS.
+    let (mut l, mut f) = pair(false);
+    drop(drain(&mut l));
+    f.handle(Input::LockAcquired, 10.0);
+    f.handle(Input::Tick, 11.0);
+    assert!(calls(&drain(&mut f)).is_empty());
+    f.handle(Input::Tick, 12.0 + SILENCE_MS);
+    assert!(matches!(
+        calls(&drain(&mut f))[..],
+        [SocketCall::Open { .. }]
+    ));
+}
+
+#[test]
+fn a_tab_lines_up_for_the_lock_only_once_it_holds_the_leaders_state() {
+    let (mut l, _) = pair(false);
+    let mut g = Tabs::new(id("g"), &config(false));
+    g.start();
+    let hello = drain(&mut g);
+    g.handle(Input::LockBusy, 1.0);
+    assert!(drain(&mut g).is_empty(), "no state yet: not in line");
+    relay(&hello, &mut l, 1.0);
+    let answer = drain(&mut l);
+    relay(&answer, &mut g, 1.0);
+    assert!(drain(&mut g).contains(&Effect::RequestLock));
+    assert_eq!(g.tabs(), 3);
+
+    // No leader answers at all: in line after SILENCE_MS all the same.
+    let mut h = Tabs::new(id("h"), &config(false));
+    h.start();
+    h.handle(Input::LockBusy, 0.0);
+    h.handle(Input::Tick, 1.0);
+    assert!(!drain(&mut h).contains(&Effect::RequestLock));
+    h.handle(Input::Tick, 1.0 + SILENCE_MS);
+    assert!(drain(&mut h).contains(&Effect::RequestLock));
 }
