@@ -82,9 +82,11 @@
 //!   [`Input::Channel`]), an interval for [`Input::Tick`], `pagehide` for
 //!   [`Tabs::close`].
 //! * An adapter between [`SocketCall`]/[`SocketReport`] and the
-//!   [`crate::Driver`]: open it resuming from [`Shared`] (the reliable window
-//!   needs a constructor from a session, `last_in`, `acked_seq` and the
-//!   pending texts: see `driver/reliable.rs`), report each application frame
+//!   [`crate::Driver`]: open it resuming from [`Shared`] (reliable mode:
+//!   [`crate::Driver::restore_reliable`] with
+//!   [`crate::reliable::Reliable::restored`] from the session, `last_in`,
+//!   `acked_seq` and the pending texts, both tested; plain mode: send the
+//!   pending frames first), report each application frame
 //!   written ([`SocketReport::Written`], plain mode) and each ack
 //!   ([`SocketReport::Acked`]), each delivered message with its seq, a new
 //!   session, and the state. A failed resume (new session) is not modelled
