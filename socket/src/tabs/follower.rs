@@ -92,6 +92,28 @@ impl Tabs {
                 self.inbound(seq, frame);
             }
             TabMessage::Session(session) => self.shared.session = Some(session),
+            TabMessage::ResumeFailed {
+                session,
+                unconfirmed,
+            } => {
+                let count = unconfirmed.min(self.shared.pending.len());
+                let lost: Vec<_> = self.shared.pending.drain(..count).collect();
+                self.shared.session = session;
+                self.shared.acked_seq = 0;
+                self.shared.last_in = 0;
+                let mine: Vec<(u64, Frame)> = lost
+                    .into_iter()
+                    .filter(|p| p.tab == self.me)
+                    .map(|p| (p.n, p.frame))
+                    .collect();
+                if !mine.is_empty() {
+                    self.outbox
+                        .retain(|(n, _)| !mine.iter().any(|(m, _)| m == n));
+                    self.outbox_bytes = self.outbox.iter().map(|(_, f)| f.len()).sum();
+                    let frames = mine.into_iter().map(|(_, frame)| frame).collect();
+                    self.deliver(TabEvent::Unconfirmed(frames));
+                }
+            }
             TabMessage::Status { state, tabs } => {
                 if self.link != state {
                     self.link = state;

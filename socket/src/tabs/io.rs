@@ -62,6 +62,17 @@ pub enum SocketReport {
     },
     /// Reliable mode: the session the server named in its `welcome`.
     Session(Session),
+    /// Reliable mode: the session could not be resumed (the driver's
+    /// [`crate::Event::ResumeFailed`]); the connection goes on with a new
+    /// one. The first `unconfirmed` pending messages (those the old session
+    /// numbered) may or may not have been processed: handed back to their
+    /// tabs, not resent. The rest go out in the new session.
+    ResumeFailed {
+        /// The new session (from the connection's `welcome`), if named.
+        session: Option<Session>,
+        /// How many messages the driver handed back.
+        unconfirmed: usize,
+    },
     /// The connection's state changed.
     State(LinkState),
 }
@@ -98,6 +109,10 @@ pub enum TabEvent {
     },
     /// The shared connection's state changed.
     State(LinkState),
+    /// Reliable mode: the session could not be resumed; these messages of
+    /// this tab may or may not have been processed (as the driver's
+    /// [`crate::Event::ResumeFailed`]).
+    Unconfirmed(Vec<Frame>),
     /// Sharing is off for this tab: its config differs from the leader's.
     ConfigMismatch {
         /// The leader's config.

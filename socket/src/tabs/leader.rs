@@ -119,6 +119,17 @@ impl Tabs {
                 self.shared.session = Some(session.clone());
                 self.broadcast(TabMessage::Session(session));
             }
+            SocketReport::ResumeFailed {
+                session,
+                unconfirmed,
+            } => {
+                let body = TabMessage::ResumeFailed {
+                    session,
+                    unconfirmed,
+                };
+                self.broadcast(body.clone());
+                self.apply(body);
+            }
             SocketReport::State(state) => {
                 self.link = state;
                 self.broadcast(TabMessage::Status {

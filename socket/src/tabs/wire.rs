@@ -214,6 +214,15 @@ pub enum TabMessage {
     },
     /// Leader → all: the reliable session's credentials (a new session).
     Session(Session),
+    /// Leader → all: the session could not be resumed; the first
+    /// `unconfirmed` pending messages are handed back to their tabs, the
+    /// others go out in the new session (numbered from 1).
+    ResumeFailed {
+        /// The new session, if named.
+        session: Option<Session>,
+        /// How many pending messages are handed back.
+        unconfirmed: usize,
+    },
     /// Leader → all: the connection's state, and how many tabs share it.
     Status {
         /// The connection's state.

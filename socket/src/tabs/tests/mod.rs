@@ -538,3 +538,68 @@ fn a_tab_lines_up_for_the_lock_only_once_it_holds_the_leaders_state() {
     h.handle(Input::Tick, 1.0 + SILENCE_MS);
     assert!(drain(&mut h).contains(&Effect::RequestLock));
 }
+
+#[test]
+fn a_failed_resume_hands_each_tab_its_unconfirmed_and_the_rest_goes_on() {
+    let (mut l, mut f) = pair(true);
+    let forward = |l: &mut Tabs, f: &mut Tabs, s: &str| {
+        f.send(s).unwrap();
+        let sent = drain(f);
+        relay(&sent, l, 1.0);
+        let accepted = drain(l);
+        relay(&accepted, f, 1.0);
+    };
+    forward(&mut l, &mut f, "f1");
+    l.send("l1").unwrap();
+    let accepted = drain(&mut l);
+    relay(&accepted, &mut f, 1.0);
+    forward(&mut l, &mut f, "f2");
+    assert_eq!(f.shared().pending.len(), 3);
+
+    let s2 = Session {
+        id: "s2".into(),
+        token: "t2".into(),
+    };
+    l.handle(
+        Input::Socket(SocketReport::ResumeFailed {
+            session: Some(s2.clone()),
+            unconfirmed: 2,
+        }),
+        2.0,
+    );
+    let effects = drain(&mut l);
+    assert!(effects.contains(&Effect::Deliver(TabEvent::Unconfirmed(vec![text("l1")]))));
+    relay(&effects, &mut f, 2.0);
+    assert_eq!(
+        drain(&mut f),
+        [Effect::Deliver(TabEvent::Unconfirmed(vec![text("f1")]))]
+    );
+    assert_eq!(f.outbox_len(), 1);
+    assert_eq!(l.outbox_len(), 0);
+    for tab in [&l, &f] {
+        assert_eq!(tab.shared().session, Some(s2.clone()));
+        assert_eq!(tab.shared().acked_seq, 0);
+        assert_eq!(tab.shared().pending.len(), 1, "f2 goes out as seq 1");
+    }
+    l.handle(Input::Socket(SocketReport::Acked { seq: 1 }), 3.0);
+    let confirmed = drain(&mut l);
+    relay(&confirmed, &mut f, 3.0);
+    assert_eq!(f.outbox_len(), 0);
+}
+
+#[test]
+fn a_leader_whose_lock_was_stolen_steps_down_and_follows() {
+    let (mut l, mut f) = pair(false);
+    // f stopped hearing l and stole the lock; l was only slow.
+    f.handle(Input::Tick, 2.0 * SILENCE_MS);
+    assert!(drain(&mut f).contains(&Effect::StealLock));
+    f.handle(Input::LockAcquired, 2.0 * SILENCE_MS);
+    let takeover = drain(&mut f);
+    assert!(matches!(calls(&takeover)[..], [SocketCall::Open { .. }]));
+    relay(&takeover, &mut l, 2.0 * SILENCE_MS);
+    assert_eq!(l.role(), Role::Follower);
+    let effects = drain(&mut l);
+    assert_eq!(calls(&effects), [SocketCall::Release]);
+    assert!(effects.contains(&Effect::RequestLock), "in line again");
+    assert_eq!(l.send("x"), Ok(TabSend::Forwarded));
+}
