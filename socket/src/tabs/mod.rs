@@ -61,7 +61,14 @@
 //! * **Close.** A follower's close detaches it and hands back what no
 //!   leader accepted. The leader's close releases the socket to the next
 //!   leader ([`SocketCall::Release`]) when other tabs remain, or closes it
-//!   ([`SocketCall::Close`]) when it was the last.
+//!   ([`SocketCall::Close`]) when it was the last. "Remain" means heard
+//!   from: followers heartbeat on a leader's announcement, so only a leader
+//!   closed within a channel round trip of taking over can take a follower
+//!   for gone (the next leader then starts a new session, and the unsure
+//!   messages come back as [`TabEvent::Unconfirmed`]).
+//! * **Two leaders.** A leader that hears a higher epoch (its lock was
+//!   stolen) steps down ([`SocketCall::Release`]) and follows. Two tabs
+//!   that steal at once with the same epoch are not told apart yet.
 //!
 //! Without reliable mode a handoff is a reconnect: the new leader writes the
 //! unconfirmed messages again, so one the old leader wrote just before it
@@ -297,7 +304,8 @@ impl Tabs {
             Vec::new()
         } else {
             self.broadcast(TabMessage::Bye);
-            if self.role == Role::Leader {
+            // A leader still catching up has no socket yet.
+            if self.role == Role::Leader && self.catching_up.is_none() {
                 let call = if self.members.is_empty() {
                     SocketCall::Close
                 } else {

@@ -502,6 +502,16 @@ fn a_new_leader_catches_up_on_the_old_ones_last_broadcasts_before_it_opens() {
         "l1 keeps seq 1, f1 comes after it"
     );
 
+    // Closed while catching up: no socket to release.
+    let (mut l, mut g) = pair(true);
+    l.close();
+    drain(&mut l);
+    g.handle(Input::LockAcquired, 1.0);
+    g.close();
+    let effects = drain(&mut g);
+    assert!(calls(&effects).is_empty());
+    assert_eq!(effects.last(), Some(&Effect::ReleaseLock));
+
     // An old leader that died without a word: the catch-up ends after SILENCE_MS.
     let (mut l, mut f) = pair(false);
     drop(drain(&mut l));
