@@ -254,13 +254,16 @@ impl Tabs {
     ///
     /// Every error gives the message back: [`SendError::Closed`] after
     /// [`Tabs::close`] or when alone (the tab's own socket takes sends then),
-    /// [`SendError::TooLarge`] over the byte limit, [`SendError::QueueFull`]
+    /// [`SendError::BinaryNotReliable`] as the driver, [`SendError::TooLarge`] over the byte limit, [`SendError::QueueFull`]
     /// when the tab's unconfirmed messages fill its capacity or byte limit
     /// (whatever the overflow policy: a forwarded message cannot be taken back).
     pub fn send(&mut self, message: impl Into<Message>) -> Result<TabSend, SendError> {
         let message = message.into();
         if self.closed || self.role == Role::Alone {
             return Err(SendError::Closed(message));
+        }
+        if self.config.reliable && matches!(message, Message::Binary(_)) {
+            return Err(SendError::BinaryNotReliable(message));
         }
         let size = message.len();
         if self.max_bytes.is_some_and(|max| size > max) {

@@ -126,6 +126,11 @@ fn the_tab_granted_the_lock_leads_and_opens_the_socket() {
         role: Role::Leader,
         tabs: 1
     })));
+    // Reliable mode numbers text only, as the driver.
+    assert_eq!(
+        a.send(vec![1u8]),
+        Err(SendError::BinaryNotReliable(Message::Binary(vec![1])))
+    );
     // Its own sends go to the socket; they count until confirmed.
     assert_eq!(a.send("now"), Ok(TabSend::Sent));
     assert_eq!(a.outbox_len(), 2);
