@@ -412,6 +412,12 @@ impl Driver {
         }
     }
 
+    /// Reliable mode's window: its session, its last server seq (after a
+    /// [`Input::Message`], the seq of a message it delivered), its acks.
+    pub fn reliable(&self) -> Option<&Reliable> {
+        self.reliable.as_ref()
+    }
+
     /// The current state.
     pub fn state(&self) -> State {
         self.machine.state()

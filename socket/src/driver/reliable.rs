@@ -254,6 +254,20 @@ impl Reliable {
         self.session.as_ref().map(|s| s.id.as_str())
     }
 
+    /// The session id and its resume token (what another client needs to
+    /// carry on: [`Reliable::restored`]).
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        self.session
+            .as_ref()
+            .map(|s| (s.id.as_str(), s.token.as_str()))
+    }
+
+    /// The last server seq processed: after a text delivered by
+    /// [`Reliable::on_text`], that message's seq.
+    pub fn last_in(&self) -> u64 {
+        self.last_in
+    }
+
     fn release(&mut self, seq: u64) {
         while let Some((front, text)) = self.unacked.front() {
             if *front > seq {
@@ -550,7 +564,8 @@ mod tests {
         );
         assert_eq!(r.unacked(), 2);
         assert_eq!(r.unacked_bytes(), 4);
-        assert_eq!(r.session(), Some("s1"));
+        assert_eq!(r.credentials(), Some(("s1", "s1-token")));
+        assert_eq!(r.last_in(), 7);
         assert!(!r.ack_pending(), "the resume carries last_seq");
         assert_eq!(
             r.on_open(),
@@ -568,6 +583,7 @@ mod tests {
         // Server messages carry on after last_in, the replayed ones skipped.
         assert_eq!(r.on_text(msg(7, "old")), Incoming::Consumed);
         assert_eq!(r.on_text(msg(8, "new")), Incoming::Deliver("new".into()));
+        assert_eq!(r.last_in(), 8, "the seq of what was just delivered");
     }
 
     #[test]

@@ -93,7 +93,10 @@
 //!   [`crate::Driver::restore_reliable`] with
 //!   [`crate::reliable::Reliable::restored`] from the session, `last_in`,
 //!   `acked_seq` and the pending texts, both tested; plain mode: send the
-//!   pending frames first), report each application frame
+//!   pending frames first). Read what to report from
+//!   [`crate::Driver::reliable`]: `last_in` after each message delivered
+//!   (its seq), `credentials` when they change, `acked_total` growing (the
+//!   new acks); report each application frame
 //!   written ([`SocketReport::Written`], plain mode) and each ack
 //!   ([`SocketReport::Acked`]), each delivered message with its seq, a new
 //!   session, and the state. A failed resume (new session) is not modelled

@@ -339,3 +339,19 @@ fn a_restored_window_resumes_another_clients_session_with_its_seqs() {
     );
     assert_eq!(h.d.stats(0.0).unacked, 3);
 }
+
+#[test]
+fn the_window_tells_the_seq_of_each_message_delivered_and_the_credentials() {
+    // What a leader tab shares with the others (issue 15).
+    let mut h = reliable_open();
+    assert_eq!(
+        h.d.reliable().and_then(Reliable::credentials),
+        Some(("s1", "s1-token"))
+    );
+    h.receive_server(&server_msg(1, "a"));
+    assert_eq!(h.d.reliable().map(Reliable::last_in), Some(1));
+    let effects = h.receive_server(&server_msg(2, "b"));
+    assert!(events(&effects).contains(&Event::Message(text("b"))));
+    assert_eq!(h.d.reliable().map(Reliable::last_in), Some(2));
+    assert!(Harness::new(config()).d.reliable().is_none());
+}
