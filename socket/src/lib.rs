@@ -100,6 +100,7 @@
 //! | `driver/queue.rs` | [`Queue`], the bounded FIFO with both overflow policies and a byte limit |
 //! | [`reliable`] (`driver/reliable.rs`) | reliable mode's client side (window, acks, resume, dedup), also usable from native code |
 //! | [`liveness`] (`driver/liveness.rs`) | the heartbeat's decisions from wall-clock times |
+//! | `tabs/` (hidden, not wired into [`Socket`] yet) | one connection for all tabs (issue 15): the pure leader/follower coordinator, its tab protocol, and a simulation of several tabs with handoffs |
 //! | `config` | [`Config`], [`Backoff`] (the schedule as pure functions), [`Heartbeat`] |
 //! | `dispatch` | in-order, re-entrancy-safe delivery to callbacks and streams (the browser's; the native one is `transport/native/dispatch.rs`) |
 //! | `stream` | [`EventStream`], the events as a `Stream`, for both transports |
@@ -216,6 +217,9 @@ mod dispatch;
 pub mod driver;
 mod message;
 mod stream;
+// Issue 15's pure coordinator, not wired into `Socket` yet (see its docs).
+#[doc(hidden)]
+pub mod tabs;
 mod token;
 mod transport;
 mod typed;

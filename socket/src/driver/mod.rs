@@ -402,6 +402,22 @@ impl Driver {
         self.finish();
     }
 
+    /// Reliable mode: carries on with `reliable`, a window another client
+    /// of the session left ([`Reliable::restored`]); call it before
+    /// [`Driver::start`]. Does nothing without reliable mode.
+    pub fn restore_reliable(&mut self, reliable: Reliable) {
+        if self.reliable.is_some() {
+            self.reliable = Some(reliable);
+            self.sync_reserved();
+        }
+    }
+
+    /// Reliable mode's window: its session, its last server seq (after a
+    /// [`Input::Message`], the seq of a message it delivered), its acks.
+    pub fn reliable(&self) -> Option<&Reliable> {
+        self.reliable.as_ref()
+    }
+
     /// The current state.
     pub fn state(&self) -> State {
         self.machine.state()

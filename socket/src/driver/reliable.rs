@@ -137,6 +137,33 @@ impl Reliable {
         }
     }
 
+    /// The window another client of the same session left (issue 15: a new
+    /// leader tab carries on the connection of the one that left). Session
+    /// `id` with its resume `token`; `last_in`, the last server seq
+    /// delivered; `unacked`, the texts written (or about to be) and not
+    /// acknowledged, the first numbered `acked_seq + 1`, in order. The next
+    /// [`Reliable::on_open`] resumes from `last_in` and, once `resumed`,
+    /// resends them with those seqs: the server processes none twice.
+    pub fn restored(
+        id: String,
+        token: String,
+        last_in: u64,
+        acked_seq: u64,
+        unacked: impl IntoIterator<Item = String>,
+    ) -> Self {
+        let unacked: VecDeque<(u64, String)> = (acked_seq + 1..).zip(unacked).collect();
+        Self {
+            session: Some(Credentials { id, token }),
+            last_out: acked_seq + unacked.len() as u64,
+            unacked_bytes: unacked.iter().map(|(_, text)| text.len()).sum(),
+            unacked,
+            last_in,
+            // The `resume` tells the server what was processed.
+            acked_in: last_in,
+            ..Self::new()
+        }
+    }
+
     /// The first message of a new connection: `resume` when there is a
     /// session to continue, else `ack` 0 (which starts the offered one).
     ///
@@ -225,6 +252,20 @@ impl Reliable {
     /// The session id, once the server offered one.
     pub fn session(&self) -> Option<&str> {
         self.session.as_ref().map(|s| s.id.as_str())
+    }
+
+    /// The session id and its resume token (what another client needs to
+    /// carry on: [`Reliable::restored`]).
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        self.session
+            .as_ref()
+            .map(|s| (s.id.as_str(), s.token.as_str()))
+    }
+
+    /// The last server seq processed: after a text delivered by
+    /// [`Reliable::on_text`], that message's seq.
+    pub fn last_in(&self) -> u64 {
+        self.last_in
     }
 
     fn release(&mut self, seq: u64) {
@@ -510,6 +551,39 @@ mod tests {
         // The new session numbers from 1 again, both ways.
         assert_eq!(seqs(&[r.number("m3".into())]), [1]);
         assert_eq!(r.on_text(msg(1, "z")), Incoming::Deliver("z".into()));
+    }
+
+    #[test]
+    fn a_restored_window_resumes_the_session_and_resends_with_the_same_seqs() {
+        let mut r = Reliable::restored(
+            "s1".into(),
+            "s1-token".into(),
+            7,
+            4,
+            ["m5".to_owned(), "m6".to_owned()],
+        );
+        assert_eq!(r.unacked(), 2);
+        assert_eq!(r.unacked_bytes(), 4);
+        assert_eq!(r.credentials(), Some(("s1", "s1-token")));
+        assert_eq!(r.last_in(), 7);
+        assert!(!r.ack_pending(), "the resume carries last_seq");
+        assert_eq!(
+            r.on_open(),
+            r#"{"type":"resume","session":"s1","token":"s1-token","last_seq":7}"#
+        );
+        assert!(r.take_orphans().is_empty());
+        // The server had processed m5 already.
+        let Incoming::Resumed { resend } =
+            r.on_text(server(&ServerMessage::Resumed { last_seq: 5 }))
+        else {
+            panic!("not resumed")
+        };
+        assert_eq!(seqs(&resend), [6]);
+        assert_eq!(seqs(&[r.number("m7".into())]), [7]);
+        // Server messages carry on after last_in, the replayed ones skipped.
+        assert_eq!(r.on_text(msg(7, "old")), Incoming::Consumed);
+        assert_eq!(r.on_text(msg(8, "new")), Incoming::Deliver("new".into()));
+        assert_eq!(r.last_in(), 8, "the seq of what was just delivered");
     }
 
     #[test]

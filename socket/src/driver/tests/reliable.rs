@@ -298,3 +298,60 @@ fn a_callback_that_sends_during_the_pump_is_served_after_the_current_effect() {
         ]
     );
 }
+
+#[test]
+fn a_restored_window_resumes_another_clients_session_with_its_seqs() {
+    // Issue 15: a new leader tab carries on the session the old one left.
+    let mut h = Harness::new(config().with_reliable(true).with_queue_capacity(3));
+    h.d.restore_reliable(Reliable::restored(
+        "s1".into(),
+        "s1-token".into(),
+        9,
+        4,
+        ["m5".to_owned(), "m6".to_owned()],
+    ));
+    h.start();
+    // The window counts against the capacity: one more fits.
+    assert_eq!(h.send("m7"), Ok(SendOutcome::Queued));
+    assert_eq!(h.send("m8"), Err(SendError::QueueFull(text("m8"))));
+    let effects = h.opened();
+    assert_eq!(
+        client(&writes(&effects)),
+        [ClientMessage::Resume {
+            session: "s1".into(),
+            token: "s1-token".into(),
+            last_seq: 9
+        }]
+    );
+    h.receive_server(&welcome("s2"));
+    let effects = h.receive_server(&ServerMessage::Resumed { last_seq: 4 });
+    let seqs: Vec<(u64, String)> = client(&writes(&effects))
+        .into_iter()
+        .filter_map(|m| match m {
+            ClientMessage::Msg { seq, data } => Some((seq, data)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        [(5, "m5".into()), (6, "m6".into()), (7, "m7".into())],
+        "the resend keeps the old seqs, the queue follows"
+    );
+    assert_eq!(h.d.stats(0.0).unacked, 3);
+}
+
+#[test]
+fn the_window_tells_the_seq_of_each_message_delivered_and_the_credentials() {
+    // What a leader tab shares with the others (issue 15).
+    let mut h = reliable_open();
+    assert_eq!(
+        h.d.reliable().and_then(Reliable::credentials),
+        Some(("s1", "s1-token"))
+    );
+    h.receive_server(&server_msg(1, "a"));
+    assert_eq!(h.d.reliable().map(Reliable::last_in), Some(1));
+    let effects = h.receive_server(&server_msg(2, "b"));
+    assert!(events(&effects).contains(&Event::Message(text("b"))));
+    assert_eq!(h.d.reliable().map(Reliable::last_in), Some(2));
+    assert!(Harness::new(config()).d.reliable().is_none());
+}

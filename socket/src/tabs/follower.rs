@@ -1,0 +1,130 @@
+//! A follower's rules: following an announced leader, resending what it
+//! has not accepted, keeping the replica of the shared state.
+
+use super::{Frame, TabEvent, TabId, TabMessage, Tabs};
+
+impl Tabs {
+    pub(super) fn as_follower(&mut self, from: TabId, body: TabMessage, now: f64) {
+        let from_leader = self.leader.as_ref().is_some_and(|(id, _)| *id == from);
+        if from_leader && let Some((_, heard)) = &mut self.leader {
+            *heard = now;
+        }
+        match body {
+            TabMessage::Leader {
+                epoch,
+                config,
+                shared,
+                tabs,
+                state,
+            } => {
+                if epoch < self.epoch
+                    || (epoch == self.epoch && !from_leader && self.leader.is_some())
+                {
+                    return;
+                }
+                if config != self.config {
+                    self.go_alone(TabEvent::ConfigMismatch { leader: config });
+                    return;
+                }
+                let changed = !from_leader || self.tabs != tabs;
+                self.epoch = epoch;
+                self.leader = Some((from, now));
+                self.shared = shared;
+                self.tabs = tabs;
+                if self.link != state {
+                    self.link = state;
+                    self.deliver(TabEvent::State(state));
+                }
+                // Whatever the leader's state has not accepted of ours.
+                let accepted = self.accepted_of(&self.me);
+                let resend: Vec<(u64, Frame)> = self
+                    .outbox
+                    .iter()
+                    .filter(|(n, _)| *n > accepted)
+                    .cloned()
+                    .collect();
+                for (n, frame) in resend {
+                    self.broadcast(TabMessage::Send { n, frame });
+                }
+                self.broadcast(TabMessage::Heartbeat);
+                // We hold the state now: we may line up to lead next.
+                self.request_lock();
+                if changed {
+                    self.role_changed();
+                }
+            }
+            TabMessage::Mismatch { tab, leader } if tab == self.me => {
+                self.go_alone(TabEvent::ConfigMismatch { leader });
+            }
+            TabMessage::Bye if from_leader => {
+                self.leader = None;
+            }
+            _ if !from_leader => {}
+            body => self.apply(body),
+        }
+    }
+
+    /// The leader's updates of the shared state, and its news.
+    pub(super) fn apply(&mut self, body: TabMessage) {
+        match body {
+            // Idempotent: a late copy of an old leader's changes nothing.
+            TabMessage::Accepted(pending) if pending.n > self.accepted_of(&pending.tab) => {
+                self.shared.accepted.insert(pending.tab.clone(), pending.n);
+                self.shared.pending.push_back(pending);
+            }
+            TabMessage::Confirmed { tab, n } => {
+                if tab == self.me {
+                    self.release_own(n);
+                }
+                let at = self
+                    .shared
+                    .pending
+                    .iter()
+                    .position(|p| p.tab == tab && p.n == n);
+                if let Some(at) = at {
+                    self.shared.pending.remove(at);
+                    if self.config.reliable {
+                        self.shared.acked_seq += 1;
+                    }
+                }
+            }
+            TabMessage::Inbound { seq, frame } => {
+                self.inbound(seq, frame);
+            }
+            TabMessage::Session(session) => self.shared.session = Some(session),
+            TabMessage::ResumeFailed {
+                session,
+                unconfirmed,
+            } => {
+                let count = unconfirmed.min(self.shared.pending.len());
+                let lost: Vec<_> = self.shared.pending.drain(..count).collect();
+                self.shared.session = session;
+                self.shared.acked_seq = 0;
+                self.shared.last_in = 0;
+                let mine: Vec<(u64, Frame)> = lost
+                    .into_iter()
+                    .filter(|p| p.tab == self.me)
+                    .map(|p| (p.n, p.frame))
+                    .collect();
+                if !mine.is_empty() {
+                    self.outbox
+                        .retain(|(n, _)| !mine.iter().any(|(m, _)| m == n));
+                    self.outbox_bytes = self.outbox.iter().map(|(_, f)| f.len()).sum();
+                    let frames = mine.into_iter().map(|(_, frame)| frame).collect();
+                    self.deliver(TabEvent::Unconfirmed(frames));
+                }
+            }
+            TabMessage::Status { state, tabs } => {
+                if self.link != state {
+                    self.link = state;
+                    self.deliver(TabEvent::State(state));
+                }
+                if self.tabs != tabs {
+                    self.tabs = tabs;
+                    self.role_changed();
+                }
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! One connection for all tabs (issue 15): the pure coordinator, not wired
+//! into [`crate::Socket`] yet.
+//!
+//! Tabs of one origin that share a name elect a leader with a Web Lock; the
+//! leader holds the one socket (a [`crate::Driver`]), the others talk to it
+//! over a `BroadcastChannel`. [`Tabs`] holds every rule of that, in the
+//! style of the [`Driver`](crate::Driver): inputs in ([`Tabs::start`],
+//! [`Tabs::send`], [`Tabs::close`], [`Tabs::handle`] with an [`Input`]),
+//! [`Effect`]s out ([`Tabs::poll_effect`]), `now` an input, no browser type.
+//!
+//! # The rules
+//!
+//! * **Roles.** A tab starts as a [`Role::Follower`] without a leader: it
+//!   says `Hello` and tries the lock if free ([`Effect::TryLock`]). Free:
+//!   no other tab holds any state, it leads at once. Held
+//!   ([`Input::LockBusy`]): it lines up ([`Effect::RequestLock`]) only once
+//!   a leader's announcement gave it the [`Shared`] state (or after
+//!   [`SILENCE_MS`] without one), so that no tab ever leads from nothing
+//!   while a state exists. The tab the lock is granted to
+//!   ([`Input::LockAcquired`]) becomes [`Role::Leader`]: it announces itself
+//!   ([`TabMessage::Leader`], with a growing epoch and the [`Shared`] state)
+//!   and opens the socket from that state ([`SocketCall::Open`]). A tab
+//!   whose config differs from the leader's ([`TabConfig`]: URL, reliable
+//!   mode, token provider presence), or whose browser lacks the APIs
+//!   ([`Input::Unsupported`]), becomes [`Role::Alone`]: [`Effect::GoAlone`]
+//!   tells the glue to run a socket of its own, with the messages not yet
+//!   handed to a leader.
+//! * **Catch-up.** The lock's grant is not ordered with the channel: the old
+//!   leader's last broadcasts may reach the new one after the grant. So a
+//!   new leader that has not seen its predecessor's `Bye` waits for it
+//!   (applying what comes before it, nothing else; [`TabSend::Queued`] for
+//!   its own sends), or for [`SILENCE_MS`] if the old one died without a
+//!   word, before it announces and opens: no seq the old leader used is
+//!   given again. The channel itself is assumed to deliver in one order to
+//!   every tab (the browser routes it through one place).
+//! * **Sends.** Every tab's messages, the leader's own included, are
+//!   numbered per tab (`n` from 1) and count against the tab's own bound
+//!   (the config's queue capacity and byte limit, the same
+//!   [`SendError`]s) until the leader confirms them: written to the socket,
+//!   or in reliable mode acknowledged by the server. A follower forwards
+//!   ([`TabSend::Forwarded`]) or, while no leader exists, keeps them
+//!   ([`TabSend::Queued`]); when a leader announces itself it resends, in
+//!   order, every one the leader's state has not accepted. The leader
+//!   accepts `(tab, n)` only as the next of that tab: a duplicate is dropped
+//!   (and confirmed again if it was), a message past a hole waits for the
+//!   resend. So each message goes to the socket once, in its tab's order.
+//! * **Shared state.** The leader broadcasts each acceptance before it hands
+//!   the message to the socket, each confirmation, each inbound message
+//!   (with its server seq) and the session: every tab keeps an exact replica
+//!   of [`Shared`]. A new leader resumes from its replica: the same session,
+//!   from the last server seq delivered, resending the unconfirmed messages
+//!   of every tab with the seqs they had (`acked_seq + 1 + i`), so the
+//!   server processes none twice and loses none.
+//! * **Inbound.** Every inbound message reaches every tab once: the leader
+//!   delivers it and broadcasts it; tabs drop a seq at or below the last one.
+//! * **Liveness.** Every tab broadcasts a heartbeat on each [`Input::Tick`]
+//!   (feed one every [`HEARTBEAT_MS`]). The leader counts the tabs heard
+//!   within [`SILENCE_MS`]; a follower that has not heard its leader for
+//!   that long forgets it and asks to steal the lock ([`Effect::StealLock`],
+//!   best effort: browsers do not freeze a tab that holds a lock).
+//! * **Close.** A follower's close detaches it and hands back what no
+//!   leader accepted. The leader's close releases the socket to the next
+//!   leader ([`SocketCall::Release`]) when other tabs remain, or closes it
+//!   ([`SocketCall::Close`]) when it was the last. "Remain" means heard
+//!   from: followers heartbeat on a leader's announcement, so only a leader
+//!   closed within a channel round trip of taking over can take a follower
+//!   for gone (the next leader then starts a new session, and the unsure
+//!   messages come back as [`TabEvent::Unconfirmed`]).
+//! * **Two leaders.** A leader that hears a higher epoch (its lock was
+//!   stolen) steps down ([`SocketCall::Release`]) and follows. Two tabs
+//!   that steal at once with the same epoch are not told apart yet.
+//!
+//! Without reliable mode a handoff is a reconnect: the new leader writes the
+//! unconfirmed messages again, so one the old leader wrote just before it
+//! left may reach the server twice (at least once, as a reconnect's flush).
+//!
+//! # What the browser glue still has to do
+//!
+//! * `Config::with_shared_across_tabs(name)`, `Socket::tab_id()`, and
+//!   `SendOutcome::Forwarded` (adding the variant breaks the console's
+//!   exhaustive match in `client/`; make `SendOutcome` `#[non_exhaustive]`).
+//! * Perform the effects: `navigator.locks.request(name, { ifAvailable: true }, ...)`
+//!   for [`Effect::TryLock`] (a `null` lock: [`Input::LockBusy`]),
+//!   `navigator.locks.request(name, ...)` for [`Effect::RequestLock`] (granted:
+//!   [`Input::LockAcquired`]; the lock is held until [`Effect::ReleaseLock`]
+//!   or the tab goes away), `{ steal: true }` for [`Effect::StealLock`], a
+//!   `BroadcastChannel(name)` for [`Effect::Broadcast`] (post
+//!   [`Envelope::to_json`], feed [`Envelope::from_json`] as
+//!   [`Input::Channel`]), an interval for [`Input::Tick`], `pagehide` for
+//!   [`Tabs::close`].
+//! * An adapter between [`SocketCall`]/[`SocketReport`] and the
+//!   [`crate::Driver`]: open it resuming from [`Shared`] (reliable mode:
+//!   [`crate::Driver::restore_reliable`] with
+//!   [`crate::reliable::Reliable::restored`] from the session, `last_in`,
+//!   `acked_seq` and the pending texts, both tested; plain mode: send the
+//!   pending frames first). Read what to report from
+//!   [`crate::Driver::reliable`]: `last_in` after each message delivered
+//!   (its seq), `credentials` when they change, `acked_total` growing (the
+//!   new acks); report each application frame
+//!   written ([`SocketReport::Written`], plain mode) and each ack
+//!   ([`SocketReport::Acked`]), each delivered message with its seq, a new
+//!   session, and the state. A failed resume (new session) is not modelled
+//!   here yet.
+//! * Stats (role, tabs, shared state) from [`Tabs::role`], [`Tabs::tabs`],
+//!   [`Tabs::link`]; the events of [`Effect::Deliver`] as the app's.
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `tabs/mod.rs` | [`Tabs`]: state, the public calls, heartbeats, the channel's dispatch |
+//! | `tabs/wire.rs` | [`Envelope`], [`TabMessage`], [`Shared`], [`TabConfig`]: the tab protocol |
+//! | `tabs/leader.rs`, `tabs/follower.rs` | the leader's rules (lead, catch up, accept, confirm, socket reports) and the follower's (follow, resend, the replica) |
+//! | `tabs/io.rs` | [`Input`], [`Effect`], [`SocketCall`], [`SocketReport`], [`TabEvent`], [`Role`], [`TabSend`] |
+//! | `tabs/tests/` | unit tests (`mod.rs`), and several tabs and a reliable server simulated in-process, leaders closed mid-stream (`sim.rs`) |
+
+mod follower;
+mod io;
+mod leader;
+#[cfg(test)]
+mod tests;
+mod wire;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::config::Config;
+use crate::message::{Message, SendError};
+pub use io::{Effect, Input, Role, SocketCall, SocketReport, TabEvent, TabSend};
+pub use wire::{
+    Envelope, Frame, LinkState, Pending, Session, Shared, TAB_PROTOCOL, TabConfig, TabId,
+    TabMessage,
+};
+
+/// How often the glue feeds [`Input::Tick`] (every tab heartbeats then).
+pub const HEARTBEAT_MS: u64 = 1_000;
+/// A tab not heard for this long is gone (a leader: replaced, best effort).
+pub const SILENCE_MS: f64 = 5_000.0;
+
+/// Where a tab stands with the lock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Lock {
+    /// [`Effect::TryLock`] asked, no answer yet.
+    Trying,
+    /// Held by another tab since `.0`; waiting to learn the leader's state.
+    Busy(f64),
+    /// In line ([`Effect::RequestLock`]).
+    Requested,
+    /// Ours.
+    Held,
+}
+
+/// The tab coordinator; see the [module docs](self).
+#[derive(Debug)]
+pub struct Tabs {
+    me: TabId,
+    config: TabConfig,
+    role: Role,
+    closed: bool,
+    /// Own messages not confirmed yet: (n, frame), oldest first.
+    outbox: VecDeque<(u64, Frame)>,
+    outbox_bytes: usize,
+    /// The last `n` given.
+    last_n: u64,
+    capacity: usize,
+    max_bytes: Option<usize>,
+    /// The replica of the leader's state (the leader's own when leading).
+    shared: Shared,
+    epoch: u64,
+    /// Where this tab stands with the lock.
+    lock: Lock,
+    /// Leader: the previous leader whose last broadcasts we wait for, and since when.
+    catching_up: Option<(TabId, f64)>,
+    /// The current leader and when it was last heard.
+    leader: Option<(TabId, f64)>,
+    /// Leader: the other tabs and when each was last heard.
+    members: BTreeMap<TabId, f64>,
+    /// Tabs sharing the connection, as last known.
+    tabs: usize,
+    link: LinkState,
+    effects: VecDeque<Effect>,
+}
+
+impl Tabs {
+    /// The coordinator of tab `me`, sharing the connection `config` describes.
+    pub fn new(me: TabId, config: &Config) -> Self {
+        Self {
+            me,
+            config: TabConfig::of(config),
+            role: Role::Follower,
+            closed: false,
+            outbox: VecDeque::new(),
+            outbox_bytes: 0,
+            last_n: 0,
+            capacity: config.queue_capacity,
+            max_bytes: config.queue_max_bytes,
+            shared: Shared::default(),
+            epoch: 0,
+            leader: None,
+            catching_up: None,
+            lock: Lock::Trying,
+            members: BTreeMap::new(),
+            tabs: 1,
+            link: LinkState::Connecting,
+            effects: VecDeque::new(),
+        }
+    }
+
+    /// The next effect to perform, oldest first.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// This tab's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// This tab's id.
+    pub fn id(&self) -> &TabId {
+        &self.me
+    }
+
+    /// Tabs sharing the connection, this one included.
+    pub fn tabs(&self) -> usize {
+        self.tabs
+    }
+
+    /// The shared connection's state.
+    pub fn link(&self) -> LinkState {
+        self.link
+    }
+
+    /// Whether a leader is known (or this tab leads).
+    pub fn has_leader(&self) -> bool {
+        self.role == Role::Leader || self.leader.is_some()
+    }
+
+    /// This tab's messages not confirmed yet.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// The replica of the shared state.
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Joins: says hello and asks for the lock.
+    pub fn start(&mut self) {
+        self.broadcast(TabMessage::Hello {
+            config: self.config.clone(),
+        });
+        self.effects.push_back(Effect::TryLock);
+    }
+
+    /// Sends `message` through the shared connection.
+    ///
+    /// # Errors
+    ///
+    /// Every error gives the message back: [`SendError::Closed`] after
+    /// [`Tabs::close`] or when alone (the tab's own socket takes sends then),
+    /// [`SendError::BinaryNotReliable`] as the driver, [`SendError::TooLarge`] over the byte limit, [`SendError::QueueFull`]
+    /// when the tab's unconfirmed messages fill its capacity or byte limit
+    /// (whatever the overflow policy: a forwarded message cannot be taken back).
+    pub fn send(&mut self, message: impl Into<Message>) -> Result<TabSend, SendError> {
+        let message = message.into();
+        if self.closed || self.role == Role::Alone {
+            return Err(SendError::Closed(message));
+        }
+        if self.config.reliable && matches!(message, Message::Binary(_)) {
+            return Err(SendError::BinaryNotReliable(message));
+        }
+        let size = message.len();
+        if self.max_bytes.is_some_and(|max| size > max) {
+            return Err(SendError::TooLarge(message));
+        }
+        if self.outbox.len() >= self.capacity
+            || self
+                .max_bytes
+                .is_some_and(|max| self.outbox_bytes + size > max)
+        {
+            return Err(SendError::QueueFull(message));
+        }
+        self.last_n += 1;
+        let n = self.last_n;
+        let frame = Frame::from(message);
+        self.outbox_bytes += size;
+        self.outbox.push_back((n, frame.clone()));
+        Ok(match self.role {
+            Role::Leader if self.catching_up.is_none() => {
+                self.accept(self.me.clone(), n, frame);
+                TabSend::Sent
+            }
+            // Catching up: handed over once the lead is taken.
+            Role::Leader => TabSend::Queued,
+            _ if self.leader.is_some() => {
+                self.broadcast(TabMessage::Send { n, frame });
+                TabSend::Forwarded
+            }
+            _ => TabSend::Queued,
+        })
+    }
+
+    /// Detaches this tab; returns its messages no leader accepted (they
+    /// will not be sent), oldest first.
+    pub fn close(&mut self) -> Vec<Frame> {
+        if self.closed {
+            return Vec::new();
+        }
+        self.closed = true;
+        let unsent = if self.role == Role::Alone {
+            Vec::new()
+        } else {
+            self.broadcast(TabMessage::Bye);
+            // A leader still catching up has no socket yet.
+            if self.role == Role::Leader && self.catching_up.is_none() {
+                let call = if self.members.is_empty() {
+                    SocketCall::Close
+                } else {
+                    SocketCall::Release
+                };
+                self.effects.push_back(Effect::DriveSocket(call));
+            }
+            self.effects.push_back(Effect::ReleaseLock);
+            self.take_unaccepted()
+        };
+        self.outbox.clear();
+        self.outbox_bytes = 0;
+        unsent
+    }
+
+    /// Feeds what happened at `now` (milliseconds, any monotonic origin).
+    pub fn handle(&mut self, input: Input, now: f64) {
+        if self.closed || self.role == Role::Alone {
+            return;
+        }
+        match input {
+            Input::LockAcquired => {
+                self.lock = Lock::Held;
+                self.lead(now);
+            }
+            Input::LockBusy => {
+                self.lock = Lock::Busy(now);
+                if self.leader.is_some() {
+                    self.request_lock();
+                }
+            }
+            Input::Channel(envelope) => self.channel(envelope, now),
+            Input::Tick => self.tick(now),
+            Input::Unsupported => self.go_alone(TabEvent::Unsupported),
+            Input::Socket(report) if self.role == Role::Leader && self.catching_up.is_none() => {
+                self.socket(report);
+            }
+            Input::Socket(_) => {}
+        }
+    }
+
+    pub(super) fn broadcast(&mut self, body: TabMessage) {
+        self.effects.push_back(Effect::Broadcast(Envelope {
+            v: TAB_PROTOCOL,
+            from: self.me.clone(),
+            body,
+        }));
+    }
+
+    pub(super) fn deliver(&mut self, event: TabEvent) {
+        self.effects.push_back(Effect::Deliver(event));
+    }
+
+    pub(super) fn role_changed(&mut self) {
+        let tabs = if self.role == Role::Alone {
+            0
+        } else {
+            self.tabs
+        };
+        self.deliver(TabEvent::Role {
+            role: self.role,
+            tabs,
+        });
+    }
+
+    /// Own messages past what the shared state accepted of this tab.
+    pub(super) fn take_unaccepted(&mut self) -> Vec<Frame> {
+        let accepted = self.accepted_of(&self.me);
+        self.outbox
+            .iter()
+            .filter(|(n, _)| *n > accepted)
+            .map(|(_, frame)| frame.clone())
+            .collect()
+    }
+
+    pub(super) fn accepted_of(&self, tab: &TabId) -> u64 {
+        self.shared.accepted.get(tab).copied().unwrap_or(0)
+    }
+
+    pub(super) fn go_alone(&mut self, why: TabEvent) {
+        let was_leader = self.role == Role::Leader;
+        if was_leader {
+            // Never: the leader's config governs. Kept total for safety.
+            return;
+        }
+        let unsent = self.take_unaccepted();
+        if why != TabEvent::Unsupported {
+            self.broadcast(TabMessage::Bye);
+        }
+        self.effects.push_back(Effect::ReleaseLock);
+        self.role = Role::Alone;
+        self.leader = None;
+        self.outbox.clear();
+        self.outbox_bytes = 0;
+        self.deliver(why);
+        self.role_changed();
+        self.effects.push_back(Effect::GoAlone { unsent });
+    }
+
+    /// Lines up for the lock, once.
+    pub(super) fn request_lock(&mut self) {
+        if matches!(self.lock, Lock::Busy(_)) {
+            self.lock = Lock::Requested;
+            self.effects.push_back(Effect::RequestLock);
+        }
+    }
+
+    pub(super) fn tabs_now(&self) -> usize {
+        self.members.len() + 1
+    }
+
+    pub(super) fn announce(&mut self) {
+        self.broadcast(TabMessage::Leader {
+            epoch: self.epoch,
+            config: self.config.clone(),
+            shared: self.shared.clone(),
+            tabs: self.tabs,
+            state: self.link,
+        });
+    }
+
+    /// Delivers an inbound message unless its seq was delivered; whether it was new.
+    pub(super) fn inbound(&mut self, seq: Option<u64>, frame: Frame) -> bool {
+        if let Some(seq) = seq {
+            if seq <= self.shared.last_in {
+                return false;
+            }
+            self.shared.last_in = seq;
+        }
+        self.deliver(TabEvent::Message(frame));
+        true
+    }
+
+    fn tick(&mut self, now: f64) {
+        self.broadcast(TabMessage::Heartbeat);
+        match self.role {
+            Role::Leader => {
+                if let Some((_, since)) = &self.catching_up
+                    && now - *since > SILENCE_MS
+                {
+                    // The previous leader died without a word: go on.
+                    self.take_over();
+                }
+                let before = self.members.len();
+                self.members.retain(|_, heard| now - *heard <= SILENCE_MS);
+                if self.members.len() != before {
+                    self.members_changed();
+                }
+            }
+            _ => {
+                if let Lock::Busy(since) = self.lock
+                    && now - since > SILENCE_MS
+                {
+                    // No leader answered: line up all the same (best effort).
+                    self.request_lock();
+                }
+                if let Some((_, heard)) = &self.leader
+                    && now - *heard > SILENCE_MS
+                {
+                    self.leader = None;
+                    self.effects.push_back(Effect::StealLock);
+                }
+            }
+        }
+    }
+
+    fn members_changed(&mut self) {
+        self.tabs = self.tabs_now();
+        self.broadcast(TabMessage::Status {
+            state: self.link,
+            tabs: self.tabs,
+        });
+        self.role_changed();
+    }
+
+    fn channel(&mut self, envelope: Envelope, now: f64) {
+        let Envelope { v, from, body } = envelope;
+        if v != TAB_PROTOCOL || from == self.me {
+            return;
+        }
+        if self.role == Role::Leader {
+            self.as_leader(from, body, now);
+        } else {
+            self.as_follower(from, body, now);
+        }
+    }
+}
