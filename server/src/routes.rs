@@ -184,9 +184,9 @@ fn refuse(
 ) -> Response {
     let connections = state.connections.clone();
     // Nothing is read but the close reply: small frames only.
-    configure(upgrade, state, 1024).on_upgrade(move |socket| {
-        connections.track_future(connection::refuse(socket, code, reason))
-    })
+    configure(upgrade, WS_READ_BUFFER.min(state.config.read_buffer), 1024).on_upgrade(
+        move |socket| connections.track_future(connection::refuse(socket, code, reason)),
+    )
 }
 
 /// The query of `GET /ws`.
