@@ -1,6 +1,5 @@
 //! The everyday commands: `run`, `test` and `testbed`.
 
-#[cfg(feature = "testbed")]
 use std::process::Command;
 #[cfg(feature = "testbed")]
 use std::time::{Duration, Instant};
@@ -153,6 +152,23 @@ pub fn test() -> Result<()> {
     steps.finish(started.elapsed())
 }
 
+/// Builds the server and the benchmark tools in release; returns the
+/// target directory and a command running the release `bench` binary with
+/// `subcommand --target <target> --docs docs` and then `extra`.
+fn release_bench(subcommand: &str, extra: &[&str]) -> Result<Command> {
+    cmd::run(&mut command(
+        "cargo",
+        &["build", "--release", "-p", "server", "-p", "bench"],
+    ))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| cmd::root().join("target"));
+    let target = target.to_string_lossy().into_owned();
+    let mut args = vec![subcommand, "--target", &target, "--docs", "docs"];
+    args.extend_from_slice(extra);
+    Ok(command(&format!("{target}/release/bench"), &args))
+}
+
 /// Builds the server and the benchmark tools in release and runs every
 /// benchmark side by side (the Go reference is built when Go is installed).
 pub fn bench(full: bool) -> Result<()> {
@@ -162,20 +178,7 @@ pub fn bench(full: bool) -> Result<()> {
         browser: true,
     })?;
     setup::ensure_go();
-    cmd::run(&mut command(
-        "cargo",
-        &["build", "--release", "-p", "server", "-p", "bench"],
-    ))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| cmd::root().join("target"));
-    let target = target.to_string_lossy().into_owned();
-    let mut args = vec!["run", "--target", &target, "--docs", "docs"];
-    if full {
-        args.push("--full");
-    }
-    let bench = format!("{target}/release/bench");
-    let mut run = command(&bench, &args);
+    let mut run = release_bench("run", if full { &["--full"] } else { &[] })?;
     if let Some(driver) = &tools.chromedriver {
         run.env("CHROMEDRIVER", driver);
     }
@@ -188,37 +191,13 @@ pub fn bench(full: bool) -> Result<()> {
 /// its section of docs/BENCHMARKS.md.
 pub fn bench_scale() -> Result<()> {
     setup::ensure_go();
-    cmd::run(&mut command(
-        "cargo",
-        &["build", "--release", "-p", "server", "-p", "bench"],
-    ))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| cmd::root().join("target"));
-    let target = target.to_string_lossy().into_owned();
-    let bench = format!("{target}/release/bench");
-    cmd::run(&mut command(
-        &bench,
-        &["scale", "--target", &target, "--docs", "docs"],
-    ))
+    cmd::run(&mut release_bench("scale", &[])?)
 }
 
 /// Builds the server and the benchmark tools in release and plays hostile
 /// clients at scale against the server; writes `docs/HARDENING.md`.
 pub fn hostile() -> Result<()> {
-    cmd::run(&mut command(
-        "cargo",
-        &["build", "--release", "-p", "server", "-p", "bench"],
-    ))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| cmd::root().join("target"));
-    let target = target.to_string_lossy().into_owned();
-    let bench = format!("{target}/release/bench");
-    cmd::run(&mut command(
-        &bench,
-        &["hostile", "--target", &target, "--docs", "docs"],
-    ))
+    cmd::run(&mut release_bench("hostile", &[])?)
 }
 
 /// Starts the testbed and waits for Ctrl-C: for running browser tests by hand.

@@ -139,20 +139,7 @@ impl Node {
         };
         let message = serde_json::to_string(&envelope)
             .map_err(|err| ClusterError::Redis(format!("encoding a command: {err}")))?;
-        let key = self.key("cmd", node);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("XADD")
-            .arg(&key)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(STREAM_MAX)
-            .arg("*")
-            .arg("m")
-            .arg(message)
-            .ignore()
-            .pexpire(&key, i64::try_from(self.ttl_ms()).unwrap_or(i64::MAX))
-            .ignore();
+        let pipe = self.append(&self.key("cmd", node), message);
         let started = tokio::time::Instant::now();
         self.query::<()>(&pipe).await?;
         match tokio::time::timeout_at(started + self.command_timeout, rx).await {
@@ -169,15 +156,14 @@ impl Node {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Writes `answer` to `to`'s reply stream.
-    async fn answer(&self, to: &str, request: u64, answer: Answer) -> Result<(), ClusterError> {
-        let message = serde_json::to_string(&Reply { request, answer })
-            .map_err(|err| ClusterError::Redis(format!("encoding an answer: {err}")))?;
-        let key = self.key("reply", to);
+    /// Appends `message` to the stream `key`, trimmed to about
+    /// [`STREAM_MAX`] entries, and gives the stream the node TTL again (a
+    /// node's streams expire with it), in one transaction.
+    fn append(&self, key: &str, message: String) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         pipe.atomic()
             .cmd("XADD")
-            .arg(&key)
+            .arg(key)
             .arg("MAXLEN")
             .arg("~")
             .arg(STREAM_MAX)
@@ -185,8 +171,16 @@ impl Node {
             .arg("m")
             .arg(message)
             .ignore()
-            .pexpire(&key, i64::try_from(self.ttl_ms()).unwrap_or(i64::MAX))
+            .pexpire(key, i64::try_from(self.ttl_ms()).unwrap_or(i64::MAX))
             .ignore();
+        pipe
+    }
+
+    /// Writes `answer` to `to`'s reply stream.
+    async fn answer(&self, to: &str, request: u64, answer: Answer) -> Result<(), ClusterError> {
+        let message = serde_json::to_string(&Reply { request, answer })
+            .map_err(|err| ClusterError::Redis(format!("encoding an answer: {err}")))?;
+        let pipe = self.append(&self.key("reply", to), message);
         self.query(&pipe).await
     }
 }
