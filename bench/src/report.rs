@@ -78,6 +78,19 @@ const MISSED: &[(&str, &str)] = &[
          wake-up source for the shutdown, close and writer-gone signals.",
     ),
     (
+        "large",
+        "Callgrind counts ours at about 64k user-space instructions per 16 KiB message \
+         against the raw server's 57k: close. In both, 43% is tungstenite zero-filling its \
+         read buffer before every read, so the gap in a timed run is mostly outside user \
+         space: syscalls and how replies are batched. Ours reads into a 512-byte tungstenite \
+         buffer on `/ws` but keeps `--read-buffer` (4 KiB) on `/echo`, and flushes its replies \
+         per batch of `--send-queue-bytes`; the raw server writes each reply from the reading \
+         task. Next step: syscall counts per message (`strace -c -f` or `perf trace -s` on \
+         the server) on a quiet machine for both servers, then the same one-task, \
+         write-at-once path as the typed echo's next step; and an upstream tungstenite \
+         change to stop the zero-fill.",
+    ),
+    (
         "gorilla",
         "Against gorilla the comparison is made with the same load generator, which is the \
          bottleneck for both servers at this size (see the CPU columns): at parity in msg/s, \
@@ -141,6 +154,15 @@ fn find<'a>(list: &'a Value, server: &str, conns: Option<u64>) -> Option<&'a Val
         .find(|r| r["server"] == server && conns.is_none_or(|c| r["conns"].as_u64() == Some(c)))
 }
 
+/// The echo result of `server` at `conns` x `bytes`.
+fn find_echo<'a>(echo: &'a Value, server: &str, conns: u64, bytes: u64) -> Option<&'a Value> {
+    echo.as_array()?.iter().find(|r| {
+        r["server"] == server
+            && r["conns"].as_u64() == Some(conns)
+            && r["bytes"].as_u64() == Some(bytes)
+    })
+}
+
 fn ratio(a: Option<&Value>, b: Option<&Value>, key: &str) -> Option<f64> {
     let (a, b) = (num(a?, key), num(b?, key));
     (a.is_finite() && b.is_finite() && b > 0.0).then(|| a / b)
@@ -162,10 +184,10 @@ fn targets(results: &Value) -> Vec<Target> {
     let echo = &results["echo"];
     let mut targets = Vec::new();
     for (conns, bytes) in [(100u64, 20u64), (10, 1024)] {
-        let raw = find(echo, "raw 4 KiB", Some(conns));
-        let gorilla = find(echo, "gorilla", Some(conns));
+        let raw = find_echo(echo, "raw 4 KiB", conns, bytes);
+        let gorilla = find_echo(echo, "gorilla", conns, bytes);
         for (ours, key) in [("ours /echo", "echo"), ("ours /ws", "typed")] {
-            let r = find(echo, ours, Some(conns));
+            let r = find_echo(echo, ours, conns, bytes);
             let measured = ratio(r, raw, "msgs_per_s");
             let per_cpu = ratio(r, raw, "msgs_per_server_cpu_s");
             targets.push(Target {
@@ -204,8 +226,8 @@ fn targets(results: &Value) -> Vec<Target> {
     // Issue 16: the typed echo per server CPU-second, where a saturated load
     // generator cannot hide the server's cost.
     let measured = ratio(
-        find(echo, "ours /ws", Some(10)),
-        find(echo, "raw 4 KiB", Some(10)),
+        find_echo(echo, "ours /ws", 10, 1024),
+        find_echo(echo, "raw 4 KiB", 10, 1024),
         "msgs_per_server_cpu_s",
     );
     targets.push(Target {
@@ -217,6 +239,39 @@ fn targets(results: &Value) -> Vec<Target> {
         met: measured.map(|m| m >= 0.9),
         note: "issue 16".into(),
     });
+    // Issue 16: the large echo, in msg/s and in its tail.
+    let (ours, raw) = (
+        find_echo(echo, "ours /echo", 100, 16 * 1024),
+        find_echo(echo, "raw 4 KiB", 100, 16 * 1024),
+    );
+    let measured = ratio(ours, raw, "msgs_per_s");
+    targets.push(Target {
+        key: "large",
+        what: "ours /echo vs raw 4 KiB, 100 x 16 KiB".into(),
+        goal: "≥ 0.95x",
+        measured,
+        unit: "x",
+        met: measured.map(|m| m >= 0.95),
+        note: format!(
+            "per server CPU-second: {}; bottleneck: {}",
+            ratio(ours, raw, "msgs_per_server_cpu_s").map_or("n/a".into(), |p| format!("{p:.2}x")),
+            ours.map_or("n/a", bottleneck)
+        ),
+    });
+    let measured = ratio(ours, raw, "p99_us");
+    targets.push(Target {
+        key: "large",
+        what: "ours /echo p99 against raw 4 KiB's, 100 x 16 KiB".into(),
+        goal: "≤ 1.50x",
+        measured,
+        unit: "x",
+        met: measured.map(|m| m <= 1.5),
+        note: format!(
+            "p99 {} µs against {} µs",
+            ours.map_or(Value::Null, |r| r["p99_us"].clone()),
+            raw.map_or(Value::Null, |r| r["p99_us"].clone())
+        ),
+    });
     let burst = &results["burst"];
     let measured = ratio(
         find(burst, "ours /ws", None),
@@ -226,10 +281,10 @@ fn targets(results: &Value) -> Vec<Target> {
     targets.push(Target {
         key: "burst",
         what: "burst of 100,000 to a native client vs raw feed + one flush per batch".into(),
-        goal: "≥ 0.90x",
+        goal: "≥ 0.95x",
         measured,
         unit: "x",
-        met: measured.map(|m| m >= 0.9),
+        met: measured.map(|m| m >= 0.95),
         note: String::new(),
     });
     let idle = find(&results["idle"], "ours /ws", None);

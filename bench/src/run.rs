@@ -393,7 +393,9 @@ pub fn run(options: &Options) -> Result<()> {
     ];
     echo_servers.extend(gorilla.clone());
     let mut echo = Vec::new();
-    for (conns, bytes) in [(100usize, 20usize), (10, 1024)] {
+    // Issue 16's large echo (100 x 16 KiB, `/echo` against raw 4 KiB) runs
+    // beside the two sizes of issue 6.
+    for (conns, bytes) in [(100usize, 20usize), (10, 1024), (100, 16 * 1024)] {
         let mut runs: Vec<Vec<Value>> = vec![Vec::new(); echo_servers.len()];
         for round in 0..plan.echo_rounds {
             // Rotate the order each round, so no server always follows the same one.
