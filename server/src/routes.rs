@@ -155,6 +155,12 @@ const WRITE_BUFFER: usize = 8 * 1024;
 /// `serve::io`); a larger frame grows the buffer while it is read.
 const WS_READ_BUFFER: usize = 512;
 
+/// tungstenite's read buffer for a `/ws` connection: [`WS_READ_BUFFER`],
+/// or `--read-buffer` when that is smaller.
+fn ws_read_buffer(state: &AppState) -> usize {
+    WS_READ_BUFFER.min(state.config.read_buffer)
+}
+
 fn configure(
     upgrade: WebSocketUpgrade,
     read_buffer: usize,
@@ -184,9 +190,9 @@ fn refuse(
 ) -> Response {
     let connections = state.connections.clone();
     // Nothing is read but the close reply: small frames only.
-    configure(upgrade, WS_READ_BUFFER.min(state.config.read_buffer), 1024).on_upgrade(
-        move |socket| connections.track_future(connection::refuse(socket, code, reason)),
-    )
+    configure(upgrade, ws_read_buffer(state), 1024).on_upgrade(move |socket| {
+        connections.track_future(connection::refuse(socket, code, reason))
+    })
 }
 
 /// The query of `GET /ws`.
@@ -275,7 +281,7 @@ async fn ws(
     let (burst, reliable) = (query.burst, query.reliable);
     let max = state.config.max_message_size;
     let connections = state.connections.clone();
-    let read_buffer = WS_READ_BUFFER.min(state.config.read_buffer);
+    let read_buffer = ws_read_buffer(&state);
     configure(upgrade, read_buffer, max).on_upgrade(move |socket| {
         connections.track_future(connection::run(
             socket,

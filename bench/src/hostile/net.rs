@@ -107,17 +107,6 @@ pub fn metric(all: &HashMap<String, f64>, name: &str) -> f64 {
     all.get(name).copied().unwrap_or(0.0)
 }
 
-/// The resident memory of process `pid` in KiB, from `/proc/<pid>/status`.
-pub fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("no VmRSS")
-}
-
 /// The kernel's system-wide TCP counters (`TcpExt` in `/proc/net/netstat`),
 /// e.g. `ListenOverflows`; empty where unreadable.
 pub fn tcp_ext() -> HashMap<String, u64> {

@@ -19,6 +19,7 @@ use hdrhistogram::Histogram;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::net::{self, Ws};
+use crate::load::rss_kib;
 
 /// What the legitimate client saw.
 #[derive(Debug, Default, Clone)]
@@ -238,13 +239,13 @@ pub struct RssSampler {
 impl RssSampler {
     /// Starts sampling process `pid`.
     pub fn start(pid: u32) -> Result<Self> {
-        let before = net::rss_kib(pid)?;
+        let before = rss_kib(pid)?;
         let peak = Arc::new(AtomicU64::new(before));
         let stop = Arc::new(AtomicBool::new(false));
         let (p, s) = (peak.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                if let Ok(kib) = net::rss_kib(pid) {
+                if let Ok(kib) = rss_kib(pid) {
                     p.fetch_max(kib, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -267,10 +268,10 @@ impl RssSampler {
             let _ = thread.join();
         }
         let deadline = Instant::now() + Duration::from_secs(3);
-        let mut last = net::rss_kib(self.pid)?;
+        let mut last = rss_kib(self.pid)?;
         loop {
             std::thread::sleep(Duration::from_millis(300));
-            let now = net::rss_kib(self.pid)?;
+            let now = rss_kib(self.pid)?;
             if now == last || Instant::now() > deadline {
                 last = now;
                 break;
