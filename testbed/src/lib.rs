@@ -43,7 +43,7 @@
 //! |---|---|
 //! | `test_server` | [`TestServer`], [`config`], [`quiet_config`] |
 //! | `tokens` | token mode: [`token_config`], [`mint_token`], [`TEST_JWT_SECRET`] |
-//! | `proxy` | [`FaultProxy`]: cuts connections after a random number of bytes |
+//! | `proxy` | [`FaultProxy`]: cuts connections after a random number of bytes; in front of several nodes, sends each new connection to the next (round robin) |
 //! | `redis` | [`RedisServer`]: `redis-server` on a free port without persistence, for the cluster tests; stop and restart on the same port |
 //! | `lib.rs` | [`Testbed`] and its control API |
 //!

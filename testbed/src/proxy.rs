@@ -6,12 +6,19 @@
 //! then resets both sides: no close frame, no FIN, as when a network drops.
 //! [`FaultProxy::hold`] refuses new connections (they are reset at once),
 //! [`FaultProxy::cut_all`] cuts every live one now.
+//!
+//! In front of a cluster ([`FaultProxy::start_many`]) it is also the load
+//! balancer: each new connection, so each reconnect, goes to the next node in
+//! turn (round robin). When that node does not accept (it was killed), the
+//! connection goes to the one after it, as nginx's `proxy_next_upstream`
+//! does; only when none accepts is the client reset. A node started again on
+//! another port takes its place with [`FaultProxy::set_upstream`].
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -56,6 +63,10 @@ struct Shared {
     cuts: AtomicU64,
     connections: AtomicU64,
     holding: AtomicBool,
+    /// The nodes, in round-robin order (one for a single server).
+    upstreams: Mutex<Vec<SocketAddr>>,
+    /// Connections forwarded to each upstream, by index.
+    forwarded: Vec<AtomicU64>,
     /// Bumped by `cut_all`; every connection watches it.
     generation: watch::Sender<u64>,
 }
@@ -67,6 +78,19 @@ impl FaultProxy {
     ///
     /// When no port can be bound.
     pub async fn start(upstream: SocketAddr, faults: Faults) -> Result<Self> {
+        Self::start_many(vec![upstream], faults).await
+    }
+
+    /// Listens on a free loopback port and sends each new connection to the
+    /// next of `upstreams` in turn (the next again when that one refuses).
+    ///
+    /// # Errors
+    ///
+    /// When `upstreams` is empty or no port can be bound.
+    pub async fn start_many(upstreams: Vec<SocketAddr>, faults: Faults) -> Result<Self> {
+        if upstreams.is_empty() {
+            bail!("a fault proxy needs at least one upstream");
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -75,16 +99,12 @@ impl FaultProxy {
             cuts: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             holding: AtomicBool::new(false),
+            forwarded: upstreams.iter().map(|_| AtomicU64::new(0)).collect(),
+            upstreams: Mutex::new(upstreams),
             generation: watch::channel(0).0,
         });
         let stop = CancellationToken::new();
-        tokio::spawn(accept(
-            listener,
-            upstream,
-            faults.seed,
-            shared.clone(),
-            stop.clone(),
-        ));
+        tokio::spawn(accept(listener, faults.seed, shared.clone(), stop.clone()));
         Ok(Self { addr, shared, stop })
     }
 
@@ -96,6 +116,38 @@ impl FaultProxy {
     /// Connections accepted so far (held ones included).
     pub fn connections(&self) -> u64 {
         self.shared.connections.load(Relaxed)
+    }
+
+    /// Connections forwarded to upstream `index` so far (0 past the end).
+    pub fn forwarded_to(&self, index: usize) -> u64 {
+        self.shared
+            .forwarded
+            .get(index)
+            .map_or(0, |n| n.load(Relaxed))
+    }
+
+    /// Where upstream `index` is now.
+    pub fn upstream(&self, index: usize) -> Option<SocketAddr> {
+        self.shared.upstreams().get(index).copied()
+    }
+
+    /// Points upstream `index` at `addr` from the next connection on (a node
+    /// started again on another port); live connections stay where they are.
+    ///
+    /// # Errors
+    ///
+    /// When there is no upstream `index`.
+    pub fn set_upstream(&self, index: usize, addr: SocketAddr) -> Result<()> {
+        let mut upstreams = self
+            .shared
+            .upstreams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(slot) = upstreams.get_mut(index) else {
+            bail!("no upstream {index} (there are {})", upstreams.len());
+        };
+        *slot = addr;
+        Ok(())
     }
 
     /// While `true`, new connections are reset as soon as they arrive.
@@ -117,6 +169,17 @@ impl FaultProxy {
     }
 }
 
+impl Shared {
+    fn upstreams(&self) -> Vec<SocketAddr> {
+        // A poisoned lock still holds a valid list: a panic cannot leave it
+        // half-written (every write is one assignment).
+        self.upstreams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
 impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.stop.cancel();
@@ -124,14 +187,9 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn accept(
-    listener: TcpListener,
-    upstream: SocketAddr,
-    seed: u64,
-    shared: Arc<Shared>,
-    stop: CancellationToken,
-) {
+async fn accept(listener: TcpListener, seed: u64, shared: Arc<Shared>, stop: CancellationToken) {
     let mut rng = StdRng::seed_from_u64(seed);
+    let mut turn = 0usize;
     loop {
         let client = tokio::select! {
             () = stop.cancelled() => return,
@@ -154,9 +212,11 @@ async fn accept(
         } else {
             rng.random_range(min..=max)
         };
+        let first = turn;
+        turn = turn.wrapping_add(1);
         let shared = shared.clone();
         tokio::spawn(async move {
-            let Ok(server) = TcpStream::connect(upstream).await else {
+            let Some(server) = connect_from(&shared, first).await else {
                 reset(client);
                 return;
             };
@@ -166,6 +226,20 @@ async fn accept(
             }
         });
     }
+}
+
+/// Connects to the upstream `first` (modulo their number), or to the ones
+/// after it in turn when it refuses; `None` when none accepts.
+async fn connect_from(shared: &Shared, first: usize) -> Option<TcpStream> {
+    let upstreams = shared.upstreams();
+    for step in 0..upstreams.len() {
+        let index = first.wrapping_add(step) % upstreams.len();
+        if let Ok(server) = TcpStream::connect(upstreams[index]).await {
+            shared.forwarded[index].fetch_add(1, Relaxed);
+            return Some(server);
+        }
+    }
+    None
 }
 
 /// Drops a socket with a reset rather than a FIN.
@@ -246,5 +320,89 @@ async fn pass(
         Pass::Cut
     } else {
         Pass::Go
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// An upstream that answers each connection with its name and closes.
+    async fn named(name: u8) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let _ = stream.write_all(&[name]).await;
+            }
+        });
+        (addr, task)
+    }
+
+    /// The name of the upstream a new connection through `proxy` reaches.
+    async fn reached(proxy: &FaultProxy) -> Vec<u8> {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        let mut got = Vec::new();
+        let _ = stream.read_to_end(&mut got).await;
+        got
+    }
+
+    #[tokio::test]
+    async fn each_connection_goes_to_the_next_node_and_skips_a_dead_one() {
+        let (a, _task_a) = named(b'a').await;
+        let (b, task_b) = named(b'b').await;
+        let (c, _task_c) = named(b'c').await;
+        let proxy = FaultProxy::start_many(vec![a, b, c], Faults::none())
+            .await
+            .unwrap();
+        let mut order = Vec::new();
+        for _ in 0..6 {
+            order.extend(reached(&proxy).await);
+        }
+        assert_eq!(order, b"abcabc");
+        assert_eq!(
+            (0..3).map(|i| proxy.forwarded_to(i)).collect::<Vec<_>>(),
+            [2, 2, 2]
+        );
+
+        // b dies: its turn goes to c, as a load balancer's next upstream.
+        task_b.abort();
+        let _ = task_b.await;
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            order.extend(reached(&proxy).await);
+        }
+        assert_eq!(order, b"acc");
+
+        // b comes back on another port and takes its place.
+        let (b2, _task_b2) = named(b'B').await;
+        proxy.set_upstream(1, b2).unwrap();
+        assert_eq!(proxy.upstream(1), Some(b2));
+        let mut order = Vec::new();
+        for _ in 0..3 {
+            order.extend(reached(&proxy).await);
+        }
+        assert_eq!(order, b"aBc");
+        assert!(proxy.set_upstream(3, b2).is_err());
+        assert!(
+            FaultProxy::start_many(Vec::new(), Faults::none())
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn with_every_node_dead_the_client_is_reset() {
+        let (a, task) = named(b'a').await;
+        let proxy = FaultProxy::start_many(vec![a], Faults::none())
+            .await
+            .unwrap();
+        task.abort();
+        let _ = task.await;
+        assert_eq!(reached(&proxy).await, b"");
+        assert_eq!(proxy.connections(), 1);
+        assert_eq!(proxy.forwarded_to(0), 0);
     }
 }
