@@ -44,6 +44,7 @@
 //! | `test_server` | [`TestServer`], [`config`], [`quiet_config`] |
 //! | `tokens` | token mode: [`token_config`], [`mint_token`], [`TEST_JWT_SECRET`] |
 //! | `proxy` | [`FaultProxy`]: cuts connections after a random number of bytes; in front of several nodes, sends each new connection to the next (round robin) |
+//! | `node` | [`NodeProcess`]: the server binary as a child process on a free port, for a real SIGKILL |
 //! | `redis` | [`RedisServer`]: `redis-server` on a free port without persistence, for the cluster tests; stop and restart on the same port |
 //! | `lib.rs` | [`Testbed`] and its control API |
 //!
@@ -63,11 +64,13 @@
 
 #![warn(missing_docs)]
 
+mod node;
 mod proxy;
 mod redis;
 mod test_server;
 mod tokens;
 
+pub use node::NodeProcess;
 pub use proxy::{FaultProxy, Faults};
 pub use redis::RedisServer;
 pub use test_server::{TestServer, config, quiet_config};

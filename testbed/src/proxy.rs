@@ -15,7 +15,7 @@
 //! another port takes its place with [`FaultProxy::set_upstream`].
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{Result, bail};
@@ -67,6 +67,8 @@ struct Shared {
     upstreams: Mutex<Vec<SocketAddr>>,
     /// Connections forwarded to each upstream, by index.
     forwarded: Vec<AtomicU64>,
+    /// The upstream of the newest forwarded connection (`usize::MAX`: none yet).
+    last: AtomicUsize,
     /// Bumped by `cut_all`; every connection watches it.
     generation: watch::Sender<u64>,
 }
@@ -100,6 +102,7 @@ impl FaultProxy {
             connections: AtomicU64::new(0),
             holding: AtomicBool::new(false),
             forwarded: upstreams.iter().map(|_| AtomicU64::new(0)).collect(),
+            last: AtomicUsize::new(usize::MAX),
             upstreams: Mutex::new(upstreams),
             generation: watch::channel(0).0,
         });
@@ -124,6 +127,12 @@ impl FaultProxy {
             .forwarded
             .get(index)
             .map_or(0, |n| n.load(Relaxed))
+    }
+
+    /// The upstream the newest connection went to: with one client that
+    /// reconnects, the node holding it now.
+    pub fn last_upstream(&self) -> Option<usize> {
+        Some(self.shared.last.load(Relaxed)).filter(|&i| i != usize::MAX)
     }
 
     /// Where upstream `index` is now.
@@ -236,6 +245,7 @@ async fn connect_from(shared: &Shared, first: usize) -> Option<TcpStream> {
         let index = first.wrapping_add(step) % upstreams.len();
         if let Ok(server) = TcpStream::connect(upstreams[index]).await {
             shared.forwarded[index].fetch_add(1, Relaxed);
+            shared.last.store(index, Relaxed);
             return Some(server);
         }
     }
@@ -362,6 +372,7 @@ mod tests {
             order.extend(reached(&proxy).await);
         }
         assert_eq!(order, b"abcabc");
+        assert_eq!(proxy.last_upstream(), Some(2));
         assert_eq!(
             (0..3).map(|i| proxy.forwarded_to(i)).collect::<Vec<_>>(),
             [2, 2, 2]
@@ -404,5 +415,6 @@ mod tests {
         assert_eq!(reached(&proxy).await, b"");
         assert_eq!(proxy.connections(), 1);
         assert_eq!(proxy.forwarded_to(0), 0);
+        assert_eq!(proxy.last_upstream(), None);
     }
 }
