@@ -94,6 +94,15 @@ impl NodeProcess {
         self.child.id()
     }
 
+    /// Whether it has exited (and been reaped).
+    ///
+    /// # Errors
+    ///
+    /// When its status cannot be read.
+    pub fn exited(&mut self) -> Result<bool> {
+        Ok(self.child.try_wait()?.is_some())
+    }
+
     /// SIGKILL, then waits for it: no `Drop`, no close frame, no flush.
     ///
     /// # Errors

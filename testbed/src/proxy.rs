@@ -90,10 +90,24 @@ impl FaultProxy {
     ///
     /// When `upstreams` is empty or no port can be bound.
     pub async fn start_many(upstreams: Vec<SocketAddr>, faults: Faults) -> Result<Self> {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), upstreams, faults).await
+    }
+
+    /// [`FaultProxy::start_many`] on a given address (`cargo xtask cluster`
+    /// fronts its nodes on `127.0.0.1:8080` with it).
+    ///
+    /// # Errors
+    ///
+    /// When `upstreams` is empty or `listen` cannot be bound.
+    pub async fn start_on(
+        listen: SocketAddr,
+        upstreams: Vec<SocketAddr>,
+        faults: Faults,
+    ) -> Result<Self> {
         if upstreams.is_empty() {
             bail!("a fault proxy needs at least one upstream");
         }
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             min_bytes: AtomicU64::new(faults.min_bytes),

@@ -6,19 +6,22 @@
 //! | `setup` | installs every missing tool: the wasm32 target, wasm-bindgen-cli at the Cargo.lock version, trunk 0.21, wasm-opt, rustfmt, clippy, wasm-pack; with `--browser` also Chromium and ChromeDriver; with `--run` only what `run` needs |
 //! | `run` | installs only what it needs (the wasm32 target, wasm-bindgen-cli, trunk, wasm-opt), builds the UI in release with trunk, starts the server on <http://127.0.0.1:8080> until Ctrl-C |
 //! | `test` | set-up, then fmt, clippy (native and wasm32), native tests, and the browser tests in headless Chrome against a real server on a free port |
+//! | `cluster` | a local three-node cluster: `redis-server` (installed if missing) on a free port, three release nodes with `--redis-url`, the UI on <http://127.0.0.1:8080> through a round-robin front (the testbed's proxy), until Ctrl-C |
 //! | `testbed` | starts the test server and its control API and prints their addresses, for running browser tests by hand |
 //! | `bench` | builds in release and runs the benchmarks side by side (`--full` for the long run); writes `docs/BENCHMARKS.md`, ending with connections on one node with timed pushes (its own section); `--scale`: that part alone |
 //! | `hostile` | builds in release and plays hostile clients at scale against the server (floods, slowloris, non-reading clients, broken frames); writes `docs/HARDENING.md` |
 //!
 //! Layout: `setup.rs` (tool detection and installation), `tasks.rs` (run,
-//! test, testbed), `cmd.rs` (running child processes). The test server itself
+//! test, testbed, the benchmarks), `cluster.rs` (cluster), `cmd.rs` (running child processes). The test server itself
 //! is the `testbed` crate, behind this crate's `testbed` feature: the plain
-//! binary (all that `cargo xtask run` compiles) runs `test` and `testbed` by
+//! binary (all that `cargo xtask run` compiles) runs `test`, `testbed` and `cluster` by
 //! running xtask again with that feature.
 //!
 //! Every step is idempotent: a tool is installed only when it is missing or at
 //! the wrong version, so a warm re-run goes straight to the work.
 
+#[cfg(feature = "testbed")]
+mod cluster;
 mod cmd;
 mod setup;
 mod tasks;
@@ -33,6 +36,8 @@ commands:
   setup --run         install only what `run` needs (wasm32 target, wasm-bindgen-cli, trunk, wasm-opt)
   run [-- ARGS]       build the UI in release and serve it with the server on http://127.0.0.1:8080
                       (ARGS go to the server, see `cargo run -p server -- --help`)
+  cluster [-- ARGS]   a local three-node cluster on one redis-server, the UI on http://127.0.0.1:8080
+                      through a round-robin front (ARGS go to every node)
   test                run every check and test: fmt, clippy (native + wasm32), native tests, browser tests
   testbed             start the test server and its control API, print their addresses, wait for Ctrl-C
   bench [--full]      benchmarks side by side (quick: under 5 minutes); writes docs/BENCHMARKS.md
@@ -64,8 +69,12 @@ fn main() -> Result<()> {
         "test" => tasks::test(),
         #[cfg(feature = "testbed")]
         "testbed" => tasks::testbed(),
+        #[cfg(feature = "testbed")]
+        "cluster" => cluster::cluster(rest.strip_prefix(&["--".to_owned()][..]).unwrap_or(rest)),
         #[cfg(not(feature = "testbed"))]
-        "test" | "testbed" => tasks::with_testbed(command),
+        "test" | "testbed" => tasks::with_testbed(command, &[]),
+        #[cfg(not(feature = "testbed"))]
+        "cluster" => tasks::with_testbed(command, rest),
         "bench" if rest.iter().any(|a| a == "--scale") => tasks::bench_scale(),
         "bench" => tasks::bench(rest.iter().any(|a| a == "--full")),
         "hostile" => tasks::hostile(),

@@ -1,4 +1,4 @@
-//! The everyday commands: `run`, `test` and `testbed`.
+//! The everyday commands: `run`, `test`, `testbed` and the benchmarks.
 
 use std::process::Command;
 #[cfg(feature = "testbed")]
@@ -226,9 +226,9 @@ pub fn testbed() -> Result<()> {
 /// xtask/Cargo.toml). `cargo xtask run` on a fresh clone thus never compiles
 /// the test server.
 #[cfg(not(feature = "testbed"))]
-pub fn with_testbed(command: &str) -> Result<()> {
+pub fn with_testbed(command: &str, args: &[String]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    cmd::run(&mut cmd::command(
+    let mut again = cmd::command(
         &cargo,
         &[
             "run",
@@ -240,10 +240,12 @@ pub fn with_testbed(command: &str) -> Result<()> {
             "--",
             command,
         ],
-    ))
+    );
+    again.args(args);
+    cmd::run(&mut again)
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
