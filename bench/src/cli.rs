@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::{hostile, load, raw, run, scale};
+use crate::{cluster, hostile, load, raw, run, scale};
 
 #[derive(Parser)]
 #[command(about = "WebSocket benchmarks side by side")]
@@ -38,6 +38,9 @@ enum Cmd {
         /// Skip the scale run (connections on one node, about 2.5 minutes).
         #[arg(long)]
         no_scale: bool,
+        /// Skip the cluster run (two nodes on Redis, under a minute).
+        #[arg(long)]
+        no_cluster: bool,
         /// One short round of everything, to check the harness; write the
         /// report elsewhere with `--docs`, its figures are not worth keeping.
         #[arg(long, hide = true)]
@@ -73,6 +76,25 @@ enum Cmd {
         /// Print the report only, write nothing.
         #[arg(long)]
         no_write: bool,
+    },
+    /// The cluster (issue 14): one broadcast to 10,000 clients over two
+    /// nodes sharing a redis-server; writes its section of docs/BENCHMARKS.md.
+    Cluster {
+        /// The cargo target directory holding release/server (built beforehand).
+        #[arg(long, env = "CARGO_TARGET_DIR", default_value = "target")]
+        target: PathBuf,
+        /// Where the report goes (relative to the workspace root).
+        #[arg(long, default_value = "docs")]
+        docs: PathBuf,
+        /// Print the report only, write nothing.
+        #[arg(long)]
+        no_write: bool,
+        /// Clients held over the two nodes.
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+        /// Broadcasts measured.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
     },
     /// The raw tokio-tungstenite reference server.
     RawServer {
@@ -155,6 +177,19 @@ enum Mode {
         #[arg(long)]
         pid: u32,
     },
+    /// Hold `/ws` connections over several nodes, broadcast through the
+    /// first, time until the last client read it (`bench cluster`).
+    Broadcast {
+        /// The nodes' loopback addresses, comma-separated.
+        #[arg(long)]
+        nodes: String,
+        /// Connections, spread over the nodes in turn.
+        #[arg(long, default_value_t = 10_000)]
+        conns: usize,
+        /// Broadcasts measured (after one not measured).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
 }
 
 /// Parses the command line and runs the command.
@@ -168,6 +203,7 @@ pub fn main() -> Result<()> {
             docs,
             no_browser,
             no_scale,
+            no_cluster,
             smoke,
         } => run::run(&run::Options {
             full,
@@ -176,7 +212,30 @@ pub fn main() -> Result<()> {
             no_browser,
             smoke,
             no_scale,
+            no_cluster,
         }),
+        Cmd::Cluster {
+            target,
+            docs,
+            no_write,
+            conns,
+            rounds,
+        } => {
+            let target = std::path::absolute(&target)?;
+            // Relative to the workspace root, as `run` writes its report.
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
+            cluster::run(&cluster::Options {
+                server: target.join("release/server"),
+                bench: std::env::current_exe()?,
+                conns,
+                rounds,
+                docs: (!no_write).then(|| root.join(docs)),
+            })
+            .map(drop)
+        }
         Cmd::Hostile {
             target,
             docs,
@@ -244,6 +303,14 @@ pub fn main() -> Result<()> {
                     }
                     Mode::Burst { url, count } => load::burst(&url, count).await,
                     Mode::Idle { url, conns, pid } => load::idle(&url, conns, pid).await,
+                    Mode::Broadcast {
+                        nodes,
+                        conns,
+                        rounds,
+                    } => {
+                        let nodes: Vec<String> = nodes.split(',').map(str::to_owned).collect();
+                        cluster::broadcast(&nodes, conns, rounds).await
+                    }
                     Mode::Hold {
                         addr,
                         path,

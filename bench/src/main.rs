@@ -18,6 +18,8 @@
 //! * `scale.rs`: connections on one node (issue 16): as many `/ws` connections
 //!   as the descriptor limit allows with timed pushes on, ours beside gorilla,
 //!   and a projection; `scale_report.rs` writes its section of `docs/BENCHMARKS.md`;
+//! * `cluster.rs`: the cluster (issue 14): one broadcast to 10,000 clients
+//!   over two nodes sharing a `redis-server`; its section of `docs/BENCHMARKS.md`;
 //! * `procs.rs`: pinned child processes that are always killed;
 //! * `go/server.go`: the gorilla reference, built offline from Debian's packages;
 //! * `examples/browser.rs`: the wasm side of the browser burst (our wrapper).
@@ -29,6 +31,7 @@
 //! cargo run --release -p bench -- run --full    # longer windows, more rounds
 //! cargo xtask hostile                           # builds, then `bench hostile`: docs/HARDENING.md
 //! cargo xtask bench --scale                     # builds, then `bench scale`: its section of docs/BENCHMARKS.md
+//! cargo xtask bench --cluster                   # builds, then `bench cluster`: its section of docs/BENCHMARKS.md
 //! target/release/bench load echo --url ws://127.0.0.1:8080/echo --conns 100 --bytes 20
 //! ```
 
@@ -36,6 +39,8 @@
 mod browser;
 #[cfg(not(target_arch = "wasm32"))]
 mod cli;
+#[cfg(not(target_arch = "wasm32"))]
+mod cluster;
 #[cfg(not(target_arch = "wasm32"))]
 mod hostile;
 #[cfg(not(target_arch = "wasm32"))]

@@ -29,6 +29,8 @@ pub struct Options {
     pub smoke: bool,
     /// Skip the scale run (connections on one node, `crate::scale`).
     pub no_scale: bool,
+    /// Skip the cluster run (`crate::cluster`).
+    pub no_cluster: bool,
 }
 
 /// How long and how often; see [`Plan::quick`] and [`Plan::full`].
@@ -562,6 +564,18 @@ pub fn run(options: &Options) -> Result<()> {
         "browser": browser, "bundle": bundle,
     });
     report::write(&root, &options.docs, results)?;
+    // The cluster (issue 14): its own section, after the rest. Smoke mode
+    // checks the harness with fewer clients.
+    if !options.no_cluster {
+        eprintln!("bench: the cluster (bench cluster)");
+        crate::cluster::run(&crate::cluster::Options {
+            server: ours.clone(),
+            bench: bench.clone(),
+            conns: if options.smoke { 1000 } else { 10_000 },
+            rounds: if options.smoke { 1 } else { 5 },
+            docs: Some(root.join(&options.docs)),
+        })?;
+    }
     // Connections on one node (issue 16): its own section, after the rest
     // (it replaces the section the report carried over). Not in smoke mode.
     if options.no_scale || options.smoke {

@@ -133,11 +133,11 @@ pub fn date() -> String {
         .unwrap_or_default()
 }
 
-/// The scale section of an existing BENCHMARKS.md, if it has one.
-pub fn section(text: &str) -> Option<&str> {
-    let start = text.find(BEGIN)?;
-    let end = text[start..].find(END)? + start + END.len();
-    Some(&text[start..end])
+/// The block from `begin` to `end` of an existing BENCHMARKS.md, if it has one.
+pub fn kept_block<'a>(text: &'a str, begin: &str, end: &str) -> Option<&'a str> {
+    let start = text.find(begin)?;
+    let stop = text[start..].find(end)? + start + end.len();
+    Some(&text[start..stop])
 }
 
 /// Every kept block of an existing BENCHMARKS.md, in order.
@@ -162,9 +162,15 @@ pub fn kept(text: &str) -> Vec<&str> {
 
 /// Replaces (or appends) the section in `docs/BENCHMARKS.md`.
 pub fn write_section(docs: &Path, md: &str) -> Result<()> {
+    write_kept(docs, BEGIN, END, md)
+}
+
+/// Replaces (or appends) the kept block between `begin` and `end` in
+/// `docs/BENCHMARKS.md` with `md` (which carries both markers).
+pub fn write_kept(docs: &Path, begin: &str, end: &str, md: &str) -> Result<()> {
     let path = docs.join("BENCHMARKS.md");
     let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let new = match section(&text) {
+    let new = match kept_block(&text, begin, end) {
         Some(old) => text.replacen(old, md.trim_end(), 1),
         None => format!("{}\n\n{}\n", text.trim_end(), md.trim_end()),
     };
@@ -188,7 +194,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            section(text),
+            kept_block(text, BEGIN, END),
             Some("<!-- kept:scale -->\nB\n<!-- /kept:scale -->")
         );
     }

@@ -8,7 +8,7 @@
 //! | `test` | set-up, then fmt, clippy (native and wasm32), native tests, and the browser tests in headless Chrome against a real server on a free port |
 //! | `cluster` | a local three-node cluster: `redis-server` (installed if missing) on a free port, three release nodes with `--redis-url`, the UI on <http://127.0.0.1:8080> through a round-robin front (the testbed's proxy), until Ctrl-C |
 //! | `testbed` | starts the test server and its control API and prints their addresses, for running browser tests by hand |
-//! | `bench` | builds in release and runs the benchmarks side by side (`--full` for the long run); writes `docs/BENCHMARKS.md`, ending with connections on one node with timed pushes (its own section); `--scale`: that part alone |
+//! | `bench` | builds in release and runs the benchmarks side by side (`--full` for the long run); writes `docs/BENCHMARKS.md`, then the cluster's broadcast over two nodes on Redis and connections on one node with timed pushes (each its own section); `--scale`, `--cluster`: that part alone |
 //! | `hostile` | builds in release and plays hostile clients at scale against the server (floods, slowloris, non-reading clients, broken frames); writes `docs/HARDENING.md` |
 //!
 //! Layout: `setup.rs` (tool detection and installation), `tasks.rs` (run,
@@ -42,6 +42,7 @@ commands:
   testbed             start the test server and its control API, print their addresses, wait for Ctrl-C
   bench [--full]      benchmarks side by side (quick: under 5 minutes); writes docs/BENCHMARKS.md
   bench --scale       only its last part: connections on one node, timed pushes on, ours beside gorilla
+  bench --cluster     only the cluster's part: one broadcast to 10,000 clients over two nodes on Redis
   hostile             hostile clients at scale against the release server (a few minutes); writes docs/HARDENING.md
   help                this text
 ";
@@ -76,6 +77,7 @@ fn main() -> Result<()> {
         #[cfg(not(feature = "testbed"))]
         "cluster" => tasks::with_testbed(command, rest),
         "bench" if rest.iter().any(|a| a == "--scale") => tasks::bench_scale(),
+        "bench" if rest.iter().any(|a| a == "--cluster") => tasks::bench_cluster(),
         "bench" => tasks::bench(rest.iter().any(|a| a == "--full")),
         "hostile" => tasks::hostile(),
         "help" | "--help" | "-h" => {

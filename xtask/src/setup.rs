@@ -300,13 +300,13 @@ pub fn ensure_go() {
     }
 }
 
-/// `redis-server` for the cluster tests (`testbed::RedisServer` starts it
-/// on a free port): installed with apt-get when missing, as Chromium is.
+/// `redis-server` for the cluster tests, `cargo xtask cluster` and the
+/// cluster benchmark (`testbed::RedisServer` starts it on a free port):
+/// installed with apt-get when missing, as Chromium is.
 ///
 /// # Errors
 ///
 /// When it is missing and cannot be installed here; the message says how.
-#[cfg(feature = "testbed")]
 pub fn ensure_redis() -> Result<()> {
     if which(&["redis-server"]).is_some() {
         return Ok(());

@@ -178,6 +178,7 @@ pub fn bench(full: bool) -> Result<()> {
         browser: true,
     })?;
     setup::ensure_go();
+    setup::ensure_redis()?;
     let mut run = release_bench("run", if full { &["--full"] } else { &[] })?;
     if let Some(driver) = &tools.chromedriver {
         run.env("CHROMEDRIVER", driver);
@@ -192,6 +193,14 @@ pub fn bench(full: bool) -> Result<()> {
 pub fn bench_scale() -> Result<()> {
     setup::ensure_go();
     cmd::run(&mut release_bench("scale", &[])?)
+}
+
+/// Builds the server and the benchmark tools in release and runs the
+/// cluster's benchmark (one broadcast to 10,000 clients over two nodes on
+/// Redis): `bench cluster` writes its section of docs/BENCHMARKS.md.
+pub fn bench_cluster() -> Result<()> {
+    setup::ensure_redis()?;
+    cmd::run(&mut release_bench("cluster", &[])?)
 }
 
 /// Builds the server and the benchmark tools in release and plays hostile
