@@ -158,7 +158,13 @@ pub async fn run(
     };
     let nofile = limits::raise_nofile_limit();
     let token = CancellationToken::new();
-    let reliable = Arc::new(reliable::MemoryStore::new(config.reliable_limits()));
+    let reliable = Arc::new(match &cluster {
+        Some(node) => reliable::Store::Redis(reliable::RedisStore::new(
+            node.clone(),
+            config.reliable_limits(),
+        )),
+        None => reliable::Store::Memory(reliable::MemoryStore::new(config.reliable_limits())),
+    });
     let metrics = Arc::<metrics::Metrics>::default();
     let limits = Arc::new(limits::Limits::new(&config, nofile, metrics.clone()));
     let state = state::AppState {

@@ -193,6 +193,27 @@ impl Node {
         &self.id
     }
 
+    /// The shared connection (multiplexed; it reconnects by itself), for
+    /// the Redis session store.
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The prefix of every key (`--redis-prefix`).
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// How long one Redis command may take (`--cluster-command-timeout`).
+    pub(crate) fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
+    /// Counts a failed Redis command for `/metrics`.
+    pub(crate) fn count_redis_error(&self) {
+        self.redis_errors.fetch_add(1, Relaxed);
+    }
+
     /// True while Redis answers this node's heartbeat.
     pub fn is_up(&self) -> bool {
         self.up.load(Relaxed)

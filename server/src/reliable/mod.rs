@@ -51,7 +51,10 @@
 //!   number nothing hold nothing.
 
 mod budget;
+mod choice;
+mod journal;
 mod outcome;
+mod redis_store;
 mod session;
 mod store;
 #[cfg(test)]
@@ -59,9 +62,11 @@ mod tests;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+pub use choice::Store;
 pub use outcome::{Accepted, Attach, BurstBusy, Outgoing, Refused, TakenOver, TakeoverSignal, To};
+pub use redis_store::RedisStore;
 pub use session::{Limits, MAX_PENDING_BURSTS, Session};
-pub use store::{MemoryStore, SessionStore, TooMany, offer};
+pub use store::{MemoryStore, ResumeError, SessionStore, TooMany, Unwritten, offer};
 
 /// A shared, lockable session.
 pub type SessionRef = Arc<Mutex<Session>>;
