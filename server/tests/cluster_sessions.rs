@@ -47,7 +47,12 @@ fn node_args(redis: &RedisServer, node: &str) -> Vec<String> {
 }
 
 async fn start_node(redis: &RedisServer, node: &str) -> TestServer {
-    let args = node_args(redis, node);
+    start_node_with(redis, node, &[]).await
+}
+
+async fn start_node_with(redis: &RedisServer, node: &str, extra: &[&str]) -> TestServer {
+    let mut args = node_args(redis, node);
+    args.extend(extra.iter().map(ToString::to_string));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     common::start(&args).await
 }
@@ -289,17 +294,27 @@ async fn a_push_through_a_third_node_to_a_client_away_arrives_on_its_resume() {
 #[tokio::test]
 async fn without_redis_reliable_connections_close_with_1013_plain_ones_carry_on() {
     let mut redis = RedisServer::start().unwrap();
-    let a = start_node(&redis, "a").await;
+    // A short session TTL: the sweep, which notices Redis is gone for
+    // idle connections, runs every second.
+    let a = start_node_with(&redis, "a", &["--session-ttl", "4s"]).await;
     let mut reliable = a.connect("/ws?reliable=1").await;
     welcome(&mut reliable).await;
     send_text(&mut reliable, &msg(1)).await;
     assert_eq!(next_numbered(&mut reliable).await.0, 1);
+    let mut idle = a.connect("/ws?reliable=1").await;
+    welcome(&mut idle).await;
+    send_text(&mut idle, &msg(1)).await;
+    assert_eq!(next_numbered(&mut idle).await.0, 1);
     let (mut plain, _) = a.connect_ws("/ws").await;
 
     redis.stop().unwrap();
     // The next reply cannot be stored: nothing is sent, the connection closes.
     send_text(&mut reliable, &msg(2)).await;
     let frame = expect_close(&mut reliable).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), close_code::TRY_AGAIN_LATER);
+    assert!(frame.reason.contains("unavailable"), "{}", frame.reason);
+    // One that sends nothing is closed all the same, by the node's sweep.
+    let frame = expect_close(&mut idle).await.expect("a close frame");
     assert_eq!(u16::from(frame.code), close_code::TRY_AGAIN_LATER);
     assert!(frame.reason.contains("unavailable"), "{}", frame.reason);
     // A new reliable connection is upgraded, then closed with the reason.

@@ -194,6 +194,15 @@ impl Session {
         Ok(Some(changes))
     }
 
+    /// The store stopped answering: nothing more is written from here,
+    /// and the connection attached here, if any, is told to close.
+    pub(super) fn store_lost(&mut self) {
+        self.write_failed(Unwritten::Unavailable);
+        if let Some(attached) = &self.attached {
+            attached.signal.store_unavailable();
+        }
+    }
+
     /// A write of its changes failed (see [`Journal::broken`]).
     pub(super) fn write_failed(&mut self, why: Unwritten) {
         if let Some(journal) = &mut self.journal {

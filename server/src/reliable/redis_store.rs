@@ -542,7 +542,9 @@ impl super::SessionStore for RedisStore {
 
     /// Drops from the cache the sessions no longer attached here (they
     /// live on in Redis), writes what is unwritten, and refreshes the TTL
-    /// of those attached; Redis's TTLs forget the rest.
+    /// of those attached; Redis's TTLs forget the rest. When Redis does
+    /// not answer, the connections attached here close with 1013 (an idle
+    /// one would otherwise hear of it only at its next write).
     async fn sweep(&self, _now: Instant) -> usize {
         let mut attached = Vec::new();
         for (id, session) in self.cached() {
@@ -550,13 +552,13 @@ impl super::SessionStore for RedisStore {
             if lock(&session).is_away() {
                 self.map().remove(&id);
             } else {
-                attached.push(id);
+                attached.push((id, session));
             }
         }
         if !attached.is_empty() {
             let ttl = self.ttl_ms(true);
             let mut pipe = redis::pipe();
-            for id in &attached {
+            for (id, _) in &attached {
                 pipe.cmd("PEXPIRE")
                     .arg(self.key("sess", id))
                     .arg(ttl)
@@ -567,7 +569,15 @@ impl super::SessionStore for RedisStore {
                     .ignore();
             }
             let mut conn = self.node.connection();
-            let _ = self.run(pipe.query_async::<()>(&mut conn)).await;
+            if self.run(pipe.query_async::<()>(&mut conn)).await.is_err() {
+                tracing::warn!(
+                    "the session store is unavailable: closing {} reliable connection(s) with 1013",
+                    attached.len()
+                );
+                for (_, session) in &attached {
+                    lock(session).store_lost();
+                }
+            }
         }
         0
     }
