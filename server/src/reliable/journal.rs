@@ -21,7 +21,6 @@ use axum::extract::ws::Utf8Bytes;
 use super::budget::Budget;
 use super::session::{Burst, Entry, Kept, Limits, Session};
 use super::store::Unwritten;
-use crate::registry::millis;
 
 /// What changed in a session since it was last written to its store.
 #[derive(Debug)]
@@ -100,6 +99,12 @@ pub(super) struct Stored {
     pub(super) record: Option<Snapshot>,
     /// `seq at_ms frame` lines, oldest first.
     pub(super) history: Vec<String>,
+}
+
+/// Milliseconds since the Unix epoch.
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The wall-clock ms of `at` (an `Instant` of this process).

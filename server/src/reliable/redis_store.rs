@@ -15,8 +15,8 @@
 //! connection attached at and the `last_out` it started from, and the
 //! script refuses it when either moved on. A node that lost the session
 //! (to a resume elsewhere) can never write into it again; it is also told
-//! at once ([`Command::Takeover`](crate::cluster::Command) on its command
-//! stream) so its connection closes with 4002.
+//! at once (a takeover command on its command stream,
+//! [`Backend::send_takeover`]) so its connection closes with 4002.
 //!
 //! Keys (after `--redis-prefix`), each with a TTL:
 //!
@@ -46,7 +46,6 @@ use super::outcome::{Attach, Resume};
 use super::session::{Limits, Session};
 use super::store::{ResumeError, Sessions, TooMany, Unwritten};
 use super::{SessionRef, lock};
-use crate::cluster::{Command, Node};
 
 /// How much longer than `--session-ttl` an attached session's keys live
 /// between two refreshes.
@@ -96,9 +95,28 @@ for _, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do out[#out + 1] = v en
 return out
 ";
 
+/// What the Redis store needs of the cluster node it runs on (implemented
+/// by `cluster::Node`; a trait so that imports go one way, from the
+/// cluster to the sessions).
+pub trait Backend: Send + Sync + 'static {
+    /// The node's id.
+    fn id(&self) -> &str;
+    /// The prefix of every key (`--redis-prefix`).
+    fn prefix(&self) -> &str;
+    /// The shared, multiplexed connection (it reconnects by itself).
+    fn connection(&self) -> redis::aio::ConnectionManager;
+    /// How long one Redis command may take.
+    fn command_timeout(&self) -> Duration;
+    /// Counts a failed Redis command for `/metrics`.
+    fn count_redis_error(&self);
+    /// Tells node `node`, in the background, that a resume here took
+    /// `session` over at `epoch` (its connection closes with 4002).
+    fn send_takeover(self: Arc<Self>, node: String, session: String, epoch: u64);
+}
+
 /// The sessions in Redis, with a cache of those attached on this node.
 pub struct RedisStore {
-    node: Arc<Node>,
+    node: Arc<dyn Backend>,
     limits: Limits,
     /// The bytes of the histories cached here (per node).
     budget: Arc<Budget>,
@@ -131,7 +149,7 @@ fn valid_id(id: &str) -> bool {
 
 impl RedisStore {
     /// The store of `node`, with `limits` (the caps per node).
-    pub fn new(node: Arc<Node>, limits: Limits) -> Self {
+    pub fn new(node: Arc<dyn Backend>, limits: Limits) -> Self {
         Self {
             node,
             limits,
@@ -464,16 +482,9 @@ impl super::SessionStore for RedisStore {
             self.map().remove(id);
         }
         if was_attached && !old_node.is_empty() && old_node != self.node.id() {
-            let (node, session_id) = (self.node.clone(), id.to_owned());
-            tokio::spawn(async move {
-                let takeover = Command::Takeover {
-                    session: session_id,
-                    epoch,
-                };
-                if let Err(err) = node.send(&old_node, takeover).await {
-                    tracing::info!(node = %old_node, "takeover not confirmed (the node is fenced anyway): {err}");
-                }
-            });
+            self.node
+                .clone()
+                .send_takeover(old_node, id.to_owned(), epoch);
         }
         let mut map = self.map();
         if let Some(owner) = owner {
