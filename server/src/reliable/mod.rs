@@ -16,7 +16,7 @@
 //! | `session.rs` | [`Session`]: the only place that numbers, bounds and records a server message ([`Session::send`]) and filters client ones ([`Session::accept`]) |
 //! | `budget.rs` | [`Budget`](budget::Budget): the bytes of every history together, against `history_total_bytes` |
 //! | `store.rs` | [`SessionStore`], the async API of where sessions live, and [`MemoryStore`], the in-process one (the default) |
-//! | `redis_store.rs` | [`RedisStore`], the sessions in Redis (`--redis-url`): the node serving a connection keeps the session as a cache and writes every change through, fenced by the attach epoch, before it reaches the socket; a resume on any node loads it |
+//! | `redis_store/` | [`RedisStore`] (`mod.rs`) and its Lua scripts (`scripts.rs`): the sessions in Redis (`--redis-url`): the node serving a connection keeps the session as a cache and writes every change through, fenced by the attach epoch, before it reaches the socket; a resume on any node loads it |
 //! | `journal.rs` | what changed in a session since its last write to Redis, and a session rebuilt from Redis |
 //! | `choice.rs` | [`Store`]: memory or Redis, chosen at start |
 //! | `tests/` | their behaviour (numbering, resume, limits), written against the trait: `on_both_stores!` runs each on both stores (Redis on a `redis-server` of its own); `redis_only.rs` the handover between nodes, fencing and a Redis that is down |
