@@ -3,7 +3,8 @@
 //! resume elsewhere closes the old connection with 4002, a push to a
 //! client that is away is stored from any node, a Redis that is down
 //! closes reliable connections with 1013 while plain ones carry on, and
-//! with `appendfsync always` the sessions survive a Redis restart.
+//! with `appendfsync always` the sessions survive a Redis restart. A burst
+//! cut short by a node kill goes on from another node, every push once.
 //!
 //! Nodes run in-process, except where one must really die (a subprocess
 //! killed with SIGKILL: an in-process runtime would close its sockets
@@ -362,5 +363,52 @@ async fn with_appendfsync_always_sessions_survive_a_redis_restart() {
         assert_eq!(next_numbered(&mut ws).await.0, expected);
     }
     a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// Reads a burst's numbered messages, acknowledging every 50, until
+/// `stop` pushes were read (or `burst_done`): appends each push's seq to
+/// `pushes`; returns the last server seq read and `burst_done`'s count.
+async fn read_burst(
+    ws: &mut Ws,
+    last: &mut u64,
+    pushes: &mut Vec<u64>,
+    stop: usize,
+) -> Option<u32> {
+    while pushes.len() < stop {
+        let (seq, message) = next_numbered(ws).await;
+        assert_eq!(seq, *last + 1, "server seqs in order, none repeated");
+        *last = seq;
+        if seq % 50 == 0 {
+            let ack = ClientMessage::Ack { seq }.to_json();
+            send_text(ws, &ack).await;
+        }
+        match message {
+            ServerMessage::Push { seq, .. } => pushes.push(seq),
+            ServerMessage::BurstDone { count, .. } => return Some(count),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_burst_cut_by_a_node_kill_goes_on_from_the_other_node_exactly_once() {
+    let redis = RedisServer::start().unwrap();
+    let a = Subprocess::start(&redis, "a");
+    let b = start_node(&redis, "b").await;
+    const N: u32 = 1500;
+    let mut ws = a.connect(&format!("/ws?reliable=1&burst={N}")).await;
+    let (session, token) = welcome(&mut ws).await;
+    // The first message binds the connection; the burst starts then.
+    send_text(&mut ws, r#"{"type":"ack","seq":0}"#).await;
+    let (mut last, mut pushes) = (0, Vec::new());
+    assert_eq!(read_burst(&mut ws, &mut last, &mut pushes, 300).await, None);
+    drop(a);
+    let (mut ws, _) = resume_on(&b, &session, &token, last).await;
+    let done = read_burst(&mut ws, &mut last, &mut pushes, usize::MAX).await;
+    assert_eq!(done, Some(N));
+    let expected: Vec<u64> = (1..=u64::from(N)).collect();
+    assert!(pushes == expected, "every push exactly once, in order");
     b.shutdown().await.unwrap();
 }
