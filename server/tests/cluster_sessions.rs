@@ -412,3 +412,44 @@ async fn a_burst_cut_by_a_node_kill_goes_on_from_the_other_node_exactly_once() {
     assert!(pushes == expected, "every push exactly once, in order");
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn messages_in_flight_when_a_node_dies_are_processed_exactly_once() {
+    let redis = RedisServer::start().unwrap();
+    let a = Subprocess::start(&redis, "a");
+    let b = start_node(&redis, "b").await;
+    const N: u64 = 300;
+    let mut ws = a.connect("/ws?reliable=1").await;
+    let (session, token) = welcome(&mut ws).await;
+    // Every message sent at once; node A dies while replies are in flight.
+    for seq in 1..=N {
+        send_text(&mut ws, &msg(seq)).await;
+    }
+    let mut replies = Vec::new();
+    while replies.len() < 100 {
+        let (seq, reply) = next_numbered(&mut ws).await;
+        assert_eq!(seq, replies.len() as u64 + 1);
+        let ServerMessage::Echo { id, .. } = reply else {
+            panic!("expected an echo, got {reply:?}")
+        };
+        replies.push(id);
+    }
+    drop(a);
+    let (mut ws, last_in) = resume_on(&b, &session, &token, replies.len() as u64).await;
+    assert!(last_in >= 100, "what A replied to was processed");
+    // The client resends what the server did not process.
+    for seq in last_in + 1..=N {
+        send_text(&mut ws, &msg(seq)).await;
+    }
+    while replies.len() < N as usize {
+        let (seq, reply) = next_numbered(&mut ws).await;
+        assert_eq!(seq, replies.len() as u64 + 1, "no reply lost or repeated");
+        let ServerMessage::Echo { id, .. } = reply else {
+            panic!("expected an echo, got {reply:?}")
+        };
+        replies.push(id);
+    }
+    let expected: Vec<u64> = (1..=N).collect();
+    assert!(replies == expected, "each message processed once, in order");
+    b.shutdown().await.unwrap();
+}
