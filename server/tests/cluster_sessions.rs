@@ -318,12 +318,19 @@ async fn without_redis_reliable_connections_close_with_1013_plain_ones_carry_on(
     let frame = expect_close(&mut idle).await.expect("a close frame");
     assert_eq!(u16::from(frame.code), close_code::TRY_AGAIN_LATER);
     assert!(frame.reason.contains("unavailable"), "{}", frame.reason);
-    // A new reliable connection is upgraded, then closed with the reason.
+    // A new reliable connection is upgraded, then closed with the reason,
+    // without a message of its own once the node knows Redis is down.
+    let ready = a.http_url("/readyz");
+    wait_until("/readyz 503", || {
+        let ready = ready.clone();
+        async move { reqwest::get(&ready).await.unwrap().status().as_u16() == 503 }
+    })
+    .await;
     let mut new = a.connect("/ws?reliable=1").await;
     welcome(&mut new).await;
-    send_text(&mut new, &msg(1)).await;
     let frame = expect_close(&mut new).await.expect("a close frame");
     assert_eq!(u16::from(frame.code), close_code::TRY_AGAIN_LATER);
+    assert!(frame.reason.contains("unavailable"), "{}", frame.reason);
     // Plain connections need no Redis.
     send_text(&mut plain, r#"{"type":"echo","id":5,"body":"ok"}"#).await;
     assert!(matches!(

@@ -129,6 +129,8 @@ pub struct Node {
     command_timeout: Duration,
     /// True while the last heartbeat reached Redis.
     up: AtomicBool,
+    /// True once heartbeats failed (not before the first one, unlike `!up`).
+    down: AtomicBool,
     /// The live nodes (this one included) as of the last heartbeat.
     live: Mutex<Vec<String>>,
     next_request: AtomicU64,
@@ -196,6 +198,7 @@ impl Node {
             ttl: config.cluster_node_ttl,
             command_timeout: config.cluster_command_timeout,
             up: AtomicBool::new(false),
+            down: AtomicBool::new(false),
             live: Mutex::default(),
             next_request: AtomicU64::new(1),
             pending: Mutex::default(),
@@ -252,6 +255,12 @@ impl Node {
             .filter(|n| **n != self.id)
             .cloned()
             .collect()
+    }
+
+    /// True once Redis stopped answering the heartbeats (until one
+    /// succeeds again); false at start, before the first heartbeat.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Relaxed)
     }
 
     /// Fails fast while Redis is known to be down.

@@ -207,6 +207,14 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
         "connect"
     );
     let (conn, mode) = admit(&state, peer, &outbound_tx);
+    // Cluster mode with Redis known to be down: a reliable connection gets
+    // its welcome, then 1013 and the reason (a browser can read it after
+    // the upgrade, not from a refused one).
+    if matches!(mode, Mode::Reliable(_))
+        && state.cluster.as_ref().is_some_and(|node| node.is_down())
+    {
+        crate::reliable::TakeoverSignal::store_unavailable(&*conn.shared);
+    }
     let (sink, stream) = socket.split();
     // Mapped, not awaited in an `async` block, which would hold the same
     // values a second time.
