@@ -19,7 +19,11 @@
 //! node's connections, and a push, kick, user push or broadcast sent to any
 //! node reaches the node holding the connection through that node's Redis
 //! Stream (504 when it does not answer in time). `/readyz` answers 503 while
-//! Redis is unreachable; plain connections are served throughout. Without
+//! Redis is unreachable; plain connections are served throughout. Reliable
+//! sessions then live in Redis (`reliable::RedisStore`): a client resumes
+//! on any node, also after its node died; a resume on another node closes
+//! the old connection with 4002; while Redis is unreachable reliable
+//! connections close with 1013. Without
 //! `--redis-url` none of this runs: one node, in memory, as before.
 //!
 //! Identities ([`auth`] has the details): by default the server assigns each
@@ -43,7 +47,7 @@
 //! | `connection/` | one `/ws` connection: `mod.rs` entry point and end reasons (close codes); `app.rs` the answer to echo, ping and burst for both modes; `driver.rs` reads, timers and the one dispatch; `reliable.rs` the link to a reliable session; `writer.rs` drains the outbound queue (`queue`), fed and flushed per batch. Driver and writer are generic over `Stream`/`Sink` and unit-tested on channels |
 //! | `echo` | one `/echo` connection: raw RFC 6455 echo, replies fed and flushed per batch (at most `--send-queue-bytes` unflushed), the same pings and timeouts as `/ws` |
 //! | `registry` | connected clients, pushes and kicks |
-//! | `reliable/` | reliable mode: `session.rs` the `Session`, the only place that numbers, bounds and records a server message and filters client ones; `outcome.rs` the values in and out of it; `store.rs` the async `SessionStore` trait and its in-memory `MemoryStore` (caps in all and per client address, the age sweep); `budget.rs` the bytes of every history together against `--history-total-bytes` |
+//! | `reliable/` | reliable mode: `session.rs` the `Session`, the only place that numbers, bounds and records a server message and filters client ones; `outcome.rs` the values in and out of it; `store.rs` the async `SessionStore` trait and its in-memory `MemoryStore` (caps in all and per client address, the age sweep); `redis_store/` `RedisStore`, the sessions in Redis (`--redis-url`): a write-through cache, one fenced Lua script per write (`scripts.rs`); `journal.rs` what changed since the last write; `choice.rs` `Store`, the one a server runs with; `budget.rs` the bytes of every history together against `--history-total-bytes` |
 //! | [`auth`] (public) | identities: constant-time compares; `jwt.rs` token mode's [`auth::Verifier`] (HS256, RS256, ES256 with `jsonwebtoken`), the [`auth::TokenError`] that names a refusal, [`auth::mint_hs256`] for tests, the testbed and the `token` subcommand (a leaf: no imports from the crate) |
 //! | `admin/` | the `/api` handlers (`mod.rs`); `local.rs` each operation on this node as an `Answer`, and the bearer-token guard; `cluster.rs` the same operations routed to the holding node or to every live node, answers summed |
 //! | `cluster/` | scale-out on Redis (the `redis` crate's tokio `ConnectionManager`; why in its docs): `config.rs` [`ClusterConfig`]; `mod.rs` the `Node` and the key layout; `membership.rs` heartbeat and the registry's mirror; `command.rs` the per-node command streams and answers with a deadline |
@@ -54,7 +58,9 @@
 //!
 //! Imports go one way, with no cycle: `routes` → `admin`, `connection`,
 //! `echo` → `state` → `cluster`, `registry`, `config` → `reliable` → `auth`;
-//! `cluster` → `registry` → `queue` → `metrics`. The cluster runs the admin
+//! `cluster` → `registry` → `queue` → `metrics`. The Redis session store
+//! runs on the node through the `reliable::Backend` trait, which `cluster`
+//! implements. The cluster runs the admin
 //! module's local operations through an `Executor` closure handed to it at
 //! start, not by importing `admin`.
 //!
@@ -158,7 +164,13 @@ pub async fn run(
     };
     let nofile = limits::raise_nofile_limit();
     let token = CancellationToken::new();
-    let reliable = Arc::new(reliable::MemoryStore::new(config.reliable_limits()));
+    let reliable = Arc::new(match &cluster {
+        Some(node) => reliable::Store::Redis(reliable::RedisStore::new(
+            node.clone(),
+            config.reliable_limits(),
+        )),
+        None => reliable::Store::Memory(reliable::MemoryStore::new(config.reliable_limits())),
+    });
     let metrics = Arc::<metrics::Metrics>::default();
     let limits = Arc::new(limits::Limits::new(&config, nofile, metrics.clone()));
     let state = state::AppState {

@@ -73,6 +73,13 @@ impl TakeoverSignal for ClientShared {
             reason: "session resumed on another connection".into(),
         });
     }
+
+    fn store_unavailable(&self) {
+        self.request_close(CloseRequest {
+            code: shared::close_code::TRY_AGAIN_LATER,
+            reason: "session store unavailable: try again later".into(),
+        });
+    }
 }
 
 /// The registry's handle on one connection.

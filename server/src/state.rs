@@ -21,7 +21,7 @@ pub struct AppState {
     /// Connected `/ws` clients.
     pub registry: Arc<Registry>,
     /// Reliable-mode sessions, which outlive their connections.
-    pub reliable: Arc<reliable::MemoryStore>,
+    pub reliable: Arc<reliable::Store>,
     /// Cluster mode (`--redis-url`): this node; `None` on a single node.
     pub cluster: Option<Arc<crate::cluster::Node>>,
     /// Counters for `/metrics`.

@@ -5,7 +5,10 @@
 //! temporary directory, answers PING before [`RedisServer::start`]
 //! returns, and is killed when dropped. [`RedisServer::stop`] and
 //! [`RedisServer::restart`] let a test take Redis away and bring it back
-//! on the same port.
+//! on the same port. [`RedisServer::start_persistent`] runs it with
+//! `appendonly yes` and `appendfsync always` instead: every write is in
+//! its append-only file before Redis answers it, so a restart (even after
+//! SIGKILL) loads everything it acknowledged.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -24,6 +27,8 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// `appendonly yes`, `appendfsync always`.
+    persistent: bool,
 }
 
 impl RedisServer {
@@ -34,6 +39,20 @@ impl RedisServer {
     /// When `redis-server` is not installed (`cargo xtask test` installs
     /// it), does not start, or does not answer within 10 s.
     pub fn start() -> Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// As [`RedisServer::start`], with `appendonly yes` and `appendfsync
+    /// always`: what Redis acknowledged survives [`RedisServer::restart`].
+    ///
+    /// # Errors
+    ///
+    /// As [`RedisServer::start`].
+    pub fn start_persistent() -> Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> Result<Self> {
         // A free port: bind port 0, read it, let it go. Another process
         // could take it in between; Redis then fails to bind and start
         // reports it.
@@ -48,6 +67,7 @@ impl RedisServer {
             port,
             dir,
             child: None,
+            persistent,
         };
         redis.spawn()?;
         Ok(redis)
@@ -56,7 +76,12 @@ impl RedisServer {
     fn spawn(&mut self) -> Result<()> {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(if self.persistent {
+                ["--appendonly", "yes", "--appendfsync", "always"].as_slice()
+            } else {
+                ["--appendonly", "no"].as_slice()
+            })
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -117,8 +142,9 @@ impl RedisServer {
         Ok(())
     }
 
-    /// Starts the server again on the same port (after [`RedisServer::stop`]),
-    /// empty: persistence is off.
+    /// Starts the server again on the same port (after [`RedisServer::stop`]):
+    /// empty, unless it was started with [`RedisServer::start_persistent`],
+    /// which loads its append-only file.
     ///
     /// # Errors
     ///

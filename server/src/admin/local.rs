@@ -16,7 +16,7 @@ use shared::{PushEncoder, close_code};
 use crate::auth;
 use crate::cluster::{Answer, Command};
 use crate::registry::{CloseRequest, PushOutcome, millis};
-use crate::reliable::{Outgoing, SessionStore, To};
+use crate::reliable::{Outgoing, SessionStore, To, Unwritten};
 use crate::state::AppState;
 
 /// Rejects requests without the right bearer token.
@@ -73,6 +73,10 @@ pub async fn execute(state: &AppState, command: Command) -> Answer {
             kick_user(state, &user, &CloseRequest { code, reason }).await
         }
         Command::Broadcast { body } => broadcast(state, body),
+        Command::Takeover { session, epoch } => {
+            state.reliable.taken_over(&session, epoch);
+            json(StatusCode::OK, json!({ "session": session }))
+        }
     }
 }
 
@@ -97,15 +101,25 @@ pub async fn push(state: &AppState, id: &str, body: String) -> Answer {
             // A reliable client that is away: the push waits for its resume.
             Some(session) => {
                 let push = Outgoing::Shared(push);
-                match crate::reliable::lock(&session).send(To::Away, push, Instant::now()) {
-                    Ok(_) => json(
+                let sent = crate::reliable::lock(&session).send(To::Away, push, Instant::now());
+                // Cluster mode: stored in Redis, or not stored at all.
+                let stored = match sent {
+                    Ok(_) => state.reliable.persist(&session).await,
+                    Err(_) => Err(Unwritten::TakenOver),
+                };
+                match stored {
+                    Ok(()) => json(
                         StatusCode::ACCEPTED,
                         json!({ "queued": false, "stored": true }),
                     ),
                     // It came back in the meantime: the registry has it now.
-                    Err(_) => text(
+                    Err(Unwritten::TakenOver) => text(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the client has just resumed its session; retry",
+                    ),
+                    Err(_) => text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the session store is unavailable; retry",
                     ),
                 }
             }
@@ -194,15 +208,15 @@ pub async fn push_user(state: &AppState, user: &str, body: String) -> Answer {
     let now = Instant::now();
     // A session that came back meanwhile refuses `To::Away`: its
     // connection is in the registry now.
-    let stored = away
-        .iter()
-        .filter(|session| {
-            let push = Outgoing::Shared(push.clone());
-            crate::reliable::lock(session)
-                .send(To::Away, push, now)
-                .is_ok()
-        })
-        .count();
+    let mut stored = 0;
+    for session in &away {
+        let push = Outgoing::Shared(push.clone());
+        let sent = crate::reliable::lock(session).send(To::Away, push, now);
+        // Cluster mode: counted only once stored in Redis.
+        if sent.is_ok() && state.reliable.persist(session).await.is_ok() {
+            stored += 1;
+        }
+    }
     if connections == 0 && away.is_empty() {
         return no_user(user);
     }

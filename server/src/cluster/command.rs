@@ -65,6 +65,14 @@ pub enum Command {
         /// The push's text.
         body: String,
     },
+    /// A resume on another node took reliable session `session` over at
+    /// attach `epoch`: the connection attached to it here closes with 4002.
+    Takeover {
+        /// The session id.
+        session: String,
+        /// The epoch of the resume.
+        epoch: u64,
+    },
 }
 
 /// An admin answer: what a node would answer alone, and what travels back

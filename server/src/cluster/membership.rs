@@ -68,6 +68,7 @@ pub async fn run(
                 resync |= overflowed.swap(false, Relaxed);
                 match heartbeat(&node, started_at, resync, &registry).await {
                     Ok(()) => {
+                        node.down.store(false, Relaxed);
                         if !node.up.swap(true, Relaxed) {
                             tracing::info!(node = %node.id, "cluster: Redis reachable, node ready");
                         }
@@ -78,6 +79,9 @@ pub async fn run(
                         // One slow heartbeat on a loaded machine is not an
                         // outage: not ready after two failures in a row.
                         failures += 1;
+                        if failures >= DOWN_AFTER {
+                            node.down.store(true, Relaxed);
+                        }
                         if failures >= DOWN_AFTER && node.up.swap(false, Relaxed) {
                             tracing::warn!(node = %node.id, "cluster: {err}; not ready until Redis answers again");
                         }

@@ -1,5 +1,5 @@
-//! Scale-out on Redis: the cluster's membership and its admin API across
-//! nodes (issue 14, first slice).
+//! Scale-out on Redis: the cluster's membership, its admin API across
+//! nodes and the takeover of reliable sessions (issue 14).
 //!
 //! Without `--redis-url` there is no [`Node`]: `AppState::cluster` is
 //! `None`, the registry has no mirror, and every admin request is served
@@ -40,12 +40,17 @@
 //! | `membership` | the heartbeat and the mirror of the registry into `clients:{id}` (one task, so a full resync never races an update) |
 //! | `command` | [`Command`] and [`Answer`], the per-node command stream, its reader and the replies with a deadline |
 //!
-//! # What the next slices build on
+//! Reliable sessions have keys of their own (`sess:`, `hist:`, `client:`,
+//! `user:`), listed with their scripts in `reliable::RedisStore`'s docs and
+//! in docs/CLUSTER.md.
 //!
-//! Reliable sessions stay in each node's memory for now. The command
-//! stream is where a cross-node takeover (a resume on B closes the
-//! connection on A) becomes one more [`Command`]; `up` and `/readyz` are
-//! what a Redis-backed session store will consult before acknowledging.
+//! # Reliable sessions
+//!
+//! With a node, the server's session store is `reliable::RedisStore` on
+//! this node's connection: a resume on another node sends
+//! [`Command::Takeover`] to the node that held the session, whose
+//! connection closes with 4002 at once (its writes are fenced in Redis
+//! either way).
 
 mod command;
 mod config;
@@ -81,6 +86,38 @@ impl From<redis::RedisError> for ClusterError {
     }
 }
 
+/// The Redis session store runs on the node's connection and command streams.
+impl crate::reliable::Backend for Node {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
+    fn count_redis_error(&self) {
+        self.redis_errors.fetch_add(1, Relaxed);
+    }
+
+    fn send_takeover(self: Arc<Self>, node: String, session: String, epoch: u64) {
+        tokio::spawn(async move {
+            let takeover = Command::Takeover { session, epoch };
+            if let Err(err) = self.send(&node, takeover).await {
+                tracing::info!(%node, "takeover not confirmed (the node is fenced anyway): {err}");
+            }
+        });
+    }
+}
+
 /// This process as a node of the cluster.
 pub struct Node {
     id: String,
@@ -92,6 +129,8 @@ pub struct Node {
     command_timeout: Duration,
     /// True while the last heartbeat reached Redis.
     up: AtomicBool,
+    /// True once heartbeats failed (not before the first one, unlike `!up`).
+    down: AtomicBool,
     /// The live nodes (this one included) as of the last heartbeat.
     live: Mutex<Vec<String>>,
     next_request: AtomicU64,
@@ -159,6 +198,7 @@ impl Node {
             ttl: config.cluster_node_ttl,
             command_timeout: config.cluster_command_timeout,
             up: AtomicBool::new(false),
+            down: AtomicBool::new(false),
             live: Mutex::default(),
             next_request: AtomicU64::new(1),
             pending: Mutex::default(),
@@ -215,6 +255,12 @@ impl Node {
             .filter(|n| **n != self.id)
             .cloned()
             .collect()
+    }
+
+    /// True once Redis stopped answering the heartbeats (until one
+    /// succeeds again); false at start, before the first heartbeat.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Relaxed)
     }
 
     /// Fails fast while Redis is known to be down.

@@ -181,7 +181,7 @@ where
         // The writer ends once every sender is gone.
         drop(burst_outbound);
         if let Some(link) = &self.link {
-            link.detach();
+            link.detach(self.state);
         }
         Box::pin(self.finish(end, close_tx)).await
     }

@@ -38,7 +38,7 @@ use crate::logsafe;
 use crate::metrics::Metrics;
 use crate::queue;
 use crate::registry::{ClientHandle, ClientShared, CloseRequest, Outbound};
-use crate::reliable::{Refused, TakenOver};
+use crate::reliable::{Refused, TakenOver, Unwritten};
 use crate::state::AppState;
 use crate::wire;
 
@@ -113,6 +113,23 @@ impl End {
 
     fn too_many_sessions() -> Self {
         Self::with(close_code::TRY_AGAIN_LATER, "too many reliable sessions")
+    }
+
+    /// Cluster mode: Redis, where the sessions live, does not answer.
+    fn store_unavailable() -> Self {
+        Self::with(
+            close_code::TRY_AGAIN_LATER,
+            "session store unavailable: try again later",
+        )
+    }
+}
+
+impl From<Unwritten> for End {
+    fn from(unwritten: Unwritten) -> Self {
+        match unwritten {
+            Unwritten::TakenOver => TakenOver.into(),
+            _ => Self::store_unavailable(),
+        }
     }
 }
 
@@ -190,6 +207,14 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
         "connect"
     );
     let (conn, mode) = admit(&state, peer, &outbound_tx);
+    // Cluster mode with Redis known to be down: a reliable connection gets
+    // its welcome, then 1013 and the reason (a browser can read it after
+    // the upgrade, not from a refused one).
+    if matches!(mode, Mode::Reliable(_))
+        && state.cluster.as_ref().is_some_and(|node| node.is_down())
+    {
+        crate::reliable::TakeoverSignal::store_unavailable(&*conn.shared);
+    }
     let (sink, stream) = socket.split();
     // Mapped, not awaited in an `async` block, which would hold the same
     // values a second time.
@@ -295,7 +320,16 @@ where
 {
     let (close_tx, close_rx) = oneshot::channel();
     let writer_gone = CancellationToken::new();
-    let writer = writer::Writer::new(sink, outbound_rx, close_rx, &state, &conn.shared);
+    // Cluster mode: the writer writes the session through to Redis before
+    // each batch (in memory there is nothing to write).
+    let written_through = match &mode {
+        Mode::Reliable(link) if matches!(*state.reliable, crate::reliable::Store::Redis(_)) => {
+            Some(link.slot())
+        }
+        _ => None,
+    };
+    let writer = writer::Writer::new(sink, outbound_rx, close_rx, &state, &conn.shared)
+        .writing_through(written_through);
     let driver = driver::Driver::new(stream, outbound_tx, &state, &conn, mode);
     let ((), end) = tokio::join!(
         async {

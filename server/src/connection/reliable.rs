@@ -26,8 +26,8 @@ use crate::metrics::Metrics;
 use crate::queue;
 use crate::registry::{Outbound, millis};
 use crate::reliable::{
-    Accepted, Attach, BurstBusy, Outgoing, Refused, SessionRef, SessionStore, TakenOver,
-    TakeoverSignal, To, TooMany, lock,
+    Accepted, Attach, BurstBusy, Outgoing, Refused, ResumeError, SessionRef, SessionStore,
+    TakenOver, TakeoverSignal, To, TooMany, lock,
 };
 use crate::state::AppState;
 use crate::wire;
@@ -167,6 +167,10 @@ impl Link {
                 tracing::info!(owner = %self.owner, "refused a reliable session: --max-sessions-per-ip reached");
                 return Err(End::too_many_sessions());
             }
+            Err(TooMany::Unavailable) => {
+                tracing::warn!("refused a reliable session: the session store is unavailable");
+                return Err(End::store_unavailable());
+            }
         };
         if let Some(count) = self.pending_burst.take() {
             if count > state.config.max_burst {
@@ -222,11 +226,17 @@ impl Link {
                     "resumed"
                 );
                 frames.extend(resume.replay.into_iter().map(Message::Text));
-                permit.send(Outbound::Frames(frames));
+                // Bound first: the writer writes the session through
+                // before these frames go out.
                 self.pending_burst = None;
                 self.bind(session);
+                permit.send(Outbound::Frames(frames));
             }
-            Err(reason) => {
+            Err(ResumeError::Unavailable) => {
+                tracing::warn!(session = %logsafe::escape(id), "resume refused: the session store is unavailable");
+                return Err(End::store_unavailable());
+            }
+            Err(ResumeError::Failed(reason)) => {
                 tracing::info!(session = %logsafe::escape(id), %reason, "resume failed");
                 permit.send(Outbound::Frame(wire::text(&ServerMessage::ResumeFailed {
                     reason,
@@ -468,10 +478,21 @@ impl Link {
         }
     }
 
-    /// The connection ended: the session waits for a resume.
-    pub(crate) fn detach(&self) {
+    /// The connection ended: the session waits for a resume (in Redis,
+    /// written through in the background: the connection is gone).
+    pub(crate) fn detach(&self, state: &AppState) {
         if let Some(session) = &self.session {
-            lock(session).detach(self.conn(), Instant::now());
+            let mut guard = lock(session);
+            guard.detach(self.conn(), Instant::now());
+            if guard.is_written_through() {
+                drop(guard);
+                let (store, session) = (state.reliable.clone(), session.clone());
+                tokio::spawn(async move {
+                    if let Err(err) = store.persist(&session).await {
+                        tracing::debug!("the detach was not written (the TTL forgets it): {err}");
+                    }
+                });
+            }
         }
     }
 }

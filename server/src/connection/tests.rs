@@ -21,7 +21,7 @@ use super::{End, Peer, admit, serve};
 use crate::config::Config;
 use crate::queue;
 use crate::registry::{ClientShared, Outbound};
-use crate::reliable::MemoryStore;
+use crate::reliable::{MemoryStore, Store};
 use crate::state::AppState;
 
 /// The real state, with timed pushes and pings off unless `args` turn them on.
@@ -30,7 +30,7 @@ fn state(args: &[&str]) -> AppState {
     all.extend_from_slice(args);
     let config = Config::try_parse_from(all).unwrap();
     AppState {
-        reliable: Arc::new(MemoryStore::new(config.reliable_limits())),
+        reliable: Arc::new(Store::Memory(MemoryStore::new(config.reliable_limits()))),
         auth: config.verifier().unwrap().map(Arc::new),
         config: Arc::new(config),
         registry: Arc::default(),

@@ -19,6 +19,7 @@ use super::CLOSE_GRACE;
 use crate::metrics::Metrics;
 use crate::queue;
 use crate::registry::{ClientShared, Outbound, millis};
+use crate::reliable::{SessionRef, SessionStore, Unwritten};
 use crate::state::AppState;
 use crate::wire;
 
@@ -35,6 +36,9 @@ pub(super) struct Writer<'a, K> {
     seq: u64,
     state: &'a AppState,
     shared: &'a ClientShared,
+    /// Cluster mode, reliable: the session, written through to Redis
+    /// before each batch goes out.
+    session: Option<std::sync::Arc<std::sync::OnceLock<SessionRef>>>,
 }
 
 /// Why the writer stopped early.
@@ -46,6 +50,9 @@ pub(super) enum WriterEnd {
     Failed,
     /// A close request arrived during a burst and its frame was sent.
     Closed,
+    /// The session could not be written to its store: nothing of the
+    /// batch was written; closed with 4002 or 1013.
+    Unstored(Unwritten),
 }
 
 impl<'a, K> Writer<'a, K>
@@ -66,7 +73,30 @@ where
             seq: 0,
             state,
             shared,
+            session: None,
         }
+    }
+
+    /// Writes the session in `slot` (once bound) through to its store
+    /// before each batch.
+    pub(super) fn writing_through(
+        mut self,
+        slot: Option<std::sync::Arc<std::sync::OnceLock<SessionRef>>>,
+    ) -> Self {
+        self.session = slot;
+        self
+    }
+
+    /// Writes the session through, if it is.
+    async fn persist(&self) -> Result<(), WriterEnd> {
+        let Some(session) = self.session.as_ref().and_then(|slot| slot.get()) else {
+            return Ok(());
+        };
+        self.state
+            .reliable
+            .persist(session)
+            .await
+            .map_err(WriterEnd::Unstored)
     }
 
     /// Writes until the driver asks for the close frame or the socket fails.
@@ -103,6 +133,24 @@ where
     }
 
     async fn fail(mut self, end: WriterEnd) -> WriterEnd {
+        if let WriterEnd::Unstored(unwritten) = end {
+            tracing::warn!("closing a reliable connection: {unwritten}");
+            let (code, reason) = match unwritten {
+                Unwritten::TakenOver => (
+                    close_code::REPLACED,
+                    "session resumed on another connection",
+                ),
+                _ => (
+                    close_code::TRY_AGAIN_LATER,
+                    "session store unavailable: try again later",
+                ),
+            };
+            self.send_close(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            })
+            .await;
+        }
         if end == WriterEnd::SlowConsumer {
             Metrics::add(&self.state.metrics.slow_consumer_closes, 1);
             tracing::warn!("closing a slow consumer: writes made no progress");
@@ -166,6 +214,8 @@ where
     /// Writes the queued items: the frames up to a burst (or the end) under
     /// one deadline and one flush, then the burst, which has its own.
     async fn write_batch(&mut self, batch: &mut Vec<Outbound>) -> Result<(), WriterEnd> {
+        // Stored before it is sent: what a client sees is never lost.
+        self.persist().await?;
         let limit = self.state.config.write_timeout;
         let mut items = batch.drain(..);
         loop {

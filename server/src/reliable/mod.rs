@@ -2,18 +2,24 @@
 //! their connections, the history of unacknowledged server messages, and the
 //! exactly-once filter for client messages.
 //!
-//! Pure state, no I/O: a connection (`connection::reliable`) locks a
-//! [`Session`] and asks it to number what it sends and to accept what it
-//! reads; the registry and the admin API push through the same method.
-//! Every section under a lock is short and has no `.await` inside.
+//! The session is pure state, no I/O: a connection
+//! (`connection::reliable`) locks a [`Session`] and asks it to number what
+//! it sends and to accept what it reads; the registry and the admin API
+//! push through the same method. Every section under a lock is short and
+//! has no `.await` inside. With Redis, the connection's writer calls
+//! [`SessionStore::persist`] before each batch it writes, so nothing
+//! reaches a client that is not stored.
 //!
 //! | file | what |
 //! |---|---|
 //! | `outcome.rs` | what goes in and out of a session: [`To`], [`Outgoing`], [`Accepted`], [`Refused`], [`Attach`], [`TakeoverSignal`] |
 //! | `session.rs` | [`Session`]: the only place that numbers, bounds and records a server message ([`Session::send`]) and filters client ones ([`Session::accept`]) |
 //! | `budget.rs` | [`Budget`](budget::Budget): the bytes of every history together, against `history_total_bytes` |
-//! | `store.rs` | [`SessionStore`], the async API of where sessions live, and [`MemoryStore`], the in-process one (a Redis one can implement the same trait) |
-//! | `tests/` | their behaviour (numbering, resume, limits), written against the trait so every store runs the same tests |
+//! | `store.rs` | [`SessionStore`], the async API of where sessions live, and [`MemoryStore`], the in-process one (the default) |
+//! | `redis_store/` | [`RedisStore`] (`mod.rs`) and its Lua scripts (`scripts.rs`): the sessions in Redis (`--redis-url`): the node serving a connection keeps the session as a cache and writes every change through, fenced by the attach epoch, before it reaches the socket; a resume on any node loads it |
+//! | `journal.rs` | what changed in a session since its last write to Redis, and a session rebuilt from Redis |
+//! | `choice.rs` | [`Store`]: memory or Redis, chosen at start |
+//! | `tests/` | their behaviour (numbering, resume, limits), written against the trait: `on_both_stores!` runs each on both stores (Redis on a `redis-server` of its own); `redis_only.rs` the handover between nodes, fencing and a Redis that is down |
 //!
 //! In token mode a session belongs to the user of the connection that
 //! created it ([`Attach::user`], kept in the session record so every store
@@ -51,7 +57,10 @@
 //!   number nothing hold nothing.
 
 mod budget;
+mod choice;
+mod journal;
 mod outcome;
+mod redis_store;
 mod session;
 mod store;
 #[cfg(test)]
@@ -59,9 +68,11 @@ mod tests;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+pub use choice::Store;
 pub use outcome::{Accepted, Attach, BurstBusy, Outgoing, Refused, TakenOver, TakeoverSignal, To};
+pub use redis_store::{Backend, RedisStore};
 pub use session::{Limits, MAX_PENDING_BURSTS, Session};
-pub use store::{MemoryStore, SessionStore, TooMany, offer};
+pub use store::{MemoryStore, ResumeError, SessionStore, TooMany, Unwritten, offer};
 
 /// A shared, lockable session.
 pub type SessionRef = Arc<Mutex<Session>>;

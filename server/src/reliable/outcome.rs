@@ -95,6 +95,10 @@ pub struct Resume {
 pub trait TakeoverSignal: Send + Sync + std::fmt::Debug {
     /// The session was taken over: close.
     fn taken_over(&self);
+
+    /// Cluster mode: the session store (Redis) does not answer, so the
+    /// session can no longer be written: close (1013, try again later).
+    fn store_unavailable(&self) {}
 }
 
 /// A connection that speaks for a session: its number, its user, and how

@@ -42,15 +42,15 @@ pub struct Limits {
 
 /// One unacknowledged server message.
 #[derive(Debug)]
-struct Entry {
-    seq: u64,
-    at: Instant,
-    body: Kept,
+pub(super) struct Entry {
+    pub(super) seq: u64,
+    pub(super) at: Instant,
+    pub(super) body: Kept,
 }
 
 /// How an unacknowledged message is kept for a resend.
 #[derive(Debug)]
-enum Kept {
+pub(super) enum Kept {
     /// The whole `msg` envelope, ready to write again.
     Frame(Utf8Bytes),
     /// A push shared by many sessions (a broadcast): the body, escaped once,
@@ -74,7 +74,7 @@ impl Entry {
     }
 
     /// The frame to write again on a resume.
-    fn frame(&self) -> Utf8Bytes {
+    pub(super) fn frame(&self) -> Utf8Bytes {
         match &self.body {
             Kept::Frame(frame) => frame.clone(),
             Kept::Shared { push, push_seq, .. } => {
@@ -86,16 +86,16 @@ impl Entry {
 
 /// A burst that survives reconnects: its pushes are numbered as they are made.
 #[derive(Debug, Clone, Copy)]
-struct Burst {
-    count: u32,
-    left: u32,
-    started: Instant,
+pub(super) struct Burst {
+    pub(super) count: u32,
+    pub(super) left: u32,
+    pub(super) started: Instant,
 }
 
 /// One reliable session.
 #[derive(Debug)]
 pub struct Session {
-    id: String,
+    pub(super) id: String,
     pub(super) token: String,
     pub(super) client_id: String,
     /// Token mode: the user it belongs to (kept in the record a store
@@ -104,24 +104,27 @@ pub struct Session {
     pub(super) user: Option<Arc<str>>,
     /// The client address that created it (the key of `--max-sessions-per-ip`).
     pub(super) owner: IpAddr,
-    limits: Limits,
+    pub(super) limits: Limits,
     /// The store-wide budget the history's bytes count against.
-    budget: Arc<Budget>,
-    history: VecDeque<Entry>,
+    pub(super) budget: Arc<Budget>,
+    pub(super) history: VecDeque<Entry>,
     /// The bytes of the history's frames.
-    history_bytes: usize,
+    pub(super) history_bytes: usize,
     /// The seq of the last server message recorded.
-    last_out: u64,
+    pub(super) last_out: u64,
     /// The highest seq evicted before it was acknowledged.
-    lost_through: u64,
+    pub(super) lost_through: u64,
     /// The last client seq processed.
-    last_in: u64,
+    pub(super) last_in: u64,
     /// The `push` counter (the `seq` inside pushes), per session.
-    pushes: u64,
-    bursts: VecDeque<Burst>,
+    pub(super) pushes: u64,
+    pub(super) bursts: VecDeque<Burst>,
     /// The connection that speaks for the session, if any.
-    attached: Option<Attach>,
-    detached_at: Option<Instant>,
+    pub(super) attached: Option<Attach>,
+    pub(super) detached_at: Option<Instant>,
+    /// A session a shared store (Redis) holds: what changed since it was
+    /// last written there. `None` in memory, which pays nothing for it.
+    pub(super) journal: Option<Box<super::journal::Journal>>,
 }
 
 impl Session {
@@ -150,6 +153,7 @@ impl Session {
             bursts: VecDeque::new(),
             attached: Some(attach),
             detached_at: None,
+            journal: None,
         }
     }
 
@@ -273,6 +277,9 @@ impl Session {
         self.pushes += u64::from(push);
         self.history_bytes += frame.len();
         self.budget.add(frame.len());
+        if let Some(journal) = &mut self.journal {
+            journal.appended(seq, now, &frame);
+        }
         self.history.push_back(Entry {
             seq,
             at: now,
@@ -303,6 +310,9 @@ impl Session {
 
     fn pop(&mut self) {
         if let Some(entry) = self.history.pop_front() {
+            if let Some(journal) = &mut self.journal {
+                journal.popped += 1;
+            }
             self.history_bytes -= entry.len();
             self.budget.sub(entry.len());
         }

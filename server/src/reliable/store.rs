@@ -24,6 +24,43 @@ pub enum TooMany {
     Sessions,
     /// The owner address holds `max_sessions_per_ip` already.
     PerIp,
+    /// The store (Redis) did not answer: nothing was stored.
+    Unavailable,
+}
+
+/// Why a change to a session was not written to its store (a shared one:
+/// the memory store writes nothing and never fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unwritten {
+    /// A resume elsewhere moved the session on (or it ended): this
+    /// connection no longer speaks for it (4002).
+    #[error("the session was taken over")]
+    TakenOver,
+    /// The store does not answer (1013, try again later).
+    #[error("the session store is unavailable")]
+    Unavailable,
+}
+
+/// Why [`SessionStore::resume`] attached nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeError {
+    /// The answer the client gets (`resume_failed`).
+    Failed(ResumeFailure),
+    /// The store does not answer: the connection closes with 1013.
+    Unavailable,
+}
+
+impl From<ResumeFailure> for ResumeError {
+    fn from(failure: ResumeFailure) -> Self {
+        Self::Failed(failure)
+    }
+}
+
+impl PartialEq<ResumeFailure> for ResumeError {
+    fn eq(&self, other: &ResumeFailure) -> bool {
+        *self == Self::Failed(*other)
+    }
 }
 
 /// Every reliable session, by id.
@@ -62,7 +99,7 @@ pub trait SessionStore: Send + Sync + 'static {
         client_id: &str,
         attach: Attach,
         now: Instant,
-    ) -> impl Future<Output = Result<(SessionRef, Resume), ResumeFailure>> + Send;
+    ) -> impl Future<Output = Result<(SessionRef, Resume), ResumeError>> + Send;
 
     /// The session of `client_id` while its client is away (for admin pushes).
     fn detached_of(&self, client_id: &str) -> impl Future<Output = Option<SessionRef>> + Send;
@@ -96,6 +133,15 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// The configured bounds.
     fn limits(&self) -> Limits;
+
+    /// Writes what changed in `session` through to the store, before
+    /// anything it numbered goes to the socket (a no-op in memory).
+    ///
+    /// # Errors
+    ///
+    /// [`Unwritten`]: the change is not stored, so nothing of it may be
+    /// written to the client.
+    fn persist(&self, session: &SessionRef) -> impl Future<Output = Result<(), Unwritten>> + Send;
 }
 
 /// A fresh session id and token, offered in a reliable connection's welcome.
@@ -119,13 +165,13 @@ pub struct MemoryStore {
 
 /// The sessions by id, and how many each owner address holds.
 #[derive(Debug, Default)]
-struct Sessions {
-    by_id: HashMap<String, SessionRef>,
-    per_owner: HashMap<IpAddr, usize>,
+pub(super) struct Sessions {
+    pub(super) by_id: HashMap<String, SessionRef>,
+    pub(super) per_owner: HashMap<IpAddr, usize>,
 }
 
 impl Sessions {
-    fn remove(&mut self, id: &str) {
+    pub(super) fn remove(&mut self, id: &str) {
         if let Some(session) = self.by_id.remove(id) {
             let owner = lock(&session).owner;
             if let Some(count) = self.per_owner.get_mut(&owner) {
@@ -213,7 +259,7 @@ impl SessionStore for MemoryStore {
         client_id: &str,
         attach: Attach,
         now: Instant,
-    ) -> Result<(SessionRef, Resume), ResumeFailure> {
+    ) -> Result<(SessionRef, Resume), ResumeError> {
         let session = self
             .map()
             .by_id
@@ -224,11 +270,11 @@ impl SessionStore for MemoryStore {
         if guard.expired(now) {
             drop(guard);
             self.map().remove(id);
-            return Err(ResumeFailure::UnknownSession);
+            return Err(ResumeFailure::UnknownSession.into());
         }
         let token_ok = crate::auth::constant_time_eq(guard.token.as_bytes(), token.as_bytes());
         if !token_ok || guard.user != attach.user {
-            return Err(ResumeFailure::BadToken);
+            return Err(ResumeFailure::BadToken.into());
         }
         let resume = guard.resume(attach, last_seq, client_id, now);
         drop(guard);
@@ -325,5 +371,9 @@ impl SessionStore for MemoryStore {
 
     fn limits(&self) -> Limits {
         self.limits
+    }
+
+    async fn persist(&self, _session: &SessionRef) -> Result<(), Unwritten> {
+        Ok(())
     }
 }

@@ -1,5 +1,12 @@
 //! The session store's behaviour, written against [`SessionStore`] so
-//! that every store (memory today, Redis later) runs the same tests.
+//! that every store runs the same tests: `on_both_stores!` runs each test
+//! named in it once in memory (`on_memory::`) and once in Redis
+//! (`on_redis::`, against a `redis-server` of its own on a free port; a
+//! missing `redis-server` fails the test, it is never skipped). The tests
+//! of `limits.rs` run in memory only: they move the store's clock forward
+//! (`sweep(now + ttl)`), while Redis forgets sessions by its own clock
+//! (key TTLs), and its caps count only the sessions attached on the node;
+//! `redis_only.rs` covers what differs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +16,59 @@ use axum::extract::ws::Utf8Bytes;
 use shared::{ResumeFailure, ServerMessage};
 
 use super::*;
+
+/// Which store a test runs against.
+enum Kind {
+    Memory,
+    /// Holds the server for as long as the test runs.
+    Redis(testbed::RedisServer),
+}
+
+impl Kind {
+    fn redis() -> Self {
+        Self::Redis(testbed::RedisServer::start().expect(
+            "the Redis store's tests need redis-server (`cargo xtask test` installs it; \
+             Debian: apt-get install redis-server)",
+        ))
+    }
+
+    /// A fresh store with `limits`.
+    fn store(&self, limits: Limits) -> Store {
+        match self {
+            Self::Memory => Store::Memory(MemoryStore::new(limits)),
+            Self::Redis(redis) => Store::Redis(RedisStore::new(redis_node(&redis.url()), limits)),
+        }
+    }
+}
+
+/// A cluster node on `url` (Redis answers; the node's heartbeat is not started).
+fn redis_node(url: &str) -> Arc<crate::cluster::Node> {
+    use clap::Parser;
+    let config = crate::Config::try_parse_from(["server", "--redis-url", url]).unwrap();
+    Arc::new(crate::cluster::Node::new(url, &config.cluster).unwrap())
+}
+
+/// Runs each named `async fn(Kind)` as two tests, one per store.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod on_memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Kind::Memory).await;
+                }
+            )*
+        }
+        mod on_redis {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Kind::redis()).await;
+                }
+            )*
+        }
+    };
+}
 
 fn limits(history_max: usize) -> Limits {
     Limits {
@@ -107,4 +167,5 @@ fn push_seq_of(frame: &Utf8Bytes) -> u64 {
 
 mod limits;
 mod numbering;
+mod redis_only;
 mod resume;

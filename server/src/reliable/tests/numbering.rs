@@ -2,10 +2,17 @@
 
 use super::*;
 
-#[tokio::test]
-async fn sends_number_from_one_and_acks_release_them() {
+on_both_stores!(
+    sends_number_from_one_and_acks_release_them,
+    each_client_seq_is_processed_once_and_in_order,
+    a_reply_without_room_is_refused_and_its_message_not_processed,
+    bursts_continue_where_they_stopped_and_end_with_done,
+    pending_bursts_are_bounded,
+);
+
+async fn sends_number_from_one_and_acks_release_them(kind: Kind) {
     let now = Instant::now();
-    let store = MemoryStore::new(limits(10));
+    let store = kind.store(limits(10));
     let s = first(&store).await;
     let mut s = lock(&s);
     let seqs: Vec<u64> = (1..=5)
@@ -24,10 +31,9 @@ async fn sends_number_from_one_and_acks_release_them() {
     assert_eq!(s.unacked(), 0);
 }
 
-#[tokio::test]
-async fn each_client_seq_is_processed_once_and_in_order() {
+async fn each_client_seq_is_processed_once_and_in_order(kind: Kind) {
     let now = Instant::now();
-    let store = MemoryStore::new(limits(10));
+    let store = kind.store(limits(10));
     let s = first(&store).await;
     let mut s = lock(&s);
     let mut served = Vec::new();
@@ -48,10 +54,9 @@ async fn each_client_seq_is_processed_once_and_in_order() {
     assert_eq!(served, [1, 2, 3]);
 }
 
-#[tokio::test]
-async fn a_reply_without_room_is_refused_and_its_message_not_processed() {
+async fn a_reply_without_room_is_refused_and_its_message_not_processed(kind: Kind) {
     let now = Instant::now();
-    let store = MemoryStore::new(limits(2));
+    let store = kind.store(limits(2));
     let s = first(&store).await;
     let mut s = lock(&s);
     for seq in 1..=2 {
@@ -78,10 +83,9 @@ async fn a_reply_without_room_is_refused_and_its_message_not_processed() {
     ));
 }
 
-#[tokio::test]
-async fn bursts_continue_where_they_stopped_and_end_with_done() {
+async fn bursts_continue_where_they_stopped_and_end_with_done(kind: Kind) {
     let now = Instant::now();
-    let store = MemoryStore::new(limits(10));
+    let store = kind.store(limits(10));
     let s = first(&store).await;
     let mut s = lock(&s);
     s.start_burst(2, now).unwrap();
@@ -100,10 +104,9 @@ async fn bursts_continue_where_they_stopped_and_end_with_done() {
     assert_eq!(got.len(), 3);
 }
 
-#[tokio::test]
-async fn pending_bursts_are_bounded() {
+async fn pending_bursts_are_bounded(kind: Kind) {
     let now = Instant::now();
-    let store = MemoryStore::new(limits(10));
+    let store = kind.store(limits(10));
     let s = first(&store).await;
     let mut s = lock(&s);
     for _ in 0..MAX_PENDING_BURSTS {

@@ -1,0 +1,483 @@
+//! [`RedisStore`]: reliable sessions kept in Redis (`--redis-url`), so that
+//! a client resumes on any node, even after the node that served it died.
+//!
+//! The node that serves a connection keeps its [`Session`] in memory, as a
+//! cache, and writes every change through ([`RedisStore::persist`], one
+//! Lua script) before anything the change numbered reaches the socket: the
+//! connection's writer persists before each batch it writes, so a burst is
+//! recorded batch by batch, and a client `msg`, marked processed together
+//! with its reply under the session's lock, lands in the same script. A
+//! crash before the script ran loses neither: nothing of it was written
+//! or acknowledged, the client resends and the message is processed once.
+//!
+//! Fencing: every attach (a create or a resume, on any node) gives the
+//! session a new `epoch` in its record; a write carries the epoch its
+//! connection attached at and the `last_out` it started from, and the
+//! script refuses it when either moved on. A node that lost the session
+//! (to a resume elsewhere) can never write into it again; it is also told
+//! at once (a takeover command on its command stream,
+//! [`Backend::send_takeover`]) so its connection closes with 4002.
+//!
+//! Keys (after `--redis-prefix`), each with a TTL:
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `sess:{id}` | hash | `token` (SHA-256 hex of it, never the token), `user`, `owner`, `client_id`, `node`, `epoch`, `last_out`, `lost_through`, `last_in`, `pushes`, `bursts`, `attached`, `detached_at` |
+//! | `hist:{id}` | list | the unacknowledged messages, `seq at_ms frame` each, oldest first |
+//! | `client:{client id}` | string | the id of the client's last session (admin pushes to a client that is away) |
+//! | `user:{user}` | set | the user's session ids (token mode: user pushes, user kicks) |
+//!
+//! The TTL is `--session-ttl` once the client is away; while it is
+//! attached, the TTL plus [`ATTACHED_GRACE`], refreshed by every write and
+//! by the node's sweep, so the sessions of a node killed with SIGKILL are
+//! forgotten that long after its last sweep.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use redis::Script;
+
+use scripts::{LOAD, PERSIST};
+use sha2::{Digest, Sha256};
+use shared::ResumeFailure;
+
+mod scripts;
+
+use super::budget::Budget;
+use super::outcome::{Attach, Resume};
+use super::session::{Limits, Session};
+use super::store::{ResumeError, Sessions, TooMany, Unwritten};
+use super::{SessionRef, lock};
+
+/// How much longer than `--session-ttl` an attached session's keys live
+/// between two refreshes.
+pub const ATTACHED_GRACE: Duration = Duration::from_secs(30);
+
+/// What the Redis store needs of the cluster node it runs on (implemented
+/// by `cluster::Node`; a trait so that imports go one way, from the
+/// cluster to the sessions).
+pub trait Backend: Send + Sync + 'static {
+    /// The node's id.
+    fn id(&self) -> &str;
+    /// The prefix of every key (`--redis-prefix`).
+    fn prefix(&self) -> &str;
+    /// The shared, multiplexed connection (it reconnects by itself).
+    fn connection(&self) -> redis::aio::ConnectionManager;
+    /// How long one Redis command may take.
+    fn command_timeout(&self) -> Duration;
+    /// Counts a failed Redis command for `/metrics`.
+    fn count_redis_error(&self);
+    /// Tells node `node`, in the background, that a resume here took
+    /// `session` over at `epoch` (its connection closes with 4002).
+    fn send_takeover(self: Arc<Self>, node: String, session: String, epoch: u64);
+}
+
+/// The sessions in Redis, with a cache of those attached on this node.
+pub struct RedisStore {
+    node: Arc<dyn Backend>,
+    limits: Limits,
+    /// The bytes of the histories cached here (per node).
+    budget: Arc<Budget>,
+    /// The sessions attached on this node (the per-node caps count them).
+    local: Mutex<Sessions>,
+    persist: Script,
+    load: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("node", &self.node.id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The SHA-256 of a token, hex: what the record keeps.
+fn token_hash(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Session ids come from clients on a resume: bounded before they go into a key.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64
+}
+
+impl RedisStore {
+    /// The store of `node`, with `limits` (the caps per node).
+    pub fn new(node: Arc<dyn Backend>, limits: Limits) -> Self {
+        Self {
+            node,
+            limits,
+            budget: Arc::new(Budget::new(limits.history_total_bytes)),
+            local: Mutex::default(),
+            persist: Script::new(PERSIST),
+            load: Script::new(LOAD),
+        }
+    }
+
+    fn key(&self, what: &str, id: &str) -> String {
+        format!("{}{what}:{id}", self.node.prefix())
+    }
+
+    fn map(&self) -> MutexGuard<'_, Sessions> {
+        self.local
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn ttl_ms(&self, attached: bool) -> u64 {
+        let ttl = if attached {
+            self.limits.ttl + ATTACHED_GRACE
+        } else {
+            self.limits.ttl
+        };
+        u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Runs `call` within the command timeout; a failure counts for `/metrics`.
+    async fn run<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, Unwritten> {
+        match tokio::time::timeout(self.node.command_timeout(), call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => {
+                self.node.count_redis_error();
+                tracing::debug!("session store: {err}");
+                Err(Unwritten::Unavailable)
+            }
+            Err(_) => {
+                self.node.count_redis_error();
+                Err(Unwritten::Unavailable)
+            }
+        }
+    }
+
+    /// Writes what changed in `session` since its last write, in one script.
+    ///
+    /// # Errors
+    ///
+    /// [`Unwritten::TakenOver`] when another attach (or writer) moved the
+    /// session on, or it is gone; [`Unwritten::Unavailable`] when Redis
+    /// does not answer. Either way the change is not in Redis, and the
+    /// caller writes nothing of it to its client.
+    pub async fn persist(&self, session: &SessionRef) -> Result<(), Unwritten> {
+        let Some(writing) = lock(session).write_lock() else {
+            return Ok(());
+        };
+        let _one_at_a_time = writing.lock().await;
+        let (id, user, changes) = {
+            let mut guard = lock(session);
+            (guard.id().to_owned(), guard.user.clone(), guard.changes()?)
+        };
+        let Some(changes) = changes else {
+            return Ok(());
+        };
+        let written = self.write(&id, user.as_deref(), changes).await;
+        if let Err(why) = written {
+            lock(session).write_failed(why);
+        }
+        written
+    }
+
+    /// Writes what the cached copy of `id` holds unwritten, if it is cached
+    /// (so that nothing it numbered is lost to a resume or a load).
+    async fn flush_cached(&self, id: &str) {
+        let cached = self.map().by_id.get(id).cloned();
+        if let Some(session) = cached {
+            let _ = self.persist(&session).await;
+        }
+    }
+
+    /// A resume on another node took session `id` over at `epoch`: the
+    /// connection attached to it here, if any, closes.
+    pub fn taken_over(&self, id: &str, epoch: u64) {
+        let cached = self.map().by_id.get(id).cloned();
+        if let Some(session) = cached {
+            let mut guard = lock(&session);
+            if guard.epoch().is_some_and(|ours| ours < epoch) {
+                guard.lost_to(epoch);
+                drop(guard);
+                self.map().remove(id);
+            }
+        }
+    }
+
+    /// Sessions cached here.
+    fn cached(&self) -> Vec<(String, SessionRef)> {
+        self.map()
+            .by_id
+            .iter()
+            .map(|(id, s)| (id.clone(), s.clone()))
+            .collect()
+    }
+}
+
+impl super::SessionStore for RedisStore {
+    async fn create(
+        &self,
+        offer: (String, String),
+        client_id: &str,
+        owner: IpAddr,
+        attach: Attach,
+        _now: Instant,
+    ) -> Result<SessionRef, TooMany> {
+        {
+            let map = self.map();
+            let per_ip = self.limits.max_sessions_per_ip;
+            if map.by_id.len() >= self.limits.max_sessions {
+                return Err(TooMany::Sessions);
+            }
+            if per_ip > 0 && map.per_owner.get(&owner).copied().unwrap_or(0) >= per_ip {
+                return Err(TooMany::PerIp);
+            }
+        }
+        let id = offer.0.clone();
+        let hash = token_hash(&offer.1);
+        let user = attach.user.clone();
+        let ttl = self.ttl_ms(true);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(self.key("hist", &id))
+            .ignore()
+            .hset_multiple(
+                self.key("sess", &id),
+                &[
+                    ("token", hash.as_str()),
+                    ("user", user.as_deref().unwrap_or("")),
+                    ("owner", &owner.to_string()),
+                    ("client_id", client_id),
+                    ("node", self.node.id()),
+                    ("epoch", "1"),
+                    ("last_out", "0"),
+                    ("lost_through", "0"),
+                    ("last_in", "0"),
+                    ("pushes", "0"),
+                    ("bursts", ""),
+                    ("attached", "1"),
+                    ("detached_at", "0"),
+                ],
+            )
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(self.key("sess", &id))
+            .arg(ttl)
+            .ignore()
+            .cmd("SET")
+            .arg(self.key("client", client_id))
+            .arg(&id)
+            .arg("PX")
+            .arg(ttl)
+            .ignore();
+        if let Some(user) = &user {
+            pipe.sadd(self.key("user", user), &id)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(self.key("user", user))
+                .arg(ttl)
+                .ignore();
+        }
+        let mut conn = self.node.connection();
+        self.run(pipe.query_async::<()>(&mut conn))
+            .await
+            .map_err(|_| TooMany::Unavailable)?;
+        let mut session = Session::new(
+            offer,
+            client_id.to_owned(),
+            owner,
+            attach,
+            self.budget.clone(),
+            self.limits,
+        );
+        session.write_through(1);
+        let session = Arc::new(Mutex::new(session));
+        let mut map = self.map();
+        *map.per_owner.entry(owner).or_default() += 1;
+        map.by_id.insert(id, session.clone());
+        Ok(session)
+    }
+
+    async fn resume(
+        &self,
+        id: &str,
+        token: &str,
+        last_seq: u64,
+        client_id: &str,
+        attach: Attach,
+        now: Instant,
+    ) -> Result<(SessionRef, Resume), ResumeError> {
+        if !valid_id(id) {
+            return Err(ResumeFailure::UnknownSession.into());
+        }
+        self.flush_cached(id).await;
+        let (stored, old_node, was_attached) = self
+            .load(id, Some((token, &attach, client_id)))
+            .await
+            .map_err(|_| ResumeError::Unavailable)??;
+        let epoch = stored.epoch;
+        let owner = stored.owner;
+        let mut session = Session::restore(stored, self.budget.clone(), self.limits)
+            .ok_or(ResumeError::Failed(ResumeFailure::UnknownSession))?;
+        let conn = attach.conn;
+        let resume = session.resume(attach, last_seq, client_id, now);
+        session.set_epoch(epoch);
+        let session = Arc::new(Mutex::new(session));
+        // The connection that held it closes with 4002: here at once, on
+        // another node through its command stream (and fenced either way).
+        let old = self.map().by_id.get(id).cloned();
+        if let Some(old) = old {
+            let mut old = lock(&old);
+            // The same connection resuming again is no takeover.
+            if !old.is_attached(conn) {
+                old.lost_to(epoch);
+            }
+            drop(old);
+            self.map().remove(id);
+        }
+        if was_attached && !old_node.is_empty() && old_node != self.node.id() {
+            self.node
+                .clone()
+                .send_takeover(old_node, id.to_owned(), epoch);
+        }
+        let mut map = self.map();
+        if let Some(owner) = owner {
+            *map.per_owner.entry(owner).or_default() += 1;
+        }
+        map.by_id.insert(id.to_owned(), session.clone());
+        Ok((session, resume))
+    }
+
+    async fn detached_of(&self, client_id: &str) -> Option<SessionRef> {
+        let mut conn = self.node.connection();
+        let key = self.key("client", client_id);
+        let id: Option<String> = self
+            .run(redis::cmd("GET").arg(key).query_async(&mut conn))
+            .await
+            .ok()?;
+        let id = id?;
+        self.flush_cached(&id).await;
+        self.away(&id).await
+    }
+
+    async fn detached_of_user(&self, user: &str) -> Vec<SessionRef> {
+        let mut conn = self.node.connection();
+        let key = self.key("user", user);
+        let ids: Vec<String> = self
+            .run(redis::cmd("SMEMBERS").arg(key).query_async(&mut conn))
+            .await
+            .unwrap_or_default();
+        let mut away = Vec::new();
+        for id in ids {
+            self.flush_cached(&id).await;
+            if let Some(session) = self.away(&id).await {
+                away.push(session);
+            }
+        }
+        away
+    }
+
+    async fn end_user(&self, user: &str) -> usize {
+        let mut conn = self.node.connection();
+        let set = self.key("user", user);
+        let ids: Vec<String> = self
+            .run(redis::cmd("SMEMBERS").arg(&set).query_async(&mut conn))
+            .await
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return 0;
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for id in &ids {
+            pipe.del(self.key("sess", id));
+            pipe.del(self.key("hist", id)).ignore();
+        }
+        pipe.del(&set).ignore();
+        let deleted: Vec<usize> = self
+            .run(pipe.query_async(&mut conn))
+            .await
+            .unwrap_or_default();
+        let mut map = self.map();
+        for id in &ids {
+            map.remove(id);
+        }
+        deleted.into_iter().sum()
+    }
+
+    /// Drops from the cache the sessions no longer attached here (they
+    /// live on in Redis), writes what is unwritten, and refreshes the TTL
+    /// of those attached; Redis's TTLs forget the rest. When Redis does
+    /// not answer, the connections attached here close with 1013 (an idle
+    /// one would otherwise hear of it only at its next write).
+    async fn sweep(&self, _now: Instant) -> usize {
+        let mut attached = Vec::new();
+        for (id, session) in self.cached() {
+            let _ = self.persist(&session).await;
+            if lock(&session).is_away() {
+                self.map().remove(&id);
+            } else {
+                attached.push((id, session));
+            }
+        }
+        if !attached.is_empty() {
+            let ttl = self.ttl_ms(true);
+            let mut pipe = redis::pipe();
+            for (id, session) in &attached {
+                let (client_id, user) = {
+                    let guard = lock(session);
+                    (guard.client_id.clone(), guard.user.clone())
+                };
+                let mut keys = vec![
+                    self.key("sess", id),
+                    self.key("hist", id),
+                    self.key("client", &client_id),
+                ];
+                keys.extend(user.map(|user| self.key("user", &user)));
+                for key in keys {
+                    pipe.cmd("PEXPIRE").arg(key).arg(ttl).ignore();
+                }
+            }
+            let mut conn = self.node.connection();
+            if self.run(pipe.query_async::<()>(&mut conn)).await.is_err() {
+                tracing::warn!(
+                    "the session store is unavailable: closing {} reliable connection(s) with 1013",
+                    attached.len()
+                );
+                for (_, session) in &attached {
+                    lock(session).store_lost();
+                }
+            }
+        }
+        0
+    }
+
+    async fn reclaim(&self) -> usize {
+        // Only attached sessions are cached, and they are never evicted.
+        self.budget.satisfied();
+        0
+    }
+
+    async fn pressure(&self) {
+        self.budget.pressure.notified().await;
+    }
+
+    async fn len(&self) -> usize {
+        self.map().by_id.len()
+    }
+
+    async fn history_bytes(&self) -> usize {
+        self.budget.used()
+    }
+
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    async fn persist(&self, session: &SessionRef) -> Result<(), Unwritten> {
+        Self::persist(self, session).await
+    }
+}

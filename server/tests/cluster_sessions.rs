@@ -1,0 +1,462 @@
+//! Scale-out on Redis: reliable sessions kept in Redis. A session started
+//! on one node resumes on another (also after its node was SIGKILLed), a
+//! resume elsewhere closes the old connection with 4002, a push to a
+//! client that is away is stored from any node, a Redis that is down
+//! closes reliable connections with 1013 while plain ones carry on, and
+//! with `appendfsync always` the sessions survive a Redis restart. A burst
+//! cut short by a node kill goes on from another node, every push once.
+//!
+//! Nodes run in-process, except where one must really die (a subprocess
+//! killed with SIGKILL: an in-process runtime would close its sockets
+//! cleanly). Each test has its own `redis-server` on a free port.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Connect, TestServer, Ws, expect_close, next_json, send_text, wait_until};
+use shared::{ClientMessage, ServerMessage, close_code};
+use testbed::RedisServer;
+use tokio_tungstenite::tungstenite::Message;
+
+const ADMIN: &str = "cluster-admin";
+
+/// The cluster flags of a node.
+fn node_args(redis: &RedisServer, node: &str) -> Vec<String> {
+    [
+        "--redis-url",
+        &redis.url(),
+        "--redis-prefix",
+        "s:",
+        "--node-id",
+        node,
+        "--cluster-heartbeat",
+        "100ms",
+        "--cluster-node-ttl",
+        "3s",
+        "--cluster-command-timeout",
+        "700ms",
+        "--admin-token",
+        ADMIN,
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect()
+}
+
+async fn start_node(redis: &RedisServer, node: &str) -> TestServer {
+    start_node_with(redis, node, &[]).await
+}
+
+async fn start_node_with(redis: &RedisServer, node: &str, extra: &[&str]) -> TestServer {
+    let mut args = node_args(redis, node);
+    args.extend(extra.iter().map(ToString::to_string));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    common::start(&args).await
+}
+
+/// A node in a process of its own, to be killed with SIGKILL.
+struct Subprocess {
+    child: Child,
+    base: String,
+}
+
+impl Subprocess {
+    fn start(redis: &RedisServer, node: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(node_args(redis, node))
+            .args(["--addr", "127.0.0.1:0", "--allow-client-ids"])
+            .args(["--push-interval", "0", "--ping-interval", "0"])
+            .args(["--static-dir", "/nonexistent"])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let base = loop {
+            let line = lines.next().expect("the server logs its address").unwrap();
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().to_owned();
+            }
+        };
+        // Keeps draining its log, so that it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, base }
+    }
+
+    async fn connect(&self, path: &str) -> Ws {
+        let url = format!("{}{path}", self.base.replacen("http", "ws", 1));
+        tokio_tungstenite::connect_async(url).await.unwrap().0
+    }
+}
+
+impl Drop for Subprocess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The session id and token of a reliable welcome.
+async fn welcome(ws: &mut Ws) -> (String, String) {
+    match next_json(ws).await {
+        ServerMessage::Welcome {
+            session: Some(session),
+            token: Some(token),
+            ..
+        } => (session, token),
+        other => panic!("expected a reliable welcome, got {other:?}"),
+    }
+}
+
+/// Client `msg` number `seq`: an echo with id `seq`.
+fn msg(seq: u64) -> String {
+    ClientMessage::Msg {
+        seq,
+        data: format!(r#"{{"type":"echo","id":{seq},"body":"m{seq}"}}"#),
+    }
+    .to_json()
+}
+
+fn resume(session: &str, token: &str, last_seq: u64) -> String {
+    ClientMessage::Resume {
+        session: session.to_owned(),
+        token: token.to_owned(),
+        last_seq,
+    }
+    .to_json()
+}
+
+/// The next numbered message (skipping acks): its seq and inner message.
+async fn next_numbered(ws: &mut Ws) -> (u64, ServerMessage) {
+    loop {
+        match next_json(ws).await {
+            ServerMessage::Msg { seq, data } => {
+                return (seq, ServerMessage::from_json(&data).unwrap());
+            }
+            ServerMessage::Ack { .. } => {}
+            other => panic!("expected a msg, got {other:?}"),
+        }
+    }
+}
+
+/// Reads until an ack of `seq` (or beyond), failing on a numbered message.
+async fn until_ack(ws: &mut Ws, seq: u64) {
+    loop {
+        match next_json(ws).await {
+            ServerMessage::Ack { seq: got } if got >= seq => return,
+            ServerMessage::Ack { .. } => {}
+            other => panic!("expected only an ack of {seq}, got {other:?}"),
+        }
+    }
+}
+
+/// A new reliable connection to `server` resuming `session`, retried
+/// while the node cannot reach Redis yet (it closes with 1013 then):
+/// the socket and the last client seq the server processed.
+async fn resume_on(server: &TestServer, session: &str, token: &str, last_seq: u64) -> (Ws, u64) {
+    let deadline = tokio::time::Instant::now() + common::DEADLINE;
+    loop {
+        let mut ws = server.connect("/ws?reliable=1").await;
+        welcome(&mut ws).await;
+        send_text(&mut ws, &resume(session, token, last_seq)).await;
+        match common::next_message(&mut ws).await {
+            Message::Text(text) => match ServerMessage::from_json(&text).unwrap() {
+                ServerMessage::Resumed { last_seq } => return (ws, last_seq),
+                other => panic!("expected resumed, got {other:?}"),
+            },
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), close_code::TRY_AGAIN_LATER);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no resume within the deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_session_resumes_on_another_node_after_its_node_was_killed() {
+    let redis = RedisServer::start().unwrap();
+    let a = Subprocess::start(&redis, "a");
+    let b = start_node(&redis, "b").await;
+    let mut ws = a.connect("/ws?reliable=1&client_id=roamer").await;
+    let (session, token) = welcome(&mut ws).await;
+    const N: u64 = 40;
+    for seq in 1..=N {
+        send_text(&mut ws, &msg(seq)).await;
+    }
+    for expected in 1..=N {
+        let (seq, reply) = next_numbered(&mut ws).await;
+        assert_eq!(seq, expected);
+        assert!(matches!(reply, ServerMessage::Echo { id, .. } if id == expected));
+    }
+    // Node A dies with everything it wrote to the socket; the client
+    // processed all but the last two replies.
+    drop(a);
+    let (mut ws, last_in) = resume_on(&b, &session, &token, N - 2).await;
+    assert_eq!(last_in, N, "every client message was processed, once");
+    for expected in N - 1..=N {
+        let (seq, reply) = next_numbered(&mut ws).await;
+        assert_eq!(seq, expected, "the replay");
+        assert!(matches!(reply, ServerMessage::Echo { id, .. } if id == expected));
+    }
+    // A resend of a processed message is not processed again; the next is.
+    send_text(&mut ws, &msg(N)).await;
+    until_ack(&mut ws, N).await;
+    send_text(&mut ws, &msg(N + 1)).await;
+    let (seq, reply) = next_numbered(&mut ws).await;
+    assert_eq!(seq, N + 1);
+    assert!(matches!(reply, ServerMessage::Echo { id, .. } if id == N + 1));
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_resume_on_another_node_closes_the_old_connection_with_4002() {
+    let redis = RedisServer::start().unwrap();
+    let a = start_node(&redis, "a").await;
+    let b = start_node(&redis, "b").await;
+    let mut first = a.connect("/ws?reliable=1").await;
+    let (session, token) = welcome(&mut first).await;
+    send_text(&mut first, &msg(1)).await;
+    assert_eq!(next_numbered(&mut first).await.0, 1);
+    // B must know A is alive to send it the takeover.
+    let metrics = b.http_url("/metrics");
+    wait_until("B sees two nodes", || {
+        let metrics = metrics.clone();
+        async move {
+            let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+            text.contains("ws_cluster_nodes{node=\"b\"} 2")
+        }
+    })
+    .await;
+    let (mut second, last_in) = resume_on(&b, &session, &token, 1).await;
+    assert_eq!(last_in, 1);
+    let frame = tokio::time::timeout(Duration::from_secs(2), expect_close(&mut first))
+        .await
+        .expect("the connection on the other node is closed at once")
+        .expect("a close frame");
+    assert_eq!(u16::from(frame.code), close_code::REPLACED);
+    // The new connection goes on numbering.
+    send_text(&mut second, &msg(2)).await;
+    assert_eq!(next_numbered(&mut second).await.0, 2);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_push_through_a_third_node_to_a_client_away_arrives_on_its_resume() {
+    let redis = RedisServer::start().unwrap();
+    let a = start_node(&redis, "a").await;
+    let b = start_node(&redis, "b").await;
+    let c = start_node(&redis, "c").await;
+    let mut ws = a.connect("/ws?reliable=1&client_id=away").await;
+    let (session, token) = welcome(&mut ws).await;
+    send_text(&mut ws, &msg(1)).await;
+    assert_eq!(next_numbered(&mut ws).await.0, 1);
+    drop(ws);
+    // Once A wrote the detach, C stores the push in the session in Redis.
+    let push = c.http_url("/api/clients/away/push");
+    wait_until("the push stored for the client away", || {
+        let push = push.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .post(&push)
+                .bearer_auth(ADMIN)
+                .body("while away")
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16() == 202
+        }
+    })
+    .await;
+    let (mut ws, last_in) = resume_on(&b, &session, &token, 1).await;
+    assert_eq!(last_in, 1);
+    let (seq, pushed) = next_numbered(&mut ws).await;
+    assert_eq!(seq, 2);
+    assert!(
+        matches!(&pushed, ServerMessage::Push { body, .. } if body == "while away"),
+        "{pushed:?}"
+    );
+    for server in [a, b, c] {
+        server.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn without_redis_reliable_connections_close_with_1013_plain_ones_carry_on() {
+    let mut redis = RedisServer::start().unwrap();
+    // A short session TTL: the sweep, which notices Redis is gone for
+    // idle connections, runs every second.
+    let a = start_node_with(&redis, "a", &["--session-ttl", "4s"]).await;
+    let mut reliable = a.connect("/ws?reliable=1").await;
+    welcome(&mut reliable).await;
+    send_text(&mut reliable, &msg(1)).await;
+    assert_eq!(next_numbered(&mut reliable).await.0, 1);
+    let mut idle = a.connect("/ws?reliable=1").await;
+    welcome(&mut idle).await;
+    send_text(&mut idle, &msg(1)).await;
+    assert_eq!(next_numbered(&mut idle).await.0, 1);
+    let (mut plain, _) = a.connect_ws("/ws").await;
+
+    redis.stop().unwrap();
+    // The next reply cannot be stored: nothing is sent, the connection closes.
+    send_text(&mut reliable, &msg(2)).await;
+    let frame = expect_close(&mut reliable).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), close_code::TRY_AGAIN_LATER);
+    assert!(frame.reason.contains("unavailable"), "{}", frame.reason);
+    // One that sends nothing is closed all the same, by the node's sweep.
+    let frame = expect_close(&mut idle).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), close_code::TRY_AGAIN_LATER);
+    assert!(frame.reason.contains("unavailable"), "{}", frame.reason);
+    // A new reliable connection is upgraded, then closed with the reason,
+    // without a message of its own once the node knows Redis is down.
+    let ready = a.http_url("/readyz");
+    wait_until("/readyz 503", || {
+        let ready = ready.clone();
+        async move { reqwest::get(&ready).await.unwrap().status().as_u16() == 503 }
+    })
+    .await;
+    let mut new = a.connect("/ws?reliable=1").await;
+    welcome(&mut new).await;
+    let frame = expect_close(&mut new).await.expect("a close frame");
+    assert_eq!(u16::from(frame.code), close_code::TRY_AGAIN_LATER);
+    assert!(frame.reason.contains("unavailable"), "{}", frame.reason);
+    // Plain connections need no Redis.
+    send_text(&mut plain, r#"{"type":"echo","id":5,"body":"ok"}"#).await;
+    assert!(matches!(
+        next_json(&mut plain).await,
+        ServerMessage::Echo { id: 5, .. }
+    ));
+
+    // Redis back (empty: persistence off): new sessions work by themselves.
+    redis.restart().unwrap();
+    wait_until("a reliable session stored again", || async {
+        let mut ws = a.connect("/ws?reliable=1").await;
+        welcome(&mut ws).await;
+        send_text(&mut ws, &msg(1)).await;
+        matches!(common::next_message(&mut ws).await, Message::Text(_))
+    })
+    .await;
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn with_appendfsync_always_sessions_survive_a_redis_restart() {
+    let mut redis = RedisServer::start_persistent().unwrap();
+    let a = start_node(&redis, "a").await;
+    let mut ws = a.connect("/ws?reliable=1").await;
+    let (session, token) = welcome(&mut ws).await;
+    for seq in 1..=5 {
+        send_text(&mut ws, &msg(seq)).await;
+        assert_eq!(next_numbered(&mut ws).await.0, seq);
+    }
+    drop(ws);
+    // Killed (SIGKILL) and started again: it loads its append-only file.
+    redis.restart().unwrap();
+    let b = start_node(&redis, "b").await;
+    let (mut ws, last_in) = resume_on(&b, &session, &token, 3).await;
+    assert_eq!(last_in, 5);
+    for expected in 4..=5 {
+        assert_eq!(next_numbered(&mut ws).await.0, expected);
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+/// Reads a burst's numbered messages, acknowledging every 50, until
+/// `stop` pushes were read (or `burst_done`): appends each push's seq to
+/// `pushes`; returns the last server seq read and `burst_done`'s count.
+async fn read_burst(
+    ws: &mut Ws,
+    last: &mut u64,
+    pushes: &mut Vec<u64>,
+    stop: usize,
+) -> Option<u32> {
+    while pushes.len() < stop {
+        let (seq, message) = next_numbered(ws).await;
+        assert_eq!(seq, *last + 1, "server seqs in order, none repeated");
+        *last = seq;
+        if seq % 50 == 0 {
+            let ack = ClientMessage::Ack { seq }.to_json();
+            send_text(ws, &ack).await;
+        }
+        match message {
+            ServerMessage::Push { seq, .. } => pushes.push(seq),
+            ServerMessage::BurstDone { count, .. } => return Some(count),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_burst_cut_by_a_node_kill_goes_on_from_the_other_node_exactly_once() {
+    let redis = RedisServer::start().unwrap();
+    let a = Subprocess::start(&redis, "a");
+    let b = start_node(&redis, "b").await;
+    const N: u32 = 1500;
+    let mut ws = a.connect(&format!("/ws?reliable=1&burst={N}")).await;
+    let (session, token) = welcome(&mut ws).await;
+    // The first message binds the connection; the burst starts then.
+    send_text(&mut ws, r#"{"type":"ack","seq":0}"#).await;
+    let (mut last, mut pushes) = (0, Vec::new());
+    assert_eq!(read_burst(&mut ws, &mut last, &mut pushes, 300).await, None);
+    drop(a);
+    let (mut ws, _) = resume_on(&b, &session, &token, last).await;
+    let done = read_burst(&mut ws, &mut last, &mut pushes, usize::MAX).await;
+    assert_eq!(done, Some(N));
+    let expected: Vec<u64> = (1..=u64::from(N)).collect();
+    assert!(pushes == expected, "every push exactly once, in order");
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn messages_in_flight_when_a_node_dies_are_processed_exactly_once() {
+    let redis = RedisServer::start().unwrap();
+    let a = Subprocess::start(&redis, "a");
+    let b = start_node(&redis, "b").await;
+    const N: u64 = 300;
+    let mut ws = a.connect("/ws?reliable=1").await;
+    let (session, token) = welcome(&mut ws).await;
+    // Every message sent at once; node A dies while replies are in flight.
+    for seq in 1..=N {
+        send_text(&mut ws, &msg(seq)).await;
+    }
+    let mut replies = Vec::new();
+    while replies.len() < 100 {
+        let (seq, reply) = next_numbered(&mut ws).await;
+        assert_eq!(seq, replies.len() as u64 + 1);
+        let ServerMessage::Echo { id, .. } = reply else {
+            panic!("expected an echo, got {reply:?}")
+        };
+        replies.push(id);
+    }
+    drop(a);
+    let (mut ws, last_in) = resume_on(&b, &session, &token, replies.len() as u64).await;
+    assert!(last_in >= 100, "what A replied to was processed");
+    // The client resends what the server did not process.
+    for seq in last_in + 1..=N {
+        send_text(&mut ws, &msg(seq)).await;
+    }
+    while replies.len() < N as usize {
+        let (seq, reply) = next_numbered(&mut ws).await;
+        assert_eq!(seq, replies.len() as u64 + 1, "no reply lost or repeated");
+        let ServerMessage::Echo { id, .. } = reply else {
+            panic!("expected an echo, got {reply:?}")
+        };
+        replies.push(id);
+    }
+    let expected: Vec<u64> = (1..=N).collect();
+    assert!(replies == expected, "each message processed once, in order");
+    b.shutdown().await.unwrap();
+}
