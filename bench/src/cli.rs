@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::{cluster, hostile, load, raw, run, scale};
+use crate::{cluster, cluster_reliable, hostile, load, raw, run, scale};
 
 #[derive(Parser)]
 #[command(about = "WebSocket benchmarks side by side")]
@@ -77,7 +77,8 @@ enum Cmd {
         #[arg(long)]
         no_write: bool,
     },
-    /// The cluster (issue 14): one broadcast to 10,000 clients over two
+    /// The cluster (issue 14): reliable echo on Redis against memory, time
+    /// to resume on another node, one broadcast to 10,000 clients over two
     /// nodes sharing a redis-server; writes its section of docs/BENCHMARKS.md.
     Cluster {
         /// The cargo target directory holding release/server (built beforehand).
@@ -177,6 +178,34 @@ enum Mode {
         #[arg(long)]
         pid: u32,
     },
+    /// Closed-loop typed echo over reliable connections (the real wrapper).
+    ReliableEcho {
+        /// A ws:// loopback URL of `/ws`.
+        #[arg(long)]
+        url: String,
+        /// Connections.
+        #[arg(long, default_value_t = 10)]
+        conns: usize,
+        /// Bytes of each echo's body.
+        #[arg(long, default_value_t = 20)]
+        bytes: usize,
+        /// Warm-up, seconds (not measured).
+        #[arg(long, default_value_t = 1)]
+        warmup: u64,
+        /// Measured, seconds.
+        #[arg(long, default_value_t = 2)]
+        seconds: u64,
+    },
+    /// One reliable client behind a round-robin proxy over two nodes: time
+    /// from a cut to the resume on the other node.
+    Resume {
+        /// The nodes' loopback addresses, comma-separated.
+        #[arg(long)]
+        nodes: String,
+        /// Resumes measured (after one not measured).
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
+    },
     /// Hold `/ws` connections over several nodes, broadcast through the
     /// first, time until the last client read it (`bench cluster`).
     Broadcast {
@@ -232,6 +261,9 @@ pub fn main() -> Result<()> {
                 bench: std::env::current_exe()?,
                 conns,
                 rounds,
+                echo_rounds: 3,
+                echo_seconds: 2,
+                resumes: 20,
                 docs: (!no_write).then(|| root.join(docs)),
             })
             .map(drop)
@@ -310,6 +342,20 @@ pub fn main() -> Result<()> {
                     } => {
                         let nodes: Vec<String> = nodes.split(',').map(str::to_owned).collect();
                         cluster::broadcast(&nodes, conns, rounds).await
+                    }
+                    Mode::ReliableEcho {
+                        url,
+                        conns,
+                        bytes,
+                        warmup,
+                        seconds,
+                    } => cluster_reliable::echo(&url, conns, bytes, warmup, seconds).await,
+                    Mode::Resume { nodes, rounds } => {
+                        let nodes = nodes
+                            .split(',')
+                            .map(str::parse)
+                            .collect::<Result<Vec<std::net::SocketAddr>, _>>()?;
+                        cluster_reliable::resume(&nodes, rounds).await
                     }
                     Mode::Hold {
                         addr,

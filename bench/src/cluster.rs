@@ -12,8 +12,14 @@
 //!   through B's Redis command stream. The answer must count all 10,000
 //!   and name no node as unanswered, else the run fails.
 //!
-//! Reliable echo on Redis against memory, and the time to resume on
-//! another node, need reliable sessions in Redis (not in this tree yet).
+//! * **reliable echo on Redis against memory**: closed-loop typed echo
+//!   over 10 reliable connections (the real wrapper), on one of those nodes
+//!   and on a node without Redis, interleaved rounds, medians of messages
+//!   per second and p99;
+//! * **time to resume on another node**: one reliable client behind the
+//!   round-robin fault proxy over the two nodes; each cut sends its
+//!   reconnect to the other node; from the cut until `Resumed`
+//!   ([`crate::cluster_reliable`]).
 
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -46,23 +52,37 @@ pub struct Options {
     pub conns: usize,
     /// Broadcasts measured (after one not measured).
     pub rounds: usize,
+    /// Interleaved rounds of the reliable echo on each node.
+    pub echo_rounds: usize,
+    /// Seconds measured per reliable echo round (after 1 s of warm-up).
+    pub echo_seconds: u64,
+    /// Resumes measured.
+    pub resumes: usize,
     /// Where `BENCHMARKS.md` is, to write the section; `None`: print only.
     pub docs: Option<PathBuf>,
 }
 
 /// A node on a free port, pinned to the server core; killed on drop.
-fn node(options: &Options, redis: &str, id: &str, nofile: u64) -> Result<(Guard, String)> {
+fn node(options: &Options, redis: Option<&str>, id: &str, nofile: u64) -> Result<(Guard, String)> {
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .to_string();
     let mut command = pinned(Core::Server, nofile, &options.server);
     command
-        .args(["--addr", &addr, "--redis-url", redis, "--node-id", id])
+        .args(["--addr", &addr, "--node-id", id])
         .args(["--admin-token", TOKEN, "--static-dir", "/nonexistent"])
         .args(["--push-interval", "0", "--ping-interval", "0"])
         .args(["--max-connections-per-ip", "0", "--connect-rate", "0"])
-        .args(["--max-http-connections-per-ip", "0"])
+        .args([
+            "--max-http-connections-per-ip",
+            "0",
+            "--max-sessions-per-ip",
+            "0",
+        ])
         .env("RUST_LOG", "warn");
+    if let Some(redis) = redis {
+        command.args(["--redis-url", redis]);
+    }
     let mut guard = Guard::spawn(id, command, false)?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(&addr).is_err() {
@@ -83,28 +103,85 @@ fn node(options: &Options, redis: &str, id: &str, nofile: u64) -> Result<(Guard,
 pub fn run(options: &Options) -> Result<Value> {
     let redis = testbed::RedisServer::start()?;
     let nofile = (options.conns as u64 + 1024).min(crate::procs::hard_nofile());
-    let (_a, a) = node(options, &redis.url(), "bench-a", nofile)?;
-    let (_b, b) = node(options, &redis.url(), "bench-b", nofile)?;
-    let output = pinned(Core::Load, nofile, &options.bench)
-        .args(["load", "broadcast", "--nodes"])
-        .arg(format!("{a},{b}"))
-        .args(["--conns", &options.conns.to_string()])
-        .args(["--rounds", &options.rounds.to_string()])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running the broadcast load")?;
-    ensure!(
-        output.status.success(),
-        "the broadcast load failed ({})",
-        output.status
+    let url = redis.url();
+    let (_a, a) = node(options, Some(&url), "bench-a", nofile)?;
+    let (_b, b) = node(options, Some(&url), "bench-b", nofile)?;
+    let (_m, m) = node(options, None, "bench-memory", nofile)?;
+    let load = |args: &[String]| -> Result<Value> {
+        let output = pinned(Core::Load, nofile, &options.bench)
+            .arg("load")
+            .args(args)
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running the load process")?;
+        ensure!(
+            output.status.success(),
+            "the load process failed ({}): {args:?}",
+            output.status
+        );
+        serde_json::from_slice(&output.stdout).context("the load process's output")
+    };
+    let owned = |args: &[&str]| args.iter().map(ToString::to_string).collect::<Vec<_>>();
+
+    // Reliable echo, Redis against memory: interleaved rounds.
+    let targets = [("redis", &a), ("memory", &m)];
+    let mut echo_runs: Vec<Vec<Value>> = vec![Vec::new(); targets.len()];
+    for round in 0..options.echo_rounds {
+        for k in 0..targets.len() {
+            let i = (k + round) % targets.len();
+            let (name, addr) = targets[i];
+            let run = load(&owned(&[
+                "reliable-echo",
+                "--url",
+                &format!("ws://{addr}/ws"),
+                "--conns",
+                "10",
+                "--bytes",
+                "20",
+                "--seconds",
+                &options.echo_seconds.to_string(),
+            ]))?;
+            eprintln!(
+                "cluster reliable echo on {name:<6} {:>8.0} msg/s  p99 {:>6} us",
+                run["msgs_per_s"].as_f64().unwrap_or(f64::NAN),
+                run["p99_us"]
+            );
+            echo_runs[i].push(run);
+        }
+    }
+    let echo: Vec<Value> = targets
+        .iter()
+        .zip(echo_runs)
+        .map(|((name, _), runs)| median_run(name, runs))
+        .collect();
+
+    let resume = load(&owned(&[
+        "resume",
+        "--nodes",
+        &format!("{a},{b}"),
+        "--rounds",
+        &options.resumes.to_string(),
+    ]))?;
+    eprintln!(
+        "cluster resume on another node: median {} ms, p99 {} ms",
+        resume["median_ms"], resume["p99_ms"]
     );
-    let result: Value =
-        serde_json::from_slice(&output.stdout).context("the broadcast load's output")?;
+
+    let broadcast = load(&owned(&[
+        "broadcast",
+        "--nodes",
+        &format!("{a},{b}"),
+        "--conns",
+        &options.conns.to_string(),
+        "--rounds",
+        &options.rounds.to_string(),
+    ]))?;
+    let result = json!({ "broadcast": broadcast, "reliable_echo": echo, "resume": resume });
     eprintln!(
         "cluster broadcast to {} over 2 nodes: median {:.1} ms, max {:.1} ms",
         options.conns,
-        result["median_ms"].as_f64().unwrap_or(f64::NAN),
-        result["max_ms"].as_f64().unwrap_or(f64::NAN)
+        num(&result["broadcast"], "median_ms"),
+        num(&result["broadcast"], "max_ms"),
     );
     let md = markdown(&result);
     match &options.docs {
@@ -114,37 +191,88 @@ pub fn run(options: &Options) -> Result<Value> {
     Ok(result)
 }
 
-fn markdown(result: &Value) -> String {
-    let ms = |key: &str| result[key].as_f64().unwrap_or(f64::NAN);
-    let rounds: Vec<String> = result["rounds_ms"]
+fn num(v: &Value, key: &str) -> f64 {
+    v[key].as_f64().unwrap_or(f64::NAN)
+}
+
+/// The run with the median rate of `runs` (its latencies with it), with
+/// every round's rate beside it.
+fn median_run(name: &str, mut runs: Vec<Value>) -> Value {
+    runs.sort_by(|a, b| num(a, "msgs_per_s").total_cmp(&num(b, "msgs_per_s")));
+    let rates: Vec<f64> = runs.iter().map(|r| num(r, "msgs_per_s")).collect();
+    let mut median = runs.get(runs.len() / 2).cloned().unwrap_or(Value::Null);
+    median["store"] = json!(name);
+    median["rounds_msgs_per_s"] = json!(rates);
+    median
+}
+
+fn list(values: &Value) -> String {
+    values
         .as_array()
         .map(|r| {
             r.iter()
                 .map(|v| format!("{:.1}", v.as_f64().unwrap_or(f64::NAN)))
-                .collect()
+                .collect::<Vec<_>>()
+                .join(", ")
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn markdown(result: &Value) -> String {
+    let broadcast = &result["broadcast"];
+    let resume = &result["resume"];
+    let echo = |store: &str| {
+        result["reliable_echo"]
+            .as_array()
+            .and_then(|runs| runs.iter().find(|r| r["store"] == store))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let (redis, memory) = (echo("redis"), echo("memory"));
+    let conns = broadcast["conns"].as_u64().unwrap_or(0);
     format!(
         "{BEGIN}\n## The cluster (issue 14)\n\n\
-         Measured {date} by `cargo xtask bench` (`bench run`, after the rest): two\n\
-         release nodes on core 0 sharing a `redis-server` (no persistence) on\n\
-         loopback, the load process on core 1.\n\n\
+         Measured {date} by `cargo xtask bench` (`bench run`, after the rest;\n\
+         `cargo xtask bench --cluster` alone): release nodes on core 0, two of\n\
+         them sharing a `redis-server` (no persistence) on loopback and one in\n\
+         memory, the load process on core 1.\n\n\
+         | scenario | Redis | memory | Redis / memory |\n|---|---|---|---|\n\
+         | reliable echo, 10 connections x 20 B, msg/s (median of rounds {redis_rounds} / {memory_rounds}) | {redis_rate:.0} | {memory_rate:.0} | {rate_ratio:.2}x |\n\
+         | reliable echo, p99 | {redis_p99:.2} ms | {memory_p99:.2} ms | {p99_ratio:.2}x |\n\n\
          | scenario | result |\n|---|---|\n\
-         | one broadcast to {conns} clients, {per_node} on each of 2 nodes, asked of node A: until the last client read it | median **{median:.1} ms** (max {max:.1} ms; rounds {rounds}) |\n\
-         | reliable echo on Redis against memory (msg/s, p99) | not measured: needs reliable sessions in Redis |\n\
-         | time to resume on another node | not measured: needs reliable sessions in Redis |\n\n\
-         The broadcast's time runs from the request to node A until the load\n\
-         process has read the push on all {conns} connections; it covers node\n\
-         A's own delivery, the hand-over to node B through B's Redis command\n\
-         stream, B's delivery, and the load process reading 10,000 sockets on\n\
-         one core. Each answer counted {conns} delivered and no node unanswered.\n\n\
+         | time to resume on another node: from a cut until `Resumed`, {resumes} resumes | median **{resume_median:.1} ms**, p99 {resume_p99:.1} ms, max {resume_max:.1} ms |\n\
+         | one broadcast to {conns} clients, {per_node} on each of 2 nodes, asked of node A: until the last client read it | median **{median:.1} ms** (max {max:.1} ms; rounds {rounds}) |\n\n\
+         The reliable echo runs the real wrapper (`buffered_socket::Socket`,\n\
+         native, reliable mode) in a closed loop: on Redis each batch a\n\
+         connection writes is stored first (one Lua script, write-through),\n\
+         so the ratio is the price of surviving a node's death. The resume\n\
+         runs one reliable client behind the round-robin fault proxy over the\n\
+         two nodes: each cut sends its reconnect to the other node, which\n\
+         loads the session from Redis (reconnect backoff 1 ms: the figure is\n\
+         the cluster's, not the backoff's). The broadcast's time runs from the\n\
+         request to node A until the load process has read the push on all\n\
+         {conns} connections: node A's own delivery, the hand-over to node B\n\
+         through B's Redis command stream, B's delivery, and the load process\n\
+         reading them all on one core. Each answer counted {conns} delivered\n\
+         and no node unanswered.\n\n\
          {END}\n",
         date = crate::scale_report::date(),
-        conns = result["conns"],
-        per_node = result["conns"].as_u64().unwrap_or(0) / 2,
-        median = ms("median_ms"),
-        max = ms("max_ms"),
-        rounds = rounds.join(", "),
+        redis_rounds = list(&redis["rounds_msgs_per_s"]),
+        memory_rounds = list(&memory["rounds_msgs_per_s"]),
+        redis_rate = num(&redis, "msgs_per_s"),
+        memory_rate = num(&memory, "msgs_per_s"),
+        rate_ratio = num(&redis, "msgs_per_s") / num(&memory, "msgs_per_s"),
+        redis_p99 = num(&redis, "p99_us") / 1000.0,
+        memory_p99 = num(&memory, "p99_us") / 1000.0,
+        p99_ratio = num(&redis, "p99_us") / num(&memory, "p99_us"),
+        resumes = resume["rounds"],
+        resume_median = num(resume, "median_ms"),
+        resume_p99 = num(resume, "p99_ms"),
+        resume_max = num(resume, "max_ms"),
+        per_node = conns / 2,
+        median = num(broadcast, "median_ms"),
+        max = num(broadcast, "max_ms"),
+        rounds = list(&broadcast["rounds_ms"]),
     )
 }
 

@@ -18,8 +18,11 @@
 //! * `scale.rs`: connections on one node (issue 16): as many `/ws` connections
 //!   as the descriptor limit allows with timed pushes on, ours beside gorilla,
 //!   and a projection; `scale_report.rs` writes its section of `docs/BENCHMARKS.md`;
-//! * `cluster.rs`: the cluster (issue 14): one broadcast to 10,000 clients
-//!   over two nodes sharing a `redis-server`; its section of `docs/BENCHMARKS.md`;
+//! * `cluster.rs`: the cluster (issue 14): reliable echo on Redis against
+//!   memory, one broadcast to 10,000 clients over two nodes sharing a
+//!   `redis-server`, and the time to resume on another node; its section of
+//!   `docs/BENCHMARKS.md`; `cluster_reliable.rs`: their reliable load, with
+//!   the real wrapper;
 //! * `procs.rs`: pinned child processes that are always killed;
 //! * `go/server.go`: the gorilla reference, built offline from Debian's packages;
 //! * `examples/browser.rs`: the wasm side of the browser burst (our wrapper).
@@ -41,6 +44,8 @@ mod browser;
 mod cli;
 #[cfg(not(target_arch = "wasm32"))]
 mod cluster;
+#[cfg(not(target_arch = "wasm32"))]
+mod cluster_reliable;
 #[cfg(not(target_arch = "wasm32"))]
 mod hostile;
 #[cfg(not(target_arch = "wasm32"))]

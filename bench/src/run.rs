@@ -573,6 +573,9 @@ pub fn run(options: &Options) -> Result<()> {
             bench: bench.clone(),
             conns: if options.smoke { 1000 } else { 10_000 },
             rounds: if options.smoke { 1 } else { 5 },
+            echo_rounds: if options.smoke { 1 } else { plan.echo_rounds },
+            echo_seconds: plan.seconds,
+            resumes: if options.smoke { 3 } else { 20 },
             docs: Some(root.join(&options.docs)),
         })?;
     }
