@@ -16,15 +16,22 @@
 //! | `/push/{client_id}?count=N` | once the client is gone from the server, N admin pushes to it (stored for its reliable session); the body says how many were stored |
 //! | `/token?sub=U&ttl_ms=N` | a token of user `U` (default `alice`) for the token-mode server, valid `N` ms (default 60 000, rounded up to a second), as the body |
 //! | `/auth/kick/{client_id}?code=N&reason=R` | `/kick` on the token-mode server |
+//! | `/cluster/cut` | with the cluster ([`Testbed::start_with_cluster`]): cuts every connection through its round-robin proxy |
+//! | `/cluster/last` | with the cluster: the index of the node the newest connection went to (`none` before any), as text |
 //!
 //! Besides the server the testbed runs a [`FaultProxy`] in front of it
 //! (`proxy_base`), with no cuts until told, and a second server in token
 //! mode (`auth_ws_base`) with the known secret [`TEST_JWT_SECRET`], whose
 //! tokens the control API mints (`/token`).
 //!
+//! [`Testbed::start_with_cluster`] also starts a [`TestCluster`]: two nodes
+//! on a `redis-server` behind a round-robin proxy (`cluster_base`), for the
+//! browser's reliable socket across nodes.
+//!
 //! `cargo xtask test` hands the addresses to the wasm browser tests at compile
 //! time through `BUFFERED_SOCKET_TEST_WS`, `BUFFERED_SOCKET_TEST_PROXY`,
-//! `BUFFERED_SOCKET_TEST_WS_AUTH` and `BUFFERED_SOCKET_TEST_CONTROL`;
+//! `BUFFERED_SOCKET_TEST_WS_AUTH`, `BUFFERED_SOCKET_TEST_CLUSTER` and
+//! `BUFFERED_SOCKET_TEST_CONTROL`;
 //! native end-to-end tests start a [`Testbed`] themselves.
 //!
 //! # One test toolkit
@@ -44,6 +51,7 @@
 //! | `test_server` | [`TestServer`], [`config`], [`quiet_config`] |
 //! | `tokens` | token mode: [`token_config`], [`mint_token`], [`TEST_JWT_SECRET`] |
 //! | `proxy` | [`FaultProxy`]: cuts connections after a random number of bytes; in front of several nodes, sends each new connection to the next (round robin) |
+//! | `cluster` | [`TestCluster`]: nodes in-process on one Redis behind a round-robin proxy |
 //! | `node` | [`NodeProcess`]: the server binary as a child process on a free port, for a real SIGKILL |
 //! | `redis` | [`RedisServer`]: `redis-server` on a free port without persistence, for the cluster tests; stop and restart on the same port |
 //! | `lib.rs` | [`Testbed`] and its control API |
@@ -64,12 +72,14 @@
 
 #![warn(missing_docs)]
 
+mod cluster;
 mod node;
 mod proxy;
 mod redis;
 mod test_server;
 mod tokens;
 
+pub use cluster::TestCluster;
 pub use node::NodeProcess;
 pub use proxy::{FaultProxy, Faults};
 pub use redis::RedisServer;
@@ -106,6 +116,9 @@ pub struct Testbed {
     /// `ws://127.0.0.1:PORT` of the second server, in token mode
     /// ([`TEST_JWT_SECRET`]; the control API's `/token` mints its tokens).
     pub auth_ws_base: String,
+    /// `ws://127.0.0.1:PORT` of the cluster's round-robin proxy, with
+    /// [`Testbed::start_with_cluster`].
+    pub cluster_base: Option<String>,
     control: Arc<Control>,
     stop_control: CancellationToken,
     control_task: JoinHandle<()>,
@@ -121,6 +134,8 @@ struct Control {
     auth_addr: SocketAddr,
     http: reqwest::Client,
     proxy: FaultProxy,
+    /// Taken by [`Testbed::shutdown`].
+    cluster: Mutex<Option<TestCluster>>,
 }
 
 impl Testbed {
@@ -130,6 +145,20 @@ impl Testbed {
     ///
     /// When a port cannot be bound.
     pub async fn start(static_dir: Option<&Path>) -> Result<Self> {
+        Self::start_inner(static_dir, false).await
+    }
+
+    /// [`Testbed::start`] plus a [`TestCluster`] of two nodes (same origin
+    /// and admin settings) on a `redis-server` of its own (`cluster_base`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Testbed::start`], and when Redis does not start.
+    pub async fn start_with_cluster(static_dir: Option<&Path>) -> Result<Self> {
+        Self::start_inner(static_dir, true).await
+    }
+
+    async fn start_inner(static_dir: Option<&Path>, with_cluster: bool) -> Result<Self> {
         let admin_token = format!("{:032x}", rand::random::<u128>());
         let dir = static_dir.map(|dir| dir.to_string_lossy().into_owned());
         let mut args = vec![
@@ -162,6 +191,20 @@ impl Testbed {
         let addr = listener.local_addr()?;
         let proxy = FaultProxy::start(addr, Faults::none()).await?;
         let proxy_base = format!("ws://{}", proxy.addr);
+        let cluster = if with_cluster {
+            let args = [
+                "--allowed-origin",
+                "*",
+                "--admin-token",
+                &admin_token,
+                "--shutdown-timeout",
+                "2s",
+            ];
+            Some(TestCluster::start(2, &args).await?)
+        } else {
+            None
+        };
+        let cluster_base = cluster.as_ref().map(TestCluster::ws_base);
         let control = Arc::new(Control {
             addr,
             config,
@@ -171,6 +214,7 @@ impl Testbed {
             auth_addr,
             http: reqwest::Client::new(),
             proxy,
+            cluster: Mutex::new(cluster),
         });
         control.spawn_server(listener).await?;
 
@@ -188,6 +232,8 @@ impl Testbed {
             .route("/push/{id}", post(push_while_away))
             .route("/token", post(token))
             .route("/auth/kick/{id}", post(auth_kick))
+            .route("/cluster/cut", post(cluster_cut))
+            .route("/cluster/last", post(cluster_last))
             .layer(axum::middleware::map_response(allow_any_origin))
             .with_state(control.clone());
         let token = stop_control.clone();
@@ -204,6 +250,7 @@ impl Testbed {
             control_base: format!("http://{control_addr}"),
             proxy_base,
             auth_ws_base: format!("ws://{auth_addr}"),
+            cluster_base,
             control,
             stop_control,
             control_task,
@@ -247,6 +294,9 @@ impl Testbed {
             None => Ok(()),
         };
         self.control.stop_server().await?;
+        if let Some(cluster) = self.control.cluster.lock().await.take() {
+            cluster.shutdown().await?;
+        }
         auth
     }
 }
@@ -400,6 +450,31 @@ async fn proxy_cut(State(control): State<Arc<Control>>) -> Reply {
 
 async fn proxy_cuts(State(control): State<Arc<Control>>) -> Reply {
     (StatusCode::OK, control.proxy.cuts().to_string())
+}
+
+const NO_CLUSTER: Reply = (StatusCode::NOT_FOUND, String::new());
+
+async fn cluster_cut(State(control): State<Arc<Control>>) -> Reply {
+    match &*control.cluster.lock().await {
+        Some(cluster) => {
+            cluster.proxy.cut_all();
+            (StatusCode::OK, "cut".into())
+        }
+        None => NO_CLUSTER,
+    }
+}
+
+async fn cluster_last(State(control): State<Arc<Control>>) -> Reply {
+    match &*control.cluster.lock().await {
+        Some(cluster) => (
+            StatusCode::OK,
+            cluster
+                .proxy
+                .last_upstream()
+                .map_or_else(|| "none".into(), |i| i.to_string()),
+        ),
+        None => NO_CLUSTER,
+    }
 }
 
 /// Waits (10 s at most) until the server no longer lists `id`, then pushes

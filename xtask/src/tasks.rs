@@ -125,9 +125,14 @@ pub fn test() -> Result<()> {
     steps.run("browser tests (socket)", || {
         let rt = runtime()?;
         rt.block_on(async {
-            let testbed = Testbed::start(None).await?;
+            // With the cluster (two nodes on Redis) for web_cluster.rs.
+            let testbed = Testbed::start_with_cluster(None).await?;
+            let cluster = testbed
+                .cluster_base
+                .clone()
+                .context("the testbed started without its cluster")?;
             eprintln!(
-                "testbed: server {} control {}",
+                "testbed: server {} control {} cluster {cluster}",
                 testbed.http_base, testbed.control_base
             );
             let mut wasm_pack = command("wasm-pack", &["test", "--headless", "--chrome", "socket"]);
@@ -136,6 +141,7 @@ pub fn test() -> Result<()> {
                 .env("BUFFERED_SOCKET_TEST_WS", &testbed.ws_base)
                 .env("BUFFERED_SOCKET_TEST_PROXY", &testbed.proxy_base)
                 .env("BUFFERED_SOCKET_TEST_WS_AUTH", &testbed.auth_ws_base)
+                .env("BUFFERED_SOCKET_TEST_CLUSTER", &cluster)
                 .env("BUFFERED_SOCKET_TEST_CONTROL", &testbed.control_base);
             let result = run_async(wasm_pack).await;
             testbed.shutdown().await?;
@@ -212,16 +218,21 @@ pub fn hostile() -> Result<()> {
 /// Starts the testbed and waits for Ctrl-C: for running browser tests by hand.
 #[cfg(feature = "testbed")]
 pub fn testbed() -> Result<()> {
+    setup::ensure_redis()?;
     runtime()?.block_on(async {
         let dist = cmd::root().join("dist");
-        let testbed = Testbed::start(dist.is_dir().then_some(dist.as_path())).await?;
+        let testbed =
+            Testbed::start_with_cluster(dist.is_dir().then_some(dist.as_path())).await?;
+        let cluster = testbed.cluster_base.clone().unwrap_or_default();
         eprintln!("server:  {}", testbed.http_base);
         eprintln!("control: {}", testbed.control_base);
         eprintln!("proxy:   {}", testbed.proxy_base);
         eprintln!("token mode: {}", testbed.auth_ws_base);
+        eprintln!("cluster: {cluster} (two nodes on Redis, round robin)");
         eprintln!(
             "\nbuild browser tests against it with:\n  BUFFERED_SOCKET_TEST_WS={} BUFFERED_SOCKET_TEST_PROXY={} \
-             BUFFERED_SOCKET_TEST_WS_AUTH={} BUFFERED_SOCKET_TEST_CONTROL={} \
+             BUFFERED_SOCKET_TEST_WS_AUTH={} BUFFERED_SOCKET_TEST_CLUSTER={cluster} \
+             BUFFERED_SOCKET_TEST_CONTROL={} \
              CHROMEDRIVER=/usr/bin/chromedriver wasm-pack test --headless --chrome socket\n",
             testbed.ws_base, testbed.proxy_base, testbed.auth_ws_base, testbed.control_base
         );

@@ -29,6 +29,13 @@ pub fn proxy_base() -> &'static str {
         .expect("BUFFERED_SOCKET_TEST_PROXY is set at build time by `cargo xtask test`")
 }
 
+/// The round-robin proxy in front of the testbed's two cluster nodes
+/// (one Redis): each reconnect goes to the other node.
+pub fn cluster_base() -> &'static str {
+    option_env!("BUFFERED_SOCKET_TEST_CLUSTER")
+        .expect("BUFFERED_SOCKET_TEST_CLUSTER is set at build time by `cargo xtask test`")
+}
+
 /// The control API's base, `http://127.0.0.1:port`.
 pub fn control_base() -> &'static str {
     option_env!("BUFFERED_SOCKET_TEST_CONTROL")
