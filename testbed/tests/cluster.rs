@@ -82,15 +82,16 @@ async fn a_cut_sends_the_reliable_client_to_the_other_node_which_resumes() {
     let (_, after) = control(&testbed, "/cluster/last").await;
     assert_ne!(before, after, "the reconnect went to the other node");
     assert_eq!(*echoes.lock().unwrap(), [1, 2]);
-    let events = events.lock().unwrap();
-    assert!(events.iter().any(|e| matches!(e, Event::Resumed { .. })));
-    assert!(
-        !events
-            .iter()
-            .any(|e| matches!(e, Event::ResumeFailed { .. } | Event::Gap { .. })),
-        "{events:?}"
-    );
-    drop(events);
+    {
+        let events = events.lock().unwrap();
+        assert!(events.iter().any(|e| matches!(e, Event::Resumed { .. })));
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, Event::ResumeFailed { .. } | Event::Gap { .. })),
+            "{events:?}"
+        );
+    }
     drop(socket);
     testbed.shutdown().await.unwrap();
 }
