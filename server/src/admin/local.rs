@@ -117,6 +117,8 @@ pub async fn push(state: &AppState, id: &str, body: String) -> Answer {
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the client has just resumed its session; retry",
                     ),
+                    // It expired (or Redis lost it) since it was loaded.
+                    Err(Unwritten::Gone) => no_client(id),
                     Err(_) => text(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the session store is unavailable; retry",

@@ -141,6 +141,17 @@ impl Node {
     /// [`ClusterError::Timeout`] when no answer comes in time.
     pub async fn send(&self, node: &str, command: Command) -> Result<Answer, ClusterError> {
         self.check_up()?;
+        self.send_anyway(node, command).await
+    }
+
+    /// As [`Node::send`], without failing fast while the heartbeat has not
+    /// reached Redis: for a takeover, which a resume sends right after it
+    /// reached Redis itself (perhaps before this node's first heartbeat).
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::send`].
+    pub async fn send_anyway(&self, node: &str, command: Command) -> Result<Answer, ClusterError> {
         let request = self.next_request.fetch_add(1, Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending_lock().insert(request, tx);

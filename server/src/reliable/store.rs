@@ -37,9 +37,17 @@ pub enum Unwritten {
     /// connection no longer speaks for it (4002).
     #[error("the session was taken over")]
     TakenOver,
-    /// The store does not answer (1013, try again later).
+    /// The store does not answer (1013, try again later). A write that
+    /// timed out may still have been applied: the connection ends either
+    /// way, and a resume reads what the store holds.
     #[error("the session store is unavailable")]
     Unavailable,
+    /// The store no longer holds the session (Redis restarted empty, or the
+    /// session expired meanwhile): 1013, and the client's resume then
+    /// fails with `unknown_session`. Not a takeover: 4002 would stop the
+    /// client from reconnecting at all.
+    #[error("the session store no longer holds the session")]
+    Gone,
 }
 
 /// Why [`SessionStore::resume`] attached nothing.
