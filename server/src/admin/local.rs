@@ -119,6 +119,11 @@ pub async fn push(state: &AppState, id: &str, body: String) -> Answer {
                     ),
                     // It expired (or Redis lost it) since it was loaded.
                     Err(Unwritten::Gone) => no_client(id),
+                    // Perhaps stored: a retry could store it twice.
+                    Err(Unwritten::Unconfirmed) => text(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the session store did not confirm in time: the push may or may not be stored",
+                    ),
                     Err(_) => text(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the session store is unavailable; retry",

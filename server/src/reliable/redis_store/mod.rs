@@ -178,11 +178,17 @@ impl RedisStore {
             Ok(Err(err)) => {
                 self.node.count_redis_error();
                 tracing::debug!("session store: {err}");
-                Err(Unwritten::Unavailable)
+                // Sent, perhaps applied, but not answered: unconfirmed.
+                if !err.is_connection_refusal() && (err.is_timeout() || err.is_connection_dropped())
+                {
+                    Err(Unwritten::Unconfirmed)
+                } else {
+                    Err(Unwritten::Unavailable)
+                }
             }
             Err(_) => {
                 self.node.count_redis_error();
-                Err(Unwritten::Unavailable)
+                Err(Unwritten::Unconfirmed)
             }
         }
     }
@@ -192,7 +198,8 @@ impl RedisStore {
     /// # Errors
     ///
     /// [`Unwritten::TakenOver`] when another attach (or writer) moved the
-    /// session on, or it is gone; [`Unwritten::Unavailable`] when Redis
+    /// session on; [`Unwritten::Gone`] when Redis no longer holds it;
+    /// [`Unwritten::Unavailable`] or [`Unwritten::Unconfirmed`] when Redis
     /// does not answer. Either way the change is not in Redis, and the
     /// caller writes nothing of it to its client.
     pub async fn persist(&self, session: &SessionRef) -> Result<(), Unwritten> {

@@ -99,7 +99,7 @@ impl RedisStore {
     pub async fn detached(&self, session: &SessionRef) {
         match self.persist(session).await {
             Ok(()) | Err(Unwritten::TakenOver | Unwritten::Gone) => return,
-            Err(Unwritten::Unavailable) => {}
+            Err(Unwritten::Unavailable | Unwritten::Unconfirmed) => {}
         }
         let (id, epoch, at_ms) = {
             let guard = lock(session);

@@ -261,3 +261,52 @@ async fn numbers_out_of_range_read_from_redis_do_not_panic() {
     let failed = a.resume("s", "t", 0, "c", c(4), now).await;
     assert_eq!(failed.err(), Some(ResumeFailure::UnknownSession.into()));
 }
+
+/// A node whose Redis commands time out after `timeout`.
+fn impatient(redis: &testbed::RedisServer, timeout: &str, limits: Limits) -> Store {
+    use clap::Parser;
+    let url = redis.url();
+    let args = [
+        "server",
+        "--redis-url",
+        &url,
+        "--cluster-command-timeout",
+        timeout,
+    ];
+    let config = crate::Config::try_parse_from(args).unwrap();
+    let node = Arc::new(crate::cluster::Node::new(&url, &config.cluster).unwrap());
+    Store::Redis(RedisStore::new(node, limits))
+}
+
+#[tokio::test]
+async fn a_write_redis_applies_after_its_timeout_is_unconfirmed_not_unavailable() {
+    let now = Instant::now();
+    let redis = server();
+    let (_, a) = node(&redis, limits(10));
+    let b = impatient(&redis, "200ms", limits(10));
+    let s = first(&a).await;
+    lock(&s).detach(1, now);
+    a.persist(&s).await.unwrap();
+    let away = b.detached_of("c").await.unwrap();
+    // Redis holds every write (scripts included) for a while, then runs it.
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1000)
+        .arg("WRITE")
+        .query_async::<()>(&mut raw(&redis).await)
+        .await
+        .unwrap();
+    lock(&away).send(To::Away, push(1), now).unwrap();
+    // "Unavailable" would tell the admin API to answer 503 (retry), and a
+    // retry would store the push twice.
+    assert_eq!(b.persist(&away).await, Err(Unwritten::Unconfirmed));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let held: usize = raw(&redis).await.llen("ws:hist:s").await.unwrap();
+        if held == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the paused write never ran");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
