@@ -460,3 +460,63 @@ async fn messages_in_flight_when_a_node_dies_are_processed_exactly_once() {
     assert!(replies == expected, "each message processed once, in order");
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_user_push_is_stored_once_for_a_session_away_whatever_the_nodes() {
+    const SECRET: &str = "cluster sessions secret, long enough";
+    let redis = RedisServer::start().unwrap();
+    let token_args = ["--allow-client-ids=false", "--jwt-secret", SECRET];
+    let a = start_node_with(&redis, "a", &token_args).await;
+    let b = start_node_with(&redis, "b", &token_args).await;
+    let c = start_node_with(&redis, "c", &token_args).await;
+    let claims = server::auth::Claims::expiring_in("alice", Duration::from_secs(600));
+    let alice = server::auth::mint_hs256(SECRET.as_bytes(), &claims).unwrap();
+    let mut ws = a.connect(&format!("/ws?reliable=1&token={alice}")).await;
+    let (session, token) = welcome(&mut ws).await;
+    send_text(&mut ws, &msg(1)).await;
+    assert_eq!(next_numbered(&mut ws).await.0, 1);
+    drop(ws);
+    // B must know the other nodes, so that each gets the user push.
+    let metrics = b.http_url("/metrics");
+    wait_until("B sees three nodes", || {
+        let metrics = metrics.clone();
+        async move {
+            let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+            text.contains("ws_cluster_nodes{node=\"b\"} 3")
+        }
+    })
+    .await;
+    let push = b.http_url("/api/users/alice/push");
+    wait_until("the push stored for alice's session away", || {
+        let push = push.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .post(&push)
+                .bearer_auth(ADMIN)
+                .body("for alice")
+                .send()
+                .await
+                .unwrap();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            body["stored"].as_u64() == Some(1)
+        }
+    })
+    .await;
+    // Resumed on a third node by a connection of alice: the push, once.
+    let mut back = c.connect(&format!("/ws?reliable=1&token={alice}")).await;
+    welcome(&mut back).await;
+    send_text(&mut back, &resume(&session, &token, 1)).await;
+    assert_eq!(
+        next_json(&mut back).await,
+        ServerMessage::Resumed { last_seq: 1 }
+    );
+    let (seq, pushed) = next_numbered(&mut back).await;
+    assert_eq!(seq, 2);
+    assert!(matches!(&pushed, ServerMessage::Push { body, .. } if body == "for alice"));
+    send_text(&mut back, &msg(2)).await;
+    let (seq, reply) = next_numbered(&mut back).await;
+    assert_eq!(seq, 3, "nothing else was stored: {reply:?}");
+    for server in [a, b, c] {
+        server.shutdown().await.unwrap();
+    }
+}

@@ -77,7 +77,10 @@ pub async fn to_all(state: &AppState, command: Command) -> Answer {
         return unavailable(&err);
     }
     let others = node.others();
-    let remote = others.iter().map(|other| node.send(other, command.clone()));
+    let theirs_command = command.for_other_nodes();
+    let remote = others
+        .iter()
+        .map(|other| node.send(other, theirs_command.clone()));
     let (mine, theirs) = tokio::join!(
         local::execute(state, command.clone()),
         futures_util::future::join_all(remote)

@@ -68,7 +68,7 @@ pub async fn execute(state: &AppState, command: Command) -> Answer {
     match command {
         Command::Push { id, body } => push(state, &id, body).await,
         Command::Kick { id, code, reason } => kick(state, &id, CloseRequest { code, reason }),
-        Command::PushUser { user, body } => push_user(state, &user, body).await,
+        Command::PushUser { user, body, away } => push_user(state, &user, body, away).await,
         Command::KickUser { user, code, reason } => {
             kick_user(state, &user, &CloseRequest { code, reason }).await
         }
@@ -116,6 +116,13 @@ pub async fn push(state: &AppState, id: &str, body: String) -> Answer {
                     Err(Unwritten::TakenOver) => text(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the client has just resumed its session; retry",
+                    ),
+                    // It expired (or Redis lost it) since it was loaded.
+                    Err(Unwritten::Gone) => no_client(id),
+                    // Perhaps stored: a retry could store it twice.
+                    Err(Unwritten::Unconfirmed) => text(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the session store did not confirm in time: the push may or may not be stored",
                     ),
                     Err(_) => text(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -191,9 +198,10 @@ pub fn no_user(user: &str) -> Answer {
     text(StatusCode::NOT_FOUND, format!("no user {user:?}"))
 }
 
-/// A push to every connection of `user` here, and stored for each of the
-/// user's reliable sessions that is away.
-pub async fn push_user(state: &AppState, user: &str, body: String) -> Answer {
+/// A push to every connection of `user` here and, with `away`, stored for
+/// each of the user's reliable sessions that is away (in a cluster, only
+/// the node asked stores: the sessions away are shared in Redis).
+pub async fn push_user(state: &AppState, user: &str, body: String, away: bool) -> Answer {
     if state.auth.is_none() {
         return no_user(user);
     }
@@ -204,7 +212,11 @@ pub async fn push_user(state: &AppState, user: &str, body: String) -> Answer {
         &state.metrics.pushes_dropped,
         (connections - delivered) as u64,
     );
-    let away = state.reliable.detached_of_user(user).await;
+    let away = if away {
+        state.reliable.detached_of_user(user).await
+    } else {
+        Vec::new()
+    };
     let now = Instant::now();
     // A session that came back meanwhile refuses `To::Away`: its
     // connection is in the registry now.

@@ -95,9 +95,16 @@ pub async fn push_user(
     if state.auth.is_none() {
         return local::no_user(&user).into_response();
     }
-    cluster::to_all(&state, Command::PushUser { user, body })
-        .await
-        .into_response()
+    cluster::to_all(
+        &state,
+        Command::PushUser {
+            user,
+            body,
+            away: true,
+        },
+    )
+    .await
+    .into_response()
 }
 
 /// `DELETE /api/users/{user}?code=N&reason=R` (token mode): closes every

@@ -50,6 +50,11 @@ pub enum Command {
         user: String,
         /// The push's text.
         body: String,
+        /// Whether this node also stores it for the user's reliable
+        /// sessions that are away. They are in Redis, shared: only the
+        /// node asked stores it, or each would store a copy.
+        #[serde(default)]
+        away: bool,
     },
     /// `DELETE /api/users/{user}`: this node's part.
     KickUser {
@@ -73,6 +78,22 @@ pub enum Command {
         /// The epoch of the resume.
         epoch: u64,
     },
+}
+
+impl Command {
+    /// The command as the other nodes get it (a user push's sessions
+    /// away are stored by the node asked only).
+    #[must_use]
+    pub fn for_other_nodes(&self) -> Self {
+        match self {
+            Self::PushUser { user, body, .. } => Self::PushUser {
+                user: user.clone(),
+                body: body.clone(),
+                away: false,
+            },
+            other => other.clone(),
+        }
+    }
 }
 
 /// An admin answer: what a node would answer alone, and what travels back
@@ -120,6 +141,17 @@ impl Node {
     /// [`ClusterError::Timeout`] when no answer comes in time.
     pub async fn send(&self, node: &str, command: Command) -> Result<Answer, ClusterError> {
         self.check_up()?;
+        self.send_anyway(node, command).await
+    }
+
+    /// As [`Node::send`], without failing fast while the heartbeat has not
+    /// reached Redis: for a takeover, which a resume sends right after it
+    /// reached Redis itself (perhaps before this node's first heartbeat).
+    ///
+    /// # Errors
+    ///
+    /// As [`Node::send`].
+    pub async fn send_anyway(&self, node: &str, command: Command) -> Result<Answer, ClusterError> {
         let request = self.next_request.fetch_add(1, Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending_lock().insert(request, tx);

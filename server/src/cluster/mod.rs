@@ -111,7 +111,8 @@ impl crate::reliable::Backend for Node {
     fn send_takeover(self: Arc<Self>, node: String, session: String, epoch: u64) {
         tokio::spawn(async move {
             let takeover = Command::Takeover { session, epoch };
-            if let Err(err) = self.send(&node, takeover).await {
+            // The resume just reached Redis: no need to wait for a heartbeat.
+            if let Err(err) = self.send_anyway(&node, takeover).await {
                 tracing::info!(%node, "takeover not confirmed (the node is fenced anyway): {err}");
             }
         });

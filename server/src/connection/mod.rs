@@ -124,10 +124,15 @@ impl End {
     }
 }
 
+/// The close reason when the session store lost the session (a resume
+/// then fails with `unknown_session`, and the client starts over).
+pub(super) const SESSION_GONE: &str = "session lost by the session store: resume to start over";
+
 impl From<Unwritten> for End {
     fn from(unwritten: Unwritten) -> Self {
         match unwritten {
             Unwritten::TakenOver => TakenOver.into(),
+            Unwritten::Gone => Self::with(close_code::TRY_AGAIN_LATER, SESSION_GONE),
             _ => Self::store_unavailable(),
         }
     }

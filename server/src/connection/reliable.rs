@@ -479,7 +479,8 @@ impl Link {
     }
 
     /// The connection ended: the session waits for a resume (in Redis,
-    /// written through in the background: the connection is gone).
+    /// written through in the background: the connection is gone; a
+    /// detach Redis does not take is retried by the store's sweep).
     pub(crate) fn detach(&self, state: &AppState) {
         if let Some(session) = &self.session {
             let mut guard = lock(session);
@@ -487,11 +488,7 @@ impl Link {
             if guard.is_written_through() {
                 drop(guard);
                 let (store, session) = (state.reliable.clone(), session.clone());
-                tokio::spawn(async move {
-                    if let Err(err) = store.persist(&session).await {
-                        tracing::debug!("the detach was not written (the TTL forgets it): {err}");
-                    }
-                });
+                tokio::spawn(async move { store.detached(&session).await });
             }
         }
     }

@@ -140,6 +140,7 @@ where
                     close_code::REPLACED,
                     "session resumed on another connection",
                 ),
+                Unwritten::Gone => (close_code::TRY_AGAIN_LATER, super::SESSION_GONE),
                 _ => (
                     close_code::TRY_AGAIN_LATER,
                     "session store unavailable: try again later",

@@ -29,6 +29,14 @@ impl Store {
             store.taken_over(id, epoch);
         }
     }
+
+    /// The connection of `session` ended (it detached): in Redis, written
+    /// now or, when Redis does not take it, retried by the sweep.
+    pub async fn detached(&self, session: &SessionRef) {
+        if let Self::Redis(store) = self {
+            store.detached(session).await;
+        }
+    }
 }
 
 macro_rules! each {

@@ -107,6 +107,11 @@ fn millis(time: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Milliseconds since the Unix epoch, now.
+pub(super) fn now_ms() -> u64 {
+    millis(SystemTime::now())
+}
+
 /// The wall-clock ms of `at` (an `Instant` of this process).
 fn wall_ms(at: Instant) -> u64 {
     let now = Instant::now();
@@ -122,11 +127,14 @@ fn wall_ms(at: Instant) -> u64 {
 fn instant_of(ms: u64) -> Instant {
     let now_ms = millis(SystemTime::now());
     let now = Instant::now();
+    // Checked both ways: the number comes from Redis, and a bad one must
+    // not panic (an `Instant` out of range would).
     if ms <= now_ms {
         now.checked_sub(Duration::from_millis(now_ms - ms))
             .unwrap_or(now)
     } else {
-        now + Duration::from_millis(ms - now_ms)
+        now.checked_add(Duration::from_millis(ms - now_ms))
+            .unwrap_or(now)
     }
 }
 
@@ -199,10 +207,11 @@ impl Session {
         Ok(Some(changes))
     }
 
-    /// The store stopped answering: nothing more is written from here,
-    /// and the connection attached here, if any, is told to close.
-    pub(super) fn store_lost(&mut self) {
-        self.write_failed(Unwritten::Unavailable);
+    /// The store stopped answering (or lost the session, `why`): nothing
+    /// more is written from here, and the connection attached here, if
+    /// any, is told to close (1013).
+    pub(super) fn store_lost(&mut self, why: Unwritten) {
+        self.write_failed(why);
         if let Some(attached) = &self.attached {
             attached.signal.store_unavailable();
         }
@@ -299,6 +308,7 @@ impl Session {
                 old.signal.taken_over();
             }
             self.detached_at = Some(Instant::now());
+            self.write_failed(Unwritten::TakenOver);
         }
     }
 

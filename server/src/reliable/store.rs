@@ -37,9 +37,23 @@ pub enum Unwritten {
     /// connection no longer speaks for it (4002).
     #[error("the session was taken over")]
     TakenOver,
-    /// The store does not answer (1013, try again later).
+    /// The store does not answer (1013, try again later): the write was
+    /// not applied.
     #[error("the session store is unavailable")]
     Unavailable,
+    /// The store did not confirm the write in time (it timed out, or the
+    /// connection dropped after it was sent): it may still be applied.
+    /// A connection ends with 1013 as for [`Unwritten::Unavailable`] (its
+    /// client saw nothing of it, and a resume reads what the store holds);
+    /// the admin API answers 504, since a retry could store a push twice.
+    #[error("the session store did not confirm the write in time")]
+    Unconfirmed,
+    /// The store no longer holds the session (Redis restarted empty, or the
+    /// session expired meanwhile): 1013, and the client's resume then
+    /// fails with `unknown_session`. Not a takeover: 4002 would stop the
+    /// client from reconnecting at all.
+    #[error("the session store no longer holds the session")]
+    Gone,
 }
 
 /// Why [`SessionStore::resume`] attached nothing.

@@ -38,13 +38,15 @@ use std::time::{Duration, Instant};
 
 use redis::Script;
 
-use scripts::{LOAD, PERSIST};
+use scripts::{AGE, DETACH, LOAD, PERSIST, PRUNE, REFRESH};
 use sha2::{Digest, Sha256};
 use shared::ResumeFailure;
 
 mod scripts;
+mod upkeep;
 
 use super::budget::Budget;
+use super::journal::{Snapshot, now_ms};
 use super::outcome::{Attach, Resume};
 use super::session::{Limits, Session};
 use super::store::{ResumeError, Sessions, TooMany, Unwritten};
@@ -81,8 +83,19 @@ pub struct RedisStore {
     budget: Arc<Budget>,
     /// The sessions attached on this node (the per-node caps count them).
     local: Mutex<Sessions>,
+    /// Pending detaches and sessions away to age (`upkeep.rs`).
+    upkeep: Mutex<upkeep::Upkeep>,
+    /// Boxed: a store is one per server, and [`super::Store`] stays small.
+    scripts: Box<Scripts>,
+}
+
+/// The Lua scripts (`scripts.rs`), loaded once into Redis by their SHA.
+struct Scripts {
     persist: Script,
     load: Script,
+    refresh: Script,
+    detach: Script,
+    age: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -114,8 +127,14 @@ impl RedisStore {
             limits,
             budget: Arc::new(Budget::new(limits.history_total_bytes)),
             local: Mutex::default(),
-            persist: Script::new(PERSIST),
-            load: Script::new(LOAD),
+            upkeep: Mutex::default(),
+            scripts: Box::new(Scripts {
+                persist: Script::new(PERSIST),
+                load: Script::new(LOAD),
+                refresh: Script::new(REFRESH),
+                detach: Script::new(DETACH),
+                age: Script::new(AGE),
+            }),
         }
     }
 
@@ -138,6 +157,17 @@ impl RedisStore {
         u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
     }
 
+    /// The TTL a write gives the session's keys: while the client is away,
+    /// what is left of `--session-ttl` since it went away (as in memory,
+    /// where pushes to it do not prolong it either).
+    fn record_ttl_ms(&self, record: &Snapshot) -> u64 {
+        if record.attached || record.detached_at_ms == 0 {
+            return self.ttl_ms(record.attached);
+        }
+        let ends = record.detached_at_ms.saturating_add(self.ttl_ms(false));
+        ends.saturating_sub(now_ms()).max(1)
+    }
+
     /// Runs `call` within the command timeout; a failure counts for `/metrics`.
     async fn run<T>(
         &self,
@@ -148,11 +178,17 @@ impl RedisStore {
             Ok(Err(err)) => {
                 self.node.count_redis_error();
                 tracing::debug!("session store: {err}");
-                Err(Unwritten::Unavailable)
+                // Sent, perhaps applied, but not answered: unconfirmed.
+                if !err.is_connection_refusal() && (err.is_timeout() || err.is_connection_dropped())
+                {
+                    Err(Unwritten::Unconfirmed)
+                } else {
+                    Err(Unwritten::Unavailable)
+                }
             }
             Err(_) => {
                 self.node.count_redis_error();
-                Err(Unwritten::Unavailable)
+                Err(Unwritten::Unconfirmed)
             }
         }
     }
@@ -162,7 +198,8 @@ impl RedisStore {
     /// # Errors
     ///
     /// [`Unwritten::TakenOver`] when another attach (or writer) moved the
-    /// session on, or it is gone; [`Unwritten::Unavailable`] when Redis
+    /// session on; [`Unwritten::Gone`] when Redis no longer holds it;
+    /// [`Unwritten::Unavailable`] or [`Unwritten::Unconfirmed`] when Redis
     /// does not answer. Either way the change is not in Redis, and the
     /// caller writes nothing of it to its client.
     pub async fn persist(&self, session: &SessionRef) -> Result<(), Unwritten> {
@@ -177,9 +214,13 @@ impl RedisStore {
         let Some(changes) = changes else {
             return Ok(());
         };
+        let away = !changes.record.attached;
         let written = self.write(&id, user.as_deref(), changes).await;
-        if let Err(why) = written {
-            lock(session).write_failed(why);
+        match written {
+            // Away: its history is aged by this node's sweep from now on.
+            Ok(()) if away => self.age_later(&id),
+            Ok(()) => {}
+            Err(why) => lock(session).write_failed(why),
         }
         written
     }
@@ -191,29 +232,6 @@ impl RedisStore {
         if let Some(session) = cached {
             let _ = self.persist(&session).await;
         }
-    }
-
-    /// A resume on another node took session `id` over at `epoch`: the
-    /// connection attached to it here, if any, closes.
-    pub fn taken_over(&self, id: &str, epoch: u64) {
-        let cached = self.map().by_id.get(id).cloned();
-        if let Some(session) = cached {
-            let mut guard = lock(&session);
-            if guard.epoch().is_some_and(|ours| ours < epoch) {
-                guard.lost_to(epoch);
-                drop(guard);
-                self.map().remove(id);
-            }
-        }
-    }
-
-    /// Sessions cached here.
-    fn cached(&self) -> Vec<(String, SessionRef)> {
-        self.map()
-            .by_id
-            .iter()
-            .map(|(id, s)| (id.clone(), s.clone()))
-            .collect()
     }
 }
 
@@ -274,7 +292,15 @@ impl super::SessionStore for RedisStore {
             .arg(ttl)
             .ignore();
         if let Some(user) = &user {
-            pipe.sadd(self.key("user", user), &id)
+            // The set forgets the ids of the user's sessions that expired,
+            // or a user who always keeps one alive would grow it forever.
+            pipe.cmd("EVAL")
+                .arg(PRUNE)
+                .arg(1)
+                .arg(self.key("user", user))
+                .arg(self.key("sess", ""))
+                .ignore()
+                .sadd(self.key("user", user), &id)
                 .ignore()
                 .cmd("PEXPIRE")
                 .arg(self.key("user", user))
@@ -320,34 +346,43 @@ impl super::SessionStore for RedisStore {
             .map_err(|_| ResumeError::Unavailable)??;
         let epoch = stored.epoch;
         let owner = stored.owner;
-        let mut session = Session::restore(stored, self.budget.clone(), self.limits)
-            .ok_or(ResumeError::Failed(ResumeFailure::UnknownSession))?;
+        let Some(mut session) = Session::restore(stored, self.budget.clone(), self.limits) else {
+            tracing::warn!(session = %crate::logsafe::escape(id), "a session in Redis does not parse: resume refused");
+            return Err(ResumeFailure::UnknownSession.into());
+        };
         let conn = attach.conn;
         let resume = session.resume(attach, last_seq, client_id, now);
         session.set_epoch(epoch);
         let session = Arc::new(Mutex::new(session));
         // The connection that held it closes with 4002: here at once, on
         // another node through its command stream (and fenced either way).
-        let old = self.map().by_id.get(id).cloned();
-        if let Some(old) = old {
-            let mut old = lock(&old);
+        let mut map = self.map();
+        if let Some(cached) = map.by_id.get(id).cloned() {
+            let mut old = lock(&cached);
+            if let Some(theirs) = old.epoch().filter(|theirs| *theirs > epoch) {
+                // A later resume here (a later epoch) won the race: this
+                // one is taken over already, and the cache keeps the winner.
+                drop((old, map));
+                lock(&session).lost_to(theirs);
+                return Ok((session, resume));
+            }
             // The same connection resuming again is no takeover.
             if !old.is_attached(conn) {
                 old.lost_to(epoch);
             }
             drop(old);
-            self.map().remove(id);
+            map.remove(id);
         }
+        if let Some(owner) = owner {
+            *map.per_owner.entry(owner).or_default() += 1;
+        }
+        map.by_id.insert(id.to_owned(), session.clone());
+        drop(map);
         if was_attached && !old_node.is_empty() && old_node != self.node.id() {
             self.node
                 .clone()
                 .send_takeover(old_node, id.to_owned(), epoch);
         }
-        let mut map = self.map();
-        if let Some(owner) = owner {
-            *map.per_owner.entry(owner).or_default() += 1;
-        }
-        map.by_id.insert(id.to_owned(), session.clone());
         Ok((session, resume))
     }
 
@@ -408,50 +443,12 @@ impl super::SessionStore for RedisStore {
         deleted.into_iter().sum()
     }
 
-    /// Drops from the cache the sessions no longer attached here (they
-    /// live on in Redis), writes what is unwritten, and refreshes the TTL
-    /// of those attached; Redis's TTLs forget the rest. When Redis does
-    /// not answer, the connections attached here close with 1013 (an idle
-    /// one would otherwise hear of it only at its next write).
+    /// See `upkeep.rs`: writes what is unwritten, drops from the cache
+    /// the sessions no longer attached here, refreshes (fenced) the TTL of
+    /// those attached, retries the detaches Redis did not take, and ages
+    /// the history of the sessions away this node wrote last.
     async fn sweep(&self, _now: Instant) -> usize {
-        let mut attached = Vec::new();
-        for (id, session) in self.cached() {
-            let _ = self.persist(&session).await;
-            if lock(&session).is_away() {
-                self.map().remove(&id);
-            } else {
-                attached.push((id, session));
-            }
-        }
-        if !attached.is_empty() {
-            let ttl = self.ttl_ms(true);
-            let mut pipe = redis::pipe();
-            for (id, session) in &attached {
-                let (client_id, user) = {
-                    let guard = lock(session);
-                    (guard.client_id.clone(), guard.user.clone())
-                };
-                let mut keys = vec![
-                    self.key("sess", id),
-                    self.key("hist", id),
-                    self.key("client", &client_id),
-                ];
-                keys.extend(user.map(|user| self.key("user", &user)));
-                for key in keys {
-                    pipe.cmd("PEXPIRE").arg(key).arg(ttl).ignore();
-                }
-            }
-            let mut conn = self.node.connection();
-            if self.run(pipe.query_async::<()>(&mut conn)).await.is_err() {
-                tracing::warn!(
-                    "the session store is unavailable: closing {} reliable connection(s) with 1013",
-                    attached.len()
-                );
-                for (_, session) in &attached {
-                    lock(session).store_lost();
-                }
-            }
-        }
+        self.upkeep_now().await;
         0
     }
 

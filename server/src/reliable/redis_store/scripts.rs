@@ -1,6 +1,10 @@
-//! The two Lua scripts of [`RedisStore`] and their calls: `PERSIST`
-//! writes a session's changes (fenced by its attach epoch and `last_out`),
-//! `LOAD` reads a session, attaching it for a resume.
+//! The Lua scripts of [`RedisStore`] and the calls of the first two:
+//! `PERSIST` writes a session's changes (fenced by its attach epoch and
+//! `last_out`), `LOAD` reads a session, attaching it for a resume. The
+//! sweep's (`REFRESH`, `DETACH`, `AGE`) are called from `upkeep.rs`. Each
+//! reads and writes in one script, so no other client's command runs in
+//! between; none can fail halfway on well-formed keys (a key of another
+//! type fails at its first command, before anything is written).
 
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +18,9 @@ use crate::reliable::session::Session;
 use crate::reliable::store::Unwritten;
 
 /// Writes what changed: refused (1) when the epoch or `last_out` moved on,
-/// 0 when the session is gone, 2 when written. The client's pointer to
+/// 0 when the session is gone, 2 when written. `ARGV[3]` is the TTL of the
+/// session's keys: for a client that is away, what is left of `--session-ttl`
+/// since it went away (a push does not prolong it). The client's pointer to
 /// its session (unless it points to a newer one) and the user's set live
 /// on with it.
 pub(super) const PERSIST: &str = r"
@@ -62,6 +68,85 @@ for _, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do out[#out + 1] = v en
 return out
 ";
 
+/// Forgets the ids of a user's set (`KEYS[1]`) whose session is gone
+/// (`ARGV[1]` is the prefix of the session keys). It reads keys it is not
+/// given: fine on one Redis, not on Redis Cluster (not supported).
+pub(super) const PRUNE: &str = r"
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[1] .. id) == 0 then redis.call('SREM', KEYS[1], id) end
+end
+return 0
+";
+
+/// The sweep's TTL refresh of the sessions attached on this node, fenced:
+/// KEYS are `sess`, `hist`, `client`, `user` (or '') of each session,
+/// `ARGV[1]` the TTL, then each session's epoch. Per session: 2 refreshed,
+/// 1 another attach moved it on (not refreshed: a stale node must not
+/// keep it alive), 0 gone.
+pub(super) const REFRESH: &str = r"
+local out = {}
+for i = 2, #ARGV do
+  local k = (i - 2) * 4
+  local e = redis.call('HGET', KEYS[k + 1], 'epoch')
+  if not e then out[#out + 1] = 0
+  elseif e ~= ARGV[i] then out[#out + 1] = 1
+  else
+    for j = 1, 3 do redis.call('PEXPIRE', KEYS[k + j], ARGV[1]) end
+    if KEYS[k + 4] ~= '' then redis.call('PEXPIRE', KEYS[k + 4], ARGV[1]) end
+    out[#out + 1] = 2
+  end
+end
+return out
+";
+
+/// A detach written on its own (the full write failed): `sess`, `hist`;
+/// `ARGV` the epoch of the connection that went away, when (wall-clock
+/// ms), and the TTL left. 2 written, 1 another attach moved it on, 0 gone.
+pub(super) const DETACH: &str = r"
+local e = redis.call('HGET', KEYS[1], 'epoch')
+if not e then return 0 end
+if e ~= ARGV[1] then return 1 end
+if redis.call('HGET', KEYS[1], 'attached') == '1' then
+  redis.call('HSET', KEYS[1], 'attached', '0', 'detached_at', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+return 2
+";
+
+/// Ages the history of sessions whose client is away: KEYS are `sess`,
+/// `hist` of each; `ARGV[1]` the cutoff (wall-clock ms): entries recorded
+/// before it are dropped and `lost_through` moves past them (a `gap` on
+/// resume). A session aged gets a new epoch, so that a push loaded before
+/// (on any node) is refused rather than trim from a stale view. Per
+/// session: 1 still away, 0 attached or gone (no longer to age from here).
+pub(super) const AGE: &str = r"
+local out = {}
+local cutoff = tonumber(ARGV[1])
+for i = 1, #KEYS, 2 do
+  local f = redis.call('HMGET', KEYS[i], 'attached', 'lost_through')
+  if not f[1] or f[1] == '1' then out[#out + 1] = 0
+  else
+    local lost, n = f[2], 0
+    while true do
+      local line = redis.call('LINDEX', KEYS[i + 1], 0)
+      if not line then break end
+      local seq, at = string.match(line, '^(%d+) (%d+) ')
+      if not seq or tonumber(at) >= cutoff then break end
+      redis.call('LPOP', KEYS[i + 1])
+      if tonumber(seq) > (tonumber(lost) or 0) then lost = seq end
+      n = n + 1
+    end
+    if n > 0 then
+      redis.call('HSET', KEYS[i], 'lost_through', lost)
+      redis.call('HINCRBY', KEYS[i], 'epoch', 1)
+    end
+    out[#out + 1] = 1
+  end
+end
+return out
+";
+
 impl RedisStore {
     pub(super) async fn write(
         &self,
@@ -76,14 +161,14 @@ impl RedisStore {
             appended,
             popped,
         } = changes;
-        let mut call = self.persist.prepare_invoke();
+        let mut call = self.scripts.persist.prepare_invoke();
         call.key(self.key("sess", id))
             .key(self.key("hist", id))
             .key(self.key("client", &record.client_id))
             .key(user.map_or_else(String::new, |user| self.key("user", user)))
             .arg(epoch)
             .arg(base_last_out)
-            .arg(self.ttl_ms(record.attached))
+            .arg(self.record_ttl_ms(&record))
             .arg(popped)
             .arg(&record.client_id)
             .arg(record.last_out)
@@ -99,6 +184,7 @@ impl RedisStore {
         let mut conn = self.node.connection();
         match self.run(call.invoke_async::<i64>(&mut conn)).await? {
             2 => Ok(()),
+            0 => Err(Unwritten::Gone),
             _ => Err(Unwritten::TakenOver),
         }
     }
@@ -110,7 +196,7 @@ impl RedisStore {
         id: &str,
         resume: Option<(&str, &Attach, &str)>,
     ) -> Result<Result<(Stored, String, bool), ResumeFailure>, Unwritten> {
-        let mut call = self.load.prepare_invoke();
+        let mut call = self.scripts.load.prepare_invoke();
         call.key(self.key("sess", id)).key(self.key("hist", id));
         match resume {
             Some((token, attach, client_id)) => {

@@ -168,4 +168,5 @@ fn push_seq_of(frame: &Utf8Bytes) -> u64 {
 mod limits;
 mod numbering;
 mod redis_only;
+mod redis_upkeep;
 mod resume;
