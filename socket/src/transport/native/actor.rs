@@ -206,7 +206,10 @@ impl Conn {
                     })?;
                 request.headers_mut().insert(AUTHORIZATION, value);
             }
-            tokio_tungstenite::connect_async(request)
+            // Nagle off, as browsers do for WebSockets: a small message
+            // (an echo, an ack) goes out at once instead of waiting up to a
+            // delayed-ACK timeout (tens of ms) behind the previous one.
+            tokio_tungstenite::connect_async_with_config(request, None, true)
                 .await
                 .map(|(ws, _response)| ws)
         };
