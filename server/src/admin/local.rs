@@ -119,6 +119,10 @@ pub async fn push(state: &AppState, id: &str, body: String) -> Answer {
                     ),
                     // It expired (or Redis lost it) since it was loaded.
                     Err(Unwritten::Gone) => no_client(id),
+                    Err(Unwritten::Raced) => text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the session was written by another node meanwhile; retry",
+                    ),
                     // Perhaps stored: a retry could store it twice.
                     Err(Unwritten::Unconfirmed) => text(
                         StatusCode::GATEWAY_TIMEOUT,

@@ -54,6 +54,13 @@ pub enum Unwritten {
     /// client from reconnecting at all.
     #[error("the session store no longer holds the session")]
     Gone,
+    /// Another writer numbered something in the session meanwhile, at the
+    /// same attach epoch: two pushes to a client away at once, or a push
+    /// stored by another node while this one was taken for dead (its
+    /// heartbeat key expired). Not written; a connection closes with 1013
+    /// (its resume gets both), an admin push answers 503 (retry).
+    #[error("the session was written by another node meanwhile")]
+    Raced,
 }
 
 /// Why [`SessionStore::resume`] attached nothing.

@@ -17,8 +17,10 @@ use crate::reliable::outcome::Attach;
 use crate::reliable::session::Session;
 use crate::reliable::store::Unwritten;
 
-/// Writes what changed: refused (1) when the epoch or `last_out` moved on,
-/// 0 when the session is gone, 2 when written. `ARGV[3]` is the TTL of the
+/// Writes what changed: refused when the epoch moved on (1: another
+/// attach) or only `last_out` did (3: another node wrote it meanwhile, a
+/// push while this node was taken for dead, or two pushes at once), 0
+/// when the session is gone, 2 when written. `ARGV[3]` is the TTL of the
 /// session's keys: for a client that is away, what is left of `--session-ttl`
 /// since it went away (a push does not prolong it). The client's pointer to
 /// its session (unless it points to a newer one) and the user's set live
@@ -26,7 +28,8 @@ use crate::reliable::store::Unwritten;
 pub(super) const PERSIST: &str = r"
 local e = redis.call('HGET', KEYS[1], 'epoch')
 if not e then return 0 end
-if e ~= ARGV[1] or redis.call('HGET', KEYS[1], 'last_out') ~= ARGV[2] then return 1 end
+if e ~= ARGV[1] then return 1 end
+if redis.call('HGET', KEYS[1], 'last_out') ~= ARGV[2] then return 3 end
 redis.call('HSET', KEYS[1], 'client_id', ARGV[5], 'last_out', ARGV[6], 'lost_through', ARGV[7],
   'last_in', ARGV[8], 'pushes', ARGV[9], 'bursts', ARGV[10], 'attached', ARGV[11], 'detached_at', ARGV[12])
 for i = 15, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
@@ -42,7 +45,8 @@ return 2
 
 /// Loads a session: `resume` checks the token hash and user, attaches it
 /// (a new epoch) and returns it; `peek` returns it only while its client
-/// is away, without attaching.
+/// is away (or was attached on a node that has died: `ARGV[2]` is the
+/// prefix of the nodes' keys), without attaching.
 pub(super) const LOAD: &str = r"
 local r = redis.call('HGETALL', KEYS[1])
 if #r == 0 then return {'unknown'} end
@@ -58,7 +62,11 @@ if ARGV[1] == 'resume' then
   redis.call('SET', KEYS[3], ARGV[7], 'PX', ARGV[6])
   out = {'ok', tostring(epoch), f.node or '', f.attached or '0'}
 else
-  if f.attached == '1' then return {'attached'} end
+  -- Attached on a live node: that node serves it. A node that died
+  -- (its `node:` key expired) wrote no detach: its sessions are away.
+  if f.attached == '1' and redis.call('EXISTS', ARGV[2] .. (f.node or '')) == 1 then
+    return {'attached'}
+  end
   out = {'ok', f.epoch or '0', f.node or '', f.attached or '0'}
 end
 for _, k in ipairs({'user', 'owner', 'client_id', 'last_out', 'lost_through', 'last_in', 'pushes', 'bursts', 'detached_at'}) do
@@ -185,6 +193,7 @@ impl RedisStore {
         match self.run(call.invoke_async::<i64>(&mut conn)).await? {
             2 => Ok(()),
             0 => Err(Unwritten::Gone),
+            3 => Err(Unwritten::Raced),
             _ => Err(Unwritten::TakenOver),
         }
     }
@@ -210,7 +219,9 @@ impl RedisStore {
                     .arg(id);
             }
             None => {
-                call.key(self.key("client", "-")).arg("peek");
+                call.key(self.key("client", "-"))
+                    .arg("peek")
+                    .arg(self.key("node", ""));
             }
         }
         let mut conn = self.node.connection();

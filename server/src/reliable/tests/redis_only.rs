@@ -114,7 +114,7 @@ async fn concurrent_pushes_to_a_client_away_are_not_numbered_twice() {
     lock(&one).send(To::Away, push(1), now).unwrap();
     lock(&two).send(To::Away, push(1), now).unwrap();
     b.persist(&two).await.unwrap();
-    assert_eq!(a.persist(&one).await, Err(Unwritten::TakenOver));
+    assert_eq!(a.persist(&one).await, Err(Unwritten::Raced));
     let (_, resume) = a.resume("s", "t", 0, "c", c(2), now).await.unwrap();
     assert_eq!(resume.replay.len(), 1, "one push stored, numbered once");
 }

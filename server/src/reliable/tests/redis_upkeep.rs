@@ -264,17 +264,7 @@ async fn numbers_out_of_range_read_from_redis_do_not_panic() {
 
 /// A node whose Redis commands time out after `timeout`.
 fn impatient(redis: &testbed::RedisServer, timeout: &str, limits: Limits) -> Store {
-    use clap::Parser;
-    let url = redis.url();
-    let args = [
-        "server",
-        "--redis-url",
-        &url,
-        "--cluster-command-timeout",
-        timeout,
-    ];
-    let config = crate::Config::try_parse_from(args).unwrap();
-    let node = Arc::new(crate::cluster::Node::new(&url, &config.cluster).unwrap());
+    let node = redis_node_with(&redis.url(), &["--cluster-command-timeout", timeout]);
     Store::Redis(RedisStore::new(node, limits))
 }
 
@@ -309,4 +299,34 @@ async fn a_write_redis_applies_after_its_timeout_is_unconfirmed_not_unavailable(
         assert!(Instant::now() < deadline, "the paused write never ran");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn a_push_to_a_client_of_a_dead_node_is_stored_and_fences_that_node() {
+    let now = Instant::now();
+    let redis = server();
+    let (node_a, a) = node(&redis, limits(10));
+    let (_, b) = node(&redis, limits(10));
+    let s = first(&a).await;
+    lock(&s).send(To::Connection(1), push(1), now).unwrap();
+    a.persist(&s).await.unwrap();
+    assert!(
+        b.detached_of("c").await.is_none(),
+        "attached on a live node"
+    );
+    // A dies (SIGKILL: no detach written); its heartbeat key expires.
+    let mut conn = raw(&redis).await;
+    conn.del::<_, ()>(format!("ws:node:{}", node_a.id()))
+        .await
+        .unwrap();
+    let away = b.detached_of("c").await.expect("away: its node is dead");
+    lock(&away).send(To::Away, push(2), now).unwrap();
+    b.persist(&away).await.unwrap();
+    // Had A only been cut off, its next write is refused, and not as a
+    // takeover (4002 would stop its client; 1013 makes it resume).
+    lock(&s).send(To::Connection(1), push(3), now).unwrap();
+    assert_eq!(a.persist(&s).await, Err(Unwritten::Raced));
+    let (_, resume) = b.resume("s", "t", 0, "c", c(2), now).await.unwrap();
+    let pushes: Vec<u64> = resume.replay.iter().map(push_seq_of).collect();
+    assert_eq!(pushes, [1, 2]);
 }
