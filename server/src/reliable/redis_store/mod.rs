@@ -16,7 +16,25 @@
 //! script refuses it when either moved on. A node that lost the session
 //! (to a resume elsewhere) can never write into it again; it is also told
 //! at once (a takeover command on its command stream,
-//! [`Backend::send_takeover`]) so its connection closes with 4002.
+//! [`Backend::send_takeover`], sent even before the node's first
+//! heartbeat) so its connection closes with 4002, and, should that command
+//! be lost, at its next write or sweep (`REFRESH` is fenced too).
+//!
+//! A write that fails says why ([`Unwritten`]): another attach (4002), the
+//! session gone from Redis (restarted empty: 1013, and the resume fails
+//! with `unknown_session`), another node numbering at the same epoch
+//! (`Raced`: a push stored while this node was taken for dead, 1013),
+//! Redis down (1013), or a write sent but not confirmed in time
+//! (`Unconfirmed`: it may be applied; 1013, and 504 for an admin push,
+//! whose retry could store it twice). Nothing of a failed write reaches
+//! the client, and the session is not written from here again: its
+//! resume reads what Redis holds.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | [`RedisStore`]: create, resume, pushes to clients away, persist |
+//! | `scripts.rs` | the Lua scripts (`PERSIST`, `LOAD`, `REFRESH`, `DETACH`, `AGE`, `PRUNE`) and the calls of the first two |
+//! | `upkeep.rs` | the cache of attached sessions and the sweep: fenced TTL refresh, detaches retried, sessions away aged |
 //!
 //! Keys (after `--redis-prefix`), each with a TTL:
 //!
@@ -25,12 +43,15 @@
 //! | `sess:{id}` | hash | `token` (SHA-256 hex of it, never the token), `user`, `owner`, `client_id`, `node`, `epoch`, `last_out`, `lost_through`, `last_in`, `pushes`, `bursts`, `attached`, `detached_at` |
 //! | `hist:{id}` | list | the unacknowledged messages, `seq at_ms frame` each, oldest first |
 //! | `client:{client id}` | string | the id of the client's last session (admin pushes to a client that is away) |
-//! | `user:{user}` | set | the user's session ids (token mode: user pushes, user kicks) |
+//! | `user:{user}` | set | the user's session ids (token mode: user pushes, user kicks); ids of expired sessions are dropped at each new session of the user |
 //!
-//! The TTL is `--session-ttl` once the client is away; while it is
-//! attached, the TTL plus [`ATTACHED_GRACE`], refreshed by every write and
-//! by the node's sweep, so the sessions of a node killed with SIGKILL are
-//! forgotten that long after its last sweep.
+//! The TTL is what is left of `--session-ttl` since the client went away
+//! (pushes to it do not prolong it); while it is attached, the TTL plus
+//! [`ATTACHED_GRACE`], refreshed by every write and by the node's sweep,
+//! so the sessions of a node killed with SIGKILL are forgotten that long
+//! after its last sweep. Such a session still reads "attached", to the
+//! dead node: once that node's heartbeat key has expired, a push to its
+//! client treats it as away and stores it (202), as for any client away.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -46,7 +67,6 @@ mod scripts;
 mod upkeep;
 
 use super::budget::Budget;
-use super::journal::{Snapshot, now_ms};
 use super::outcome::{Attach, Resume};
 use super::session::{Limits, Session};
 use super::store::{ResumeError, Sessions, TooMany, Unwritten};
@@ -155,17 +175,6 @@ impl RedisStore {
             self.limits.ttl
         };
         u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
-    }
-
-    /// The TTL a write gives the session's keys: while the client is away,
-    /// what is left of `--session-ttl` since it went away (as in memory,
-    /// where pushes to it do not prolong it either).
-    fn record_ttl_ms(&self, record: &Snapshot) -> u64 {
-        if record.attached || record.detached_at_ms == 0 {
-            return self.ttl_ms(record.attached);
-        }
-        let ends = record.detached_at_ms.saturating_add(self.ttl_ms(false));
-        ends.saturating_sub(now_ms()).max(1)
     }
 
     /// Runs `call` within the command timeout; a failure counts for `/metrics`.

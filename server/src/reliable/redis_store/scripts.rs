@@ -12,7 +12,7 @@ use shared::ResumeFailure;
 
 use super::{RedisStore, token_hash};
 use crate::reliable::SessionRef;
-use crate::reliable::journal::{Changes, Snapshot, Stored};
+use crate::reliable::journal::{Changes, Snapshot, Stored, now_ms};
 use crate::reliable::outcome::Attach;
 use crate::reliable::session::Session;
 use crate::reliable::store::Unwritten;
@@ -156,6 +156,17 @@ return out
 ";
 
 impl RedisStore {
+    /// The TTL a write gives the session's keys: while the client is away,
+    /// what is left of `--session-ttl` since it went away (as in memory,
+    /// where pushes to it do not prolong it either).
+    fn record_ttl_ms(&self, record: &Snapshot) -> u64 {
+        if record.attached || record.detached_at_ms == 0 {
+            return self.ttl_ms(record.attached);
+        }
+        let ends = record.detached_at_ms.saturating_add(self.ttl_ms(false));
+        ends.saturating_sub(now_ms()).max(1)
+    }
+
     pub(super) async fn write(
         &self,
         id: &str,

@@ -6,7 +6,7 @@
 //! of `limits.rs` run in memory only: they move the store's clock forward
 //! (`sweep(now + ttl)`), while Redis forgets sessions by its own clock
 //! (key TTLs), and its caps count only the sessions attached on the node;
-//! `redis_only.rs` covers what differs.
+//! `redis_only.rs` and `redis_upkeep.rs` cover what differs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
