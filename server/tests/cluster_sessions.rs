@@ -565,6 +565,17 @@ async fn a_push_to_a_client_of_a_killed_node_is_stored_for_its_resume() {
     let (session, token) = welcome(&mut ws).await;
     send_text(&mut ws, &msg(1)).await;
     assert_eq!(next_numbered(&mut ws).await.0, 1);
+    // B knows A is alive (else it would answer 404 for a client it thinks
+    // attached on a node it does not know yet).
+    let metrics = b.http_url("/metrics");
+    wait_until("B sees two nodes", || {
+        let metrics = metrics.clone();
+        async move {
+            let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+            text.contains("ws_cluster_nodes{node=\"b\"} 2")
+        }
+    })
+    .await;
     // A dies without writing a detach; once its heartbeat key expired
     // (--cluster-node-ttl), the client counts as away: 202 stored (it was
     // 404 until the session's TTL).
