@@ -123,10 +123,25 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(SessionRef, Resume), ResumeError>> + Send;
 
     /// The session of `client_id` while its client is away (for admin pushes).
-    fn detached_of(&self, client_id: &str) -> impl Future<Output = Option<SessionRef>> + Send;
+    ///
+    /// # Errors
+    ///
+    /// [`Unwritten`] when the store does not answer: not "no such client"
+    /// (the admin API answers 503, not 404).
+    fn detached_of(
+        &self,
+        client_id: &str,
+    ) -> impl Future<Output = Result<Option<SessionRef>, Unwritten>> + Send;
 
     /// Token mode: the sessions of `user` whose client is away (for pushes to the user).
-    fn detached_of_user(&self, user: &str) -> impl Future<Output = Vec<SessionRef>> + Send;
+    ///
+    /// # Errors
+    ///
+    /// As [`SessionStore::detached_of`].
+    fn detached_of_user(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = Result<Vec<SessionRef>, Unwritten>> + Send;
 
     /// Token mode: forgets every session of `user` (their resumes then fail
     /// with `unknown_session`); returns how many.
@@ -302,19 +317,21 @@ impl SessionStore for MemoryStore {
         Ok((session, resume))
     }
 
-    async fn detached_of(&self, client_id: &str) -> Option<SessionRef> {
-        self.map()
+    async fn detached_of(&self, client_id: &str) -> Result<Option<SessionRef>, Unwritten> {
+        Ok(self
+            .map()
             .by_id
             .values()
             .find(|s| {
                 let s = lock(s);
                 s.is_away() && s.client_id == client_id
             })
-            .cloned()
+            .cloned())
     }
 
-    async fn detached_of_user(&self, user: &str) -> Vec<SessionRef> {
-        self.map()
+    async fn detached_of_user(&self, user: &str) -> Result<Vec<SessionRef>, Unwritten> {
+        Ok(self
+            .map()
             .by_id
             .values()
             .filter(|s| {
@@ -322,7 +339,7 @@ impl SessionStore for MemoryStore {
                 s.is_away() && s.user.as_deref() == Some(user)
             })
             .cloned()
-            .collect()
+            .collect())
     }
 
     async fn end_user(&self, user: &str) -> usize {

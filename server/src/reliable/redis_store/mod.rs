@@ -395,33 +395,31 @@ impl super::SessionStore for RedisStore {
         Ok((session, resume))
     }
 
-    async fn detached_of(&self, client_id: &str) -> Option<SessionRef> {
+    async fn detached_of(&self, client_id: &str) -> Result<Option<SessionRef>, Unwritten> {
         let mut conn = self.node.connection();
         let key = self.key("client", client_id);
         let id: Option<String> = self
             .run(redis::cmd("GET").arg(key).query_async(&mut conn))
-            .await
-            .ok()?;
-        let id = id?;
+            .await?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
         self.flush_cached(&id).await;
         self.away(&id).await
     }
 
-    async fn detached_of_user(&self, user: &str) -> Vec<SessionRef> {
+    async fn detached_of_user(&self, user: &str) -> Result<Vec<SessionRef>, Unwritten> {
         let mut conn = self.node.connection();
         let key = self.key("user", user);
         let ids: Vec<String> = self
             .run(redis::cmd("SMEMBERS").arg(key).query_async(&mut conn))
-            .await
-            .unwrap_or_default();
+            .await?;
         let mut away = Vec::new();
         for id in ids {
             self.flush_cached(&id).await;
-            if let Some(session) = self.away(&id).await {
-                away.push(session);
-            }
+            away.extend(self.away(&id).await?);
         }
-        away
+        Ok(away)
     }
 
     async fn end_user(&self, user: &str) -> usize {

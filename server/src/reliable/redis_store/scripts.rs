@@ -275,10 +275,20 @@ impl RedisStore {
     }
 
     /// A session loaded while its client is away, for a push to it (the
-    /// caller persists after sending: a resume meanwhile fences it).
-    pub(super) async fn away(&self, id: &str) -> Option<SessionRef> {
-        let (stored, _, _) = self.load(id, None).await.ok()?.ok()?;
-        let session = Session::restore(stored, self.budget.clone(), self.limits)?;
-        Some(Arc::new(Mutex::new(session)))
+    /// caller persists after sending: a resume meanwhile fences it);
+    /// `None` when there is none, or it does not parse.
+    ///
+    /// # Errors
+    ///
+    /// When Redis does not answer.
+    pub(super) async fn away(&self, id: &str) -> Result<Option<SessionRef>, Unwritten> {
+        let Ok((stored, _, _)) = self.load(id, None).await? else {
+            return Ok(None); // Unknown, or attached.
+        };
+        let Some(session) = Session::restore(stored, self.budget.clone(), self.limits) else {
+            tracing::warn!(session = %crate::logsafe::escape(id), "a session in Redis does not parse: no push stored");
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(Mutex::new(session))))
     }
 }

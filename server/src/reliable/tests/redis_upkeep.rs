@@ -119,7 +119,7 @@ async fn the_ttl_of_a_session_away_runs_from_when_its_client_left() {
     let ttl = pttl().await;
     assert!((1..=20_500).contains(&ttl), "{ttl} ms");
     // A push to it does not prolong it.
-    let away = b.detached_of("c").await.unwrap();
+    let away = b.detached_of("c").await.unwrap().unwrap();
     lock(&away).send(To::Away, push(1), now).unwrap();
     b.persist(&away).await.unwrap();
     let ttl = pttl().await;
@@ -144,7 +144,7 @@ async fn a_detach_redis_did_not_take_is_written_once_it_answers() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let away = loop {
         a.sweep(Instant::now()).await;
-        if let Some(away) = b.detached_of("c").await {
+        if let Some(away) = b.detached_of("c").await.unwrap() {
             break away;
         }
         assert!(Instant::now() < deadline, "the detach was never written");
@@ -170,7 +170,7 @@ async fn the_sweep_ages_the_history_of_a_session_away_in_redis() {
     lock(&s).detach(1, now);
     a.persist(&s).await.unwrap();
     // A push loaded before the aging must not trim from a stale view.
-    let loaded = b.detached_of("c").await.unwrap();
+    let loaded = b.detached_of("c").await.unwrap().unwrap();
     a.sweep(now).await;
     let mut conn = raw(&redis).await;
     let held: Vec<String> = conn.lrange("ws:hist:s", 0, -1).await.unwrap();
@@ -277,7 +277,7 @@ async fn a_write_redis_applies_after_its_timeout_is_unconfirmed_not_unavailable(
     let s = first(&a).await;
     lock(&s).detach(1, now);
     a.persist(&s).await.unwrap();
-    let away = b.detached_of("c").await.unwrap();
+    let away = b.detached_of("c").await.unwrap().unwrap();
     // Redis holds every write (scripts included) for a while, then runs it.
     redis::cmd("CLIENT")
         .arg("PAUSE")
@@ -311,7 +311,7 @@ async fn a_push_to_a_client_of_a_dead_node_is_stored_and_fences_that_node() {
     lock(&s).send(To::Connection(1), push(1), now).unwrap();
     a.persist(&s).await.unwrap();
     assert!(
-        b.detached_of("c").await.is_none(),
+        b.detached_of("c").await.unwrap().is_none(),
         "attached on a live node"
     );
     // A dies (SIGKILL: no detach written); its heartbeat key expires.
@@ -319,7 +319,11 @@ async fn a_push_to_a_client_of_a_dead_node_is_stored_and_fences_that_node() {
     conn.del::<_, ()>(format!("ws:node:{}", node_a.id()))
         .await
         .unwrap();
-    let away = b.detached_of("c").await.expect("away: its node is dead");
+    let away = b
+        .detached_of("c")
+        .await
+        .unwrap()
+        .expect("away: its node is dead");
     lock(&away).send(To::Away, push(2), now).unwrap();
     b.persist(&away).await.unwrap();
     // Had A only been cut off, its next write is refused, and not as a
