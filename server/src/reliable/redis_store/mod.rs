@@ -59,7 +59,7 @@ use std::time::{Duration, Instant};
 
 use redis::Script;
 
-use scripts::{AGE, DETACH, LOAD, PERSIST, PRUNE, REFRESH};
+use scripts::{AGE, DETACH, END_USER, LOAD, PERSIST, PRUNE, REFRESH};
 use sha2::{Digest, Sha256};
 use shared::ResumeFailure;
 
@@ -116,6 +116,7 @@ struct Scripts {
     refresh: Script,
     detach: Script,
     age: Script,
+    end_user: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -154,6 +155,7 @@ impl RedisStore {
                 refresh: Script::new(REFRESH),
                 detach: Script::new(DETACH),
                 age: Script::new(AGE),
+                end_user: Script::new(END_USER),
             }),
         }
     }
@@ -422,32 +424,24 @@ impl super::SessionStore for RedisStore {
         Ok(away)
     }
 
+    /// One script reads the user's set and deletes its sessions, so that a
+    /// session the user starts meanwhile is either ended or left whole
+    /// (and in the set).
     async fn end_user(&self, user: &str) -> usize {
         let mut conn = self.node.connection();
-        let set = self.key("user", user);
-        let ids: Vec<String> = self
-            .run(redis::cmd("SMEMBERS").arg(&set).query_async(&mut conn))
-            .await
-            .unwrap_or_default();
-        if ids.is_empty() {
-            return 0;
-        }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for id in &ids {
-            pipe.del(self.key("sess", id));
-            pipe.del(self.key("hist", id)).ignore();
-        }
-        pipe.del(&set).ignore();
-        let deleted: Vec<usize> = self
-            .run(pipe.query_async(&mut conn))
+        let mut call = self.scripts.end_user.prepare_invoke();
+        call.key(self.key("user", user))
+            .arg(self.key("sess", ""))
+            .arg(self.key("hist", ""));
+        let ended: Vec<String> = self
+            .run(call.invoke_async(&mut conn))
             .await
             .unwrap_or_default();
         let mut map = self.map();
-        for id in &ids {
+        for id in ended.iter().skip(1) {
             map.remove(id);
         }
-        deleted.into_iter().sum()
+        ended.first().and_then(|n| n.parse().ok()).unwrap_or(0)
     }
 
     /// See `upkeep.rs`: writes what is unwritten, drops from the cache

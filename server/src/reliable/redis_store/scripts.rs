@@ -1,10 +1,13 @@
 //! The Lua scripts of [`RedisStore`] and the calls of the first two:
 //! `PERSIST` writes a session's changes (fenced by its attach epoch and
 //! `last_out`), `LOAD` reads a session, attaching it for a resume. The
-//! sweep's (`REFRESH`, `DETACH`, `AGE`) are called from `upkeep.rs`. Each
-//! reads and writes in one script, so no other client's command runs in
-//! between; none can fail halfway on well-formed keys (a key of another
-//! type fails at its first command, before anything is written).
+//! sweep's (`REFRESH`, `DETACH`, `AGE`) are called from `upkeep.rs`,
+//! `PRUNE` and `END_USER` from `mod.rs`. Each reads and writes in one
+//! script: no other client's command runs in between, so no decision
+//! rests on a read another node changed since. Redis does not roll back a
+//! script that fails halfway; none of these can, short of a key
+//! overwritten by hand with another type (the write then fails, and the
+//! connection closes as for any failed write).
 
 use std::sync::{Arc, Mutex};
 
@@ -84,6 +87,21 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', ARGV[1] .. id) == 0 then redis.call('SREM', KEYS[1], id) end
 end
 return 0
+";
+
+/// Ends every session of a user (`KEYS[1]`, its set; `ARGV` the prefixes
+/// of the `sess:` and `hist:` keys): returns how many existed, then their
+/// ids. Reads keys it is not given, as `PRUNE`.
+pub(super) const END_USER: &str = r"
+local ids = redis.call('SMEMBERS', KEYS[1])
+local n = 0
+for _, id in ipairs(ids) do
+  n = n + redis.call('DEL', ARGV[1] .. id)
+  redis.call('DEL', ARGV[2] .. id)
+end
+redis.call('DEL', KEYS[1])
+table.insert(ids, 1, tostring(n))
+return ids
 ";
 
 /// The sweep's TTL refresh of the sessions attached on this node, fenced:
