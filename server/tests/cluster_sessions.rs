@@ -37,8 +37,11 @@ fn node_args(redis: &RedisServer, node: &str) -> Vec<String> {
         "100ms",
         "--cluster-node-ttl",
         "3s",
+        // Not shorter: the in-process nodes share the test's one-thread
+        // runtime, and on a loaded machine a write through to Redis that
+        // is not polled in time closes its connection with 1013.
         "--cluster-command-timeout",
-        "700ms",
+        "2s",
         "--admin-token",
         ADMIN,
     ]
@@ -519,4 +522,89 @@ async fn a_user_push_is_stored_once_for_a_session_away_whatever_the_nodes() {
     for server in [a, b, c] {
         server.shutdown().await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_session_redis_lost_closes_with_1013_and_the_client_starts_over() {
+    let redis = RedisServer::start().unwrap();
+    let a = start_node(&redis, "a").await;
+    let mut ws = a.connect("/ws?reliable=1").await;
+    let (session, token) = welcome(&mut ws).await;
+    send_text(&mut ws, &msg(1)).await;
+    assert_eq!(next_numbered(&mut ws).await.0, 1);
+    // Redis restarted empty (persistence off) while the client stayed.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("FLUSHALL")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    send_text(&mut ws, &msg(2)).await;
+    let frame = expect_close(&mut ws).await.expect("a close frame");
+    // Not 4002, after which a client never reconnects.
+    assert_eq!(u16::from(frame.code), close_code::TRY_AGAIN_LATER);
+    assert!(frame.reason.contains("resume"), "{}", frame.reason);
+    let mut again = a.connect("/ws?reliable=1").await;
+    welcome(&mut again).await;
+    send_text(&mut again, &resume(&session, &token, 1)).await;
+    match next_json(&mut again).await {
+        ServerMessage::ResumeFailed { reason } => {
+            assert_eq!(reason, shared::ResumeFailure::UnknownSession);
+        }
+        other => panic!("expected resume_failed, got {other:?}"),
+    }
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_push_to_a_client_of_a_killed_node_is_stored_for_its_resume() {
+    let redis = RedisServer::start().unwrap();
+    let a = Subprocess::start(&redis, "a");
+    let b = start_node(&redis, "b").await;
+    let mut ws = a.connect("/ws?reliable=1&client_id=orphan").await;
+    let (session, token) = welcome(&mut ws).await;
+    send_text(&mut ws, &msg(1)).await;
+    assert_eq!(next_numbered(&mut ws).await.0, 1);
+    // B knows A is alive (else it would answer 404 for a client it thinks
+    // attached on a node it does not know yet).
+    let metrics = b.http_url("/metrics");
+    wait_until("B sees two nodes", || {
+        let metrics = metrics.clone();
+        async move {
+            let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+            text.contains("ws_cluster_nodes{node=\"b\"} 2")
+        }
+    })
+    .await;
+    // A dies without writing a detach; once its heartbeat key expired
+    // (--cluster-node-ttl), the client counts as away: 202 stored (it was
+    // 404 until the session's TTL).
+    drop(a);
+    let push = b.http_url("/api/clients/orphan/push");
+    wait_until("the push stored for the client of the dead node", || {
+        let push = push.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .post(&push)
+                .bearer_auth(ADMIN)
+                .body("after the crash")
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            // 504 while A is still listed (until its TTL), then 202.
+            assert!(matches!(status, 202 | 504), "{status}");
+            status == 202
+        }
+    })
+    .await;
+    let (mut ws, last_in) = resume_on(&b, &session, &token, 1).await;
+    assert_eq!(last_in, 1);
+    let (seq, pushed) = next_numbered(&mut ws).await;
+    assert_eq!(seq, 2);
+    assert!(
+        matches!(&pushed, ServerMessage::Push { body, .. } if body == "after the crash"),
+        "{pushed:?}"
+    );
+    b.shutdown().await.unwrap();
 }

@@ -99,7 +99,7 @@ pub async fn push(state: &AppState, id: &str, body: String) -> Answer {
         ),
         PushOutcome::Unknown => match state.reliable.detached_of(id).await {
             // A reliable client that is away: the push waits for its resume.
-            Some(session) => {
+            Ok(Some(session)) => {
                 let push = Outgoing::Shared(push);
                 let sent = crate::reliable::lock(&session).send(To::Away, push, Instant::now());
                 // Cluster mode: stored in Redis, or not stored at all.
@@ -119,6 +119,10 @@ pub async fn push(state: &AppState, id: &str, body: String) -> Answer {
                     ),
                     // It expired (or Redis lost it) since it was loaded.
                     Err(Unwritten::Gone) => no_client(id),
+                    Err(Unwritten::Raced) => text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the session was written by another node meanwhile; retry",
+                    ),
                     // Perhaps stored: a retry could store it twice.
                     Err(Unwritten::Unconfirmed) => text(
                         StatusCode::GATEWAY_TIMEOUT,
@@ -130,7 +134,12 @@ pub async fn push(state: &AppState, id: &str, body: String) -> Answer {
                     ),
                 }
             }
-            None => no_client(id),
+            Ok(None) => no_client(id),
+            // Not "no such client": the store could not say.
+            Err(_) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the session store is unavailable; retry",
+            ),
         },
     }
 }
@@ -205,6 +214,21 @@ pub async fn push_user(state: &AppState, user: &str, body: String, away: bool) -
     if state.auth.is_none() {
         return no_user(user);
     }
+    // The sessions away first: when the store cannot say, nothing is
+    // delivered either, so that the 503's retry delivers nothing twice.
+    let away = if away {
+        match state.reliable.detached_of_user(user).await {
+            Ok(away) => away,
+            Err(_) => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the session store is unavailable; retry",
+                );
+            }
+        }
+    } else {
+        Vec::new()
+    };
     let push = Arc::new(PushEncoder::new(millis(SystemTime::now()), &body));
     drop(body);
     let (delivered, connections) = state.registry.push_user(user, &push);
@@ -212,11 +236,6 @@ pub async fn push_user(state: &AppState, user: &str, body: String, away: bool) -
         &state.metrics.pushes_dropped,
         (connections - delivered) as u64,
     );
-    let away = if away {
-        state.reliable.detached_of_user(user).await
-    } else {
-        Vec::new()
-    };
     let now = Instant::now();
     // A session that came back meanwhile refuses `To::Away`: its
     // connection is in the registry now.

@@ -72,11 +72,11 @@ impl SessionStore for Store {
         each!(self, s => s.resume(id, token, last_seq, client_id, attach, now).await)
     }
 
-    async fn detached_of(&self, client_id: &str) -> Option<SessionRef> {
+    async fn detached_of(&self, client_id: &str) -> Result<Option<SessionRef>, Unwritten> {
         each!(self, s => s.detached_of(client_id).await)
     }
 
-    async fn detached_of_user(&self, user: &str) -> Vec<SessionRef> {
+    async fn detached_of_user(&self, user: &str) -> Result<Vec<SessionRef>, Unwritten> {
         each!(self, s => s.detached_of_user(user).await)
     }
 

@@ -16,10 +16,10 @@
 //! | `session.rs` | [`Session`]: the only place that numbers, bounds and records a server message ([`Session::send`]) and filters client ones ([`Session::accept`]) |
 //! | `budget.rs` | [`Budget`](budget::Budget): the bytes of every history together, against `history_total_bytes` |
 //! | `store.rs` | [`SessionStore`], the async API of where sessions live, and [`MemoryStore`], the in-process one (the default) |
-//! | `redis_store/` | [`RedisStore`] (`mod.rs`) and its Lua scripts (`scripts.rs`): the sessions in Redis (`--redis-url`): the node serving a connection keeps the session as a cache and writes every change through, fenced by the attach epoch, before it reaches the socket; a resume on any node loads it |
+//! | `redis_store/` | [`RedisStore`] (`mod.rs`), its Lua scripts (`scripts.rs`) and its sweep (`upkeep.rs`): the sessions in Redis (`--redis-url`): the node serving a connection keeps the session as a cache and writes every change through, fenced by the attach epoch, before it reaches the socket; a resume on any node loads it |
 //! | `journal.rs` | what changed in a session since its last write to Redis, and a session rebuilt from Redis |
 //! | `choice.rs` | [`Store`]: memory or Redis, chosen at start |
-//! | `tests/` | their behaviour (numbering, resume, limits), written against the trait: `on_both_stores!` runs each on both stores (Redis on a `redis-server` of its own); `redis_only.rs` the handover between nodes, fencing and a Redis that is down |
+//! | `tests/` | their behaviour (numbering, resume, limits), written against the trait: `on_both_stores!` runs each on both stores (Redis on a `redis-server` of its own); `redis_only.rs` the handover between nodes, fencing and a Redis that is down; `redis_upkeep.rs` the sweep in Redis, what Redis lost or did not confirm, a dead node's sessions, bad data |
 //!
 //! In token mode a session belongs to the user of the connection that
 //! created it ([`Attach::user`], kept in the session record so every store
@@ -39,7 +39,11 @@
 //!   While the client is away, pushes for it evict the oldest and the loss
 //!   is reported as a `gap`;
 //! * a message older than `history_max_age` is evicted the same way, once
-//!   its client is away, by the store's periodic sweep (no activity needed);
+//!   its client is away, by the store's periodic sweep (no activity
+//!   needed). In Redis, the sweep of the node that last wrote the session
+//!   away (its detach, or a push to it) does it; if that node died, the
+//!   resume does (the same `gap`), and Redis holds the messages until the
+//!   session's TTL;
 //! * every history together holds at most `history_total_bytes` (the
 //!   [`Budget`](budget::Budget)): over it, the oldest messages of clients
 //!   that are away are evicted first and reported as a `gap`; pushes wait
@@ -48,7 +52,8 @@
 //! * at most [`MAX_PENDING_BURSTS`] bursts wait per session (the one in
 //!   progress included); one more is refused with `burst_busy`;
 //! * a session whose client has been away for `ttl` is forgotten: its resume
-//!   fails with `unknown_session`;
+//!   fails with `unknown_session` (in Redis too: pushes to it do not
+//!   prolong its keys' TTL);
 //! * at most `max_sessions` are held, and `max_sessions_per_ip` per owner
 //!   address: a new reliable connection beyond that is closed with 1013 (try
 //!   again later), so many clients cannot make the server hold unbounded

@@ -54,6 +54,13 @@ pub enum Unwritten {
     /// client from reconnecting at all.
     #[error("the session store no longer holds the session")]
     Gone,
+    /// Another writer numbered something in the session meanwhile, at the
+    /// same attach epoch: two pushes to a client away at once, or a push
+    /// stored by another node while this one was taken for dead (its
+    /// heartbeat key expired). Not written; a connection closes with 1013
+    /// (its resume gets both), an admin push answers 503 (retry).
+    #[error("the session was written by another node meanwhile")]
+    Raced,
 }
 
 /// Why [`SessionStore::resume`] attached nothing.
@@ -116,10 +123,25 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(SessionRef, Resume), ResumeError>> + Send;
 
     /// The session of `client_id` while its client is away (for admin pushes).
-    fn detached_of(&self, client_id: &str) -> impl Future<Output = Option<SessionRef>> + Send;
+    ///
+    /// # Errors
+    ///
+    /// [`Unwritten`] when the store does not answer: not "no such client"
+    /// (the admin API answers 503, not 404).
+    fn detached_of(
+        &self,
+        client_id: &str,
+    ) -> impl Future<Output = Result<Option<SessionRef>, Unwritten>> + Send;
 
     /// Token mode: the sessions of `user` whose client is away (for pushes to the user).
-    fn detached_of_user(&self, user: &str) -> impl Future<Output = Vec<SessionRef>> + Send;
+    ///
+    /// # Errors
+    ///
+    /// As [`SessionStore::detached_of`].
+    fn detached_of_user(
+        &self,
+        user: &str,
+    ) -> impl Future<Output = Result<Vec<SessionRef>, Unwritten>> + Send;
 
     /// Token mode: forgets every session of `user` (their resumes then fail
     /// with `unknown_session`); returns how many.
@@ -295,19 +317,21 @@ impl SessionStore for MemoryStore {
         Ok((session, resume))
     }
 
-    async fn detached_of(&self, client_id: &str) -> Option<SessionRef> {
-        self.map()
+    async fn detached_of(&self, client_id: &str) -> Result<Option<SessionRef>, Unwritten> {
+        Ok(self
+            .map()
             .by_id
             .values()
             .find(|s| {
                 let s = lock(s);
                 s.is_away() && s.client_id == client_id
             })
-            .cloned()
+            .cloned())
     }
 
-    async fn detached_of_user(&self, user: &str) -> Vec<SessionRef> {
-        self.map()
+    async fn detached_of_user(&self, user: &str) -> Result<Vec<SessionRef>, Unwritten> {
+        Ok(self
+            .map()
             .by_id
             .values()
             .filter(|s| {
@@ -315,7 +339,7 @@ impl SessionStore for MemoryStore {
                 s.is_away() && s.user.as_deref() == Some(user)
             })
             .cloned()
-            .collect()
+            .collect())
     }
 
     async fn end_user(&self, user: &str) -> usize {

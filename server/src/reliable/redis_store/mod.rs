@@ -16,7 +16,25 @@
 //! script refuses it when either moved on. A node that lost the session
 //! (to a resume elsewhere) can never write into it again; it is also told
 //! at once (a takeover command on its command stream,
-//! [`Backend::send_takeover`]) so its connection closes with 4002.
+//! [`Backend::send_takeover`], sent even before the node's first
+//! heartbeat) so its connection closes with 4002, and, should that command
+//! be lost, at its next write or sweep (`REFRESH` is fenced too).
+//!
+//! A write that fails says why ([`Unwritten`]): another attach (4002), the
+//! session gone from Redis (restarted empty: 1013, and the resume fails
+//! with `unknown_session`), another node numbering at the same epoch
+//! (`Raced`: a push stored while this node was taken for dead, 1013),
+//! Redis down (1013), or a write sent but not confirmed in time
+//! (`Unconfirmed`: it may be applied; 1013, and 504 for an admin push,
+//! whose retry could store it twice). Nothing of a failed write reaches
+//! the client, and the session is not written from here again: its
+//! resume reads what Redis holds.
+//!
+//! | file | what |
+//! |---|---|
+//! | `mod.rs` | [`RedisStore`]: create, resume, pushes to clients away, persist |
+//! | `scripts.rs` | the Lua scripts (`PERSIST`, `LOAD`, `REFRESH`, `DETACH`, `AGE`, `PRUNE`) and the calls of the first two |
+//! | `upkeep.rs` | the cache of attached sessions and the sweep: fenced TTL refresh, detaches retried, sessions away aged |
 //!
 //! Keys (after `--redis-prefix`), each with a TTL:
 //!
@@ -25,12 +43,15 @@
 //! | `sess:{id}` | hash | `token` (SHA-256 hex of it, never the token), `user`, `owner`, `client_id`, `node`, `epoch`, `last_out`, `lost_through`, `last_in`, `pushes`, `bursts`, `attached`, `detached_at` |
 //! | `hist:{id}` | list | the unacknowledged messages, `seq at_ms frame` each, oldest first |
 //! | `client:{client id}` | string | the id of the client's last session (admin pushes to a client that is away) |
-//! | `user:{user}` | set | the user's session ids (token mode: user pushes, user kicks) |
+//! | `user:{user}` | set | the user's session ids (token mode: user pushes, user kicks); ids of expired sessions are dropped at each new session of the user |
 //!
-//! The TTL is `--session-ttl` once the client is away; while it is
-//! attached, the TTL plus [`ATTACHED_GRACE`], refreshed by every write and
-//! by the node's sweep, so the sessions of a node killed with SIGKILL are
-//! forgotten that long after its last sweep.
+//! The TTL is what is left of `--session-ttl` since the client went away
+//! (pushes to it do not prolong it); while it is attached, the TTL plus
+//! [`ATTACHED_GRACE`], refreshed by every write and by the node's sweep,
+//! so the sessions of a node killed with SIGKILL are forgotten that long
+//! after its last sweep. Such a session still reads "attached", to the
+//! dead node: once that node's heartbeat key has expired, a push to its
+//! client treats it as away and stores it (202), as for any client away.
 
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -38,7 +59,7 @@ use std::time::{Duration, Instant};
 
 use redis::Script;
 
-use scripts::{AGE, DETACH, LOAD, PERSIST, PRUNE, REFRESH};
+use scripts::{AGE, DETACH, END_USER, LOAD, PERSIST, PRUNE, REFRESH};
 use sha2::{Digest, Sha256};
 use shared::ResumeFailure;
 
@@ -46,7 +67,6 @@ mod scripts;
 mod upkeep;
 
 use super::budget::Budget;
-use super::journal::{Snapshot, now_ms};
 use super::outcome::{Attach, Resume};
 use super::session::{Limits, Session};
 use super::store::{ResumeError, Sessions, TooMany, Unwritten};
@@ -96,6 +116,7 @@ struct Scripts {
     refresh: Script,
     detach: Script,
     age: Script,
+    end_user: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -134,6 +155,7 @@ impl RedisStore {
                 refresh: Script::new(REFRESH),
                 detach: Script::new(DETACH),
                 age: Script::new(AGE),
+                end_user: Script::new(END_USER),
             }),
         }
     }
@@ -155,17 +177,6 @@ impl RedisStore {
             self.limits.ttl
         };
         u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
-    }
-
-    /// The TTL a write gives the session's keys: while the client is away,
-    /// what is left of `--session-ttl` since it went away (as in memory,
-    /// where pushes to it do not prolong it either).
-    fn record_ttl_ms(&self, record: &Snapshot) -> u64 {
-        if record.attached || record.detached_at_ms == 0 {
-            return self.ttl_ms(record.attached);
-        }
-        let ends = record.detached_at_ms.saturating_add(self.ttl_ms(false));
-        ends.saturating_sub(now_ms()).max(1)
     }
 
     /// Runs `call` within the command timeout; a failure counts for `/metrics`.
@@ -386,61 +397,51 @@ impl super::SessionStore for RedisStore {
         Ok((session, resume))
     }
 
-    async fn detached_of(&self, client_id: &str) -> Option<SessionRef> {
+    async fn detached_of(&self, client_id: &str) -> Result<Option<SessionRef>, Unwritten> {
         let mut conn = self.node.connection();
         let key = self.key("client", client_id);
         let id: Option<String> = self
             .run(redis::cmd("GET").arg(key).query_async(&mut conn))
-            .await
-            .ok()?;
-        let id = id?;
+            .await?;
+        let Some(id) = id else {
+            return Ok(None);
+        };
         self.flush_cached(&id).await;
         self.away(&id).await
     }
 
-    async fn detached_of_user(&self, user: &str) -> Vec<SessionRef> {
+    async fn detached_of_user(&self, user: &str) -> Result<Vec<SessionRef>, Unwritten> {
         let mut conn = self.node.connection();
         let key = self.key("user", user);
         let ids: Vec<String> = self
             .run(redis::cmd("SMEMBERS").arg(key).query_async(&mut conn))
-            .await
-            .unwrap_or_default();
+            .await?;
         let mut away = Vec::new();
         for id in ids {
             self.flush_cached(&id).await;
-            if let Some(session) = self.away(&id).await {
-                away.push(session);
-            }
+            away.extend(self.away(&id).await?);
         }
-        away
+        Ok(away)
     }
 
+    /// One script reads the user's set and deletes its sessions, so that a
+    /// session the user starts meanwhile is either ended or left whole
+    /// (and in the set).
     async fn end_user(&self, user: &str) -> usize {
         let mut conn = self.node.connection();
-        let set = self.key("user", user);
-        let ids: Vec<String> = self
-            .run(redis::cmd("SMEMBERS").arg(&set).query_async(&mut conn))
-            .await
-            .unwrap_or_default();
-        if ids.is_empty() {
-            return 0;
-        }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for id in &ids {
-            pipe.del(self.key("sess", id));
-            pipe.del(self.key("hist", id)).ignore();
-        }
-        pipe.del(&set).ignore();
-        let deleted: Vec<usize> = self
-            .run(pipe.query_async(&mut conn))
+        let mut call = self.scripts.end_user.prepare_invoke();
+        call.key(self.key("user", user))
+            .arg(self.key("sess", ""))
+            .arg(self.key("hist", ""));
+        let ended: Vec<String> = self
+            .run(call.invoke_async(&mut conn))
             .await
             .unwrap_or_default();
         let mut map = self.map();
-        for id in &ids {
+        for id in ended.iter().skip(1) {
             map.remove(id);
         }
-        deleted.into_iter().sum()
+        ended.first().and_then(|n| n.parse().ok()).unwrap_or(0)
     }
 
     /// See `upkeep.rs`: writes what is unwritten, drops from the cache

@@ -1,10 +1,13 @@
 //! The Lua scripts of [`RedisStore`] and the calls of the first two:
 //! `PERSIST` writes a session's changes (fenced by its attach epoch and
 //! `last_out`), `LOAD` reads a session, attaching it for a resume. The
-//! sweep's (`REFRESH`, `DETACH`, `AGE`) are called from `upkeep.rs`. Each
-//! reads and writes in one script, so no other client's command runs in
-//! between; none can fail halfway on well-formed keys (a key of another
-//! type fails at its first command, before anything is written).
+//! sweep's (`REFRESH`, `DETACH`, `AGE`) are called from `upkeep.rs`,
+//! `PRUNE` and `END_USER` from `mod.rs`. Each reads and writes in one
+//! script: no other client's command runs in between, so no decision
+//! rests on a read another node changed since. Redis does not roll back a
+//! script that fails halfway; none of these can, short of a key
+//! overwritten by hand with another type (the write then fails, and the
+//! connection closes as for any failed write).
 
 use std::sync::{Arc, Mutex};
 
@@ -12,13 +15,15 @@ use shared::ResumeFailure;
 
 use super::{RedisStore, token_hash};
 use crate::reliable::SessionRef;
-use crate::reliable::journal::{Changes, Snapshot, Stored};
+use crate::reliable::journal::{Changes, Snapshot, Stored, now_ms};
 use crate::reliable::outcome::Attach;
 use crate::reliable::session::Session;
 use crate::reliable::store::Unwritten;
 
-/// Writes what changed: refused (1) when the epoch or `last_out` moved on,
-/// 0 when the session is gone, 2 when written. `ARGV[3]` is the TTL of the
+/// Writes what changed: refused when the epoch moved on (1: another
+/// attach) or only `last_out` did (3: another node wrote it meanwhile, a
+/// push while this node was taken for dead, or two pushes at once), 0
+/// when the session is gone, 2 when written. `ARGV[3]` is the TTL of the
 /// session's keys: for a client that is away, what is left of `--session-ttl`
 /// since it went away (a push does not prolong it). The client's pointer to
 /// its session (unless it points to a newer one) and the user's set live
@@ -26,7 +31,8 @@ use crate::reliable::store::Unwritten;
 pub(super) const PERSIST: &str = r"
 local e = redis.call('HGET', KEYS[1], 'epoch')
 if not e then return 0 end
-if e ~= ARGV[1] or redis.call('HGET', KEYS[1], 'last_out') ~= ARGV[2] then return 1 end
+if e ~= ARGV[1] then return 1 end
+if redis.call('HGET', KEYS[1], 'last_out') ~= ARGV[2] then return 3 end
 redis.call('HSET', KEYS[1], 'client_id', ARGV[5], 'last_out', ARGV[6], 'lost_through', ARGV[7],
   'last_in', ARGV[8], 'pushes', ARGV[9], 'bursts', ARGV[10], 'attached', ARGV[11], 'detached_at', ARGV[12])
 for i = 15, #ARGV do redis.call('RPUSH', KEYS[2], ARGV[i]) end
@@ -42,7 +48,8 @@ return 2
 
 /// Loads a session: `resume` checks the token hash and user, attaches it
 /// (a new epoch) and returns it; `peek` returns it only while its client
-/// is away, without attaching.
+/// is away (or was attached on a node that has died: `ARGV[2]` is the
+/// prefix of the nodes' keys), without attaching.
 pub(super) const LOAD: &str = r"
 local r = redis.call('HGETALL', KEYS[1])
 if #r == 0 then return {'unknown'} end
@@ -58,7 +65,11 @@ if ARGV[1] == 'resume' then
   redis.call('SET', KEYS[3], ARGV[7], 'PX', ARGV[6])
   out = {'ok', tostring(epoch), f.node or '', f.attached or '0'}
 else
-  if f.attached == '1' then return {'attached'} end
+  -- Attached on a live node: that node serves it. A node that died
+  -- (its `node:` key expired) wrote no detach: its sessions are away.
+  if f.attached == '1' and redis.call('EXISTS', ARGV[2] .. (f.node or '')) == 1 then
+    return {'attached'}
+  end
   out = {'ok', f.epoch or '0', f.node or '', f.attached or '0'}
 end
 for _, k in ipairs({'user', 'owner', 'client_id', 'last_out', 'lost_through', 'last_in', 'pushes', 'bursts', 'detached_at'}) do
@@ -76,6 +87,21 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', ARGV[1] .. id) == 0 then redis.call('SREM', KEYS[1], id) end
 end
 return 0
+";
+
+/// Ends every session of a user (`KEYS[1]`, its set; `ARGV` the prefixes
+/// of the `sess:` and `hist:` keys): returns how many existed, then their
+/// ids. Reads keys it is not given, as `PRUNE`.
+pub(super) const END_USER: &str = r"
+local ids = redis.call('SMEMBERS', KEYS[1])
+local n = 0
+for _, id in ipairs(ids) do
+  n = n + redis.call('DEL', ARGV[1] .. id)
+  redis.call('DEL', ARGV[2] .. id)
+end
+redis.call('DEL', KEYS[1])
+table.insert(ids, 1, tostring(n))
+return ids
 ";
 
 /// The sweep's TTL refresh of the sessions attached on this node, fenced:
@@ -148,6 +174,17 @@ return out
 ";
 
 impl RedisStore {
+    /// The TTL a write gives the session's keys: while the client is away,
+    /// what is left of `--session-ttl` since it went away (as in memory,
+    /// where pushes to it do not prolong it either).
+    fn record_ttl_ms(&self, record: &Snapshot) -> u64 {
+        if record.attached || record.detached_at_ms == 0 {
+            return self.ttl_ms(record.attached);
+        }
+        let ends = record.detached_at_ms.saturating_add(self.ttl_ms(false));
+        ends.saturating_sub(now_ms()).max(1)
+    }
+
     pub(super) async fn write(
         &self,
         id: &str,
@@ -185,6 +222,7 @@ impl RedisStore {
         match self.run(call.invoke_async::<i64>(&mut conn)).await? {
             2 => Ok(()),
             0 => Err(Unwritten::Gone),
+            3 => Err(Unwritten::Raced),
             _ => Err(Unwritten::TakenOver),
         }
     }
@@ -210,7 +248,9 @@ impl RedisStore {
                     .arg(id);
             }
             None => {
-                call.key(self.key("client", "-")).arg("peek");
+                call.key(self.key("client", "-"))
+                    .arg("peek")
+                    .arg(self.key("node", ""));
             }
         }
         let mut conn = self.node.connection();
@@ -253,10 +293,20 @@ impl RedisStore {
     }
 
     /// A session loaded while its client is away, for a push to it (the
-    /// caller persists after sending: a resume meanwhile fences it).
-    pub(super) async fn away(&self, id: &str) -> Option<SessionRef> {
-        let (stored, _, _) = self.load(id, None).await.ok()?.ok()?;
-        let session = Session::restore(stored, self.budget.clone(), self.limits)?;
-        Some(Arc::new(Mutex::new(session)))
+    /// caller persists after sending: a resume meanwhile fences it);
+    /// `None` when there is none, or it does not parse.
+    ///
+    /// # Errors
+    ///
+    /// When Redis does not answer.
+    pub(super) async fn away(&self, id: &str) -> Result<Option<SessionRef>, Unwritten> {
+        let Ok((stored, _, _)) = self.load(id, None).await? else {
+            return Ok(None); // Unknown, or attached.
+        };
+        let Some(session) = Session::restore(stored, self.budget.clone(), self.limits) else {
+            tracing::warn!(session = %crate::logsafe::escape(id), "a session in Redis does not parse: no push stored");
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(Mutex::new(session))))
     }
 }

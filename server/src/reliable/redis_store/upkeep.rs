@@ -98,7 +98,7 @@ impl RedisStore {
     /// when Redis does not take it, retried by the sweep.
     pub async fn detached(&self, session: &SessionRef) {
         match self.persist(session).await {
-            Ok(()) | Err(Unwritten::TakenOver | Unwritten::Gone) => return,
+            Ok(()) | Err(Unwritten::TakenOver | Unwritten::Gone | Unwritten::Raced) => return,
             Err(Unwritten::Unavailable | Unwritten::Unconfirmed) => {}
         }
         let (id, epoch, at_ms) = {

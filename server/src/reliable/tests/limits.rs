@@ -22,7 +22,7 @@ async fn sessions_expire_after_the_ttl_and_tokens_are_checked() {
         ResumeFailure::UnknownSession
     );
     lock(&s).detach(1, now);
-    assert!(store.detached_of("c").await.is_some());
+    assert!(store.detached_of("c").await.unwrap().is_some());
     assert_eq!(store.sweep(now + Duration::from_secs(119)).await, 0);
     assert_eq!(store.sweep(now + Duration::from_secs(120)).await, 1);
     assert_eq!(store.len().await, 0);

@@ -6,7 +6,7 @@
 //! of `limits.rs` run in memory only: they move the store's clock forward
 //! (`sweep(now + ttl)`), while Redis forgets sessions by its own clock
 //! (key TTLs), and its caps count only the sessions attached on the node;
-//! `redis_only.rs` covers what differs.
+//! `redis_only.rs` and `redis_upkeep.rs` cover what differs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,11 +41,25 @@ impl Kind {
     }
 }
 
-/// A cluster node on `url` (Redis answers; the node's heartbeat is not started).
+/// A cluster node on `url` (Redis answers; the node's heartbeat is not
+/// started: its `node:{id}` key, which says it is alive, is set once here).
 fn redis_node(url: &str) -> Arc<crate::cluster::Node> {
+    redis_node_with(url, &[])
+}
+
+/// As [`redis_node`], with more flags.
+fn redis_node_with(url: &str, flags: &[&str]) -> Arc<crate::cluster::Node> {
     use clap::Parser;
-    let config = crate::Config::try_parse_from(["server", "--redis-url", url]).unwrap();
-    Arc::new(crate::cluster::Node::new(url, &config.cluster).unwrap())
+    let base = ["server", "--redis-url", url];
+    let config = crate::Config::try_parse_from(base.iter().chain(flags)).unwrap();
+    let node = Arc::new(crate::cluster::Node::new(url, &config.cluster).unwrap());
+    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+    redis::cmd("SET")
+        .arg(format!("ws:node:{}", node.id()))
+        .arg("alive")
+        .query::<()>(&mut conn)
+        .unwrap();
+    node
 }
 
 /// Runs each named `async fn(Kind)` as two tests, one per store.

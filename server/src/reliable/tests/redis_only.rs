@@ -91,15 +91,15 @@ async fn pushes_to_a_client_away_are_stored_from_any_node() {
     let s = first(&a).await;
     lock(&s).detach(1, now);
     a.persist(&s).await.unwrap();
-    assert!(b.detached_of("nobody").await.is_none());
-    let away = b.detached_of("c").await.expect("stored away");
+    assert!(b.detached_of("nobody").await.unwrap().is_none());
+    let away = b.detached_of("c").await.unwrap().expect("stored away");
     lock(&away).send(To::Away, push(1), now).unwrap();
     b.persist(&away).await.unwrap();
     let (_, resume) = a.resume("s", "t", 0, "c", c(2), now).await.unwrap();
     assert_eq!(resume.replay.len(), 1);
     assert_eq!(push_seq_of(&resume.replay[0]), 1);
     // Back: nothing is away any more.
-    assert!(b.detached_of("c").await.is_none());
+    assert!(b.detached_of("c").await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -109,12 +109,12 @@ async fn concurrent_pushes_to_a_client_away_are_not_numbered_twice() {
     let s = first(&a).await;
     lock(&s).detach(1, now);
     a.persist(&s).await.unwrap();
-    let one = a.detached_of("c").await.unwrap();
-    let two = b.detached_of("c").await.unwrap();
+    let one = a.detached_of("c").await.unwrap().unwrap();
+    let two = b.detached_of("c").await.unwrap().unwrap();
     lock(&one).send(To::Away, push(1), now).unwrap();
     lock(&two).send(To::Away, push(1), now).unwrap();
     b.persist(&two).await.unwrap();
-    assert_eq!(a.persist(&one).await, Err(Unwritten::TakenOver));
+    assert_eq!(a.persist(&one).await, Err(Unwritten::Raced));
     let (_, resume) = a.resume("s", "t", 0, "c", c(2), now).await.unwrap();
     assert_eq!(resume.replay.len(), 1, "one push stored, numbered once");
 }
@@ -140,6 +140,11 @@ async fn without_redis_nothing_is_stored_or_acknowledged() {
         store.persist(&s).await,
         failed,
         "a failed write is never followed by one that stands for it"
+    );
+    // Not "no such client" (404) but "cannot say" (503).
+    assert_eq!(
+        store.detached_of("c").await.err(),
+        Some(Unwritten::Unavailable)
     );
     let refused = store.create(offer("s2"), "c2", HOME, c(2), now).await;
     assert_eq!(refused.err(), Some(TooMany::Unavailable));

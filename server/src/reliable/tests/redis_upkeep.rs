@@ -119,7 +119,7 @@ async fn the_ttl_of_a_session_away_runs_from_when_its_client_left() {
     let ttl = pttl().await;
     assert!((1..=20_500).contains(&ttl), "{ttl} ms");
     // A push to it does not prolong it.
-    let away = b.detached_of("c").await.unwrap();
+    let away = b.detached_of("c").await.unwrap().unwrap();
     lock(&away).send(To::Away, push(1), now).unwrap();
     b.persist(&away).await.unwrap();
     let ttl = pttl().await;
@@ -144,7 +144,7 @@ async fn a_detach_redis_did_not_take_is_written_once_it_answers() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let away = loop {
         a.sweep(Instant::now()).await;
-        if let Some(away) = b.detached_of("c").await {
+        if let Some(away) = b.detached_of("c").await.unwrap() {
             break away;
         }
         assert!(Instant::now() < deadline, "the detach was never written");
@@ -170,7 +170,7 @@ async fn the_sweep_ages_the_history_of_a_session_away_in_redis() {
     lock(&s).detach(1, now);
     a.persist(&s).await.unwrap();
     // A push loaded before the aging must not trim from a stale view.
-    let loaded = b.detached_of("c").await.unwrap();
+    let loaded = b.detached_of("c").await.unwrap().unwrap();
     a.sweep(now).await;
     let mut conn = raw(&redis).await;
     let held: Vec<String> = conn.lrange("ws:hist:s", 0, -1).await.unwrap();
@@ -264,17 +264,7 @@ async fn numbers_out_of_range_read_from_redis_do_not_panic() {
 
 /// A node whose Redis commands time out after `timeout`.
 fn impatient(redis: &testbed::RedisServer, timeout: &str, limits: Limits) -> Store {
-    use clap::Parser;
-    let url = redis.url();
-    let args = [
-        "server",
-        "--redis-url",
-        &url,
-        "--cluster-command-timeout",
-        timeout,
-    ];
-    let config = crate::Config::try_parse_from(args).unwrap();
-    let node = Arc::new(crate::cluster::Node::new(&url, &config.cluster).unwrap());
+    let node = redis_node_with(&redis.url(), &["--cluster-command-timeout", timeout]);
     Store::Redis(RedisStore::new(node, limits))
 }
 
@@ -287,7 +277,7 @@ async fn a_write_redis_applies_after_its_timeout_is_unconfirmed_not_unavailable(
     let s = first(&a).await;
     lock(&s).detach(1, now);
     a.persist(&s).await.unwrap();
-    let away = b.detached_of("c").await.unwrap();
+    let away = b.detached_of("c").await.unwrap().unwrap();
     // Redis holds every write (scripts included) for a while, then runs it.
     redis::cmd("CLIENT")
         .arg("PAUSE")
@@ -309,4 +299,38 @@ async fn a_write_redis_applies_after_its_timeout_is_unconfirmed_not_unavailable(
         assert!(Instant::now() < deadline, "the paused write never ran");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn a_push_to_a_client_of_a_dead_node_is_stored_and_fences_that_node() {
+    let now = Instant::now();
+    let redis = server();
+    let (node_a, a) = node(&redis, limits(10));
+    let (_, b) = node(&redis, limits(10));
+    let s = first(&a).await;
+    lock(&s).send(To::Connection(1), push(1), now).unwrap();
+    a.persist(&s).await.unwrap();
+    assert!(
+        b.detached_of("c").await.unwrap().is_none(),
+        "attached on a live node"
+    );
+    // A dies (SIGKILL: no detach written); its heartbeat key expires.
+    let mut conn = raw(&redis).await;
+    conn.del::<_, ()>(format!("ws:node:{}", node_a.id()))
+        .await
+        .unwrap();
+    let away = b
+        .detached_of("c")
+        .await
+        .unwrap()
+        .expect("away: its node is dead");
+    lock(&away).send(To::Away, push(2), now).unwrap();
+    b.persist(&away).await.unwrap();
+    // Had A only been cut off, its next write is refused, and not as a
+    // takeover (4002 would stop its client; 1013 makes it resume).
+    lock(&s).send(To::Connection(1), push(3), now).unwrap();
+    assert_eq!(a.persist(&s).await, Err(Unwritten::Raced));
+    let (_, resume) = b.resume("s", "t", 0, "c", c(2), now).await.unwrap();
+    let pushes: Vec<u64> = resume.replay.iter().map(push_seq_of).collect();
+    assert_eq!(pushes, [1, 2]);
 }
