@@ -129,6 +129,13 @@ pub use wire::{
     TabMessage,
 };
 
+/// A tab id from 64 random bits: nonzero, below 2^31 (so that an app may
+/// put it in the high half of a `u64` request id and stay below 2^63).
+pub fn tab_id_from(random: u64) -> u32 {
+    // Below 2^31 by the mask; the `| 1` keeps it nonzero.
+    u32::try_from((random ^ (random >> 32)) & 0x7fff_fffe).unwrap_or(2) | 1
+}
+
 /// How often the glue feeds [`Input::Tick`] (every tab heartbeats then).
 pub const HEARTBEAT_MS: u64 = 1_000;
 /// A tab not heard for this long is gone (a leader: replaced, best effort).
