@@ -45,8 +45,12 @@ impl Batch {
         self.lines.push_back(line);
     }
 
-    /// Counts and logs one socket event that arrived at `now_ms`.
-    pub fn collect(&mut self, event: &Event, now_ms: f64) {
+    /// Counts and logs one socket event that arrived at `now_ms` in tab
+    /// `tab` ([`buffered_socket::Socket::tab_id`]; `None`: every echo is
+    /// ours). With a connection shared across tabs every tab receives every
+    /// reply, so an echo whose id does not carry `tab` ([`super::echo_tab`])
+    /// is counted but not logged; pushes are logged in every tab.
+    pub fn collect_in_tab(&mut self, event: &Event, now_ms: f64, tab: Option<u32>) {
         let line = match event {
             Event::Message(Message::Text(text)) => {
                 self.messages += 1;
@@ -61,6 +65,12 @@ impl Batch {
                     }
                     // Heartbeat answers are counted, not logged.
                     Ok(ServerMessage::Pong { .. }) => None,
+                    // Another tab's echo.
+                    Ok(ServerMessage::Echo { id, .. })
+                        if tab.is_some_and(|tab| super::echo_tab(id) != tab) =>
+                    {
+                        None
+                    }
                     Ok(ServerMessage::Error { .. }) | Err(_) => Some((Kind::Error, text.clone())),
                     Ok(_) => Some((Kind::Response, text.clone())),
                 }
@@ -155,7 +165,7 @@ mod tests {
     fn collected(events: &[Event]) -> Batch {
         let mut batch = Batch::default();
         for (i, event) in events.iter().enumerate() {
-            batch.collect(event, 1_000.0 + i as f64);
+            batch.collect_in_tab(event, 1_000.0 + i as f64, None);
         }
         batch
     }

@@ -77,8 +77,11 @@ impl Line {
     /// The line for echo number `id` with `body`, given what the socket did with it.
     pub fn echo(at_ms: f64, id: u64, body: &str, outcome: &Result<SendOutcome, SendError>) -> Self {
         let (kind, text) = match outcome {
-            Ok(SendOutcome::Sent) => (Kind::Send, format!("#{id} {body}")),
             Ok(SendOutcome::Queued) => (Kind::Send, format!("#{id} {body} (queued)")),
+            Ok(SendOutcome::Forwarded) => {
+                (Kind::Send, format!("#{id} {body} (via the leader tab)"))
+            }
+            Ok(_) => (Kind::Send, format!("#{id} {body}")),
             Err(err) => (Kind::Error, format!("#{id} not sent: {err}")),
         };
         Self { at_ms, kind, text }
@@ -92,6 +95,19 @@ impl Line {
             text,
         }
     }
+}
+
+/// The wire id of this tab's echo number `n`: the tab id
+/// ([`buffered_socket::Socket::tab_id`], below 2^31) in the high half, so
+/// that tabs sharing one connection tell their replies apart.
+pub fn echo_id(tab: u32, n: u64) -> u64 {
+    (u64::from(tab) << 32) | (n & 0xffff_ffff)
+}
+
+/// The tab an echo id belongs to ([`echo_id`]).
+pub fn echo_tab(id: u64) -> u32 {
+    // The high half of a u64 fits a u32.
+    u32::try_from(id >> 32).unwrap_or(u32::MAX)
 }
 
 /// Reads a burst size typed by the user.
@@ -366,9 +382,10 @@ mod tests {
             delay_ms: Some(3_000),
         };
         let mut batch = Batch::default();
-        batch.collect(
+        batch.collect_in_tab(
             &buffered_socket::Event::StateChanged(reconnecting),
             10_000.0,
+            None,
         );
         let mut console = flush_batch(Rc::new(Console::default()), batch, 10_050.0);
         assert_eq!(
@@ -387,10 +404,15 @@ mod tests {
         );
         // The next state change clears it.
         let mut batch = Batch::default();
-        batch.collect(&buffered_socket::Event::StateChanged(State::Open), 10_200.0);
-        batch.collect(
+        batch.collect_in_tab(
+            &buffered_socket::Event::StateChanged(State::Open),
+            10_200.0,
+            None,
+        );
+        batch.collect_in_tab(
             &buffered_socket::Event::Message(Message::Text("x".into())),
             10_200.0,
+            None,
         );
         console = flush_batch(console, batch, 10_250.0);
         assert_eq!(console.retry, None);
@@ -479,9 +501,34 @@ mod tests {
     }
 
     #[test]
+    fn echo_ids_carry_their_tab() {
+        let id = echo_id(0x7fff_ffff, 3);
+        assert_eq!((echo_tab(id), id & 0xffff_ffff), (0x7fff_ffff, 3));
+        assert!(id < 1 << 63);
+        let mut batch = Batch::default();
+        let reply = |id: u64| {
+            buffered_socket::Event::Message(Message::Text(format!(
+                r#"{{"type":"echo","id":{id},"body":"b{id}"}}"#
+            )))
+        };
+        batch.collect_in_tab(&reply(echo_id(5, 1)), 1.0, Some(5));
+        batch.collect_in_tab(&reply(echo_id(6, 1)), 2.0, Some(5));
+        assert_eq!(batch.messages, 2, "every reply counts");
+        let lines: Vec<_> = batch
+            .lines
+            .iter()
+            .map(|l| (l.kind, l.text.clone()))
+            .collect();
+        assert_eq!(lines.len(), 1, "only this tab's echo is logged: {lines:?}");
+        assert!(lines[0].1.contains(&echo_id(5, 1).to_string()));
+    }
+
+    #[test]
     fn echo_lines_say_sent_queued_or_why_not() {
         let sent = Line::echo(1.0, 7, "hi", &Ok(SendOutcome::Sent));
         assert_eq!((sent.kind, sent.text.as_str()), (Kind::Send, "#7 hi"));
+        let forwarded = Line::echo(1.0, 7, "hi", &Ok(SendOutcome::Forwarded));
+        assert_eq!(forwarded.text, "#7 hi (via the leader tab)");
         let queued = Line::echo(1.0, 8, "hi", &Ok(SendOutcome::Queued));
         assert_eq!(
             (queued.kind, queued.text.as_str()),

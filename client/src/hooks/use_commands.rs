@@ -10,7 +10,7 @@ use buffered_socket::yew::use_socket;
 use shared::ClientMessage;
 use yew::prelude::*;
 
-use crate::console::{Action, Console, Line, parse_burst_count};
+use crate::console::{Action, Console, Line, echo_id, parse_burst_count};
 
 /// The socket commands of the page.
 #[derive(Clone, PartialEq)]
@@ -39,8 +39,9 @@ pub fn use_commands(log: UseReducerDispatcher<Console>) -> Rc<Commands> {
             Callback::from(move |body: String| {
                 let id = ids.get() + 1;
                 ids.set(id);
+                // Prefixed with the tab: every tab sharing a connection gets every reply.
                 let json = ClientMessage::Echo {
-                    id,
+                    id: echo_id(socket.tab_id(), id),
                     body: body.clone(),
                 }
                 .to_json();

@@ -25,8 +25,11 @@ pub fn use_console() -> UseReducerHandle<Console> {
 
     {
         let pending = pending.clone();
+        let tab = ctx.socket.tab_id();
         use_socket_event(move |event| {
-            pending.borrow_mut().collect(event, js_sys::Date::now());
+            pending
+                .borrow_mut()
+                .collect_in_tab(event, js_sys::Date::now(), Some(tab));
         });
     }
     {
