@@ -120,11 +120,12 @@ fn Page(props: &PageProps) -> Html {
                 on_reliable={props.on_reliable.clone()} share={props.share}
                 on_share={props.on_share.clone()} {tab_role} />
             <Sender queue_len={console.stats.queue_len} queue_capacity={console.stats.queue_capacity}
-                on_send={commands.send.clone()} on_capacity={commands.set_capacity.clone()} />
+                on_send={commands.send.clone()} on_capacity={commands.set_capacity.clone()}
+                on_series={commands.series.clone()} />
             <BurstPanel burst={console.burst} longest_task_ms={console.longest_task_ms}
                 on_burst={commands.burst.clone()} />
             <Counters received={console.received} rate={console.rate} stats={console.stats}
-                reliable={props.reliable} />
+                reliable={props.reliable} pushes={console.pushes} echoes={console.echoes} />
             <RateChart history={console.history.clone()} />
             <Log lines={console.log.clone()} />
         </main>

@@ -32,6 +32,8 @@ pub struct Batch {
     pub burst_done: Option<u32>,
     /// The last state change, if any.
     pub state_change: Option<StateChange>,
+    /// This tab's echo replies, by their number in the tab, in arrival order.
+    pub own_echoes: Vec<u64>,
     /// The newest log lines (at most [`LOG_LINES`]), oldest first.
     pub lines: VecDeque<Line>,
 }
@@ -70,6 +72,10 @@ impl Batch {
                         if tab.is_some_and(|tab| super::echo_tab(id) != tab) =>
                     {
                         None
+                    }
+                    Ok(ServerMessage::Echo { id, .. }) => {
+                        self.own_echoes.push(id & 0xffff_ffff);
+                        Some((Kind::Response, text.clone()))
                     }
                     Ok(ServerMessage::Error { .. }) | Err(_) => Some((Kind::Error, text.clone())),
                     Ok(_) => Some((Kind::Response, text.clone())),

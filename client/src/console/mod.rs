@@ -163,8 +163,8 @@ impl Burst {
 pub enum Action {
     /// Events collected since the last flush, at time `now_ms`.
     Flush {
-        /// The events.
-        batch: Batch,
+        /// The events (boxed: the largest variant by far).
+        batch: Box<Batch>,
         /// The socket's counters now.
         stats: Stats,
         /// The time.
@@ -210,6 +210,54 @@ pub struct Console {
     pub burst: Option<Burst>,
     /// Longest main-thread task during the last burst, in ms (long tasks are 50 ms or more).
     pub longest_task_ms: Option<f64>,
+    /// Pushes received.
+    pub pushes: u64,
+    /// This tab's echo replies, checked against their order.
+    pub echoes: EchoCheck,
+}
+
+/// This tab's echo replies against the order they were sent in (each tab
+/// numbers its echoes 1, 2...: a reply should be the next one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EchoCheck {
+    /// Replies received.
+    pub replies: u64,
+    /// The highest number received.
+    pub last: u64,
+    /// Replies at or below `last` (received twice, or late).
+    pub repeated: u64,
+    /// Replies past `last + 1` (some skipped).
+    pub skipped: u64,
+}
+
+impl EchoCheck {
+    /// Checks reply number `n`.
+    pub fn reply(&mut self, n: u64) {
+        self.replies += 1;
+        if n <= self.last {
+            self.repeated += 1;
+            return;
+        }
+        if n > self.last + 1 {
+            self.skipped += 1;
+        }
+        self.last = n;
+    }
+}
+
+/// `300 in order`, or `299 (1 repeated, 0 skipped)`.
+impl std::fmt::Display for EchoCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.repeated == 0 && self.skipped == 0 {
+            write!(f, "{} in order", self.replies)
+        } else {
+            write!(
+                f,
+                "{} ({} repeated, {} skipped)",
+                self.replies, self.repeated, self.skipped
+            )
+        }
+    }
 }
 
 impl Console {
@@ -260,6 +308,10 @@ impl Reducible for Console {
                 now_ms,
             } => {
                 next.count(batch.messages, now_ms);
+                next.pushes += batch.pushes;
+                for n in &batch.own_echoes {
+                    next.echoes.reply(*n);
+                }
                 next.stats = stats;
                 next.now_ms = now_ms;
                 if let Some(change) = batch.state_change {
@@ -308,7 +360,7 @@ mod tests {
 
     fn flush_batch(console: Rc<Console>, batch: Batch, now_ms: f64) -> Rc<Console> {
         console.reduce(Action::Flush {
-            batch,
+            batch: Box::new(batch),
             stats: Stats::default(),
             now_ms,
         })
@@ -367,7 +419,7 @@ mod tests {
             ..Stats::default()
         };
         let console = Rc::new(Console::default()).reduce(Action::Flush {
-            batch: Batch::default(),
+            batch: Box::default(),
             stats,
             now_ms: 42_000.0,
         });
@@ -498,6 +550,18 @@ mod tests {
         });
         assert_eq!(console.longest_task_ms, None);
         assert_eq!(console.burst.unwrap().status(), "0 / 5");
+    }
+
+    #[test]
+    fn the_echo_check_counts_repeats_and_skips() {
+        let mut check = EchoCheck::default();
+        for n in [1, 2, 3] {
+            check.reply(n);
+        }
+        assert_eq!(check.to_string(), "3 in order");
+        check.reply(3);
+        check.reply(5);
+        assert_eq!(check.to_string(), "5 (1 repeated, 1 skipped)");
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub fn use_console() -> UseReducerHandle<Console> {
             move || {
                 let batch = std::mem::take(&mut *pending.borrow_mut());
                 console.dispatch(Action::Flush {
-                    batch,
+                    batch: Box::new(batch),
                     stats: socket.stats(),
                     now_ms: js_sys::Date::now(),
                 });
