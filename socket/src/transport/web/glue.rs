@@ -137,6 +137,10 @@ impl Shared {
             }
             let input = self.inputs.borrow_mut().pop_front();
             if let Some((input, now)) = input {
+                if self.idle_driver() {
+                    // A follower tab's driver is idle: the window's signals are the leader's business.
+                    continue;
+                }
                 self.before_driver_input();
                 self.driver.borrow_mut().handle(input, now);
                 self.after_driver_input();

@@ -172,6 +172,12 @@ impl Shared {
             .is_some_and(|t| t.sharing() && t.adapter.borrow().driving)
     }
 
+    /// Whether this tab shares and does not lead: its driver is idle (not
+    /// started), and takes no input.
+    pub(super) fn idle_driver(&self) -> bool {
+        self.sharing() && !self.leading()
+    }
+
     /// A send while sharing: through the coordinator.
     pub(super) fn tab_send(
         self: &Rc<Self>,
@@ -284,6 +290,10 @@ impl Shared {
     /// passed to the app. `None` when taken.
     pub(super) fn tab_event(&self, event: Event) -> Option<Event> {
         let tabs = self.tabs.as_ref().filter(|t| t.sharing())?;
+        if !tabs.adapter.borrow().driving {
+            // The leader's driver closing after its release: not ours to show.
+            return None;
+        }
         let report = |report: SocketReport| {
             tabs.inputs
                 .borrow_mut()
@@ -420,6 +430,7 @@ impl Shared {
                     }
                     _ => false,
                 };
+                let close = tabs.adapter.borrow().close.clone();
                 *tabs.adapter.borrow_mut() = Adapter {
                     driving: true,
                     acked_base: resume.acked_seq,
@@ -428,7 +439,7 @@ impl Shared {
                         .session
                         .as_ref()
                         .map(|s| (s.id.clone(), s.token.clone())),
-                    close: tabs.adapter.borrow().close.clone(),
+                    close,
                     ..Adapter::default()
                 };
                 driver.start(now_ms());
@@ -461,7 +472,7 @@ impl Shared {
                 io.timers = Timers::default();
             }
             SocketCall::Close => {
-                tabs.adapter.borrow_mut().driving = false;
+                // Still this tab's driver: its close shows as its state.
                 let (code, reason) = tabs
                     .adapter
                     .borrow()
