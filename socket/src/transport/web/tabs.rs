@@ -289,7 +289,10 @@ impl Shared {
     /// A driver event while sharing: reported to the coordinator, or
     /// passed to the app. `None` when taken.
     pub(super) fn tab_event(&self, event: Event) -> Option<Event> {
-        let tabs = self.tabs.as_ref().filter(|t| t.sharing())?;
+        let Some(tabs) = self.tabs.as_ref().filter(|t| t.sharing()) else {
+            // Not sharing, or alone: the app's own socket.
+            return Some(event);
+        };
         if !tabs.adapter.borrow().driving {
             // The leader's driver closing after its release: not ours to show.
             return None;
