@@ -125,7 +125,8 @@ fn Page(props: &PageProps) -> Html {
             <BurstPanel burst={console.burst} longest_task_ms={console.longest_task_ms}
                 on_burst={commands.burst.clone()} />
             <Counters received={console.received} rate={console.rate} stats={console.stats}
-                reliable={props.reliable} pushes={console.pushes} echoes={console.echoes} />
+                reliable={props.reliable} pushes={console.pushes} echoes={console.echoes}
+                push_order={console.push_order} />
             <RateChart history={console.history.clone()} />
             <Log lines={console.log.clone()} />
         </main>

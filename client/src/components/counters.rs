@@ -20,6 +20,8 @@ pub struct CountersProps {
     pub pushes: u64,
     /// This tab's echo replies, checked against the order they were sent in.
     pub echoes: EchoCheck,
+    /// The pushes' seqs, checked against their order.
+    pub push_order: EchoCheck,
 }
 
 /// Received, rate, dropped, reconnects; in reliable mode also delivered,
@@ -44,6 +46,7 @@ pub fn Counters(props: &CountersProps) -> Html {
                 { tile("delivered", "delivered", stats.delivered.to_string()) }
                 { tile("acked", "acked", format!("{} (+{})", stats.acked, stats.unacked)) }
                 { tile("gaps", "gaps", stats.gaps.to_string()) }
+                { tile("push-order", "push seqs", props.push_order.to_string()) }
             }
         </section>
     }

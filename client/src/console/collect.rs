@@ -32,6 +32,8 @@ pub struct Batch {
     pub burst_done: Option<u32>,
     /// The last state change, if any.
     pub state_change: Option<StateChange>,
+    /// The pushes' seqs, in arrival order.
+    pub push_seqs: Vec<u64>,
     /// This tab's echo replies, by their number in the tab, in arrival order.
     pub own_echoes: Vec<u64>,
     /// The newest log lines (at most [`LOG_LINES`]), oldest first.
@@ -57,8 +59,9 @@ impl Batch {
             Event::Message(Message::Text(text)) => {
                 self.messages += 1;
                 match ServerMessage::from_json(text) {
-                    Ok(ServerMessage::Push { .. }) => {
+                    Ok(ServerMessage::Push { seq, .. }) => {
                         self.pushes += 1;
+                        self.push_seqs.push(seq);
                         Some((Kind::Push, text.clone()))
                     }
                     Ok(ServerMessage::BurstDone { count, .. }) => {

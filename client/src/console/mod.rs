@@ -214,6 +214,9 @@ pub struct Console {
     pub pushes: u64,
     /// This tab's echo replies, checked against their order.
     pub echoes: EchoCheck,
+    /// The pushes' seqs, checked against their order (from the first one
+    /// this tab saw: a tab that joins a shared connection starts mid-way).
+    pub push_order: EchoCheck,
 }
 
 /// This tab's echo replies against the order they were sent in (each tab
@@ -231,6 +234,14 @@ pub struct EchoCheck {
 }
 
 impl EchoCheck {
+    /// Checks `n`, the first one seen setting the start.
+    pub fn follow(&mut self, n: u64) {
+        if self.replies == 0 {
+            self.last = n.saturating_sub(1);
+        }
+        self.reply(n);
+    }
+
     /// Checks reply number `n`.
     pub fn reply(&mut self, n: u64) {
         self.replies += 1;
@@ -311,6 +322,9 @@ impl Reducible for Console {
                 next.pushes += batch.pushes;
                 for n in &batch.own_echoes {
                     next.echoes.reply(*n);
+                }
+                for seq in &batch.push_seqs {
+                    next.push_order.follow(*seq);
                 }
                 next.stats = stats;
                 next.now_ms = now_ms;
@@ -562,6 +576,11 @@ mod tests {
         check.reply(3);
         check.reply(5);
         assert_eq!(check.to_string(), "5 (1 repeated, 1 skipped)");
+        let mut pushes = EchoCheck::default();
+        for seq in [40, 41, 42] {
+            pushes.follow(seq);
+        }
+        assert_eq!(pushes.to_string(), "3 in order");
     }
 
     #[test]
