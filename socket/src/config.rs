@@ -264,6 +264,15 @@ impl Config {
     ///
     /// Default off. A browser feature: the native transport has no tabs and
     /// ignores it (its sockets are always [`crate::TabRole::Alone`]).
+    ///
+    /// ```
+    /// use buffered_socket::Config;
+    ///
+    /// let config = Config::new("wss://example.org/ws")
+    ///     .with_reliable(true)
+    ///     .with_shared_across_tabs("my-app");
+    /// assert_eq!(config.shared_across_tabs.as_deref(), Some("my-app"));
+    /// ```
     #[must_use]
     pub fn with_shared_across_tabs(mut self, name: impl Into<String>) -> Self {
         self.shared_across_tabs = Some(name.into());

@@ -1,5 +1,5 @@
-//! One connection for all tabs (issue 15): the pure coordinator, not wired
-//! into [`crate::Socket`] yet.
+//! One connection for all tabs (issue 15): the pure coordinator behind
+//! [`crate::Config::with_shared_across_tabs`].
 //!
 //! Tabs of one origin that share a name elect a leader with a Web Lock; the
 //! leader holds the one socket (a [`crate::Driver`]), the others talk to it
@@ -74,35 +74,42 @@
 //! unconfirmed messages again, so one the old leader wrote just before it
 //! left may reach the server twice (at least once, as a reconnect's flush).
 //!
-//! # What the browser glue still has to do
+//! # The browser glue
 //!
-//! * `Config::with_shared_across_tabs(name)`, `Socket::tab_id()`, and
-//!   `SendOutcome::Forwarded` (adding the variant breaks the console's
-//!   exhaustive match in `client/`; make `SendOutcome` `#[non_exhaustive]`).
-//! * Perform the effects: `navigator.locks.request(name, { ifAvailable: true }, ...)`
-//!   for [`Effect::TryLock`] (a `null` lock: [`Input::LockBusy`]),
-//!   `navigator.locks.request(name, ...)` for [`Effect::RequestLock`] (granted:
-//!   [`Input::LockAcquired`]; the lock is held until [`Effect::ReleaseLock`]
-//!   or the tab goes away), `{ steal: true }` for [`Effect::StealLock`], a
-//!   `BroadcastChannel(name)` for [`Effect::Broadcast`] (post
-//!   [`Envelope::to_json`], feed [`Envelope::from_json`] as
-//!   [`Input::Channel`]), an interval for [`Input::Tick`], `pagehide` for
-//!   [`Tabs::close`].
-//! * An adapter between [`SocketCall`]/[`SocketReport`] and the
-//!   [`crate::Driver`]: open it resuming from [`Shared`] (reliable mode:
-//!   [`crate::Driver::restore_reliable`] with
-//!   [`crate::reliable::Reliable::restored`] from the session, `last_in`,
-//!   `acked_seq` and the pending texts, both tested; plain mode: send the
-//!   pending frames first). Read what to report from
-//!   [`crate::Driver::reliable`]: `last_in` after each message delivered
-//!   (its seq), `credentials` when they change, `acked_total` growing (the
-//!   new acks); report each application frame
-//!   written ([`SocketReport::Written`], plain mode) and each ack
-//!   ([`SocketReport::Acked`]), each delivered message with its seq, a new
-//!   session, and the state. A failed resume (new session) is not modelled
-//!   here yet.
-//! * Stats (role, tabs, shared state) from [`Tabs::role`], [`Tabs::tabs`],
-//!   [`Tabs::link`]; the events of [`Effect::Deliver`] as the app's.
+//! `transport/web/tabs.rs` runs a [`Tabs`] next to the socket's
+//! [`crate::Driver`] in the browser socket's pump, and
+//! `transport/web/tabs_io.rs` performs its browser effects:
+//!
+//! * [`Effect::TryLock`] is `navigator.locks.request(name, { ifAvailable: true }, cb)`
+//!   (a `null` lock: [`Input::LockBusy`]), [`Effect::RequestLock`] the same
+//!   in line (withdrawn with an `AbortSignal`), [`Effect::StealLock`] with
+//!   `{ steal: true }`; a granted lock ([`Input::LockAcquired`]) is held by
+//!   a promise whose `resolve` [`Effect::ReleaseLock`] or drop calls. Web
+//!   Locks are called through `js-sys`, not web-sys's unstable bindings (see
+//!   `tabs_io.rs` for why).
+//! * [`Effect::Broadcast`] posts [`Envelope::to_json`] on a
+//!   `BroadcastChannel(name)`; its messages come back as [`Input::Channel`].
+//!   An interval feeds [`Input::Tick`] every [`HEARTBEAT_MS`]; `pagehide`
+//!   is the tab's [`Tabs::close`].
+//! * [`SocketCall::Open`] makes a fresh driver: in reliable mode with
+//!   [`crate::Driver::restore_reliable`] and
+//!   [`crate::reliable::Reliable::restored`] from the [`Shared`] session,
+//!   `last_in`, `acked_seq` and the pending texts; in plain mode it queues
+//!   the pending frames first. [`SocketCall::Release`] drops the socket
+//!   without a close of the session; [`SocketCall::Close`] closes it.
+//! * The driver is read after each input: `last_in` growing gives an
+//!   inbound message's seq, `acked_total` growing [`SocketReport::Acked`],
+//!   new credentials [`SocketReport::Session`]; each application frame
+//!   written in plain mode is a [`SocketReport::Written`].
+//! * [`Effect::Deliver`] becomes the app's [`crate::Event`]s
+//!   ([`crate::Event::TabRole`], [`crate::Event::NotShared`] for
+//!   [`TabEvent::ConfigMismatch`] and [`TabEvent::Unsupported`]);
+//!   [`Effect::GoAlone`] starts the tab's own driver with the unsent
+//!   messages. Stats carry [`Tabs::role`] and [`Tabs::tabs`]; `state` is
+//!   [`Tabs::link`] in a follower.
+//!
+//! Tested end to end in headless Chromium with several windows
+//! (`e2e/tests/tabs.rs`), the server's count of connections the judge.
 //!
 //! | file | what it holds |
 //! |---|---|

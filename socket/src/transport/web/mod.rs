@@ -9,6 +9,19 @@
 //! | `live.rs` | one browser socket and its callbacks |
 //! | `timers.rs` | `setTimeout`/`setInterval` as owned values, the driver's timer slots |
 //! | `hooks.rs` | the window's `online`, `offline` and `visibilitychange` listeners |
+//! | `tabs.rs` | one connection for all tabs: the coordinator in the pump and its adapter to the leader's driver |
+//! | `tabs_io.rs` | the Web Lock, the `BroadcastChannel`, the heartbeat interval, `pagehide` |
+//!
+//! With [`Config::with_shared_across_tabs`] a [`Socket`] is a tab: its
+//! sends go through the coordinator (to the leader tab), and its driver
+//! runs only while this tab leads (or when it goes alone). Sharing changes
+//! a few calls: [`Socket::close`] detaches this tab (the leader hands the
+//! connection over, the last tab closes it) and cannot be undone;
+//! [`Socket::reconnect`] acts only in the leader; the queue
+//! ([`Socket::queue_len`], the stats) is this tab's unconfirmed messages,
+//! [`Socket::take_queued`] gives back what [`Socket::close`] could not
+//! hand over, and [`Socket::set_queue_capacity`] does not apply to it; the
+//! open hook runs only if the tab goes alone.
 //!
 //! In token mode the provider's future (`!Send`: it may hold JS values) runs
 //! with `spawn_local`, reporting through a `Weak`, and the token goes in the
