@@ -133,7 +133,7 @@
 //! | `transport/web/live.rs` | one `web_sys::WebSocket` and its callbacks, removed on drop |
 //! | `transport/web/timers.rs` | `setTimeout`/`setInterval` as owned values, cleared on drop; the driver's timer slots |
 //! | `transport/web/hooks.rs` | the window's `online`, `offline`, `visibilitychange` listeners, removed on drop |
-//! | `transport/web/tabs.rs` | sharing across tabs: the coordinator in the pump, the adapter between it and the leader's driver, its deliveries as events |
+//! | `transport/web/tabs.rs`, `tabs_events.rs` | sharing across tabs: the coordinator in the pump, the adapter between it and the leader's driver; its deliveries as the app's events |
 //! | `transport/web/tabs_io.rs` | sharing across tabs, the browser side: Web Locks (through `js-sys`), the `BroadcastChannel`, the heartbeat interval, `pagehide`; all released on drop |
 //! | [`yew`] (feature `yew`) | a context provider and hooks |
 //!

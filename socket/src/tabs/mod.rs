@@ -91,22 +91,11 @@
 //!   `BroadcastChannel(name)`; its messages come back as [`Input::Channel`].
 //!   An interval feeds [`Input::Tick`] every [`HEARTBEAT_MS`]; `pagehide`
 //!   is the tab's [`Tabs::close`].
-//! * [`SocketCall::Open`] makes a fresh driver: in reliable mode with
-//!   [`crate::Driver::restore_reliable`] and
-//!   [`crate::reliable::Reliable::restored`] from the [`Shared`] session,
-//!   `last_in`, `acked_seq` and the pending texts; in plain mode it queues
-//!   the pending frames first. [`SocketCall::Release`] drops the socket
-//!   without a close of the session; [`SocketCall::Close`] closes it.
-//! * The driver is read after each input: `last_in` growing gives an
-//!   inbound message's seq, `acked_total` growing [`SocketReport::Acked`],
-//!   new credentials [`SocketReport::Session`]; each application frame
-//!   written in plain mode is a [`SocketReport::Written`].
-//! * [`Effect::Deliver`] becomes the app's [`crate::Event`]s
-//!   ([`crate::Event::TabRole`], [`crate::Event::NotShared`] for
-//!   [`TabEvent::ConfigMismatch`] and [`TabEvent::Unsupported`]);
-//!   [`Effect::GoAlone`] starts the tab's own driver with the unsent
-//!   messages. Stats carry [`Tabs::role`] and [`Tabs::tabs`]; `state` is
-//!   [`Tabs::link`] in a follower.
+//! * `tabs.rs` adapts [`SocketCall`]s to a [`crate::Driver`] of the
+//!   leader's (a reliable resume from [`Shared`] through
+//!   [`crate::Driver::restore_reliable`]) and reads it back as
+//!   [`SocketReport`]s; `tabs_events.rs` turns [`Effect::Deliver`] into the
+//!   app's [`crate::Event`]s. [`Effect::GoAlone`] starts the tab's own driver.
 //!
 //! Tested end to end in headless Chromium with several windows
 //! (`e2e/tests/tabs.rs`), the server's count of connections the judge.

@@ -10,6 +10,7 @@
 //! | `timers.rs` | `setTimeout`/`setInterval` as owned values, the driver's timer slots |
 //! | `hooks.rs` | the window's `online`, `offline` and `visibilitychange` listeners |
 //! | `tabs.rs` | one connection for all tabs: the coordinator in the pump and its adapter to the leader's driver |
+//! | `tabs_events.rs` | the coordinator's deliveries as the app's events, its roles and states as the app's |
 //! | `tabs_io.rs` | the Web Lock, the `BroadcastChannel`, the heartbeat interval, `pagehide` |
 //!
 //! With [`Config::with_shared_across_tabs`] a [`Socket`] is a tab: its
@@ -39,6 +40,7 @@ mod glue;
 mod hooks;
 mod live;
 mod tabs;
+mod tabs_events;
 mod tabs_io;
 mod timers;
 

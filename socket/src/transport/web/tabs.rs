@@ -22,15 +22,14 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use super::glue::{Shared, now_ms, seed};
+use super::tabs_events::{link_of, role_of, state_of};
 use super::tabs_io::{Ask, TabsIo};
 use super::timers::Timers;
 use crate::config::{Config, Overflow};
 use crate::driver::Driver;
-use crate::message::{DropReason, Event, Message, NotShared, State, TabRole};
+use crate::message::{DropReason, Event, Message, State};
 use crate::reliable::Reliable;
-use crate::tabs::{
-    Effect, Frame, Input, LinkState, Role, SocketCall, SocketReport, TabEvent, TabSend, Tabs,
-};
+use crate::tabs::{Effect, Frame, Input, LinkState, SocketCall, SocketReport, TabSend, Tabs};
 
 /// The coordinator and what it needs, when the config shares across tabs.
 pub(super) struct TabsPart {
@@ -59,30 +58,6 @@ struct Adapter {
     link: Option<LinkState>,
     /// The application's close, for the last tab's [`SocketCall::Close`].
     close: Option<(u16, String)>,
-}
-
-fn link_of(state: State) -> LinkState {
-    match state {
-        State::Open => LinkState::Open,
-        State::Closed => LinkState::Closed,
-        _ => LinkState::Connecting,
-    }
-}
-
-fn state_of(link: LinkState) -> State {
-    match link {
-        LinkState::Open => State::Open,
-        LinkState::Closed => State::Closed,
-        LinkState::Connecting => State::Connecting { attempt: 0 },
-    }
-}
-
-fn role_of(role: Role) -> TabRole {
-    match role {
-        Role::Leader => TabRole::Leader,
-        Role::Follower => TabRole::Follower,
-        Role::Alone => TabRole::Alone,
-    }
 }
 
 impl TabsPart {
@@ -381,7 +356,7 @@ impl Shared {
             Effect::StealLock => io(&|io| io.ask(Ask::Steal)),
             Effect::ReleaseLock => io(&|io| io.release()),
             Effect::DriveSocket(call) => self.drive(tabs, call),
-            Effect::Deliver(event) => self.deliver(tabs, event),
+            Effect::Deliver(event) => self.deliver(event),
             Effect::GoAlone { unsent } => {
                 tabs.alone.set(true);
                 let io = tabs.io.borrow_mut().take();
@@ -486,28 +461,5 @@ impl Shared {
                 let _ = self.driver.borrow_mut().close(code, &reason, now_ms());
             }
         }
-    }
-
-    /// The coordinator's deliveries as the app's events.
-    fn deliver(&self, tabs: &TabsPart, event: TabEvent) {
-        let event = match event {
-            TabEvent::Message(frame) => Event::Message(frame.into()),
-            TabEvent::Role { role, tabs } => Event::TabRole {
-                role: role_of(role),
-                tabs,
-            },
-            // The leader's app sees its driver's own, more precise, states.
-            TabEvent::State(_) if tabs.adapter.borrow().driving => return,
-            TabEvent::State(link) => Event::StateChanged(state_of(link)),
-            TabEvent::Unconfirmed(frames) => Event::ResumeFailed {
-                reason: shared::ResumeFailure::UnknownSession,
-                unconfirmed: frames.into_iter().map(Message::from).collect(),
-            },
-            TabEvent::ConfigMismatch { leader } => Event::NotShared(NotShared::ConfigMismatch {
-                leader_url: leader.url,
-            }),
-            TabEvent::Unsupported => Event::NotShared(NotShared::Unsupported),
-        };
-        self.dispatcher.emit([event]);
     }
 }
