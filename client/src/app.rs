@@ -25,15 +25,34 @@ fn default_url() -> String {
     format!("{}://{host}/ws", if secure { "wss" } else { "ws" })
 }
 
+/// Whether the page's query has `name=1` (`?share=1&reliable=1` opens the
+/// console with those options on, as the end-to-end tests do for each tab).
+fn query_flag(name: &str) -> bool {
+    let search = web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .unwrap_or_default();
+    let wanted = format!("{name}=1");
+    search
+        .trim_start_matches('?')
+        .split('&')
+        .any(|pair| pair == wanted)
+}
+
+/// The name the console's tabs share their connection under.
+const SHARE_NAME: &str = "socket-console";
+
 /// The socket's options; `token`, when given, is the token field's value
 /// at the last Connect, which the provider hands to every connect and refresh.
-fn config(url: &str, reliable: bool, token: Option<Rc<RefCell<String>>>) -> Config {
-    let config = Config::new(url)
+fn config(url: &str, reliable: bool, share: bool, token: Option<Rc<RefCell<String>>>) -> Config {
+    let mut config = Config::new(url)
         .with_heartbeat(Heartbeat {
             interval_ms: 10_000,
             timeout_ms: 30_000,
         })
         .with_reliable(reliable);
+    if share {
+        config = config.with_shared_across_tabs(SHARE_NAME);
+    }
     match token {
         Some(token) => config.with_token(move || {
             let token = token.borrow().clone();
@@ -54,6 +73,8 @@ struct PageProps {
     token: Rc<RefCell<String>>,
     reliable: bool,
     on_reliable: Callback<bool>,
+    share: bool,
+    on_share: Callback<bool>,
 }
 
 /// Everything below the provider: the console state and the socket commands,
@@ -84,18 +105,28 @@ fn Page(props: &PageProps) -> Html {
         },
     );
     let status = state_text(&state, console.retry.as_ref(), console.now_ms);
+    let tab_role = props.share.then(|| {
+        format!(
+            "{} of {} tab(s)",
+            console.stats.tab_role.name(),
+            console.stats.tabs
+        )
+    });
     html! {
         <main>
             <header><h1>{ "Socket console" }</h1></header>
             <ConnectionBar url={props.url.clone()} {state} {status} reliable={props.reliable}
                 {on_connect} on_disconnect={commands.disconnect.clone()}
-                on_reliable={props.on_reliable.clone()} />
+                on_reliable={props.on_reliable.clone()} share={props.share}
+                on_share={props.on_share.clone()} {tab_role} />
             <Sender queue_len={console.stats.queue_len} queue_capacity={console.stats.queue_capacity}
-                on_send={commands.send.clone()} on_capacity={commands.set_capacity.clone()} />
+                on_send={commands.send.clone()} on_capacity={commands.set_capacity.clone()}
+                on_series={commands.series.clone()} />
             <BurstPanel burst={console.burst} longest_task_ms={console.longest_task_ms}
                 on_burst={commands.burst.clone()} />
             <Counters received={console.received} rate={console.rate} stats={console.stats}
-                reliable={props.reliable} />
+                reliable={props.reliable} pushes={console.pushes} echoes={console.echoes}
+                push_order={console.push_order} />
             <RateChart history={console.history.clone()} />
             <Log lines={console.log.clone()} />
         </main>
@@ -106,7 +137,8 @@ fn Page(props: &PageProps) -> Html {
 #[component]
 pub fn App() -> Html {
     let url = use_state(default_url);
-    let reliable = use_state(|| false);
+    let reliable = use_state(|| query_flag("reliable"));
+    let share = use_state(|| query_flag("share"));
     let with_token = use_state(|| false);
     let token = use_mut_ref(String::new);
     let on_url = {
@@ -120,13 +152,17 @@ pub fn App() -> Html {
         let reliable = reliable.clone();
         Callback::from(move |on: bool| reliable.set(on))
     };
+    let on_share = {
+        let share = share.clone();
+        Callback::from(move |on: bool| share.set(on))
+    };
     // A new URL or mode means a new socket: the key replaces the provider.
-    let key = format!("{}|{}|{}", *url, *reliable, *with_token);
+    let key = format!("{}|{}|{}|{}", *url, *reliable, *with_token, *share);
     let provider = with_token.then(|| token.clone());
     html! {
-        <SocketProvider {key} config={config(&url, *reliable, provider)}>
+        <SocketProvider {key} config={config(&url, *reliable, *share, provider)}>
             <Page url={(*url).clone()} with_token={*with_token} {on_url} {token}
-                reliable={*reliable} {on_reliable} />
+                reliable={*reliable} {on_reliable} share={*share} {on_share} />
         </SocketProvider>
     }
 }

@@ -126,6 +126,10 @@ pub struct Config {
     /// Token mode: the source of connection tokens ([`Config::with_token`]).
     /// Default none: connect without a token.
     pub token: Option<TokenProvider>,
+    /// One connection for all tabs ([`Config::with_shared_across_tabs`]):
+    /// the name tabs of one origin share it under. Default none: a
+    /// connection of this socket's own.
+    pub shared_across_tabs: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -141,6 +145,7 @@ impl fmt::Debug for Config {
             .field("heartbeat", &self.heartbeat)
             .field("reliable", &self.reliable)
             .field("token", &self.token)
+            .field("shared_across_tabs", &self.shared_across_tabs)
             .finish_non_exhaustive()
     }
 }
@@ -157,6 +162,7 @@ impl PartialEq for Config {
             && self.min_uptime_ms == other.min_uptime_ms
             && self.heartbeat == other.heartbeat
             && self.reliable == other.reliable
+            && self.shared_across_tabs == other.shared_across_tabs
             && Arc::ptr_eq(&self.should_reconnect, &other.should_reconnect)
             && match (&self.token, &other.token) {
                 (Some(a), Some(b)) => a.ptr_eq(b),
@@ -181,6 +187,7 @@ impl Config {
             should_reconnect: Arc::new(default_should_reconnect),
             reliable: false,
             token: None,
+            shared_across_tabs: None,
         }
     }
 
@@ -235,6 +242,40 @@ impl Config {
     #[must_use]
     pub fn with_reliable(mut self, reliable: bool) -> Self {
         self.reliable = reliable;
+        self
+    }
+
+    /// One connection for all tabs: browser tabs of one origin whose
+    /// sockets use the same `name` share one WebSocket. A leader tab
+    /// (elected with the Web Locks API) holds it; the others send and
+    /// receive through it over a `BroadcastChannel`. Every tab keeps the
+    /// same API: a follower's [`crate::Socket::send`] gives
+    /// [`crate::SendOutcome::Forwarded`], every inbound message reaches
+    /// every tab (tag requests with [`crate::Socket::tab_id`] to tell your
+    /// replies apart), and [`crate::Stats::tab_role`] and
+    /// [`crate::Stats::tabs`] say where the tab stands. When the leader
+    /// leaves, another tab takes over; in reliable mode the handoff loses
+    /// and duplicates nothing.
+    ///
+    /// Tabs sharing a name must use the same URL, mode and token provider
+    /// (presence): a tab whose config differs from the leader's keeps a
+    /// socket of its own and gets [`crate::Event::NotShared`], as does a
+    /// tab in a browser without Web Locks or `BroadcastChannel`.
+    ///
+    /// Default off. A browser feature: the native transport has no tabs and
+    /// ignores it (its sockets are always [`crate::TabRole::Alone`]).
+    ///
+    /// ```
+    /// use buffered_socket::Config;
+    ///
+    /// let config = Config::new("wss://example.org/ws")
+    ///     .with_reliable(true)
+    ///     .with_shared_across_tabs("my-app");
+    /// assert_eq!(config.shared_across_tabs.as_deref(), Some("my-app"));
+    /// ```
+    #[must_use]
+    pub fn with_shared_across_tabs(mut self, name: impl Into<String>) -> Self {
+        self.shared_across_tabs = Some(name.into());
         self
     }
 

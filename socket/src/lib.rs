@@ -43,6 +43,18 @@
 //!   collapsed, and a callback may use the socket re-entrantly.
 //! * [`Socket::stats`]: queue length and capacity, messages and bytes each
 //!   way, drops, reconnects, current attempt, uptime.
+//! * One connection for all tabs ([`Config::with_shared_across_tabs`], off
+//!   by default; browser only): tabs of one origin that share a name elect
+//!   a leader with a Web Lock; it holds the one WebSocket and the others
+//!   send ([`SendOutcome::Forwarded`]) and receive through it over a
+//!   `BroadcastChannel`. Every tab gets every inbound message (tag requests
+//!   with [`Socket::tab_id`]); [`Stats::tab_role`] and [`Stats::tabs`] say
+//!   where the tab stands. When the leader leaves, another takes over; in
+//!   reliable mode the session, the last server seq and every tab's
+//!   unacknowledged messages go with it: nothing lost or duplicated.
+//!   Without Web Locks or `BroadcastChannel`, or with a config that differs
+//!   from the leader's, the tab keeps its own socket
+//!   ([`Event::NotShared`]). Natively the option is ignored.
 //! * Reliable mode ([`Config::with_reliable`]): every text written is kept
 //!   until the server acknowledges it (counted against the queue's limits)
 //!   and resent after a reconnect's `resume`, before anything new; each
@@ -100,7 +112,7 @@
 //! | `driver/queue.rs` | [`Queue`], the bounded FIFO with both overflow policies and a byte limit |
 //! | [`reliable`] (`driver/reliable.rs`) | reliable mode's client side (window, acks, resume, dedup), also usable from native code |
 //! | [`liveness`] (`driver/liveness.rs`) | the heartbeat's decisions from wall-clock times |
-//! | `tabs/` (hidden, not wired into [`Socket`] yet) | one connection for all tabs (issue 15): the pure leader/follower coordinator, its tab protocol, and a simulation of several tabs with handoffs |
+//! | `tabs/` (hidden: the glue's, not an app's) | one connection for all tabs ([`Config::with_shared_across_tabs`]): the pure leader/follower coordinator, its tab protocol, and a simulation of several tabs with handoffs |
 //! | `config` | [`Config`], [`Backoff`] (the schedule as pure functions), [`Heartbeat`] |
 //! | `dispatch` | in-order, re-entrancy-safe delivery to callbacks and streams (the browser's; the native one is `transport/native/dispatch.rs`) |
 //! | `stream` | [`EventStream`], the events as a `Stream`, for both transports |
@@ -121,6 +133,8 @@
 //! | `transport/web/live.rs` | one `web_sys::WebSocket` and its callbacks, removed on drop |
 //! | `transport/web/timers.rs` | `setTimeout`/`setInterval` as owned values, cleared on drop; the driver's timer slots |
 //! | `transport/web/hooks.rs` | the window's `online`, `offline`, `visibilitychange` listeners, removed on drop |
+//! | `transport/web/tabs.rs`, `tabs_events.rs` | sharing across tabs: the coordinator in the pump, the adapter between it and the leader's driver; its deliveries as the app's events |
+//! | `transport/web/tabs_io.rs` | sharing across tabs, the browser side: Web Locks (through `js-sys`), the `BroadcastChannel`, the heartbeat interval, `pagehide`; all released on drop |
 //! | [`yew`] (feature `yew`) | a context provider and hooks |
 //!
 //! Reliable mode sits between the queue and the browser socket: on open the
@@ -217,7 +231,8 @@ mod dispatch;
 pub mod driver;
 mod message;
 mod stream;
-// Issue 15's pure coordinator, not wired into `Socket` yet (see its docs).
+// Issue 15's pure coordinator, run by the browser glue (see its docs);
+// public for its tests and the curious, not part of the app's API.
 #[doc(hidden)]
 pub mod tabs;
 mod token;
@@ -231,7 +246,8 @@ pub use config::{Backoff, Config, Heartbeat, Overflow, ReconnectPolicy, default_
 pub use dispatch::Subscription;
 pub use driver::{Driver, Queue, liveness, machine, reliable};
 pub use message::{
-    CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats, TransportError,
+    CloseInfo, DropReason, Event, Message, NotShared, SendError, SendOutcome, State, Stats,
+    TabRole, TransportError,
 };
 pub use stream::EventStream;
 pub use token::{

@@ -46,11 +46,61 @@ impl From<Vec<u8>> for Message {
 
 /// What [`crate::Socket::send`] did with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SendOutcome {
     /// Written to the open socket.
     Sent,
-    /// Queued; it is sent, in order, when the socket opens.
+    /// Queued; it is sent, in order, when the socket opens (with
+    /// [`crate::Config::with_shared_across_tabs`]: when a leader tab exists).
     Queued,
+    /// Shared across tabs: handed to the leader tab, which writes it on the
+    /// one connection. It counts against this tab's queue until the leader
+    /// confirms it (written, or in reliable mode acknowledged).
+    Forwarded,
+}
+
+/// A tab's part in a connection shared across tabs
+/// ([`crate::Config::with_shared_across_tabs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TabRole {
+    /// Holds the one connection for the tabs.
+    Leader,
+    /// Sends and receives through the leader tab (or waits for one).
+    Follower,
+    /// A connection of its own: sharing is off, unsupported, or this tab's
+    /// config differs from the leader's.
+    #[default]
+    Alone,
+}
+
+impl TabRole {
+    /// `leader`, `follower` or `alone`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Leader => "leader",
+            Self::Follower => "follower",
+            Self::Alone => "alone",
+        }
+    }
+}
+
+/// Why a socket configured to share across tabs has a connection of its own
+/// ([`Event::NotShared`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotShared {
+    /// The browser lacks Web Locks or `BroadcastChannel` (or the page is
+    /// not a secure context).
+    #[error(
+        "this browser cannot share a connection across tabs (no Web Locks or BroadcastChannel)"
+    )]
+    Unsupported,
+    /// This tab's URL, mode or token provider differs from the leader tab's.
+    #[error("this tab's config differs from the leader tab's ({leader_url})")]
+    ConfigMismatch {
+        /// The leader's URL.
+        leader_url: String,
+    },
 }
 
 /// Why a message was not sent or queued. Every variant but
@@ -220,6 +270,16 @@ pub enum Event {
         /// The new token's expiry, in seconds since the Unix epoch.
         exp: u64,
     },
+    /// Shared across tabs: this tab's role or the number of tabs changed.
+    TabRole {
+        /// The role.
+        role: TabRole,
+        /// Tabs sharing the connection, this one included.
+        tabs: usize,
+    },
+    /// Shared across tabs was asked for but this tab runs a connection of
+    /// its own; why.
+    NotShared(NotShared),
 }
 
 /// Counters of one wrapper, since it was created.
@@ -256,4 +316,9 @@ pub struct Stats {
     pub delivered: u64,
     /// Reliable mode: gap events (server messages lost).
     pub gaps: u64,
+    /// Shared across tabs: this tab's role ([`TabRole::Alone`] when not sharing).
+    pub tab_role: TabRole,
+    /// Shared across tabs: the tabs sharing the connection, this one
+    /// included (1 when not sharing).
+    pub tabs: usize,
 }

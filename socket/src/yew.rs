@@ -57,11 +57,18 @@ pub fn SocketProvider(props: &SocketProviderProps) -> Html {
         let state = state.clone();
         use_effect_with((), move |()| {
             let subscription = socket.as_ref().as_ref().ok().map(|socket| {
-                socket.on_event(move |event| {
-                    if let Event::StateChanged(new) = event {
-                        state.set(*new);
-                    }
-                })
+                let subscription = {
+                    let state = state.clone();
+                    socket.on_event(move |event| {
+                        if let Event::StateChanged(new) = event {
+                            state.set(*new);
+                        }
+                    })
+                };
+                // A change before the subscription (a tab sharing a
+                // connection may hear its state from the leader that early).
+                state.set(socket.state());
+                subscription
             });
             move || drop(subscription)
         });

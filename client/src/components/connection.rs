@@ -23,6 +23,12 @@ pub struct ConnectionBarProps {
     pub on_disconnect: Callback<()>,
     /// Turn reliable mode on or off.
     pub on_reliable: Callback<bool>,
+    /// Whether the connection is shared across tabs.
+    pub share: bool,
+    /// Turn sharing across tabs on or off.
+    pub on_share: Callback<bool>,
+    /// Sharing: this tab's role and the number of tabs, as shown.
+    pub tab_role: Option<AttrValue>,
 }
 
 /// The connection controls and state.
@@ -38,6 +44,10 @@ pub fn ConnectionBar(props: &ConnectionBarProps) -> Html {
     let toggle_reliable = {
         let reliable = props.reliable;
         props.on_reliable.reform(move |_: Event| !reliable)
+    };
+    let toggle_share = {
+        let share = props.share;
+        props.on_share.reform(move |_: Event| !share)
     };
     let oninput = {
         let draft = draft.clone();
@@ -65,6 +75,14 @@ pub fn ConnectionBar(props: &ConnectionBarProps) -> Html {
                     onchange={toggle_reliable} />
                 { "reliable" }
             </label>
+            <label class="check" title="one connection for all the console's tabs: a leader tab holds it, the others share it">
+                <input data-testid="share-tabs" type="checkbox" checked={props.share}
+                    onchange={toggle_share} />
+                { "share across tabs" }
+            </label>
+            if let Some(role) = &props.tab_role {
+                <span data-testid="tab-role" class="tab-role">{ role }</span>
+            }
             <span data-testid="state" class={classes!("state", props.state.name())}>{ &props.status }</span>
         </section>
     }

@@ -3,6 +3,8 @@
 use buffered_socket::Stats;
 use yew::prelude::*;
 
+use crate::console::EchoCheck;
+
 /// Properties of [`Counters`].
 #[derive(Properties, PartialEq)]
 pub struct CountersProps {
@@ -14,6 +16,12 @@ pub struct CountersProps {
     pub stats: Stats,
     /// Whether the socket is in reliable mode (its counters are shown).
     pub reliable: bool,
+    /// Pushes received.
+    pub pushes: u64,
+    /// This tab's echo replies, checked against the order they were sent in.
+    pub echoes: EchoCheck,
+    /// The pushes' seqs, checked against their order.
+    pub push_order: EchoCheck,
 }
 
 /// Received, rate, dropped, reconnects; in reliable mode also delivered,
@@ -32,10 +40,13 @@ pub fn Counters(props: &CountersProps) -> Html {
             { tile("rate", "msg/s", props.rate.to_string()) }
             { tile("dropped", "dropped", stats.dropped.to_string()) }
             { tile("reconnects", "reconnects", stats.reconnects.to_string()) }
+            { tile("pushes", "pushes", props.pushes.to_string()) }
+            { tile("echoes", "own echoes", props.echoes.to_string()) }
             if props.reliable {
                 { tile("delivered", "delivered", stats.delivered.to_string()) }
                 { tile("acked", "acked", format!("{} (+{})", stats.acked, stats.unacked)) }
                 { tile("gaps", "gaps", stats.gaps.to_string()) }
+                { tile("push-order", "push seqs", props.push_order.to_string()) }
             }
         </section>
     }

@@ -19,6 +19,8 @@ pub struct SenderProps {
     pub on_send: Callback<String>,
     /// Change the queue's capacity.
     pub on_capacity: Callback<usize>,
+    /// Send a numbered series of echoes of this length.
+    pub on_series: Callback<u32>,
 }
 
 /// The sending controls.
@@ -64,6 +66,19 @@ pub fn Sender(props: &SenderProps) -> Html {
         let auto = auto.clone();
         Callback::from(move |_| auto.set(!*auto))
     };
+    let series_count = use_state(|| 300u32);
+    let on_series_count = {
+        let series_count = series_count.clone();
+        Callback::from(move |e: InputEvent| {
+            if let Ok(count) = input_value(&e).trim().parse::<u32>() {
+                series_count.set(count);
+            }
+        })
+    };
+    let series = {
+        let (on_series, count) = (props.on_series.clone(), *series_count);
+        Callback::from(move |_: MouseEvent| on_series.emit(count))
+    };
     let (queue_len, queue_capacity) = (props.queue_len, props.queue_capacity);
     html! {
         <section class="panel sender">
@@ -72,6 +87,11 @@ pub fn Sender(props: &SenderProps) -> Html {
                     value={(*draft).clone()} {oninput} {onkeydown} />
             </label>
             <button data-testid="send" {onclick}>{ "Send" }</button>
+            <label title="echoes `series 1`, `series 2`... one every 10 ms, waiting while the queue is full">{ "series" }
+                <input data-testid="series-count" type="number" min="1"
+                    value={series_count.to_string()} oninput={on_series_count} />
+            </label>
+            <button data-testid="series" onclick={series}>{ "Send series" }</button>
             <div class="queue">
                 <span>{ "queue " }<b data-testid="queue">{ format!("{queue_len}/{queue_capacity}") }</b></span>
                 <label>{ "capacity" }

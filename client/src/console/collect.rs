@@ -32,6 +32,10 @@ pub struct Batch {
     pub burst_done: Option<u32>,
     /// The last state change, if any.
     pub state_change: Option<StateChange>,
+    /// The pushes' seqs, in arrival order.
+    pub push_seqs: Vec<u64>,
+    /// This tab's echo replies, by their number in the tab, in arrival order.
+    pub own_echoes: Vec<u64>,
     /// The newest log lines (at most [`LOG_LINES`]), oldest first.
     pub lines: VecDeque<Line>,
 }
@@ -45,14 +49,19 @@ impl Batch {
         self.lines.push_back(line);
     }
 
-    /// Counts and logs one socket event that arrived at `now_ms`.
-    pub fn collect(&mut self, event: &Event, now_ms: f64) {
+    /// Counts and logs one socket event that arrived at `now_ms` in tab
+    /// `tab` ([`buffered_socket::Socket::tab_id`]; `None`: every echo is
+    /// ours). With a connection shared across tabs every tab receives every
+    /// reply, so an echo whose id does not carry `tab` ([`super::echo_tab`])
+    /// is counted but not logged; pushes are logged in every tab.
+    pub fn collect_in_tab(&mut self, event: &Event, now_ms: f64, tab: Option<u32>) {
         let line = match event {
             Event::Message(Message::Text(text)) => {
                 self.messages += 1;
                 match ServerMessage::from_json(text) {
-                    Ok(ServerMessage::Push { .. }) => {
+                    Ok(ServerMessage::Push { seq, .. }) => {
                         self.pushes += 1;
+                        self.push_seqs.push(seq);
                         Some((Kind::Push, text.clone()))
                     }
                     Ok(ServerMessage::BurstDone { count, .. }) => {
@@ -61,6 +70,16 @@ impl Batch {
                     }
                     // Heartbeat answers are counted, not logged.
                     Ok(ServerMessage::Pong { .. }) => None,
+                    // Another tab's echo.
+                    Ok(ServerMessage::Echo { id, .. })
+                        if tab.is_some_and(|tab| super::echo_tab(id) != tab) =>
+                    {
+                        None
+                    }
+                    Ok(ServerMessage::Echo { id, .. }) => {
+                        self.own_echoes.push(id & 0xffff_ffff);
+                        Some((Kind::Response, text.clone()))
+                    }
                     Ok(ServerMessage::Error { .. }) | Err(_) => Some((Kind::Error, text.clone())),
                     Ok(_) => Some((Kind::Response, text.clone())),
                 }
@@ -155,7 +174,7 @@ mod tests {
     fn collected(events: &[Event]) -> Batch {
         let mut batch = Batch::default();
         for (i, event) in events.iter().enumerate() {
-            batch.collect(event, 1_000.0 + i as f64);
+            batch.collect_in_tab(event, 1_000.0 + i as f64, None);
         }
         batch
     }

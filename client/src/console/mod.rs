@@ -77,8 +77,11 @@ impl Line {
     /// The line for echo number `id` with `body`, given what the socket did with it.
     pub fn echo(at_ms: f64, id: u64, body: &str, outcome: &Result<SendOutcome, SendError>) -> Self {
         let (kind, text) = match outcome {
-            Ok(SendOutcome::Sent) => (Kind::Send, format!("#{id} {body}")),
             Ok(SendOutcome::Queued) => (Kind::Send, format!("#{id} {body} (queued)")),
+            Ok(SendOutcome::Forwarded) => {
+                (Kind::Send, format!("#{id} {body} (via the leader tab)"))
+            }
+            Ok(_) => (Kind::Send, format!("#{id} {body}")),
             Err(err) => (Kind::Error, format!("#{id} not sent: {err}")),
         };
         Self { at_ms, kind, text }
@@ -92,6 +95,19 @@ impl Line {
             text,
         }
     }
+}
+
+/// The wire id of this tab's echo number `n`: the tab id
+/// ([`buffered_socket::Socket::tab_id`], below 2^31) in the high half, so
+/// that tabs sharing one connection tell their replies apart.
+pub fn echo_id(tab: u32, n: u64) -> u64 {
+    (u64::from(tab) << 32) | (n & 0xffff_ffff)
+}
+
+/// The tab an echo id belongs to ([`echo_id`]).
+pub fn echo_tab(id: u64) -> u32 {
+    // The high half of a u64 fits a u32.
+    u32::try_from(id >> 32).unwrap_or(u32::MAX)
 }
 
 /// Reads a burst size typed by the user.
@@ -147,8 +163,8 @@ impl Burst {
 pub enum Action {
     /// Events collected since the last flush, at time `now_ms`.
     Flush {
-        /// The events.
-        batch: Batch,
+        /// The events (boxed: the largest variant by far).
+        batch: Box<Batch>,
         /// The socket's counters now.
         stats: Stats,
         /// The time.
@@ -194,6 +210,65 @@ pub struct Console {
     pub burst: Option<Burst>,
     /// Longest main-thread task during the last burst, in ms (long tasks are 50 ms or more).
     pub longest_task_ms: Option<f64>,
+    /// Pushes received.
+    pub pushes: u64,
+    /// This tab's echo replies, checked against their order.
+    pub echoes: EchoCheck,
+    /// The pushes' seqs, checked against their order (from the first one
+    /// this tab saw: a tab that joins a shared connection starts mid-way).
+    pub push_order: EchoCheck,
+}
+
+/// This tab's echo replies against the order they were sent in (each tab
+/// numbers its echoes 1, 2...: a reply should be the next one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EchoCheck {
+    /// Replies received.
+    pub replies: u64,
+    /// The highest number received.
+    pub last: u64,
+    /// Replies at or below `last` (received twice, or late).
+    pub repeated: u64,
+    /// Replies past `last + 1` (some skipped).
+    pub skipped: u64,
+}
+
+impl EchoCheck {
+    /// Checks `n`, the first one seen setting the start.
+    pub fn follow(&mut self, n: u64) {
+        if self.replies == 0 {
+            self.last = n.saturating_sub(1);
+        }
+        self.reply(n);
+    }
+
+    /// Checks reply number `n`.
+    pub fn reply(&mut self, n: u64) {
+        self.replies += 1;
+        if n <= self.last {
+            self.repeated += 1;
+            return;
+        }
+        if n > self.last + 1 {
+            self.skipped += 1;
+        }
+        self.last = n;
+    }
+}
+
+/// `300 in order`, or `299 (1 repeated, 0 skipped)`.
+impl std::fmt::Display for EchoCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.repeated == 0 && self.skipped == 0 {
+            write!(f, "{} in order", self.replies)
+        } else {
+            write!(
+                f,
+                "{} ({} repeated, {} skipped)",
+                self.replies, self.repeated, self.skipped
+            )
+        }
+    }
 }
 
 impl Console {
@@ -244,6 +319,13 @@ impl Reducible for Console {
                 now_ms,
             } => {
                 next.count(batch.messages, now_ms);
+                next.pushes += batch.pushes;
+                for n in &batch.own_echoes {
+                    next.echoes.reply(*n);
+                }
+                for seq in &batch.push_seqs {
+                    next.push_order.follow(*seq);
+                }
                 next.stats = stats;
                 next.now_ms = now_ms;
                 if let Some(change) = batch.state_change {
@@ -292,7 +374,7 @@ mod tests {
 
     fn flush_batch(console: Rc<Console>, batch: Batch, now_ms: f64) -> Rc<Console> {
         console.reduce(Action::Flush {
-            batch,
+            batch: Box::new(batch),
             stats: Stats::default(),
             now_ms,
         })
@@ -351,7 +433,7 @@ mod tests {
             ..Stats::default()
         };
         let console = Rc::new(Console::default()).reduce(Action::Flush {
-            batch: Batch::default(),
+            batch: Box::default(),
             stats,
             now_ms: 42_000.0,
         });
@@ -366,9 +448,10 @@ mod tests {
             delay_ms: Some(3_000),
         };
         let mut batch = Batch::default();
-        batch.collect(
+        batch.collect_in_tab(
             &buffered_socket::Event::StateChanged(reconnecting),
             10_000.0,
+            None,
         );
         let mut console = flush_batch(Rc::new(Console::default()), batch, 10_050.0);
         assert_eq!(
@@ -387,10 +470,15 @@ mod tests {
         );
         // The next state change clears it.
         let mut batch = Batch::default();
-        batch.collect(&buffered_socket::Event::StateChanged(State::Open), 10_200.0);
-        batch.collect(
+        batch.collect_in_tab(
+            &buffered_socket::Event::StateChanged(State::Open),
+            10_200.0,
+            None,
+        );
+        batch.collect_in_tab(
             &buffered_socket::Event::Message(Message::Text("x".into())),
             10_200.0,
+            None,
         );
         console = flush_batch(console, batch, 10_250.0);
         assert_eq!(console.retry, None);
@@ -479,9 +567,51 @@ mod tests {
     }
 
     #[test]
+    fn the_echo_check_counts_repeats_and_skips() {
+        let mut check = EchoCheck::default();
+        for n in [1, 2, 3] {
+            check.reply(n);
+        }
+        assert_eq!(check.to_string(), "3 in order");
+        check.reply(3);
+        check.reply(5);
+        assert_eq!(check.to_string(), "5 (1 repeated, 1 skipped)");
+        let mut pushes = EchoCheck::default();
+        for seq in [40, 41, 42] {
+            pushes.follow(seq);
+        }
+        assert_eq!(pushes.to_string(), "3 in order");
+    }
+
+    #[test]
+    fn echo_ids_carry_their_tab() {
+        let id = echo_id(0x7fff_ffff, 3);
+        assert_eq!((echo_tab(id), id & 0xffff_ffff), (0x7fff_ffff, 3));
+        assert!(id < 1 << 63);
+        let mut batch = Batch::default();
+        let reply = |id: u64| {
+            buffered_socket::Event::Message(Message::Text(format!(
+                r#"{{"type":"echo","id":{id},"body":"b{id}"}}"#
+            )))
+        };
+        batch.collect_in_tab(&reply(echo_id(5, 1)), 1.0, Some(5));
+        batch.collect_in_tab(&reply(echo_id(6, 1)), 2.0, Some(5));
+        assert_eq!(batch.messages, 2, "every reply counts");
+        let lines: Vec<_> = batch
+            .lines
+            .iter()
+            .map(|l| (l.kind, l.text.clone()))
+            .collect();
+        assert_eq!(lines.len(), 1, "only this tab's echo is logged: {lines:?}");
+        assert!(lines[0].1.contains(&echo_id(5, 1).to_string()));
+    }
+
+    #[test]
     fn echo_lines_say_sent_queued_or_why_not() {
         let sent = Line::echo(1.0, 7, "hi", &Ok(SendOutcome::Sent));
         assert_eq!((sent.kind, sent.text.as_str()), (Kind::Send, "#7 hi"));
+        let forwarded = Line::echo(1.0, 7, "hi", &Ok(SendOutcome::Forwarded));
+        assert_eq!(forwarded.text, "#7 hi (via the leader tab)");
         let queued = Line::echo(1.0, 8, "hi", &Ok(SendOutcome::Queued));
         assert_eq!(
             (queued.kind, queued.text.as_str()),

@@ -25,8 +25,11 @@ pub fn use_console() -> UseReducerHandle<Console> {
 
     {
         let pending = pending.clone();
+        let tab = ctx.socket.tab_id();
         use_socket_event(move |event| {
-            pending.borrow_mut().collect(event, js_sys::Date::now());
+            pending
+                .borrow_mut()
+                .collect_in_tab(event, js_sys::Date::now(), Some(tab));
         });
     }
     {
@@ -36,7 +39,7 @@ pub fn use_console() -> UseReducerHandle<Console> {
             move || {
                 let batch = std::mem::take(&mut *pending.borrow_mut());
                 console.dispatch(Action::Flush {
-                    batch,
+                    batch: Box::new(batch),
                     stats: socket.stats(),
                     now_ms: js_sys::Date::now(),
                 });

@@ -458,6 +458,8 @@ impl Driver {
             acked: reliable.map_or(0, Reliable::acked_total),
             delivered: reliable.map_or(0, Reliable::delivered_total),
             gaps: c.gaps,
+            tab_role: crate::message::TabRole::Alone,
+            tabs: 1,
         }
     }
 }

@@ -1,5 +1,5 @@
-//! One connection for all tabs (issue 15): the pure coordinator, not wired
-//! into [`crate::Socket`] yet.
+//! One connection for all tabs (issue 15): the pure coordinator behind
+//! [`crate::Config::with_shared_across_tabs`].
 //!
 //! Tabs of one origin that share a name elect a leader with a Web Lock; the
 //! leader holds the one socket (a [`crate::Driver`]), the others talk to it
@@ -74,35 +74,31 @@
 //! unconfirmed messages again, so one the old leader wrote just before it
 //! left may reach the server twice (at least once, as a reconnect's flush).
 //!
-//! # What the browser glue still has to do
+//! # The browser glue
 //!
-//! * `Config::with_shared_across_tabs(name)`, `Socket::tab_id()`, and
-//!   `SendOutcome::Forwarded` (adding the variant breaks the console's
-//!   exhaustive match in `client/`; make `SendOutcome` `#[non_exhaustive]`).
-//! * Perform the effects: `navigator.locks.request(name, { ifAvailable: true }, ...)`
-//!   for [`Effect::TryLock`] (a `null` lock: [`Input::LockBusy`]),
-//!   `navigator.locks.request(name, ...)` for [`Effect::RequestLock`] (granted:
-//!   [`Input::LockAcquired`]; the lock is held until [`Effect::ReleaseLock`]
-//!   or the tab goes away), `{ steal: true }` for [`Effect::StealLock`], a
-//!   `BroadcastChannel(name)` for [`Effect::Broadcast`] (post
-//!   [`Envelope::to_json`], feed [`Envelope::from_json`] as
-//!   [`Input::Channel`]), an interval for [`Input::Tick`], `pagehide` for
-//!   [`Tabs::close`].
-//! * An adapter between [`SocketCall`]/[`SocketReport`] and the
-//!   [`crate::Driver`]: open it resuming from [`Shared`] (reliable mode:
-//!   [`crate::Driver::restore_reliable`] with
-//!   [`crate::reliable::Reliable::restored`] from the session, `last_in`,
-//!   `acked_seq` and the pending texts, both tested; plain mode: send the
-//!   pending frames first). Read what to report from
-//!   [`crate::Driver::reliable`]: `last_in` after each message delivered
-//!   (its seq), `credentials` when they change, `acked_total` growing (the
-//!   new acks); report each application frame
-//!   written ([`SocketReport::Written`], plain mode) and each ack
-//!   ([`SocketReport::Acked`]), each delivered message with its seq, a new
-//!   session, and the state. A failed resume (new session) is not modelled
-//!   here yet.
-//! * Stats (role, tabs, shared state) from [`Tabs::role`], [`Tabs::tabs`],
-//!   [`Tabs::link`]; the events of [`Effect::Deliver`] as the app's.
+//! `transport/web/tabs.rs` runs a [`Tabs`] next to the socket's
+//! [`crate::Driver`] in the browser socket's pump, and
+//! `transport/web/tabs_io.rs` performs its browser effects:
+//!
+//! * [`Effect::TryLock`] is `navigator.locks.request(name, { ifAvailable: true }, cb)`
+//!   (a `null` lock: [`Input::LockBusy`]), [`Effect::RequestLock`] the same
+//!   in line (withdrawn with an `AbortSignal`), [`Effect::StealLock`] with
+//!   `{ steal: true }`; a granted lock ([`Input::LockAcquired`]) is held by
+//!   a promise whose `resolve` [`Effect::ReleaseLock`] or drop calls. Web
+//!   Locks are called through `js-sys`, not web-sys's unstable bindings (see
+//!   `tabs_io.rs` for why).
+//! * [`Effect::Broadcast`] posts [`Envelope::to_json`] on a
+//!   `BroadcastChannel(name)`; its messages come back as [`Input::Channel`].
+//!   An interval feeds [`Input::Tick`] every [`HEARTBEAT_MS`]; `pagehide`
+//!   is the tab's [`Tabs::close`].
+//! * `tabs.rs` adapts [`SocketCall`]s to a [`crate::Driver`] of the
+//!   leader's (a reliable resume from [`Shared`] through
+//!   [`crate::Driver::restore_reliable`]) and reads it back as
+//!   [`SocketReport`]s; `tabs_events.rs` turns [`Effect::Deliver`] into the
+//!   app's [`crate::Event`]s. [`Effect::GoAlone`] starts the tab's own driver.
+//!
+//! Tested end to end in headless Chromium with several windows
+//! (`e2e/tests/tabs.rs`), the server's count of connections the judge.
 //!
 //! | file | what it holds |
 //! |---|---|
@@ -128,6 +124,13 @@ pub use wire::{
     Envelope, Frame, LinkState, Pending, Session, Shared, TAB_PROTOCOL, TabConfig, TabId,
     TabMessage,
 };
+
+/// A tab id from 64 random bits: nonzero, below 2^31 (so that an app may
+/// put it in the high half of a `u64` request id and stay below 2^63).
+pub fn tab_id_from(random: u64) -> u32 {
+    // Below 2^31 by the mask; the `| 1` keeps it nonzero.
+    u32::try_from((random ^ (random >> 32)) & 0x7fff_fffe).unwrap_or(2) | 1
+}
 
 /// How often the glue feeds [`Input::Tick`] (every tab heartbeats then).
 pub const HEARTBEAT_MS: u64 = 1_000;

@@ -81,3 +81,23 @@ fn pair(reliable: bool) -> (Tabs, Tabs) {
     assert!(f.has_leader());
     (l, f)
 }
+
+#[test]
+fn tab_ids_are_nonzero_and_below_2_pow_31() {
+    for random in [
+        0,
+        1,
+        u64::MAX,
+        0x8000_0000,
+        0xffff_ffff_0000_0000,
+        12_345_678_901,
+    ] {
+        let id = tab_id_from(random);
+        assert!(id != 0 && id < 1 << 31, "{random:#x} gave {id:#x}");
+    }
+    assert_ne!(
+        tab_id_from(1),
+        tab_id_from(2 << 8),
+        "different draws differ"
+    );
+}

@@ -85,6 +85,8 @@ impl Core {
 struct Shared {
     core: Arc<Core>,
     wake: mpsc::Sender<()>,
+    /// [`Socket::tab_id`]: random per socket.
+    tab_id: u32,
 }
 
 impl Shared {
@@ -159,6 +161,7 @@ impl Socket {
         let shared = Arc::new(Shared {
             core: core.clone(),
             wake,
+            tab_id: crate::tabs::tab_id_from(seed()),
         });
         runtime.spawn(actor::run(core, Arc::downgrade(&shared), woken));
         Ok(Self { shared })
@@ -225,6 +228,16 @@ impl Socket {
     /// The URL.
     pub fn url(&self) -> String {
         self.core().driver().config().url.clone()
+    }
+
+    /// A random id of this socket (in the browser: of this tab), nonzero
+    /// and below 2^31, to tag requests whose replies are for it alone
+    /// (with [`Config::with_shared_across_tabs`] every tab receives every
+    /// message). Natively there are no tabs: sharing is a browser feature,
+    /// a native socket always has a connection of its own
+    /// ([`crate::TabRole::Alone`]), and this is just a per-socket id.
+    pub fn tab_id(&self) -> u32 {
+        self.shared.tab_id
     }
 
     /// Counters and queue figures.

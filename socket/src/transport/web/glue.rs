@@ -22,6 +22,7 @@ use std::rc::{Rc, Weak};
 use super::Socket;
 use super::hooks::WindowHooks;
 use super::live::Live;
+use super::tabs::TabsPart;
 use super::timers::Timers;
 use crate::config::Config;
 use crate::dispatch::Dispatcher;
@@ -39,16 +40,22 @@ pub(super) struct Shared {
     /// Callbacks and streams; used with no borrow held.
     pub(super) dispatcher: Rc<Dispatcher>,
     pub(super) open_hook: RefCell<Option<OpenHook>>,
-    io: RefCell<Io>,
+    pub(super) io: RefCell<Io>,
+    /// The config the socket was made with.
+    pub(super) config: Config,
+    /// [`Socket::tab_id`].
+    pub(super) tab_id: u32,
+    /// Sharing across tabs: the coordinator ([`Config::with_shared_across_tabs`]).
+    pub(super) tabs: Option<TabsPart>,
     /// Inputs not yet fed to the driver, with their arrival time.
     inputs: RefCell<VecDeque<(Input, f64)>>,
     pumping: Cell<bool>,
 }
 
 /// The browser side: the socket, the timers, the window hooks.
-struct Io {
-    live: Option<Live>,
-    timers: Timers,
+pub(super) struct Io {
+    pub(super) live: Option<Live>,
+    pub(super) timers: Timers,
     _window: Option<WindowHooks>,
 }
 
@@ -66,7 +73,7 @@ pub(super) fn now_ms() -> f64 {
 }
 
 /// 64 random bits for the backoff's jitter (`Math.random` gives 52 at most).
-fn seed() -> u64 {
+pub(super) fn seed() -> u64 {
     let half = || (js_sys::Math::random() * 4_294_967_296.0) as u64;
     (half() << 32) | half()
 }
@@ -84,8 +91,16 @@ fn reporter(weak: &Weak<Shared>) -> impl Fn(Input) + Clone + 'static {
 impl Shared {
     /// A socket's state with its window hooks installed; not started.
     pub(super) fn new(config: Config) -> Rc<Self> {
+        let tab_id = crate::tabs::tab_id_from(seed());
+        let tabs = config
+            .shared_across_tabs
+            .as_ref()
+            .map(|_| TabsPart::new(tab_id, &config));
         Rc::new_cyclic(|weak| Self {
-            driver: RefCell::new(Driver::new(config, seed())),
+            driver: RefCell::new(Driver::new(config.clone(), seed())),
+            config,
+            tab_id,
+            tabs,
             dispatcher: Rc::default(),
             open_hook: RefCell::new(None),
             io: RefCell::new(Io {
@@ -112,15 +127,35 @@ impl Shared {
         }
         let _pumping = Pumping(&self.pumping);
         loop {
+            // A leader tab reads its driver right after each input (tabs.rs).
+            if self.driver_effects_first() {
+                let effect = self.driver.borrow_mut().poll_effect();
+                if let Some(effect) = effect {
+                    self.perform(effect);
+                    continue;
+                }
+            }
             let input = self.inputs.borrow_mut().pop_front();
             if let Some((input, now)) = input {
+                if self.idle_driver() {
+                    // A follower tab's driver is idle: the window's signals are the leader's business.
+                    continue;
+                }
+                self.before_driver_input();
                 self.driver.borrow_mut().handle(input, now);
+                self.after_driver_input();
+                continue;
+            }
+            if self.feed_tabs() {
                 continue;
             }
             let effect = self.driver.borrow_mut().poll_effect();
-            match effect {
-                Some(effect) => self.perform(effect),
-                None => return,
+            if let Some(effect) = effect {
+                self.perform(effect);
+                continue;
+            }
+            if !self.perform_tabs() {
+                return;
             }
         }
     }
@@ -158,6 +193,9 @@ impl Shared {
                     self.io.borrow().live.as_ref().is_some_and(|live| {
                         live.generation() == generation && live.write(&message)
                     });
+                if written && hand_back {
+                    self.tab_written();
+                }
                 if !written && hand_back {
                     // Back to the head of the queue, in effect order.
                     self.input(Input::WriteFailed {
@@ -217,7 +255,11 @@ impl Shared {
                     report(Input::TokenFetched { serial, result });
                 });
             }
-            Effect::Emit(event) => self.dispatcher.emit([event]),
+            Effect::Emit(event) => {
+                if let Some(event) = self.tab_event(event) {
+                    self.dispatcher.emit([event]);
+                }
+            }
         }
     }
 }

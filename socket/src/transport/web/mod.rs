@@ -9,6 +9,20 @@
 //! | `live.rs` | one browser socket and its callbacks |
 //! | `timers.rs` | `setTimeout`/`setInterval` as owned values, the driver's timer slots |
 //! | `hooks.rs` | the window's `online`, `offline` and `visibilitychange` listeners |
+//! | `tabs.rs` | one connection for all tabs: the coordinator in the pump and its adapter to the leader's driver |
+//! | `tabs_events.rs` | the coordinator's deliveries as the app's events, its roles and states as the app's |
+//! | `tabs_io.rs` | the Web Lock, the `BroadcastChannel`, the heartbeat interval, `pagehide` |
+//!
+//! With [`Config::with_shared_across_tabs`] a [`Socket`] is a tab: its
+//! sends go through the coordinator (to the leader tab), and its driver
+//! runs only while this tab leads (or when it goes alone). Sharing changes
+//! a few calls: [`Socket::close`] detaches this tab (the leader hands the
+//! connection over, the last tab closes it) and cannot be undone;
+//! [`Socket::reconnect`] acts only in the leader; the queue
+//! ([`Socket::queue_len`], the stats) is this tab's unconfirmed messages,
+//! [`Socket::take_queued`] gives back what [`Socket::close`] could not
+//! hand over, and [`Socket::set_queue_capacity`] does not apply to it; the
+//! open hook runs only if the tab goes alone.
 //!
 //! In token mode the provider's future (`!Send`: it may hold JS values) runs
 //! with `spawn_local`, reporting through a `Weak`, and the token goes in the
@@ -25,6 +39,9 @@
 mod glue;
 mod hooks;
 mod live;
+mod tabs;
+mod tabs_events;
+mod tabs_io;
 mod timers;
 
 use std::rc::{Rc, Weak};
@@ -62,9 +79,15 @@ impl Socket {
         if web_sys::window().is_none() {
             return Err(Error::NoWindow);
         }
+        let tabs = config.shared_across_tabs.clone();
         let shared = Shared::new(config);
-        shared.driver.borrow_mut().start(now_ms());
-        shared.pump();
+        match tabs {
+            Some(name) => shared.start_tabs(&name),
+            None => {
+                shared.driver.borrow_mut().start(now_ms());
+                shared.pump();
+            }
+        }
         Ok(Self { shared })
     }
 
@@ -82,6 +105,9 @@ impl Socket {
     /// (or when the wrapper gave up; call [`Socket::reconnect`]), and
     /// [`SendError::BinaryNotReliable`] for binary in reliable mode.
     pub fn send(&self, message: impl Into<Message>) -> Result<SendOutcome, SendError> {
+        if self.shared.sharing() {
+            return self.shared.tab_send(message.into());
+        }
         let result = self.shared.driver.borrow_mut().send(message);
         self.shared.pump();
         result
@@ -96,6 +122,16 @@ impl Socket {
     /// [`Error::InvalidCloseCode`] unless `code` is 1000 or 3000-4999 (what
     /// browsers allow), [`Error::ReasonTooLong`] over 123 bytes.
     pub fn close(&self, code: u16, reason: &str) -> Result<(), Error> {
+        if self.shared.sharing() {
+            if code != shared::close_code::NORMAL && !(3000..=4999).contains(&code) {
+                return Err(Error::InvalidCloseCode(code));
+            }
+            if reason.len() > 123 {
+                return Err(Error::ReasonTooLong);
+            }
+            self.shared.leave_tabs(code, reason);
+            return Ok(());
+        }
         let result = self
             .shared
             .driver
@@ -109,6 +145,9 @@ impl Socket {
     /// application or the policy, after the attempts ran out, or to replace a
     /// live connection.
     pub fn reconnect(&self) {
+        if self.shared.sharing() && !self.shared.leading() {
+            return;
+        }
         self.shared.driver.borrow_mut().reconnect(now_ms());
         self.shared.pump();
     }
@@ -120,7 +159,19 @@ impl Socket {
 
     /// The current state.
     pub fn state(&self) -> State {
-        self.shared.driver.borrow().state()
+        self.shared
+            .tab_state()
+            .unwrap_or_else(|| self.shared.driver.borrow().state())
+    }
+
+    /// A random id of this tab (of this socket), nonzero and below 2^31.
+    ///
+    /// With [`Config::with_shared_across_tabs`] every inbound message
+    /// reaches every tab: an app that wants the replies of one tab tags its
+    /// requests with it (the console puts it in the high half of its echo
+    /// ids) and keeps the replies that carry its own.
+    pub fn tab_id(&self) -> u32 {
+        self.shared.tab_id
     }
 
     /// The URL.
@@ -130,11 +181,16 @@ impl Socket {
 
     /// Counters and queue figures.
     pub fn stats(&self) -> Stats {
-        self.shared.driver.borrow().stats(now_ms())
+        let mut stats = self.shared.driver.borrow().stats(now_ms());
+        self.shared.tab_stats(&mut stats);
+        stats
     }
 
     /// Messages waiting in the queue.
     pub fn queue_len(&self) -> usize {
+        if self.shared.sharing() {
+            return self.stats().queue_len;
+        }
         self.shared.driver.borrow().queue_len()
     }
 
@@ -147,6 +203,9 @@ impl Socket {
 
     /// Takes every queued message back out, oldest first.
     pub fn take_queued(&self) -> Vec<Message> {
+        if self.shared.sharing() {
+            return self.shared.take_unsent();
+        }
         self.shared.driver.borrow_mut().take_queued()
     }
 
@@ -161,7 +220,10 @@ impl Socket {
     /// `&Socket` it is given rather than capturing a clone (a cycle).
     pub fn set_on_open(&self, hook: impl Fn(&Socket) + 'static) {
         *self.shared.open_hook.borrow_mut() = Some(Rc::new(hook));
-        self.shared.driver.borrow_mut().set_open_hook(true);
+        // Sharing across tabs: the hook runs only if the tab goes alone.
+        if !self.shared.sharing() {
+            self.shared.driver.borrow_mut().set_open_hook(true);
+        }
     }
 
     /// Calls `callback` with every event until the subscription is dropped.

@@ -43,14 +43,13 @@ impl Drop for Timeout {
     }
 }
 
-/// A `setInterval`, cleared on drop (the Yew layer's stats refresh).
-#[cfg(feature = "yew")]
+/// A `setInterval`, cleared on drop (the Yew layer's stats refresh, the
+/// tabs' heartbeat).
 pub(crate) struct Interval {
     id: i32,
     _callback: Closure<dyn FnMut()>,
 }
 
-#[cfg(feature = "yew")]
 impl Interval {
     /// Calls `f` every `ms`; `None` without a window or if the browser
     /// refused the timer.
@@ -70,7 +69,6 @@ impl Interval {
     }
 }
 
-#[cfg(feature = "yew")]
 impl Drop for Interval {
     fn drop(&mut self) {
         if let Some(window) = web_sys::window() {

@@ -1,0 +1,362 @@
+//! One connection for all tabs (issue 15): several windows of one origin in
+//! headless Chromium against the real server, whose own count of open
+//! WebSocket connections (`ws_connections_open` in `/metrics`) is the judge.
+//!
+//! The console opens with sharing on at `/?share=1` (and reliable mode with
+//! `&reliable=1`). Its `tab-role` shows `leader of 3 tab(s)`; its `echoes`
+//! counter checks this tab's echo replies against the order they were sent
+//! in (`300 in order`, or the repeats and skips); `pushes` counts pushes.
+//!
+//! The scenarios run one at a time (one browser each): the machine has two
+//! cores and Chromium with four windows is heavy.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use e2e::{Browser, dist_dir, wait_for};
+use fantoccini::Locator;
+use fantoccini::wd::WindowHandle;
+use testbed::Testbed;
+use tokio::sync::Mutex;
+
+const STEP: Duration = Duration::from_secs(30);
+/// The reliable scenario's series take a while with four tabs on two cores.
+const LONG: Duration = Duration::from_secs(120);
+
+/// One browser at a time.
+static ONE_BROWSER: Mutex<()> = Mutex::const_new(());
+
+fn by_id(id: &str) -> String {
+    format!("[data-testid=\"{id}\"]")
+}
+
+async fn text(browser: &Browser, id: &str) -> Result<String> {
+    let element = browser.client.find(Locator::Css(&by_id(id))).await?;
+    Ok(element.text().await?)
+}
+
+async fn click(browser: &Browser, id: &str) -> Result<()> {
+    browser
+        .client
+        .find(Locator::Css(&by_id(id)))
+        .await?
+        .click()
+        .await?;
+    Ok(())
+}
+
+/// The server's own count of open WebSocket connections.
+async fn open_connections(testbed: &Testbed) -> Result<u64> {
+    let body = reqwest::get(format!("{}/metrics", testbed.http_base))
+        .await?
+        .text()
+        .await?;
+    body.lines()
+        .find_map(|line| line.strip_prefix("ws_connections_open "))
+        .context("no ws_connections_open in /metrics")?
+        .trim()
+        .parse()
+        .context("ws_connections_open is not a number")
+}
+
+/// Waits until the server counts `want` open connections.
+async fn connections_become(testbed: &Testbed, want: u64) -> Result<()> {
+    let last = RefCell::new(None);
+    let waited = wait_for(&format!("{want} server connection(s)"), STEP, || async {
+        let open = open_connections(testbed).await?;
+        *last.borrow_mut() = Some(open);
+        Ok((open == want).then_some(()))
+    })
+    .await;
+    waited.with_context(|| format!("the server counted {:?}", last.borrow()))
+}
+
+/// `POST /api/broadcast`: a push to every connection.
+async fn broadcast(testbed: &Testbed, body: &str) -> Result<()> {
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/broadcast", testbed.http_base))
+        .bearer_auth(testbed.admin_token())
+        .body(body.to_owned())
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("broadcast refused: {}", response.status());
+    }
+    Ok(())
+}
+
+/// Opens the console at `url` in a new window (the first in the window
+/// the session started with); the window is current after.
+async fn open_tab(browser: &Browser, url: &str, first: bool) -> Result<WindowHandle> {
+    let handle = if first {
+        browser.client.window().await?
+    } else {
+        let new = browser.client.new_window(false).await?;
+        browser.client.switch_to_window(new.handle.clone()).await?;
+        new.handle
+    };
+    browser.client.goto(url).await?;
+    Ok(handle)
+}
+
+/// The tab's `tab-role` text, `None` until rendered.
+async fn role_of(browser: &Browser, tab: &WindowHandle) -> Result<Option<String>> {
+    browser.client.switch_to_window(tab.clone()).await?;
+    Ok(text(browser, "tab-role").await.ok())
+}
+
+/// Waits until exactly one of `tabs` leads and every one counts
+/// `tabs.len()` tabs; returns the leader.
+async fn one_leader(browser: &Browser, tabs: &[WindowHandle]) -> Result<WindowHandle> {
+    let count = format!("of {} tab(s)", tabs.len());
+    let last = RefCell::new(Vec::new());
+    let found = wait_for("one leader and the others following", STEP, || {
+        let (last, count) = (&last, &count);
+        async move {
+            let mut seen = Vec::new();
+            for tab in tabs {
+                seen.push(role_of(browser, tab).await?.unwrap_or_default());
+            }
+            last.replace(seen.clone());
+            let all_counted = seen.iter().all(|role| role.ends_with(count.as_str()));
+            let leaders: Vec<usize> = (0..seen.len())
+                .filter(|&i| seen[i].starts_with("leader"))
+                .collect();
+            let followers = seen.iter().filter(|r| r.starts_with("follower")).count();
+            Ok(
+                (all_counted && leaders.len() == 1 && followers == tabs.len() - 1)
+                    .then(|| tabs[leaders[0]].clone()),
+            )
+        }
+    })
+    .await;
+    found.with_context(|| format!("roles seen: {:?}", last.borrow()))
+}
+
+/// Waits until `id` in tab `tab` satisfies `ok`; returns the text.
+async fn wait_in(
+    browser: &Browser,
+    tab: &WindowHandle,
+    id: &str,
+    timeout: Duration,
+    ok: impl Fn(&str) -> bool,
+) -> Result<String> {
+    let last = RefCell::new(String::new());
+    let waited = wait_for(&format!("{id} in a tab"), timeout, || async {
+        browser.client.switch_to_window(tab.clone()).await?;
+        let now = text(browser, id).await.unwrap_or_default();
+        let done = ok(&now);
+        last.replace(now.clone());
+        Ok(done.then_some(now))
+    })
+    .await;
+    waited.with_context(|| format!("{id} was {:?}", last.borrow()))
+}
+
+/// Sends `message` as an echo from `tab` and waits for its RESPONSE there.
+async fn echo_from(browser: &Browser, tab: &WindowHandle, message: &str) -> Result<()> {
+    browser.client.switch_to_window(tab.clone()).await?;
+    let input = browser.client.find(Locator::Css(&by_id("message"))).await?;
+    input.clear().await?;
+    input.send_keys(message).await?;
+    click(browser, "send").await?;
+    wait_in(browser, tab, "log", STEP, |log| {
+        log.lines()
+            .any(|l| l.contains("RESPONSE") && l.contains(message))
+    })
+    .await
+    .map(drop)
+}
+
+/// How many PUSH lines of tab `tab`'s log carry `body`.
+async fn push_lines(browser: &Browser, tab: &WindowHandle, body: &str) -> Result<usize> {
+    browser.client.switch_to_window(tab.clone()).await?;
+    let log = text(browser, "log").await?;
+    Ok(log
+        .lines()
+        .filter(|l| l.contains("PUSH") && l.contains(body))
+        .count())
+}
+
+/// Waits until tab `tab` logged the push `body` (the server also pushes a
+/// tick every second: the counter alone says nothing).
+async fn push_seen(browser: &Browser, tab: &WindowHandle, body: &str) -> Result<()> {
+    wait_for(&format!("the push {body:?}"), STEP, || async {
+        Ok((push_lines(browser, tab, body).await? > 0).then_some(()))
+    })
+    .await
+}
+
+async fn close_tab(browser: &Browser, tab: &WindowHandle) -> Result<()> {
+    browser.client.switch_to_window(tab.clone()).await?;
+    browser.client.close_window().await?;
+    // WebDriver needs a current window for what comes next.
+    let left = browser.client.windows().await?;
+    let next = left.into_iter().next().context("no window left")?;
+    browser.client.switch_to_window(next).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_tabs_share_one_connection_and_a_closed_leader_is_replaced() -> Result<()> {
+    let _one = ONE_BROWSER.lock().await;
+    let testbed = Testbed::start(Some(&dist_dir()?)).await?;
+    let browser = Browser::start().await?;
+    let url = format!("{}/?share=1", testbed.http_base);
+    let mut tabs = Vec::new();
+    for i in 0..3 {
+        tabs.push(open_tab(&browser, &url, i == 0).await?);
+    }
+    let leader = one_leader(&browser, &tabs).await?;
+    connections_become(&testbed, 1).await?;
+    for tab in &tabs {
+        wait_in(&browser, tab, "state", STEP, |s| s == "open").await?;
+    }
+
+    // Each tab's echo is answered in that tab, and only there.
+    for (i, tab) in tabs.iter().enumerate() {
+        echo_from(&browser, tab, &format!("hello from tab {i}")).await?;
+    }
+    for (i, tab) in tabs.iter().enumerate() {
+        browser.client.switch_to_window(tab.clone()).await?;
+        let log = text(&browser, "log").await?;
+        for other in (0..3).filter(|&j| j != i) {
+            let foreign = format!("hello from tab {other}");
+            assert!(
+                !log.lines()
+                    .any(|l| l.contains("RESPONSE") && l.contains(&foreign)),
+                "tab {i} shows the echo of tab {other}:\n{log}"
+            );
+        }
+    }
+    // A push reaches all three, once.
+    broadcast(&testbed, "to every tab").await?;
+    for tab in &tabs {
+        push_seen(&browser, tab, "to every tab").await?;
+    }
+    for tab in &tabs {
+        assert_eq!(push_lines(&browser, tab, "to every tab").await?, 1);
+    }
+    assert_eq!(open_connections(&testbed).await?, 1);
+
+    // The leader goes: another tab takes over and reconnects, one connection again.
+    close_tab(&browser, &leader).await?;
+    tabs.retain(|tab| *tab != leader);
+    let next = one_leader(&browser, &tabs).await?;
+    wait_in(&browser, &next, "state", STEP, |s| s == "open").await?;
+    connections_become(&testbed, 1).await?;
+    for (i, tab) in tabs.iter().enumerate() {
+        echo_from(&browser, tab, &format!("after the handoff, tab {i}")).await?;
+    }
+    broadcast(&testbed, "after the handoff").await?;
+    for tab in &tabs {
+        push_seen(&browser, tab, "after the handoff").await?;
+    }
+    for tab in &tabs {
+        assert_eq!(push_lines(&browser, tab, "after the handoff").await?, 1);
+    }
+    assert_eq!(open_connections(&testbed).await?, 1);
+
+    browser.close().await?;
+    testbed.shutdown().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_sharing_each_tab_has_its_own_connection() -> Result<()> {
+    let _one = ONE_BROWSER.lock().await;
+    let testbed = Testbed::start(Some(&dist_dir()?)).await?;
+    let browser = Browser::start().await?;
+    let mut tabs = Vec::new();
+    for i in 0..3 {
+        tabs.push(open_tab(&browser, &testbed.http_base, i == 0).await?);
+    }
+    connections_become(&testbed, 3).await?;
+    for (i, tab) in tabs.iter().enumerate() {
+        wait_in(&browser, tab, "state", STEP, |s| s == "open").await?;
+        // No role shown: sharing is off.
+        assert!(text(&browser, "tab-role").await.is_err());
+        echo_from(&browser, tab, &format!("alone in tab {i}")).await?;
+    }
+    broadcast(&testbed, "to every connection").await?;
+    for tab in &tabs {
+        push_seen(&browser, tab, "to every connection").await?;
+    }
+    assert_eq!(open_connections(&testbed).await?, 3);
+    browser.close().await?;
+    testbed.shutdown().await
+}
+
+/// Clicks Send series (300 echoes, one every 10 ms) in the current tab.
+async fn start_series(browser: &Browser) -> Result<()> {
+    wait_for("the series button", STEP, || async {
+        Ok(click(browser, "series").await.ok())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reliable_handoffs_lose_and_repeat_nothing() -> Result<()> {
+    let _one = ONE_BROWSER.lock().await;
+    let testbed = Testbed::start(Some(&dist_dir()?)).await?;
+    let browser = Browser::start().await?;
+    let url = format!("{}/?share=1&reliable=1", testbed.http_base);
+    // Each open tab with the pushes broadcast since it joined.
+    let mut tabs: Vec<(WindowHandle, Vec<String>)> = Vec::new();
+    for i in 0..4 {
+        tabs.push((open_tab(&browser, &url, i == 0).await?, Vec::new()));
+    }
+    let handles = |tabs: &[(WindowHandle, Vec<String>)]| -> Vec<WindowHandle> {
+        tabs.iter().map(|(h, _)| h.clone()).collect()
+    };
+    one_leader(&browser, &handles(&tabs)).await?;
+    connections_become(&testbed, 1).await?;
+    for (tab, _) in &tabs {
+        browser.client.switch_to_window(tab.clone()).await?;
+        start_series(&browser).await?;
+    }
+
+    // Three times: the leader closes mid-series, a new tab opens and sends
+    // its own series, and a push goes out once every tab follows.
+    for round in 1..=3 {
+        let leader = one_leader(&browser, &handles(&tabs)).await?;
+        close_tab(&browser, &leader).await?;
+        tabs.retain(|(tab, _)| *tab != leader);
+        let new = open_tab(&browser, &url, false).await?;
+        start_series(&browser).await?;
+        tabs.push((new, Vec::new()));
+        one_leader(&browser, &handles(&tabs)).await?;
+        let body = format!("handoff push {round}");
+        broadcast(&testbed, &body).await?;
+        for (_, pushes) in &mut tabs {
+            pushes.push(body.clone());
+        }
+    }
+
+    // Every open tab: its 300 echoes answered once each, in its order; the
+    // server's pushes (its ticks, the broadcasts), numbered in the session,
+    // each once and none skipped since the tab joined.
+    for (tab, _) in &tabs {
+        wait_in(&browser, tab, "echoes", LONG, |e| e == "300 in order")
+            .await
+            .context("a tab's own echoes")?;
+    }
+    connections_become(&testbed, 1).await?;
+    // One more push after everything: every tab has it, and none saw a
+    // push twice or missed one.
+    broadcast(&testbed, "the last push").await?;
+    for (tab, pushes) in &tabs {
+        push_seen(&browser, tab, "the last push").await?;
+        let order = text(&browser, "push-order").await?;
+        assert!(order.ends_with(" in order"), "pushes: {order}");
+        let seen: usize = order
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .context("the push count")?;
+        assert!(seen > pushes.len(), "only {seen} pushes");
+        assert_eq!(text(&browser, "echoes").await?, "300 in order");
+    }
+    browser.close().await?;
+    testbed.shutdown().await
+}
