@@ -24,6 +24,7 @@
 
 use std::future::Future;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -84,7 +85,10 @@ pub fn artefact_dir() -> Result<PathBuf> {
 }
 
 /// A ChromeDriver process and a WebDriver session in headless Chromium.
-/// Dropping it kills ChromeDriver (and with it the browser).
+/// Dropping it kills ChromeDriver's whole process group: killing
+/// ChromeDriver alone (a test that panics never reaches [`Browser::close`])
+/// leaves the browser running, orphaned, its pages still reconnecting and
+/// burning CPU for the tests after it.
 pub struct Browser {
     /// The WebDriver session.
     pub client: Client,
@@ -103,6 +107,7 @@ impl Browser {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let driver = Command::new(&driver_path)
             .arg(format!("--port={port}"))
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -125,16 +130,27 @@ impl Browser {
     /// When the session cannot be closed cleanly.
     pub async fn close(mut self) -> Result<()> {
         let closed = self.client.clone().close().await;
+        self.kill();
+        closed.context("closing the WebDriver session")
+    }
+
+    /// Kills ChromeDriver and every browser process it started (its group).
+    fn kill(&mut self) {
+        if self.driver.try_wait().is_ok_and(|status| status.is_some()) {
+            return; // reaped already: its id may belong to another process now
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
-        closed.context("closing the WebDriver session")
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        self.kill();
     }
 }
 
