@@ -93,6 +93,7 @@ pub struct Browser {
     /// The WebDriver session.
     pub client: Client,
     driver: Child,
+    killed: bool,
 }
 
 impl Browser {
@@ -120,6 +121,7 @@ impl Browser {
         Ok(Self {
             client: connect(port).await?,
             driver,
+            killed: false,
         })
     }
 
@@ -136,9 +138,12 @@ impl Browser {
 
     /// Kills ChromeDriver and every browser process it started (its group).
     fn kill(&mut self) {
-        if self.driver.try_wait().is_ok_and(|status| status.is_some()) {
+        if self.killed {
             return; // reaped already: its id may belong to another process now
         }
+        self.killed = true;
+        // Before any wait: while a process of the group lives (or the
+        // unreaped leader), the group's id cannot be given to another.
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{}", self.driver.id())])
             .stderr(Stdio::null())
