@@ -583,6 +583,7 @@ pub fn write(root: &Path, docs: &Path, mut results: Value) -> Result<()> {
             );
         }
     }
+    tabs_section(w, &b["tabs"]);
     let bundle = &results["bundle"];
     let _ = writeln!(w, "\n## UI bundle (`trunk build --release`)\n");
     if let Some(err) = bundle["error"].as_str() {
@@ -663,4 +664,49 @@ pub fn write(root: &Path, docs: &Path, mut results: Value) -> Result<()> {
     )?;
     eprintln!("bench: wrote {}", docs.join("BENCHMARKS.md").display());
     Ok(())
+}
+
+/// Issue 15's figure: ten console tabs with sharing across tabs and without.
+fn tabs_section(w: &mut String, tabs: &Value) {
+    if tabs.is_null() {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "\n## Ten tabs of the console: one shared connection against one per tab\n"
+    );
+    if let Some(err) = tabs["error"].as_str() {
+        let _ = writeln!(w, "Not measured in this run: {err}");
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "| {} tabs | server connections | server RSS added, KiB | browser PSS added, KiB | settled in, ms |\n|---|---|---|---|---|",
+        tabs["tabs"]
+    );
+    for (name, key) in [
+        ("shared (`/?share=1`)", "shared"),
+        ("one socket per tab", "separate"),
+    ] {
+        let r = &tabs[key];
+        let _ = writeln!(
+            w,
+            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            num(r, "connections"),
+            num(r, "server_rss_delta_kib"),
+            num(r, "browser_pss_delta_kib"),
+            num(r, "settled_ms")
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nTen windows of the console in one headless Chromium, opened one after the other, \
+         with sharing on and off in alternating order (median of {} round(s) each); settled when \
+         every tab shows its socket open and, with sharing, one leader and every tab counting \
+         ten. Connections: the server's own `ws_connections_open` (`/metrics`). Server RSS: \
+         resident memory after the tabs settled minus before they opened (allocator noise of \
+         tens of KiB either way; it bounds, it does not weigh, a connection). Browser PSS: the \
+         proportional set size summed over Chromium's processes, added by the ten windows.",
+        tabs["rounds"]
+    );
 }
