@@ -36,7 +36,7 @@
 //! cargo run --release -p bench -- run --full    # longer windows, more rounds
 //! cargo xtask hostile                           # builds, then `bench hostile`: docs/HARDENING.md
 //! cargo xtask bench --scale                     # builds, then `bench scale`: its section of docs/BENCHMARKS.md
-//! cargo run --release -p bench -- tabs         # only the ten tabs (after `trunk build --release`)
+//! cargo run --release -p bench -- tabs          # only the ten tabs (after `trunk build --release`)
 //! cargo xtask bench --cluster                   # builds, then `bench cluster`: its section of docs/BENCHMARKS.md
 //! target/release/bench load echo --url ws://127.0.0.1:8080/echo --conns 100 --bytes 20
 //! ```

@@ -681,7 +681,7 @@ fn tabs_section(w: &mut String, tabs: &Value) {
     }
     let _ = writeln!(
         w,
-        "| {} tabs | server connections | server RSS added, KiB | browser PSS added, KiB | settled in, ms |\n|---|---|---|---|---|",
+        "| {} tabs | server connections | server RSS added, KiB | server RSS before → after, KiB | browser PSS, MiB | settled in, ms |\n|---|---|---|---|---|---|",
         tabs["tabs"]
     );
     for (name, key) in [
@@ -689,12 +689,20 @@ fn tabs_section(w: &mut String, tabs: &Value) {
         ("one socket per tab", "separate"),
     ] {
         let r = &tabs[key];
+        // The first round's absolute figures, beside the median of the deltas.
+        let first = tabs["runs"]
+            .as_array()
+            .and_then(|runs| runs.iter().find(|run| run["share"] == (key == "shared")))
+            .cloned()
+            .unwrap_or(Value::Null);
         let _ = writeln!(
             w,
-            "| {name} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            "| {name} | {:.0} | {:.0} | {} → {} | {:.0} | {:.0} |",
             num(r, "connections"),
             num(r, "server_rss_delta_kib"),
-            num(r, "browser_pss_delta_kib"),
+            first["server_rss_before_kib"],
+            first["server_rss_after_kib"],
+            num(&first, "browser_pss_after_kib") / 1024.0,
             num(r, "settled_ms")
         );
     }
@@ -705,8 +713,48 @@ fn tabs_section(w: &mut String, tabs: &Value) {
          every tab shows its socket open and, with sharing, one leader and every tab counting \
          ten. Connections: the server's own `ws_connections_open` (`/metrics`). Server RSS: \
          resident memory after the tabs settled minus before they opened (allocator noise of \
-         tens of KiB either way; it bounds, it does not weigh, a connection). Browser PSS: the \
-         proportional set size summed over Chromium's processes, added by the ten windows.",
+         tens to hundreds of KiB either way, after an unmeasured console load; ten connections \
+         weigh less than that, see the idle connections above). Browser PSS: the proportional \
+         set size summed over Chromium's processes with the ten windows open (first round).",
         tabs["rounds"]
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ten_tabs_section_shows_both_modes_and_a_missing_run() {
+        let run = |share: bool, conns: u64| {
+            json!({ "share": share, "connections": conns, "server_rss_before_kib": 6624,
+                    "server_rss_after_kib": 6752, "browser_pss_after_kib": 820_510 })
+        };
+        let tabs = json!({
+            "tabs": 10, "rounds": 1,
+            "shared": { "connections": 1.0, "server_rss_delta_kib": 128.0, "settled_ms": 5886.4 },
+            "separate": { "connections": 10.0, "server_rss_delta_kib": 0.0, "settled_ms": 5778.0 },
+            "runs": [run(true, 1), run(false, 10)],
+        });
+        let mut w = String::new();
+        tabs_section(&mut w, &tabs);
+        assert!(
+            w.contains("| shared (`/?share=1`) | 1 | 128 | 6624 → 6752 | 801 | 5886 |"),
+            "{w}"
+        );
+        assert!(
+            w.contains("| one socket per tab | 10 | 0 | 6624 → 6752 | 801 | 5778 |"),
+            "{w}"
+        );
+
+        let mut w = String::new();
+        tabs_section(&mut w, &json!({ "error": "the UI did not build" }));
+        assert!(w.contains("Not measured in this run: the UI did not build"));
+        let mut w = String::new();
+        tabs_section(&mut w, &Value::Null);
+        assert!(
+            w.is_empty(),
+            "no section from a run without the browser part"
+        );
+    }
 }
