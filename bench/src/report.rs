@@ -711,7 +711,8 @@ fn tabs_section(w: &mut String, tabs: &Value) {
         "\nTen windows of the console in one headless Chromium, opened one after the other, \
          with sharing on and off in alternating order (median of {} round(s) each); settled when \
          every tab shows its socket open and, with sharing, one leader and every tab counting \
-         ten. Connections: the server's own `ws_connections_open` (`/metrics`). Server RSS: \
+         ten. Connections: the server's own `ws_connections_open` (`/metrics`), counted from its \
+         value before the tabs opened. Server RSS: \
          resident memory after the tabs settled minus before they opened (allocator noise of \
          tens to hundreds of KiB either way, after an unmeasured console load; ten connections \
          weigh less than that, see the idle connections above). Browser PSS: the proportional \

@@ -57,6 +57,25 @@ async fn connections_become(base: &str, want: u64, timeout: Duration) -> Result<
     }
 }
 
+/// The server's count once it has stopped moving: three equal reads 100 ms
+/// apart, at most 5 s. Connections of pages loaded before (the first-paint
+/// loads) may linger on the server after their pages are gone: the figures
+/// are counted from this baseline.
+async fn settled_connections(base: &str) -> Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut samples = vec![open_connections(base).await?];
+    while Instant::now() < deadline
+        && !(samples.len() >= 3
+            && samples[samples.len() - 3..]
+                .windows(2)
+                .all(|w| w[0] == w[1]))
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        samples.push(open_connections(base).await?);
+    }
+    Ok(samples.last().copied().unwrap_or_default())
+}
+
 /// The resident memory of `pid` once it has stopped moving: three equal
 /// samples 100 ms apart, at most 3 s (as the idle scenario reads it).
 async fn settled_rss(pid: u32) -> Result<u64> {
@@ -176,7 +195,7 @@ async fn open_and_measure(
     opened: &mut Vec<WindowHandle>,
 ) -> Result<Value> {
     let (server, driver) = pids;
-    connections_become(base, 0, Duration::from_secs(10)).await?;
+    let baseline = settled_connections(base).await?;
     let rss_before = settled_rss(server).await?;
     let browser_before = browser_pss_kib(driver);
     let url = if share {
@@ -194,9 +213,9 @@ async fn open_and_measure(
     let roles = settle(client, opened, share).await?;
     let want = if share { 1 } else { n as u64 };
     // The server's count is the judge: it must agree with what the tabs show.
-    connections_become(base, want, Duration::from_secs(10)).await?;
+    connections_become(base, baseline + want, Duration::from_secs(10)).await?;
     let settled_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let connections = open_connections(base).await?;
+    let connections = open_connections(base).await?.saturating_sub(baseline);
     let rss_after = settled_rss(server).await?;
     let browser_after = browser_pss_kib(driver);
     let leader = roles
@@ -205,6 +224,7 @@ async fn open_and_measure(
         .map(str::to_owned);
     Ok(json!({
         "share": share, "tabs": n, "connections": connections,
+        "server_connections_before": baseline,
         "server_rss_before_kib": rss_before, "server_rss_after_kib": rss_after,
         "server_rss_delta_kib": rss_after as i64 - rss_before as i64,
         "browser_pss_before_kib": browser_before, "browser_pss_after_kib": browser_after,
