@@ -24,6 +24,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
 use crate::procs::{Core, Guard, pinned};
+use crate::tabs;
 
 /// The raw JavaScript page: the browser's ceiling. It checks each `seq`
 /// with the same substring scan as the wasm page.
@@ -410,30 +411,68 @@ fn median(values: &mut [f64]) -> f64 {
 /// # Errors
 ///
 /// When ChromeDriver cannot be started or a page fails (wrong order, closed, timeout).
-pub fn run(addr: &str, assets: &Assets, rounds: usize, count: u32) -> Result<Value> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let driver = std::env::var_os("CHROMEDRIVER").unwrap_or_else(|| "/usr/bin/chromedriver".into());
-    let mut command = pinned(Core::Load, 4096, &driver);
-    command.arg(format!("--port={port}"));
-    // Its own process group, so that the browser processes go with it.
-    let _driver = Guard::spawn("chromedriver", command, true)?;
+/// `server_pid` is our server's process, whose memory the ten tabs read.
+pub fn run(
+    addr: &str,
+    assets: &Assets,
+    rounds: usize,
+    count: u32,
+    server_pid: u32,
+) -> Result<Value> {
+    let (driver, port) = start_driver()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let client = connect(port).await?;
-        let result = measure(&client, addr, assets, rounds, count).await;
+        let result = measure(
+            &client,
+            addr,
+            assets,
+            (rounds, count),
+            (server_pid, driver.pid()),
+        )
+        .await;
         let _ = client.close().await;
         result
     })
+}
+
+/// Only the ten tabs with and without sharing (`bench tabs`), `rounds` of each.
+///
+/// # Errors
+///
+/// When ChromeDriver cannot be started or the tabs do not settle.
+pub fn run_tabs(addr: &str, server_pid: u32, rounds: usize) -> Result<Value> {
+    let (driver, port) = start_driver()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = connect(port).await?;
+        let base = format!("http://{addr}");
+        let result = tabs::measure(&client, &base, server_pid, driver.pid(), rounds).await;
+        let _ = client.close().await;
+        result
+    })
+}
+
+/// ChromeDriver on a free port, pinned to the load core, in its own process
+/// group so that the browser processes are killed with it when the guard drops.
+fn start_driver() -> Result<(Guard, u16)> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let driver = std::env::var_os("CHROMEDRIVER").unwrap_or_else(|| "/usr/bin/chromedriver".into());
+    let mut command = pinned(Core::Load, 4096, &driver);
+    command.arg(format!("--port={port}"));
+    Ok((Guard::spawn("chromedriver", command, true)?, port))
 }
 
 async fn measure(
     client: &Client,
     addr: &str,
     assets: &Assets,
-    rounds: usize,
-    count: u32,
+    (rounds, count): (usize, u32),
+    (server_pid, driver_pid): (u32, u32),
 ) -> Result<Value> {
     let base = format!("http://{addr}");
     // First, while the browser is fresh: the console's first paint.
@@ -441,6 +480,27 @@ async fn measure(
         match first_paint(client, &base, 6).await {
             Ok(paint) => paint,
             Err(err) => json!({ "error": format!("{err:#}") }),
+        }
+    } else {
+        json!({ "error": "the UI did not build" })
+    };
+    // Ten tabs with and without sharing (issue 15): one round each in the
+    // quick run, two in the full one.
+    let tabs = if assets.ui {
+        match tabs::measure(
+            client,
+            &base,
+            server_pid,
+            driver_pid,
+            (rounds / 3).clamp(1, 2),
+        )
+        .await
+        {
+            Ok(tabs) => tabs,
+            Err(err) => {
+                eprintln!("browser: the ten tabs failed: {err:#}");
+                json!({ "error": format!("{err:#}") })
+            }
         }
     } else {
         json!({ "error": "the UI did not build" })
@@ -483,6 +543,6 @@ async fn measure(
         "mode": "browser", "count": count, "rounds": rounds,
         "js_ms": js_ms, "js_msgs_per_s": rate(js_ms), "js_ms_all": js_all,
         "wasm_ms": wasm_ms, "wasm_msgs_per_s": rate(wasm_ms), "wasm_ms_all": wasm_all,
-        "yew": yew, "first_paint": paint,
+        "yew": yew, "first_paint": paint, "tabs": tabs,
     }))
 }

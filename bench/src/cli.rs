@@ -97,6 +97,20 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// Only the browser's ten tabs with sharing across tabs and without
+    /// (issue 15): the server's connections and memory; prints the figures,
+    /// writes nothing (`run` puts them in its report). Needs the UI built.
+    Tabs {
+        /// The cargo target directory holding release/server (built beforehand).
+        #[arg(long, env = "CARGO_TARGET_DIR", default_value = "target")]
+        target: PathBuf,
+        /// The built UI (`trunk build --release`), served by our server.
+        #[arg(long, default_value = "dist")]
+        static_dir: PathBuf,
+        /// Rounds of each (alternating).
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+    },
     /// The raw tokio-tungstenite reference server.
     RawServer {
         /// Loopback address to listen on.
@@ -267,6 +281,20 @@ pub fn main() -> Result<()> {
                 docs: (!no_write).then(|| root.join(docs)),
             })
             .map(drop)
+        }
+        Cmd::Tabs {
+            target,
+            static_dir,
+            rounds,
+        } => {
+            let target = std::path::absolute(&target)?;
+            let static_dir = std::path::absolute(&static_dir)?;
+            let result = run::tabs_only(&target.join("release/server"), &static_dir, rounds)?;
+            #[allow(clippy::print_stdout)] // the figures are this command's output
+            {
+                println!("{result:#}");
+            }
+            Ok(())
         }
         Cmd::Hostile {
             target,

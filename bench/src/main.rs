@@ -12,6 +12,8 @@
 //!   (server RSS per held connection);
 //! * `raw.rs`: the reference server, raw tokio + tokio-tungstenite;
 //! * `browser.rs`: headless Chromium through ChromeDriver, the burst pages and the Yew page;
+//!   `tabs.rs`: ten console tabs with sharing across tabs and without (issue 15):
+//!   the server's connections and memory;
 //! * `hostile/`: hostile clients at scale against the release server (issue
 //!   12): floods, slowloris, non-reading clients, broken frames, fuzzing;
 //!   writes `docs/HARDENING.md`;
@@ -34,6 +36,7 @@
 //! cargo run --release -p bench -- run --full    # longer windows, more rounds
 //! cargo xtask hostile                           # builds, then `bench hostile`: docs/HARDENING.md
 //! cargo xtask bench --scale                     # builds, then `bench scale`: its section of docs/BENCHMARKS.md
+//! cargo run --release -p bench -- tabs          # only the ten tabs (after `trunk build --release`)
 //! cargo xtask bench --cluster                   # builds, then `bench cluster`: its section of docs/BENCHMARKS.md
 //! target/release/bench load echo --url ws://127.0.0.1:8080/echo --conns 100 --bytes 20
 //! ```
@@ -62,6 +65,8 @@ mod run;
 mod scale;
 #[cfg(not(target_arch = "wasm32"))]
 mod scale_report;
+#[cfg(not(target_arch = "wasm32"))]
+mod tabs;
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> anyhow::Result<()> {

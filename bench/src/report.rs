@@ -583,6 +583,7 @@ pub fn write(root: &Path, docs: &Path, mut results: Value) -> Result<()> {
             );
         }
     }
+    tabs_section(w, &b["tabs"]);
     let bundle = &results["bundle"];
     let _ = writeln!(w, "\n## UI bundle (`trunk build --release`)\n");
     if let Some(err) = bundle["error"].as_str() {
@@ -663,4 +664,98 @@ pub fn write(root: &Path, docs: &Path, mut results: Value) -> Result<()> {
     )?;
     eprintln!("bench: wrote {}", docs.join("BENCHMARKS.md").display());
     Ok(())
+}
+
+/// Issue 15's figure: ten console tabs with sharing across tabs and without.
+fn tabs_section(w: &mut String, tabs: &Value) {
+    if tabs.is_null() {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "\n## Ten tabs of the console: one shared connection against one per tab\n"
+    );
+    if let Some(err) = tabs["error"].as_str() {
+        let _ = writeln!(w, "Not measured in this run: {err}");
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "| {} tabs | server connections | server RSS added, KiB | server RSS before → after, KiB | browser PSS, MiB | settled in, ms |\n|---|---|---|---|---|---|",
+        tabs["tabs"]
+    );
+    for (name, key) in [
+        ("shared (`/?share=1`)", "shared"),
+        ("one socket per tab", "separate"),
+    ] {
+        let r = &tabs[key];
+        // The first round's absolute figures, beside the median of the deltas.
+        let first = tabs["runs"]
+            .as_array()
+            .and_then(|runs| runs.iter().find(|run| run["share"] == (key == "shared")))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let _ = writeln!(
+            w,
+            "| {name} | {:.0} | {:.0} | {} → {} | {:.0} | {:.0} |",
+            num(r, "connections"),
+            num(r, "server_rss_delta_kib"),
+            first["server_rss_before_kib"],
+            first["server_rss_after_kib"],
+            num(&first, "browser_pss_after_kib") / 1024.0,
+            num(r, "settled_ms")
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nTen windows of the console in one headless Chromium, opened one after the other, \
+         with sharing on and off in alternating order (median of {} round(s) each); settled when \
+         every tab shows its socket open and, with sharing, one leader and every tab counting \
+         ten. Connections: the server's own `ws_connections_open` (`/metrics`), counted from its \
+         value before the tabs opened. Server RSS: \
+         resident memory after the tabs settled minus before they opened (allocator noise of \
+         tens to hundreds of KiB either way, after an unmeasured console load; ten connections \
+         weigh less than that, see the idle connections above). Browser PSS: the proportional \
+         set size summed over Chromium's processes with the ten windows open (first round).",
+        tabs["rounds"]
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ten_tabs_section_shows_both_modes_and_a_missing_run() {
+        let run = |share: bool, conns: u64| {
+            json!({ "share": share, "connections": conns, "server_rss_before_kib": 6624,
+                    "server_rss_after_kib": 6752, "browser_pss_after_kib": 820_510 })
+        };
+        let tabs = json!({
+            "tabs": 10, "rounds": 1,
+            "shared": { "connections": 1.0, "server_rss_delta_kib": 128.0, "settled_ms": 5886.4 },
+            "separate": { "connections": 10.0, "server_rss_delta_kib": 0.0, "settled_ms": 5778.0 },
+            "runs": [run(true, 1), run(false, 10)],
+        });
+        let mut w = String::new();
+        tabs_section(&mut w, &tabs);
+        assert!(
+            w.contains("| shared (`/?share=1`) | 1 | 128 | 6624 → 6752 | 801 | 5886 |"),
+            "{w}"
+        );
+        assert!(
+            w.contains("| one socket per tab | 10 | 0 | 6624 → 6752 | 801 | 5778 |"),
+            "{w}"
+        );
+
+        let mut w = String::new();
+        tabs_section(&mut w, &json!({ "error": "the UI did not build" }));
+        assert!(w.contains("Not measured in this run: the UI did not build"));
+        let mut w = String::new();
+        tabs_section(&mut w, &Value::Null);
+        assert!(
+            w.is_empty(),
+            "no section from a run without the browser part"
+        );
+    }
 }

@@ -230,6 +230,50 @@ fn sh(command: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Our server's arguments for the benchmarks, then `extra`.
+fn ours_args(extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--push-interval",
+        "0",
+        "--ping-interval",
+        "0",
+        "--max-message-size",
+        "1048576",
+        // Load from one address: the per-client limits would refuse it.
+        "--max-connections-per-ip",
+        "0",
+        "--max-http-connections-per-ip",
+        "0",
+        "--connect-rate",
+        "0",
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+/// `bench tabs`: our release server `server` serving the UI in `www`, then
+/// only the browser's ten tabs with and without sharing, `rounds` of each.
+///
+/// # Errors
+///
+/// When the server or ChromeDriver cannot start, or the tabs do not settle.
+pub fn tabs_only(server: &Path, www: &Path, rounds: usize) -> Result<Value> {
+    let www = www.to_string_lossy();
+    let ours_ui = Server {
+        name: "ours (UI)",
+        program: server.to_path_buf(),
+        args: ours_args(&["--static-dir", &www]),
+        addr_flag: "--addr",
+        echo_path: "/ws",
+        typed: true,
+        burst_path: "/ws?burst=",
+    };
+    let running = start(&ours_ui, 4096)?;
+    browser::run_tabs(&running.addr, running.guard.pid(), rounds)
+}
+
 /// Runs everything and writes the report.
 ///
 /// # Errors
@@ -288,27 +332,6 @@ pub fn run(options: &Options) -> Result<()> {
     let idle_conns = plan.idle_conns.min(hard.saturating_sub(1024) as usize);
     let nofile = (idle_conns as u64 + 1024).min(hard);
 
-    let ours_args = |extra: &[&str]| -> Vec<String> {
-        let mut args: Vec<String> = [
-            "--push-interval",
-            "0",
-            "--ping-interval",
-            "0",
-            "--max-message-size",
-            "1048576",
-            // Load from one address: the per-client limits would refuse it.
-            "--max-connections-per-ip",
-            "0",
-            "--max-http-connections-per-ip",
-            "0",
-            "--connect-rate",
-            "0",
-        ]
-        .map(String::from)
-        .to_vec();
-        args.extend(extra.iter().map(|a| a.to_string()));
-        args
-    };
     let no_ui = ["--static-dir", "/nonexistent"];
     let raw = |read_buffer: &str, write: &str| -> Vec<String> {
         [
@@ -519,7 +542,13 @@ pub fn run(options: &Options) -> Result<()> {
                 "/ws?burst=",
             );
             let running = start(&ours_ui, nofile)?;
-            browser::run(&running.addr, assets, plan.browser_rounds, plan.burst_count)?
+            browser::run(
+                &running.addr,
+                assets,
+                plan.browser_rounds,
+                plan.burst_count,
+                running.guard.pid(),
+            )?
         }
         Err(why) => json!({ "error": why }),
     };
