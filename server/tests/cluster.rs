@@ -334,6 +334,28 @@ impl Subprocess {
             .status()
             .unwrap();
         assert!(status.success());
+        if signal == "-STOP" {
+            // `kill` returns once the signal is queued; the freeze is done
+            // when every thread shows `T` (stopped) in /proc.
+            let deadline = Instant::now() + DEADLINE;
+            while !self.stopped() {
+                assert!(Instant::now() < deadline, "the node never stopped");
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Whether every thread of the process is stopped.
+    fn stopped(&self) -> bool {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        std::fs::read_dir(tasks).unwrap().all(|task| {
+            let stat =
+                std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap_or_default();
+            // The state follows the command's closing parenthesis.
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('T'))
+        })
     }
 }
 
