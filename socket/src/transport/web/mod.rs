@@ -22,7 +22,10 @@
 //! ([`Socket::queue_len`], the stats) is this tab's unconfirmed messages,
 //! [`Socket::take_queued`] gives back what [`Socket::close`] could not
 //! hand over, and [`Socket::set_queue_capacity`] does not apply to it; the
-//! open hook runs only if the tab goes alone.
+//! open hook runs only if the tab goes alone. A follower hears the shared
+//! connection's state ([`Event::StateChanged`](crate::Event::StateChanged),
+//! and [`Event::Open`](crate::Event::Open) when it opens), not the leader's
+//! transport details (`Close` codes, `Error`s).
 //!
 //! In token mode the provider's future (`!Send`: it may hold JS values) runs
 //! with `spawn_local`, reporting through a `Weak`, and the token goes in the

@@ -39,6 +39,14 @@ impl Shared {
             },
             // The leader's app sees its driver's own, more precise, states.
             TabEvent::State(_) if self.leading() => return,
+            // A follower hears the shared connection open as the leader's
+            // app does: `Open` after the state (an app that waits for it
+            // to enable its sends works unchanged in any tab).
+            TabEvent::State(LinkState::Open) => {
+                self.dispatcher
+                    .emit([Event::StateChanged(State::Open), Event::Open]);
+                return;
+            }
             TabEvent::State(link) => Event::StateChanged(state_of(link)),
             TabEvent::Unconfirmed(frames) => Event::ResumeFailed {
                 reason: shared::ResumeFailure::UnknownSession,
