@@ -393,6 +393,12 @@ mod tests {
         );
 
         // b dies: its turn goes to c, as a load balancer's next upstream.
+        // Its slot points at a port bound but not listening: it refuses,
+        // and no other test running beside this one can take it, as one
+        // could take b's freed port and answer in its place.
+        let dead = tokio::net::TcpSocket::new_v4().unwrap();
+        dead.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        proxy.set_upstream(1, dead.local_addr().unwrap()).unwrap();
         task_b.abort();
         let _ = task_b.await;
         let mut order = Vec::new();
@@ -411,6 +417,7 @@ mod tests {
         }
         assert_eq!(order, b"aBc");
         assert!(proxy.set_upstream(3, b2).is_err());
+        drop(dead);
         assert!(
             FaultProxy::start_many(Vec::new(), Faults::none())
                 .await
