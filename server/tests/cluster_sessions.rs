@@ -61,6 +61,21 @@ async fn start_node_with(redis: &RedisServer, node: &str, extra: &[&str]) -> Tes
     common::start(&args).await
 }
 
+/// Waits until `node` (named `name`) counts `nodes` live nodes in its
+/// `/metrics`: a node sends commands only to the nodes it knows.
+async fn sees_nodes(node: &TestServer, name: &str, nodes: usize) {
+    let metrics = node.http_url("/metrics");
+    let line = format!("ws_cluster_nodes{{node=\"{name}\"}} {nodes}");
+    wait_until(&format!("{name} sees {nodes} nodes"), || {
+        let (metrics, line) = (metrics.clone(), line.clone());
+        async move {
+            let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
+            text.contains(&line)
+        }
+    })
+    .await;
+}
+
 /// A node in a process of its own, to be killed with SIGKILL.
 struct Subprocess {
     child: Child,
@@ -232,15 +247,7 @@ async fn a_resume_on_another_node_closes_the_old_connection_with_4002() {
     send_text(&mut first, &msg(1)).await;
     assert_eq!(next_numbered(&mut first).await.0, 1);
     // B must know A is alive to send it the takeover.
-    let metrics = b.http_url("/metrics");
-    wait_until("B sees two nodes", || {
-        let metrics = metrics.clone();
-        async move {
-            let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
-            text.contains("ws_cluster_nodes{node=\"b\"} 2")
-        }
-    })
-    .await;
+    sees_nodes(&b, "b", 2).await;
     let (mut second, last_in) = resume_on(&b, &session, &token, 1).await;
     assert_eq!(last_in, 1);
     let frame = tokio::time::timeout(Duration::from_secs(2), expect_close(&mut first))
@@ -480,15 +487,7 @@ async fn a_user_push_is_stored_once_for_a_session_away_whatever_the_nodes() {
     assert_eq!(next_numbered(&mut ws).await.0, 1);
     drop(ws);
     // B must know the other nodes, so that each gets the user push.
-    let metrics = b.http_url("/metrics");
-    wait_until("B sees three nodes", || {
-        let metrics = metrics.clone();
-        async move {
-            let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
-            text.contains("ws_cluster_nodes{node=\"b\"} 3")
-        }
-    })
-    .await;
+    sees_nodes(&b, "b", 3).await;
     let push = b.http_url("/api/users/alice/push");
     wait_until("the push stored for alice's session away", || {
         let push = push.clone();
@@ -567,15 +566,7 @@ async fn a_push_to_a_client_of_a_killed_node_is_stored_for_its_resume() {
     assert_eq!(next_numbered(&mut ws).await.0, 1);
     // B knows A is alive (else it would answer 404 for a client it thinks
     // attached on a node it does not know yet).
-    let metrics = b.http_url("/metrics");
-    wait_until("B sees two nodes", || {
-        let metrics = metrics.clone();
-        async move {
-            let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
-            text.contains("ws_cluster_nodes{node=\"b\"} 2")
-        }
-    })
-    .await;
+    sees_nodes(&b, "b", 2).await;
     // A dies without writing a detach; once its heartbeat key expired
     // (--cluster-node-ttl), the client counts as away: 202 stored (it was
     // 404 until the session's TTL).
