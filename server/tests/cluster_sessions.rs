@@ -13,13 +13,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{Connect, TestServer, Ws, expect_close, next_json, send_text, wait_until};
 use shared::{ClientMessage, ServerMessage, close_code};
-use testbed::RedisServer;
+use testbed::{NodeProcess, RedisServer};
 use tokio_tungstenite::tungstenite::Message;
 
 const ADMIN: &str = "cluster-admin";
@@ -76,47 +74,31 @@ async fn sees_nodes(node: &TestServer, name: &str, nodes: usize) {
     .await;
 }
 
-/// A node in a process of its own, to be killed with SIGKILL.
-struct Subprocess {
-    child: Child,
-    base: String,
-}
+/// A node in a process of its own (`testbed::NodeProcess`), killed with
+/// SIGKILL when dropped.
+struct Subprocess(NodeProcess);
 
 impl Subprocess {
     fn start(redis: &RedisServer, node: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
-            .args(node_args(redis, node))
-            .args(["--addr", "127.0.0.1:0", "--allow-client-ids"])
-            .args(["--push-interval", "0", "--ping-interval", "0"])
-            .args(["--static-dir", "/nonexistent"])
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let base = loop {
-            let line = lines.next().expect("the server logs its address").unwrap();
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        // Keeps draining its log, so that it never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Self { child, base }
+        let mut args = node_args(redis, node);
+        args.extend(
+            [
+                "--allow-client-ids",
+                "--push-interval",
+                "0",
+                "--ping-interval",
+                "0",
+            ]
+            .map(String::from),
+        );
+        args.extend(["--static-dir", "/nonexistent"].map(String::from));
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_server"));
+        Self(NodeProcess::start(binary, &args, false).unwrap())
     }
 
     async fn connect(&self, path: &str) -> Ws {
-        let url = format!("{}{path}", self.base.replacen("http", "ws", 1));
+        let url = format!("ws://{}{path}", self.0.addr());
         tokio_tungstenite::connect_async(url).await.unwrap().0
-    }
-}
-
-impl Drop for Subprocess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
