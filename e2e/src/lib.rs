@@ -7,7 +7,8 @@
 //!
 //! Layout: [`Browser`] owns a ChromeDriver process and a WebDriver session;
 //! [`wait_for`] polls a condition with a deadline (never a fixed sleep);
-//! [`dist_dir`] finds the built UI.
+//! [`dist_dir`] finds the built UI; [`by_id`], [`text`] and [`click`] reach
+//! the console's `data-testid` elements.
 //!
 //! # Example
 //!
@@ -30,7 +31,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 
 /// Chrome's arguments: headless, and no network of its own (only loopback is
@@ -203,4 +204,36 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The CSS selector of the element with `data-testid="id"` (the console
+/// marks what the tests read and click that way).
+#[must_use]
+pub fn by_id(id: &str) -> String {
+    format!("[data-testid=\"{id}\"]")
+}
+
+/// The text of the element `data-testid="id"`.
+///
+/// # Errors
+///
+/// When the element is missing or WebDriver fails.
+pub async fn text(browser: &Browser, id: &str) -> Result<String> {
+    let element = browser.client.find(Locator::Css(&by_id(id))).await?;
+    Ok(element.text().await?)
+}
+
+/// Clicks the element `data-testid="id"`.
+///
+/// # Errors
+///
+/// When the element is missing or WebDriver fails.
+pub async fn click(browser: &Browser, id: &str) -> Result<()> {
+    browser
+        .client
+        .find(Locator::Css(&by_id(id)))
+        .await?
+        .click()
+        .await?;
+    Ok(())
 }

@@ -3,30 +3,11 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use e2e::{Browser, artefact_dir, dist_dir, wait_for};
+use e2e::{Browser, artefact_dir, by_id, click, dist_dir, text, wait_for};
 use fantoccini::Locator;
 use testbed::{Testbed, mint_token};
 
 const STEP: Duration = Duration::from_secs(30);
-
-fn by_id(id: &str) -> String {
-    format!("[data-testid=\"{id}\"]")
-}
-
-async fn text(browser: &Browser, id: &str) -> Result<String> {
-    let element = browser.client.find(Locator::Css(&by_id(id))).await?;
-    Ok(element.text().await?)
-}
-
-async fn click(browser: &Browser, id: &str) -> Result<()> {
-    browser
-        .client
-        .find(Locator::Css(&by_id(id)))
-        .await?
-        .click()
-        .await?;
-    Ok(())
-}
 
 async fn type_into(browser: &Browser, id: &str, value: &str) -> Result<()> {
     let input = browser.client.find(Locator::Css(&by_id(id))).await?;

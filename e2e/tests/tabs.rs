@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use e2e::{Browser, dist_dir, wait_for};
+use e2e::{Browser, by_id, click, dist_dir, text, wait_for};
 use fantoccini::Locator;
 use fantoccini::wd::WindowHandle;
 use testbed::Testbed;
@@ -26,25 +26,6 @@ const LONG: Duration = Duration::from_secs(120);
 
 /// One browser at a time.
 static ONE_BROWSER: Mutex<()> = Mutex::const_new(());
-
-fn by_id(id: &str) -> String {
-    format!("[data-testid=\"{id}\"]")
-}
-
-async fn text(browser: &Browser, id: &str) -> Result<String> {
-    let element = browser.client.find(Locator::Css(&by_id(id))).await?;
-    Ok(element.text().await?)
-}
-
-async fn click(browser: &Browser, id: &str) -> Result<()> {
-    browser
-        .client
-        .find(Locator::Css(&by_id(id)))
-        .await?
-        .click()
-        .await?;
-    Ok(())
-}
 
 /// The server's own count of open WebSocket connections.
 async fn open_connections(testbed: &Testbed) -> Result<u64> {
