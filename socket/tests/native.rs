@@ -560,7 +560,9 @@ async fn reliable_mode_delivers_exactly_once_through_random_cuts() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// One thread: the socket's task cannot run (and its welcome arrive) before
+// the subscription below, which the first message's assertion needs.
+#[tokio::test]
 async fn a_typed_socket_speaks_the_protocol() {
     with_testbed(|tb| async move {
         let raw = Socket::new(Config::new(format!("{}/ws", tb.ws_base))).unwrap();
