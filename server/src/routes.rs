@@ -209,6 +209,9 @@ struct WsQuery {
     /// `?reliable=1` (or `true`; `0`, `false` or absent: off).
     #[serde(default, deserialize_with = "flag")]
     reliable: bool,
+    /// `?protocol=N`: the newest version the client speaks. Never refused:
+    /// a missing or invalid one gets version 1 ([`shared::Protocol::negotiate`]).
+    protocol: Option<String>,
 }
 
 /// `1`/`true` or `0`/`false`.
@@ -279,6 +282,7 @@ async fn ws(
         }
     };
     let (burst, reliable) = (query.burst, query.reliable);
+    let protocol = shared::Protocol::negotiate(query.protocol.as_deref());
     let max = state.config.max_message_size;
     let connections = state.connections.clone();
     let read_buffer = ws_read_buffer(&state);
@@ -291,6 +295,7 @@ async fn ws(
                 remote_addr,
                 burst,
                 reliable,
+                protocol,
                 identity,
             },
         ))

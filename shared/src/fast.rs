@@ -113,7 +113,7 @@ fn find_special(bytes: &[u8]) -> Option<usize> {
 /// `serde_json` does (`\"`, `\\`, the five short escapes, `\u00xx` in
 /// lower case for the other control characters, everything else as it is),
 /// copying the runs between escapes whole.
-fn escape_into(out: &mut String, text: &str) {
+pub(crate) fn escape_into(out: &mut String, text: &str) {
     out.push('"');
     let mut rest = text;
     while let Some(i) = find_special(rest.as_bytes()) {
@@ -139,6 +139,20 @@ fn escape_into(out: &mut String, text: &str) {
     }
     out.push_str(rest);
     out.push('"');
+}
+
+/// The length of `text` written by [`escape_into`], without writing it.
+pub(crate) fn escaped_len(text: &str) -> usize {
+    let mut len = text.len() + 2;
+    let mut rest = text.as_bytes();
+    while let Some(i) = find_special(rest) {
+        len += match rest[i] {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 1,
+            _ => 5,
+        };
+        rest = &rest[i + 1..];
+    }
+    len
 }
 
 /// The canonical echo request, `{"type":"echo","id":N,"body":"..."}` with

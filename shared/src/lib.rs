@@ -112,14 +112,18 @@
 
 use std::fmt;
 
+mod envelope;
 mod fast;
 
+pub use envelope::{Protocol, embeddable, encode_msg, encode_msg_json, msg_v1_len};
 use serde::{Deserialize, Serialize};
 
-/// The protocol version this crate speaks, carried by every `welcome` as
-/// `"protocol"`. It changes only when a peer of the old version would
+/// The newest protocol version this crate speaks ([`Protocol::LATEST`]).
+/// A `welcome` carries the version of its connection as `"protocol"`: the
+/// one the client asked for with `?protocol=N`, at most this, and 1 when it
+/// asked for none. It changes only when a peer of the old version would
 /// misunderstand the new one; added optional fields do not change it.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A message from the client to the server, sent as one JSON text frame.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -480,6 +484,15 @@ fn decode<'a, T: Deserialize<'a>>(text: &'a str, known: &[&str]) -> Result<T, De
     }
 }
 
+/// A version-2 `msg` whose `type` is not its first field fails the derived
+/// decoder (its `data` is not a string): decoded here instead.
+fn envelope_in_any_order(text: &str, err: &DecodeError) -> Option<(u64, String)> {
+    match err {
+        DecodeError::InvalidFields { ty, .. } if ty == "msg" => envelope::decode_msg(text),
+        _ => None,
+    }
+}
+
 fn encode<T: Serialize>(msg: &T) -> String {
     serde_json::to_string(msg).expect(
         "serializing a protocol message to a String cannot fail: \
@@ -498,7 +511,15 @@ impl ClientMessage {
         if let Some((id, body)) = fast::echo_request(text) {
             return Ok(Self::Echo { id, body });
         }
-        decode(text, CLIENT_TYPES)
+        if envelope::looks_like_msg(text)
+            && let Some((seq, data)) = envelope::decode_msg(text)
+        {
+            return Ok(Self::Msg { seq, data });
+        }
+        decode(text, CLIENT_TYPES).or_else(|err| match envelope_in_any_order(text, &err) {
+            Some((seq, data)) => Ok(Self::Msg { seq, data }),
+            None => Err(err),
+        })
     }
 
     /// Encodes the message as one text frame.
@@ -515,7 +536,15 @@ impl ServerMessage {
     /// A [`DecodeError`] saying whether the text was not JSON, had no or an
     /// unknown `type`, or had wrong fields for its type.
     pub fn from_json(text: &str) -> Result<Self, DecodeError> {
-        decode(text, SERVER_TYPES)
+        if envelope::looks_like_msg(text)
+            && let Some((seq, data)) = envelope::decode_msg(text)
+        {
+            return Ok(Self::Msg { seq, data });
+        }
+        decode(text, SERVER_TYPES).or_else(|err| match envelope_in_any_order(text, &err) {
+            Some((seq, data)) => Ok(Self::Msg { seq, data }),
+            None => Err(err),
+        })
     }
 
     /// Encodes the message as one text frame.
@@ -615,6 +644,16 @@ impl PushEncoder {
             out.push_str(part);
         }
         out
+    }
+
+    /// The push numbered `push_seq` in a reliable-mode `msg` numbered
+    /// `seq`, as `protocol` frames it: [`PushEncoder::encode_msg`] in
+    /// version 1, the push embedded as it is in version 2.
+    pub fn encode_msg_in(&self, seq: u64, push_seq: u64, protocol: Protocol) -> String {
+        match protocol {
+            Protocol::V1 => self.encode_msg(seq, push_seq),
+            Protocol::V2 => encode_msg_json(seq, &self.encode(push_seq), Protocol::V2),
+        }
     }
 
     /// The push numbered `seq`.
@@ -749,7 +788,7 @@ mod tests {
                     push_interval_ms: 1000,
                     session: None,
                     token: None,
-                    protocol: PROTOCOL_VERSION,
+                    protocol: 1,
                     exp: None,
                 },
                 r#"{"type":"welcome","client_id":"c-1","push_interval_ms":1000,"protocol":1}"#,
@@ -760,7 +799,7 @@ mod tests {
                     push_interval_ms: 1000,
                     session: None,
                     token: None,
-                    protocol: PROTOCOL_VERSION,
+                    protocol: 1,
                     exp: Some(1_700_000_900),
                 },
                 r#"{"type":"welcome","client_id":"c-1","push_interval_ms":1000,"protocol":1,"exp":1700000900}"#,
@@ -775,7 +814,7 @@ mod tests {
                     push_interval_ms: 1000,
                     session: Some("s1".into()),
                     token: Some("k".into()),
-                    protocol: PROTOCOL_VERSION,
+                    protocol: 1,
                     exp: None,
                 },
                 r#"{"type":"welcome","client_id":"c-1","push_interval_ms":1000,"session":"s1","token":"k","protocol":1}"#,
@@ -882,6 +921,11 @@ mod tests {
                     };
                     let wrapped = encoder.encode_msg(seq / 2, seq);
                     assert_eq!(wrapped, msg.to_json());
+                    assert_eq!(encoder.encode_msg_in(seq / 2, seq, Protocol::V1), wrapped);
+                    assert_eq!(
+                        encoder.encode_msg_in(seq / 2, seq, Protocol::V2),
+                        encode_msg(seq / 2, &push.to_json(), Protocol::V2)
+                    );
                     assert_eq!(wrapped.len(), wrapped.capacity());
                     assert!(encoded.len() <= encoder.max_len());
                     assert_eq!(ServerMessage::from_json(&encoded).ok(), Some(push));

@@ -24,14 +24,17 @@ pub(super) fn serve(request: ClientMessage, max_burst: u32) -> Served {
             format!("a burst may have at most {max_burst} messages, not {count}"),
         )),
         ClientMessage::Burst { count } => Served::Burst(count),
-        // At the top level these are the connection's (reliable mode), never
-        // the application's: only one nested in a `msg` gets here.
-        ClientMessage::Resume { .. } | ClientMessage::Ack { .. } | ClientMessage::Msg { .. } => {
-            Served::Reply(error(
-                ErrorCode::NotReliable,
-                "resume, ack and msg cannot travel inside a msg".into(),
-            ))
-        }
+        // At the top level these are the connection's, never the
+        // application's: only one nested in a `msg` gets here. The rule: a
+        // message gets inside a `msg` what it gets at the top level,
+        // numbered, except for these control messages.
+        ClientMessage::Resume { .. }
+        | ClientMessage::Ack { .. }
+        | ClientMessage::Msg { .. }
+        | ClientMessage::Refresh { .. } => Served::Reply(error(
+            ErrorCode::NotReliable,
+            "resume, ack, msg and refresh belong to the connection: send them outside a msg".into(),
+        )),
         _ => Served::Reply(unknown_type()),
     }
 }
@@ -88,11 +91,25 @@ mod tests {
             panic!("a burst over the limit is refused")
         };
         assert_eq!(code, ErrorCode::BurstTooLarge);
-        let Served::Reply(ServerMessage::Error { code, .. }) =
-            serve(ClientMessage::Ack { seq: 1 }, 10)
-        else {
-            panic!("a nested ack is refused")
-        };
-        assert_eq!(code, ErrorCode::NotReliable);
+        let controls = [
+            ClientMessage::Ack { seq: 1 },
+            ClientMessage::Msg {
+                seq: 1,
+                data: "{}".into(),
+            },
+            ClientMessage::Resume {
+                session: "s".into(),
+                token: "t".into(),
+                last_seq: 0,
+            },
+            ClientMessage::Refresh { token: "t".into() },
+        ];
+        for control in controls {
+            let Served::Reply(ServerMessage::Error { code, .. }) = serve(control.clone(), 10)
+            else {
+                panic!("a nested {control:?} is refused")
+            };
+            assert_eq!(code, ErrorCode::NotReliable);
+        }
     }
 }

@@ -55,6 +55,8 @@ pub struct Peer {
     pub burst: Option<u32>,
     /// `?reliable=1`: acknowledged, resumable delivery.
     pub reliable: bool,
+    /// The protocol version spoken, from `?protocol=N` (1 when not asked).
+    pub protocol: shared::Protocol,
     /// Token mode: who the token says the client is.
     pub identity: Option<crate::auth::Identity>,
 }
@@ -254,7 +256,7 @@ fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode)
             number,
             peer.burst,
             (signal, user.clone()),
-            peer.remote_addr.ip(),
+            (peer.remote_addr.ip(), peer.protocol),
         )
     });
     let welcome = ServerMessage::Welcome {
@@ -262,7 +264,7 @@ fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode)
         push_interval_ms: u64::try_from(state.config.push_interval.as_millis()).unwrap_or(u64::MAX),
         session: link.as_ref().map(|link| link.offer().0.to_owned()),
         token: link.as_ref().map(|link| link.offer().1.to_owned()),
-        protocol: shared::PROTOCOL_VERSION,
+        protocol: peer.protocol.number(),
         exp: peer.identity.as_ref().map(|identity| identity.exp),
     };
     outbound

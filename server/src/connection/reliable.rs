@@ -67,11 +67,16 @@ impl Link {
         conn: u64,
         burst: Option<u32>,
         (signal, user): (Arc<dyn TakeoverSignal>, Option<Arc<str>>),
-        client: IpAddr,
+        (client, protocol): (IpAddr, shared::Protocol),
     ) -> Self {
         Self {
             offer: crate::reliable::offer(),
-            attach: Attach { conn, user, signal },
+            attach: Attach {
+                conn,
+                user,
+                signal,
+                protocol,
+            },
             owner: crate::limits::key(client),
             bound: false,
             session: None,

@@ -69,6 +69,7 @@ fn connect(state: &AppState, query: (&str, Option<u32>, bool)) -> Client {
         remote_addr: "127.0.0.1:1".parse().unwrap(),
         burst,
         reliable,
+        protocol: shared::Protocol::V1,
         identity: None,
     };
     let state = state.clone();

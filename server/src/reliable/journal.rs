@@ -232,11 +232,23 @@ impl Session {
         let mut bytes = 0;
         for line in &stored.history {
             let (seq, at, frame) = parse_entry(line)?;
+            // The version-1 envelope every node writes: the message is its `data`.
+            let shared::ServerMessage::Msg { data, .. } =
+                shared::ServerMessage::from_json(frame).ok()?
+            else {
+                return None;
+            };
+            if !shared::embeddable(&data) {
+                return None; // Not a message a node numbered: not ours to replay.
+            }
             bytes += frame.len();
             history.push_back(Entry {
                 seq,
                 at: instant_of(at),
-                body: Kept::Frame(Utf8Bytes::from(frame.to_owned())),
+                body: Kept::Message {
+                    json: Utf8Bytes::from(data),
+                    len: frame.len(),
+                },
             });
         }
         budget.add(bytes);

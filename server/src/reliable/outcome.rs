@@ -113,4 +113,8 @@ pub struct Attach {
     pub user: Option<Arc<str>>,
     /// Told on a takeover.
     pub signal: Arc<dyn TakeoverSignal>,
+    /// The protocol version the connection speaks: how the session frames
+    /// what it numbers for it (the session itself keeps no framing, so a
+    /// client may resume it speaking another version).
+    pub protocol: shared::Protocol,
 }

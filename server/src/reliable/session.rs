@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
-use shared::ServerMessage;
+use shared::{Protocol, ServerMessage};
 
 use super::budget::Budget;
 use super::outcome::{Accepted, Attach, BurstBusy, Outgoing, Refused, Resume, To};
@@ -48,15 +48,18 @@ pub(super) struct Entry {
     pub(super) body: Kept,
 }
 
-/// How an unacknowledged message is kept for a resend.
+/// How an unacknowledged message is kept for a resend: as the message
+/// itself, not as the envelope of one protocol version, so that a client
+/// may resume the session speaking another version (the store writes the
+/// version-1 envelope, which every node reads, see `journal.rs`).
 #[derive(Debug)]
 pub(super) enum Kept {
-    /// The whole `msg` envelope, ready to write again.
-    Frame(Utf8Bytes),
+    /// The message's JSON and the length of its version-1 envelope.
+    Message { json: Utf8Bytes, len: usize },
     /// A push shared by many sessions (a broadcast): the body, escaped once,
     /// is held by every session through one `Arc` and framed again around
     /// this session's numbers only when it is replayed. `len` is the
-    /// framed length, which the history's byte bounds count.
+    /// length of its version-1 envelope.
     Shared {
         push: Arc<shared::PushEncoder>,
         push_seq: u64,
@@ -65,22 +68,23 @@ pub(super) enum Kept {
 }
 
 impl Entry {
-    /// The bytes the history's bounds count for it: its framed length.
+    /// The bytes the history's bounds count for it: the length of its
+    /// version-1 envelope, the longest of its framings, so that the bounds
+    /// hold whatever version the client speaks now or after a resume.
     fn len(&self) -> usize {
         match &self.body {
-            Kept::Frame(frame) => frame.len(),
-            Kept::Shared { len, .. } => *len,
+            Kept::Message { len, .. } | Kept::Shared { len, .. } => *len,
         }
     }
 
-    /// The frame to write again on a resume.
-    pub(super) fn frame(&self) -> Utf8Bytes {
-        match &self.body {
-            Kept::Frame(frame) => frame.clone(),
+    /// The frame to write again on a resume, as `protocol` frames it.
+    pub(super) fn frame(&self, protocol: Protocol) -> Utf8Bytes {
+        Utf8Bytes::from(match &self.body {
+            Kept::Message { json, .. } => shared::encode_msg_json(self.seq, json, protocol),
             Kept::Shared { push, push_seq, .. } => {
-                Utf8Bytes::from(push.encode_msg(self.seq, *push_seq))
+                push.encode_msg_in(self.seq, *push_seq, protocol)
             }
-        }
+        })
     }
 }
 
@@ -228,16 +232,16 @@ impl Session {
             _ => {}
         }
         let seq = self.last_out + 1;
+        let protocol = self.protocol_of(to);
         let (message, push) = match what {
             Outgoing::Shared(push) => {
                 let push_seq = self.pushes + 1;
-                let frame = Utf8Bytes::from(push.encode_msg(seq, push_seq));
                 let kept = Kept::Shared {
+                    len: push.encode_msg_in(seq, push_seq, Protocol::V1).len(),
                     push,
                     push_seq,
-                    len: frame.len(),
                 };
-                return self.record(to, seq, frame, kept, true, now);
+                return self.record(to, seq, kept, true, now, protocol);
             }
             Outgoing::Message(message) => (message, false),
             Outgoing::Push { body, sent_at_ms } => (
@@ -249,42 +253,60 @@ impl Session {
                 true,
             ),
         };
-        let frame = Utf8Bytes::from(
-            ServerMessage::Msg {
-                seq,
-                data: message.to_json(),
-            }
-            .to_json(),
-        );
-        let kept = Kept::Frame(frame.clone());
-        self.record(to, seq, frame, kept, push, now)
+        let json = message.to_json();
+        let kept = Kept::Message {
+            len: shared::msg_v1_len(seq, &json),
+            json: Utf8Bytes::from(json),
+        };
+        self.record(to, seq, kept, push, now, protocol)
     }
 
-    /// Records `frame`, numbered `seq`, in the history (see [`Session::send`]).
+    /// The version the frames for `to` are written in: the attached
+    /// connection's; version 1 for a client that is away (its frame is not
+    /// written, only kept).
+    fn protocol_of(&self, to: To) -> Protocol {
+        match (to, &self.attached) {
+            (To::Connection(_), Some(attached)) => attached.protocol,
+            _ => Protocol::V1,
+        }
+    }
+
+    /// Records `kept`, numbered `seq`, in the history and returns its frame
+    /// in `protocol` (see [`Session::send`]).
     fn record(
         &mut self,
         to: To,
         seq: u64,
-        frame: Utf8Bytes,
         kept: Kept,
         push: bool,
         now: Instant,
+        protocol: Protocol,
     ) -> Result<Utf8Bytes, Refused> {
-        if to != To::Away && !self.fits(frame.len()) {
-            return Err(Refused::Full);
-        }
-        self.last_out = seq;
-        self.pushes += u64::from(push);
-        self.history_bytes += frame.len();
-        self.budget.add(frame.len());
-        if let Some(journal) = &mut self.journal {
-            journal.appended(seq, now, &frame);
-        }
-        self.history.push_back(Entry {
+        let entry = Entry {
             seq,
             at: now,
             body: kept,
-        });
+        };
+        let len = entry.len();
+        if to != To::Away && !self.fits(len) {
+            return Err(Refused::Full);
+        }
+        let frame = entry.frame(protocol);
+        self.last_out = seq;
+        self.pushes += u64::from(push);
+        self.history_bytes += len;
+        self.budget.add(len);
+        if let Some(journal) = &mut self.journal {
+            // The store keeps the version-1 envelope, which nodes of every
+            // version read (see `Kept`).
+            let stored = if protocol == Protocol::V1 {
+                frame.clone()
+            } else {
+                entry.frame(Protocol::V1)
+            };
+            journal.appended(seq, now, &stored);
+        }
+        self.history.push_back(entry);
         self.evict(now);
         Ok(frame)
     }
@@ -402,6 +424,7 @@ impl Session {
     ) -> Resume {
         // What aged out while the client was away goes before it is back.
         self.evict(now);
+        let protocol = attach.protocol;
         if let Some(old) = self.attached.replace(attach)
             && !self.is_attached(old.conn)
         {
@@ -414,7 +437,11 @@ impl Session {
         let gap = (self.lost_through > last_seq).then_some((last_seq + 1, self.lost_through));
         Resume {
             gap,
-            replay: self.history.iter().map(Entry::frame).collect(),
+            replay: self
+                .history
+                .iter()
+                .map(|entry| entry.frame(protocol))
+                .collect(),
             last_in: self.last_in,
         }
     }

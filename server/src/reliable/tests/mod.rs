@@ -125,6 +125,7 @@ fn c(conn: u64) -> Attach {
         conn,
         user: None,
         signal: Arc::new(Flag::default()),
+        protocol: shared::Protocol::V1,
     }
 }
 
@@ -135,6 +136,7 @@ fn watched(conn: u64) -> (Attach, Arc<Flag>) {
         conn,
         user: None,
         signal: flag.clone(),
+        protocol: shared::Protocol::V1,
     };
     (attach, flag)
 }

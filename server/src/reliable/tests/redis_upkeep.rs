@@ -30,6 +30,7 @@ fn signalled(conn: u64) -> (Attach, Arc<Signals>) {
         conn,
         user: None,
         signal: signals.clone(),
+        protocol: shared::Protocol::V1,
     };
     (attach, signals)
 }
@@ -246,13 +247,14 @@ async fn numbers_out_of_range_read_from_redis_do_not_panic() {
     conn.hset::<_, _, _, ()>("ws:sess:s", "detached_at", &max)
         .await
         .unwrap();
-    let line = format!("1 {max} {{}}");
+    let frame = shared::encode_msg(1, r#"{"type":"pong","t":1}"#, shared::Protocol::V1);
+    let line = format!("1 {max} {frame}");
     conn.rpush::<_, _, ()>("ws:hist:s", line).await.unwrap();
     conn.hset::<_, _, _, ()>("ws:sess:s", "last_out", "1")
         .await
         .unwrap();
     let (_, resume) = a.resume("s", "t", 0, "c", c(2), now).await.unwrap();
-    assert_eq!(resume.replay.len(), 1);
+    assert_eq!(resume.replay, [frame.as_str()]);
     // A line that does not parse: the resume fails, clearly.
     lock(&a.resume("s", "t", 0, "c", c(3), now).await.unwrap().0).detach(3, now);
     conn.rpush::<_, _, ()>("ws:hist:s", "not a line")
