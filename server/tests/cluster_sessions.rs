@@ -581,3 +581,47 @@ async fn a_push_to_a_client_of_a_killed_node_is_stored_for_its_resume() {
     );
     b.shutdown().await.unwrap();
 }
+
+/// Protocol versions on Redis: a session resumes on another node speaking
+/// the other version, both ways, and Redis holds every numbered message
+/// as its version-1 envelope, byte for byte, whatever the version of the
+/// connection that numbered it: what nodes of the release before versions
+/// read and write, so old and new nodes share one Redis during a rolling
+/// deploy (an old node replays what a new one stored, and the other way).
+#[tokio::test]
+async fn sessions_resume_across_versions_and_nodes_and_redis_keeps_version_one_envelopes() {
+    use shared::Protocol;
+    let redis = RedisServer::start().unwrap();
+    let a = start_node(&redis, "a").await;
+    let b = start_node(&redis, "b").await;
+    let started = common::three_unacked(&a, Protocol::V2).await;
+    let id = started.0.clone();
+    // Stored by a version-2 connection: version-1 envelopes in Redis.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let history: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("s:hist:{id}"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let envelopes: Vec<&str> = history
+        .iter()
+        .map(|line| line.splitn(3, ' ').nth(2).unwrap())
+        .collect();
+    let expected: Vec<String> = (1..=3)
+        .map(|id| {
+            let echo = format!(r#"{{"type":"echo","id":{id},"body":"e{id}"}}"#);
+            ServerMessage::Msg {
+                seq: id,
+                data: echo,
+            }
+            .to_json()
+        })
+        .collect();
+    assert_eq!(envelopes, expected);
+    common::resume_in(&b, started, Protocol::V1).await;
+    let started = common::three_unacked(&b, Protocol::V1).await;
+    common::resume_in(&a, started, Protocol::V2).await;
+}

@@ -279,13 +279,18 @@ impl Config {
         self
     }
 
-    /// The URL to open: `url`, plus `reliable=1` in reliable mode.
+    /// The URL to open: `url`, plus `reliable=1` in reliable mode and
+    /// `protocol=2` (the newest version of the `shared` protocol, which the
+    /// server answers with the version it speaks), unless `url` sets them.
     pub fn connect_url(&self) -> String {
-        if !self.reliable || self.url.contains("?reliable=") || self.url.contains("&reliable=") {
-            return self.url.clone();
+        let mut url = self.url.clone();
+        if self.reliable && !has_param(&url, "reliable") {
+            append_param(&mut url, "reliable=1");
         }
-        let separator = if self.url.contains('?') { '&' } else { '?' };
-        format!("{}{separator}reliable=1", self.url)
+        if !has_param(&url, "protocol") {
+            append_param(&mut url, &format!("protocol={}", shared::PROTOCOL_VERSION));
+        }
+        url
     }
 
     /// Sets the queue capacity in messages.
@@ -348,29 +353,48 @@ impl Config {
     }
 }
 
+/// Whether the query of `url` has the parameter `name`.
+fn has_param(url: &str, name: &str) -> bool {
+    url.split_once('?').is_some_and(|(_, query)| {
+        query
+            .split('&')
+            .any(|pair| pair.split('=').next() == Some(name))
+    })
+}
+
+fn append_param(url: &mut String, pair: &str) {
+    url.push(if url.contains('?') { '&' } else { '?' });
+    url.push_str(pair);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn reliable_mode_opts_in_through_the_query() {
+    fn reliable_mode_and_the_protocol_version_go_in_the_query() {
         let plain = Config::new("ws://h/ws");
-        assert_eq!(plain.connect_url(), "ws://h/ws");
+        assert_eq!(plain.connect_url(), "ws://h/ws?protocol=2");
         assert_eq!(
             plain.clone().with_reliable(true).connect_url(),
-            "ws://h/ws?reliable=1"
+            "ws://h/ws?reliable=1&protocol=2"
         );
         assert_eq!(
             Config::new("ws://h/ws?client_id=a")
                 .with_reliable(true)
                 .connect_url(),
-            "ws://h/ws?client_id=a&reliable=1"
+            "ws://h/ws?client_id=a&reliable=1&protocol=2"
         );
+        // What the URL sets is left as it is.
         assert_eq!(
-            Config::new("ws://h/ws?reliable=0")
+            Config::new("ws://h/ws?reliable=0&protocol=1")
                 .with_reliable(true)
                 .connect_url(),
-            "ws://h/ws?reliable=0"
+            "ws://h/ws?reliable=0&protocol=1"
+        );
+        assert_eq!(
+            Config::new("ws://h/ws?xprotocol=1").connect_url(),
+            "ws://h/ws?xprotocol=1&protocol=2"
         );
     }
 

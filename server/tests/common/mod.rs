@@ -116,3 +116,78 @@ pub async fn metric(server: &TestServer, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
 }
+
+// Protocol versions (`protocol.rs`, `cluster_sessions.rs`).
+
+/// The first text frame after the welcome (and the reliable connection's
+/// binding `ack`).
+pub async fn next_text(ws: &mut Ws) -> String {
+    loop {
+        match tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            Message::Text(text) if !text.starts_with(r#"{"type":"ack""#) => {
+                return text.as_str().to_owned();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A reliable connection speaking `protocol` that starts a session and
+/// sends echoes 1 to 3 inside msgs, reading their replies without
+/// acknowledging them; returns the session's id and token.
+pub async fn three_unacked(server: &TestServer, protocol: shared::Protocol) -> (String, String) {
+    let mut ws = server
+        .connect(&format!("/ws?reliable=1&protocol={}", protocol.number()))
+        .await;
+    let ServerMessage::Welcome {
+        session: Some(session),
+        token: Some(token),
+        ..
+    } = next_json(&mut ws).await
+    else {
+        panic!("a reliable welcome")
+    };
+    send_text(&mut ws, r#"{"type":"ack","seq":0}"#).await;
+    for id in 1..=3 {
+        let echo = format!(r#"{{"type":"echo","id":{id},"body":"e{id}"}}"#);
+        send_text(&mut ws, &shared::encode_msg(id, &echo, protocol)).await;
+        assert!(next_text(&mut ws).await.contains(&format!("e{id}")));
+    }
+    ws.close(None).await.unwrap();
+    (session, token)
+}
+
+/// Resumes `session` speaking `protocol`, having processed server message
+/// 1: the replay of 2 and 3 must be in `protocol`'s form, exactly.
+pub async fn resume_in(
+    server: &TestServer,
+    (session, token): (String, String),
+    protocol: shared::Protocol,
+) {
+    let mut ws = server
+        .connect(&format!("/ws?reliable=1&protocol={}", protocol.number()))
+        .await;
+    next_json(&mut ws).await;
+    let resume = shared::ClientMessage::Resume {
+        session,
+        token,
+        last_seq: 1,
+    };
+    send_text(&mut ws, &resume.to_json()).await;
+    assert_eq!(
+        next_text(&mut ws).await,
+        r#"{"type":"resumed","last_seq":3}"#
+    );
+    for id in 2..=3 {
+        let echo = format!(r#"{{"type":"echo","id":{id},"body":"e{id}"}}"#);
+        assert_eq!(
+            next_text(&mut ws).await,
+            shared::encode_msg(id, &echo, protocol)
+        );
+    }
+}

@@ -22,7 +22,7 @@
 
 use std::collections::VecDeque;
 
-use shared::{ClientMessage, ServerMessage};
+use shared::{ClientMessage, Protocol, ServerMessage};
 
 /// Acknowledge after this many server messages, or when the ack timer fires.
 pub const ACK_EVERY: u64 = 32;
@@ -111,6 +111,12 @@ pub struct Reliable {
     delivered_total: u64,
     /// Unacknowledged messages of a session never named, to report.
     orphans: Vec<String>,
+    /// How the current connection frames a `msg`: version 1 until its
+    /// `welcome` names another (the wrapper asks for the newest with
+    /// `?protocol=`; a server older than that answers 1 or nothing, and a
+    /// version-2 server reads version-1 frames too, so what is written
+    /// before the welcome is always understood).
+    protocol: Protocol,
 }
 
 impl Default for Reliable {
@@ -134,6 +140,7 @@ impl Reliable {
             acked_total: 0,
             delivered_total: 0,
             orphans: Vec::new(),
+            protocol: Protocol::V1,
         }
     }
 
@@ -172,6 +179,7 @@ impl Reliable {
     /// [`Reliable::take_orphans`] and numbering starts again.
     pub fn on_open(&mut self) -> String {
         self.offered = None;
+        self.protocol = Protocol::V1;
         if self.session.is_none() && (self.last_out > 0 || self.last_in > 0) {
             self.orphans
                 .extend(self.unacked.drain(..).map(|(_, text)| text));
@@ -209,6 +217,11 @@ impl Reliable {
         self.phase = Phase::Closed;
     }
 
+    /// The protocol version the current connection frames its `msg`s in.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
     /// Whether new messages may be written now (open, and not waiting for
     /// the answer to a `resume`).
     pub fn ready(&self) -> bool {
@@ -219,11 +232,7 @@ impl Reliable {
     /// to write.
     pub fn number(&mut self, text: String) -> String {
         self.last_out += 1;
-        let envelope = ClientMessage::Msg {
-            seq: self.last_out,
-            data: text.clone(),
-        }
-        .to_json();
+        let envelope = shared::encode_msg(self.last_out, &text, self.protocol);
         self.unacked_bytes += text.len();
         self.unacked.push_back((self.last_out, text));
         envelope
@@ -307,8 +316,10 @@ impl Reliable {
             ServerMessage::Welcome {
                 session: Some(id),
                 token: Some(token),
+                protocol,
                 ..
             } => {
+                self.protocol = Protocol::from_number(protocol);
                 let offered = Credentials { id, token };
                 if self.session.is_none() {
                     self.session = Some(offered);
@@ -340,13 +351,7 @@ impl Reliable {
                 let resend = self
                     .unacked
                     .iter()
-                    .map(|(seq, data)| {
-                        ClientMessage::Msg {
-                            seq: *seq,
-                            data: data.clone(),
-                        }
-                        .to_json()
-                    })
+                    .map(|(seq, data)| shared::encode_msg(*seq, data, self.protocol))
                     .collect();
                 Incoming::Resumed { resend }
             }
@@ -382,12 +387,17 @@ mod tests {
     }
 
     fn welcome(session: &str) -> String {
+        welcome_in(session, shared::PROTOCOL_VERSION)
+    }
+
+    /// The welcome of a server speaking version `protocol` with us.
+    fn welcome_in(session: &str, protocol: u32) -> String {
         server(&ServerMessage::Welcome {
             client_id: "c".into(),
             push_interval_ms: 0,
             session: Some(session.into()),
             token: Some(format!("{session}-token")),
-            protocol: shared::PROTOCOL_VERSION,
+            protocol,
             exp: None,
         })
     }
@@ -417,6 +427,57 @@ mod tests {
         assert!(matches!(r.on_text(welcome("s1")), Incoming::Deliver(_)));
         assert_eq!(r.session(), Some("s1"));
         r
+    }
+
+    #[test]
+    fn msgs_are_framed_in_the_version_the_welcome_names() {
+        let ping = |t: u32| format!(r#"{{"type":"ping","t":{t}}}"#);
+        let mut r = Reliable::new();
+        r.on_open();
+        // Before the welcome: version 1, which every server reads.
+        assert_eq!(r.protocol(), Protocol::V1);
+        assert_eq!(
+            r.number(ping(1)),
+            r#"{"type":"msg","seq":1,"data":"{\"type\":\"ping\",\"t\":1}"}"#
+        );
+        assert!(matches!(r.on_text(welcome("s1")), Incoming::Deliver(_)));
+        assert_eq!(r.protocol(), Protocol::V2);
+        assert_eq!(
+            r.number(ping(2)),
+            r#"{"type":"msg","seq":2,"data":{"type":"ping","t":2}}"#
+        );
+        assert_eq!(
+            r.number("hi".into()),
+            r#"{"type":"msg","seq":3,"data":"hi"}"#
+        );
+        // Both forms deliver the application's text as it was sent.
+        let pong = r#"{"type":"pong","t":1}"#;
+        let embedded = format!(r#"{{"type":"msg","seq":1,"data":{pong}}}"#);
+        assert_eq!(r.on_text(embedded), Incoming::Deliver(pong.into()));
+        assert_eq!(r.on_text(msg(2, pong)), Incoming::Deliver(pong.into()));
+        // Reconnected to a server that speaks version 1 (an older node
+        // during a deploy): the resend is framed in version 1.
+        r.on_close();
+        assert!(r.on_open().starts_with(r#"{"type":"resume""#));
+        assert_eq!(r.protocol(), Protocol::V1);
+        r.on_text(welcome_in("s2", 1));
+        let Incoming::Resumed { resend } =
+            r.on_text(server(&ServerMessage::Resumed { last_seq: 1 }))
+        else {
+            panic!("resumed")
+        };
+        assert_eq!(
+            resend,
+            [
+                r#"{"type":"msg","seq":2,"data":"{\"type\":\"ping\",\"t\":2}"}"#,
+                r#"{"type":"msg","seq":3,"data":"hi"}"#
+            ]
+        );
+        // And a server older than versions (no `protocol`): version 1.
+        r.on_close();
+        r.on_open();
+        r.on_text(welcome_in("s3", 0));
+        assert_eq!(r.protocol(), Protocol::V1);
     }
 
     #[test]

@@ -173,7 +173,7 @@ fn a_close_4401_without_a_provider_stops_and_reports() {
         events(&effects),
         [
             Event::Close(CloseInfo {
-                url: URL.into(),
+                url: OPENED.into(),
                 code: UNAUTHORIZED,
                 reason: "missing token".into(),
                 was_clean: true

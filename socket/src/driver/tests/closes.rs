@@ -15,7 +15,7 @@ fn the_close_event_carries_the_connect_url_code_reason_and_cleanliness() {
     assert_eq!(
         events(&effects)[0],
         Event::Close(CloseInfo {
-            url: URL.into(),
+            url: OPENED.into(),
             code: 1012,
             reason: "restart".into(),
             was_clean: true
@@ -197,7 +197,7 @@ fn reconnect_replaces_an_open_socket() {
         &effects,
         &Effect::OpenSocket {
             generation: old + 1,
-            url: URL.into(),
+            url: OPENED.into(),
             token: None
         }
     ));

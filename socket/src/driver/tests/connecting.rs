@@ -10,7 +10,7 @@ fn start_opens_a_socket_and_arms_the_connect_timeout() {
         effects[0],
         Effect::OpenSocket {
             generation: 1,
-            url: URL.into(),
+            url: OPENED.into(),
             token: None
         }
     );
@@ -31,7 +31,7 @@ fn reliable_mode_opens_the_url_with_reliable_1() {
         effects[0],
         Effect::OpenSocket {
             generation: 1,
-            url: format!("{URL}?reliable=1"),
+            url: format!("{URL}?reliable=1&protocol=2"),
             token: None
         }
     );

@@ -12,6 +12,8 @@ use super::*;
 use crate::config::{Backoff, Heartbeat, Overflow};
 
 const URL: &str = "ws://x/ws";
+/// What the driver opens for [`URL`]: it asks for the newest protocol version.
+const OPENED: &str = "ws://x/ws?protocol=2";
 
 /// Backoff without jitter: the delays are the ceilings exactly.
 fn exact_backoff() -> Backoff {
