@@ -35,9 +35,15 @@
 //!
 //! # Versions and identities
 //!
-//! Every `welcome` carries `protocol` ([`PROTOCOL_VERSION`], 1 today), so
-//! that clients and nodes of mixed versions can tell what they talk to; a
-//! welcome without it comes from a server older than versioning (decoded as 0).
+//! Every `welcome` carries `protocol`, the connection's version, so that
+//! clients and nodes of mixed versions can tell what they talk to; a
+//! welcome without it comes from a server older than versioning (decoded
+//! as 0). A client asks for a version with `?protocol=N` and gets
+//! `min(N, `[`PROTOCOL_VERSION`]`)`; one that asks for none (an older
+//! build) gets version 1, unchanged. Version 2 differs from 1 only in the
+//! reliable `msg` envelope, whose `data` embeds the application's JSON
+//! message as it is instead of escaping it into a string ([`Protocol`],
+//! [`encode_msg`]); decoders read both forms in every version.
 //!
 //! In token mode (the server started with a JWT key), a connection proves
 //! its user with a signed token (`?token=` or `Authorization: Bearer`), and
@@ -63,17 +69,20 @@
 //! | server | `{"type":"welcome",...,"session":"s1","token":"k"}` | a reliable connection's welcome also offers a new session |
 //! | client | `{"type":"resume","session":"s1","token":"k","last_seq":41}` | first message of a reconnect: continue session `s1`, whose server messages up to 41 were processed |
 //! | client | `{"type":"ack","seq":0}` | first message of a new session (or any other message): the server sends nothing but the welcome before it |
-//! | both | `{"type":"msg","seq":7,"data":"..."}` | one application text frame (`data`, verbatim), number `seq` of its direction, from 1 without gaps |
+//! | both | `{"type":"msg","seq":7,"data":"..."}` | one application text frame (`data`, verbatim), number `seq` of its direction, from 1 without gaps; version 2 embeds a JSON message as it is: `"data":{"type":"echo",...}` |
 //! | both | `{"type":"ack","seq":7}` | cumulative: every `msg` up to 7 was processed; sent every few messages or milliseconds, not per message |
 //! | server | `{"type":"resumed","last_seq":12}` | the session continues; the server processed client messages up to 12 (resend the rest, in order); then it replays its unacknowledged messages |
 //! | server | `{"type":"resume_failed","reason":"unknown_session"}` | the session cannot continue ([`ResumeFailure`]); the connection goes on with the session of its welcome |
 //! | server | `{"type":"gap","from":13,"to":20}` | server messages 13 to 20 were lost (the history's count or age limit): a loss is reported, never silent |
 //!
 //! Inside `msg`, the server's `data` is one of the messages of the table
-//! above (echo, push, `burst_done`, error) and the client's one of its
-//! messages (echo, burst, ping). Connection-scoped messages (`welcome`,
-//! heartbeat `ping`/`pong`, `ack`, `resume*`, `gap`, `refresh`/`refreshed`)
-//! are never numbered.
+//! above (echo, push, `burst_done`, pong, error) and the client's one of
+//! its messages, answered as at the top level but numbered. The
+//! connection's control messages (`refresh`, `ack`, `resume`, `msg`) get a
+//! numbered [`ErrorCode::NotReliable`] inside a `msg`. Connection-scoped
+//! messages (`welcome`, heartbeat `ping`/`pong` at the top level, `ack`,
+//! `resume*`, `gap`, `refresh`/`refreshed`) are never numbered.
+//! docs/PROTOCOL.md has the table of every client message in every mode.
 //!
 //! # Decoding
 //!
@@ -90,7 +99,11 @@
 //! * [`DecodeError`]: why a text frame could not be decoded.
 //! * [`close_code`]: the WebSocket close codes the server uses, in one place.
 //! * [`PushEncoder`]: many `push` frames of one body, without serde per frame.
-//! * [`PROTOCOL_VERSION`]: the `protocol` of every `welcome`.
+//! * [`PROTOCOL_VERSION`], [`Protocol`]: the versions, and how a client's
+//!   ask is answered.
+//! * `envelope.rs`: reliable mode's `msg` envelope in each version
+//!   ([`encode_msg`], [`encode_msg_json`], [`msg_v1_len`], [`embeddable`]),
+//!   and its decoding for both.
 //! * `fast.rs` (private): the echo's request decoded and its reply encoded
 //!   without serde's buffering of a tagged enum, byte for byte the same.
 //!
@@ -166,6 +179,9 @@ pub enum ClientMessage {
         seq: u64,
     },
     /// Reliable mode: one numbered application message.
+    ///
+    /// Decoded from either version's envelope; [`ClientMessage::to_json`]
+    /// writes version 1's, [`encode_msg`] either.
     Msg {
         /// Counts up from 1 per session, without gaps.
         seq: u64,
@@ -250,6 +266,9 @@ pub enum ServerMessage {
         message: String,
     },
     /// Reliable mode: one numbered application message.
+    ///
+    /// Decoded from either version's envelope; [`ServerMessage::to_json`]
+    /// writes version 1's, [`encode_msg_json`] either.
     Msg {
         /// Counts up from 1 per session, without gaps.
         seq: u64,
@@ -340,7 +359,8 @@ pub enum ErrorCode {
     /// A burst asked for more than the server's `--max-burst` (`"burst_too_large"`).
     BurstTooLarge,
     /// A reliable-mode message (`resume`, `ack`, `msg`) on a connection
-    /// without `?reliable=1`, or one nested in a `msg` (`"not_reliable"`).
+    /// without `?reliable=1`, or a control message (`resume`, `ack`, `msg`,
+    /// `refresh`) nested in a `msg` (`"not_reliable"`).
     NotReliable,
     /// A client `msg` whose seq skips ahead of the next expected one; it was
     /// not processed (`"out_of_order"`).
