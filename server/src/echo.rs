@@ -16,25 +16,22 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{FutureExt, SinkExt};
-use shared::close_code;
 
+use crate::connection::End;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::timer::{tick, ticker};
-use crate::wire::{self, ReadError};
+use crate::wire::ReadError;
 
 /// Replies fed between two flushes at most, so a fast sender cannot starve the flush.
 const MAX_BATCH: usize = 64;
-
-/// How the connection ends: a close frame to send, or none (the peer is gone).
-type Close = Option<(u16, &'static str)>;
 
 /// What one batch of replies came to.
 enum Step {
     /// Written and flushed; read on.
     Continue,
     /// The connection ends.
-    End(Close),
+    End(End),
 }
 
 /// Replies fed and not yet flushed: counted in `ws_send_queue_bytes` until
@@ -90,23 +87,23 @@ pub async fn run(mut socket: WebSocket, state: AppState) {
             path = "/echo",
             "closing a slow consumer: writes made no progress"
         );
-        Some((close_code::TRY_AGAIN_LATER, "slow consumer"))
+        End::slow_consumer()
     };
     let close = loop {
         let message = tokio::select! {
             biased;
-            () = shutdown.cancelled() => break Some((close_code::GOING_AWAY, "server shutting down")),
+            () = shutdown.cancelled() => break End::shutdown(),
             () = &mut idle => {
                 if crate::timer::expired(idle.as_mut(), last_heard, config.idle_timeout) {
                     tracing::debug!(path = "/echo", "closing an idle connection after {:?}", config.idle_timeout);
-                    break Some((close_code::IDLE_TIMEOUT, "idle timeout"));
+                    break End::idle();
                 }
                 continue;
             }
             Some(()) = tick(&mut ping) => {
                 match tokio::time::timeout(config.write_timeout, socket.send(Message::Ping(Default::default()))).await {
                     Ok(Ok(())) => continue,
-                    Ok(Err(_)) => break None,
+                    Ok(Err(_)) => break End::gone("connection failed"),
                     Err(_) => break slow(),
                 }
             }
@@ -124,10 +121,10 @@ pub async fn run(mut socket: WebSocket, state: AppState) {
             Err(_) => break slow(),
         }
     };
-    if let Some((code, reason)) = close {
+    if let Some(code) = close.code {
         let frame = CloseFrame {
             code,
-            reason: Utf8Bytes::from_static(reason),
+            reason: Utf8Bytes::from(close.reason),
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             if socket.send(Message::Close(Some(frame))).await.is_ok() {
@@ -162,7 +159,7 @@ async fn echo_batch(
         match next {
             Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
                 let Some(len) = echo_one(socket, state, message).await else {
-                    return Step::End(None);
+                    return Step::End(End::gone("connection failed"));
                 };
                 unflushed.add(len);
                 fed += 1;
@@ -171,11 +168,11 @@ async fn echo_batch(
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))) => {}
             Some(Err(err)) => {
                 let _ = socket.flush().await;
-                return Step::End(wire::close_for(&ReadError::from(err)));
+                return Step::End(End::read(&ReadError::from(err)));
             }
             None => {
                 let _ = socket.flush().await;
-                return Step::End(None);
+                return Step::End(End::gone("connection ended"));
             }
         }
         if fed >= MAX_BATCH || (limit != 0 && unflushed.bytes >= limit) {
@@ -188,7 +185,7 @@ async fn echo_batch(
         }
     }
     if socket.flush().await.is_err() {
-        return Step::End(None);
+        return Step::End(End::gone("connection failed"));
     }
     Step::Continue
 }

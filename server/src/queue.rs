@@ -8,13 +8,15 @@
 //! large push still passes); the byte bound applies to what waits behind it,
 //! so the queue holds at most the bound plus one message.
 //!
-//! What happens at the bound is what happens at the message bound: a sender
-//! that may wait (the driver, answering the client) waits, which stops
-//! reading from the client, until the writer makes room or gives up with
-//! 1013 after `--write-timeout`; one that may not (an admin push, a timed
-//! push, an ack) finds it full. A reserved slot ([`Permit`]) is taken while
-//! the queue is under its bound and admits the message it carries whatever
-//! its size: the reliable path reserves before it numbers a message.
+//! What happens at the bound is what happens at the message bound: the
+//! connection's own task, which both answers its client and drains the
+//! queue, queues its replies whatever the bound ([`Sender::force_send`]) and
+//! stops reading from the client while the queue is over it, until its
+//! writes make room or give up with 1013 after `--write-timeout`; any other
+//! sender (an admin push, a broadcast) finds it full. A reserved slot
+//! ([`Permit`]) is taken while the queue is under its bound and admits the
+//! message it carries whatever its size: a push to a reliable session
+//! reserves before it numbers the push.
 //!
 //! The count of one queue and the server-wide gauge (`ws_send_queue_bytes`)
 //! change together under one lock, which the receiver's drop closes: what is
@@ -26,12 +28,10 @@
 //! by every idle connection. Here the items, slots and bytes share one small
 //! lock, and the items live in a `VecDeque` that allocates on first use and
 //! is given back once a large batch has drained: an idle connection's queue
-//! is one allocation of about 200 bytes. Waiters re-check under the lock
-//! after each wake-up (the `Notified` is enabled before the check), so no
-//! wake-up is lost and a dropped `send`, `reserve` or `recv_many` future
-//! leaves nothing behind. A sender that finds no room marks the queue
-//! blocked under the lock, and only then does making room wake anyone: the
-//! common case, a queue with room, takes no waiter lock.
+//! is one allocation of about 200 bytes. The receiver re-checks under the
+//! lock after each wake-up (the `Notified` is enabled before the check), so
+//! no wake-up is lost and a dropped `recv_many` future leaves nothing
+//! behind. No sender ever waits for room.
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
@@ -43,10 +43,6 @@ use tokio::sync::Notify;
 use shared::PushEncoder;
 
 use crate::metrics::Metrics;
-
-/// The queue is closed: the writer is gone.
-#[derive(Debug)]
-pub(crate) struct Closed;
 
 /// Why a message could not be queued without waiting.
 #[derive(Debug, PartialEq, Eq)]
@@ -73,9 +69,6 @@ struct State {
     senders: usize,
     /// The receiver is gone.
     closed: bool,
-    /// A sender found no room and waits: the next room made wakes it (and
-    /// only then, so that the common case takes no waiter lock).
-    blocked: bool,
 }
 
 /// One queue, shared by its senders and its receiver.
@@ -86,8 +79,6 @@ struct Shared {
     messages: usize,
     /// `--send-queue-bytes`; 0: no bound.
     limit: usize,
-    /// Signalled when room is made (slots or bytes) or the receiver goes.
-    room: Notify,
     /// Signalled when an item arrives or the last sender goes.
     ready: Notify,
     metrics: Arc<Metrics>,
@@ -96,16 +87,6 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Room was made under `state`'s lock (given here): wakes the senders
-    /// waiting for it, if any.
-    fn made_room(&self, mut state: MutexGuard<'_, State>) {
-        let wake = std::mem::take(&mut state.blocked);
-        drop(state);
-        if wake {
-            self.room.notify_waiters();
-        }
     }
 
     fn gauge(&self) -> &AtomicU64 {
@@ -183,7 +164,6 @@ pub(crate) fn channel(messages: usize, bytes: usize, metrics: Arc<Metrics>) -> (
         }),
         messages: messages.max(1),
         limit: bytes,
-        room: Notify::new(),
         ready: Notify::new(),
         metrics,
     });
@@ -223,27 +203,6 @@ impl Drop for Sender {
 }
 
 impl Sender {
-    /// Queues `item`, waiting for room in messages and bytes.
-    pub(crate) async fn send(&self, item: Outbound) -> Result<(), Closed> {
-        let shared = &*self.shared;
-        let len = item.queued_len();
-        let mut item = Some(item);
-        shared
-            .wait(&shared.room, |state| {
-                if state.closed {
-                    return Some(Err(Closed));
-                }
-                if !(shared.slot_free(state) && shared.bytes_fit(state, len)) {
-                    state.blocked = true;
-                    return None;
-                }
-                let item = item.take()?;
-                shared.push(state, item, len);
-                Some(Ok(()))
-            })
-            .await
-    }
-
     /// Queues `item` if there is room now.
     pub(crate) fn try_send(&self, item: Outbound) -> Result<(), TrySendError> {
         let shared = &*self.shared;
@@ -259,25 +218,32 @@ impl Sender {
         Ok(())
     }
 
-    /// A slot, once the queue is under its byte bound and has a free message.
-    pub(crate) async fn reserve(&self) -> Result<Permit<'_>, Closed> {
+    /// Queues `item` whatever the bounds (dropped if the receiver is gone).
+    /// For the connection's own task, which also drains the queue: it must
+    /// never wait for room only it can make. It keeps the bounds by reading
+    /// from its client only while [`Sender::has_room`].
+    pub(crate) fn force_send(&self, item: Outbound) {
         let shared = &*self.shared;
-        shared
-            .wait(&shared.room, |state| {
-                if state.closed {
-                    return Some(Err(Closed));
-                }
-                if !(shared.under_bound(state) && shared.slot_free(state)) {
-                    state.blocked = true;
-                    return None;
-                }
-                state.reserved += 1;
-                Some(Ok(Permit {
-                    shared,
-                    used: false,
-                }))
-            })
-            .await
+        let len = item.queued_len();
+        let mut state = shared.lock();
+        if state.closed {
+            drop(state);
+            return; // `item` is dropped here, outside the lock.
+        }
+        shared.push(&mut state, item, len);
+    }
+
+    /// Whether the queue is under its bounds, in messages and in bytes.
+    pub(crate) fn has_room(&self) -> bool {
+        let state = self.shared.lock();
+        self.shared.slot_free(&state) && self.shared.under_bound(&state)
+    }
+
+    /// Whether nothing is queued (or reserved by another sender that is
+    /// about to queue).
+    pub(crate) fn is_empty(&self) -> bool {
+        let state = self.shared.lock();
+        state.items.is_empty() && state.reserved == 0
     }
 
     /// A slot if the queue is under its byte bound and has a free message now.
@@ -346,9 +312,7 @@ impl Permit<'_> {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if !self.used {
-            let mut state = self.shared.lock();
-            state.reserved -= 1;
-            self.shared.made_room(state);
+            self.shared.lock().reserved -= 1;
         }
     }
 }
@@ -368,33 +332,24 @@ impl Receiver {
             return 0;
         }
         let shared = &*self.shared;
-        let (n, wake) = shared
+        shared
             .wait(&shared.ready, |state| {
                 if state.items.is_empty() {
-                    return (state.senders == 0).then_some((0, false));
+                    return (state.senders == 0).then_some(0);
                 }
                 let n = limit.min(state.items.len());
                 buffer.extend(state.items.drain(..n));
                 if state.items.is_empty() && state.items.capacity() > KEPT_SLOTS {
                     state.items = VecDeque::new();
                 }
-                Some((n, std::mem::take(&mut state.blocked)))
+                Some(n)
             })
-            .await;
-        if wake {
-            shared.room.notify_waiters();
-        }
-        n
+            .await
     }
 
     /// Takes an item if one is queued; its bytes stay counted until [`Self::release`].
     pub(crate) fn try_recv(&mut self) -> Option<Outbound> {
-        let mut state = self.shared.lock();
-        let item = state.items.pop_front();
-        if item.is_some() {
-            self.shared.made_room(state);
-        }
-        item
+        self.shared.lock().items.pop_front()
     }
 
     /// `len` bytes taken from the queue were written.
@@ -409,7 +364,6 @@ impl Receiver {
             state.bytes -= len;
             Metrics::sub(shared.gauge(), len as u64);
         }
-        shared.made_room(state);
     }
 }
 
@@ -424,7 +378,6 @@ impl Drop for Receiver {
         let left = std::mem::take(&mut state.items);
         drop(state);
         drop(left);
-        shared.room.notify_waiters();
     }
 }
 
@@ -490,20 +443,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_waiting_sender_goes_on_once_the_writer_releases() {
+    async fn the_connections_own_replies_go_in_whatever_the_bound() {
         let metrics = Arc::new(Metrics::default());
-        let (tx, mut rx) = channel(10, 100, metrics);
-        tx.try_send(frame(80)).unwrap();
-        let waiting = tokio::spawn({
-            let tx = tx.clone();
-            async move { tx.send(frame(80)).await }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
-        let item = rx.try_recv().unwrap();
-        rx.release(item.queued_len());
-        waiting.await.unwrap().unwrap();
-        assert_eq!(tx.queued_bytes(), 80);
+        let (tx, mut rx) = channel(2, 100, metrics.clone());
+        assert!(tx.has_room() && tx.is_empty());
+        tx.force_send(frame(80));
+        tx.force_send(frame(80));
+        tx.force_send(frame(80));
+        // Over both bounds: counted, and no one else gets in.
+        assert!(!tx.has_room() && !tx.is_empty());
+        assert_eq!(tx.try_send(frame(1)), Err(TrySendError::Full));
+        assert_eq!(metrics.send_queue_bytes.load(Relaxed), 240);
+        let mut batch = Vec::new();
+        assert_eq!(rx.recv_many(&mut batch, 10).await, 3);
+        rx.release(240);
+        assert!(tx.has_room() && tx.is_empty());
+        drop(rx);
+        // Dropped once the receiver is gone, and not counted.
+        tx.force_send(frame(80));
+        assert_eq!(metrics.send_queue_bytes.load(Relaxed), 0);
     }
 
     #[tokio::test]
@@ -516,7 +474,6 @@ mod tests {
         drop(rx);
         assert_eq!(metrics.send_queue_bytes.load(Relaxed), 0);
         assert_eq!(tx.try_send(frame(1)), Err(TrySendError::Closed));
-        assert!(tx.send(frame(1)).await.is_err());
         assert_eq!(metrics.send_queue_bytes.load(Relaxed), 0);
     }
 
@@ -550,27 +507,11 @@ mod tests {
             (first, second)
         });
         tokio::task::yield_now().await;
-        tx.send(frame(5)).await.unwrap();
+        tx.try_send(frame(5)).unwrap();
         drop(tx);
         tokio::task::yield_now().await;
         assert!(!receiving.is_finished(), "one sender is left");
         drop(tx2);
         assert_eq!(receiving.await.unwrap(), (1, 0));
-    }
-
-    #[tokio::test]
-    async fn a_sender_waiting_for_a_slot_goes_on_once_one_is_received() {
-        let metrics = Arc::new(Metrics::default());
-        let (tx, mut rx) = channel(1, 0, metrics);
-        tx.try_send(frame(1)).unwrap();
-        let waiting = tokio::spawn({
-            let tx = tx.clone();
-            async move { tx.reserve().await.map(|permit| permit.send(frame(2))) }
-        });
-        tokio::task::yield_now().await;
-        assert!(!waiting.is_finished());
-        assert!(rx.try_recv().is_some());
-        waiting.await.unwrap().unwrap();
-        assert_eq!(tx.len(), 1);
     }
 }

@@ -175,10 +175,6 @@ fn configure(
         .max_frame_size(max_message)
 }
 
-/// The close reason of a `?client_id=` without `--allow-client-ids`.
-const CLIENT_ID_REFUSED: &str =
-    "client_id is chosen by the server: start it with --allow-client-ids (development only)";
-
 /// Completes the upgrade and closes at once with `code` and `reason`,
 /// before any welcome: a browser cannot read the status of a refused
 /// handshake (it sees 1006 whatever the cause), but it reads a close frame.
@@ -247,7 +243,7 @@ async fn ws(
                 upgrade,
                 &state,
                 close_code::POLICY_VIOLATION,
-                CLIENT_ID_REFUSED,
+                connection::end::CLIENT_ID_REFUSED,
             );
         }
         Some(id) if id.is_empty() || id.len() > 128 => {

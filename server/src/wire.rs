@@ -1,7 +1,7 @@
 //! Errors and messages mapped to the wire in one place.
 
 use axum::extract::ws::Message;
-use shared::{ErrorCode, ServerMessage, close_code};
+use shared::{ErrorCode, ServerMessage};
 use tokio_tungstenite::tungstenite;
 
 /// A text frame carrying `message`.
@@ -14,7 +14,8 @@ pub fn error(code: ErrorCode, message: String) -> Message {
     text(&ServerMessage::Error { code, message })
 }
 
-/// What went wrong reading from a socket, as far as the close code goes.
+/// What went wrong reading from a socket, as far as the close code goes
+/// (`connection::End::read` has the code and reason of each).
 #[derive(Debug)]
 pub enum ReadError {
     /// A message or frame over the size limit.
@@ -38,15 +39,5 @@ impl From<axum::Error> for ReadError {
             },
             Err(_) => Self::Gone,
         }
-    }
-}
-
-/// The close code and reason for a read error, or `None` when the connection is gone.
-pub fn close_for(err: &ReadError) -> Option<(u16, &'static str)> {
-    match err {
-        ReadError::TooBig => Some((close_code::MESSAGE_TOO_BIG, "message too big")),
-        ReadError::BadUtf8 => Some((close_code::INVALID_PAYLOAD, "invalid UTF-8")),
-        ReadError::Protocol => Some((close_code::PROTOCOL_ERROR, "protocol error")),
-        ReadError::Gone => None,
     }
 }

@@ -103,7 +103,7 @@ async fn answers(
             _ => continue,
         };
         match ServerMessage::from_json(&text).unwrap() {
-            ServerMessage::Pong { t } if t == -1.0 => marked = true,
+            ServerMessage::Pong { t: -1.0 } => marked = true,
             ServerMessage::Ack { .. } => {}
             ServerMessage::Msg { data, .. } => {
                 let embedded = text.contains(r#","data":{"#);
@@ -117,13 +117,21 @@ async fn answers(
     seen
 }
 
+/// A request and its answers: plain, reliable at the top level, inside a `msg`.
+type Row = (
+    Message,
+    &'static [&'static str],
+    &'static [&'static str],
+    &'static [&'static str],
+);
+
 #[tokio::test]
 async fn every_client_message_gets_its_answer_in_every_mode_and_version() {
     let server = common::start(&["--max-burst", "10"]).await;
     let echo = r#"{"type":"echo","id":5,"body":"b"}"#;
     const CONTROL: &[&str] = &["msg:error:not_reliable"];
     // (request, plain, reliable at the top level, inside a msg)
-    let rows: Vec<(Message, &[&str], &[&str], &[&str])> = vec![
+    let rows: Vec<Row> = vec![
         (Message::text(echo), &["echo"], &["msg:echo"], &["msg:echo"]),
         (
             Message::text(r#"{"type":"burst","count":2}"#),

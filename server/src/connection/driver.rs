@@ -1,45 +1,59 @@
-//! The driver: reads frames and dispatches each client message in ONE place
-//! for both modes, ticks the timed pushes and pings, watches the idle
-//! deadline and in token mode the token's expiry (one timer for both),
-//! in-band token refreshes, kicks, takeovers and shutdown. Generic over the stream it reads,
-//! so it runs on in-memory channels in the unit tests.
+//! The connection's one task: it owns the unsplit socket, reads, dispatches
+//! ([`dispatch`](super::dispatch)) and writes ([`Outbox`]), and every other
+//! event reaches it through one `select!`: what the registry queues (admin
+//! pushes, broadcasts), close requests (kicks, replacements, takeovers of
+//! the reliable session), shutdown, and its timers (timed pushes, pings,
+//! acks, the idle deadline and in token mode the token's expiry).
 //!
-//! Timed pushes are only queued when the queue is empty, so they never pile
-//! up behind a slow client; pushes that find no room are counted as dropped.
-
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::SystemTime;
+//! A reply is queued by the dispatch and written at the top of the next
+//! turn of the loop, in the same task: no second task to wake, no lock
+//! around the socket. Frames already readable are dispatched together
+//! first, so that their replies share one flush. The loop reads only while
+//! the outbound queue is under its bounds (`--send-queue`,
+//! `--send-queue-bytes`), so that a client that sends without reading
+//! waits for its replies to be written (or is closed as a slow consumer).
+//!
+//! Every deadline is checked at the top of every turn, whatever woke it: a
+//! client that keeps the read side busy without pause cannot hold its
+//! connection past the token's expiry.
+//!
+//! Generic over the transport (a `Stream` and `Sink` of messages), so it
+//! runs on in-memory channels in the unit tests.
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
-use futures_util::{Stream, StreamExt};
-use shared::{ClientMessage, ErrorCode, ServerMessage};
-use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
+use shared::ClientMessage;
 
-use super::app::{self, Served};
+use super::outbound::Outbox;
 use super::reliable::Link;
-use super::{CLOSE_GRACE, Conn, End, Mode};
-use crate::metrics::Metrics;
+use super::{CLOSE_GRACE, Conn, End, Mode, app};
 use crate::queue;
-use crate::registry::{Outbound, millis};
+use crate::registry::Outbound;
 use crate::state::AppState;
 use crate::timer::{Due, tick, ticker};
-use crate::wire::{self, ReadError};
+use crate::wire::ReadError;
 
-pub(super) struct Driver<'a, S> {
-    stream: S,
-    outbound: queue::Sender,
-    state: &'a AppState,
-    conn: &'a Conn,
-    bad_in_a_row: u32,
+/// Frames read and dispatched at most before their replies are written.
+const READ_BATCH: usize = 32;
+
+/// One `/ws` connection: its socket, its queue and its state.
+pub(super) struct Connection<'a, T> {
+    pub(super) ws: T,
+    /// The queue's sending side: the connection's own replies go in here
+    /// (see [`queue::Sender::force_send`]), behind what the registry queued.
+    pub(super) outbound: queue::Sender,
+    outbox: Outbox,
+    pub(super) state: &'a AppState,
+    pub(super) conn: &'a Conn,
+    pub(super) bad_in_a_row: u32,
     /// Reliable mode: the link to the session; `None` on a plain connection.
-    link: Option<Box<Link>>,
+    pub(super) link: Option<Box<Link>>,
     /// A plain connection's `?burst=N`, queued after the welcome.
     burst: Option<u32>,
     /// Token mode: when the token (plus the leeway) runs out, unless refreshed.
-    expiry: Option<tokio::time::Instant>,
+    pub(super) expiry: Option<tokio::time::Instant>,
     /// A refresh moved `expiry`: the deadline timer is re-armed.
-    rearm: bool,
+    pub(super) rearm: bool,
 }
 
 /// A future that completes at `due`, or never.
@@ -50,13 +64,13 @@ async fn at(due: Option<tokio::time::Instant>) {
     }
 }
 
-impl<'a, S> Driver<'a, S>
+impl<'a, T> Connection<'a, T>
 where
-    S: Stream<Item = Result<Message, axum::Error>> + Unpin,
+    T: Stream<Item = Result<Message, axum::Error>> + Sink<Message> + Unpin,
 {
     pub(super) fn new(
-        stream: S,
-        outbound: queue::Sender,
+        ws: T,
+        (outbound, outbox): (queue::Sender, Outbox),
         state: &'a AppState,
         conn: &'a Conn,
         mode: Mode,
@@ -66,8 +80,9 @@ where
             Mode::Reliable(link) => (Some(link), None),
         };
         Self {
-            stream,
+            ws,
             outbound,
+            outbox,
             state,
             conn,
             bad_in_a_row: 0,
@@ -78,19 +93,12 @@ where
         }
     }
 
-    /// Runs the connection (its welcome is already queued) to its end, then
-    /// has the writer send the close frame.
-    pub(super) async fn run(
-        mut self,
-        close_tx: oneshot::Sender<CloseFrame>,
-        writer_gone: &CancellationToken,
-    ) -> End {
+    /// Runs the connection (its welcome is already queued) to its end,
+    /// then closes it.
+    pub(super) async fn run(mut self) -> End {
         let config = &self.state.config;
-        // Boxed, as every rare path: inline, its state would be held by the
-        // future of every connection for its whole life.
         if let Some(count) = self.burst.take() {
-            Box::pin(self.deliver(app::serve(ClientMessage::Burst { count }, config.max_burst)))
-                .await;
+            self.deliver(app::serve(ClientMessage::Burst { count }, config.max_burst));
         }
         let mut push_tick = ticker(config.push_interval);
         let mut ping_tick = ticker(config.ping_interval);
@@ -106,51 +114,52 @@ where
         // `Notify` (a lock) when polled and leaves it when dropped.
         let conn = self.conn;
         let shutting_down = shutdown.cancelled();
-        let writer_ended = writer_gone.cancelled();
         let close_request = conn.shared.close_requested();
-        tokio::pin!(shutting_down, writer_ended, close_request);
-        // For reliable bursts: a permit borrows its sender across the select's handlers.
-        let burst_outbound = self.outbound.clone();
+        tokio::pin!(shutting_down, close_request);
 
-        let end = loop {
+        let (end, written) = loop {
+            if self
+                .expiry
+                .is_some_and(|at| tokio::time::Instant::now() >= at)
+            {
+                break (End::token_expired(), true);
+            }
+            if let Err(end) = self.pace() {
+                break (end, true);
+            }
+            if self.outbox.busy() || !self.outbound.is_empty() {
+                // Boxed: inline, a batch's state would be held by the future
+                // of every idle connection.
+                let write = self.outbox.write(&mut self.ws, self.state, &conn.shared);
+                if let Err(failed) = Box::pin(write).await {
+                    break (failed.end(self.state), false);
+                }
+            }
+            let reading = self.outbound.has_room();
+            let more = self.outbox.busy() || self.link.as_ref().is_some_and(|l| l.burst_ready());
             tokio::select! {
                 biased;
-                () = &mut shutting_down => break End::shutdown(),
-                () = &mut writer_ended => break End::gone("connection ended"),
+                () = &mut shutting_down => break (End::shutdown(), true),
                 // Kicks, a replacement, and a takeover of the reliable session.
                 request = &mut close_request => {
-                    break End::with(request.code, request.reason);
+                    break (End::with(request.code, request.reason), true);
                 }
-                frame = self.stream.next() => {
+                frame = self.ws.next(), if reading => {
                     last_heard = tokio::time::Instant::now();
-                    match frame {
-                        Some(Ok(message)) => {
-                            if let Err(end) = Box::pin(self.on_message(message)).await {
-                                break end;
-                            }
-                            if self.rearm {
-                                // A refresh: rare, so the timer may move here.
-                                self.rearm = false;
-                                let idle_at = last_heard + config.idle_timeout;
-                                idle.as_mut().reset(crate::timer::first(idle_at, self.expiry));
-                            }
-                        }
-                        Some(Err(err)) => {
-                            break match wire::close_for(&ReadError::from(err)) {
-                                Some((code, reason)) => End::with(code, reason),
-                                None => End::gone("connection failed"),
-                            };
-                        }
-                        None => break End::gone("connection ended"),
+                    if let Err(end) = Box::pin(self.read(frame)).await {
+                        break (end, true);
+                    }
+                    if self.rearm {
+                        // A refresh: rare, so the timer may move here.
+                        self.rearm = false;
+                        let idle_at = last_heard + config.idle_timeout;
+                        idle.as_mut().reset(crate::timer::first(idle_at, self.expiry));
                     }
                 }
-                permit = burst_outbound.reserve(), if self.link.as_ref().is_some_and(|link| link.burst_ready()) => {
-                    if let (Ok(permit), Some(link)) = (permit, &self.link)
-                        && let Err(end) = link.burst_step(permit)
-                    {
-                        break end;
-                    }
-                }
+                // Something queued by the registry: written at the top.
+                () = self.outbox.ready(), if !more => {}
+                // A burst goes on at the top, after whatever else is ready.
+                () = std::future::ready(()), if more => {}
                 () = at(self.link.as_ref().and_then(|link| link.ack_due())) => {
                     if let Some(link) = &mut self.link {
                         link.send_ack(&self.outbound);
@@ -159,7 +168,7 @@ where
                 Some(()) = tick(&mut push_tick) => {
                     // Boxed: once a second is rare next to a connection's life.
                     if let Err(end) = Box::pin(self.timed_push()).await {
-                        break end;
+                        break (end, true);
                     }
                 }
                 Some(()) = tick(&mut ping_tick) => {
@@ -171,201 +180,75 @@ where
                         Due::NotYet => {}
                         Due::Idle => {
                             tracing::info!("closing an idle connection after {:?}", config.idle_timeout);
-                            break End::idle();
+                            break (End::idle(), true);
                         }
-                        Due::Expired => break End::token_expired(),
+                        Due::Expired => break (End::token_expired(), true),
                     }
                 }
             }
         };
-        // The writer ends once every sender is gone.
-        drop(burst_outbound);
         if let Some(link) = &self.link {
             link.detach(self.state);
         }
-        Box::pin(self.finish(end, close_tx)).await
+        Box::pin(self.finish(end, written)).await
     }
 
-    /// Asks the writer to send the close frame, then reads until the peer's
-    /// close reply or the grace period ends.
-    async fn finish(mut self, end: End, close_tx: oneshot::Sender<CloseFrame>) -> End {
+    /// Reliable mode: the next pushes of a burst, as the window allows.
+    fn pace(&mut self) -> Result<(), End> {
+        match &self.link {
+            Some(link) if link.burst_ready() => link.pace(&self.outbound),
+            _ => Ok(()),
+        }
+    }
+
+    /// Dispatches `frame`, then the frames already readable (up to
+    /// [`READ_BATCH`], while the queue has room), so that their replies
+    /// share one flush.
+    async fn read(&mut self, frame: Option<Result<Message, axum::Error>>) -> Result<(), End> {
+        let mut next = frame;
+        let mut read = 1;
+        loop {
+            match next {
+                Some(Ok(message)) => self.on_message(message).await?,
+                Some(Err(err)) => return Err(End::read(&ReadError::from(err))),
+                None => return Err(End::gone("connection ended")),
+            }
+            if read == READ_BATCH || !self.outbound.has_room() {
+                return Ok(());
+            }
+            // `next` is cancel-safe: an unfinished read stays in the buffer.
+            match self.ws.next().now_or_never() {
+                Some(frame) => next = frame,
+                None => return Ok(()),
+            }
+            read += 1;
+        }
+    }
+
+    /// Writes what was queued before the close (unless writing is what
+    /// failed), sends the close frame, then reads until the peer's close
+    /// reply or the grace period ends.
+    async fn finish(mut self, end: End, write_queued: bool) -> End {
         let Some(code) = end.code else {
             return end;
         };
-        let _ = close_tx.send(CloseFrame {
-            code,
-            reason: Utf8Bytes::from(end.reason.clone()),
-        });
-        // Stop queueing; the writer ends once it has sent the close frame.
-        drop(self.outbound);
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            while let Some(Ok(_)) = self.stream.next().await {}
-        })
-        .await;
-        end
-    }
-
-    /// Queues `message` unnumbered, waiting for room (backpressure on the
-    /// reader). A closed queue means the writer is gone; the loop sees it next.
-    async fn send(&self, message: Message) {
-        let _ = self.outbound.send(Outbound::Frame(message)).await;
-    }
-
-    async fn on_message(&mut self, message: Message) -> Result<(), End> {
-        let len = match &message {
-            Message::Text(text) => text.len(),
-            Message::Binary(data) => data.len(),
-            // Control frames only prove the peer is alive (tungstenite answers pings).
-            Message::Ping(_) | Message::Pong(_) => return Ok(()),
-            Message::Close(frame) => {
-                // tungstenite queues the close reply; keep reading until the stream ends.
-                let (code, reason) = frame
-                    .as_ref()
-                    .map_or((None, ""), |f| (Some(f.code), &*f.reason));
-                tracing::debug!(?code, reason = %crate::logsafe::escape(reason), "client closed");
-                return Ok(());
-            }
-        };
-        let metrics = &self.state.metrics;
-        Metrics::add(&metrics.messages_in, 1);
-        Metrics::add(&metrics.bytes_in, len as u64);
-        self.conn.shared.messages_in.fetch_add(1, Relaxed);
-        match message {
-            Message::Text(text) => self.on_text(&text).await,
-            // Binary frames are echoed as they are, in both modes.
-            other => {
-                self.send(other).await;
-                Ok(())
-            }
-        }
-    }
-
-    /// Decodes one text frame and dispatches it.
-    async fn on_text(&mut self, text: &str) -> Result<(), End> {
-        match ClientMessage::from_json(text) {
-            Ok(message) => {
-                self.bad_in_a_row = 0;
-                self.dispatch(message).await
-            }
-            Err(err) => {
-                self.bad_in_a_row += 1;
-                self.send(wire::error(err.code(), err.to_string())).await;
-                if self.bad_in_a_row >= self.state.config.max_bad_messages {
-                    return Err(End::too_many_bad());
-                }
-                Ok(())
-            }
-        }
-    }
-
-    /// The one dispatch of client messages, for both modes.
-    async fn dispatch(&mut self, message: ClientMessage) -> Result<(), End> {
-        // Reliable mode: the first message binds the connection to a session.
-        if let Some(link) = &mut self.link {
-            let consumed = link
-                .bind_first(&message, self.state, &self.conn.client_id, &self.outbound)
-                .await?;
-            if consumed {
-                return Ok(());
-            }
-        }
-        match message {
-            // The heartbeat is connection-scoped: answered directly, never numbered.
-            ClientMessage::Ping { t } => {
-                self.send(wire::text(&ServerMessage::Pong { t })).await;
-                Ok(())
-            }
-            // So is a refresh of the connection's token.
-            ClientMessage::Refresh { token } => {
-                let reply = self.refresh(&token);
-                self.send(wire::text(&reply)).await;
-                Ok(())
-            }
-            control @ (ClientMessage::Resume { .. }
-            | ClientMessage::Ack { .. }
-            | ClientMessage::Msg { .. }) => match &mut self.link {
-                Some(link) => {
-                    link.on_control(control, self.state, &self.conn.client_id, &self.outbound)
-                        .await
-                }
-                None => {
-                    let off = "reliable mode is off on this connection: connect to /ws?reliable=1";
-                    self.send(wire::error(ErrorCode::NotReliable, off.into()))
-                        .await;
-                    Ok(())
-                }
-            },
-            request => {
-                let served = app::serve(request, self.state.config.max_burst);
-                match &mut self.link {
-                    Some(link) => {
-                        link.deliver(served, self.state, &self.conn.client_id, &self.outbound)
-                            .await
-                    }
-                    None => {
-                        self.deliver(served).await;
-                        Ok(())
-                    }
-                }
-            }
-        }
-    }
-
-    /// Token mode: a valid token of the same user moves the connection's
-    /// expiry to its `exp` (`refreshed`); anything else is refused with
-    /// `bad_token` and the connection keeps its current expiry.
-    fn refresh(&mut self, token: &str) -> ServerMessage {
-        let bad = |message: &str| app::error(ErrorCode::BadToken, message.to_owned());
-        let (Some(verifier), Some(user)) = (&self.state.auth, &self.conn.user) else {
-            return bad("this server has no token auth: there is nothing to refresh");
-        };
-        match verifier.verify(token) {
-            Ok(identity) if *identity.user == **user => {
-                self.expiry = Some(crate::timer::expiry(identity.exp, verifier.leeway()));
-                self.rearm = true;
-                ServerMessage::Refreshed { exp: identity.exp }
-            }
-            Ok(_) => bad("the token is another user's: the connection keeps its token"),
-            Err(refused) => {
-                tracing::info!(reason = refused.reason(), "refused a token refresh");
-                bad(&format!(
-                    "{}: the connection keeps its current token",
-                    refused.reason()
-                ))
-            }
-        }
-    }
-
-    /// Delivers an answer on a plain connection: a reply as it is, a burst
-    /// to the writer, which numbers and batches its pushes.
-    async fn deliver(&self, served: Served) {
-        match served {
-            Served::Reply(reply) => self.send(wire::text(&reply)).await,
-            Served::Burst(count) => {
-                let _ = self.outbound.send(Outbound::Burst { count }).await;
-            }
-        }
-    }
-
-    /// A timed push; in reliable mode the first one stores the session,
-    /// which may end the connection at a session cap.
-    async fn timed_push(&mut self) -> Result<(), End> {
-        // Only when the queue is empty: a slow client gets no pile of old ticks.
-        if self.outbound.capacity() < self.outbound.max_capacity() {
-            Metrics::add(&self.state.metrics.pushes_dropped, 1);
-            return Ok(());
-        }
-        if let Some(link) = &mut self.link {
-            return link
-                .timed_push(&self.outbound, self.state, &self.conn.client_id)
+        if write_queued {
+            self.outbox
+                .write_before_close(&mut self.ws, CLOSE_GRACE)
                 .await;
         }
-        let push = Outbound::Push {
-            push: std::sync::Arc::new(shared::PushEncoder::new(millis(SystemTime::now()), "tick")),
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from(end.reason.clone()),
         };
-        if self.outbound.try_send(push).is_err() {
-            Metrics::add(&self.state.metrics.pushes_dropped, 1);
+        // A peer that does not read may never take it.
+        let sent = tokio::time::timeout(CLOSE_GRACE, self.ws.send(Message::Close(Some(frame))));
+        if matches!(sent.await, Ok(Ok(()))) {
+            let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                while let Some(Ok(_)) = self.ws.next().await {}
+            })
+            .await;
         }
-        Ok(())
+        end
     }
 }

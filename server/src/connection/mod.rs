@@ -4,24 +4,32 @@
 //! this module is about one WebSocket connection, which in reliable mode
 //! speaks for a session until it ends or another connection takes it over.
 //!
+//! A connection is ONE task that owns the unsplit socket: it reads,
+//! dispatches and writes, and everything else (admin pushes, broadcasts,
+//! kicks, takeovers, shutdown, timers) reaches it through one `select!`.
+//!
 //! | file | what |
 //! |---|---|
-//! | `mod.rs` | the entry point ([`run`], and [`serve`] over any transport), end reasons and their close codes |
-//! | `app.rs` | the application's answer to a request (echo, ping, burst), the same in both modes |
-//! | `driver.rs` | reads, timers (pushes, pings, idle, acks), close requests (kicks, replacements, takeovers of the reliable session) and shutdown, and the ONE dispatch of client messages for both modes |
-//! | `reliable.rs` | the link to a reliable session: binding, resume, numbered replies, acks, bursts |
-//! | `writer.rs` | owns the sink: drains the bounded queue, feeds every ready frame and flushes once per batch |
+//! | `mod.rs` | the entry point ([`run`], and [`serve`] over any transport), admission and the clean-up |
+//! | `driver.rs` | the task's loop: reads, writes, timers (pushes, pings, idle, acks, the token's expiry), close requests and shutdown |
+//! | `dispatch.rs` | the ONE dispatch of client messages for both modes |
+//! | `app.rs` | the application's answer to a request (echo, ping, burst), the same in both modes and inside a reliable `msg` |
+//! | `reliable.rs` | the link to a reliable session: binding, resume, numbered replies, acks, the burst's pacing |
+//! | `outbound.rs` | the write side: the bounded queue fed into the socket, one flush per batch, plain bursts a batch at a time |
+//! | `end.rs` | why a connection ends: every close code and reason, in one place |
 //!
-//! Driver and writer are generic over the transport (`Stream` of messages in,
-//! `Sink` of messages out), so their unit tests run on in-memory channels, as
-//! axum's `testing-websockets` example does. Today they are two halves of a
-//! split socket joined in one task; a later design with one task owning the
-//! unsplit socket changes [`serve`] and the transport, not the rules.
+//! The loop is generic over the transport (a `Stream` and `Sink` of
+//! messages), so its unit tests run on in-memory channels, as axum's
+//! `testing-websockets` example does.
 
 mod app;
+mod dispatch;
 mod driver;
+pub(crate) mod end;
+mod outbound;
 mod reliable;
-mod writer;
+
+pub(crate) use end::End;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,16 +37,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::{FutureExt, Sink, Stream, StreamExt};
+use futures_util::{FutureExt, Sink, Stream};
 use shared::{ServerMessage, close_code};
-use tokio::sync::oneshot;
-use tokio_util::sync::CancellationToken;
 
 use crate::logsafe;
 use crate::metrics::Metrics;
 use crate::queue;
 use crate::registry::{ClientHandle, ClientShared, CloseRequest, Outbound};
-use crate::reliable::{Refused, TakenOver, Unwritten};
 use crate::state::AppState;
 use crate::wire;
 
@@ -59,104 +64,6 @@ pub struct Peer {
     pub protocol: shared::Protocol,
     /// Token mode: who the token says the client is.
     pub identity: Option<crate::auth::Identity>,
-}
-
-/// Why the connection ended, for its close frame and the disconnect log line.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct End {
-    /// The close code to send; `None` when the connection is gone already.
-    code: Option<u16>,
-    reason: String,
-}
-
-impl End {
-    fn with(code: u16, reason: impl Into<String>) -> Self {
-        Self {
-            code: Some(code),
-            reason: reason.into(),
-        }
-    }
-
-    /// The connection is gone: no close frame to send.
-    fn gone(reason: impl Into<String>) -> Self {
-        Self {
-            code: None,
-            reason: reason.into(),
-        }
-    }
-
-    fn shutdown() -> Self {
-        Self::with(close_code::GOING_AWAY, "server shutting down")
-    }
-
-    fn idle() -> Self {
-        Self::with(close_code::IDLE_TIMEOUT, "idle timeout")
-    }
-
-    /// Token mode: the token's `exp` (plus the leeway) passed without a refresh.
-    fn token_expired() -> Self {
-        Self::with(close_code::TOKEN_EXPIRED, "token expired")
-    }
-
-    fn too_many_bad() -> Self {
-        Self::with(
-            close_code::POLICY_VIOLATION,
-            "too many messages that could not be decoded",
-        )
-    }
-
-    /// The client lets the session's history fill up (it does not acknowledge).
-    fn history_full() -> Self {
-        Self::with(
-            close_code::TRY_AGAIN_LATER,
-            "too many unacknowledged messages: acknowledge, then resume",
-        )
-    }
-
-    fn too_many_sessions() -> Self {
-        Self::with(close_code::TRY_AGAIN_LATER, "too many reliable sessions")
-    }
-
-    /// Cluster mode: Redis, where the sessions live, does not answer.
-    fn store_unavailable() -> Self {
-        Self::with(
-            close_code::TRY_AGAIN_LATER,
-            "session store unavailable: try again later",
-        )
-    }
-}
-
-/// The close reason when the session store lost the session (a resume
-/// then fails with `unknown_session`, and the client starts over).
-pub(super) const SESSION_GONE: &str = "session lost by the session store: resume to start over";
-
-impl From<Unwritten> for End {
-    fn from(unwritten: Unwritten) -> Self {
-        match unwritten {
-            Unwritten::TakenOver => TakenOver.into(),
-            Unwritten::Gone => Self::with(close_code::TRY_AGAIN_LATER, SESSION_GONE),
-            _ => Self::store_unavailable(),
-        }
-    }
-}
-
-/// The session was resumed on another connection: this one ends with 4002.
-impl From<TakenOver> for End {
-    fn from(TakenOver: TakenOver) -> Self {
-        Self::with(
-            close_code::REPLACED,
-            "session resumed on another connection",
-        )
-    }
-}
-
-impl From<Refused> for End {
-    fn from(refused: Refused) -> Self {
-        match refused {
-            Refused::TakenOver => TakenOver.into(),
-            Refused::Full => Self::history_full(),
-        }
-    }
 }
 
 /// What a connection is, besides its transport.
@@ -222,10 +129,9 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
     {
         crate::reliable::TakeoverSignal::store_unavailable(&*conn.shared);
     }
-    let (sink, stream) = socket.split();
     // Mapped, not awaited in an `async` block, which would hold the same
     // values a second time.
-    serve(stream, sink, (outbound_tx, outbound_rx), state, conn, mode).map(drop)
+    serve(socket, (outbound_tx, outbound_rx), state, conn, mode).map(drop)
 }
 
 /// Closes a connection refused at its upgrade (a token refused, a
@@ -310,43 +216,31 @@ fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode)
     (conn, mode)
 }
 
-/// Runs a connection over any transport to its end: the driver reads
-/// `stream`, the writer drains the queue into `sink`; then the connection
-/// leaves the registry and logs its disconnect. Returns why it ended.
-pub(crate) async fn serve<S, K>(
-    stream: S,
-    sink: K,
+/// Runs a connection over any transport to its end (one task: see
+/// `driver.rs`); then the connection leaves the registry and logs its
+/// disconnect. Returns why it ended.
+pub(crate) async fn serve<T>(
+    ws: T,
     (outbound_tx, outbound_rx): (queue::Sender, queue::Receiver),
     state: AppState,
     conn: Conn,
     mode: Mode,
 ) -> End
 where
-    S: Stream<Item = Result<Message, axum::Error>> + Unpin,
-    K: Sink<Message> + Unpin,
+    T: Stream<Item = Result<Message, axum::Error>> + Sink<Message> + Unpin,
 {
-    let (close_tx, close_rx) = oneshot::channel();
-    let writer_gone = CancellationToken::new();
-    // Cluster mode: the writer writes the session through to Redis before
-    // each batch (in memory there is nothing to write).
+    // Cluster mode: the session is written through to Redis before each
+    // batch (in memory there is nothing to write).
     let written_through = match &mode {
         Mode::Reliable(link) if matches!(*state.reliable, crate::reliable::Store::Redis(_)) => {
             Some(link.slot())
         }
         _ => None,
     };
-    let writer = writer::Writer::new(sink, outbound_rx, close_rx, &state, &conn.shared)
-        .writing_through(written_through);
-    let driver = driver::Driver::new(stream, outbound_tx, &state, &conn, mode);
-    let ((), end) = tokio::join!(
-        async {
-            if let Some(end) = writer.run().await {
-                tracing::debug!(id = %logsafe::escape(&conn.client_id), ?end, "writer ended");
-            }
-            writer_gone.cancel();
-        },
-        driver.run(close_tx, &writer_gone),
-    );
+    let outbox = outbound::Outbox::new(outbound_rx, written_through);
+    let end = driver::Connection::new(ws, (outbound_tx, outbox), &state, &conn, mode)
+        .run()
+        .await;
     state.registry.remove(&conn.client_id, conn.number);
     state.metrics.connections_open.fetch_sub(1, Relaxed);
     tracing::info!(

@@ -7,10 +7,11 @@
 //! leaves nothing behind, and storing it is where `--max-sessions` and
 //! `--max-sessions-per-ip` close with 1013. Every application message is
 //! then numbered by
-//! [`Session::send`](crate::reliable::Session::send) with a queue slot
-//! reserved beforehand, so that the wire order is the seq order; bursts are
-//! made a push at a time as the window allows; client `msg`s pass the
-//! exactly-once filter and are acknowledged in batches.
+//! [`Session::send`](crate::reliable::Session::send) and queued under the
+//! session's lock, as the registry's pushes are, so that the wire order is
+//! the seq order; bursts are made as the window allows, a batch at a time;
+//! client `msg`s pass the exactly-once filter and are acknowledged in
+//! batches.
 
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
@@ -32,6 +33,8 @@ use crate::reliable::{
 use crate::state::AppState;
 use crate::wire;
 
+/// Pushes of a burst numbered at most per turn of the connection's loop.
+const BURST_BATCH: usize = 512;
 /// Acknowledge after this many client messages...
 const ACK_EVERY: u32 = 32;
 /// ...or this long after the first unacknowledged one.
@@ -200,9 +203,6 @@ impl Link {
         client_id: &str,
         outbound: &queue::Sender,
     ) -> Result<(), End> {
-        let Ok(permit) = outbound.reserve().await else {
-            return Ok(()); // The writer is gone; the loop sees it next.
-        };
         let resumed = state
             .reliable
             .resume(
@@ -231,11 +231,13 @@ impl Link {
                     "resumed"
                 );
                 frames.extend(resume.replay.into_iter().map(Message::Text));
-                // Bound first: the writer writes the session through
-                // before these frames go out.
+                // Queued before the registry may push to the session (it
+                // pushes only to a bound connection): the replay comes
+                // first. Bound before the loop writes them, so that the
+                // session is written through before they go out.
+                outbound.force_send(Outbound::Frames(frames));
                 self.pending_burst = None;
                 self.bind(session);
-                permit.send(Outbound::Frames(frames));
             }
             Err(ResumeError::Unavailable) => {
                 tracing::warn!(session = %logsafe::escape(id), "resume refused: the session store is unavailable");
@@ -243,7 +245,7 @@ impl Link {
             }
             Err(ResumeError::Failed(reason)) => {
                 tracing::info!(session = %logsafe::escape(id), %reason, "resume failed");
-                permit.send(Outbound::Frame(wire::text(&ServerMessage::ResumeFailed {
+                outbound.force_send(Outbound::Frame(wire::text(&ServerMessage::ResumeFailed {
                     reason,
                 })));
                 self.bind_new(state, client_id).await?;
@@ -285,7 +287,7 @@ impl Link {
                 let not_first = ServerMessage::ResumeFailed {
                     reason: ResumeFailure::NotFirst,
                 };
-                let _ = outbound.send(Outbound::Frame(wire::text(&not_first))).await;
+                outbound.force_send(Outbound::Frame(wire::text(&not_first)));
                 Ok(())
             }
         }
@@ -300,27 +302,31 @@ impl Link {
         state: &AppState,
         outbound: &queue::Sender,
     ) -> Result<(), End> {
-        let Ok(permit) = outbound.reserve().await else {
-            return Ok(()); // The writer is gone; the loop sees it next.
-        };
         let max_burst = state.config.max_burst;
         let now = Instant::now();
+        // Numbered and queued under the session's lock (see the module doc).
         let accept = |session: &SessionRef| {
-            lock(session).accept(
-                self.conn(),
-                seq,
-                now,
-                |session| match ClientMessage::from_json(data) {
-                    Ok(request) => match app::serve(request, max_burst) {
-                        Served::Reply(reply) => Some(reply),
-                        Served::Burst(count) => session
-                            .start_burst(count, now)
-                            .err()
-                            .map(|BurstBusy| app::burst_busy()),
+            let mut session = lock(session);
+            let accepted =
+                session.accept(
+                    self.conn(),
+                    seq,
+                    now,
+                    |session| match ClientMessage::from_json(data) {
+                        Ok(request) => match app::serve(request, max_burst) {
+                            Served::Reply(reply) => Some(reply),
+                            Served::Burst(count) => session
+                                .start_burst(count, now)
+                                .err()
+                                .map(|BurstBusy| app::burst_busy()),
+                        },
+                        Err(err) => Some(app::error(err.code(), err.to_string())),
                     },
-                    Err(err) => Some(app::error(err.code(), err.to_string())),
-                },
-            )
+                )?;
+            if let Accepted::Processed(Some(frame)) = &accepted {
+                outbound.force_send(Outbound::Frame(Message::Text(frame.clone())));
+            }
+            Ok::<_, Refused>(accepted)
         };
         let session = self.session()?;
         let accepted = match accept(session) {
@@ -333,21 +339,13 @@ impl Link {
             }
             other => other?,
         };
-        match accepted {
-            Accepted::Processed(frame) => {
-                if let Some(frame) = frame {
-                    permit.send(Outbound::Frame(Message::Text(frame)));
-                }
-            }
-            Accepted::Duplicate => drop(permit),
-            Accepted::OutOfOrder { expected } => {
-                let refusal = app::error(
-                    ErrorCode::OutOfOrder,
-                    format!("msg {seq} skips ahead: {expected} is next; it was not processed"),
-                );
-                permit.send(Outbound::Frame(wire::text(&refusal)));
-                return Ok(());
-            }
+        if let Accepted::OutOfOrder { expected } = accepted {
+            let refusal = app::error(
+                ErrorCode::OutOfOrder,
+                format!("msg {seq} skips ahead: {expected} is next; it was not processed"),
+            );
+            outbound.force_send(Outbound::Frame(wire::text(&refusal)));
+            return Ok(());
         }
         self.count_for_ack(outbound);
         Ok(())
@@ -364,9 +362,6 @@ impl Link {
         outbound: &queue::Sender,
     ) -> Result<(), End> {
         let session = self.stored(state, client_id).await?;
-        let Ok(permit) = outbound.reserve().await else {
-            return Ok(()); // The writer is gone; the loop sees it next.
-        };
         let now = Instant::now();
         let to = To::Connection(self.conn());
         let reply = match served {
@@ -382,16 +377,21 @@ impl Link {
                 }
             }
         };
-        let sent = lock(&session).send(to, Outgoing::Message(reply.clone()), now);
-        let frame = match sent {
+        // Numbered and queued under the session's lock (see the module doc).
+        let send = |reply: ServerMessage| {
+            let mut session = lock(&session);
+            let frame = session.send(to, Outgoing::Message(reply), now)?;
+            outbound.force_send(Outbound::Frame(Message::Text(frame)));
+            Ok::<_, Refused>(())
+        };
+        match send(reply.clone()) {
             // Perhaps over the store's budget: as in `on_msg`.
             Err(Refused::Full) => {
                 state.reliable.reclaim().await;
-                lock(&session).send(to, Outgoing::Message(reply), now)?
+                send(reply)?;
             }
             other => other?,
-        };
-        permit.send(Outbound::Frame(Message::Text(frame)));
+        }
         Ok(())
     }
 
@@ -402,18 +402,26 @@ impl Link {
             .is_some_and(|session| lock(session).burst_ready())
     }
 
-    /// The next push (or `burst_done`) of a burst, into the reserved slot.
-    pub(crate) fn burst_step(&self, permit: queue::Permit<'_>) -> Result<(), End> {
+    /// The next pushes (or `burst_done` after the last) of the burst, as
+    /// many as the window allows up to a batch, each numbered and queued
+    /// under the session's lock.
+    pub(crate) fn pace(&self, outbound: &queue::Sender) -> Result<(), End> {
         let Some(session) = &self.session else {
             return Ok(());
         };
-        let step = lock(session).burst_step(self.conn(), millis(SystemTime::now()), Instant::now());
-        match step {
-            Ok(Some(frame)) => permit.send(Outbound::Frame(Message::Text(frame))),
-            Ok(None) => {}
-            // Ready meant the window had room: nothing to do but wait for acks.
-            Err(Refused::Full) => {}
-            Err(Refused::TakenOver) => return Err(TakenOver.into()),
+        let mut session = lock(session);
+        let (sent_at_ms, now) = (millis(SystemTime::now()), Instant::now());
+        for _ in 0..BURST_BATCH {
+            if !session.burst_ready() {
+                break;
+            }
+            match session.burst_step(self.conn(), sent_at_ms, now) {
+                Ok(Some(frame)) => outbound.force_send(Outbound::Frame(Message::Text(frame))),
+                Ok(None) => break,
+                // Ready meant the window had room: nothing to do but wait for acks.
+                Err(Refused::Full) => break,
+                Err(Refused::TakenOver) => return Err(TakenOver.into()),
+            }
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
-//! The driver and the writer on in-memory channels instead of a socket (as
-//! axum's `testing-websockets` example does): the real rules, the real
-//! state, no network.
+//! The connection's task and its write side on in-memory channels instead
+//! of a socket (as axum's `testing-websockets` example does): the real
+//! rules, the real state, no network.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -11,12 +11,12 @@ use axum::extract::ws::{CloseFrame, Message};
 use clap::Parser;
 use futures_util::{Sink, Stream};
 use shared::{ClientMessage, ErrorCode, ServerMessage, close_code};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::writer::{Writer, WriterEnd};
+use super::outbound::{Failed, Outbox};
 use super::{End, Peer, admit, serve};
 use crate::config::Config;
 use crate::queue;
@@ -51,6 +51,37 @@ struct Client {
 type BoxStream = Pin<Box<dyn Stream<Item = Result<Message, axum::Error>> + Send + Sync>>;
 type BoxSink = Pin<Box<dyn Sink<Message, Error = ()> + Send + Sync>>;
 
+/// A stream and a sink as one transport, as the socket is.
+struct Duplex(BoxStream, BoxSink);
+
+impl Stream for Duplex {
+    type Item = Result<Message, axum::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.as_mut().poll_next(cx)
+    }
+}
+
+impl Sink<Message> for Duplex {
+    type Error = ();
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        self.1.as_mut().poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), ()> {
+        self.1.as_mut().start_send(item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        self.1.as_mut().poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        self.1.as_mut().poll_close(cx)
+    }
+}
+
 /// Runs one `/ws` connection on channels, as `run` does on a socket.
 fn connect(state: &AppState, query: (&str, Option<u32>, bool)) -> Client {
     let (id, burst, reliable) = query;
@@ -80,7 +111,7 @@ fn connect(state: &AppState, query: (&str, Option<u32>, bool)) -> Client {
             state.metrics.clone(),
         );
         let (conn, mode) = admit(&state, peer, &queue.0);
-        serve(stream, sink, queue, state, conn, mode).await
+        serve(Duplex(stream, sink), queue, state, conn, mode).await
     });
     Client {
         to_server: in_tx,
@@ -161,6 +192,46 @@ async fn a_plain_connection_answers_echo_ping_and_binary_directly() {
     // The end of the stream ends the connection, without a close frame to send.
     drop(client.to_server);
     assert_eq!(client.ended.await.unwrap().code, None);
+}
+
+#[tokio::test]
+async fn frames_read_together_are_each_answered_once_in_order() {
+    let state = state(&[]);
+    for reliable in [false, true] {
+        let mut client = connect(&state, ("batch", None, reliable));
+        client.welcome().await;
+        if reliable {
+            client.send(&ClientMessage::Ack { seq: 0 });
+        }
+        // All readable at once: read in batches, answered across their edges.
+        for id in 1..=100 {
+            let echo = ClientMessage::Echo {
+                id,
+                body: String::new(),
+            };
+            if reliable {
+                client.send(&ClientMessage::Msg {
+                    seq: id,
+                    data: echo.to_json(),
+                });
+            } else {
+                client.send(&echo);
+            }
+        }
+        let mut ids = Vec::new();
+        while ids.len() < 100 {
+            match client.next_json().await {
+                ServerMessage::Echo { id, .. } => ids.push(id),
+                ServerMessage::Msg { data, .. } => match ServerMessage::from_json(&data).unwrap() {
+                    ServerMessage::Echo { id, .. } => ids.push(id),
+                    other => panic!("expected an echo, got {other:?}"),
+                },
+                ServerMessage::Ack { .. } => {}
+                other => panic!("expected an echo, got {other:?}"),
+            }
+        }
+        assert_eq!(ids, (1..=100).collect::<Vec<_>>(), "reliable: {reliable}");
+    }
 }
 
 #[tokio::test]
@@ -322,35 +393,21 @@ impl Sink<Message> for Recorder {
     }
 }
 
-/// Runs a writer over `sink` on the queued `items`; once it wrote `frames`
-/// of them, asks it to close with 1000.
-async fn write(
-    state: &AppState,
-    sink: Recorder,
-    items: Vec<Outbound>,
-    frames: usize,
-) -> Option<WriterEnd> {
+/// Writes the queued `items` into `sink` step by step until nothing is
+/// left to write, as the connection's loop does between reads.
+async fn write(state: &AppState, sink: &mut Recorder, items: Vec<Outbound>) -> Result<(), Failed> {
     let (tx, rx) = queue::channel(items.len(), 0, state.metrics.clone());
     for item in items {
         tx.try_send(item).unwrap();
     }
-    drop(tx);
-    let (close_tx, close_rx) = oneshot::channel();
     let shared = ClientShared::default();
-    let writer = Writer::new(sink.clone(), rx, close_rx, state, &shared);
-    let close = async {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while sink.frames().len() < frames {
-            assert!(tokio::time::Instant::now() < deadline, "not written");
-            tokio::time::sleep(Duration::from_millis(1)).await;
+    let mut outbox = Outbox::new(rx, None);
+    loop {
+        outbox.write(sink, state, &shared).await?;
+        if !outbox.busy() && tx.is_empty() {
+            return Ok(());
         }
-        let _ = close_tx.send(CloseFrame {
-            code: close_code::NORMAL,
-            reason: "done".into(),
-        });
-    };
-    let (end, ()) = tokio::join!(writer.run(), close);
-    end
+    }
 }
 
 fn text(message: &Message) -> ServerMessage {
@@ -361,9 +418,9 @@ fn text(message: &Message) -> ServerMessage {
 }
 
 #[tokio::test]
-async fn the_writer_feeds_what_is_queued_and_flushes_once_per_batch() {
+async fn the_outbox_feeds_what_is_queued_and_flushes_once_per_batch() {
     let state = state(&[]);
-    let sink = Recorder::default();
+    let mut sink = Recorder::default();
     let frames = (1..=5)
         .map(|id| {
             Outbound::Frame(crate::wire::text(&ServerMessage::Echo {
@@ -372,34 +429,34 @@ async fn the_writer_feeds_what_is_queued_and_flushes_once_per_batch() {
             }))
         })
         .collect();
-    assert_eq!(write(&state, sink.clone(), frames, 5).await, None);
+    assert_eq!(write(&state, &mut sink, frames).await, Ok(()));
     let written = sink.frames();
-    assert_eq!(written.len(), 6, "five echoes and the close frame");
+    assert_eq!(written.len(), 5);
     assert!(matches!(
         text(&written[4]),
         ServerMessage::Echo { id: 5, .. }
     ));
-    assert!(matches!(written[5], Message::Close(_)));
-    // One flush for the batch of five, one for the close frame.
-    assert_eq!(sink.flushes(), 2);
+    // One flush for the batch of five.
+    assert_eq!(sink.flushes(), 1);
 }
 
 #[tokio::test]
-async fn the_writer_numbers_pushes_and_writes_a_burst_in_batches() {
+async fn the_outbox_numbers_pushes_and_writes_a_burst_in_batches_before_what_follows() {
     let state = state(&[]);
-    let sink = Recorder::default();
+    let mut sink = Recorder::default();
     let items = vec![
         Outbound::Push {
             push: Arc::new(shared::PushEncoder::new(1, "tick")),
         },
         Outbound::Burst { count: 1000 },
+        Outbound::Frame(crate::wire::text(&ServerMessage::Pong { t: 1.0 })),
     ];
-    assert_eq!(write(&state, sink.clone(), items, 1002).await, None);
+    assert_eq!(write(&state, &mut sink, items).await, Ok(()));
     let written = sink.frames();
     let seqs: Vec<u64> = written
         .iter()
-        .filter_map(|m| match text_or_close(m) {
-            Some(ServerMessage::Push { seq, .. }) => Some(seq),
+        .filter_map(|m| match text(m) {
+            ServerMessage::Push { seq, .. } => Some(seq),
             _ => None,
         })
         .collect();
@@ -408,31 +465,25 @@ async fn the_writer_numbers_pushes_and_writes_a_burst_in_batches() {
         text(&written[1001]),
         ServerMessage::BurstDone { count: 1000, .. }
     ));
-    // The push; two batches of the burst (512 + 488); burst_done; the close.
+    // What was queued after the burst comes after it.
+    assert!(matches!(text(&written[1002]), ServerMessage::Pong { .. }));
+    // The push (with the burst's start); two batches of the burst (512 +
+    // 488); burst_done; the pong.
     assert_eq!(sink.flushes(), 5);
 }
 
-fn text_or_close(message: &Message) -> Option<ServerMessage> {
-    match message {
-        Message::Text(_) => Some(text(message)),
-        _ => None,
-    }
-}
-
 #[tokio::test(start_paused = true)]
-async fn a_writer_whose_peer_stops_reading_gives_up_as_a_slow_consumer() {
+async fn an_outbox_whose_peer_stops_reading_gives_up_as_a_slow_consumer() {
     let state = state(&["--write-timeout", "10s"]);
-    let sink = Recorder {
+    let mut sink = Recorder {
         stuck: true,
         ..Recorder::default()
     };
-    let (tx, rx) = queue::channel(4, 0, state.metrics.clone());
-    tx.try_send(Outbound::Frame(Message::Text("x".into())))
-        .unwrap();
-    let (_close_tx, close_rx) = oneshot::channel();
-    let shared = ClientShared::default();
-    let end = Writer::new(sink, rx, close_rx, &state, &shared).run().await;
-    assert_eq!(end, Some(WriterEnd::SlowConsumer));
+    let items = vec![Outbound::Frame(Message::Text("x".into()))];
+    let failed = write(&state, &mut sink, items).await.unwrap_err();
+    assert_eq!(failed, Failed::SlowConsumer);
+    let end = failed.end(&state);
+    assert_eq!(end.code, Some(close_code::TRY_AGAIN_LATER));
     assert_eq!(
         state
             .metrics

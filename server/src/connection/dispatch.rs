@@ -1,0 +1,188 @@
+//! The ONE dispatch of client messages, for both modes: a frame is
+//! decoded once and each message handled in one `match`; in reliable mode
+//! the link to the session binds the connection on its first message and
+//! unwraps a `msg`, whose content comes back through the same rules
+//! ([`app::serve`]) and is answered numbered.
+//!
+//! Replies are queued with [`crate::queue::Sender::force_send`]: the connection's
+//! own task writes them at the top of its next turn, and reads no more
+//! while the queue is over its bounds (see `driver.rs`).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::SystemTime;
+
+use axum::extract::ws::Message;
+use futures_util::{Sink, Stream};
+use shared::{ClientMessage, ErrorCode, ServerMessage};
+
+use super::End;
+use super::app::{self, Served};
+use super::driver::Connection;
+use crate::metrics::Metrics;
+use crate::registry::{Outbound, millis};
+use crate::wire;
+
+impl<T> Connection<'_, T>
+where
+    T: Stream<Item = Result<Message, axum::Error>> + Sink<Message> + Unpin,
+{
+    /// Queues `message` unnumbered, behind what is queued.
+    fn send(&self, message: Message) {
+        self.outbound.force_send(Outbound::Frame(message));
+    }
+
+    pub(super) async fn on_message(&mut self, message: Message) -> Result<(), End> {
+        let len = match &message {
+            Message::Text(text) => text.len(),
+            Message::Binary(data) => data.len(),
+            // Control frames only prove the peer is alive (tungstenite answers pings).
+            Message::Ping(_) | Message::Pong(_) => return Ok(()),
+            Message::Close(frame) => {
+                // tungstenite queues the close reply; keep reading until the stream ends.
+                let (code, reason) = frame
+                    .as_ref()
+                    .map_or((None, ""), |f| (Some(f.code), &*f.reason));
+                tracing::debug!(?code, reason = %crate::logsafe::escape(reason), "client closed");
+                return Ok(());
+            }
+        };
+        let metrics = &self.state.metrics;
+        Metrics::add(&metrics.messages_in, 1);
+        Metrics::add(&metrics.bytes_in, len as u64);
+        self.conn.shared.messages_in.fetch_add(1, Relaxed);
+        match message {
+            Message::Text(text) => self.on_text(&text).await,
+            // Binary frames are echoed as they are, in both modes.
+            other => {
+                self.send(other);
+                Ok(())
+            }
+        }
+    }
+
+    /// Decodes one text frame and dispatches it.
+    async fn on_text(&mut self, text: &str) -> Result<(), End> {
+        match ClientMessage::from_json(text) {
+            Ok(message) => {
+                self.bad_in_a_row = 0;
+                self.dispatch(message).await
+            }
+            Err(err) => {
+                self.bad_in_a_row += 1;
+                self.send(wire::error(err.code(), err.to_string()));
+                if self.bad_in_a_row >= self.state.config.max_bad_messages {
+                    return Err(End::too_many_bad());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The one dispatch of client messages, for both modes.
+    async fn dispatch(&mut self, message: ClientMessage) -> Result<(), End> {
+        // Reliable mode: the first message binds the connection to a session.
+        if let Some(link) = &mut self.link {
+            let consumed = link
+                .bind_first(&message, self.state, &self.conn.client_id, &self.outbound)
+                .await?;
+            if consumed {
+                return Ok(());
+            }
+        }
+        match message {
+            // The heartbeat is connection-scoped: answered directly, never numbered.
+            ClientMessage::Ping { t } => {
+                self.send(wire::text(&ServerMessage::Pong { t }));
+                Ok(())
+            }
+            // So is a refresh of the connection's token.
+            ClientMessage::Refresh { token } => {
+                let reply = self.refresh(&token);
+                self.send(wire::text(&reply));
+                Ok(())
+            }
+            control @ (ClientMessage::Resume { .. }
+            | ClientMessage::Ack { .. }
+            | ClientMessage::Msg { .. }) => match &mut self.link {
+                Some(link) => {
+                    link.on_control(control, self.state, &self.conn.client_id, &self.outbound)
+                        .await
+                }
+                None => {
+                    let off = "reliable mode is off on this connection: connect to /ws?reliable=1";
+                    self.send(wire::error(ErrorCode::NotReliable, off.into()));
+                    Ok(())
+                }
+            },
+            request => {
+                let served = app::serve(request, self.state.config.max_burst);
+                match &mut self.link {
+                    Some(link) => {
+                        link.deliver(served, self.state, &self.conn.client_id, &self.outbound)
+                            .await
+                    }
+                    None => {
+                        self.deliver(served);
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    /// Token mode: a valid token of the same user moves the connection's
+    /// expiry to its `exp` (`refreshed`); anything else is refused with
+    /// `bad_token` and the connection keeps its current expiry.
+    fn refresh(&mut self, token: &str) -> ServerMessage {
+        let bad = |message: &str| app::error(ErrorCode::BadToken, message.to_owned());
+        let (Some(verifier), Some(user)) = (&self.state.auth, &self.conn.user) else {
+            return bad("this server has no token auth: there is nothing to refresh");
+        };
+        match verifier.verify(token) {
+            Ok(identity) if *identity.user == **user => {
+                self.expiry = Some(crate::timer::expiry(identity.exp, verifier.leeway()));
+                self.rearm = true;
+                ServerMessage::Refreshed { exp: identity.exp }
+            }
+            Ok(_) => bad("the token is another user's: the connection keeps its token"),
+            Err(refused) => {
+                tracing::info!(reason = refused.reason(), "refused a token refresh");
+                bad(&format!(
+                    "{}: the connection keeps its current token",
+                    refused.reason()
+                ))
+            }
+        }
+    }
+
+    /// Delivers an answer on a plain connection: a reply as it is, a burst
+    /// to the outbox, which numbers and batches its pushes.
+    pub(super) fn deliver(&self, served: Served) {
+        match served {
+            Served::Reply(reply) => self.send(wire::text(&reply)),
+            Served::Burst(count) => self.outbound.force_send(Outbound::Burst { count }),
+        }
+    }
+
+    /// A timed push; in reliable mode the first one stores the session,
+    /// which may end the connection at a session cap.
+    pub(super) async fn timed_push(&mut self) -> Result<(), End> {
+        // Only when the queue is empty: a slow client gets no pile of old ticks.
+        if self.outbound.capacity() < self.outbound.max_capacity() {
+            Metrics::add(&self.state.metrics.pushes_dropped, 1);
+            return Ok(());
+        }
+        if let Some(link) = &mut self.link {
+            return link
+                .timed_push(&self.outbound, self.state, &self.conn.client_id)
+                .await;
+        }
+        let push = Outbound::Push {
+            push: std::sync::Arc::new(shared::PushEncoder::new(millis(SystemTime::now()), "tick")),
+        };
+        if self.outbound.try_send(push).is_err() {
+            Metrics::add(&self.state.metrics.pushes_dropped, 1);
+        }
+        Ok(())
+    }
+}
