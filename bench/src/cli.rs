@@ -45,6 +45,11 @@ enum Cmd {
         /// report elsewhere with `--docs`, its figures are not worth keeping.
         #[arg(long, hide = true)]
         smoke: bool,
+        /// Interleaved rounds of every echo, burst and browser scenario
+        /// (quick: 3 echo, 5 burst; full: 5 and 11). A ratio within 10 % of
+        /// its line wants at least 7: runs here swing by 10-15 %.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        rounds: Option<u16>,
     },
     /// Hostile clients at scale against the release server (issue 12);
     /// prints a table and writes docs/HARDENING.md. Not for CI: a few minutes.
@@ -209,6 +214,9 @@ enum Mode {
         /// Measured, seconds.
         #[arg(long, default_value_t = 2)]
         seconds: u64,
+        /// The server's pid, to read its CPU time over the measured window.
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// One reliable client behind a round-robin proxy over two nodes: time
     /// from a cut to the resume on the other node.
@@ -248,6 +256,7 @@ pub fn main() -> Result<()> {
             no_scale,
             no_cluster,
             smoke,
+            rounds,
         } => run::run(&run::Options {
             full,
             target,
@@ -256,6 +265,7 @@ pub fn main() -> Result<()> {
             smoke,
             no_scale,
             no_cluster,
+            rounds: rounds.map(usize::from),
         }),
         Cmd::Cluster {
             target,
@@ -377,7 +387,8 @@ pub fn main() -> Result<()> {
                         bytes,
                         warmup,
                         seconds,
-                    } => cluster_reliable::echo(&url, conns, bytes, warmup, seconds).await,
+                        pid,
+                    } => cluster_reliable::echo(&url, (conns, bytes), warmup, seconds, pid).await,
                     Mode::Resume { nodes, rounds } => {
                         let nodes = nodes
                             .split(',')

@@ -103,7 +103,10 @@ async fn round_trip(
 
 /// Closed-loop reliable echo: `conns` wrappers on `url` (a `/ws` URL), each
 /// sending one typed echo of `bytes` and waiting for it, for `seconds` after
-/// `warmup` seconds.
+/// `warmup` seconds. The wrapper asks for the newest protocol version and
+/// acknowledges every 32 server messages (or 50 ms after one). With
+/// `server_pid`, the server's CPU time over the measured window is read
+/// from `/proc`, as `load::echo` does.
 ///
 /// # Errors
 ///
@@ -111,14 +114,22 @@ async fn round_trip(
 /// order, or a resume fails.
 pub async fn echo(
     url: &str,
-    conns: usize,
-    bytes: usize,
+    (conns, bytes): (usize, usize),
     warmup: u64,
     seconds: u64,
+    server_pid: Option<u32>,
 ) -> Result<Value> {
     let start = Instant::now() + Duration::from_millis(200 + conns as u64 * 5);
     let measure_from = start + Duration::from_secs(warmup);
     let end = measure_from + Duration::from_secs(seconds);
+    let server = server_pid.map(|pid| pid.to_string());
+    let cpu_probe = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let before = server.as_deref().map(crate::load::cpu_seconds).transpose()?;
+        tokio::time::sleep_until(end.into()).await;
+        let after = server.as_deref().map(crate::load::cpu_seconds).transpose()?;
+        anyhow::Ok(after.zip(before).map(|(after, before)| after - before))
+    });
     let body = "x".repeat(bytes);
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..conns {
@@ -147,11 +158,15 @@ pub async fn echo(
     while let Some(histogram) = tasks.join_next().await {
         total.add(histogram??)?;
     }
+    let server_cpu = cpu_probe.await??;
+    let seconds_f = seconds as f64;
     Ok(json!({
         "mode": "reliable-echo", "url": url, "conns": conns, "bytes": bytes,
         "messages": total.len(), "seconds": seconds,
-        "msgs_per_s": total.len() as f64 / seconds as f64,
+        "msgs_per_s": total.len() as f64 / seconds_f,
         "p50_us": total.value_at_quantile(0.5), "p99_us": total.value_at_quantile(0.99),
+        "server_cpu": server_cpu.map(|cpu| cpu / seconds_f),
+        "msgs_per_server_cpu_s": server_cpu.map(|cpu| total.len() as f64 / cpu.max(0.01)),
     }))
 }
 

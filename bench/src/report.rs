@@ -167,6 +167,32 @@ fn ratio(a: Option<&Value>, b: Option<&Value>, key: &str) -> Option<f64> {
     (a.is_finite() && b.is_finite() && b > 0.0).then(|| a / b)
 }
 
+/// The spread of the ratio `a / b` over their interleaved rounds (the
+/// summaries' `rounds_` + `key`, in round order): "min–max", or "n/a".
+fn spread(a: Option<&Value>, b: Option<&Value>, key: &str) -> String {
+    let rounds = |v: Option<&Value>| -> Vec<f64> {
+        v.and_then(|v| v[format!("rounds_{key}")].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(Value::as_f64)
+            .collect()
+    };
+    let ratios: Vec<f64> = rounds(a)
+        .iter()
+        .zip(rounds(b))
+        .filter(|(_, b)| *b > 0.0)
+        .map(|(a, b)| a / b)
+        .filter(|r| r.is_finite())
+        .collect();
+    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if ratios.is_empty() {
+        "n/a".into()
+    } else {
+        format!("{min:.2}–{max:.2}x over {} rounds", ratios.len())
+    }
+}
+
 /// Which side limits a closed-loop echo run, from the CPU each used.
 fn bottleneck(r: &Value) -> &'static str {
     let (server, load) = (num(r, "server_cpu"), num(r, "loadgen_cpu"));
@@ -224,11 +250,11 @@ fn targets(results: &Value) -> Vec<Target> {
     }
     // Issue 16: the typed echo per server CPU-second, where a saturated load
     // generator cannot hide the server's cost.
-    let measured = ratio(
+    let (typed, raw) = (
         find_echo(echo, "ours /ws", 10, 1024),
         find_echo(echo, "raw 4 KiB", 10, 1024),
-        "msgs_per_server_cpu_s",
     );
+    let measured = ratio(typed, raw, "msgs_per_server_cpu_s");
     targets.push(Target {
         key: "typed",
         what: "ours /ws typed echo vs raw 4 KiB per server CPU-second, 10 x 1024 B".into(),
@@ -236,7 +262,28 @@ fn targets(results: &Value) -> Vec<Target> {
         measured,
         unit: "x",
         met: measured.map(|m| m >= 0.9),
-        note: "issue 16".into(),
+        note: format!(
+            "issues 16 and 21; spread: {}",
+            spread(typed, raw, "msgs_per_server_cpu_s")
+        ),
+    });
+    // Issue 21: reliable mode's cost, side by side with the typed echo.
+    let reliable = &results["reliable_echo"];
+    let measured = reliable["ratio"].as_f64();
+    targets.push(Target {
+        key: "reliable",
+        what: "ours /ws reliable echo (v2, memory) vs the typed echo per server CPU-second, 10 x 1024 B".into(),
+        goal: "≥ 0.60x",
+        measured,
+        unit: "x",
+        met: measured.map(|m| m >= 0.6),
+        note: match (reliable["ratio_min"].as_f64(), reliable["ratio_max"].as_f64()) {
+            (Some(min), Some(max)) => format!(
+                "issue 21; spread: {min:.2}–{max:.2}x over {} rounds",
+                reliable["ratios"].as_array().map_or(0, Vec::len)
+            ),
+            _ => "issue 21; not measured".into(),
+        },
     });
     // Issue 16: the large echo, in msg/s and in its tail.
     let (ours, raw) = (

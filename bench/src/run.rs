@@ -31,6 +31,8 @@ pub struct Options {
     pub no_scale: bool,
     /// Skip the cluster run (`crate::cluster`).
     pub no_cluster: bool,
+    /// Rounds of every echo, burst and browser scenario, instead of the plan's.
+    pub rounds: Option<usize>,
 }
 
 /// How long and how often; see [`Plan::quick`] and [`Plan::full`].
@@ -186,6 +188,9 @@ fn num(v: &Value, key: &str) -> f64 {
 /// Medians of several runs of one scenario on one server; the latencies are
 /// those of the run with the median throughput.
 fn summarize(server: &str, mut runs: Vec<Value>) -> Value {
+    // In round order, for the spread of a ratio over interleaved rounds.
+    let in_order = |key: &str| runs.iter().map(|r| num(r, key)).collect::<Vec<_>>();
+    let (rates, per_cpu_rounds) = (in_order("msgs_per_s"), in_order("msgs_per_server_cpu_s"));
     runs.sort_by(|a, b| num(a, "msgs_per_s").total_cmp(&num(b, "msgs_per_s")));
     let mut summary = runs.get(runs.len() / 2).cloned().unwrap_or(Value::Null);
     let col = |key: &str| median(&mut runs.iter().map(|r| num(r, key)).collect::<Vec<_>>());
@@ -196,11 +201,8 @@ fn summarize(server: &str, mut runs: Vec<Value>) -> Value {
     summary["msgs_per_server_cpu_s"] = json!(per_cpu);
     summary["loadgen_cpu"] = json!(loadgen);
     summary["server_cpu"] = json!(server_cpu);
-    summary["rounds_msgs_per_s"] = json!(
-        runs.iter()
-            .map(|r| num(r, "msgs_per_s"))
-            .collect::<Vec<_>>()
-    );
+    summary["rounds_msgs_per_s"] = json!(rates);
+    summary["rounds_msgs_per_server_cpu_s"] = json!(per_cpu_rounds);
     summary
 }
 
@@ -280,12 +282,81 @@ pub fn tabs_only(server: &Path, www: &Path, rounds: usize) -> Result<Value> {
 ///
 /// When a build, a server or a scenario fails (a wrong echo, a burst out of
 /// order, a timeout): no report is written from a failed run.
+/// Reliable mode's cost (issue 21): the reliable echo (version 2, memory
+/// store, 10 connections × 1 KiB, the real native wrapper acknowledging
+/// every 32) beside the plain typed echo, per server CPU-second, each
+/// round a pair on fresh servers in alternating order; the ratio of each
+/// round, their median and spread.
+fn reliable_echo(ours: &Server, bench: &Path, nofile: u64, plan: &Plan) -> Result<Value> {
+    let (conns, bytes) = (10usize, 1024usize);
+    let mut typed = Vec::new();
+    let mut reliable = Vec::new();
+    let mut ratios = Vec::new();
+    for round in 0..plan.echo_rounds {
+        let mut pair = [None, None];
+        for k in 0..2 {
+            let which = (k + round) % 2;
+            let running = start(ours, nofile)?;
+            let url = format!("ws://{}/ws", running.addr);
+            let mut args: Vec<String> = if which == 0 {
+                vec!["echo".into(), "--typed".into()]
+            } else {
+                vec!["reliable-echo".into()]
+            };
+            args.extend([
+                "--url".into(),
+                url,
+                "--conns".into(),
+                conns.to_string(),
+                "--bytes".into(),
+                bytes.to_string(),
+                "--warmup".into(),
+                plan.warmup.to_string(),
+                "--seconds".into(),
+                plan.seconds.to_string(),
+                "--pid".into(),
+                running.guard.pid().to_string(),
+            ]);
+            let result = load(bench, nofile, &args)?;
+            eprintln!(
+                "echo  10 x 1024 {:<22} {:>9.0} msg/s  per server cpu-s {:>9.0}",
+                if which == 0 { "ours /ws typed" } else { "ours /ws reliable v2" },
+                num(&result, "msgs_per_s"),
+                num(&result, "msgs_per_server_cpu_s"),
+            );
+            pair[which] = Some(result);
+        }
+        let [Some(t), Some(r)] = pair else {
+            bail!("a round of the reliable echo is missing a run");
+        };
+        ratios.push(num(&r, "msgs_per_server_cpu_s") / num(&t, "msgs_per_server_cpu_s").max(1.0));
+        typed.push(t);
+        reliable.push(r);
+    }
+    let mut sorted = ratios.clone();
+    let ratio = median(&mut sorted);
+    Ok(json!({
+        "conns": conns, "bytes": bytes,
+        "typed": summarize("ours /ws typed", typed),
+        "reliable": summarize("ours /ws reliable v2", reliable),
+        "ratios": ratios,
+        "ratio": ratio,
+        "ratio_min": sorted.first(),
+        "ratio_max": sorted.last(),
+    }))
+}
+
 pub fn run(options: &Options) -> Result<()> {
-    let plan = match (options.full, options.smoke) {
+    let mut plan = match (options.full, options.smoke) {
         (_, true) => Plan::smoke(),
         (true, false) => Plan::full(),
         (false, false) => Plan::quick(),
     };
+    if let Some(rounds) = options.rounds {
+        plan.echo_rounds = rounds;
+        plan.burst_rounds = rounds;
+        plan.browser_rounds = rounds;
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("bench/ is inside the workspace")?
@@ -462,6 +533,8 @@ pub fn run(options: &Options) -> Result<()> {
         }
     }
 
+    let reliable_echo = reliable_echo(&ours_ws, &bench, nofile, &plan)?;
+
     let mut burst_servers = vec![ours_ws.clone(), raw4.clone(), raw_send];
     burst_servers.extend(gorilla.clone());
     let running: Vec<Running> = burst_servers
@@ -589,7 +662,7 @@ pub fn run(options: &Options) -> Result<()> {
         "gorilla": match &go { Ok(_) => json!("built"), Err(why) => json!(why) },
     });
     let results = json!({
-        "meta": meta, "echo": echo, "burst": burst, "idle": idle,
+        "meta": meta, "echo": echo, "reliable_echo": reliable_echo, "burst": burst, "idle": idle,
         "browser": browser, "bundle": bundle,
     });
     report::write(&root, &options.docs, results)?;
