@@ -101,6 +101,14 @@ pub enum NotShared {
         /// The leader's URL.
         leader_url: String,
     },
+    /// A tab of another build speaks another version of the tabs' wire on
+    /// the channel (0: a build without a version field); the builds do not
+    /// mix, so each goes its own way until reloaded.
+    #[error("a tab of another build speaks tab wire version {version}")]
+    OtherWire {
+        /// The version heard.
+        version: u64,
+    },
 }
 
 /// Why a message was not sent or queued. Every variant but
@@ -210,6 +218,9 @@ pub enum DropReason {
     Overflow,
     /// The capacity was lowered below the queue's length.
     CapacityLowered,
+    /// Shared across tabs: the leader tab refused it (over its bound per
+    /// tab, or larger than its byte limit); it was not sent.
+    RefusedByLeader,
 }
 
 /// Something that happened; delivered to every callback and stream.

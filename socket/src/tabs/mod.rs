@@ -111,6 +111,7 @@
 mod follower;
 mod io;
 mod leader;
+mod roster;
 #[cfg(test)]
 mod tests;
 mod wire;
@@ -121,8 +122,8 @@ use crate::config::Config;
 use crate::message::{Message, SendError};
 pub use io::{Effect, Input, Role, SocketCall, SocketReport, TabEvent, TabSend};
 pub use wire::{
-    Envelope, Frame, LinkState, Pending, Session, Shared, TAB_PROTOCOL, TabConfig, TabId,
-    TabMessage,
+    Envelope, Frame, LinkState, Pending, Refusal, Session, Shared, TAB_PROTOCOL, TabConfig, TabId,
+    TabMessage, WireError,
 };
 
 /// A tab id from 64 random bits: nonzero, below 2^31 (so that an app may
@@ -136,6 +137,11 @@ pub fn tab_id_from(random: u64) -> u32 {
 pub const HEARTBEAT_MS: u64 = 1_000;
 /// A tab not heard for this long is gone (a leader: replaced, best effort).
 pub const SILENCE_MS: f64 = 5_000.0;
+/// A tab not heard for this long is forgotten (its roster entry, and its
+/// numbering once nothing of it is pending). Longer than the minute a
+/// hidden tab's timers may be throttled to; a forgotten tab that speaks
+/// again is told to rejoin.
+pub const FORGET_MS: f64 = 60_000.0;
 
 /// Where a tab stands with the lock.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -173,10 +179,13 @@ pub struct Tabs {
     catching_up: Option<(TabId, f64)>,
     /// The current leader and when it was last heard.
     leader: Option<(TabId, f64)>,
-    /// Leader: the other tabs and when each was last heard.
-    members: BTreeMap<TabId, f64>,
+    /// The other tabs this tab knows (said hello with our config, or were
+    /// in a believed leader's roster) and when each was last heard.
+    roster: BTreeMap<TabId, f64>,
     /// Tabs sharing the connection, as last known.
     tabs: usize,
+    /// Said hello again at the leader's [`TabMessage::Rejoin`], not answered yet.
+    rejoining: bool,
     link: LinkState,
     effects: VecDeque<Effect>,
 }
@@ -199,8 +208,9 @@ impl Tabs {
             leader: None,
             catching_up: None,
             lock: Lock::Trying,
-            members: BTreeMap::new(),
+            roster: BTreeMap::new(),
             tabs: 1,
+            rejoining: false,
             link: LinkState::Connecting,
             effects: VecDeque::new(),
         }
@@ -248,9 +258,7 @@ impl Tabs {
 
     /// Joins: says hello and asks for the lock.
     pub fn start(&mut self) {
-        self.broadcast(TabMessage::Hello {
-            config: self.config.clone(),
-        });
+        self.hello();
         self.effects.push_back(Effect::TryLock);
     }
 
@@ -315,7 +323,7 @@ impl Tabs {
             self.broadcast(TabMessage::Bye);
             // A leader still catching up has no socket yet.
             if self.role == Role::Leader && self.catching_up.is_none() {
-                let call = if self.members.is_empty() {
+                let call = if self.tabs <= 1 {
                     SocketCall::Close
                 } else {
                     SocketCall::Release
@@ -346,6 +354,14 @@ impl Tabs {
                     self.request_lock();
                 }
             }
+            Input::Posted(text) => match Envelope::from_json(&text) {
+                Ok(envelope) => self.channel(envelope, now),
+                Err(WireError::OtherVersion { version }) => {
+                    self.go_alone(TabEvent::OtherWire { version });
+                }
+                // Noise (another app's posts, a broken one): nothing to act on.
+                Err(_) => {}
+            },
             Input::Channel(envelope) => self.channel(envelope, now),
             Input::Tick => self.tick(now),
             Input::Unsupported => self.go_alone(TabEvent::Unsupported),
@@ -394,22 +410,38 @@ impl Tabs {
         self.shared.accepted.get(tab).copied().unwrap_or(0)
     }
 
+    /// Stops sharing: this tab runs a socket of its own ([`Effect::GoAlone`]).
+    ///
+    /// Its messages no leader accepted go to that socket. Those accepted
+    /// and not confirmed are the leader's to send: a leader keeps its socket
+    /// as its own, so they go out through it; with no leader to send them
+    /// (a handoff under way), they come back as [`TabEvent::Unconfirmed`].
     pub(super) fn go_alone(&mut self, why: TabEvent) {
-        let was_leader = self.role == Role::Leader;
-        if was_leader {
-            // Never: the leader's config governs. Kept total for safety.
-            return;
-        }
+        let driving = self.role == Role::Leader && self.catching_up.is_none();
         let unsent = self.take_unaccepted();
+        let orphans: Vec<Frame> = if driving || self.leader.is_some() {
+            Vec::new()
+        } else {
+            let accepted = self.accepted_of(&self.me);
+            self.outbox
+                .iter()
+                .filter(|(n, _)| *n <= accepted)
+                .map(|(_, frame)| frame.clone())
+                .collect()
+        };
         if why != TabEvent::Unsupported {
             self.broadcast(TabMessage::Bye);
         }
         self.effects.push_back(Effect::ReleaseLock);
         self.role = Role::Alone;
         self.leader = None;
+        self.catching_up = None;
         self.outbox.clear();
         self.outbox_bytes = 0;
         self.deliver(why);
+        if !orphans.is_empty() {
+            self.deliver(TabEvent::Unconfirmed(orphans));
+        }
         self.role_changed();
         self.effects.push_back(Effect::GoAlone { unsent });
     }
@@ -420,20 +452,6 @@ impl Tabs {
             self.lock = Lock::Requested;
             self.effects.push_back(Effect::RequestLock);
         }
-    }
-
-    pub(super) fn tabs_now(&self) -> usize {
-        self.members.len() + 1
-    }
-
-    pub(super) fn announce(&mut self) {
-        self.broadcast(TabMessage::Leader {
-            epoch: self.epoch,
-            config: self.config.clone(),
-            shared: self.shared.clone(),
-            tabs: self.tabs,
-            state: self.link,
-        });
     }
 
     /// Delivers an inbound message unless its seq was delivered; whether it was new.
@@ -448,55 +466,17 @@ impl Tabs {
         true
     }
 
-    fn tick(&mut self, now: f64) {
-        self.broadcast(TabMessage::Heartbeat);
-        match self.role {
-            Role::Leader => {
-                if let Some((_, since)) = &self.catching_up
-                    && now - *since > SILENCE_MS
-                {
-                    // The previous leader died without a word: go on.
-                    self.take_over();
-                }
-                let before = self.members.len();
-                self.members.retain(|_, heard| now - *heard <= SILENCE_MS);
-                if self.members.len() != before {
-                    self.members_changed();
-                }
-            }
-            _ => {
-                if let Lock::Busy(since) = self.lock
-                    && now - since > SILENCE_MS
-                {
-                    // No leader answered: line up all the same (best effort).
-                    self.request_lock();
-                }
-                if let Some((_, heard)) = &self.leader
-                    && now - *heard > SILENCE_MS
-                {
-                    self.leader = None;
-                    self.effects.push_back(Effect::StealLock);
-                }
-            }
-        }
-    }
-
-    fn members_changed(&mut self) {
-        self.tabs = self.tabs_now();
-        self.broadcast(TabMessage::Status {
-            state: self.link,
-            tabs: self.tabs,
-        });
-        self.role_changed();
-    }
-
     fn channel(&mut self, envelope: Envelope, now: f64) {
         let Envelope { v, from, body } = envelope;
         if v != TAB_PROTOCOL || from == self.me {
             return;
         }
+        self.heard(&from, &body, now);
         if self.role == Role::Leader {
             self.as_leader(from, body, now);
+            if self.role == Role::Leader && self.catching_up.is_none() {
+                self.recount(now);
+            }
         } else {
             self.as_follower(from, body, now);
         }

@@ -361,10 +361,15 @@ impl Shared {
                 tabs.alone.set(true);
                 let io = tabs.io.borrow_mut().take();
                 drop(io);
+                // A leader keeps the socket it drives (with the other tabs'
+                // messages it accepted) as its own.
+                let driving = std::mem::take(&mut tabs.adapter.borrow_mut().driving);
                 let hook = self.open_hook.borrow().is_some();
                 let mut driver = self.driver.borrow_mut();
-                driver.set_open_hook(hook);
-                driver.start(now_ms());
+                if !driving {
+                    driver.set_open_hook(hook);
+                    driver.start(now_ms());
+                }
                 let refused: Vec<Message> = unsent
                     .into_iter()
                     .filter_map(|frame| driver.send(frame).err()?.into_message())
