@@ -6,6 +6,7 @@
 //! | `mod.rs` | helpers: tabs, effects, relaying between two tabs |
 //! | `tabs.rs` | one leader: the election, forwarding, a follower's queue, configs, counting, closing |
 //! | `handoff.rs` | the next leader: resuming with every tab's window, catch-up, stolen locks, failed resumes |
+//! | `validation.rs` | what a tab hears is checked: claims, replicas, sends, bounds, rejoining, other wire versions |
 //! | `sim.rs` | several tabs and a reliable server simulated with leaders closed mid-stream |
 
 use super::*;
@@ -13,6 +14,7 @@ use super::*;
 mod handoff;
 mod sim;
 mod tabs;
+mod validation;
 use crate::config::Config;
 
 fn config(reliable: bool) -> Config {
