@@ -29,7 +29,8 @@ impl Tabs {
                     self.go_alone(TabEvent::ConfigMismatch { leader: config });
                     return;
                 }
-                if !self.believable(&from, epoch, &roster) {
+                // Going alone: no new leader is followed meanwhile.
+                if self.foreign.is_some() || !self.believable(&from, epoch, &roster) {
                     return;
                 }
                 let changed = !from_leader || self.tabs != tabs;
@@ -65,7 +66,11 @@ impl Tabs {
                     self.role_changed();
                 }
             }
-            TabMessage::Mismatch { tab, leader } if tab == self.me => {
+            // From our leader, or the answer to our hello from a leader of
+            // another config (which holds the lock we would wait for).
+            TabMessage::Mismatch { tab, leader }
+                if tab == self.me && (from_leader || self.leader.is_none()) =>
+            {
                 self.go_alone(TabEvent::ConfigMismatch { leader });
             }
             // Our leader forgot us (we were silent too long): hello again;
@@ -74,8 +79,17 @@ impl Tabs {
                 self.rejoining = true;
                 self.hello();
             }
+            // Our leader went alone, keeping what it accepted: so do we,
+            // with the rest (its acceptances all came before this).
+            TabMessage::Disband { .. } if from_leader => {
+                let version = self.foreign.unwrap_or(0);
+                self.go_alone(TabEvent::OtherWire { version });
+            }
             TabMessage::Bye if from_leader => {
                 self.leader = None;
+                if let Some(version) = self.foreign {
+                    self.go_alone(TabEvent::OtherWire { version });
+                }
             }
             _ if !from_leader => {}
             body => self.apply(body),

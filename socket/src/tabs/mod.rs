@@ -108,6 +108,7 @@
 //! | `tabs/io.rs` | [`Input`], [`Effect`], [`SocketCall`], [`SocketReport`], [`TabEvent`], [`Role`], [`TabSend`] |
 //! | `tabs/tests/` | unit tests (`mod.rs`), and several tabs and a reliable server simulated in-process, leaders closed mid-stream (`sim.rs`) |
 
+mod alone;
 mod follower;
 mod io;
 mod leader;
@@ -186,6 +187,9 @@ pub struct Tabs {
     tabs: usize,
     /// Said hello again at the leader's [`TabMessage::Rejoin`], not answered yet.
     rejoining: bool,
+    /// A tab of this wire version was heard: going alone, once the
+    /// leader did (so that what it accepted is known).
+    foreign: Option<u64>,
     link: LinkState,
     effects: VecDeque<Effect>,
 }
@@ -211,6 +215,7 @@ impl Tabs {
             roster: BTreeMap::new(),
             tabs: 1,
             rejoining: false,
+            foreign: None,
             link: LinkState::Connecting,
             effects: VecDeque::new(),
         }
@@ -346,7 +351,11 @@ impl Tabs {
         match input {
             Input::LockAcquired => {
                 self.lock = Lock::Held;
-                self.lead(now);
+                match self.foreign {
+                    // Leading now would only hand the connection to no one.
+                    Some(version) => self.go_alone(TabEvent::OtherWire { version }),
+                    None => self.lead(now),
+                }
             }
             Input::LockBusy => {
                 self.lock = Lock::Busy(now);
@@ -356,9 +365,7 @@ impl Tabs {
             }
             Input::Posted(text) => match Envelope::from_json(&text) {
                 Ok(envelope) => self.channel(envelope, now),
-                Err(WireError::OtherVersion { version }) => {
-                    self.go_alone(TabEvent::OtherWire { version });
-                }
+                Err(WireError::OtherVersion { version }) => self.other_wire(version),
                 // Noise (another app's posts, a broken one): nothing to act on.
                 Err(_) => {}
             },
@@ -408,42 +415,6 @@ impl Tabs {
 
     pub(super) fn accepted_of(&self, tab: &TabId) -> u64 {
         self.shared.accepted.get(tab).copied().unwrap_or(0)
-    }
-
-    /// Stops sharing: this tab runs a socket of its own ([`Effect::GoAlone`]).
-    ///
-    /// Its messages no leader accepted go to that socket. Those accepted
-    /// and not confirmed are the leader's to send: a leader keeps its socket
-    /// as its own, so they go out through it; with no leader to send them
-    /// (a handoff under way), they come back as [`TabEvent::Unconfirmed`].
-    pub(super) fn go_alone(&mut self, why: TabEvent) {
-        let driving = self.role == Role::Leader && self.catching_up.is_none();
-        let unsent = self.take_unaccepted();
-        let orphans: Vec<Frame> = if driving || self.leader.is_some() {
-            Vec::new()
-        } else {
-            let accepted = self.accepted_of(&self.me);
-            self.outbox
-                .iter()
-                .filter(|(n, _)| *n <= accepted)
-                .map(|(_, frame)| frame.clone())
-                .collect()
-        };
-        if why != TabEvent::Unsupported {
-            self.broadcast(TabMessage::Bye);
-        }
-        self.effects.push_back(Effect::ReleaseLock);
-        self.role = Role::Alone;
-        self.leader = None;
-        self.catching_up = None;
-        self.outbox.clear();
-        self.outbox_bytes = 0;
-        self.deliver(why);
-        if !orphans.is_empty() {
-            self.deliver(TabEvent::Unconfirmed(orphans));
-        }
-        self.role_changed();
-        self.effects.push_back(Effect::GoAlone { unsent });
     }
 
     /// Lines up for the lock, once.

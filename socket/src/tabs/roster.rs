@@ -6,7 +6,7 @@
 //! after [`FORGET_MS`] of silence. Only a known tab may send through the
 //! leader or claim the lead one epoch ahead.
 
-use super::{Effect, FORGET_MS, Lock, Role, SILENCE_MS, TabId, TabMessage, Tabs};
+use super::{Effect, FORGET_MS, Lock, Role, SILENCE_MS, TabEvent, TabId, TabMessage, Tabs};
 
 impl Tabs {
     /// Says hello, with where this tab's numbering stands.
@@ -29,7 +29,7 @@ impl Tabs {
             TabMessage::Hello { config, .. } if *config == self.config => {
                 self.roster.insert(from.clone(), now);
             }
-            TabMessage::Bye => {
+            TabMessage::Bye | TabMessage::Disband { .. } => {
                 if self.roster.remove(from).is_some() && self.role == Role::Leader {
                     self.forget(from);
                 }
@@ -152,6 +152,9 @@ impl Tabs {
                 {
                     self.leader = None;
                     self.effects.push_back(Effect::StealLock);
+                }
+                if let (Some(version), None) = (self.foreign, &self.leader) {
+                    self.go_alone(TabEvent::OtherWire { version });
                 }
             }
         }

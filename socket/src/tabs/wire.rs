@@ -245,6 +245,13 @@ pub enum TabMessage {
         /// Why.
         reason: Refusal,
     },
+    /// Leader → all: a tab of another wire version is on the channel; I go
+    /// alone and keep the socket, with every message I accepted (they go
+    /// out through it). Followers go alone too, each with what I did not take.
+    Disband {
+        /// The wire version of the leader (always this one's).
+        version: u64,
+    },
     /// Leader → one tab: your config differs from mine; keep your own socket.
     Mismatch {
         /// The tab whose config differs.

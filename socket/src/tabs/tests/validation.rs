@@ -142,6 +142,12 @@ fn the_replica_changes_only_at_the_current_leaders_word() {
             state: LinkState::Closed,
             tabs: usize::MAX,
         },
+        TabMessage::Mismatch {
+            tab: id("f"),
+            leader: TabConfig::of(&config(false)),
+        },
+        TabMessage::Disband { version: 2 },
+        TabMessage::Rejoin { tab: id("f") },
         // Same epoch, not the leader: a replica from a non-leader.
         claim(1, &cfg, forged_shared(), &["g", "f"]),
     ];
@@ -430,29 +436,65 @@ fn a_tab_that_hears_another_wire_version_goes_alone_and_says_why() {
     }
     assert!(drain(&mut f).is_empty() && drain(&mut l).is_empty());
 
-    // The follower: alone with what the leader did not take (f2); f1 is
-    // in the leader's socket, which the leader keeps.
+    // The follower waits for its leader's word, so that it knows what the
+    // leader took; meanwhile it goes on as before.
     f.handle(Input::Posted(v1.clone()), 2.0);
+    assert_eq!(f.role(), Role::Follower);
+    assert!(drain(&mut f).is_empty());
+    assert_eq!(f.send("f3"), Ok(TabSend::Forwarded));
+    let late = drain(&mut f);
+
+    // The leader: alone, keeping its socket (no release, no close), and
+    // says so; f3 reaches it too late and is not taken.
+    l.handle(Input::Posted(v1.clone()), 2.0);
+    assert_eq!(l.role(), Role::Alone);
+    relay(&late, &mut l, 2.0);
+    let effects = drain(&mut l);
+    assert!(calls(&effects).is_empty(), "its socket is its own now");
+    assert_eq!(
+        bodies(&effects),
+        [TabMessage::Disband {
+            version: u64::from(TAB_PROTOCOL)
+        }]
+    );
+    assert!(effects.contains(&Effect::Deliver(TabEvent::OtherWire { version: 1 })));
+    assert_eq!(effects.last(), Some(&Effect::GoAlone { unsent: vec![] }));
+    assert_eq!(l.send("x"), Err(SendError::Closed("x".into())));
+
+    // At that word the follower goes alone with what the leader did not
+    // take (f2, f3); f1 is in the leader's socket: not handed back.
+    relay(&effects, &mut f, 3.0);
     assert_eq!(f.role(), Role::Alone);
     let effects = drain(&mut f);
     assert!(effects.contains(&Effect::Deliver(TabEvent::OtherWire { version: 1 })));
     assert!(bodies(&effects).contains(&TabMessage::Bye));
     assert!(effects.contains(&Effect::ReleaseLock));
+    assert!(
+        !effects
+            .iter()
+            .any(|e| matches!(e, Effect::Deliver(TabEvent::Unconfirmed(_))))
+    );
     assert_eq!(
         effects.last(),
         Some(&Effect::GoAlone {
-            unsent: vec![text("f2")]
+            unsent: vec![text("f2"), text("f3")]
         })
     );
 
-    // The leader: alone too, keeping its socket (no release, no close).
-    l.handle(Input::Posted(v1.clone()), 2.0);
-    assert_eq!(l.role(), Role::Alone);
-    let effects = drain(&mut l);
-    assert!(calls(&effects).is_empty(), "its socket is its own now");
-    assert!(effects.contains(&Effect::Deliver(TabEvent::OtherWire { version: 1 })));
-    assert_eq!(effects.last(), Some(&Effect::GoAlone { unsent: vec![] }));
-    assert_eq!(l.send("x"), Err(SendError::Closed("x".into())));
+    // A follower whose leader falls silent instead goes alone on its tick;
+    // one granted the lock meanwhile does not lead.
+    let (_l, mut h) = pair(false);
+    h.handle(Input::Posted(r#"{"from":"old","body":{}}"#.into()), 1.0);
+    h.handle(Input::Tick, 2.0);
+    assert_eq!(h.role(), Role::Follower);
+    h.handle(Input::Tick, 2.0 + SILENCE_MS);
+    assert_eq!(h.role(), Role::Alone);
+    assert!(drain(&mut h).contains(&Effect::Deliver(TabEvent::OtherWire { version: 0 })));
+    let (_l, mut k) = pair(false);
+    k.handle(Input::Posted(v1.clone()), 1.0);
+    k.handle(Input::LockAcquired, 1.0);
+    assert_eq!(k.role(), Role::Alone);
+    assert!(calls(&drain(&mut k)).is_empty(), "no socket opened");
 
     // A follower in a handoff (no leader): what the old leader accepted
     // and nobody confirmed comes back as unconfirmed, the rest goes alone.
@@ -465,6 +507,7 @@ fn a_tab_that_hears_another_wire_version_goes_alone_and_says_why() {
     g.send("g2").unwrap();
     drain(&mut g);
     g.handle(Input::Posted(v1), 3.0);
+    assert_eq!(g.role(), Role::Alone, "no leader to wait for");
     let effects = drain(&mut g);
     assert!(effects.contains(&Effect::Deliver(TabEvent::Unconfirmed(vec![text("g1")]))));
     assert_eq!(
