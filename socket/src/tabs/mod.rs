@@ -352,9 +352,14 @@ impl Tabs {
             Input::LockAcquired => {
                 self.lock = Lock::Held;
                 match self.foreign {
-                    // Leading now would only hand the connection to no one.
-                    Some(version) => self.go_alone(TabEvent::OtherWire { version }),
                     None => self.lead(now),
+                    // Leading now would only hand the connection to no one.
+                    // The grant may overtake our leader's last acceptances
+                    // and its `Disband`: we go alone at that word, not now.
+                    Some(_) if self.leader.is_some() => {
+                        self.effects.push_back(Effect::ReleaseLock);
+                    }
+                    Some(version) => self.go_alone(TabEvent::OtherWire { version }),
                 }
             }
             Input::LockBusy => {
