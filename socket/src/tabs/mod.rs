@@ -54,8 +54,8 @@
 //! * **Inbound.** Every inbound message reaches every tab once: the leader
 //!   delivers it and broadcasts it; tabs drop a seq at or below the last one.
 //! * **Liveness.** Every tab broadcasts a heartbeat on each [`Input::Tick`]
-//!   (feed one every [`HEARTBEAT_MS`]). The leader counts the tabs heard
-//!   within [`SILENCE_MS`]; a follower that has not heard its leader for
+//!   (feed one every [`HEARTBEAT_MS`]). The leader counts the known tabs
+//!   heard within [`SILENCE_MS`]; a follower that has not heard its leader for
 //!   that long forgets it and asks to steal the lock ([`Effect::StealLock`],
 //!   best effort: browsers do not freeze a tab that holds a lock).
 //! * **Close.** A follower's close detaches it and hands back what no
@@ -66,9 +66,45 @@
 //!   closed within a channel round trip of taking over can take a follower
 //!   for gone (the next leader then starts a new session, and the unsure
 //!   messages come back as [`TabEvent::Unconfirmed`]).
-//! * **Two leaders.** A leader that hears a higher epoch (its lock was
-//!   stolen) steps down ([`SocketCall::Release`]) and follows. Two tabs
-//!   that steal at once with the same epoch are not told apart yet.
+//! * **Two leaders.** A leader that hears a believable claim of the next
+//!   epoch (its lock was stolen) steps down ([`SocketCall::Release`]) and
+//!   follows. Two tabs that steal at once with the same epoch are not told
+//!   apart yet.
+//!
+//! # What a tab believes (issue 22)
+//!
+//! Any script of the origin can post on the channel, and so can a tab of
+//! an older build. The threat model: tabs of another build, another app of
+//! the origin using the same name by mistake, malformed or out-of-range
+//! values (a hostile script in the origin owns the page anyway, and may
+//! speak as any tab). So every number is checked, and:
+//!
+//! * **Claims to lead.** A tab believes a [`TabMessage::Leader`] from a
+//!   tab that said hello (or that a believed leader listed), at the epoch
+//!   it knows or the next one; or from any tab whose roster names it (that
+//!   tab heard its hello: first contact, or back after being away). Never
+//!   at `u64::MAX`. A far-ahead claim or a stranger's changes nothing: the
+//!   leader stays, followers keep it, the next leader adds one.
+//! * **Replicas** change only at the current leader's word (a stranger's
+//!   or a follower's `Accepted`, `Inbound`, `Mismatch`... are ignored).
+//! * **Sends.** The leader takes them only from tabs that said hello; any
+//!   other gets [`TabMessage::Rejoin`]. It bounds each tab's pending
+//!   messages (its own queue capacity and byte limit) and refuses a frame
+//!   its mode cannot carry: a refusal uses the number and goes back to the
+//!   sender ([`TabMessage::Refused`], [`TabEvent::Refused`]), never into the
+//!   socket. A follower refuses binary in reliable mode itself.
+//! * **Forgetting.** A tab's roster entry goes at its `Bye` or after
+//!   [`FORGET_MS`] of silence (a hidden tab's timers may fire once a
+//!   minute), its numbering once nothing of it is pending. A forgotten tab
+//!   that speaks again is told to rejoin: its hello carries its oldest
+//!   unconfirmed `n`, and it resends from there, nothing lost or doubled.
+//! * **Another wire version** ([`WireError::OtherVersion`], also a post
+//!   without a version): every tab of this build goes alone
+//!   ([`TabEvent::OtherWire`]), the leader first, keeping its socket and
+//!   what it took ([`TabMessage::Disband`]), the followers at its word with
+//!   what it did not take (`alone.rs`). Across the two sockets a tab's
+//!   order holds only as far as the old leader's socket is as quick.
+//!   Anything else unreadable is ignored.
 //!
 //! Without reliable mode a handoff is a reconnect: the new leader writes the
 //! unconfirmed messages again, so one the old leader wrote just before it
@@ -88,7 +124,8 @@
 //!   Locks are called through `js-sys`, not web-sys's unstable bindings (see
 //!   `tabs_io.rs` for why).
 //! * [`Effect::Broadcast`] posts [`Envelope::to_json`] on a
-//!   `BroadcastChannel(name)`; its messages come back as [`Input::Channel`].
+//!   `BroadcastChannel(name)`; its posts come back as text
+//!   ([`Input::Posted`], parsed here).
 //!   An interval feeds [`Input::Tick`] every [`HEARTBEAT_MS`]; `pagehide`
 //!   is the tab's [`Tabs::close`].
 //! * `tabs.rs` adapts [`SocketCall`]s to a [`crate::Driver`] of the
@@ -102,11 +139,13 @@
 //!
 //! | file | what it holds |
 //! |---|---|
-//! | `tabs/mod.rs` | [`Tabs`]: state, the public calls, heartbeats, the channel's dispatch |
-//! | `tabs/wire.rs` | [`Envelope`], [`TabMessage`], [`Shared`], [`TabConfig`]: the tab protocol |
+//! | `tabs/mod.rs` | [`Tabs`]: state, the public calls, the channel's dispatch |
+//! | `tabs/wire.rs` | [`Envelope`], [`TabMessage`], [`Shared`], [`TabConfig`]: the tab protocol, its version |
+//! | `tabs/roster.rs` | hellos, goodbyes, heartbeats, forgetting, which claims to believe |
+//! | `tabs/alone.rs` | going alone, and how on another wire version |
 //! | `tabs/leader.rs`, `tabs/follower.rs` | the leader's rules (lead, catch up, accept, confirm, socket reports) and the follower's (follow, resend, the replica) |
 //! | `tabs/io.rs` | [`Input`], [`Effect`], [`SocketCall`], [`SocketReport`], [`TabEvent`], [`Role`], [`TabSend`] |
-//! | `tabs/tests/` | unit tests (`mod.rs`), and several tabs and a reliable server simulated in-process, leaders closed mid-stream (`sim.rs`) |
+//! | `tabs/tests/` | unit tests (`mod.rs`, `validation.rs` for what a tab believes), and several tabs and a reliable server simulated in-process, leaders closed mid-stream, with forged posts and another wire version (`sim.rs`) |
 
 mod alone;
 mod follower;
@@ -124,15 +163,8 @@ use crate::message::{Message, SendError};
 pub use io::{Effect, Input, Role, SocketCall, SocketReport, TabEvent, TabSend};
 pub use wire::{
     Envelope, Frame, LinkState, Pending, Refusal, Session, Shared, TAB_PROTOCOL, TabConfig, TabId,
-    TabMessage, WireError,
+    TabMessage, WireError, tab_id_from,
 };
-
-/// A tab id from 64 random bits: nonzero, below 2^31 (so that an app may
-/// put it in the high half of a `u64` request id and stay below 2^63).
-pub fn tab_id_from(random: u64) -> u32 {
-    // Below 2^31 by the mask; the `| 1` keeps it nonzero.
-    u32::try_from((random ^ (random >> 32)) & 0x7fff_fffe).unwrap_or(2) | 1
-}
 
 /// How often the glue feeds [`Input::Tick`] (every tab heartbeats then).
 pub const HEARTBEAT_MS: u64 = 1_000;

@@ -59,6 +59,13 @@ pub enum Refusal {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TabId(pub String);
 
+/// A tab id from 64 random bits: nonzero, below 2^31 (so that an app may
+/// put it in the high half of a `u64` request id and stay below 2^63).
+pub fn tab_id_from(random: u64) -> u32 {
+    // Below 2^31 by the mask; the `| 1` keeps it nonzero.
+    u32::try_from((random ^ (random >> 32)) & 0x7fff_fffe).unwrap_or(2) | 1
+}
+
 /// A frame as the tabs carry it (a [`Message`] with a serde form).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "data", rename_all = "snake_case")]

@@ -15,7 +15,9 @@
 //!
 //! The leader's driver has no queue bound of its own: what it holds was
 //! bounded in the tab that sent it (each tab's queue capacity and byte
-//! limit), and the coordinator counts on every accepted message reaching it.
+//! limit) and by the coordinator for each tab (it refuses past its own
+//! bound, and binary frames in reliable mode, before they reach the
+//! driver), and the coordinator counts on every accepted message reaching it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
