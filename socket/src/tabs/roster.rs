@@ -130,8 +130,18 @@ impl Tabs {
                 if self.catching_up.is_some() {
                     return;
                 }
+                // The numbering of every tab no longer known (silent, gone,
+                // or forgotten while we caught up) goes once nothing of it
+                // is pending.
                 let numbered = self.shared.accepted.len();
-                for tab in &silent {
+                let unknown: Vec<TabId> = self
+                    .shared
+                    .accepted
+                    .keys()
+                    .filter(|tab| !self.roster.contains_key(*tab))
+                    .cloned()
+                    .collect();
+                for tab in &unknown {
                     self.forget(tab);
                 }
                 if self.shared.accepted.len() != numbered {
