@@ -562,7 +562,9 @@ fn run(seed: u64, reliable: bool) {
     run_with(seed, reliable, Variant::Clean);
 }
 
-fn run_with(seed: u64, reliable: bool, variant: Variant) {
+/// Runs a seed; returns how many messages tabs gone alone handed their
+/// own sockets.
+fn run_with(seed: u64, reliable: bool, variant: Variant) -> usize {
     let mut sim = Sim::new(seed, reliable);
     sim.forge = variant != Variant::Clean;
     for _ in 0..3 {
@@ -599,10 +601,6 @@ fn run_with(seed: u64, reliable: bool, variant: Variant) {
             let tab = sim.tabs[i].as_ref().expect("live");
             assert_eq!(tab.role(), Role::Alone, "seed {seed}, tab {i}");
         }
-        assert!(
-            sim.alone_sent.iter().any(|sent| !sent.is_empty()),
-            "seed {seed}: some tab had messages the leader had not taken"
-        );
     }
     sim.settle();
 
@@ -649,6 +647,7 @@ fn run_with(seed: u64, reliable: bool, variant: Variant) {
             "seed {seed}, tab {i}: {seen:?}"
         );
     }
+    sim.alone_sent.iter().map(Vec::len).sum()
 }
 
 /// Forged posts all along: the real tabs keep one connection (the same
@@ -657,10 +656,10 @@ fn run_with(seed: u64, reliable: bool, variant: Variant) {
 #[test]
 fn forged_posts_change_nothing_for_the_real_tabs() {
     for seed in 200..208 {
-        run_with(seed, true, Variant::Forged);
+        assert_eq!(run_with(seed, true, Variant::Forged), 0);
     }
     for seed in 300..304 {
-        run_with(seed, false, Variant::Forged);
+        assert_eq!(run_with(seed, false, Variant::Forged), 0);
     }
 }
 
@@ -669,11 +668,12 @@ fn forged_posts_change_nothing_for_the_real_tabs() {
 /// leader had not taken), and every message still reaches the server once.
 #[test]
 fn another_wire_version_sends_every_tab_alone_with_nothing_lost_or_doubled() {
-    for seed in 400..408 {
-        run_with(seed, true, Variant::OtherWire);
-    }
-    for seed in 500..504 {
-        run_with(seed, false, Variant::OtherWire);
+    for (seeds, reliable) in [(400..408, true), (500..504, false)] {
+        let handed: usize = seeds
+            .map(|seed| run_with(seed, reliable, Variant::OtherWire))
+            .sum();
+        // Some sends reached the leader after it went alone.
+        assert!(handed > 0, "reliable {reliable}: nothing went alone");
     }
 }
 
