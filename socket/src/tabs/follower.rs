@@ -101,7 +101,7 @@ impl Tabs {
         match body {
             // Idempotent: a late copy of an old leader's changes nothing.
             TabMessage::Accepted(pending) if pending.n > self.accepted_of(&pending.tab) => {
-                self.shared.accepted.insert(pending.tab.clone(), pending.n);
+                self.shared.accepted.insert(pending.tab, pending.n);
                 self.shared.pending.push_back(pending);
             }
             TabMessage::Confirmed { tab, n } => {
@@ -123,7 +123,7 @@ impl Tabs {
             TabMessage::Refused { tab, n, reason }
                 if self.accepted_of(&tab).checked_add(1) == Some(n) =>
             {
-                self.shared.accepted.insert(tab.clone(), n);
+                self.shared.accepted.insert(tab, n);
                 self.refused(&tab, n, reason);
             }
             TabMessage::Inbound { seq, frame } => {

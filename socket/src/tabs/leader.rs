@@ -43,7 +43,7 @@ impl Tabs {
             .cloned()
             .collect();
         for (n, frame) in own {
-            self.accept(self.me.clone(), n, frame);
+            self.accept(self.me, n, frame);
         }
         self.role_changed();
     }
@@ -65,17 +65,13 @@ impl Tabs {
         }
         if let Some(reason) = self.refusal(&tab, &frame) {
             // Its number is used, so the tab's next ones are not past a hole.
-            self.shared.accepted.insert(tab.clone(), n);
-            self.broadcast(TabMessage::Refused {
-                tab: tab.clone(),
-                n,
-                reason,
-            });
+            self.shared.accepted.insert(tab, n);
+            self.broadcast(TabMessage::Refused { tab, n, reason });
             self.refused(&tab, n, reason);
             return;
         }
         let pending = Pending { tab, n, frame };
-        self.shared.accepted.insert(pending.tab.clone(), n);
+        self.shared.accepted.insert(pending.tab, n);
         self.shared.pending.push_back(pending.clone());
         // Every replica holds it before the server can see it.
         self.broadcast(TabMessage::Accepted(pending.clone()));

@@ -334,7 +334,7 @@ impl Tabs {
         self.outbox.push_back((n, frame.clone()));
         Ok(match self.role {
             Role::Leader if self.catching_up.is_none() => {
-                self.accept(self.me.clone(), n, frame);
+                self.accept(self.me, n, frame);
                 TabSend::Sent
             }
             // Catching up: handed over once the lead is taken.
@@ -419,7 +419,7 @@ impl Tabs {
     pub(super) fn broadcast(&mut self, body: TabMessage) {
         self.effects.push_back(Effect::Broadcast(Envelope {
             v: TAB_PROTOCOL,
-            from: self.me.clone(),
+            from: self.me,
             body,
         }));
     }

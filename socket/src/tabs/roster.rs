@@ -27,7 +27,7 @@ impl Tabs {
     pub(super) fn heard(&mut self, from: &TabId, body: &TabMessage, now: f64) {
         match body {
             TabMessage::Hello { config, .. } if *config == self.config => {
-                self.roster.insert(from.clone(), now);
+                self.roster.insert(*from, now);
             }
             TabMessage::Bye | TabMessage::Disband { .. } => {
                 if self.roster.remove(from).is_some() && self.role == Role::Leader {
@@ -94,7 +94,7 @@ impl Tabs {
     }
 
     pub(super) fn announce(&mut self) {
-        let roster = std::iter::once(self.me.clone())
+        let roster = std::iter::once(self.me)
             .chain(self.roster.keys().cloned())
             .collect();
         self.broadcast(TabMessage::Leader {
@@ -113,7 +113,7 @@ impl Tabs {
             .roster
             .iter()
             .filter(|(_, heard)| now - **heard > FORGET_MS)
-            .map(|(tab, _)| tab.clone())
+            .map(|(tab, _)| *tab)
             .collect();
         for tab in &silent {
             self.roster.remove(tab);

@@ -8,8 +8,9 @@
 //! before the field would post), on which the tab goes alone; and anything
 //! else ([`WireError::Malformed`]: not JSON, a field missing or out of
 //! range), which is ignored. Version 1 (before issue 22) had no `Rejoin`,
-//! `Refused`, roster nor `Hello::next`: its tabs would take a v2 leader's
-//! refusals for silence, so the two do not mix.
+//! `Refused`, `Disband`, roster nor `Hello::next`, and its tab ids were
+//! strings: its tabs would take a v2 leader's refusals for silence, so the
+//! two do not mix.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -54,10 +55,11 @@ pub enum Refusal {
     BinaryNotReliable,
 }
 
-/// A tab's id, random per tab (the glue draws it); also what
-/// `Socket::tab_id()` will hand out for tagging requests.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct TabId(pub String);
+/// A tab's id, random per tab (the glue draws it with [`tab_id_from`]);
+/// also what `Socket::tab_id()` hands out for tagging requests. A number
+/// on the wire too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TabId(pub u32);
 
 /// A tab id from 64 random bits: nonzero, below 2^31 (so that an app may
 /// put it in the high half of a `u64` request id and stay below 2^63).
@@ -186,8 +188,35 @@ pub struct Shared {
     /// Accepted, unconfirmed, in acceptance order.
     pub pending: VecDeque<Pending>,
     /// The highest `n` accepted per tab: a resent `(tab, n)` at or below it
-    /// is a duplicate.
+    /// is a duplicate. On the wire a list of `[tab, n]` pairs (a map's keys
+    /// would be strings, which an internally tagged message cannot read
+    /// back as numbers).
+    #[serde(with = "pairs")]
     pub accepted: BTreeMap<TabId, u64>,
+}
+
+/// [`Shared::accepted`] as `[[tab, n], ...]`.
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::TabId;
+
+    pub(super) fn serialize<S: Serializer>(
+        map: &BTreeMap<TabId, u64>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(map.iter())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<TabId, u64>, D::Error> {
+        Ok(Vec::<(TabId, u64)>::deserialize(deserializer)?
+            .into_iter()
+            .collect())
+    }
 }
 
 /// What one tab broadcasts (every tab of the name receives it, the sender
@@ -330,17 +359,26 @@ impl Envelope {
     /// no `v`), [`WireError::Malformed`] for anything else that is not an
     /// envelope of this version.
     pub fn from_json(text: &str) -> Result<Self, WireError> {
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|_| WireError::Malformed)?;
-        let object = value.as_object().ok_or(WireError::Malformed)?;
-        let version = match object.get("v") {
-            Some(v) => v.as_u64().ok_or(WireError::Malformed)?,
-            None if object.contains_key("from") && object.contains_key("body") => 0,
-            None => return Err(WireError::Malformed),
+        /// The fields that tell a version, the rest skipped unread.
+        #[derive(Deserialize)]
+        struct Probe {
+            v: Option<u64>,
+            from: Option<serde::de::IgnoredAny>,
+            body: Option<serde::de::IgnoredAny>,
+        }
+        let probe: Probe = serde_json::from_str(text).map_err(|_| WireError::Malformed)?;
+        let version = match probe {
+            Probe { v: Some(v), .. } => v,
+            Probe {
+                from: Some(_),
+                body: Some(_),
+                ..
+            } => 0,
+            _ => return Err(WireError::Malformed),
         };
         if version != u64::from(TAB_PROTOCOL) {
             return Err(WireError::OtherVersion { version });
         }
-        serde_json::from_value(value).map_err(|_| WireError::Malformed)
+        serde_json::from_str(text).map_err(|_| WireError::Malformed)
     }
 }

@@ -21,8 +21,13 @@ fn config(reliable: bool) -> Config {
     Config::new("ws://127.0.0.1:1/ws").with_reliable(reliable)
 }
 
+/// A tab's id from a readable name (FNV-1a: distinct for the few names
+/// the tests use, and never what a test means by another).
 fn id(name: &str) -> TabId {
-    TabId(name.into())
+    let hash = name.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    TabId(hash)
 }
 
 fn drain(tab: &mut Tabs) -> Vec<Effect> {

@@ -14,6 +14,15 @@ use std::collections::VecDeque;
 use super::super::*;
 use crate::config::Config;
 
+/// Tab `i`'s id.
+fn tab_id(i: usize) -> TabId {
+    TabId(u32::try_from(i).expect("a few tabs") + 1)
+}
+
+/// The ids of forgers: strangers from here, and one that says hello (`Z`).
+const STRANGERS: u32 = 1_000;
+const Z: TabId = TabId(999);
+
 /// `splitmix64`, seeded: every run of a seed is the same.
 struct Rng(u64);
 
@@ -75,7 +84,7 @@ struct Sim {
     delivered: Vec<Vec<u64>>,
     /// Posts in channel order: the sender's id (none for a forgery, which
     /// every tab hears) and the JSON.
-    bus: VecDeque<(Option<String>, String)>,
+    bus: VecDeque<(Option<TabId>, String)>,
     /// Forged posts injected, and what the leaders answered strangers.
     forge: bool,
     forged: usize,
@@ -127,7 +136,7 @@ impl Sim {
         let config = Config::new("ws://127.0.0.1:1/ws")
             .with_reliable(self.reliable)
             .with_queue_capacity(100_000);
-        let mut tab = Tabs::new(TabId(format!("t{i}")), &config);
+        let mut tab = Tabs::new(tab_id(i), &config);
         tab.start();
         self.tabs.push(Some(tab));
         self.sent.push(Vec::new());
@@ -180,16 +189,16 @@ impl Sim {
                 assert_eq!(Envelope::from_json(&json), Ok(env.clone()), "round trips");
                 match &env.body {
                     TabMessage::Rejoin { tab } => {
-                        assert!(!tab.0.starts_with('t'), "a real tab told to rejoin");
+                        assert!(tab.0 >= STRANGERS, "a real tab told to rejoin");
                         self.rejoins += 1;
                     }
                     TabMessage::Refused { tab, .. } => {
-                        assert_eq!(tab.0, "z", "a real tab's message refused");
+                        assert_eq!(*tab, Z, "a real tab's message refused");
                         self.refusals += 1;
                     }
                     _ => {}
                 }
-                self.bus.push_back((Some(env.from.0), json));
+                self.bus.push_back((Some(env.from), json));
             }
             Effect::TryLock => {
                 if self.lock.is_none() {
@@ -324,7 +333,7 @@ impl Sim {
             return;
         };
         for i in self.live() {
-            if from.as_deref() != Some(&format!("t{i}")) {
+            if from != Some(tab_id(i)) {
                 self.inputs.push_back((i, Input::Posted(json.clone())));
             }
         }
@@ -355,19 +364,20 @@ impl Sim {
                 .with_reliable(self.reliable)
                 .with_queue_capacity(100_000),
         );
-        let stranger = format!("x{}", self.rng.below(4));
+        let k = self.rng.below(4);
+        let stranger = TabId(STRANGERS + u32::try_from(k).expect("below 4"));
         let non_leader = self
             .live()
             .into_iter()
             .filter(|i| Some(*i) != self.lock)
-            .map(|i| format!("t{i}"))
+            .map(tab_id)
             .next()
-            .unwrap_or_else(|| stranger.clone());
+            .unwrap_or(stranger);
         let forged_shared = Shared {
             last_in: u64::MAX,
             acked_seq: u64::MAX - 1,
             accepted: (0..self.tabs.len())
-                .map(|i| (TabId(format!("t{i}")), u64::MAX))
+                .map(|i| (tab_id(i), u64::MAX))
                 .collect(),
             session: Some(Session {
                 id: "forged".into(),
@@ -381,18 +391,18 @@ impl Sim {
             shared: forged_shared.clone(),
             tabs: 1,
             state: LinkState::Closed,
-            roster: vec![TabId(stranger.clone())],
+            roster: vec![stranger],
         };
-        let t0 = TabId("t0".into());
+        let t0 = tab_id(0);
         let mut posts = Vec::new();
         match self.rng.below(7) {
-            0 => posts.push((stranger.clone(), claim(u64::MAX))),
-            1 => posts.push((stranger.clone(), claim(1 + self.rng.below(8)))),
+            0 => posts.push((stranger, claim(u64::MAX))),
+            1 => posts.push((stranger, claim(1 + self.rng.below(8)))),
             2 => posts.push((
                 if self.rng.below(2) == 0 {
                     non_leader
                 } else {
-                    stranger.clone()
+                    stranger
                 },
                 match self.rng.below(5) {
                     0 => TabMessage::Accepted(Pending {
@@ -419,18 +429,18 @@ impl Sim {
                 },
             )),
             3 | 4 => posts.push((
-                stranger.clone(),
+                stranger,
                 TabMessage::Send {
                     n: 1 + self.rng.below(3),
-                    frame: Frame::Text(format!("{stranger}:forged")),
+                    frame: Frame::Text(format!("x{k}:forged")),
                 },
             )),
-            _ if !self.reliable => posts.push((stranger.clone(), TabMessage::Heartbeat)),
+            _ if !self.reliable => posts.push((stranger, TabMessage::Heartbeat)),
             _ => {
                 // A tab that said hello, sending what reliable mode cannot carry.
                 if self.binary_n == 0 {
                     posts.push((
-                        "z".into(),
+                        Z,
                         TabMessage::Hello {
                             config: config.clone(),
                             next: 1,
@@ -439,7 +449,7 @@ impl Sim {
                 }
                 self.binary_n += 1;
                 posts.push((
-                    "z".into(),
+                    Z,
                     TabMessage::Send {
                         n: self.binary_n,
                         frame: Frame::Binary(vec![0xff]),
@@ -450,7 +460,7 @@ impl Sim {
         for (from, body) in posts {
             let env = Envelope {
                 v: TAB_PROTOCOL,
-                from: TabId(from),
+                from,
                 body,
             };
             self.forged += 1;

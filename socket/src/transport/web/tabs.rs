@@ -66,7 +66,7 @@ impl TabsPart {
     /// The coordinator of tab `tab_id` for `config` (not started).
     pub(super) fn new(tab_id: u32, config: &Config) -> Self {
         Self {
-            coordinator: RefCell::new(Tabs::new(crate::tabs::TabId(tab_id.to_string()), config)),
+            coordinator: RefCell::new(Tabs::new(crate::tabs::TabId(tab_id), config)),
             inputs: RefCell::default(),
             io: RefCell::new(None),
             adapter: RefCell::default(),
