@@ -248,8 +248,8 @@ pub use config::{Backoff, Config, Heartbeat, Overflow, ReconnectPolicy, default_
 pub use dispatch::Subscription;
 pub use driver::{Driver, Queue, liveness, machine, reliable};
 pub use message::{
-    CloseInfo, DropReason, Event, Message, NotShared, SendError, SendOutcome, State, Stats,
-    TabRole, TransportError,
+    CloseInfo, DropReason, EncodeError, Event, Message, NotShared, SendError, SendOutcome, State,
+    Stats, TabRole, TransportError,
 };
 pub use stream::EventStream;
 pub use token::{

@@ -132,9 +132,39 @@ pub enum SendError {
     /// [`crate::TypedSocket::send`]: the value could not be encoded as JSON
     /// (never the case for the `shared` protocol). There is no message to
     /// give back: it was never made.
-    #[error("could not encode the message: {0}")]
-    Encode(String),
+    #[error(transparent)]
+    Encode(EncodeError),
 }
+
+/// Why [`crate::TypedSocket::send`] could not encode a value.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// serde_json refused the value: its `Serialize` failed, or a map key
+    /// is not a string. serde's error is the [`std::error::Error::source`]
+    /// (in an `Arc`, to downcast as such, so that the error stays cloneable).
+    #[error("could not encode the message as JSON: {0}")]
+    Json(#[source] std::sync::Arc<serde_json::Error>),
+}
+
+impl From<serde_json::Error> for EncodeError {
+    fn from(error: serde_json::Error) -> Self {
+        Self::Json(std::sync::Arc::new(error))
+    }
+}
+
+/// Equal when serde says the same thing (its error has no equality).
+impl PartialEq for EncodeError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Json(a), Self::Json(b)) => {
+                a.classify() == b.classify() && a.to_string() == b.to_string()
+            }
+        }
+    }
+}
+
+impl Eq for EncodeError {}
 
 impl SendError {
     /// The message that was not sent; `None` for [`SendError::Encode`],
