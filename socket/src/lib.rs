@@ -52,9 +52,11 @@
 //!   where the tab stands. When the leader leaves, another takes over; in
 //!   reliable mode the session, the last server seq and every tab's
 //!   unacknowledged messages go with it: nothing lost or duplicated.
-//!   Without Web Locks or `BroadcastChannel`, or with a config that differs
-//!   from the leader's, the tab keeps its own socket
-//!   ([`Event::NotShared`]). Natively the option is ignored.
+//!   Without Web Locks or `BroadcastChannel`, with a config that differs
+//!   from the leader's, or next to a tab of another build (another version
+//!   of the tabs' wire), the tab keeps its own socket ([`Event::NotShared`]).
+//!   What tabs hear from each other is checked: a stranger's or a broken
+//!   post changes nothing. Natively the option is ignored.
 //! * Reliable mode ([`Config::with_reliable`]): every text written is kept
 //!   until the server acknowledges it (counted against the queue's limits)
 //!   and resent after a reconnect's `resume`, before anything new; each
@@ -246,8 +248,8 @@ pub use config::{Backoff, Config, Heartbeat, Overflow, ReconnectPolicy, default_
 pub use dispatch::Subscription;
 pub use driver::{Driver, Queue, liveness, machine, reliable};
 pub use message::{
-    CloseInfo, DropReason, Event, Message, NotShared, SendError, SendOutcome, State, Stats,
-    TabRole, TransportError,
+    CloseInfo, DropReason, EncodeError, Event, Message, NotShared, SendError, SendOutcome, State,
+    Stats, TabRole, TransportError,
 };
 pub use stream::EventStream;
 pub use token::{

@@ -101,6 +101,14 @@ pub enum NotShared {
         /// The leader's URL.
         leader_url: String,
     },
+    /// A tab of another build speaks another version of the tabs' wire on
+    /// the channel (0: a build without a version field); the builds do not
+    /// mix, so each goes its own way until reloaded.
+    #[error("a tab of another build speaks tab wire version {version}")]
+    OtherWire {
+        /// The version heard.
+        version: u64,
+    },
 }
 
 /// Why a message was not sent or queued. Every variant but
@@ -124,9 +132,39 @@ pub enum SendError {
     /// [`crate::TypedSocket::send`]: the value could not be encoded as JSON
     /// (never the case for the `shared` protocol). There is no message to
     /// give back: it was never made.
-    #[error("could not encode the message: {0}")]
-    Encode(String),
+    #[error(transparent)]
+    Encode(EncodeError),
 }
+
+/// Why [`crate::TypedSocket::send`] could not encode a value.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum EncodeError {
+    /// serde_json refused the value: its `Serialize` failed, or a map key
+    /// is not a string. serde's error is the [`std::error::Error::source`]
+    /// (in an `Arc`, to downcast as such, so that the error stays cloneable).
+    #[error("could not encode the message as JSON: {0}")]
+    Json(#[source] std::sync::Arc<serde_json::Error>),
+}
+
+impl From<serde_json::Error> for EncodeError {
+    fn from(error: serde_json::Error) -> Self {
+        Self::Json(std::sync::Arc::new(error))
+    }
+}
+
+/// Equal when serde says the same thing (its error has no equality).
+impl PartialEq for EncodeError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Json(a), Self::Json(b)) => {
+                a.classify() == b.classify() && a.to_string() == b.to_string()
+            }
+        }
+    }
+}
+
+impl Eq for EncodeError {}
 
 impl SendError {
     /// The message that was not sent; `None` for [`SendError::Encode`],
@@ -210,6 +248,9 @@ pub enum DropReason {
     Overflow,
     /// The capacity was lowered below the queue's length.
     CapacityLowered,
+    /// Shared across tabs: the leader tab refused it (over its bound per
+    /// tab, or larger than its byte limit); it was not sent.
+    RefusedByLeader,
 }
 
 /// Something that happened; delivered to every callback and stream.

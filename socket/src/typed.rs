@@ -88,9 +88,9 @@ impl<Out: Serialize, In: DeserializeOwned> TypedSocket<Out, In> {
     ///
     /// As [`crate::Socket::send`]. A value whose `Serialize` fails (never
     /// the case for the `shared` protocol) is reported as
-    /// [`SendError::Encode`] with serde's message.
+    /// [`SendError::Encode`], serde's error its source.
     pub fn send(&self, value: &Out) -> Result<SendOutcome, SendError> {
-        let message = Self::encode(value).map_err(|err| SendError::Encode(err.to_string()))?;
+        let message = Self::encode(value).map_err(|err| SendError::Encode(err.into()))?;
         self.socket.send(message)
     }
 
@@ -157,5 +157,25 @@ mod tests {
             AppSocket::decode(&Message::Text("{".into())),
             Err(DecodeError::Json(_))
         ));
+    }
+
+    #[test]
+    fn a_value_that_does_not_encode_is_a_typed_error_with_serdes_as_its_source() {
+        use std::collections::BTreeMap;
+        use std::error::Error;
+
+        use crate::message::{EncodeError, SendError};
+
+        // JSON map keys must be strings.
+        let value: BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+        let serde = TypedSocket::<_, ServerMessage>::encode(&value).unwrap_err();
+        let text = serde.to_string();
+        let error = SendError::Encode(EncodeError::from(serde));
+        assert!(error.to_string().contains(&text), "{error}");
+        let source = error.source().expect("serde's error");
+        assert_eq!(source.to_string(), text);
+        assert!(source.is::<std::sync::Arc<serde_json::Error>>());
+        assert_eq!(error.clone(), error);
+        assert_eq!(error.into_message(), None, "no message was made");
     }
 }

@@ -1,7 +1,7 @@
 //! A follower's rules: following an announced leader, resending what it
 //! has not accepted, keeping the replica of the shared state.
 
-use super::{Frame, TabEvent, TabId, TabMessage, Tabs};
+use super::{Frame, Refusal, TabEvent, TabId, TabMessage, Tabs};
 
 impl Tabs {
     pub(super) fn as_follower(&mut self, from: TabId, body: TabMessage, now: f64) {
@@ -16,6 +16,7 @@ impl Tabs {
                 shared,
                 tabs,
                 state,
+                roster,
             } => {
                 if epoch < self.epoch
                     || (epoch == self.epoch && !from_leader && self.leader.is_some())
@@ -23,12 +24,24 @@ impl Tabs {
                     return;
                 }
                 if config != self.config {
+                    // Whoever it is, it holds a lock of our name for
+                    // another connection: we cannot share it.
                     self.go_alone(TabEvent::ConfigMismatch { leader: config });
                     return;
                 }
+                // Going alone: no new leader is followed meanwhile.
+                if self.foreign.is_some() || !self.believable(&from, epoch, &roster) {
+                    return;
+                }
                 let changed = !from_leader || self.tabs != tabs;
+                // Answered (or a new leader): a later `Rejoin` is heard again.
+                self.rejoining = false;
                 self.epoch = epoch;
                 self.leader = Some((from, now));
+                // The tabs it knows are known to us too (they may lead next).
+                for tab in roster.into_iter().filter(|tab| *tab != self.me) {
+                    self.roster.entry(tab).or_insert(now);
+                }
                 self.shared = shared;
                 self.tabs = tabs;
                 if self.link != state {
@@ -53,11 +66,30 @@ impl Tabs {
                     self.role_changed();
                 }
             }
-            TabMessage::Mismatch { tab, leader } if tab == self.me => {
+            // From our leader, or the answer to our hello from a leader of
+            // another config (which holds the lock we would wait for).
+            TabMessage::Mismatch { tab, leader }
+                if tab == self.me && (from_leader || self.leader.is_none()) =>
+            {
                 self.go_alone(TabEvent::ConfigMismatch { leader });
+            }
+            // Our leader forgot us (we were silent too long): hello again;
+            // its announcement then has us resend what it has not taken.
+            TabMessage::Rejoin { tab } if from_leader && tab == self.me && !self.rejoining => {
+                self.rejoining = true;
+                self.hello();
+            }
+            // Our leader went alone, keeping what it accepted: so do we,
+            // with the rest (its acceptances all came before this).
+            TabMessage::Disband { .. } if from_leader => {
+                let version = self.foreign.unwrap_or(0);
+                self.go_alone(TabEvent::OtherWire { version });
             }
             TabMessage::Bye if from_leader => {
                 self.leader = None;
+                if let Some(version) = self.foreign {
+                    self.go_alone(TabEvent::OtherWire { version });
+                }
             }
             _ if !from_leader => {}
             body => self.apply(body),
@@ -69,7 +101,7 @@ impl Tabs {
         match body {
             // Idempotent: a late copy of an old leader's changes nothing.
             TabMessage::Accepted(pending) if pending.n > self.accepted_of(&pending.tab) => {
-                self.shared.accepted.insert(pending.tab.clone(), pending.n);
+                self.shared.accepted.insert(pending.tab, pending.n);
                 self.shared.pending.push_back(pending);
             }
             TabMessage::Confirmed { tab, n } => {
@@ -84,9 +116,15 @@ impl Tabs {
                 if let Some(at) = at {
                     self.shared.pending.remove(at);
                     if self.config.reliable {
-                        self.shared.acked_seq += 1;
+                        self.shared.acked_seq = self.shared.acked_seq.saturating_add(1);
                     }
                 }
+            }
+            TabMessage::Refused { tab, n, reason }
+                if self.accepted_of(&tab).checked_add(1) == Some(n) =>
+            {
+                self.shared.accepted.insert(tab, n);
+                self.refused(&tab, n, reason);
             }
             TabMessage::Inbound { seq, frame } => {
                 self.inbound(seq, frame);
@@ -125,6 +163,21 @@ impl Tabs {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// `tab`'s message `n` was refused: if ours, it leaves the outbox and
+    /// comes back to the application as an error.
+    pub(super) fn refused(&mut self, tab: &TabId, n: u64, reason: Refusal) {
+        if *tab != self.me {
+            return;
+        }
+        let Some(at) = self.outbox.iter().position(|(m, _)| *m == n) else {
+            return;
+        };
+        if let Some((_, frame)) = self.outbox.remove(at) {
+            self.outbox_bytes = self.outbox_bytes.saturating_sub(frame.len());
+            self.deliver(TabEvent::Refused { frame, reason });
         }
     }
 }

@@ -2,7 +2,7 @@
 //! ([`Input`]), what to do ([`Effect`]), and the leader's socket port
 //! ([`SocketCall`], [`SocketReport`]).
 
-use super::wire::{Envelope, Frame, LinkState, Session, Shared, TabConfig};
+use super::wire::{Envelope, Frame, LinkState, Refusal, Session, Shared, TabConfig};
 
 /// A tab's part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +33,10 @@ pub enum Input {
     LockAcquired,
     /// The lock asked for with [`Effect::TryLock`] is held by another tab.
     LockBusy,
-    /// Another tab's broadcast (parsed with [`Envelope::from_json`]).
+    /// A post on the channel, as posted: parsed here ([`Envelope::from_json`]),
+    /// so that a post of another wire version is told apart from noise.
+    Posted(String),
+    /// Another tab's broadcast, parsed.
     Channel(Envelope),
     /// The heartbeat interval fired.
     Tick,
@@ -120,6 +123,19 @@ pub enum TabEvent {
     },
     /// Sharing is off for this tab: the browser lacks Web Locks or `BroadcastChannel`.
     Unsupported,
+    /// Sharing is off for this tab: a tab of another build speaks another
+    /// wire version on the channel (0: a build without a version field).
+    OtherWire {
+        /// The version heard.
+        version: u64,
+    },
+    /// The leader refused this tab's message: it is not sent.
+    Refused {
+        /// The message.
+        frame: Frame,
+        /// Why.
+        reason: Refusal,
+    },
 }
 
 /// What the glue must do, in order.
@@ -143,7 +159,9 @@ pub enum Effect {
     DriveSocket(SocketCall),
     /// Deliver to this tab's application.
     Deliver(TabEvent),
-    /// Run a socket of this tab's own, and send it these first.
+    /// Run a socket of this tab's own, and send it these first. A leader
+    /// keeps the socket it drives as its own: the other tabs' messages it
+    /// accepted go out through it, as they would have.
     GoAlone {
         /// The messages no leader accepted, oldest first.
         unsent: Vec<Frame>,

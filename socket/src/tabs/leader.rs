@@ -2,8 +2,8 @@
 //! order, confirming, and what its socket reports.
 
 use super::{
-    Effect, Frame, LinkState, Pending, Role, SocketCall, SocketReport, TabEvent, TabId, TabMessage,
-    Tabs,
+    Effect, Frame, LinkState, Pending, Refusal, Role, SocketCall, SocketReport, TabEvent, TabId,
+    TabMessage, Tabs,
 };
 
 impl Tabs {
@@ -16,19 +16,19 @@ impl Tabs {
             return;
         }
         self.role = Role::Leader;
-        self.epoch += 1;
-        // Followers heartbeat on our announcement and are counted then.
-        self.members.clear();
+        // Believed epochs are below u64::MAX, so this always adds one; were
+        // it not to, the epoch would stay (a tie, as two tabs stealing at once).
+        self.epoch = self.epoch.checked_add(1).unwrap_or(self.epoch);
         match self.leader.take() {
             Some((old, _)) => self.catching_up = Some((old, now)),
-            None => self.take_over(),
+            None => self.take_over(now),
         }
     }
 
     /// Leads from the replica: announce, open, hand our own messages over.
-    pub(super) fn take_over(&mut self) {
+    pub(super) fn take_over(&mut self, now: f64) {
         self.catching_up = None;
-        self.tabs = self.tabs_now();
+        self.tabs = self.counted(now);
         self.link = LinkState::Connecting;
         self.announce();
         self.effects
@@ -43,7 +43,7 @@ impl Tabs {
             .cloned()
             .collect();
         for (n, frame) in own {
-            self.accept(self.me.clone(), n, frame);
+            self.accept(self.me, n, frame);
         }
         self.role_changed();
     }
@@ -59,17 +59,50 @@ impl Tabs {
             }
             return;
         }
-        if n != last + 1 {
+        if last.checked_add(1) != Some(n) {
             // Past a hole: the sender resends from the hole on our announcement.
             return;
         }
+        if let Some(reason) = self.refusal(&tab, &frame) {
+            // Its number is used, so the tab's next ones are not past a hole.
+            self.shared.accepted.insert(tab, n);
+            self.broadcast(TabMessage::Refused { tab, n, reason });
+            self.refused(&tab, n, reason);
+            return;
+        }
         let pending = Pending { tab, n, frame };
-        self.shared.accepted.insert(pending.tab.clone(), n);
+        self.shared.accepted.insert(pending.tab, n);
         self.shared.pending.push_back(pending.clone());
         // Every replica holds it before the server can see it.
         self.broadcast(TabMessage::Accepted(pending.clone()));
         self.effects
             .push_back(Effect::DriveSocket(SocketCall::Send(pending.frame)));
+    }
+
+    /// Leader: why `tab`'s next message cannot be taken, if it cannot: a
+    /// frame the mode cannot carry, or over the leader's bound per tab (its
+    /// queue capacity and byte limit, counted on the tab's pending messages).
+    fn refusal(&self, tab: &TabId, frame: &Frame) -> Option<Refusal> {
+        if self.config.reliable && matches!(frame, Frame::Binary(_)) {
+            return Some(Refusal::BinaryNotReliable);
+        }
+        let size = frame.len();
+        if self.max_bytes.is_some_and(|max| size > max) {
+            return Some(Refusal::TooLarge);
+        }
+        let (count, bytes) = self
+            .shared
+            .pending
+            .iter()
+            .filter(|p| p.tab == *tab)
+            .fold((0usize, 0usize), |(count, bytes), p| {
+                (count.saturating_add(1), bytes.saturating_add(p.frame.len()))
+            });
+        let full = count >= self.capacity
+            || self
+                .max_bytes
+                .is_some_and(|max| bytes.saturating_add(size) > max);
+        full.then_some(Refusal::QueueFull)
     }
 
     /// Leader: the oldest pending message is confirmed.
@@ -78,10 +111,13 @@ impl Tabs {
             return false;
         };
         if self.config.reliable {
-            self.shared.acked_seq += 1;
+            self.shared.acked_seq = self.shared.acked_seq.saturating_add(1);
         }
         if front.tab == self.me {
             self.release_own(front.n);
+        } else if !self.roster.contains_key(&front.tab) {
+            // Its tab left: nothing of it will be resent.
+            self.forget(&front.tab);
         }
         self.broadcast(TabMessage::Confirmed {
             tab: front.tab,
@@ -95,7 +131,7 @@ impl Tabs {
             if *n > upto {
                 break;
             }
-            self.outbox_bytes -= frame.len();
+            self.outbox_bytes = self.outbox_bytes.saturating_sub(frame.len());
             self.outbox.pop_front();
         }
     }
@@ -147,14 +183,15 @@ impl Tabs {
             // sends come again on our announcement.
             if from == *old {
                 match body {
-                    TabMessage::Bye => self.take_over(),
+                    TabMessage::Bye => self.take_over(now),
                     body => self.apply(body),
                 }
             }
             return;
         }
+        let known = self.roster.contains_key(&from);
         match body {
-            TabMessage::Hello { config } => {
+            TabMessage::Hello { config, next } => {
                 if config != self.config {
                     self.broadcast(TabMessage::Mismatch {
                         tab: from,
@@ -162,35 +199,37 @@ impl Tabs {
                     });
                     return;
                 }
-                self.members.insert(from, now);
-                self.members_changed();
+                // A tab we never numbered (new, or forgotten while silent)
+                // carries on from its oldest unconfirmed message.
+                if self.accepted_of(&from) == 0
+                    && let Some(last) = next.checked_sub(1).filter(|last| *last > 0)
+                {
+                    self.shared.accepted.insert(from, last);
+                }
+                self.members_changed(now);
                 self.announce();
             }
-            TabMessage::Bye => {
-                let gone = self.members.remove(&from).is_some();
-                if gone {
-                    self.members_changed();
-                }
-            }
-            TabMessage::Leader { epoch, .. } if epoch > self.epoch => {
+            TabMessage::Leader {
+                epoch, ref roster, ..
+            } if self.epoch.checked_add(1) == Some(epoch)
+                && self.believable(&from, epoch, roster) =>
+            {
                 // A tab stole the lock from us: step down, it carries on.
                 self.role = Role::Follower;
                 self.lock = super::Lock::Busy(now);
-                self.members.clear();
                 self.effects
                     .push_back(Effect::DriveSocket(SocketCall::Release));
                 self.as_follower(from, body, now);
             }
-            body => {
-                // Any other message says its sender is alive.
-                let new = self.members.insert(from.clone(), now).is_none();
-                if new {
-                    self.members_changed();
-                }
-                if let TabMessage::Send { n, frame } = body {
-                    self.accept(from, n, frame);
-                }
+            // Sends only from tabs that said hello; one forgotten while
+            // silent says it again, and resends on our announcement.
+            TabMessage::Send { .. } | TabMessage::Heartbeat if !known => {
+                self.broadcast(TabMessage::Rejoin { tab: from });
             }
+            TabMessage::Send { n, frame } => self.accept(from, n, frame),
+            // Anything else is another tab's news (a claim we do not
+            // believe included): only its sender's liveness counts.
+            _ => {}
         }
     }
 }

@@ -54,8 +54,8 @@
 //! * **Inbound.** Every inbound message reaches every tab once: the leader
 //!   delivers it and broadcasts it; tabs drop a seq at or below the last one.
 //! * **Liveness.** Every tab broadcasts a heartbeat on each [`Input::Tick`]
-//!   (feed one every [`HEARTBEAT_MS`]). The leader counts the tabs heard
-//!   within [`SILENCE_MS`]; a follower that has not heard its leader for
+//!   (feed one every [`HEARTBEAT_MS`]). The leader counts the known tabs
+//!   heard within [`SILENCE_MS`]; a follower that has not heard its leader for
 //!   that long forgets it and asks to steal the lock ([`Effect::StealLock`],
 //!   best effort: browsers do not freeze a tab that holds a lock).
 //! * **Close.** A follower's close detaches it and hands back what no
@@ -66,9 +66,45 @@
 //!   closed within a channel round trip of taking over can take a follower
 //!   for gone (the next leader then starts a new session, and the unsure
 //!   messages come back as [`TabEvent::Unconfirmed`]).
-//! * **Two leaders.** A leader that hears a higher epoch (its lock was
-//!   stolen) steps down ([`SocketCall::Release`]) and follows. Two tabs
-//!   that steal at once with the same epoch are not told apart yet.
+//! * **Two leaders.** A leader that hears a believable claim of the next
+//!   epoch (its lock was stolen) steps down ([`SocketCall::Release`]) and
+//!   follows. Two tabs that steal at once with the same epoch are not told
+//!   apart yet.
+//!
+//! # What a tab believes (issue 22)
+//!
+//! Any script of the origin can post on the channel, and so can a tab of
+//! an older build. The threat model: tabs of another build, another app of
+//! the origin using the same name by mistake, malformed or out-of-range
+//! values (a hostile script in the origin owns the page anyway, and may
+//! speak as any tab). So every number is checked, and:
+//!
+//! * **Claims to lead.** A tab believes a [`TabMessage::Leader`] from a
+//!   tab that said hello (or that a believed leader listed), at the epoch
+//!   it knows or the next one; or from any tab whose roster names it (that
+//!   tab heard its hello: first contact, or back after being away). Never
+//!   at `u64::MAX`. A far-ahead claim or a stranger's changes nothing: the
+//!   leader stays, followers keep it, the next leader adds one.
+//! * **Replicas** change only at the current leader's word (a stranger's
+//!   or a follower's `Accepted`, `Inbound`, `Mismatch`... are ignored).
+//! * **Sends.** The leader takes them only from tabs that said hello; any
+//!   other gets [`TabMessage::Rejoin`]. It bounds each tab's pending
+//!   messages (its own queue capacity and byte limit) and refuses a frame
+//!   its mode cannot carry: a refusal uses the number and goes back to the
+//!   sender ([`TabMessage::Refused`], [`TabEvent::Refused`]), never into the
+//!   socket. A follower refuses binary in reliable mode itself.
+//! * **Forgetting.** A tab's roster entry goes at its `Bye` or after
+//!   [`FORGET_MS`] of silence (a hidden tab's timers may fire once a
+//!   minute), its numbering once nothing of it is pending. A forgotten tab
+//!   that speaks again is told to rejoin: its hello carries its oldest
+//!   unconfirmed `n`, and it resends from there, nothing lost or doubled.
+//! * **Another wire version** ([`WireError::OtherVersion`], also a post
+//!   without a version): every tab of this build goes alone
+//!   ([`TabEvent::OtherWire`]), the leader first, keeping its socket and
+//!   what it took ([`TabMessage::Disband`]), the followers at its word with
+//!   what it did not take (`alone.rs`). Across the two sockets a tab's
+//!   order holds only as far as the old leader's socket is as quick.
+//!   Anything else unreadable is ignored.
 //!
 //! Without reliable mode a handoff is a reconnect: the new leader writes the
 //! unconfirmed messages again, so one the old leader wrote just before it
@@ -88,7 +124,8 @@
 //!   Locks are called through `js-sys`, not web-sys's unstable bindings (see
 //!   `tabs_io.rs` for why).
 //! * [`Effect::Broadcast`] posts [`Envelope::to_json`] on a
-//!   `BroadcastChannel(name)`; its messages come back as [`Input::Channel`].
+//!   `BroadcastChannel(name)`; its posts come back as text
+//!   ([`Input::Posted`], parsed here).
 //!   An interval feeds [`Input::Tick`] every [`HEARTBEAT_MS`]; `pagehide`
 //!   is the tab's [`Tabs::close`].
 //! * `tabs.rs` adapts [`SocketCall`]s to a [`crate::Driver`] of the
@@ -102,15 +139,19 @@
 //!
 //! | file | what it holds |
 //! |---|---|
-//! | `tabs/mod.rs` | [`Tabs`]: state, the public calls, heartbeats, the channel's dispatch |
-//! | `tabs/wire.rs` | [`Envelope`], [`TabMessage`], [`Shared`], [`TabConfig`]: the tab protocol |
+//! | `tabs/mod.rs` | [`Tabs`]: state, the public calls, the channel's dispatch |
+//! | `tabs/wire.rs` | [`Envelope`], [`TabMessage`], [`Shared`], [`TabConfig`]: the tab protocol, its version |
+//! | `tabs/roster.rs` | hellos, goodbyes, heartbeats, forgetting, which claims to believe |
+//! | `tabs/alone.rs` | going alone, and how on another wire version |
 //! | `tabs/leader.rs`, `tabs/follower.rs` | the leader's rules (lead, catch up, accept, confirm, socket reports) and the follower's (follow, resend, the replica) |
 //! | `tabs/io.rs` | [`Input`], [`Effect`], [`SocketCall`], [`SocketReport`], [`TabEvent`], [`Role`], [`TabSend`] |
-//! | `tabs/tests/` | unit tests (`mod.rs`), and several tabs and a reliable server simulated in-process, leaders closed mid-stream (`sim.rs`) |
+//! | `tabs/tests/` | unit tests (`mod.rs`, `validation.rs` for what a tab believes), and several tabs and a reliable server simulated in-process, leaders closed mid-stream, with forged posts and another wire version (`sim.rs`) |
 
+mod alone;
 mod follower;
 mod io;
 mod leader;
+mod roster;
 #[cfg(test)]
 mod tests;
 mod wire;
@@ -121,21 +162,19 @@ use crate::config::Config;
 use crate::message::{Message, SendError};
 pub use io::{Effect, Input, Role, SocketCall, SocketReport, TabEvent, TabSend};
 pub use wire::{
-    Envelope, Frame, LinkState, Pending, Session, Shared, TAB_PROTOCOL, TabConfig, TabId,
-    TabMessage,
+    Envelope, Frame, LinkState, Pending, Refusal, Session, Shared, TAB_PROTOCOL, TabConfig, TabId,
+    TabMessage, WireError, tab_id_from,
 };
-
-/// A tab id from 64 random bits: nonzero, below 2^31 (so that an app may
-/// put it in the high half of a `u64` request id and stay below 2^63).
-pub fn tab_id_from(random: u64) -> u32 {
-    // Below 2^31 by the mask; the `| 1` keeps it nonzero.
-    u32::try_from((random ^ (random >> 32)) & 0x7fff_fffe).unwrap_or(2) | 1
-}
 
 /// How often the glue feeds [`Input::Tick`] (every tab heartbeats then).
 pub const HEARTBEAT_MS: u64 = 1_000;
 /// A tab not heard for this long is gone (a leader: replaced, best effort).
 pub const SILENCE_MS: f64 = 5_000.0;
+/// A tab not heard for this long is forgotten (its roster entry, and its
+/// numbering once nothing of it is pending). Longer than the minute a
+/// hidden tab's timers may be throttled to; a forgotten tab that speaks
+/// again is told to rejoin.
+pub const FORGET_MS: f64 = 60_000.0;
 
 /// Where a tab stands with the lock.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -173,10 +212,16 @@ pub struct Tabs {
     catching_up: Option<(TabId, f64)>,
     /// The current leader and when it was last heard.
     leader: Option<(TabId, f64)>,
-    /// Leader: the other tabs and when each was last heard.
-    members: BTreeMap<TabId, f64>,
+    /// The other tabs this tab knows (said hello with our config, or were
+    /// in a believed leader's roster) and when each was last heard.
+    roster: BTreeMap<TabId, f64>,
     /// Tabs sharing the connection, as last known.
     tabs: usize,
+    /// Said hello again at the leader's [`TabMessage::Rejoin`], not answered yet.
+    rejoining: bool,
+    /// A tab of this wire version was heard: going alone, once the
+    /// leader did (so that what it accepted is known).
+    foreign: Option<u64>,
     link: LinkState,
     effects: VecDeque<Effect>,
 }
@@ -199,8 +244,10 @@ impl Tabs {
             leader: None,
             catching_up: None,
             lock: Lock::Trying,
-            members: BTreeMap::new(),
+            roster: BTreeMap::new(),
             tabs: 1,
+            rejoining: false,
+            foreign: None,
             link: LinkState::Connecting,
             effects: VecDeque::new(),
         }
@@ -248,9 +295,7 @@ impl Tabs {
 
     /// Joins: says hello and asks for the lock.
     pub fn start(&mut self) {
-        self.broadcast(TabMessage::Hello {
-            config: self.config.clone(),
-        });
+        self.hello();
         self.effects.push_back(Effect::TryLock);
     }
 
@@ -289,7 +334,7 @@ impl Tabs {
         self.outbox.push_back((n, frame.clone()));
         Ok(match self.role {
             Role::Leader if self.catching_up.is_none() => {
-                self.accept(self.me.clone(), n, frame);
+                self.accept(self.me, n, frame);
                 TabSend::Sent
             }
             // Catching up: handed over once the lead is taken.
@@ -315,7 +360,7 @@ impl Tabs {
             self.broadcast(TabMessage::Bye);
             // A leader still catching up has no socket yet.
             if self.role == Role::Leader && self.catching_up.is_none() {
-                let call = if self.members.is_empty() {
+                let call = if self.tabs <= 1 {
                     SocketCall::Close
                 } else {
                     SocketCall::Release
@@ -338,7 +383,16 @@ impl Tabs {
         match input {
             Input::LockAcquired => {
                 self.lock = Lock::Held;
-                self.lead(now);
+                match self.foreign {
+                    None => self.lead(now),
+                    // Leading now would only hand the connection to no one.
+                    // The grant may overtake our leader's last acceptances
+                    // and its `Disband`: we go alone at that word, not now.
+                    Some(_) if self.leader.is_some() => {
+                        self.effects.push_back(Effect::ReleaseLock);
+                    }
+                    Some(version) => self.go_alone(TabEvent::OtherWire { version }),
+                }
             }
             Input::LockBusy => {
                 self.lock = Lock::Busy(now);
@@ -346,6 +400,12 @@ impl Tabs {
                     self.request_lock();
                 }
             }
+            Input::Posted(text) => match Envelope::from_json(&text) {
+                Ok(envelope) => self.channel(envelope, now),
+                Err(WireError::OtherVersion { version }) => self.other_wire(version),
+                // Noise (another app's posts, a broken one): nothing to act on.
+                Err(_) => {}
+            },
             Input::Channel(envelope) => self.channel(envelope, now),
             Input::Tick => self.tick(now),
             Input::Unsupported => self.go_alone(TabEvent::Unsupported),
@@ -359,7 +419,7 @@ impl Tabs {
     pub(super) fn broadcast(&mut self, body: TabMessage) {
         self.effects.push_back(Effect::Broadcast(Envelope {
             v: TAB_PROTOCOL,
-            from: self.me.clone(),
+            from: self.me,
             body,
         }));
     }
@@ -394,46 +454,12 @@ impl Tabs {
         self.shared.accepted.get(tab).copied().unwrap_or(0)
     }
 
-    pub(super) fn go_alone(&mut self, why: TabEvent) {
-        let was_leader = self.role == Role::Leader;
-        if was_leader {
-            // Never: the leader's config governs. Kept total for safety.
-            return;
-        }
-        let unsent = self.take_unaccepted();
-        if why != TabEvent::Unsupported {
-            self.broadcast(TabMessage::Bye);
-        }
-        self.effects.push_back(Effect::ReleaseLock);
-        self.role = Role::Alone;
-        self.leader = None;
-        self.outbox.clear();
-        self.outbox_bytes = 0;
-        self.deliver(why);
-        self.role_changed();
-        self.effects.push_back(Effect::GoAlone { unsent });
-    }
-
     /// Lines up for the lock, once.
     pub(super) fn request_lock(&mut self) {
         if matches!(self.lock, Lock::Busy(_)) {
             self.lock = Lock::Requested;
             self.effects.push_back(Effect::RequestLock);
         }
-    }
-
-    pub(super) fn tabs_now(&self) -> usize {
-        self.members.len() + 1
-    }
-
-    pub(super) fn announce(&mut self) {
-        self.broadcast(TabMessage::Leader {
-            epoch: self.epoch,
-            config: self.config.clone(),
-            shared: self.shared.clone(),
-            tabs: self.tabs,
-            state: self.link,
-        });
     }
 
     /// Delivers an inbound message unless its seq was delivered; whether it was new.
@@ -448,55 +474,17 @@ impl Tabs {
         true
     }
 
-    fn tick(&mut self, now: f64) {
-        self.broadcast(TabMessage::Heartbeat);
-        match self.role {
-            Role::Leader => {
-                if let Some((_, since)) = &self.catching_up
-                    && now - *since > SILENCE_MS
-                {
-                    // The previous leader died without a word: go on.
-                    self.take_over();
-                }
-                let before = self.members.len();
-                self.members.retain(|_, heard| now - *heard <= SILENCE_MS);
-                if self.members.len() != before {
-                    self.members_changed();
-                }
-            }
-            _ => {
-                if let Lock::Busy(since) = self.lock
-                    && now - since > SILENCE_MS
-                {
-                    // No leader answered: line up all the same (best effort).
-                    self.request_lock();
-                }
-                if let Some((_, heard)) = &self.leader
-                    && now - *heard > SILENCE_MS
-                {
-                    self.leader = None;
-                    self.effects.push_back(Effect::StealLock);
-                }
-            }
-        }
-    }
-
-    fn members_changed(&mut self) {
-        self.tabs = self.tabs_now();
-        self.broadcast(TabMessage::Status {
-            state: self.link,
-            tabs: self.tabs,
-        });
-        self.role_changed();
-    }
-
     fn channel(&mut self, envelope: Envelope, now: f64) {
         let Envelope { v, from, body } = envelope;
         if v != TAB_PROTOCOL || from == self.me {
             return;
         }
+        self.heard(&from, &body, now);
         if self.role == Role::Leader {
             self.as_leader(from, body, now);
+            if self.role == Role::Leader && self.catching_up.is_none() {
+                self.recount(now);
+            }
         } else {
             self.as_follower(from, body, now);
         }

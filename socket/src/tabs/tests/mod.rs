@@ -6,6 +6,7 @@
 //! | `mod.rs` | helpers: tabs, effects, relaying between two tabs |
 //! | `tabs.rs` | one leader: the election, forwarding, a follower's queue, configs, counting, closing |
 //! | `handoff.rs` | the next leader: resuming with every tab's window, catch-up, stolen locks, failed resumes |
+//! | `validation.rs` | what a tab hears is checked: claims, replicas, sends, bounds, rejoining, other wire versions |
 //! | `sim.rs` | several tabs and a reliable server simulated with leaders closed mid-stream |
 
 use super::*;
@@ -13,14 +14,20 @@ use super::*;
 mod handoff;
 mod sim;
 mod tabs;
+mod validation;
 use crate::config::Config;
 
 fn config(reliable: bool) -> Config {
     Config::new("ws://127.0.0.1:1/ws").with_reliable(reliable)
 }
 
+/// A tab's id from a readable name (FNV-1a: distinct for the few names
+/// the tests use, and never what a test means by another).
 fn id(name: &str) -> TabId {
-    TabId(name.into())
+    let hash = name.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    TabId(hash)
 }
 
 fn drain(tab: &mut Tabs) -> Vec<Effect> {

@@ -4,7 +4,7 @@
 use super::*;
 
 #[test]
-fn envelopes_round_trip_and_other_versions_are_ignored() {
+fn envelopes_round_trip_and_other_versions_are_told_from_noise() {
     let env = Envelope {
         v: TAB_PROTOCOL,
         from: id("a"),
@@ -14,10 +14,40 @@ fn envelopes_round_trip_and_other_versions_are_ignored() {
         },
     };
     let json = env.to_json();
-    assert_eq!(Envelope::from_json(&json), Some(env.clone()));
-    let other = Envelope { v: 2, ..env };
-    assert_eq!(Envelope::from_json(&other.to_json()), None);
-    assert_eq!(Envelope::from_json("not json"), None);
+    assert_eq!(Envelope::from_json(&json), Ok(env.clone()));
+    let other = Envelope { v: 7, ..env };
+    assert_eq!(
+        Envelope::from_json(&other.to_json()),
+        Err(WireError::OtherVersion { version: 7 })
+    );
+    // What the previous build (version 1) posts, verbatim.
+    let v1 = r#"{"v":1,"from":"123","body":{"type":"hello","config":{"url":"ws://x/ws","reliable":true,"token":false}}}"#;
+    assert_eq!(
+        Envelope::from_json(v1),
+        Err(WireError::OtherVersion { version: 1 })
+    );
+    // A build before any version field.
+    let v0 = r#"{"from":"123","body":{"type":"heartbeat"}}"#;
+    assert_eq!(
+        Envelope::from_json(v0),
+        Err(WireError::OtherVersion { version: 0 })
+    );
+    // Noise, and out-of-range values in this version: malformed, ignored.
+    for noise in [
+        "not json",
+        "[1,2]",
+        r#"{"hello":"world"}"#,
+        r#"{"v":-1,"from":"a","body":{"type":"bye"}}"#,
+        r#"{"v":2,"from":"a","body":{"type":"send","n":-3,"frame":{"kind":"text","data":"x"}}}"#,
+        r#"{"v":2,"from":"a","body":{"type":"send","n":18446744073709551616,"frame":{"kind":"text","data":"x"}}}"#,
+        r#"{"v":2,"from":"a","body":{"type":"unknown"}}"#,
+    ] {
+        assert_eq!(
+            Envelope::from_json(noise),
+            Err(WireError::Malformed),
+            "{noise}"
+        );
+    }
 }
 
 #[test]
@@ -166,6 +196,34 @@ fn a_follower_queues_while_no_leader_exists_with_its_limits_and_resends_in_order
         })
         .collect();
     assert_eq!(sends, [(1, text("a")), (2, text("bb")), (3, text("ccc"))]);
+    // l never heard f's hello (posted before l existed): it takes nothing
+    // from f and asks it to rejoin; f says hello once, however often asked.
+    relay(&resent, &mut l, 1.0);
+    let answer = drain(&mut l);
+    assert!(
+        calls(&answer).is_empty(),
+        "nothing taken from an unknown tab"
+    );
+    let rejoin = TabMessage::Rejoin { tab: id("f") };
+    assert_eq!(bodies(&answer), vec![rejoin; 4], "three sends, a heartbeat");
+    relay(&answer, &mut f, 1.0);
+    let hello = drain(&mut f);
+    assert!(
+        matches!(bodies(&hello)[..], [TabMessage::Hello { next: 1, .. }]),
+        "{hello:?}"
+    );
+    relay(&hello, &mut l, 1.0);
+    let announce = drain(&mut l);
+    relay(&announce, &mut f, 1.0);
+    let resent = bodies(&drain(&mut f));
+    assert_eq!(
+        resent
+            .iter()
+            .filter(|b| matches!(b, TabMessage::Send { .. }))
+            .count(),
+        3,
+        "resent on the announcement that names f"
+    );
 
     // The leader takes each once, in order: a duplicate is dropped, and a
     // message past a hole waits for the resend.

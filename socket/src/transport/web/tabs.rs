@@ -15,7 +15,9 @@
 //!
 //! The leader's driver has no queue bound of its own: what it holds was
 //! bounded in the tab that sent it (each tab's queue capacity and byte
-//! limit), and the coordinator counts on every accepted message reaching it.
+//! limit) and by the coordinator for each tab (it refuses past its own
+//! bound, and binary frames in reliable mode, before they reach the
+//! driver), and the coordinator counts on every accepted message reaching it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -64,7 +66,7 @@ impl TabsPart {
     /// The coordinator of tab `tab_id` for `config` (not started).
     pub(super) fn new(tab_id: u32, config: &Config) -> Self {
         Self {
-            coordinator: RefCell::new(Tabs::new(crate::tabs::TabId(tab_id.to_string()), config)),
+            coordinator: RefCell::new(Tabs::new(crate::tabs::TabId(tab_id), config)),
             inputs: RefCell::default(),
             io: RefCell::new(None),
             adapter: RefCell::default(),
@@ -361,10 +363,15 @@ impl Shared {
                 tabs.alone.set(true);
                 let io = tabs.io.borrow_mut().take();
                 drop(io);
+                // A leader keeps the socket it drives (with the other tabs'
+                // messages it accepted) as its own.
+                let driving = std::mem::take(&mut tabs.adapter.borrow_mut().driving);
                 let hook = self.open_hook.borrow().is_some();
                 let mut driver = self.driver.borrow_mut();
-                driver.set_open_hook(hook);
-                driver.start(now_ms());
+                if !driving {
+                    driver.set_open_hook(hook);
+                    driver.start(now_ms());
+                }
                 let refused: Vec<Message> = unsent
                     .into_iter()
                     .filter_map(|frame| driver.send(frame).err()?.into_message())

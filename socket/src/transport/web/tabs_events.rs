@@ -1,7 +1,7 @@
 //! Sharing across tabs: the coordinator's words as the app's, and back.
 
 use super::glue::Shared;
-use crate::message::{Event, Message, NotShared, State, TabRole};
+use crate::message::{DropReason, Event, Message, NotShared, State, TabRole};
 use crate::tabs::{LinkState, Role, TabEvent};
 
 pub(super) fn link_of(state: State) -> LinkState {
@@ -56,6 +56,11 @@ impl Shared {
                 leader_url: leader.url,
             }),
             TabEvent::Unsupported => Event::NotShared(NotShared::Unsupported),
+            TabEvent::OtherWire { version } => Event::NotShared(NotShared::OtherWire { version }),
+            TabEvent::Refused { frame, .. } => Event::Dropped {
+                message: frame.into(),
+                reason: DropReason::RefusedByLeader,
+            },
         };
         self.dispatcher.emit([event]);
     }

@@ -80,12 +80,10 @@ impl TabsIo {
         let on_message = {
             let report = report.clone();
             Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
-                let envelope = event
-                    .data()
-                    .as_string()
-                    .and_then(|t| Envelope::from_json(&t));
-                if let Some(envelope) = envelope {
-                    report(Input::Channel(envelope));
+                // Parsed by the coordinator, which tells another wire
+                // version from noise; every tab posts strings.
+                if let Some(text) = event.data().as_string() {
+                    report(Input::Posted(text));
                 }
             })
         };
