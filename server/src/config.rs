@@ -180,6 +180,13 @@ pub struct Config {
     #[arg(long, env = "JWT_LEEWAY", default_value = "5s", value_parser = parse_duration, global = true)]
     pub jwt_leeway: Duration,
 
+    /// Token mode: a token whose `exp` is further than this from now is
+    /// refused (4401 `token lifetime too long` at connect, `bad_token` at a
+    /// refresh): keep tokens short-lived, they are not revoked. `0` turns
+    /// the bound off.
+    #[arg(long, env = "JWT_MAX_LIFETIME", default_value = "24h", value_parser = parse_duration, global = true)]
+    pub jwt_max_lifetime: Duration,
+
     /// Bearer token of the admin API under /api; without one the API answers 403.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -310,7 +317,8 @@ impl Config {
     /// Two keys, an unreadable or unusable key, `--jwt-issuer` or
     /// `--jwt-audience` without a key, `--allow-client-ids` with a key.
     pub fn verifier(&self) -> Result<Option<auth::Verifier>, auth::ConfigError> {
-        let mut checks = auth::Checks::new(self.jwt_leeway);
+        let mut checks = auth::Checks::new(self.jwt_leeway)
+            .with_max_lifetime((!self.jwt_max_lifetime.is_zero()).then_some(self.jwt_max_lifetime));
         checks.issuer.clone_from(&self.jwt_issuer);
         checks.audience.clone_from(&self.jwt_audience);
         let verifier = match (self.secret()?, &self.jwt_public_key) {
@@ -467,6 +475,7 @@ mod tests {
         assert_eq!(config.max_push_size, 64 * 1024);
         assert_eq!(config.max_burst, 1_000_000);
         assert!(config.admin_token.is_none());
+        assert_eq!(config.jwt_max_lifetime, Duration::from_secs(24 * 3600));
         assert!(!config.allow_client_ids);
         let on = |args: &[&str]| {
             Config::try_parse_from(std::iter::once("server").chain(args.iter().copied()))

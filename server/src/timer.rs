@@ -20,7 +20,7 @@ use tokio::time::{Instant, Sleep};
 /// `timeout` since `last_heard`. If not, the timer is re-armed for
 /// `last_heard + timeout`.
 pub(crate) fn expired(sleep: Pin<&mut Sleep>, last_heard: Instant, timeout: Duration) -> bool {
-    let due = last_heard + timeout;
+    let due = later(last_heard, timeout);
     if due > Instant::now() {
         sleep.reset(due);
         false
@@ -54,7 +54,7 @@ pub(crate) fn due(
     if expiry.is_some_and(|at| at <= now) {
         return Due::Expired;
     }
-    let idle_at = last_heard + timeout;
+    let idle_at = later(last_heard, timeout);
     if idle_at <= now {
         return Due::Idle;
     }
@@ -67,8 +67,22 @@ pub(crate) fn first(at: Instant, expiry: Option<Instant>) -> Instant {
     expiry.map_or(at, |expiry| expiry.min(at))
 }
 
+/// How far away "never" is: about 30 years, as tokio's own far future.
+/// Every deadline is capped at it, so that none overflows an `Instant`.
+const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `at + after`, with `after` capped at about 30 years: never a panic,
+/// whatever `after` is (a token's `exp` comes from the network; a flag may
+/// say `1e12s`). `Instant + Duration` panics on overflow; this does not.
+pub(crate) fn later(at: Instant, after: Duration) -> Instant {
+    // `at + FAR` does not overflow a monotonic clock; were it to, the
+    // deadline would be `at`: a connection closed, not a task panicking.
+    at.checked_add(after.min(FAR)).unwrap_or(at)
+}
+
 /// The instant a token of `exp` (seconds since the epoch) stops being
-/// accepted with `leeway`: now, if it is past.
+/// accepted with `leeway`: now, if it is past; about 30 years from now at
+/// most, whatever `exp` says (a token with `exp` 2^62 once panicked here).
 pub(crate) fn expiry(exp: u64, leeway: Duration) -> Instant {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -76,14 +90,14 @@ pub(crate) fn expiry(exp: u64, leeway: Duration) -> Instant {
     let until = Duration::from_secs(exp)
         .saturating_add(leeway)
         .saturating_sub(since_epoch);
-    Instant::now() + until
+    later(Instant::now(), until)
 }
 
 /// An interval that first fires one period from now and skips missed
 /// ticks; `None` when `period` is zero (off).
 pub(crate) fn ticker(period: Duration) -> Option<tokio::time::Interval> {
     (!period.is_zero()).then(|| {
-        let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+        let mut interval = tokio::time::interval_at(later(Instant::now(), period), period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         interval
     })
@@ -123,6 +137,19 @@ mod tests {
         assert_eq!(sleep.deadline(), heard + timeout);
         (&mut sleep).await;
         assert_eq!(due(sleep.as_mut(), heard, timeout, later), Due::Idle);
+    }
+
+    #[test]
+    fn no_deadline_overflows() {
+        let now = Instant::now();
+        assert!(expiry(1 << 62, Duration::from_secs(5)) > now + Duration::from_secs(86_400 * 365));
+        assert!(expiry(u64::MAX, Duration::MAX) > now);
+        assert_eq!(
+            later(now, Duration::from_secs(3)),
+            now + Duration::from_secs(3)
+        );
+        assert!(later(now, Duration::MAX) > now);
+        assert!(expiry(0, Duration::ZERO) <= Instant::now());
     }
 
     #[tokio::test(start_paused = true)]

@@ -853,3 +853,80 @@ async fn after_4003_a_new_token_resumes_the_session_with_nothing_lost() {
     assert!(replay[1].1.contains("while away"), "{replay:?}");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_token_with_a_huge_exp_is_refused_and_never_panics_the_connection() {
+    // 2^62 and u64::MAX: `Instant::now() + (exp - now)` overflowed (and
+    // panicked) for an `exp` past about 2^63 seconds.
+    let huge = |sub: &str| json!({ "sub": sub, "exp": 1u64 << 62 });
+    let max = |sub: &str| json!({ "sub": sub, "exp": u64::MAX });
+    // Beyond --jwt-max-lifetime (24 h by default): 4401 at connect, and
+    // bad_token at a refresh, with the same cause.
+    let server = token_server(&[]).await;
+    refused(
+        &server,
+        Some(&hs256(&huge("alice"))),
+        "token lifetime too long",
+    )
+    .await;
+    refused(
+        &server,
+        Some(&hs256(&max("alice"))),
+        "token lifetime too long",
+    )
+    .await;
+    refused(
+        &server,
+        Some(&hs256(&claims("alice", 25 * 3600))),
+        "token lifetime too long",
+    )
+    .await;
+    let (mut ws, _) = connect_with(&server, "/ws?reliable=1", &hs256(&claims("alice", 60))).await;
+    send_text(&mut ws, &refresh(&hs256(&huge("alice")))).await;
+    match next_json(&mut ws).await {
+        ServerMessage::Error { code, message } => {
+            assert_eq!(code, shared::ErrorCode::BadToken);
+            assert!(message.contains("token lifetime too long"), "{message:?}");
+        }
+        other => panic!("expected bad_token, got {other:?}"),
+    }
+    still_served(&mut ws, 1).await;
+    server.shutdown().await.unwrap();
+
+    // With the bound off (`0`), such a token is served like any other: its
+    // deadline is far away, not an overflow, and the connection leaves the
+    // list when it closes.
+    let server = token_server(&["--jwt-max-lifetime", "0"]).await;
+    let (mut ws, welcome) = connect_with(&server, "/ws", &hs256(&max("bob"))).await;
+    assert!(
+        matches!(
+            welcome,
+            ServerMessage::Welcome {
+                exp: Some(u64::MAX),
+                ..
+            }
+        ),
+        "{welcome:?}"
+    );
+    still_served(&mut ws, 1).await;
+    let (mut other, _) = connect_with(&server, "/ws", &hs256(&claims("carol", 60))).await;
+    send_text(&mut other, &refresh(&hs256(&max("carol")))).await;
+    assert_eq!(
+        next_json(&mut other).await,
+        ServerMessage::Refreshed { exp: u64::MAX }
+    );
+    still_served(&mut other, 2).await;
+    assert_eq!(connections_of(&server, "bob").await, 1);
+    assert_eq!(connections_of(&server, "carol").await, 1);
+    ws.close(None).await.unwrap();
+    other.close(None).await.unwrap();
+    wait_until("both gone from the list", || async {
+        connections_of(&server, "bob").await + connections_of(&server, "carol").await == 0
+    })
+    .await;
+    wait_until("no connection open", || async {
+        metric(&server, "ws_connections_open").await == 0
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}

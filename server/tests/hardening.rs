@@ -1129,6 +1129,7 @@ fn every_new_flag_is_in_help() {
         "--max-push-size",
         "--max-sessions-per-ip",
         "--history-total-bytes",
+        "--jwt-max-lifetime",
     ] {
         assert!(help.contains(flag), "{flag} is not in --help");
     }

@@ -670,7 +670,8 @@ pub mod close_code {
     /// Token mode: the connection's token was refused at connect, right
     /// after the upgrade and before any `welcome`. The reason names the
     /// cause: `"missing token"`, `"invalid token"`, `"token expired"`,
-    /// `"wrong issuer"` or `"wrong audience"`. Reconnecting with the same
+    /// `"wrong issuer"`, `"wrong audience"` or `"token lifetime too long"`
+    /// (`exp` beyond the server's `--jwt-max-lifetime`). Reconnecting with the same
     /// token fails again: a client gets a new token first, or stops.
     pub const UNAUTHORIZED: u16 = 4401;
 }

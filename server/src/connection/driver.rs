@@ -96,7 +96,7 @@ where
         let mut ping_tick = ticker(config.ping_interval);
         // One timer for the idle deadline and the token's expiry (timer::due).
         let idle = tokio::time::sleep_until(crate::timer::first(
-            tokio::time::Instant::now() + config.idle_timeout,
+            crate::timer::later(tokio::time::Instant::now(), config.idle_timeout),
             self.expiry,
         ));
         tokio::pin!(idle);
@@ -131,7 +131,7 @@ where
                             if self.rearm {
                                 // A refresh: rare, so the timer may move here.
                                 self.rearm = false;
-                                let idle_at = last_heard + config.idle_timeout;
+                                let idle_at = crate::timer::later(last_heard, config.idle_timeout);
                                 idle.as_mut().reset(crate::timer::first(idle_at, self.expiry));
                             }
                         }

@@ -323,6 +323,13 @@ where
     S: Stream<Item = Result<Message, axum::Error>> + Unpin,
     K: Sink<Message> + Unpin,
 {
+    // From here on the clean-up runs however this future ends: returning,
+    // dropped, or unwinding from a panic in either half.
+    let mut registered = Registered {
+        state: &state,
+        conn: &conn,
+        finished: false,
+    };
     let (close_tx, close_rx) = oneshot::channel();
     let writer_gone = CancellationToken::new();
     // Cluster mode: the writer writes the session through to Redis before
@@ -345,8 +352,8 @@ where
         },
         driver.run(close_tx, &writer_gone),
     );
-    state.registry.remove(&conn.client_id, conn.number);
-    state.metrics.connections_open.fetch_sub(1, Relaxed);
+    registered.finished = true;
+    drop(registered);
     tracing::info!(
         id = %logsafe::escape(&conn.client_id),
         user = conn.user.as_deref().map(logsafe::escape).map(tracing::field::display),
@@ -359,6 +366,36 @@ where
         "disconnect"
     );
     end
+}
+
+/// A registered connection's clean-up, run on drop: out of the registry
+/// (and so of the cluster's list) and out of `connections_open`. A guard,
+/// not lines at the end of [`serve`]: a panic in the connection's task
+/// drops its future without running them, and left a ghost client listed.
+struct Registered<'a> {
+    state: &'a AppState,
+    conn: &'a Conn,
+    /// [`serve`] reached its end; otherwise the drop says so in the log.
+    finished: bool,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        let Self {
+            state,
+            conn,
+            finished,
+        } = self;
+        state.registry.remove(&conn.client_id, conn.number);
+        state.metrics.connections_open.fetch_sub(1, Relaxed);
+        if !*finished {
+            tracing::error!(
+                id = %logsafe::escape(&conn.client_id),
+                remote = %conn.remote_addr,
+                "connection task ended before its end (a panic, or the runtime stopped): cleaned up"
+            );
+        }
+    }
 }
 
 #[cfg(test)]
