@@ -87,7 +87,7 @@ async fn a_chosen_client_id_is_closed_with_1008_without_the_flag() {
 // ---- token mode ----
 
 const SECRET: &str = "integration-test secret, long enough";
-const ADMIN: &str = "admin-s3cret";
+const ADMIN: &str = "auth-test-admin-s3cret";
 
 /// A server in token mode (HS256 with [`SECRET`], no leeway) with the admin
 /// API, plus `extra` flags.

@@ -18,7 +18,7 @@ use serde_json::Value;
 use shared::ServerMessage;
 use testbed::RedisServer;
 
-const ADMIN: &str = "cluster-admin";
+const ADMIN: &str = "cluster-admin-token";
 const SECRET: &str = "cluster test secret, long enough";
 /// The node TTL of these tests (`--cluster-node-ttl`): a dead node leaves
 /// the list within it. 3 s leaves a frozen node listed long enough for two

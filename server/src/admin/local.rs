@@ -13,15 +13,18 @@ use serde::Deserialize;
 use serde_json::json;
 use shared::{PushEncoder, close_code};
 
+use super::lockout::Lockout;
 use crate::auth;
 use crate::cluster::{Answer, Command};
 use crate::registry::{CloseRequest, PushOutcome, millis};
 use crate::reliable::{Outgoing, SessionStore, To, Unwritten};
 use crate::state::AppState;
 
-/// Rejects requests without the right bearer token.
+/// Rejects requests without the right bearer token; an address that
+/// failed too often lately gets 429 with `Retry-After` ([`super::lockout`]).
 pub async fn require_token(
-    State(state): State<AppState>,
+    State((state, lockout)): State<(AppState, Arc<Lockout>)>,
+    crate::peer::ClientAddr(client): crate::peer::ClientAddr,
     request: Request,
     next: Next,
 ) -> Response {
@@ -32,11 +35,22 @@ pub async fn require_token(
         )
             .into_response();
     };
+    let now = Instant::now();
+    if let Some(wait) = lockout.locked(client.ip(), now) {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, seconds.to_string())],
+            "too many failed authentications from this address: try again later",
+        )
+            .into_response();
+    }
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if !auth::bearer_matches(given, expected) {
+        lockout.failed(client.ip(), now);
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
