@@ -278,7 +278,25 @@ pub async fn kick_user(state: &AppState, user: &str, request: &CloseRequest) -> 
     }
     let code = request.code;
     let closed = state.registry.kick_user(user, request);
+    // Cluster mode: the Redis store answers 0 sessions ended when Redis
+    // fails, which read as "no such user" (404) while the sessions stayed
+    // resumable. Every failed Redis command of the node is counted, so a
+    // count that moved meanwhile says the store may not have ended them:
+    // 503, and the retry ends them (another command's failure at the same
+    // moment also gives a 503, which a retry answers; never a false 404).
+    let errors_before = state.cluster.as_ref().map(|node| node.redis_errors());
     let sessions = state.reliable.end_user(user).await;
+    if let (Some(node), Some(before)) = (&state.cluster, errors_before)
+        && node.redis_errors() != before
+    {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the session store did not answer: {closed} connection(s) closed here, \
+                 but the user's reliable sessions may still be resumable; retry"
+            ),
+        );
+    }
     if closed == 0 && sessions == 0 {
         return no_user(user);
     }

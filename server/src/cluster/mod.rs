@@ -266,6 +266,12 @@ impl Node {
         self.down.load(Relaxed)
     }
 
+    /// Redis commands of this node that failed or timed out so far (the
+    /// `ws_cluster_redis_errors_total` metric).
+    pub fn redis_errors(&self) -> u64 {
+        self.redis_errors.load(Relaxed)
+    }
+
     /// Fails fast while Redis is known to be down.
     pub fn check_up(&self) -> Result<(), ClusterError> {
         if self.is_up() {
