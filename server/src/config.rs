@@ -190,6 +190,13 @@ pub struct Config {
     #[arg(long, env = "JWT_MAX_LIFETIME", default_value = "24h", value_parser = parse_duration, global = true)]
     pub jwt_max_lifetime: Duration,
 
+    /// Token mode: at most one `refresh` per connection per this long; one
+    /// sooner gets `error` `rate_limited` (unchecked), and three refused or
+    /// rate-limited refreshes in a row close the connection with 4401. `0`
+    /// turns the rate limit off (three refused in a row still close).
+    #[arg(long, env = "SERVER_REFRESH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub refresh_interval: Duration,
+
     /// Bearer token of the admin API under /api, at least 16 bytes (a
     /// shorter one is refused at start-up); without one the API answers
     /// 403. An address with 10 failed authentications within 10 s gets 429
@@ -499,6 +506,7 @@ mod tests {
         assert_eq!(config.max_burst, 1_000_000);
         assert!(config.admin_token.is_none());
         assert_eq!(config.jwt_max_lifetime, Duration::from_secs(24 * 3600));
+        assert_eq!(config.refresh_interval, Duration::from_secs(5));
         assert!(!config.allow_client_ids);
         let on = |args: &[&str]| {
             Config::try_parse_from(std::iter::once("server").chain(args.iter().copied()))

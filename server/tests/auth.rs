@@ -9,6 +9,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::*;
+use futures_util::SinkExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use server::auth::unix_now;
@@ -478,7 +479,8 @@ async fn an_in_band_refresh_extends_the_connection_unnumbered() {
 
 #[tokio::test]
 async fn a_refused_refresh_gets_bad_token_and_the_connection_ends_at_its_exp() {
-    let server = token_server(&[]).await;
+    // Every refresh checked (no rate limit), so that each cause is seen.
+    let server = token_server(&["--refresh-interval", "0"]).await;
     let short = claims("alice", 3);
     let exp = short["exp"].as_u64().unwrap();
     let (mut ws, _) = connect_with(&server, "/ws", &hs256(&short)).await;
@@ -487,12 +489,22 @@ async fn a_refused_refresh_gets_bad_token_and_the_connection_ends_at_its_exp() {
         &EncodingKey::from_secret(b"someone else's secret"),
         &claims("alice", 60),
     );
-    for (token, says) in [
+    for (i, (token, says)) in [
         (hs256(&claims("mallory", 60)), "another user"),
         (other_key, "invalid token"),
         (hs256(&claims("alice", -10)), "token expired"),
         ("garbage".to_owned(), "invalid token"),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i == 2 {
+            // Three refused in a row would close the connection (4401):
+            // the same token again, accepted, starts the count over
+            // without moving exp.
+            send_text(&mut ws, &refresh(&hs256(&short))).await;
+            assert_eq!(next_json(&mut ws).await, ServerMessage::Refreshed { exp });
+        }
         send_text(&mut ws, &refresh(&token)).await;
         match next_json(&mut ws).await {
             ServerMessage::Error { code, message } => {
@@ -760,6 +772,7 @@ impl std::io::Write for Capture {
 
 #[tokio::test]
 async fn tokens_are_never_logged() {
+    // (With the refresh rate limit off, so that the bad token is checked.)
     // The test's runtime runs on this thread, the server's tasks included:
     // a thread-local subscriber sees every line the server logs.
     let capture = Capture::default();
@@ -770,7 +783,7 @@ async fn tokens_are_never_logged() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let server = token_server(&[]).await;
+    let server = token_server(&["--refresh-interval", "0"]).await;
     let good = hs256(&claims("erin", 3600));
     let fresh = hs256(&claims("erin", 7200));
     let bad = sign(
@@ -929,4 +942,114 @@ async fn a_token_with_a_huge_exp_is_refused_and_never_panics_the_connection() {
     })
     .await;
     server.shutdown().await.unwrap();
+}
+
+/// Reads the `error` answer of a refresh and returns its code.
+async fn refresh_error(ws: &mut Ws) -> shared::ErrorCode {
+    match next_json(ws).await {
+        ServerMessage::Error { code, .. } => code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn refreshes_are_rate_limited_and_three_bad_ones_in_a_row_close_with_4401() {
+    use shared::ErrorCode::{BadToken, RateLimited};
+    let server = token_server(&[]).await;
+    let token = hs256(&claims("alice", 60));
+    let expect_4401 = |frame: Option<CloseFrame>| {
+        let frame = frame.expect("a close frame");
+        assert_eq!(
+            (u16::from(frame.code), frame.reason.as_str()),
+            (close_code::UNAUTHORIZED, "too many bad refreshes")
+        );
+    };
+    // One refresh per --refresh-interval (5 s): the next ones, valid or
+    // not, are rate_limited without being checked; the third in a row closes.
+    let (mut ws, _) = connect_with(&server, "/ws?reliable=1", &token).await;
+    send_text(&mut ws, &refresh(&token)).await;
+    assert!(matches!(
+        next_json(&mut ws).await,
+        ServerMessage::Refreshed { .. }
+    ));
+    for _ in 0..3 {
+        send_text(&mut ws, &refresh(&token)).await;
+        assert_eq!(refresh_error(&mut ws).await, RateLimited);
+    }
+    expect_4401(expect_close(&mut ws).await);
+
+    // The flood of the issue: 200 bogus refreshes at once get three answers
+    // (one checked, two rate_limited), then 4401.
+    let (mut ws, _) = connect_with(&server, "/ws", &token).await;
+    for _ in 0..200 {
+        ws.feed(Message::text(refresh("garbage"))).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    assert_eq!(refresh_error(&mut ws).await, BadToken);
+    assert_eq!(refresh_error(&mut ws).await, RateLimited);
+    assert_eq!(refresh_error(&mut ws).await, RateLimited);
+    expect_4401(expect_close(&mut ws).await);
+    wait_until("both closed connections gone", || async {
+        connections_of(&server, "alice").await == 0
+    })
+    .await;
+    server.shutdown().await.unwrap();
+
+    // Without the rate limit, three refused in a row still close; one
+    // accepted between them starts the count over.
+    let server = token_server(&["--refresh-interval", "0"]).await;
+    let (mut ws, _) = connect_with(&server, "/ws", &token).await;
+    for round in 0..3 {
+        for _ in 0..2 {
+            send_text(&mut ws, &refresh("garbage")).await;
+            assert_eq!(refresh_error(&mut ws).await, BadToken, "round {round}");
+        }
+        send_text(&mut ws, &refresh(&token)).await;
+        assert!(matches!(
+            next_json(&mut ws).await,
+            ServerMessage::Refreshed { .. }
+        ));
+    }
+    for _ in 0..3 {
+        send_text(&mut ws, &refresh("garbage")).await;
+        assert_eq!(refresh_error(&mut ws).await, BadToken);
+    }
+    expect_4401(expect_close(&mut ws).await);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn refused_refreshes_are_logged_at_most_once_a_minute_per_connection() {
+    // As in tokens_are_never_logged: the server's tasks run on this
+    // thread, so a thread-local subscriber sees its lines.
+    let capture = Capture::default();
+    let sink = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = token_server(&["--refresh-interval", "0"]).await;
+    let token = hs256(&claims("alice", 60));
+    let (mut ws, _) = connect_with(&server, "/ws", &token).await;
+    // Ten refused, never three in a row (the connection stays open).
+    for _ in 0..5 {
+        for _ in 0..2 {
+            send_text(&mut ws, &refresh("garbage")).await;
+            assert_eq!(refresh_error(&mut ws).await, shared::ErrorCode::BadToken);
+        }
+        send_text(&mut ws, &refresh(&token)).await;
+        assert!(matches!(
+            next_json(&mut ws).await,
+            ServerMessage::Refreshed { .. }
+        ));
+    }
+    still_served(&mut ws, 1).await;
+    server.shutdown().await.unwrap();
+    let logged = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        logged.matches("refused a token refresh").count(),
+        1,
+        "one line for ten refusals:\n{logged}"
+    );
 }

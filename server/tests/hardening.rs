@@ -1133,6 +1133,7 @@ fn every_new_flag_is_in_help() {
         "--max-sessions-per-ip",
         "--history-total-bytes",
         "--jwt-max-lifetime",
+        "--refresh-interval",
     ] {
         assert!(help.contains(flag), "{flag} is not in --help");
     }
