@@ -9,7 +9,10 @@
 //! the new deadline in the second case. The timer moves at most once per
 //! `--idle-timeout`, whatever the traffic. In token mode the same timer
 //! also serves the token's expiry ([`due`]): it fires at the earlier of the
-//! two deadlines, and a refresh (rare) re-arms it.
+//! two deadlines, and a refresh (rare) re-arms it. The timer is not the
+//! only check: the connection's loop, biased towards the stream, would not
+//! poll it under a flood of frames, so every turn of the loop also asks
+//! [`overdue`] (a clock read).
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -50,16 +53,33 @@ pub(crate) fn due(
     timeout: Duration,
     expiry: Option<Instant>,
 ) -> Due {
-    let now = Instant::now();
+    match overdue(Instant::now(), last_heard, timeout, expiry) {
+        Due::NotYet => {
+            sleep.reset(first(later(last_heard, timeout), expiry));
+            Due::NotYet
+        }
+        passed => passed,
+    }
+}
+
+/// Which deadline passed at `now`, if any: the token's expiry first, then
+/// the idle one. The timer alone is not enough: a `select!` biased towards
+/// the stream never polls it while frames keep coming (a flood of pongs),
+/// so the connection's loop also asks this, whatever branch woke it; a
+/// clock read, no timer touched.
+pub(crate) fn overdue(
+    now: Instant,
+    last_heard: Instant,
+    timeout: Duration,
+    expiry: Option<Instant>,
+) -> Due {
     if expiry.is_some_and(|at| at <= now) {
-        return Due::Expired;
+        Due::Expired
+    } else if later(last_heard, timeout) <= now {
+        Due::Idle
+    } else {
+        Due::NotYet
     }
-    let idle_at = later(last_heard, timeout);
-    if idle_at <= now {
-        return Due::Idle;
-    }
-    sleep.reset(first(idle_at, expiry));
-    Due::NotYet
 }
 
 /// The earlier of `at` and `expiry`.
@@ -137,6 +157,20 @@ mod tests {
         assert_eq!(sleep.deadline(), heard + timeout);
         (&mut sleep).await;
         assert_eq!(due(sleep.as_mut(), heard, timeout, later), Due::Idle);
+    }
+
+    #[test]
+    fn overdue_says_which_deadline_passed() {
+        let start = Instant::now();
+        let timeout = Duration::from_secs(30);
+        let at = |secs| start + Duration::from_secs(secs);
+        let expiry = Some(at(10));
+        assert_eq!(overdue(at(9), start, timeout, expiry), Due::NotYet);
+        assert_eq!(overdue(at(10), start, timeout, expiry), Due::Expired);
+        assert_eq!(overdue(at(30), start, timeout, None), Due::Idle);
+        assert_eq!(overdue(at(30), at(1), timeout, None), Due::NotYet);
+        // Both passed: the token's expiry is the one reported.
+        assert_eq!(overdue(at(40), start, timeout, expiry), Due::Expired);
     }
 
     #[test]

@@ -1053,3 +1053,56 @@ async fn refused_refreshes_are_logged_at_most_once_a_minute_per_connection() {
         "one line for ten refusals:\n{logged}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_keeps_the_read_side_busy_is_still_closed_with_4003_at_exp() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::MaybeTlsStream;
+    let server = token_server(&[]).await;
+    let short = claims("alice", 3);
+    let exp = short["exp"].as_u64().unwrap();
+    let (ws, _) = connect_with(&server, "/ws", &hs256(&short)).await;
+    // Down to the socket: after the welcome the server sends nothing until
+    // its close frame (pings and pushes are off), so raw frames are enough.
+    let MaybeTlsStream::Plain(tcp) = ws.into_inner() else {
+        panic!("a plain TCP connection")
+    };
+    let (mut read, mut write) = tcp.into_split();
+    // Empty masked pongs, 4096 to a write, without any pause: the
+    // connection's reads always find a frame ready.
+    let flood = tokio::spawn(async move {
+        let frames = [0x8a, 0x80, 1, 2, 3, 4].repeat(4096);
+        let mut sent = 0u64;
+        while write.write_all(&frames).await.is_ok() {
+            sent += 4096;
+        }
+        sent
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    let wait = std::time::Duration::from_secs(exp.saturating_sub(unix_now()) + 10);
+    let frame = tokio::time::timeout(wait, async {
+        while got.len() < 4 {
+            let n = read.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection ended without a close frame");
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    })
+    .await
+    .expect("a close frame while the client floods");
+    let arrived = unix_now();
+    assert_eq!(frame[0], 0x88, "a close frame: {frame:?}");
+    assert_eq!(
+        u16::from_be_bytes([frame[2], frame[3]]),
+        close_code::TOKEN_EXPIRED
+    );
+    assert!(
+        arrived <= exp + 2,
+        "4003 came at exp + {} s",
+        arrived.saturating_sub(exp)
+    );
+    let sent = flood.await.unwrap();
+    assert!(sent > 10_000, "the flood kept up: {sent} pongs");
+    server.shutdown().await.unwrap();
+}

@@ -1,6 +1,7 @@
 //! The driver: reads frames and dispatches each client message in ONE place
 //! for both modes, ticks the timed pushes and pings, watches the idle
-//! deadline and in token mode the token's expiry (one timer for both),
+//! deadline and in token mode the token's expiry (one timer for both, and
+//! both checked at every turn of the loop, whatever woke it),
 //! in-band token refreshes, kicks, takeovers and shutdown. Generic over the stream it reads,
 //! so it runs on in-memory channels in the unit tests.
 //!
@@ -122,6 +123,23 @@ where
         let burst_outbound = self.outbound.clone();
 
         let end = loop {
+            // Every deadline, whatever branch woke the loop: the select is
+            // biased towards the stream, so under a flood of frames its
+            // timer branch is never polled (a client that never stops
+            // sending pongs was never closed at its token's exp).
+            match crate::timer::overdue(
+                tokio::time::Instant::now(),
+                last_heard,
+                config.idle_timeout,
+                self.expiry,
+            ) {
+                Due::NotYet => {}
+                Due::Idle => {
+                    tracing::info!("closing an idle connection after {:?}", config.idle_timeout);
+                    break End::idle();
+                }
+                Due::Expired => break End::token_expired(),
+            }
             tokio::select! {
                 biased;
                 () = &mut shutting_down => break End::shutdown(),
