@@ -428,11 +428,18 @@ impl Config {
     }
 }
 
-/// Parses `250ms`, `1s`, `2m`, `1h`, `1.5s` or a bare number of seconds.
+/// The longest duration a flag takes: 100 years. Deadlines are `now` plus
+/// a flag (`--handshake-timeout`, `--keepalive-timeout`, ...), and `Instant`
+/// plus about 2^63 seconds overflows: such a flag panicked the first
+/// connection that armed it. Far beyond any useful setting.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Parses `250ms`, `1s`, `2m`, `1h`, `1.5s` or a bare number of seconds, at
+/// most [`MAX_DURATION`].
 ///
 /// # Errors
 ///
-/// A message naming the accepted forms.
+/// A message naming the accepted forms, or the bound.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -453,7 +460,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Duration::try_from_secs_f64(seconds).map_err(|err| format!("{text:?}: {err}"))
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(duration) if duration <= MAX_DURATION => Ok(duration),
+        Ok(_) => Err(format!("{text:?} is too long: at most 100 years (876000h)")),
+        Err(err) => Err(format!("{text:?}: {err}")),
+    }
 }
 
 /// A network in CIDR notation, or one address (a /32 or /128).
@@ -489,6 +500,9 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("1d").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("876000h"), Ok(MAX_DURATION));
+        assert!(parse_duration("876001h").is_err());
+        assert!(parse_duration("10000000000000000000").is_err());
     }
 
     #[test]

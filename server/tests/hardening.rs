@@ -1560,3 +1560,27 @@ async fn failed_admin_authentications_are_rate_limited_per_address() {
     assert_eq!(admin_get(&server, ADMIN, other).await, (200, None));
     server.shutdown().await.unwrap();
 }
+
+// -------------------------------------------- issue 25, item 5: flags as deadlines
+
+#[test]
+fn a_duration_flag_too_long_for_a_deadline_is_refused_at_start() {
+    // `now + 10^19 s` overflows an Instant: the first connection to arm
+    // this deadline panicked. Refused with a clear error instead.
+    for flag in [
+        "--handshake-timeout",
+        "--keepalive-timeout",
+        "--body-timeout",
+        "--idle-timeout",
+        "--write-timeout",
+        "--session-ttl",
+        "--cluster-command-timeout",
+    ] {
+        let err = testbed::quiet_config(&[flag, "10000000000000000000"]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("at most 100 years"),
+            "{flag}: {err:#}"
+        );
+        testbed::quiet_config(&[flag, "876000h"]).unwrap();
+    }
+}
