@@ -328,6 +328,10 @@ where
     let mut registered = Registered {
         state: &state,
         conn: &conn,
+        session: match &mode {
+            Mode::Reliable(link) => Some(link.slot()),
+            Mode::Plain { .. } => None,
+        },
         finished: false,
     };
     let (close_tx, close_rx) = oneshot::channel();
@@ -369,13 +373,18 @@ where
 }
 
 /// A registered connection's clean-up, run on drop: out of the registry
-/// (and so of the cluster's list) and out of `connections_open`. A guard,
-/// not lines at the end of [`serve`]: a panic in the connection's task
-/// drops its future without running them, and left a ghost client listed.
+/// (and so of the cluster's list) and out of `connections_open`; if it
+/// did not reach its end, its reliable session detached too. A guard, not
+/// lines at the end of [`serve`]: a panic in the connection's task drops
+/// its future without running them, and left a ghost client listed and its
+/// session attached for ever (holding a `--max-sessions` slot).
 struct Registered<'a> {
     state: &'a AppState,
     conn: &'a Conn,
-    /// [`serve`] reached its end; otherwise the drop says so in the log.
+    /// Reliable mode: the session, once the connection is bound to one.
+    session: Option<Arc<std::sync::OnceLock<crate::reliable::SessionRef>>>,
+    /// [`serve`] reached its end (the driver detached the session);
+    /// otherwise the drop detaches it and says so in the log.
     finished: bool,
 }
 
@@ -384,11 +393,24 @@ impl Drop for Registered<'_> {
         let Self {
             state,
             conn,
+            session,
             finished,
         } = self;
         state.registry.remove(&conn.client_id, conn.number);
         state.metrics.connections_open.fetch_sub(1, Relaxed);
         if !*finished {
+            // What `Link::detach` does at the end of the driver's run.
+            if let Some(session) = session.as_ref().and_then(|slot| slot.get()) {
+                let mut locked = crate::reliable::lock(session);
+                locked.detach(conn.number, Instant::now());
+                if locked.is_written_through()
+                    && let Ok(runtime) = tokio::runtime::Handle::try_current()
+                {
+                    drop(locked);
+                    let (store, session) = (state.reliable.clone(), session.clone());
+                    runtime.spawn(async move { store.detached(&session).await });
+                }
+            }
             tracing::error!(
                 id = %logsafe::escape(&conn.client_id),
                 remote = %conn.remote_addr,

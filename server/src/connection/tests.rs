@@ -484,3 +484,52 @@ async fn a_panicking_connection_task_still_leaves_the_registry() {
     assert!(!state.registry.contains("ghost"), "no ghost client listed");
     assert_eq!(state.metrics.connections_open.load(Relaxed), 0);
 }
+
+#[tokio::test]
+async fn a_panicking_reliable_connection_leaves_its_session_away() {
+    let state = state(&[]);
+    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Result<Message, axum::Error>>();
+    let stream: BoxStream = Box::pin(futures_util::stream::poll_fn(move |cx| {
+        match in_rx.poll_recv(cx) {
+            Poll::Ready(Some(Ok(Message::Text(text)))) if text.as_str() == "boom" => {
+                panic!("a bug in the connection task")
+            }
+            other => other,
+        }
+    }));
+    use futures_util::SinkExt;
+    let sink: BoxSink = Box::pin(futures_util::sink::drain().sink_map_err(drop));
+    let peer = Peer {
+        id: "r".to_owned(),
+        remote_addr: "127.0.0.1:1".parse().unwrap(),
+        burst: None,
+        reliable: true,
+        identity: None,
+    };
+    let task = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let queue = queue::channel(16, 0, state.metrics.clone());
+            let (conn, mode) = admit(&state, peer, &queue.0);
+            serve(stream, sink, queue, state, conn, mode).await
+        })
+    };
+    // The first ack binds the connection to its session.
+    let ack = ClientMessage::Ack { seq: 0 }.to_json();
+    in_tx.send(Ok(Message::Text(ack.into()))).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !state
+        .registry
+        .list(None)
+        .iter()
+        .any(|row| serde_json::to_value(row).unwrap()["session"].is_string())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never bound");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    in_tx.send(Ok(Message::Text("boom".into()))).unwrap();
+    assert!(task.await.unwrap_err().is_panic());
+    // Away, as after any end: resumable, and not held by a dead connection.
+    use crate::reliable::SessionStore;
+    assert!(state.reliable.detached_of("r").await.unwrap().is_some());
+}
