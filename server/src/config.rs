@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use crate::auth;
 
+/// The shortest `--admin-token` the server starts with, in bytes.
+pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
+
 /// Command-line and environment configuration of the server.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
@@ -180,7 +183,24 @@ pub struct Config {
     #[arg(long, env = "JWT_LEEWAY", default_value = "5s", value_parser = parse_duration, global = true)]
     pub jwt_leeway: Duration,
 
-    /// Bearer token of the admin API under /api; without one the API answers 403.
+    /// Token mode: a token whose `exp` is further than this from now is
+    /// refused (4401 `token lifetime too long` at connect, `bad_token` at a
+    /// refresh): keep tokens short-lived, they are not revoked. `0` turns
+    /// the bound off.
+    #[arg(long, env = "JWT_MAX_LIFETIME", default_value = "24h", value_parser = parse_duration, global = true)]
+    pub jwt_max_lifetime: Duration,
+
+    /// Token mode: at most one `refresh` per connection per this long; one
+    /// sooner gets `error` `rate_limited` (unchecked), and three refused or
+    /// rate-limited refreshes in a row close the connection with 4401. `0`
+    /// turns the rate limit off (three refused in a row still close).
+    #[arg(long, env = "SERVER_REFRESH_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub refresh_interval: Duration,
+
+    /// Bearer token of the admin API under /api, at least 16 bytes (a
+    /// shorter one is refused at start-up); without one the API answers
+    /// 403. An address with 10 failed authentications within 10 s gets 429
+    /// with `Retry-After` until the 10 s end.
     #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
@@ -310,7 +330,8 @@ impl Config {
     /// Two keys, an unreadable or unusable key, `--jwt-issuer` or
     /// `--jwt-audience` without a key, `--allow-client-ids` with a key.
     pub fn verifier(&self) -> Result<Option<auth::Verifier>, auth::ConfigError> {
-        let mut checks = auth::Checks::new(self.jwt_leeway);
+        let mut checks = auth::Checks::new(self.jwt_leeway)
+            .with_max_lifetime((!self.jwt_max_lifetime.is_zero()).then_some(self.jwt_max_lifetime));
         checks.issuer.clone_from(&self.jwt_issuer);
         checks.audience.clone_from(&self.jwt_audience);
         let verifier = match (self.secret()?, &self.jwt_public_key) {
@@ -338,6 +359,23 @@ impl Config {
             return Err(auth::ConfigError::ClientIdsInTokenMode);
         }
         Ok(Some(verifier))
+    }
+
+    /// Checks `--admin-token`, if any, is at least [`MIN_ADMIN_TOKEN_BYTES`] long.
+    ///
+    /// # Errors
+    ///
+    /// [`crate::Error::AdminTokenTooShort`].
+    pub fn check_admin_token(&self) -> Result<(), crate::Error> {
+        match &self.admin_token {
+            Some(token) if token.len() < MIN_ADMIN_TOKEN_BYTES => {
+                Err(crate::Error::AdminTokenTooShort {
+                    len: token.len(),
+                    min: MIN_ADMIN_TOKEN_BYTES,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The HS256 secret the `token` subcommand signs with.
@@ -390,11 +428,18 @@ impl Config {
     }
 }
 
-/// Parses `250ms`, `1s`, `2m`, `1h`, `1.5s` or a bare number of seconds.
+/// The longest duration a flag takes: 100 years. Deadlines are `now` plus
+/// a flag (`--handshake-timeout`, `--keepalive-timeout`, ...), and `Instant`
+/// plus about 2^63 seconds overflows: such a flag panicked the first
+/// connection that armed it. Far beyond any useful setting.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Parses `250ms`, `1s`, `2m`, `1h`, `1.5s` or a bare number of seconds, at
+/// most [`MAX_DURATION`].
 ///
 /// # Errors
 ///
-/// A message naming the accepted forms.
+/// A message naming the accepted forms, or the bound.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -415,7 +460,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Duration::try_from_secs_f64(seconds).map_err(|err| format!("{text:?}: {err}"))
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(duration) if duration <= MAX_DURATION => Ok(duration),
+        Ok(_) => Err(format!("{text:?} is too long: at most 100 years (876000h)")),
+        Err(err) => Err(format!("{text:?}: {err}")),
+    }
 }
 
 /// A network in CIDR notation, or one address (a /32 or /128).
@@ -451,6 +500,9 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("1d").is_err());
         assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("876000h"), Ok(MAX_DURATION));
+        assert!(parse_duration("876001h").is_err());
+        assert!(parse_duration("10000000000000000000").is_err());
     }
 
     #[test]
@@ -467,6 +519,8 @@ mod tests {
         assert_eq!(config.max_push_size, 64 * 1024);
         assert_eq!(config.max_burst, 1_000_000);
         assert!(config.admin_token.is_none());
+        assert_eq!(config.jwt_max_lifetime, Duration::from_secs(24 * 3600));
+        assert_eq!(config.refresh_interval, Duration::from_secs(5));
         assert!(!config.allow_client_ids);
         let on = |args: &[&str]| {
             Config::try_parse_from(std::iter::once("server").chain(args.iter().copied()))

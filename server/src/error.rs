@@ -15,4 +15,16 @@ pub enum Error {
     /// parse, a node TTL not above the heartbeat, ...).
     #[error("cluster: {0}")]
     Cluster(String),
+    /// `--admin-token` is shorter than
+    /// [`MIN_ADMIN_TOKEN_BYTES`](crate::config::MIN_ADMIN_TOKEN_BYTES).
+    #[error(
+        "--admin-token is {len} bytes long: at least {min} are required \
+         (a random one: `openssl rand -hex 16`)"
+    )]
+    AdminTokenTooShort {
+        /// The configured token's length in bytes.
+        len: usize,
+        /// The minimum.
+        min: usize,
+    },
 }

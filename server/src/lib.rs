@@ -107,7 +107,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use cluster::ClusterConfig;
-pub use config::{Command, Config, parse_duration};
+pub use config::{Command, Config, MIN_ADMIN_TOKEN_BYTES, parse_duration};
 pub use error::Error;
 
 /// How many connections the kernel may hold completed but not yet accepted
@@ -144,13 +144,15 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
 /// # Errors
 ///
 /// [`Error::Auth`] at start when the token-mode flags are not usable (see
-/// [`Config::verifier`]). Accept failures (descriptors running out, say)
+/// [`Config::verifier`]); [`Error::AdminTokenTooShort`] for an
+/// `--admin-token` under 16 bytes. Accept failures (descriptors running out, say)
 /// are retried, not returned. [`Error::Serve`] is kept for failures of the listener.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    config.check_admin_token()?;
     let auth = config.verifier()?.map(Arc::new);
     if let Some(verifier) = &auth {
         tracing::info!(

@@ -37,7 +37,10 @@ pub fn router(state: AppState) -> Router {
             max => DefaultBodyLimit::max(max),
         })
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            (
+                state.clone(),
+                std::sync::Arc::new(admin::Lockout::default()),
+            ),
             admin::require_token,
         ));
     let router = Router::new()

@@ -9,7 +9,10 @@
 //! the new deadline in the second case. The timer moves at most once per
 //! `--idle-timeout`, whatever the traffic. In token mode the same timer
 //! also serves the token's expiry ([`due`]): it fires at the earlier of the
-//! two deadlines, and a refresh (rare) re-arms it.
+//! two deadlines, and a refresh (rare) re-arms it. The timer is not the
+//! only check: the connection's loop, biased towards the stream, would not
+//! poll it under a flood of frames, so every turn of the loop also asks
+//! [`overdue`] (a clock read).
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -20,7 +23,7 @@ use tokio::time::{Instant, Sleep};
 /// `timeout` since `last_heard`. If not, the timer is re-armed for
 /// `last_heard + timeout`.
 pub(crate) fn expired(sleep: Pin<&mut Sleep>, last_heard: Instant, timeout: Duration) -> bool {
-    let due = last_heard + timeout;
+    let due = later(last_heard, timeout);
     if due > Instant::now() {
         sleep.reset(due);
         false
@@ -50,16 +53,33 @@ pub(crate) fn due(
     timeout: Duration,
     expiry: Option<Instant>,
 ) -> Due {
-    let now = Instant::now();
+    match overdue(Instant::now(), last_heard, timeout, expiry) {
+        Due::NotYet => {
+            sleep.reset(first(later(last_heard, timeout), expiry));
+            Due::NotYet
+        }
+        passed => passed,
+    }
+}
+
+/// Which deadline passed at `now`, if any: the token's expiry first, then
+/// the idle one. The timer alone is not enough: a `select!` biased towards
+/// the stream never polls it while frames keep coming (a flood of pongs),
+/// so the connection's loop also asks this, whatever branch woke it; a
+/// clock read, no timer touched.
+pub(crate) fn overdue(
+    now: Instant,
+    last_heard: Instant,
+    timeout: Duration,
+    expiry: Option<Instant>,
+) -> Due {
     if expiry.is_some_and(|at| at <= now) {
-        return Due::Expired;
+        Due::Expired
+    } else if later(last_heard, timeout) <= now {
+        Due::Idle
+    } else {
+        Due::NotYet
     }
-    let idle_at = last_heard + timeout;
-    if idle_at <= now {
-        return Due::Idle;
-    }
-    sleep.reset(first(idle_at, expiry));
-    Due::NotYet
 }
 
 /// The earlier of `at` and `expiry`.
@@ -67,8 +87,22 @@ pub(crate) fn first(at: Instant, expiry: Option<Instant>) -> Instant {
     expiry.map_or(at, |expiry| expiry.min(at))
 }
 
+/// How far away "never" is: about 30 years, as tokio's own far future.
+/// Every deadline is capped at it, so that none overflows an `Instant`.
+const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+/// `at + after`, with `after` capped at about 30 years: never a panic,
+/// whatever `after` is (a token's `exp` comes from the network; a flag may
+/// say `1e12s`). `Instant + Duration` panics on overflow; this does not.
+pub(crate) fn later(at: Instant, after: Duration) -> Instant {
+    // `at + FAR` does not overflow a monotonic clock; were it to, the
+    // deadline would be `at`: a connection closed, not a task panicking.
+    at.checked_add(after.min(FAR)).unwrap_or(at)
+}
+
 /// The instant a token of `exp` (seconds since the epoch) stops being
-/// accepted with `leeway`: now, if it is past.
+/// accepted with `leeway`: now, if it is past; about 30 years from now at
+/// most, whatever `exp` says (a token with `exp` 2^62 once panicked here).
 pub(crate) fn expiry(exp: u64, leeway: Duration) -> Instant {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -76,14 +110,14 @@ pub(crate) fn expiry(exp: u64, leeway: Duration) -> Instant {
     let until = Duration::from_secs(exp)
         .saturating_add(leeway)
         .saturating_sub(since_epoch);
-    Instant::now() + until
+    later(Instant::now(), until)
 }
 
 /// An interval that first fires one period from now and skips missed
 /// ticks; `None` when `period` is zero (off).
 pub(crate) fn ticker(period: Duration) -> Option<tokio::time::Interval> {
     (!period.is_zero()).then(|| {
-        let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+        let mut interval = tokio::time::interval_at(later(Instant::now(), period), period);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         interval
     })
@@ -123,6 +157,33 @@ mod tests {
         assert_eq!(sleep.deadline(), heard + timeout);
         (&mut sleep).await;
         assert_eq!(due(sleep.as_mut(), heard, timeout, later), Due::Idle);
+    }
+
+    #[test]
+    fn overdue_says_which_deadline_passed() {
+        let start = Instant::now();
+        let timeout = Duration::from_secs(30);
+        let at = |secs| start + Duration::from_secs(secs);
+        let expiry = Some(at(10));
+        assert_eq!(overdue(at(9), start, timeout, expiry), Due::NotYet);
+        assert_eq!(overdue(at(10), start, timeout, expiry), Due::Expired);
+        assert_eq!(overdue(at(30), start, timeout, None), Due::Idle);
+        assert_eq!(overdue(at(30), at(1), timeout, None), Due::NotYet);
+        // Both passed: the token's expiry is the one reported.
+        assert_eq!(overdue(at(40), start, timeout, expiry), Due::Expired);
+    }
+
+    #[test]
+    fn no_deadline_overflows() {
+        let now = Instant::now();
+        assert!(expiry(1 << 62, Duration::from_secs(5)) > now + Duration::from_secs(86_400 * 365));
+        assert!(expiry(u64::MAX, Duration::MAX) > now);
+        assert_eq!(
+            later(now, Duration::from_secs(3)),
+            now + Duration::from_secs(3)
+        );
+        assert!(later(now, Duration::MAX) > now);
+        assert!(expiry(0, Duration::ZERO) <= Instant::now());
     }
 
     #[tokio::test(start_paused = true)]

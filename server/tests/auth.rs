@@ -9,6 +9,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::*;
+use futures_util::SinkExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use server::auth::unix_now;
@@ -87,7 +88,7 @@ async fn a_chosen_client_id_is_closed_with_1008_without_the_flag() {
 // ---- token mode ----
 
 const SECRET: &str = "integration-test secret, long enough";
-const ADMIN: &str = "admin-s3cret";
+const ADMIN: &str = "auth-test-admin-s3cret";
 
 /// A server in token mode (HS256 with [`SECRET`], no leeway) with the admin
 /// API, plus `extra` flags.
@@ -525,7 +526,8 @@ async fn an_in_band_refresh_extends_the_connection_unnumbered() {
 
 #[tokio::test]
 async fn a_refused_refresh_gets_bad_token_and_the_connection_ends_at_its_exp() {
-    let server = token_server(&[]).await;
+    // Every refresh checked (no rate limit), so that each cause is seen.
+    let server = token_server(&["--refresh-interval", "0"]).await;
     let short = claims("alice", 3);
     let exp = short["exp"].as_u64().unwrap();
     let (mut ws, _) = connect_with(&server, "/ws", &hs256(&short)).await;
@@ -534,12 +536,22 @@ async fn a_refused_refresh_gets_bad_token_and_the_connection_ends_at_its_exp() {
         &EncodingKey::from_secret(b"someone else's secret"),
         &claims("alice", 60),
     );
-    for (token, says) in [
+    for (i, (token, says)) in [
         (hs256(&claims("mallory", 60)), "another user"),
         (other_key, "invalid token"),
         (hs256(&claims("alice", -10)), "token expired"),
         ("garbage".to_owned(), "invalid token"),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if i == 2 {
+            // Three refused in a row would close the connection (4401):
+            // the same token again, accepted, starts the count over
+            // without moving exp.
+            send_text(&mut ws, &refresh(&hs256(&short))).await;
+            assert_eq!(next_json(&mut ws).await, ServerMessage::Refreshed { exp });
+        }
         send_text(&mut ws, &refresh(&token)).await;
         match next_json(&mut ws).await {
             ServerMessage::Error { code, message } => {
@@ -807,6 +819,7 @@ impl std::io::Write for Capture {
 
 #[tokio::test]
 async fn tokens_are_never_logged() {
+    // (With the refresh rate limit off, so that the bad token is checked.)
     // The test's runtime runs on this thread, the server's tasks included:
     // a thread-local subscriber sees every line the server logs.
     let capture = Capture::default();
@@ -817,7 +830,7 @@ async fn tokens_are_never_logged() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let server = token_server(&[]).await;
+    let server = token_server(&["--refresh-interval", "0"]).await;
     let good = hs256(&claims("erin", 3600));
     let fresh = hs256(&claims("erin", 7200));
     let bad = sign(
@@ -898,5 +911,245 @@ async fn after_4003_a_new_token_resumes_the_session_with_nothing_lost() {
     assert!(replay[0].1.contains("before"), "{replay:?}");
     assert_eq!(replay[1].0, 2);
     assert!(replay[1].1.contains("while away"), "{replay:?}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_token_with_a_huge_exp_is_refused_and_never_panics_the_connection() {
+    // 2^62 and u64::MAX: `Instant::now() + (exp - now)` overflowed (and
+    // panicked) for an `exp` past about 2^63 seconds.
+    let huge = |sub: &str| json!({ "sub": sub, "exp": 1u64 << 62 });
+    let max = |sub: &str| json!({ "sub": sub, "exp": u64::MAX });
+    // Beyond --jwt-max-lifetime (24 h by default): 4401 at connect, and
+    // bad_token at a refresh, with the same cause.
+    let server = token_server(&[]).await;
+    refused(
+        &server,
+        Some(&hs256(&huge("alice"))),
+        "token lifetime too long",
+    )
+    .await;
+    refused(
+        &server,
+        Some(&hs256(&max("alice"))),
+        "token lifetime too long",
+    )
+    .await;
+    refused(
+        &server,
+        Some(&hs256(&claims("alice", 25 * 3600))),
+        "token lifetime too long",
+    )
+    .await;
+    let (mut ws, _) = connect_with(&server, "/ws?reliable=1", &hs256(&claims("alice", 60))).await;
+    send_text(&mut ws, &refresh(&hs256(&huge("alice")))).await;
+    match next_json(&mut ws).await {
+        ServerMessage::Error { code, message } => {
+            assert_eq!(code, shared::ErrorCode::BadToken);
+            assert!(message.contains("token lifetime too long"), "{message:?}");
+        }
+        other => panic!("expected bad_token, got {other:?}"),
+    }
+    still_served(&mut ws, 1).await;
+    server.shutdown().await.unwrap();
+
+    // With the bound off (`0`), such a token is served like any other: its
+    // deadline is far away, not an overflow, and the connection leaves the
+    // list when it closes.
+    let server = token_server(&["--jwt-max-lifetime", "0"]).await;
+    let (mut ws, welcome) = connect_with(&server, "/ws", &hs256(&max("bob"))).await;
+    assert!(
+        matches!(
+            welcome,
+            ServerMessage::Welcome {
+                exp: Some(u64::MAX),
+                ..
+            }
+        ),
+        "{welcome:?}"
+    );
+    still_served(&mut ws, 1).await;
+    let (mut other, _) = connect_with(&server, "/ws", &hs256(&claims("carol", 60))).await;
+    send_text(&mut other, &refresh(&hs256(&max("carol")))).await;
+    assert_eq!(
+        next_json(&mut other).await,
+        ServerMessage::Refreshed { exp: u64::MAX }
+    );
+    still_served(&mut other, 2).await;
+    assert_eq!(connections_of(&server, "bob").await, 1);
+    assert_eq!(connections_of(&server, "carol").await, 1);
+    ws.close(None).await.unwrap();
+    other.close(None).await.unwrap();
+    wait_until("both gone from the list", || async {
+        connections_of(&server, "bob").await + connections_of(&server, "carol").await == 0
+    })
+    .await;
+    wait_until("no connection open", || async {
+        metric(&server, "ws_connections_open").await == 0
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}
+
+/// Reads the `error` answer of a refresh and returns its code.
+async fn refresh_error(ws: &mut Ws) -> shared::ErrorCode {
+    match next_json(ws).await {
+        ServerMessage::Error { code, .. } => code,
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn refreshes_are_rate_limited_and_three_bad_ones_in_a_row_close_with_4401() {
+    use shared::ErrorCode::{BadToken, RateLimited};
+    let server = token_server(&[]).await;
+    let token = hs256(&claims("alice", 60));
+    let expect_4401 = |frame: Option<CloseFrame>| {
+        let frame = frame.expect("a close frame");
+        assert_eq!(
+            (u16::from(frame.code), frame.reason.as_str()),
+            (close_code::UNAUTHORIZED, "too many bad refreshes")
+        );
+    };
+    // One refresh per --refresh-interval (5 s): the next ones, valid or
+    // not, are rate_limited without being checked; the third in a row closes.
+    let (mut ws, _) = connect_with(&server, "/ws?reliable=1", &token).await;
+    send_text(&mut ws, &refresh(&token)).await;
+    assert!(matches!(
+        next_json(&mut ws).await,
+        ServerMessage::Refreshed { .. }
+    ));
+    for _ in 0..3 {
+        send_text(&mut ws, &refresh(&token)).await;
+        assert_eq!(refresh_error(&mut ws).await, RateLimited);
+    }
+    expect_4401(expect_close(&mut ws).await);
+
+    // The flood of the issue: 200 bogus refreshes at once get three answers
+    // (one checked, two rate_limited), then 4401.
+    let (mut ws, _) = connect_with(&server, "/ws", &token).await;
+    for _ in 0..200 {
+        ws.feed(Message::text(refresh("garbage"))).await.unwrap();
+    }
+    ws.flush().await.unwrap();
+    assert_eq!(refresh_error(&mut ws).await, BadToken);
+    assert_eq!(refresh_error(&mut ws).await, RateLimited);
+    assert_eq!(refresh_error(&mut ws).await, RateLimited);
+    expect_4401(expect_close(&mut ws).await);
+    wait_until("both closed connections gone", || async {
+        connections_of(&server, "alice").await == 0
+    })
+    .await;
+    server.shutdown().await.unwrap();
+
+    // Without the rate limit, three refused in a row still close; one
+    // accepted between them starts the count over.
+    let server = token_server(&["--refresh-interval", "0"]).await;
+    let (mut ws, _) = connect_with(&server, "/ws", &token).await;
+    for round in 0..3 {
+        for _ in 0..2 {
+            send_text(&mut ws, &refresh("garbage")).await;
+            assert_eq!(refresh_error(&mut ws).await, BadToken, "round {round}");
+        }
+        send_text(&mut ws, &refresh(&token)).await;
+        assert!(matches!(
+            next_json(&mut ws).await,
+            ServerMessage::Refreshed { .. }
+        ));
+    }
+    for _ in 0..3 {
+        send_text(&mut ws, &refresh("garbage")).await;
+        assert_eq!(refresh_error(&mut ws).await, BadToken);
+    }
+    expect_4401(expect_close(&mut ws).await);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn refused_refreshes_are_logged_at_most_once_a_minute_per_connection() {
+    // As in tokens_are_never_logged: the server's tasks run on this
+    // thread, so a thread-local subscriber sees its lines.
+    let capture = Capture::default();
+    let sink = capture.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = token_server(&["--refresh-interval", "0"]).await;
+    let token = hs256(&claims("alice", 60));
+    let (mut ws, _) = connect_with(&server, "/ws", &token).await;
+    // Ten refused, never three in a row (the connection stays open).
+    for _ in 0..5 {
+        for _ in 0..2 {
+            send_text(&mut ws, &refresh("garbage")).await;
+            assert_eq!(refresh_error(&mut ws).await, shared::ErrorCode::BadToken);
+        }
+        send_text(&mut ws, &refresh(&token)).await;
+        assert!(matches!(
+            next_json(&mut ws).await,
+            ServerMessage::Refreshed { .. }
+        ));
+    }
+    still_served(&mut ws, 1).await;
+    server.shutdown().await.unwrap();
+    let logged = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(
+        logged.matches("refused a token refresh").count(),
+        1,
+        "one line for ten refusals:\n{logged}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_keeps_the_read_side_busy_is_still_closed_with_4003_at_exp() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::MaybeTlsStream;
+    let server = token_server(&[]).await;
+    let short = claims("alice", 3);
+    let exp = short["exp"].as_u64().unwrap();
+    let (ws, _) = connect_with(&server, "/ws", &hs256(&short)).await;
+    // Down to the socket: after the welcome the server sends nothing until
+    // its close frame (pings and pushes are off), so raw frames are enough.
+    let MaybeTlsStream::Plain(tcp) = ws.into_inner() else {
+        panic!("a plain TCP connection")
+    };
+    let (mut read, mut write) = tcp.into_split();
+    // Empty masked pongs, 4096 to a write, without any pause: the
+    // connection's reads always find a frame ready.
+    let flood = tokio::spawn(async move {
+        let frames = [0x8a, 0x80, 1, 2, 3, 4].repeat(4096);
+        let mut sent = 0u64;
+        while write.write_all(&frames).await.is_ok() {
+            sent += 4096;
+        }
+        sent
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    let wait = std::time::Duration::from_secs(exp.saturating_sub(unix_now()) + 10);
+    let frame = tokio::time::timeout(wait, async {
+        while got.len() < 4 {
+            let n = read.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection ended without a close frame");
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    })
+    .await
+    .expect("a close frame while the client floods");
+    let arrived = unix_now();
+    assert_eq!(frame[0], 0x88, "a close frame: {frame:?}");
+    assert_eq!(
+        u16::from_be_bytes([frame[2], frame[3]]),
+        close_code::TOKEN_EXPIRED
+    );
+    assert!(
+        arrived <= exp + 2,
+        "4003 came at exp + {} s",
+        arrived.saturating_sub(exp)
+    );
+    let sent = flood.await.unwrap();
+    assert!(sent > 10_000, "the flood kept up: {sent} pongs");
     server.shutdown().await.unwrap();
 }

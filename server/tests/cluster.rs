@@ -18,7 +18,7 @@ use serde_json::Value;
 use shared::ServerMessage;
 use testbed::RedisServer;
 
-const ADMIN: &str = "cluster-admin";
+const ADMIN: &str = "cluster-admin-token";
 const SECRET: &str = "cluster test secret, long enough";
 /// The node TTL of these tests (`--cluster-node-ttl`): a dead node leaves
 /// the list within it. 3 s leaves a frozen node listed long enough for two
@@ -538,5 +538,127 @@ async fn without_redis_plain_connections_work_the_admin_api_says_503_and_the_nod
     })
     .await;
     b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}
+
+/// A connection of the test to `redis`, to break a key on purpose.
+async fn redis_conn(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_broadcast_that_reaches_some_nodes_answers_200_with_the_counts_and_names_the_others() {
+    let redis = RedisServer::start().unwrap();
+    let prefix = "t6:";
+    let a = start_node(&redis, prefix, "a", &[]).await;
+    let b = start_node(&redis, prefix, "b", &[]).await;
+    let (mut on_a, _) = a.connect_ws("/ws?client_id=on-a").await;
+    let (_on_b, _) = b.connect_ws("/ws?client_id=on-b").await;
+    let url = base(&a);
+    wait_until("both connections in A's list", || {
+        let url = url.clone();
+        async move { listed(&url).await.is_some_and(|rows| rows.len() == 2) }
+    })
+    .await;
+    // B's command stream replaced by a string: A's command to B fails at
+    // once with a Redis error (WRONGTYPE), after A delivered to its own.
+    let mut conn = redis_conn(&redis).await;
+    redis::cmd("SET")
+        .arg("t6:cmd:b")
+        .arg("not a stream")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let (code, body, text) = admin(&url, reqwest::Method::POST, "/api/broadcast", "partial").await;
+    assert_eq!(
+        code, 200,
+        "never a bare error after a partial delivery: {text}"
+    );
+    assert_eq!(body["delivered"], 1, "{body}");
+    assert_eq!(body["unanswered"], serde_json::json!(["b"]), "{body}");
+    expect_push(&mut on_a, "partial").await;
+    b.shutdown().await.unwrap();
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn deleting_a_user_answers_503_when_redis_fails_not_404() {
+    let mut redis = RedisServer::start().unwrap();
+    let prefix = "t7:";
+    let a = start_node(
+        &redis,
+        prefix,
+        "a",
+        &["--allow-client-ids=false", "--jwt-secret", SECRET],
+    )
+    .await;
+    let claims = server::auth::Claims::expiring_in("alice", Duration::from_secs(600));
+    let token = server::auth::mint_hs256(SECRET.as_bytes(), &claims).unwrap();
+    // Alice's reliable session, stored (her first ack), then away.
+    let mut ws = a.connect(&format!("/ws?reliable=1&token={token}")).await;
+    let ServerMessage::Welcome { .. } = next_json(&mut ws).await else {
+        panic!("a welcome first")
+    };
+    send_text(&mut ws, r#"{"type":"ack","seq":0}"#).await;
+    let mut conn = redis_conn(&redis).await;
+    let sessions = || {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("SMEMBERS")
+                .arg("t7:user:alice")
+                .query_async::<Vec<String>>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    wait_until("alice's session stored", || async {
+        sessions().await.len() == 1
+    })
+    .await;
+    let stored = sessions().await;
+    ws.close(None).await.unwrap();
+    expect_close(&mut ws).await;
+    let url = base(&a);
+    wait_until("alice away", || {
+        let url = url.clone();
+        async move { listed(&url).await.is_some_and(|rows| rows.is_empty()) }
+    })
+    .await;
+
+    // Her sessions' index broken: ending them fails in Redis, and the
+    // answer says so (503), not "no such user" while her session is still
+    // resumable.
+    redis::cmd("SET")
+        .arg("t7:user:alice")
+        .arg("not a set")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let (code, _, text) = admin(&url, reqwest::Method::DELETE, "/api/users/alice", "").await;
+    assert_eq!(code, 503, "{text}");
+    // Repaired, the retry ends it.
+    redis::cmd("DEL")
+        .arg("t7:user:alice")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    redis::cmd("SADD")
+        .arg("t7:user:alice")
+        .arg(&stored)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let (code, body, text) = admin(&url, reqwest::Method::DELETE, "/api/users/alice", "").await;
+    assert_eq!(code, 200, "{text}");
+    assert_eq!(body["sessions_ended"], 1, "{body}");
+
+    // Redis stopped: 503 as well.
+    redis.stop().unwrap();
+    let (code, _, text) = admin(&url, reqwest::Method::DELETE, "/api/users/alice", "").await;
+    assert_eq!(code, 503, "{text}");
     a.shutdown().await.unwrap();
 }

@@ -20,7 +20,7 @@ use shared::{ClientMessage, ServerMessage, close_code};
 use testbed::{NodeProcess, RedisServer};
 use tokio_tungstenite::tungstenite::Message;
 
-const ADMIN: &str = "cluster-admin";
+const ADMIN: &str = "cluster-admin-token";
 
 /// The cluster flags of a node.
 fn node_args(redis: &RedisServer, node: &str) -> Vec<String> {

@@ -22,6 +22,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+/// The admin token of these tests (at least 16 bytes, as the server requires).
+const ADMIN: &str = "hardening-admin-token";
+
 /// How the server ended a raw connection, or that it did not within the time.
 #[derive(Debug, PartialEq)]
 enum Ended {
@@ -248,10 +251,10 @@ async fn a_websocket_is_not_bound_by_the_http_timeouts() {
 
 #[tokio::test]
 async fn a_body_that_never_comes_is_answered_408() {
-    let server = start(&["--admin-token", "t0k", "--body-timeout", "300ms"]).await;
+    let server = start(&["--admin-token", ADMIN, "--body-timeout", "300ms"]).await;
     let mut tcp = raw(&server).await;
     tcp.write_all(
-        b"POST /api/broadcast HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0k\r\n\
+        b"POST /api/broadcast HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer hardening-admin-token\r\n\
           Content-Length: 10000000000\r\n\r\nonly this",
     )
     .await
@@ -270,7 +273,7 @@ async fn a_body_that_never_comes_is_answered_408() {
     // A body that arrives in time is served as before.
     let (status, body) = request(
         server.addr,
-        "POST /api/broadcast HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0k\r\n\
+        "POST /api/broadcast HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer hardening-admin-token\r\n\
          Content-Length: 2\r\nConnection: close\r\n\r\nhi",
     )
     .await;
@@ -532,7 +535,7 @@ async fn the_per_client_cap_counts_the_forwarded_client_only_from_trusted_proxie
         "--trusted-proxy",
         "127.0.0.1",
         "--admin-token",
-        "t0k",
+        ADMIN,
     ])
     .await;
     let url = server.ws_url("/ws");
@@ -550,7 +553,7 @@ async fn the_per_client_cap_counts_the_forwarded_client_only_from_trusted_proxie
     // The admin list shows the forwarded address.
     let clients: serde_json::Value = reqwest::Client::new()
         .get(server.http_url("/api/clients"))
-        .bearer_auth("t0k")
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -838,11 +841,11 @@ async fn echo_replies_waiting_for_a_flush_are_bounded_in_bytes() {
 
 // ---------------------------------------------------------------- finding 7
 
-/// `POST /api{path}` with `body` and the token `t0k`: the status and the JSON reply.
+/// `POST /api{path}` with `body` and the admin token: the status and the JSON reply.
 async fn admin_post(server: &TestServer, path: &str, body: String) -> (u16, serde_json::Value) {
     let response = reqwest::Client::new()
         .post(server.http_url(&format!("/api{path}")))
-        .bearer_auth("t0k")
+        .bearer_auth(ADMIN)
         .body(body)
         .send()
         .await
@@ -857,7 +860,7 @@ async fn admin_post(server: &TestServer, path: &str, body: String) -> (u16, serd
 
 #[tokio::test]
 async fn pushes_over_the_max_push_size_are_answered_413() {
-    let server = start(&["--admin-token", "t0k", "--max-push-size", "1000"]).await;
+    let server = start(&["--admin-token", ADMIN, "--max-push-size", "1000"]).await;
     let (mut ws, id) = server.connect_ws("/ws").await;
     for path in ["/broadcast".to_owned(), format!("/clients/{id}/push")] {
         assert_eq!(
@@ -884,7 +887,7 @@ async fn a_broadcast_is_encoded_once_and_bounded_by_the_byte_queue() {
     const CLIENTS: u64 = 4;
     let server = start(&[
         "--admin-token",
-        "t0k",
+        ADMIN,
         "--max-push-size",
         "100000",
         "--send-queue-bytes",
@@ -990,7 +993,7 @@ impl std::io::Write for Capture {
 #[tokio::test]
 async fn an_allowed_host_list_refuses_other_hosts_on_every_route() {
     let logs = captured_logs();
-    let server = start(&["--allowed-host", "example.test", "--admin-token", "t0k"]).await;
+    let server = start(&["--allowed-host", "example.test", "--admin-token", ADMIN]).await;
     let local = server.addr.to_string();
     for path in ["/healthz", "/metrics", "/api/clients", "/", "/echo"] {
         assert_eq!(get(server.addr, path, &local).await.0, 403, "{path}");
@@ -1131,6 +1134,8 @@ fn every_new_flag_is_in_help() {
         "--max-push-size",
         "--max-sessions-per-ip",
         "--history-total-bytes",
+        "--jwt-max-lifetime",
+        "--refresh-interval",
     ] {
         assert!(help.contains(flag), "{flag} is not in --help");
     }
@@ -1489,4 +1494,95 @@ async fn connections_not_yet_upgraded_are_capped_per_address() {
         ));
     }
     server.shutdown().await.unwrap();
+}
+
+// ------------------------------------------------- issue 25, item 11: admin token
+
+#[tokio::test]
+async fn an_admin_token_under_16_bytes_is_refused_at_start_up() {
+    for short in ["", "t0k", "fifteen-bytes!!"] {
+        // The server task ends at once with the error; shutdown returns it.
+        let err = start(&["--admin-token", short])
+            .await
+            .shutdown()
+            .await
+            .expect_err(short);
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("--admin-token") && text.contains("at least 16"),
+            "a clear error: {text}"
+        );
+    }
+    let server = start(&["--admin-token", "sixteen-bytes!!!"]).await;
+    server.shutdown().await.unwrap();
+    // The binary says so and exits non-zero.
+    let out = Command::new(env!("CARGO_BIN_EXE_server"))
+        .args(["--addr", "127.0.0.1:0", "--admin-token", "t0k"])
+        .env_remove("ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("at least 16"), "{stderr}");
+}
+
+/// `GET /api/clients` with `token`, from `client` (an `X-Forwarded-For`
+/// the server trusts): the status and `Retry-After`.
+async fn admin_get(server: &TestServer, token: &str, client: &str) -> (u16, Option<u64>) {
+    let response = reqwest::Client::new()
+        .get(server.http_url("/api/clients"))
+        .bearer_auth(token)
+        .header("x-forwarded-for", client)
+        .send()
+        .await
+        .unwrap();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (response.status().as_u16(), retry_after)
+}
+
+#[tokio::test]
+async fn failed_admin_authentications_are_rate_limited_per_address() {
+    let server = start(&["--admin-token", ADMIN, "--trusted-proxy", "127.0.0.1"]).await;
+    let (attacker, other) = ("198.51.100.1", "198.51.100.2");
+    for _ in 0..10 {
+        assert_eq!(admin_get(&server, "guess", attacker).await, (401, None));
+    }
+    // The 11th attempt within 10 s, and even the right token, from there.
+    for token in ["guess", ADMIN] {
+        let (status, retry_after) = admin_get(&server, token, attacker).await;
+        assert_eq!(status, 429, "{token}");
+        let retry_after = retry_after.expect("a Retry-After");
+        assert!((1..=10).contains(&retry_after), "{retry_after}");
+    }
+    // Another address is not locked out.
+    assert_eq!(admin_get(&server, "guess", other).await, (401, None));
+    assert_eq!(admin_get(&server, ADMIN, other).await, (200, None));
+    server.shutdown().await.unwrap();
+}
+
+// -------------------------------------------- issue 25, item 5: flags as deadlines
+
+#[test]
+fn a_duration_flag_too_long_for_a_deadline_is_refused_at_start() {
+    // `now + 10^19 s` overflows an Instant: the first connection to arm
+    // this deadline panicked. Refused with a clear error instead.
+    for flag in [
+        "--handshake-timeout",
+        "--keepalive-timeout",
+        "--body-timeout",
+        "--idle-timeout",
+        "--write-timeout",
+        "--session-ttl",
+        "--cluster-command-timeout",
+    ] {
+        let err = testbed::quiet_config(&[flag, "10000000000000000000"]).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("at most 100 years"),
+            "{flag}: {err:#}"
+        );
+        testbed::quiet_config(&[flag, "876000h"]).unwrap();
+    }
 }

@@ -196,6 +196,9 @@ async fn plain_http_routes_answer_clearly() {
     server.shutdown().await.unwrap();
 }
 
+/// The admin token of these tests (at least 16 bytes, as the server requires).
+const ADMIN: &str = "http-test-admin-token";
+
 #[tokio::test]
 async fn the_admin_api_is_off_without_a_token() {
     let server = start(&[]).await;
@@ -212,7 +215,7 @@ async fn the_admin_api_is_off_without_a_token() {
 
 #[tokio::test]
 async fn the_admin_api_lists_pushes_broadcasts_and_kicks() {
-    let server = start(&["--admin-token", "s3cret"]).await;
+    let server = start(&["--admin-token", ADMIN]).await;
     let client = reqwest::Client::new();
     let api = |path: &str| server.http_url(&format!("/api{path}"));
     for token in [None, Some("wrong")] {
@@ -229,7 +232,7 @@ async fn the_admin_api_lists_pushes_broadcasts_and_kicks() {
 
     let list: serde_json::Value = client
         .get(api("/clients"))
-        .bearer_auth("s3cret")
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap()
@@ -252,7 +255,7 @@ async fn the_admin_api_lists_pushes_broadcasts_and_kicks() {
 
     let response = client
         .post(api("/clients/a/push"))
-        .bearer_auth("s3cret")
+        .bearer_auth(ADMIN)
         .body("for a only")
         .send()
         .await
@@ -262,7 +265,7 @@ async fn the_admin_api_lists_pushes_broadcasts_and_kicks() {
         ServerMessage::Push { seq: 1, body, .. } if body == "for a only"));
     let response = client
         .post(api("/clients/nobody/push"))
-        .bearer_auth("s3cret")
+        .bearer_auth(ADMIN)
         .body("x")
         .send()
         .await
@@ -271,7 +274,7 @@ async fn the_admin_api_lists_pushes_broadcasts_and_kicks() {
 
     let reply: serde_json::Value = client
         .post(api("/broadcast"))
-        .bearer_auth("s3cret")
+        .bearer_auth(ADMIN)
         .body("to all")
         .send()
         .await
@@ -287,7 +290,7 @@ async fn the_admin_api_lists_pushes_broadcasts_and_kicks() {
 
     let response = client
         .delete(api("/clients/a"))
-        .bearer_auth("s3cret")
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap();
@@ -298,7 +301,7 @@ async fn the_admin_api_lists_pushes_broadcasts_and_kicks() {
 
     let response = client
         .delete(api("/clients/b?code=1012&reason=restart"))
-        .bearer_auth("s3cret")
+        .bearer_auth(ADMIN)
         .send()
         .await
         .unwrap();
@@ -310,7 +313,7 @@ async fn the_admin_api_lists_pushes_broadcasts_and_kicks() {
     wait_until("the kicked clients to leave the registry", || async {
         let list: serde_json::Value = client
             .get(api("/clients"))
-            .bearer_auth("s3cret")
+            .bearer_auth(ADMIN)
             .send()
             .await
             .unwrap()
@@ -323,7 +326,7 @@ async fn the_admin_api_lists_pushes_broadcasts_and_kicks() {
     for path in ["/clients/a", "/clients/b?code=3000"] {
         let status = client
             .delete(api(path))
-            .bearer_auth("s3cret")
+            .bearer_auth(ADMIN)
             .send()
             .await
             .unwrap()

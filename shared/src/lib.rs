@@ -19,7 +19,7 @@
 //! | `{"type":"echo","id":7,"body":"hi"}` | answered by an `echo` with the same `id` and `body` |
 //! | `{"type":"burst","count":1000}` | the server pushes `count` `push` messages as fast as flow control allows, then `burst_done` |
 //! | `{"type":"ping","t":12.5}` | application heartbeat (browsers cannot send ping frames); answered by `pong` with the same `t` |
-//! | `{"type":"refresh","token":"eyJ..."}` | token mode: a fresh token for the same user before the current one's `exp`; answered by `refreshed`, or `error` `bad_token` |
+//! | `{"type":"refresh","token":"eyJ..."}` | token mode: a fresh token for the same user before the current one's `exp`; answered by `refreshed`, or `error` `bad_token` (refused) or `rate_limited` (sooner than the server's refresh interval, 5 s by default, after the previous one); three of those in a row close with 4401 `too many bad refreshes` |
 //!
 //! # Server to client ([`ServerMessage`])
 //!
@@ -191,8 +191,10 @@ pub enum ClientMessage {
     /// Token mode: replace the connection's token with a fresh one of the
     /// same user before the current one expires. Answered by
     /// [`ServerMessage::Refreshed`], or by an `error` with
-    /// [`ErrorCode::BadToken`] (the connection then lasts until its current
-    /// `exp`). Never numbered in reliable mode.
+    /// [`ErrorCode::BadToken`] or [`ErrorCode::RateLimited`] (the
+    /// connection then lasts until its current `exp`; three in a row close
+    /// it with [`close_code::UNAUTHORIZED`] `too many bad refreshes`).
+    /// Never numbered in reliable mode.
     Refresh {
         /// The new token (a JWT), as for `?token=`.
         token: String,
@@ -372,6 +374,12 @@ pub enum ErrorCode {
     /// A `refresh` whose token is invalid, expired, or of another user; the
     /// connection keeps its current token until its `exp` (`"bad_token"`).
     BadToken,
+    /// A `refresh` sooner than the server's refresh interval (5 s by
+    /// default) after the previous one; it was not checked and the
+    /// connection keeps its current token (`"rate_limited"`). Three
+    /// refused or rate-limited refreshes in a row close the connection
+    /// with 4401 `too many bad refreshes`.
+    RateLimited,
     /// A code this version of the protocol does not know.
     Other(String),
 }
@@ -388,6 +396,7 @@ impl ErrorCode {
             Self::OutOfOrder => "out_of_order",
             Self::BurstBusy => "burst_busy",
             Self::BadToken => "bad_token",
+            Self::RateLimited => "rate_limited",
             Self::Other(code) => code,
         }
     }
@@ -404,6 +413,7 @@ impl From<String> for ErrorCode {
             "out_of_order" => Self::OutOfOrder,
             "burst_busy" => Self::BurstBusy,
             "bad_token" => Self::BadToken,
+            "rate_limited" => Self::RateLimited,
             _ => Self::Other(code),
         }
     }
@@ -729,8 +739,11 @@ pub mod close_code {
     /// Token mode: the connection's token was refused at connect, right
     /// after the upgrade and before any `welcome`. The reason names the
     /// cause: `"missing token"`, `"invalid token"`, `"token expired"`,
-    /// `"wrong issuer"` or `"wrong audience"`. Reconnecting with the same
-    /// token fails again: a client gets a new token first, or stops.
+    /// `"wrong issuer"`, `"wrong audience"` or `"token lifetime too long"`
+    /// (`exp` beyond the server's `--jwt-max-lifetime`). Reconnecting with
+    /// the same token fails again: a client gets a new token first, or
+    /// stops. Also sent to an open connection after three refused or
+    /// rate-limited `refresh`es in a row, reason `"too many bad refreshes"`.
     pub const UNAUTHORIZED: u16 = 4401;
 }
 
@@ -981,6 +994,7 @@ mod tests {
             ErrorCode::OutOfOrder,
             ErrorCode::BurstBusy,
             ErrorCode::BadToken,
+            ErrorCode::RateLimited,
             ErrorCode::Other("from_the_future".into()),
         ] {
             let msg = ServerMessage::Error {

@@ -13,8 +13,11 @@ use crate::config;
 pub const TEST_JWT_SECRET: &str = "testbed-secret-for-tests-only-never-deploy";
 
 /// [`config`] in token mode: `--jwt-secret` [`TEST_JWT_SECRET`], a leeway
-/// of 1 s (expiry tests stay short; `args` may change it), and
-/// `--allow-client-ids` off (token mode refuses it), then `args`.
+/// of 1 s (expiry tests stay short; `args` may change it), no refresh rate
+/// limit (`--refresh-interval 0`: tests use tokens of a few seconds, which
+/// the wrapper refreshes every second or two, sooner than the default 5 s
+/// allows), and `--allow-client-ids` off (token mode refuses it), then
+/// `args`.
 ///
 /// # Errors
 ///
@@ -26,6 +29,8 @@ pub fn token_config(args: &[&str]) -> Result<server::Config> {
         TEST_JWT_SECRET,
         "--jwt-leeway",
         "1s",
+        "--refresh-interval",
+        "0",
     ];
     all.extend_from_slice(args);
     config(&all)

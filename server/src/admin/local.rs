@@ -13,15 +13,18 @@ use serde::Deserialize;
 use serde_json::json;
 use shared::{PushEncoder, close_code};
 
+use super::lockout::Lockout;
 use crate::auth;
 use crate::cluster::{Answer, Command};
 use crate::registry::{CloseRequest, PushOutcome, millis};
 use crate::reliable::{Outgoing, SessionStore, To, Unwritten};
 use crate::state::AppState;
 
-/// Rejects requests without the right bearer token.
+/// Rejects requests without the right bearer token; an address that
+/// failed too often lately gets 429 with `Retry-After` ([`super::lockout`]).
 pub async fn require_token(
-    State(state): State<AppState>,
+    State((state, lockout)): State<(AppState, Arc<Lockout>)>,
+    crate::peer::ClientAddr(client): crate::peer::ClientAddr,
     request: Request,
     next: Next,
 ) -> Response {
@@ -32,11 +35,22 @@ pub async fn require_token(
         )
             .into_response();
     };
+    let now = Instant::now();
+    if let Some(wait) = lockout.locked(client.ip(), now) {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, seconds.to_string())],
+            "too many failed authentications from this address: try again later",
+        )
+            .into_response();
+    }
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if !auth::bearer_matches(given, expected) {
+        lockout.failed(client.ip(), now);
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -264,7 +278,25 @@ pub async fn kick_user(state: &AppState, user: &str, request: &CloseRequest) -> 
     }
     let code = request.code;
     let closed = state.registry.kick_user(user, request);
+    // Cluster mode: the Redis store answers 0 sessions ended when Redis
+    // fails, which read as "no such user" (404) while the sessions stayed
+    // resumable. Every failed Redis command of the node is counted, so a
+    // count that moved meanwhile says the store may not have ended them:
+    // 503, and the retry ends them (another command's failure at the same
+    // moment also gives a 503, which a retry answers; never a false 404).
+    let errors_before = state.cluster.as_ref().map(|node| node.redis_errors());
     let sessions = state.reliable.end_user(user).await;
+    if let (Some(node), Some(before)) = (&state.cluster, errors_before)
+        && node.redis_errors() != before
+    {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the session store did not answer: {closed} connection(s) closed here, \
+                 but the user's reliable sessions may still be resumable; retry"
+            ),
+        );
+    }
     if closed == 0 && sessions == 0 {
         return no_user(user);
     }

@@ -1,8 +1,10 @@
 //! The admin API under `/api`, guarded by a bearer token.
 //!
 //! With no `--admin-token` configured every request gets 403; a missing or
-//! wrong token gets 401. Per connection: `/api/clients…`; per user (token
-//! mode only, 404 in anonymous mode): `/api/users/{user}…`.
+//! wrong token gets 401, and an address with 10 failures within 10 s
+//! ([`lockout`]) gets 429 with `Retry-After` until the 10 s end. Per
+//! connection: `/api/clients…`; per user (token mode only, 404 in anonymous
+//! mode): `/api/users/{user}…`.
 //!
 //! `local.rs` does each operation on this node and returns its [`Answer`];
 //! on a single node that is the whole story. In cluster mode (`cluster.rs`)
@@ -12,6 +14,7 @@
 
 mod cluster;
 mod local;
+mod lockout;
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -20,6 +23,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 pub use local::{KickQuery, require_token};
+pub use lockout::Lockout;
 
 use crate::cluster::{Answer, Command, Executor};
 use crate::state::AppState;

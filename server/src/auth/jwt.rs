@@ -39,6 +39,9 @@ pub enum TokenError {
     /// `aud` missing or not `--jwt-audience` (or present when none is configured).
     #[error("wrong audience")]
     WrongAudience,
+    /// `exp` is further from now than `--jwt-max-lifetime`.
+    #[error("token lifetime too long")]
+    LifetimeTooLong,
 }
 
 impl TokenError {
@@ -50,6 +53,7 @@ impl TokenError {
             Self::Expired => "token expired",
             Self::WrongIssuer => "wrong issuer",
             Self::WrongAudience => "wrong audience",
+            Self::LifetimeTooLong => "token lifetime too long",
         }
     }
 
@@ -136,6 +140,9 @@ pub enum MintError {
     Sign(#[source] jsonwebtoken::errors::Error),
 }
 
+/// The default of `--jwt-max-lifetime` (and of [`Checks::new`]): 24 hours.
+pub const DEFAULT_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 /// The optional checks of token mode and the leeway on `exp`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -146,16 +153,28 @@ pub struct Checks {
     pub audience: Option<String>,
     /// `--jwt-leeway`: how long past `exp` a token is still accepted (whole seconds).
     pub leeway: Duration,
+    /// `--jwt-max-lifetime`: a token whose `exp` is further than this from
+    /// now is refused ([`TokenError::LifetimeTooLong`]); `None`: no bound.
+    pub max_lifetime: Option<Duration>,
 }
 
 impl Checks {
-    /// No issuer or audience check, and `leeway` on `exp`.
+    /// No issuer or audience check, `leeway` on `exp`, and `exp` at most
+    /// [`DEFAULT_MAX_LIFETIME`] from now.
     pub fn new(leeway: Duration) -> Self {
         Self {
             issuer: None,
             audience: None,
             leeway,
+            max_lifetime: Some(DEFAULT_MAX_LIFETIME),
         }
+    }
+
+    /// Refuses tokens whose `exp` is more than `max` from now (`None`: no bound).
+    #[must_use]
+    pub fn with_max_lifetime(mut self, max: Option<Duration>) -> Self {
+        self.max_lifetime = max;
+        self
     }
 
     /// Requires `iss` to be `issuer`.
@@ -287,6 +306,8 @@ pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
     leeway: Duration,
+    /// Whole seconds: `exp` at most this far from now.
+    max_lifetime: Option<u64>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -297,6 +318,7 @@ impl std::fmt::Debug for Verifier {
             .field("issuer", &self.validation.iss)
             .field("audience", &self.validation.aud)
             .field("leeway", &self.leeway)
+            .field("max_lifetime", &self.max_lifetime)
             .finish_non_exhaustive()
     }
 }
@@ -352,6 +374,7 @@ impl Verifier {
             validation,
             // Whole seconds, as `jsonwebtoken` applies it at the upgrade.
             leeway: Duration::from_secs(checks.leeway.as_secs()),
+            max_lifetime: checks.max_lifetime.map(|max| max.as_secs()),
         }
     }
 
@@ -369,8 +392,9 @@ impl Verifier {
         self.leeway
     }
 
-    /// Checks `token`: signature and algorithm, `exp` (with the leeway),
-    /// `nbf` if present, the issuer and audience if configured.
+    /// Checks `token`: signature and algorithm, `exp` (with the leeway, and
+    /// not beyond the maximum lifetime from now), `nbf` if present, the
+    /// issuer and audience if configured.
     ///
     /// # Errors
     ///
@@ -392,6 +416,12 @@ impl Verifier {
         let too_long = |s: &str| s.len() > MAX_CLAIM_BYTES;
         if sub.is_empty() || too_long(&sub) || client_name.as_deref().is_some_and(too_long) {
             return Err(TokenError::Invalid);
+        }
+        if self
+            .max_lifetime
+            .is_some_and(|max| exp.saturating_sub(unix_now()) > max)
+        {
+            return Err(TokenError::LifetimeTooLong);
         }
         Ok(Identity {
             user: sub,
@@ -460,6 +490,14 @@ mod tests {
             let token = mint_hs256(SECRET, &claims).unwrap();
             assert_eq!(strict.verify(&token), Err(error), "{claims:?}");
         }
+        // An `exp` beyond the maximum lifetime (24 h by default), however far.
+        for exp in [unix_now() + 25 * 3600, 1 << 62, u64::MAX] {
+            let far = mint_hs256(SECRET, &Claims::new("a", exp)).unwrap();
+            assert_eq!(plain.verify(&far), Err(TokenError::LifetimeTooLong));
+        }
+        let unbounded = verifier(Checks::new(Duration::ZERO).with_max_lifetime(None));
+        let far = mint_hs256(SECRET, &Claims::new("a", 1 << 62)).unwrap();
+        assert_eq!(unbounded.verify(&far).unwrap().exp, 1 << 62);
         let empty_sub = mint_hs256(SECRET, &in_an_hour("")).unwrap();
         assert_eq!(plain.verify(&empty_sub), Err(TokenError::Invalid));
         assert_eq!(
@@ -476,6 +514,7 @@ mod tests {
             TokenError::Expired,
             TokenError::WrongIssuer,
             TokenError::WrongAudience,
+            TokenError::LifetimeTooLong,
         ] {
             assert_eq!(error.reason(), error.to_string());
         }

@@ -28,8 +28,9 @@
 //! and the connection is closed at once with 4401
 //! ([`shared::close_code::UNAUTHORIZED`]) and the [`TokenError`] as reason
 //! (`missing token`, `invalid token`, `token expired`, `wrong issuer`,
-//! `wrong audience`), before the welcome: a browser cannot read the HTTP
-//! status of a refused handshake, only a close frame. The welcome of an
+//! `wrong audience`, `token lifetime too long`), before the welcome: a
+//! browser cannot read the HTTP status of a refused handshake, only a close
+//! frame. The welcome of an
 //! accepted connection carries the token's `exp`; the client sends
 //! `{"type":"refresh","token":…}` (same `sub`) before it, and a connection
 //! not refreshed by `exp` plus the leeway is closed with 4003 "token
@@ -53,8 +54,8 @@
 mod jwt;
 
 pub use jwt::{
-    Checks, Claims, ConfigError, Identity, KeyError, MintError, TokenError, Verifier, mint_hs256,
-    unix_now,
+    Checks, Claims, ConfigError, DEFAULT_MAX_LIFETIME, Identity, KeyError, MintError, TokenError,
+    Verifier, mint_hs256, unix_now,
 };
 
 /// Compares without an early exit, so timing does not leak the secret.

@@ -3,7 +3,8 @@
 //! reader reconnects is read when it is back, not lost as a pub/sub
 //! message would be. The answer goes to the sender's own stream
 //! (`reply:{id}`), read by the same loop, and is matched to the waiting
-//! request by number; the sender gives up after `--cluster-command-timeout`
+//! request by number (numbered from a random start at each run, so that a
+//! late answer meant for a node's previous run matches nothing); the sender gives up after `--cluster-command-timeout`
 //! (504). A command carries its deadline: a node that reads it too late
 //! (frozen meanwhile) drops it rather than act after the sender answered
 //! 504. The deadline is wall-clock milliseconds: nodes need synchronised
@@ -127,6 +128,16 @@ struct Envelope {
 struct Reply {
     request: u64,
     answer: Answer,
+}
+
+/// The first request id of a node's run: random. Counting from 1 at every
+/// start, a node restarted with the same `--node-id` numbered its requests
+/// as its previous run did, and an answer to the previous run that came
+/// late (its reply stream outlives the process by the node TTL) matched a
+/// new request. From a random start in 2^64 (ids wrap), two runs' ids meet
+/// with negligible odds.
+pub(super) fn first_request() -> u64 {
+    rand::random::<u64>()
 }
 
 /// Bound on each stream's length (approximate trimming: cheap in Redis).

@@ -134,6 +134,8 @@ pub struct Node {
     down: AtomicBool,
     /// The live nodes (this one included) as of the last heartbeat.
     live: Mutex<Vec<String>>,
+    /// The next command's request id: from a random start
+    /// ([`command::first_request`]), never 1 after a restart.
     next_request: AtomicU64,
     /// Requests sent to other nodes, waiting for their answer.
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
@@ -201,7 +203,7 @@ impl Node {
             up: AtomicBool::new(false),
             down: AtomicBool::new(false),
             live: Mutex::default(),
-            next_request: AtomicU64::new(1),
+            next_request: AtomicU64::new(command::first_request()),
             pending: Mutex::default(),
             commands_timed_out: AtomicU64::new(0),
             redis_errors: AtomicU64::new(0),
@@ -262,6 +264,12 @@ impl Node {
     /// succeeds again); false at start, before the first heartbeat.
     pub fn is_down(&self) -> bool {
         self.down.load(Relaxed)
+    }
+
+    /// Redis commands of this node that failed or timed out so far (the
+    /// `ws_cluster_redis_errors_total` metric).
+    pub fn redis_errors(&self) -> u64 {
+        self.redis_errors.load(Relaxed)
     }
 
     /// Fails fast while Redis is known to be down.
@@ -409,5 +417,25 @@ mod tests {
             );
         }
         assert!(Node::new("not a url", &ok).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_node_restarted_with_its_id_does_not_number_its_commands_again() {
+        let url = "redis://127.0.0.1:1/";
+        let fixed = config(&["--node-id", "a"]).cluster;
+        let starts: Vec<u64> = (0..3)
+            .map(|_| {
+                let node = Node::new(url, &fixed).unwrap();
+                node.next_request.load(Relaxed)
+            })
+            .collect();
+        // Three runs of node "a": three different starts, none of them 1,
+        // so a late answer to the previous run's request 1, 2, ... does not
+        // match this run's.
+        assert!(!starts.contains(&1), "{starts:?}");
+        assert!(
+            starts[0] != starts[1] && starts[1] != starts[2] && starts[0] != starts[2],
+            "{starts:?}"
+        );
     }
 }

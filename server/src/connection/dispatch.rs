@@ -132,27 +132,78 @@ where
 
     /// Token mode: a valid token of the same user moves the connection's
     /// expiry to its `exp` (`refreshed`); anything else is refused with
-    /// `bad_token` and the connection keeps its current expiry.
+    /// `bad_token` and the connection keeps its current expiry. At most one
+    /// refresh per `--refresh-interval` is checked (a signature check costs,
+    /// RS256 and ES256 most): one sooner gets `rate_limited`, unchecked.
+    /// The third refused or rate-limited refresh in a row closes the
+    /// connection with 4401 (through its close request, after the reply);
+    /// refusals are logged at most once a minute per connection.
     fn refresh(&mut self, token: &str) -> ServerMessage {
-        let bad = |message: &str| app::error(ErrorCode::BadToken, message.to_owned());
-        let (Some(verifier), Some(user)) = (&self.state.auth, &self.conn.user) else {
-            return bad("this server has no token auth: there is nothing to refresh");
+        const MAX_BAD_REFRESHES: u8 = 3;
+        const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+        let now = tokio::time::Instant::now();
+        let interval = self.state.config.refresh_interval;
+        let checked = if self
+            .last_refresh
+            .is_some_and(|at| now < crate::timer::later(at, interval))
+        {
+            Err((
+                ErrorCode::RateLimited,
+                format!(
+                    "one refresh per {interval:?} at most: the connection keeps its current token"
+                ),
+            ))
+        } else {
+            self.last_refresh = Some(now);
+            let bad = |message: String| Err((ErrorCode::BadToken, message));
+            match (&self.state.auth, &self.conn.user) {
+                (Some(verifier), Some(user)) => match verifier.verify(token) {
+                    Ok(identity) if *identity.user == **user => {
+                        self.expiry = Some(crate::timer::expiry(identity.exp, verifier.leeway()));
+                        self.rearm = true;
+                        Ok(identity.exp)
+                    }
+                    Ok(_) => {
+                        bad("the token is another user's: the connection keeps its token".into())
+                    }
+                    Err(refused) => bad(format!(
+                        "{}: the connection keeps its current token",
+                        refused.reason()
+                    )),
+                },
+                _ => bad("this server has no token auth: there is nothing to refresh".into()),
+            }
         };
-        match verifier.verify(token) {
-            Ok(identity) if *identity.user == **user => {
-                self.expiry = Some(crate::timer::expiry(identity.exp, verifier.leeway()));
-                self.rearm = true;
-                ServerMessage::Refreshed { exp: identity.exp }
+        let (code, message) = match checked {
+            Ok(exp) => {
+                self.bad_refreshes = 0;
+                return ServerMessage::Refreshed { exp };
             }
-            Ok(_) => bad("the token is another user's: the connection keeps its token"),
-            Err(refused) => {
-                tracing::info!(reason = refused.reason(), "refused a token refresh");
-                bad(&format!(
-                    "{}: the connection keeps its current token",
-                    refused.reason()
-                ))
-            }
+            Err(refused) => refused,
+        };
+        self.bad_refreshes = self.bad_refreshes.saturating_add(1);
+        let (logged, unlogged) = &mut self.refusal_logged;
+        if logged.is_none_or(|at| now >= crate::timer::later(at, LOG_EVERY)) {
+            tracing::info!(
+                code = code.as_str(),
+                in_a_row = self.bad_refreshes,
+                not_logged_since = *unlogged,
+                "refused a token refresh: {message}"
+            );
+            *logged = Some(now);
+            *unlogged = 0;
+        } else {
+            *unlogged = unlogged.saturating_add(1);
         }
+        if self.bad_refreshes >= MAX_BAD_REFRESHES {
+            self.conn
+                .shared
+                .request_close(crate::registry::CloseRequest {
+                    code: shared::close_code::UNAUTHORIZED,
+                    reason: super::end::TOO_MANY_BAD_REFRESHES.into(),
+                });
+        }
+        app::error(code, message)
     }
 
     /// Delivers an answer on a plain connection: a reply as it is, a burst

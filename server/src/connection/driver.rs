@@ -54,6 +54,12 @@ pub(super) struct Connection<'a, T> {
     pub(super) expiry: Option<tokio::time::Instant>,
     /// A refresh moved `expiry`: the deadline timer is re-armed.
     pub(super) rearm: bool,
+    /// When the last refresh was checked: one per `--refresh-interval`.
+    pub(super) last_refresh: Option<tokio::time::Instant>,
+    /// Refreshes refused or rate-limited in a row: the third closes with 4401.
+    pub(super) bad_refreshes: u8,
+    /// The last refusal logged, and how many were not logged since.
+    pub(super) refusal_logged: (Option<tokio::time::Instant>, u32),
 }
 
 /// A future that completes at `due`, or never.
@@ -90,6 +96,9 @@ where
             burst,
             expiry: conn.expiry,
             rearm: false,
+            last_refresh: None,
+            bad_refreshes: 0,
+            refusal_logged: (None, 0),
         }
     }
 
@@ -104,7 +113,7 @@ where
         let mut ping_tick = ticker(config.ping_interval);
         // One timer for the idle deadline and the token's expiry (timer::due).
         let idle = tokio::time::sleep_until(crate::timer::first(
-            tokio::time::Instant::now() + config.idle_timeout,
+            crate::timer::later(tokio::time::Instant::now(), config.idle_timeout),
             self.expiry,
         ));
         tokio::pin!(idle);
@@ -152,7 +161,7 @@ where
                     if self.rearm {
                         // A refresh: rare, so the timer may move here.
                         self.rearm = false;
-                        let idle_at = last_heard + config.idle_timeout;
+                        let idle_at = crate::timer::later(last_heard, config.idle_timeout);
                         idle.as_mut().reset(crate::timer::first(idle_at, self.expiry));
                     }
                 }

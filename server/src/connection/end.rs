@@ -16,6 +16,10 @@ pub(crate) const SESSION_GONE: &str = "session lost by the session store: resume
 pub(crate) const CLIENT_ID_REFUSED: &str =
     "client_id is chosen by the server: start it with --allow-client-ids (development only)";
 
+/// The close reason (with 4401) of a connection whose token refreshes were
+/// refused or rate-limited three times in a row.
+pub(crate) const TOO_MANY_BAD_REFRESHES: &str = "too many bad refreshes";
+
 /// Why the connection ended, for its close frame and the disconnect log line.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct End {

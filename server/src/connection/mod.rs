@@ -237,12 +237,23 @@ where
         }
         _ => None,
     };
+    // From here on the clean-up runs however this future ends: returning,
+    // dropped, or unwinding from a panic.
+    let mut registered = Registered {
+        state: &state,
+        conn: &conn,
+        session: match &mode {
+            Mode::Reliable(link) => Some(link.slot()),
+            Mode::Plain { .. } => None,
+        },
+        finished: false,
+    };
     let outbox = outbound::Outbox::new(outbound_rx, written_through);
     let end = driver::Connection::new(ws, (outbound_tx, outbox), &state, &conn, mode)
         .run()
         .await;
-    state.registry.remove(&conn.client_id, conn.number);
-    state.metrics.connections_open.fetch_sub(1, Relaxed);
+    registered.finished = true;
+    drop(registered);
     tracing::info!(
         id = %logsafe::escape(&conn.client_id),
         user = conn.user.as_deref().map(logsafe::escape).map(tracing::field::display),
@@ -255,6 +266,54 @@ where
         "disconnect"
     );
     end
+}
+
+/// A registered connection's clean-up, run on drop: out of the registry
+/// (and so of the cluster's list) and out of `connections_open`; if it
+/// did not reach its end, its reliable session detached too. A guard, not
+/// lines at the end of [`serve`]: a panic in the connection's task drops
+/// its future without running them, and left a ghost client listed and its
+/// session attached for ever (holding a `--max-sessions` slot).
+struct Registered<'a> {
+    state: &'a AppState,
+    conn: &'a Conn,
+    /// Reliable mode: the session, once the connection is bound to one.
+    session: Option<Arc<std::sync::OnceLock<crate::reliable::SessionRef>>>,
+    /// [`serve`] reached its end (the driver detached the session);
+    /// otherwise the drop detaches it and says so in the log.
+    finished: bool,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        let Self {
+            state,
+            conn,
+            session,
+            finished,
+        } = self;
+        state.registry.remove(&conn.client_id, conn.number);
+        state.metrics.connections_open.fetch_sub(1, Relaxed);
+        if !*finished {
+            // What `Link::detach` does at the end of the driver's run.
+            if let Some(session) = session.as_ref().and_then(|slot| slot.get()) {
+                let mut locked = crate::reliable::lock(session);
+                locked.detach(conn.number, Instant::now());
+                if locked.is_written_through()
+                    && let Ok(runtime) = tokio::runtime::Handle::try_current()
+                {
+                    drop(locked);
+                    let (store, session) = (state.reliable.clone(), session.clone());
+                    runtime.spawn(async move { store.detached(&session).await });
+                }
+            }
+            tracing::error!(
+                id = %logsafe::escape(&conn.client_id),
+                remote = %conn.remote_addr,
+                "connection task ended before its end (a panic, or the runtime stopped): cleaned up"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

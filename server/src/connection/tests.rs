@@ -492,3 +492,96 @@ async fn an_outbox_whose_peer_stops_reading_gives_up_as_a_slow_consumer() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_panicking_connection_task_still_leaves_the_registry() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let state = state(&[]);
+    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Result<Message, axum::Error>>();
+    // A transport whose read panics on "boom": a stand-in for any bug in
+    // the connection's task.
+    let stream: BoxStream = Box::pin(futures_util::stream::poll_fn(move |cx| {
+        match in_rx.poll_recv(cx) {
+            Poll::Ready(Some(Ok(Message::Text(text)))) if text.as_str() == "boom" => {
+                panic!("a bug in the connection task")
+            }
+            other => other,
+        }
+    }));
+    use futures_util::SinkExt;
+    let sink: BoxSink = Box::pin(futures_util::sink::drain().sink_map_err(drop));
+    let peer = Peer {
+        id: "ghost".to_owned(),
+        remote_addr: "127.0.0.1:1".parse().unwrap(),
+        burst: None,
+        reliable: false,
+        identity: None,
+    };
+    let task = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let queue = queue::channel(16, 0, state.metrics.clone());
+            let (conn, mode) = admit(&state, peer, &queue.0);
+            serve(stream, sink, queue, state, conn, mode).await
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !state.registry.contains("ghost") {
+        assert!(tokio::time::Instant::now() < deadline, "never registered");
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(state.metrics.connections_open.load(Relaxed), 1);
+    in_tx.send(Ok(Message::Text("boom".into()))).unwrap();
+    assert!(task.await.unwrap_err().is_panic());
+    assert!(!state.registry.contains("ghost"), "no ghost client listed");
+    assert_eq!(state.metrics.connections_open.load(Relaxed), 0);
+}
+
+#[tokio::test]
+async fn a_panicking_reliable_connection_leaves_its_session_away() {
+    let state = state(&[]);
+    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Result<Message, axum::Error>>();
+    let stream: BoxStream = Box::pin(futures_util::stream::poll_fn(move |cx| {
+        match in_rx.poll_recv(cx) {
+            Poll::Ready(Some(Ok(Message::Text(text)))) if text.as_str() == "boom" => {
+                panic!("a bug in the connection task")
+            }
+            other => other,
+        }
+    }));
+    use futures_util::SinkExt;
+    let sink: BoxSink = Box::pin(futures_util::sink::drain().sink_map_err(drop));
+    let peer = Peer {
+        id: "r".to_owned(),
+        remote_addr: "127.0.0.1:1".parse().unwrap(),
+        burst: None,
+        reliable: true,
+        identity: None,
+    };
+    let task = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let queue = queue::channel(16, 0, state.metrics.clone());
+            let (conn, mode) = admit(&state, peer, &queue.0);
+            serve(stream, sink, queue, state, conn, mode).await
+        })
+    };
+    // The first ack binds the connection to its session.
+    let ack = ClientMessage::Ack { seq: 0 }.to_json();
+    in_tx.send(Ok(Message::Text(ack.into()))).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !state
+        .registry
+        .list(None)
+        .iter()
+        .any(|row| serde_json::to_value(row).unwrap()["session"].is_string())
+    {
+        assert!(tokio::time::Instant::now() < deadline, "never bound");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    in_tx.send(Ok(Message::Text("boom".into()))).unwrap();
+    assert!(task.await.unwrap_err().is_panic());
+    // Away, as after any end: resumable, and not held by a dead connection.
+    use crate::reliable::SessionStore;
+    assert!(state.reliable.detached_of("r").await.unwrap().is_some());
+}
