@@ -320,7 +320,11 @@ fn reliable_echo(ours: &Server, bench: &Path, nofile: u64, plan: &Plan) -> Resul
             let result = load(bench, nofile, &args)?;
             eprintln!(
                 "echo  10 x 1024 {:<22} {:>9.0} msg/s  per server cpu-s {:>9.0}",
-                if which == 0 { "ours /ws typed" } else { "ours /ws reliable v2" },
+                if which == 0 {
+                    "ours /ws typed"
+                } else {
+                    "ours /ws reliable v2"
+                },
                 num(&result, "msgs_per_s"),
                 num(&result, "msgs_per_server_cpu_s"),
             );

@@ -515,6 +515,7 @@ async fn a_panicking_connection_task_still_leaves_the_registry() {
         remote_addr: "127.0.0.1:1".parse().unwrap(),
         burst: None,
         reliable: false,
+        protocol: shared::Protocol::V1,
         identity: None,
     };
     let task = {
@@ -522,7 +523,7 @@ async fn a_panicking_connection_task_still_leaves_the_registry() {
         tokio::spawn(async move {
             let queue = queue::channel(16, 0, state.metrics.clone());
             let (conn, mode) = admit(&state, peer, &queue.0);
-            serve(stream, sink, queue, state, conn, mode).await
+            serve(Duplex(stream, sink), queue, state, conn, mode).await
         })
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -556,6 +557,7 @@ async fn a_panicking_reliable_connection_leaves_its_session_away() {
         remote_addr: "127.0.0.1:1".parse().unwrap(),
         burst: None,
         reliable: true,
+        protocol: shared::Protocol::V1,
         identity: None,
     };
     let task = {
@@ -563,7 +565,7 @@ async fn a_panicking_reliable_connection_leaves_its_session_away() {
         tokio::spawn(async move {
             let queue = queue::channel(16, 0, state.metrics.clone());
             let (conn, mode) = admit(&state, peer, &queue.0);
-            serve(stream, sink, queue, state, conn, mode).await
+            serve(Duplex(stream, sink), queue, state, conn, mode).await
         })
     };
     // The first ack binds the connection to its session.
