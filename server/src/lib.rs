@@ -83,6 +83,7 @@ pub mod auth;
 mod cluster;
 mod config;
 mod connection;
+mod duration;
 mod echo;
 mod error;
 mod limits;
@@ -107,7 +108,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use cluster::ClusterConfig;
-pub use config::{Command, Config, MIN_ADMIN_TOKEN_BYTES, parse_duration};
+pub use config::{Command, Config, MIN_ADMIN_TOKEN_BYTES};
+pub use duration::{MAX_DURATION, parse_duration};
 pub use error::Error;
 
 /// How many connections the kernel may hold completed but not yet accepted

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::config::parse_duration;
+use crate::duration::parse_duration;
 
 /// Scale-out on Redis: every flag with its environment variable.
 #[derive(Debug, Clone, clap::Args)]
