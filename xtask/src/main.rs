@@ -40,7 +40,9 @@ commands:
                       through a round-robin front (ARGS go to every node)
   test                run every check and test: fmt, clippy (native + wasm32), native tests, browser tests
   testbed             start the test server and its control API, print their addresses, wait for Ctrl-C
-  bench [--full]      benchmarks side by side (quick: under 5 minutes); writes docs/BENCHMARKS.md
+  bench [--full] [--rounds N]
+                      benchmarks side by side (quick: under 5 minutes); writes docs/BENCHMARKS.md;
+                      --rounds N interleaved rounds of each scenario (7 for a ratio near its line)
   bench --scale       only its last part: connections on one node, timed pushes on, ours beside gorilla
   bench --cluster     only the cluster's part: one broadcast to 10,000 clients over two nodes on Redis
   hostile             hostile clients at scale against the release server (a few minutes); writes docs/HARDENING.md
@@ -78,7 +80,13 @@ fn main() -> Result<()> {
         "cluster" => tasks::with_testbed(command, rest),
         "bench" if rest.iter().any(|a| a == "--scale") => tasks::bench_scale(),
         "bench" if rest.iter().any(|a| a == "--cluster") => tasks::bench_cluster(),
-        "bench" => tasks::bench(rest.iter().any(|a| a == "--full")),
+        "bench" => tasks::bench(
+            rest.iter().any(|a| a == "--full"),
+            rest.iter()
+                .position(|a| a == "--rounds")
+                .and_then(|at| rest.get(at + 1))
+                .map(String::as_str),
+        ),
         "hostile" => tasks::hostile(),
         "help" | "--help" | "-h" => {
             eprint!("{USAGE}");

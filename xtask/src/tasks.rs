@@ -177,7 +177,7 @@ fn release_bench(subcommand: &str, extra: &[&str]) -> Result<Command> {
 
 /// Builds the server and the benchmark tools in release and runs every
 /// benchmark side by side (the Go reference is built when Go is installed).
-pub fn bench(full: bool) -> Result<()> {
+pub fn bench(full: bool, rounds: Option<&str>) -> Result<()> {
     // trunk, wasm-bindgen and Chromium for the browser part; Go for gorilla.
     let tools = setup::ensure(Needs {
         checks: false,
@@ -185,7 +185,14 @@ pub fn bench(full: bool) -> Result<()> {
     })?;
     setup::ensure_go();
     setup::ensure_redis()?;
-    let mut run = release_bench("run", if full { &["--full"] } else { &[] })?;
+    let mut args = Vec::new();
+    if full {
+        args.push("--full");
+    }
+    if let Some(rounds) = rounds {
+        args.extend(["--rounds", rounds]);
+    }
+    let mut run = release_bench("run", &args)?;
     if let Some(driver) = &tools.chromedriver {
         run.env("CHROMEDRIVER", driver);
     }
