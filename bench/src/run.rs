@@ -282,6 +282,34 @@ pub fn tabs_only(server: &Path, www: &Path, rounds: usize) -> Result<Value> {
 ///
 /// When a build, a server or a scenario fails (a wrong echo, a burst out of
 /// order, a timeout): no report is written from a failed run.
+/// The load generator's arguments for a closed-loop echo `mode` on `url`,
+/// measured over the plan's window with `running`'s CPU time.
+fn echo_args(
+    mode: &str,
+    url: &str,
+    (conns, bytes): (usize, usize),
+    plan: &Plan,
+    running: &Running,
+) -> Vec<String> {
+    [
+        mode,
+        "--url",
+        url,
+        "--conns",
+        &conns.to_string(),
+        "--bytes",
+        &bytes.to_string(),
+        "--warmup",
+        &plan.warmup.to_string(),
+        "--seconds",
+        &plan.seconds.to_string(),
+        "--pid",
+        &running.guard.pid().to_string(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Reliable mode's cost (issue 21): the reliable echo (version 2, memory
 /// store, 10 connections × 1 KiB, the real native wrapper acknowledging
 /// every 32) beside the plain typed echo, per server CPU-second, each
@@ -297,26 +325,12 @@ fn reliable_echo(ours: &Server, bench: &Path, nofile: u64, plan: &Plan) -> Resul
         for k in 0..2 {
             let which = (k + round) % 2;
             let running = start(ours, nofile)?;
+            let mode = if which == 0 { "echo" } else { "reliable-echo" };
             let url = format!("ws://{}/ws", running.addr);
-            let mut args: Vec<String> = if which == 0 {
-                vec!["echo".into(), "--typed".into()]
-            } else {
-                vec!["reliable-echo".into()]
-            };
-            args.extend([
-                "--url".into(),
-                url,
-                "--conns".into(),
-                conns.to_string(),
-                "--bytes".into(),
-                bytes.to_string(),
-                "--warmup".into(),
-                plan.warmup.to_string(),
-                "--seconds".into(),
-                plan.seconds.to_string(),
-                "--pid".into(),
-                running.guard.pid().to_string(),
-            ]);
+            let mut args = echo_args(mode, &url, (conns, bytes), plan, &running);
+            if which == 0 {
+                args.push("--typed".into());
+            }
             let result = load(bench, nofile, &args)?;
             eprintln!(
                 "echo  10 x 1024 {:<22} {:>9.0} msg/s  per server cpu-s {:>9.0}",
@@ -503,21 +517,8 @@ pub fn run(options: &Options) -> Result<()> {
                 let i = (k + round) % echo_servers.len();
                 let server = &echo_servers[i];
                 let running = start(server, nofile)?;
-                let mut args: Vec<String> = vec![
-                    "echo".into(),
-                    "--url".into(),
-                    format!("ws://{}{}", running.addr, server.echo_path),
-                    "--conns".into(),
-                    conns.to_string(),
-                    "--bytes".into(),
-                    bytes.to_string(),
-                    "--warmup".into(),
-                    plan.warmup.to_string(),
-                    "--seconds".into(),
-                    plan.seconds.to_string(),
-                    "--pid".into(),
-                    running.guard.pid().to_string(),
-                ];
+                let url = format!("ws://{}{}", running.addr, server.echo_path);
+                let mut args = echo_args("echo", &url, (conns, bytes), &plan, &running);
                 if server.typed {
                     args.push("--typed".into());
                 }

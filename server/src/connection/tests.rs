@@ -493,13 +493,18 @@ async fn an_outbox_whose_peer_stops_reading_gives_up_as_a_slow_consumer() {
     );
 }
 
-#[tokio::test]
-async fn a_panicking_connection_task_still_leaves_the_registry() {
-    use std::sync::atomic::Ordering::Relaxed;
-    let state = state(&[]);
+/// A connection `id` whose transport's read panics on "boom": a stand-in
+/// for any bug in the connection's task. Its input, and its task.
+fn panicking(
+    state: &AppState,
+    id: &str,
+    reliable: bool,
+) -> (
+    mpsc::UnboundedSender<Result<Message, axum::Error>>,
+    JoinHandle<End>,
+) {
+    use futures_util::SinkExt;
     let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Result<Message, axum::Error>>();
-    // A transport whose read panics on "boom": a stand-in for any bug in
-    // the connection's task.
     let stream: BoxStream = Box::pin(futures_util::stream::poll_fn(move |cx| {
         match in_rx.poll_recv(cx) {
             Poll::Ready(Some(Ok(Message::Text(text)))) if text.as_str() == "boom" => {
@@ -508,24 +513,29 @@ async fn a_panicking_connection_task_still_leaves_the_registry() {
             other => other,
         }
     }));
-    use futures_util::SinkExt;
     let sink: BoxSink = Box::pin(futures_util::sink::drain().sink_map_err(drop));
     let peer = Peer {
-        id: "ghost".to_owned(),
+        id: id.to_owned(),
         remote_addr: "127.0.0.1:1".parse().unwrap(),
         burst: None,
-        reliable: false,
+        reliable,
         protocol: shared::Protocol::V1,
         identity: None,
     };
-    let task = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let queue = queue::channel(16, 0, state.metrics.clone());
-            let (conn, mode) = admit(&state, peer, &queue.0);
-            serve(Duplex(stream, sink), queue, state, conn, mode).await
-        })
-    };
+    let state = state.clone();
+    let task = tokio::spawn(async move {
+        let queue = queue::channel(16, 0, state.metrics.clone());
+        let (conn, mode) = admit(&state, peer, &queue.0);
+        serve(Duplex(stream, sink), queue, state, conn, mode).await
+    });
+    (in_tx, task)
+}
+
+#[tokio::test]
+async fn a_panicking_connection_task_still_leaves_the_registry() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let state = state(&[]);
+    let (in_tx, task) = panicking(&state, "ghost", false);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !state.registry.contains("ghost") {
         assert!(tokio::time::Instant::now() < deadline, "never registered");
@@ -541,33 +551,7 @@ async fn a_panicking_connection_task_still_leaves_the_registry() {
 #[tokio::test]
 async fn a_panicking_reliable_connection_leaves_its_session_away() {
     let state = state(&[]);
-    let (in_tx, mut in_rx) = mpsc::unbounded_channel::<Result<Message, axum::Error>>();
-    let stream: BoxStream = Box::pin(futures_util::stream::poll_fn(move |cx| {
-        match in_rx.poll_recv(cx) {
-            Poll::Ready(Some(Ok(Message::Text(text)))) if text.as_str() == "boom" => {
-                panic!("a bug in the connection task")
-            }
-            other => other,
-        }
-    }));
-    use futures_util::SinkExt;
-    let sink: BoxSink = Box::pin(futures_util::sink::drain().sink_map_err(drop));
-    let peer = Peer {
-        id: "r".to_owned(),
-        remote_addr: "127.0.0.1:1".parse().unwrap(),
-        burst: None,
-        reliable: true,
-        protocol: shared::Protocol::V1,
-        identity: None,
-    };
-    let task = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let queue = queue::channel(16, 0, state.metrics.clone());
-            let (conn, mode) = admit(&state, peer, &queue.0);
-            serve(Duplex(stream, sink), queue, state, conn, mode).await
-        })
-    };
+    let (in_tx, task) = panicking(&state, "r", true);
     // The first ack binds the connection to its session.
     let ack = ClientMessage::Ack { seq: 0 }.to_json();
     in_tx.send(Ok(Message::Text(ack.into()))).unwrap();
