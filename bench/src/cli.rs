@@ -51,6 +51,15 @@ enum Cmd {
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
         rounds: Option<u16>,
     },
+    /// Writes docs/BENCHMARKS.md again from the results of the last run
+    /// (`benchmarks.json` in `--docs`): after a change to the report's
+    /// text, without measuring again.
+    #[command(hide = true)]
+    Report {
+        /// Where the report and its results are (relative to the workspace root).
+        #[arg(long, default_value = "docs")]
+        docs: PathBuf,
+    },
     /// Hostile clients at scale against the release server (issue 12);
     /// prints a table and writes docs/HARDENING.md. Not for CI: a few minutes.
     Hostile {
@@ -267,6 +276,14 @@ pub fn main() -> Result<()> {
             no_cluster,
             rounds: rounds.map(usize::from),
         }),
+        Cmd::Report { docs } => {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default();
+            let json = std::fs::read_to_string(root.join(&docs).join("benchmarks.json"))?;
+            crate::report::write(&root, &docs, serde_json::from_str(&json)?)
+        }
         Cmd::Cluster {
             target,
             docs,
