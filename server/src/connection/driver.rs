@@ -127,11 +127,21 @@ where
         tokio::pin!(shutting_down, close_request);
 
         let (end, written) = loop {
-            if self
-                .expiry
-                .is_some_and(|at| tokio::time::Instant::now() >= at)
-            {
-                break (End::token_expired(), true);
+            // Every deadline, whatever woke the loop: the deadline timer's
+            // branch comes last in the biased `select!`, so a client that
+            // keeps the read side busy would otherwise never meet it.
+            match crate::timer::overdue(
+                tokio::time::Instant::now(),
+                last_heard,
+                config.idle_timeout,
+                self.expiry,
+            ) {
+                Due::NotYet => {}
+                Due::Idle => {
+                    tracing::info!("closing an idle connection after {:?}", config.idle_timeout);
+                    break (End::idle(), true);
+                }
+                Due::Expired => break (End::token_expired(), true),
             }
             if let Err(end) = self.pace() {
                 break (end, true);
