@@ -220,8 +220,10 @@ pub enum ServerMessage {
         /// Reliable mode only: the secret that proves a `resume` comes from this client.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         token: Option<String>,
-        /// The protocol version of the server ([`PROTOCOL_VERSION`]); 0 when
-        /// the server is older than versioning and sent none.
+        /// The connection's protocol version: the one the client asked for
+        /// with `?protocol=N`, at most [`PROTOCOL_VERSION`], and 1 when it
+        /// asked for none ([`Protocol::negotiate`]); 0 when the server is
+        /// older than versioning and sent none.
         #[serde(default)]
         protocol: u32,
         /// Token mode only: when the connection's token expires, in seconds
