@@ -26,9 +26,9 @@ impl<T> Connection<'_, T>
 where
     T: Stream<Item = Result<Message, axum::Error>> + Sink<Message> + Unpin,
 {
-    /// Queues `message` unnumbered, behind what is queued.
-    fn send(&self, message: Message) {
-        self.outbound.force_send(Outbound::Frame(message));
+    /// Sends `message` unnumbered, after what waits to be written.
+    fn send(&mut self, message: Message) {
+        self.reply(message);
     }
 
     pub(super) async fn on_message(&mut self, message: Message) -> Result<(), End> {
@@ -208,7 +208,7 @@ where
 
     /// Delivers an answer on a plain connection: a reply as it is, a burst
     /// to the outbox, which numbers and batches its pushes.
-    pub(super) fn deliver(&self, served: Served) {
+    pub(super) fn deliver(&mut self, served: Served) {
         match served {
             Served::Reply(reply) => self.send(wire::text(&reply)),
             Served::Burst(count) => self.outbound.force_send(Outbound::Burst { count }),

@@ -146,15 +146,18 @@ where
             if let Err(end) = self.pace() {
                 break (end, true);
             }
-            if self.outbox.busy() || !self.outbound.is_empty() {
+            let queued = !self.outbound.is_empty();
+            if self.outbox.busy() || queued {
                 // Boxed: inline, a batch's state would be held by the future
                 // of every idle connection.
-                let write = self.outbox.write(&mut self.ws, self.state, &conn.shared);
+                let write = self
+                    .outbox
+                    .write(&mut self.ws, self.state, (&conn.shared, queued));
                 if let Err(failed) = Box::pin(write).await {
                     break (failed.end(self.state), false);
                 }
             }
-            let reading = self.outbound.has_room();
+            let reading = self.has_room();
             let more = self.outbox.busy() || self.link.as_ref().is_some_and(|l| l.burst_ready());
             tokio::select! {
                 biased;
@@ -212,6 +215,24 @@ where
         Box::pin(self.finish(end, written)).await
     }
 
+    /// Whether the queue and the direct replies are under the queue's
+    /// bounds: the loop reads from its client only then.
+    fn has_room(&self) -> bool {
+        let bound = self.state.config.send_queue_bytes;
+        (bound == 0 || self.outbox.direct_bytes() < bound) && self.outbound.has_room()
+    }
+
+    /// A reply of the connection's own: written first at the next write when
+    /// nothing waits before it (no trip through the queue's lock), else
+    /// queued behind what waits.
+    pub(super) fn reply(&mut self, message: Message) {
+        if self.outbox.may_go_direct() && self.outbound.is_empty() {
+            self.outbox.push_direct(message);
+        } else {
+            self.outbound.force_send(Outbound::Frame(message));
+        }
+    }
+
     /// Reliable mode: the next pushes of a burst, as the window allows.
     fn pace(&mut self) -> Result<(), End> {
         match &self.link {
@@ -232,7 +253,7 @@ where
                 Some(Err(err)) => return Err(End::read(&ReadError::from(err))),
                 None => return Err(End::gone("connection ended")),
             }
-            if read == READ_BATCH || !self.outbound.has_room() {
+            if read == READ_BATCH || !self.has_room() {
                 return Ok(());
             }
             // `next` is cancel-safe: an unfinished read stays in the buffer.

@@ -248,7 +248,7 @@ where
         },
         finished: false,
     };
-    let outbox = outbound::Outbox::new(outbound_rx, written_through);
+    let outbox = outbound::Outbox::new(outbound_rx, written_through, state.metrics.clone());
     let end = driver::Connection::new(ws, (outbound_tx, outbox), &state, &conn, mode)
         .run()
         .await;

@@ -74,6 +74,13 @@ struct Burst {
 /// What is queued for the socket and not written yet.
 pub(super) struct Outbox {
     queue: queue::Receiver,
+    /// Replies of the connection's own task that found the queue empty:
+    /// written first at the next write, without a trip through the queue's
+    /// lock. Their bytes count in the server's queued bytes meanwhile.
+    direct: Vec<Message>,
+    direct_bytes: usize,
+    /// Where the direct replies' bytes are counted.
+    metrics: Arc<Metrics>,
     /// Taken from the queue, not written yet (what waits behind a burst).
     /// Grown on first use: an idle connection holds no batch buffer.
     taken: Vec<Outbound>,
@@ -86,9 +93,16 @@ pub(super) struct Outbox {
 }
 
 impl Outbox {
-    pub(super) fn new(queue: queue::Receiver, session: Option<Arc<OnceLock<SessionRef>>>) -> Self {
+    pub(super) fn new(
+        queue: queue::Receiver,
+        session: Option<Arc<OnceLock<SessionRef>>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             queue,
+            direct: Vec::new(),
+            direct_bytes: 0,
+            metrics,
             taken: Vec::new(),
             seq: 0,
             burst: None,
@@ -97,9 +111,29 @@ impl Outbox {
     }
 
     /// Whether there is something to write without waiting: a burst in
-    /// progress, or items taken from the queue.
+    /// progress, items taken from the queue, or direct replies.
     pub(super) fn busy(&self) -> bool {
-        self.burst.is_some() || !self.taken.is_empty()
+        self.burst.is_some() || !self.taken.is_empty() || !self.direct.is_empty()
+    }
+
+    /// Whether a reply may skip the queue: nothing waits to be written
+    /// before it here (the caller checks that the queue is empty too).
+    pub(super) fn may_go_direct(&self) -> bool {
+        self.burst.is_none() && self.taken.is_empty()
+    }
+
+    /// A reply written first at the next write (see [`Outbox::may_go_direct`]).
+    pub(super) fn push_direct(&mut self, message: Message) {
+        let len = message_len(&message);
+        self.direct_bytes += len;
+        Metrics::add(&self.metrics.send_queue_bytes, len as u64);
+        self.direct.push(message);
+    }
+
+    /// Bytes of direct replies not written yet (the queue's byte bound
+    /// applies to them and the queue together).
+    pub(super) fn direct_bytes(&self) -> usize {
+        self.direct_bytes
     }
 
     /// Waits until something is queued (and takes it); cancel-safe.
@@ -114,7 +148,7 @@ impl Outbox {
         &mut self,
         ws: &mut T,
         state: &AppState,
-        shared: &ClientShared,
+        (shared, queued): (&ClientShared, bool),
     ) -> Result<(), Failed>
     where
         T: Sink<Message> + Unpin,
@@ -122,11 +156,16 @@ impl Outbox {
         if self.burst.is_some() {
             return self.burst_batch(ws, state, shared).await;
         }
-        while self.taken.len() < QUEUE_BATCH {
+        while queued && self.taken.len() < QUEUE_BATCH {
             match self.queue.try_recv() {
                 Some(item) => self.taken.push(item),
                 None => break,
             }
+        }
+        if !self.direct.is_empty() {
+            // Flushed with what was queued, if anything was.
+            let flush = self.taken.is_empty();
+            self.write_direct(ws, state, shared, flush).await?;
         }
         if self.taken.is_empty() {
             return Ok(());
@@ -176,6 +215,34 @@ impl Outbox {
         // Written and flushed: out of the queue's byte count (the
         // receiver's drop settles a batch that failed).
         self.queue.release(dequeued);
+        count(state, shared, written, bytes);
+        Ok(())
+    }
+
+    /// Writes the direct replies, and flushes them with `flush_now` (without,
+    /// they go out with the queued batch that follows).
+    async fn write_direct<T>(
+        &mut self,
+        ws: &mut T,
+        state: &AppState,
+        shared: &ClientShared,
+        flush_now: bool,
+    ) -> Result<(), Failed>
+    where
+        T: Sink<Message> + Unpin,
+    {
+        let direct = &mut self.direct;
+        let (mut written, mut bytes) = (0, 0);
+        within(state.config.write_timeout, async {
+            for message in direct.drain(..) {
+                bytes += feed(ws, message).await?;
+                written += 1;
+            }
+            if flush_now { flush(ws).await } else { Ok(()) }
+        })
+        .await?;
+        Metrics::sub(&self.metrics.send_queue_bytes, self.direct_bytes as u64);
+        self.direct_bytes = 0;
         count(state, shared, written, bytes);
         Ok(())
     }
@@ -234,6 +301,12 @@ impl Outbox {
     where
         T: Sink<Message> + Unpin,
     {
+        let direct = std::mem::take(&mut self.direct);
+        self.taken
+            .splice(0..0, direct.into_iter().map(Outbound::Frame));
+        // Out of the count now (what is not written is dropped with the rest).
+        Metrics::sub(&self.metrics.send_queue_bytes, self.direct_bytes as u64);
+        self.direct_bytes = 0;
         while let Some(item) = self.queue.try_recv() {
             self.taken.push(item);
         }
@@ -266,6 +339,13 @@ impl Outbox {
             .persist(session)
             .await
             .map_err(Failed::Unstored)
+    }
+}
+
+impl Drop for Outbox {
+    /// Direct replies never written leave the server's queued bytes.
+    fn drop(&mut self) {
+        Metrics::sub(&self.metrics.send_queue_bytes, self.direct_bytes as u64);
     }
 }
 

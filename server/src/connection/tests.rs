@@ -401,9 +401,10 @@ async fn write(state: &AppState, sink: &mut Recorder, items: Vec<Outbound>) -> R
         tx.try_send(item).unwrap();
     }
     let shared = ClientShared::default();
-    let mut outbox = Outbox::new(rx, None);
+    let mut outbox = Outbox::new(rx, None, state.metrics.clone());
     loop {
-        outbox.write(sink, state, &shared).await?;
+        let queued = !tx.is_empty();
+        outbox.write(sink, state, (&shared, queued)).await?;
         if !outbox.busy() && tx.is_empty() {
             return Ok(());
         }
@@ -438,6 +439,47 @@ async fn the_outbox_feeds_what_is_queued_and_flushes_once_per_batch() {
     ));
     // One flush for the batch of five.
     assert_eq!(sink.flushes(), 1);
+}
+
+#[tokio::test]
+async fn direct_replies_go_first_share_the_batchs_flush_and_leave_the_gauge() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let state = state(&[]);
+    let gauge = || state.metrics.send_queue_bytes.load(Relaxed);
+    let mut sink = Recorder::default();
+    let shared = ClientShared::default();
+    let (tx, rx) = queue::channel(4, 0, state.metrics.clone());
+    let mut outbox = Outbox::new(rx, None, state.metrics.clone());
+    outbox.push_direct(Message::Text("a".into()));
+    outbox.push_direct(Message::Text("bb".into()));
+    tx.try_send(Outbound::Frame(Message::Text("c".into())))
+        .unwrap();
+    assert_eq!(gauge(), 4, "direct replies count while they wait");
+    outbox
+        .write(&mut sink, &state, (&shared, true))
+        .await
+        .unwrap();
+    let texts: Vec<String> = sink
+        .frames()
+        .iter()
+        .map(|m| m.to_text().unwrap().to_owned())
+        .collect();
+    assert_eq!(texts, ["a", "bb", "c"]);
+    assert_eq!(sink.flushes(), 1, "one flush for the direct and the queued");
+    assert_eq!(gauge(), 0);
+    // Direct replies alone are flushed on their own.
+    outbox.push_direct(Message::Text("d".into()));
+    outbox
+        .write(&mut sink, &state, (&shared, false))
+        .await
+        .unwrap();
+    assert_eq!(sink.frames().len(), 4);
+    assert_eq!(sink.flushes(), 2);
+    // Never written (the connection failed): out of the gauge all the same.
+    outbox.push_direct(Message::Text("e".into()));
+    assert_eq!(gauge(), 1);
+    drop(outbox);
+    assert_eq!(gauge(), 0);
 }
 
 #[tokio::test]
