@@ -516,13 +516,27 @@ fn decode<'a, T: Deserialize<'a>>(text: &'a str, known: &[&str]) -> Result<T, De
     }
 }
 
-/// A version-2 `msg` whose `type` is not its first field fails the derived
-/// decoder (its `data` is not a string): decoded here instead.
-fn envelope_in_any_order(text: &str, err: &DecodeError) -> Option<(u64, String)> {
-    match err {
-        DecodeError::InvalidFields { ty, .. } if ty == "msg" => envelope::decode_msg(text),
-        _ => None,
+/// Decodes `text`, a reliable `msg` envelope of either version by
+/// [`envelope`]'s decoder (made into a message by `msg`), anything else by
+/// the derived one. An envelope written as ours are takes the short way; a
+/// version-2 one whose `type` is not its first field fails the derived
+/// decoder (its `data` is not a string) and is decoded after all.
+fn decode_or_msg<'a, T: Deserialize<'a>>(
+    text: &'a str,
+    known: &[&str],
+    msg: impl Fn(u64, String) -> T,
+) -> Result<T, DecodeError> {
+    if envelope::looks_like_msg(text)
+        && let Some((seq, data)) = envelope::decode_msg(text)
+    {
+        return Ok(msg(seq, data));
     }
+    decode(text, known).or_else(|err| match &err {
+        DecodeError::InvalidFields { ty, .. } if ty == "msg" => envelope::decode_msg(text)
+            .map(|(seq, data)| msg(seq, data))
+            .ok_or(err),
+        _ => Err(err),
+    })
 }
 
 fn encode<T: Serialize>(msg: &T) -> String {
@@ -543,15 +557,7 @@ impl ClientMessage {
         if let Some((id, body)) = fast::echo_request(text) {
             return Ok(Self::Echo { id, body });
         }
-        if envelope::looks_like_msg(text)
-            && let Some((seq, data)) = envelope::decode_msg(text)
-        {
-            return Ok(Self::Msg { seq, data });
-        }
-        decode(text, CLIENT_TYPES).or_else(|err| match envelope_in_any_order(text, &err) {
-            Some((seq, data)) => Ok(Self::Msg { seq, data }),
-            None => Err(err),
-        })
+        decode_or_msg(text, CLIENT_TYPES, |seq, data| Self::Msg { seq, data })
     }
 
     /// Encodes the message as one text frame.
@@ -568,15 +574,7 @@ impl ServerMessage {
     /// A [`DecodeError`] saying whether the text was not JSON, had no or an
     /// unknown `type`, or had wrong fields for its type.
     pub fn from_json(text: &str) -> Result<Self, DecodeError> {
-        if envelope::looks_like_msg(text)
-            && let Some((seq, data)) = envelope::decode_msg(text)
-        {
-            return Ok(Self::Msg { seq, data });
-        }
-        decode(text, SERVER_TYPES).or_else(|err| match envelope_in_any_order(text, &err) {
-            Some((seq, data)) => Ok(Self::Msg { seq, data }),
-            None => Err(err),
-        })
+        decode_or_msg(text, SERVER_TYPES, |seq, data| Self::Msg { seq, data })
     }
 
     /// Encodes the message as one text frame.
