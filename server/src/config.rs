@@ -128,6 +128,13 @@ pub struct Config {
     #[arg(long, env = "SERVER_MAX_SESSIONS_PER_IP", default_value_t = 100)]
     pub max_sessions_per_ip: usize,
 
+    /// Reliable mode, token mode: sessions held at most per user, for the
+    /// same reason (a user's sessions live on after their connections, up
+    /// to `--session-ttl`). `0` turns it off. With Redis, this cap and the
+    /// two above count the sessions of every node together.
+    #[arg(long, env = "SERVER_MAX_SESSIONS_PER_USER", default_value_t = 100)]
+    pub max_sessions_per_user: usize,
+
     /// Reliable mode: bytes of every session's history together. Over it,
     /// the oldest messages of clients that are away are evicted first (a
     /// `gap` on their resume); a connected client whose message would not
@@ -422,8 +429,11 @@ impl Config {
             history_max_age: self.history_max_age,
             history_max_bytes: self.history_max_bytes,
             ttl: self.session_ttl,
-            max_sessions: self.max_sessions,
-            max_sessions_per_ip: self.max_sessions_per_ip,
+            caps: crate::reliable::Caps {
+                total: self.max_sessions,
+                per_ip: self.max_sessions_per_ip,
+                per_user: self.max_sessions_per_user,
+            },
             history_total_bytes: self.history_total_bytes,
         }
     }
@@ -482,6 +492,7 @@ mod tests {
         assert_eq!(config.max_sessions, 10_000);
         assert_eq!(config.history_max_bytes, 1024 * 1024);
         assert_eq!(config.max_sessions_per_ip, 100);
+        assert_eq!(config.max_sessions_per_user, 100);
         assert_eq!(config.history_total_bytes, 256 * 1024 * 1024);
         assert!(Config::try_parse_from(["server", "--history-max", "0"]).is_err());
         assert_eq!(config.shutdown_timeout, Duration::from_secs(5));

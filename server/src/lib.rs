@@ -80,6 +80,7 @@
 
 mod admin;
 pub mod auth;
+mod clock;
 mod cluster;
 mod config;
 mod connection;

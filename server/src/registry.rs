@@ -408,11 +408,7 @@ impl ClientHandle {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn millis(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+pub use crate::clock::millis;
 
 #[cfg(test)]
 mod tests {

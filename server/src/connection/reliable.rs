@@ -175,6 +175,10 @@ impl Link {
                 tracing::info!(owner = %self.owner, "refused a reliable session: --max-sessions-per-ip reached");
                 return Err(End::too_many_sessions());
             }
+            Err(TooMany::PerUser) => {
+                tracing::info!("refused a reliable session: --max-sessions-per-user reached");
+                return Err(End::too_many_sessions());
+            }
             Err(TooMany::Unavailable) => {
                 tracing::warn!("refused a reliable session: the session store is unavailable");
                 return Err(End::store_unavailable());

@@ -12,13 +12,14 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `outcome.rs` | what goes in and out of a session: [`To`], [`Outgoing`], [`Accepted`], [`Refused`], [`Attach`], [`TakeoverSignal`] |
-//! | `session.rs` | [`Session`]: the only place that numbers, bounds and records a server message ([`Session::send`]) and filters client ones ([`Session::accept`]) |
+//! | `outcome.rs` | what goes in and out of a session and a store: [`To`], [`Outgoing`], [`Accepted`], [`Refused`], [`Attach`], [`TakeoverSignal`], [`TooMany`], [`Unwritten`], [`ResumeError`] |
+//! | `bounds.rs` | [`Limits`] (what a session holds) and [`Caps`] (how many sessions a store holds), one type for both stores |
+//! | `session/` | [`Session`] (`mod.rs`, its fields private): the only place that numbers, bounds and records a server message ([`Session::send`]) and filters client ones ([`Session::accept`]); `history.rs` what its history keeps; `journal.rs` what changed since its last write to Redis; `written.rs` the write-through and a session rebuilt from Redis |
 //! | `budget.rs` | [`Budget`](budget::Budget): the bytes of every history together, against `history_total_bytes` |
-//! | `store.rs` | [`SessionStore`], the async API of where sessions live, and [`MemoryStore`], the in-process one (the default) |
-//! | `redis_store/` | [`RedisStore`] (`mod.rs`), its Lua scripts (`scripts.rs`) and its sweep (`upkeep.rs`): the sessions in Redis (`--redis-url`): the node serving a connection keeps the session as a cache and writes every change through, fenced by the attach epoch, before it reaches the socket; a resume on any node loads it |
-//! | `journal.rs` | what changed in a session since its last write to Redis, and a session rebuilt from Redis |
-//! | `choice.rs` | [`Store`]: memory or Redis, chosen at start |
+//! | `store/` | [`SessionStore`], the async API of where sessions live, and [`Store`], the one chosen at start (`mod.rs`); [`MemoryStore`] (`memory.rs`, the default); [`RedisStore`] (`redis/`: the node serving a connection keeps the session as a cache and writes every change through, fenced by the attach epoch, before it reaches the socket; a resume on any node loads it) |
+//!
+//! Imports go one way: `store` uses `session`, which uses `bounds`,
+//! `budget` and `outcome`, which use nothing here.
 //! | `tests/` | their behaviour (numbering, resume, limits), written against the trait: `on_both_stores!` runs each on both stores (Redis on a `redis-server` of its own); `redis_only.rs` the handover between nodes, fencing and a Redis that is down; `redis_upkeep.rs` the sweep in Redis, what Redis lost or did not confirm, a dead node's sessions, bad data |
 //!
 //! In token mode a session belongs to the user of the connection that
@@ -61,11 +62,9 @@
 //!   numbered message either way (`connection::reliable`), so probes that
 //!   number nothing hold nothing.
 
+mod bounds;
 mod budget;
-mod choice;
-mod journal;
 mod outcome;
-mod redis_store;
 mod session;
 mod store;
 #[cfg(test)]
@@ -73,11 +72,13 @@ mod tests;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub use choice::Store;
-pub use outcome::{Accepted, Attach, BurstBusy, Outgoing, Refused, TakenOver, TakeoverSignal, To};
-pub use redis_store::{Backend, RedisStore};
-pub use session::{Limits, MAX_PENDING_BURSTS, Session};
-pub use store::{MemoryStore, ResumeError, SessionStore, TooMany, Unwritten, offer};
+pub use bounds::{Caps, Limits};
+pub use outcome::{
+    Accepted, Attach, BurstBusy, Outgoing, Refused, ResumeError, TakenOver, TakeoverSignal, To,
+    TooMany, Unwritten,
+};
+pub use session::{MAX_PENDING_BURSTS, Session};
+pub use store::{Backend, MemoryStore, RedisStore, SessionStore, Store, offer};
 
 /// A shared, lockable session.
 pub type SessionRef = Arc<Mutex<Session>>;

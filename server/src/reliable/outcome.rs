@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use shared::ServerMessage;
+use shared::{ResumeFailure, ServerMessage};
 
 /// The session was taken over by a newer connection (a `resume`), so this
 /// connection may no longer send in its name.
@@ -117,4 +117,73 @@ pub struct Attach {
     /// what it numbers for it (the session itself keeps no framing, so a
     /// client may resume it speaking another version).
     pub protocol: shared::Protocol,
+}
+
+/// Why [`SessionStore::create`] stored nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TooMany {
+    /// `max_sessions` are held, even after forgetting expired ones.
+    Sessions,
+    /// The owner address holds `max_sessions_per_ip` already.
+    PerIp,
+    /// Token mode: the user holds `max_sessions_per_user` already.
+    PerUser,
+    /// The store (Redis) did not answer: nothing was stored.
+    Unavailable,
+}
+
+/// Why a change to a session was not written to its store (a shared one:
+/// the memory store writes nothing and never fails).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unwritten {
+    /// A resume elsewhere moved the session on (or it ended): this
+    /// connection no longer speaks for it (4002).
+    #[error("the session was taken over")]
+    TakenOver,
+    /// The store does not answer (1013, try again later): the write was
+    /// not applied.
+    #[error("the session store is unavailable")]
+    Unavailable,
+    /// The store did not confirm the write in time (it timed out, or the
+    /// connection dropped after it was sent): it may still be applied.
+    /// A connection ends with 1013 as for [`Unwritten::Unavailable`] (its
+    /// client saw nothing of it, and a resume reads what the store holds);
+    /// the admin API answers 504, since a retry could store a push twice.
+    #[error("the session store did not confirm the write in time")]
+    Unconfirmed,
+    /// The store no longer holds the session (Redis restarted empty, or the
+    /// session expired meanwhile): 1013, and the client's resume then
+    /// fails with `unknown_session`. Not a takeover: 4002 would stop the
+    /// client from reconnecting at all.
+    #[error("the session store no longer holds the session")]
+    Gone,
+    /// Another writer numbered something in the session meanwhile, at the
+    /// same attach epoch: two pushes to a client away at once, or a push
+    /// stored by another node while this one was taken for dead (its
+    /// heartbeat key expired). Not written; a connection closes with 1013
+    /// (its resume gets both), an admin push answers 503 (retry).
+    #[error("the session was written by another node meanwhile")]
+    Raced,
+}
+
+/// Why [`SessionStore::resume`] attached nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResumeError {
+    /// The answer the client gets (`resume_failed`).
+    Failed(ResumeFailure),
+    /// The store does not answer: the connection closes with 1013.
+    Unavailable,
+}
+
+impl From<ResumeFailure> for ResumeError {
+    fn from(failure: ResumeFailure) -> Self {
+        Self::Failed(failure)
+    }
+}
+
+impl PartialEq<ResumeFailure> for ResumeError {
+    fn eq(&self, other: &ResumeFailure) -> bool {
+        *self == Self::Failed(*other)
+    }
 }

@@ -2,6 +2,69 @@
 
 use super::*;
 
+on_both_stores!(the_caps_count_sessions_away_and_attached_per_address_and_per_user);
+
+/// The same [`Caps`] give the same answers in both stores: away sessions
+/// count as attached ones do, each address and each user has its own
+/// count, and the total is checked first.
+async fn the_caps_count_sessions_away_and_attached_per_address_and_per_user(kind: Kind) {
+    let now = Instant::now();
+    let mut bounds = limits(10);
+    bounds.caps = Caps {
+        total: 5,
+        per_ip: 2,
+        per_user: 2,
+    };
+    let store = kind.store(bounds);
+    let (a, b, d): (std::net::IpAddr, std::net::IpAddr, std::net::IpAddr) = (
+        "192.0.2.1".parse().unwrap(),
+        "192.0.2.2".parse().unwrap(),
+        "192.0.2.3".parse().unwrap(),
+    );
+    let of = |user: &str, conn| Attach {
+        user: Some(Arc::from(user)),
+        ..c(conn)
+    };
+    let s0 = store
+        .create(offer("s0"), "c0", a, of("u", 0), now)
+        .await
+        .unwrap();
+    lock(&s0).detach(0, now);
+    store.persist(&s0).await.unwrap();
+    store
+        .create(offer("s1"), "c1", a, of("v", 1), now)
+        .await
+        .unwrap();
+    let refused = store.create(offer("s2"), "c2", a, of("w", 2), now).await;
+    assert_eq!(refused.err(), Some(TooMany::PerIp), "the away one counts");
+    store
+        .create(offer("s3"), "c3", b, of("u", 3), now)
+        .await
+        .unwrap();
+    let refused = store.create(offer("s4"), "c4", d, of("u", 4), now).await;
+    assert_eq!(refused.err(), Some(TooMany::PerUser));
+    store
+        .create(offer("s5"), "c5", d, of("w", 5), now)
+        .await
+        .unwrap();
+    store.create(offer("s6"), "c6", b, c(6), now).await.unwrap();
+    // Five held: the total refuses first, whatever else is free.
+    let refused = store
+        .create(offer("s7"), "c7", "192.0.2.9".parse().unwrap(), c(7), now)
+        .await;
+    assert_eq!(refused.err(), Some(TooMany::Sessions));
+    // Ending a user's sessions gives their places back.
+    assert_eq!(store.end_user("u").await, 2);
+    store
+        .create(offer("s8"), "c8", d, of("u", 8), now)
+        .await
+        .unwrap();
+    store
+        .create(offer("s9"), "c9", a, of("x", 9), now)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn sessions_expire_after_the_ttl_and_tokens_are_checked() {
     let now = Instant::now();
@@ -59,8 +122,8 @@ async fn sessions_are_capped_and_expired_ones_make_room() {
 async fn sessions_are_capped_per_owner_address() {
     let now = Instant::now();
     let mut per_ip = limits(10);
-    per_ip.max_sessions = 100;
-    per_ip.max_sessions_per_ip = 2;
+    per_ip.caps.total = 100;
+    per_ip.caps.per_ip = 2;
     let store = MemoryStore::new(per_ip);
     let other: std::net::IpAddr = "192.0.2.7".parse().unwrap();
     for n in 0..2 {
@@ -118,7 +181,7 @@ async fn the_sweep_evicts_by_age_without_any_activity() {
 async fn the_total_budget_evicts_clients_that_are_away_oldest_first() {
     let start = Instant::now();
     let mut tight = limits(100);
-    tight.max_sessions = 10;
+    tight.caps.total = 10;
     let one = {
         let store = MemoryStore::new(tight);
         let s = first(&store).await;

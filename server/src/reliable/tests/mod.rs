@@ -5,8 +5,8 @@
 //! missing `redis-server` fails the test, it is never skipped). The tests
 //! of `limits.rs` run in memory only: they move the store's clock forward
 //! (`sweep(now + ttl)`), while Redis forgets sessions by its own clock
-//! (key TTLs), and its caps count only the sessions attached on the node;
-//! `redis_only.rs` and `redis_upkeep.rs` cover what differs.
+//! (key TTLs); `redis_only.rs` and `redis_upkeep.rs` cover what
+//! differs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,8 +90,11 @@ fn limits(history_max: usize) -> Limits {
         history_max_age: Duration::from_secs(60),
         history_max_bytes: usize::MAX,
         ttl: Duration::from_secs(120),
-        max_sessions: 3,
-        max_sessions_per_ip: 0,
+        caps: Caps {
+            total: 3,
+            per_ip: 0,
+            per_user: 0,
+        },
         history_total_bytes: 0,
     }
 }

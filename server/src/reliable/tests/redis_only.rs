@@ -18,6 +18,32 @@ fn two_nodes(limits: Limits) -> (testbed::RedisServer, Store, Store) {
 }
 
 #[tokio::test]
+async fn the_caps_count_the_sessions_of_every_node() {
+    let now = Instant::now();
+    let mut bounds = limits(10);
+    bounds.caps = Caps {
+        total: 100,
+        per_ip: 3,
+        per_user: 0,
+    };
+    let (_redis, a, b) = two_nodes(bounds);
+    // A client rotating over the nodes, leaving each session away.
+    for (n, node) in [&a, &b, &a].into_iter().enumerate() {
+        let conn = u64::try_from(n).unwrap();
+        let s = node
+            .create(offer(&format!("s{n}")), "c", HOME, c(conn), now)
+            .await
+            .unwrap();
+        lock(&s).detach(conn, now);
+        node.persist(&s).await.unwrap();
+    }
+    for node in [&a, &b] {
+        let refused = node.create(offer("s9"), "c", HOME, c(9), now).await;
+        assert_eq!(refused.err(), Some(TooMany::PerIp));
+    }
+}
+
+#[tokio::test]
 async fn a_session_resumes_on_another_node_with_nothing_lost_or_repeated() {
     let now = Instant::now();
     let (_redis, a, b) = two_nodes(limits(10));

@@ -216,22 +216,34 @@ async fn a_takeover_is_sent_before_the_first_heartbeat() {
 async fn a_users_set_forgets_the_sessions_that_expired() {
     let now = Instant::now();
     let redis = server();
-    let (_, a) = node(&redis, limits(10));
+    let short = Limits {
+        ttl: Duration::from_millis(100),
+        ..limits(10)
+    };
+    let (_, a) = node(&redis, short);
     let of_u = |conn| Attach {
         user: Some(Arc::from("u")),
         ..c(conn)
     };
-    a.create(offer("s1"), "c", HOME, of_u(1), now)
+    let s1 = a
+        .create(offer("s1"), "c", HOME, of_u(1), now)
         .await
         .unwrap();
+    lock(&s1).detach(1, now);
+    a.persist(&s1).await.unwrap();
     let mut conn = raw(&redis).await;
-    // s1 expired.
-    conn.del::<_, ()>("ws:sess:s1").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while conn.exists::<_, bool>("ws:sess:s1").await.unwrap() {
+        assert!(Instant::now() < deadline, "s1 never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     a.create(offer("s2"), "c", HOME, of_u(2), now)
         .await
         .unwrap();
     let members: Vec<String> = conn.smembers("ws:user:u").await.unwrap();
     assert_eq!(members, ["s2"]);
+    let counted: Vec<String> = conn.zrange("ws:count:user:u", 0, -1).await.unwrap();
+    assert_eq!(counted, ["s2"], "the user's count forgot s1 too");
 }
 
 #[tokio::test]

@@ -2,7 +2,7 @@
 //! `PERSIST` writes a session's changes (fenced by its attach epoch and
 //! `last_out`), `LOAD` reads a session, attaching it for a resume. The
 //! sweep's (`REFRESH`, `DETACH`, `AGE`) are called from `upkeep.rs`,
-//! `PRUNE` and `END_USER` from `mod.rs`. Each reads and writes in one
+//! `CREATE` and `END_USER` from `mod.rs`. Each reads and writes in one
 //! script: no other client's command runs in between, so no decision
 //! rests on a read another node changed since. Redis does not roll back a
 //! script that fails halfway; none of these can, short of a key
@@ -14,11 +14,92 @@ use std::sync::{Arc, Mutex};
 use shared::ResumeFailure;
 
 use super::{RedisStore, token_hash};
+use crate::clock::now_ms;
 use crate::reliable::SessionRef;
-use crate::reliable::journal::{Changes, Snapshot, Stored, now_ms};
-use crate::reliable::outcome::Attach;
-use crate::reliable::session::Session;
-use crate::reliable::store::Unwritten;
+use crate::reliable::outcome::{Attach, Unwritten};
+use crate::reliable::session::{Changes, Session, Snapshot, Stored};
+
+/// The counts of sessions, shared by the scripts that give a session's
+/// keys a TTL: sorted sets of session ids scored by when their keys
+/// expire (on Redis's clock, `TIME`, so that no node's clock matters),
+/// one for the store (`count:all`), one per owner address
+/// (`count:ip:{owner}`), one per user (`count:user:{user}`). A create
+/// drops the members whose score has passed and counts the rest against
+/// [`Caps`](crate::reliable::Caps), so a count shrinks as sessions expire
+/// and costs no scan of the sessions. Each set lives as long as its
+/// longest-lived member.
+macro_rules! counts {
+    () => {
+        r"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function count_keys(prefix, owner, user)
+  local keys = {prefix .. 'count:all', prefix .. 'count:ip:' .. owner}
+  if user and user ~= '' then keys[3] = prefix .. 'count:user:' .. user end
+  return keys
+end
+local function counted(prefix, id, owner, user, ttl)
+  local at = now_ms() + tonumber(ttl)
+  for _, k in ipairs(count_keys(prefix, owner, user)) do
+    redis.call('ZADD', k, at, id)
+    if redis.call('PTTL', k) < tonumber(ttl) then redis.call('PEXPIRE', k, ttl) end
+  end
+end
+local function recount(prefix, sess, id, ttl)
+  local f = redis.call('HMGET', sess, 'owner', 'user')
+  if f[1] then counted(prefix, id, f[1], f[2], ttl) end
+end
+local function uncounted(prefix, sess, id)
+  local f = redis.call('HMGET', sess, 'owner', 'user')
+  if f[1] then
+    for _, k in ipairs(count_keys(prefix, f[1], f[2])) do redis.call('ZREM', k, id) end
+  end
+end
+local function prefix_of(sess, id)
+  return string.sub(sess, 1, #sess - #id - 5)
+end
+"
+    };
+}
+
+/// Creates a session, if the caps allow it: KEYS are `sess`, `hist`,
+/// `client`, `user` (or ''); `ARGV` the prefix, the id, the token's hash,
+/// the user (or ''), the owner, the client id, the node, the TTL, then the
+/// caps: total, per address, per user (0: none, but the total). The
+/// user's set forgets the ids its count dropped. Answers `ok`, or the cap
+/// that is reached: `sessions`, `per_ip`, `per_user`.
+pub(super) const CREATE: &str = concat!(
+    counts!(),
+    r"
+local prefix, id, user, owner, ttl = ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[8]
+local now = now_ms()
+local caps = {tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])}
+local names = {'sessions', 'per_ip', 'per_user'}
+for i, k in ipairs(count_keys(prefix, owner, user)) do
+  if i == 3 and KEYS[4] ~= '' then
+    for _, gone in ipairs(redis.call('ZRANGEBYSCORE', k, '-inf', now)) do
+      redis.call('SREM', KEYS[4], gone)
+    end
+  end
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
+  if (i == 1 or caps[i] > 0) and redis.call('ZCARD', k) >= caps[i] then return names[i] end
+end
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[1], 'token', ARGV[3], 'user', user, 'owner', owner, 'client_id', ARGV[6],
+  'node', ARGV[7], 'epoch', '1', 'last_out', '0', 'lost_through', '0', 'last_in', '0',
+  'pushes', '0', 'bursts', '', 'attached', '1', 'detached_at', '0')
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('SET', KEYS[3], id, 'PX', ttl)
+if KEYS[4] ~= '' then
+  redis.call('SADD', KEYS[4], id)
+  if redis.call('PTTL', KEYS[4]) < tonumber(ttl) then redis.call('PEXPIRE', KEYS[4], ttl) end
+end
+counted(prefix, id, owner, user, ttl)
+return 'ok'
+"
+);
 
 /// Writes what changed: refused when the epoch moved on (1: another
 /// attach) or only `last_out` did (3: another node wrote it meanwhile, a
@@ -28,7 +109,9 @@ use crate::reliable::store::Unwritten;
 /// since it went away (a push does not prolong it). The client's pointer to
 /// its session (unless it points to a newer one) and the user's set live
 /// on with it.
-pub(super) const PERSIST: &str = r"
+pub(super) const PERSIST: &str = concat!(
+    counts!(),
+    r"
 local e = redis.call('HGET', KEYS[1], 'epoch')
 if not e then return 0 end
 if e ~= ARGV[1] then return 1 end
@@ -43,14 +126,19 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 local c = redis.call('GET', KEYS[3])
 if not c or c == ARGV[13] then redis.call('SET', KEYS[3], ARGV[13], 'PX', ARGV[14]) end
 if KEYS[4] ~= '' then redis.call('PEXPIRE', KEYS[4], ARGV[14]) end
+-- Attached, the sweep's REFRESH keeps its count; away, its TTL shrinks.
+if ARGV[11] == '0' then recount(prefix_of(KEYS[1], ARGV[13]), KEYS[1], ARGV[13], ARGV[3]) end
 return 2
-";
+"
+);
 
 /// Loads a session: `resume` checks the token hash and user, attaches it
 /// (a new epoch) and returns it; `peek` returns it only while its client
 /// is away (or was attached on a node that has died: `ARGV[2]` is the
 /// prefix of the nodes' keys), without attaching.
-pub(super) const LOAD: &str = r"
+pub(super) const LOAD: &str = concat!(
+    counts!(),
+    r"
 local r = redis.call('HGETALL', KEYS[1])
 if #r == 0 then return {'unknown'} end
 local f = {}
@@ -63,6 +151,7 @@ if ARGV[1] == 'resume' then
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
   redis.call('PEXPIRE', KEYS[2], ARGV[6])
   redis.call('SET', KEYS[3], ARGV[7], 'PX', ARGV[6])
+  counted(prefix_of(KEYS[1], ARGV[7]), ARGV[7], f.owner or '', f.user, ARGV[6])
   out = {'ok', tostring(epoch), f.node or '', f.attached or '0'}
 else
   -- Attached on a live node: that node serves it. A node that died
@@ -77,58 +166,61 @@ for _, k in ipairs({'user', 'owner', 'client_id', 'last_out', 'lost_through', 'l
 end
 for _, v in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do out[#out + 1] = v end
 return out
-";
+"
+);
 
-/// Forgets the ids of a user's set (`KEYS[1]`) whose session is gone
-/// (`ARGV[1]` is the prefix of the session keys). It reads keys it is not
-/// given: fine on one Redis, not on Redis Cluster (not supported).
-pub(super) const PRUNE: &str = r"
-for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('EXISTS', ARGV[1] .. id) == 0 then redis.call('SREM', KEYS[1], id) end
-end
-return 0
-";
-
-/// Ends every session of a user (`KEYS[1]`, its set; `ARGV` the prefixes
-/// of the `sess:` and `hist:` keys): returns how many existed, then their
-/// ids. Reads keys it is not given, as `PRUNE`.
-pub(super) const END_USER: &str = r"
+/// Ends every session of a user (`KEYS[1]`, its set; `ARGV` the prefix of
+/// every key): returns how many existed, then their ids. It reads keys it
+/// is not given: fine on one Redis, not on Redis Cluster (not supported).
+pub(super) const END_USER: &str = concat!(
+    counts!(),
+    r"
 local ids = redis.call('SMEMBERS', KEYS[1])
 local n = 0
 for _, id in ipairs(ids) do
-  n = n + redis.call('DEL', ARGV[1] .. id)
-  redis.call('DEL', ARGV[2] .. id)
+  uncounted(ARGV[1], ARGV[1] .. 'sess:' .. id, id)
+  n = n + redis.call('DEL', ARGV[1] .. 'sess:' .. id)
+  redis.call('DEL', ARGV[1] .. 'hist:' .. id)
 end
 redis.call('DEL', KEYS[1])
 table.insert(ids, 1, tostring(n))
 return ids
-";
+"
+);
 
 /// The sweep's TTL refresh of the sessions attached on this node, fenced:
 /// KEYS are `sess`, `hist`, `client`, `user` (or '') of each session,
-/// `ARGV[1]` the TTL, then each session's epoch. Per session: 2 refreshed,
+/// `ARGV[1]` the TTL, `ARGV[2]` the prefix of every key, then each
+/// session's epoch. Per session: 2 refreshed,
 /// 1 another attach moved it on (not refreshed: a stale node must not
 /// keep it alive), 0 gone.
-pub(super) const REFRESH: &str = r"
+pub(super) const REFRESH: &str = concat!(
+    counts!(),
+    r"
 local out = {}
-for i = 2, #ARGV do
-  local k = (i - 2) * 4
+for i = 3, #ARGV do
+  local k = (i - 3) * 4
   local e = redis.call('HGET', KEYS[k + 1], 'epoch')
   if not e then out[#out + 1] = 0
   elseif e ~= ARGV[i] then out[#out + 1] = 1
   else
     for j = 1, 3 do redis.call('PEXPIRE', KEYS[k + j], ARGV[1]) end
     if KEYS[k + 4] ~= '' then redis.call('PEXPIRE', KEYS[k + 4], ARGV[1]) end
+    recount(ARGV[2], KEYS[k + 1], string.sub(KEYS[k + 1], #ARGV[2] + 6), ARGV[1])
     out[#out + 1] = 2
   end
 end
 return out
-";
+"
+);
 
 /// A detach written on its own (the full write failed): `sess`, `hist`;
 /// `ARGV` the epoch of the connection that went away, when (wall-clock
-/// ms), and the TTL left. 2 written, 1 another attach moved it on, 0 gone.
-pub(super) const DETACH: &str = r"
+/// ms), the TTL left, the prefix of every key and the session's id. 2
+/// written, 1 another attach moved it on, 0 gone.
+pub(super) const DETACH: &str = concat!(
+    counts!(),
+    r"
 local e = redis.call('HGET', KEYS[1], 'epoch')
 if not e then return 0 end
 if e ~= ARGV[1] then return 1 end
@@ -136,9 +228,11 @@ if redis.call('HGET', KEYS[1], 'attached') == '1' then
   redis.call('HSET', KEYS[1], 'attached', '0', 'detached_at', ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  recount(ARGV[4], KEYS[1], ARGV[5], ARGV[3])
 end
 return 2
-";
+"
+);
 
 /// Ages the history of sessions whose client is away: KEYS are `sess`,
 /// `hist` of each; `ARGV[1]` the cutoff (wall-clock ms): entries recorded

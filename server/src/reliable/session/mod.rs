@@ -9,126 +9,59 @@
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
 use shared::{Protocol, ServerMessage};
 
+use super::bounds::Limits;
 use super::budget::Budget;
 use super::outcome::{Accepted, Attach, BurstBusy, Outgoing, Refused, Resume, To};
+use history::{Burst, Entry, Kept};
+
+mod history;
+mod journal;
+mod written;
+
+pub(super) use journal::{Changes, Snapshot, Stored};
 
 /// Bursts a session keeps at most, the one in progress included: a burst
 /// request beyond it is answered with a `burst_busy` error.
 pub const MAX_PENDING_BURSTS: usize = 16;
 
-/// The bounds of reliable mode.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Unacknowledged server messages kept per session (and the send window).
-    pub history_max: usize,
-    /// Unacknowledged server messages older than this are evicted.
-    pub history_max_age: Duration,
-    /// The history's frames hold at most this many bytes (the same rules as the count).
-    pub history_max_bytes: usize,
-    /// How long a session outlives its last connection.
-    pub ttl: Duration,
-    /// Sessions held at most (connected or waiting for a resume).
-    pub max_sessions: usize,
-    /// Sessions held at most per owner address (0: no cap).
-    pub max_sessions_per_ip: usize,
-    /// Bytes of every session's history together (0: no budget).
-    pub history_total_bytes: usize,
-}
-
-/// One unacknowledged server message.
-#[derive(Debug)]
-pub(super) struct Entry {
-    pub(super) seq: u64,
-    pub(super) at: Instant,
-    pub(super) body: Kept,
-}
-
-/// How an unacknowledged message is kept for a resend: as the message
-/// itself, not as the envelope of one protocol version, so that a client
-/// may resume the session speaking another version (the store writes the
-/// version-1 envelope, which every node reads, see `journal.rs`).
-#[derive(Debug)]
-pub(super) enum Kept {
-    /// The message's JSON and the length of its version-1 envelope.
-    Message { json: Utf8Bytes, len: usize },
-    /// A push shared by many sessions (a broadcast): the body, escaped once,
-    /// is held by every session through one `Arc` and framed again around
-    /// this session's numbers only when it is replayed. `len` is the
-    /// length of its version-1 envelope.
-    Shared {
-        push: Arc<shared::PushEncoder>,
-        push_seq: u64,
-        len: usize,
-    },
-}
-
-impl Entry {
-    /// The bytes the history's bounds count for it: the length of its
-    /// version-1 envelope, the longest of its framings, so that the bounds
-    /// hold whatever version the client speaks now or after a resume.
-    fn len(&self) -> usize {
-        match &self.body {
-            Kept::Message { len, .. } | Kept::Shared { len, .. } => *len,
-        }
-    }
-
-    /// The frame to write again on a resume, as `protocol` frames it.
-    pub(super) fn frame(&self, protocol: Protocol) -> Utf8Bytes {
-        Utf8Bytes::from(match &self.body {
-            Kept::Message { json, .. } => shared::encode_msg_json(self.seq, json, protocol),
-            Kept::Shared { push, push_seq, .. } => {
-                push.encode_msg_in(self.seq, *push_seq, protocol)
-            }
-        })
-    }
-}
-
-/// A burst that survives reconnects: its pushes are numbered as they are made.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Burst {
-    pub(super) count: u32,
-    pub(super) left: u32,
-    pub(super) started: Instant,
-}
-
 /// One reliable session.
 #[derive(Debug)]
 pub struct Session {
-    pub(super) id: String,
-    pub(super) token: String,
-    pub(super) client_id: String,
+    id: String,
+    token: String,
+    client_id: String,
     /// Token mode: the user it belongs to (kept in the record a store
     /// holds, so that every store checks it on resume); `None` in anonymous
     /// mode.
-    pub(super) user: Option<Arc<str>>,
+    user: Option<Arc<str>>,
     /// The client address that created it (the key of `--max-sessions-per-ip`).
-    pub(super) owner: IpAddr,
-    pub(super) limits: Limits,
+    owner: IpAddr,
+    limits: Limits,
     /// The store-wide budget the history's bytes count against.
-    pub(super) budget: Arc<Budget>,
-    pub(super) history: VecDeque<Entry>,
+    budget: Arc<Budget>,
+    history: VecDeque<Entry>,
     /// The bytes of the history's frames.
-    pub(super) history_bytes: usize,
+    history_bytes: usize,
     /// The seq of the last server message recorded.
-    pub(super) last_out: u64,
+    last_out: u64,
     /// The highest seq evicted before it was acknowledged.
-    pub(super) lost_through: u64,
+    lost_through: u64,
     /// The last client seq processed.
-    pub(super) last_in: u64,
+    last_in: u64,
     /// The `push` counter (the `seq` inside pushes), per session.
-    pub(super) pushes: u64,
-    pub(super) bursts: VecDeque<Burst>,
+    pushes: u64,
+    bursts: VecDeque<Burst>,
     /// The connection that speaks for the session, if any.
-    pub(super) attached: Option<Attach>,
-    pub(super) detached_at: Option<Instant>,
+    attached: Option<Attach>,
+    detached_at: Option<Instant>,
     /// A session a shared store (Redis) holds: what changed since it was
     /// last written there. `None` in memory, which pays nothing for it.
-    pub(super) journal: Option<Box<super::journal::Journal>>,
+    journal: Option<Box<journal::Journal>>,
 }
 
 impl Session {
@@ -164,6 +97,26 @@ impl Session {
     /// The session id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The id of the client it belongs to (the latest, after a resume).
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// Token mode: the user it belongs to.
+    pub fn user(&self) -> Option<&Arc<str>> {
+        self.user.as_ref()
+    }
+
+    /// The client address that created it.
+    pub(super) fn owner(&self) -> IpAddr {
+        self.owner
+    }
+
+    /// Whether `token` is the session's resume token (in constant time).
+    pub(super) fn token_matches(&self, token: &str) -> bool {
+        crate::auth::constant_time_eq(self.token.as_bytes(), token.as_bytes())
     }
 
     /// Unacknowledged server messages held.

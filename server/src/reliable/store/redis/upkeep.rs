@@ -24,8 +24,8 @@ use std::sync::{Arc, MutexGuard};
 use std::time::Instant;
 
 use super::{ATTACHED_GRACE, RedisStore};
-use crate::reliable::journal::now_ms;
-use crate::reliable::store::Unwritten;
+use crate::clock::now_ms;
+use crate::reliable::outcome::Unwritten;
 use crate::reliable::{SessionRef, lock};
 
 /// Sessions away this node aged at most per script call.
@@ -60,7 +60,7 @@ impl RedisStore {
     /// A resume on another node took session `id` over at `epoch`: the
     /// connection attached to it here, if any, closes.
     pub fn taken_over(&self, id: &str, epoch: u64) {
-        let cached = self.map().by_id.get(id).cloned();
+        let cached = self.map().get(id).cloned();
         if let Some(session) = cached {
             let mut guard = lock(&session);
             if guard.epoch().is_some_and(|ours| ours < epoch) {
@@ -75,7 +75,7 @@ impl RedisStore {
     /// meanwhile (the newer one stays).
     fn uncache(&self, id: &str, session: &SessionRef) {
         let mut map = self.map();
-        if map.by_id.get(id).is_some_and(|s| Arc::ptr_eq(s, session)) {
+        if map.get(id).is_some_and(|s| Arc::ptr_eq(s, session)) {
             map.remove(id);
         }
     }
@@ -83,7 +83,6 @@ impl RedisStore {
     /// Sessions cached here.
     fn cached(&self) -> Vec<(String, SessionRef)> {
         self.map()
-            .by_id
             .iter()
             .map(|(id, s)| (id.clone(), s.clone()))
             .collect()
@@ -141,11 +140,15 @@ impl RedisStore {
             return;
         }
         let mut call = self.scripts.refresh.prepare_invoke();
-        call.arg(self.ttl_ms(true));
+        call.arg(self.ttl_ms(true)).arg(self.node.prefix());
         for (id, session) in attached {
             let (client_id, user, epoch) = {
                 let guard = lock(session);
-                (guard.client_id.clone(), guard.user.clone(), guard.epoch())
+                (
+                    guard.client_id().to_owned(),
+                    guard.user().cloned(),
+                    guard.epoch(),
+                )
             };
             call.key(self.key("sess", id))
                 .key(self.key("hist", id))
@@ -205,7 +208,9 @@ impl RedisStore {
                 .key(self.key("hist", &id))
                 .arg(pending.epoch)
                 .arg(pending.at_ms)
-                .arg(left);
+                .arg(left)
+                .arg(self.node.prefix())
+                .arg(&id);
             let mut conn = self.node.connection();
             let done = match self.run(call.invoke_async::<i64>(&mut conn)).await {
                 Ok(written) => {

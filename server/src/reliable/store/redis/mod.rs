@@ -33,7 +33,7 @@
 //! | file | what |
 //! |---|---|
 //! | `mod.rs` | [`RedisStore`]: create, resume, pushes to clients away, persist |
-//! | `scripts.rs` | the Lua scripts (`PERSIST`, `LOAD`, `REFRESH`, `DETACH`, `AGE`, `PRUNE`) and the calls of the first two |
+//! | `scripts.rs` | the Lua scripts (`CREATE`, `PERSIST`, `LOAD`, `REFRESH`, `DETACH`, `AGE`, `END_USER`, and the session counts they share) and the calls of `PERSIST` and `LOAD` |
 //! | `upkeep.rs` | the cache of attached sessions and the sweep: fenced TTL refresh, detaches retried, sessions away aged |
 //!
 //! Keys (after `--redis-prefix`), each with a TTL:
@@ -44,6 +44,7 @@
 //! | `hist:{id}` | list | the unacknowledged messages, `seq at_ms frame` each, oldest first |
 //! | `client:{client id}` | string | the id of the client's last session (admin pushes to a client that is away) |
 //! | `user:{user}` | set | the user's session ids (token mode: user pushes, user kicks); ids of expired sessions are dropped at each new session of the user |
+//! | `count:all`, `count:ip:{owner}`, `count:user:{user}` | sorted set | session ids scored by when their keys expire (Redis's clock): what the caps count, cluster-wide (see `scripts.rs`) |
 //!
 //! The TTL is what is left of `--session-ttl` since the client went away
 //! (pushes to it do not prolong it); while it is attached, the TTL plus
@@ -53,24 +54,25 @@
 //! dead node: once that node's heartbeat key has expired, a push to its
 //! client treats it as away and stores it (202), as for any client away.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use redis::Script;
 
-use scripts::{AGE, DETACH, END_USER, LOAD, PERSIST, PRUNE, REFRESH};
+use scripts::{AGE, CREATE, DETACH, END_USER, LOAD, PERSIST, REFRESH};
 use sha2::{Digest, Sha256};
 use shared::ResumeFailure;
 
 mod scripts;
 mod upkeep;
 
-use super::budget::Budget;
-use super::outcome::{Attach, Resume};
-use super::session::{Limits, Session};
-use super::store::{ResumeError, Sessions, TooMany, Unwritten};
-use super::{SessionRef, lock};
+use crate::reliable::bounds::Limits;
+use crate::reliable::budget::Budget;
+use crate::reliable::outcome::{Attach, Resume, ResumeError, TooMany, Unwritten};
+use crate::reliable::session::Session;
+use crate::reliable::{SessionRef, lock};
 
 /// How much longer than `--session-ttl` an attached session's keys live
 /// between two refreshes.
@@ -101,16 +103,17 @@ pub struct RedisStore {
     limits: Limits,
     /// The bytes of the histories cached here (per node).
     budget: Arc<Budget>,
-    /// The sessions attached on this node (the per-node caps count them).
-    local: Mutex<Sessions>,
+    /// The sessions attached on this node, by id.
+    local: Mutex<HashMap<String, SessionRef>>,
     /// Pending detaches and sessions away to age (`upkeep.rs`).
     upkeep: Mutex<upkeep::Upkeep>,
-    /// Boxed: a store is one per server, and [`super::Store`] stays small.
+    /// Boxed: a store is one per server, and [`Store`](super::Store) stays small.
     scripts: Box<Scripts>,
 }
 
 /// The Lua scripts (`scripts.rs`), loaded once into Redis by their SHA.
 struct Scripts {
+    create: Script,
     persist: Script,
     load: Script,
     refresh: Script,
@@ -141,7 +144,7 @@ fn valid_id(id: &str) -> bool {
 }
 
 impl RedisStore {
-    /// The store of `node`, with `limits` (the caps per node).
+    /// The store of `node`, with `limits` (the caps count every node's sessions).
     pub fn new(node: Arc<dyn Backend>, limits: Limits) -> Self {
         Self {
             node,
@@ -150,6 +153,7 @@ impl RedisStore {
             local: Mutex::default(),
             upkeep: Mutex::default(),
             scripts: Box::new(Scripts {
+                create: Script::new(CREATE),
                 persist: Script::new(PERSIST),
                 load: Script::new(LOAD),
                 refresh: Script::new(REFRESH),
@@ -164,7 +168,7 @@ impl RedisStore {
         format!("{}{what}:{id}", self.node.prefix())
     }
 
-    fn map(&self) -> MutexGuard<'_, Sessions> {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, SessionRef>> {
         self.local
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -220,7 +224,11 @@ impl RedisStore {
         let _one_at_a_time = writing.lock().await;
         let (id, user, changes) = {
             let mut guard = lock(session);
-            (guard.id().to_owned(), guard.user.clone(), guard.changes()?)
+            (
+                guard.id().to_owned(),
+                guard.user().cloned(),
+                guard.changes()?,
+            )
         };
         let Some(changes) = changes else {
             return Ok(());
@@ -239,7 +247,7 @@ impl RedisStore {
     /// Writes what the cached copy of `id` holds unwritten, if it is cached
     /// (so that nothing it numbered is lost to a resume or a load).
     async fn flush_cached(&self, id: &str) {
-        let cached = self.map().by_id.get(id).cloned();
+        let cached = self.map().get(id).cloned();
         if let Some(session) = cached {
             let _ = self.persist(&session).await;
         }
@@ -255,73 +263,43 @@ impl super::SessionStore for RedisStore {
         attach: Attach,
         _now: Instant,
     ) -> Result<SessionRef, TooMany> {
-        {
-            let map = self.map();
-            let per_ip = self.limits.max_sessions_per_ip;
-            if map.by_id.len() >= self.limits.max_sessions {
-                return Err(TooMany::Sessions);
-            }
-            if per_ip > 0 && map.per_owner.get(&owner).copied().unwrap_or(0) >= per_ip {
-                return Err(TooMany::PerIp);
-            }
-        }
         let id = offer.0.clone();
-        let hash = token_hash(&offer.1);
         let user = attach.user.clone();
-        let ttl = self.ttl_ms(true);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .del(self.key("hist", &id))
-            .ignore()
-            .hset_multiple(
-                self.key("sess", &id),
-                &[
-                    ("token", hash.as_str()),
-                    ("user", user.as_deref().unwrap_or("")),
-                    ("owner", &owner.to_string()),
-                    ("client_id", client_id),
-                    ("node", self.node.id()),
-                    ("epoch", "1"),
-                    ("last_out", "0"),
-                    ("lost_through", "0"),
-                    ("last_in", "0"),
-                    ("pushes", "0"),
-                    ("bursts", ""),
-                    ("attached", "1"),
-                    ("detached_at", "0"),
-                ],
+        let caps = self.limits.caps;
+        let mut call = self.scripts.create.prepare_invoke();
+        call.key(self.key("sess", &id))
+            .key(self.key("hist", &id))
+            .key(self.key("client", client_id))
+            .key(
+                user.as_ref()
+                    .map_or_else(String::new, |u| self.key("user", u)),
             )
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(self.key("sess", &id))
-            .arg(ttl)
-            .ignore()
-            .cmd("SET")
-            .arg(self.key("client", client_id))
+            .arg(self.node.prefix())
             .arg(&id)
-            .arg("PX")
-            .arg(ttl)
-            .ignore();
-        if let Some(user) = &user {
-            // The set forgets the ids of the user's sessions that expired,
-            // or a user who always keeps one alive would grow it forever.
-            pipe.cmd("EVAL")
-                .arg(PRUNE)
-                .arg(1)
-                .arg(self.key("user", user))
-                .arg(self.key("sess", ""))
-                .ignore()
-                .sadd(self.key("user", user), &id)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(self.key("user", user))
-                .arg(ttl)
-                .ignore();
-        }
+            .arg(token_hash(&offer.1))
+            .arg(user.as_deref().unwrap_or(""))
+            .arg(owner.to_string())
+            .arg(client_id)
+            .arg(self.node.id())
+            .arg(self.ttl_ms(true))
+            .arg(caps.total)
+            .arg(caps.per_ip)
+            .arg(caps.per_user);
         let mut conn = self.node.connection();
-        self.run(pipe.query_async::<()>(&mut conn))
+        let answer: String = self
+            .run(call.invoke_async(&mut conn))
             .await
             .map_err(|_| TooMany::Unavailable)?;
+        match answer.as_str() {
+            "ok" => {}
+            "sessions" => return Err(TooMany::Sessions),
+            "per_ip" => return Err(TooMany::PerIp),
+            "per_user" => return Err(TooMany::PerUser),
+            other => {
+                tracing::warn!(answer = %crate::logsafe::escape(other), "the session store's create answered something unknown");
+                return Err(TooMany::Unavailable);
+            }
+        }
         let mut session = Session::new(
             offer,
             client_id.to_owned(),
@@ -332,9 +310,7 @@ impl super::SessionStore for RedisStore {
         );
         session.write_through(1);
         let session = Arc::new(Mutex::new(session));
-        let mut map = self.map();
-        *map.per_owner.entry(owner).or_default() += 1;
-        map.by_id.insert(id, session.clone());
+        self.map().insert(id, session.clone());
         Ok(session)
     }
 
@@ -356,7 +332,6 @@ impl super::SessionStore for RedisStore {
             .await
             .map_err(|_| ResumeError::Unavailable)??;
         let epoch = stored.epoch;
-        let owner = stored.owner;
         let Some(mut session) = Session::restore(stored, self.budget.clone(), self.limits) else {
             tracing::warn!(session = %crate::logsafe::escape(id), "a session in Redis does not parse: resume refused");
             return Err(ResumeFailure::UnknownSession.into());
@@ -368,7 +343,7 @@ impl super::SessionStore for RedisStore {
         // The connection that held it closes with 4002: here at once, on
         // another node through its command stream (and fenced either way).
         let mut map = self.map();
-        if let Some(cached) = map.by_id.get(id).cloned() {
+        if let Some(cached) = map.get(id).cloned() {
             let mut old = lock(&cached);
             if let Some(theirs) = old.epoch().filter(|theirs| *theirs > epoch) {
                 // A later resume here (a later epoch) won the race: this
@@ -384,10 +359,7 @@ impl super::SessionStore for RedisStore {
             drop(old);
             map.remove(id);
         }
-        if let Some(owner) = owner {
-            *map.per_owner.entry(owner).or_default() += 1;
-        }
-        map.by_id.insert(id.to_owned(), session.clone());
+        map.insert(id.to_owned(), session.clone());
         drop(map);
         if was_attached && !old_node.is_empty() && old_node != self.node.id() {
             self.node
@@ -430,9 +402,7 @@ impl super::SessionStore for RedisStore {
     async fn end_user(&self, user: &str) -> usize {
         let mut conn = self.node.connection();
         let mut call = self.scripts.end_user.prepare_invoke();
-        call.key(self.key("user", user))
-            .arg(self.key("sess", ""))
-            .arg(self.key("hist", ""));
+        call.key(self.key("user", user)).arg(self.node.prefix());
         let ended: Vec<String> = self
             .run(call.invoke_async(&mut conn))
             .await
@@ -464,7 +434,7 @@ impl super::SessionStore for RedisStore {
     }
 
     async fn len(&self) -> usize {
-        self.map().by_id.len()
+        self.map().len()
     }
 
     async fn history_bytes(&self) -> usize {

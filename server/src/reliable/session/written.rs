@@ -1,158 +1,25 @@
-//! Write-through for a session a shared store (Redis) holds: the node that
-//! serves it keeps the [`Session`] in memory, as a cache, and notes what
-//! changed since it was last written ([`Journal`]). [`Session::changes`]
-//! takes that as one [`Changes`], which the store writes in one atomic
-//! script before anything it numbered reaches the socket; a session
-//! loaded from the store is rebuilt by [`Session::restore`].
-//!
-//! The history only grows at its back and shrinks at its front, so what
-//! changed is the entries appended and how many were popped: appending
-//! them and then dropping that many from the front gives the same list
-//! whatever order they happened in. The rest of the record is a snapshot
-//! of a few numbers, written when it differs from the last one written.
+//! A session written through to a shared store (Redis): its changes taken
+//! as one [`Changes`] per write, the way a failed write is remembered, the
+//! fencing by attach epoch, and a session rebuilt from what the store holds.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use axum::extract::ws::Utf8Bytes;
 
-use super::budget::Budget;
-use super::session::{Burst, Entry, Kept, Limits, Session};
-use super::store::Unwritten;
-
-/// What changed in a session since it was last written to its store.
-#[derive(Debug)]
-pub(super) struct Journal {
-    /// The attach epoch the store gave the connection that speaks for the
-    /// session here (or, for a session loaded while its client is away,
-    /// the epoch it was loaded at): a write is refused once it moved on.
-    pub(super) epoch: u64,
-    /// `last_out` as the store has it: a write is refused when another
-    /// writer numbered something meanwhile.
-    pub(super) base_last_out: u64,
-    /// Entries recorded since: seq, wall-clock ms, frame.
-    appended: Vec<(u64, u64, Utf8Bytes)>,
-    /// Entries dropped from the front since.
-    pub(super) popped: usize,
-    /// The record as last written.
-    written: Option<Snapshot>,
-    /// One write at a time per session, so that they reach the store in order.
-    pub(super) writing: Arc<tokio::sync::Mutex<()>>,
-    /// A write failed: what it held is not stored, so no later write may
-    /// stand for it (the connection ends; a resume loads the store's copy).
-    pub(super) broken: Option<Unwritten>,
-}
-
-impl Journal {
-    pub(super) fn new(epoch: u64, base_last_out: u64, written: Option<Snapshot>) -> Self {
-        Self {
-            epoch,
-            base_last_out,
-            appended: Vec::new(),
-            popped: 0,
-            written,
-            writing: Arc::default(),
-            broken: None,
-        }
-    }
-
-    pub(super) fn appended(&mut self, seq: u64, at: Instant, frame: &Utf8Bytes) {
-        self.appended.push((seq, wall_ms(at), frame.clone()));
-    }
-}
-
-/// The fields of a session record other than its history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Snapshot {
-    pub(super) client_id: String,
-    pub(super) last_out: u64,
-    pub(super) lost_through: u64,
-    pub(super) last_in: u64,
-    pub(super) pushes: u64,
-    /// `count:left` of each pending burst, comma-separated.
-    pub(super) bursts: String,
-    pub(super) attached: bool,
-    /// Wall-clock ms when the client went away (0 while attached).
-    pub(super) detached_at_ms: u64,
-}
-
-/// One write to the store: everything since the last one.
-#[derive(Debug)]
-pub(super) struct Changes {
-    pub(super) epoch: u64,
-    pub(super) base_last_out: u64,
-    pub(super) record: Snapshot,
-    /// `seq at_ms frame`, in order.
-    pub(super) appended: Vec<String>,
-    pub(super) popped: usize,
-}
-
-/// The record and history of a session as its store holds them.
-#[derive(Debug, Default)]
-pub(super) struct Stored {
-    pub(super) id: String,
-    pub(super) user: Option<Arc<str>>,
-    pub(super) owner: Option<IpAddr>,
-    pub(super) epoch: u64,
-    pub(super) record: Option<Snapshot>,
-    /// `seq at_ms frame` lines, oldest first.
-    pub(super) history: Vec<String>,
-}
-
-/// Milliseconds since the Unix epoch.
-fn millis(time: SystemTime) -> u64 {
-    time.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Milliseconds since the Unix epoch, now.
-pub(super) fn now_ms() -> u64 {
-    millis(SystemTime::now())
-}
-
-/// The wall-clock ms of `at` (an `Instant` of this process).
-fn wall_ms(at: Instant) -> u64 {
-    let now = Instant::now();
-    let wall = if at <= now {
-        SystemTime::now() - now.duration_since(at)
-    } else {
-        SystemTime::now() + at.duration_since(now)
-    };
-    millis(wall)
-}
-
-/// The `Instant` of wall-clock ms `ms`.
-fn instant_of(ms: u64) -> Instant {
-    let now_ms = millis(SystemTime::now());
-    let now = Instant::now();
-    // Checked both ways: the number comes from Redis, and a bad one must
-    // not panic (an `Instant` out of range would).
-    if ms <= now_ms {
-        now.checked_sub(Duration::from_millis(now_ms - ms))
-            .unwrap_or(now)
-    } else {
-        now.checked_add(Duration::from_millis(ms - now_ms))
-            .unwrap_or(now)
-    }
-}
-
-/// `seq at_ms frame`: one history entry as the store keeps it.
-pub(super) fn entry_line(seq: u64, at_ms: u64, frame: &str) -> String {
-    format!("{seq} {at_ms} {frame}")
-}
-
-fn parse_entry(line: &str) -> Option<(u64, u64, &str)> {
-    let mut parts = line.splitn(3, ' ');
-    let seq = parts.next()?.parse().ok()?;
-    let at = parts.next()?.parse().ok()?;
-    Some((seq, at, parts.next()?))
-}
+use super::Session;
+use super::history::{Burst, Entry, Kept};
+use super::journal::{Changes, Journal, Snapshot, Stored, entry_line, parse_entry};
+use crate::clock::{instant_of, wall_ms};
+use crate::reliable::bounds::Limits;
+use crate::reliable::budget::Budget;
+use crate::reliable::outcome::Unwritten;
 
 impl Session {
     /// The session's record fields as they are now.
-    pub(super) fn snapshot(&self) -> Snapshot {
+    pub(in crate::reliable) fn snapshot(&self) -> Snapshot {
         Snapshot {
             client_id: self.client_id.clone(),
             last_out: self.last_out,
@@ -176,7 +43,7 @@ impl Session {
     /// # Errors
     ///
     /// Why an earlier write failed, if one did: nothing may be written after it.
-    pub(super) fn changes(&mut self) -> Result<Option<Changes>, Unwritten> {
+    pub(in crate::reliable) fn changes(&mut self) -> Result<Option<Changes>, Unwritten> {
         let record = self.snapshot();
         let last_out = self.last_out;
         let Some(journal) = self.journal.as_mut() else {
@@ -210,7 +77,7 @@ impl Session {
     /// The store stopped answering (or lost the session, `why`): nothing
     /// more is written from here, and the connection attached here, if
     /// any, is told to close (1013).
-    pub(super) fn store_lost(&mut self, why: Unwritten) {
+    pub(in crate::reliable) fn store_lost(&mut self, why: Unwritten) {
         self.write_failed(why);
         if let Some(attached) = &self.attached {
             attached.signal.store_unavailable();
@@ -218,7 +85,7 @@ impl Session {
     }
 
     /// A write of its changes failed (see [`Journal::broken`]).
-    pub(super) fn write_failed(&mut self, why: Unwritten) {
+    pub(in crate::reliable) fn write_failed(&mut self, why: Unwritten) {
         if let Some(journal) = &mut self.journal {
             journal.broken = Some(why);
         }
@@ -226,7 +93,11 @@ impl Session {
 
     /// The session `stored` as its store holds it, away from any
     /// connection here; written through from now on (at `stored.epoch`).
-    pub(super) fn restore(stored: Stored, budget: Arc<Budget>, limits: Limits) -> Option<Self> {
+    pub(in crate::reliable) fn restore(
+        stored: Stored,
+        budget: Arc<Budget>,
+        limits: Limits,
+    ) -> Option<Self> {
         let record = stored.record?;
         let mut history = VecDeque::new();
         let mut bytes = 0;
@@ -294,18 +165,18 @@ impl Session {
     }
 
     /// Starts writing through at `epoch` (a session just created in the store).
-    pub(super) fn write_through(&mut self, epoch: u64) {
+    pub(in crate::reliable) fn write_through(&mut self, epoch: u64) {
         let written = self.snapshot();
         self.journal = Some(Box::new(Journal::new(epoch, self.last_out, Some(written))));
     }
 
     /// The attach epoch it is written through at, if it is.
-    pub(super) fn epoch(&self) -> Option<u64> {
+    pub(in crate::reliable) fn epoch(&self) -> Option<u64> {
         self.journal.as_ref().map(|j| j.epoch)
     }
 
     /// Set at a resume: the connection attached here speaks at `epoch`.
-    pub(super) fn set_epoch(&mut self, epoch: u64) {
+    pub(in crate::reliable) fn set_epoch(&mut self, epoch: u64) {
         if let Some(journal) = &mut self.journal {
             journal.epoch = epoch;
         }
@@ -314,7 +185,7 @@ impl Session {
     /// Another node took the session over (its epoch is past ours): the
     /// connection attached here is told, and the session is no longer
     /// written from here.
-    pub(super) fn lost_to(&mut self, epoch: u64) {
+    pub(in crate::reliable) fn lost_to(&mut self, epoch: u64) {
         if self.epoch().is_some_and(|ours| ours < epoch) {
             if let Some(old) = self.attached.take() {
                 old.signal.taken_over();
@@ -325,7 +196,7 @@ impl Session {
     }
 
     /// The per-session write lock (one write in flight at a time).
-    pub(super) fn write_lock(&self) -> Option<Arc<tokio::sync::Mutex<()>>> {
+    pub(in crate::reliable) fn write_lock(&self) -> Option<Arc<tokio::sync::Mutex<()>>> {
         self.journal.as_ref().map(|j| j.writing.clone())
     }
 
