@@ -625,3 +625,79 @@ async fn sessions_resume_across_versions_and_nodes_and_redis_keeps_version_one_e
     let started = common::three_unacked(&b, Protocol::V1).await;
     common::resume_in(&a, started, Protocol::V2).await;
 }
+
+#[tokio::test]
+async fn the_session_caps_hold_across_nodes_for_a_client_rotating_over_them() {
+    let redis = RedisServer::start().unwrap();
+    let cap = ["--max-sessions-per-ip", "4"];
+    let nodes = [
+        start_node_with(&redis, "a", &cap).await,
+        start_node_with(&redis, "b", &cap).await,
+        start_node_with(&redis, "c", &cap).await,
+    ];
+    // One address stores a session, leaves it and goes to the next node.
+    for n in 0..4 {
+        let mut ws = nodes[n % 3].connect("/ws?reliable=1").await;
+        welcome(&mut ws).await;
+        send_text(&mut ws, &msg(1)).await;
+        assert_eq!(next_numbered(&mut ws).await.0, 1);
+        ws.close(None).await.unwrap();
+    }
+    // Its fifth is refused on every node, although none holds more than two.
+    for node in &nodes {
+        let mut ws = node.connect("/ws?reliable=1").await;
+        welcome(&mut ws).await;
+        send_text(&mut ws, &msg(1)).await;
+        let frame = expect_close(&mut ws).await.expect("a close frame");
+        assert_eq!(u16::from(frame.code), close_code::TRY_AGAIN_LATER);
+        assert!(frame.reason.contains("too many"), "{}", frame.reason);
+    }
+    for node in nodes {
+        node.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_redis_pause_shorter_than_the_grace_closes_no_connection() {
+    let redis = RedisServer::start().unwrap();
+    // The sweep runs every 2 s; a refresh fails after the 2 s command timeout.
+    let a = start_node_with(&redis, "a", &["--session-ttl", "8s"]).await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        let mut ws = a.connect("/ws?reliable=1").await;
+        welcome(&mut ws).await;
+        send_text(&mut ws, &msg(1)).await;
+        assert_eq!(next_numbered(&mut ws).await.0, 1);
+        idle.push(ws);
+    }
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // 5 s: a sweep starts within 2 s of it, and its refresh times out
+    // within the pause; the sessions' keys still have more than 8 s.
+    redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(5000)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    // Answered once the pause is over (the client's own timeout is shorter).
+    wait_until("Redis answers after its pause", || {
+        let mut conn = conn.clone();
+        async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    for ws in &mut idle {
+        send_text(ws, &msg(2)).await;
+        let (seq, reply) = next_numbered(ws).await;
+        assert_eq!(seq, 2, "{reply:?}");
+    }
+    a.shutdown().await.unwrap();
+}

@@ -41,6 +41,11 @@ pub(in crate::reliable) struct Journal {
     /// A write failed: what it held is not stored, so no later write may
     /// stand for it (the connection ends; a resume loads the store's copy).
     pub(in crate::reliable) broken: Option<Unwritten>,
+    /// When the store last confirmed the session's keys' TTL (a write or
+    /// a refresh): the sweep gives the session up only once that is
+    /// `--session-ttl` ago, so that the keys are in their last
+    /// `ATTACHED_GRACE` (see the Redis store).
+    pub(super) confirmed: Instant,
 }
 
 impl Journal {
@@ -57,6 +62,7 @@ impl Journal {
             written,
             writing: Arc::default(),
             broken: None,
+            confirmed: Instant::now(),
         }
     }
 

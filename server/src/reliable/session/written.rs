@@ -195,6 +195,21 @@ impl Session {
         }
     }
 
+    /// The store confirmed, at `at`, that the session's keys live another
+    /// full TTL (a write or a refresh went through).
+    pub(in crate::reliable) fn confirmed(&mut self, at: Instant) {
+        if let Some(journal) = &mut self.journal {
+            journal.confirmed = journal.confirmed.max(at);
+        }
+    }
+
+    /// How long ago the store last confirmed the keys' TTL (zero in memory).
+    pub(in crate::reliable) fn unconfirmed_for(&self, now: Instant) -> std::time::Duration {
+        self.journal.as_ref().map_or_else(Default::default, |j| {
+            now.saturating_duration_since(j.confirmed)
+        })
+    }
+
     /// The per-session write lock (one write in flight at a time).
     pub(in crate::reliable) fn write_lock(&self) -> Option<Arc<tokio::sync::Mutex<()>>> {
         self.journal.as_ref().map(|j| j.writing.clone())

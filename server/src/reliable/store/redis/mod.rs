@@ -234,11 +234,12 @@ impl RedisStore {
             return Ok(());
         };
         let away = !changes.record.attached;
+        let sent = Instant::now();
         let written = self.write(&id, user.as_deref(), changes).await;
         match written {
             // Away: its history is aged by this node's sweep from now on.
             Ok(()) if away => self.age_later(&id),
-            Ok(()) => {}
+            Ok(()) => lock(session).confirmed(sent),
             Err(why) => lock(session).write_failed(why),
         }
         written

@@ -2,7 +2,11 @@
 //! sweep (every `min(--session-ttl, --history-max-age)/4`, at most 15 s):
 //!
 //! * the sessions attached here: what is unwritten is written, and the
-//!   TTL of their keys refreshed by `REFRESH`, fenced by their epoch: a
+//!   TTL of their keys refreshed by `REFRESH`, in batches, fenced by their
+//!   epoch. A refresh that fails (Redis paused, a timeout) closes no
+//!   connection until its session's keys are in their last
+//!   [`ATTACHED_GRACE`], `--session-ttl` after the last confirmed write or
+//!   refresh (so the client still finds its session when it resumes); a
 //!   session another node resumed (its takeover command lost, say) is not
 //!   kept alive from here, and its connection here closes with 4002; one
 //!   Redis no longer holds (restarted empty) closes with 1013, so that the
@@ -30,6 +34,10 @@ use crate::reliable::{SessionRef, lock};
 
 /// Sessions away this node aged at most per script call.
 const AGE_BATCH: usize = 100;
+
+/// Sessions attached here refreshed at most per script call: one slow or
+/// failed call holds up, or gives up, no more than these.
+const REFRESH_BATCH: usize = 100;
 
 /// A detach Redis did not take yet.
 #[derive(Debug, Clone, Copy)]
@@ -134,14 +142,20 @@ impl RedisStore {
     }
 
     /// Refreshes the TTL of the sessions attached here, if they are still
-    /// theirs; closes the connections of those that are not.
+    /// theirs, [`REFRESH_BATCH`] per call; closes the connections of those
+    /// that are not. A call that fails gives up only the sessions whose
+    /// keys are in their last [`ATTACHED_GRACE`]: the others' keys outlive
+    /// a pause of Redis, and the next sweep refreshes them.
     async fn refresh(&self, attached: &[(String, SessionRef)]) {
-        if attached.is_empty() {
-            return;
+        for batch in attached.chunks(REFRESH_BATCH) {
+            self.refresh_batch(batch).await;
         }
+    }
+
+    async fn refresh_batch(&self, batch: &[(String, SessionRef)]) {
         let mut call = self.scripts.refresh.prepare_invoke();
         call.arg(self.ttl_ms(true)).arg(self.node.prefix());
-        for (id, session) in attached {
+        for (id, session) in batch {
             let (client_id, user, epoch) = {
                 let guard = lock(session);
                 (
@@ -156,18 +170,26 @@ impl RedisStore {
                 .key(user.map_or_else(String::new, |user| self.key("user", &user)))
                 .arg(epoch.unwrap_or(0));
         }
+        let sent = Instant::now();
         let mut conn = self.node.connection();
         let Ok(answers) = self.run(call.invoke_async::<Vec<i64>>(&mut conn)).await else {
-            tracing::warn!(
-                "the session store is unavailable: closing {} reliable connection(s) with 1013",
-                attached.len()
-            );
-            for (_, session) in attached {
-                lock(session).store_lost(Unwritten::Unavailable);
+            let mut lost = 0;
+            for (id, session) in batch {
+                let mut guard = lock(session);
+                if guard.unconfirmed_for(Instant::now()) >= self.limits.ttl {
+                    guard.store_lost(Unwritten::Unavailable);
+                    drop(guard);
+                    self.uncache(id, session);
+                    lost += 1;
+                }
             }
+            tracing::warn!(
+                "the session store did not refresh {} session(s): closing the {lost} whose keys are in their grace period with 1013",
+                batch.len()
+            );
             return;
         };
-        for ((id, session), answer) in attached.iter().zip(answers) {
+        for ((id, session), answer) in batch.iter().zip(answers) {
             match answer {
                 1 => {
                     tracing::info!(
@@ -181,7 +203,10 @@ impl RedisStore {
                     );
                     lock(session).store_lost(Unwritten::Gone);
                 }
-                _ => continue,
+                _ => {
+                    lock(session).confirmed(sent);
+                    continue;
+                }
             }
             self.uncache(id, session);
         }
