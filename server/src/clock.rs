@@ -2,16 +2,29 @@
 //! pushes (`sent_at_ms`), Redis records and history entries, which other
 //! nodes read. Durations inside one process use `Instant`, never this.
 //!
-//! Nodes' clocks disagree. Whatever a node reads from a peer's wall clock
-//! is bounded where it is used (see `reliable/store/redis/`), so that a
-//! node whose clock is ahead cannot shorten another's TTLs to nothing.
+//! Nodes' clocks disagree, and a time one node writes is read by another:
+//! a detach's time, a history entry's, a command's deadline. So with Redis
+//! every node counts in Redis's clock: each heartbeat reads Redis's `TIME`
+//! and keeps the offset to its own clock ([`observed_redis_time`]), and
+//! [`now_ms`] is this process's clock plus that offset. A node ahead of
+//! the others can then neither shorten their sessions' TTLs to nothing nor
+//! age their histories early. It logs its skew when it passes a second.
+//! The TTLs computed from a peer's time are bounded to `--session-ttl` as
+//! well, should a peer still write a wild one (an older node).
 //!
 //! A build with the `testing` feature reads `SERVER_TEST_CLOCK_OFFSET_MS`
 //! (signed) once, and adds it to every reading here: the tests of clock
 //! skew start nodes ahead of and behind the others. Other builds ignore
 //! the variable.
 
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::time::{Duration, Instant, SystemTime};
+
+/// Redis's clock minus this process's, in ms, as last measured.
+static REDIS_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
+
+/// A skew past this is logged.
+const SKEW_WARNING_MS: i64 = 1_000;
 
 /// Milliseconds since the Unix epoch of `time` (0 before it).
 pub fn millis(time: SystemTime) -> u64 {
@@ -19,9 +32,36 @@ pub fn millis(time: SystemTime) -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Milliseconds since the Unix epoch, now (with the test offset, if any).
-pub fn now_ms() -> u64 {
+/// This process's wall clock, in ms since the Unix epoch (with the test
+/// offset, if any).
+pub fn local_ms() -> u64 {
     offset(millis(SystemTime::now()))
+}
+
+/// The cluster's clock, in ms since the Unix epoch: Redis's, as last
+/// measured (this process's without Redis).
+pub fn now_ms() -> u64 {
+    local_ms().saturating_add_signed(REDIS_OFFSET_MS.load(Relaxed))
+}
+
+/// Redis answered `TIME` with `redis_ms` to a request sent at `before`
+/// and answered at `after` ([`local_ms`]): its clock is taken to have read
+/// that halfway between.
+pub fn observed_redis_time(redis_ms: u64, before: u64, after: u64) {
+    let halfway = before / 2 + after / 2;
+    let offset = if redis_ms >= halfway {
+        i64::try_from(redis_ms - halfway).unwrap_or(i64::MAX)
+    } else {
+        i64::try_from(halfway - redis_ms).map_or(i64::MIN, |ahead| -ahead)
+    };
+    let was = REDIS_OFFSET_MS.swap(offset, Relaxed);
+    if offset.abs() > SKEW_WARNING_MS && offset.abs_diff(was) > SKEW_WARNING_MS.unsigned_abs() {
+        tracing::warn!(
+            skew_ms = -offset,
+            "this node's clock is off Redis's by more than a second (positive: ahead); \
+             times shared with other nodes follow Redis's clock"
+        );
+    }
 }
 
 #[cfg(feature = "testing")]
@@ -43,6 +83,7 @@ fn offset(ms: u64) -> u64 {
 
 /// The wall-clock ms of `at` (an `Instant` of this process).
 pub fn wall_ms(at: Instant) -> u64 {
+    // Both in the cluster's clock: these are the times other nodes read.
     let now = Instant::now();
     let now_ms = now_ms();
     if at <= now {
@@ -63,8 +104,9 @@ pub fn instant_of(ms: u64) -> Instant {
         now.checked_sub(Duration::from_millis(now_ms - ms))
             .unwrap_or(now)
     } else {
-        now.checked_add(Duration::from_millis(ms - now_ms))
-            .unwrap_or(now)
+        // Nothing recorded is younger than now: a time ahead is a peer's
+        // clock (or bad data), bounded to now.
+        now
     }
 }
 
@@ -81,7 +123,7 @@ mod tests {
         assert!(diff < Duration::from_secs(1), "{diff:?}");
         // Out of range both ways: the nearest sane instant, no panic.
         let _ = instant_of(0);
-        let _ = instant_of(u64::MAX);
+        assert!(instant_of(u64::MAX) <= Instant::now());
         assert_eq!(millis(SystemTime::UNIX_EPOCH), 0);
     }
 }

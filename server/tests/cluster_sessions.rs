@@ -80,7 +80,13 @@ struct Subprocess(NodeProcess);
 
 impl Subprocess {
     fn start(redis: &RedisServer, node: &str) -> Self {
+        Self::start_with(redis, node, &[], &[])
+    }
+
+    /// With more flags and environment variables.
+    fn start_with(redis: &RedisServer, node: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut args = node_args(redis, node);
+        args.extend(extra.iter().map(ToString::to_string));
         args.extend(
             [
                 "--allow-client-ids",
@@ -93,7 +99,11 @@ impl Subprocess {
         );
         args.extend(["--static-dir", "/nonexistent"].map(String::from));
         let binary = std::path::Path::new(env!("CARGO_BIN_EXE_server"));
-        Self(NodeProcess::start(binary, &args, false).unwrap())
+        Self(NodeProcess::start_with_env(binary, &args, env, false).unwrap())
+    }
+
+    fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.0.addr())
     }
 
     async fn connect(&self, path: &str) -> Ws {
@@ -700,4 +710,78 @@ async fn a_redis_pause_shorter_than_the_grace_closes_no_connection() {
         assert_eq!(seq, 2, "{reply:?}");
     }
     a.shutdown().await.unwrap();
+}
+
+/// Clock skew: a node 10 minutes behind and one 10 minutes ahead (a
+/// `testing` build's `SERVER_TEST_CLOCK_OFFSET_MS`). The session's detach
+/// and history are written by the one behind, a push to the client away
+/// and the resume go through the one ahead: once each node counted in its
+/// own clock, the push gave the session a TTL of 1 ms (deleted: the resume
+/// failed with `unknown_session`) and the resume aged the history as 20
+/// minutes old (a gap). Both count in Redis's clock now.
+#[cfg(feature = "testing")]
+#[tokio::test]
+async fn nodes_whose_clocks_disagree_by_minutes_lose_no_session_and_no_message() {
+    let redis = RedisServer::start().unwrap();
+    let flags = ["--session-ttl", "60s", "--history-max-age", "5m"];
+    let behind = Subprocess::start_with(
+        &redis,
+        "behind",
+        &flags,
+        &[("SERVER_TEST_CLOCK_OFFSET_MS", "-600000")],
+    );
+    let ahead = Subprocess::start_with(
+        &redis,
+        "ahead",
+        &flags,
+        &[("SERVER_TEST_CLOCK_OFFSET_MS", "600000")],
+    );
+    // Ready once a heartbeat went through: each has read Redis's clock.
+    for node in [&behind, &ahead] {
+        let ready = node.http_url("/readyz");
+        wait_until("the node is ready", || {
+            let ready = ready.clone();
+            async move { reqwest::get(&ready).await.unwrap().status().as_u16() == 200 }
+        })
+        .await;
+    }
+    let mut ws = behind.connect("/ws?reliable=1&client_id=skewed").await;
+    let (session, token) = welcome(&mut ws).await;
+    send_text(&mut ws, &msg(1)).await;
+    assert_eq!(next_numbered(&mut ws).await.0, 1);
+    ws.close(None).await.unwrap();
+    drop(ws);
+    // Stored by the node ahead for the client away (202), once the
+    // detach is written (404 while it reads attached).
+    let push = ahead.http_url("/api/clients/skewed/push");
+    wait_until("the push stored for the client away", || {
+        let push = push.clone();
+        async move {
+            let response = reqwest::Client::new()
+                .post(&push)
+                .bearer_auth(ADMIN)
+                .body("while away")
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16() == 202
+        }
+    })
+    .await;
+    let mut ws = ahead.connect("/ws?reliable=1").await;
+    welcome(&mut ws).await;
+    send_text(&mut ws, &resume(&session, &token, 0)).await;
+    match next_json(&mut ws).await {
+        ServerMessage::Resumed { last_seq } => assert_eq!(last_seq, 1),
+        other => panic!("expected resumed, got {other:?}"),
+    }
+    // The reply and the push, no gap before them.
+    let (seq, reply) = next_numbered(&mut ws).await;
+    assert_eq!(seq, 1, "{reply:?}");
+    let (seq, pushed) = next_numbered(&mut ws).await;
+    assert_eq!(seq, 2);
+    assert!(
+        matches!(&pushed, ServerMessage::Push { body, .. } if body == "while away"),
+        "{pushed:?}"
+    );
 }

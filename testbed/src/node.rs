@@ -33,8 +33,23 @@ impl NodeProcess {
     ///
     /// When the binary does not start, or exits before it logs its address.
     pub fn start<S: AsRef<OsStr>>(binary: &Path, args: &[S], echo_log: bool) -> Result<Self> {
+        Self::start_with_env(binary, args, &[], echo_log)
+    }
+
+    /// As [`NodeProcess::start`], with more environment variables.
+    ///
+    /// # Errors
+    ///
+    /// As [`NodeProcess::start`].
+    pub fn start_with_env<S: AsRef<OsStr>>(
+        binary: &Path,
+        args: &[S],
+        env: &[(&str, &str)],
+        echo_log: bool,
+    ) -> Result<Self> {
         let mut child = Command::new(binary)
             .args(args)
+            .envs(env.iter().copied())
             .args(["--addr", "127.0.0.1:0"])
             .env(
                 "RUST_LOG",

@@ -7,14 +7,14 @@
 //! late answer meant for a node's previous run matches nothing); the sender gives up after `--cluster-command-timeout`
 //! (504). A command carries its deadline: a node that reads it too late
 //! (frozen meanwhile) drops it rather than act after the sender answered
-//! 504. The deadline is wall-clock milliseconds: nodes need synchronised
-//! clocks (NTP) for it to be exact.
+//! 504. The deadline is in the cluster's clock (Redis's, see `clock.rs`),
+//! so that nodes whose own clocks disagree still agree on it.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use redis::streams::StreamReadReply;
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,6 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::{ClusterError, Node};
-use crate::registry::millis;
 
 /// An admin operation run on the node that holds its target.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -181,7 +180,8 @@ impl Node {
         command: Command,
         rx: oneshot::Receiver<Answer>,
     ) -> Result<Answer, ClusterError> {
-        let deadline = millis(SystemTime::now() + self.command_timeout);
+        let timeout_ms = u64::try_from(self.command_timeout.as_millis()).unwrap_or(u64::MAX);
+        let deadline = crate::clock::now_ms().saturating_add(timeout_ms);
         let envelope = Envelope {
             request,
             from: self.id.clone(),
@@ -367,7 +367,7 @@ fn run_command(node: &Arc<Node>, executor: &Executor, message: &str) {
             return;
         }
     };
-    if millis(SystemTime::now()) > envelope.deadline {
+    if crate::clock::now_ms() > envelope.deadline {
         tracing::info!(node = %node.id, from = %envelope.from, "dropping a command read after its deadline");
         return;
     }

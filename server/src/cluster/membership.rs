@@ -139,8 +139,13 @@ async fn heartbeat(
         .ignore()
         .pexpire(node.key("reply", &node.id), ttl)
         .ignore()
-        .smembers(&nodes);
-    let (has_clients, members): (bool, Vec<String>) = node.query(&pipe).await?;
+        .smembers(&nodes)
+        .cmd("TIME");
+    let before = crate::clock::local_ms();
+    let (has_clients, members, (secs, micros)): (bool, Vec<String>, (u64, u64)) =
+        node.query(&pipe).await?;
+    let redis_ms = secs.saturating_mul(1000).saturating_add(micros / 1000);
+    crate::clock::observed_redis_time(redis_ms, before, crate::clock::local_ms());
     if !has_clients && !resync && !registry.mirror_rows().is_empty() {
         // The hash vanished (Redis restarted, or this node was frozen past
         // its TTL): write it again now rather than at the next heartbeat.

@@ -275,8 +275,10 @@ impl RedisStore {
         if record.attached || record.detached_at_ms == 0 {
             return self.ttl_ms(record.attached);
         }
-        let ends = record.detached_at_ms.saturating_add(self.ttl_ms(false));
-        ends.saturating_sub(now_ms()).max(1)
+        let ttl = self.ttl_ms(false);
+        let ends = record.detached_at_ms.saturating_add(ttl);
+        // Bounded: the time of the detach may come from another node.
+        ends.saturating_sub(now_ms()).clamp(1, ttl)
     }
 
     pub(super) async fn write(

@@ -227,7 +227,7 @@ impl RedisStore {
                 .at_ms
                 .saturating_add(self.ttl_ms(false))
                 .saturating_sub(now_ms())
-                .max(1);
+                .clamp(1, self.ttl_ms(false));
             let mut call = self.scripts.detach.prepare_invoke();
             call.key(self.key("sess", &id))
                 .key(self.key("hist", &id))
