@@ -102,6 +102,7 @@ impl Subprocess {
         Self(NodeProcess::start_with_env(binary, &args, env, false).unwrap())
     }
 
+    #[cfg(feature = "testing")]
     fn http_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.0.addr())
     }
