@@ -59,6 +59,16 @@ pub struct Config {
     #[arg(long, env = "SERVER_ECHO_MAX_MESSAGE_SIZE", default_value_t = 16 * 1024 * 1024)]
     pub echo_max_message_size: usize,
 
+    /// Bytes held in unfinished messages (fragments not yet followed by
+    /// their last one, or a large frame not yet complete) by every /ws and
+    /// /echo connection together, beyond 8 KiB per connection; the
+    /// connection whose next read would pass it is closed with 1013. It
+    /// bounds what clients that start large messages and never finish them
+    /// can hold: at the default, 16 /echo messages of 16 MiB in progress at
+    /// once. `0` turns it off.
+    #[arg(long, env = "SERVER_MAX_PARTIAL_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_partial_bytes: usize,
+
     /// Consecutive undecodable messages on /ws after which the connection is closed with 1008.
     #[arg(long, env = "SERVER_MAX_BAD_MESSAGES", default_value_t = 10)]
     pub max_bad_messages: u32,
@@ -459,6 +469,7 @@ mod tests {
         assert_eq!(config.idle_timeout, Duration::from_secs(30));
         assert_eq!(config.max_message_size, 64 * 1024);
         assert_eq!(config.echo_max_message_size, 16 * 1024 * 1024);
+        assert_eq!(config.max_partial_bytes, 256 * 1024 * 1024);
         assert_eq!(config.send_queue, 1024);
         assert_eq!(config.send_queue_bytes, 1024 * 1024);
         assert_eq!(config.max_push_size, 64 * 1024);

@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{DefaultBodyLimit, Query, State, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Extension, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 use shared::close_code;
 
 use crate::metrics::Rejection;
+use crate::partial::PartialMeter;
 use crate::reliable::SessionStore;
 use crate::state::AppState;
 use crate::{admin, connection, echo, origin};
@@ -222,12 +223,18 @@ fn flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
     }
 }
 
+/// The connection's meter of unfinished messages (`--max-partial-bytes`),
+/// put in the request's extensions by the accept loop; `None` for a router
+/// served some other way, whose connections are then not counted.
+type Partial = Option<Extension<std::sync::Arc<PartialMeter>>>;
+
 async fn ws(
     State(state): State<AppState>,
     // The client's address (behind a --trusted-proxy, from X-Forwarded-For).
     crate::peer::ClientAddr(remote_addr): crate::peer::ClientAddr,
     query: Result<Query<WsQuery>, QueryRejection>,
     headers: HeaderMap,
+    partial: Partial,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let upgrade = match admit(&state, &headers, upgrade) {
@@ -296,6 +303,7 @@ async fn ws(
                 reliable,
                 protocol,
                 identity,
+                partial: partial.map(|Extension(meter)| meter),
             },
         ))
     })
@@ -304,6 +312,7 @@ async fn ws(
 async fn echo(
     State(state): State<AppState>,
     headers: HeaderMap,
+    partial: Partial,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let upgrade = match admit(&state, &headers, upgrade) {
@@ -312,6 +321,7 @@ async fn echo(
     };
     let max = state.config.echo_max_message_size;
     let connections = state.connections.clone();
+    let partial = partial.map(|Extension(meter)| meter);
     configure(upgrade, state.config.read_buffer, max)
-        .on_upgrade(move |socket| connections.track_future(echo::run(socket, state)))
+        .on_upgrade(move |socket| connections.track_future(echo::run(socket, state, partial)))
 }
