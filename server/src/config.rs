@@ -164,9 +164,19 @@ pub struct Config {
           value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_client_ids: bool,
 
+    /// Token mode: serve /echo without a token. By default /echo needs a
+    /// valid token in token mode as /ws does (refused: 4401 and the cause):
+    /// its 16 MiB messages make it the costliest endpoint to leave open.
+    /// No effect in anonymous mode, where nothing needs a token.
+    #[arg(long, env = "SERVER_PUBLIC_ECHO", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub public_echo: bool,
+
     /// Token mode with HS256: the secret that signs connection tokens. Every
-    /// /ws connection then needs a valid JWT (`?token=` or `Authorization:
-    /// Bearer`); see `--jwt-secret-file` to keep it out of the process list.
+    /// /ws and /echo connection then needs a valid JWT (`?token=` or
+    /// `Authorization: Bearer`; /echo not with `--public-echo`); see
+    /// `--jwt-secret-file` to keep it out of the process list.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
 
@@ -470,6 +480,7 @@ mod tests {
         assert_eq!(config.max_message_size, 64 * 1024);
         assert_eq!(config.echo_max_message_size, 16 * 1024 * 1024);
         assert_eq!(config.max_partial_bytes, 256 * 1024 * 1024);
+        assert!(!config.public_echo);
         assert_eq!(config.send_queue, 1024);
         assert_eq!(config.send_queue_bytes, 1024 * 1024);
         assert_eq!(config.max_push_size, 64 * 1024);
@@ -487,6 +498,11 @@ mod tests {
         assert!(!on(&["--allow-client-ids", "--allow-client-ids=false"]));
         assert!(on(&["--allow-client-ids=true"]));
         assert!(!on(&["--allow-client-ids=0"]));
+        assert!(
+            Config::try_parse_from(["server", "--public-echo"])
+                .unwrap()
+                .public_echo
+        );
         assert_eq!(config.session_ttl, Duration::from_secs(120));
         assert_eq!(config.history_max, 1000);
         assert_eq!(config.history_max_age, Duration::from_secs(120));

@@ -14,7 +14,9 @@
 //!
 //! A message in progress counts against `--max-partial-bytes` (the socket
 //! counts it, `crate::partial`; each message that comes out empties the
-//! connection's meter): past it the connection closes with 1013.
+//! connection's meter): past it the connection closes with 1013. In token
+//! mode the upgrade needs a token, as `/ws`'s does, unless `--public-echo`
+//! (`routes`).
 
 use std::sync::Arc;
 use std::time::Duration;

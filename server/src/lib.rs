@@ -31,8 +31,9 @@
 //! connection a random 128-bit id and refuses `?client_id=` (1008) unless
 //! `--allow-client-ids` (development and tests: a self-chosen id is not
 //! authentication). With `--jwt-secret`, `--jwt-secret-file` or
-//! `--jwt-public-key` (token mode) every `/ws` connection needs a valid JWT;
-//! a refused one is upgraded and closed at once with 4401 and its cause.
+//! `--jwt-public-key` (token mode) every `/ws` and `/echo` connection needs a
+//! valid JWT (`/echo` not with `--public-echo`); a refused one is upgraded
+//! and closed at once with 4401 and its cause.
 //!
 //! # Layout
 //!

@@ -1138,6 +1138,7 @@ fn every_new_flag_is_in_help() {
         "--jwt-max-lifetime",
         "--refresh-interval",
         "--max-partial-bytes",
+        "--public-echo",
     ] {
         assert!(help.contains(flag), "{flag} is not in --help");
     }
@@ -1703,4 +1704,76 @@ async fn next_any(ws: &mut Ws) -> Message {
         .expect("a frame within the deadline")
         .expect("the stream is open")
         .expect("no socket error")
+}
+
+/// A token-mode server (the testbed's secret), with `args`.
+async fn token_mode(args: &[&str]) -> TestServer {
+    let mut all = vec![
+        "--allow-client-ids=false",
+        "--jwt-secret",
+        testbed::TEST_JWT_SECRET,
+    ];
+    all.extend_from_slice(args);
+    start(&all).await
+}
+
+/// Sends a text on `/echo` and expects it back.
+async fn echoes(ws: &mut Ws) {
+    send_text(ws, "hello").await;
+    match next_message(ws).await {
+        Message::Text(text) => assert_eq!(text.as_str(), "hello"),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn echo_needs_a_token_in_token_mode() {
+    let server = token_mode(&[]).await;
+    // Refused as /ws refuses: upgraded, then 4401 and the cause, nothing echoed.
+    for path in ["/echo", "/echo?token=forged"] {
+        let mut ws = server.connect(path).await;
+        let _ = ws.send(Message::text("hello")).await;
+        match next_message(&mut ws).await {
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), close_code::UNAUTHORIZED, "{path}");
+                let cause = if path.contains("token=") {
+                    "invalid token"
+                } else {
+                    "missing token"
+                };
+                assert_eq!(frame.reason.as_str(), cause, "{path}");
+            }
+            other => panic!("{path}: expected a close frame first, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        metric(&server, "ws_rejected_upgrades_total{reason=\"token\"}").await,
+        2
+    );
+    // A valid token, in the query or as a bearer header, is served.
+    let token = testbed::mint_token("alice", Duration::from_secs(60));
+    let mut ws = server.connect(&format!("/echo?token={token}")).await;
+    echoes(&mut ws).await;
+    let bearer = format!("Bearer {token}");
+    let mut ws = try_ws(&server.ws_url("/echo"), &[("authorization", &bearer)])
+        .await
+        .unwrap();
+    echoes(&mut ws).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn public_echo_serves_echo_without_a_token_in_token_mode() {
+    let server = token_mode(&["--public-echo"]).await;
+    let mut ws = server.connect("/echo").await;
+    echoes(&mut ws).await;
+    // /ws still needs one.
+    let mut ws = server.connect("/ws").await;
+    match next_message(&mut ws).await {
+        Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), close_code::UNAUTHORIZED);
+        }
+        other => panic!("expected a close frame first, got {other:?}"),
+    }
+    server.shutdown().await.unwrap();
 }
