@@ -249,7 +249,14 @@ where
         let mut read = 1;
         loop {
             match next {
-                Some(Ok(message)) => self.on_message(message).await?,
+                Some(Ok(message)) => {
+                    // Out of --max-partial-bytes: the message is complete.
+                    if let Some(partial) = &self.conn.partial {
+                        partial.received(&message);
+                    }
+                    self.on_message(message).await?;
+                }
+                // Past --max-partial-bytes among them: 1013.
                 Some(Err(err)) => return Err(End::read(&ReadError::from(err))),
                 None => return Err(End::gone("connection ended")),
             }

@@ -64,6 +64,9 @@ pub struct Peer {
     pub protocol: shared::Protocol,
     /// Token mode: who the token says the client is.
     pub identity: Option<crate::auth::Identity>,
+    /// The socket's meter of unfinished messages (`--max-partial-bytes`),
+    /// emptied here at each message; `None` when not counted (unit tests).
+    pub partial: Option<Arc<crate::partial::PartialMeter>>,
 }
 
 /// What a connection is, besides its transport.
@@ -82,6 +85,8 @@ pub(crate) struct Conn {
     pub(crate) expiry: Option<tokio::time::Instant>,
     /// Counters and close requests shared with the registry.
     pub(crate) shared: Arc<ClientShared>,
+    /// The socket's meter of unfinished messages (see [`Peer::partial`]).
+    pub(crate) partial: Option<Arc<crate::partial::PartialMeter>>,
 }
 
 /// How a connection starts, besides its welcome.
@@ -208,6 +213,7 @@ fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode)
             Some(crate::timer::expiry(identity.exp, leeway))
         }),
         shared,
+        partial: peer.partial,
     };
     let mode = match link {
         Some(link) => Mode::Reliable(Box::new(link)),

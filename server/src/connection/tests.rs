@@ -102,6 +102,7 @@ fn connect(state: &AppState, query: (&str, Option<u32>, bool)) -> Client {
         reliable,
         protocol: shared::Protocol::V1,
         identity: None,
+        partial: None,
     };
     let state = state.clone();
     let ended = tokio::spawn(async move {
@@ -563,6 +564,7 @@ fn panicking(
         reliable,
         protocol: shared::Protocol::V1,
         identity: None,
+        partial: None,
     };
     let state = state.clone();
     let task = tokio::spawn(async move {
