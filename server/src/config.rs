@@ -101,6 +101,15 @@ pub struct Config {
     #[arg(long, env = "SERVER_MAX_BURST", default_value_t = 1_000_000)]
     pub max_burst: u32,
 
+    /// Pushes per second a connection's bursts make at most (0: no limit,
+    /// the default). Checked once per batch of pushes (a twentieth of a
+    /// second of the rate, at most 512), so a limited burst costs a timer
+    /// per batch, never one per push. Bursts are also bounded by
+    /// --send-queue-bytes, and to one in progress and one waiting per
+    /// connection (more get `burst_busy`).
+    #[arg(long, env = "SERVER_MAX_BURST_RATE", default_value_t = 0)]
+    pub max_burst_rate: u32,
+
     /// The most one read of a WebSocket takes, in bytes: `/echo`'s read buffer
     /// (tungstenite's default is 128 KiB); `/ws` keeps a 512-byte one and
     /// reads ahead through a per-thread buffer, so an idle connection is cheap.
@@ -495,6 +504,7 @@ mod tests {
         assert_eq!(config.send_queue_bytes, 1024 * 1024);
         assert_eq!(config.max_push_size, 64 * 1024);
         assert_eq!(config.max_burst, 1_000_000);
+        assert_eq!(config.max_burst_rate, 0);
         assert!(config.admin_token.is_none());
         assert_eq!(config.jwt_max_lifetime, Duration::from_secs(24 * 3600));
         assert_eq!(config.refresh_interval, Duration::from_secs(5));

@@ -1139,6 +1139,7 @@ fn every_new_flag_is_in_help() {
         "--refresh-interval",
         "--max-partial-bytes",
         "--public-echo",
+        "--max-burst-rate",
     ] {
         assert!(help.contains(flag), "{flag} is not in --help");
     }
@@ -1588,6 +1589,154 @@ fn a_duration_flag_too_long_for_a_deadline_is_refused_at_start() {
         );
         testbed::quiet_config(&[flag, "876000h"]).unwrap();
     }
+}
+
+// ------------------------------------------------------ issue 25, item 9: bursts
+
+/// What a client read of its bursts: the pushes' seqs, each `burst_done`'s
+/// count and `elapsed_ms`, and how many `burst_busy` errors.
+#[derive(Debug, Default)]
+struct Bursts {
+    pushes: Vec<u64>,
+    done: Vec<(u32, u64)>,
+    busy: usize,
+}
+
+/// Reads until `bursts` `burst_done`s, then the pong of a ping sent after
+/// them (so that nothing sent before is missed), acknowledging a reliable
+/// connection's numbered messages every 100.
+async fn read_bursts(ws: &mut Ws, bursts: usize) -> Bursts {
+    use shared::{ClientMessage, ErrorCode, ServerMessage};
+    let mut seen = Bursts::default();
+    let (mut unacked, mut pinged) = (0, false);
+    loop {
+        let message = match next_json(ws).await {
+            ServerMessage::Msg { seq, data } => {
+                unacked += 1;
+                if unacked == 100 {
+                    send_text(ws, &ClientMessage::Ack { seq }.to_json()).await;
+                    unacked = 0;
+                }
+                ServerMessage::from_json(&data).unwrap()
+            }
+            other => other,
+        };
+        match message {
+            ServerMessage::Push { seq, .. } => seen.pushes.push(seq),
+            ServerMessage::BurstDone { count, elapsed_ms } => seen.done.push((count, elapsed_ms)),
+            ServerMessage::Error {
+                code: ErrorCode::BurstBusy,
+                ..
+            } => seen.busy += 1,
+            ServerMessage::Pong { .. } => return seen,
+            ServerMessage::Ack { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        if seen.done.len() == bursts && !pinged {
+            send_text(ws, r#"{"type":"ping","t":1}"#).await;
+            pinged = true;
+        }
+    }
+}
+
+/// A connection to /ws, reliable or not; a reliable one is bound to its
+/// session by an `ack` fed (not yet flushed) after the welcome.
+async fn burst_client(server: &TestServer, reliable: bool) -> Ws {
+    let path = if reliable { "/ws?reliable=1" } else { "/ws" };
+    let (mut ws, _) = server.connect_ws(path).await;
+    if reliable {
+        ws.feed(Message::text(r#"{"type":"ack","seq":0}"#))
+            .await
+            .unwrap();
+    }
+    ws
+}
+
+#[tokio::test]
+async fn a_third_burst_while_one_runs_and_one_waits_is_busy_in_both_modes() {
+    const N: u32 = 2_000;
+    let burst = |count| shared::ClientMessage::Burst { count }.to_json();
+    let server = start(&[]).await;
+    for reliable in [false, true] {
+        let mut ws = burst_client(&server, reliable).await;
+        // Three requests in one write, read together: the third comes
+        // while the first runs and the second waits.
+        for _ in 0..3 {
+            ws.feed(Message::text(burst(N))).await.unwrap();
+        }
+        ws.flush().await.unwrap();
+        let seen = read_bursts(&mut ws, 2).await;
+        assert_eq!(seen.busy, 1, "reliable: {reliable}");
+        // The first two in full, one after the other.
+        let counts: Vec<u32> = seen.done.iter().map(|&(count, _)| count).collect();
+        assert_eq!(counts, [N, N], "reliable: {reliable}");
+        assert_eq!(
+            seen.pushes,
+            (1..=2 * u64::from(N)).collect::<Vec<_>>(),
+            "reliable: {reliable}"
+        );
+        // Done: a burst is welcome again.
+        send_text(&mut ws, &burst(10)).await;
+        let seen = read_bursts(&mut ws, 1).await;
+        assert_eq!((seen.busy, seen.pushes.len()), (0, 10));
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn max_burst_rate_slows_a_burst_to_its_rate_in_both_modes() {
+    // 2,000 pushes a second: batches of 100, the first at once; the other
+    // 2,900 pushes take at least 1.45 s.
+    let server = start(&["--max-burst-rate", "2000"]).await;
+    for reliable in [false, true] {
+        let mut ws = burst_client(&server, reliable).await;
+        ws.send(Message::text(
+            shared::ClientMessage::Burst { count: 3_000 }.to_json(),
+        ))
+        .await
+        .unwrap();
+        let seen = read_bursts(&mut ws, 1).await;
+        assert_eq!(seen.pushes.len(), 3_000, "reliable: {reliable}");
+        let (count, elapsed_ms) = seen.done[0];
+        assert_eq!(count, 3_000);
+        // The server's own clock, and a lower bound only: a busy machine
+        // makes a burst slower, never faster than its rate.
+        assert!(
+            elapsed_ms >= 1_200,
+            "reliable: {reliable}: {elapsed_ms} ms at 2,000 a second"
+        );
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bursts_batches_count_in_the_send_queue_bytes_within_its_bound() {
+    // A push at its largest (a 20-digit seq) is under 100 bytes.
+    const BOUND: u64 = 4096;
+    let server = start(&["--send-queue-bytes", "4096"]).await;
+    // The welcome, then nothing read: the burst's writes block, with a
+    // batch in flight. It used to count as 0 bytes.
+    let (ws, _) = server.connect_ws("/ws?burst=1000000").await;
+    let deadline = Instant::now() + DEADLINE;
+    let mut held = Vec::new();
+    while held.len() < 10 {
+        assert!(Instant::now() < deadline, "never counted: {held:?}");
+        let bytes = metric(&server, "ws_send_queue_bytes").await;
+        if bytes > 0 {
+            held.push(bytes);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        held.iter().all(|&bytes| bytes <= BOUND + 100),
+        "a burst held more than the bound: {held:?}"
+    );
+    drop(ws);
+    wait_until("the queue emptied", || async {
+        metric(&server, "ws_send_queue_bytes").await == 0
+    })
+    .await;
+    server.shutdown().await.unwrap();
 }
 
 // ------------------------------------- issue 25, item 2: unfinished messages
