@@ -160,6 +160,21 @@ pub(crate) fn escaped_len(text: &str) -> usize {
 /// and serde_json write): its fields read straight from the text, the body
 /// found by [`find_special`] and copied whole. `None` for anything else.
 fn canonical_echo(text: &str) -> Option<(u64, String)> {
+    canonical_echo_parts(text).map(|(id, body)| (id, body.to_owned()))
+}
+
+/// Whether `text` is an `echo` request whose reply is `text` itself, byte
+/// for byte: `{"type":"echo","id":N,"body":"..."}` with a canonical `N`
+/// and a body without escapes, which is exactly how the reply is encoded
+/// ([`echo_reply`]). A server may then send the request's own bytes back,
+/// with no decode into a `String`, no encode and no copy.
+pub fn echo_is_its_own_reply(text: &str) -> bool {
+    canonical_echo_parts(text).is_some()
+}
+
+/// The `id` and the body, borrowed, of a canonical echo request (see
+/// [`echo_is_its_own_reply`]).
+fn canonical_echo_parts(text: &str) -> Option<(u64, &str)> {
     let rest = text.strip_prefix(r#"{"type":"echo","id":"#)?;
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 || (digits > 1 && rest.starts_with('0')) {
@@ -170,7 +185,7 @@ fn canonical_echo(text: &str) -> Option<(u64, String)> {
     })?;
     let body = rest[digits..].strip_prefix(r#","body":""#)?;
     let end = find_special(body.as_bytes())?;
-    (body.as_bytes()[end] == b'"' && &body[end + 1..] == "}").then(|| (id, body[..end].to_owned()))
+    (body.as_bytes()[end] == b'"' && &body[end + 1..] == "}").then(|| (id, &body[..end]))
 }
 
 #[cfg(test)]
@@ -181,6 +196,36 @@ mod tests {
     /// The derived decoding of `text`, whatever it is.
     fn derived(text: &str) -> Result<ClientMessage, String> {
         serde_json::from_str(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_echo_that_is_its_own_reply_is_byte_for_byte_what_the_encoder_writes() {
+        let own = [
+            r#"{"type":"echo","id":1,"body":"hi"}"#,
+            r#"{"type":"echo","id":0,"body":""}"#,
+            "{\"type\":\"echo\",\"id\":18446744073709551615,\"body\":\"\u{e9} \u{1f600} x\u{7f}\"}",
+        ];
+        for text in own {
+            assert!(echo_is_its_own_reply(text), "{text}");
+            let Ok(ClientMessage::Echo { id, body }) = ClientMessage::from_json(text) else {
+                panic!("{text} is an echo");
+            };
+            assert_eq!(ServerMessage::Echo { id, body }.to_json(), text);
+        }
+        let not = [
+            r#"{"type":"echo","body":"hi","id":1}"#,
+            r#"{"type":"echo","id":01,"body":"hi"}"#,
+            r#"{"type":"echo","id":1,"body":"a \"q\""}"#,
+            r#"{"type":"echo","id":1,"body":"\u0041"}"#,
+            "{\"type\":\"echo\",\"id\":1,\"body\":\"tab\there\"}",
+            r#"{"type":"echo","id":1,"body":"hi" }"#,
+            r#"{"type":"echo","id":1,"body":"hi","x":1}"#,
+            r#"{"type":"echo","id":18446744073709551616,"body":"hi"}"#,
+            r#"{"type":"ping","t":1}"#,
+        ];
+        for text in not {
+            assert!(!echo_is_its_own_reply(text), "{text}");
+        }
     }
 
     #[test]

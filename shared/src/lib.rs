@@ -129,6 +129,7 @@ mod envelope;
 mod fast;
 
 pub use envelope::{Protocol, embeddable, encode_msg, encode_msg_json, msg_v1_len};
+pub use fast::echo_is_its_own_reply;
 use serde::{Deserialize, Serialize};
 
 /// The newest protocol version this crate speaks ([`Protocol::LATEST`]).

@@ -51,6 +51,15 @@ where
         Metrics::add(&metrics.bytes_in, len as u64);
         self.conn.shared.messages_in.fetch_add(1, Relaxed);
         match message {
+            // A plain connection's canonical echo is its own reply, byte
+            // for byte: sent back as it came, with no decode, encode or
+            // copy (the typed echo's hot path). Reliable mode numbers the
+            // reply, so it goes the usual way.
+            Message::Text(text) if self.link.is_none() && shared::echo_is_its_own_reply(&text) => {
+                self.bad_in_a_row = 0;
+                self.send(Message::Text(text));
+                Ok(())
+            }
             Message::Text(text) => self.on_text(&text).await,
             // Binary frames are echoed as they are, in both modes.
             other => {
