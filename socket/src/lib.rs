@@ -121,6 +121,7 @@
 //! | `message` | [`Message`], [`SendOutcome`], [`SendError`], [`State`], [`Event`], [`TransportError`], [`Stats`] |
 //! | `typed` | [`TypedSocket`] encoding and decoding (JSON over the `shared` protocol) |
 //! | `token` | [`Token`] (redacted), [`TokenProvider`], [`AuthError`], [`url_with_token`] |
+//! | `cause` | [`ErrorCause`]: the error under a [`TransportError`] or [`AuthError::Provider`] (the transport's or the provider's own, to print or downcast) |
 //! | `transport/native/` (feature `native`) | the native [`Socket`] over tokio-tungstenite: one task per socket runs the [`Driver`] (`actor.rs`), `Send + Sync` handles and event delivery (`dispatch.rs`) |
 //!
 //! Only the glue needs a browser (wasm32 only). It holds no rule: it runs the
@@ -228,6 +229,7 @@
     allow(rustdoc::broken_intra_doc_links)
 )]
 
+mod cause;
 mod config;
 mod dispatch;
 pub mod driver;
@@ -243,6 +245,7 @@ mod typed;
 #[cfg(all(target_arch = "wasm32", feature = "yew"))]
 pub mod yew;
 
+pub use cause::{DynError, ErrorCause};
 pub use config::{Backoff, Config, Heartbeat, Overflow, ReconnectPolicy, default_should_reconnect};
 #[cfg(not(all(feature = "native", not(target_arch = "wasm32"))))]
 pub use dispatch::Subscription;

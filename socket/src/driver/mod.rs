@@ -254,11 +254,11 @@ impl Driver {
     pub fn handle(&mut self, input: Input, now: f64) {
         match input {
             Input::Opened { generation } => self.step(Step::Opened { generation }, now),
-            Input::OpenFailed { generation, reason } => {
+            Input::OpenFailed { generation, error } => {
                 if generation == self.machine.generation() && self.live == Some(generation) {
                     self.live = None;
                     self.events
-                        .push(Event::Error(TransportError::Connect(reason)));
+                        .push(Event::Error(TransportError::Connect(error)));
                     // Times out at once: the normal retry path.
                     self.start_timer(TimerKind::ConnectTimeout, 0);
                 }
@@ -281,10 +281,10 @@ impl Driver {
                 };
                 self.closed(generation, close, now);
             }
-            Input::Error { generation, reason } => {
+            Input::Error { generation, error } => {
                 if generation == self.machine.generation() {
                     self.events
-                        .push(Event::Error(TransportError::Socket(reason)));
+                        .push(Event::Error(TransportError::Socket(error)));
                 }
             }
             Input::WriteFailed {

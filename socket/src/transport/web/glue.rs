@@ -178,9 +178,9 @@ impl Shared {
                 io.live = None;
                 match Live::connect(&url, generation, reporter(&Rc::downgrade(self))) {
                     Ok(live) => io.live = Some(live),
-                    Err(reason) => {
+                    Err(error) => {
                         drop(io);
-                        self.input(Input::OpenFailed { generation, reason });
+                        self.input(Input::OpenFailed { generation, error });
                     }
                 }
             }
@@ -250,7 +250,7 @@ impl Shared {
                 wasm_bindgen_futures::spawn_local(async move {
                     let result = match provider {
                         Some(provider) => provider.call().await,
-                        None => Err("no token provider configured".to_owned()),
+                        None => Err("no token provider configured".into()),
                     };
                     report(Input::TokenFetched { serial, result });
                 });
