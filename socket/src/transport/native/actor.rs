@@ -27,8 +27,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as Frame};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{Core, Shared, Socket, lock};
+use super::{Core, Shared, Socket};
 use crate::cause::ErrorCause;
+use crate::dispatch::lock;
 use crate::driver::{Effect, Input, TimerId, TimerKind};
 use crate::message::Message;
 use crate::token::{Token, TokenProvider};
@@ -156,7 +157,7 @@ async fn pump(
                 }
                 core.driver().open_hook_done(generation);
             }
-            Effect::Emit(event) => core.dispatcher.emit(&event),
+            Effect::Emit(event) => core.dispatcher.emit([event]),
         }
     }
 }
