@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::cause::DynError;
 use crate::message::CloseInfo;
 use crate::token::{MaybeSend, MaybeSendSync, Token, TokenProvider};
 
@@ -216,7 +217,7 @@ impl Config {
         F: Fn() -> Fut + MaybeSendSync + 'static,
         Fut: Future<Output = Result<T, E>> + MaybeSend + 'static,
         T: Into<Token>,
-        E: fmt::Display,
+        E: Into<Box<DynError>>,
     {
         self.token = Some(TokenProvider::new(provider));
         self

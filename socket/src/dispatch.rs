@@ -1,124 +1,325 @@
-//! Delivery of [`Event`]s to callbacks and streams, in order, re-entrancy safe.
+//! Delivery of [`Event`]s to callbacks and streams, in order, for both
+//! transports: one [`Dispatcher`], generic over its handle type ([`Local`]:
+//! `Rc` and `RefCell` in the browser, where callbacks may be `!Send`;
+//! [`Threaded`]: `Arc` and `Mutex` natively, where handles cross threads).
 //!
-//! A callback may act on the socket (send, close, change the capacity), and
-//! that may raise new events while the current one is being delivered. Those
-//! are queued behind the events already waiting and delivered to every
-//! callback: no callback misses an event because it was busy, and every
-//! callback sees the same order.
-//! Plain Rust, so it is tested natively.
+//! # The re-entrancy rule (both transports)
+//!
+//! One delivery runs at a time. It takes each event to every callback, then
+//! to every stream, before the next event. An event raised while a delivery
+//! runs (a callback that sends, closes or changes the capacity, in the
+//! browser synchronously; natively also another thread) is queued behind
+//! the events already waiting, and the delivery in progress delivers it
+//! after them: never nested inside the current one, never dropped. So no
+//! callback runs twice at once, no callback misses an event because it was
+//! busy, and every callback and stream sees the same order.
+//!
+//! * A callback may subscribe and unsubscribe (itself included) while it
+//!   runs: a new subscription sees the next event; a dropped one gets no
+//!   later event.
+//! * A callback that panics misses that event only: the others, and the
+//!   socket, go on (natively; a panic in the browser aborts the wasm module).
+//! * When no delivery runs, the events are delivered at once, without going
+//!   through the queue.
+//!
+//! Plain Rust, so both flavours are tested natively.
+
 #![cfg_attr(
-    not(target_arch = "wasm32"),
-    allow(dead_code, reason = "used by the wasm web layer, unit-tested natively")
+    not(any(target_arch = "wasm32", feature = "native")),
+    allow(dead_code, reason = "no transport in this build: unit-tested only")
 )]
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::rc::{Rc, Weak};
+use std::ops::Deref;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+#[cfg(not(target_arch = "wasm32"))]
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use futures_channel::mpsc;
 
 use crate::message::Event;
 pub use crate::stream::EventStream;
 
-type Listener = Rc<RefCell<dyn FnMut(&Event)>>;
+/// The handle types a [`Dispatcher`] (and the transport around it) is
+/// built from: how it shares, how it mutates, what a callback may hold.
+pub(crate) trait Handles: Sized + 'static {
+    /// A callback as kept: `dyn FnMut(&Event)` in a shared cell, plus
+    /// `Send` natively.
+    type Listener: Clone + 'static;
+    /// A shared handle: `Rc` or `Arc`.
+    type Shared<T: 'static>: Clone + Deref<Target = T>;
+    /// A handle that does not keep its value alive: `rc::Weak` or `sync::Weak`.
+    type Weak<T: 'static>: Clone;
+    /// Interior mutability: `RefCell` or `Mutex`.
+    type Cell<T: 'static>;
 
-/// The callbacks and streams of one socket.
-#[derive(Default)]
-pub(crate) struct Dispatcher {
-    state: RefCell<DispatchState>,
+    /// Shares `value`.
+    fn share<T: 'static>(value: T) -> Self::Shared<T>;
+    /// A weak handle to `shared`.
+    fn downgrade<T: 'static>(shared: &Self::Shared<T>) -> Self::Weak<T>;
+    /// The value, unless every strong handle is gone.
+    fn upgrade<T: 'static>(weak: &Self::Weak<T>) -> Option<Self::Shared<T>>;
+    /// A new cell.
+    fn cell<T: 'static>(value: T) -> Self::Cell<T>;
+    /// Runs `f` on the cell's value. Never called while the same cell is
+    /// in use on this thread (the dispatcher holds no borrow while a
+    /// callback runs); a `Mutex` poisoned by a panic stays usable.
+    fn with<T: 'static, R>(cell: &Self::Cell<T>, f: impl FnOnce(&mut T) -> R) -> R;
+    /// Calls `listener` with `event`, unless it is running already on this
+    /// thread (which the queue rules out): a callback never runs inside itself.
+    fn call(listener: &Self::Listener, event: &Event);
 }
 
-#[derive(Default)]
-struct DispatchState {
-    /// Copy-on-write, so delivering an event clones one `Rc`, not a `Vec`.
-    listeners: Rc<Vec<(u64, Listener)>>,
+/// The browser's handles: one thread, `!Send` callbacks.
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    allow(dead_code, reason = "the browser's, unit-tested natively")
+)]
+pub(crate) enum Local {}
+
+impl Handles for Local {
+    type Listener = Rc<RefCell<dyn FnMut(&Event)>>;
+    type Shared<T: 'static> = Rc<T>;
+    type Weak<T: 'static> = std::rc::Weak<T>;
+    type Cell<T: 'static> = RefCell<T>;
+
+    fn share<T: 'static>(value: T) -> Rc<T> {
+        Rc::new(value)
+    }
+    fn downgrade<T: 'static>(shared: &Rc<T>) -> std::rc::Weak<T> {
+        Rc::downgrade(shared)
+    }
+    fn upgrade<T: 'static>(weak: &std::rc::Weak<T>) -> Option<Rc<T>> {
+        weak.upgrade()
+    }
+    fn cell<T: 'static>(value: T) -> RefCell<T> {
+        RefCell::new(value)
+    }
+    fn with<T: 'static, R>(cell: &RefCell<T>, f: impl FnOnce(&mut T) -> R) -> R {
+        f(&mut cell.borrow_mut())
+    }
+    fn call(listener: &Self::Listener, event: &Event) {
+        if let Ok(mut callback) = listener.try_borrow_mut() {
+            callback(event);
+        }
+    }
+}
+
+/// The native transport's handles: `Send + Sync`, callbacks `Send`.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) enum Threaded {}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Handles for Threaded {
+    type Listener = Arc<Mutex<dyn FnMut(&Event) + Send>>;
+    type Shared<T: 'static> = Arc<T>;
+    type Weak<T: 'static> = std::sync::Weak<T>;
+    type Cell<T: 'static> = Mutex<T>;
+
+    fn share<T: 'static>(value: T) -> Arc<T> {
+        Arc::new(value)
+    }
+    fn downgrade<T: 'static>(shared: &Arc<T>) -> std::sync::Weak<T> {
+        Arc::downgrade(shared)
+    }
+    fn upgrade<T: 'static>(weak: &std::sync::Weak<T>) -> Option<Arc<T>> {
+        weak.upgrade()
+    }
+    fn cell<T: 'static>(value: T) -> Mutex<T> {
+        Mutex::new(value)
+    }
+    fn with<T: 'static, R>(cell: &Mutex<T>, f: impl FnOnce(&mut T) -> R) -> R {
+        f(&mut lock(cell))
+    }
+    fn call(listener: &Self::Listener, event: &Event) {
+        // One delivery runs at a time, so this lock is free (a callback
+        // never runs inside itself: the queue rules it out).
+        (lock(listener))(event);
+    }
+}
+
+/// The handles of the transport this build has: the browser's on wasm32,
+/// the native ones elsewhere.
+#[cfg(target_arch = "wasm32")]
+pub(crate) type TransportHandles = Local;
+/// The handles of the transport this build has: the browser's on wasm32,
+/// the native ones elsewhere.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) type TransportHandles = Threaded;
+
+/// Locks a mutex whose holder may have panicked: the data (a list, a
+/// callback, the driver) stays usable, and a panicking callback must not
+/// stop delivery to the others.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+type Listeners<H> = <H as Handles>::Shared<Vec<(u64, <H as Handles>::Listener)>>;
+
+/// The callbacks and streams of one socket.
+pub(crate) struct Dispatcher<H: Handles> {
+    state: H::Cell<DispatchState<H>>,
+}
+
+struct DispatchState<H: Handles> {
+    /// Copy-on-write, so delivering an event clones one handle, not a `Vec`.
+    listeners: Listeners<H>,
     next_id: u64,
     streams: Vec<mpsc::UnboundedSender<Event>>,
+    /// Events raised while a delivery runs, for it to deliver next.
     pending: VecDeque<Event>,
+    /// Whether a delivery runs.
     delivering: bool,
 }
 
-impl Dispatcher {
-    /// Registers `callback`; it stays until the returned [`Subscription`] is dropped.
+impl<H: Handles> Default for Dispatcher<H> {
+    fn default() -> Self {
+        Self {
+            state: H::cell(DispatchState {
+                listeners: H::share(Vec::new()),
+                next_id: 0,
+                streams: Vec::new(),
+                pending: VecDeque::new(),
+                delivering: false,
+            }),
+        }
+    }
+}
+
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    allow(dead_code, reason = "the browser's, unit-tested natively")
+)]
+impl Dispatcher<Local> {
+    /// Registers `callback`; it stays until the returned handle is dropped.
     pub(crate) fn subscribe(
         self: &Rc<Self>,
         callback: impl FnMut(&Event) + 'static,
-    ) -> Subscription {
-        let mut state = self.state.borrow_mut();
-        state.next_id += 1;
-        let id = state.next_id;
-        let mut listeners: Vec<_> = state.listeners.iter().cloned().collect();
-        listeners.push((id, Rc::new(RefCell::new(callback))));
-        state.listeners = Rc::new(listeners);
-        Subscription {
-            dispatcher: Rc::downgrade(self),
+    ) -> Unsubscribe<Local> {
+        Self::add(self, Rc::new(RefCell::new(callback)))
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Dispatcher<Threaded> {
+    /// Registers `callback`; it stays until the returned handle is dropped.
+    pub(crate) fn subscribe(
+        self: &Arc<Self>,
+        callback: impl FnMut(&Event) + Send + 'static,
+    ) -> Unsubscribe<Threaded> {
+        Self::add(self, Arc::new(Mutex::new(callback)))
+    }
+}
+
+impl<H: Handles> Dispatcher<H> {
+    fn add(this: &H::Shared<Self>, listener: H::Listener) -> Unsubscribe<H> {
+        let id = H::with(&this.state, |state| {
+            state.next_id += 1;
+            let mut listeners: Vec<_> = state.listeners.iter().cloned().collect();
+            listeners.push((state.next_id, listener));
+            state.listeners = H::share(listeners);
+            state.next_id
+        });
+        Unsubscribe {
+            dispatcher: H::downgrade(this),
             id,
         }
     }
 
     fn unsubscribe(&self, id: u64) {
-        let mut state = self.state.borrow_mut();
-        let kept: Vec<_> = state
-            .listeners
-            .iter()
-            .filter(|(other, _)| *other != id)
-            .cloned()
-            .collect();
-        state.listeners = Rc::new(kept);
+        H::with(&self.state, |state| {
+            let kept: Vec<_> = state
+                .listeners
+                .iter()
+                .filter(|(other, _)| *other != id)
+                .cloned()
+                .collect();
+            state.listeners = H::share(kept);
+        });
     }
 
     /// A stream of every event from now on; it ends when the dispatcher is dropped.
     pub(crate) fn stream(&self) -> EventStream {
         let (tx, stream) = EventStream::channel();
-        self.state.borrow_mut().streams.push(tx);
+        H::with(&self.state, |state| state.streams.push(tx));
         stream
     }
 
-    /// Delivers `events` to every callback and stream, in order. Called from
-    /// inside a callback, it queues them behind the event being delivered.
+    /// Delivers `events` to every callback and stream, in order; while a
+    /// delivery runs, queues them behind the events it has yet to deliver
+    /// (the module's re-entrancy rule).
     pub(crate) fn emit(&self, events: impl IntoIterator<Item = Event>) {
-        {
-            let mut state = self.state.borrow_mut();
-            state.pending.extend(events);
-            if state.delivering || state.pending.is_empty() {
-                return;
+        let mut events = events.into_iter();
+        let idle = H::with(&self.state, |state| {
+            if state.delivering {
+                state.pending.extend(events.by_ref());
+                return false;
             }
             state.delivering = true;
+            true
+        });
+        if !idle {
+            return;
         }
-        loop {
-            let (event, listeners) = {
-                let mut state = self.state.borrow_mut();
-                let Some(event) = state.pending.pop_front() else {
-                    state.delivering = false;
-                    return;
-                };
-                (event, state.listeners.clone())
-            };
-            for (_, listener) in listeners.iter() {
-                // Never busy: nested emits only queue, so no callback runs twice at once.
-                if let Ok(mut listener) = listener.try_borrow_mut() {
-                    listener(&event);
-                }
-            }
-            let mut state = self.state.borrow_mut();
+        // No delivery ran: these go out at once, without the queue.
+        for event in events {
+            self.deliver(&event);
+        }
+        while let Some(event) = H::with(&self.state, |state| {
+            let next = state.pending.pop_front();
+            // Checked and cleared under one borrow: an emit that comes
+            // after this sees no delivery and delivers itself.
+            state.delivering = next.is_some();
+            next
+        }) {
+            self.deliver(&event);
+        }
+    }
+
+    /// One event to every callback, then every stream; no borrow of the
+    /// state is held while a callback runs.
+    fn deliver(&self, event: &Event) {
+        let listeners = H::with(&self.state, |state| state.listeners.clone());
+        for (_, listener) in listeners.iter() {
+            // A callback that panics misses this event only.
+            let _ = catch_unwind(AssertUnwindSafe(|| H::call(listener, event)));
+        }
+        H::with(&self.state, |state| {
             state
                 .streams
                 .retain(|tx| tx.unbounded_send(event.clone()).is_ok());
+        });
+    }
+}
+
+/// What a [`Subscription`] holds: the dispatcher (weakly) and the callback's id.
+pub(crate) struct Unsubscribe<H: Handles> {
+    dispatcher: H::Weak<Dispatcher<H>>,
+    id: u64,
+}
+
+impl<H: Handles> Drop for Unsubscribe<H> {
+    fn drop(&mut self) {
+        if let Some(dispatcher) = H::upgrade(&self.dispatcher) {
+            dispatcher.unsubscribe(self.id);
         }
     }
 }
 
 /// Keeps an `on_event` callback registered; dropping it unsubscribes.
+/// Natively it is `Send + Sync` (drop it on any thread).
 #[must_use = "the callback is removed when the subscription is dropped"]
 pub struct Subscription {
-    dispatcher: Weak<Dispatcher>,
-    id: u64,
+    _callback: Unsubscribe<TransportHandles>,
 }
 
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        if let Some(dispatcher) = self.dispatcher.upgrade() {
-            dispatcher.unsubscribe(self.id);
+impl From<Unsubscribe<TransportHandles>> for Subscription {
+    fn from(callback: Unsubscribe<TransportHandles>) -> Self {
+        Self {
+            _callback: callback,
         }
     }
 }
@@ -128,8 +329,6 @@ mod tests {
     use std::future::Future;
     use std::task::{Context, Poll};
 
-    use futures_util::StreamExt;
-
     use super::*;
     use crate::message::{DropReason, Message};
 
@@ -137,92 +336,8 @@ mod tests {
         Event::Message(Message::Text(s.into()))
     }
 
-    fn recorder(d: &Rc<Dispatcher>) -> (Rc<RefCell<Vec<Event>>>, Subscription) {
-        let seen = Rc::new(RefCell::new(Vec::new()));
-        let sink = seen.clone();
-        let sub = d.subscribe(move |e| sink.borrow_mut().push(e.clone()));
-        (seen, sub)
-    }
-
-    #[test]
-    fn every_callback_gets_every_event_in_order() {
-        let d = Rc::new(Dispatcher::default());
-        let (a, _sa) = recorder(&d);
-        let (b, _sb) = recorder(&d);
-        d.emit([text("1"), text("2")]);
-        d.emit([text("3")]);
-        let want = vec![text("1"), text("2"), text("3")];
-        assert_eq!(*a.borrow(), want);
-        assert_eq!(*b.borrow(), want);
-    }
-
-    #[test]
-    fn events_raised_inside_a_callback_reach_every_callback_after_the_current_one() {
-        let d = Rc::new(Dispatcher::default());
-        let (before, _s1) = recorder(&d);
-        let inner = Rc::downgrade(&d);
-        let _s2 = d.subscribe(move |e| {
-            if *e == text("1")
-                && let Some(d) = inner.upgrade()
-            {
-                d.emit([Event::Dropped {
-                    message: Message::Text("x".into()),
-                    reason: DropReason::Overflow,
-                }]);
-            }
-        });
-        let (after, _s3) = recorder(&d);
-        d.emit([text("1"), text("2")]);
-        let dropped = Event::Dropped {
-            message: Message::Text("x".into()),
-            reason: DropReason::Overflow,
-        };
-        // The nested event happened after both emitted ones: it comes after them, for everyone.
-        let want = vec![text("1"), text("2"), dropped];
-        assert_eq!(*before.borrow(), want);
-        assert_eq!(*after.borrow(), want);
-    }
-
-    #[test]
-    fn dropping_the_subscription_unsubscribes() {
-        let d = Rc::new(Dispatcher::default());
-        let (seen, sub) = recorder(&d);
-        d.emit([text("1")]);
-        drop(sub);
-        d.emit([text("2")]);
-        assert_eq!(*seen.borrow(), vec![text("1")]);
-        // A callback may drop its own subscription while it runs.
-        let slot: Rc<RefCell<Option<Subscription>>> = Rc::default();
-        let calls = Rc::new(RefCell::new(0));
-        let (s, c) = (slot.clone(), calls.clone());
-        *slot.borrow_mut() = Some(d.subscribe(move |_| {
-            *c.borrow_mut() += 1;
-            s.borrow_mut().take();
-        }));
-        d.emit([text("3"), text("4")]);
-        assert_eq!(*calls.borrow(), 1);
-    }
-
-    #[test]
-    fn streams_get_every_event_and_end_with_the_dispatcher() {
-        let d = Rc::new(Dispatcher::default());
-        let stream = d.stream();
-        d.emit([text("1"), text("2")]);
-        let dropped_stream = d.stream();
-        drop(dropped_stream);
-        d.emit([text("3")]);
-        assert_eq!(
-            d.state.borrow().streams.len(),
-            1,
-            "closed streams are pruned"
-        );
-        drop(d);
-        let got = futures_executor_lite(stream.collect::<Vec<_>>());
-        assert_eq!(got, vec![text("1"), text("2"), text("3")]);
-    }
-
     /// Polls a future that is ready without waiting (the channel is filled and closed).
-    fn futures_executor_lite<F: Future>(future: F) -> F::Output {
+    fn ready<F: Future>(future: F) -> F::Output {
         let mut future = std::pin::pin!(future);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match future.as_mut().poll(&mut cx) {
@@ -230,4 +345,132 @@ mod tests {
             Poll::Pending => panic!("the stream should be complete"),
         }
     }
+
+    /// The same tests for both handle types: `$handles` is `Local` or
+    /// `Threaded`, whose `subscribe` differ only in `Send`.
+    macro_rules! on_both_handles {
+        ($($(#[$attr:meta])* $name:ident: $handles:ident),* $(,)?) => {$(
+            $(#[$attr])*
+            mod $name {
+                use std::sync::{Arc, Mutex};
+
+                use futures_util::StreamExt;
+
+                use super::*;
+
+                type H = $handles;
+                type D = <H as Handles>::Shared<Dispatcher<H>>;
+
+                fn dispatcher() -> D {
+                    H::share(Dispatcher::default())
+                }
+
+                fn recorder(d: &D) -> (Arc<Mutex<Vec<Event>>>, Unsubscribe<H>) {
+                    let seen = Arc::new(Mutex::new(Vec::new()));
+                    let sink = seen.clone();
+                    let sub = d.subscribe(move |e| sink.lock().unwrap().push(e.clone()));
+                    (seen, sub)
+                }
+
+                #[test]
+                fn every_callback_and_stream_gets_every_event_in_order_until_dropped() {
+                    let d = dispatcher();
+                    let (a, sa) = recorder(&d);
+                    let (b, _sb) = recorder(&d);
+                    let stream = d.stream();
+                    d.emit([text("1"), text("2")]);
+                    let dropped_stream = d.stream();
+                    drop(dropped_stream);
+                    drop(sa);
+                    d.emit([text("3")]);
+                    assert_eq!(*a.lock().unwrap(), [text("1"), text("2")]);
+                    assert_eq!(*b.lock().unwrap(), [text("1"), text("2"), text("3")]);
+                    assert_eq!(
+                        H::with(&d.state, |s| s.streams.len()),
+                        1,
+                        "closed streams are pruned"
+                    );
+                    drop(d);
+                    let got = ready(stream.collect::<Vec<_>>());
+                    assert_eq!(got, [text("1"), text("2"), text("3")]);
+                }
+
+                #[test]
+                fn events_raised_inside_a_callback_reach_every_callback_after_the_current_ones() {
+                    let d = dispatcher();
+                    let (before, _s1) = recorder(&d);
+                    let inner = H::downgrade(&d);
+                    let nested = Event::Dropped {
+                        message: Message::Text("x".into()),
+                        reason: DropReason::Overflow,
+                    };
+                    let raised = nested.clone();
+                    let _s2 = d.subscribe(move |e| {
+                        if *e == text("1")
+                            && let Some(d) = H::upgrade(&inner)
+                        {
+                            d.emit([raised.clone()]);
+                        }
+                    });
+                    let (after, _s3) = recorder(&d);
+                    let stream = d.stream();
+                    d.emit([text("1"), text("2")]);
+                    // The nested event happened after both emitted ones:
+                    // it comes after them, for everyone.
+                    let want = [text("1"), text("2"), nested];
+                    assert_eq!(*before.lock().unwrap(), want);
+                    assert_eq!(*after.lock().unwrap(), want);
+                    drop(d);
+                    assert_eq!(ready(stream.collect::<Vec<_>>()), want);
+                }
+
+                #[test]
+                fn a_callback_may_drop_its_own_subscription_or_subscribe_another() {
+                    let d = dispatcher();
+                    let slot: Arc<Mutex<Option<Unsubscribe<H>>>> = Arc::default();
+                    let calls = Arc::new(Mutex::new(0));
+                    let (s, c) = (slot.clone(), calls.clone());
+                    *slot.lock().unwrap() = Some(d.subscribe(move |_| {
+                        *c.lock().unwrap() += 1;
+                        s.lock().unwrap().take();
+                    }));
+                    d.emit([text("1"), text("2")]);
+                    assert_eq!(*calls.lock().unwrap(), 1);
+
+                    // Subscribed during "3": sees "4", not "3".
+                    let late: Arc<Mutex<Vec<Event>>> = Arc::default();
+                    let keep: Arc<Mutex<Vec<Unsubscribe<H>>>> = Arc::default();
+                    let (inner, sink, k) = (H::downgrade(&d), late.clone(), keep.clone());
+                    let _adder = d.subscribe(move |e| {
+                        if *e == text("3")
+                            && let Some(d) = H::upgrade(&inner)
+                        {
+                            let sink = sink.clone();
+                            let sub = d.subscribe(move |e| sink.lock().unwrap().push(e.clone()));
+                            k.lock().unwrap().push(sub);
+                        }
+                    });
+                    d.emit([text("3"), text("4")]);
+                    assert_eq!(*late.lock().unwrap(), [text("4")]);
+                }
+
+                #[test]
+                fn a_panicking_callback_misses_that_event_only_and_stops_no_other() {
+                    let d = dispatcher();
+                    let _panics = d.subscribe(|e| assert_ne!(*e, text("boom")));
+                    let (seen, _s) = recorder(&d);
+                    d.emit([text("boom")]);
+                    d.emit([text("after")]);
+                    assert_eq!(*seen.lock().unwrap(), [text("boom"), text("after")]);
+                    assert!(!H::with(&d.state, |s| s.delivering));
+                }
+            }
+        )*};
+    }
+
+    on_both_handles!(
+        local: Local,
+        #[cfg(not(target_arch = "wasm32"))]
+        threaded: Threaded,
+    );
 }

@@ -116,12 +116,14 @@
 //! | [`liveness`] (`driver/liveness.rs`) | the heartbeat's decisions from wall-clock times |
 //! | `tabs/` (hidden: the glue's, not an app's) | one connection for all tabs ([`Config::with_shared_across_tabs`]): the pure leader/follower coordinator, its tab protocol, and a simulation of several tabs with handoffs |
 //! | `config` | [`Config`], [`Backoff`] (the schedule as pure functions), [`Heartbeat`] |
-//! | `dispatch` | in-order, re-entrancy-safe delivery to callbacks and streams (the browser's; the native one is `transport/native/dispatch.rs`) |
+//! | `dispatch` | in-order, re-entrancy-safe delivery to callbacks and streams, one dispatcher generic over its handles (`Rc` in the browser, `Arc` natively), with one re-entrancy rule; [`Subscription`] |
 //! | `stream` | [`EventStream`], the events as a `Stream`, for both transports |
 //! | `message` | [`Message`], [`SendOutcome`], [`SendError`], [`State`], [`Event`], [`TransportError`], [`Stats`] |
 //! | `typed` | [`TypedSocket`] encoding and decoding (JSON over the `shared` protocol) |
 //! | `token` | [`Token`] (redacted), [`TokenProvider`], [`AuthError`], [`url_with_token`] |
-//! | `transport/native/` (feature `native`) | the native [`Socket`] over tokio-tungstenite: one task per socket runs the [`Driver`] (`actor.rs`), `Send + Sync` handles and event delivery (`dispatch.rs`) |
+//! | `cause` | [`ErrorCause`]: the error under a [`TransportError`] or [`AuthError::Provider`] (the transport's or the provider's own, to print or downcast) |
+//! | `transport/native/` (feature `native`) | the native [`Socket`] over tokio-tungstenite: one task per socket runs the [`Driver`] (`actor.rs`), `Send + Sync` handles |
+//! | `transport/mod.rs` | [`WeakSocket`], for both transports |
 //!
 //! Only the glue needs a browser (wasm32 only). It holds no rule: it runs the
 //! [`Driver`] and performs its effects. Tested in headless Chrome against the
@@ -130,7 +132,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | `transport/web/mod.rs` | [`Socket`] and [`WeakSocket`]: each call goes to the driver, then the pump runs |
+//! | `transport/web/mod.rs` | [`Socket`]: each call goes to the driver, then the pump runs |
 //! | `transport/web/glue.rs` | the pump: inputs to the driver (queued, never dropped, when they arrive during a pump), effects to the browser in order; no borrow held while application code runs |
 //! | `transport/web/live.rs` | one `web_sys::WebSocket` and its callbacks, removed on drop |
 //! | `transport/web/timers.rs` | `setTimeout`/`setInterval` as owned values, cleared on drop; the driver's timer slots |
@@ -228,6 +230,7 @@
     allow(rustdoc::broken_intra_doc_links)
 )]
 
+mod cause;
 mod config;
 mod dispatch;
 pub mod driver;
@@ -243,8 +246,8 @@ mod typed;
 #[cfg(all(target_arch = "wasm32", feature = "yew"))]
 pub mod yew;
 
+pub use cause::{DynError, ErrorCause};
 pub use config::{Backoff, Config, Heartbeat, Overflow, ReconnectPolicy, default_should_reconnect};
-#[cfg(not(all(feature = "native", not(target_arch = "wasm32"))))]
 pub use dispatch::Subscription;
 pub use driver::{Driver, Queue, liveness, machine, reliable};
 pub use message::{
@@ -255,11 +258,13 @@ pub use stream::EventStream;
 pub use token::{
     AuthError, MaybeSend, MaybeSendSync, Token, TokenFuture, TokenProvider, url_with_token,
 };
+#[cfg(any(target_arch = "wasm32", feature = "native"))]
+pub use transport::WeakSocket;
 #[cfg(target_arch = "wasm32")]
-pub use transport::web::{Socket, WeakSocket};
+pub use transport::web::Socket;
 // The native transport (feature `native`): the same API over tokio-tungstenite.
 #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
-pub use transport::native::{Socket, Subscription, WeakSocket};
+pub use transport::native::Socket;
 pub use typed::{AppSocket, DecodeError, TypedSocket};
 
 /// Why a [`Socket`] could not be created or closed.

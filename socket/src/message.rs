@@ -1,5 +1,6 @@
 //! The values that cross the wrapper's API: messages, outcomes, errors, events, stats.
 
+use crate::cause::ErrorCause;
 use crate::token::AuthError;
 
 /// One WebSocket message.
@@ -229,16 +230,24 @@ pub struct CloseInfo {
 }
 
 /// An error the transport reported, carried by [`Event::Error`].
+///
+/// The variant says what failed, which decides what follows; the
+/// [`ErrorCause`] (also the [`std::error::Error::source`]) says why, in the
+/// transport's words: natively the `tungstenite::Error`, to downcast; in the
+/// browser only text, as browsers keep network details from pages.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
     /// The socket could not even be created (the browser refused the URL,
-    /// say). The attempt counts as failed and is retried on the normal path.
+    /// or natively a URL the transport cannot open, such as `wss` without
+    /// the `native-rustls` feature). The attempt counts as failed and is
+    /// retried on the normal path.
     #[error("could not create the socket: {0}")]
-    Connect(String),
-    /// The open socket reported an error; its close follows.
+    Connect(#[source] ErrorCause),
+    /// The socket reported an error (natively also a refused connection or
+    /// a failed TCP, TLS or WebSocket handshake); its close follows.
     #[error("the socket reported an error: {0}")]
-    Socket(String),
+    Socket(#[source] ErrorCause),
 }
 
 /// Why a message left the queue without being sent.

@@ -17,6 +17,10 @@ pub struct EventStream {
 
 impl EventStream {
     /// A new stream and the sender a dispatcher keeps for it.
+    #[cfg_attr(
+        not(any(target_arch = "wasm32", feature = "native")),
+        allow(dead_code, reason = "no transport in this build: unit-tested only")
+    )]
     pub(crate) fn channel() -> (mpsc::UnboundedSender<Event>, Self) {
         let (tx, rx) = mpsc::unbounded();
         (tx, Self { rx })

@@ -13,6 +13,8 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::cause::{DynError, ErrorCause};
+
 /// A connection token (a JWT). Its `Debug` and `Display` print
 /// `<redacted>`, so a token never reaches a log through the wrapper's
 /// types; [`Token::expose`] gives the text to whoever must send it.
@@ -81,12 +83,14 @@ pub trait MaybeSendSync {}
 #[cfg(target_arch = "wasm32")]
 impl<T> MaybeSendSync for T {}
 
-/// One call of the provider: a token, or why there is none.
+/// One call of the provider: a token, or the provider's error (reported
+/// as [`AuthError::Provider`]).
 #[cfg(not(target_arch = "wasm32"))]
-pub type TokenFuture = Pin<Box<dyn Future<Output = Result<Token, String>> + Send>>;
-/// One call of the provider: a token, or why there is none.
+pub type TokenFuture = Pin<Box<dyn Future<Output = Result<Token, ErrorCause>> + Send>>;
+/// One call of the provider: a token, or the provider's error (reported
+/// as [`AuthError::Provider`]).
 #[cfg(target_arch = "wasm32")]
-pub type TokenFuture = Pin<Box<dyn Future<Output = Result<Token, String>>>>;
+pub type TokenFuture = Pin<Box<dyn Future<Output = Result<Token, ErrorCause>>>>;
 
 #[cfg(not(target_arch = "wasm32"))]
 type ProviderFn = dyn Fn() -> TokenFuture + Send + Sync;
@@ -105,17 +109,19 @@ pub struct TokenProvider(Shared<ProviderFn>);
 
 impl TokenProvider {
     /// Wraps an async function that returns a fresh token, or an error
-    /// whose text is reported in [`AuthError::Provider`].
+    /// (any error type, or a `String` or `&str`), which is kept as the
+    /// [`ErrorCause`] of [`AuthError::Provider`]: the application can
+    /// downcast it to its own type.
     pub fn new<F, Fut, T, E>(provider: F) -> Self
     where
         F: Fn() -> Fut + MaybeSendSync + 'static,
         Fut: Future<Output = Result<T, E>> + MaybeSend + 'static,
         T: Into<Token>,
-        E: fmt::Display,
+        E: Into<Box<DynError>>,
     {
         Self(Shared::new(move || -> TokenFuture {
             let call = provider();
-            Box::pin(async move { call.await.map(Into::into).map_err(|err| err.to_string()) })
+            Box::pin(async move { call.await.map(Into::into).map_err(ErrorCause::new) })
         }))
     }
 
@@ -147,7 +153,7 @@ pub enum AuthError {
     /// the token is still valid; past its `exp` the server's 4003 leads to
     /// a reconnect).
     #[error("the token provider failed: {0}")]
-    Provider(String),
+    Provider(#[source] ErrorCause),
     /// The server refused the token at connect (close 4401). With a
     /// provider the wrapper fetches a new token and retries with the backoff
     /// (`retrying` true, unless the reconnect policy says otherwise); without
@@ -240,10 +246,24 @@ mod tests {
     }
 
     #[test]
-    fn the_provider_maps_its_error_to_text() {
+    fn the_provider_keeps_its_error_as_the_cause() {
         let provider = TokenProvider::new(|| async { Err::<Token, _>("no session cookie") });
         let result = futures_util::FutureExt::now_or_never(provider.call());
-        assert_eq!(result, Some(Err("no session cookie".to_owned())));
+        assert_eq!(result, Some(Err(ErrorCause::from("no session cookie"))));
+        let provider =
+            TokenProvider::new(|| async { Err::<Token, _>(std::io::Error::other("offline")) });
+        let Some(Err(cause)) = futures_util::FutureExt::now_or_never(provider.call()) else {
+            panic!("the provider fails");
+        };
+        assert!(cause.downcast_ref::<std::io::Error>().is_some());
+        let error = AuthError::Provider(cause);
+        assert_eq!(error.to_string(), "the token provider failed: offline");
+        assert_eq!(
+            std::error::Error::source(&error)
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("offline")
+        );
         let provider = TokenProvider::new(|| async { Ok::<_, String>("t") });
         let result = futures_util::FutureExt::now_or_never(provider.call());
         assert_eq!(result, Some(Ok(Token::new("t"))));

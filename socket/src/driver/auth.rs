@@ -42,6 +42,7 @@ use shared::{ClientMessage, ErrorCode, ServerMessage};
 use super::machine::Input as Step;
 use super::reliable::Reliable;
 use super::{Driver, Effect, TimerKind};
+use crate::cause::ErrorCause;
 use crate::message::{CloseInfo, Event, State};
 use crate::token::{AuthError, Token};
 
@@ -125,7 +126,12 @@ impl Driver {
     }
 
     /// [`super::Input::TokenFetched`].
-    pub(super) fn token_fetched(&mut self, serial: u64, result: Result<Token, String>, now: f64) {
+    pub(super) fn token_fetched(
+        &mut self,
+        serial: u64,
+        result: Result<Token, ErrorCause>,
+        now: f64,
+    ) {
         let Some(auth) = self.auth.as_mut() else {
             return;
         };

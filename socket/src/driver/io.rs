@@ -1,6 +1,7 @@
 //! The driver's vocabulary with its glue: what happened ([`Input`]), what
 //! to do ([`Effect`]), and the timers ([`TimerKind`], [`TimerId`]).
 
+use crate::cause::ErrorCause;
 use crate::message::{Event, Message};
 use crate::token::Token;
 
@@ -44,12 +45,13 @@ pub enum Input {
         generation: u64,
     },
     /// Socket `generation` could not even be created; it counts as a failed
-    /// attempt ([`Event::Error`], then the connect timeout fires at once).
+    /// attempt ([`Event::Error`] with [`crate::TransportError::Connect`],
+    /// then the connect timeout fires at once).
     OpenFailed {
         /// Which socket.
         generation: u64,
         /// What the transport said.
-        reason: String,
+        error: ErrorCause,
     },
     /// A frame arrived on socket `generation`.
     Message {
@@ -69,12 +71,13 @@ pub enum Input {
         /// Whether the closing handshake completed.
         was_clean: bool,
     },
-    /// Socket `generation` reported an error (its close follows).
+    /// Socket `generation` reported an error (its close follows); it is
+    /// reported as [`crate::TransportError::Socket`].
     Error {
         /// Which socket.
         generation: u64,
         /// What it said.
-        reason: String,
+        error: ErrorCause,
     },
     /// The transport could not write an [`Effect::Write`] whose `hand_back`
     /// was true (the socket was closing): the message goes back to the head
@@ -100,7 +103,7 @@ pub enum Input {
         /// The fetch ([`Effect::FetchToken`]).
         serial: u64,
         /// The provider's answer.
-        result: Result<Token, String>,
+        result: Result<Token, ErrorCause>,
     },
 }
 

@@ -254,11 +254,11 @@ impl Driver {
     pub fn handle(&mut self, input: Input, now: f64) {
         match input {
             Input::Opened { generation } => self.step(Step::Opened { generation }, now),
-            Input::OpenFailed { generation, reason } => {
+            Input::OpenFailed { generation, error } => {
                 if generation == self.machine.generation() && self.live == Some(generation) {
                     self.live = None;
                     self.events
-                        .push(Event::Error(TransportError::Connect(reason)));
+                        .push(Event::Error(TransportError::Connect(error)));
                     // Times out at once: the normal retry path.
                     self.start_timer(TimerKind::ConnectTimeout, 0);
                 }
@@ -281,10 +281,10 @@ impl Driver {
                 };
                 self.closed(generation, close, now);
             }
-            Input::Error { generation, reason } => {
+            Input::Error { generation, error } => {
                 if generation == self.machine.generation() {
                     self.events
-                        .push(Event::Error(TransportError::Socket(reason)));
+                        .push(Event::Error(TransportError::Socket(error)));
                 }
             }
             Input::WriteFailed {
@@ -348,12 +348,7 @@ impl Driver {
     /// [`Error::InvalidCloseCode`] unless `code` is 1000 or 3000-4999 (what
     /// browsers allow), [`Error::ReasonTooLong`] over 123 bytes.
     pub fn close(&mut self, code: u16, reason: &str, now: f64) -> Result<(), Error> {
-        if code != shared::close_code::NORMAL && !(3000..=4999).contains(&code) {
-            return Err(Error::InvalidCloseCode(code));
-        }
-        if reason.len() > 123 {
-            return Err(Error::ReasonTooLong);
-        }
+        check_close(code, reason)?;
         let reason = reason.to_owned();
         self.step(Step::UserClose { code, reason }, now);
         self.finish();
@@ -462,4 +457,24 @@ impl Driver {
             tabs: 1,
         }
     }
+}
+
+/// Whether an application may close with `code` and `reason`: the one
+/// check of [`Driver::close`] and of a tab leaving a shared connection,
+/// with the browser's rule on both transports (so that code written
+/// against one behaves the same on the other).
+///
+/// # Errors
+///
+/// [`Error::InvalidCloseCode`] unless `code` is 1000 or 3000-4999 (what
+/// browsers let applications send: the others are the protocol's),
+/// [`Error::ReasonTooLong`] over 123 bytes (what fits a close frame).
+pub fn check_close(code: u16, reason: &str) -> Result<(), Error> {
+    if code != shared::close_code::NORMAL && !(3000..=4999).contains(&code) {
+        return Err(Error::InvalidCloseCode(code));
+    }
+    if reason.len() > 123 {
+        return Err(Error::ReasonTooLong);
+    }
+    Ok(())
 }

@@ -149,7 +149,7 @@ async fn the_provider_is_called_before_every_connect_and_a_refused_token_is_repl
         let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
         std::future::ready(match n {
             1 => Ok("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.bm90IHNpZ25lZA".to_owned()),
-            2 => Err("the login service is down".to_owned()),
+            2 => Err(std::io::Error::other("the login service is down")),
             _ => Ok(mint_token("alice", Duration::from_secs(600))),
         })
     };
@@ -181,6 +181,14 @@ async fn the_provider_is_called_before_every_connect_and_a_refused_token_is_repl
             },
             AuthError::Provider("the login service is down".into()),
         ]
+    );
+    // The provider's own error comes back as the cause, to downcast.
+    let AuthError::Provider(cause) = &auth[1] else {
+        unreachable!("checked above");
+    };
+    assert!(
+        cause.downcast_ref::<std::io::Error>().is_some(),
+        "{cause:?}"
     );
     wait_for("the welcome", LONG, || welcomes(&rec) == 1).await;
     // Each reconnect asks again: one asked by the application...

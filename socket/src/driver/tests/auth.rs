@@ -5,6 +5,7 @@ use shared::ErrorCode;
 use shared::close_code::{TOKEN_EXPIRED, UNAUTHORIZED};
 
 use super::*;
+use crate::ErrorCause;
 use crate::token::{AuthError, Token};
 
 /// `now` 0 is this wall-clock time, in epoch milliseconds.
@@ -48,7 +49,7 @@ fn opens(effects: &[Effect]) -> Vec<(u64, Option<Token>)> {
 }
 
 fn fetched(h: &mut Harness, serial: u64, result: Result<&str, &str>) -> Vec<Effect> {
-    let result = result.map(Token::new).map_err(str::to_owned);
+    let result = result.map(Token::new).map_err(ErrorCause::from);
     h.input(Input::TokenFetched { serial, result })
 }
 

@@ -222,7 +222,7 @@ fn events_of_a_replaced_socket_are_ignored() {
     assert!(
         h.input(Input::Error {
             generation: old,
-            reason: "x".into()
+            error: "x".into()
         })
         .is_empty()
     );

@@ -87,7 +87,7 @@ fn a_socket_that_cannot_be_created_reports_an_error_and_times_out_at_once() {
     let generation = h.generation();
     let effects = h.input(Input::OpenFailed {
         generation,
-        reason: "bad".into(),
+        error: "bad".into(),
     });
     assert_eq!(
         events(&effects),

@@ -29,7 +29,7 @@ fn a_transport_error_is_reported_typed() {
     let generation = h.generation();
     let effects = h.input(Input::Error {
         generation,
-        reason: "boom".into(),
+        error: "boom".into(),
     });
     assert_eq!(
         events(&effects),

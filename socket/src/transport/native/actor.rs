@@ -27,7 +27,9 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as Frame};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{Core, Shared, Socket, lock};
+use super::{Core, Shared, Socket};
+use crate::cause::ErrorCause;
+use crate::dispatch::lock;
 use crate::driver::{Effect, Input, TimerId, TimerKind};
 use crate::message::Message;
 use crate::token::{Token, TokenProvider};
@@ -155,7 +157,7 @@ async fn pump(
                 }
                 core.driver().open_hook_done(generation);
             }
-            Effect::Emit(event) => core.dispatcher.emit(&event),
+            Effect::Emit(event) => core.dispatcher.emit([event]),
         }
     }
 }
@@ -176,7 +178,7 @@ enum Conn {
     /// back in order, then the close is reported at the end of the pump.
     Broken {
         generation: u64,
-        reason: String,
+        error: tungstenite::Error,
     },
 }
 
@@ -249,7 +251,7 @@ impl Conn {
             Err(err) => {
                 *self = Self::Broken {
                     generation,
-                    reason: err.to_string(),
+                    error: err,
                 };
                 Some(match frame {
                     Frame::Binary(data) => Message::Binary(data.into()),
@@ -265,7 +267,7 @@ impl Conn {
         {
             *self = Self::Broken {
                 generation: *generation,
-                reason: err.to_string(),
+                error: err,
             };
         }
     }
@@ -275,10 +277,10 @@ impl Conn {
         if !matches!(self, Self::Broken { .. }) {
             return None;
         }
-        let Self::Broken { generation, reason } = std::mem::replace(self, Self::None) else {
+        let Self::Broken { generation, error } = std::mem::replace(self, Self::None) else {
             return None;
         };
-        Some(lost(generation, reason))
+        Some(lost(generation, Some(error)))
     }
 
     /// The next inputs from the connection; pending while there is none.
@@ -325,8 +327,8 @@ impl Conn {
                             };
                             break (vec![input], true);
                         }
-                        Some(Err(err)) => break (lost(generation, err.to_string()), false),
-                        None => break (lost(generation, String::new()), false),
+                        Some(Err(err)) => break (lost(generation, Some(err)), false),
+                        None => break (lost(generation, None), false),
                     };
                     return vec![Input::Message {
                         generation,
@@ -345,14 +347,15 @@ impl Conn {
     }
 }
 
-/// A connection that ended without a close frame: an error (if it said
-/// why), then a close with 1006, as a browser reports it.
-fn lost(generation: u64, reason: String) -> Vec<Input> {
+/// A connection that ended without a close frame: an error (if there is
+/// one; it stays the cause, for the application to downcast), then a close
+/// with 1006, as a browser reports it.
+fn lost(generation: u64, error: Option<tungstenite::Error>) -> Vec<Input> {
     let mut inputs = Vec::with_capacity(2);
-    if !reason.is_empty() {
+    if let Some(error) = error {
         inputs.push(Input::Error {
             generation,
-            reason: reason.clone(),
+            error: ErrorCause::new(error),
         });
     }
     inputs.push(Input::Closed {
@@ -369,11 +372,11 @@ fn lost(generation: u64, reason: String) -> Vec<Input> {
 /// created; anything else (refused, handshake, TLS) is a lost connection.
 fn connect_failed(generation: u64, err: tungstenite::Error) -> Vec<Input> {
     match err {
-        tungstenite::Error::Url(url) => vec![Input::OpenFailed {
+        err @ tungstenite::Error::Url(_) => vec![Input::OpenFailed {
             generation,
-            reason: url.to_string(),
+            error: ErrorCause::new(err),
         }],
-        err => lost(generation, err.to_string()),
+        err => lost(generation, Some(err)),
     }
 }
 
@@ -403,9 +406,9 @@ impl Fetch {
                 Some(Ok(call)) => AssertUnwindSafe(call)
                     .catch_unwind()
                     .await
-                    .unwrap_or_else(|_| Err("the token provider panicked".to_owned())),
-                Some(Err(_)) => Err("the token provider panicked".to_owned()),
-                None => Err("no token provider configured".to_owned()),
+                    .unwrap_or_else(|_| Err("the token provider panicked".into())),
+                Some(Err(_)) => Err("the token provider panicked".into()),
+                None => Err("no token provider configured".into()),
             };
             Input::TokenFetched { serial, result }
         }));

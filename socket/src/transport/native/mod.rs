@@ -39,24 +39,22 @@
 //!   [`Event::Error`].
 
 mod actor;
-mod dispatch;
 
 use std::hash::{BuildHasher, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use dispatch::{Dispatcher, lock};
-pub use dispatch::{EventStream, Subscription};
-
 use crate::Error;
 use crate::config::Config;
+use crate::dispatch::{Dispatcher, EventStream, Subscription, Threaded, lock};
 use crate::driver::Driver;
 #[cfg(doc)]
 use crate::message::DropReason;
 use crate::message::{Event, Message, SendError, SendOutcome, State, Stats};
+use crate::transport::WeakSocket;
 
 type OpenHook = Arc<dyn Fn(&Socket) + Send + Sync>;
 
@@ -64,7 +62,7 @@ type OpenHook = Arc<dyn Fn(&Socket) + Send + Sync>;
 struct Core {
     driver: Mutex<Driver>,
     on_open: Mutex<Option<OpenHook>>,
-    dispatcher: Arc<Dispatcher>,
+    dispatcher: Arc<Dispatcher<Threaded>>,
     origin: Instant,
 }
 
@@ -82,7 +80,7 @@ impl Core {
 
 /// What the handles own: when the last goes, the wake channel closes and the
 /// task closes the connection and ends.
-struct Shared {
+pub(crate) struct Shared {
     core: Arc<Core>,
     wake: mpsc::Sender<()>,
     /// [`Socket::tab_id`]: random per socket.
@@ -288,7 +286,7 @@ impl Socket {
     /// [`WeakSocket`] there instead. A callback that panics misses that
     /// event only.
     pub fn on_event(&self, callback: impl FnMut(&Event) + Send + 'static) -> Subscription {
-        self.core().dispatcher.subscribe(callback)
+        self.core().dispatcher.subscribe(callback).into()
     }
 
     /// Every event from now on as a `Stream`; it ends when the socket is dropped.
@@ -298,23 +296,12 @@ impl Socket {
 
     /// A handle that does not keep the socket alive.
     pub fn downgrade(&self) -> WeakSocket {
-        WeakSocket {
-            shared: Arc::downgrade(&self.shared),
-        }
+        WeakSocket::new(&self.shared)
     }
-}
 
-/// A [`Socket`] handle that does not keep it alive, for callbacks that the
-/// socket itself owns (see [`Socket::on_event`]).
-#[derive(Clone)]
-pub struct WeakSocket {
-    shared: Weak<Shared>,
-}
-
-impl WeakSocket {
-    /// The socket, unless every [`Socket`] handle was dropped.
-    pub fn upgrade(&self) -> Option<Socket> {
-        self.shared.upgrade().map(|shared| Socket { shared })
+    /// The handle of `shared` (for [`WeakSocket::upgrade`]).
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
+        Self { shared }
     }
 }
 

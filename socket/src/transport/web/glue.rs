@@ -25,7 +25,7 @@ use super::live::Live;
 use super::tabs::TabsPart;
 use super::timers::Timers;
 use crate::config::Config;
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Local};
 use crate::driver::{Driver, Effect, Input};
 use crate::token::url_with_token;
 
@@ -35,10 +35,10 @@ pub(super) type OpenHook = Rc<dyn Fn(&Socket)>;
 /// Everything one socket owns; [`Socket`] handles share it. Dropping it
 /// drops the browser socket, the timers and the window hooks, which remove
 /// their callbacks.
-pub(super) struct Shared {
+pub(crate) struct Shared {
     pub(super) driver: RefCell<Driver>,
     /// Callbacks and streams; used with no borrow held.
-    pub(super) dispatcher: Rc<Dispatcher>,
+    pub(super) dispatcher: Rc<Dispatcher<Local>>,
     pub(super) open_hook: RefCell<Option<OpenHook>>,
     pub(super) io: RefCell<Io>,
     /// The config the socket was made with.
@@ -178,9 +178,9 @@ impl Shared {
                 io.live = None;
                 match Live::connect(&url, generation, reporter(&Rc::downgrade(self))) {
                     Ok(live) => io.live = Some(live),
-                    Err(reason) => {
+                    Err(error) => {
                         drop(io);
-                        self.input(Input::OpenFailed { generation, reason });
+                        self.input(Input::OpenFailed { generation, error });
                     }
                 }
             }
@@ -250,7 +250,7 @@ impl Shared {
                 wasm_bindgen_futures::spawn_local(async move {
                     let result = match provider {
                         Some(provider) => provider.call().await,
-                        None => Err("no token provider configured".to_owned()),
+                        None => Err("no token provider configured".into()),
                     };
                     report(Input::TokenFetched { serial, result });
                 });

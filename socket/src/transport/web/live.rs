@@ -7,6 +7,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{BinaryType, CloseEvent, MessageEvent, WebSocket};
 
+use crate::cause::ErrorCause;
 use crate::driver::Input;
 use crate::message::Message;
 
@@ -26,13 +27,17 @@ impl Live {
     /// # Errors
     ///
     /// What the browser said when it refused to create the socket (a
-    /// blocked port, say).
+    /// blocked port, say): the exception's message, as text (a `JsValue`
+    /// is neither an error type nor `Send`).
     pub(crate) fn connect(
         url: &str,
         generation: u64,
         report: impl Fn(Input) + Clone + 'static,
-    ) -> Result<Self, String> {
-        let ws = WebSocket::new(url).map_err(|err| format!("{err:?}"))?;
+    ) -> Result<Self, ErrorCause> {
+        let ws = WebSocket::new(url).map_err(|err| match err.dyn_ref::<js_sys::Error>() {
+            Some(err) => ErrorCause::from(String::from(err.message())),
+            None => ErrorCause::from(format!("{err:?}")),
+        })?;
         ws.set_binary_type(BinaryType::Arraybuffer);
         let on_open = {
             let report = report.clone();
@@ -64,7 +69,7 @@ impl Live {
             // The browser says no more than this (on purpose: no network details).
             report(Input::Error {
                 generation,
-                reason: "the WebSocket reported an error".into(),
+                error: "the WebSocket reported an error".into(),
             });
         });
         ws.set_onopen(Some(on_open.as_ref().unchecked_ref()));

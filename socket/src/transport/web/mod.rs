@@ -47,7 +47,7 @@ mod tabs_events;
 mod tabs_io;
 mod timers;
 
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 
 #[cfg(feature = "yew")]
 pub(crate) use timers::Interval;
@@ -56,7 +56,9 @@ use crate::Error;
 use crate::config::Config;
 use crate::dispatch::{EventStream, Subscription};
 use crate::message::{Event, Message, SendError, SendOutcome, State, Stats};
-use glue::{Shared, now_ms};
+use crate::transport::WeakSocket;
+pub(crate) use glue::Shared;
+use glue::now_ms;
 
 /// A buffered, reconnecting WebSocket. Cloning gives another handle to the
 /// same socket; when the last handle is dropped the socket is closed and every
@@ -126,12 +128,7 @@ impl Socket {
     /// browsers allow), [`Error::ReasonTooLong`] over 123 bytes.
     pub fn close(&self, code: u16, reason: &str) -> Result<(), Error> {
         if self.shared.sharing() {
-            if code != shared::close_code::NORMAL && !(3000..=4999).contains(&code) {
-                return Err(Error::InvalidCloseCode(code));
-            }
-            if reason.len() > 123 {
-                return Err(Error::ReasonTooLong);
-            }
+            crate::driver::check_close(code, reason)?;
             self.shared.leave_tabs(code, reason);
             return Ok(());
         }
@@ -236,7 +233,7 @@ impl Socket {
     /// callback that holds a clone of this `Socket` keeps it alive (a cycle):
     /// hold a [`WeakSocket`] there instead.
     pub fn on_event(&self, callback: impl FnMut(&Event) + 'static) -> Subscription {
-        self.shared.dispatcher.subscribe(callback)
+        self.shared.dispatcher.subscribe(callback).into()
     }
 
     /// Every event from now on as a `Stream`; it ends when the socket is dropped.
@@ -246,22 +243,11 @@ impl Socket {
 
     /// A handle that does not keep the socket alive.
     pub fn downgrade(&self) -> WeakSocket {
-        WeakSocket {
-            shared: Rc::downgrade(&self.shared),
-        }
+        WeakSocket::new(&self.shared)
     }
-}
 
-/// A [`Socket`] handle that does not keep it alive, for callbacks that the
-/// socket itself owns (see [`Socket::on_event`]).
-#[derive(Clone)]
-pub struct WeakSocket {
-    shared: Weak<Shared>,
-}
-
-impl WeakSocket {
-    /// The socket, unless every [`Socket`] handle was dropped.
-    pub fn upgrade(&self) -> Option<Socket> {
-        self.shared.upgrade().map(|shared| Socket { shared })
+    /// The handle of `shared` (for [`WeakSocket::upgrade`]).
+    pub(crate) fn from_shared(shared: Rc<Shared>) -> Self {
+        Self { shared }
     }
 }
