@@ -194,6 +194,7 @@ pub async fn run(
     };
     let connections = state.connections.clone();
     let config = state.config.clone();
+    let shutting = state.clone();
     tokio::spawn(sweep_sessions(reliable, token.clone()));
     let membership = cluster
         .as_ref()
@@ -211,7 +212,7 @@ pub async fn run(
             () = stop.cancelled() => {}
         }
         tracing::info!("shutting down: closing every client with 1001");
-        stop.cancel();
+        shutting.shut_down();
     };
     let (deadline, ()) = tokio::join!(
         serve::serve(listener, server, token.clone(), config.shutdown_timeout),

@@ -69,6 +69,8 @@ struct State {
     senders: usize,
     /// The receiver is gone.
     closed: bool,
+    /// Woken without an item ([`Wake`]): the receiver's wait returns.
+    woken: bool,
 }
 
 /// One queue, shared by its senders and its receiver.
@@ -79,7 +81,8 @@ struct Shared {
     messages: usize,
     /// `--send-queue-bytes`; 0: no bound.
     limit: usize,
-    /// Signalled when an item arrives or the last sender goes.
+    /// Signalled when an item arrives, the last sender goes, or a [`Wake`]
+    /// wakes the receiver.
     ready: Notify,
     metrics: Arc<Metrics>,
 }
@@ -171,10 +174,31 @@ pub(crate) fn channel(messages: usize, bytes: usize, metrics: Arc<Metrics>) -> (
     )
 }
 
+/// Wakes the receiver without queueing anything: the connection's one
+/// wake-up source carries its close requests too (see `registry.rs`).
+/// Not a sender: it does not keep the queue open.
+#[derive(Debug, Clone)]
+pub(crate) struct Wake(Arc<Shared>);
+
+impl Wake {
+    /// The receiver's wait (or its next one) returns.
+    pub(crate) fn wake(&self) {
+        self.0.lock().woken = true;
+        self.0.ready.notify_one();
+    }
+}
+
 /// The sending side; cloned into the registry.
 #[derive(Debug)]
 pub(crate) struct Sender {
     shared: Arc<Shared>,
+}
+
+impl Sender {
+    /// A [`Wake`] of this queue's receiver.
+    pub(crate) fn waker(&self) -> Wake {
+        Wake(self.shared.clone())
+    }
 }
 
 impl Clone for Sender {
@@ -322,7 +346,7 @@ pub(crate) struct Receiver {
 impl Receiver {
     /// Takes up to `limit` items; their bytes stay counted until
     /// [`Self::release`]. Returns 0 once every sender is gone and the queue is
-    /// empty.
+    /// empty, or when a [`Wake`] woke it with nothing queued.
     pub(crate) async fn recv_many(&mut self, buffer: &mut Vec<Outbound>, limit: usize) -> usize {
         if limit == 0 {
             return 0;
@@ -330,8 +354,9 @@ impl Receiver {
         let shared = &*self.shared;
         shared
             .wait(&shared.ready, |state| {
+                let woken = std::mem::take(&mut state.woken);
                 if state.items.is_empty() {
-                    return (state.senders == 0).then_some(0);
+                    return (state.senders == 0 || woken).then_some(0);
                 }
                 let n = limit.min(state.items.len());
                 buffer.extend(state.items.drain(..n));
@@ -424,6 +449,34 @@ mod tests {
 
     fn frame(len: usize) -> Outbound {
         Outbound::Frame(Message::Binary(vec![0; len].into()))
+    }
+
+    #[tokio::test]
+    async fn a_wake_ends_the_receivers_wait_with_nothing_and_is_not_a_sender() {
+        let (tx, mut rx) = channel(10, 100, Arc::new(Metrics::default()));
+        let wake = tx.waker();
+        let mut got = Vec::new();
+        // Woken before it waits: the next wait returns at once, empty.
+        wake.wake();
+        assert_eq!(rx.recv_many(&mut got, 8).await, 0);
+        // Woken while it waits.
+        let waiting = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let n = rx.recv_many(&mut got, 8).await;
+            (n, rx)
+        });
+        tokio::task::yield_now().await;
+        wake.wake();
+        let (n, mut rx) = waiting.await.unwrap();
+        assert_eq!(n, 0);
+        // An item and a wake together: the item is taken.
+        tx.try_send(frame(1)).unwrap();
+        wake.wake();
+        assert_eq!(rx.recv_many(&mut got, 8).await, 1);
+        // The wake does not keep the queue open once the senders are gone.
+        drop(tx);
+        assert_eq!(rx.recv_many(&mut got, 8).await, 0);
+        assert!(got.len() == 1);
     }
 
     #[tokio::test]

@@ -6,16 +6,15 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use shared::PushEncoder;
-use tokio::sync::Notify;
 
 pub use crate::queue::Outbound;
-use crate::queue::{self, TrySendError};
+use crate::queue::{self, TrySendError, Wake};
 
 use crate::reliable::{self, Outgoing, Refused, SessionRef, TakeoverSignal, To};
 
@@ -31,36 +30,51 @@ pub struct CloseRequest {
 /// What one connection shares with the registry: its counters and the close
 /// it is asked to perform. One small allocation per connection (a `watch`
 /// channel for the close request alone cost about 400 bytes).
+///
+/// A close request (a kick, a replacement, a takeover of the reliable
+/// session, the server's shutdown) wakes the connection through its
+/// outbound queue's [`Wake`], the same wake-up as a push: the connection
+/// waits on one source, and reads the flag once per turn of its loop.
 #[derive(Debug, Default)]
 pub struct ClientShared {
     pub(crate) messages_in: AtomicU64,
     pub(crate) messages_out: AtomicU64,
     close: Mutex<Option<CloseRequest>>,
-    close_notify: Notify,
+    /// Set with `close`: read without its lock at every turn.
+    close_pending: AtomicBool,
+    /// The connection's wake-up (`None` only in unit tests of the write side).
+    wake: Option<Wake>,
 }
 
 impl ClientShared {
+    /// The shared part of a connection woken by `wake`.
+    pub(crate) fn new(wake: Wake) -> Self {
+        Self {
+            wake: Some(wake),
+            ..Self::default()
+        }
+    }
+
     /// Asks the connection to close; a later request replaces an earlier one
     /// that was not yet taken.
     pub fn request_close(&self, request: CloseRequest) {
         *self.close.lock().unwrap_or_else(PoisonError::into_inner) = Some(request);
-        // Stores a permit when the connection is not waiting right now.
-        self.close_notify.notify_one();
+        self.close_pending.store(true, Ordering::Release);
+        if let Some(wake) = &self.wake {
+            wake.wake();
+        }
     }
 
-    /// Waits for a close request and takes it.
-    pub async fn close_requested(&self) -> CloseRequest {
-        loop {
-            if let Some(request) = self
-                .close
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take()
-            {
-                return request;
-            }
-            self.close_notify.notified().await;
+    /// The close request, if one was made: one atomic load when there is none.
+    pub fn take_close(&self) -> Option<CloseRequest> {
+        if !self.close_pending.load(Ordering::Acquire) {
+            return None;
         }
+        self.close_pending.store(false, Relaxed);
+        self.close
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 }
 
@@ -345,6 +359,15 @@ impl Registry {
             handle.shared.request_close(request.clone());
         }
         targets.len()
+    }
+
+    /// Asks every connection to close with `request` (the server's shutdown).
+    pub fn close_all(&self, request: &CloseRequest) {
+        let shareds: Vec<Arc<ClientShared>> =
+            self.lock().values().map(|h| h.shared.clone()).collect();
+        for shared in shareds {
+            shared.request_close(request.clone());
+        }
     }
 
     /// Asks `id` to close with `code` and `reason`; false if unknown.

@@ -26,6 +26,9 @@ pub(crate) const TOO_MANY_BAD_REFRESHES: &str = "too many bad refreshes";
 pub(crate) const PARTIAL_BUDGET_FULL: &str =
     "server busy: too many bytes of unfinished messages, try again later";
 
+/// The close reason (with 1001) of every connection at the server's shutdown.
+const SHUTTING_DOWN: &str = "server shutting down";
+
 /// Why the connection ended, for its close frame and the disconnect log line.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct End {
@@ -51,7 +54,16 @@ impl End {
     }
 
     pub(crate) fn shutdown() -> Self {
-        Self::with(close_code::GOING_AWAY, "server shutting down")
+        Self::with(close_code::GOING_AWAY, SHUTTING_DOWN)
+    }
+
+    /// The close request the server's shutdown makes of every connection
+    /// (`AppState::shut_down`).
+    pub(crate) fn shutdown_request() -> crate::registry::CloseRequest {
+        crate::registry::CloseRequest {
+            code: close_code::GOING_AWAY,
+            reason: SHUTTING_DOWN.into(),
+        }
     }
 
     pub(crate) fn idle() -> Self {

@@ -160,7 +160,7 @@ pub async fn refuse(mut socket: WebSocket, code: u16, reason: &'static str) {
 
 /// Registers the connection and queues its welcome: the first message.
 fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode) {
-    let shared = Arc::new(ClientShared::default());
+    let shared = Arc::new(ClientShared::new(outbound.waker()));
     let number = state.registry.next_conn();
     let user: Option<Arc<str>> = peer.identity.as_ref().map(|i| i.user.as_str().into());
     let link = peer.reliable.then(|| {
