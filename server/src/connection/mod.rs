@@ -14,7 +14,7 @@
 //! | `driver.rs` | the task's loop: reads, writes, timers (pushes, pings, idle, acks, the token's expiry), close requests and shutdown |
 //! | `dispatch.rs` | the ONE dispatch of client messages for both modes |
 //! | `app.rs` | the application's answer to a request (echo, ping, burst), the same in both modes and inside a reliable `msg` |
-//! | `reliable.rs` | the link to a reliable session: binding, resume, numbered replies, acks, the session's bursts numbered a batch at a time |
+//! | `reliable/` | the link to a reliable session: binding and resume (`mod.rs`); numbered replies, acks, the session's bursts numbered a batch at a time, timed pushes (`flow.rs`) |
 //! | `burst.rs` | the one burst pacer of both modes: one burst in progress and one waiting, each batch sized by the queue's byte bound and `--max-burst-rate` |
 //! | `outbound.rs` | the write side: the bounded queue fed into the socket, one flush per batch, plain bursts a batch at a time |
 //! | `end.rs` | why a connection ends: every close code and reason, in one place |
