@@ -212,7 +212,7 @@ pub async fn run(
             () = stop.cancelled() => {}
         }
         tracing::info!("shutting down: closing every client with 1001");
-        shutting.shut_down();
+        connection::shut_down(&shutting);
     };
     let (deadline, ()) = tokio::join!(
         serve::serve(listener, server, token.clone(), config.shutdown_timeout),

@@ -32,15 +32,3 @@ pub struct AppState {
     pub connections: TaskTracker,
 }
 
-impl AppState {
-    /// Begins the server's shutdown: cancels [`AppState::shutdown`] (which
-    /// `/echo` connections and the background tasks watch), then asks every
-    /// `/ws` connection to close with 1001 through its close request, its
-    /// one wake-up source. A connection that registers meanwhile finds the
-    /// token cancelled when its loop starts.
-    pub fn shut_down(&self) {
-        self.shutdown.cancel();
-        self.registry
-            .close_all(&crate::connection::End::shutdown_request());
-    }
-}

@@ -58,7 +58,7 @@ impl End {
     }
 
     /// The close request the server's shutdown makes of every connection
-    /// (`AppState::shut_down`).
+    /// (`connection::shut_down`).
     pub(crate) fn shutdown_request() -> crate::registry::CloseRequest {
         crate::registry::CloseRequest {
             code: close_code::GOING_AWAY,

@@ -141,6 +141,16 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
     serve(socket, (outbound_tx, outbound_rx), state, conn, mode).map(drop)
 }
 
+/// Begins the server's shutdown: cancels [`AppState::shutdown`] (which
+/// `/echo` connections and the background tasks watch), then asks every
+/// `/ws` connection to close with 1001 through its close request, its one
+/// wake-up source. A connection that registers meanwhile finds the token
+/// cancelled when its loop starts.
+pub fn shut_down(state: &AppState) {
+    state.shutdown.cancel();
+    state.registry.close_all(&End::shutdown_request());
+}
+
 /// Closes a connection refused at its upgrade (a token refused, a
 /// `?client_id=` not allowed) with `code` and `reason`, before anything of
 /// the application, and waits a little for the client's close reply.

@@ -342,7 +342,7 @@ async fn shutdown_closes_with_1001() {
     let state = state(&[]);
     let mut client = connect(&state, ("p", None, false));
     client.welcome().await;
-    state.shut_down();
+    super::shut_down(&state);
     let (frame, end) = client.closed().await;
     assert_eq!(frame.code, close_code::GOING_AWAY);
     assert_eq!(end, End::shutdown());
