@@ -23,8 +23,12 @@
 //!   ([`crate::Event::TokenRefreshed`]). `error` `bad_token` is reported
 //!   ([`crate::AuthError::RefreshRefused`]) and the connection goes on until
 //!   `exp`; then the server closes it with 4003 and the wrapper reconnects
-//!   with a new token. A provider error before a refresh is reported and the
-//!   fetch retried after the backoff's delay, if that is still before `exp`.
+//!   with a new token. `error` `rate_limited` (a refresh sooner than the
+//!   server's `--refresh-interval` after the previous one: short tokens
+//!   are refreshed often) is reported the same way and the refresh tried
+//!   again [`RATE_LIMITED_RETRY_MS`] later, if that is still before `exp`.
+//!   A provider error before a refresh is reported and the fetch retried
+//!   after the backoff's delay, if that is still before `exp`.
 //! * **4401** (refused at connect): with a provider, a new token and a retry
 //!   with the backoff (the reconnect policy still decides); without one,
 //!   no reconnect: the wrapper reports it and stays closed.
@@ -53,6 +57,11 @@ pub const REFRESH_MARGIN_MS: f64 = 5_000.0;
 /// ...and never before this share of it (a token with less than twice the
 /// margin left is refreshed at half of what remains).
 pub const REFRESH_AT_LEAST: f64 = 0.5;
+
+/// A refresh the server answered `rate_limited` (sooner than its
+/// `--refresh-interval` after the previous one, 5 s by default) is tried
+/// again this much later, if that is still before `exp`.
+pub const RATE_LIMITED_RETRY_MS: f64 = 5_000.0;
 
 /// Milliseconds from `now_epoch_ms` until the refresh of a token that
 /// expires at `exp_s` (seconds since the epoch): at [`REFRESH_AT`] of the
@@ -208,6 +217,20 @@ impl Driver {
             }) => self
                 .events
                 .push(Event::Auth(AuthError::RefreshRefused(message))),
+            Ok(ServerMessage::Error {
+                code: ErrorCode::RateLimited,
+                message,
+            }) => {
+                self.events
+                    .push(Event::Auth(AuthError::RefreshRefused(message)));
+                let exp = self.auth.as_ref().and_then(|auth| auth.exp);
+                let remaining = exp.map_or(0.0, |exp| exp as f64 * 1000.0 - self.wall_ms(now));
+                // Retried once the server's interval has passed, while
+                // the margin before `exp` leaves time for it.
+                if RATE_LIMITED_RETRY_MS + REFRESH_MARGIN_MS / 5.0 < remaining {
+                    self.start_timer(TimerKind::Refresh, RATE_LIMITED_RETRY_MS as u64);
+                }
+            }
             _ => {}
         }
     }

@@ -318,6 +318,38 @@ fn a_refused_refresh_is_reported_and_the_connection_goes_on_until_4003() {
 }
 
 #[test]
+fn a_rate_limited_refresh_is_reported_and_tried_again_after_the_interval_while_before_exp() {
+    let mut h = token_open(token_config());
+    h.receive_server(&token_welcome(EPOCH_S + 60));
+    let serial = fetch(&h.fire(TimerKind::Refresh));
+    fetched(&mut h, serial, Ok("t2"));
+    let limited = || ServerMessage::Error {
+        code: ErrorCode::RateLimited,
+        message: "one refresh per 5s at most".into(),
+    };
+    let effects = h.receive_server(&limited());
+    assert_eq!(
+        events(&effects)[1],
+        Event::Auth(AuthError::RefreshRefused(
+            "one refresh per 5s at most".into()
+        ))
+    );
+    assert_eq!(h.d.state(), State::Open);
+    assert_eq!(h.delay(TimerKind::Refresh), Some(5_000));
+    // Tried again: a fetch, then the refresh written.
+    let serial = fetch(&h.fire(TimerKind::Refresh));
+    let effects = fetched(&mut h, serial, Ok("t3"));
+    assert_eq!(
+        client(&writes(&effects)),
+        [ClientMessage::Refresh { token: "t3".into() }]
+    );
+    // Too close to exp for another try: the 4003 reconnect takes over.
+    h.now = 55_000.0;
+    h.receive_server(&limited());
+    assert_eq!(h.delay(TimerKind::Refresh), None);
+}
+
+#[test]
 fn a_provider_failure_before_a_refresh_retries_after_the_backoff_while_before_exp() {
     let mut h = token_open(token_config());
     h.receive_server(&token_welcome(EPOCH_S + 10));
