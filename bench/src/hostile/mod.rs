@@ -13,6 +13,7 @@
 //! |---|---|
 //! | `mod.rs` | phases, the server subprocess, the report |
 //! | `scale.rs` | floods, slowloris, non-reading clients, connect rate, sessions (one node and a cluster), bursts |
+//! | `tokens.rs` | token mode: deadlines under a read flood, a refresh flood |
 //! | `checks.rs` | frame errors, fuzzed messages, path traversal, admin auth |
 //! | `probe.rs` | the legitimate client and the RSS sampler |
 //! | `net.rs` | sockets from 127.0.0.N, raw HTTP and frames, `/metrics` |
@@ -21,6 +22,7 @@ mod checks;
 mod net;
 mod probe;
 mod scale;
+mod tokens;
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -77,6 +79,9 @@ type AttackFn = for<'a> fn(&'a Target) -> Pin<Box<dyn Future<Output = Result<Out
 enum Mode {
     /// One server, anonymous, in memory.
     Plain,
+    /// Token mode: `--jwt-secret` [`testbed::TEST_JWT_SECRET`] (the attack
+    /// mints its tokens with it), and a token for the legitimate client.
+    Token,
     /// A redis-server of the phase's own and this many nodes on it
     /// (`--redis-url`, distinct `--node-id`), each with the phase's flags;
     /// the first is the target, the legitimate client's and the RSS
@@ -177,6 +182,24 @@ fn phases() -> Vec<Phase> {
             attack: |t| Box::pin(scale::cluster_sessions(t)),
             p99_target_us: None,
             repeat: true,
+            pinned: true,
+        },
+        Phase {
+            name: "token deadlines under a pong flood",
+            flags: &["--connect-rate", "0", "--jwt-leeway", "0s"],
+            mode: Mode::Token,
+            attack: |t| Box::pin(tokens::deadlines(t)),
+            p99_target_us: None,
+            repeat: false,
+            pinned: true,
+        },
+        Phase {
+            name: "refresh flood",
+            flags: &["--connect-rate", "0"],
+            mode: Mode::Token,
+            attack: |t| Box::pin(tokens::refresh_flood(t)),
+            p99_target_us: None,
+            repeat: false,
             pinned: true,
         },
         Phase {
@@ -281,6 +304,10 @@ impl Servers {
         let mut extra: Vec<String> = Vec::new();
         let nodes = match phase.mode {
             Mode::Plain => 1,
+            Mode::Token => {
+                extra.extend(["--jwt-secret".into(), testbed::TEST_JWT_SECRET.into()]);
+                1
+            }
             Mode::Cluster(nodes) => {
                 let redis = testbed::RedisServer::start()?;
                 extra.extend(["--redis-url".into(), redis.url()]);
@@ -448,6 +475,7 @@ fn run_phase(options: &Options, www: &Path, secret: &str, phase: &Phase) -> Resu
 fn shown_flags(phase: &Phase) -> String {
     let mut shown = match phase.mode {
         Mode::Plain => Vec::new(),
+        Mode::Token => vec!["--jwt-secret <the testbed's test secret>".to_owned()],
         Mode::Cluster(nodes) => vec![format!(
             "--redis-url <a redis-server of its own> --node-id <hostile-0 to hostile-{}>",
             nodes - 1
@@ -461,6 +489,10 @@ fn shown_flags(phase: &Phase) -> String {
 /// own, valid for the run.
 fn probe_path(mode: Mode) -> Result<String> {
     Ok(match mode {
+        Mode::Token => format!(
+            "/ws?token={}",
+            testbed::try_mint_token("legitimate", Duration::from_secs(3600))?
+        ),
         Mode::Plain | Mode::Cluster(_) => "/ws".into(),
     })
 }
