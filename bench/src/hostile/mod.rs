@@ -536,7 +536,7 @@ fn sh(command: &str) -> String {
         .unwrap_or_default()
 }
 
-fn markdown(rows: &[Row], total: f64) -> String {
+fn markdown(rows: &[Row], total: f64, load: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -566,7 +566,6 @@ fn markdown(rows: &[Row], total: f64) -> String {
         cores = sh("nproc"),
         cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'"),
         kernel = sh("uname -sr"),
-        load = sh("cut -d' ' -f1-3 /proc/loadavg"),
     );
     let failed: Vec<&str> = rows
         .iter()
@@ -657,6 +656,7 @@ fn markdown(rows: &[Row], total: f64) -> String {
 /// that does not hold is a finding in the report, not an error).
 pub fn run(options: &Options) -> Result<()> {
     let started = Instant::now();
+    let load = sh("cut -d' ' -f1-3 /proc/loadavg");
     let www = options.scratch.join("www");
     std::fs::create_dir_all(&www)?;
     std::fs::write(www.join("index.html"), "<p>hostile run</p>\n")?;
@@ -674,7 +674,7 @@ pub fn run(options: &Options) -> Result<()> {
         }
         rows.push(run_phase(options, &www, secret, &phase)?);
     }
-    let report = markdown(&rows, started.elapsed().as_secs_f64());
+    let report = markdown(&rows, started.elapsed().as_secs_f64(), &load);
     #[allow(clippy::print_stdout)] // the command's output
     {
         println!("{report}");

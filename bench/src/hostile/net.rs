@@ -65,7 +65,18 @@ pub async fn http(
     target: &str,
     headers: &str,
 ) -> Result<(u16, String)> {
-    let mut tcp = tcp_from(1, server).await?;
+    http_from(1, server, method, target, headers).await
+}
+
+/// [`http`] from `127.0.0.<src>`.
+pub async fn http_from(
+    src: u8,
+    server: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &str,
+) -> Result<(u16, String)> {
+    let mut tcp = tcp_from(src, server).await?;
     let head = format!(
         "{method} {target} HTTP/1.1\r\nHost: {server}\r\n{headers}Connection: close\r\nContent-Length: 0\r\n\r\n"
     );
