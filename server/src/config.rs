@@ -59,6 +59,16 @@ pub struct Config {
     #[arg(long, env = "SERVER_ECHO_MAX_MESSAGE_SIZE", default_value_t = 16 * 1024 * 1024)]
     pub echo_max_message_size: usize,
 
+    /// Bytes held in unfinished messages (fragments not yet followed by
+    /// their last one, or a large frame not yet complete) by every /ws and
+    /// /echo connection together, beyond 8 KiB per connection; the
+    /// connection whose next read would pass it is closed with 1013. It
+    /// bounds what clients that start large messages and never finish them
+    /// can hold: at the default, 16 /echo messages of 16 MiB in progress at
+    /// once. `0` turns it off.
+    #[arg(long, env = "SERVER_MAX_PARTIAL_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_partial_bytes: usize,
+
     /// Consecutive undecodable messages on /ws after which the connection is closed with 1008.
     #[arg(long, env = "SERVER_MAX_BAD_MESSAGES", default_value_t = 10)]
     pub max_bad_messages: u32,
@@ -90,6 +100,15 @@ pub struct Config {
     /// Largest burst one request may ask for.
     #[arg(long, env = "SERVER_MAX_BURST", default_value_t = 1_000_000)]
     pub max_burst: u32,
+
+    /// Pushes per second a connection's bursts make at most (0: no limit,
+    /// the default). Checked once per batch of pushes (a twentieth of a
+    /// second of the rate, at most 512), so a limited burst costs a timer
+    /// per batch, never one per push. Bursts are also bounded by
+    /// --send-queue-bytes, and to one in progress and one waiting per
+    /// connection (more get `burst_busy`).
+    #[arg(long, env = "SERVER_MAX_BURST_RATE", default_value_t = 0)]
+    pub max_burst_rate: u32,
 
     /// The most one read of a WebSocket takes, in bytes: `/echo`'s read buffer
     /// (tungstenite's default is 128 KiB); `/ws` keeps a 512-byte one and
@@ -161,9 +180,19 @@ pub struct Config {
           value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_client_ids: bool,
 
+    /// Token mode: serve /echo without a token. By default /echo needs a
+    /// valid token in token mode as /ws does (refused: 4401 and the cause):
+    /// its 16 MiB messages make it the costliest endpoint to leave open.
+    /// No effect in anonymous mode, where nothing needs a token.
+    #[arg(long, env = "SERVER_PUBLIC_ECHO", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub public_echo: bool,
+
     /// Token mode with HS256: the secret that signs connection tokens. Every
-    /// /ws connection then needs a valid JWT (`?token=` or `Authorization:
-    /// Bearer`); see `--jwt-secret-file` to keep it out of the process list.
+    /// /ws and /echo connection then needs a valid JWT (`?token=` or
+    /// `Authorization: Bearer`; /echo not with `--public-echo`); see
+    /// `--jwt-secret-file` to keep it out of the process list.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
     pub jwt_secret: Option<String>,
 
@@ -469,10 +498,13 @@ mod tests {
         assert_eq!(config.idle_timeout, Duration::from_secs(30));
         assert_eq!(config.max_message_size, 64 * 1024);
         assert_eq!(config.echo_max_message_size, 16 * 1024 * 1024);
+        assert_eq!(config.max_partial_bytes, 256 * 1024 * 1024);
+        assert!(!config.public_echo);
         assert_eq!(config.send_queue, 1024);
         assert_eq!(config.send_queue_bytes, 1024 * 1024);
         assert_eq!(config.max_push_size, 64 * 1024);
         assert_eq!(config.max_burst, 1_000_000);
+        assert_eq!(config.max_burst_rate, 0);
         assert!(config.admin_token.is_none());
         assert_eq!(config.jwt_max_lifetime, Duration::from_secs(24 * 3600));
         assert_eq!(config.refresh_interval, Duration::from_secs(5));
@@ -486,6 +518,11 @@ mod tests {
         assert!(!on(&["--allow-client-ids", "--allow-client-ids=false"]));
         assert!(on(&["--allow-client-ids=true"]));
         assert!(!on(&["--allow-client-ids=0"]));
+        assert!(
+            Config::try_parse_from(["server", "--public-echo"])
+                .unwrap()
+                .public_echo
+        );
         assert_eq!(config.session_ttl, Duration::from_secs(120));
         assert_eq!(config.history_max, 1000);
         assert_eq!(config.history_max_age, Duration::from_secs(120));

@@ -11,7 +11,14 @@
 //! written within `--write-timeout` (the peer stopped reading) ends it with
 //! 1013 and counts a slow consumer. Without them a silent client, or one
 //! that sends 16 MiB messages and never reads, held its memory forever.
+//!
+//! A message in progress counts against `--max-partial-bytes` (the socket
+//! counts it, `crate::partial`; each message that comes out empties the
+//! connection's meter): past it the connection closes with 1013. In token
+//! mode the upgrade needs a token, as `/ws`'s does, unless `--public-echo`
+//! (`routes`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -19,6 +26,7 @@ use futures_util::{FutureExt, SinkExt};
 
 use crate::connection::End;
 use crate::metrics::Metrics;
+use crate::partial::PartialMeter;
 use crate::state::AppState;
 use crate::timer::{tick, ticker};
 use crate::wire::ReadError;
@@ -71,8 +79,9 @@ async fn echo_one(socket: &mut WebSocket, state: &AppState, reply: Message) -> O
     Some(len)
 }
 
-/// Runs one `/echo` connection to its end.
-pub async fn run(mut socket: WebSocket, state: AppState) {
+/// Runs one `/echo` connection to its end; `partial` is its socket's meter
+/// of unfinished messages, emptied at each message.
+pub async fn run(mut socket: WebSocket, state: AppState, partial: Option<Arc<PartialMeter>>) {
     Metrics::add(&state.metrics.connections_open, 1);
     Metrics::add(&state.metrics.connections_total, 1);
     let shutdown = state.shutdown.clone();
@@ -112,7 +121,7 @@ pub async fn run(mut socket: WebSocket, state: AppState) {
         last_heard = tokio::time::Instant::now();
         match tokio::time::timeout(
             config.write_timeout,
-            echo_batch(&mut socket, &state, message),
+            echo_batch(&mut socket, &state, partial.as_deref(), message),
         )
         .await
         {
@@ -146,6 +155,7 @@ pub async fn run(mut socket: WebSocket, state: AppState) {
 async fn echo_batch(
     socket: &mut WebSocket,
     state: &AppState,
+    partial: Option<&PartialMeter>,
     first: Option<Result<Message, axum::Error>>,
 ) -> Step {
     let mut next = first;
@@ -156,6 +166,9 @@ async fn echo_batch(
         bytes: 0,
     };
     loop {
+        if let (Some(partial), Some(Ok(message))) = (partial, &next) {
+            partial.received(message);
+        }
         match next {
             Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
                 let Some(len) = echo_one(socket, state, message).await else {
@@ -166,6 +179,7 @@ async fn echo_batch(
             }
             // tungstenite answers pings and replies to the close frame itself.
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Close(_))) => {}
+            // Past --max-partial-bytes among them: 1013.
             Some(Err(err)) => {
                 let _ = socket.flush().await;
                 return Step::End(End::read(&ReadError::from(err)));

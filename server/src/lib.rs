@@ -3,8 +3,9 @@
 //! shutdown that closes every client with 1001 and exits within
 //! `--shutdown-timeout` whatever is open. Hostile clients are bounded by the
 //! accept loop's timeouts (handshake, keep-alive, body), the WebSocket caps,
-//! the per-client connect rate, and in reliable mode the per-client session
-//! cap and the total budget of history bytes.
+//! the per-client connect rate, the server-wide budget of bytes held in
+//! unfinished messages, and in reliable mode the per-client session cap and
+//! the total budget of history bytes.
 //!
 //! `main` parses [`Config`], binds the listener and calls [`run`]; tests start
 //! the same `run` in-process on port 0 (through `testbed::TestServer`).
@@ -30,8 +31,9 @@
 //! connection a random 128-bit id and refuses `?client_id=` (1008) unless
 //! `--allow-client-ids` (development and tests: a self-chosen id is not
 //! authentication). With `--jwt-secret`, `--jwt-secret-file` or
-//! `--jwt-public-key` (token mode) every `/ws` connection needs a valid JWT;
-//! a refused one is upgraded and closed at once with 4401 and its cause.
+//! `--jwt-public-key` (token mode) every `/ws` and `/echo` connection needs a
+//! valid JWT (`/echo` not with `--public-echo`); a refused one is upgraded
+//! and closed at once with 4401 and its cause.
 //!
 //! # Layout
 //!
@@ -40,6 +42,7 @@
 //! | `config` | [`Config`]: every option with flag, env variable, default |
 //! | `serve` | the accept loop: hyper with timeouts (handshake, keep-alive, body), host check, caps, graceful then hard shutdown |
 //! | `limits` | the descriptor limit, the WebSocket caps and the per-client connect rate |
+//! | `partial` | `--max-partial-bytes`: the bytes of unfinished messages every connection holds, counted by the upgraded socket and charged beyond a small free allowance per connection |
 //! | `peer` | the client address (`X-Forwarded-For` from `--trusted-proxy`), the `--allowed-host` list |
 //! | `logsafe` | client-supplied strings escaped and truncated for the log |
 //! | `routes` | the router, the upgrades and their typed query parameters |
@@ -91,6 +94,7 @@ mod limits;
 mod logsafe;
 mod metrics;
 mod origin;
+mod partial;
 mod peer;
 mod queue;
 mod registry;

@@ -56,6 +56,11 @@ pub struct Metrics {
     pub(crate) slow_consumer_closes: AtomicU64,
     /// Bytes in every connection's outbound queue now (`--send-queue-bytes`).
     pub(crate) send_queue_bytes: AtomicU64,
+    /// Bytes of unfinished messages charged against `--max-partial-bytes`
+    /// now: the budget's own counter (`partial::PartialBudget`).
+    pub(crate) partial_bytes: AtomicU64,
+    /// Connections closed with 1013 because `--max-partial-bytes` was reached.
+    pub(crate) partial_budget_closes: AtomicU64,
     rejected_origin: AtomicU64,
     rejected_not_upgrade: AtomicU64,
     rejected_max_connections: AtomicU64,
@@ -181,6 +186,18 @@ impl Metrics {
             "gauge",
             "Bytes queued for clients now, across connections (bounded per connection by --send-queue-bytes).",
             self.send_queue_bytes.load(Relaxed),
+        );
+        metric(
+            "ws_partial_bytes",
+            "gauge",
+            "Bytes of unfinished messages held now beyond each connection's free allowance, across /ws and /echo (bounded by --max-partial-bytes).",
+            self.partial_bytes.load(Relaxed),
+        );
+        metric(
+            "ws_partial_budget_closes_total",
+            "counter",
+            "Connections closed with 1013 because their unfinished message would take --max-partial-bytes past its bound.",
+            self.partial_budget_closes.load(Relaxed),
         );
         metric(
             "tcp_connections_open",

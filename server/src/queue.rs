@@ -139,7 +139,8 @@ impl Shared {
 pub enum Outbound {
     /// A frame ready to go.
     Frame(Message),
-    /// Frames that must go out back to back (a reliable resume and its replay).
+    /// Frames that must go out back to back (a reliable resume and its
+    /// replay, a batch of a reliable burst).
     Frames(Vec<Message>),
     /// A push; the writer numbers it so `seq` follows the wire order. The
     /// encoder (its body escaped once, its time) is shared by every client
@@ -147,11 +148,6 @@ pub enum Outbound {
     Push {
         /// The push's body and time, encoded but for `seq`.
         push: Arc<PushEncoder>,
-    },
-    /// A burst of `count` pushes followed by `burst_done`, written in batches.
-    Burst {
-        /// How many pushes.
-        count: u32,
     },
 }
 
@@ -352,7 +348,25 @@ impl Receiver {
         self.shared.lock().items.pop_front()
     }
 
-    /// `len` bytes taken from the queue were written.
+    /// Counts `len` bytes the writer holds outside the queue (a batch of a
+    /// burst being written) in the queue's bytes and the server's gauge,
+    /// until [`Self::release`]: other senders find the queue full meanwhile,
+    /// and the connection reads no more.
+    pub(crate) fn hold(&self, len: usize) {
+        let shared = &*self.shared;
+        let mut state = shared.lock();
+        if !state.closed {
+            state.bytes = state.bytes.saturating_add(len);
+            Metrics::add(shared.gauge(), len as u64);
+        }
+    }
+
+    /// Bytes counted now: queued, or taken and not released yet.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.shared.lock().bytes
+    }
+
+    /// `len` bytes taken from the queue (or held) were written.
     pub(crate) fn release(&self, len: usize) {
         if len == 0 {
             return;
@@ -388,7 +402,6 @@ impl Outbound {
             Self::Frame(message) => message_len(message),
             Self::Frames(messages) => messages.iter().map(message_len).sum(),
             Self::Push { push } => push.max_len(),
-            Self::Burst { .. } => 0,
         }
     }
 }
@@ -461,6 +474,25 @@ mod tests {
         drop(rx);
         // Dropped once the receiver is gone, and not counted.
         tx.force_send(frame(80));
+        assert_eq!(metrics.send_queue_bytes.load(Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn bytes_the_writer_holds_count_until_released() {
+        let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = channel(10, 100, metrics.clone());
+        rx.hold(150);
+        assert_eq!(rx.queued_bytes(), 150);
+        assert_eq!(metrics.send_queue_bytes.load(Relaxed), 150);
+        // Over the bound: no one else gets in, and the connection reads no more.
+        assert_eq!(tx.try_send(frame(1)), Err(TrySendError::Full));
+        assert!(!tx.has_room());
+        rx.release(150);
+        assert!(tx.has_room());
+        tx.try_send(frame(1)).unwrap();
+        // Still held when the receiver goes: out of the gauge with it.
+        rx.hold(50);
+        drop(rx);
         assert_eq!(metrics.send_queue_bytes.load(Relaxed), 0);
     }
 

@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{DefaultBodyLimit, Query, State, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, Extension, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 use shared::close_code;
 
 use crate::metrics::Rejection;
+use crate::partial::PartialMeter;
 use crate::reliable::SessionStore;
 use crate::state::AppState;
 use crate::{admin, connection, echo, origin};
@@ -222,12 +223,49 @@ fn flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
     }
 }
 
+/// Token mode: who the upgrade's token (`?token=`, else `Authorization:
+/// Bearer`) says the client is; `Ok(None)` in anonymous mode.
+///
+/// # Errors
+///
+/// The refusal's reason, for the 4401 close (counted in
+/// `ws_rejected_upgrades_total{reason="token"}`).
+fn identify(
+    state: &AppState,
+    token: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Option<crate::auth::Identity>, &'static str> {
+    let Some(verifier) = &state.auth else {
+        return Ok(None);
+    };
+    let given = token.or_else(|| {
+        crate::auth::bearer(
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok()),
+        )
+    });
+    verifier
+        .verify(given.unwrap_or_default())
+        .map(Some)
+        .map_err(|refused| {
+            state.metrics.reject(Rejection::Token);
+            refused.reason()
+        })
+}
+
+/// The connection's meter of unfinished messages (`--max-partial-bytes`),
+/// put in the request's extensions by the accept loop; `None` for a router
+/// served some other way, whose connections are then not counted.
+type Partial = Option<Extension<std::sync::Arc<PartialMeter>>>;
+
 async fn ws(
     State(state): State<AppState>,
     // The client's address (behind a --trusted-proxy, from X-Forwarded-For).
     crate::peer::ClientAddr(remote_addr): crate::peer::ClientAddr,
     query: Result<Query<WsQuery>, QueryRejection>,
     headers: HeaderMap,
+    partial: Partial,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let upgrade = match admit(&state, &headers, upgrade) {
@@ -261,24 +299,9 @@ async fn ws(
     };
     // Token mode: a refused token closes with 4401 and the cause, before
     // anything of the application.
-    let identity = match &state.auth {
-        None => None,
-        Some(verifier) => {
-            let given = query.token.as_deref().or_else(|| {
-                crate::auth::bearer(
-                    headers
-                        .get(header::AUTHORIZATION)
-                        .and_then(|v| v.to_str().ok()),
-                )
-            });
-            match verifier.verify(given.unwrap_or_default()) {
-                Ok(identity) => Some(identity),
-                Err(refused) => {
-                    state.metrics.reject(Rejection::Token);
-                    return refuse(upgrade, &state, close_code::UNAUTHORIZED, refused.reason());
-                }
-            }
-        }
+    let identity = match identify(&state, query.token.as_deref(), &headers) {
+        Ok(identity) => identity,
+        Err(reason) => return refuse(upgrade, &state, close_code::UNAUTHORIZED, reason),
     };
     let (burst, reliable) = (query.burst, query.reliable);
     let protocol = shared::Protocol::negotiate(query.protocol.as_deref());
@@ -296,22 +319,42 @@ async fn ws(
                 reliable,
                 protocol,
                 identity,
+                partial: partial.map(|Extension(meter)| meter),
             },
         ))
     })
 }
 
+/// The query of `GET /echo`: other parameters are ignored.
+#[derive(Debug, Deserialize)]
+struct EchoQuery {
+    /// Token mode without `--public-echo`: `?token=`, as on `/ws`. Never logged.
+    token: Option<String>,
+}
+
 async fn echo(
     State(state): State<AppState>,
+    query: Result<Query<EchoQuery>, QueryRejection>,
     headers: HeaderMap,
+    partial: Partial,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let upgrade = match admit(&state, &headers, upgrade) {
         Ok(upgrade) => upgrade,
         Err(response) => return *response,
     };
+    // Token mode: /echo's 16 MiB messages are the costliest thing an
+    // anonymous client could use, so it needs a token as /ws does, unless
+    // --public-echo. A query that does not parse carries no token.
+    if !state.config.public_echo {
+        let token = query.as_ref().ok().and_then(|q| q.0.token.as_deref());
+        if let Err(reason) = identify(&state, token, &headers) {
+            return refuse(upgrade, &state, close_code::UNAUTHORIZED, reason);
+        }
+    }
     let max = state.config.echo_max_message_size;
     let connections = state.connections.clone();
+    let partial = partial.map(|Extension(meter)| meter);
     configure(upgrade, state.config.read_buffer, max)
-        .on_upgrade(move |socket| connections.track_future(echo::run(socket, state)))
+        .on_upgrade(move |socket| connections.track_future(echo::run(socket, state, partial)))
 }

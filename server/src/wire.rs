@@ -24,6 +24,10 @@ pub enum ReadError {
     BadUtf8,
     /// The peer broke RFC 6455.
     Protocol,
+    /// The socket refused to read on: the message in progress would take
+    /// the bytes of unfinished messages past `--max-partial-bytes`
+    /// ([`crate::partial::OverBudget`]).
+    PartialBudget,
     /// The connection failed or closed; no close frame to send.
     Gone,
 }
@@ -35,6 +39,13 @@ impl From<axum::Error> for ReadError {
                 tungstenite::Error::Capacity(_) => Self::TooBig,
                 tungstenite::Error::Utf8(_) => Self::BadUtf8,
                 tungstenite::Error::Protocol(_) => Self::Protocol,
+                tungstenite::Error::Io(io)
+                    if io
+                        .get_ref()
+                        .is_some_and(|inner| inner.is::<crate::partial::OverBudget>()) =>
+                {
+                    Self::PartialBudget
+                }
                 _ => Self::Gone,
             },
             Err(_) => Self::Gone,

@@ -20,6 +20,7 @@ use shared::close_code;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// The admin token of these tests (at least 16 bytes, as the server requires).
@@ -1136,6 +1137,9 @@ fn every_new_flag_is_in_help() {
         "--history-total-bytes",
         "--jwt-max-lifetime",
         "--refresh-interval",
+        "--max-partial-bytes",
+        "--public-echo",
+        "--max-burst-rate",
     ] {
         assert!(help.contains(flag), "{flag} is not in --help");
     }
@@ -1585,4 +1589,340 @@ fn a_duration_flag_too_long_for_a_deadline_is_refused_at_start() {
         );
         testbed::quiet_config(&[flag, "876000h"]).unwrap();
     }
+}
+
+// ------------------------------------------------------ issue 25, item 9: bursts
+
+/// What a client read of its bursts: the pushes' seqs, each `burst_done`'s
+/// count and `elapsed_ms`, and how many `burst_busy` errors.
+#[derive(Debug, Default)]
+struct Bursts {
+    pushes: Vec<u64>,
+    done: Vec<(u32, u64)>,
+    busy: usize,
+}
+
+/// Reads until `bursts` `burst_done`s, then the pong of a ping sent after
+/// them (so that nothing sent before is missed), acknowledging a reliable
+/// connection's numbered messages every 100.
+async fn read_bursts(ws: &mut Ws, bursts: usize) -> Bursts {
+    use shared::{ClientMessage, ErrorCode, ServerMessage};
+    let mut seen = Bursts::default();
+    let (mut unacked, mut pinged) = (0, false);
+    loop {
+        let message = match next_json(ws).await {
+            ServerMessage::Msg { seq, data } => {
+                unacked += 1;
+                if unacked == 100 {
+                    send_text(ws, &ClientMessage::Ack { seq }.to_json()).await;
+                    unacked = 0;
+                }
+                ServerMessage::from_json(&data).unwrap()
+            }
+            other => other,
+        };
+        match message {
+            ServerMessage::Push { seq, .. } => seen.pushes.push(seq),
+            ServerMessage::BurstDone { count, elapsed_ms } => seen.done.push((count, elapsed_ms)),
+            ServerMessage::Error {
+                code: ErrorCode::BurstBusy,
+                ..
+            } => seen.busy += 1,
+            ServerMessage::Pong { .. } => return seen,
+            ServerMessage::Ack { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        if seen.done.len() == bursts && !pinged {
+            send_text(ws, r#"{"type":"ping","t":1}"#).await;
+            pinged = true;
+        }
+    }
+}
+
+/// A connection to /ws, reliable or not; a reliable one is bound to its
+/// session by an `ack` fed (not yet flushed) after the welcome.
+async fn burst_client(server: &TestServer, reliable: bool) -> Ws {
+    let path = if reliable { "/ws?reliable=1" } else { "/ws" };
+    let (mut ws, _) = server.connect_ws(path).await;
+    if reliable {
+        ws.feed(Message::text(r#"{"type":"ack","seq":0}"#))
+            .await
+            .unwrap();
+    }
+    ws
+}
+
+#[tokio::test]
+async fn a_third_burst_while_one_runs_and_one_waits_is_busy_in_both_modes() {
+    const N: u32 = 2_000;
+    let burst = |count| shared::ClientMessage::Burst { count }.to_json();
+    let server = start(&[]).await;
+    for reliable in [false, true] {
+        let mut ws = burst_client(&server, reliable).await;
+        // Three requests in one write, read together: the third comes
+        // while the first runs and the second waits.
+        for _ in 0..3 {
+            ws.feed(Message::text(burst(N))).await.unwrap();
+        }
+        ws.flush().await.unwrap();
+        let seen = read_bursts(&mut ws, 2).await;
+        assert_eq!(seen.busy, 1, "reliable: {reliable}");
+        // The first two in full, one after the other.
+        let counts: Vec<u32> = seen.done.iter().map(|&(count, _)| count).collect();
+        assert_eq!(counts, [N, N], "reliable: {reliable}");
+        assert_eq!(
+            seen.pushes,
+            (1..=2 * u64::from(N)).collect::<Vec<_>>(),
+            "reliable: {reliable}"
+        );
+        // Done: a burst is welcome again.
+        send_text(&mut ws, &burst(10)).await;
+        let seen = read_bursts(&mut ws, 1).await;
+        assert_eq!((seen.busy, seen.pushes.len()), (0, 10));
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn max_burst_rate_slows_a_burst_to_its_rate_in_both_modes() {
+    // 2,000 pushes a second: batches of 100, the first at once; the other
+    // 2,900 pushes take at least 1.45 s.
+    let server = start(&["--max-burst-rate", "2000"]).await;
+    for reliable in [false, true] {
+        let mut ws = burst_client(&server, reliable).await;
+        ws.send(Message::text(
+            shared::ClientMessage::Burst { count: 3_000 }.to_json(),
+        ))
+        .await
+        .unwrap();
+        let seen = read_bursts(&mut ws, 1).await;
+        assert_eq!(seen.pushes.len(), 3_000, "reliable: {reliable}");
+        let (count, elapsed_ms) = seen.done[0];
+        assert_eq!(count, 3_000);
+        // The server's own clock, and a lower bound only: a busy machine
+        // makes a burst slower, never faster than its rate.
+        assert!(
+            elapsed_ms >= 1_200,
+            "reliable: {reliable}: {elapsed_ms} ms at 2,000 a second"
+        );
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_bursts_batches_count_in_the_send_queue_bytes_within_its_bound() {
+    // A push at its largest (a 20-digit seq) is under 100 bytes.
+    const BOUND: u64 = 4096;
+    let server = start(&["--send-queue-bytes", "4096"]).await;
+    // The welcome, then nothing read: the burst's writes block, with a
+    // batch in flight. It used to count as 0 bytes.
+    let (ws, _) = server.connect_ws("/ws?burst=1000000").await;
+    let deadline = Instant::now() + DEADLINE;
+    let mut held = Vec::new();
+    while held.len() < 10 {
+        assert!(Instant::now() < deadline, "never counted: {held:?}");
+        let bytes = metric(&server, "ws_send_queue_bytes").await;
+        if bytes > 0 {
+            held.push(bytes);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        held.iter().all(|&bytes| bytes <= BOUND + 100),
+        "a burst held more than the bound: {held:?}"
+    );
+    drop(ws);
+    wait_until("the queue emptied", || async {
+        metric(&server, "ws_send_queue_bytes").await == 0
+    })
+    .await;
+    server.shutdown().await.unwrap();
+}
+
+// ------------------------------------- issue 25, item 2: unfinished messages
+
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+const MIB: usize = 1024 * 1024;
+
+/// The close reason of a connection past `--max-partial-bytes`
+/// (`connection::end::PARTIAL_BUDGET_FULL`).
+const PARTIAL_BUDGET_FULL: &str =
+    "server busy: too many bytes of unfinished messages, try again later";
+
+/// Sends 1 MiB of a binary message in 16 fragments and never its last one,
+/// then a ping (allowed between fragments). The server reads in order, so
+/// its pong says it read the whole MiB and kept the connection: `Ok`; its
+/// close frame, if it refused the message, is the `Err`.
+async fn one_mib_unfinished(ws: &mut Ws) -> Result<(), Option<CloseFrame>> {
+    for i in 0..16 {
+        let opcode = OpCode::Data(if i == 0 { Data::Binary } else { Data::Continue });
+        let fragment = Frame::message(vec![7u8; 64 * 1024], opcode, false);
+        // A refused connection may fail the writes: its close frame is read below.
+        if ws.feed(Message::Frame(fragment)).await.is_err() {
+            break;
+        }
+    }
+    let _ = ws.send(Message::Ping(b"held?".to_vec().into())).await;
+    loop {
+        match tokio::time::timeout(DEADLINE, ws.next())
+            .await
+            .expect("a pong or a close within the deadline")
+        {
+            Some(Ok(Message::Pong(payload))) if payload.as_ref() == b"held?" => return Ok(()),
+            Some(Ok(Message::Close(frame))) => return Err(frame),
+            // /ws's welcome.
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return Err(None),
+        }
+    }
+}
+
+#[tokio::test]
+async fn unfinished_messages_are_bounded_server_wide_and_the_budget_comes_back() {
+    // 8 MiB for /ws and /echo together; 1 MiB of an unfinished message each
+    // (beyond the 8 KiB free per connection, charged in 64 KiB chunks: 1 MiB).
+    let server = start(&[
+        "--max-partial-bytes",
+        "8388608",
+        "--max-message-size",
+        "2097152",
+    ])
+    .await;
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for i in 0..20 {
+        let path = if i % 2 == 0 { "/echo" } else { "/ws" };
+        let mut ws = server.connect(path).await;
+        match one_mib_unfinished(&mut ws).await {
+            Ok(()) => held.push(ws),
+            Err(frame) => {
+                let frame = frame.unwrap_or_else(|| {
+                    panic!("connection {i} ({path}) ended without a close frame")
+                });
+                assert_eq!(u16::from(frame.code), close_code::TRY_AGAIN_LATER, "{path}");
+                assert_eq!(frame.reason.as_str(), PARTIAL_BUDGET_FULL, "{path}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((held.len(), refused), (8, 12));
+    assert_eq!(metric(&server, "ws_partial_budget_closes_total").await, 12);
+    assert_eq!(metric(&server, "ws_partial_bytes").await, 8 * MIB as u64);
+    // The ones within the budget are still served (a pong between fragments).
+    for ws in &mut held {
+        ws.send(Message::Ping(b"still".to_vec().into()))
+            .await
+            .unwrap();
+        loop {
+            match next_any(ws).await {
+                Message::Pong(payload) if payload.as_ref() == b"still" => break,
+                Message::Close(frame) => panic!("a held connection was closed: {frame:?}"),
+                _ => {}
+            }
+        }
+    }
+    // Gone, they give their bytes back.
+    drop(held);
+    wait_until("the budget to be free again", || async {
+        metric(&server, "ws_partial_bytes").await == 0
+    })
+    .await;
+    // And a new unfinished message is accepted, then completed: the echo of
+    // the whole message, and the budget free again with the connection open.
+    let mut ws = server.connect("/echo").await;
+    one_mib_unfinished(&mut ws)
+        .await
+        .expect("the freed budget takes a new unfinished message");
+    assert!(metric(&server, "ws_partial_bytes").await > 0);
+    let last = Frame::message(vec![8u8; 10], OpCode::Data(Data::Continue), true);
+    ws.send(Message::Frame(last)).await.unwrap();
+    match next_message(&mut ws).await {
+        Message::Binary(data) => assert_eq!(data.len(), MIB + 10),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+    assert_eq!(metric(&server, "ws_partial_bytes").await, 0);
+    server.shutdown().await.unwrap();
+}
+
+/// The next frame of any kind (pongs included) within the deadline.
+async fn next_any(ws: &mut Ws) -> Message {
+    tokio::time::timeout(DEADLINE, ws.next())
+        .await
+        .expect("a frame within the deadline")
+        .expect("the stream is open")
+        .expect("no socket error")
+}
+
+/// A token-mode server (the testbed's secret), with `args`.
+async fn token_mode(args: &[&str]) -> TestServer {
+    let mut all = vec![
+        "--allow-client-ids=false",
+        "--jwt-secret",
+        testbed::TEST_JWT_SECRET,
+    ];
+    all.extend_from_slice(args);
+    start(&all).await
+}
+
+/// Sends a text on `/echo` and expects it back.
+async fn echoes(ws: &mut Ws) {
+    send_text(ws, "hello").await;
+    match next_message(ws).await {
+        Message::Text(text) => assert_eq!(text.as_str(), "hello"),
+        other => panic!("expected the echo, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn echo_needs_a_token_in_token_mode() {
+    let server = token_mode(&[]).await;
+    // Refused as /ws refuses: upgraded, then 4401 and the cause, nothing echoed.
+    for path in ["/echo", "/echo?token=forged"] {
+        let mut ws = server.connect(path).await;
+        let _ = ws.send(Message::text("hello")).await;
+        match next_message(&mut ws).await {
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), close_code::UNAUTHORIZED, "{path}");
+                let cause = if path.contains("token=") {
+                    "invalid token"
+                } else {
+                    "missing token"
+                };
+                assert_eq!(frame.reason.as_str(), cause, "{path}");
+            }
+            other => panic!("{path}: expected a close frame first, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        metric(&server, "ws_rejected_upgrades_total{reason=\"token\"}").await,
+        2
+    );
+    // A valid token, in the query or as a bearer header, is served.
+    let token = testbed::mint_token("alice", Duration::from_secs(60));
+    let mut ws = server.connect(&format!("/echo?token={token}")).await;
+    echoes(&mut ws).await;
+    let bearer = format!("Bearer {token}");
+    let mut ws = try_ws(&server.ws_url("/echo"), &[("authorization", &bearer)])
+        .await
+        .unwrap();
+    echoes(&mut ws).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn public_echo_serves_echo_without_a_token_in_token_mode() {
+    let server = token_mode(&["--public-echo"]).await;
+    let mut ws = server.connect("/echo").await;
+    echoes(&mut ws).await;
+    // /ws still needs one.
+    let mut ws = server.connect("/ws").await;
+    match next_message(&mut ws).await {
+        Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), close_code::UNAUTHORIZED);
+        }
+        other => panic!("expected a close frame first, got {other:?}"),
+    }
+    server.shutdown().await.unwrap();
 }

@@ -152,9 +152,9 @@ pub enum ClientMessage {
     },
     /// Ask the server to push `count` messages as fast as flow control allows,
     /// followed by [`ServerMessage::BurstDone`]. Counts above the server's
-    /// `--max-burst` are refused with [`ErrorCode::BurstTooLarge`]; in
-    /// reliable mode, one beyond the session's pending bursts with
-    /// [`ErrorCode::BurstBusy`].
+    /// `--max-burst` are refused with [`ErrorCode::BurstTooLarge`]; one
+    /// asked for while a burst is in progress and another waits (on the
+    /// connection, or in its reliable session) with [`ErrorCode::BurstBusy`].
     Burst {
         /// How many `push` messages to send.
         count: u32,
@@ -369,9 +369,9 @@ pub enum ErrorCode {
     /// A client `msg` whose seq skips ahead of the next expected one; it was
     /// not processed (`"out_of_order"`).
     OutOfOrder,
-    /// A reliable session already has the most bursts it keeps pending (the
-    /// one in progress and those waiting behind it); this one was not
-    /// started (`"burst_busy"`).
+    /// A burst is in progress and another waits behind it already, on the
+    /// connection or in its reliable session (the most either keeps); this
+    /// one was not started (`"burst_busy"`).
     BurstBusy,
     /// A `refresh` whose token is invalid, expired, or of another user; the
     /// connection keeps its current token until its `exp` (`"bad_token"`).

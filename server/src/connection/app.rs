@@ -51,14 +51,14 @@ pub(super) fn unknown_type() -> ServerMessage {
     )
 }
 
-/// The refusal of a burst beyond the session's pending ones.
+/// The refusal of a burst beyond the connection's (or session's) pending
+/// ones: one in progress and one waiting.
 pub(super) fn burst_busy() -> ServerMessage {
     error(
         ErrorCode::BurstBusy,
-        format!(
-            "{} bursts are pending already: wait for a burst_done",
-            crate::reliable::MAX_PENDING_BURSTS
-        ),
+        "a burst is in progress and another waits: this one was not started; \
+         wait for a burst_done"
+            .into(),
     )
 }
 

@@ -207,11 +207,20 @@ where
     }
 
     /// Delivers an answer on a plain connection: a reply as it is, a burst
-    /// to the outbox, which numbers and batches its pushes.
+    /// to the pacer (the outbox numbers and writes its pushes as it grants
+    /// them), or `burst_busy` when one runs and another waits already.
     pub(super) fn deliver(&mut self, served: Served) {
         match served {
             Served::Reply(reply) => self.send(wire::text(&reply)),
-            Served::Burst(count) => self.outbound.force_send(Outbound::Burst { count }),
+            Served::Burst(count) => {
+                if self
+                    .pacer
+                    .start(count, tokio::time::Instant::now())
+                    .is_err()
+                {
+                    self.send(wire::text(&app::burst_busy()));
+                }
+            }
         }
     }
 

@@ -24,6 +24,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use shared::ClientMessage;
 
+use super::burst::Pacer;
 use super::outbound::Outbox;
 use super::reliable::Link;
 use super::{CLOSE_GRACE, Conn, End, Mode, app};
@@ -50,6 +51,9 @@ pub(super) struct Connection<'a, T> {
     pub(super) link: Option<Box<Link>>,
     /// A plain connection's `?burst=N`, queued after the welcome.
     burst: Option<u32>,
+    /// The burst pacer, for both modes: a plain connection's bursts, and
+    /// the size of every batch (the queue's byte bound, `--max-burst-rate`).
+    pub(super) pacer: Pacer,
     /// Token mode: when the token (plus the leeway) runs out, unless refreshed.
     pub(super) expiry: Option<tokio::time::Instant>,
     /// A refresh moved `expiry`: the deadline timer is re-armed.
@@ -60,6 +64,17 @@ pub(super) struct Connection<'a, T> {
     pub(super) bad_refreshes: u8,
     /// The last refusal logged, and how many were not logged since.
     pub(super) refusal_logged: (Option<tokio::time::Instant>, u32),
+}
+
+/// The earlier of two instants, if either is.
+fn earlier(
+    a: Option<tokio::time::Instant>,
+    b: Option<tokio::time::Instant>,
+) -> Option<tokio::time::Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// A future that completes at `due`, or never.
@@ -94,6 +109,7 @@ where
             bad_in_a_row: 0,
             link,
             burst,
+            pacer: Pacer::new(state.config.max_burst_rate, tokio::time::Instant::now()),
             expiry: conn.expiry,
             rearm: false,
             last_refresh: None,
@@ -147,18 +163,26 @@ where
                 break (end, true);
             }
             let queued = !self.outbound.is_empty();
-            if self.outbox.busy() || queued {
+            // A plain burst's next batch, unless the rate holds it back.
+            let plain_burst = self.pacer.plain_running() && self.pacer.due().is_none();
+            if self.outbox.busy() || queued || plain_burst {
                 // Boxed: inline, a batch's state would be held by the future
                 // of every idle connection.
-                let write = self
-                    .outbox
-                    .write(&mut self.ws, self.state, (&conn.shared, queued));
+                let write = self.outbox.write(
+                    &mut self.ws,
+                    self.state,
+                    (&conn.shared, queued),
+                    &mut self.pacer,
+                );
                 if let Err(failed) = Box::pin(write).await {
                     break (failed.end(self.state), false);
                 }
             }
             let reading = self.has_room();
-            let more = self.outbox.busy() || self.link.as_ref().is_some_and(|l| l.burst_ready());
+            let burst = self.pacer.due().is_none()
+                && (self.pacer.plain_running()
+                    || self.link.as_ref().is_some_and(|l| l.burst_ready()));
+            let more = self.outbox.busy() || burst;
             tokio::select! {
                 biased;
                 () = &mut shutting_down => break (End::shutdown(), true),
@@ -182,8 +206,17 @@ where
                 () = self.outbox.ready(), if !more => {}
                 // A burst goes on at the top, after whatever else is ready.
                 () = std::future::ready(()), if more => {}
-                () = at(self.link.as_ref().and_then(|link| link.ack_due())) => {
-                    if let Some(link) = &mut self.link {
+                // One timer for a reliable connection's ack and for a burst
+                // the rate held back (every idle connection holds the
+                // timers of this `select!`): whichever is due.
+                () = at(earlier(self.link.as_ref().and_then(|link| link.ack_due()), self.pacer.due())) => {
+                    let now = tokio::time::Instant::now();
+                    if self.pacer.due().is_some_and(|due| due <= now) {
+                        self.pacer.woke();
+                    }
+                    if let Some(link) = &mut self.link
+                        && link.ack_due().is_some_and(|due| due <= now)
+                    {
                         link.send_ack(&self.outbound);
                     }
                 }
@@ -233,10 +266,14 @@ where
         }
     }
 
-    /// Reliable mode: the next pushes of a burst, as the window allows.
+    /// Reliable mode: the next pushes of a burst, as the window and the
+    /// pacer allow.
     fn pace(&mut self) -> Result<(), End> {
         match &self.link {
-            Some(link) if link.burst_ready() => link.pace(&self.outbound),
+            Some(link) if self.pacer.due().is_none() && link.burst_ready() => {
+                let room = self.outbox.burst_room(self.state);
+                link.pace(&self.outbound, &mut self.pacer, room)
+            }
             _ => Ok(()),
         }
     }
@@ -249,7 +286,14 @@ where
         let mut read = 1;
         loop {
             match next {
-                Some(Ok(message)) => self.on_message(message).await?,
+                Some(Ok(message)) => {
+                    // Out of --max-partial-bytes: the message is complete.
+                    if let Some(partial) = &self.conn.partial {
+                        partial.received(&message);
+                    }
+                    self.on_message(message).await?;
+                }
+                // Past --max-partial-bytes among them: 1013.
                 Some(Err(err)) => return Err(End::read(&ReadError::from(err))),
                 None => return Err(End::gone("connection ended")),
             }

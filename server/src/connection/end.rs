@@ -20,6 +20,12 @@ pub(crate) const CLIENT_ID_REFUSED: &str =
 /// refused or rate-limited three times in a row.
 pub(crate) const TOO_MANY_BAD_REFRESHES: &str = "too many bad refreshes";
 
+/// The close reason (with 1013) of a connection whose unfinished message
+/// would take the bytes every connection holds in unfinished messages past
+/// `--max-partial-bytes`.
+pub(crate) const PARTIAL_BUDGET_FULL: &str =
+    "server busy: too many bytes of unfinished messages, try again later";
+
 /// Why the connection ended, for its close frame and the disconnect log line.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct End {
@@ -96,6 +102,9 @@ impl End {
             ReadError::TooBig => Self::with(close_code::MESSAGE_TOO_BIG, "message too big"),
             ReadError::BadUtf8 => Self::with(close_code::INVALID_PAYLOAD, "invalid UTF-8"),
             ReadError::Protocol => Self::with(close_code::PROTOCOL_ERROR, "protocol error"),
+            ReadError::PartialBudget => {
+                Self::with(close_code::TRY_AGAIN_LATER, PARTIAL_BUDGET_FULL)
+            }
             ReadError::Gone => Self::gone("connection failed"),
         }
     }

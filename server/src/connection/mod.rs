@@ -14,7 +14,8 @@
 //! | `driver.rs` | the task's loop: reads, writes, timers (pushes, pings, idle, acks, the token's expiry), close requests and shutdown |
 //! | `dispatch.rs` | the ONE dispatch of client messages for both modes |
 //! | `app.rs` | the application's answer to a request (echo, ping, burst), the same in both modes and inside a reliable `msg` |
-//! | `reliable.rs` | the link to a reliable session: binding, resume, numbered replies, acks, the burst's pacing |
+//! | `reliable.rs` | the link to a reliable session: binding, resume, numbered replies, acks, the session's bursts numbered a batch at a time |
+//! | `burst.rs` | the one burst pacer of both modes: one burst in progress and one waiting, each batch sized by the queue's byte bound and `--max-burst-rate` |
 //! | `outbound.rs` | the write side: the bounded queue fed into the socket, one flush per batch, plain bursts a batch at a time |
 //! | `end.rs` | why a connection ends: every close code and reason, in one place |
 //!
@@ -23,6 +24,7 @@
 //! `testing-websockets` example does.
 
 mod app;
+mod burst;
 mod dispatch;
 mod driver;
 pub(crate) mod end;
@@ -64,6 +66,9 @@ pub struct Peer {
     pub protocol: shared::Protocol,
     /// Token mode: who the token says the client is.
     pub identity: Option<crate::auth::Identity>,
+    /// The socket's meter of unfinished messages (`--max-partial-bytes`),
+    /// emptied here at each message; `None` when not counted (unit tests).
+    pub partial: Option<Arc<crate::partial::PartialMeter>>,
 }
 
 /// What a connection is, besides its transport.
@@ -82,6 +87,8 @@ pub(crate) struct Conn {
     pub(crate) expiry: Option<tokio::time::Instant>,
     /// Counters and close requests shared with the registry.
     pub(crate) shared: Arc<ClientShared>,
+    /// The socket's meter of unfinished messages (see [`Peer::partial`]).
+    pub(crate) partial: Option<Arc<crate::partial::PartialMeter>>,
 }
 
 /// How a connection starts, besides its welcome.
@@ -208,6 +215,7 @@ fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode)
             Some(crate::timer::expiry(identity.exp, leeway))
         }),
         shared,
+        partial: peer.partial,
     };
     let mode = match link {
         Some(link) => Mode::Reliable(Box::new(link)),

@@ -2,25 +2,29 @@
 //! queued for it ([`Outbound`], from the connection itself, the registry's
 //! admin pushes and broadcasts) is fed into the socket and flushed once per
 //! batch (a `send` per message would cost a flush, a syscall, each), and a
-//! plain burst is written a batch at a time, each batch under one deadline
-//! and one flush, so that reads, kicks and shutdown get their turn between
-//! batches. A batch (its feeds and its one flush) not written within
-//! `--write-timeout` means the client stopped reading: [`Failed::SlowConsumer`],
-//! and the connection ends with 1013. One deadline per batch, not per
-//! frame: a timer per frame was the largest cost of a burst.
+//! plain burst is written a batch at a time as the pacer grants
+//! (`burst.rs`), each batch under one deadline and one flush, its bytes
+//! counted in the queue's while it is written; reads, kicks and shutdown
+//! get their turn between batches, and what is queued meanwhile goes out
+//! between them. A batch (its feeds and its one flush) not written within
+//! `--write-timeout` means the client stopped reading:
+//! [`Failed::SlowConsumer`], and the connection ends with 1013. One
+//! deadline per batch, not per frame: a timer per frame was the largest
+//! cost of a burst.
 //!
 //! In cluster mode a reliable session is written through to Redis before
 //! each batch goes out: what a client sees is never lost.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::ws::Message;
 use futures_util::{Sink, SinkExt};
 use shared::{PushEncoder, ServerMessage};
 
 use super::End;
+use super::burst::{Pacer, Plain};
 use crate::metrics::Metrics;
 use crate::queue::{self, message_len};
 use crate::registry::{ClientShared, Outbound, millis};
@@ -28,8 +32,6 @@ use crate::reliable::{SessionRef, SessionStore, Unwritten};
 use crate::state::AppState;
 use crate::wire;
 
-/// Pushes written between two flushes of a burst.
-const BURST_BATCH: u32 = 512;
 /// Messages taken from the queue per batch.
 const QUEUE_BATCH: usize = 256;
 
@@ -63,14 +65,6 @@ impl Failed {
     }
 }
 
-/// A plain burst being written.
-#[derive(Debug)]
-struct Burst {
-    count: u32,
-    left: u32,
-    started: Instant,
-}
-
 /// What is queued for the socket and not written yet.
 pub(super) struct Outbox {
     queue: queue::Receiver,
@@ -81,13 +75,12 @@ pub(super) struct Outbox {
     direct_bytes: usize,
     /// Where the direct replies' bytes are counted.
     metrics: Arc<Metrics>,
-    /// Taken from the queue, not written yet (what waits behind a burst).
-    /// Grown on first use: an idle connection holds no batch buffer.
+    /// Taken from the queue, not written yet. Grown on first use: an idle
+    /// connection holds no batch buffer.
     taken: Vec<Outbound>,
-    /// The last push seq of a plain connection (numbered here, in wire order).
+    /// The last push seq of a plain connection (numbered here, in wire
+    /// order: timed and admin pushes and the bursts' share one count).
     seq: u64,
-    /// A plain burst in progress: queued items wait behind it, in order.
-    burst: Option<Burst>,
     /// Cluster mode, reliable: the session, written through before each batch.
     session: Option<Arc<OnceLock<SessionRef>>>,
 }
@@ -105,21 +98,21 @@ impl Outbox {
             metrics,
             taken: Vec::new(),
             seq: 0,
-            burst: None,
             session,
         }
     }
 
-    /// Whether there is something to write without waiting: a burst in
-    /// progress, items taken from the queue, or direct replies.
+    /// Whether there is something to write without waiting: items taken
+    /// from the queue, or direct replies (a burst's next batch is the
+    /// pacer's to say).
     pub(super) fn busy(&self) -> bool {
-        self.burst.is_some() || !self.taken.is_empty() || !self.direct.is_empty()
+        !self.taken.is_empty() || !self.direct.is_empty()
     }
 
     /// Whether a reply may skip the queue: nothing waits to be written
     /// before it here (the caller checks that the queue is empty too).
     pub(super) fn may_go_direct(&self) -> bool {
-        self.burst.is_none() && self.taken.is_empty()
+        self.taken.is_empty()
     }
 
     /// A reply written first at the next write (see [`Outbox::may_go_direct`]).
@@ -136,15 +129,45 @@ impl Outbox {
         self.direct_bytes
     }
 
+    /// Bytes left under `--send-queue-bytes` for a burst's next batch:
+    /// the bound less what the queue and the direct replies hold (`None`:
+    /// no bound).
+    pub(super) fn burst_room(&self, state: &AppState) -> Option<usize> {
+        let bound = state.config.send_queue_bytes;
+        (bound > 0).then(|| {
+            let held = self.queue.queued_bytes().saturating_add(self.direct_bytes);
+            bound.saturating_sub(held)
+        })
+    }
+
     /// Waits until something is queued (and takes it); cancel-safe.
     pub(super) async fn ready(&mut self) {
         self.queue.recv_many(&mut self.taken, QUEUE_BATCH).await;
     }
 
-    /// One step of writing: the next batch of a plain burst if one runs,
-    /// else what is queued, up to a burst (which starts it), under one
-    /// deadline and one flush. Nothing queued: nothing written.
+    /// One step of writing: what is queued (up to a batch) under one
+    /// deadline and one flush, then the next batch of a plain burst if
+    /// `pacer` grants one, under its own. Nothing to write: nothing written.
     pub(super) async fn write<T>(
+        &mut self,
+        ws: &mut T,
+        state: &AppState,
+        (shared, queued): (&ClientShared, bool),
+        pacer: &mut Pacer,
+    ) -> Result<(), Failed>
+    where
+        T: Sink<Message> + Unpin,
+    {
+        self.write_queued(ws, state, (shared, queued)).await?;
+        if pacer.plain_running() {
+            self.burst_batch(ws, state, shared, pacer).await?;
+        }
+        Ok(())
+    }
+
+    /// What is queued, up to a batch, and the direct replies, under one
+    /// deadline and one flush.
+    async fn write_queued<T>(
         &mut self,
         ws: &mut T,
         state: &AppState,
@@ -153,9 +176,6 @@ impl Outbox {
     where
         T: Sink<Message> + Unpin,
     {
-        if self.burst.is_some() {
-            return self.burst_batch(ws, state, shared).await;
-        }
         while queued && self.taken.len() < QUEUE_BATCH {
             match self.queue.try_recv() {
                 Some(item) => self.taken.push(item),
@@ -171,18 +191,10 @@ impl Outbox {
             return Ok(());
         }
         self.persist(state).await?;
-        // Up to and including the first burst; what follows waits for it.
-        let end = self
-            .taken
-            .iter()
-            .position(|item| matches!(item, Outbound::Burst { .. }))
-            .map_or(self.taken.len(), |at| at + 1);
-        let Self {
-            taken, seq, burst, ..
-        } = self;
+        let Self { taken, seq, .. } = self;
         let (mut written, mut bytes, mut dequeued) = (0, 0, 0);
         within(state.config.write_timeout, async {
-            for item in taken.drain(..end) {
+            for item in taken.drain(..) {
                 dequeued += item.queued_len();
                 match item {
                     Outbound::Frame(message) => {
@@ -199,13 +211,6 @@ impl Outbox {
                         *seq += 1;
                         bytes += feed(ws, Message::Text(push.encode(*seq).into())).await?;
                         written += 1;
-                    }
-                    Outbound::Burst { count } => {
-                        *burst = Some(Burst {
-                            count,
-                            left: count,
-                            started: Instant::now(),
-                        });
                     }
                 }
             }
@@ -247,40 +252,55 @@ impl Outbox {
         Ok(())
     }
 
-    /// The next batch of the plain burst, or its `burst_done` after the last.
+    /// The next batch of the plain burst as `pacer` grants it, or its
+    /// `burst_done` after the last. The batch's bytes (each push at its
+    /// largest) count in the queue's from before its first push is made
+    /// until it is flushed: `--send-queue-bytes` bounds what a burst holds,
+    /// as it bounds what is queued. No room (the queue is full): nothing
+    /// now; the queue's writes make room.
     async fn burst_batch<T>(
         &mut self,
         ws: &mut T,
         state: &AppState,
         shared: &ClientShared,
+        pacer: &mut Pacer,
     ) -> Result<(), Failed>
     where
         T: Sink<Message> + Unpin,
     {
-        let Some(burst) = &mut self.burst else {
-            return Ok(());
-        };
+        let room = self.burst_room(state);
         let limit = state.config.write_timeout;
-        if burst.left == 0 {
-            let done = wire::text(&ServerMessage::BurstDone {
-                count: burst.count,
-                elapsed_ms: u64::try_from(burst.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            });
-            self.burst = None;
-            let mut bytes = 0;
-            within(limit, async {
-                bytes = feed(ws, done).await?;
-                flush(ws).await
-            })
-            .await?;
-            count(state, shared, 1, bytes);
+        let mut batch = match pacer.plain_next(room, tokio::time::Instant::now()) {
+            None => return Ok(()),
+            Some(Plain::Done {
+                count: pushes,
+                elapsed_ms,
+            }) => {
+                let done = wire::text(&ServerMessage::BurstDone {
+                    count: pushes,
+                    elapsed_ms,
+                });
+                let mut bytes = 0;
+                within(limit, async {
+                    bytes = feed(ws, done).await?;
+                    flush(ws).await
+                })
+                .await?;
+                count(state, shared, 1, bytes);
+                return Ok(());
+            }
+            Some(Plain::Pushes(batch)) => batch,
+        };
+        let push = PushEncoder::new(millis(SystemTime::now()), "burst");
+        let n = batch.fill(push.max_len());
+        if n == 0 {
             return Ok(());
         }
-        let n = burst.left.min(BURST_BATCH);
+        let held = push.max_len().saturating_mul(n as usize);
+        self.queue.hold(held);
         let seq = &mut self.seq;
         let mut bytes = 0;
         within(limit, async {
-            let push = PushEncoder::new(millis(SystemTime::now()), "burst");
             for _ in 0..n {
                 *seq += 1;
                 bytes += feed(ws, Message::Text(push.encode(*seq).into())).await?;
@@ -288,7 +308,10 @@ impl Outbox {
             flush(ws).await
         })
         .await?;
-        burst.left -= n;
+        // Written and flushed (a batch that failed is settled by the
+        // receiver's drop, with the connection).
+        self.queue.release(held);
+        pacer.pushed(n);
         count(state, shared, u64::from(n), bytes);
         // Other connections get their turn between batches.
         tokio::task::yield_now().await;
@@ -296,7 +319,7 @@ impl Outbox {
     }
 
     /// Writes what was queued before a close (an `error` that explains a
-    /// 1008, say), leaving out bursts, within `grace`.
+    /// 1008, say), leaving out pushes, within `grace`.
     pub(super) async fn write_before_close<T>(&mut self, ws: &mut T, grace: Duration)
     where
         T: Sink<Message> + Unpin,
@@ -321,7 +344,7 @@ impl Outbox {
                         }
                         0
                     }
-                    Outbound::Push { .. } | Outbound::Burst { .. } => 0,
+                    Outbound::Push { .. } => 0,
                 };
             }
             flush(ws).await

@@ -9,7 +9,8 @@
 //! then numbered by
 //! [`Session::send`](crate::reliable::Session::send) and queued under the
 //! session's lock, as the registry's pushes are, so that the wire order is
-//! the seq order; bursts are made as the window allows, a batch at a time;
+//! the seq order; bursts are made as the window and the connection's burst
+//! pacer (`burst.rs`) allow, a batch at a time, queued as one item;
 //! client `msg`s pass the exactly-once filter and are acknowledged in
 //! batches.
 
@@ -22,6 +23,7 @@ use shared::{ClientMessage, ErrorCode, ResumeFailure, ServerMessage};
 
 use super::End;
 use super::app::{self, Served};
+use super::burst::Pacer;
 use crate::logsafe;
 use crate::metrics::Metrics;
 use crate::queue;
@@ -33,8 +35,6 @@ use crate::reliable::{
 use crate::state::AppState;
 use crate::wire;
 
-/// Pushes of a burst numbered at most per turn of the connection's loop.
-const BURST_BATCH: usize = 512;
 /// Acknowledge after this many client messages...
 const ACK_EVERY: u32 = 32;
 /// ...or this long after the first unacknowledged one.
@@ -406,26 +406,52 @@ impl Link {
             .is_some_and(|session| lock(session).burst_ready())
     }
 
-    /// The next pushes (or `burst_done` after the last) of the burst, as
-    /// many as the window allows up to a batch, each numbered and queued
-    /// under the session's lock.
-    pub(crate) fn pace(&self, outbound: &queue::Sender) -> Result<(), End> {
+    /// The next pushes (or `burst_done` after the last) of the session's
+    /// bursts: as many as the window and `pacer` allow, with `room` bytes
+    /// left under the queue's bound (`None`: no bound), each numbered under
+    /// the session's lock, and queued together as one item.
+    pub(super) fn pace(
+        &self,
+        outbound: &queue::Sender,
+        pacer: &mut Pacer,
+        room: Option<usize>,
+    ) -> Result<(), End> {
         let Some(session) = &self.session else {
             return Ok(());
         };
         let mut session = lock(session);
+        if !session.burst_ready() {
+            return Ok(());
+        }
+        // How many the session's bursts have left is the session's: the
+        // batch is the most the pacer allows.
+        let Some(mut batch) = pacer.grant(u32::MAX, room, tokio::time::Instant::now()) else {
+            return Ok(());
+        };
         let (sent_at_ms, now) = (millis(SystemTime::now()), Instant::now());
-        for _ in 0..BURST_BATCH {
-            if !session.burst_ready() {
-                break;
-            }
+        let mut frames = Vec::new();
+        let mut taken_over = false;
+        while batch.admits() && session.burst_ready() {
             match session.burst_step(self.conn(), sent_at_ms, now) {
-                Ok(Some(frame)) => outbound.force_send(Outbound::Frame(Message::Text(frame))),
+                Ok(Some(frame)) => {
+                    batch.add(frame.len());
+                    frames.push(Message::Text(frame));
+                }
                 Ok(None) => break,
                 // Ready meant the window had room: nothing to do but wait for acks.
                 Err(Refused::Full) => break,
-                Err(Refused::TakenOver) => return Err(TakenOver.into()),
+                Err(Refused::TakenOver) => {
+                    taken_over = true;
+                    break;
+                }
             }
+        }
+        pacer.spent(batch.made());
+        if !frames.is_empty() {
+            outbound.force_send(Outbound::Frames(frames));
+        }
+        if taken_over {
+            return Err(TakenOver.into());
         }
         Ok(())
     }

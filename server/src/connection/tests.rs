@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::burst::Pacer;
 use super::outbound::{Failed, Outbox};
 use super::{End, Peer, admit, serve};
 use crate::config::Config;
@@ -102,6 +103,7 @@ fn connect(state: &AppState, query: (&str, Option<u32>, bool)) -> Client {
         reliable,
         protocol: shared::Protocol::V1,
         identity: None,
+        partial: None,
     };
     let state = state.clone();
     let ended = tokio::spawn(async move {
@@ -347,11 +349,13 @@ async fn shutdown_closes_with_1001() {
 }
 
 /// A sink that records what it is given and how often it is flushed, and
-/// can be stuck (never ready), as a peer that stopped reading is.
+/// can be stuck (never ready), as a peer that stopped reading is; with
+/// `gauge`, the most the server's queued bytes were while a frame was given.
 #[derive(Clone, Default)]
 struct Recorder {
     log: Arc<Mutex<(Vec<Message>, usize)>>,
     stuck: bool,
+    gauge: Option<(Arc<crate::metrics::Metrics>, Arc<Mutex<u64>>)>,
 }
 
 impl Recorder {
@@ -361,6 +365,12 @@ impl Recorder {
 
     fn flushes(&self) -> usize {
         self.log.lock().unwrap().1
+    }
+
+    fn most_queued(&self) -> u64 {
+        self.gauge
+            .as_ref()
+            .map_or(0, |(_, most)| *most.lock().unwrap())
     }
 }
 
@@ -377,6 +387,13 @@ impl Sink<Message> for Recorder {
 
     fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), ()> {
         self.log.lock().unwrap().0.push(item);
+        if let Some((metrics, most)) = &self.gauge {
+            let now = metrics
+                .send_queue_bytes
+                .load(std::sync::atomic::Ordering::Relaxed);
+            let mut most = most.lock().unwrap();
+            *most = (*most).max(now);
+        }
         Ok(())
     }
 
@@ -393,22 +410,37 @@ impl Sink<Message> for Recorder {
     }
 }
 
-/// Writes the queued `items` into `sink` step by step until nothing is
-/// left to write, as the connection's loop does between reads.
-async fn write(state: &AppState, sink: &mut Recorder, items: Vec<Outbound>) -> Result<(), Failed> {
-    let (tx, rx) = queue::channel(items.len(), 0, state.metrics.clone());
+/// Writes the queued `items` and the plain bursts of `pacer` into `sink`
+/// step by step until nothing is left to write, as the connection's loop
+/// does between reads.
+async fn write_paced(
+    state: &AppState,
+    sink: &mut Recorder,
+    items: Vec<Outbound>,
+    pacer: &mut Pacer,
+) -> Result<(), Failed> {
+    let (tx, rx) = queue::channel(
+        items.len().max(1),
+        state.config.send_queue_bytes,
+        state.metrics.clone(),
+    );
     for item in items {
-        tx.try_send(item).unwrap();
+        tx.force_send(item);
     }
     let shared = ClientShared::default();
     let mut outbox = Outbox::new(rx, None, state.metrics.clone());
     loop {
         let queued = !tx.is_empty();
-        outbox.write(sink, state, (&shared, queued)).await?;
-        if !outbox.busy() && tx.is_empty() {
+        outbox.write(sink, state, (&shared, queued), pacer).await?;
+        if !outbox.busy() && tx.is_empty() && !pacer.plain_running() {
             return Ok(());
         }
     }
+}
+
+/// Writes the queued `items` into `sink` (see [`write_paced`]).
+async fn write(state: &AppState, sink: &mut Recorder, items: Vec<Outbound>) -> Result<(), Failed> {
+    write_paced(state, sink, items, &mut Pacer::default()).await
 }
 
 fn text(message: &Message) -> ServerMessage {
@@ -456,7 +488,7 @@ async fn direct_replies_go_first_share_the_batchs_flush_and_leave_the_gauge() {
         .unwrap();
     assert_eq!(gauge(), 4, "direct replies count while they wait");
     outbox
-        .write(&mut sink, &state, (&shared, true))
+        .write(&mut sink, &state, (&shared, true), &mut Pacer::default())
         .await
         .unwrap();
     let texts: Vec<String> = sink
@@ -470,7 +502,7 @@ async fn direct_replies_go_first_share_the_batchs_flush_and_leave_the_gauge() {
     // Direct replies alone are flushed on their own.
     outbox.push_direct(Message::Text("d".into()));
     outbox
-        .write(&mut sink, &state, (&shared, false))
+        .write(&mut sink, &state, (&shared, false), &mut Pacer::default())
         .await
         .unwrap();
     assert_eq!(sink.frames().len(), 4);
@@ -482,36 +514,114 @@ async fn direct_replies_go_first_share_the_batchs_flush_and_leave_the_gauge() {
     assert_eq!(gauge(), 0);
 }
 
-#[tokio::test]
-async fn the_outbox_numbers_pushes_and_writes_a_burst_in_batches_before_what_follows() {
-    let state = state(&[]);
-    let mut sink = Recorder::default();
-    let items = vec![
-        Outbound::Push {
-            push: Arc::new(shared::PushEncoder::new(1, "tick")),
-        },
-        Outbound::Burst { count: 1000 },
-        Outbound::Frame(crate::wire::text(&ServerMessage::Pong { t: 1.0 })),
-    ];
-    assert_eq!(write(&state, &mut sink, items).await, Ok(()));
-    let written = sink.frames();
-    let seqs: Vec<u64> = written
+/// The seqs of the pushes among `written`.
+fn push_seqs(written: &[Message]) -> Vec<u64> {
+    written
         .iter()
         .filter_map(|m| match text(m) {
             ServerMessage::Push { seq, .. } => Some(seq),
             _ => None,
         })
-        .collect();
-    assert_eq!(seqs, (1..=1001).collect::<Vec<_>>());
+        .collect()
+}
+
+#[tokio::test]
+async fn the_outbox_numbers_pushes_and_writes_a_burst_in_batches_after_what_is_queued() {
+    let state = state(&[]);
+    let mut sink = Recorder::default();
+    let mut pacer = Pacer::default();
+    pacer.start(1000, tokio::time::Instant::now()).unwrap();
+    let items = vec![
+        Outbound::Push {
+            push: Arc::new(shared::PushEncoder::new(1, "tick")),
+        },
+        Outbound::Frame(crate::wire::text(&ServerMessage::Pong { t: 1.0 })),
+    ];
+    assert_eq!(
+        write_paced(&state, &mut sink, items, &mut pacer).await,
+        Ok(())
+    );
+    let written = sink.frames();
+    // What was queued goes first; the pushes are numbered in wire order.
+    assert!(matches!(text(&written[1]), ServerMessage::Pong { .. }));
+    assert_eq!(push_seqs(&written), (1..=1001).collect::<Vec<_>>());
     assert!(matches!(
-        text(&written[1001]),
+        text(&written[1002]),
         ServerMessage::BurstDone { count: 1000, .. }
     ));
-    // What was queued after the burst comes after it.
-    assert!(matches!(text(&written[1002]), ServerMessage::Pong { .. }));
-    // The push (with the burst's start); two batches of the burst (512 +
-    // 488); burst_done; the pong.
-    assert_eq!(sink.flushes(), 5);
+    // The queued batch; two batches of the burst (512 + 488); burst_done.
+    assert_eq!(sink.flushes(), 4);
+}
+
+#[tokio::test]
+async fn a_bursts_batches_count_in_the_queues_bytes_and_fit_its_bound() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let state = state(&["--send-queue-bytes", "1000"]);
+    let mut sink = Recorder {
+        gauge: Some((state.metrics.clone(), Arc::default())),
+        ..Recorder::default()
+    };
+    let mut pacer = Pacer::default();
+    pacer.start(100, tokio::time::Instant::now()).unwrap();
+    // A reply queued before the burst goes first (and out of the count).
+    let reply = Outbound::Frame(crate::wire::text(&ServerMessage::Echo {
+        id: 1,
+        body: "r".repeat(580),
+    }));
+    assert_eq!(
+        write_paced(&state, &mut sink, vec![reply], &mut pacer).await,
+        Ok(())
+    );
+    let written = sink.frames();
+    assert_eq!(push_seqs(&written), (1..=100).collect::<Vec<_>>());
+    // Counted while written, at most the bound and one push at its largest
+    // (a burst used to count as nothing).
+    let largest = shared::PushEncoder::new(
+        crate::registry::millis(std::time::SystemTime::now()),
+        "burst",
+    )
+    .max_len();
+    let most = sink.most_queued();
+    assert!(most > 0, "the burst's batches are counted");
+    assert!(most <= 1000 + largest as u64, "{most} bytes held");
+    // Batches of what fits: 1000 bytes hold ceil(1000 / largest) pushes.
+    let per_batch = 1000_usize.div_ceil(largest);
+    let batches = 100_usize.div_ceil(per_batch);
+    // The reply's batch, the burst's, its burst_done.
+    assert_eq!(sink.flushes(), 1 + batches + 1);
+    assert_eq!(state.metrics.send_queue_bytes.load(Relaxed), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plain_burst_over_the_rate_takes_its_time_and_a_third_is_busy() {
+    // 1,000 pushes a second: batches of 50, one per 50 ms after the first.
+    let state = state(&["--max-burst-rate", "1000"]);
+    let mut client = connect(&state, ("p", Some(500), false));
+    client.welcome().await;
+    client.send(&ClientMessage::Burst { count: 500 });
+    client.send(&ClientMessage::Burst { count: 500 });
+    let mut busy = 0;
+    let mut done = Vec::new();
+    let mut pushes = 0;
+    while done.len() < 2 {
+        match client.next_json().await {
+            ServerMessage::Push { seq, .. } => {
+                pushes += 1;
+                assert_eq!(seq, pushes);
+            }
+            ServerMessage::BurstDone { count, elapsed_ms } => done.push((count, elapsed_ms)),
+            ServerMessage::Error {
+                code: ErrorCode::BurstBusy,
+                ..
+            } => busy += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((busy, pushes), (1, 1000));
+    // Virtual time: 450 pushes after the first batch at 1,000 a second.
+    assert_eq!(done[0], (500, 450));
+    // The second started when the first ended: its 500 at the same rate.
+    assert_eq!(done[1], (500, 500));
 }
 
 #[tokio::test(start_paused = true)]
@@ -563,6 +673,7 @@ fn panicking(
         reliable,
         protocol: shared::Protocol::V1,
         identity: None,
+        partial: None,
     };
     let state = state.clone();
     let task = tokio::spawn(async move {

@@ -27,6 +27,13 @@
 //! and freed once drained: a syscall still takes up to `--read-buffer`
 //! bytes, and an idle connection holds no read buffer of its own beyond
 //! tungstenite's small one.
+//!
+//! And it counts: every byte an upgraded socket hands to tungstenite goes to
+//! the connection's [`PartialMeter`], which charges `--max-partial-bytes`
+//! for the message in progress (see `crate::partial`). A read the budget
+//! cannot take is refused with [`OverBudget`](crate::partial::OverBudget)
+//! inside the `io::Error`, and so is every read after it: tungstenite never
+//! sees the bytes, and the connection closes with 1013.
 
 use std::cell::RefCell;
 use std::io;
@@ -42,6 +49,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::limits::Slot;
 use crate::metrics::{Dropped, Metrics};
+use crate::partial::{OverBudget, PartialMeter};
 
 /// The epoch after a 101: the connection is a WebSocket now.
 const UPGRADED: u32 = u32::MAX;
@@ -52,8 +60,9 @@ pub struct ConnShared {
     /// Odd while the service answers a request, even between requests,
     /// [`UPGRADED`] after a 101.
     epoch: AtomicU32,
-    /// The WebSocket's place under the connection caps, freed with the socket.
-    slot: OnceLock<Slot>,
+    /// What an upgraded connection holds: its place under the connection
+    /// caps (freed with the socket) and its meter of unfinished messages.
+    upgrade: OnceLock<Upgrade>,
     metrics: Arc<Metrics>,
 }
 
@@ -64,7 +73,7 @@ impl ConnShared {
         Metrics::add(&metrics.tcp_total, 1);
         Self {
             epoch: AtomicU32::new(0),
-            slot: OnceLock::new(),
+            upgrade: OnceLock::new(),
             metrics,
         }
     }
@@ -74,11 +83,11 @@ impl ConnShared {
         self.epoch.fetch_add(1, Ordering::Release);
     }
 
-    /// The service answered; `upgraded` when it answered 101, with the
-    /// WebSocket's `slot` under the caps.
-    pub fn end(&self, upgraded: bool, slot: Option<Slot>) {
-        if let Some(slot) = slot.filter(|_| upgraded) {
-            let _ = self.slot.set(slot);
+    /// The service answered; `upgraded` when it answered 101, with what the
+    /// WebSocket holds.
+    pub fn end(&self, upgraded: bool, upgrade: Option<Upgrade>) {
+        if let Some(upgrade) = upgrade.filter(|_| upgraded) {
+            let _ = self.upgrade.set(upgrade);
         }
         if upgraded {
             self.epoch.store(UPGRADED, Ordering::Release);
@@ -91,6 +100,27 @@ impl ConnShared {
 impl Drop for ConnShared {
     fn drop(&mut self) {
         Metrics::sub(&self.metrics.tcp_open, 1);
+    }
+}
+
+/// What an upgrade request was given before it was routed, kept by the
+/// connection if it is answered 101.
+#[derive(Debug)]
+pub struct Upgrade {
+    /// Its place under the connection caps, held for its `Drop`.
+    _slot: Slot,
+    /// Its meter of unfinished messages; the handler has a clone (a request
+    /// extension) for the connection's task.
+    partial: Arc<PartialMeter>,
+}
+
+impl Upgrade {
+    /// What an admitted upgrade holds: `slot` under the caps, `partial` its meter.
+    pub fn new(slot: Slot, partial: Arc<PartialMeter>) -> Self {
+        Self {
+            _slot: slot,
+            partial,
+        }
     }
 }
 
@@ -132,6 +162,10 @@ pub struct TimedIo {
     /// no allocation, once drained).
     ahead: Vec<u8>,
     ahead_at: usize,
+    /// Once upgraded: the connection's meter of unfinished messages.
+    partial: Option<Arc<PartialMeter>>,
+    /// A read was refused for `--max-partial-bytes`: so is every later one.
+    over_budget: bool,
 }
 
 thread_local! {
@@ -160,7 +194,34 @@ impl TimedIo {
             read_ahead,
             ahead: Vec::new(),
             ahead_at: 0,
+            partial: None,
+            over_budget: false,
         }
+    }
+
+    /// A read of the upgraded socket, counted by its meter: refused (the
+    /// bytes taken back out of `buf`) when the budget cannot take them.
+    fn poll_read_counted(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.over_budget {
+            return Poll::Ready(Err(io::Error::other(OverBudget)));
+        }
+        let before = buf.filled().len();
+        let read = self.poll_read_upgraded(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(meter)) = (&read, &self.partial) {
+            let n = buf.filled().len().saturating_sub(before);
+            if n > 0
+                && let Err(over) = meter.read(n)
+            {
+                buf.set_filled(before);
+                self.over_budget = true;
+                return Poll::Ready(Err(io::Error::other(over)));
+            }
+        }
+        read
     }
 
     /// A read of the upgraded socket: from what was read ahead, or straight
@@ -217,6 +278,7 @@ impl TimedIo {
             self.phase = Phase::Upgraded;
             self.deadline = None;
             self.sleep = None;
+            self.partial = self.shared.upgrade.get().map(|u| u.partial.clone());
         } else if epoch % 2 == 1 {
             self.phase = Phase::Busy;
             self.deadline = None;
@@ -293,7 +355,7 @@ impl AsyncRead for TimedIo {
         let this = self.get_mut();
         this.observe();
         if this.phase == Phase::Upgraded {
-            return this.poll_read_upgraded(cx, buf);
+            return this.poll_read_counted(cx, buf);
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {

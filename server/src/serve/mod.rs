@@ -11,7 +11,10 @@
 //! - the `--allowed-host` check (403) and the client address of `peer`
 //!   (`ConnectInfo<SocketAddr>` stays the TCP peer; [`ClientAddr`] is the client);
 //! - for a WebSocket upgrade, a [`Slot`](crate::limits::Slot) under the caps
-//!   (503) and the connect rate (429), held as long as the socket.
+//!   (503) and the connect rate (429), held as long as the socket, and a
+//!   [`PartialMeter`] that charges `--max-partial-bytes` for the message in
+//!   progress (the socket counts, the handler gets it as a request
+//!   extension for the connection's task, which empties it per message).
 //!
 //! Accept errors never end the loop: when descriptors run out (EMFILE,
 //! ENFILE) it backs off briefly and retries, counting them in
@@ -51,10 +54,11 @@ use crate::config::Config;
 use crate::limits::{CAP_RETRY_AFTER, HttpSlot, Limits, Refusal};
 use crate::logsafe;
 use crate::metrics::{Dropped, Metrics};
+use crate::partial::{PartialBudget, PartialMeter};
 use crate::peer::{ClientAddr, Hosts, Proxies, host_of};
 
 use self::body::DeadlineBody;
-use self::io::{ConnShared, TimedIo, Timeouts};
+use self::io::{ConnShared, TimedIo, Timeouts, Upgrade};
 
 /// How long accept waits before retrying after a failure (descriptors out).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -66,6 +70,8 @@ const REFUSAL_WARNING_PERIOD: Duration = Duration::from_secs(10);
 pub struct Server {
     router: Router,
     limits: Arc<Limits>,
+    /// `--max-partial-bytes`, charged by every upgraded socket's meter.
+    partial: Arc<PartialBudget>,
     proxies: Proxies,
     hosts: Hosts,
     metrics: Arc<Metrics>,
@@ -107,6 +113,10 @@ impl Server {
         Self {
             router,
             limits,
+            partial: Arc::new(PartialBudget::new(
+                config.max_partial_bytes,
+                metrics.clone(),
+            )),
             proxies: Proxies::new(config.trusted_proxies.clone()),
             hosts: Hosts::new(&config.allowed_hosts),
             metrics,
@@ -258,17 +268,15 @@ async fn connection(
 
 async fn handle(conn: Arc<Conn>, request: Request<Incoming>) -> Result<Response, Infallible> {
     conn.shared.begin();
-    let (response, slot) = respond(&conn, request).await;
+    let (response, upgrade) = respond(&conn, request).await;
     let upgraded = response.status() == StatusCode::SWITCHING_PROTOCOLS;
-    conn.shared.end(upgraded, slot);
+    conn.shared.end(upgraded, upgrade);
     Ok(response)
 }
 
-/// Checks, admits and routes one request; the slot is held if it is upgraded.
-async fn respond(
-    conn: &Conn,
-    request: Request<Incoming>,
-) -> (Response, Option<crate::limits::Slot>) {
+/// Checks, admits and routes one request; what an upgrade was given is
+/// held if it is upgraded.
+async fn respond(conn: &Conn, request: Request<Incoming>) -> (Response, Option<Upgrade>) {
     let server = &conn.server;
     let (mut parts, body) = request.into_parts();
     if !server.hosts.allows(host_of(&parts.headers, &parts.uri)) {
@@ -286,12 +294,16 @@ async fn respond(
         return (refusal.into_response(), None);
     }
     let client = server.proxies.client(conn.peer, &parts.headers);
-    let slot = if is_upgrade(&parts) {
+    let upgrade = if is_upgrade(&parts) {
         match server
             .limits
             .admit(client.0.ip(), std::time::Instant::now())
         {
-            Ok(slot) => Some(slot),
+            Ok(slot) => {
+                let partial = Arc::new(PartialMeter::new(server.partial.clone()));
+                parts.extensions.insert(partial.clone());
+                Some(Upgrade::new(slot, partial))
+            }
             Err(refusal) => return (refuse(server, client, refusal), None),
         }
     } else {
@@ -322,7 +334,7 @@ async fn respond(
         );
         return (late.into_response(), None);
     }
-    (response, slot)
+    (response, upgrade)
 }
 
 /// A WebSocket upgrade request (the only kind that takes a slot).

@@ -25,9 +25,10 @@ mod written;
 
 pub(super) use journal::{Changes, Snapshot, Stored};
 
-/// Bursts a session keeps at most, the one in progress included: a burst
-/// request beyond it is answered with a `burst_busy` error.
-pub const MAX_PENDING_BURSTS: usize = 16;
+/// Bursts a session keeps at most: the one in progress and one waiting, as
+/// a plain connection; a burst request beyond it is answered with a
+/// `burst_busy` error.
+pub const MAX_PENDING_BURSTS: usize = 2;
 
 /// One reliable session.
 #[derive(Debug)]
