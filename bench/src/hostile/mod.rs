@@ -14,10 +14,12 @@
 //! | `mod.rs` | phases, the server subprocess, the report |
 //! | `scale.rs` | floods, slowloris, non-reading clients, connect rate, sessions (one node and a cluster), bursts |
 //! | `tokens.rs` | token mode: deadlines under a read flood, a refresh flood |
+//! | `budgets.rs` | unfinished messages against `--max-partial-bytes`, unread bursts against `--send-queue-bytes` |
 //! | `checks.rs` | frame errors, fuzzed messages, path traversal, admin auth |
 //! | `probe.rs` | the legitimate client and the RSS sampler |
 //! | `net.rs` | sockets from 127.0.0.N, raw HTTP and frames, `/metrics` |
 
+mod budgets;
 mod checks;
 mod net;
 mod probe;
@@ -199,6 +201,24 @@ fn phases() -> Vec<Phase> {
             mode: Mode::Token,
             attack: |t| Box::pin(tokens::refresh_flood(t)),
             p99_target_us: None,
+            repeat: false,
+            pinned: true,
+        },
+        Phase {
+            name: "unfinished messages over --max-partial-bytes",
+            flags: &["--connect-rate", "0", "--max-partial-bytes", "33554432"],
+            mode: Mode::Plain,
+            attack: |t| Box::pin(budgets::partial_messages(t)),
+            p99_target_us: None,
+            repeat: false,
+            pinned: true,
+        },
+        Phase {
+            name: "200 connections asking 5 bursts each, unread",
+            flags: &["--connect-rate", "0"],
+            mode: Mode::Plain,
+            attack: |t| Box::pin(budgets::bursts_bounded(t)),
+            p99_target_us: Some(10_000),
             repeat: false,
             pinned: true,
         },
