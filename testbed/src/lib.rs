@@ -84,7 +84,7 @@ pub use node::NodeProcess;
 pub use proxy::{FaultProxy, Faults};
 pub use redis::RedisServer;
 pub use test_server::{TestServer, config, quiet_config};
-pub use tokens::{TEST_JWT_SECRET, mint_token, token_config, try_mint_token};
+pub use tokens::{TEST_JWT_SECRET, mint_token, token_config, try_mint_token, try_mint_token_until};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

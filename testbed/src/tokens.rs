@@ -55,3 +55,15 @@ pub fn try_mint_token(sub: &str, ttl: Duration) -> Result<String> {
     let claims = server::auth::Claims::expiring_in(sub, ttl);
     server::auth::mint_hs256(TEST_JWT_SECRET.as_bytes(), &claims).context("minting a test token")
 }
+
+/// A token of user `sub` whose `exp` is `exp` (seconds since the epoch),
+/// signed with [`TEST_JWT_SECRET`]: for callers that time what happens at
+/// `exp` (the hostile run's deadline phase).
+///
+/// # Errors
+///
+/// When the server's minting fails (it does not with this secret).
+pub fn try_mint_token_until(sub: &str, exp: u64) -> Result<String> {
+    let claims = server::auth::Claims::new(sub, exp);
+    server::auth::mint_hs256(TEST_JWT_SECRET.as_bytes(), &claims).context("minting a test token")
+}

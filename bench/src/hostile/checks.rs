@@ -1,6 +1,7 @@
 //! The protections that already held in the attack test, measured again:
 //! broken frames, fuzzed messages, path traversal, admin authentication.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -307,11 +308,17 @@ pub async fn traversal(t: &Target) -> Result<Outcome> {
     })
 }
 
+/// Rounds of [`admin_auth`] so far: each round comes from an address of its
+/// own, since the previous round's address is locked out for 10 s.
+static ADMIN_ROUNDS: AtomicU8 = AtomicU8::new(0);
+
 /// The admin API with the right, without, and with wrong tokens. The right
 /// one goes first: after 10 failures within 10 s an address gets 429 (with
 /// `Retry-After`), whatever token it sends, so the wrong ones are answered
-/// 401 and then 429.
+/// 401 and then 429. Each round (the phase repeats it) from another
+/// address, 127.0.0.150 to 199: the lockout is per address and lasts 10 s.
 pub async fn admin_auth(t: &Target) -> Result<Outcome> {
+    let src = 150 + ADMIN_ROUNDS.fetch_add(1, Ordering::Relaxed) % 50;
     const REFUSED: &[u16] = &[401, 429];
     let token = "hostile-run-token-0123456789";
     let wrong_last = format!("{}X", &token[..token.len() - 1]);
@@ -350,7 +357,11 @@ pub async fn admin_auth(t: &Target) -> Result<Outcome> {
         let mut statuses = std::collections::BTreeSet::new();
         let started = Instant::now();
         for _ in 0..200 {
-            statuses.insert(net::http(t.addr, "GET", "/api/clients", header).await?.0);
+            statuses.insert(
+                net::http_from(src, t.addr, "GET", "/api/clients", header)
+                    .await?
+                    .0,
+            );
         }
         let per = started.elapsed().as_secs_f64() * 1e6 / 200.0;
         let ok = statuses.iter().all(|status| expected.contains(status));
@@ -362,7 +373,7 @@ pub async fn admin_auth(t: &Target) -> Result<Outcome> {
     }
     Ok(Outcome {
         tried: format!(
-            "`GET /api/clients` 200 times each with {} kinds of `Authorization` against `--admin-token` (a server without a token answers 403 to all, as `server/tests/http.rs` checks).",
+            "`GET /api/clients` 200 times each with {} kinds of `Authorization` against `--admin-token`, from 127.0.0.{src} (a server without a token answers 403 to all, as `server/tests/http.rs` checks).",
             cases.len()
         ),
         held: format!(

@@ -1,7 +1,8 @@
-//! The hostile-client run at scale (issue 12): the attacks of
+//! The hostile-client run at scale (issues 12 and 25): the attacks of
 //! `server/tests/hardening.rs`, played with thousands of connections against
 //! the release server as a subprocess (pinned to core 0), each phase on a
-//! fresh server with the flags it tests. For every attack: what was tried,
+//! fresh server with the flags it tests (in token mode, or as three nodes
+//! on a redis-server of their own, where the attack needs it). For every attack: what was tried,
 //! what held (read from the server's `/metrics` and from what the attacker
 //! got back), the server's RSS (`/proc/PID/status`) before, at its peak and
 //! after, and what a legitimate client saw meanwhile (echo round trips,
@@ -11,15 +12,19 @@
 //! | file | what |
 //! |---|---|
 //! | `mod.rs` | phases, the server subprocess, the report |
-//! | `scale.rs` | floods, slowloris, non-reading clients, connect rate, sessions, bursts |
+//! | `scale.rs` | floods, slowloris, non-reading clients, connect rate, sessions (one node and a cluster), bursts |
+//! | `tokens.rs` | token mode: deadlines under a read flood, a refresh flood |
+//! | `budgets.rs` | unfinished messages against `--max-partial-bytes`, unread bursts against `--send-queue-bytes` |
 //! | `checks.rs` | frame errors, fuzzed messages, path traversal, admin auth |
 //! | `probe.rs` | the legitimate client and the RSS sampler |
 //! | `net.rs` | sockets from 127.0.0.N, raw HTTP and frames, `/metrics` |
 
+mod budgets;
 mod checks;
 mod net;
 mod probe;
 mod scale;
+mod tokens;
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -47,11 +52,16 @@ pub struct Options {
 }
 
 /// A server under attack.
+#[derive(Clone)]
 pub struct Target {
     pub addr: SocketAddr,
     pub pid: u32,
     /// The file outside the static directory that traversal must not reach.
     pub secret: String,
+    /// A cluster phase: the other nodes, on the same Redis (empty otherwise).
+    pub others: Vec<SocketAddr>,
+    /// A cluster phase: its redis-server.
+    pub redis: Option<SocketAddr>,
 }
 
 /// What an attack found.
@@ -66,10 +76,26 @@ pub struct Outcome {
 
 type AttackFn = for<'a> fn(&'a Target) -> Pin<Box<dyn Future<Output = Result<Outcome>> + 'a>>;
 
+/// How a phase's server runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// One server, anonymous, in memory.
+    Plain,
+    /// Token mode: `--jwt-secret` [`testbed::TEST_JWT_SECRET`] (the attack
+    /// mints its tokens with it), and a token for the legitimate client.
+    Token,
+    /// A redis-server of the phase's own and this many nodes on it
+    /// (`--redis-url`, distinct `--node-id`), each with the phase's flags;
+    /// the first is the target, the legitimate client's and the RSS
+    /// sampler's, the others are in [`Target::others`].
+    Cluster(usize),
+}
+
 /// One phase: a fresh server with `flags`, an attack, a legitimate client beside it.
 struct Phase {
     name: &'static str,
     flags: &'static [&'static str],
+    mode: Mode,
     attack: AttackFn,
     /// A bound on the legitimate client's echo p99 during the attack, in µs.
     p99_target_us: Option<u64>,
@@ -86,6 +112,8 @@ const MIN_REPEATED: Duration = Duration::from_secs(3);
 struct Row {
     name: &'static str,
     pinned: bool,
+    /// Servers started (a cluster's nodes; RSS and the legitimate client are the first's).
+    nodes: usize,
     flags: String,
     outcome: Outcome,
     rss: Rss,
@@ -98,6 +126,7 @@ fn phases() -> Vec<Phase> {
         Phase {
             name: "10,000-connection flood",
             flags: &["--connect-rate", "0"],
+            mode: Mode::Plain,
             attack: |t| Box::pin(scale::flood(t)),
             p99_target_us: None,
             repeat: false,
@@ -106,6 +135,7 @@ fn phases() -> Vec<Phase> {
         Phase {
             name: "flood over --max-connections",
             flags: &["--connect-rate", "0", "--max-connections", "2000"],
+            mode: Mode::Plain,
             attack: |t| Box::pin(scale::over_the_cap(t)),
             p99_target_us: None,
             repeat: false,
@@ -114,6 +144,7 @@ fn phases() -> Vec<Phase> {
         Phase {
             name: "3,000 slowloris connections",
             flags: &["--handshake-timeout", "5s"],
+            mode: Mode::Plain,
             attack: |t| Box::pin(scale::slowloris(t)),
             p99_target_us: None,
             repeat: false,
@@ -122,6 +153,7 @@ fn phases() -> Vec<Phase> {
         Phase {
             name: "non-reading clients, large messages",
             flags: &["--write-timeout", "2s", "--send-queue-bytes", "1048576"],
+            mode: Mode::Plain,
             attack: |t| Box::pin(scale::non_reading(t)),
             p99_target_us: None,
             repeat: false,
@@ -130,6 +162,7 @@ fn phases() -> Vec<Phase> {
         Phase {
             name: "per-address connect-rate flood",
             flags: &["--connect-rate", "50", "--connect-burst", "100"],
+            mode: Mode::Plain,
             attack: |t| Box::pin(scale::connect_rate(t)),
             p99_target_us: None,
             repeat: true,
@@ -138,14 +171,61 @@ fn phases() -> Vec<Phase> {
         Phase {
             name: "reliable-session exhaustion",
             flags: &["--connect-rate", "0", "--max-sessions-per-ip", "100"],
+            mode: Mode::Plain,
             attack: |t| Box::pin(scale::sessions(t)),
             p99_target_us: None,
             repeat: false,
             pinned: true,
         },
         Phase {
+            name: "cluster-wide session cap, 3 nodes",
+            flags: &["--connect-rate", "0", "--max-sessions-per-ip", "40"],
+            mode: Mode::Cluster(3),
+            attack: |t| Box::pin(scale::cluster_sessions(t)),
+            p99_target_us: None,
+            repeat: true,
+            pinned: true,
+        },
+        Phase {
+            name: "token deadlines under a pong flood",
+            flags: &["--connect-rate", "0", "--jwt-leeway", "0s"],
+            mode: Mode::Token,
+            attack: |t| Box::pin(tokens::deadlines(t)),
+            p99_target_us: None,
+            repeat: false,
+            pinned: true,
+        },
+        Phase {
+            name: "refresh flood",
+            flags: &["--connect-rate", "0"],
+            mode: Mode::Token,
+            attack: |t| Box::pin(tokens::refresh_flood(t)),
+            p99_target_us: None,
+            repeat: false,
+            pinned: true,
+        },
+        Phase {
+            name: "unfinished messages over --max-partial-bytes",
+            flags: &["--connect-rate", "0", "--max-partial-bytes", "33554432"],
+            mode: Mode::Plain,
+            attack: |t| Box::pin(budgets::partial_messages(t)),
+            p99_target_us: None,
+            repeat: false,
+            pinned: true,
+        },
+        Phase {
+            name: "200 connections asking 5 bursts each, unread",
+            flags: &["--connect-rate", "0"],
+            mode: Mode::Plain,
+            attack: |t| Box::pin(budgets::bursts_bounded(t)),
+            p99_target_us: Some(10_000),
+            repeat: false,
+            pinned: true,
+        },
+        Phase {
             name: "frame errors (Autobahn-style)",
             flags: &["--connect-rate", "0"],
+            mode: Mode::Plain,
             attack: |t| Box::pin(checks::frame_errors(t)),
             p99_target_us: None,
             repeat: true,
@@ -154,6 +234,7 @@ fn phases() -> Vec<Phase> {
         Phase {
             name: "5,000 fuzzed messages on /ws",
             flags: &["--connect-rate", "0"],
+            mode: Mode::Plain,
             attack: |t| Box::pin(checks::fuzz(t)),
             p99_target_us: None,
             repeat: true,
@@ -162,6 +243,7 @@ fn phases() -> Vec<Phase> {
         Phase {
             name: "path traversal on static files",
             flags: &[],
+            mode: Mode::Plain,
             attack: |t| Box::pin(checks::traversal(t)),
             p99_target_us: None,
             repeat: true,
@@ -170,6 +252,7 @@ fn phases() -> Vec<Phase> {
         Phase {
             name: "admin auth",
             flags: &["--admin-token", "hostile-run-token-0123456789"],
+            mode: Mode::Plain,
             attack: |t| Box::pin(checks::admin_auth(t)),
             p99_target_us: None,
             repeat: true,
@@ -178,6 +261,7 @@ fn phases() -> Vec<Phase> {
         Phase {
             name: "admin API without a token",
             flags: &[],
+            mode: Mode::Plain,
             attack: |t| Box::pin(checks::admin_off(t)),
             p99_target_us: None,
             repeat: true,
@@ -212,6 +296,7 @@ fn bursts() -> Vec<Phase> {
             names.iter().map(move |name| Phase {
                 name,
                 flags: &[],
+                mode: Mode::Plain,
                 attack: |t| Box::pin(scale::bursts(t)),
                 p99_target_us: Some(10_000),
                 repeat: false,
@@ -221,7 +306,63 @@ fn bursts() -> Vec<Phase> {
         .collect()
 }
 
-fn start_server(options: &Options, www: &Path, phase: &Phase) -> Result<(Guard, SocketAddr)> {
+/// The servers of a phase: its nodes (the first is the target) and, in a
+/// cluster phase, their redis-server, dropped after them.
+struct Servers {
+    nodes: Vec<(Guard, SocketAddr)>,
+    redis: Option<testbed::RedisServer>,
+}
+
+impl Servers {
+    /// Starts what `phase` needs: one server, or a redis-server and the
+    /// cluster's nodes, each listening (and a node ready) when this returns.
+    fn start(options: &Options, www: &Path, phase: &Phase) -> Result<Self> {
+        let mut servers = Self {
+            nodes: Vec::new(),
+            redis: None,
+        };
+        let mut extra: Vec<String> = Vec::new();
+        let nodes = match phase.mode {
+            Mode::Plain => 1,
+            Mode::Token => {
+                extra.extend(["--jwt-secret".into(), testbed::TEST_JWT_SECRET.into()]);
+                1
+            }
+            Mode::Cluster(nodes) => {
+                let redis = testbed::RedisServer::start()?;
+                extra.extend(["--redis-url".into(), redis.url()]);
+                servers.redis = Some(redis);
+                nodes
+            }
+        };
+        for node in 0..nodes {
+            let mut args = extra.clone();
+            if servers.redis.is_some() {
+                args.extend(["--node-id".into(), format!("hostile-{node}")]);
+            }
+            let started = start_server(options, www, phase, &args)?;
+            servers.nodes.push(started);
+        }
+        if servers.redis.is_some() {
+            for (_, addr) in &servers.nodes {
+                wait_ready(*addr)?;
+            }
+        }
+        Ok(servers)
+    }
+
+    /// Whether every node is still running.
+    fn alive(&mut self) -> bool {
+        self.nodes.iter_mut().all(|(guard, _)| guard.alive())
+    }
+}
+
+fn start_server(
+    options: &Options,
+    www: &Path,
+    phase: &Phase,
+    extra: &[String],
+) -> Result<(Guard, SocketAddr)> {
     let flags = phase.flags;
     let addr: SocketAddr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let mut command = if phase.pinned {
@@ -233,6 +374,7 @@ fn start_server(options: &Options, www: &Path, phase: &Phase) -> Result<(Guard, 
         .args(["--addr", &addr.to_string(), "--static-dir"])
         .arg(www)
         .args(["--push-interval", "0", "--ping-interval", "0"])
+        .args(extra)
         .args(flags)
         .env("RUST_LOG", "error");
     let mut guard = Guard::spawn("server", command, false)?;
@@ -249,17 +391,43 @@ fn start_server(options: &Options, www: &Path, phase: &Phase) -> Result<(Guard, 
     Ok((guard, addr))
 }
 
+/// Waits until a cluster node's `/readyz` answers 200 (a heartbeat went
+/// through Redis), at most 10 s.
+fn wait_ready(addr: SocketAddr) -> Result<()> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = TcpStream::connect(addr).and_then(|mut tcp| {
+            tcp.set_read_timeout(Some(Duration::from_secs(2)))?;
+            tcp.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+            let mut answer = Vec::new();
+            tcp.read_to_end(&mut answer)?;
+            Ok(answer.starts_with(b"HTTP/1.1 200"))
+        });
+        if matches!(ready, Ok(true)) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the node on {addr} was not ready within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn run_phase(options: &Options, www: &Path, secret: &str, phase: &Phase) -> Result<Row> {
     eprintln!("hostile: {} ...", phase.name);
-    let (mut guard, addr) = start_server(options, www, phase)?;
+    let mut servers = Servers::start(options, www, phase)?;
+    let addr = servers.nodes[0].1;
     let target = Target {
         addr,
-        pid: guard.pid(),
+        pid: servers.nodes[0].0.pid(),
         secret: secret.to_owned(),
+        others: servers.nodes[1..].iter().map(|(_, addr)| *addr).collect(),
+        redis: servers.redis.as_ref().map(testbed::RedisServer::addr),
     };
     let started = Instant::now();
     let sampler = RssSampler::start(target.pid)?;
-    let probe = Probe::start(addr)?;
+    let probe = Probe::start(addr, &probe_path(phase.mode)?)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -305,14 +473,15 @@ fn run_phase(options: &Options, www: &Path, secret: &str, phase: &Phase) -> Resu
             seen.echoes.div_ceil(100)
         );
     }
-    if !guard.alive() {
+    if !servers.alive() {
         outcome.holds = false;
-        outcome.held.push_str(" **The server process died.**");
+        outcome.held.push_str(" **A server process died.**");
     }
     let row = Row {
         name: phase.name,
         pinned: phase.pinned,
-        flags: phase.flags.join(" "),
+        nodes: servers.nodes.len(),
+        flags: shown_flags(phase),
         outcome,
         rss,
         seen,
@@ -320,6 +489,32 @@ fn run_phase(options: &Options, www: &Path, secret: &str, phase: &Phase) -> Resu
     };
     eprintln!("{}", line(&row));
     Ok(row)
+}
+
+/// The flags of a phase's server as the report shows them.
+fn shown_flags(phase: &Phase) -> String {
+    let mut shown = match phase.mode {
+        Mode::Plain => Vec::new(),
+        Mode::Token => vec!["--jwt-secret <the testbed's test secret>".to_owned()],
+        Mode::Cluster(nodes) => vec![format!(
+            "--redis-url <a redis-server of its own> --node-id <hostile-0 to hostile-{}>",
+            nodes - 1
+        )],
+    };
+    shown.extend(phase.flags.iter().map(|flag| (*flag).to_owned()));
+    shown.join(" ")
+}
+
+/// The legitimate client's `/ws` path: in token mode with a token of its
+/// own, valid for the run.
+fn probe_path(mode: Mode) -> Result<String> {
+    Ok(match mode {
+        Mode::Token => format!(
+            "/ws?token={}",
+            testbed::try_mint_token("legitimate", Duration::from_secs(3600))?
+        ),
+        Mode::Plain | Mode::Cluster(_) => "/ws".into(),
+    })
 }
 
 fn mib(kib: u64) -> String {
@@ -361,7 +556,7 @@ fn sh(command: &str) -> String {
         .unwrap_or_default()
 }
 
-fn markdown(rows: &[Row], total: f64) -> String {
+fn markdown(rows: &[Row], total: f64, load: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -371,14 +566,18 @@ fn markdown(rows: &[Row], total: f64) -> String {
          work while it ran (load before: {load}). The whole run took {total:.0} s.\n\n\
          **How it runs.** Each attack gets a fresh release server (`target/release/server`) as a \
          subprocess pinned to core 0 (except where noted), with the flags listed, and pushes and pings off \
-         (`--push-interval 0 --ping-interval 0`). The attacker runs in the `bench` process, its \
+         (`--push-interval 0 --ping-interval 0`); where the attack needs it, in token mode \
+         (`--jwt-secret` with the testbed's test secret: the attack mints its own tokens, and the \
+         legitimate client brings one) or as three nodes on a redis-server of their own. \
+         The attacker runs in the `bench` process, its \
          sockets bound to 127.0.0.2 and up so that the per-address limits apply per attacker \
          address. Beside it, on a thread of its own, a **legitimate client** from 127.0.0.1 \
          holds a `/ws` connection and sends a typed `echo` every 10 ms, timing each round trip; \
          every 500 ms it also opens a fresh connection (its `welcome`, then one echo) and asks \
          `GET /healthz`. **RSS** is the server's `VmRSS` from `/proc/PID/status`, sampled every \
          50 ms: before the attack, its peak, and after (once the attack's sockets are closed and \
-         RSS has settled). \"What held\" is read from the server's `/metrics` and from what the \
+         RSS has settled). **CPU-seconds**, where given, are the server's `utime` + `stime` from \
+         `/proc/PID/stat`. \"What held\" is read from the server's `/metrics` and from what the \
          attacker got back. The in-process tests of each protection are in \
          `server/tests/hardening.rs`; this run only measures them at scale.\n\n\
          Reproduce: `cargo xtask hostile` (a few minutes; loopback only, every loop bounded in \
@@ -387,7 +586,6 @@ fn markdown(rows: &[Row], total: f64) -> String {
         cores = sh("nproc"),
         cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'"),
         kernel = sh("uname -sr"),
-        load = sh("cut -d' ' -f1-3 /proc/loadavg"),
     );
     let failed: Vec<&str> = rows
         .iter()
@@ -433,10 +631,15 @@ fn markdown(rows: &[Row], total: f64) -> String {
             out,
             "### {}\n\n- **Server:** {}, flags `{}`\n- **Tried:** {}\n- **What held:** {}\n- **Phase time:** {:.1} s",
             r.name,
-            if r.pinned {
-                "pinned to core 0"
-            } else {
-                "not pinned (both cores)"
+            match (r.nodes, r.pinned) {
+                (1, true) => "pinned to core 0".to_owned(),
+                (1, false) => "not pinned (both cores)".to_owned(),
+                (n, true) => format!(
+                    "{n} nodes, each pinned to core 0 (RSS and the legitimate client: the first node's)"
+                ),
+                (n, false) => format!(
+                    "{n} nodes, not pinned (RSS and the legitimate client: the first node's)"
+                ),
             },
             if r.flags.is_empty() {
                 "(defaults)"
@@ -473,6 +676,7 @@ fn markdown(rows: &[Row], total: f64) -> String {
 /// that does not hold is a finding in the report, not an error).
 pub fn run(options: &Options) -> Result<()> {
     let started = Instant::now();
+    let load = sh("cut -d' ' -f1-3 /proc/loadavg");
     let www = options.scratch.join("www");
     std::fs::create_dir_all(&www)?;
     std::fs::write(www.join("index.html"), "<p>hostile run</p>\n")?;
@@ -490,7 +694,7 @@ pub fn run(options: &Options) -> Result<()> {
         }
         rows.push(run_phase(options, &www, secret, &phase)?);
     }
-    let report = markdown(&rows, started.elapsed().as_secs_f64());
+    let report = markdown(&rows, started.elapsed().as_secs_f64(), &load);
     #[allow(clippy::print_stdout)] // the command's output
     {
         println!("{report}");

@@ -2,14 +2,14 @@
 //! 127.0.0.N (one process holds at most 20,000 descriptors, and the server's
 //! per-client limits count per address), raw HTTP, a raw WebSocket upgrade
 //! and raw frames (a real client library cannot send broken ones), the
-//! server's `/metrics`, and its RSS from `/proc`.
+//! server's `/metrics`, its RSS from `/proc`, and one Redis command.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Error as WsError;
@@ -65,7 +65,18 @@ pub async fn http(
     target: &str,
     headers: &str,
 ) -> Result<(u16, String)> {
-    let mut tcp = tcp_from(1, server).await?;
+    http_from(1, server, method, target, headers).await
+}
+
+/// [`http`] from `127.0.0.<src>`.
+pub async fn http_from(
+    src: u8,
+    server: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &str,
+) -> Result<(u16, String)> {
+    let mut tcp = tcp_from(src, server).await?;
     let head = format!(
         "{method} {target} HTTP/1.1\r\nHost: {server}\r\n{headers}Connection: close\r\nContent-Length: 0\r\n\r\n"
     );
@@ -191,7 +202,7 @@ pub enum Ending {
 }
 
 /// Reads server frames (unmasked) until a close frame, EOF or `within`.
-pub async fn ending(tcp: &mut TcpStream, within: Duration) -> Ending {
+pub async fn ending(tcp: &mut (impl AsyncRead + Unpin), within: Duration) -> Ending {
     let deadline = tokio::time::Instant::now() + within;
     let mut buf = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
@@ -230,6 +241,32 @@ pub async fn ending(tcp: &mut TcpStream, within: Duration) -> Ending {
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+}
+
+/// One Redis command whose answer is an integer (`ZCARD`, say), over a
+/// connection of its own (RESP by hand: one command needs no client).
+pub async fn redis_integer(redis: SocketAddr, args: &[&str]) -> Result<i64> {
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    let mut tcp = TcpStream::connect(redis).await?;
+    tcp.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n") {
+        let n = tokio::time::timeout(IO_TIMEOUT, tcp.read(&mut byte))
+            .await
+            .context("no answer from Redis in time")??;
+        if n == 0 {
+            bail!("Redis closed before answering");
+        }
+        answer.push(byte[0]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    text.strip_prefix(':')
+        .and_then(|n| n.trim_end().parse().ok())
+        .with_context(|| format!("not an integer answer from Redis: {text:?}"))
 }
 
 #[cfg(test)]

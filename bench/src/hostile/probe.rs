@@ -49,16 +49,19 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Starts it against `server`; it is connected (welcome received) when this returns.
-    pub fn start(server: SocketAddr) -> Result<Self> {
+    /// Starts it against `server`, its connections on `path` (`/ws`, with a
+    /// `?token=` in token mode); it is connected (welcome received) when
+    /// this returns.
+    pub fn start(server: SocketAddr, path: &str) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let flag = stop.clone();
+        let path = path.to_owned();
         let thread = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?
-                .block_on(run(server, flag, ready_tx))
+                .block_on(run(server, &path, flag, ready_tx))
         });
         match ready_rx.recv_timeout(Duration::from_secs(15)) {
             Ok(Ok(())) => Ok(Self {
@@ -97,8 +100,8 @@ const ECHO_EVERY: Duration = Duration::from_millis(10);
 const FRESH_EVERY: Duration = Duration::from_millis(500);
 const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
-async fn welcomed(server: SocketAddr) -> Result<Ws, String> {
-    match net::ws_from(1, server, "/ws").await {
+async fn welcomed(server: SocketAddr, path: &str) -> Result<Ws, String> {
+    match net::ws_from(1, server, path).await {
         Ok(Ok(mut ws)) => match next_text(&mut ws).await {
             Ok(text) if text.starts_with(r#"{"type":"welcome""#) => Ok(ws),
             Ok(text) => Err(format!("not a welcome: {}", &text[..text.len().min(60)])),
@@ -152,12 +155,13 @@ fn count(list: &mut Vec<(String, u64)>, why: String) {
 
 async fn run(
     server: SocketAddr,
+    path: &str,
     stop: Arc<AtomicBool>,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) -> Result<Seen> {
     let mut seen = Seen::default();
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut held = match welcomed(server).await {
+    let mut held = match welcomed(server, path).await {
         Ok(ws) => Some(ws),
         Err(why) => {
             let _ = ready.send(Err(why.clone()));
@@ -182,7 +186,7 @@ async fn run(
                 }
             },
             None => {
-                held = welcomed(server).await.ok();
+                held = welcomed(server, path).await.ok();
                 if held.is_none() {
                     seen.echo_failures += 1;
                 }
@@ -191,7 +195,7 @@ async fn run(
         if tick >= next_fresh {
             next_fresh = tick + FRESH_EVERY;
             seen.fresh_tried += 1;
-            match welcomed(server).await {
+            match welcomed(server, path).await {
                 Ok(mut ws) => match echo(&mut ws, 1).await {
                     Ok(_) => {
                         seen.fresh_ok += 1;
@@ -217,6 +221,37 @@ async fn run(
     seen.p99_us = histogram.value_at_quantile(0.99);
     seen.max_us = histogram.max();
     Ok(seen)
+}
+
+/// CPU time (user and system) process `pid` has used so far, in seconds
+/// (`/proc/PID/stat`, in clock ticks of `getconf CLK_TCK`).
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name is in parentheses and may hold spaces: count after it.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("no ')' in /proc/PID/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    // utime and stime: fields 14 and 15, 12 and 13 after the name.
+    let ticks = |i: usize| -> Result<f64> {
+        Ok(fields
+            .get(i)
+            .context("a short /proc/PID/stat")?
+            .parse::<u64>()? as f64)
+    };
+    Ok((ticks(11)? + ticks(12)?) / clock_ticks())
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 where it cannot be read).
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 /// The server's RSS before, at its peak during, and after an attack.

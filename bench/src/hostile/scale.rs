@@ -1,12 +1,14 @@
 //! The attacks at scale: connection floods, slowloris, non-reading clients,
-//! a connect-rate flood, reliable-session exhaustion, concurrent bursts.
+//! a connect-rate flood, reliable-session exhaustion (on one node and
+//! across a cluster's nodes), concurrent bursts.
 //! Every loop is bounded in count and in time.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
@@ -411,11 +413,7 @@ async fn store_session(src: u8, t: &Target) -> Result<(Option<u16>, Ws)> {
 pub async fn sessions(t: &Target) -> Result<Outcome> {
     let mut set = JoinSet::new();
     for _ in 0..300 {
-        let target = Target {
-            addr: t.addr,
-            pid: t.pid,
-            secret: String::new(),
-        };
+        let target = t.clone();
         set.spawn(async move { store_session(70, &target).await });
     }
     let (mut held, mut outcomes) = (Vec::new(), BTreeMap::new());
@@ -464,6 +462,141 @@ pub async fn sessions(t: &Target) -> Result<Outcome> {
         held: format!(
             "First address: {}; `ws_reliable_sessions` {sessions_one} after it. Other address: {other_ok} of 20 got a session and their echo as `msg` seq 1; `ws_reliable_sessions` {sessions_all} in all.",
             describe(&outcomes)
+        ),
+        holds,
+    })
+}
+
+/// A reliable connection that stores its session (an `ack`, then an echo
+/// to learn whether it was stored) and leaves: `None` when it was stored
+/// (the echo came back numbered), else the close frame's code and reason.
+async fn store_and_leave(src: u8, node: SocketAddr) -> Result<Option<(u16, String)>> {
+    let mut ws = match net::ws_from(src, node, "/ws?reliable=1").await? {
+        Ok(ws) => ws,
+        Err((status, _)) => anyhow::bail!("refused {status}"),
+    };
+    // The welcome; the ack stores the session or is closed with 1013.
+    let _ = tokio::time::timeout(net::IO_TIMEOUT, ws.next()).await?;
+    ws.send(Message::text(r#"{"type":"ack","seq":0}"#)).await?;
+    let echo = shared::ClientMessage::Echo {
+        id: 1,
+        body: "stored?".into(),
+    }
+    .to_json();
+    ws.send(Message::text(echo)).await?;
+    let deadline = tokio::time::Instant::now() + net::IO_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => anyhow::bail!("neither the echo nor a close frame within 10 s"),
+            Ok(Some(Ok(Message::Text(text)))) if text.starts_with(r#"{"type":"msg""#) => {
+                // Leaves: the session stays in Redis for --session-ttl.
+                let _ = ws.close(None).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                    while let Some(Ok(_)) = ws.next().await {}
+                })
+                .await;
+                return Ok(None);
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return Ok(Some(frame.map_or((0, String::new()), |f| {
+                    (u16::from(f.code), f.reason.as_str().to_owned())
+                })));
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(why))) => return Err(why.into()),
+            Ok(None) => anyhow::bail!("ended without a close frame"),
+        }
+    }
+}
+
+fn attempt_key(result: &Result<Option<(u16, String)>>) -> String {
+    match result {
+        Ok(None) => "stored".to_owned(),
+        Ok(Some((code, reason))) => format!("closed {code} {reason:?}"),
+        Err(why) => format!("error: {why:#}"),
+    }
+}
+
+/// Issue 25, item 1: one address (127.0.0.90) stores a reliable session
+/// and leaves, 300 times, rotating over three nodes sharing Redis, 8 at a
+/// time, against `--max-sessions-per-ip 40`; then one more attempt on each
+/// node. The cap counts every node's sessions: at most 40 stored in all
+/// (by the attempts, and by Redis's own count), the later attempts closed
+/// with 1013 on every node.
+pub async fn cluster_sessions(t: &Target) -> Result<Outcome> {
+    const ATTEMPTS: usize = 300;
+    /// The phase's `--max-sessions-per-ip`.
+    const CAP: u64 = 40;
+    const SRC: u8 = 90;
+    const REFUSED: &str = "closed 1013 \"too many reliable sessions\"";
+    let redis = t.redis.context("a cluster phase has its redis-server")?;
+    let nodes: Vec<SocketAddr> = std::iter::once(t.addr)
+        .chain(t.others.iter().copied())
+        .collect();
+    let started = Instant::now();
+    let gate = Arc::new(Semaphore::new(8));
+    let mut set = JoinSet::new();
+    for i in 0..ATTEMPTS {
+        let (node, gate) = (i % nodes.len(), gate.clone());
+        let addr = nodes[node];
+        set.spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            (node, store_and_leave(SRC, addr).await)
+        });
+    }
+    let mut per_node = vec![BTreeMap::<String, u64>::new(); nodes.len()];
+    let mut all = BTreeMap::<String, u64>::new();
+    while let Some(done) = set.join_next().await {
+        let (node, key) = match done {
+            Ok((node, result)) => (node, attempt_key(&result)),
+            Err(why) => (0, format!("task: {why}")),
+        };
+        *per_node[node].entry(key.clone()).or_default() += 1;
+        *all.entry(key).or_default() += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // Later: one more on each node, in turn.
+    let mut later = Vec::new();
+    for &node in &nodes {
+        later.push(attempt_key(&store_and_leave(SRC, node).await));
+    }
+    let counted =
+        net::redis_integer(redis, &["ZCARD", &format!("ws:count:ip:127.0.0.{SRC}")]).await? as u64;
+    let mut local = Vec::new();
+    for &node in &nodes {
+        local.push(metric(&net::metrics(node).await?, "ws_reliable_sessions"));
+    }
+    let stored = count(&all, "stored");
+    let refused = count(&all, REFUSED);
+    let holds = stored <= CAP
+        && counted <= CAP
+        && stored + refused == ATTEMPTS as u64
+        && later.iter().all(|key| key == REFUSED);
+    let nodes_text: Vec<String> = per_node
+        .iter()
+        .zip(&local)
+        .enumerate()
+        .map(|(n, (outcomes, sessions))| {
+            format!(
+                "node hostile-{n}: {} (`ws_reliable_sessions` {sessions} after)",
+                describe(outcomes)
+            )
+        })
+        .collect();
+    Ok(Outcome {
+        tried: format!(
+            "{ATTEMPTS} reliable connections (`/ws?reliable=1`) from one address (127.0.0.{SRC}), each sending `{{\"type\":\"ack\",\"seq\":0}}` (which stores its session) and an echo (answered as a numbered `msg` once stored), then closing; rotating over the {} nodes, 8 at a time; took {seconds:.1} s. Then one more attempt on each node, in turn.",
+            nodes.len()
+        ),
+        held: format!(
+            "{stored} sessions stored in all (cap {CAP}), {refused} attempts closed with 1013 \"too many reliable sessions\"; Redis's count (`ZCARD ws:count:ip:127.0.0.{SRC}`) {counted}. By node: {}. The later attempts: {}.",
+            nodes_text.join("; "),
+            later
+                .iter()
+                .enumerate()
+                .map(|(n, key)| format!("hostile-{n}: {key}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         holds,
     })
