@@ -65,6 +65,11 @@ impl ClientShared {
         }
     }
 
+    /// Whether a close was asked for and not taken yet.
+    pub fn close_pending(&self) -> bool {
+        self.close_pending.load(Ordering::Acquire)
+    }
+
     /// The close request, if one was made: one atomic load when there is none.
     pub fn take_close(&self) -> Option<CloseRequest> {
         if !self.close_pending.load(Ordering::Acquire) {

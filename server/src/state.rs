@@ -31,4 +31,3 @@ pub struct AppState {
     /// Every WebSocket connection, so shutdown can wait for them.
     pub connections: TaskTracker,
 }
-

@@ -284,8 +284,13 @@ where
     }
 
     /// Dispatches `frame`, then the frames already readable (up to
-    /// [`READ_BATCH`], while the queue has room), so that their replies
-    /// share one flush.
+    /// [`READ_BATCH`], while the queue has room and no close was asked
+    /// for), so that their replies share one flush.
+    ///
+    /// Each frame takes a unit of tokio's cooperative budget: frames that
+    /// tungstenite already holds cost the socket no read, so a client that
+    /// keeps it full would otherwise keep the worker thread from every
+    /// other connection.
     async fn read(&mut self, frame: Option<Result<Message, axum::Error>>) -> Result<(), End> {
         let mut next = frame;
         let mut read = 1;
@@ -297,12 +302,16 @@ where
                         partial.received(&message);
                     }
                     self.on_message(message).await?;
+                    tokio::task::consume_budget().await;
                 }
                 // Past --max-partial-bytes among them: 1013.
                 Some(Err(err)) => return Err(End::read(&ReadError::from(err))),
                 None => return Err(End::gone("connection ended")),
             }
-            if read == READ_BATCH || !self.has_room() {
+            // A close asked for by what was just read (a third refused
+            // refresh, say) or from outside: the rest waits, and the loop
+            // takes the close first.
+            if read == READ_BATCH || !self.has_room() || self.conn.shared.close_pending() {
                 return Ok(());
             }
             // `next` is cancel-safe: an unfinished read stays in the buffer.

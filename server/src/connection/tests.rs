@@ -237,6 +237,38 @@ async fn frames_read_together_are_each_answered_once_in_order() {
 }
 
 #[tokio::test]
+async fn refreshes_read_together_stop_at_the_third_refusal_and_close_with_4401() {
+    let state = state(&[]);
+    let mut client = connect(&state, ("r", None, false));
+    client.welcome().await;
+    // Ten at once: all readable before the connection reads the first.
+    for _ in 0..10 {
+        client.send(&ClientMessage::Refresh {
+            token: "bogus".into(),
+        });
+    }
+    let mut refusals = 0;
+    loop {
+        match client.next().await {
+            Message::Text(text) => match ServerMessage::from_json(&text).unwrap() {
+                ServerMessage::Error { .. } => refusals += 1,
+                other => panic!("expected refusals, got {other:?}"),
+            },
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), shared::close_code::UNAUTHORIZED);
+                assert_eq!(frame.reason, super::end::TOO_MANY_BAD_REFRESHES);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        refusals, 3,
+        "the frames behind the third wait for the close"
+    );
+}
+
+#[tokio::test]
 async fn reliable_messages_are_refused_on_a_plain_connection() {
     let state = state(&[]);
     let mut client = connect(&state, ("p", None, false));
