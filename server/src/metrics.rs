@@ -56,6 +56,9 @@ pub struct Metrics {
     pub(crate) slow_consumer_closes: AtomicU64,
     /// Bytes in every connection's outbound queue now (`--send-queue-bytes`).
     pub(crate) send_queue_bytes: AtomicU64,
+    /// Connections with a burst going on now (both modes): the share of
+    /// each one's batches (`connection::burst`).
+    pub(crate) bursting: AtomicU64,
     /// Bytes of unfinished messages charged against `--max-partial-bytes`
     /// now: the budget's own counter (`partial::PartialBudget`).
     pub(crate) partial_bytes: AtomicU64,
@@ -186,6 +189,12 @@ impl Metrics {
             "gauge",
             "Bytes queued for clients now, across connections (bounded per connection by --send-queue-bytes).",
             self.send_queue_bytes.load(Relaxed),
+        );
+        metric(
+            "ws_bursting_connections",
+            "gauge",
+            "Connections with a burst going on now; their batches shrink as they grow in number.",
+            self.bursting.load(Relaxed),
         );
         metric(
             "ws_partial_bytes",

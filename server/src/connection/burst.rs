@@ -17,6 +17,13 @@
 //!   [`BATCH`]); when it holds less than the next batch, the burst sleeps
 //!   until it holds enough ([`Pacer::due`]): one timer per batch, never one
 //!   per push.
+//! * **Share.** A batch is written in one go, and other connections wait
+//!   for it: with many connections bursting at once, the time around all
+//!   of them is what a client of the server waits for its echo. So a batch
+//!   has at most [`SHARE`] pushes divided among the connections bursting
+//!   now (`ws_bursting_connections`), and [`BATCH`] and at least
+//!   [`MIN_BATCH`]: up to 32 bursts at once each keeps whole batches (the
+//!   100,000-push burst its speed); 200 at once get batches of 81.
 //! * **Count.** One burst in progress and at most one waiting per
 //!   connection; one more request gets `burst_busy`. A plain connection's
 //!   two are kept here ([`Pacer::start`]); a reliable connection's in its
@@ -42,6 +49,19 @@ use crate::reliable::{BurstBusy, MAX_PENDING_BURSTS};
 /// Pushes in a batch at most: one flush each.
 pub(super) const BATCH: u32 = 512;
 
+/// Pushes of every bursting connection's batch together, about: the round
+/// of batches a client of the server may wait behind (see the module's doc).
+pub(super) const SHARE: u32 = 16_384;
+
+/// Pushes in a batch at least, however many connections burst.
+pub(super) const MIN_BATCH: u32 = 32;
+
+/// The batch of one of `bursting` connections.
+pub(super) fn share_of(bursting: u64) -> u32 {
+    let bursting = u32::try_from(bursting.max(1)).unwrap_or(u32::MAX);
+    (SHARE / bursting).clamp(MIN_BATCH, BATCH)
+}
+
 /// A batch held back by the rate is this fraction of a second of it: a
 /// burst at its rate wakes about this many times a second.
 const WAKES_PER_SECOND: u32 = 20;
@@ -62,6 +82,9 @@ pub(super) struct Pacer {
     /// `--max-burst-rate`, when it is on. Boxed: every connection holds a
     /// pacer, and most servers run without the rate.
     bucket: Option<Box<Bucket>>,
+    /// This connection's share of a batch now ([`share_of`]); 0 reads as
+    /// [`BATCH`].
+    share: u32,
 }
 
 /// A plain burst in progress.
@@ -159,7 +182,8 @@ impl Pacer {
     /// burst back until [`Pacer::due`]. The caller says with
     /// [`Pacer::spent`] (or [`Pacer::pushed`]) how many it made.
     pub(super) fn grant(&mut self, left: u32, room: Option<usize>, now: Instant) -> Option<Batch> {
-        let mut pushes = left.min(BATCH);
+        let share = if self.share == 0 { BATCH } else { self.share };
+        let mut pushes = left.min(share);
         if let Some(bucket) = &mut self.bucket {
             pushes = bucket.allows(pushes, now)?;
         }
@@ -169,6 +193,11 @@ impl Pacer {
             bytes: 0,
             made: 0,
         })
+    }
+
+    /// Sets the share of a batch, for `bursting` connections bursting now.
+    pub(super) fn share(&mut self, bursting: u64) {
+        self.share = share_of(bursting);
     }
 
     /// `made` pushes of a granted batch were made.
@@ -320,6 +349,23 @@ mod tests {
             bytes: 0,
             made: 0,
         }
+    }
+
+    #[test]
+    fn batches_shrink_with_the_connections_bursting_at_once_within_their_bounds() {
+        assert_eq!(share_of(0), BATCH);
+        assert_eq!(share_of(1), BATCH);
+        assert_eq!(share_of(32), BATCH);
+        assert_eq!(share_of(33), 496);
+        assert_eq!(share_of(200), 81);
+        assert_eq!(share_of(100_000), MIN_BATCH);
+        assert_eq!(share_of(u64::MAX), MIN_BATCH);
+        let mut pacer = Pacer::default();
+        let now = Instant::now();
+        assert_eq!(pacer.grant(10_000, None, now).unwrap().pushes, BATCH);
+        pacer.share(200);
+        assert_eq!(pacer.grant(10_000, None, now).unwrap().pushes, 81);
+        assert_eq!(pacer.grant(5, None, now).unwrap().pushes, 5);
     }
 
     #[test]

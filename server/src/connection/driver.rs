@@ -68,6 +68,44 @@ pub(super) struct Connection<'a, T> {
     pub(super) bad_refreshes: u8,
     /// The last refusal logged, and how many were not logged since.
     pub(super) refusal_logged: (Option<tokio::time::Instant>, u32),
+    /// Counted in `ws_bursting_connections` while a burst goes on.
+    bursting: Bursting,
+}
+
+/// A connection's place in `ws_bursting_connections` while it bursts,
+/// given back when the burst ends or the connection does (a drop, so a
+/// panic cannot leave it counted).
+#[derive(Debug, Default)]
+struct Bursting(Option<std::sync::Arc<crate::metrics::Metrics>>);
+
+impl Bursting {
+    /// Counted when `on`, else not; returns how many connections burst now.
+    fn set(&mut self, on: bool, metrics: &std::sync::Arc<crate::metrics::Metrics>) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        match (&self.0, on) {
+            (None, true) => {
+                metrics.bursting.fetch_add(1, Relaxed);
+                self.0 = Some(metrics.clone());
+            }
+            (Some(_), false) => self.clear(),
+            _ => {}
+        }
+        metrics.bursting.load(Relaxed)
+    }
+
+    fn clear(&mut self) {
+        if let Some(metrics) = self.0.take() {
+            metrics
+                .bursting
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Bursting {
+    fn drop(&mut self) {
+        self.clear();
+    }
 }
 
 /// The earlier of two instants, if either is.
@@ -119,6 +157,7 @@ where
             last_refresh: None,
             bad_refreshes: 0,
             refusal_logged: (None, 0),
+            bursting: Bursting::default(),
         }
     }
 
@@ -192,6 +231,10 @@ where
                 && (self.pacer.plain_running()
                     || self.link.as_ref().is_some_and(|l| l.burst_ready()));
             let more = self.outbox.busy() || burst;
+            if burst || self.bursting.0.is_some() {
+                let bursting = self.bursting.set(burst, &self.state.metrics);
+                self.pacer.share(bursting);
+            }
             tokio::select! {
                 biased;
                 frame = self.ws.next(), if reading => {

@@ -255,7 +255,7 @@ async fn refreshes_read_together_stop_at_the_third_refusal_and_close_with_4401()
                 other => panic!("expected refusals, got {other:?}"),
             },
             Message::Close(Some(frame)) => {
-                assert_eq!(u16::from(frame.code), shared::close_code::UNAUTHORIZED);
+                assert_eq!(frame.code, close_code::UNAUTHORIZED);
                 assert_eq!(frame.reason, super::end::TOO_MANY_BAD_REFRESHES);
                 break;
             }
