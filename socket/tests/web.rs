@@ -503,12 +503,12 @@ async fn offline_pauses_retries_and_online_or_a_visible_tab_retries_at_once() {
 /// fault-injection test: 1,000 echoes and a burst of 1,000 pushes through
 /// the testbed's proxy, which cuts connections at random byte counts
 /// (mid-frame, no close frame). Each side processes everything exactly once,
-/// in order.
+/// in order. The cuts start once the session is stored (see the native twin).
 #[wasm_bindgen_test]
 async fn reliable_mode_delivers_exactly_once_through_random_cuts() {
     const N: u64 = 1000;
     let cuts_before: u64 = control_text("/proxy/cuts").await.1.parse().unwrap();
-    assert_eq!(control("/proxy/budget?min=4000&max=16000").await, 200);
+    assert_eq!(control("/proxy/budget").await, 200);
     let socket = Socket::new(
         Config::new(format!("{}/ws", proxy_base()))
             .with_reliable(true)
@@ -523,6 +523,10 @@ async fn reliable_mode_delivers_exactly_once_through_random_cuts() {
     socket
         .send(ClientMessage::Burst { count: N as u32 }.to_json())
         .unwrap();
+    // A push of the burst: the server stored the session. Cut from now on.
+    wait_for("the first push", 10_000.0, || socket.stats().delivered >= 1).await;
+    assert_eq!(control("/proxy/budget?min=4000&max=16000").await, 200);
+    assert_eq!(control("/proxy/cut").await, 200);
     let deadline = js_sys::Date::now() + 60_000.0;
     let mut next = 1;
     while next <= N {
