@@ -59,10 +59,13 @@
 //!   post changes nothing. Natively the option is ignored.
 //! * Reliable mode ([`Config::with_reliable`]): every text written is kept
 //!   until the server acknowledges it (counted against the queue's limits)
-//!   and resent after a reconnect's `resume`, before anything new; each
-//!   server message is delivered once, in order; what cannot be guaranteed
-//!   is reported ([`Event::ResumeFailed`] hands the unconfirmed messages
-//!   back, [`Event::Gap`] names the server messages lost).
+//!   and resent after a reconnect's `resume`, before anything new (on a new
+//!   session's first connection nothing goes out before the `welcome` names
+//!   the session, so a cut before it loses nothing; [`Event::Open`] comes
+//!   with it); each server message is delivered once, in order; what
+//!   cannot be guaranteed is reported ([`Event::ResumeFailed`] hands the
+//!   unconfirmed messages back, [`Event::Gap`] names the server messages
+//!   lost).
 //!
 //! # Token mode
 //!

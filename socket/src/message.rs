@@ -296,7 +296,8 @@ pub enum Event {
     ResumeFailed {
         /// The server's reason ([`shared::ResumeFailure::UnknownSession`],
         /// `BadToken`...), or [`shared::ResumeFailure::NoSession`] when the
-        /// connection died before the server's `welcome` named the session.
+        /// server's `welcome` named no session (the wrapper writes nothing
+        /// before the `welcome`, so a cut before it loses nothing).
         reason: shared::ResumeFailure,
         /// The unacknowledged messages, oldest first.
         unconfirmed: Vec<Message>,

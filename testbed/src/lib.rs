@@ -9,7 +9,7 @@
 //! | `/stop` | graceful shutdown of the server (clients get 1001); the port stops accepting |
 //! | `/start` | binds the same port again and starts a fresh server |
 //! | `/kick/{client_id}?code=N&reason=R` | `DELETE /api/clients/{id}` on the server, with the admin token |
-//! | `/proxy/budget?min=B&max=B` | byte budgets of new connections through the fault proxy (`max` alone: no cuts) |
+//! | `/proxy/budget?min=B&max=B&seed=S` | byte budgets of new connections through the fault proxy (`max` alone: no cuts), drawn from `seed` if given |
 //! | `/proxy/hold?on=1` | the proxy refuses new connections (`on=0`: accepts again) |
 //! | `/proxy/cut` | cuts every connection through the proxy |
 //! | `/proxy/cuts` | the number of cuts so far, as text |
@@ -430,6 +430,9 @@ async fn proxy_budget(
 ) -> Reply {
     let max = query_u64(&query, "max").unwrap_or(u64::MAX);
     let min = query_u64(&query, "min").unwrap_or(max);
+    if let Some(seed) = query_u64(&query, "seed") {
+        control.proxy.reseed(seed);
+    }
     control.proxy.set_budget(min, max);
     (StatusCode::OK, format!("budget {min}..={max}"))
 }

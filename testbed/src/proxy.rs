@@ -58,6 +58,8 @@ pub struct FaultProxy {
 }
 
 struct Shared {
+    /// Draws the byte budgets, from [`Faults::seed`] or [`FaultProxy::reseed`].
+    rng: Mutex<StdRng>,
     min_bytes: AtomicU64,
     max_bytes: AtomicU64,
     cuts: AtomicU64,
@@ -110,6 +112,7 @@ impl FaultProxy {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
+            rng: Mutex::new(StdRng::seed_from_u64(faults.seed)),
             min_bytes: AtomicU64::new(faults.min_bytes),
             max_bytes: AtomicU64::new(faults.max_bytes),
             cuts: AtomicU64::new(0),
@@ -121,7 +124,7 @@ impl FaultProxy {
             generation: watch::channel(0).0,
         });
         let stop = CancellationToken::new();
-        tokio::spawn(accept(listener, faults.seed, shared.clone(), stop.clone()));
+        tokio::spawn(accept(listener, shared.clone(), stop.clone()));
         Ok(Self { addr, shared, stop })
     }
 
@@ -186,6 +189,16 @@ impl FaultProxy {
             .store(max_bytes.max(min_bytes), Relaxed);
     }
 
+    /// Draws the byte budgets of connections from now on from `seed` (a
+    /// test that prints its seed can be replayed).
+    pub fn reseed(&self, seed: u64) {
+        *self
+            .shared
+            .rng
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = StdRng::seed_from_u64(seed);
+    }
+
     /// Cuts every live connection now.
     pub fn cut_all(&self) {
         self.shared.generation.send_modify(|g| *g += 1);
@@ -210,8 +223,7 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn accept(listener: TcpListener, seed: u64, shared: Arc<Shared>, stop: CancellationToken) {
-    let mut rng = StdRng::seed_from_u64(seed);
+async fn accept(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
     let mut turn = 0usize;
     loop {
         let client = tokio::select! {
@@ -233,7 +245,11 @@ async fn accept(listener: TcpListener, seed: u64, shared: Arc<Shared>, stop: Can
         let budget = if min >= max {
             min
         } else {
-            rng.random_range(min..=max)
+            shared
+                .rng
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .random_range(min..=max)
         };
         let first = turn;
         turn = turn.wrapping_add(1);

@@ -194,19 +194,23 @@ impl Driver {
         }
     }
 
-    /// Token mode: what a delivered server text means for the token (a
-    /// `welcome` or `refreshed` with an `exp`, a refused refresh).
-    pub(super) fn inspect_for_auth(&mut self, text: &str, now: f64) {
-        if self.auth.is_none() || !looks_like_auth(text) {
+    /// What a delivered server text means: a `welcome` ends the wait for it
+    /// (token mode, a new reliable session); in token mode, for the token
+    /// (a `welcome` or `refreshed` with an `exp`, a refused refresh).
+    pub(super) fn inspect_welcome_and_auth(&mut self, text: &str, now: f64) {
+        if (self.auth.is_none() && !self.awaiting_welcome) || !looks_like_auth(text) {
             return;
         }
         match ServerMessage::from_json(text) {
             Ok(ServerMessage::Welcome { exp, .. }) => {
-                if let Some(exp) = exp {
+                if let Some(exp) = exp
+                    && self.auth.is_some()
+                {
                     self.expires_at(exp, now);
                 }
                 self.welcomed();
             }
+            _ if self.auth.is_none() => {}
             Ok(ServerMessage::Refreshed { exp }) => {
                 self.events.push(Event::TokenRefreshed { exp });
                 self.expires_at(exp, now);
@@ -235,7 +239,8 @@ impl Driver {
         }
     }
 
-    /// The token was accepted: new messages may go out (in reliable mode,
+    /// The welcome came (token mode: the token was accepted; reliable mode:
+    /// it named the session): new messages may go out (in reliable mode,
     /// once a `resume` is answered as well).
     fn welcomed(&mut self) {
         if !std::mem::take(&mut self.awaiting_welcome) {
@@ -302,7 +307,8 @@ impl Driver {
     }
 }
 
-/// A cheap check before decoding: the server writes `type` first.
+/// A cheap check before decoding (a `welcome`, or what token mode reads):
+/// the server writes `type` first.
 fn looks_like_auth(text: &str) -> bool {
     ["welcome", "refreshed", "error"]
         .iter()

@@ -46,9 +46,10 @@
 //!
 //! # The open hook
 //!
-//! When new messages may go out on a fresh connection (at once, or in
-//! reliable mode once the `resume` is answered and the unacknowledged
-//! messages resent), a driver with a hook ([`Driver::set_open_hook`]) queues
+//! When new messages may go out on a fresh connection (at once; in token
+//! mode, or in reliable mode with no session yet, once the `welcome` came;
+//! in reliable mode with a session, once the `resume` is answered and the
+//! unacknowledged messages resent), a driver with a hook ([`Driver::set_open_hook`]) queues
 //! [`Effect::RunOpenHook`] and waits. The glue runs the application's hook
 //! when it reaches that effect; whatever the hook sends goes out ahead of the
 //! queue (even a full one). Then the glue calls [`Driver::open_hook_done`],
@@ -163,8 +164,10 @@ pub struct Driver {
     auth: Option<Auth>,
     /// Epoch milliseconds minus `now` ([`Driver::set_wall_clock_offset_ms`]).
     wall_clock_offset_ms: f64,
-    /// Token mode: open, but the server's `welcome` (which says the token
-    /// was accepted) has not come yet; new messages wait.
+    /// Open, but the server's `welcome` has not come yet; new messages
+    /// wait. Token mode: it says the token was accepted. Reliable mode with
+    /// no session yet: it names the session, and a message numbered before
+    /// it could not be resumed on the next connection.
     awaiting_welcome: bool,
     liveness: Option<Liveness>,
     counters: Counters,

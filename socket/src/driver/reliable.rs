@@ -174,9 +174,11 @@ impl Reliable {
     /// The first message of a new connection: `resume` when there is a
     /// session to continue, else `ack` 0 (which starts the offered one).
     ///
-    /// Messages written on a connection that died before its `welcome` named
+    /// Messages written on a connection that died before a `welcome` named
     /// the session cannot be resumed: they are set aside for
-    /// [`Reliable::take_orphans`] and numbering starts again.
+    /// [`Reliable::take_orphans`] and numbering starts again. (The driver
+    /// numbers nothing before a `welcome`, so only a server whose welcome
+    /// names no session leaves orphans.)
     pub fn on_open(&mut self) -> String {
         self.offered = None;
         self.protocol = Protocol::V1;

@@ -111,7 +111,7 @@ impl Driver {
         let ready_now = match first {
             Some((first, ready, orphans)) => {
                 if !orphans.is_empty() {
-                    // Sent under a session whose welcome never came: unconfirmed.
+                    // Sent under a welcome that named no session: unconfirmed.
                     self.events.push(Event::ResumeFailed {
                         reason: ResumeFailure::NoSession,
                         unconfirmed: orphans.into_iter().map(Message::Text).collect(),
@@ -123,9 +123,16 @@ impl Driver {
             }
             None => true,
         };
-        // Token mode: the server may still refuse the token (4401, before
-        // its welcome); nothing of the application goes out until the welcome.
-        self.awaiting_welcome = self.auth.is_some();
+        // Nothing of the application goes out until the welcome, in token
+        // mode (the server may still refuse the token: 4401, before its
+        // welcome) and in reliable mode with no session yet (a message
+        // numbered before the welcome names the session is lost to a cut
+        // before it: there is nothing to resume).
+        self.awaiting_welcome = self.auth.is_some()
+            || self
+                .reliable
+                .as_ref()
+                .is_some_and(|r| r.session().is_none());
         // A resume waits for its answer: resends go first.
         if ready_now && !self.awaiting_welcome {
             self.ready(generation);
@@ -198,7 +205,7 @@ impl Driver {
     fn deliver(&mut self, text: String, now: f64) {
         // The message comes before what the inspection reports.
         let at = self.events.len();
-        self.inspect_for_auth(&text, now);
+        self.inspect_welcome_and_auth(&text, now);
         self.events.insert(at, Event::Message(Message::Text(text)));
     }
 

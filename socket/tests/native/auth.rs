@@ -107,7 +107,7 @@ async fn without_a_provider_a_4401_stops_and_is_reported() {
         rec.count(|e| matches!(e, Event::Auth(_))) == 1
     })
     .await;
-    let refusal = rec.events.lock().unwrap().iter().find_map(|e| match e {
+    let refusal = rec.events().iter().find_map(|e| match e {
         Event::Auth(error) => Some(error.clone()),
         _ => None,
     });
@@ -163,9 +163,7 @@ async fn the_provider_is_called_before_every_connect_and_a_refused_token_is_repl
     wait_for("open", LONG, || socket.state() == State::Open).await;
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     let auth: Vec<AuthError> = rec
-        .events
-        .lock()
-        .unwrap()
+        .events()
         .iter()
         .filter_map(|e| match e {
             Event::Auth(error) => Some(error.clone()),

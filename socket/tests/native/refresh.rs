@@ -35,9 +35,7 @@ async fn an_in_band_refresh_extends_the_connection_without_a_reconnect() {
     assert_eq!(rec.count(|e| matches!(e, Event::Close(_))), 0);
     assert_eq!(rec.count(|e| matches!(e, Event::Auth(_))), 0);
     let refreshed: Vec<u64> = rec
-        .events
-        .lock()
-        .unwrap()
+        .events()
         .iter()
         .filter_map(|e| match e {
             Event::TokenRefreshed { exp } => Some(*exp),
