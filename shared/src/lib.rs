@@ -323,9 +323,10 @@ pub enum ResumeFailure {
     BadToken,
     /// `resume` was not the first message of a reliable connection.
     NotFirst,
-    /// Client side only, never sent by the server: the connection died
-    /// before the server's `welcome` named the session, so there was no
-    /// session to resume.
+    /// Client side only, never sent by the server: the server's `welcome`
+    /// named no session, so there was none to resume (the wrapper writes
+    /// nothing of the application before a new session's `welcome`, so a
+    /// connection cut earlier loses nothing and simply starts over).
     NoSession,
 }
 
