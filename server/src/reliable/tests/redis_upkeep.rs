@@ -247,6 +247,45 @@ async fn a_users_set_forgets_the_sessions_that_expired() {
 }
 
 #[tokio::test]
+async fn a_live_session_whose_count_fell_behind_stays_counted_and_in_its_users_set() {
+    let now = Instant::now();
+    let redis = server();
+    let (_, a) = node(&redis, limits(10));
+    let of_u = |conn| Attach {
+        user: Some(Arc::from("u")),
+        ..c(conn)
+    };
+    a.create(offer("s1"), "c", HOME, of_u(1), now)
+        .await
+        .unwrap();
+    let mut conn = raw(&redis).await;
+    // Its scores passed while its keys live on (its node was killed
+    // between two sweeps, or an older node keeps it without counting).
+    for key in ["ws:count:all", "ws:count:ip:127.0.0.1", "ws:count:user:u"] {
+        conn.zadd::<_, _, _, ()>(key, "s1", 1).await.unwrap();
+    }
+    a.create(offer("s2"), "c2", HOME, of_u(2), now)
+        .await
+        .unwrap();
+    let mut members: Vec<String> = conn.smembers("ws:user:u").await.unwrap();
+    members.sort();
+    assert_eq!(members, ["s1", "s2"]);
+    for key in ["ws:count:all", "ws:count:ip:127.0.0.1", "ws:count:user:u"] {
+        let score: Option<f64> = conn.zscore(key, "s1").await.unwrap();
+        assert!(
+            score.is_some_and(|s| s > 1.0),
+            "{key}: s1 scored again, {score:?}"
+        );
+    }
+    // A resume puts it back in its user's set, should it be missing.
+    conn.srem::<_, _, ()>("ws:user:u", "s1").await.unwrap();
+    a.resume("s1", "t", 0, "c", of_u(3), now).await.unwrap();
+    let mut members: Vec<String> = conn.smembers("ws:user:u").await.unwrap();
+    members.sort();
+    assert_eq!(members, ["s1", "s2"]);
+}
+
+#[tokio::test]
 async fn numbers_out_of_range_read_from_redis_do_not_panic() {
     let now = Instant::now();
     let redis = server();

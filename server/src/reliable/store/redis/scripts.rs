@@ -67,9 +67,12 @@ end
 /// Creates a session, if the caps allow it: KEYS are `sess`, `hist`,
 /// `client`, `user` (or ''); `ARGV` the prefix, the id, the token's hash,
 /// the user (or ''), the owner, the client id, the node, the TTL, then the
-/// caps: total, per address, per user (0: none, but the total). The
-/// user's set forgets the ids its count dropped. Answers `ok`, or the cap
-/// that is reached: `sessions`, `per_ip`, `per_user`.
+/// caps: total, per address, per user (0: none, but the total). A member
+/// whose score has passed is dropped only if its session is gone (and
+/// then from the user's set too); one still alive (its score fell behind:
+/// a node killed between its sweeps, or an older node that keeps it
+/// without counting) is scored again by its keys' TTL. Answers `ok`, or
+/// the cap that is reached: `sessions`, `per_ip`, `per_user`.
 pub(super) const CREATE: &str = concat!(
     counts!(),
     r"
@@ -78,12 +81,15 @@ local now = now_ms()
 local caps = {tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])}
 local names = {'sessions', 'per_ip', 'per_user'}
 for i, k in ipairs(count_keys(prefix, owner, user)) do
-  if i == 3 and KEYS[4] ~= '' then
-    for _, gone in ipairs(redis.call('ZRANGEBYSCORE', k, '-inf', now)) do
-      redis.call('SREM', KEYS[4], gone)
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', k, '-inf', now)) do
+    local left = redis.call('PTTL', prefix .. 'sess:' .. member)
+    if left > 0 then
+      redis.call('ZADD', k, now + left, member)
+    else
+      redis.call('ZREM', k, member)
+      if i == 3 and KEYS[4] ~= '' then redis.call('SREM', KEYS[4], member) end
     end
   end
-  redis.call('ZREMRANGEBYSCORE', k, '-inf', now)
   if (i == 1 or caps[i] > 0) and redis.call('ZCARD', k) >= caps[i] then return names[i] end
 end
 redis.call('DEL', KEYS[2])
@@ -151,7 +157,14 @@ if ARGV[1] == 'resume' then
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
   redis.call('PEXPIRE', KEYS[2], ARGV[6])
   redis.call('SET', KEYS[3], ARGV[7], 'PX', ARGV[6])
-  counted(prefix_of(KEYS[1], ARGV[7]), ARGV[7], f.owner or '', f.user, ARGV[6])
+  local prefix = prefix_of(KEYS[1], ARGV[7])
+  counted(prefix, ARGV[7], f.owner or '', f.user, ARGV[6])
+  -- Back in its user's set, should a create have dropped it meanwhile.
+  if f.user and f.user ~= '' then
+    local set = prefix .. 'user:' .. f.user
+    redis.call('SADD', set, ARGV[7])
+    if redis.call('PTTL', set) < tonumber(ARGV[6]) then redis.call('PEXPIRE', set, ARGV[6]) end
+  end
   out = {'ok', tostring(epoch), f.node or '', f.attached or '0'}
 else
   -- Attached on a live node: that node serves it. A node that died
