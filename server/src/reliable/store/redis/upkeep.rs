@@ -145,14 +145,46 @@ impl RedisStore {
     /// theirs, [`REFRESH_BATCH`] per call; closes the connections of those
     /// that are not. A call that fails gives up only the sessions whose
     /// keys are in their last [`ATTACHED_GRACE`]: the others' keys outlive
-    /// a pause of Redis, and the next sweep refreshes them.
+    /// a pause of Redis, and the next sweep refreshes them. After a failed
+    /// call the sweep calls Redis no more and checks the rest the same way,
+    /// so that a sweep of many batches lasts one command timeout, not one
+    /// per batch, and every session is checked once per sweep period.
     async fn refresh(&self, attached: &[(String, SessionRef)]) {
-        for batch in attached.chunks(REFRESH_BATCH) {
-            self.refresh_batch(batch).await;
+        let mut batches = attached.chunks(REFRESH_BATCH);
+        for batch in batches.by_ref() {
+            if !self.refresh_batch(batch).await {
+                break;
+            }
+        }
+        let rest: Vec<(String, SessionRef)> = batches.flatten().cloned().collect();
+        if !rest.is_empty() {
+            self.give_up_overdue(&rest);
         }
     }
 
-    async fn refresh_batch(&self, batch: &[(String, SessionRef)]) {
+    /// Redis did not confirm a refresh of `sessions`: those whose keys are
+    /// in their grace period close with 1013 (the client resumes elsewhere
+    /// while the keys still hold its session); the others wait for the
+    /// next sweep.
+    fn give_up_overdue(&self, sessions: &[(String, SessionRef)]) {
+        let mut lost = 0;
+        for (id, session) in sessions {
+            let mut guard = lock(session);
+            if guard.unconfirmed_for(Instant::now()) >= self.limits.ttl {
+                guard.store_lost(Unwritten::Unavailable);
+                drop(guard);
+                self.uncache(id, session);
+                lost += 1;
+            }
+        }
+        tracing::warn!(
+            "the session store did not refresh {} session(s): closing the {lost} whose keys are in their grace period with 1013",
+            sessions.len()
+        );
+    }
+
+    /// One `REFRESH` call; false when Redis did not answer it.
+    async fn refresh_batch(&self, batch: &[(String, SessionRef)]) -> bool {
         let mut call = self.scripts.refresh.prepare_invoke();
         call.arg(self.ttl_ms(true)).arg(self.node.prefix());
         for (id, session) in batch {
@@ -173,21 +205,8 @@ impl RedisStore {
         let sent = Instant::now();
         let mut conn = self.node.connection();
         let Ok(answers) = self.run(call.invoke_async::<Vec<i64>>(&mut conn)).await else {
-            let mut lost = 0;
-            for (id, session) in batch {
-                let mut guard = lock(session);
-                if guard.unconfirmed_for(Instant::now()) >= self.limits.ttl {
-                    guard.store_lost(Unwritten::Unavailable);
-                    drop(guard);
-                    self.uncache(id, session);
-                    lost += 1;
-                }
-            }
-            tracing::warn!(
-                "the session store did not refresh {} session(s): closing the {lost} whose keys are in their grace period with 1013",
-                batch.len()
-            );
-            return;
+            self.give_up_overdue(batch);
+            return false;
         };
         for ((id, session), answer) in batch.iter().zip(answers) {
             match answer {
@@ -210,6 +229,7 @@ impl RedisStore {
             }
             self.uncache(id, session);
         }
+        true
     }
 
     /// Writes the detaches Redis did not take; gives up on those whose
@@ -222,6 +242,7 @@ impl RedisStore {
             .map(|(id, p)| (id.clone(), *p))
             .collect();
         let lifetime = self.limits.ttl + ATTACHED_GRACE;
+        let mut down = false;
         for (id, pending) in pending {
             let left = pending
                 .at_ms
@@ -237,14 +258,23 @@ impl RedisStore {
                 .arg(self.node.prefix())
                 .arg(&id);
             let mut conn = self.node.connection();
-            let done = match self.run(call.invoke_async::<i64>(&mut conn)).await {
-                Ok(written) => {
-                    if written == 2 {
-                        self.age_later(&id);
+            // After one that Redis did not take, the rest wait for the
+            // next sweep (one command timeout per sweep, not one each).
+            let done = if down {
+                pending.since.elapsed() > lifetime
+            } else {
+                match self.run(call.invoke_async::<i64>(&mut conn)).await {
+                    Ok(written) => {
+                        if written == 2 {
+                            self.age_later(&id);
+                        }
+                        true
                     }
-                    true
+                    Err(_) => {
+                        down = true;
+                        pending.since.elapsed() > lifetime
+                    }
                 }
-                Err(_) => pending.since.elapsed() > lifetime,
             };
             if done {
                 let mut upkeep = self.upkeep();
