@@ -1,6 +1,7 @@
 //! The wall clock, in milliseconds since the Unix epoch: what goes into
-//! pushes (`sent_at_ms`), Redis records and history entries, which other
-//! nodes read. Durations inside one process use `Instant`, never this.
+//! Redis records, history entries and command deadlines, which other nodes
+//! read. Durations inside one process use `Instant`, never this; a push's
+//! `sent_at_ms`, for its client only, is this process's own clock.
 //!
 //! Nodes' clocks disagree, and a time one node writes is read by another:
 //! a detach's time, a history entry's, a command's deadline. So with Redis
@@ -26,6 +27,10 @@ static REDIS_OFFSET_MS: AtomicI64 = AtomicI64::new(0);
 /// A skew past this is logged.
 const SKEW_WARNING_MS: i64 = 1_000;
 
+/// A sample of Redis's clock whose round trip took longer is left out
+/// (after the first): it could be off by half of it.
+const MAX_SAMPLE_ROUND_TRIP_MS: u64 = 100;
+
 /// Milliseconds since the Unix epoch of `time` (0 before it).
 pub fn millis(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
@@ -46,8 +51,17 @@ pub fn now_ms() -> u64 {
 
 /// Redis answered `TIME` with `redis_ms` to a request sent at `before`
 /// and answered at `after` ([`local_ms`]): its clock is taken to have read
-/// that halfway between.
+/// that halfway between, which is off by at most half the round trip. So
+/// after the first, a sample whose round trip took longer than
+/// [`MAX_SAMPLE_ROUND_TRIP_MS`] (a loaded node, a slow Redis) is left out,
+/// and the offset stays as the last good one measured.
 pub fn observed_redis_time(redis_ms: u64, before: u64, after: u64) {
+    static SAMPLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let round_trip = after.saturating_sub(before);
+    if round_trip > MAX_SAMPLE_ROUND_TRIP_MS && SAMPLED.swap(true, Relaxed) {
+        return;
+    }
+    SAMPLED.store(true, Relaxed);
     let halfway = before / 2 + after / 2;
     let offset = if redis_ms >= halfway {
         i64::try_from(redis_ms - halfway).unwrap_or(i64::MAX)
@@ -55,9 +69,11 @@ pub fn observed_redis_time(redis_ms: u64, before: u64, after: u64) {
         i64::try_from(halfway - redis_ms).map_or(i64::MIN, |ahead| -ahead)
     };
     let was = REDIS_OFFSET_MS.swap(offset, Relaxed);
-    if offset.abs() > SKEW_WARNING_MS && offset.abs_diff(was) > SKEW_WARNING_MS.unsigned_abs() {
+    if offset.unsigned_abs() > SKEW_WARNING_MS.unsigned_abs()
+        && offset.abs_diff(was) > SKEW_WARNING_MS.unsigned_abs()
+    {
         tracing::warn!(
-            skew_ms = -offset,
+            skew_ms = offset.saturating_neg(),
             "this node's clock is off Redis's by more than a second (positive: ahead); \
              times shared with other nodes follow Redis's clock"
         );

@@ -207,6 +207,15 @@ where
                 }
                 Due::Expired => break (End::token_expired(), true),
             }
+            // Counted among the connections bursting before its batch is
+            // sized, so that a burst's first batch takes its share too.
+            let bursting = self.pacer.due().is_none()
+                && (self.pacer.plain_running()
+                    || self.link.as_ref().is_some_and(|l| l.burst_ready()));
+            if bursting || self.bursting.0.is_some() {
+                let now_bursting = self.bursting.set(bursting, &self.state.metrics);
+                self.pacer.share(now_bursting);
+            }
             if let Err(end) = self.pace() {
                 break (end, true);
             }
@@ -231,10 +240,6 @@ where
                 && (self.pacer.plain_running()
                     || self.link.as_ref().is_some_and(|l| l.burst_ready()));
             let more = self.outbox.busy() || burst;
-            if burst || self.bursting.0.is_some() {
-                let bursting = self.bursting.set(burst, &self.state.metrics);
-                self.pacer.share(bursting);
-            }
             tokio::select! {
                 biased;
                 frame = self.ws.next(), if reading => {
