@@ -58,10 +58,10 @@ pub fn now_ms() -> u64 {
 pub fn observed_redis_time(redis_ms: u64, before: u64, after: u64) {
     static SAMPLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     let round_trip = after.saturating_sub(before);
-    if round_trip > MAX_SAMPLE_ROUND_TRIP_MS && SAMPLED.swap(true, Relaxed) {
+    // `swap`: the first sample is taken whatever its round trip.
+    if SAMPLED.swap(true, Relaxed) && round_trip > MAX_SAMPLE_ROUND_TRIP_MS {
         return;
     }
-    SAMPLED.store(true, Relaxed);
     let halfway = before / 2 + after / 2;
     let offset = if redis_ms >= halfway {
         i64::try_from(redis_ms - halfway).unwrap_or(i64::MAX)

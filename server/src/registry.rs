@@ -436,7 +436,7 @@ impl ClientHandle {
     }
 }
 
-pub use crate::clock::millis;
+use crate::clock::millis;
 
 #[cfg(test)]
 mod tests {

@@ -15,8 +15,9 @@ use shared::{PushEncoder, close_code};
 
 use super::lockout::Lockout;
 use crate::auth;
+use crate::clock::millis;
 use crate::cluster::{Answer, Command};
-use crate::registry::{CloseRequest, PushOutcome, millis};
+use crate::registry::{CloseRequest, PushOutcome};
 use crate::reliable::{Outgoing, SessionStore, To, Unwritten};
 use crate::state::AppState;
 

@@ -30,7 +30,8 @@ use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 
 use super::{ClusterError, Node};
-use crate::registry::{Change, MirrorRow, Registry, millis};
+use crate::clock::millis;
+use crate::registry::{Change, MirrorRow, Registry};
 
 /// A mirrored row as stored in `clients:{id}`: the registry's row and the node.
 #[derive(Serialize)]

@@ -18,8 +18,9 @@ use shared::{ClientMessage, ErrorCode, ServerMessage};
 use super::End;
 use super::app::{self, Served};
 use super::driver::Connection;
+use crate::clock::millis;
 use crate::metrics::Metrics;
-use crate::registry::{Outbound, millis};
+use crate::registry::Outbound;
 use crate::wire;
 
 impl<T> Connection<'_, T>

@@ -25,9 +25,10 @@ use shared::{PushEncoder, ServerMessage};
 
 use super::End;
 use super::burst::{Pacer, Plain};
+use crate::clock::millis;
 use crate::metrics::Metrics;
 use crate::queue::{self, message_len};
-use crate::registry::{ClientShared, Outbound, millis};
+use crate::registry::{ClientShared, Outbound};
 use crate::reliable::{SessionRef, SessionStore, Unwritten};
 use crate::state::AppState;
 use crate::wire;

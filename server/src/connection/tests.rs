@@ -608,11 +608,9 @@ async fn a_bursts_batches_count_in_the_queues_bytes_and_fit_its_bound() {
     assert_eq!(push_seqs(&written), (1..=100).collect::<Vec<_>>());
     // Counted while written, at most the bound and one push at its largest
     // (a burst used to count as nothing).
-    let largest = shared::PushEncoder::new(
-        crate::registry::millis(std::time::SystemTime::now()),
-        "burst",
-    )
-    .max_len();
+    let largest =
+        shared::PushEncoder::new(crate::clock::millis(std::time::SystemTime::now()), "burst")
+            .max_len();
     let most = sink.most_queued();
     assert!(most > 0, "the burst's batches are counted");
     assert!(most <= 1000 + largest as u64, "{most} bytes held");

@@ -8,12 +8,13 @@ use axum::extract::ws::Message;
 use shared::{ClientMessage, ErrorCode, ResumeFailure, ServerMessage};
 
 use super::{ACK_DELAY, ACK_EVERY, Link};
+use crate::clock::millis;
 use crate::connection::End;
 use crate::connection::app::{self, Served};
 use crate::connection::burst::Pacer;
 use crate::metrics::Metrics;
 use crate::queue;
-use crate::registry::{Outbound, millis};
+use crate::registry::Outbound;
 use crate::reliable::{
     Accepted, BurstBusy, Outgoing, Refused, SessionRef, SessionStore, TakenOver, To, lock,
 };
