@@ -47,8 +47,16 @@ async fn an_in_band_refresh_extends_the_connection_without_a_reconnect() {
         "{refreshed:?}"
     );
     assert!(refreshed.last().is_some_and(|exp| *exp > first_exp));
-    // One call per connect plus one per refresh.
-    assert_eq!(calls.load(Ordering::SeqCst) as usize, 1 + refreshed.len());
+    // One call per connect plus one per refresh: the refreshes answered,
+    // and at most one whose token is being fetched or written right now
+    // (a 4 s token is refreshed every second or two, so one may have begun
+    // since the events above were read).
+    let calls = calls.load(Ordering::SeqCst) as usize;
+    assert!(
+        calls == 1 + refreshed.len() || calls == 2 + refreshed.len(),
+        "{calls} provider calls for {} refreshes",
+        refreshed.len()
+    );
     drop(socket);
     server.shutdown().await.unwrap();
 }
