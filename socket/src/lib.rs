@@ -117,7 +117,8 @@
 //! | `driver/queue.rs` | [`Queue`], the bounded FIFO with both overflow policies and a byte limit |
 //! | [`reliable`] (`driver/reliable.rs`) | reliable mode's client side (window, acks, resume, dedup), also usable from native code |
 //! | [`liveness`] (`driver/liveness.rs`) | the heartbeat's decisions from wall-clock times |
-//! | `tabs/` (hidden: the glue's, not an app's) | one connection for all tabs ([`Config::with_shared_across_tabs`]): the pure leader/follower coordinator, its tab protocol, and a simulation of several tabs with handoffs |
+//! | `tabs/` (hidden: the runner's, not an app's) | one connection for all tabs ([`Config::with_shared_across_tabs`]): the pure leader/follower coordinator, its tab protocol, and a simulation of several tabs with handoffs and forgeries |
+//! | `runner/` | what a transport drives: the [`Driver`] and, when sharing, the coordinator and the adapter between them (the leader's driver rebuilt from the shared state, acks and delivered seqs read off it); inputs in, steps out; tested natively with tabs over a server that speaks the real wire |
 //! | `config` | [`Config`], [`Backoff`] (the schedule as pure functions), [`Heartbeat`] |
 //! | `dispatch` | in-order, re-entrancy-safe delivery to callbacks and streams, one dispatcher generic over its handles (`Rc` in the browser, `Arc` natively), with one re-entrancy rule; [`Subscription`] |
 //! | `stream` | [`EventStream`], the events as a `Stream`, for both transports |
@@ -129,18 +130,17 @@
 //! | `transport/mod.rs` | [`WeakSocket`], for both transports |
 //!
 //! Only the glue needs a browser (wasm32 only). It holds no rule: it runs the
-//! [`Driver`] and performs its effects. Tested in headless Chrome against the
+//! runner and performs its steps. Tested in headless Chrome against the
 //! real server (`tests/web.rs`, `tests/yew.rs`, token mode in
 //! `tests/web_auth.rs`, their helpers in `tests/common/mod.rs`):
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | `transport/web/mod.rs` | [`Socket`]: each call goes to the driver, then the pump runs |
-//! | `transport/web/glue.rs` | the pump: inputs to the driver (queued, never dropped, when they arrive during a pump), effects to the browser in order; no borrow held while application code runs |
+//! | `transport/web/mod.rs` | [`Socket`]: each call goes to the runner, then the pump runs; no call asks whether the socket shares |
+//! | `transport/web/glue.rs` | the pump: inputs to the runner (queued, never dropped, when they arrive during a pump), its steps to the browser in order; no borrow held while application code runs |
 //! | `transport/web/live.rs` | one `web_sys::WebSocket` and its callbacks, removed on drop |
 //! | `transport/web/timers.rs` | `setTimeout`/`setInterval` as owned values, cleared on drop; the driver's timer slots |
 //! | `transport/web/hooks.rs` | the window's `online`, `offline`, `visibilitychange` listeners, removed on drop |
-//! | `transport/web/tabs.rs`, `tabs_events.rs` | sharing across tabs: the coordinator in the pump, the adapter between it and the leader's driver; its deliveries as the app's events |
 //! | `transport/web/tabs_io.rs` | sharing across tabs, the browser side: Web Locks (through `js-sys`), the `BroadcastChannel`, the heartbeat interval, `pagehide`; all released on drop |
 //! | [`yew`] (feature `yew`) | a context provider and hooks |
 //!
@@ -238,8 +238,9 @@ mod config;
 mod dispatch;
 pub mod driver;
 mod message;
+mod runner;
 mod stream;
-// Issue 15's pure coordinator, run by the browser glue (see its docs);
+// Issue 15's pure coordinator, run by the runner (see its docs);
 // public for its tests and the curious, not part of the app's API.
 #[doc(hidden)]
 pub mod tabs;

@@ -59,7 +59,10 @@
 //!   that long forgets it and asks to steal the lock ([`Effect::StealLock`],
 //!   best effort: browsers do not freeze a tab that holds a lock).
 //! * **Close.** A follower's close detaches it and hands back what no
-//!   leader accepted. The leader's close releases the socket to the next
+//!   leader accepted, except what it forwarded to the leader it knows:
+//!   those are on the channel ahead of its `Bye`, so that leader accepts
+//!   them (a follower that has not heard its leader for [`SILENCE_MS`]
+//!   knows none, and hands back everything). The leader's close releases the socket to the next
 //!   leader ([`SocketCall::Release`]) when other tabs remain, or closes it
 //!   ([`SocketCall::Close`]) when it was the last. "Remain" means heard
 //!   from: followers heartbeat on a leader's announcement, so only a leader
@@ -110,11 +113,16 @@
 //! unconfirmed messages again, so one the old leader wrote just before it
 //! left may reach the server twice (at least once, as a reconnect's flush).
 //!
-//! # The browser glue
+//! # Who runs it
 //!
-//! `transport/web/tabs.rs` runs a [`Tabs`] next to the socket's
-//! [`crate::Driver`] in the browser socket's pump, and
-//! `transport/web/tabs_io.rs` performs its browser effects:
+//! The runner (`crate::runner`) runs a [`Tabs`] next to the socket's
+//! [`crate::Driver`]: it adapts [`SocketCall`]s to a driver of the
+//! leader's (a reliable resume from [`Shared`] through
+//! [`crate::Driver::restore_reliable`]), reads that driver back as
+//! [`SocketReport`]s, turns [`Effect::Deliver`] into the app's
+//! [`crate::Event`]s and starts the tab's own driver on
+//! [`Effect::GoAlone`]. The browser's `transport/web/tabs_io.rs` performs
+//! the channel and lock:
 //!
 //! * [`Effect::TryLock`] is `navigator.locks.request(name, { ifAvailable: true }, cb)`
 //!   (a `null` lock: [`Input::LockBusy`]), [`Effect::RequestLock`] the same
@@ -128,11 +136,6 @@
 //!   ([`Input::Posted`], parsed here).
 //!   An interval feeds [`Input::Tick`] every [`HEARTBEAT_MS`]; `pagehide`
 //!   is the tab's [`Tabs::close`].
-//! * `tabs.rs` adapts [`SocketCall`]s to a [`crate::Driver`] of the
-//!   leader's (a reliable resume from [`Shared`] through
-//!   [`crate::Driver::restore_reliable`]) and reads it back as
-//!   [`SocketReport`]s; `tabs_events.rs` turns [`Effect::Deliver`] into the
-//!   app's [`crate::Event`]s. [`Effect::GoAlone`] starts the tab's own driver.
 //!
 //! Tested end to end in headless Chromium with several windows
 //! (`e2e/tests/tabs.rs`), the server's count of connections the judge.
@@ -347,8 +350,11 @@ impl Tabs {
         })
     }
 
-    /// Detaches this tab; returns its messages no leader accepted (they
-    /// will not be sent), oldest first.
+    /// Detaches this tab; returns its messages that will not be sent,
+    /// oldest first: those no leader accepted, except what a follower
+    /// forwarded to a leader it knows (the channel delivers them to it
+    /// before the `Bye`, so it accepts them: handing them back too would
+    /// have the app send them twice).
     pub fn close(&mut self) -> Vec<Frame> {
         if self.closed {
             return Vec::new();
@@ -368,7 +374,11 @@ impl Tabs {
                 self.effects.push_back(Effect::DriveSocket(call));
             }
             self.effects.push_back(Effect::ReleaseLock);
-            self.take_unaccepted()
+            if self.role == Role::Follower && self.leader.is_some() {
+                Vec::new()
+            } else {
+                self.take_unaccepted()
+            }
         };
         self.outbox.clear();
         self.outbox_bytes = 0;

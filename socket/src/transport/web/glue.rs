@@ -1,61 +1,59 @@
-//! The pump: feeds the [`Driver`] its inputs and performs its [`Effect`]s
-//! with the browser's sockets and timers.
+//! The pump: feeds the [`Runner`] its inputs and performs its [`Step`]s
+//! with the browser's sockets, timers, tab channel and lock. No rule lives
+//! here: they are the runner's (the driver's and, when sharing, the tab
+//! coordinator's and their adapter's).
 //!
-//! One pump per socket drains, in a loop, the inputs that arrived (browser
-//! callbacks, each stamped with its arrival time) and then the driver's
-//! effects, until both are empty. A pump called while one runs returns at
-//! once: what it would have done is in the input queue or the effect FIFO,
-//! and the running pump does it after the current effect. So:
+//! One pump per socket asks the runner for its next step and performs it,
+//! until none is left. A pump called while one runs returns at once: what
+//! it would have done is queued in the runner, and the running pump does it
+//! after the current step. So:
 //!
 //! * no input is ever dropped: a browser callback that fires while the pump
-//!   runs (an app callback dispatching `online`, say) is queued and fed to
-//!   the driver after the current effect;
-//! * the driver's `RefCell` is borrowed only for one driver call, never
+//!   runs (an app callback dispatching `online`, say) is queued and fed
+//!   after the current step;
+//! * the runner's `RefCell` is borrowed only for one runner call, never
 //!   while the application's code runs (events, the open hook), so that
-//!   code may use the socket: its calls append to the same FIFO;
-//! * effects are performed in the driver's order, one at a time.
+//!   code may use the socket: its calls queue more work in the runner;
+//! * steps are performed in the runner's order, one at a time.
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
 use super::Socket;
 use super::hooks::WindowHooks;
 use super::live::Live;
-use super::tabs::TabsPart;
+use super::tabs_io::{Ask, TabsIo};
 use super::timers::Timers;
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, Local};
-use crate::driver::{Driver, Effect, Input};
+use crate::driver::{Effect, Input};
+use crate::runner::{Runner, Step, TabIo};
+use crate::tabs::Input as TabInput;
 use crate::token::url_with_token;
 
 /// The application's open hook.
 pub(super) type OpenHook = Rc<dyn Fn(&Socket)>;
 
 /// Everything one socket owns; [`Socket`] handles share it. Dropping it
-/// drops the browser socket, the timers and the window hooks, which remove
-/// their callbacks.
+/// drops the browser socket, the timers, the tab channel and the window
+/// hooks, which remove their callbacks.
 pub(crate) struct Shared {
-    pub(super) driver: RefCell<Driver>,
+    pub(super) runner: RefCell<Runner>,
     /// Callbacks and streams; used with no borrow held.
     pub(super) dispatcher: Rc<Dispatcher<Local>>,
     pub(super) open_hook: RefCell<Option<OpenHook>>,
-    pub(super) io: RefCell<Io>,
-    /// The config the socket was made with.
-    pub(super) config: Config,
+    io: RefCell<Io>,
     /// [`Socket::tab_id`].
     pub(super) tab_id: u32,
-    /// Sharing across tabs: the coordinator ([`Config::with_shared_across_tabs`]).
-    pub(super) tabs: Option<TabsPart>,
-    /// Inputs not yet fed to the driver, with their arrival time.
-    inputs: RefCell<VecDeque<(Input, f64)>>,
     pumping: Cell<bool>,
 }
 
-/// The browser side: the socket, the timers, the window hooks.
-pub(super) struct Io {
-    pub(super) live: Option<Live>,
-    pub(super) timers: Timers,
+/// The browser side: the socket, the timers, the window hooks, the tab
+/// channel and lock.
+struct Io {
+    live: Option<Live>,
+    timers: Timers,
+    tabs: Option<TabsIo>,
     _window: Option<WindowHooks>,
 }
 
@@ -73,7 +71,7 @@ pub(super) fn now_ms() -> f64 {
 }
 
 /// 64 random bits for the backoff's jitter (`Math.random` gives 52 at most).
-pub(super) fn seed() -> u64 {
+fn seed() -> u64 {
     let half = || (js_sys::Math::random() * 4_294_967_296.0) as u64;
     (half() << 32) | half()
 }
@@ -89,78 +87,105 @@ fn reporter(weak: &Weak<Shared>) -> impl Fn(Input) + Clone + 'static {
 }
 
 impl Shared {
-    /// A socket's state with its window hooks installed; not started.
-    pub(super) fn new(config: Config) -> Rc<Self> {
+    /// A socket's state with its window hooks installed; started.
+    pub(super) fn start(config: Config) -> Rc<Self> {
         let tab_id = crate::tabs::tab_id_from(seed());
-        let tabs = config
-            .shared_across_tabs
-            .as_ref()
-            .map(|_| TabsPart::new(tab_id, &config));
-        Rc::new_cyclic(|weak| Self {
-            driver: RefCell::new(Driver::new(config.clone(), seed())),
-            config,
+        let name = config.shared_across_tabs.clone();
+        let shared = Rc::new_cyclic(|weak| Self {
+            runner: RefCell::new(Runner::new(config, tab_id, seed())),
             tab_id,
-            tabs,
             dispatcher: Rc::default(),
             open_hook: RefCell::new(None),
             io: RefCell::new(Io {
                 live: None,
                 timers: Timers::default(),
+                tabs: None,
                 _window: WindowHooks::install(reporter(weak)),
             }),
-            inputs: RefCell::new(VecDeque::new()),
             pumping: Cell::new(false),
-        })
+        });
+        let channel_ready = name.is_some_and(|name| shared.install_tabs(&name));
+        shared.runner.borrow_mut().start(now_ms(), channel_ready);
+        shared.pump();
+        shared
     }
 
-    /// Something happened: queue it for the driver and pump.
+    /// Opens the tab channel and the lock; whether the browser can.
+    fn install_tabs(self: &Rc<Self>, name: &str) -> bool {
+        let weak = Rc::downgrade(self);
+        let report: Rc<dyn Fn(TabInput)> = Rc::new(move |input| {
+            if let Some(shared) = weak.upgrade() {
+                shared.runner.borrow_mut().tab_input(input, now_ms());
+                shared.pump();
+            }
+        });
+        let weak = Rc::downgrade(self);
+        let on_pagehide = move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.runner.borrow_mut().leave(1000, "page hidden");
+                shared.pump();
+            }
+        };
+        let io = TabsIo::install(name, report, on_pagehide);
+        let installed = io.is_some();
+        self.io.borrow_mut().tabs = io;
+        installed
+    }
+
+    /// Something happened: queue it for the runner and pump.
     pub(super) fn input(self: &Rc<Self>, input: Input) {
-        self.inputs.borrow_mut().push_back((input, now_ms()));
+        self.runner.borrow_mut().input(input, now_ms());
         self.pump();
     }
 
-    /// Feeds every queued input and performs every effect, in order; returns
-    /// at once when a pump is already running (it does the work).
+    /// Performs every step the runner has, in order; returns at once when a
+    /// pump is already running (it does the work).
     pub(super) fn pump(self: &Rc<Self>) {
         if self.pumping.replace(true) {
             return;
         }
         let _pumping = Pumping(&self.pumping);
         loop {
-            // A leader tab reads its driver right after each input (tabs.rs).
-            if self.driver_effects_first() {
-                let effect = self.driver.borrow_mut().poll_effect();
-                if let Some(effect) = effect {
-                    self.perform(effect);
-                    continue;
+            let step = self.runner.borrow_mut().next(now_ms());
+            match step {
+                Some(Step::Socket(effect)) => self.perform(effect),
+                Some(Step::Emit(event)) => self.dispatcher.emit([event]),
+                Some(Step::Tabs(io)) => self.tab_io(io),
+                Some(Step::ForgetSocket) => {
+                    let mut io = self.io.borrow_mut();
+                    io.live = None;
+                    io.timers = Timers::default();
                 }
-            }
-            let input = self.inputs.borrow_mut().pop_front();
-            if let Some((input, now)) = input {
-                if self.idle_driver() {
-                    // A follower tab's driver is idle: the window's signals are the leader's business.
-                    continue;
-                }
-                self.before_driver_input();
-                self.driver.borrow_mut().handle(input, now);
-                self.after_driver_input();
-                continue;
-            }
-            if self.feed_tabs() {
-                continue;
-            }
-            let effect = self.driver.borrow_mut().poll_effect();
-            if let Some(effect) = effect {
-                self.perform(effect);
-                continue;
-            }
-            if !self.perform_tabs() {
-                return;
+                None => return,
             }
         }
     }
 
-    /// Performs one effect. No borrow is held while application code runs.
+    /// Uses the tab channel or the lock.
+    fn tab_io(&self, step: TabIo) {
+        let mut io = self.io.borrow_mut();
+        if let TabIo::Detach = step {
+            // Bye said, lock released: the channel and listeners go now.
+            let tabs = io.tabs.take();
+            drop(io);
+            drop(tabs);
+            return;
+        }
+        let Some(tabs) = io.tabs.as_mut() else {
+            return;
+        };
+        match step {
+            TabIo::Post(envelope) => tabs.post(&envelope),
+            TabIo::TryLock => tabs.ask(Ask::IfFree),
+            TabIo::RequestLock => tabs.ask(Ask::InLine),
+            TabIo::StealLock => tabs.ask(Ask::Steal),
+            TabIo::ReleaseLock => tabs.release(),
+            TabIo::Detach => {}
+        }
+    }
+
+    /// Performs one driver effect. No borrow is held while application
+    /// code runs.
     fn perform(self: &Rc<Self>, effect: Effect) {
         match effect {
             Effect::OpenSocket {
@@ -193,16 +218,9 @@ impl Shared {
                     self.io.borrow().live.as_ref().is_some_and(|live| {
                         live.generation() == generation && live.write(&message)
                     });
-                if written && hand_back {
-                    self.tab_written();
-                }
-                if !written && hand_back {
-                    // Back to the head of the queue, in effect order.
-                    self.input(Input::WriteFailed {
-                        generation,
-                        message,
-                    });
-                }
+                self.runner
+                    .borrow_mut()
+                    .wrote(generation, message, hand_back, written, now_ms());
             }
             Effect::CloseSocket {
                 generation,
@@ -239,10 +257,10 @@ impl Shared {
                         shared: self.clone(),
                     });
                 }
-                self.driver.borrow_mut().open_hook_done(generation);
+                self.runner.borrow_mut().open_hook_done(generation);
             }
             Effect::FetchToken { serial } => {
-                let provider = self.driver.borrow().config().token.clone();
+                let provider = self.runner.borrow().token_provider();
                 let report = reporter(&Rc::downgrade(self));
                 // Runs on the page's executor; a result that comes after the
                 // socket was dropped goes nowhere (the reporter holds a Weak),
@@ -255,10 +273,21 @@ impl Shared {
                     report(Input::TokenFetched { serial, result });
                 });
             }
-            Effect::Emit(event) => {
-                if let Some(event) = self.tab_event(event) {
-                    self.dispatcher.emit([event]);
-                }
+            // The runner turns events into `Step::Emit`.
+            Effect::Emit(event) => self.dispatcher.emit([event]),
+        }
+    }
+}
+
+impl Drop for Shared {
+    /// The last handle went without a close: this tab says `Bye`, so that
+    /// the others do not wait for silence (the lock goes with the channel,
+    /// the socket with the driver).
+    fn drop(&mut self) {
+        let io = self.io.get_mut();
+        if let Some(tabs) = &io.tabs {
+            for envelope in self.runner.get_mut().farewell() {
+                tabs.post(&envelope);
             }
         }
     }

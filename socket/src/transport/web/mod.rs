@@ -1,16 +1,16 @@
 //! The browser transport: [`Socket`] over `web_sys::WebSocket`, running the
-//! [`Driver`](crate::Driver) and performing its effects. It holds no rule of
-//! its own: what to send, queue, retry or report is the driver's.
+//! runner (the [`Driver`](crate::Driver), and the tab coordinator when
+//! sharing) and performing its steps. It holds no rule of its own: what to
+//! send, queue, retry or report is the driver's, and how tabs share is the
+//! runner's. No public method asks whether the socket shares.
 //!
 //! | file | what it holds |
 //! |---|---|
-//! | `mod.rs` | the public [`Socket`] and [`WeakSocket`]: user calls go to the driver, then the pump runs |
-//! | `glue.rs` | the pump: inputs to the driver, its effects to the browser, one at a time and in order |
+//! | `mod.rs` | the public [`Socket`] and [`WeakSocket`]: user calls go to the runner, then the pump runs |
+//! | `glue.rs` | the pump: inputs to the runner, its steps to the browser, one at a time and in order |
 //! | `live.rs` | one browser socket and its callbacks |
 //! | `timers.rs` | `setTimeout`/`setInterval` as owned values, the driver's timer slots |
 //! | `hooks.rs` | the window's `online`, `offline` and `visibilitychange` listeners |
-//! | `tabs.rs` | one connection for all tabs: the coordinator in the pump and its adapter to the leader's driver |
-//! | `tabs_events.rs` | the coordinator's deliveries as the app's events, its roles and states as the app's |
 //! | `tabs_io.rs` | the Web Lock, the `BroadcastChannel`, the heartbeat interval, `pagehide` |
 //!
 //! With [`Config::with_shared_across_tabs`] a [`Socket`] is a tab: its
@@ -42,8 +42,6 @@
 mod glue;
 mod hooks;
 mod live;
-mod tabs;
-mod tabs_events;
 mod tabs_io;
 mod timers;
 
@@ -84,16 +82,9 @@ impl Socket {
         if web_sys::window().is_none() {
             return Err(Error::NoWindow);
         }
-        let tabs = config.shared_across_tabs.clone();
-        let shared = Shared::new(config);
-        match tabs {
-            Some(name) => shared.start_tabs(&name),
-            None => {
-                shared.driver.borrow_mut().start(now_ms());
-                shared.pump();
-            }
-        }
-        Ok(Self { shared })
+        Ok(Self {
+            shared: Shared::start(config),
+        })
     }
 
     /// Sends now if open; otherwise queues for the next open.
@@ -110,10 +101,7 @@ impl Socket {
     /// (or when the wrapper gave up; call [`Socket::reconnect`]), and
     /// [`SendError::BinaryNotReliable`] for binary in reliable mode.
     pub fn send(&self, message: impl Into<Message>) -> Result<SendOutcome, SendError> {
-        if self.shared.sharing() {
-            return self.shared.tab_send(message.into());
-        }
-        let result = self.shared.driver.borrow_mut().send(message);
+        let result = self.shared.runner.borrow_mut().send(message.into());
         self.shared.pump();
         result
     }
@@ -127,14 +115,9 @@ impl Socket {
     /// [`Error::InvalidCloseCode`] unless `code` is 1000 or 3000-4999 (what
     /// browsers allow), [`Error::ReasonTooLong`] over 123 bytes.
     pub fn close(&self, code: u16, reason: &str) -> Result<(), Error> {
-        if self.shared.sharing() {
-            crate::driver::check_close(code, reason)?;
-            self.shared.leave_tabs(code, reason);
-            return Ok(());
-        }
         let result = self
             .shared
-            .driver
+            .runner
             .borrow_mut()
             .close(code, reason, now_ms());
         self.shared.pump();
@@ -145,10 +128,7 @@ impl Socket {
     /// application or the policy, after the attempts ran out, or to replace a
     /// live connection.
     pub fn reconnect(&self) {
-        if self.shared.sharing() && !self.shared.leading() {
-            return;
-        }
-        self.shared.driver.borrow_mut().reconnect(now_ms());
+        self.shared.runner.borrow_mut().reconnect(now_ms());
         self.shared.pump();
     }
 
@@ -159,9 +139,7 @@ impl Socket {
 
     /// The current state.
     pub fn state(&self) -> State {
-        self.shared
-            .tab_state()
-            .unwrap_or_else(|| self.shared.driver.borrow().state())
+        self.shared.runner.borrow().state()
     }
 
     /// A random id of this tab (of this socket), nonzero and below 2^31.
@@ -176,37 +154,29 @@ impl Socket {
 
     /// The URL.
     pub fn url(&self) -> String {
-        self.shared.driver.borrow().config().url.clone()
+        self.shared.runner.borrow().config().url.clone()
     }
 
     /// Counters and queue figures.
     pub fn stats(&self) -> Stats {
-        let mut stats = self.shared.driver.borrow().stats(now_ms());
-        self.shared.tab_stats(&mut stats);
-        stats
+        self.shared.runner.borrow().stats(now_ms())
     }
 
     /// Messages waiting in the queue.
     pub fn queue_len(&self) -> usize {
-        if self.shared.sharing() {
-            return self.stats().queue_len;
-        }
-        self.shared.driver.borrow().queue_len()
+        self.shared.runner.borrow().queue_len()
     }
 
     /// Changes the queue capacity; messages that no longer fit are dropped
     /// newest first, each reported with [`Event::Dropped`].
     pub fn set_queue_capacity(&self, capacity: usize) {
-        self.shared.driver.borrow_mut().set_queue_capacity(capacity);
+        self.shared.runner.borrow_mut().set_queue_capacity(capacity);
         self.shared.pump();
     }
 
     /// Takes every queued message back out, oldest first.
     pub fn take_queued(&self) -> Vec<Message> {
-        if self.shared.sharing() {
-            return self.shared.take_unsent();
-        }
-        self.shared.driver.borrow_mut().take_queued()
+        self.shared.runner.borrow_mut().take_queued()
     }
 
     /// Empties the queue; returns how many messages it held.
@@ -221,9 +191,7 @@ impl Socket {
     pub fn set_on_open(&self, hook: impl Fn(&Socket) + 'static) {
         *self.shared.open_hook.borrow_mut() = Some(Rc::new(hook));
         // Sharing across tabs: the hook runs only if the tab goes alone.
-        if !self.shared.sharing() {
-            self.shared.driver.borrow_mut().set_open_hook(true);
-        }
+        self.shared.runner.borrow_mut().set_open_hook(true);
     }
 
     /// Calls `callback` with every event until the subscription is dropped.

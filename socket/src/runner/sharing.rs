@@ -1,0 +1,494 @@
+//! The adapter between the tab coordinator ([`Tabs`]) and the leader's
+//! [`Driver`]: every rule of one connection for all tabs that is not the
+//! coordinator's own.
+//!
+//! * **The leader's driver** is rebuilt at each [`SocketCall::Open`] from
+//!   the shared state: the same session, from the last server seq that the
+//!   tabs delivered, with every tab's unconfirmed messages under the seqs
+//!   they had. It has no queue bound of its own: what it holds was bounded
+//!   in the tab that sent it (each tab's capacity and byte limit) and by the
+//!   coordinator (which refuses past its own bound, and binary frames in
+//!   reliable mode, before they reach the driver). The coordinator counts on
+//!   every accepted message reaching it.
+//! * **What the coordinator hears of it** is read off the driver after each
+//!   input it handles, before the next: a delivered message's server seq is
+//!   the reliable window's `last_in` when it grew during that input, acks
+//!   are its `acked_total` growing (counted from the seq it was restored
+//!   at, and again from zero after a failed resume), the session is its
+//!   credentials changing, and in plain mode each application frame
+//!   written is one [`SocketReport::Written`].
+//! * **What the app sees**: the driver's events while this tab leads (its
+//!   inbound messages go through the coordinator, which delivers each to
+//!   every tab once), the coordinator's deliveries otherwise; a refusal is
+//!   an [`Event::Dropped`], never silence.
+
+use std::collections::VecDeque;
+
+use super::{Runner, Step, TabIo};
+use crate::config::{Config, Overflow};
+use crate::driver::Driver;
+use crate::message::{
+    DropReason, Event, Message, NotShared, SendError, SendOutcome, State, Stats, TabRole,
+};
+use crate::reliable::Reliable;
+use crate::tabs::{
+    Effect, Envelope, Frame, Input, LinkState, Role, Session, SocketCall, SocketReport, TabEvent,
+    TabId, TabSend, Tabs,
+};
+
+/// The coordinator and the adapter's bookkeeping.
+pub(super) struct Sharing {
+    pub(super) coordinator: Tabs,
+    /// The coordinator's inputs not yet fed, with their arrival time.
+    pub(super) inputs: VecDeque<(Input, f64)>,
+    adapter: Adapter,
+    /// The coordinator sent this tab alone: the driver runs as without sharing.
+    alone: bool,
+    /// What [`Runner::close`] handed back, for `take_queued`.
+    pub(super) unsent: Vec<Message>,
+    /// The application closed this tab: it leaves once the work queued
+    /// before the close is done (so that no confirmation of a message it
+    /// sent before is lost to the close).
+    leaving: Option<(u16, String)>,
+    /// This tab left: once its last words are out, the channel goes.
+    left: bool,
+}
+
+/// The leader's bookkeeping of its driver.
+#[derive(Default)]
+struct Adapter {
+    /// The leader's driver was opened and not released nor closed.
+    driving: bool,
+    /// Reliable `last_in` before the input being handled.
+    last_in_before: u64,
+    /// Acked client seqs = `acked_base + acked_total - acked_from`.
+    acked_base: u64,
+    acked_from: u64,
+    acked_reported: u64,
+    credentials: Option<(String, String)>,
+    link: Option<LinkState>,
+    /// The application's close, for the last tab's [`SocketCall::Close`].
+    close: Option<(u16, String)>,
+}
+
+impl Sharing {
+    pub(super) fn new(tab_id: u32, config: &Config) -> Self {
+        Self {
+            coordinator: Tabs::new(TabId(tab_id), config),
+            inputs: VecDeque::new(),
+            adapter: Adapter::default(),
+            alone: false,
+            unsent: Vec::new(),
+            leaving: None,
+            left: false,
+        }
+    }
+
+    pub(super) fn send(&mut self, message: Message) -> Result<SendOutcome, SendError> {
+        if self.leaving.is_some() {
+            return Err(SendError::Closed(message));
+        }
+        self.coordinator.send(message).map(|sent| match sent {
+            TabSend::Sent => SendOutcome::Sent,
+            TabSend::Forwarded => SendOutcome::Forwarded,
+            TabSend::Queued => SendOutcome::Queued,
+        })
+    }
+}
+
+pub(super) fn link_of(state: State) -> LinkState {
+    match state {
+        State::Open => LinkState::Open,
+        State::Closed => LinkState::Closed,
+        _ => LinkState::Connecting,
+    }
+}
+
+pub(super) fn state_of(link: LinkState) -> State {
+    match link {
+        LinkState::Open => State::Open,
+        LinkState::Closed => State::Closed,
+        LinkState::Connecting => State::Connecting { attempt: 0 },
+    }
+}
+
+pub(super) fn role_of(role: Role) -> TabRole {
+    match role {
+        Role::Leader => TabRole::Leader,
+        Role::Follower => TabRole::Follower,
+        Role::Alone => TabRole::Alone,
+    }
+}
+
+impl Runner {
+    /// The coordinator, while it runs this tab (sharing on, not alone).
+    pub(super) fn sharing(&self) -> Option<&Sharing> {
+        self.sharing.as_ref().filter(|s| !s.alone)
+    }
+
+    pub(super) fn sharing_mut(&mut self) -> Option<&mut Sharing> {
+        self.sharing.as_mut().filter(|s| !s.alone)
+    }
+
+    /// Whether this tab's driver is the shared connection's.
+    pub(super) fn leading(&self) -> bool {
+        self.sharing().is_some_and(|s| s.adapter.driving)
+    }
+
+    /// Whether this tab shares and does not lead: its driver is idle (not
+    /// started), and takes no input.
+    pub(super) fn idle_driver(&self) -> bool {
+        self.sharing().is_some_and(|s| !s.adapter.driving)
+    }
+
+    /// This tab leaves the shared connection (its close, or the page going
+    /// away): once the work queued before is done, the leader hands it over
+    /// or, last, closes it with `code`. Nothing without sharing.
+    pub(crate) fn leave(&mut self, code: u16, reason: &str) {
+        if let Some(sharing) = self.sharing_mut() {
+            sharing
+                .leaving
+                .get_or_insert_with(|| (code, reason.to_owned()));
+        }
+    }
+
+    /// When all the work queued before the application's close is done:
+    /// the coordinator's close (its `Bye`, the socket handed over or
+    /// closed); whether there was one.
+    pub(super) fn leave_now(&mut self) -> bool {
+        let Some(sharing) = self.sharing_mut() else {
+            return false;
+        };
+        let Some(close) = sharing.leaving.take() else {
+            return false;
+        };
+        sharing.adapter.close = Some(close);
+        let unsent = sharing.coordinator.close();
+        sharing.unsent.extend(unsent.into_iter().map(Message::from));
+        sharing.left = true;
+        true
+    }
+
+    /// The socket goes without a close (the last handle was dropped): this
+    /// tab's last words, so that the others do not wait for silence.
+    pub(crate) fn farewell(&mut self) -> Vec<Envelope> {
+        let Some(sharing) = self.sharing_mut() else {
+            return Vec::new();
+        };
+        drop(sharing.coordinator.close());
+        let mut posts = Vec::new();
+        while let Some(effect) = sharing.coordinator.poll_effect() {
+            if let Effect::Broadcast(envelope) = effect {
+                posts.push(envelope);
+            }
+        }
+        posts
+    }
+
+    /// After a [`Runner::leave`], once everything is done: detach.
+    pub(super) fn detach_if_left(&mut self) -> Option<Step> {
+        let sharing = self.sharing_mut().filter(|s| s.left)?;
+        sharing.left = false;
+        Some(Step::Tabs(TabIo::Detach))
+    }
+
+    /// The shared connection's state, unless this tab's driver is it.
+    pub(super) fn shared_state(&self) -> Option<State> {
+        let sharing = self.sharing()?;
+        (!sharing.adapter.driving).then(|| state_of(sharing.coordinator.link()))
+    }
+
+    /// Stats with the tab's role and count, and its own queue.
+    pub(super) fn tab_stats(&self, stats: &mut Stats) {
+        let Some(sharing) = self.sharing() else {
+            return;
+        };
+        let coordinator = &sharing.coordinator;
+        stats.tab_role = role_of(coordinator.role());
+        stats.tabs = coordinator.tabs();
+        stats.queue_len = coordinator.outbox_len();
+        stats.queue_capacity = self.config.queue_capacity;
+    }
+
+    /// Before the driver handles an input: where the window was.
+    pub(super) fn before_driver_input(&mut self) {
+        if !self.leading() {
+            return;
+        }
+        let last_in = self.driver.reliable().map_or(0, Reliable::last_in);
+        if let Some(sharing) = &mut self.sharing {
+            sharing.adapter.last_in_before = last_in;
+        }
+    }
+
+    /// After the driver handled an input: report a new session and new acks.
+    pub(super) fn after_driver_input(&mut self, now: f64) {
+        if !self.leading() {
+            return;
+        }
+        let (Some(reliable), Some(sharing)) = (self.driver.reliable(), &mut self.sharing) else {
+            return;
+        };
+        let adapter = &mut sharing.adapter;
+        let credentials = reliable
+            .credentials()
+            .map(|(id, token)| (id.to_owned(), token.to_owned()));
+        if credentials.is_some() && credentials != adapter.credentials {
+            adapter.credentials.clone_from(&credentials);
+            if let Some((id, token)) = credentials {
+                let report = SocketReport::Session(Session { id, token });
+                sharing.inputs.push_back((Input::Socket(report), now));
+            }
+        }
+        let acked = adapter.acked_base + reliable.acked_total() - adapter.acked_from;
+        if acked > adapter.acked_reported {
+            adapter.acked_reported = acked;
+            let report = SocketReport::Acked { seq: acked };
+            sharing.inputs.push_back((Input::Socket(report), now));
+        }
+    }
+
+    /// Plain mode: an application frame reached the leader's socket.
+    pub(super) fn tab_written(&mut self, now: f64) {
+        if self.leading()
+            && let Some(sharing) = &mut self.sharing
+        {
+            let report = Input::Socket(SocketReport::Written);
+            sharing.inputs.push_back((report, now));
+        }
+    }
+
+    /// A driver event while sharing: reported to the coordinator, or
+    /// passed to the app. `None` when taken.
+    pub(super) fn tab_event(&mut self, event: Event, now: f64) -> Option<Event> {
+        let last_in = self.driver.reliable().map(Reliable::last_in);
+        let acked_total = self.driver.reliable().map_or(0, Reliable::acked_total);
+        let Some(sharing) = self.sharing.as_mut().filter(|s| !s.alone) else {
+            // Not sharing, or alone: the app's own socket.
+            return Some(event);
+        };
+        if !sharing.adapter.driving {
+            // The leader's driver closing after its release: not ours to show.
+            return None;
+        }
+        let mut report = |report: SocketReport| {
+            sharing.inputs.push_back((Input::Socket(report), now));
+        };
+        match event {
+            Event::Message(message) => {
+                let before = sharing.adapter.last_in_before;
+                let seq = last_in.filter(|seq| *seq > before);
+                report(SocketReport::Inbound {
+                    seq,
+                    frame: Frame::from(message),
+                });
+                None
+            }
+            Event::StateChanged(state) => {
+                let link = link_of(state);
+                if sharing.adapter.link != Some(link) {
+                    sharing.adapter.link = Some(link);
+                    report(SocketReport::State(link));
+                }
+                Some(event)
+            }
+            Event::ResumeFailed { unconfirmed, .. } => {
+                let adapter = &mut sharing.adapter;
+                adapter.acked_base = 0;
+                adapter.acked_reported = 0;
+                adapter.acked_from = acked_total;
+                report(SocketReport::ResumeFailed {
+                    session: None,
+                    unconfirmed: unconfirmed.len(),
+                });
+                // Each tab hears of its own (the coordinator's `Unconfirmed`).
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    /// Feeds the next coordinator input; whether there was one.
+    pub(super) fn feed_tabs(&mut self) -> bool {
+        let Some(sharing) = &mut self.sharing else {
+            return false;
+        };
+        match sharing.inputs.pop_front() {
+            Some((input, now)) => {
+                sharing.coordinator.handle(input, now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Performs the next coordinator effect; whether there was one.
+    pub(super) fn perform_tabs(&mut self, now: f64) -> bool {
+        let Some(sharing) = &mut self.sharing else {
+            return false;
+        };
+        let Some(effect) = sharing.coordinator.poll_effect() else {
+            return false;
+        };
+        let io = |io: TabIo| Step::Tabs(io);
+        match effect {
+            Effect::Broadcast(envelope) => self.out.push_back(io(TabIo::Post(Box::new(envelope)))),
+            Effect::TryLock => self.out.push_back(io(TabIo::TryLock)),
+            Effect::RequestLock => self.out.push_back(io(TabIo::RequestLock)),
+            Effect::StealLock => self.out.push_back(io(TabIo::StealLock)),
+            Effect::ReleaseLock => self.out.push_back(io(TabIo::ReleaseLock)),
+            Effect::DriveSocket(call) => self.drive(call, now),
+            Effect::Deliver(event) => self.deliver(event),
+            Effect::GoAlone { unsent } => self.go_alone(unsent, now),
+        }
+        true
+    }
+
+    /// The coordinator sent this tab alone: its driver runs as without
+    /// sharing, with what no leader accepted.
+    fn go_alone(&mut self, unsent: Vec<Frame>, now: f64) {
+        let Some(sharing) = &mut self.sharing else {
+            return;
+        };
+        sharing.alone = true;
+        self.out.push_back(Step::Tabs(TabIo::Detach));
+        // A leader keeps the socket it drives (with the other tabs'
+        // messages it accepted) as its own.
+        if !std::mem::take(&mut sharing.adapter.driving) {
+            self.driver.set_open_hook(self.hook);
+            self.driver.start(now);
+        }
+        let refused: Vec<Message> = unsent
+            .into_iter()
+            .filter_map(|frame| self.driver.send(frame).err()?.into_message())
+            .collect();
+        // Never silent: what its own socket refused is handed back.
+        self.out.extend(
+            refused
+                .into_iter()
+                .map(|message| Step::Emit(dropped(message))),
+        );
+    }
+
+    /// The leader's socket calls.
+    fn drive(&mut self, call: SocketCall, now: f64) {
+        let seed = self.seed();
+        let Some(sharing) = &mut self.sharing else {
+            return;
+        };
+        match call {
+            SocketCall::Open { resume } => {
+                let config = Config {
+                    queue_capacity: usize::MAX,
+                    queue_max_bytes: None,
+                    overflow: Overflow::RejectNew,
+                    ..self.config.clone()
+                };
+                let mut driver = Driver::new(config, seed);
+                let restored = match (&resume.session, self.config.reliable) {
+                    (Some(session), true) => {
+                        driver.restore_reliable(Reliable::restored(
+                            session.id.clone(),
+                            session.token.clone(),
+                            resume.last_in,
+                            resume.acked_seq,
+                            resume.pending.iter().filter_map(|p| match &p.frame {
+                                Frame::Text(text) => Some(text.clone()),
+                                Frame::Binary(_) => None,
+                            }),
+                        ));
+                        true
+                    }
+                    _ => false,
+                };
+                let close = sharing.adapter.close.take();
+                sharing.adapter = Adapter {
+                    driving: true,
+                    acked_base: resume.acked_seq,
+                    acked_reported: resume.acked_seq,
+                    credentials: resume
+                        .session
+                        .as_ref()
+                        .map(|s| (s.id.clone(), s.token.clone())),
+                    close,
+                    ..Adapter::default()
+                };
+                driver.start(now);
+                if !restored {
+                    for pending in &resume.pending {
+                        // Unbounded and not closed: queued for the open.
+                        let _ = driver.send(pending.frame.clone());
+                    }
+                }
+                self.driver = driver;
+            }
+            SocketCall::Send(frame) => {
+                if let Err(error) = self.driver.send(frame)
+                    && let Some(message) = error.into_message()
+                {
+                    self.out.push_back(Step::Emit(dropped(message)));
+                }
+            }
+            SocketCall::Release => {
+                sharing.adapter.driving = false;
+                // The socket goes without ending the session; the timers too.
+                self.driver = Driver::new(self.config.clone(), seed);
+                self.out.push_back(Step::ForgetSocket);
+            }
+            SocketCall::Close => {
+                // Still this tab's driver: its close shows as its state.
+                let (code, reason) = sharing
+                    .adapter
+                    .close
+                    .clone()
+                    .unwrap_or((shared::close_code::NORMAL, String::new()));
+                // The code was checked by `Runner::close`.
+                let _ = self.driver.close(code, &reason, now);
+            }
+        }
+    }
+
+    /// The coordinator's deliveries as the app's events.
+    fn deliver(&mut self, event: TabEvent) {
+        let event = match event {
+            TabEvent::Message(frame) => Event::Message(frame.into()),
+            TabEvent::Role { role, tabs } => Event::TabRole {
+                role: role_of(role),
+                tabs,
+            },
+            // The leader's app sees its driver's own, more precise, states.
+            TabEvent::State(_) if self.leading() => return,
+            // A follower hears the shared connection open as the leader's
+            // app does: `Open` after the state (an app that waits for it
+            // to enable its sends works unchanged in any tab).
+            TabEvent::State(LinkState::Open) => {
+                self.out
+                    .push_back(Step::Emit(Event::StateChanged(State::Open)));
+                Event::Open
+            }
+            TabEvent::State(link) => Event::StateChanged(state_of(link)),
+            TabEvent::Unconfirmed(frames) => Event::ResumeFailed {
+                reason: shared::ResumeFailure::UnknownSession,
+                unconfirmed: frames.into_iter().map(Message::from).collect(),
+            },
+            TabEvent::ConfigMismatch { leader } => Event::NotShared(NotShared::ConfigMismatch {
+                leader_url: leader.url,
+            }),
+            TabEvent::Unsupported => Event::NotShared(NotShared::Unsupported),
+            TabEvent::OtherWire { version } => Event::NotShared(NotShared::OtherWire { version }),
+            TabEvent::Refused { frame, .. } => Event::Dropped {
+                message: frame.into(),
+                reason: DropReason::RefusedByLeader,
+            },
+        };
+        self.out.push_back(Step::Emit(event));
+    }
+}
+
+/// A message the leader's socket refused, handed back.
+fn dropped(message: Message) -> Event {
+    Event::Dropped {
+        message,
+        reason: DropReason::Overflow,
+    }
+}

@@ -1,0 +1,682 @@
+//! Tabs that share one connection, each a whole [`Runner`] (coordinator,
+//! adapter and the real [`Driver`](crate::Driver)), over a simulated
+//! browser (one channel FIFO, one Web Lock, sockets, timers) and a server
+//! that speaks the real wire ([`ClientMessage`], [`ServerMessage`]): a
+//! welcome on every connection, sessions resumed by id and token, client
+//! `msg`s processed once each and acknowledged, server `msg`s numbered and
+//! replayed after a resume.
+//!
+//! Random sends, pushes, channel and socket deliveries, timers, connection
+//! cuts (in flight frames lost) and leader closes. So the adapter's rules
+//! run against the real driver: the rebuild of a leader's driver from the
+//! shared state, acks read off it, delivered seqs inferred from it. The
+//! judge: the server processed each tab's messages once, in that tab's
+//! order, and lost none that the tab was not handed back; each open tab
+//! delivered each server message once, in order, with no hole.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use shared::{ClientMessage, ResumeFailure, ServerMessage};
+
+use super::super::{Runner, Step, TabIo};
+use crate::config::Config;
+use crate::driver::{Effect, Input, TimerId, TimerKind};
+use crate::message::{Event, Message, SendError, TabRole};
+use crate::tabs::{HEARTBEAT_MS, Input as TabInput};
+
+/// `splitmix64`, seeded: every run of a seed is the same.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+/// One session on the server.
+struct Session {
+    token: String,
+    /// The last client seq processed (reliable).
+    upto: u64,
+    /// The server's messages, seq `i + 1` at `i`.
+    history: Vec<String>,
+}
+
+/// One connection on the server.
+struct Conn {
+    tab: usize,
+    generation: u64,
+    open: bool,
+    /// The session it was welcomed with, and the one it carries.
+    offered: String,
+    session: Option<String>,
+    /// Frames on their way to the client (lost if the connection is cut).
+    to_client: VecDeque<String>,
+}
+
+#[derive(Default)]
+struct Server {
+    reliable: bool,
+    sessions: BTreeMap<String, Session>,
+    conns: Vec<Conn>,
+    /// Every application message processed, in order.
+    processed: Vec<String>,
+    pushes: u64,
+    /// The newest session: the one the tabs share.
+    current: Option<String>,
+}
+
+impl Server {
+    /// A connection opens: the welcome offers a new session.
+    fn open(&mut self, tab: usize, generation: u64) -> usize {
+        let offered = format!("s{}", self.conns.len() + 1);
+        let welcome = ServerMessage::Welcome {
+            client_id: format!("c{tab}"),
+            push_interval_ms: 0,
+            session: self.reliable.then(|| offered.clone()),
+            token: self.reliable.then(|| format!("k-{offered}")),
+            protocol: 2,
+            exp: None,
+        };
+        self.conns.push(Conn {
+            tab,
+            generation,
+            open: true,
+            offered,
+            session: None,
+            to_client: VecDeque::from([welcome.to_json()]),
+        });
+        self.conns.len() - 1
+    }
+
+    fn close(&mut self, conn: usize) {
+        let conn = &mut self.conns[conn];
+        conn.open = false;
+        conn.session = None;
+        conn.to_client.clear();
+    }
+
+    fn to(&mut self, conn: usize, message: &ServerMessage) {
+        self.conns[conn].to_client.push_back(message.to_json());
+    }
+
+    /// Binds the offered session (the first message was not a resume).
+    fn bind_offered(&mut self, conn: usize) {
+        if self.conns[conn].session.is_none() {
+            let id = self.conns[conn].offered.clone();
+            self.sessions.insert(
+                id.clone(),
+                Session {
+                    token: format!("k-{id}"),
+                    upto: 0,
+                    history: Vec::new(),
+                },
+            );
+            self.conns[conn].session = Some(id.clone());
+            self.current = Some(id);
+        }
+    }
+
+    fn receive(&mut self, conn: usize, text: &str) {
+        assert!(self.conns[conn].open, "written on a closed connection");
+        if !self.reliable {
+            self.processed.push(text.to_owned());
+            return;
+        }
+        let message = ClientMessage::from_json(text).expect("the wire");
+        match message {
+            ClientMessage::Resume {
+                session,
+                token,
+                last_seq,
+            } => {
+                assert!(self.conns[conn].session.is_none(), "resume not first");
+                assert!(
+                    !self
+                        .conns
+                        .iter()
+                        .any(|c| c.open && c.session.as_ref() == Some(&session)),
+                    "a session on two connections"
+                );
+                let known = self.sessions.get(&session).filter(|s| s.token == token);
+                let Some(known) = known else {
+                    self.to(
+                        conn,
+                        &ServerMessage::ResumeFailed {
+                            reason: ResumeFailure::UnknownSession,
+                        },
+                    );
+                    self.bind_offered(conn);
+                    return;
+                };
+                let from = usize::try_from(last_seq).expect("small");
+                assert!(from <= known.history.len(), "resumed past the history");
+                let replay = known.history[from..].to_vec();
+                let upto = known.upto;
+                self.conns[conn].session = Some(session);
+                self.to(conn, &ServerMessage::Resumed { last_seq: upto });
+                for (k, data) in replay.into_iter().enumerate() {
+                    let seq = last_seq + 1 + k as u64;
+                    self.to(conn, &ServerMessage::Msg { seq, data });
+                }
+            }
+            ClientMessage::Ack { .. } => self.bind_offered(conn),
+            ClientMessage::Msg { seq, data } => {
+                self.bind_offered(conn);
+                let id = self.conns[conn].session.clone().expect("bound");
+                let session = self.sessions.get_mut(&id).expect("known");
+                if seq <= session.upto {
+                    return; // a resend of what was processed
+                }
+                assert_eq!(seq, session.upto + 1, "the server saw a hole");
+                session.upto = seq;
+                self.processed.push(data);
+                self.to(conn, &ServerMessage::Ack { seq });
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// The server sends message `n` to the shared connection's session.
+    fn push(&mut self) {
+        self.pushes += 1;
+        let data = ServerMessage::Push {
+            seq: self.pushes,
+            sent_at_ms: 0,
+            body: format!("p{}", self.pushes),
+        }
+        .to_json();
+        if !self.reliable {
+            // Plain: to the live connection only (there is at most one).
+            if let Some(conn) = self.conns.iter().position(|c| c.open) {
+                self.conns[conn].to_client.push_back(data);
+            } else {
+                self.pushes -= 1;
+            }
+            return;
+        }
+        let Some(id) = self.current.clone() else {
+            self.pushes -= 1;
+            return;
+        };
+        let session = self.sessions.get_mut(&id).expect("known");
+        session.history.push(data.clone());
+        let seq = session.history.len() as u64;
+        let live = self
+            .conns
+            .iter()
+            .position(|c| c.open && c.session.as_ref() == Some(&id));
+        if let Some(conn) = live {
+            self.to(conn, &ServerMessage::Msg { seq, data });
+        }
+    }
+}
+
+struct Tab {
+    runner: Runner,
+    closed: bool,
+    detached: bool,
+    /// The socket the runner opened: its generation and server connection.
+    live: Option<(u64, usize)>,
+    timers: HashMap<TimerKind, (TimerId, f64)>,
+    sent: Vec<String>,
+    handed_back: Vec<String>,
+    /// The push numbers its application got.
+    pushes: Vec<u64>,
+}
+
+struct Sim {
+    rng: Rng,
+    reliable: bool,
+    now: f64,
+    next_tick: f64,
+    tabs: Vec<Tab>,
+    bus: VecDeque<(usize, String)>,
+    lock: Option<usize>,
+    waiting: VecDeque<usize>,
+    server: Server,
+    leaders: usize,
+}
+
+impl Sim {
+    fn new(seed: u64, reliable: bool) -> Self {
+        Self {
+            rng: Rng(seed),
+            reliable,
+            now: 0.0,
+            next_tick: f64::from(u32::try_from(HEARTBEAT_MS).expect("small")),
+            tabs: Vec::new(),
+            bus: VecDeque::new(),
+            lock: None,
+            waiting: VecDeque::new(),
+            server: Server {
+                reliable,
+                ..Server::default()
+            },
+            leaders: 0,
+        }
+    }
+
+    fn open_tab(&mut self) {
+        let i = self.tabs.len();
+        let config = Config::new("ws://127.0.0.1:1/ws")
+            .with_reliable(self.reliable)
+            .with_queue_capacity(100_000)
+            .with_shared_across_tabs("sim");
+        let id = u32::try_from(i).expect("a few tabs") + 1;
+        let mut runner = Runner::new(config, id, self.rng.below(u64::MAX));
+        runner.start(self.now, true);
+        self.tabs.push(Tab {
+            runner,
+            closed: false,
+            detached: false,
+            live: None,
+            timers: HashMap::new(),
+            sent: Vec::new(),
+            handed_back: Vec::new(),
+            pushes: Vec::new(),
+        });
+    }
+
+    fn attached(&self) -> Vec<usize> {
+        (0..self.tabs.len())
+            .filter(|&i| !self.tabs[i].detached)
+            .collect()
+    }
+
+    fn open(&self) -> Vec<usize> {
+        (0..self.tabs.len())
+            .filter(|&i| !self.tabs[i].closed)
+            .collect()
+    }
+
+    /// Performs every step of every tab until none has any.
+    fn pump(&mut self) {
+        loop {
+            let mut any = false;
+            for i in 0..self.tabs.len() {
+                while let Some(step) = self.tabs[i].runner.next(self.now) {
+                    any = true;
+                    self.perform(i, step);
+                }
+            }
+            if !any {
+                return;
+            }
+        }
+    }
+
+    fn grant(&mut self) {
+        while let Some(j) = self.waiting.pop_front() {
+            if !self.tabs[j].detached {
+                self.lock = Some(j);
+                self.tabs[j]
+                    .runner
+                    .tab_input(TabInput::LockAcquired, self.now);
+                return;
+            }
+        }
+    }
+
+    fn perform(&mut self, i: usize, step: Step) {
+        let now = self.now;
+        if std::env::var_os("SIM_TRACE").is_some() {
+            eprintln!("{now} t{i} {step:?}");
+        }
+        match step {
+            Step::Socket(effect) => self.socket(i, effect),
+            Step::Emit(event) => self.event(i, event),
+            Step::Tabs(TabIo::Post(envelope)) => self.bus.push_back((i, envelope.to_json())),
+            Step::Tabs(TabIo::TryLock | TabIo::RequestLock) if self.lock.is_none() => {
+                self.lock = Some(i);
+                self.tabs[i].runner.tab_input(TabInput::LockAcquired, now);
+            }
+            Step::Tabs(TabIo::TryLock) => self.tabs[i].runner.tab_input(TabInput::LockBusy, now),
+            Step::Tabs(TabIo::RequestLock) => self.waiting.push_back(i),
+            Step::Tabs(TabIo::StealLock) => {}
+            Step::Tabs(TabIo::ReleaseLock | TabIo::Detach) => {
+                if matches!(step, Step::Tabs(TabIo::Detach)) {
+                    self.tabs[i].detached = true;
+                }
+                if self.lock == Some(i) {
+                    self.lock = None;
+                    self.grant();
+                } else {
+                    self.waiting.retain(|&w| w != i);
+                }
+            }
+            Step::ForgetSocket => {
+                let tab = &mut self.tabs[i];
+                tab.timers.clear();
+                if let Some((_, conn)) = tab.live.take() {
+                    self.server.close(conn);
+                }
+            }
+        }
+    }
+
+    fn socket(&mut self, i: usize, effect: Effect) {
+        let now = self.now;
+        match effect {
+            Effect::OpenSocket { generation, .. } => {
+                if let Some((_, old)) = self.tabs[i].live.take() {
+                    self.server.close(old);
+                }
+                self.leaders += 1;
+                let conn = self.server.open(i, generation);
+                self.tabs[i].live = Some((generation, conn));
+                self.tabs[i].runner.input(Input::Opened { generation }, now);
+            }
+            Effect::Write {
+                generation,
+                message,
+                hand_back,
+            } => {
+                let conn = self.tabs[i]
+                    .live
+                    .filter(|(g, c)| *g == generation && self.server.conns[*c].open)
+                    .map(|(_, c)| c);
+                if let (Some(conn), Message::Text(text)) = (conn, &message) {
+                    self.server.receive(conn, text);
+                }
+                let written = conn.is_some();
+                self.tabs[i]
+                    .runner
+                    .wrote(generation, message, hand_back, written, now);
+            }
+            Effect::CloseSocket { generation, .. } => {
+                if let Some((g, conn)) = self.tabs[i].live
+                    && g == generation
+                {
+                    self.tabs[i].live = None;
+                    self.server.close(conn);
+                }
+            }
+            Effect::DropSocket => {
+                if let Some((_, conn)) = self.tabs[i].live.take() {
+                    self.server.close(conn);
+                }
+            }
+            Effect::StartTimer { id, delay_ms } => {
+                let due = now + delay_ms as f64;
+                self.tabs[i].timers.insert(id.kind, (id, due));
+            }
+            Effect::StopTimer(kind) => {
+                self.tabs[i].timers.remove(&kind);
+            }
+            Effect::RunOpenHook { generation } => self.tabs[i].runner.open_hook_done(generation),
+            other => panic!("tab {i}: unexpected {other:?}"),
+        }
+    }
+
+    fn event(&mut self, i: usize, event: Event) {
+        match event {
+            Event::Message(Message::Text(text)) => {
+                match ServerMessage::from_json(&text).expect("the wire") {
+                    ServerMessage::Push { seq, .. } => self.tabs[i].pushes.push(seq),
+                    // Unnumbered: the application sees each connection's.
+                    ServerMessage::Welcome { .. } => {}
+                    other => panic!("tab {i} delivered {other:?}"),
+                }
+            }
+            Event::Dropped { message, reason } => panic!("tab {i} dropped {message:?}: {reason:?}"),
+            Event::ResumeFailed { unconfirmed, .. } => {
+                panic!("tab {i}: resume failed, {unconfirmed:?} unconfirmed")
+            }
+            Event::NotShared(why) => panic!("tab {i} went alone: {why}"),
+            _ => {}
+        }
+    }
+
+    /// One channel message reaches every other attached tab.
+    fn deliver_post(&mut self) {
+        let Some((from, json)) = self.bus.pop_front() else {
+            return;
+        };
+        for j in self.attached() {
+            if j != from {
+                self.tabs[j]
+                    .runner
+                    .tab_input(TabInput::Posted(json.clone()), self.now);
+            }
+        }
+    }
+
+    /// The frames on their way to each client arrive.
+    fn deliver_frames(&mut self) {
+        for c in 0..self.server.conns.len() {
+            let conn = &mut self.server.conns[c];
+            let frames: Vec<String> = conn.to_client.drain(..).collect();
+            let (tab, generation) = (conn.tab, conn.generation);
+            if self.tabs[tab].live.map(|(g, _)| g) != Some(generation) {
+                continue;
+            }
+            for frame in frames {
+                let message = Message::Text(frame);
+                let input = Input::Message {
+                    generation,
+                    message,
+                };
+                self.tabs[tab].runner.input(input, self.now);
+            }
+        }
+    }
+
+    /// The network drops the live connection: frames in flight are lost.
+    fn cut(&mut self) {
+        for i in 0..self.tabs.len() {
+            if let Some((generation, conn)) = self.tabs[i].live {
+                self.server.close(conn);
+                let closed = Input::Closed {
+                    generation,
+                    code: 1006,
+                    reason: String::new(),
+                    was_clean: false,
+                };
+                self.tabs[i].runner.input(closed, self.now);
+            }
+        }
+    }
+
+    /// Time moves to the next timer or heartbeat tick, which fires. The
+    /// channel takes microseconds, the ticks a second: whatever was posted
+    /// arrives first (else a new leader would take the channel's backlog
+    /// for its predecessor's silence).
+    fn advance(&mut self) {
+        while !self.bus.is_empty() {
+            self.deliver_post();
+            self.pump();
+        }
+        let next_timer = self
+            .tabs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| t.timers.values().map(move |(id, due)| (*due, i, *id)))
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        match next_timer {
+            Some((due, i, id)) if due <= self.next_tick => {
+                self.now = self.now.max(due);
+                self.tabs[i].timers.remove(&id.kind);
+                self.tabs[i].runner.input(Input::TimerFired(id), self.now);
+            }
+            _ => {
+                self.now = self.next_tick;
+                self.next_tick += HEARTBEAT_MS as f64;
+                for j in self.attached() {
+                    self.tabs[j].runner.tab_input(TabInput::Tick, self.now);
+                }
+            }
+        }
+    }
+
+    fn send(&mut self) {
+        let open = self.open();
+        let i = open[self.rng.below(open.len() as u64) as usize];
+        let tab = &mut self.tabs[i];
+        let text = format!("t{i}:{}", tab.sent.len() + 1);
+        match tab.runner.send(Message::Text(text.clone())) {
+            Ok(_) => tab.sent.push(text),
+            Err(SendError::QueueFull(_)) => {}
+            Err(other) => panic!("tab {i}: {other:?}"),
+        }
+    }
+
+    /// The leader tab (or another) closes; a new tab opens.
+    fn close_one(&mut self, leader: bool) {
+        let open = self.open();
+        let pick = open
+            .iter()
+            .copied()
+            .find(|&i| (self.tabs[i].runner.stats(self.now).tab_role == TabRole::Leader) == leader);
+        let Some(i) = pick else { return };
+        let tab = &mut self.tabs[i];
+        tab.runner
+            .close(1000, "bye", self.now)
+            .expect("a valid close");
+        tab.closed = true;
+        self.pump();
+        let back = self.tabs[i].runner.take_queued();
+        self.tabs[i]
+            .handed_back
+            .extend(back.into_iter().map(|m| match m {
+                Message::Text(text) => text,
+                Message::Binary(_) => panic!("binary"),
+            }));
+        self.open_tab();
+    }
+
+    fn run(&mut self, rounds: usize) {
+        for _ in 0..3 {
+            self.open_tab();
+        }
+        for round in 0..rounds {
+            match self.rng.below(12) {
+                0..=2 => self.send(),
+                3 | 4 if self.reliable => self.server.push(),
+                3 | 4 => self.send(),
+                5 | 6 => self.deliver_post(),
+                7 | 8 => self.deliver_frames(),
+                9 | 10 => self.advance(),
+                _ if self.reliable && self.rng.below(6) == 0 => self.cut(),
+                _ => {}
+            }
+            // Half the time the close comes with work still queued (an
+            // app's callback that closes while the pump runs).
+            if self.rng.below(2) == 0 {
+                self.pump();
+            }
+            if round % (rounds / 4) == rounds / 8 {
+                self.close_one(true);
+            }
+            if round % (rounds / 3) == rounds / 6 {
+                self.close_one(false);
+            }
+            self.pump();
+        }
+        self.settle();
+        if !self.reliable {
+            // Plain mode: a push reaches every tab through the leader.
+            self.server.push();
+            self.settle();
+        }
+        self.judge();
+    }
+
+    /// Everything in flight arrives and every timer that matters fires,
+    /// until each open tab has its messages confirmed and every push.
+    fn settle(&mut self) {
+        for _ in 0..20_000 {
+            while !self.bus.is_empty() {
+                self.deliver_post();
+                self.pump();
+            }
+            self.deliver_frames();
+            self.pump();
+            let settled = self.bus.is_empty()
+                && self.open().iter().all(|&i| {
+                    let tab = &self.tabs[i];
+                    tab.runner.queue_len() == 0
+                        && tab.pushes.last().copied().unwrap_or(0) == self.server.pushes
+                        && (self.reliable || self.server.conns.iter().any(|c| c.open))
+                })
+                && self.server.conns.iter().all(|c| c.to_client.is_empty());
+            if settled {
+                return;
+            }
+            self.advance();
+            self.pump();
+        }
+        let queues: Vec<_> = self
+            .open()
+            .iter()
+            .map(|&i| {
+                (
+                    i,
+                    self.tabs[i].runner.queue_len(),
+                    self.tabs[i].pushes.last().copied(),
+                )
+            })
+            .collect();
+        panic!(
+            "not settled: queues {queues:?}, pushes {}, lock {:?}",
+            self.server.pushes, self.lock
+        );
+    }
+
+    fn judge(&self) {
+        for (i, tab) in self.tabs.iter().enumerate() {
+            let mine: Vec<&String> = self
+                .server
+                .processed
+                .iter()
+                .filter(|m| m.starts_with(&format!("t{i}:")))
+                .collect();
+            let expected: Vec<&String> = tab
+                .sent
+                .iter()
+                .filter(|m| !tab.handed_back.contains(m))
+                .collect();
+            assert_eq!(mine, expected, "tab {i}: processed once each, in order");
+            assert!(
+                tab.sent.ends_with(&tab.handed_back),
+                "tab {i}: only its last messages handed back"
+            );
+            assert!(
+                tab.pushes.windows(2).all(|w| w[1] == w[0] + 1),
+                "tab {i}: each push once, in order, no hole: {:?}",
+                tab.pushes
+            );
+            if !tab.closed {
+                assert_eq!(
+                    tab.pushes.last().copied(),
+                    Some(self.server.pushes),
+                    "tab {i}"
+                );
+            }
+        }
+        assert!(self.leaders >= 3, "the connection changed hands");
+    }
+}
+
+#[test]
+fn reliable_tabs_over_cuts_and_leader_closes_lose_and_double_nothing() {
+    for seed in 1..=12 {
+        eprintln!("seed {seed}");
+        let mut sim = Sim::new(seed, true);
+        sim.run(1_500);
+        assert!(sim.server.processed.len() > 100, "seed {seed}: traffic");
+    }
+}
+
+#[test]
+fn plain_tabs_over_leader_closes_lose_and_double_nothing() {
+    for seed in 1..=12 {
+        let mut sim = Sim::new(seed, false);
+        sim.run(1_500);
+        assert!(sim.server.processed.len() > 100, "seed {seed}: traffic");
+    }
+}
