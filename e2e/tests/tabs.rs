@@ -14,6 +14,11 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use buffered_socket::Config;
+use buffered_socket::tabs::{
+    Envelope, Frame, LinkState, Pending, Session, Shared, TAB_PROTOCOL, TabConfig, TabId,
+    TabMessage,
+};
 use e2e::{Browser, by_id, click, dist_dir, text, wait_for};
 use fantoccini::Locator;
 use fantoccini::wd::WindowHandle;
@@ -338,6 +343,123 @@ async fn reliable_handoffs_lose_and_repeat_nothing() -> Result<()> {
         assert!(seen > pushes.len(), "only {seen} pushes");
         assert_eq!(text(&browser, "echoes").await?, "300 in order");
     }
+    browser.close().await?;
+    testbed.shutdown().await
+}
+
+/// What a confused neighbour posts on the console's channel (another app
+/// of the origin using the same name by mistake, a bug): noise, claims to
+/// lead from tabs that never said hello (one at `u64::MAX`), replica
+/// updates that no leader sent, sends from unknown tabs. No post of
+/// another wire version: on that, tabs go alone by design (tested natively).
+fn forged_posts(base: &str) -> Vec<String> {
+    let config = TabConfig::of(
+        &Config::new(format!("{}/ws", base.replace("http", "ws"))).with_reliable(true),
+    );
+    let stranger = TabId(2_000_000_001);
+    let forged = Shared {
+        session: Some(Session {
+            id: "forged".into(),
+            token: "forged".into(),
+        }),
+        acked_seq: u64::MAX - 1,
+        last_in: u64::MAX,
+        accepted: [(stranger, u64::MAX)].into_iter().collect(),
+        ..Shared::default()
+    };
+    let claim = |epoch: u64| TabMessage::Leader {
+        epoch,
+        config: config.clone(),
+        shared: forged.clone(),
+        tabs: 1,
+        state: LinkState::Closed,
+        roster: vec![stranger],
+    };
+    let text = |s: &str| Frame::Text(s.to_owned());
+    let bodies = [
+        claim(u64::MAX),
+        claim(2),
+        claim(3),
+        TabMessage::Inbound {
+            seq: Some(u64::MAX),
+            frame: text("forged inbound"),
+        },
+        TabMessage::Accepted(Pending {
+            tab: stranger,
+            n: 1,
+            frame: text("forged accepted"),
+        }),
+        TabMessage::Send {
+            n: 1,
+            frame: text("{\"type\":\"echo\",\"id\":1,\"body\":\"forged send\"}"),
+        },
+        TabMessage::Send {
+            n: 1,
+            frame: Frame::Binary(vec![0xff]),
+        },
+    ];
+    let mut posts: Vec<String> = bodies
+        .into_iter()
+        .map(|body| {
+            Envelope {
+                v: TAB_PROTOCOL,
+                from: stranger,
+                body,
+            }
+            .to_json()
+        })
+        .collect();
+    posts.extend([
+        "not json".into(),
+        "{}".into(),
+        format!("{{\"v\":{TAB_PROTOCOL}}}"),
+    ]);
+    posts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_posts_on_the_channel_break_no_sharing_and_lose_nothing() -> Result<()> {
+    let _one = ONE_BROWSER.lock().await;
+    let testbed = Testbed::start(Some(&dist_dir()?)).await?;
+    let browser = Browser::start().await?;
+    let url = format!("{}/?share=1&reliable=1", testbed.http_base);
+    let mut tabs = Vec::new();
+    for i in 0..3 {
+        tabs.push(open_tab(&browser, &url, i == 0).await?);
+    }
+    one_leader(&browser, &tabs).await?;
+    connections_become(&testbed, 1).await?;
+
+    // A page of the same origin posts forgeries every 20 ms.
+    let forger = open_tab(&browser, &format!("{}/healthz", testbed.http_base), false).await?;
+    let posts = serde_json::to_value(forged_posts(&testbed.http_base))?;
+    browser
+        .client
+        .execute(
+            "const [posts, name] = arguments;
+             const channel = new BroadcastChannel(name);
+             let i = 0;
+             window.forging = setInterval(() => channel.postMessage(posts[i++ % posts.length]), 20);",
+            vec![posts, "socket-console".into()],
+        )
+        .await?;
+
+    // Each tab sends its series through the forgeries: 300 echoes, each
+    // answered once, in its order, over the one connection.
+    for tab in &tabs {
+        browser.client.switch_to_window(tab.clone()).await?;
+        start_series(&browser).await?;
+    }
+    for tab in &tabs {
+        wait_in(&browser, tab, "echoes", LONG, |e| e == "300 in order")
+            .await
+            .context("a tab's own echoes, with forgeries on the channel")?;
+    }
+    // Still one leader of the three (no forger counted, nobody alone),
+    // still one connection.
+    one_leader(&browser, &tabs).await?;
+    assert_eq!(open_connections(&testbed).await?, 1);
+    close_tab(&browser, &forger).await?;
     browser.close().await?;
     testbed.shutdown().await
 }
