@@ -22,6 +22,11 @@ mod page {
 
     thread_local! {
         static RUN: RefCell<Option<Run>> = const { RefCell::new(None) };
+        /// Looked up once, as the JS page's `performance` is a global:
+        /// `window()` and `performance()` are calls into JS (and a type
+        /// check) each time.
+        static PERFORMANCE: Option<web_sys::Performance> =
+            web_sys::window().and_then(|w| w.performance());
     }
 
     /// The `"seq":N` of a push, read without a full JSON parse (as the JS page does).
@@ -33,9 +38,7 @@ mod page {
     }
 
     fn now() -> f64 {
-        web_sys::window()
-            .and_then(|w| w.performance())
-            .map_or(0.0, |p| p.now())
+        PERFORMANCE.with(|p| p.as_ref().map_or(0.0, web_sys::Performance::now))
     }
 
     /// What the page reports: JSON given to `done`.

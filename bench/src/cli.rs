@@ -125,6 +125,18 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         rounds: usize,
     },
+    /// Only the browser part (issue 22): builds the UI and the wasm burst
+    /// page, then the burst through our wrapper against the raw JavaScript
+    /// page, interleaved, and the Yew console's burst; prints the figures,
+    /// writes nothing (`run` puts them in its report).
+    Browser {
+        /// The cargo target directory holding release/server (built beforehand).
+        #[arg(long, env = "CARGO_TARGET_DIR", default_value = "target")]
+        target: PathBuf,
+        /// Interleaved rounds (7 for a ratio near its line).
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+    },
     /// The raw tokio-tungstenite reference server.
     RawServer {
         /// Loopback address to listen on.
@@ -308,6 +320,15 @@ pub fn main() -> Result<()> {
                 docs: (!no_write).then(|| root.join(docs)),
             })
             .map(drop)
+        }
+        Cmd::Browser { target, rounds } => {
+            let target = std::path::absolute(&target)?;
+            let result = run::browser_only(&target, rounds)?;
+            #[allow(clippy::print_stdout)] // the figures are this command's output
+            {
+                println!("{result:#}");
+            }
+            Ok(())
         }
         Cmd::Tabs {
             target,

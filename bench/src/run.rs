@@ -276,6 +276,37 @@ pub fn tabs_only(server: &Path, www: &Path, rounds: usize) -> Result<Value> {
     browser::run_tabs(&running.addr, running.guard.pid(), rounds)
 }
 
+/// `bench browser`: the browser part alone, `rounds` interleaved rounds
+/// of the 100,000-push burst, against our release server in `target`.
+///
+/// # Errors
+///
+/// When the assets cannot be built, or the server or ChromeDriver cannot start.
+pub fn browser_only(target: &Path, rounds: usize) -> Result<Value> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("bench/ is inside the workspace")?
+        .to_path_buf();
+    let out = target.join("bench");
+    std::fs::create_dir_all(&out)?;
+    let assets = browser::prepare(&root, target, &out)?;
+    let www = assets.www.to_string_lossy().into_owned();
+    let ours_ui = Server {
+        name: "ours (UI)",
+        program: target.join("release/server"),
+        args: ours_args(&["--static-dir", &www]),
+        addr_flag: "--addr",
+        echo_path: "/ws",
+        typed: true,
+        burst_path: "/ws?burst=",
+    };
+    let running = start(&ours_ui, 4096)?;
+    let count = Plan::quick().burst_count;
+    let mut result = browser::run(&running.addr, &assets, rounds, count, running.guard.pid())?;
+    result["bundle"] = assets.bundle.clone();
+    Ok(result)
+}
+
 /// Runs everything and writes the report.
 ///
 /// # Errors

@@ -134,19 +134,28 @@ impl Shared {
 
     /// Something happened: queue it for the runner and pump.
     pub(super) fn input(self: &Rc<Self>, input: Input) {
-        self.runner.borrow_mut().input(input, now_ms());
-        self.pump();
+        let now = now_ms();
+        self.runner.borrow_mut().input(input, now);
+        self.pump_at(now);
     }
 
     /// Performs every step the runner has, in order; returns at once when a
     /// pump is already running (it does the work).
     pub(super) fn pump(self: &Rc<Self>) {
+        self.pump_at(now_ms());
+    }
+
+    /// [`Shared::pump`] at `now`: the clock is read once per pump, not once
+    /// per step (a call into JS each time: a burst reads it per message).
+    /// The runner's steps barely use it (the tab coordinator's reports);
+    /// the driver's inputs carry their own arrival time.
+    fn pump_at(self: &Rc<Self>, now: f64) {
         if self.pumping.replace(true) {
             return;
         }
         let _pumping = Pumping(&self.pumping);
         loop {
-            let step = self.runner.borrow_mut().next(now_ms());
+            let step = self.runner.borrow_mut().next(now);
             match step {
                 Some(Step::Socket(effect)) => self.perform(effect),
                 Some(Step::Emit(event)) => self.dispatcher.emit([event]),
