@@ -83,6 +83,7 @@
 
 mod admin;
 pub mod auth;
+pub mod channels;
 mod clock;
 mod cluster;
 mod config;
@@ -113,7 +114,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use cluster::ClusterConfig;
-pub use config::{Command, Config, MIN_ADMIN_TOKEN_BYTES};
+pub use config::{Command, Config, FileError, LoadError, MIN_ADMIN_TOKEN_BYTES};
 pub use duration::{MAX_DURATION, parse_duration};
 pub use error::Error;
 

@@ -2,7 +2,6 @@
 //! SIGTERM; or, with the `token` subcommand, print a development token.
 
 use anyhow::Context;
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -12,7 +11,12 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let config = server::Config::parse();
+    let config = match server::Config::load_from(std::env::args_os()) {
+        Ok(config) => config,
+        // As clap prints them (and `--help`, `--version`).
+        Err(server::LoadError::Args(error)) => error.exit(),
+        Err(error) => return Err(error.into()),
+    };
     if let Some(command) = &config.command {
         return match command {
             server::Command::Token {

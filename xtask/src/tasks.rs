@@ -34,6 +34,9 @@ pub fn run(server_args: &[String]) -> Result<()> {
             "--",
             "--static-dir",
             "dist",
+            // Channels anyone may use, for the console (issue 23).
+            "--config",
+            "config/development.toml",
         ],
     );
     server.args(server_args);

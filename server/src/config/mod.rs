@@ -1,12 +1,17 @@
 //! The server's configuration: one clap struct, so `--help` is the manual.
-//! Every option has a flag, an environment variable and a default.
+//! Every option has a flag, an environment variable and a default, and may
+//! be set in the config file (`--config`, `file.rs`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth;
+use crate::channels::namespace::Namespaces;
 use crate::duration::parse_duration;
+
+mod file;
+pub use file::{FileError, LoadError};
 
 /// The shortest `--admin-token` the server starts with, in bytes.
 pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
@@ -21,6 +26,13 @@ pub const MIN_ADMIN_TOKEN_BYTES: usize = 16;
 )]
 #[non_exhaustive]
 pub struct Config {
+    /// A TOML file of flags (their long names in snake_case) and channel
+    /// namespaces (`[default_namespace]`, `[[namespace]]`); the command
+    /// line and the environment take precedence over it. An unknown key
+    /// fails start-up.
+    #[arg(long, env = "SERVER_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Address to listen on.
     #[arg(long, env = "SERVER_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
@@ -335,6 +347,11 @@ pub struct Config {
     /// Without a subcommand the server serves.
     #[command(subcommand)]
     pub command: Option<Command>,
+
+    /// The channel namespaces, from the config file (the default namespace
+    /// alone, with its safe defaults, without one).
+    #[arg(skip)]
+    pub namespaces: Namespaces,
 }
 
 /// What the binary does instead of serving.
