@@ -125,6 +125,7 @@
 
 use std::fmt;
 
+pub mod channel;
 mod envelope;
 mod fast;
 

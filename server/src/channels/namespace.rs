@@ -32,8 +32,8 @@ use serde::Deserialize;
 
 use crate::duration::parse_duration;
 
-/// The longest channel name, in bytes.
-pub const MAX_CHANNEL_BYTES: usize = 255;
+pub use shared::channel::MAX_CHANNEL_BYTES;
+use shared::channel::allowed_byte as allowed;
 
 /// What a connection may do in a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
@@ -89,23 +89,15 @@ pub enum ChannelError {
     UnknownNamespace(String),
 }
 
-/// Whether `byte` may appear in a channel name.
-fn allowed(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-' | b':' | b'@' | b'=')
-}
-
 /// The namespace of channel `name` (`""` for a bare name), once the name
-/// is checked.
+/// is checked ([`shared::channel::namespace_of`]).
 ///
 /// # Errors
 ///
 /// [`ChannelError::BadChannel`] for an empty or too long name, or one with
 /// a byte outside the allowed set.
 pub fn namespace_of(name: &str) -> Result<&str, ChannelError> {
-    if name.is_empty() || name.len() > MAX_CHANNEL_BYTES || !name.bytes().all(allowed) {
-        return Err(ChannelError::BadChannel);
-    }
-    Ok(name.split_once(':').map_or("", |(namespace, _)| namespace))
+    shared::channel::namespace_of(name).ok_or(ChannelError::BadChannel)
 }
 
 /// One namespace's settings, every key resolved.
