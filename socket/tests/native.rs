@@ -4,7 +4,8 @@
 //! `common/both.rs` and run here on a testbed of their own each; what only
 //! the native transport has (a runtime to find, a connect timeout against a
 //! raw TCP listener, rustls, the `Authorization` header of token mode) is
-//! here. Waits poll with a deadline.
+//! here. Waits poll with a deadline. Heartbeat death through the proxy's
+//! silence is in `native/heartbeat.rs`.
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used)]
 
@@ -31,6 +32,10 @@ mod both;
 mod auth;
 #[path = "native/refresh.rs"]
 mod refresh;
+
+/// Heartbeat death through the fault proxy's silence (`native/heartbeat.rs`).
+#[path = "native/heartbeat.rs"]
+mod heartbeat;
 
 fn fast_backoff() -> Backoff {
     Backoff {
