@@ -53,6 +53,7 @@
 //! | `test_server` | [`TestServer`], [`config`], [`quiet_config`] |
 //! | `tokens` | token mode: [`token_config`], [`mint_token`], [`TEST_JWT_SECRET`] |
 //! | `proxy` | [`FaultProxy`]: cuts connections after a random number of bytes, or goes silent (a dead path: nothing forwarded, nothing closed); in front of several nodes, sends each new connection to the next (round robin) |
+//! | `tls` | [`TlsFront`]: `wss://` in front of a server, with a CA and a certificate made at start, for the native wrapper's TLS tests |
 //! | `cluster` | [`TestCluster`]: nodes in-process on one Redis behind a round-robin proxy |
 //! | `node` | [`NodeProcess`]: the server binary as a child process on a free port, for a real SIGKILL |
 //! | `redis` | [`RedisServer`]: `redis-server` on a free port without persistence, for the cluster tests; stop and restart on the same port |
@@ -79,6 +80,7 @@ mod node;
 mod proxy;
 mod redis;
 mod test_server;
+mod tls;
 mod tokens;
 
 pub use cluster::TestCluster;
@@ -86,6 +88,7 @@ pub use node::NodeProcess;
 pub use proxy::{FaultProxy, Faults};
 pub use redis::RedisServer;
 pub use test_server::{TestServer, config, quiet_config};
+pub use tls::TlsFront;
 pub use tokens::{TEST_JWT_SECRET, mint_token, token_config, try_mint_token, try_mint_token_until};
 
 use std::collections::HashMap;
