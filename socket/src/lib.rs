@@ -289,4 +289,17 @@ pub enum Error {
     /// Native transport: `Socket::new` was called outside a tokio runtime.
     #[error("no tokio runtime: create the native socket from within one")]
     NoRuntime,
+    /// Native transport with `native-rustls`: root certificate `index` (from
+    /// 0, in the order given to `Config::with_root_certificate`) is not a
+    /// certificate rustls can trust (not DER, say, or PEM text given as
+    /// is). Refused when the socket is made, so that a bad root does not
+    /// turn into a certificate error on every attempt.
+    #[error("root certificate {index} cannot be trusted: {cause}")]
+    InvalidRootCertificate {
+        /// Which root, from 0.
+        index: usize,
+        /// rustls's error (a `rustls::Error`, to downcast).
+        #[source]
+        cause: ErrorCause,
+    },
 }

@@ -39,12 +39,15 @@
 //!   [`Event::Error`].
 
 mod actor;
+#[cfg(feature = "native-rustls")]
+mod tls;
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::Error;
@@ -64,6 +67,10 @@ struct Core {
     on_open: Mutex<Option<OpenHook>>,
     dispatcher: Arc<Dispatcher<Threaded>>,
     origin: Instant,
+    /// How `wss://` connects: with `native-rustls`, rustls on ring trusting
+    /// the webpki roots and the config's extra roots (`tls.rs`); without
+    /// it, none (a `wss` URL cannot be opened).
+    connector: Option<Connector>,
 }
 
 impl Core {
@@ -131,7 +138,10 @@ impl Socket {
     /// # Errors
     ///
     /// [`Error::InvalidUrl`] unless the URL is a valid `ws:` or `wss:` URL
-    /// with a host; [`Error::NoRuntime`] when called outside a tokio runtime.
+    /// with a host; [`Error::InvalidRootCertificate`] (feature
+    /// `native-rustls`) when a root given to
+    /// [`Config::with_root_certificate`] is not a certificate;
+    /// [`Error::NoRuntime`] when called outside a tokio runtime.
     pub fn new(config: Config) -> Result<Self, Error> {
         let invalid = || Error::InvalidUrl(config.url.clone());
         let request = config
@@ -141,12 +151,17 @@ impl Socket {
         if !matches!(request.uri().scheme_str(), Some("ws" | "wss")) {
             return Err(invalid());
         }
+        #[cfg(feature = "native-rustls")]
+        let connector = Some(tls::connector(&config.root_certificates)?);
+        #[cfg(not(feature = "native-rustls"))]
+        let connector = None;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let core = Arc::new(Core {
             driver: Mutex::new(Driver::new(config, seed())),
             on_open: Mutex::new(None),
             dispatcher: Arc::default(),
             origin: Instant::now(),
+            connector,
         });
         // Token expiries are wall-clock times; the driver's clock is monotonic.
         let epoch_ms = std::time::SystemTime::now()
