@@ -5,7 +5,8 @@
 //! the native transport has (a runtime to find, a connect timeout against a
 //! raw TCP listener, rustls, the `Authorization` header of token mode) is
 //! here. Waits poll with a deadline. Heartbeat death through the proxy's
-//! silence is in `native/heartbeat.rs`.
+//! silence is in `native/heartbeat.rs`, `wss://` end to end through the
+//! testbed's TLS front in `native/wss.rs`.
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used)]
 
@@ -36,6 +37,12 @@ mod refresh;
 /// Heartbeat death through the fault proxy's silence (`native/heartbeat.rs`).
 #[path = "native/heartbeat.rs"]
 mod heartbeat;
+
+/// `wss://` end to end through the testbed's TLS front, with an extra root
+/// (`native/wss.rs`).
+#[cfg(feature = "native-rustls")]
+#[path = "native/wss.rs"]
+mod wss;
 
 fn fast_backoff() -> Backoff {
     Backoff {
