@@ -34,9 +34,24 @@
 //!   driver: it goes back to the head of the queue, for the next connection.
 //! * Dropping the last handle (a [`WeakSocket`] does not count) closes the
 //!   connection (a close frame with no code) and ends the task; event streams end.
-//! * `wss://` needs the feature `native-rustls` (rustls with ring and the
-//!   webpki roots); without it a `wss` URL fails each attempt with
-//!   [`Event::Error`].
+//! * `wss://` needs the feature `native-rustls`: rustls on ring (named, not
+//!   left to the process default; `tls.rs`), trusting the webpki roots
+//!   (Mozilla's list, built in; the system's store is not read) and any
+//!   root added with [`Config::with_root_certificate`] (a private CA's).
+//!   Without the feature a `wss` URL fails each attempt with
+//!   [`Event::Error`] ([`TransportError::Connect`]). A root that is not a
+//!   certificate is refused by [`Socket::new`]
+//!   ([`Error::InvalidRootCertificate`]). A server certificate that no
+//!   trusted root vouches for fails the attempt with
+//!   [`TransportError::Socket`], whose cause is `tungstenite::Error::Io`
+//!   holding rustls's `Error::InvalidCertificate` (`UnknownIssuer` for a
+//!   private CA not added), and is retried with the backoff like any failed
+//!   handshake. Tested end to end through the testbed's TLS front
+//!   (`tests/native/wss.rs`).
+//! * A path that dies silently (no FIN, no RST: a NAT entry or a route gone)
+//!   looks open to TCP; only the heartbeat ([`Config::with_heartbeat`]) can
+//!   tell, and closes with 1006 and the reason `heartbeat timeout`
+//!   (`tests/native/heartbeat.rs`, through the fault proxy's silence).
 
 mod actor;
 #[cfg(feature = "native-rustls")]
@@ -56,6 +71,8 @@ use crate::dispatch::{Dispatcher, EventStream, Subscription, Threaded, lock};
 use crate::driver::Driver;
 #[cfg(doc)]
 use crate::message::DropReason;
+#[cfg(doc)]
+use crate::message::TransportError;
 use crate::message::{Event, Message, SendError, SendOutcome, State, Stats};
 use crate::transport::WeakSocket;
 
