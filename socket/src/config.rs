@@ -131,12 +131,18 @@ pub struct Config {
     /// the name tabs of one origin share it under. Default none: a
     /// connection of this socket's own.
     pub shared_across_tabs: Option<String>,
+    /// Natively with `native-rustls`: roots trusted for `wss://` besides the
+    /// webpki roots ([`Config::with_root_certificate`]), each the DER of a
+    /// certificate. Default none. Not in the browser, where trust is the
+    /// browser's.
+    #[cfg(all(feature = "native-rustls", not(target_arch = "wasm32")))]
+    pub root_certificates: Vec<Vec<u8>>,
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("url", &self.url)
+        let mut f = f.debug_struct("Config");
+        f.field("url", &self.url)
             .field("queue_capacity", &self.queue_capacity)
             .field("queue_max_bytes", &self.queue_max_bytes)
             .field("overflow", &self.overflow)
@@ -146,8 +152,11 @@ impl fmt::Debug for Config {
             .field("heartbeat", &self.heartbeat)
             .field("reliable", &self.reliable)
             .field("token", &self.token)
-            .field("shared_across_tabs", &self.shared_across_tabs)
-            .finish_non_exhaustive()
+            .field("shared_across_tabs", &self.shared_across_tabs);
+        // A count: the certificates' bytes would only fill the output.
+        #[cfg(all(feature = "native-rustls", not(target_arch = "wasm32")))]
+        f.field("root_certificates", &self.root_certificates.len());
+        f.finish_non_exhaustive()
     }
 }
 
@@ -164,6 +173,7 @@ impl PartialEq for Config {
             && self.heartbeat == other.heartbeat
             && self.reliable == other.reliable
             && self.shared_across_tabs == other.shared_across_tabs
+            && same_roots(self, other)
             && Arc::ptr_eq(&self.should_reconnect, &other.should_reconnect)
             && match (&self.token, &other.token) {
                 (Some(a), Some(b)) => a.ptr_eq(b),
@@ -189,7 +199,45 @@ impl Config {
             reliable: false,
             token: None,
             shared_across_tabs: None,
+            #[cfg(all(feature = "native-rustls", not(target_arch = "wasm32")))]
+            root_certificates: Vec::new(),
         }
+    }
+
+    /// Natively with the feature `native-rustls`: trusts `der` (the DER of a
+    /// certificate, a private CA's say) as a root for `wss://`, besides the
+    /// webpki roots (Mozilla's list, built in: the system's store is not
+    /// read). Call it once per root. Services behind a private CA need it,
+    /// and so do tests against a certificate made for them.
+    ///
+    /// The roots are checked by [`crate::Socket::new`], which refuses one
+    /// that is not a certificate with
+    /// [`crate::Error::InvalidRootCertificate`] rather than failing every
+    /// attempt later. A server whose certificate no trusted root vouches for
+    /// fails each attempt with [`crate::TransportError::Socket`], whose
+    /// cause is the `tungstenite::Error::Io` holding rustls's
+    /// `InvalidCertificate` error (retried with the backoff, as any failed
+    /// handshake is).
+    ///
+    /// There is no such method in the browser (a compile error, not an
+    /// option silently ignored): a page cannot add a root, the browser
+    /// trusts what its own store and the system's trust, so a private CA
+    /// must be installed there.
+    ///
+    /// ```
+    /// # #[cfg(all(feature = "native-rustls", not(target_arch = "wasm32")))] {
+    /// use buffered_socket::Config;
+    ///
+    /// # let my_ca_der = Vec::<u8>::new();
+    /// let config = Config::new("wss://internal.example:8443/ws").with_root_certificate(my_ca_der);
+    /// assert_eq!(config.root_certificates.len(), 1);
+    /// # }
+    /// ```
+    #[cfg(all(feature = "native-rustls", not(target_arch = "wasm32")))]
+    #[must_use]
+    pub fn with_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates.push(der.into());
+        self
     }
 
     /// Token mode: `provider` is an async function that returns a fresh
@@ -352,6 +400,18 @@ impl Config {
         self.should_reconnect = Arc::new(policy);
         self
     }
+}
+
+/// Whether both trust the same extra roots.
+#[cfg(all(feature = "native-rustls", not(target_arch = "wasm32")))]
+fn same_roots(a: &Config, b: &Config) -> bool {
+    a.root_certificates == b.root_certificates
+}
+
+/// Without `native-rustls` there are no extra roots.
+#[cfg(not(all(feature = "native-rustls", not(target_arch = "wasm32"))))]
+fn same_roots(_: &Config, _: &Config) -> bool {
+    true
 }
 
 /// Whether the query of `url` has the parameter `name`.

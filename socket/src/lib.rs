@@ -22,6 +22,7 @@
 //! | open hook ([`Socket::set_on_open`]) | none; its sends go out ahead of the queue |
 //! | `reliable` | off; on, acknowledged and resumable delivery both ways ([`reliable`]) |
 //! | `token` | none; with [`Config::with_token`], token mode (below) |
+//! | `root_certificates` (natively, feature `native-rustls`) | none: `wss://` trusts the webpki roots; [`Config::with_root_certificate`] adds one (DER), a private CA's say. No such option in the browser, whose own trust decides |
 //!
 //! # Behaviour in short
 //!
@@ -126,7 +127,7 @@
 //! | `typed` | [`TypedSocket`] encoding and decoding (JSON over the `shared` protocol) |
 //! | `token` | [`Token`] (redacted), [`TokenProvider`], [`AuthError`], [`url_with_token`] |
 //! | `cause` | [`ErrorCause`]: the error under a [`TransportError`] or [`AuthError::Provider`] (the transport's or the provider's own, to print or downcast) |
-//! | `transport/native/` (feature `native`) | the native [`Socket`] over tokio-tungstenite: one task per socket runs the [`Driver`] (`actor.rs`), `Send + Sync` handles |
+//! | `transport/native/` (feature `native`) | the native [`Socket`] over tokio-tungstenite: one task per socket runs the [`Driver`] (`actor.rs`), `Send + Sync` handles; the rustls config of `wss://` (`tls.rs`, feature `native-rustls`) |
 //! | `transport/mod.rs` | [`WeakSocket`], for both transports |
 //!
 //! Only the glue needs a browser (wasm32 only). It holds no rule: it runs the
@@ -178,10 +179,22 @@
 //! are `Send + Sync`; callbacks must be `Send`; there is no online or
 //! visibility signal natively, so retries follow the backoff alone;
 //! [`TypedSocket`] wraps it as it wraps the browser one. `wss://`
-//! needs the feature `native-rustls` (rustls with ring and the webpki roots).
+//! needs the feature `native-rustls` (rustls with ring and the webpki
+//! roots), and [`Config::with_root_certificate`] trusts one more root, a
+//! private CA's (a root that is not a certificate is refused by
+//! [`Socket::new`] with [`Error::InvalidRootCertificate`]; a server
+//! certificate no root vouches for is a [`TransportError::Socket`] with
+//! rustls's certificate error underneath). In the browser that method does
+//! not exist, so that code written for both fails to compile rather than
+//! silently not trusting the root: a page cannot add roots, the browser's
+//! store (and the system's) decides. Natively a connection whose path died
+//! without a FIN or RST is found only by the heartbeat, which closes it
+//! with 1006 and the reason `heartbeat timeout`, then reconnects.
 //! Tested against the real server in `tests/native.rs` (token mode in
-//! `tests/native/auth.rs` and `tests/native/refresh.rs`); the same code is
-//! `examples/native.rs`.
+//! `tests/native/auth.rs` and `tests/native/refresh.rs`, heartbeat death
+//! through the fault proxy's silence in `tests/native/heartbeat.rs`,
+//! `wss://` through the testbed's TLS front in `tests/native/wss.rs`); the
+//! same code is `examples/native.rs`.
 //!
 //! ```no_run
 //! # #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
@@ -290,4 +303,17 @@ pub enum Error {
     /// Native transport: `Socket::new` was called outside a tokio runtime.
     #[error("no tokio runtime: create the native socket from within one")]
     NoRuntime,
+    /// Native transport with `native-rustls`: root certificate `index` (from
+    /// 0, in the order given to `Config::with_root_certificate`) is not a
+    /// certificate rustls can trust (not DER, say, or PEM text given as
+    /// is). Refused when the socket is made, so that a bad root does not
+    /// turn into a certificate error on every attempt.
+    #[error("root certificate {index} cannot be trusted: {cause}")]
+    InvalidRootCertificate {
+        /// Which root, from 0.
+        index: usize,
+        /// rustls's error (a `rustls::Error`, to downcast).
+        #[source]
+        cause: ErrorCause,
+    },
 }

@@ -4,7 +4,9 @@
 //! `common/both.rs` and run here on a testbed of their own each; what only
 //! the native transport has (a runtime to find, a connect timeout against a
 //! raw TCP listener, rustls, the `Authorization` header of token mode) is
-//! here. Waits poll with a deadline.
+//! here. Waits poll with a deadline. Heartbeat death through the proxy's
+//! silence is in `native/heartbeat.rs`, `wss://` end to end through the
+//! testbed's TLS front in `native/wss.rs`.
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used)]
 
@@ -31,6 +33,16 @@ mod both;
 mod auth;
 #[path = "native/refresh.rs"]
 mod refresh;
+
+/// Heartbeat death through the fault proxy's silence (`native/heartbeat.rs`).
+#[path = "native/heartbeat.rs"]
+mod heartbeat;
+
+/// `wss://` end to end through the testbed's TLS front, with an extra root
+/// (`native/wss.rs`).
+#[cfg(feature = "native-rustls")]
+#[path = "native/wss.rs"]
+mod wss;
 
 fn fast_backoff() -> Backoff {
     Backoff {

@@ -11,6 +11,8 @@
 //! | `/kick/{client_id}?code=N&reason=R` | `DELETE /api/clients/{id}` on the server, with the admin token |
 //! | `/proxy/budget?min=B&max=B&seed=S` | byte budgets of new connections through the fault proxy (`max` alone: no cuts), drawn from `seed` if given |
 //! | `/proxy/hold?on=1` | the proxy refuses new connections (`on=0`: accepts again) |
+//! | `/proxy/silent?on=1` | the proxy's path goes dead without a word: bytes both ways are swallowed, nothing is closed, new connections too (`on=0`: forwards again; see [`FaultProxy::silence`]) |
+//! | `/proxy/swallowed` | the bytes swallowed by the silence so far, as text |
 //! | `/proxy/cut` | cuts every connection through the proxy |
 //! | `/proxy/cuts` | the number of cuts so far, as text |
 //! | `/push/{client_id}?count=N` | once the client is gone from the server, N admin pushes to it (stored for its reliable session); the body says how many were stored |
@@ -50,7 +52,8 @@
 //! |---|---|
 //! | `test_server` | [`TestServer`], [`config`], [`quiet_config`] |
 //! | `tokens` | token mode: [`token_config`], [`mint_token`], [`TEST_JWT_SECRET`] |
-//! | `proxy` | [`FaultProxy`]: cuts connections after a random number of bytes; in front of several nodes, sends each new connection to the next (round robin) |
+//! | `proxy` | [`FaultProxy`]: cuts connections after a random number of bytes, or goes silent (a dead path: nothing forwarded, nothing closed); in front of several nodes, sends each new connection to the next (round robin) |
+//! | `tls` | [`TlsFront`]: `wss://` in front of a server, with a CA and a certificate made at start, for the native wrapper's TLS tests |
 //! | `cluster` | [`TestCluster`]: nodes in-process on one Redis behind a round-robin proxy |
 //! | `node` | [`NodeProcess`]: the server binary as a child process on a free port, for a real SIGKILL |
 //! | `redis` | [`RedisServer`]: `redis-server` on a free port without persistence, for the cluster tests; stop and restart on the same port |
@@ -77,6 +80,7 @@ mod node;
 mod proxy;
 mod redis;
 mod test_server;
+mod tls;
 mod tokens;
 
 pub use cluster::TestCluster;
@@ -84,6 +88,7 @@ pub use node::NodeProcess;
 pub use proxy::{FaultProxy, Faults};
 pub use redis::RedisServer;
 pub use test_server::{TestServer, config, quiet_config};
+pub use tls::TlsFront;
 pub use tokens::{TEST_JWT_SECRET, mint_token, token_config, try_mint_token, try_mint_token_until};
 
 use std::collections::HashMap;
@@ -227,6 +232,8 @@ impl Testbed {
             .route("/kick/{id}", post(kick))
             .route("/proxy/budget", post(proxy_budget))
             .route("/proxy/hold", post(proxy_hold))
+            .route("/proxy/silent", post(proxy_silent))
+            .route("/proxy/swallowed", post(proxy_swallowed))
             .route("/proxy/cut", post(proxy_cut))
             .route("/proxy/cuts", post(proxy_cuts))
             .route("/push/{id}", post(push_while_away))
@@ -444,6 +451,20 @@ async fn proxy_hold(
     let on = query.get("on").is_none_or(|v| v != "0");
     control.proxy.hold(on);
     (StatusCode::OK, format!("holding {on}"))
+}
+
+/// `on=0` ends the silence; anything else (or nothing) starts it.
+async fn proxy_silent(
+    State(control): State<Arc<Control>>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Reply {
+    let on = query.get("on").is_none_or(|v| v != "0");
+    control.proxy.silence(on);
+    (StatusCode::OK, format!("silent {on}"))
+}
+
+async fn proxy_swallowed(State(control): State<Arc<Control>>) -> Reply {
+    (StatusCode::OK, control.proxy.swallowed().to_string())
 }
 
 async fn proxy_cut(State(control): State<Arc<Control>>) -> Reply {

@@ -7,6 +7,20 @@
 //! [`FaultProxy::hold`] refuses new connections (they are reset at once),
 //! [`FaultProxy::cut_all`] cuts every live one now.
 //!
+//! [`FaultProxy::silence`] makes the path go dead without a word, as when a
+//! NAT entry expires or a mobile network drops a route: while it is on, the
+//! proxy reads what either side sends and throws it away. Nothing is
+//! forwarded and nothing is closed (no FIN, no RST, not even when a side
+//! closes: its FIN is swallowed too), so each end sees a connection that
+//! looks open and never hears back; only an end's own timeout (a heartbeat)
+//! can tell. New connections made meanwhile are accepted and swallowed the
+//! same way, without reaching an upstream: an upgrade sent there gets no
+//! answer. A connection that lost bytes stays dead after the silence ends
+//! (its stream has a hole, which a real path could not resume from either),
+//! until a side gives up on it or [`FaultProxy::cut_all`]; a connection that
+//! sent nothing during the silence carries on, and new ones are forwarded
+//! again. [`FaultProxy::swallowed`] counts the bytes thrown away.
+//!
 //! In front of a cluster ([`FaultProxy::start_many`]) it is also the load
 //! balancer: each new connection, so each reconnect, goes to the next node in
 //! turn (round robin). When that node does not accept (it was killed), the
@@ -65,6 +79,10 @@ struct Shared {
     cuts: AtomicU64,
     connections: AtomicU64,
     holding: AtomicBool,
+    /// [`FaultProxy::silence`]: bytes are swallowed, nothing is closed.
+    silent: AtomicBool,
+    /// Bytes swallowed so far, both directions together.
+    swallowed: AtomicU64,
     /// The nodes, in round-robin order (one for a single server).
     upstreams: Mutex<Vec<SocketAddr>>,
     /// Connections forwarded to each upstream, by index.
@@ -118,6 +136,8 @@ impl FaultProxy {
             cuts: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             holding: AtomicBool::new(false),
+            silent: AtomicBool::new(false),
+            swallowed: AtomicU64::new(0),
             forwarded: upstreams.iter().map(|_| AtomicU64::new(0)).collect(),
             last: AtomicUsize::new(usize::MAX),
             upstreams: Mutex::new(upstreams),
@@ -181,6 +201,19 @@ impl FaultProxy {
         self.shared.holding.store(holding, Relaxed);
     }
 
+    /// While `true`, the path is dead without a word: every byte either side
+    /// sends is read and thrown away, nothing is forwarded or closed, and new
+    /// connections are accepted and swallowed too (see the module docs, also
+    /// for what happens to a connection after the silence).
+    pub fn silence(&self, silent: bool) {
+        self.shared.silent.store(silent, Relaxed);
+    }
+
+    /// Bytes thrown away by [`FaultProxy::silence`] so far.
+    pub fn swallowed(&self) -> u64 {
+        self.shared.swallowed.load(Relaxed)
+    }
+
     /// Changes the byte budgets of connections from now on.
     pub fn set_budget(&self, min_bytes: u64, max_bytes: u64) {
         self.shared.min_bytes.store(min_bytes, Relaxed);
@@ -238,6 +271,10 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, stop: CancellationTo
             reset(client);
             continue;
         }
+        if shared.silent.load(Relaxed) {
+            tokio::spawn(swallow(client, shared.clone()));
+            continue;
+        }
         let (min, max) = (
             shared.min_bytes.load(Relaxed),
             shared.max_bytes.load(Relaxed),
@@ -259,7 +296,7 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, stop: CancellationTo
                 reset(client);
                 return;
             };
-            let cut = forward(client, server, budget, shared.generation.subscribe()).await;
+            let cut = forward(client, server, budget, &shared).await;
             if cut {
                 shared.cuts.fetch_add(1, Relaxed);
             }
@@ -290,36 +327,48 @@ fn reset(stream: TcpStream) {
 }
 
 /// Pumps both ways until one side closes (`false`) or the budget runs out or
-/// a `cut_all` comes (`true`: both sides reset).
-async fn forward(
-    client: TcpStream,
-    server: TcpStream,
-    mut budget: u64,
-    mut cut_all: watch::Receiver<u64>,
-) -> bool {
+/// a `cut_all` comes (`true`: both sides reset). Once a byte or a close was
+/// swallowed by [`FaultProxy::silence`], the connection is dead: it swallows
+/// everything until both sides have closed (`false`, each side's close
+/// swallowed) or a `cut_all`.
+async fn forward(client: TcpStream, server: TcpStream, mut budget: u64, shared: &Shared) -> bool {
+    let mut cut_all = shared.generation.subscribe();
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let mut up = vec![0u8; 16 * 1024];
     let mut down = vec![0u8; 16 * 1024];
+    let mut dead = false;
+    // Sides whose close was swallowed: not read again.
+    let (mut client_gone, mut server_gone) = (false, false);
     let cut = loop {
-        tokio::select! {
+        let pass = tokio::select! {
             _ = cut_all.changed() => break true,
-            read = client_read.read(&mut up) => {
-                match pass(read, &up, &mut server_write, &mut budget).await {
-                    Pass::Go => {}
-                    Pass::Closed => break false,
-                    Pass::Cut => break true,
+            read = client_read.read(&mut up), if !client_gone => {
+                match silenced(&read, shared, &mut dead) {
+                    Some(open) => {
+                        client_gone = !open;
+                        Pass::Go
+                    }
+                    None => pass(read, &up, &mut server_write, &mut budget).await,
                 }
             }
-            read = server_read.read(&mut down) => {
-                match pass(read, &down, &mut client_write, &mut budget).await {
-                    Pass::Go => {}
-                    Pass::Closed => break false,
-                    Pass::Cut => break true,
+            read = server_read.read(&mut down), if !server_gone => {
+                match silenced(&read, shared, &mut dead) {
+                    Some(open) => {
+                        server_gone = !open;
+                        Pass::Go
+                    }
+                    None => pass(read, &down, &mut client_write, &mut budget).await,
                 }
             }
+        };
+        match pass {
+            Pass::Go if client_gone && server_gone => break false,
+            Pass::Go => {}
+            Pass::Closed => break false,
+            Pass::Cut => break true,
         }
     };
     let client = client_read.reunite(client_write);
@@ -333,6 +382,45 @@ async fn forward(
         }
     }
     cut
+}
+
+/// When the proxy is silent or the connection already `dead`, swallows what
+/// `read` got and makes the connection dead: `Some(true)` for bytes (the
+/// side is still open), `Some(false)` for a close or an error (the side is
+/// gone; the other end is not told). `None`: forward as usual.
+fn silenced(read: &std::io::Result<usize>, shared: &Shared, dead: &mut bool) -> Option<bool> {
+    if !*dead && !shared.silent.load(Relaxed) {
+        return None;
+    }
+    *dead = true;
+    match read {
+        Ok(0) | Err(_) => Some(false),
+        Ok(n) => {
+            shared.swallowed.fetch_add(*n as u64, Relaxed);
+            Some(true)
+        }
+    }
+}
+
+/// A connection accepted while the proxy is silent: it reaches no upstream,
+/// and what it sends is thrown away until it closes or a `cut_all` (a reset).
+async fn swallow(mut client: TcpStream, shared: Arc<Shared>) {
+    let mut cut_all = shared.generation.subscribe();
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            _ = cut_all.changed() => {
+                reset(client);
+                return;
+            }
+            read = client.read(&mut buffer) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    shared.swallowed.fetch_add(n as u64, Relaxed);
+                }
+            },
+        }
+    }
 }
 
 enum Pass {
@@ -453,5 +541,80 @@ mod tests {
         assert_eq!(proxy.connections(), 1);
         assert_eq!(proxy.forwarded_to(0), 0);
         assert_eq!(proxy.last_upstream(), None);
+    }
+
+    /// An upstream that echoes every connection's bytes back.
+    async fn echoing() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut read, mut write) = stream.into_split();
+                    let _ = tokio::io::copy(&mut read, &mut write).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// Polls until `proxy` swallowed `bytes` in all (10 s at most).
+    async fn swallowed(proxy: &FaultProxy, bytes: u64) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while proxy.swallowed() != bytes {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "swallowed {} bytes, not {bytes}",
+                proxy.swallowed()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn round_trip(stream: &mut TcpStream, bytes: &[u8]) {
+        stream.write_all(bytes).await.unwrap();
+        let mut got = vec![0; bytes.len()];
+        stream.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, bytes);
+    }
+
+    #[tokio::test]
+    async fn a_silent_path_swallows_everything_and_the_connections_that_lost_bytes_stay_dead() {
+        let proxy = FaultProxy::start(echoing().await, Faults::none())
+            .await
+            .unwrap();
+        let mut live = TcpStream::connect(proxy.addr).await.unwrap();
+        round_trip(&mut live, b"a").await;
+        let mut idle = TcpStream::connect(proxy.addr).await.unwrap();
+        round_trip(&mut idle, b"i").await;
+
+        proxy.silence(true);
+        // Swallowed, not forwarded: the count rises in place of a write.
+        live.write_all(b"bb").await.unwrap();
+        swallowed(&proxy, 2).await;
+        // A new connection is accepted, reaches no upstream, and is swallowed too.
+        let mut newcomer = TcpStream::connect(proxy.addr).await.unwrap();
+        newcomer.write_all(b"ccc").await.unwrap();
+        swallowed(&proxy, 5).await;
+        assert_eq!(proxy.connections(), 3);
+        assert_eq!(proxy.forwarded_to(0), 2);
+
+        proxy.silence(false);
+        // The connection that lost bytes stays dead: its stream has a hole.
+        live.write_all(b"d").await.unwrap();
+        swallowed(&proxy, 6).await;
+        // One that sent nothing during the silence carries on, and new ones
+        // are forwarded again.
+        round_trip(&mut idle, b"j").await;
+        let mut fresh = TcpStream::connect(proxy.addr).await.unwrap();
+        round_trip(&mut fresh, b"e").await;
+        assert_eq!(proxy.forwarded_to(0), 3);
+        assert_eq!(proxy.cuts(), 0);
+
+        // A cut still resets the dead ones.
+        proxy.cut_all();
+        let mut rest = Vec::new();
+        assert!(live.read_to_end(&mut rest).await.is_err(), "{rest:?}");
+        assert!(rest.is_empty());
     }
 }

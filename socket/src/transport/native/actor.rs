@@ -25,7 +25,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message as Frame};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::{Core, Shared, Socket};
 use crate::cause::ErrorCause;
@@ -112,7 +112,7 @@ async fn pump(
                 generation,
                 url,
                 token,
-            } => conn.open(generation, url, token),
+            } => conn.open(generation, url, token, core.connector.clone()),
             Effect::FetchToken { serial } => {
                 let provider = core.driver().config().token.clone();
                 fetch.start(serial, provider);
@@ -194,8 +194,15 @@ impl Conn {
 
     /// Starts connection `generation`; in token mode with the token in an
     /// `Authorization: Bearer` header (the server also takes `?token=`, for
-    /// browsers, but a header keeps it out of URLs and logs).
-    fn open(&mut self, generation: u64, url: String, token: Option<Token>) {
+    /// browsers, but a header keeps it out of URLs and logs); `wss://`
+    /// through `connector` (the socket's rustls config).
+    fn open(
+        &mut self,
+        generation: u64,
+        url: String,
+        token: Option<Token>,
+        connector: Option<Connector>,
+    ) {
         self.close(None, None);
         let connect = async move {
             let mut request = url.into_client_request()?;
@@ -211,9 +218,17 @@ impl Conn {
             // Nagle off, as browsers do for WebSockets: a small message
             // (an echo, an ack) goes out at once instead of waiting up to a
             // delayed-ACK timeout (tens of ms) behind the previous one.
-            tokio_tungstenite::connect_async_with_config(request, None, true)
-                .await
-                .map(|(ws, _response)| ws)
+            #[cfg(feature = "native-rustls")]
+            let connected =
+                tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector)
+                    .await;
+            // No TLS to configure: a `wss` URL fails with `TlsFeatureNotEnabled`.
+            #[cfg(not(feature = "native-rustls"))]
+            let connected = {
+                let _ = connector;
+                tokio_tungstenite::connect_async_with_config(request, None, true).await
+            };
+            connected.map(|(ws, _response)| ws)
         };
         *self = Self::Connecting {
             generation,

@@ -34,17 +34,35 @@
 //!   driver: it goes back to the head of the queue, for the next connection.
 //! * Dropping the last handle (a [`WeakSocket`] does not count) closes the
 //!   connection (a close frame with no code) and ends the task; event streams end.
-//! * `wss://` needs the feature `native-rustls` (rustls with ring and the
-//!   webpki roots); without it a `wss` URL fails each attempt with
-//!   [`Event::Error`].
+//! * `wss://` needs the feature `native-rustls`: rustls on ring (named, not
+//!   left to the process default; `tls.rs`), trusting the webpki roots
+//!   (Mozilla's list, built in; the system's store is not read) and any
+//!   root added with [`Config::with_root_certificate`] (a private CA's).
+//!   Without the feature a `wss` URL fails each attempt with
+//!   [`Event::Error`] ([`TransportError::Connect`]). A root that is not a
+//!   certificate is refused by [`Socket::new`]
+//!   ([`Error::InvalidRootCertificate`]). A server certificate that no
+//!   trusted root vouches for fails the attempt with
+//!   [`TransportError::Socket`], whose cause is `tungstenite::Error::Io`
+//!   holding rustls's `Error::InvalidCertificate` (`UnknownIssuer` for a
+//!   private CA not added), and is retried with the backoff like any failed
+//!   handshake. Tested end to end through the testbed's TLS front
+//!   (`tests/native/wss.rs`).
+//! * A path that dies silently (no FIN, no RST: a NAT entry or a route gone)
+//!   looks open to TCP; only the heartbeat ([`Config::with_heartbeat`]) can
+//!   tell, and closes with 1006 and the reason `heartbeat timeout`
+//!   (`tests/native/heartbeat.rs`, through the fault proxy's silence).
 
 mod actor;
+#[cfg(feature = "native-rustls")]
+mod tls;
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
+use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::Error;
@@ -53,6 +71,8 @@ use crate::dispatch::{Dispatcher, EventStream, Subscription, Threaded, lock};
 use crate::driver::Driver;
 #[cfg(doc)]
 use crate::message::DropReason;
+#[cfg(doc)]
+use crate::message::TransportError;
 use crate::message::{Event, Message, SendError, SendOutcome, State, Stats};
 use crate::transport::WeakSocket;
 
@@ -64,6 +84,10 @@ struct Core {
     on_open: Mutex<Option<OpenHook>>,
     dispatcher: Arc<Dispatcher<Threaded>>,
     origin: Instant,
+    /// How `wss://` connects: with `native-rustls`, rustls on ring trusting
+    /// the webpki roots and the config's extra roots (`tls.rs`); without
+    /// it, none (a `wss` URL cannot be opened).
+    connector: Option<Connector>,
 }
 
 impl Core {
@@ -131,7 +155,10 @@ impl Socket {
     /// # Errors
     ///
     /// [`Error::InvalidUrl`] unless the URL is a valid `ws:` or `wss:` URL
-    /// with a host; [`Error::NoRuntime`] when called outside a tokio runtime.
+    /// with a host; [`Error::InvalidRootCertificate`] (feature
+    /// `native-rustls`) when a root given to
+    /// [`Config::with_root_certificate`] is not a certificate;
+    /// [`Error::NoRuntime`] when called outside a tokio runtime.
     pub fn new(config: Config) -> Result<Self, Error> {
         let invalid = || Error::InvalidUrl(config.url.clone());
         let request = config
@@ -141,12 +168,17 @@ impl Socket {
         if !matches!(request.uri().scheme_str(), Some("ws" | "wss")) {
             return Err(invalid());
         }
+        #[cfg(feature = "native-rustls")]
+        let connector = Some(tls::connector(&config.root_certificates)?);
+        #[cfg(not(feature = "native-rustls"))]
+        let connector = None;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let core = Arc::new(Core {
             driver: Mutex::new(Driver::new(config, seed())),
             on_open: Mutex::new(None),
             dispatcher: Arc::default(),
             origin: Instant::now(),
+            connector,
         });
         // Token expiries are wall-clock times; the driver's clock is monotonic.
         let epoch_ms = std::time::SystemTime::now()
