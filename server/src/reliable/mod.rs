@@ -68,7 +68,7 @@ mod outcome;
 mod session;
 mod store;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 

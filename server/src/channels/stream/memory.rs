@@ -33,10 +33,12 @@ pub const FORGET_AFTER_MS: u64 = 60 * 60 * 1000;
 const OVERHEAD_BYTES: usize = 64;
 
 /// The streams of every channel this node has seen.
+#[derive(Debug)]
 pub struct MemoryStreams {
     state: Mutex<State>,
 }
 
+#[derive(Debug)]
 struct State {
     channels: HashMap<Arc<str>, Channel>,
     /// Every kept publication, oldest first: channel, epoch, offset, bytes.
@@ -46,6 +48,7 @@ struct State {
     dedup_window_ms: u64,
 }
 
+#[derive(Debug)]
 struct Channel {
     epoch: Arc<str>,
     offset: u64,
@@ -57,6 +60,7 @@ struct Channel {
 }
 
 /// A publication in the node's order.
+#[derive(Debug)]
 struct Entry {
     channel: Arc<str>,
     epoch: Arc<str>,
@@ -76,6 +80,7 @@ impl Entry {
     }
 }
 
+#[derive(Debug)]
 struct Kept {
     publication: Arc<Publication>,
     at_ms: u64,

@@ -1,7 +1,8 @@
 //! A channel's stream: its offsets, its epoch, its history and its
 //! idempotency window (issue 23). One node keeps them in memory
-//! ([`memory`]); a cluster keeps them in Redis (to come, one script per
-//! publication).
+//! ([`memory`]); a cluster keeps them in Redis ([`redis`], one script per
+//! publication and per recovery). [`Streams`] is either, and the tests run
+//! the same behaviour on both.
 //!
 //! Offsets count from 1 per channel and epoch, without holes: each offset
 //! is one publication. The epoch is an opaque string that changes only
@@ -10,8 +11,12 @@
 //! what it missed, or the exact range it cannot have, or `epoch_changed`.
 
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
+
+use crate::channels::namespace::Namespace;
+use crate::clock::now_ms;
 
 /// Where a channel's stream is: its epoch and its latest offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +97,73 @@ pub enum StreamError {
     /// The channel's offsets ran out (2^64 publications).
     #[error("the channel's offsets ran out")]
     Full,
+    /// Redis did not answer in time (the wire's `unavailable`; the admin
+    /// API's 503). A publication may or may not have been made: a retry
+    /// with the same id tells.
+    #[error("the channel streams are unavailable")]
+    Unavailable,
+}
+
+/// The node's channel streams: in memory on one node, in Redis in a cluster.
+#[derive(Debug)]
+pub enum Streams {
+    /// One node's, in memory.
+    Memory(memory::MemoryStreams),
+    /// The cluster's, in Redis.
+    Redis(redis::RedisStreams),
+}
+
+impl Streams {
+    /// Publishes to `request.channel`.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Full`] when the channel's offsets ran out,
+    /// [`StreamError::Unavailable`] when Redis does not answer.
+    pub async fn publish(
+        &self,
+        request: PublishRequest,
+        namespace: &Namespace,
+    ) -> Result<Published, StreamError> {
+        match self {
+            Self::Memory(streams) => streams.publish(request, namespace, now_ms()),
+            Self::Redis(streams) => streams.publish(request, namespace).await,
+        }
+    }
+
+    /// Where `channel` is, and what a subscriber at `since` missed.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Unavailable`] when Redis does not answer.
+    pub async fn recover(
+        &self,
+        channel: &str,
+        since: Option<&Position>,
+        namespace: &Namespace,
+    ) -> Result<(Position, Recovery), StreamError> {
+        match self {
+            Self::Memory(streams) => Ok(streams.recover(channel, since, namespace, now_ms())),
+            Self::Redis(streams) => streams.recover(channel, since, namespace).await,
+        }
+    }
+
+    /// The last `limit` publications kept for `channel`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Unavailable`] when Redis does not answer.
+    pub async fn history(
+        &self,
+        channel: &str,
+        limit: usize,
+        namespace: &Namespace,
+    ) -> Result<Vec<Arc<Publication>>, StreamError> {
+        match self {
+            Self::Memory(streams) => Ok(streams.history(channel, limit, namespace, now_ms())),
+            Self::Redis(streams) => streams.history(channel, limit, namespace).await,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -43,7 +43,8 @@ impl Kind {
 
 /// A cluster node on `url` (Redis answers; the node's heartbeat is not
 /// started: its `node:{id}` key, which says it is alive, is set once here).
-fn redis_node(url: &str) -> Arc<crate::cluster::Node> {
+/// Also the channel streams' tests' node.
+pub(crate) fn redis_node(url: &str) -> Arc<crate::cluster::Node> {
     redis_node_with(url, &[])
 }
 
