@@ -3,7 +3,12 @@
 //! | file | what it holds |
 //! |---|---|
 //! | `namespace.rs` | channel names, namespaces and their capabilities, from the config file |
-//! | `stream/` | a channel's offsets, epoch, history and idempotency window: in memory (`memory.rs`) |
+//! | `stream/` | a channel's offsets, epoch, history and idempotency window: in memory (`memory.rs`) and in Redis (`redis.rs`, one script each) |
+//! | `hub.rs` | one node's subscribers per channel: recovery then live without a seam, holes filled or reported, one frame per publication |
+//!
+//! Not on the wire yet: the subscribe, publish and recovery messages, the
+//! admin API and the wrapper's `Channel` come next (issue 23).
 
+pub mod hub;
 pub mod namespace;
 pub mod stream;
