@@ -312,7 +312,7 @@ impl RedisStreams {
 }
 
 /// The publisher as JSON: `{"client_id":…,"user":…}`.
-fn info_json(info: &PublisherInfo) -> String {
+pub(crate) fn info_json(info: &PublisherInfo) -> String {
     let mut map = serde_json::Map::new();
     map.insert("client_id".into(), info.client_id.clone().into());
     if let Some(user) = &info.user {
@@ -329,13 +329,7 @@ fn publication_of((id, fields): Entry) -> Option<Arc<Publication>> {
     for pair in fields.chunks_exact(2) {
         match pair[0].as_str() {
             "d" => data = Some(pair[1].clone()),
-            "i" if !pair[1].is_empty() => {
-                let value: serde_json::Value = serde_json::from_str(&pair[1]).ok()?;
-                info = Some(PublisherInfo {
-                    client_id: value["client_id"].as_str()?.to_owned(),
-                    user: value["user"].as_str().map(str::to_owned),
-                });
-            }
+            "i" if !pair[1].is_empty() => info = Some(info_from_json(&pair[1])?),
             _ => {}
         }
     }
@@ -344,4 +338,13 @@ fn publication_of((id, fields): Entry) -> Option<Arc<Publication>> {
         data: data?,
         info,
     }))
+}
+
+/// The publisher from its JSON ([`info_json`]).
+pub(crate) fn info_from_json(json: &str) -> Option<PublisherInfo> {
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    Some(PublisherInfo {
+        client_id: value["client_id"].as_str()?.to_owned(),
+        user: value["user"].as_str().map(str::to_owned),
+    })
 }
