@@ -153,6 +153,18 @@ impl<'a> Object<'a> {
     }
 }
 
+/// The texts of the elements of a JSON array, from its text (as
+/// [`Object::raw`] gives it): to read an array of objects with
+/// [`Object::parse`].
+///
+/// # Errors
+///
+/// `serde_json`'s error when `raw` is not a JSON array.
+pub fn elements(raw: &str) -> Result<Vec<&str>, serde_json::Error> {
+    let values: Vec<&RawValue> = serde_json::from_str(raw)?;
+    Ok(values.into_iter().map(RawValue::get).collect())
+}
+
 fn decode<T: DeserializeOwned>(field: &'static str, raw: &str) -> Result<T, FieldError> {
     serde_json::from_str(raw).map_err(|source| FieldError::Invalid { field, source })
 }
@@ -269,6 +281,17 @@ mod tests {
         assert!(matches!(object.tag("n"), Ok(None)));
         assert!(matches!(object.tag("none"), Ok(None)));
         assert!(matches!(object.tag("x"), Err(FieldError::Invalid { .. })));
+    }
+
+    #[test]
+    fn arrays_split_into_their_elements() {
+        assert_eq!(
+            elements(r#"[ {"a":1}, 2 ,"x",[3]]"#).ok(),
+            Some(vec![r#"{"a":1}"#, "2", r#""x""#, "[3]"])
+        );
+        assert_eq!(elements("[]").ok(), Some(vec![]));
+        assert!(elements(r#"{"a":1}"#).is_err());
+        assert!(elements("[1,]").is_err());
     }
 
     #[test]
