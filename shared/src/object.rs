@@ -165,6 +165,18 @@ pub fn elements(raw: &str) -> Result<Vec<&str>, serde_json::Error> {
     Ok(values.into_iter().map(RawValue::get).collect())
 }
 
+/// Appends `text` as a JSON string, quotes included, byte for byte as
+/// `serde_json` writes it: for encoders that write JSON by hand.
+///
+/// ```
+/// let mut out = String::new();
+/// shared::object::write_string(&mut out, "a \"q\"\n");
+/// assert_eq!(out, serde_json::to_string("a \"q\"\n").unwrap());
+/// ```
+pub fn write_string(out: &mut String, text: &str) {
+    crate::fast::escape_into(out, text);
+}
+
 fn decode<T: DeserializeOwned>(field: &'static str, raw: &str) -> Result<T, FieldError> {
     serde_json::from_str(raw).map_err(|source| FieldError::Invalid { field, source })
 }
