@@ -800,11 +800,16 @@ fn shared(shared: &Object<'_>) -> Result<Shared, Bad> {
             .into_iter()
             .map(|item| pending(&Object::parse(item)?))
             .collect::<Result<_, Bad>>()?,
-        accepted: shared
-            .required::<Vec<(u32, u64)>>("accepted")?
-            .into_iter()
-            .map(|(tab, n)| (TabId(tab), n))
-            .collect(),
+        accepted: {
+            // Inserted one by one (a later pair of the same tab wins, as
+            // with `collect`, which would sort them first: 4 KB of sort in
+            // the wasm).
+            let mut accepted = BTreeMap::new();
+            for (tab, n) in shared.required::<Vec<(u32, u64)>>("accepted")? {
+                accepted.insert(TabId(tab), n);
+            }
+            accepted
+        },
     })
 }
 
