@@ -108,8 +108,8 @@
 //!   without serde's buffering of a tagged enum, byte for byte the same.
 //! * [`object`]: a JSON object read once into its fields, each decoded by
 //!   name when asked for; `decode.rs` (private) decodes [`ServerMessage`]
-//!   with it, type first (the console's wasm was a sixth smaller without
-//!   the derived decoder).
+//!   with it, type first: without the derived decoder the console's wasm
+//!   lost 13 KB of its gzip-compressed size.
 //!
 //! # Example
 //!
