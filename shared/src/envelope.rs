@@ -199,13 +199,23 @@ pub(crate) fn decode_msg(text: &str) -> Option<(u64, String)> {
     if envelope.ty != "msg" {
         return None;
     }
-    let raw = envelope.data.get();
-    let data = if raw.starts_with('"') {
-        serde_json::from_str::<String>(raw).ok()?
-    } else {
-        raw.to_owned()
-    };
+    let data = data_text(envelope.data.get()).ok()?.into_owned();
     Some((envelope.seq, data))
+}
+
+/// The application text that an envelope's `data` carries, from the
+/// data's JSON text: a string is that text, any other value its own text,
+/// byte for byte.
+///
+/// # Errors
+///
+/// When `raw` is a string that does not decode (a lone surrogate).
+pub(crate) fn data_text(raw: &str) -> Result<Cow<'_, str>, serde_json::Error> {
+    if raw.starts_with('"') {
+        crate::object::string(raw)
+    } else {
+        Ok(Cow::Borrowed(raw))
+    }
 }
 
 /// Whether `text` starts as every encoder here writes an envelope.

@@ -85,6 +85,57 @@ pub(crate) fn echo_reply(id: u64, body: &str) -> String {
     out
 }
 
+/// [`ClientMessage::to_json`](crate::ClientMessage::to_json): the derived
+/// encoder's JSON (the tag first, then the fields in declaration order),
+/// written into one buffer.
+pub(crate) fn client_message(message: &crate::ClientMessage) -> String {
+    use crate::ClientMessage;
+
+    let mut out = String::with_capacity(64);
+    let mut digits = itoa::Buffer::new();
+    let mut number = |out: &mut String, n: u64| out.push_str(digits.format(n));
+    match message {
+        ClientMessage::Echo { id, body } => return echo_reply(*id, body),
+        ClientMessage::Burst { count } => {
+            out.push_str(r#"{"type":"burst","count":"#);
+            number(&mut out, u64::from(*count));
+        }
+        ClientMessage::Ping { t } => {
+            out.push_str(r#"{"type":"ping","t":"#);
+            // serde_json's own float formatting (`null` when not finite).
+            out.push_str(&serde_json::to_string(t).unwrap_or_else(|_| "null".into()));
+        }
+        ClientMessage::Resume {
+            session,
+            token,
+            last_seq,
+        } => {
+            out.push_str(r#"{"type":"resume","session":"#);
+            escape_into(&mut out, session);
+            out.push_str(r#","token":"#);
+            escape_into(&mut out, token);
+            out.push_str(r#","last_seq":"#);
+            number(&mut out, *last_seq);
+        }
+        ClientMessage::Ack { seq } => {
+            out.push_str(r#"{"type":"ack","seq":"#);
+            number(&mut out, *seq);
+        }
+        ClientMessage::Msg { seq, data } => {
+            out.push_str(r#"{"type":"msg","seq":"#);
+            number(&mut out, *seq);
+            out.push_str(r#","data":"#);
+            escape_into(&mut out, data);
+        }
+        ClientMessage::Refresh { token } => {
+            out.push_str(r#"{"type":"refresh","token":"#);
+            escape_into(&mut out, token);
+        }
+    }
+    out.push('}');
+    out
+}
+
 /// The first byte of `bytes` that a JSON string cannot hold as it is: below
 /// 0x20, a quote or a backslash.
 ///
@@ -274,6 +325,54 @@ mod tests {
         assert!(echo_request(cases[0]).is_some());
         assert!(echo_request(cases[2]).is_some());
         assert!(echo_request(cases[4]).is_some());
+    }
+
+    #[test]
+    fn client_messages_are_written_as_the_derived_encoder_writes_them() {
+        let text = "a \"q\" \\ é 😀 \n \u{1} \u{7f}";
+        let mut cases = vec![
+            ClientMessage::Echo {
+                id: u64::MAX,
+                body: text.into(),
+            },
+            ClientMessage::Burst { count: u32::MAX },
+            ClientMessage::Burst { count: 0 },
+            ClientMessage::Resume {
+                session: text.into(),
+                token: "k".into(),
+                last_seq: 41,
+            },
+            ClientMessage::Ack { seq: 0 },
+            ClientMessage::Msg {
+                seq: 7,
+                data: r#"{"type":"ping","t":1}"#.into(),
+            },
+            ClientMessage::Refresh { token: text.into() },
+        ];
+        for t in [
+            0.0,
+            -0.0,
+            1.0,
+            12.5,
+            -0.25,
+            0.1,
+            1e300,
+            1e-300,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            1_765_000_000_000.123,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ] {
+            cases.push(ClientMessage::Ping { t });
+        }
+        for message in cases {
+            assert_eq!(
+                client_message(&message),
+                serde_json::to_string(&message).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -5,14 +5,15 @@
 //! |---|---|
 //! | `setup` | installs every missing tool: the wasm32 target, wasm-bindgen-cli at the Cargo.lock version, trunk 0.21, wasm-opt, rustfmt, clippy, wasm-pack; with `--browser` also Chromium and ChromeDriver; with `--run` only what `run` needs |
 //! | `run` | installs only what it needs (the wasm32 target, wasm-bindgen-cli, trunk, wasm-opt), builds the UI in release with trunk, starts the server on <http://127.0.0.1:8080> until Ctrl-C |
-//! | `test` | set-up, then fmt, clippy (native and wasm32), native tests, and the browser tests in headless Chrome against a real server on a free port |
+//! | `test` | set-up, then fmt, clippy (native and wasm32), native tests, the browser tests in headless Chrome against a real server on a free port, and the console's wasm against its budget (140 KiB gzip -9) |
+//! | `bundle` | builds the UI in release as `run` does and checks the console's wasm against its budget alone (`bundle.rs`) |
 //! | `cluster` | a local three-node cluster: `redis-server` (installed if missing) on a free port, three release nodes with `--redis-url`, the UI on <http://127.0.0.1:8080> through a round-robin front (the testbed's proxy), until Ctrl-C |
 //! | `testbed` | starts the test server and its control API and prints their addresses, for running browser tests by hand |
 //! | `bench` | builds in release and runs the benchmarks side by side (`--full` for the long run); writes `docs/BENCHMARKS.md`, then the cluster's broadcast over two nodes on Redis and connections on one node with timed pushes (each its own section); `--scale`, `--cluster`: that part alone |
 //! | `hostile` | builds in release and plays hostile clients at scale against the server (floods, slowloris, non-reading clients, broken frames); writes `docs/HARDENING.md` |
 //!
 //! Layout: `setup.rs` (tool detection and installation), `tasks.rs` (run,
-//! test, testbed, the benchmarks), `cluster.rs` (cluster), `cmd.rs` (running child processes). The test server itself
+//! test, testbed, the benchmarks), `bundle.rs` (the wasm budget), `cluster.rs` (cluster), `cmd.rs` (running child processes). The test server itself
 //! is the `testbed` crate, behind this crate's `testbed` feature: the plain
 //! binary (all that `cargo xtask run` compiles) runs `test`, `testbed` and `cluster` by
 //! running xtask again with that feature.
@@ -20,6 +21,7 @@
 //! Every step is idempotent: a tool is installed only when it is missing or at
 //! the wrong version, so a warm re-run goes straight to the work.
 
+mod bundle;
 #[cfg(feature = "testbed")]
 mod cluster;
 mod cmd;
@@ -38,7 +40,9 @@ commands:
                       (ARGS go to the server, see `cargo run -p server -- --help`)
   cluster [-- ARGS]   a local three-node cluster on one redis-server, the UI on http://127.0.0.1:8080
                       through a round-robin front (ARGS go to every node)
-  test                run every check and test: fmt, clippy (native + wasm32), native tests, browser tests
+  test                run every check and test: fmt, clippy (native + wasm32), native tests, browser tests,
+                      and the console's wasm within its budget (140 KiB gzip -9)
+  bundle              build the UI in release and check the console's wasm against its budget
   testbed             start the test server and its control API, print their addresses, wait for Ctrl-C
   bench [--full] [--rounds N]
                       benchmarks side by side (quick: under 5 minutes); writes docs/BENCHMARKS.md;
@@ -88,6 +92,7 @@ fn main() -> Result<()> {
                 .map(String::as_str),
         ),
         "hostile" => tasks::hostile(),
+        "bundle" => tasks::bundle(),
         "help" | "--help" | "-h" => {
             eprint!("{USAGE}");
             Ok(())

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::bundle;
 use crate::cmd::{self, command};
 use crate::setup::{self, Needs};
 #[cfg(feature = "testbed")]
@@ -151,14 +152,39 @@ pub fn test() -> Result<()> {
             result
         })
     });
-    steps.run("end-to-end (UI in Chrome)", || {
+    // The UI in release, as served: for the end-to-end tests and the bundle
+    // budget, which both skip (and fail) without it rather than look at an
+    // older build in dist/.
+    let mut ui_built = false;
+    steps.run("UI build (trunk, release)", || {
         cmd::run(&mut command("trunk", &["build", "--release"]))?;
+        ui_built = true;
+        Ok(())
+    });
+    steps.run("end-to-end (UI in Chrome)", || {
+        if !ui_built {
+            bail!("the UI did not build");
+        }
         cmd::run(
             command("cargo", &["test", "-p", "e2e", "--", "--test-threads", "1"])
                 .env("CHROMEDRIVER", &chromedriver),
         )
     });
+    steps.run("bundle budget (wasm gzip -9)", || {
+        if !ui_built {
+            bail!("the UI did not build");
+        }
+        bundle::check(&cmd::root().join("dist"))
+    });
     steps.finish(started.elapsed())
+}
+
+/// Builds the UI in release, as `run` and `test` do, and checks the
+/// console's wasm against its budget ([`bundle::BUDGET`]).
+pub fn bundle() -> Result<()> {
+    setup::ensure(Needs::RUN)?;
+    cmd::run(&mut command("trunk", &["build", "--release"]))?;
+    bundle::check(&cmd::root().join("dist"))
 }
 
 /// Builds the server and the benchmark tools in release; returns the

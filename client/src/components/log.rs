@@ -31,7 +31,7 @@ pub fn Log(props: &LogProps) -> Html {
     html! {
         <ol data-testid="log" class="log">
             { for props.lines.iter().map(|line| html! {
-                <li class={line.kind.label().to_lowercase()}>
+                <li class={line.kind.class()}>
                     <time>{ clock(line.at_ms) }</time>
                     <b>{ line.kind.label() }</b>
                     <span>{ &line.text }</span>

@@ -1,0 +1,145 @@
+//! The console's wasm budget: at most [`BUDGET`] bytes gzip -9, checked by
+//! `cargo xtask test` on the UI it builds (the release build that
+//! `dist/index.html` loads), and by `cargo xtask bundle` alone.
+//!
+//! The figure is `gzip -9 -c <file>`'s length, as `bench` measures the
+//! bundle row of docs/BENCHMARKS.md: the same input gives the same size, so
+//! the check is deterministic and belongs in CI. The budget leaves room for
+//! the channel panel of the channels and presence issues (issue 22).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+/// 140 KiB.
+pub const BUDGET: u64 = 140 * 1024;
+
+/// What to do when the wasm is over [`BUDGET`].
+const INVESTIGATE: &str = "\
+to see what is big, keep the names and profile with twiggy (cargo install twiggy):
+  wasm-bindgen --target web --no-typescript --out-dir /tmp/prof ${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/ui/client.wasm
+  wasm-opt -Oz --debuginfo /tmp/prof/client_bg.wasm -o /tmp/prof/opt.wasm
+  twiggy top -n 40 /tmp/prof/opt.wasm      (then twiggy paths / garbage on a suspect)
+usual suspects: serde's derive of a tagged enum (its Content tree; decode type first, see
+shared::object), Debug or Unicode-aware string calls (to_lowercase pulls 12 KB of tables),
+generic code instantiated for many types; docs/BENCHMARKS.md (UI bundle) has the history";
+
+/// The wasm that `dist/index.html` loads, its size gzip -9, and whether it
+/// is within [`BUDGET`].
+///
+/// # Errors
+///
+/// When `dist` has no built UI, gzip cannot run, or the wasm is over the
+/// budget (the message says by how much and how to look into it).
+pub fn check(dist: &Path) -> Result<()> {
+    let wasm = loaded_wasm(dist)?;
+    let gzip = gzip_size(&wasm)?;
+    let name = wasm.file_name().map(|n| n.to_string_lossy().into_owned());
+    let name = name.unwrap_or_default();
+    if gzip > BUDGET {
+        bail!(
+            "the console's wasm {name} is {gzip} bytes gzip -9, over its budget of {BUDGET} \
+             bytes (140 KiB) by {}\n{INVESTIGATE}",
+            gzip - BUDGET
+        );
+    }
+    eprintln!(
+        "bundle: the console's wasm {name} is {gzip} bytes gzip -9 ({:.1} KiB), \
+         within its budget of {BUDGET} bytes (140 KiB) by {}",
+        gzip as f64 / 1024.0,
+        BUDGET - gzip
+    );
+    Ok(())
+}
+
+/// The `.wasm` file that `dist/index.html` names.
+fn loaded_wasm(dist: &Path) -> Result<PathBuf> {
+    let index = dist.join("index.html");
+    let html = std::fs::read_to_string(&index)
+        .with_context(|| format!("reading {} (is the UI built?)", index.display()))?;
+    let name =
+        wasm_named_in(&html).with_context(|| format!("{} names no .wasm file", index.display()))?;
+    let wasm = dist.join(name);
+    if !wasm.is_file() {
+        bail!(
+            "{} names {name}, which is not in {}",
+            index.display(),
+            dist.display()
+        );
+    }
+    Ok(wasm)
+}
+
+/// The first `*.wasm` file name in `html` (trunk writes it in a preload
+/// link and in the script that loads it, with a leading `/`).
+fn wasm_named_in(html: &str) -> Option<&str> {
+    let end = html.find(".wasm")? + ".wasm".len();
+    let start = html[..end]
+        .rfind(['"', '\'', '/', '(', ' ', '='])
+        .map_or(0, |at| at + 1);
+    let name = &html[start..end];
+    (name.len() > ".wasm".len()).then_some(name)
+}
+
+/// `gzip -9 -c <path>`'s length, as the benchmark measures the bundle.
+fn gzip_size(path: &Path) -> Result<u64> {
+    let output = Command::new("gzip")
+        .args(["-9", "-c"])
+        .arg(path)
+        .stdin(Stdio::null())
+        .output()
+        .context("running gzip (Debian package `gzip`)")?;
+    if !output.status.success() {
+        bail!("gzip -9 -c {} failed ({})", path.display(), output.status);
+    }
+    Ok(output.stdout.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wasm_is_found_in_what_trunk_writes() {
+        let html = r#"<link rel="preload" href="/client-33b0e1eed923e14f_bg.wasm" crossorigin=anonymous integrity="sha384-x" as="fetch" type="application/wasm"></head>"#;
+        assert_eq!(wasm_named_in(html), Some("client-33b0e1eed923e14f_bg.wasm"));
+        let script = "const wasm = await init({ module_or_path: '/client-1_bg.wasm' });";
+        assert_eq!(wasm_named_in(script), Some("client-1_bg.wasm"));
+        assert_eq!(wasm_named_in("<html></html>"), None);
+        assert_eq!(wasm_named_in(r#"href="/.wasm""#), None);
+    }
+
+    #[test]
+    fn the_same_file_has_the_same_size() {
+        let dir = std::env::temp_dir().join(format!("xtask-bundle-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("x_bg.wasm");
+        std::fs::write(&file, b"\0asm\x01\0\0\0".repeat(1000)).unwrap();
+        let first = gzip_size(&file).unwrap();
+        assert_eq!(gzip_size(&file).unwrap(), first);
+        assert!(first < 8000, "compressed: {first}");
+        std::fs::write(
+            dir.join("index.html"),
+            r#"<link rel="preload" href="/x_bg.wasm">"#,
+        )
+        .unwrap();
+        assert!(check(&dir).is_ok());
+        // 200 KB that gzip cannot shrink (xorshift): over the budget.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let noise: Vec<u8> = std::iter::repeat_with(|| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()
+        })
+        .take(25_000)
+        .flatten()
+        .collect();
+        std::fs::write(&file, noise).unwrap();
+        let err = check(&dir).unwrap_err().to_string();
+        assert!(err.contains("over its budget of 143360 bytes"), "{err}");
+        assert!(err.contains("twiggy"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
