@@ -36,20 +36,22 @@ const FIRST_PAGE: &str = "Measured by hand on 2026-11-30, not by this run: from 
      figure).";
 
 /// The console's wasm budget and its check (xtask/src/bundle.rs).
-const BUNDLE_BUDGET: &str = "Budget: the console's wasm at most 140 KiB (143,360 bytes) \
-     gzip -9, room left for the channel panel of the channels and presence issues. \
-     `cargo xtask test` checks it on the UI it builds (the wasm that `dist/index.html` loads, \
-     `gzip -9 -c` as measured here, so the same build gives the same figure) and fails above \
-     it, saying how to profile; `cargo xtask bundle` builds the UI and runs the check alone.";
+const BUNDLE_BUDGET: &str = "Target: the console's wasm at most 140 KiB (143,360 bytes) \
+     gzip -9, room left for the channel panel of the channels and presence issues. Not reached \
+     yet: `cargo xtask test` enforces a ceiling of 160,000 bytes (the size when the check landed, \
+     158,550, and a little room), on the UI it builds (the wasm that `dist/index.html` loads, \
+     `gzip -9 -c` as measured here, so the same build gives the same figure), and fails above \
+     it, saying how to profile; the ceiling comes down with the size until it is the target. \
+     `cargo xtask bundle` builds the UI and runs the check alone.";
 
 /// Why a target is missed and what to do next, by target key. Written from
 /// profiling, not from a particular run's numbers, so it holds no figure.
 const MISSED: &[(&str, &str)] = &[
     (
         "bundle",
-        "The budget is 140 KiB (143,360 bytes) gzip -9, room left for the channel panel of \
-         the channels and presence issues; `cargo xtask test` checks it after its UI build \
-         (`cargo xtask bundle` alone), so CI fails above it. The UI is built with its own \
+        "The target is 140 KiB (143,360 bytes) gzip -9, room left for the channel panel of \
+         the channels and presence issues; `cargo xtask test` enforces a ceiling of 160,000 bytes \
+         (`cargo xtask bundle` alone), so CI fails if the console grows while the target is missed. The UI is built with its own \
          Cargo profile (`ui`: release with opt-level `z`, through trunk's \
          `data-cargo-profile-release`) and `wasm-opt -Oz`; the console formats its decimals \
          without core's float formatting; `ServerMessage` and the tab wire are decoded type \
@@ -59,9 +61,10 @@ const MISSED: &[(&str, &str)] = &[
          code after wasm-opt (measured with names kept, twiggy): the console's views and \
          yew's renderer (about a quarter), the socket wrapper's web glue (its pump is the \
          largest single function), drop glue and collections instantiated for many types, \
-         serde_json's parser and its error texts, and dlmalloc. Next step: the pump split \
-         into smaller non-generic functions once the tab glue's refactor lands, then leaner \
-         views (shared helpers for repeated markup) and a smaller allocator.",
+         serde_json's parser and its error texts, and dlmalloc. Next step: the pump (the \
+         runner's `next`, with the driver and the tab coordinator inlined into it: about a \
+         sixth of the code) split into smaller non-generic functions, then leaner views \
+         (shared helpers for repeated markup) and a smaller allocator.",
     ),
     (
         "echo",

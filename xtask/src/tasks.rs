@@ -180,7 +180,7 @@ pub fn test() -> Result<()> {
 }
 
 /// Builds the UI in release, as `run` and `test` do, and checks the
-/// console's wasm against its budget ([`bundle::BUDGET`]).
+/// console's wasm against its ceiling ([`bundle::CEILING`]) and target ([`bundle::TARGET`]).
 pub fn bundle() -> Result<()> {
     setup::ensure(Needs::RUN)?;
     cmd::run(&mut command("trunk", &["build", "--release"]))?;
