@@ -151,7 +151,7 @@ mod tests {
         )
         .unwrap();
         assert!(check(&dir).is_ok());
-        // 200 KB that gzip cannot shrink (xorshift): over the budget.
+        // 200 KB that gzip cannot shrink (xorshift): over the ceiling.
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
         let noise: Vec<u8> = std::iter::repeat_with(|| {
             state ^= state << 13;
@@ -164,7 +164,7 @@ mod tests {
         .collect();
         std::fs::write(&file, noise).unwrap();
         let err = check(&dir).unwrap_err().to_string();
-        assert!(err.contains("over its budget of 143360 bytes"), "{err}");
+        assert!(err.contains("over its ceiling of 160000 bytes"), "{err}");
         assert!(err.contains("twiggy"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
