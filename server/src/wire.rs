@@ -11,7 +11,12 @@ pub fn text(message: &ServerMessage) -> Message {
 
 /// An `error` message.
 pub fn error(code: ErrorCode, message: String) -> Message {
-    text(&ServerMessage::Error { code, message })
+    text(&ServerMessage::Error {
+        code,
+        message,
+        channel: None,
+        id: None,
+    })
 }
 
 /// What went wrong reading from a socket, as far as the close code goes

@@ -507,7 +507,7 @@ async fn a_refused_refresh_gets_bad_token_and_the_connection_ends_at_its_exp() {
         }
         send_text(&mut ws, &refresh(&token)).await;
         match next_json(&mut ws).await {
-            ServerMessage::Error { code, message } => {
+            ServerMessage::Error { code, message, .. } => {
                 assert_eq!(code, shared::ErrorCode::BadToken);
                 assert!(message.contains(says), "{message:?} names {says:?}");
             }
@@ -897,7 +897,7 @@ async fn a_token_with_a_huge_exp_is_refused_and_never_panics_the_connection() {
     let (mut ws, _) = connect_with(&server, "/ws?reliable=1", &hs256(&claims("alice", 60))).await;
     send_text(&mut ws, &refresh(&hs256(&huge("alice")))).await;
     match next_json(&mut ws).await {
-        ServerMessage::Error { code, message } => {
+        ServerMessage::Error { code, message, .. } => {
             assert_eq!(code, shared::ErrorCode::BadToken);
             assert!(message.contains("token lifetime too long"), "{message:?}");
         }

@@ -14,8 +14,11 @@
 //!   [`DecodeError::UnknownType`] with its text as sent (the derived
 //!   decoder printed it again through `serde_json::Value`);
 //! * the `detail` of [`DecodeError::InvalidFields`] is worded by
-//!   [`FieldError`].
+//!   [`FieldError`];
+//! * a `pub`'s `data` is kept as sent; the derived decoder compacts it
+//!   (the two are equal: [`crate::channel::RawJson`] compares values).
 
+use crate::channel::{RawJson, UnsubscribeReason};
 use crate::object::{self, FieldError, Object};
 use crate::{DecodeError, ErrorCode, ServerMessage, envelope};
 
@@ -73,6 +76,8 @@ fn fields(ty: &str, object: &Object<'_>) -> Result<Option<ServerMessage>, FieldE
         "error" => ServerMessage::Error {
             code: ErrorCode::from(object.required::<String>("code")?),
             message: object.required("message")?,
+            channel: object.optional("channel")?,
+            id: object.optional("id")?,
         },
         "msg" => {
             let seq = object.required("seq")?;
@@ -100,6 +105,37 @@ fn fields(ty: &str, object: &Object<'_>) -> Result<Option<ServerMessage>, FieldE
         },
         "refreshed" => ServerMessage::Refreshed {
             exp: object.required("exp")?,
+        },
+        "subscribed" => ServerMessage::Subscribed {
+            channel: object.required("channel")?,
+            epoch: object.required("epoch")?,
+            offset: object.required("offset")?,
+            recovered: object.optional("recovered")?,
+            reason: object.optional("reason")?,
+            gap: object.optional("gap")?,
+            id: object.optional("id")?,
+        },
+        "pub" => ServerMessage::Pub {
+            channel: object.required("channel")?,
+            offset: object.required("offset")?,
+            // Kept as the server wrote it: the application reads it.
+            data: RawJson::checked(object.raw("data")?.ok_or(FieldError::Missing("data"))?),
+            info: object.optional("info")?,
+        },
+        "channel_gap" => ServerMessage::ChannelGap {
+            channel: object.required("channel")?,
+            from: object.required("from")?,
+            to: object.required("to")?,
+        },
+        "published" => ServerMessage::Published {
+            channel: object.required("channel")?,
+            offset: object.required("offset")?,
+            id: object.optional("id")?,
+        },
+        "unsubscribed" => ServerMessage::Unsubscribed {
+            channel: object.required("channel")?,
+            reason: UnsubscribeReason::from(object.required::<String>("reason")?),
+            id: object.optional("id")?,
         },
         _ => return Ok(None),
     }))
@@ -166,6 +202,21 @@ mod tests {
         r#"{"type":"resume_failed","reason":{"bad_token":null}}"#,
         r#"{"type":"gap","from":13,"to":20}"#,
         r#"{"type":"refreshed","exp":1700000900}"#,
+        r#"{"type":"error","code":"bad_channel","message":"no","channel":"a b","id":"s-1"}"#,
+        r#"{"type":"error","code":"unavailable","message":"later","channel":"chat:x"}"#,
+        r#"{"type":"subscribed","channel":"chat:x","epoch":"e1","offset":0}"#,
+        r#"{"type":"subscribed","channel":"chat:x","epoch":"e1","offset":41,"recovered":true,"id":"s-2"}"#,
+        r#"{"type":"subscribed","channel":"x","epoch":"e1","offset":41,"recovered":false,"reason":"history_trimmed","gap":{"from":3,"to":7}}"#,
+        r#"{"type":"subscribed","channel":"x","epoch":"e2","offset":0,"recovered":false,"reason":"epoch_changed"}"#,
+        r#"{"type":"pub","channel":"chat:x","offset":42,"data":{"text":"hi","n":[1,2.5,null]},"info":{"client_id":"c1","user":"alice"}}"#,
+        r#"{"type":"pub","channel":"chat:x","offset":43,"data":"just text"}"#,
+        r#"{"type":"pub","channel":"chat:x","offset":44,"data":null,"info":{"client_id":"c2"}}"#,
+        r#"{"type":"channel_gap","channel":"chat:x","from":43,"to":45}"#,
+        r#"{"type":"published","channel":"chat:x","offset":42,"id":"p-17"}"#,
+        r#"{"type":"published","channel":"chat:x","offset":42}"#,
+        r#"{"type":"unsubscribed","channel":"chat:x","reason":"permission"}"#,
+        r#"{"type":"unsubscribed","channel":"chat:x","reason":"client","id":"u-1"}"#,
+        r#"{"type":"unsubscribed","channel":"chat:x","reason":"from_the_future"}"#,
     ];
 
     /// Bad or unusual inputs of every kind.
@@ -240,7 +291,19 @@ mod tests {
         r#"{"type":"gap","from":13}"#,
         r#"{"type":"refreshed","exp":1.5}"#,
         r#"{"type":"ack","seq":1,"ack":2}"#,
+        r#"{"type":"subscribed","channel":"x","epoch":"e","offset":1,"reason":"lost"}"#,
+        r#"{"type":"subscribed","channel":"x","epoch":"e","offset":1,"gap":{"from":1}}"#,
+        r#"{"type":"subscribed","channel":"x","offset":1}"#,
+        r#"{"type":"pub","channel":"x","offset":1}"#,
+        r#"{"type":"pub","channel":"x","offset":1,"data":{"a": 1}}"#,
+        r#"{"type":"pub","channel":"x","offset":1,"data":1,"info":{"user":"a"}}"#,
+        r#"{"type":"pub","channel":"x","offset":"1","data":1}"#,
+        r#"{"type":"channel_gap","channel":"x","from":1}"#,
+        r#"{"type":"unsubscribed","channel":"x"}"#,
+        r#"{"type":"error","code":"bad_channel","message":"x","id":7}"#,
         // Client-only and tab messages are not server messages.
+        r#"{"type":"subscribe","channel":"x"}"#,
+        r#"{"type":"publish","channel":"x","data":1}"#,
         r#"{"type":"ping","t":1}"#,
         r#"{"type":"burst","count":1}"#,
         r#"{"type":"refresh","token":"x"}"#,

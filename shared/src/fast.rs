@@ -131,9 +131,43 @@ pub(crate) fn client_message(message: &crate::ClientMessage) -> String {
             out.push_str(r#"{"type":"refresh","token":"#);
             escape_into(&mut out, token);
         }
+        ClientMessage::Subscribe { channel, since, id } => {
+            out.push_str(r#"{"type":"subscribe","channel":"#);
+            escape_into(&mut out, channel);
+            if let Some(since) = since {
+                out.push_str(r#","since":{"epoch":"#);
+                escape_into(&mut out, &since.epoch);
+                out.push_str(r#","offset":"#);
+                number(&mut out, since.offset);
+                out.push('}');
+            }
+            optional_string(&mut out, "id", id.as_deref());
+        }
+        ClientMessage::Unsubscribe { channel, id } => {
+            out.push_str(r#"{"type":"unsubscribe","channel":"#);
+            escape_into(&mut out, channel);
+            optional_string(&mut out, "id", id.as_deref());
+        }
+        ClientMessage::Publish { channel, data, id } => {
+            out.push_str(r#"{"type":"publish","channel":"#);
+            escape_into(&mut out, channel);
+            out.push_str(r#","data":"#);
+            out.push_str(data.get());
+            optional_string(&mut out, "id", id.as_deref());
+        }
     }
     out.push('}');
     out
+}
+
+/// `,"name":"value"` when there is a value (serde's `skip_serializing_if`).
+fn optional_string(out: &mut String, name: &str, value: Option<&str>) {
+    if let Some(value) = value {
+        out.push_str(",\"");
+        out.push_str(name);
+        out.push_str("\":");
+        escape_into(out, value);
+    }
 }
 
 /// The first byte of `bytes` that a JSON string cannot hold as it is: below
@@ -348,6 +382,40 @@ mod tests {
                 data: r#"{"type":"ping","t":1}"#.into(),
             },
             ClientMessage::Refresh { token: text.into() },
+            ClientMessage::Subscribe {
+                channel: "chat:x".into(),
+                since: None,
+                id: None,
+            },
+            ClientMessage::Subscribe {
+                channel: "chat:x".into(),
+                since: Some(crate::channel::StreamPosition {
+                    epoch: text.into(),
+                    offset: u64::MAX,
+                }),
+                id: Some(text.into()),
+            },
+            ClientMessage::Unsubscribe {
+                channel: "x".into(),
+                id: Some("u-1".into()),
+            },
+            ClientMessage::Unsubscribe {
+                channel: "x".into(),
+                id: None,
+            },
+            ClientMessage::Publish {
+                channel: "chat:x".into(),
+                data: crate::channel::RawJson::parse(
+                    r#"{"text":"hi","n":[1,2.5,null],"s":"\"q\""}"#,
+                )
+                .unwrap(),
+                id: Some("p-17".into()),
+            },
+            ClientMessage::Publish {
+                channel: "chat:x".into(),
+                data: crate::channel::RawJson::parse("null").unwrap(),
+                id: None,
+            },
         ];
         for t in [
             0.0,

@@ -207,6 +207,41 @@ pub enum ClientMessage {
         /// The new token (a JWT), as for `?token=`.
         token: String,
     },
+    /// Version 2: receive `channel`'s publications, answered by
+    /// [`ServerMessage::Subscribed`]; with `since`, first what was missed
+    /// after it. Idempotent. Version 1 gets [`ErrorCode::UnknownType`].
+    Subscribe {
+        /// The channel ([`channel::namespace_of`]).
+        channel: String,
+        /// Where the client was: recover what followed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<channel::StreamPosition>,
+        /// Echoed by the answer (at most 64 bytes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// Version 2: stop receiving `channel`'s publications, answered by
+    /// [`ServerMessage::Unsubscribed`]. Idempotent.
+    Unsubscribe {
+        /// The channel.
+        channel: String,
+        /// Echoed by the answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// Version 2: publish `data` to `channel`, answered by
+    /// [`ServerMessage::Published`] with its offset. With an `id` it is
+    /// published once per channel within the server's dedup window: a
+    /// repeat gets the first answer.
+    Publish {
+        /// The channel.
+        channel: String,
+        /// Any JSON value.
+        data: channel::RawJson,
+        /// The idempotency key, unique per publication (at most 64 bytes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
 }
 
 /// A message from the server to the client, sent as one JSON text frame.
@@ -276,6 +311,12 @@ pub enum ServerMessage {
         code: ErrorCode,
         /// A human-readable explanation; its wording may change.
         message: String,
+        /// The channel of the channel message refused (version 2).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<String>,
+        /// The `id` of the message refused, when it had one (version 2).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
     /// Reliable mode: one numbered application message.
     ///
@@ -315,6 +356,72 @@ pub enum ServerMessage {
     Refreshed {
         /// When the new token expires, in seconds since the Unix epoch.
         exp: u64,
+    },
+    /// Version 2: the subscription to `channel` started (or, with
+    /// `recovered: false` and `reason: epoch_changed`, its stream started
+    /// again). Every publication after it has an offset above `offset`.
+    Subscribed {
+        /// The channel.
+        channel: String,
+        /// The channel stream's epoch (opaque).
+        epoch: String,
+        /// The channel's latest offset when the subscription started.
+        offset: u64,
+        /// With `since`: whether everything missed follows.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+        /// Why not.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<channel::RecoveryFailure>,
+        /// With `history_trimmed`: the offsets lost.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gap: Option<channel::OffsetRange>,
+        /// The `subscribe`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// Version 2: one publication of a channel. Never numbered in reliable
+    /// mode: recovery by offset covers it.
+    Pub {
+        /// The channel.
+        channel: String,
+        /// Its offset in the channel's stream, from 1 without holes.
+        offset: u64,
+        /// What was published.
+        data: channel::RawJson,
+        /// Who published it (absent for the admin API).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        info: Option<channel::PublisherInfo>,
+    },
+    /// Version 2: offsets `from..=to` of a channel could not be delivered.
+    ChannelGap {
+        /// The channel.
+        channel: String,
+        /// The first lost offset.
+        from: u64,
+        /// The last lost offset.
+        to: u64,
+    },
+    /// Version 2: the answer to a `publish`.
+    Published {
+        /// The channel.
+        channel: String,
+        /// The publication's offset.
+        offset: u64,
+        /// The `publish`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// Version 2: a subscription ended (the client's `unsubscribe`, or the
+    /// server's decision).
+    Unsubscribed {
+        /// The channel.
+        channel: String,
+        /// Why.
+        reason: channel::UnsubscribeReason,
+        /// The `unsubscribe`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
     },
 }
 
@@ -391,6 +498,19 @@ pub enum ErrorCode {
     /// refused or rate-limited refreshes in a row close the connection
     /// with 4401 `too many bad refreshes`.
     RateLimited,
+    /// Version 2: not a channel name (`"bad_channel"`).
+    BadChannel,
+    /// Version 2: the channel's namespace is not configured (`"unknown_namespace"`).
+    UnknownNamespace,
+    /// Version 2: the connection may not do that in that channel (`"permission_denied"`).
+    PermissionDenied,
+    /// Version 2: the connection has `--max-subscriptions` already (`"too_many_subscriptions"`).
+    TooManySubscriptions,
+    /// Version 2: the publication is larger than its namespace allows (`"publish_too_large"`).
+    PublishTooLarge,
+    /// Version 2: the channel streams are unavailable (Redis is down); the
+    /// connection goes on (`"unavailable"`).
+    Unavailable,
     /// A code this version of the protocol does not know.
     Other(String),
 }
@@ -408,6 +528,12 @@ impl ErrorCode {
             Self::BurstBusy => "burst_busy",
             Self::BadToken => "bad_token",
             Self::RateLimited => "rate_limited",
+            Self::BadChannel => "bad_channel",
+            Self::UnknownNamespace => "unknown_namespace",
+            Self::PermissionDenied => "permission_denied",
+            Self::TooManySubscriptions => "too_many_subscriptions",
+            Self::PublishTooLarge => "publish_too_large",
+            Self::Unavailable => "unavailable",
             Self::Other(code) => code,
         }
     }
@@ -425,6 +551,12 @@ impl From<String> for ErrorCode {
             "burst_busy" => Self::BurstBusy,
             "bad_token" => Self::BadToken,
             "rate_limited" => Self::RateLimited,
+            "bad_channel" => Self::BadChannel,
+            "unknown_namespace" => Self::UnknownNamespace,
+            "permission_denied" => Self::PermissionDenied,
+            "too_many_subscriptions" => Self::TooManySubscriptions,
+            "publish_too_large" => Self::PublishTooLarge,
+            "unavailable" => Self::Unavailable,
             _ => Self::Other(code),
         }
     }
@@ -480,7 +612,18 @@ impl DecodeError {
 }
 
 /// Message types the client may send, used to tell unknown types from bad fields.
-const CLIENT_TYPES: &[&str] = &["echo", "burst", "ping", "resume", "ack", "msg", "refresh"];
+const CLIENT_TYPES: &[&str] = &[
+    "echo",
+    "burst",
+    "ping",
+    "resume",
+    "ack",
+    "msg",
+    "refresh",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+];
 /// Message types the server may send (for the derived decoding that
 /// `decode.rs`'s tests compare [`ServerMessage::from_json`] with).
 #[cfg(test)]
@@ -497,6 +640,11 @@ const SERVER_TYPES: &[&str] = &[
     "resume_failed",
     "gap",
     "refreshed",
+    "subscribed",
+    "pub",
+    "channel_gap",
+    "published",
+    "unsubscribed",
 ];
 
 fn decode<'a, T: Deserialize<'a>>(text: &'a str, known: &[&str]) -> Result<T, DecodeError> {
@@ -929,6 +1077,8 @@ mod tests {
                 ServerMessage::Error {
                     code: ErrorCode::Malformed,
                     message: "bad".into(),
+                    channel: None,
+                    id: None,
                 },
                 r#"{"type":"error","code":"malformed","message":"bad"}"#,
             ),
@@ -936,6 +1086,8 @@ mod tests {
                 ServerMessage::Error {
                     code: ErrorCode::BurstBusy,
                     message: "busy".into(),
+                    channel: None,
+                    id: None,
                 },
                 r#"{"type":"error","code":"burst_busy","message":"busy"}"#,
             ),
@@ -1019,6 +1171,8 @@ mod tests {
             let msg = ServerMessage::Error {
                 code: code.clone(),
                 message: String::new(),
+                channel: None,
+                id: None,
             };
             let back = ServerMessage::from_json(&msg.to_json()).unwrap();
             assert_eq!(back, msg);

@@ -41,7 +41,12 @@ pub(super) fn serve(request: ClientMessage, max_burst: u32) -> Served {
 
 /// An `error` message.
 pub(super) fn error(code: ErrorCode, message: String) -> ServerMessage {
-    ServerMessage::Error { code, message }
+    ServerMessage::Error {
+        code,
+        message,
+        channel: None,
+        id: None,
+    }
 }
 
 pub(super) fn unknown_type() -> ServerMessage {

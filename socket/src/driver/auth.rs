@@ -218,12 +218,14 @@ impl Driver {
             Ok(ServerMessage::Error {
                 code: ErrorCode::BadToken,
                 message,
+                ..
             }) => self
                 .events
                 .push(Event::Auth(AuthError::RefreshRefused(message))),
             Ok(ServerMessage::Error {
                 code: ErrorCode::RateLimited,
                 message,
+                ..
             }) => {
                 self.events
                     .push(Event::Auth(AuthError::RefreshRefused(message)));

@@ -301,6 +301,8 @@ fn a_refused_refresh_is_reported_and_the_connection_goes_on_until_4003() {
     let effects = h.receive_server(&ServerMessage::Error {
         code: ErrorCode::BadToken,
         message: "the token is for another user".into(),
+        channel: None,
+        id: None,
     });
     // The message is delivered, then reported.
     let events = events(&effects);
@@ -326,6 +328,8 @@ fn a_rate_limited_refresh_is_reported_and_tried_again_after_the_interval_while_b
     let limited = || ServerMessage::Error {
         code: ErrorCode::RateLimited,
         message: "one refresh per 5s at most".into(),
+        channel: None,
+        id: None,
     };
     let effects = h.receive_server(&limited());
     assert_eq!(
