@@ -18,7 +18,7 @@
 //! * a `pub`'s `data` is kept as sent; the derived decoder compacts it
 //!   (the two are equal: [`crate::channel::RawJson`] compares values).
 
-use crate::channel::{RawJson, UnsubscribeReason};
+use crate::channel::{OffsetRange, PublisherInfo, RawJson, RecoveryFailure, UnsubscribeReason};
 use crate::object::{self, FieldError, Object};
 use crate::{DecodeError, ErrorCode, ServerMessage, envelope};
 
@@ -110,9 +110,14 @@ fn fields(ty: &str, object: &Object<'_>) -> Result<Option<ServerMessage>, FieldE
             channel: object.required("channel")?,
             epoch: object.required("epoch")?,
             offset: object.required("offset")?,
-            recovered: object.optional("recovered")?,
-            reason: object.optional("reason")?,
-            gap: object.optional("gap")?,
+            recovered: flag(object, "recovered")?,
+            reason: recovery_failure(object)?,
+            gap: nested(object, "gap", |gap| {
+                Ok(OffsetRange {
+                    from: gap.required("from")?,
+                    to: gap.required("to")?,
+                })
+            })?,
             id: object.optional("id")?,
         },
         "pub" => ServerMessage::Pub {
@@ -120,7 +125,12 @@ fn fields(ty: &str, object: &Object<'_>) -> Result<Option<ServerMessage>, FieldE
             offset: object.required("offset")?,
             // Kept as the server wrote it: the application reads it.
             data: RawJson::checked(object.raw("data")?.ok_or(FieldError::Missing("data"))?),
-            info: object.optional("info")?,
+            info: nested(object, "info", |info| {
+                Ok(PublisherInfo {
+                    client_id: info.required("client_id")?,
+                    user: info.optional("user")?,
+                })
+            })?,
         },
         "channel_gap" => ServerMessage::ChannelGap {
             channel: object.required("channel")?,
@@ -139,6 +149,58 @@ fn fields(ty: &str, object: &Object<'_>) -> Result<Option<ServerMessage>, FieldE
         },
         _ => return Ok(None),
     }))
+}
+
+/// Field `name`, an optional object, read by `read` from its own fields:
+/// the types the channel messages nest are read with the decoders the
+/// others already use, rather than each with serde's own (smaller wasm).
+fn nested<T>(
+    object: &Object<'_>,
+    name: &'static str,
+    read: impl FnOnce(&Object<'_>) -> Result<T, FieldError>,
+) -> Result<Option<T>, FieldError> {
+    let invalid = |source| FieldError::Invalid {
+        field: name,
+        source,
+    };
+    match object.raw(name)? {
+        None | Some("null") => Ok(None),
+        Some(raw) => {
+            let inner = Object::parse(raw).map_err(invalid)?;
+            read(&inner).map(Some).map_err(|err| match err {
+                FieldError::Invalid { source, .. } => invalid(source),
+                other => invalid(serde::de::Error::custom(other)),
+            })
+        }
+    }
+}
+
+/// A `subscribed`'s `reason`, by its wire name.
+fn recovery_failure(object: &Object<'_>) -> Result<Option<RecoveryFailure>, FieldError> {
+    Ok(match object.optional::<String>("reason")?.as_deref() {
+        None => None,
+        Some("history_trimmed") => Some(RecoveryFailure::HistoryTrimmed),
+        Some("epoch_changed") => Some(RecoveryFailure::EpochChanged),
+        Some(other) => {
+            return Err(FieldError::Invalid {
+                field: "reason",
+                source: serde::de::Error::custom(other),
+            });
+        }
+    })
+}
+
+/// An optional boolean field, read from its text.
+fn flag(object: &Object<'_>, name: &'static str) -> Result<Option<bool>, FieldError> {
+    match object.raw(name)? {
+        None | Some("null") => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(other) => Err(FieldError::Invalid {
+            field: name,
+            source: serde::de::Error::custom(other),
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -294,6 +356,8 @@ mod tests {
         r#"{"type":"subscribed","channel":"x","epoch":"e","offset":1,"reason":"lost"}"#,
         r#"{"type":"subscribed","channel":"x","epoch":"e","offset":1,"gap":{"from":1}}"#,
         r#"{"type":"subscribed","channel":"x","offset":1}"#,
+        r#"{"type":"subscribed","channel":"x","epoch":"e","offset":1,"recovered":1}"#,
+        r#"{"type":"subscribed","channel":"x","epoch":"e","offset":1,"recovered":null}"#,
         r#"{"type":"pub","channel":"x","offset":1}"#,
         r#"{"type":"pub","channel":"x","offset":1,"data":{"a": 1}}"#,
         r#"{"type":"pub","channel":"x","offset":1,"data":1,"info":{"user":"a"}}"#,

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::fmt::Display;
 
-use buffered_socket::{CloseInfo, Event, Message, State};
+use buffered_socket::{CloseInfo, DropReason, Event, Message, State};
 use shared::ServerMessage;
 
 use super::{Kind, LOG_LINES, Line};
@@ -90,10 +90,23 @@ impl Batch {
             }
             Event::Open => Some((Kind::Open, "connected".into())),
             Event::Close(close) => Some((Kind::Close, close_text(close))),
-            Event::Dropped { message, reason } => Some((
-                Kind::Error,
-                format!("dropped from the queue ({reason:?}): {message:?}"),
-            )),
+            Event::Dropped { message, reason } => {
+                // Written out rather than `{:?}`: Debug formatting is code
+                // the console's wasm does without (its size budget).
+                let why = match reason {
+                    DropReason::Overflow => "overflow",
+                    DropReason::CapacityLowered => "capacity lowered",
+                    DropReason::RefusedByLeader => "refused by the leader tab",
+                };
+                let what = match message {
+                    Message::Text(text) => format!("\"{text}\""),
+                    Message::Binary(data) => format!("{} binary bytes", data.len()),
+                };
+                Some((
+                    Kind::Error,
+                    format!("dropped from the queue ({why}): {what}"),
+                ))
+            }
             Event::Resumed { resent } => Some((
                 Kind::Resume,
                 format!("the session continues; {resent} unacknowledged message(s) resent"),
@@ -365,10 +378,7 @@ mod tests {
         assert!(lines[1].1.starts_with("server messages 5 to 9 were lost"));
         assert_eq!(
             lines[2],
-            (
-                Kind::Error,
-                "dropped from the queue (Overflow): Text(\"old\")"
-            )
+            (Kind::Error, "dropped from the queue (overflow): \"old\"")
         );
     }
 

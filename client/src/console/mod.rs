@@ -134,7 +134,7 @@ pub fn echo_tab(id: u64) -> u32 {
 pub fn parse_burst_count(text: &str, now_ms: f64) -> Result<u32, Line> {
     text.trim()
         .parse()
-        .map_err(|_| Line::error(now_ms, format!("{text:?} is not a burst size")))
+        .map_err(|_| Line::error(now_ms, format!("\"{text}\" is not a burst size")))
 }
 
 /// A burst in progress or done.
@@ -667,7 +667,7 @@ mod tests {
         for bad in ["", "ten", "-1", "1.5", "99999999999"] {
             let line = parse_burst_count(bad, 5.0).unwrap_err();
             assert_eq!(line.kind, Kind::Error);
-            assert_eq!(line.text, format!("{bad:?} is not a burst size"));
+            assert_eq!(line.text, format!("\"{bad}\" is not a burst size"));
         }
     }
 }
