@@ -789,6 +789,34 @@ fn tabs_section(w: &mut String, tabs: &Value) {
     );
 }
 
+/// The browser burst's ratio in each interleaved round (the JavaScript
+/// page's time over ours), as a spread: one round's figure swings more than
+/// the medians' ratio does.
+fn browser_spread(browser: &Value) -> String {
+    let times = |key: &str| -> Vec<f64> {
+        browser[key]
+            .as_array()
+            .map(|all| all.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default()
+    };
+    let ratios: Vec<f64> = times("js_ms_all")
+        .iter()
+        .zip(times("wasm_ms_all"))
+        .filter(|(_, wasm)| *wasm > 0.0)
+        .map(|(js, wasm)| js / wasm)
+        .collect();
+    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let high = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if ratios.is_empty() {
+        "issue 22 (issue 15's line was 0.90x)".into()
+    } else {
+        format!(
+            "issue 22 (issue 15's line was 0.90x); spread: {low:.2}–{high:.2}x over {} rounds",
+            ratios.len()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -825,33 +853,5 @@ mod tests {
             w.is_empty(),
             "no section from a run without the browser part"
         );
-    }
-}
-
-/// The browser burst's ratio in each interleaved round (the JavaScript
-/// page's time over ours), as a spread: one round's figure swings more than
-/// the medians' ratio does.
-fn browser_spread(browser: &Value) -> String {
-    let times = |key: &str| -> Vec<f64> {
-        browser[key]
-            .as_array()
-            .map(|all| all.iter().filter_map(Value::as_f64).collect())
-            .unwrap_or_default()
-    };
-    let ratios: Vec<f64> = times("js_ms_all")
-        .iter()
-        .zip(times("wasm_ms_all"))
-        .filter(|(_, wasm)| *wasm > 0.0)
-        .map(|(js, wasm)| js / wasm)
-        .collect();
-    let low = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let high = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if ratios.is_empty() {
-        "issue 22 (issue 15's line was 0.90x)".into()
-    } else {
-        format!(
-            "issue 22 (issue 15's line was 0.90x); spread: {low:.2}–{high:.2}x over {} rounds",
-            ratios.len()
-        )
     }
 }
