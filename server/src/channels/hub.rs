@@ -283,12 +283,12 @@ impl<F: Clone> Hub<F> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A sink that records what it got.
+    /// A sink that records what it got (also the relay's tests').
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<String>>);
+    pub(crate) struct Recorder(Mutex<Vec<String>>);
 
     impl Sink<String> for Recorder {
         fn send(&self, frame: &String) -> bool {
@@ -298,7 +298,7 @@ mod tests {
     }
 
     impl Recorder {
-        fn got(&self) -> Vec<String> {
+        pub(crate) fn got(&self) -> Vec<String> {
             self.0.lock().expect("not poisoned").clone()
         }
     }

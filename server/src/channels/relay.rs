@@ -245,25 +245,9 @@ fn parse(payload: &str) -> Option<(String, Publication)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channels::hub::Sink;
+    use crate::channels::hub::tests::Recorder;
     use crate::channels::namespace::Namespace;
     use crate::channels::stream::PublishRequest;
-
-    #[derive(Default)]
-    struct Recorder(Mutex<Vec<String>>);
-
-    impl Sink<String> for Recorder {
-        fn send(&self, frame: &String) -> bool {
-            self.0.lock().expect("not poisoned").push(frame.clone());
-            true
-        }
-    }
-
-    impl Recorder {
-        fn got(&self) -> Vec<String> {
-            self.0.lock().expect("not poisoned").clone()
-        }
-    }
 
     fn frames() -> Frames<String> {
         Frames {
