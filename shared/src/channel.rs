@@ -42,6 +42,19 @@ mod tests {
         }
         assert_eq!(namespace_of(&"x".repeat(255)), Some(""));
     }
+
+    #[test]
+    fn unsubscribe_reasons_go_by_their_wire_names() {
+        for (reason, wire) in [
+            (UnsubscribeReason::Client, "client"),
+            (UnsubscribeReason::Permission, "permission"),
+            (UnsubscribeReason::Admin, "admin"),
+            (UnsubscribeReason::Other("later".into()), "later"),
+        ] {
+            assert_eq!(reason.as_str(), wire);
+            assert_eq!(UnsubscribeReason::from(wire.to_owned()), reason);
+        }
+    }
 }
 
 /// Where a subscriber was in a channel's stream: the stream's epoch and

@@ -1166,8 +1166,20 @@ mod tests {
             ErrorCode::BurstBusy,
             ErrorCode::BadToken,
             ErrorCode::RateLimited,
+            ErrorCode::BadChannel,
+            ErrorCode::UnknownNamespace,
+            ErrorCode::PermissionDenied,
+            ErrorCode::TooManySubscriptions,
+            ErrorCode::PublishTooLarge,
+            ErrorCode::Unavailable,
             ErrorCode::Other("from_the_future".into()),
         ] {
+            // Known codes have their own wire names, not `Other`.
+            assert_eq!(
+                matches!(code, ErrorCode::Other(_)),
+                code.as_str() == "from_the_future"
+            );
+            assert_eq!(ErrorCode::from(code.as_str().to_owned()), code);
             let msg = ServerMessage::Error {
                 code: code.clone(),
                 message: String::new(),
