@@ -262,18 +262,21 @@ fn ours_args(extra: &[&str]) -> Vec<String> {
 ///
 /// When the server or ChromeDriver cannot start, or the tabs do not settle.
 pub fn tabs_only(server: &Path, www: &Path, rounds: usize) -> Result<Value> {
-    let www = www.to_string_lossy();
-    let ours_ui = Server {
+    let running = start(&ours_ui(server, www), 4096)?;
+    browser::run_tabs(&running.addr, running.guard.pid(), rounds)
+}
+
+/// Our release server `server` serving the UI in `www`, for the browser parts.
+fn ours_ui(server: &Path, www: &Path) -> Server {
+    Server {
         name: "ours (UI)",
         program: server.to_path_buf(),
-        args: ours_args(&["--static-dir", &www]),
+        args: ours_args(&["--static-dir", &www.to_string_lossy()]),
         addr_flag: "--addr",
         echo_path: "/ws",
         typed: true,
         burst_path: "/ws?burst=",
-    };
-    let running = start(&ours_ui, 4096)?;
-    browser::run_tabs(&running.addr, running.guard.pid(), rounds)
+    }
 }
 
 /// `bench browser`: the browser part alone, `rounds` interleaved rounds
@@ -290,17 +293,7 @@ pub fn browser_only(target: &Path, rounds: usize) -> Result<Value> {
     let out = target.join("bench");
     std::fs::create_dir_all(&out)?;
     let assets = browser::prepare(&root, target, &out)?;
-    let www = assets.www.to_string_lossy().into_owned();
-    let ours_ui = Server {
-        name: "ours (UI)",
-        program: target.join("release/server"),
-        args: ours_args(&["--static-dir", &www]),
-        addr_flag: "--addr",
-        echo_path: "/ws",
-        typed: true,
-        burst_path: "/ws?burst=",
-    };
-    let running = start(&ours_ui, 4096)?;
+    let running = start(&ours_ui(&target.join("release/server"), &assets.www), 4096)?;
     let count = Plan::quick().burst_count;
     let mut result = browser::run(&running.addr, &assets, rounds, count, running.guard.pid())?;
     result["bundle"] = assets.bundle.clone();

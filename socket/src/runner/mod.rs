@@ -114,17 +114,16 @@ impl Runner {
             .shared_across_tabs
             .as_ref()
             .map(|_| Sharing::new(tab_id, &config));
-        let mut runner = Self {
-            driver: Driver::new(config.clone(), 0),
+        let mut rng = seed;
+        Self {
+            driver: Driver::new(config.clone(), next_seed(&mut rng)),
             config,
             inputs: VecDeque::new(),
             sharing,
             hook: false,
-            rng: seed,
+            rng,
             out: VecDeque::new(),
-        };
-        runner.driver = Driver::new(runner.config.clone(), runner.seed());
-        runner
+        }
     }
 
     /// Starts: connects, or with sharing joins the other tabs.
@@ -314,12 +313,17 @@ impl Runner {
         self.config.token.clone()
     }
 
-    /// The driver's next seed.
+    /// The next driver's seed.
     fn seed(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        next_seed(&mut self.rng)
     }
+}
+
+/// `splitmix64`: the next seed from `state`.
+fn next_seed(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
