@@ -32,6 +32,16 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{user}", delete(admin::kick_user))
         .route("/users/{user}/push", post(admin::push_user))
         .route("/broadcast", post(admin::broadcast))
+        .route("/channels", get(admin::channels::list))
+        .route(
+            "/channels/{channel}/publish",
+            post(admin::channels::publish),
+        )
+        .route("/channels/{channel}/history", get(admin::channels::history))
+        .route(
+            "/channels/{channel}/subscribers/{client_id}",
+            delete(admin::channels::unsubscribe),
+        )
         // Push and broadcast bodies: 413 beyond --max-push-size (0: none).
         .layer(match state.config.max_push_size {
             0 => DefaultBodyLimit::disable(),

@@ -465,3 +465,109 @@ async fn version_one_has_no_channels() {
     send_text(&mut ws, r#"{"type":"subscribe","channel":"chat:x"}"#).await;
     assert_eq!(next_error(&mut ws).await.0, "unknown_type");
 }
+
+const ADMIN: &str = "channels-test-admin-token";
+
+#[tokio::test]
+async fn the_admin_api_publishes_once_per_key_lists_reads_the_history_and_unsubscribes() {
+    let server = start(&["--admin-token", ADMIN]).await;
+    let http = reqwest::Client::new();
+    let (mut ws, id) = server.connect_ws("/ws?protocol=2").await;
+    let epoch = epoch_of(&subscribe(&mut ws, "chat:a", None).await);
+    let post = |key: &'static str, body: &'static str| {
+        http.post(server.http_url("/api/channels/chat:a/publish"))
+            .bearer_auth(ADMIN)
+            .header("Idempotency-Key", key)
+            .body(body)
+            .send()
+    };
+    for _ in 0..2 {
+        let answer: serde_json::Value = post("k1", r#"{"hello":"world"}"#)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer, serde_json::json!({"offset": 1, "epoch": epoch}));
+    }
+    let not_json = post("k2", "{oops").await.unwrap();
+    assert_eq!(not_json.status(), 400);
+    match next_json(&mut ws).await {
+        ServerMessage::Pub {
+            offset: 1,
+            data,
+            info: None,
+            ..
+        } => assert_eq!(data.get(), r#"{"hello":"world"}"#),
+        other => panic!("one pub, without info: {other:?}"),
+    }
+    let list: serde_json::Value = http
+        .get(server.http_url("/api/channels"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list,
+        serde_json::json!({"channels": [{"channel": "chat:a", "subscribers": 1}], "unanswered": []})
+    );
+    let history: serde_json::Value = http
+        .get(server.http_url("/api/channels/chat:a/history?limit=10"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        history,
+        serde_json::json!({"channel": "chat:a", "publications": [{"offset": 1, "data": {"hello": "world"}}]})
+    );
+    let unknown = http
+        .post(server.http_url("/api/channels/nope:a/publish"))
+        .bearer_auth(ADMIN)
+        .body("1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let delete = |client: String| {
+        http.delete(server.http_url(&format!("/api/channels/chat:a/subscribers/{client}")))
+            .bearer_auth(ADMIN)
+            .send()
+    };
+    assert_eq!(delete(id.clone()).await.unwrap().status(), 200);
+    assert_eq!(
+        next_json(&mut ws).await,
+        ServerMessage::Unsubscribed {
+            channel: "chat:a".into(),
+            reason: UnsubscribeReason::Admin,
+            id: None,
+        }
+    );
+    assert_eq!(
+        delete(id).await.unwrap().status(),
+        404,
+        "not subscribed now"
+    );
+    // A connection that ends leaves its channels.
+    subscribe(&mut ws, "chat:b", None).await;
+    drop(ws);
+    common::wait_until("the channel has no subscriber left", || async {
+        let list: serde_json::Value = http
+            .get(server.http_url("/api/channels"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        list["channels"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+}
