@@ -73,6 +73,10 @@ struct Subscriber<F> {
     sink: Arc<dyn Sink<F>>,
     /// Held while the subscription recovers; `None` once live.
     held: Option<Held<F>>,
+    /// What its recovery sent already: a node whose relay lags behind the
+    /// stream delivers those offsets after it went live, and they are not
+    /// sent twice.
+    sent_through: u64,
 }
 
 /// One channel on this node.
@@ -175,6 +179,7 @@ impl<F: Clone> Hub<F> {
                     frames: Vec::new(),
                     reset: None,
                 }),
+                sent_through: 0,
             },
         );
         members.entry(conn).or_default().insert(name);
@@ -203,6 +208,8 @@ impl<F: Clone> Hub<F> {
         let subscriber = local.subscribers.get_mut(&conn)?;
         let held = subscriber.held.take()?;
         if let Some(reset) = held.reset {
+            // All of the new epoch, which the recovery did not send.
+            subscriber.sent_through = held.frames.last().map_or(0, |(offset, _)| *offset);
             subscriber.sink.send_own(&reset);
             for (_, frame) in &held.frames {
                 subscriber.sink.send_own(frame);
@@ -224,6 +231,7 @@ impl<F: Clone> Hub<F> {
             subscriber.sink.send_own(&frame);
             next = offset.saturating_add(1);
         }
+        subscriber.sent_through = next.saturating_sub(1);
         hole
     }
 
@@ -336,10 +344,16 @@ impl<F: Clone> Hub<F> {
                     held.frames.push((offset, frame.clone()));
                 }
                 (Some(held), None) => held.frames.push((offset, frame.clone())),
-                (None, notice) => {
-                    if let Some(notice) = notice {
-                        subscriber.sink.send(notice);
+                (None, Some(notice)) => {
+                    subscriber.sink.send(notice);
+                    subscriber.sent_through = offset;
+                    if subscriber.sink.send(&frame) {
+                        sent += 1;
                     }
+                }
+                (None, None) if offset <= subscriber.sent_through => {}
+                (None, None) => {
+                    subscriber.sent_through = offset;
                     if subscriber.sink.send(&frame) {
                         sent += 1;
                     }
@@ -544,6 +558,23 @@ pub(crate) mod tests {
         // Its recovery read epoch e up to 7: the new epoch's 1 and 2 still come.
         assert_eq!(hub.go_live("c", 1, ("e", 7), &Text), None);
         assert_eq!(a.got(), ["epoch f after 0", "pub 1", "pub 2"]);
+    }
+
+    #[test]
+    fn what_a_recovery_sent_is_not_sent_again_by_a_node_that_lags() {
+        let hub = Hub::default();
+        let a = Arc::new(Recorder::default());
+        let b = Arc::new(Recorder::default());
+        hub.subscribe("c", 1, a.clone());
+        assert_eq!(hub.go_live("c", 1, ("e", 3), &Text), None);
+        // b recovered from the stream up to 6; the node has delivered 3.
+        hub.subscribe("c", 2, b.clone());
+        assert_eq!(hub.go_live("c", 2, ("e", 6), &Text), None);
+        for offset in 4..=7 {
+            deliver(&hub, "e", offset);
+        }
+        assert_eq!(a.got(), ["pub 4", "pub 5", "pub 6", "pub 7"]);
+        assert_eq!(b.got(), ["pub 7"], "4 to 6 came with its recovery");
     }
 
     #[test]
