@@ -571,3 +571,89 @@ async fn the_admin_api_publishes_once_per_key_lists_reads_the_history_and_unsubs
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_subscriber_that_does_not_read_is_closed_as_slow_and_recovers_everything_after() {
+    // Publications of 60 KB into a queue of 8: once the socket's buffers
+    // are full, the queue is, and the next publication asks the connection
+    // to close (1013, slow consumer); its task, stuck writing to the full
+    // socket, gives up at the write timeout, so the close frame itself
+    // rarely gets through to a client that reads nothing. What matters:
+    // the client comes back and recovers exactly what it had not read.
+    let server = start(&[
+        "--admin-token",
+        ADMIN,
+        "--send-queue",
+        "8",
+        "--write-timeout",
+        "1s",
+    ])
+    .await;
+    let (mut slow, _) = server.connect_ws("/ws?protocol=2").await;
+    let epoch = epoch_of(&subscribe(&mut slow, "chat:big", None).await);
+    let http = reqwest::Client::new();
+    let body = format!("\"{}\"", "x".repeat(60_000));
+    let mut published = 0u64;
+    let mut closed = false;
+    // 24 MB at most: past the socket's buffers, within the history's.
+    while !closed && published < 400 {
+        let answer = http
+            .post(server.http_url("/api/channels/chat:big/publish"))
+            .bearer_auth(ADMIN)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        published += 1;
+        if published % 10 == 0 {
+            closed = common::metric(&server, "ws_connections_open").await == 0;
+        }
+    }
+    common::wait_until("the slow subscriber closed", || async {
+        common::metric(&server, "ws_connections_open").await == 0
+    })
+    .await;
+    // It reads what was written before the close, then the close (1013),
+    // unless the server gave up writing it to a socket nobody read.
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let mut last = 0;
+    loop {
+        let next = tokio::time::timeout(common::DEADLINE, slow.next())
+            .await
+            .expect("the rest within the deadline");
+        match next {
+            Some(Ok(Message::Text(text))) => {
+                if let ServerMessage::Pub { offset, .. } = ServerMessage::from_json(&text).unwrap()
+                {
+                    assert_eq!(offset, last + 1, "in order, none skipped");
+                    last = offset;
+                }
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let frame = frame.unwrap();
+                assert_eq!(u16::from(frame.code), 1013);
+                assert_eq!(frame.reason.as_str(), "slow consumer");
+                eprintln!("closed with 1013 after {last} of {published}");
+                break;
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => {
+                eprintln!("ended without its close after {last} of {published}");
+                break;
+            }
+        }
+    }
+    assert!(last < published, "closed before it had everything");
+    // Back, it recovers the rest exactly.
+    let mut back = connect(&server).await;
+    let subscribed = subscribe(&mut back, "chat:big", Some((&epoch, last))).await;
+    assert!(
+        matches!(subscribed, ServerMessage::Subscribed { recovered: Some(true), offset, .. } if offset == published),
+        "{subscribed:?}"
+    );
+    for offset in last + 1..=published {
+        assert_eq!(next_pub(&mut back).await.0, offset);
+    }
+}
