@@ -606,7 +606,7 @@ async fn a_subscriber_that_does_not_read_is_closed_as_slow_and_recovers_everythi
             .unwrap();
         assert_eq!(answer.status(), 200);
         published += 1;
-        if published % 10 == 0 {
+        if published.is_multiple_of(10) {
             closed = common::metric(&server, "ws_connections_open").await == 0;
         }
     }
