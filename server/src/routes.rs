@@ -95,11 +95,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         format!(
-            "{}{}# HELP ws_reliable_sessions Reliable sessions held (connected or waiting for a resume).\n\
+            "{}{}{}# HELP ws_reliable_sessions Reliable sessions held (connected or waiting for a resume).\n\
              # TYPE ws_reliable_sessions gauge\nws_reliable_sessions {}\n\
              # HELP ws_reliable_history_bytes Bytes of every reliable session's history of unacknowledged messages (bounded by --history-total-bytes).\n\
              # TYPE ws_reliable_history_bytes gauge\nws_reliable_history_bytes {}\n",
             state.metrics.render(),
+            state.channels.render_metrics(),
             state
                 .cluster
                 .as_ref()

@@ -178,6 +178,10 @@ async fn a_repeated_publish_id_is_published_once_and_answered_with_the_first_off
         2,
         "the repeat was not published"
     );
+    let metric = |name| common::metric(&server, name);
+    assert_eq!(metric("ws_channel_publications_delivered_total").await, 2);
+    assert_eq!(metric("ws_channel_subscriptions").await, 1);
+    assert_eq!(metric("ws_channels").await, 1);
 }
 
 #[tokio::test]

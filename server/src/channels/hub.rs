@@ -31,6 +31,7 @@
 //!   when it goes live, with everything of the new epoch held for it.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::stream::Publication;
@@ -140,6 +141,11 @@ struct Inner<F> {
 /// Every channel with subscribers on this node.
 pub struct Hub<F> {
     inner: Mutex<Inner<F>>,
+    /// Publications delivered on this node (each once, whatever the
+    /// number of its subscribers), for `/metrics`.
+    delivered: AtomicU64,
+    /// Ranges reported as `channel_gap`, for `/metrics`.
+    gaps: AtomicU64,
 }
 
 impl<F> Default for Hub<F> {
@@ -149,8 +155,23 @@ impl<F> Default for Hub<F> {
                 channels: HashMap::new(),
                 members: HashMap::new(),
             }),
+            delivered: AtomicU64::new(0),
+            gaps: AtomicU64::new(0),
         }
     }
+}
+
+/// What `/metrics` shows of a hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubStats {
+    /// Channels with subscribers on this node.
+    pub channels: usize,
+    /// Subscriptions on this node.
+    pub subscriptions: usize,
+    /// Publications delivered on this node.
+    pub delivered: u64,
+    /// Holes reported as `channel_gap`.
+    pub gaps: u64,
 }
 
 impl<F: Clone> Hub<F> {
@@ -334,6 +355,7 @@ impl<F: Clone> Hub<F> {
             frames.new_epoch(channel, epoch, offset.saturating_sub(1))
         });
         local.last = offset;
+        self.delivered.fetch_add(1, Relaxed);
         let frame = frames.publication(channel, publication);
         let mut sent = 0;
         for subscriber in local.subscribers.values_mut() {
@@ -376,6 +398,7 @@ impl<F: Clone> Hub<F> {
             return;
         };
         local.last = local.last.max(to);
+        self.gaps.fetch_add(1, Relaxed);
         let notice = frames.gap(channel, from, to);
         for subscriber in local.subscribers.values() {
             if subscriber.held.is_none() {
@@ -394,6 +417,17 @@ impl<F: Clone> Hub<F> {
             .collect();
         counts.sort();
         counts
+    }
+
+    /// What `/metrics` shows.
+    pub fn stats(&self) -> HubStats {
+        let inner = self.lock();
+        HubStats {
+            channels: inner.channels.len(),
+            subscriptions: inner.members.values().map(BTreeSet::len).sum(),
+            delivered: self.delivered.load(Relaxed),
+            gaps: self.gaps.load(Relaxed),
+        }
     }
 
     /// The node's last delivered offset of `channel`, with its epoch.

@@ -416,11 +416,49 @@ impl Channels {
         })
     }
 
-    /// The streams, for the metrics.
-    pub fn history_bytes(&self) -> Option<usize> {
-        match &self.store {
-            Store::Memory { streams, .. } => Some(streams.bytes()),
-            Store::Redis { .. } => None,
+    /// The channels' part of `/metrics` (Prometheus text).
+    pub fn render_metrics(&self) -> String {
+        use std::fmt::Write;
+        let stats = self.hub.stats();
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        };
+        metric(
+            "ws_channels",
+            "gauge",
+            "Channels with subscribers on this node.",
+            stats.channels as u64,
+        );
+        metric(
+            "ws_channel_subscriptions",
+            "gauge",
+            "Channel subscriptions on this node (bounded per connection by --max-subscriptions).",
+            stats.subscriptions as u64,
+        );
+        metric(
+            "ws_channel_publications_delivered_total",
+            "counter",
+            "Publications delivered on this node, each encoded once for all its subscribers.",
+            stats.delivered,
+        );
+        metric(
+            "ws_channel_gaps_total",
+            "counter",
+            "Offset ranges this node could not fill and reported as channel_gap.",
+            stats.gaps,
+        );
+        if let Store::Memory { streams, .. } = &self.store {
+            metric(
+                "ws_channel_history_bytes",
+                "gauge",
+                "Bytes of channel history kept in memory (bounded by --channel-history-bytes).",
+                streams.bytes() as u64,
+            );
         }
+        out
     }
 }
