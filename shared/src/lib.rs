@@ -571,6 +571,9 @@ pub enum ErrorCode {
     /// Version 2: the channel streams are unavailable (Redis is down); the
     /// connection goes on (`"unavailable"`).
     Unavailable,
+    /// Version 2: the channel has its namespace's `max_members` already
+    /// (`"channel_full"`).
+    ChannelFull,
     /// A code this version of the protocol does not know.
     Other(String),
 }
@@ -594,6 +597,7 @@ impl ErrorCode {
             Self::TooManySubscriptions => "too_many_subscriptions",
             Self::PublishTooLarge => "publish_too_large",
             Self::Unavailable => "unavailable",
+            Self::ChannelFull => "channel_full",
             Self::Other(code) => code,
         }
     }
@@ -617,6 +621,7 @@ impl From<String> for ErrorCode {
             "too_many_subscriptions" => Self::TooManySubscriptions,
             "publish_too_large" => Self::PublishTooLarge,
             "unavailable" => Self::Unavailable,
+            "channel_full" => Self::ChannelFull,
             _ => Self::Other(code),
         }
     }
@@ -1252,6 +1257,7 @@ mod tests {
             ErrorCode::TooManySubscriptions,
             ErrorCode::PublishTooLarge,
             ErrorCode::Unavailable,
+            ErrorCode::ChannelFull,
             ErrorCode::Other("from_the_future".into()),
         ] {
             // Known codes have their own wire names, not `Other`.
