@@ -43,10 +43,16 @@ use super::stream::StreamError;
 use crate::reliable::Backend;
 
 /// Adds a member; publishes its `join` if it is new and notices are on.
-/// KEYS: `pr:{c}`, `prn:{run}`, `prnodes`. ARGV: field, value, TTL (ms),
-/// run, channel, notify (`1`/`0`), max members (0: no cap), pub/sub name.
-/// Returns 1 when added, 0 when it was there, -1 when the channel is full.
+/// KEYS: `pr:{c}`, `prn:{run}`, `prnodes`, `prlive:{run}`. ARGV: field,
+/// value, TTL (ms), run, channel, notify (`1`/`0`), max members (0: no
+/// cap), pub/sub name, node TTL (ms). Returns 1 when added, 0 when it was
+/// there, -1 when the channel is full.
+///
+/// The run is marked alive first if it is not yet (its first member came
+/// before its first heartbeat): another node's reaper must never take a
+/// run it can see in `prnodes` for a dead one while it is starting.
 const JOIN: &str = r"
+redis.call('SET', KEYS[4], 1, 'PX', ARGV[9], 'NX')
 local max = tonumber(ARGV[7])
 if max > 0 and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
    and redis.call('HLEN', KEYS[1]) >= max then
@@ -252,6 +258,7 @@ impl RedisPresence {
         call.key(self.key("pr", channel))
             .key(self.key("prn", &self.run))
             .key(format!("{}prnodes", self.node.prefix()))
+            .key(self.key("prlive", &self.run))
             .arg(self.field(conn))
             .arg(value(member))
             .arg(self.keys_ttl_ms())
@@ -259,7 +266,8 @@ impl RedisPresence {
             .arg(channel)
             .arg(u8::from(notify))
             .arg(max_members)
-            .arg(pubsub);
+            .arg(pubsub)
+            .arg(u64::try_from(self.node_ttl.as_millis()).unwrap_or(u64::MAX));
         let mut conn = self.node.connection();
         let added: i64 = self.run(call.invoke_async(&mut conn)).await?;
         Ok(added >= 0)
