@@ -156,6 +156,14 @@ async fn without_redis_channels_are_unavailable_and_a_redis_that_lost_its_data_c
         code(subscribe(&mut other, "chat:y", Some((&epoch, 1))).await),
         "unavailable"
     );
+    let admin = reqwest::Client::new()
+        .post(a.http_url("/api/channels/chat:y/publish"))
+        .bearer_auth(ADMIN)
+        .body("1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), 503, "the admin API's publish too");
     // A plain connection goes on.
     send_text(&mut other, r#"{"type":"echo","id":1,"body":"ok"}"#).await;
     assert!(matches!(
