@@ -76,15 +76,7 @@ fn epoch_of(message: &ServerMessage) -> String {
 }
 
 async fn get_json(server: &TestServer, path: &str) -> serde_json::Value {
-    reqwest::Client::new()
-        .get(server.http_url(path))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    common::admin_json(&server.http_url(path), ADMIN).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -118,16 +118,11 @@ async fn members_are_listed_counted_and_announced_as_they_come_and_go() {
         }
     );
     // The admin API sees the same.
-    let http = reqwest::Client::new();
-    let listed: serde_json::Value = http
-        .get(server.http_url("/api/channels/room:1/presence_stats"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: serde_json::Value = common::admin_json(
+        &server.http_url("/api/channels/room:1/presence_stats"),
+        ADMIN,
+    )
+    .await;
     assert_eq!(
         listed,
         serde_json::json!({"channel": "room:1", "clients": 2, "users": 0})

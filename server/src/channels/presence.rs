@@ -226,18 +226,7 @@ impl RedisPresence {
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StreamError> {
-        match tokio::time::timeout(self.node.command_timeout(), call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => {
-                self.node.count_redis_error();
-                tracing::debug!("channel presence: {err}");
-                Err(StreamError::Unavailable)
-            }
-            Err(_) => {
-                self.node.count_redis_error();
-                Err(StreamError::Unavailable)
-            }
-        }
+        super::stream::redis::bounded(&*self.node, "channel presence", call).await
     }
 
     /// Adds connection `conn` as `member` of `channel`; `pubsub` is the
