@@ -185,3 +185,43 @@ async fn without_redis_channels_are_unavailable_and_a_redis_that_lost_its_data_c
     };
     assert_ne!(*new, epoch);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_pubsub_connection_is_killed_fills_what_it_missed() {
+    let redis = RedisServer::start().unwrap();
+    let a = node(&redis, "cc3:", "a").await;
+    let b = node(&redis, "cc3:", "b").await;
+    let (mut reader, _) = b.connect_ws("/ws?protocol=2").await;
+    epoch_of(&subscribe(&mut reader, "chat:k", None).await);
+    let (mut writer, _) = a.connect_ws("/ws?protocol=2").await;
+    let mut admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for n in 1..=600 {
+        if n % 100 == 0 {
+            // Every node's pub/sub connection dropped by Redis mid-stream.
+            let killed: u64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("pubsub")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            assert!(killed >= 1);
+        }
+        assert!(matches!(
+            publish(&mut writer, "chat:k", n).await,
+            ServerMessage::Published { offset, .. } if offset == n
+        ));
+    }
+    for n in 1..=600 {
+        match next_json(&mut reader).await {
+            ServerMessage::Pub { offset, .. } => assert_eq!(offset, n, "once each, in order"),
+            other => panic!("expected pub {n}, got {other:?}"),
+        }
+    }
+    let gaps = common::metric(&b, "ws_channel_gaps_total").await;
+    assert_eq!(gaps, 0, "nothing reported lost: the history had it all");
+}
