@@ -397,6 +397,14 @@ impl<F: Clone> Hub<F> {
             .unwrap_or_default()
     }
 
+    /// Whether `conn` is subscribed to `channel`.
+    pub fn holds(&self, channel: &str, conn: u64) -> bool {
+        self.lock()
+            .channels
+            .get(channel)
+            .is_some_and(|local| local.subscribers.contains_key(&conn))
+    }
+
     /// Whether `channel` has subscribers on this node.
     pub fn has(&self, channel: &str) -> bool {
         self.lock().channels.contains_key(channel)

@@ -278,6 +278,20 @@ impl Namespaces {
         })
     }
 
+    /// The names of the namespaces with `join_leave` (and presence) on,
+    /// and whether the default one has it.
+    pub fn with_join_leave(&self) -> (Vec<String>, bool) {
+        let on = |n: &Namespace| n.presence && n.join_leave;
+        (
+            self.named
+                .iter()
+                .filter(|(_, n)| on(n))
+                .map(|(name, _)| name.clone())
+                .collect(),
+            on(&self.default),
+        )
+    }
+
     /// The namespace of channel `name`.
     ///
     /// # Errors

@@ -8,9 +8,10 @@
 //! | key | what |
 //! |---|---|
 //! | `pr:{channel}` | hash: one field per member, `{run}/{conn}` → `{user}\n{member JSON}` |
-//! | `prn:{run}` | set: the channels where run `{run}` has members |
+//! | `prn:{run}` | hash: how many members run `{run}` has in each channel |
 //! | `prnodes` | set: the runs with members |
 //! | `prlive:{run}` | the run is alive: set every heartbeat with the node TTL |
+//! | `prsync:{run}` | the run's members are all written: set after a complete write, removed with the run's other keys by a reap or a data loss |
 //!
 //! A *run* is one process of a node (`{node id}:{random}`): a node killed
 //! and started again under the same id is a new run, and the members of
@@ -20,18 +21,20 @@
 //!   hash and judges each run alive by its `prlive` key inside the script,
 //!   so members of a dead node are never listed, even before they are
 //!   removed.
-//! * **A dead run's members are removed by one script** ([`reap`], which
-//!   every node runs every heartbeat): removal and its result are atomic,
-//!   so each member is removed once, by one node, which then publishes its
-//!   `leave` (where the namespace has `join_leave`). A node's `prlive`
+//! * **A dead run's members are removed by scripts** (`REAP`, which
+//!   every node runs after its heartbeat, a bounded number of members per
+//!   call so that Redis is not held): each removes members and publishes
+//!   their `leave`s (where the namespace has `join_leave`) atomically, so
+//!   each member is removed once, with one `leave`. A node's `prlive`
 //!   expires within the node TTL of its death, and the next heartbeat of
 //!   any other node reaps it: within two node TTLs.
 //! * **Join and leave** are published on the channel's pub/sub channel by
 //!   the same script that adds or removes the member, so a member removed
 //!   twice (a leave racing the reaper) gets one `leave`.
 //! * **Redis lost its data** (or reaped a node that was only slow): the
-//!   node finds its `prn` set gone at its next heartbeat and writes its
-//!   members again.
+//!   node finds its `prsync` mark gone at its next heartbeat and writes its
+//!   members again (those still subscribed once written: one that left
+//!   meanwhile is removed again).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,7 +63,7 @@ if max > 0 and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
 end
 local added = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('SADD', KEYS[2], ARGV[5])
+if added == 1 then redis.call('HINCRBY', KEYS[2], ARGV[5], 1) end
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[4])
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
@@ -72,12 +75,15 @@ return added
 ";
 
 /// Removes a member; publishes its `leave` if it was there and notices are
-/// on. KEYS: `pr:{c}`. ARGV: field, notify, pub/sub name. Returns 1 when
-/// removed.
+/// on. KEYS: `pr:{c}`, `prn:{run}`. ARGV: field, notify, pub/sub name,
+/// channel. Returns 1 when removed.
 const LEAVE: &str = r"
 local value = redis.call('HGET', KEYS[1], ARGV[1])
 if not value then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('HINCRBY', KEYS[2], ARGV[4], -1) <= 0 then
+  redis.call('HDEL', KEYS[2], ARGV[4])
+end
 if ARGV[2] == '1' then
   local nl = string.find(value, '\n', 1, true)
   redis.call('PUBLISH', ARGV[3], 'L\n' .. string.sub(value, nl + 1))
@@ -122,32 +128,50 @@ out[2] = nusers
 return out
 ";
 
-/// Removes the members of every dead run. KEYS: `prnodes`. ARGV: the key
-/// prefix. Returns the channel and member JSON of each member removed.
+/// Removes the members of one dead run, and publishes their `leave`s
+/// where the channel's namespace has `join_leave`, in the same script: each
+/// member is removed once, by one node, with one `leave`. KEYS: `prnodes`.
+/// ARGV: the key prefix, `,ns1,ns2,` (the namespaces with `join_leave`),
+/// `1` if the default namespace has it, the most members to remove in one
+/// call. Returns the number removed, and whether a dead run is left.
 const REAP: &str = r"
 local runs = redis.call('SMEMBERS', KEYS[1])
-local out = {}
+local budget = tonumber(ARGV[4])
+local removed = 0
 for _, run in ipairs(runs) do
   if redis.call('EXISTS', ARGV[1] .. 'prlive:' .. run) == 0 then
-    local channels = redis.call('SMEMBERS', ARGV[1] .. 'prn:' .. run)
+    local prn = ARGV[1] .. 'prn:' .. run
+    local channels = redis.call('HKEYS', prn)
     for _, c in ipairs(channels) do
+      if removed >= budget then return {removed, 1} end
       local key = ARGV[1] .. 'pr:' .. c
+      local ns = string.match(c, '^([^:]*):')
+      local notify
+      if ns then
+        notify = string.find(ARGV[2], ',' .. ns .. ',', 1, true) ~= nil
+      else
+        notify = ARGV[3] == '1'
+      end
       local all = redis.call('HGETALL', key)
       for i = 1, #all, 2 do
         if string.sub(all[i], 1, #run + 1) == run .. '/' then
           redis.call('HDEL', key, all[i])
-          local value = all[i + 1]
-          local nl = string.find(value, '\n', 1, true)
-          table.insert(out, c)
-          table.insert(out, string.sub(value, nl + 1))
+          removed = removed + 1
+          if notify then
+            local value = all[i + 1]
+            local nl = string.find(value, '\n', 1, true)
+            redis.call('PUBLISH', ARGV[1] .. 'ch:' .. c, 'L\n' .. string.sub(value, nl + 1))
+          end
         end
       end
+      redis.call('HDEL', prn, c)
     end
-    redis.call('DEL', ARGV[1] .. 'prn:' .. run)
+    redis.call('DEL', prn, ARGV[1] .. 'prsync:' .. run)
     redis.call('SREM', KEYS[1], run)
+    return {removed, 1}
   end
 end
-return out
+return {removed, 0}
 ";
 
 /// A channel's presence as a query found it.
@@ -213,9 +237,11 @@ impl RedisPresence {
     }
 
     fn keys_ttl_ms(&self) -> u64 {
-        u64::try_from(self.node_ttl.as_millis())
-            .unwrap_or(u64::MAX)
-            .saturating_mul(4)
+        self.node_ttl_ms().saturating_mul(4)
+    }
+
+    fn node_ttl_ms(&self) -> u64 {
+        u64::try_from(self.node_ttl.as_millis()).unwrap_or(u64::MAX)
     }
 
     fn field(&self, conn: u64) -> String {
@@ -256,7 +282,7 @@ impl RedisPresence {
             .arg(u8::from(notify))
             .arg(max_members)
             .arg(pubsub)
-            .arg(u64::try_from(self.node_ttl.as_millis()).unwrap_or(u64::MAX));
+            .arg(self.node_ttl_ms());
         let mut conn = self.node.connection();
         let added: i64 = self.run(call.invoke_async(&mut conn)).await?;
         Ok(added >= 0)
@@ -276,9 +302,11 @@ impl RedisPresence {
     ) -> Result<(), StreamError> {
         let mut call = self.leave.prepare_invoke();
         call.key(self.key("pr", channel))
+            .key(self.key("prn", &self.run))
             .arg(self.field(conn))
             .arg(u8::from(notify))
-            .arg(pubsub);
+            .arg(pubsub)
+            .arg(channel);
         let mut conn = self.node.connection();
         let _: i64 = self.run(call.invoke_async(&mut conn)).await?;
         Ok(())
@@ -317,74 +345,91 @@ impl RedisPresence {
 
     /// The heartbeat of this run's presence: it is alive, its keys' TTLs
     /// renewed (`channels`: those where it has members). Returns false when
-    /// its set of channels is gone (Redis lost its data, or the run was
-    /// reaped while slow): its members must be written again.
+    /// Redis no longer has this run's members as written (it lost its data,
+    /// or reaped the run while it was slow): they must be written again,
+    /// then [`RedisPresence::synced`].
+    ///
+    /// The mark of a complete write is a key of its own, which only a
+    /// complete write sets and a reap or a data loss removes: a member that
+    /// joined meanwhile recreates the other keys, not this one.
     ///
     /// # Errors
     ///
     /// [`StreamError::Unavailable`] when Redis does not answer.
     pub async fn heartbeat(&self, channels: &[Arc<str>]) -> Result<bool, StreamError> {
-        let ttl = self.keys_ttl_ms();
+        let ttl = i64::try_from(self.keys_ttl_ms()).unwrap_or(i64::MAX);
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(self.key("prlive", &self.run))
             .arg(1)
             .arg("PX")
-            .arg(u64::try_from(self.node_ttl.as_millis()).unwrap_or(u64::MAX))
+            .arg(self.node_ttl_ms())
             .ignore()
-            .exists(self.key("prn", &self.run))
-            .pexpire(self.key("prn", &self.run), ttl as i64)
+            .exists(self.key("prsync", &self.run))
+            .pexpire(self.key("prsync", &self.run), ttl)
             .ignore()
-            .pexpire(format!("{}prnodes", self.node.prefix()), ttl as i64)
+            .pexpire(self.key("prn", &self.run), ttl)
+            .ignore()
+            .pexpire(format!("{}prnodes", self.node.prefix()), ttl)
             .ignore();
         for channel in channels {
-            pipe.pexpire(self.key("pr", channel), ttl as i64).ignore();
+            pipe.pexpire(self.key("pr", channel), ttl).ignore();
         }
         let mut conn = self.node.connection();
-        let (exists,): (bool,) = self.run(pipe.query_async(&mut conn)).await?;
-        Ok(exists || channels.is_empty())
+        let (synced,): (bool,) = self.run(pipe.query_async(&mut conn)).await?;
+        Ok(synced)
     }
 
-    /// Publishes `member`'s `leave` on `pubsub` (a channel's): for the
-    /// members [`RedisPresence::reap`] removed.
+    /// This run's members are all written (at start, or again after
+    /// [`RedisPresence::heartbeat`] said they were lost).
     ///
     /// # Errors
     ///
     /// [`StreamError::Unavailable`] when Redis does not answer.
-    pub async fn announce_leave(&self, pubsub: &str, member: &Member) -> Result<(), StreamError> {
-        let payload = format!("L\n{}", serde_json::to_string(member).unwrap_or_default());
+    pub async fn synced(&self) -> Result<(), StreamError> {
         let mut conn = self.node.connection();
-        let _: i64 = self
+        let _: () = self
             .run(
-                redis::cmd("PUBLISH")
-                    .arg(pubsub)
-                    .arg(payload)
+                redis::cmd("SET")
+                    .arg(self.key("prsync", &self.run))
+                    .arg(1)
+                    .arg("PX")
+                    .arg(self.keys_ttl_ms())
                     .query_async(&mut conn),
             )
             .await?;
         Ok(())
     }
 
-    /// Removes the members of every dead run; returns the channel and
-    /// member of each, removed by this call alone.
+    /// Removes the members of dead runs, at most `budget` per script (so
+    /// that a large dead node does not hold Redis), their `leave`s
+    /// published by the same scripts where `join_leave` (the namespaces in
+    /// `notices`, and the default one if `default_notices`). Returns how
+    /// many members were removed.
     ///
     /// # Errors
     ///
     /// [`StreamError::Unavailable`] when Redis does not answer.
-    pub async fn reap(&self) -> Result<Vec<(String, Member)>, StreamError> {
-        let mut call = self.reap.prepare_invoke();
-        call.key(format!("{}prnodes", self.node.prefix()))
-            .arg(self.node.prefix());
-        let mut conn = self.node.connection();
-        let flat: Vec<String> = self.run(call.invoke_async(&mut conn)).await?;
-        Ok(flat
-            .chunks(2)
-            .filter_map(|pair| match pair {
-                [channel, member] => serde_json::from_str(member)
-                    .ok()
-                    .map(|member| (channel.clone(), member)),
-                _ => None,
-            })
-            .collect())
+    pub async fn reap(
+        &self,
+        (notices, default_notices): (&[String], bool),
+        budget: usize,
+    ) -> Result<u64, StreamError> {
+        let namespaces = format!(",{},", notices.join(","));
+        let mut total = 0;
+        loop {
+            let mut call = self.reap.prepare_invoke();
+            call.key(format!("{}prnodes", self.node.prefix()))
+                .arg(self.node.prefix())
+                .arg(&namespaces)
+                .arg(u8::from(default_notices))
+                .arg(budget.max(1));
+            let mut conn = self.node.connection();
+            let (removed, more): (u64, u8) = self.run(call.invoke_async(&mut conn)).await?;
+            total += removed;
+            if more == 0 {
+                return Ok(total);
+            }
+        }
     }
 }

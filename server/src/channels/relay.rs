@@ -27,6 +27,11 @@ use super::namespace::Namespaces;
 use super::stream::redis::{RedisStreams, info_from_json};
 use super::stream::{Position, Publication, Recovery};
 
+/// How long a SUBSCRIBE or UNSUBSCRIBE may take: past it the connection
+/// is taken to be going (its reconnect subscribes every channel listened
+/// to), rather than holding every new subscriber of this node behind it.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The listening post.
 pub struct Relay<F> {
     hub: Arc<Hub<F>>,
@@ -79,8 +84,13 @@ impl<F: Clone + Send + 'static> Relay<F> {
             return;
         }
         if let Some(sink) = sink.as_mut() {
-            // A failure means the connection is going: the reconnect subscribes.
-            let _ = sink.subscribe(self.streams.pubsub_channel(channel)).await;
+            // A failure or no answer in time means the connection is going:
+            // the reconnect subscribes (the channel stays listened to).
+            let _ = tokio::time::timeout(
+                COMMAND_TIMEOUT,
+                sink.subscribe(self.streams.pubsub_channel(channel)),
+            )
+            .await;
         }
     }
 
@@ -92,7 +102,11 @@ impl<F: Clone + Send + 'static> Relay<F> {
             return;
         }
         if let Some(sink) = sink.as_mut() {
-            let _ = sink.unsubscribe(self.streams.pubsub_channel(channel)).await;
+            let _ = tokio::time::timeout(
+                COMMAND_TIMEOUT,
+                sink.unsubscribe(self.streams.pubsub_channel(channel)),
+            )
+            .await;
         }
     }
 
@@ -164,13 +178,18 @@ impl<F: Clone + Send + 'static> Relay<F> {
     /// Delivers `publication` of `channel` to this node's subscribers,
     /// after filling (or reporting) any hole before it.
     pub async fn publication(&self, channel: &str, epoch: &str, publication: Publication) {
-        // At most twice: once to find the hole, once after it was filled.
-        for _ in 0..2 {
+        // Once to find a hole, once after it was filled; a hole still
+        // there (a history entry that did not read back) is reported rather
+        // than the publication dropped, and it goes after the report.
+        for attempt in 0..3 {
             match self
                 .hub
                 .deliver(channel, epoch, &publication, &*self.frames)
             {
-                Delivery::Hole { from, to } => self.fill(channel, epoch, from, to).await,
+                Delivery::Hole { from, to } if attempt == 0 => {
+                    self.fill(channel, epoch, from, to).await;
+                }
+                Delivery::Hole { from, to } => self.hub.gap(channel, (from, to), &*self.frames),
                 _ => return,
             }
         }
@@ -219,7 +238,10 @@ impl<F: Clone + Send + 'static> Relay<F> {
                     publications,
                 },
             )) => {
-                self.hub.gap(channel, (a, b), &*self.frames);
+                // Only what this fill was for: the node may hold the rest.
+                if a <= to {
+                    self.hub.gap(channel, (a, b.min(to)), &*self.frames);
+                }
                 publications
             }
             Ok((_, Recovery::EpochChanged | Recovery::Fresh)) | Err(_) => {

@@ -37,6 +37,10 @@ use super::stream::redis::RedisStreams;
 use super::stream::{Position, Publication, PublishRequest, Published, Recovery, StreamError};
 use crate::clock::now_ms;
 
+/// Members of dead nodes one reaping script removes at most: Redis runs
+/// nothing else meanwhile.
+const REAP_BUDGET: usize = 1000;
+
 /// How often a node forgets idle channels of its memory streams.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
@@ -207,6 +211,8 @@ pub struct Channels {
     hub: Arc<Hub<Message>>,
     store: Store,
     frames: Arc<WireFrames>,
+    /// A reap of dead nodes' presence runs (one at a time).
+    reaping: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Channels {
@@ -228,6 +234,7 @@ impl Channels {
                 order: Mutex::new(()),
             },
             frames: Arc::new(WireFrames),
+            reaping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -261,6 +268,7 @@ impl Channels {
                 heartbeat,
             },
             frames,
+            reaping: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -359,17 +367,25 @@ impl Channels {
                 let (epoch, offset) = self.hub.position(channel).unwrap_or_default();
                 return Ok(Subscribed::Already(Position { epoch, offset }));
             }
-            Joined::First => {
+            // Every new subscriber waits until the node listens, not only
+            // the first: the first's SUBSCRIBE may still be on its way, and
+            // a recovery read before it lands would leave a hole.
+            Joined::First | Joined::Added => {
                 if let Store::Redis { relay, .. } = &self.store {
                     relay.listen(channel).await;
                 }
             }
-            Joined::Added => {}
         }
         if let Some(member) = joining
             && let Err(refusal) = self.join(channel, conn, &member, namespace).await
         {
-            self.unsubscribe(channel, conn).await;
+            // Not a member after all: out without a `leave` (it had no `join`).
+            let removed = self.hub.unsubscribe(channel, conn);
+            if removed.emptied
+                && let Store::Redis { relay, .. } = &self.store
+            {
+                relay.forget(channel).await;
+            }
             return Err(refusal);
         }
         match self.recover(channel, since, namespace).await {
@@ -545,9 +561,10 @@ impl Channels {
     }
 
     /// A cluster node's presence heartbeat: its run is alive and its keys
-    /// kept; written again when Redis lost them; the members of dead runs
-    /// removed, each `leave` announced by the node that removed it.
-    async fn presence_heartbeat(&self) {
+    /// kept; written again when Redis lost them; then, in a task of their
+    /// own (one at a time, so that a large dead node does not hold this
+    /// node's heartbeat back), the members of dead runs are reaped.
+    async fn presence_heartbeat(self: &Arc<Self>) {
         let Store::Redis {
             streams, presence, ..
         } = &self.store
@@ -559,27 +576,47 @@ impl Channels {
         channels.sort_unstable();
         channels.dedup();
         if let Ok(false) = presence.heartbeat(&channels).await {
-            tracing::info!(
-                "channel presence: this node's members were lost by Redis: writing them again"
-            );
+            if !members.is_empty() {
+                tracing::info!("channel presence: writing this node's members to Redis again");
+            }
+            let mut complete = true;
             for (channel, conn, member) in &members {
                 let pubsub = streams.pubsub_channel(channel);
-                let _ = presence
+                let written = presence
                     .join((channel, &pubsub), *conn, member, (false, 0))
                     .await;
-            }
-        }
-        if let Ok(reaped) = presence.reap().await {
-            for (channel, member) in reaped {
-                let join_leave = self
-                    .namespaces
-                    .of(&channel)
-                    .is_ok_and(|namespace| namespace.join_leave);
-                if join_leave {
-                    let pubsub = streams.pubsub_channel(&channel);
-                    let _ = presence.announce_leave(&pubsub, &member).await;
+                complete &= written.is_ok();
+                // Left while it was written: its leave found nothing.
+                if !self.hub.holds(channel, *conn) {
+                    complete &= presence
+                        .leave((channel, &pubsub), *conn, false)
+                        .await
+                        .is_ok();
                 }
             }
+            if complete {
+                let _ = presence.synced().await;
+            }
+        }
+        if !self.reaping.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let channels = self.clone();
+            tokio::spawn(async move {
+                if let Store::Redis { presence, .. } = &channels.store {
+                    let notices = channels.namespaces.with_join_leave();
+                    let notices = (notices.0.as_slice(), notices.1);
+                    if let Ok(removed) = presence.reap(notices, REAP_BUDGET).await
+                        && removed > 0
+                    {
+                        tracing::info!(
+                            removed,
+                            "channel presence: reaped the members of dead nodes"
+                        );
+                    }
+                }
+                channels
+                    .reaping
+                    .store(false, std::sync::atomic::Ordering::Release);
+            });
         }
     }
 

@@ -13,6 +13,7 @@
 //! client comes back and recovers by offset, with nothing lost.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use axum::extract::ws::Message;
 use shared::channel::{MAX_ID_BYTES, Member, OffsetRange, RecoveryFailure, UnsubscribeReason};
@@ -32,13 +33,21 @@ use crate::registry::{ClientShared, CloseRequest, Outbound};
 pub(crate) struct ConnSink {
     outbound: queue::Sender,
     shared: Arc<ClientShared>,
+    /// A frame did not fit: the connection is closing, and no later frame
+    /// may reach its client (a smaller one could still fit, and the client
+    /// would then recover from past the one that was dropped).
+    failed: AtomicBool,
 }
 
 impl Sink<Message> for ConnSink {
     fn send(&self, frame: &Message) -> bool {
+        if self.failed.load(Relaxed) {
+            return false;
+        }
         match self.outbound.try_send(Outbound::Frame(frame.clone())) {
             Ok(()) => true,
             Err(TrySendError::Full) => {
+                self.failed.store(true, Relaxed);
                 self.shared.request_close(CloseRequest {
                     code: shared::close_code::TRY_AGAIN_LATER,
                     reason: super::end::SLOW_CONSUMER.into(),
@@ -50,7 +59,9 @@ impl Sink<Message> for ConnSink {
     }
 
     fn send_own(&self, frame: &Message) {
-        self.outbound.force_send(Outbound::Frame(frame.clone()));
+        if !self.failed.load(Relaxed) {
+            self.outbound.force_send(Outbound::Frame(frame.clone()));
+        }
     }
 }
 
@@ -196,6 +207,7 @@ where
                 sink: Arc::new(ConnSink {
                     outbound: outbound.clone(),
                     shared: shared.clone(),
+                    failed: AtomicBool::new(false),
                 }),
                 publishes: None,
             })
@@ -211,6 +223,16 @@ where
 
     /// Serves one channel request (see [`is_channel_request`]).
     pub(super) async fn serve_channel(&mut self, request: ClientMessage) -> ChannelAnswer {
+        self.serve_channel_keyed(request, None).await
+    }
+
+    /// [`Self::serve_channel`]; a `publish` without an `id` is deduplicated
+    /// by `key` instead (not echoed: the client gave no id).
+    pub(super) async fn serve_channel_keyed(
+        &mut self,
+        request: ClientMessage,
+        key: Option<String>,
+    ) -> ChannelAnswer {
         let answer = |reply| ChannelAnswer {
             reply,
             live: None,
@@ -247,7 +269,8 @@ where
                 if let Some(bad) = bad_id(&channel, id.as_deref()) {
                     return bad;
                 }
-                match self.publish(&channel, data.get(), id.clone()).await {
+                let dedup = id.clone().or(key);
+                match self.publish(&channel, data.get(), dedup).await {
                     Ok(offset) => answer(ServerMessage::Published {
                         channel,
                         offset,
@@ -474,5 +497,31 @@ where
             }
         }
         self.subscribe_claimed().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn after_one_frame_did_not_fit_no_later_one_gets_in() {
+        // A queue of 100 bytes holding 60 of them already.
+        let (outbound, _receiver) = queue::channel(16, 100, Arc::default());
+        let text = |n: usize| Message::Text("x".repeat(n).into());
+        outbound.force_send(Outbound::Frame(text(60)));
+        let shared = Arc::new(ClientShared::new(outbound.waker()));
+        let sink = ConnSink {
+            outbound: outbound.clone(),
+            shared: shared.clone(),
+            failed: AtomicBool::new(false),
+        };
+        assert!(!sink.send(&text(50)), "over the byte bound");
+        assert!(shared.close_pending(), "the connection is asked to close");
+        // A smaller one would fit: it must not, or the client would
+        // recover from past the one dropped.
+        assert!(!sink.send(&text(10)));
+        sink.send_own(&text(10));
+        assert_eq!(outbound.len(), 1, "only what was there before");
     }
 }

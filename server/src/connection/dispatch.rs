@@ -133,7 +133,14 @@ where
                         if !link.peek(seq, state, (client_id, &self.outbound)).await? {
                             return Ok(());
                         }
-                        let answer = self.serve_channel(request).await;
+                        // A publish without an id is keyed by its place in
+                        // the session: resent after a cut that came between
+                        // its publication and its acceptance, it is not
+                        // published twice.
+                        let key = link
+                            .session_id()
+                            .map(|session| format!("m:{session}:{seq}"));
+                        let answer = self.serve_channel_keyed(request, key).await;
                         let (numbered, unnumbered) = if answer.numbered {
                             (Some(answer.reply), None)
                         } else {

@@ -302,6 +302,13 @@ impl MemoryStreams {
         });
     }
 
+    /// Entries of the node's order (kept publications, and some trimmed
+    /// ones not yet dropped), for the tests of its bound.
+    #[cfg(test)]
+    pub(crate) fn order_len(&self) -> usize {
+        self.state().order.len()
+    }
+
     /// Bytes of history kept, for `/metrics`.
     pub fn bytes(&self) -> usize {
         self.state().bytes
@@ -341,7 +348,12 @@ impl State {
             }
         }
         // Entries of publications trimmed per channel are dropped as they
-        // reach the front, so `order` stays within a few of the kept ones.
+        // reach the front; those behind a kept one (a quiet channel's last
+        // publication holds the front for as long as it is kept) are
+        // dropped in one pass once they are most of `order`. Each kept
+        // publication costs at least `OVERHEAD_BYTES`, so past this bound
+        // at least half of `order` is stale, and the pass costs each entry
+        // O(1) over its life.
         while let Some(entry) = self.order.front() {
             if self
                 .channels
@@ -351,6 +363,14 @@ impl State {
                 break;
             }
             self.order.pop_front();
+        }
+        if self.order.len() > 2 * (self.bytes / OVERHEAD_BYTES) + 1024 {
+            let channels = &self.channels;
+            self.order.retain(|entry| {
+                channels
+                    .get(&entry.channel)
+                    .is_some_and(|c| entry.kept_in(c))
+            });
         }
     }
 }

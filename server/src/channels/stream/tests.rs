@@ -424,3 +424,19 @@ async fn each_publication_is_announced_on_the_channels_pubsub() {
         format!("{}\n2\n\n{{\"n\":1}}", published.epoch)
     );
 }
+
+#[test]
+fn a_quiet_channel_at_the_front_does_not_let_the_order_grow_without_bound() {
+    let streams = MemoryStreams::new(1 << 30, 1_000);
+    let ns = namespace(10, 3_600);
+    streams
+        .publish(request("chat:quiet", None), &ns, 1)
+        .expect("published");
+    for n in 0..20_000u64 {
+        streams
+            .publish(request("chat:busy", None), &ns, 2 + n / 1000)
+            .expect("published");
+    }
+    // Eleven publications kept (the quiet one and ten busy ones).
+    assert!(streams.order_len() < 3_000, "{}", streams.order_len());
+}

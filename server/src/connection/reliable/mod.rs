@@ -99,6 +99,13 @@ impl Link {
     }
 
     /// The registry's view of the session, set once bound.
+    /// The id of the session the connection is bound to, once it is.
+    pub(crate) fn session_id(&self) -> Option<String> {
+        self.session
+            .as_ref()
+            .map(|session| lock(session).id().to_owned())
+    }
+
     pub(crate) fn slot(&self) -> Arc<OnceLock<SessionRef>> {
         self.slot.clone()
     }
