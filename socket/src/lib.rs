@@ -247,6 +247,7 @@
 )]
 
 mod cause;
+mod channel;
 mod config;
 mod dispatch;
 pub mod driver;
@@ -264,6 +265,12 @@ mod typed;
 pub mod yew;
 
 pub use cause::{DynError, ErrorCause};
+#[cfg(any(target_arch = "wasm32", feature = "native"))]
+pub use channel::{Channel, ChannelStream, Publish, TypedChannel};
+pub use channel::{
+    ChannelError, ChannelEvent, ChannelNotice, PublishError, PublisherInfo, RawJson,
+    RecoveryFailure, StreamPosition, SubscribeError, UnsubscribeReason, decode_event,
+};
 pub use config::{Backoff, Config, Heartbeat, Overflow, ReconnectPolicy, default_should_reconnect};
 pub use dispatch::Subscription;
 pub use driver::{Driver, Queue, liveness, machine, reliable};

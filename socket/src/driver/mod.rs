@@ -96,6 +96,7 @@
 //! ```
 
 pub mod auth;
+mod channels;
 mod io;
 pub mod liveness;
 pub mod machine;
@@ -193,6 +194,8 @@ pub struct Driver {
     /// Events of the current call, emitted at its end.
     events: Vec<Event>,
     effects: VecDeque<Effect>,
+    /// Channels' table (`channels.rs`), from the first subscribe or publish.
+    channels: Option<Box<dyn channels::ChannelRules>>,
 }
 
 impl Driver {
@@ -234,6 +237,7 @@ impl Driver {
             held: Vec::new(),
             events: Vec::new(),
             effects: VecDeque::new(),
+            channels: None,
         }
     }
 

@@ -33,6 +33,9 @@ use crate::token::url_with_token;
 
 /// The application's open hook.
 pub(super) type OpenHook = Rc<dyn Fn(&Socket)>;
+/// Where a publish's answer goes.
+pub(super) type PublishAnswer =
+    futures_channel::oneshot::Sender<Result<u64, crate::channel::PublishError>>;
 
 /// Everything one socket owns; [`Socket`] handles share it. Dropping it
 /// drops the browser socket, the timers, the tab channel and the window
@@ -42,6 +45,9 @@ pub(crate) struct Shared {
     /// Callbacks and streams; used with no borrow held.
     pub(super) dispatcher: Rc<Dispatcher<Local>>,
     pub(super) open_hook: RefCell<Option<OpenHook>>,
+    /// The publishes awaiting their answer, by ticket (a `Vec`: few at a
+    /// time, and less code than a map in every app's build).
+    pub(super) publishes: RefCell<Vec<(u64, PublishAnswer)>>,
     io: RefCell<Io>,
     /// [`Socket::tab_id`].
     pub(super) tab_id: u32,
@@ -70,6 +76,20 @@ pub(super) fn now_ms() -> f64 {
     js_sys::Date::now()
 }
 
+/// 128 random bits, a publish's id: from `crypto.getRandomValues`
+/// (`Math.random` where there is no `crypto`, which a page always has).
+pub(super) fn random_id() -> u128 {
+    let mut bytes = [0u8; 16];
+    let filled = web_sys::window()
+        .and_then(|window| window.crypto().ok())
+        .is_some_and(|crypto| crypto.get_random_values_with_u8_array(&mut bytes).is_ok());
+    if filled {
+        u128::from_le_bytes(bytes)
+    } else {
+        (u128::from(seed()) << 64) | u128::from(seed())
+    }
+}
+
 /// 64 random bits for the backoff's jitter (`Math.random` gives 52 at most).
 fn seed() -> u64 {
     let half = || (js_sys::Math::random() * 4_294_967_296.0) as u64;
@@ -96,6 +116,7 @@ impl Shared {
             tab_id,
             dispatcher: Rc::default(),
             open_hook: RefCell::new(None),
+            publishes: RefCell::new(Vec::new()),
             io: RefCell::new(Io {
                 live: None,
                 timers: Timers::default(),
@@ -284,6 +305,17 @@ impl Shared {
             }
             // The runner turns events into `Step::Emit`.
             Effect::Emit(event) => self.dispatcher.emit([event]),
+            Effect::PublishDone { ticket, result } => {
+                let answer = {
+                    let mut publishes = self.publishes.borrow_mut();
+                    let at = publishes.iter().position(|(t, _)| *t == ticket);
+                    at.map(|at| publishes.swap_remove(at).1)
+                };
+                if let Some(answer) = answer {
+                    // Nobody waits when the `Publish` was dropped: fine.
+                    let _ = answer.send(result);
+                }
+            }
         }
     }
 }
