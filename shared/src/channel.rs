@@ -12,6 +12,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// The longest channel name, in bytes.
 pub const MAX_CHANNEL_BYTES: usize = 255;
 
+/// The most bytes of a channel message's `id` (a `publish`'s idempotency
+/// key): a longer one gets `invalid_fields`.
+pub const MAX_ID_BYTES: usize = 64;
+
 /// Whether `byte` may appear in a channel name.
 pub fn allowed_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-' | b':' | b'@' | b'=')
