@@ -140,7 +140,7 @@ pub enum PublishError {
     /// published is unknown.
     #[error("the socket was dropped before the server answered")]
     Dropped,
-    /// The data could not be encoded as JSON ([`TypedSocket::publish`](crate::TypedSocket::publish)).
+    /// The data could not be encoded as JSON ([`TypedChannel::publish`]).
     #[error("the publication could not be encoded: {0}")]
     Encode(String),
     /// The socket shares its connection across tabs: channels are not
@@ -161,21 +161,41 @@ pub enum PublishError {
 /// One subscription's event, as the socket's dispatcher carries it
 /// ([`crate::Event::Channel`]): a [`Channel`]'s callbacks and streams get
 /// those of their own subscription. An application that watches the
-/// socket's events sees every channel's.
+/// socket's events sees every channel's. Shared, not copied, by each
+/// callback and stream (cloning it is cheap).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelNotice {
-    /// The channel.
-    pub channel: String,
-    /// What happened.
-    pub event: ChannelEvent,
+pub struct ChannelNotice(std::sync::Arc<Notice>);
+
+#[derive(Debug, PartialEq, Eq)]
+struct Notice {
+    channel: String,
+    event: ChannelEvent,
     /// Which subscription of the channel (a handle dropped and made again
     /// is another).
-    pub(crate) subscription: u64,
+    subscription: u64,
 }
 
 impl ChannelNotice {
+    pub(crate) fn new(channel: String, subscription: u64, event: ChannelEvent) -> Self {
+        Self(std::sync::Arc::new(Notice {
+            channel,
+            event,
+            subscription,
+        }))
+    }
+
+    /// The channel.
+    pub fn channel(&self) -> &str {
+        &self.0.channel
+    }
+
+    /// What happened.
+    pub fn event(&self) -> &ChannelEvent {
+        &self.0.event
+    }
+
     pub(crate) fn is_for(&self, channel: &str, subscription: u64) -> bool {
-        self.subscription == subscription && self.channel == channel
+        self.0.subscription == subscription && self.0.channel == channel
     }
 }
 
@@ -282,7 +302,7 @@ mod handles {
                 if let Event::Channel(notice) = event
                     && notice.is_for(&name, subscription)
                 {
-                    callback(&notice.event);
+                    callback(notice.event());
                 }
             };
             match self.socket.upgrade() {
@@ -340,7 +360,7 @@ mod handles {
             loop {
                 match Pin::new(&mut *inner).poll_next(cx) {
                     Poll::Ready(Some(Event::Channel(notice))) => {
-                        return Poll::Ready(Some(notice.event));
+                        return Poll::Ready(Some(notice.event().clone()));
                     }
                     Poll::Ready(Some(_)) => {}
                     Poll::Ready(None) => return Poll::Ready(None),

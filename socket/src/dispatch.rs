@@ -315,14 +315,16 @@ impl<H: Handles> Dispatcher<H> {
             let _ = catch_unwind(AssertUnwindSafe(|| H::call(listener, event)));
         }
         H::with(&self.state, |state| {
-            state.streams.retain(|(only, tx)| match only {
-                None => tx.unbounded_send(event.clone()).is_ok(),
-                Some((channel, subscription)) => match event {
-                    Event::Channel(notice) if notice.is_for(channel, *subscription) => {
-                        tx.unbounded_send(event.clone()).is_ok()
-                    }
-                    _ => !tx.is_closed(),
-                },
+            state.streams.retain(|(only, tx)| {
+                let wanted = only.as_ref().is_none_or(|(channel, subscription)| {
+                    matches!(event, Event::Channel(n) if n.is_for(channel, *subscription))
+                });
+                // One send (and one clone) site for both kinds of stream.
+                if wanted {
+                    tx.unbounded_send(event.clone()).is_ok()
+                } else {
+                    !tx.is_closed()
+                }
             });
         });
     }

@@ -62,19 +62,25 @@ use std::collections::{BTreeMap, VecDeque};
 use shared::channel::{OffsetRange, RawJson, RecoveryFailure, StreamPosition};
 use shared::{ClientMessage, ErrorCode, ServerMessage};
 
+use super::Driver;
 use super::reliable::Reliable;
-use super::{Driver, Effect};
 use crate::channel::{ChannelError, ChannelEvent, ChannelNotice, PublishError, SubscribeError};
 use crate::message::{Event, Message, State};
 
+/// Where a publish's outcome goes: the transport's resolver of its
+/// [`crate::Publish`] (a one-shot channel's sender). The driver calls it
+/// once, with the offset or why not; no application code runs there (it
+/// wakes whoever awaits the `Publish`).
+pub type PublishAnswer = Box<dyn FnOnce(Result<u64, PublishError>) + Send + Sync>;
+
 /// What the table asks for.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct Out {
     /// Channel frames to write, in order (numbered in reliable mode).
     frames: Vec<String>,
     events: Vec<Event>,
-    /// Publishes answered: ticket and outcome.
-    done: Vec<(u64, Result<u64, PublishError>)>,
+    /// Publishes answered: where the outcome goes, and the outcome.
+    done: Vec<(PublishAnswer, Result<u64, PublishError>)>,
 }
 
 /// The table, behind a trait object: a driver that never subscribes nor
@@ -88,7 +94,14 @@ pub(super) trait ChannelRules: Send + Sync {
         out: &mut Out,
     ) -> Result<u64, SubscribeError>;
     fn unsubscribe(&mut self, channel: &str, subscription: u64, out: &mut Out);
-    fn publish(&mut self, channel: &str, data: RawJson, id: u128, out: &mut Out) -> u64;
+    fn publish(
+        &mut self,
+        channel: &str,
+        data: RawJson,
+        id: u128,
+        answer: PublishAnswer,
+        out: &mut Out,
+    ) -> u64;
     fn position(&self, channel: &str, subscription: u64) -> Option<StreamPosition>;
     /// A server text: whether it was the table's (then it is not delivered
     /// as a message).
@@ -102,6 +115,9 @@ pub(super) trait ChannelRules: Send + Sync {
     fn session_lost(&mut self, unconfirmed: &mut Vec<String>);
     /// Messages and bytes held against the queue's limits.
     fn held(&self, reliable: bool) -> (usize, usize);
+    /// Carries `out` out on `driver` (a method, so that its code is the
+    /// table's: none in an application without channels).
+    fn apply(&self, driver: &mut Driver, out: Out);
 }
 
 /// Where a subscription stands on the current connection.
@@ -126,9 +142,8 @@ struct Entry {
     position: Option<StreamPosition>,
 }
 
-#[derive(Debug)]
 struct Pending {
-    ticket: u64,
+    answer: PublishAnswer,
     id: String,
     frame: String,
     /// Written on the current connection (plain), or numbered in the
@@ -136,7 +151,7 @@ struct Pending {
     written: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct Table {
     entries: BTreeMap<String, Entry>,
     next_serial: u64,
@@ -176,11 +191,7 @@ fn answer_of(id: Option<&str>) -> Answer {
 
 impl Table {
     fn notice(channel: &str, subscription: u64, event: ChannelEvent) -> Event {
-        Event::Channel(ChannelNotice {
-            channel: channel.to_owned(),
-            event,
-            subscription,
-        })
+        Event::Channel(ChannelNotice::new(channel.to_owned(), subscription, event))
     }
 
     fn subscribe_frame(channel: &str, entry: &mut Entry) -> String {
@@ -356,7 +367,7 @@ impl Table {
             .position(|p| Some(p.id.as_str()) == id)
             && let Some(pending) = self.publishes.remove(at)
         {
-            out.done.push((pending.ticket, Ok(offset)));
+            out.done.push((pending.answer, Ok(offset)));
         }
     }
 
@@ -375,8 +386,8 @@ impl Table {
             .position(|p| Some(p.id.as_str()) == id)
             && let Some(pending) = self.publishes.remove(at)
         {
-            out.done
-                .push((pending.ticket, Err(PublishError::Refused { code, message })));
+            let refused = PublishError::Refused { code, message };
+            out.done.push((pending.answer, Err(refused)));
             return true;
         }
         match answer_of(id) {
@@ -440,7 +451,14 @@ impl ChannelRules for Table {
         }
     }
 
-    fn publish(&mut self, channel: &str, data: RawJson, id: u128, out: &mut Out) -> u64 {
+    fn publish(
+        &mut self,
+        channel: &str,
+        data: RawJson,
+        id: u128,
+        answer: PublishAnswer,
+        out: &mut Out,
+    ) -> u64 {
         self.next_ticket += 1;
         let id = format!("{id:032x}");
         let frame = ClientMessage::Publish {
@@ -453,7 +471,7 @@ impl ChannelRules for Table {
             out.frames.push(frame.clone());
         }
         self.publishes.push_back(Pending {
-            ticket: self.next_ticket,
+            answer,
             id,
             frame,
             written: self.live,
@@ -555,6 +573,16 @@ impl ChannelRules for Table {
         unconfirmed.retain(|text| !is_own_frame(text));
     }
 
+    fn apply(&self, driver: &mut Driver, out: Out) {
+        for frame in out.frames {
+            driver.write_channel(frame);
+        }
+        driver.events.extend(out.events);
+        for (answer, result) in out.done {
+            answer(result);
+        }
+    }
+
     fn held(&self, reliable: bool) -> (usize, usize) {
         self.publishes
             .iter()
@@ -599,19 +627,17 @@ fn is_own_frame(text: &str) -> bool {
 }
 
 impl Driver {
-    fn table(&mut self) -> &mut dyn ChannelRules {
-        // Made on the first use: live if new messages may go out now.
+    /// Makes the table on the first use: live if new messages may go out now.
+    fn table(&mut self) {
         let live = self.writable_now()
             && !self.awaiting_welcome
             && self.reliable.as_ref().is_none_or(Reliable::ready);
-        self.channels
-            .get_or_insert_with(|| {
-                Box::new(Table {
-                    live,
-                    ..Table::default()
-                })
+        self.channels.get_or_insert_with(|| {
+            Box::new(Table {
+                live,
+                ..Table::default()
             })
-            .as_mut()
+        });
     }
 
     /// Subscribes to `channel` (from `since`, when the application kept
@@ -630,28 +656,23 @@ impl Driver {
         channel: &str,
         since: Option<StreamPosition>,
     ) -> Result<u64, SubscribeError> {
-        let mut out = Out::default();
-        let result = self.table().subscribe(channel, since, &mut out);
-        self.apply_channels(out);
+        self.table();
+        let result = self.with_table(|table, out| table.subscribe(channel, since, out));
         self.finish();
-        result
+        result.unwrap_or(Ok(0))
     }
 
     /// Ends subscription `subscription` to `channel` (an `unsubscribe` if
     /// the server has it); nothing if it is not the current one.
     pub fn unsubscribe(&mut self, channel: &str, subscription: u64) {
-        let mut out = Out::default();
-        if let Some(table) = self.channels.as_mut() {
-            table.unsubscribe(channel, subscription, &mut out);
-        }
-        self.apply_channels(out);
+        self.with_table(|table, out| table.unsubscribe(channel, subscription, out));
         self.finish();
     }
 
     /// Publishes `data` to `channel` with the idempotency key `id` (128
     /// random bits from the transport), now if the connection is ready,
-    /// else when it is; returns the publish's ticket, which its
-    /// [`Effect::PublishDone`] carries.
+    /// else when it is; `answer` gets its outcome (once). Returns the
+    /// publish's number on this driver, from 1.
     ///
     /// # Errors
     ///
@@ -659,7 +680,13 @@ impl Driver {
     /// [`Driver::close`], [`PublishError::TooLarge`] and
     /// [`PublishError::QueueFull`] from the queue's limits, which pending
     /// publishes share with the queue.
-    pub fn publish(&mut self, channel: &str, data: RawJson, id: u128) -> Result<u64, PublishError> {
+    pub fn publish(
+        &mut self,
+        channel: &str,
+        data: RawJson,
+        id: u128,
+        answer: PublishAnswer,
+    ) -> Result<u64, PublishError> {
         if shared::channel::namespace_of(channel).is_none() {
             return Err(PublishError::BadChannel(channel.to_owned()));
         }
@@ -674,11 +701,10 @@ impl Driver {
         if !self.queue.has_room(size) {
             return Err(PublishError::QueueFull);
         }
-        let mut out = Out::default();
-        let ticket = self.table().publish(channel, data, id, &mut out);
-        self.apply_channels(out);
+        self.table();
+        let ticket = self.with_table(|table, out| table.publish(channel, data, id, answer, out));
         self.finish();
-        Ok(ticket)
+        Ok(ticket.unwrap_or(0))
     }
 
     /// Subscription `subscription` to `channel`'s epoch and last offset
@@ -691,23 +717,13 @@ impl Driver {
 
     /// A server text the table may claim; whether it did.
     pub(super) fn channel_text(&mut self, text: &str) -> bool {
-        let Some(table) = self.channels.as_mut() else {
-            return false;
-        };
-        let mut out = Out::default();
-        let claimed = table.on_text(text, &mut out);
-        self.apply_channels(out);
-        claimed
+        self.with_table(|table, out| table.on_text(text, out))
+            .unwrap_or(false)
     }
 
     /// New messages may go out: (re)subscribe, write pending publishes.
     pub(super) fn channels_ready(&mut self) {
-        let Some(table) = self.channels.as_mut() else {
-            return;
-        };
-        let mut out = Out::default();
-        table.ready(&mut out);
-        self.apply_channels(out);
+        self.with_table(|table, out| table.ready(out));
     }
 
     /// The connection is no longer open.
@@ -734,16 +750,16 @@ impl Driver {
             .map_or((0, 0), |table| table.held(reliable))
     }
 
-    fn apply_channels(&mut self, out: Out) {
-        for frame in out.frames {
-            self.write_channel(frame);
-        }
-        self.events.extend(out.events);
-        for (ticket, result) in out.done {
-            self.effects
-                .push_back(Effect::PublishDone { ticket, result });
-        }
+    /// Runs `f` on the table, if there is one, and carries out what it
+    /// asked for; then the queue's reservation follows the pending publishes.
+    fn with_table<R>(&mut self, f: impl FnOnce(&mut dyn ChannelRules, &mut Out) -> R) -> Option<R> {
+        let mut table = self.channels.take()?;
+        let mut out = Out::default();
+        let result = f(table.as_mut(), &mut out);
+        table.apply(self, out);
+        self.channels = Some(table);
         self.sync_reserved();
+        Some(result)
     }
 
     /// Writes a channel frame: in reliable mode numbered (the session keeps

@@ -174,12 +174,4 @@ pub enum Effect {
     },
     /// Deliver an event to the application.
     Emit(Event),
-    /// The publish of [`Driver::publish`](super::Driver::publish)'s
-    /// `ticket` is answered: its offset, or why not.
-    PublishDone {
-        /// Which publish.
-        ticket: u64,
-        /// The server's answer.
-        result: Result<u64, crate::channel::PublishError>,
-    },
 }

@@ -50,7 +50,7 @@ use std::collections::VecDeque;
 
 use crate::channel::{PublishError, RawJson, StreamPosition, SubscribeError};
 use crate::config::Config;
-use crate::driver::{Driver, Effect, Input};
+use crate::driver::{Driver, Effect, Input, PublishAnswer};
 use crate::message::{Event, Message, SendError, SendOutcome, State, Stats};
 use crate::tabs::{Envelope, Input as TabInput};
 use crate::{Error, TokenProvider};
@@ -330,11 +330,12 @@ impl Runner {
         channel: &str,
         data: RawJson,
         id: u128,
+        answer: PublishAnswer,
     ) -> Result<u64, PublishError> {
         if self.sharing().is_some() {
             return Err(PublishError::SharedAcrossTabs);
         }
-        self.driver.publish(channel, data, id)
+        self.driver.publish(channel, data, id, answer)
     }
 
     /// A subscription's epoch and last offset delivered.

@@ -10,12 +10,25 @@ use crate::channel::{ChannelError, ChannelEvent, PublishError, SubscribeError};
 
 const CH: &str = "chat:lobby";
 
+type Answers = std::sync::Arc<std::sync::Mutex<Vec<(u64, Result<u64, PublishError>)>>>;
+
+/// Publishes `n` with id `id`; its outcome goes to `answers`, tagged `n`.
+fn publish(h: &mut Harness, answers: &Answers, n: u64, id: u128) -> Result<u64, PublishError> {
+    let sink = answers.clone();
+    let answer = Box::new(move |result| sink.lock().unwrap().push((n, result)));
+    h.d.publish(CH, data(n), id, answer)
+}
+
+fn answered(answers: &Answers) -> Vec<(u64, Result<u64, PublishError>)> {
+    answers.lock().unwrap().clone()
+}
+
 /// The channel events among `effects`, with their channel.
 fn chan(effects: &[Effect]) -> Vec<(String, ChannelEvent)> {
     events(effects)
         .into_iter()
         .filter_map(|e| match e {
-            Event::Channel(n) => Some((n.channel, n.event)),
+            Event::Channel(n) => Some((n.channel().to_owned(), n.event().clone())),
             _ => None,
         })
         .collect()
@@ -148,7 +161,7 @@ fn names_are_checked_and_one_subscription_per_channel() {
         Err(SubscribeError::AlreadySubscribed(CH.into()))
     );
     assert_eq!(
-        h.d.publish("", data(1), 1),
+        h.d.publish("", data(1), 1, Box::new(drop)),
         Err(PublishError::BadChannel(String::new()))
     );
 }
@@ -429,13 +442,14 @@ fn publish_frame(frame: &Message) -> (String, String) {
 #[test]
 fn a_publish_waits_in_the_queue_bound_goes_out_when_ready_and_resolves_to_its_offset() {
     let mut h = Harness::new(config().with_queue_capacity(2));
+    let answers = Answers::default();
     h.start();
-    assert_eq!(h.d.publish(CH, data(1), 0xabc), Ok(1));
+    assert_eq!(publish(&mut h, &answers, 1, 0xabc), Ok(1));
     assert_eq!(h.send("a"), Ok(SendOutcome::Queued));
     // The publish holds a place of the queue's two.
     assert_eq!(h.send("b"), Err(SendError::QueueFull(text("b"))));
     assert_eq!(
-        h.d.publish(CH, data(2), 0xdef),
+        publish(&mut h, &answers, 2, 0xdef),
         Err(PublishError::QueueFull)
     );
     let effects = h.opened();
@@ -447,18 +461,13 @@ fn a_publish_waits_in_the_queue_bound_goes_out_when_ready_and_resolves_to_its_of
         (CH, "00000000000000000000000000000abc")
     );
     assert_eq!(written[1], text("a"));
-    let effects = h.receive_server(&ServerMessage::Published {
+    assert_eq!(answered(&answers), []);
+    h.receive_server(&ServerMessage::Published {
         channel: CH.into(),
         offset: 41,
         id: Some(id.clone()),
     });
-    assert!(has(
-        &effects,
-        &Effect::PublishDone {
-            ticket: 1,
-            result: Ok(41)
-        }
-    ));
+    assert_eq!(answered(&answers), [(1, Ok(41))]);
     // Answered: its place is free again; a repeated answer is ignored.
     assert_eq!(h.send("b"), Ok(SendOutcome::Sent));
     h.effects();
@@ -468,13 +477,15 @@ fn a_publish_waits_in_the_queue_bound_goes_out_when_ready_and_resolves_to_its_of
         id: Some(id),
     });
     assert!(effects.is_empty(), "{effects:?}");
+    assert_eq!(answered(&answers).len(), 1, "answered once");
 }
 
 #[test]
 fn a_publish_cut_before_its_answer_goes_out_again_with_its_id() {
     let mut h = Harness::new(config()).open();
+    let answers = Answers::default();
     h.effects();
-    h.d.publish(CH, data(1), 7).unwrap();
+    publish(&mut h, &answers, 1, 7).unwrap();
     let (_, id) = publish_frame(&writes(&h.effects())[0]);
     let effects = reconnect(&mut h);
     let written = writes(&effects);
@@ -488,16 +499,17 @@ fn a_publish_cut_before_its_answer_goes_out_again_with_its_id() {
         channel: Some(CH.into()),
         id: Some(id),
     });
-    assert!(has(
-        &effects,
-        &Effect::PublishDone {
-            ticket: 1,
-            result: Err(PublishError::Refused {
+    assert!(events(&effects).is_empty(), "not the application's message");
+    assert_eq!(
+        answered(&answers),
+        [(
+            1,
+            Err(PublishError::Refused {
                 code: ErrorCode::RateLimited,
                 message: "slow down".into()
             })
-        }
-    ));
+        )]
+    );
     assert!(
         writes(&reconnect(&mut h)).is_empty(),
         "answered: not retried"
@@ -509,7 +521,7 @@ fn channel_frames_are_not_handed_back_by_a_failed_write() {
     let mut h = Harness::new(config()).open();
     h.effects();
     h.d.subscribe(CH, None).unwrap();
-    h.d.publish(CH, data(1), 7).unwrap();
+    h.d.publish(CH, data(1), 7, Box::new(drop)).unwrap();
     assert!(h.effects().iter().all(|e| !matches!(
         e,
         Effect::Write {
@@ -523,7 +535,10 @@ fn channel_frames_are_not_handed_back_by_a_failed_write() {
 fn a_publish_after_close_is_refused() {
     let mut h = Harness::new(config()).open();
     h.d.close(NORMAL, "", 0.0).unwrap();
-    assert_eq!(h.d.publish(CH, data(1), 1), Err(PublishError::Closed));
+    assert_eq!(
+        h.d.publish(CH, data(1), 1, Box::new(drop)),
+        Err(PublishError::Closed)
+    );
 }
 
 mod reliable {
@@ -554,8 +569,9 @@ mod reliable {
     #[test]
     fn subscribe_and_publish_go_inside_the_session_and_pubs_come_unnumbered() {
         let mut h = reliable_open();
+        let answers = Answers::default();
         h.d.subscribe(CH, None).unwrap();
-        h.d.publish(CH, data(1), 5).unwrap();
+        publish(&mut h, &answers, 1, 5).unwrap();
         let sent = inside(&h.effects());
         assert_eq!(sent.len(), 2);
         assert_eq!(sent[0], subscribe_frame(None, "s1.1"));
@@ -569,14 +585,8 @@ mod reliable {
             offset: 3,
             id: Some(format!("{:032x}", 5)),
         };
-        let effects = h.receive_server(&msg(2, &published));
-        assert!(has(
-            &effects,
-            &Effect::PublishDone {
-                ticket: 1,
-                result: Ok(3)
-            }
-        ));
+        h.receive_server(&msg(2, &published));
+        assert_eq!(answered(&answers), [(1, Ok(3))]);
     }
 
     #[test]
@@ -586,7 +596,7 @@ mod reliable {
         h.effects();
         h.receive_server(&msg(1, &subscribed("e1", 2, Some("s1.1"))));
         h.receive_server(&pub_msg(3));
-        h.d.publish(CH, data(1), 5).unwrap();
+        h.d.publish(CH, data(1), 5, Box::new(drop)).unwrap();
         h.effects();
         reconnect(&mut h);
         let effects = h.receive_server(&ServerMessage::Resumed { last_seq: 1 });
@@ -604,7 +614,7 @@ mod reliable {
     fn a_lost_session_gives_back_the_application_s_texts_and_the_table_retries_its_own() {
         let mut h = reliable_open();
         h.d.subscribe(CH, None).unwrap();
-        h.d.publish(CH, data(1), 5).unwrap();
+        h.d.publish(CH, data(1), 5, Box::new(drop)).unwrap();
         h.send("app").unwrap();
         h.effects();
         reconnect(&mut h);

@@ -158,17 +158,6 @@ async fn pump(
                 core.driver().open_hook_done(generation);
             }
             Effect::Emit(event) => core.dispatcher.emit([event]),
-            Effect::PublishDone { ticket, result } => {
-                let answer = {
-                    let mut publishes = lock(&core.publishes);
-                    let at = publishes.iter().position(|(t, _)| *t == ticket);
-                    at.map(|at| publishes.swap_remove(at).1)
-                };
-                if let Some(answer) = answer {
-                    // Nobody waits when the `Publish` was dropped: fine.
-                    let _ = answer.send(result);
-                }
-            }
         }
     }
 }

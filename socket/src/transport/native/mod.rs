@@ -78,14 +78,10 @@ use crate::message::{Event, Message, SendError, SendOutcome, State, Stats};
 use crate::transport::WeakSocket;
 
 type OpenHook = Arc<dyn Fn(&Socket) + Send + Sync>;
-type PublishAnswer = futures_channel::oneshot::Sender<Result<u64, PublishError>>;
 
 /// What the handles and the task share.
 struct Core {
     driver: Mutex<Driver>,
-    /// The publishes awaiting their answer ([`Effect::PublishDone`](crate::driver::Effect)),
-    /// by ticket. Locked before the driver when both are (never the other way).
-    publishes: Mutex<Vec<(u64, PublishAnswer)>>,
     on_open: Mutex<Option<OpenHook>>,
     dispatcher: Arc<Dispatcher<Threaded>>,
     origin: Instant,
@@ -180,7 +176,6 @@ impl Socket {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let core = Arc::new(Core {
             driver: Mutex::new(Driver::new(config, seed())),
-            publishes: Mutex::new(Vec::new()),
             on_open: Mutex::new(None),
             dispatcher: Arc::default(),
             origin: Instant::now(),
@@ -400,12 +395,9 @@ impl Socket {
     pub fn publish(&self, channel: &str, data: RawJson) -> Result<Publish, PublishError> {
         let (tx, rx) = futures_channel::oneshot::channel();
         let id = (u128::from(seed()) << 64) | u128::from(seed());
-        // The answers' list first, then the driver: the task reads the
-        // answer only once this publish is in the list.
-        let mut publishes = lock(&self.core().publishes);
-        let ticket = self.core().driver().publish(channel, data, id)?;
-        publishes.push((ticket, tx));
-        drop(publishes);
+        // Nobody waits when the `Publish` was dropped: fine.
+        let answer = Box::new(move |result| drop(tx.send(result)));
+        self.core().driver().publish(channel, data, id, answer)?;
         self.shared.wake();
         Ok(Publish::new(rx))
     }

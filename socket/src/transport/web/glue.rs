@@ -33,9 +33,6 @@ use crate::token::url_with_token;
 
 /// The application's open hook.
 pub(super) type OpenHook = Rc<dyn Fn(&Socket)>;
-/// Where a publish's answer goes.
-pub(super) type PublishAnswer =
-    futures_channel::oneshot::Sender<Result<u64, crate::channel::PublishError>>;
 
 /// Everything one socket owns; [`Socket`] handles share it. Dropping it
 /// drops the browser socket, the timers, the tab channel and the window
@@ -45,9 +42,6 @@ pub(crate) struct Shared {
     /// Callbacks and streams; used with no borrow held.
     pub(super) dispatcher: Rc<Dispatcher<Local>>,
     pub(super) open_hook: RefCell<Option<OpenHook>>,
-    /// The publishes awaiting their answer, by ticket (a `Vec`: few at a
-    /// time, and less code than a map in every app's build).
-    pub(super) publishes: RefCell<Vec<(u64, PublishAnswer)>>,
     io: RefCell<Io>,
     /// [`Socket::tab_id`].
     pub(super) tab_id: u32,
@@ -116,7 +110,6 @@ impl Shared {
             tab_id,
             dispatcher: Rc::default(),
             open_hook: RefCell::new(None),
-            publishes: RefCell::new(Vec::new()),
             io: RefCell::new(Io {
                 live: None,
                 timers: Timers::default(),
@@ -305,17 +298,6 @@ impl Shared {
             }
             // The runner turns events into `Step::Emit`.
             Effect::Emit(event) => self.dispatcher.emit([event]),
-            Effect::PublishDone { ticket, result } => {
-                let answer = {
-                    let mut publishes = self.publishes.borrow_mut();
-                    let at = publishes.iter().position(|(t, _)| *t == ticket);
-                    at.map(|at| publishes.swap_remove(at).1)
-                };
-                if let Some(answer) = answer {
-                    // Nobody waits when the `Publish` was dropped: fine.
-                    let _ = answer.send(result);
-                }
-            }
         }
     }
 }

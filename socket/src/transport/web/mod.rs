@@ -281,8 +281,12 @@ impl Socket {
     pub fn publish(&self, channel: &str, data: RawJson) -> Result<Publish, PublishError> {
         let (tx, rx) = futures_channel::oneshot::channel();
         let id = glue::random_id();
-        let ticket = self.shared.runner.borrow_mut().publish(channel, data, id)?;
-        self.shared.publishes.borrow_mut().push((ticket, tx));
+        // Nobody waits when the `Publish` was dropped: fine.
+        let answer = Box::new(move |result| drop(tx.send(result)));
+        self.shared
+            .runner
+            .borrow_mut()
+            .publish(channel, data, id, answer)?;
         self.shared.pump();
         Ok(Publish::new(rx))
     }
