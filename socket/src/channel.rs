@@ -251,10 +251,20 @@ mod handles {
     /// the last `(epoch, offset)` delivered, and its events say what came
     /// of it ([`ChannelEvent::Subscribed`], then the publications missed,
     /// or a [`ChannelEvent::Gap`] or [`ChannelEvent::Reset`]).
+    ///
+    /// Natively the socket's task may deliver the server's answer before
+    /// the thread that subscribed registers a callback; so the handle's
+    /// first [`Channel::events`] stream has every event of the subscription
+    /// from its start (it was made with it). A callback
+    /// ([`Channel::on_event`]) sees the events from its registration on,
+    /// as [`crate::Socket::on_event`] does; in the browser nothing can come
+    /// in between. That first stream keeps its events until it is taken
+    /// or the first callback is registered (which drops it).
     pub struct Channel {
         name: String,
         subscription: u64,
         socket: WeakSocket,
+        first: std::sync::Mutex<Option<EventStream>>,
     }
 
     impl std::fmt::Debug for Channel {
@@ -266,12 +276,25 @@ mod handles {
     }
 
     impl Channel {
-        pub(crate) fn new(name: String, subscription: u64, socket: WeakSocket) -> Self {
+        pub(crate) fn new(
+            name: String,
+            subscription: u64,
+            socket: WeakSocket,
+            first: EventStream,
+        ) -> Self {
             Self {
                 name,
                 subscription,
                 socket,
+                first: std::sync::Mutex::new(Some(first)),
             }
+        }
+
+        fn take_first(&self) -> Option<EventStream> {
+            self.first
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
         }
 
         /// The channel's name.
@@ -297,6 +320,8 @@ mod handles {
             &self,
             mut callback: impl FnMut(&ChannelEvent) + MaybeSend + 'static,
         ) -> Subscription {
+            // A callback listens now: the first stream's events are not kept.
+            drop(self.take_first());
             let (name, subscription) = (self.name.clone(), self.subscription);
             let filtered = move |event: &Event| {
                 if let Event::Channel(notice) = event
@@ -311,13 +336,14 @@ mod handles {
             }
         }
 
-        /// This subscription's events from now on, as a `Stream`; it ends
-        /// when the socket is dropped (at once if it is gone).
+        /// This subscription's events as a `Stream`: the first call's from
+        /// the subscription's start (see [`Channel`]), a later call's from
+        /// now on. It ends when the socket is dropped (at once if it is gone).
         pub fn events(&self) -> ChannelStream {
-            let inner = self
-                .socket
-                .upgrade()
-                .map(|socket| socket.channel_stream(self.name.clone(), self.subscription));
+            let inner = self.take_first().or_else(|| {
+                let socket = self.socket.upgrade()?;
+                Some(socket.channel_stream(self.name.clone(), self.subscription))
+            });
             ChannelStream { inner }
         }
 

@@ -13,10 +13,14 @@ use buffered_socket::{
     ChannelEvent, Config, PublishError, RawJson, RecoveryFailure, Socket, State, SubscribeError,
     TypedChannel,
 };
+use futures_util::StreamExt;
 use testbed::{FaultProxy, Faults, TestServer};
 
 use super::both::{LONG, wait_for};
 use super::fast_backoff;
+
+/// [`LONG`] as a `Duration`.
+const LONG_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 const NAMESPACES: &str = r#"
 [[namespace]]
@@ -251,6 +255,7 @@ async fn bind_again(addr: std::net::SocketAddr) -> tokio::net::TcpListener {
 async fn refusals_are_typed_and_dropping_the_handle_unsubscribes() {
     let (server, _proxy) = server().await;
     let socket = socket(server.addr, false);
+    let all = super::both::Recorder::new(&socket);
     // Bare names may be subscribed to but not published to by default.
     let lobby = socket.subscribe("lobby").unwrap();
     assert_eq!(
@@ -274,35 +279,39 @@ async fn refusals_are_typed_and_dropping_the_handle_unsubscribes() {
     );
     // A namespace the server does not know: an error on the handle.
     let unknown = socket.subscribe("nowhere:x").unwrap();
-    let (seen, _recording) = record(&unknown);
-    wait_for("refused", LONG, || !seen.lock().unwrap().is_empty()).await;
-    assert!(matches!(
-        seen.lock().unwrap()[0],
-        ChannelEvent::Error(buffered_socket::ChannelError::Refused {
-            code: shared::ErrorCode::UnknownNamespace,
-            ..
-        })
-    ));
+    // The first stream has every event from the subscription's start,
+    // however soon the server answered.
+    let refused = tokio::time::timeout(LONG_WAIT, unknown.events().next()).await;
+    assert!(
+        matches!(
+            refused,
+            Ok(Some(ChannelEvent::Error(
+                buffered_socket::ChannelError::Refused {
+                    code: shared::ErrorCode::UnknownNamespace,
+                    ..
+                }
+            )))
+        ),
+        "{refused:?} {:?}",
+        all.events()
+    );
     // Dropped, then subscribed again: a new subscription that works.
     drop(lobby);
     let lobby = socket.subscribe("lobby").unwrap();
-    let (seen, _recording) = record(&lobby);
-    wait_for("subscribed again", LONG, || {
-        seen.lock()
-            .unwrap()
-            .contains(&ChannelEvent::Subscribed { recovered: false })
-    })
-    .await;
+    let again = tokio::time::timeout(LONG_WAIT, lobby.events().next()).await;
+    assert_eq!(
+        again.unwrap(),
+        Some(ChannelEvent::Subscribed { recovered: false })
+    );
     let chat = socket.subscribe("chat:a").unwrap();
     let mut stream = chat.events();
-    use futures_util::StreamExt;
-    let first = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next()).await;
+    let first = tokio::time::timeout(LONG_WAIT, stream.next()).await;
     assert_eq!(
         first.unwrap(),
         Some(ChannelEvent::Subscribed { recovered: false })
     );
     socket.publish("chat:a", value(1)).unwrap().await.unwrap();
-    let next = tokio::time::timeout(std::time::Duration::from_secs(10), stream.next()).await;
+    let next = tokio::time::timeout(LONG_WAIT, stream.next()).await;
     assert!(
         matches!(
             next.unwrap(),

@@ -376,9 +376,19 @@ impl Socket {
         channel: &str,
         since: Option<StreamPosition>,
     ) -> Result<Channel, SubscribeError> {
-        let serial = self.core().driver().subscribe(channel, since)?;
+        // The first stream of the handle is made under the driver's lock:
+        // no event of the subscription can be emitted before it exists.
+        let mut driver = self.core().driver();
+        let serial = driver.subscribe(channel, since)?;
+        let first = self.channel_stream(channel.to_owned(), serial);
+        drop(driver);
         self.shared.wake();
-        Ok(Channel::new(channel.to_owned(), serial, self.downgrade()))
+        Ok(Channel::new(
+            channel.to_owned(),
+            serial,
+            self.downgrade(),
+            first,
+        ))
     }
 
     /// Publishes `data` (any JSON value) to `channel`: written now if the

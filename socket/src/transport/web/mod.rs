@@ -262,8 +262,14 @@ impl Socket {
         since: Option<StreamPosition>,
     ) -> Result<Channel, SubscribeError> {
         let serial = self.shared.runner.borrow_mut().subscribe(channel, since)?;
+        let first = self.channel_stream(channel.to_owned(), serial);
         self.shared.pump();
-        Ok(Channel::new(channel.to_owned(), serial, self.downgrade()))
+        Ok(Channel::new(
+            channel.to_owned(),
+            serial,
+            self.downgrade(),
+            first,
+        ))
     }
 
     /// Publishes `data` (any JSON value) to `channel`: written now if the
