@@ -476,3 +476,37 @@ mod handles {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_typed_view_decodes_the_data_and_reports_what_does_not_decode() {
+        #[derive(Debug, PartialEq, serde::Deserialize)]
+        struct Chat {
+            text: String,
+        }
+        let publication = |data: &str| ChannelEvent::Publication {
+            offset: 7,
+            data: RawJson::parse(data).unwrap(),
+            info: None,
+        };
+        assert_eq!(
+            decode_event::<Chat>(&publication(r#"{"text":"hi"}"#)),
+            ChannelEvent::Publication {
+                offset: 7,
+                data: Chat { text: "hi".into() },
+                info: None
+            }
+        );
+        assert!(matches!(
+            decode_event::<Chat>(&publication("42")),
+            ChannelEvent::Error(ChannelError::Decode { offset: 7, .. })
+        ));
+        assert_eq!(
+            decode_event::<Chat>(&ChannelEvent::Gap { from: 1, to: 2 }),
+            ChannelEvent::Gap { from: 1, to: 2 }
+        );
+    }
+}

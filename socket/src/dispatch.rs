@@ -506,6 +506,23 @@ mod tests {
                 }
 
                 #[test]
+                fn a_channel_stream_gets_its_own_subscription_s_events_only() {
+                    use crate::channel::{ChannelEvent, ChannelNotice};
+
+                    let notice = |channel: &str, subscription| {
+                        let event = ChannelEvent::Gap { from: 1, to: 2 };
+                        Event::Channel(ChannelNotice::new(channel.into(), subscription, event))
+                    };
+                    let d = dispatcher();
+                    let mine = d.channel_stream("a".into(), 2);
+                    let all = d.stream();
+                    d.emit([text("1"), notice("a", 1), notice("a", 2), notice("b", 2)]);
+                    drop(d);
+                    assert_eq!(ready(mine.collect::<Vec<_>>()), [notice("a", 2)]);
+                    assert_eq!(ready(all.collect::<Vec<_>>()).len(), 4);
+                }
+
+                #[test]
                 fn a_panicking_callback_misses_that_event_only_and_stops_no_other() {
                     let d = dispatcher();
                     let _panics = d.subscribe(|e| assert_ne!(*e, text("boom")));

@@ -103,9 +103,11 @@
 //!   [`PublishError::SharedAcrossTabs`] while the tab shares its connection
 //!   (a tab that went alone, [`Event::NotShared`], may use them).
 //! * Channel events also reach the socket's own callbacks and streams, as
-//!   [`Event::Channel`]; other channel frames are never delivered as
-//!   [`Event::Message`] once the socket has used channels (before that,
-//!   nothing changes: an app that speaks the channel messages by hand with
+//!   [`Event::Channel`]. Once the socket has subscribed or published, the
+//!   server's channel frames (`pub`, `subscribed`, `channel_gap`,
+//!   `published`, `unsubscribed`, and an `error` answering one of its
+//!   channel messages) are the channels', not [`Event::Message`]s; before
+//!   that nothing changes (an app that speaks them by hand with
 //!   [`Socket::send`] sees them as before).
 //! * None of this is in the code of an app that never subscribes nor
 //!   publishes: the driver's channel table is a trait object made on the
