@@ -322,3 +322,80 @@ async fn refusals_are_typed_and_dropping_the_handle_unsubscribes() {
     drop((lobby, chat, unknown, socket));
     server.shutdown().await.unwrap();
 }
+
+/// The server's own count of a channel's subscribers (admin API), 0 when
+/// it lists none.
+async fn subscribers(server: &TestServer, token: &str, channel: &str) -> u64 {
+    let listed = reqwest::Client::new()
+        .get(server.http_url("/api/channels"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    listed["channels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|row| row["channel"] == channel)
+        .and_then(|row| row["subscribers"].as_u64())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_counts_one_subscription_until_the_handle_drops_and_an_admin_end_reaches_it() {
+    let token = "t0ken-for-the-channel-admin-tests-0123456789";
+    let config = testbed::config_with_namespaces(
+        NAMESPACES,
+        &["--publish-rate", "0", "--admin-token", token],
+    )
+    .unwrap();
+    let server = TestServer::start(config).await.unwrap();
+    let socket = Socket::new(
+        Config::new(server.ws_url("/ws?client_id=chan-admin")).with_backoff(fast_backoff()),
+    )
+    .unwrap();
+    let room = socket.subscribe("chat:count").unwrap();
+    let mut events = room.events();
+    let first = tokio::time::timeout(LONG_WAIT, events.next())
+        .await
+        .unwrap();
+    assert_eq!(first, Some(ChannelEvent::Subscribed { recovered: false }));
+    assert_eq!(subscribers(&server, token, "chat:count").await, 1);
+    drop((events, room));
+    let deadline = super::both::now_ms() + LONG;
+    while subscribers(&server, token, "chat:count").await != 0 {
+        assert!(super::both::now_ms() < deadline, "still subscribed");
+        super::both::sleep_ms(20).await;
+    }
+
+    // Ended by the admin API: the handle hears why, and it is not resubscribed.
+    let room = socket.subscribe("chat:count").unwrap();
+    let mut events = room.events();
+    let first = tokio::time::timeout(LONG_WAIT, events.next())
+        .await
+        .unwrap();
+    assert_eq!(first, Some(ChannelEvent::Subscribed { recovered: false }));
+    let ended = reqwest::Client::new()
+        .delete(server.http_url("/api/channels/chat:count/subscribers/chan-admin"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status().as_u16(), 200);
+    let next = tokio::time::timeout(LONG_WAIT, events.next())
+        .await
+        .unwrap();
+    assert_eq!(
+        next,
+        Some(ChannelEvent::Unsubscribed {
+            reason: buffered_socket::UnsubscribeReason::Admin
+        })
+    );
+    assert_eq!(subscribers(&server, token, "chat:count").await, 0);
+    drop((events, room, socket));
+    server.shutdown().await.unwrap();
+}

@@ -149,6 +149,29 @@ fn a_subscribe_waits_for_the_connection_and_goes_out_when_it_is_ready() {
 }
 
 #[test]
+fn a_kept_position_is_the_first_subscribe_s_since() {
+    let mut h = Harness::new(config()).open();
+    h.effects();
+    let since = StreamPosition {
+        epoch: "e1".into(),
+        offset: 40,
+    };
+    h.d.subscribe(CH, Some(since)).unwrap();
+    assert_eq!(
+        client(&writes(&h.effects())),
+        [subscribe_frame(Some(("e1", 40)), "s1.1")]
+    );
+    let mut seen = on(&h.receive_server(&recovered("e1", 42, "s1.1")));
+    for offset in [40, 41, 42] {
+        seen.extend(on(&h.receive_server(&pub_msg(offset))));
+    }
+    assert_eq!(
+        seen,
+        [subscribed_ev(true), publication(41), publication(42)]
+    );
+}
+
+#[test]
 fn names_are_checked_and_one_subscription_per_channel() {
     let mut h = Harness::new(config()).open();
     assert_eq!(
