@@ -53,11 +53,20 @@ fn socket(addr: std::net::SocketAddr, reliable: bool) -> Socket {
 /// Every event of a channel, in order.
 type Seen = Arc<Mutex<Vec<ChannelEvent>>>;
 
-fn record(channel: &buffered_socket::Channel) -> (Seen, buffered_socket::Subscription) {
+/// Records every event of `channel` from its subscription's start: its
+/// first `events()` stream, drained by a task (a callback would see the
+/// events from its registration on, and natively the server's answer may
+/// come first).
+fn record(channel: &buffered_socket::Channel) -> Seen {
     let seen: Seen = Arc::default();
     let sink = seen.clone();
-    let subscription = channel.on_event(move |event| sink.lock().unwrap().push(event.clone()));
-    (seen, subscription)
+    let mut events = channel.events();
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            sink.lock().unwrap().push(event);
+        }
+    });
+    seen
 }
 
 fn offsets(seen: &Seen) -> Vec<u64> {
@@ -86,7 +95,7 @@ async fn publish_through_cuts(reliable: bool) {
     let (server, proxy) = server().await;
     let subscriber = socket(proxy.addr, reliable);
     let channel = subscriber.subscribe("chat:room").unwrap();
-    let (seen, _recording) = record(&channel);
+    let seen = record(&channel);
     wait_for("subscribed", LONG, || {
         count(&seen, |e| matches!(e, ChannelEvent::Subscribed { .. })) == 1
     })
@@ -165,7 +174,12 @@ async fn a_subscriber_away_recovers_what_it_missed_and_a_restart_is_a_reset() {
         TypedChannel::<serde_json::Value>::new(subscriber.subscribe("chat:news").unwrap());
     let seen: Arc<Mutex<Vec<ChannelEvent<serde_json::Value>>>> = Arc::default();
     let sink = seen.clone();
-    let _recording = channel.on_event(move |event| sink.lock().unwrap().push(event));
+    let mut events = channel.events();
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            sink.lock().unwrap().push(event);
+        }
+    });
     let publisher = socket(server.addr, false);
     let publications = |seen: &Arc<Mutex<Vec<ChannelEvent<serde_json::Value>>>>| {
         seen.lock()
