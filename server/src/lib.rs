@@ -186,6 +186,10 @@ pub async fn run(
             config.namespaces.clone(),
             node,
             config.publish_dedup_window,
+            (
+                config.cluster.cluster_heartbeat,
+                config.cluster.cluster_node_ttl,
+            ),
         ),
         None => channels::service::Channels::memory(
             config.namespaces.clone(),

@@ -39,6 +39,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/channels/{channel}/history", get(admin::channels::history))
         .route(
+            "/channels/{channel}/presence",
+            get(admin::channels::presence),
+        )
+        .route(
+            "/channels/{channel}/presence_stats",
+            get(admin::channels::presence_stats),
+        )
+        .route(
             "/channels/{channel}/subscribers/{client_id}",
             delete(admin::channels::unsubscribe),
         )

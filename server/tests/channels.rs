@@ -505,28 +505,17 @@ async fn the_admin_api_publishes_once_per_key_lists_reads_the_history_and_unsubs
         } => assert_eq!(data.get(), r#"{"hello":"world"}"#),
         other => panic!("one pub, without info: {other:?}"),
     }
-    let list: serde_json::Value = http
-        .get(server.http_url("/api/channels"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: serde_json::Value =
+        common::admin_json(&server.http_url("/api/channels"), ADMIN).await;
     assert_eq!(
         list,
         serde_json::json!({"channels": [{"channel": "chat:a", "subscribers": 1}], "unanswered": []})
     );
-    let history: serde_json::Value = http
-        .get(server.http_url("/api/channels/chat:a/history?limit=10"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: serde_json::Value = common::admin_json(
+        &server.http_url("/api/channels/chat:a/history?limit=10"),
+        ADMIN,
+    )
+    .await;
     assert_eq!(
         history,
         serde_json::json!({"channel": "chat:a", "publications": [{"offset": 1, "data": {"hello": "world"}}]})
@@ -562,15 +551,8 @@ async fn the_admin_api_publishes_once_per_key_lists_reads_the_history_and_unsubs
     subscribe(&mut ws, "chat:b", None).await;
     drop(ws);
     common::wait_until("the channel has no subscriber left", || async {
-        let list: serde_json::Value = http
-            .get(server.http_url("/api/channels"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: serde_json::Value =
+            common::admin_json(&server.http_url("/api/channels"), ADMIN).await;
         list["channels"].as_array().is_some_and(Vec::is_empty)
     })
     .await;

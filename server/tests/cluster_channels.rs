@@ -76,15 +76,7 @@ fn epoch_of(message: &ServerMessage) -> String {
 }
 
 async fn get_json(server: &TestServer, path: &str) -> serde_json::Value {
-    reqwest::Client::new()
-        .get(server.http_url(path))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    common::admin_json(&server.http_url(path), ADMIN).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,6 +148,14 @@ async fn without_redis_channels_are_unavailable_and_a_redis_that_lost_its_data_c
         code(subscribe(&mut other, "chat:y", Some((&epoch, 1))).await),
         "unavailable"
     );
+    let admin = reqwest::Client::new()
+        .post(a.http_url("/api/channels/chat:y/publish"))
+        .bearer_auth(ADMIN)
+        .body("1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), 503, "the admin API's publish too");
     // A plain connection goes on.
     send_text(&mut other, r#"{"type":"echo","id":1,"body":"ok"}"#).await;
     assert!(matches!(
@@ -184,4 +184,44 @@ async fn without_redis_channels_are_unavailable_and_a_redis_that_lost_its_data_c
         panic!("a new epoch: {answer:?}")
     };
     assert_ne!(*new, epoch);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_pubsub_connection_is_killed_fills_what_it_missed() {
+    let redis = RedisServer::start().unwrap();
+    let a = node(&redis, "cc3:", "a").await;
+    let b = node(&redis, "cc3:", "b").await;
+    let (mut reader, _) = b.connect_ws("/ws?protocol=2").await;
+    epoch_of(&subscribe(&mut reader, "chat:k", None).await);
+    let (mut writer, _) = a.connect_ws("/ws?protocol=2").await;
+    let mut admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    for n in 1..=600 {
+        if n % 100 == 0 {
+            // Every node's pub/sub connection dropped by Redis mid-stream.
+            let killed: u64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("pubsub")
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+            assert!(killed >= 1);
+        }
+        assert!(matches!(
+            publish(&mut writer, "chat:k", n).await,
+            ServerMessage::Published { offset, .. } if offset == n
+        ));
+    }
+    for n in 1..=600 {
+        match next_json(&mut reader).await {
+            ServerMessage::Pub { offset, .. } => assert_eq!(offset, n, "once each, in order"),
+            other => panic!("expected pub {n}, got {other:?}"),
+        }
+    }
+    let gaps = common::metric(&b, "ws_channel_gaps_total").await;
+    assert_eq!(gaps, 0, "nothing reported lost: the history had it all");
 }

@@ -14,6 +14,8 @@
 //! made once (the last offset is 5,000).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -320,17 +322,8 @@ async fn every_subscriber_gets_every_offset_once_in_order_through_cuts_and_a_nod
         assert!(Instant::now() < stop, "timed out publishing");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let http = reqwest::Client::new();
     let base = bases.lock().unwrap()[0].clone();
-    let list: serde_json::Value = http
-        .get(format!("{base}/api/clients"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: serde_json::Value = common::admin_json(&format!("{base}/api/clients"), ADMIN).await;
     let held = |id: &str| {
         list.as_array().map_or(0, |rows| {
             rows.iter()
@@ -385,14 +378,10 @@ async fn every_subscriber_gets_every_offset_once_in_order_through_cuts_and_a_nod
     assert!(proxy.cuts() >= 20, "only {} cuts", proxy.cuts());
     // Every publication made once: the channel's last offset is 5,000.
     let base = bases.lock().unwrap()[0].clone();
-    let history: serde_json::Value = http
-        .get(format!("{base}/api/channels/{CHANNEL}/history?limit=1"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: serde_json::Value = common::admin_json(
+        &format!("{base}/api/channels/{CHANNEL}/history?limit=1"),
+        ADMIN,
+    )
+    .await;
     assert_eq!(history["publications"][0]["offset"], PUBLICATIONS);
 }

@@ -101,6 +101,20 @@ pub struct PublisherInfo {
     pub user: Option<String>,
 }
 
+/// A member of a channel's presence: one connection (one browser, when its
+/// tabs share one).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    /// Its client id.
+    pub client_id: String,
+    /// Its user, in token mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Its token's `client_name`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+}
+
 /// Why the server ended a subscription (`unsubscribed`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(from = "String", into = "String")]

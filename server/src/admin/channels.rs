@@ -8,6 +8,8 @@
 //!   not answer).
 //! * `GET /api/channels/{channel}/history?limit=N`: the publications kept,
 //!   oldest first (100 by default, 10,000 at most).
+//! * `GET /api/channels/{channel}/presence` and `…/presence_stats`: its
+//!   members (403 where its namespace keeps no presence), over every node.
 //! * `DELETE /api/channels/{channel}/subscribers/{client_id}`: the
 //!   subscription ends with `unsubscribed` (`reason: admin`), on whichever
 //!   node holds the connection.
@@ -43,6 +45,7 @@ fn refused(refusal: &Refusal) -> Answer {
     let status = match refusal {
         Refusal::Channel(ChannelError::UnknownNamespace(_)) => StatusCode::NOT_FOUND,
         Refusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        Refusal::PermissionDenied(_) => StatusCode::FORBIDDEN,
         Refusal::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_REQUEST,
     };
@@ -193,6 +196,40 @@ pub async fn history(
                 .collect();
             Json(json!({ "channel": channel, "publications": rows })).into_response()
         }
+        Err(refusal) => refused(&refusal).into_response(),
+    }
+}
+
+/// `GET /api/channels/{channel}/presence`: its members (at most
+/// `--max-presence-answer`, then `"truncated":true`), over every node.
+pub async fn presence(State(state): State<AppState>, Path(channel): Path<String>) -> Response {
+    let limit = state.config.max_presence_answer;
+    match state.channels.presence(&channel, limit).await {
+        Ok(found) => {
+            let truncated = found.clients > found.members.len() as u64;
+            let mut body = json!({ "channel": channel, "clients": found.members });
+            if truncated {
+                body["truncated"] = json!(true);
+            }
+            Json(body).into_response()
+        }
+        Err(refusal) => refused(&refusal).into_response(),
+    }
+}
+
+/// `GET /api/channels/{channel}/presence_stats`: how many members and
+/// distinct users, over every node.
+pub async fn presence_stats(
+    State(state): State<AppState>,
+    Path(channel): Path<String>,
+) -> Response {
+    match state.channels.presence(&channel, 0).await {
+        Ok(found) => Json(json!({
+            "channel": channel,
+            "clients": found.clients,
+            "users": found.users,
+        }))
+        .into_response(),
         Err(refusal) => refused(&refusal).into_response(),
     }
 }

@@ -34,6 +34,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use shared::channel::Member;
+
 use super::stream::Publication;
 
 /// Where a subscriber's frames go (a connection's outbound queue).
@@ -59,6 +61,33 @@ pub trait Frames<F>: Send + Sync {
     /// The stream started again at `epoch`, after `offset` (a `subscribed`
     /// with `recovered: false`, `reason: epoch_changed`).
     fn new_epoch(&self, channel: &str, epoch: &str, offset: u64) -> F;
+    /// A member joined (`join`).
+    fn join(&self, channel: &str, member: &Member) -> F;
+    /// A member left (`leave`).
+    fn leave(&self, channel: &str, member: &Member) -> F;
+}
+
+/// A subscriber's part in its channel's presence (a namespace with
+/// `presence` on).
+#[derive(Debug, Clone)]
+pub struct Presence {
+    /// Who it is, as `presence` lists it.
+    pub member: Arc<Member>,
+    /// Whether it gets `join` and `leave` (the namespace's `join_leave`,
+    /// and its `presence` capability).
+    pub notices: bool,
+}
+
+/// A subscription ended by [`Hub::unsubscribe`] or [`Hub::leave`].
+#[derive(Debug, Clone, Default)]
+pub struct Removed {
+    /// There was one.
+    pub was: bool,
+    /// The channel has no subscriber left on this node (the node then
+    /// stops listening).
+    pub emptied: bool,
+    /// Its member, when the channel keeps presence.
+    pub member: Option<Arc<Member>>,
 }
 
 /// What is held for a subscriber while it recovers.
@@ -78,6 +107,8 @@ struct Subscriber<F> {
     /// stream delivers those offsets after it went live, and they are not
     /// sent twice.
     sent_through: u64,
+    /// Its part in the channel's presence.
+    presence: Option<Presence>,
 }
 
 /// One channel on this node.
@@ -174,6 +205,23 @@ pub struct HubStats {
     pub gaps: u64,
 }
 
+/// Removes `conn` from `channel`, and the channel with its last subscriber.
+fn remove<F>(channels: &mut HashMap<Arc<str>, Local<F>>, channel: &str, conn: u64) -> Removed {
+    let Some(local) = channels.get_mut(channel) else {
+        return Removed::default();
+    };
+    let gone = local.subscribers.remove(&conn);
+    let emptied = local.subscribers.is_empty();
+    if emptied {
+        channels.remove(channel);
+    }
+    Removed {
+        was: gone.is_some(),
+        emptied,
+        member: gone.and_then(|s| s.presence.map(|p| p.member)),
+    }
+}
+
 impl<F: Clone> Hub<F> {
     fn lock(&self) -> MutexGuard<'_, Inner<F>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
@@ -181,7 +229,13 @@ impl<F: Clone> Hub<F> {
 
     /// Adds connection `conn` to `channel`, recovering: live publications
     /// are held for it until [`Hub::go_live`]. Idempotent.
-    pub fn subscribe(&self, channel: &str, conn: u64, sink: Arc<dyn Sink<F>>) -> Joined {
+    pub fn subscribe(
+        &self,
+        channel: &str,
+        conn: u64,
+        sink: Arc<dyn Sink<F>>,
+        presence: Option<Presence>,
+    ) -> Joined {
         let mut inner = self.lock();
         let Inner { channels, members } = &mut *inner;
         let name = channels
@@ -201,6 +255,7 @@ impl<F: Clone> Hub<F> {
                     reset: None,
                 }),
                 sent_through: 0,
+                presence,
             },
         );
         members.entry(conn).or_default().insert(name);
@@ -256,10 +311,8 @@ impl<F: Clone> Hub<F> {
         hole
     }
 
-    /// Removes `conn` from `channel`; returns whether it was subscribed,
-    /// and whether the channel has no subscriber left on this node (the
-    /// node then stops listening).
-    pub fn unsubscribe(&self, channel: &str, conn: u64) -> (bool, bool) {
+    /// Removes `conn` from `channel`.
+    pub fn unsubscribe(&self, channel: &str, conn: u64) -> Removed {
         let mut inner = self.lock();
         let Inner { channels, members } = &mut *inner;
         if let Some(mine) = members.get_mut(&conn) {
@@ -268,36 +321,66 @@ impl<F: Clone> Hub<F> {
                 members.remove(&conn);
             }
         }
-        let Some(local) = channels.get_mut(channel) else {
-            return (false, false);
-        };
-        let was = local.subscribers.remove(&conn).is_some();
-        if local.subscribers.is_empty() {
-            channels.remove(channel);
-            return (was, true);
-        }
-        (was, false)
+        remove(channels, channel, conn)
     }
 
-    /// Removes `conn` from every channel (it ended); returns the channels
-    /// left without a subscriber on this node.
-    pub fn leave(&self, conn: u64) -> Vec<Arc<str>> {
+    /// Removes `conn` from every channel (it ended).
+    pub fn leave(&self, conn: u64) -> Vec<(Arc<str>, Removed)> {
         let mut inner = self.lock();
         let Inner { channels, members } = &mut *inner;
         let Some(mine) = members.remove(&conn) else {
             return Vec::new();
         };
-        let mut emptied = Vec::new();
-        for channel in mine {
-            if let Some(local) = channels.get_mut(&channel) {
-                local.subscribers.remove(&conn);
-                if local.subscribers.is_empty() {
-                    channels.remove(&channel);
-                    emptied.push(channel);
+        mine.into_iter()
+            .map(|channel| {
+                let removed = remove(channels, &channel, conn);
+                (channel, removed)
+            })
+            .collect()
+    }
+
+    /// The members of `channel`'s presence on this node.
+    pub fn members(&self, channel: &str) -> Vec<Arc<Member>> {
+        self.lock()
+            .channels
+            .get(channel)
+            .map_or_else(Vec::new, |local| {
+                local
+                    .subscribers
+                    .values()
+                    .filter_map(|s| s.presence.as_ref().map(|p| p.member.clone()))
+                    .collect()
+            })
+    }
+
+    /// Every presence member on this node: its channel, connection and
+    /// member (for writing them again to Redis).
+    pub fn presence_members(&self) -> Vec<(Arc<str>, u64, Arc<Member>)> {
+        let inner = self.lock();
+        let mut all = Vec::new();
+        for (channel, local) in &inner.channels {
+            for (conn, subscriber) in &local.subscribers {
+                if let Some(presence) = &subscriber.presence {
+                    all.push((channel.clone(), *conn, presence.member.clone()));
                 }
             }
         }
-        emptied
+        all
+    }
+
+    /// Sends `frame` (a `join` or `leave`) to `channel`'s live subscribers
+    /// that get presence notices.
+    pub fn notify(&self, channel: &str, frame: &F) {
+        let inner = self.lock();
+        let Some(local) = inner.channels.get(channel) else {
+            return;
+        };
+        for subscriber in local.subscribers.values() {
+            if subscriber.held.is_none() && subscriber.presence.as_ref().is_some_and(|p| p.notices)
+            {
+                subscriber.sink.send(frame);
+            }
+        }
     }
 
     /// How many channels `conn` is subscribed to.
@@ -494,6 +577,12 @@ pub(crate) mod tests {
         fn new_epoch(&self, _: &str, epoch: &str, offset: u64) -> String {
             format!("epoch {epoch} after {offset}")
         }
+        fn join(&self, _: &str, member: &Member) -> String {
+            format!("join {}", member.client_id)
+        }
+        fn leave(&self, _: &str, member: &Member) -> String {
+            format!("leave {}", member.client_id)
+        }
     }
 
     fn deliver(hub: &Hub<String>, epoch: &str, offset: u64) -> Delivery {
@@ -504,7 +593,7 @@ pub(crate) mod tests {
     fn recovery_then_live_without_a_seam() {
         let hub = Hub::default();
         let a = Arc::new(Recorder::default());
-        assert_eq!(hub.subscribe("c", 1, a.clone()), Joined::First);
+        assert_eq!(hub.subscribe("c", 1, a.clone(), None), Joined::First);
         // Live publications while the history is read: held.
         assert_eq!(deliver(&hub, "e", 4), Delivery::Sent(0));
         assert_eq!(deliver(&hub, "e", 5), Delivery::Sent(0));
@@ -515,16 +604,25 @@ pub(crate) mod tests {
         assert_eq!(a.got(), ["pub 5", "pub 6"]);
         // A second subscriber joins while the channel is live.
         let b = Arc::new(Recorder::default());
-        assert_eq!(hub.subscribe("c", 2, b.clone()), Joined::Added);
-        assert_eq!(hub.subscribe("c", 2, b.clone()), Joined::Already);
+        assert_eq!(hub.subscribe("c", 2, b.clone(), None), Joined::Added);
+        assert_eq!(hub.subscribe("c", 2, b.clone(), None), Joined::Already);
         assert_eq!(deliver(&hub, "e", 7), Delivery::Sent(1));
         assert_eq!(hub.go_live("c", 2, ("e", 6), &Text), None);
         assert_eq!(b.got(), ["pub 7"]);
         assert_eq!(hub.counts(), [("c".to_owned(), 2)]);
         assert_eq!(hub.count_of(2), 1);
-        assert_eq!(hub.unsubscribe("c", 1), (true, false));
-        assert_eq!(hub.unsubscribe("c", 2), (true, true), "the node's last");
-        assert_eq!(hub.unsubscribe("c", 2), (false, false), "idempotent");
+        let removed = |r: Removed| (r.was, r.emptied);
+        assert_eq!(removed(hub.unsubscribe("c", 1)), (true, false));
+        assert_eq!(
+            removed(hub.unsubscribe("c", 2)),
+            (true, true),
+            "the node's last"
+        );
+        assert_eq!(
+            removed(hub.unsubscribe("c", 2)),
+            (false, false),
+            "idempotent"
+        );
         assert_eq!(hub.count_of(2), 0);
         assert_eq!(deliver(&hub, "e", 8), Delivery::Nobody);
     }
@@ -533,7 +631,7 @@ pub(crate) mod tests {
     fn a_repeat_is_dropped_and_a_hole_is_filled_before_what_follows() {
         let hub = Hub::default();
         let a = Arc::new(Recorder::default());
-        hub.subscribe("c", 1, a.clone());
+        hub.subscribe("c", 1, a.clone(), None);
         assert_eq!(hub.go_live("c", 1, ("e", 2), &Text), None);
         assert_eq!(deliver(&hub, "e", 2), Delivery::Repeat);
         assert_eq!(deliver(&hub, "e", 6), Delivery::Hole { from: 3, to: 5 });
@@ -549,7 +647,7 @@ pub(crate) mod tests {
     fn what_cannot_be_filled_is_reported_and_the_node_goes_on() {
         let hub = Hub::default();
         let a = Arc::new(Recorder::default());
-        hub.subscribe("c", 1, a.clone());
+        hub.subscribe("c", 1, a.clone(), None);
         assert_eq!(hub.go_live("c", 1, ("e", 0), &Text), None);
         assert_eq!(deliver(&hub, "e", 4), Delivery::Hole { from: 1, to: 3 });
         hub.gap("c", (1, 3), &Text);
@@ -561,7 +659,7 @@ pub(crate) mod tests {
     fn a_hole_between_the_recovery_and_the_held_publications_is_returned() {
         let hub = Hub::default();
         let a = Arc::new(Recorder::default());
-        hub.subscribe("c", 1, a.clone());
+        hub.subscribe("c", 1, a.clone(), None);
         deliver(&hub, "e", 7);
         deliver(&hub, "e", 8);
         // The history said 4: 5 and 6 were dropped on the way.
@@ -573,7 +671,7 @@ pub(crate) mod tests {
     fn a_new_epoch_is_followed_from_its_publication() {
         let hub = Hub::default();
         let a = Arc::new(Recorder::default());
-        hub.subscribe("c", 1, a.clone());
+        hub.subscribe("c", 1, a.clone(), None);
         assert_eq!(hub.go_live("c", 1, ("e", 9), &Text), None);
         assert_eq!(deliver(&hub, "f", 1), Delivery::EpochChanged);
         assert_eq!(deliver(&hub, "f", 2), Delivery::Sent(1));
@@ -585,7 +683,7 @@ pub(crate) mod tests {
     fn a_subscriber_recovering_through_a_new_epoch_gets_its_notice_then_all_of_it() {
         let hub = Hub::default();
         let a = Arc::new(Recorder::default());
-        hub.subscribe("c", 1, a.clone());
+        hub.subscribe("c", 1, a.clone(), None);
         deliver(&hub, "e", 5);
         deliver(&hub, "f", 1);
         deliver(&hub, "f", 2);
@@ -599,10 +697,10 @@ pub(crate) mod tests {
         let hub = Hub::default();
         let a = Arc::new(Recorder::default());
         let b = Arc::new(Recorder::default());
-        hub.subscribe("c", 1, a.clone());
+        hub.subscribe("c", 1, a.clone(), None);
         assert_eq!(hub.go_live("c", 1, ("e", 3), &Text), None);
         // b recovered from the stream up to 6; the node has delivered 3.
-        hub.subscribe("c", 2, b.clone());
+        hub.subscribe("c", 2, b.clone(), None);
         assert_eq!(hub.go_live("c", 2, ("e", 6), &Text), None);
         for offset in 4..=7 {
             deliver(&hub, "e", offset);
@@ -617,12 +715,17 @@ pub(crate) mod tests {
         let a = Arc::new(Recorder::default());
         let b = Arc::new(Recorder::default());
         for channel in ["x", "y", "z"] {
-            hub.subscribe(channel, 1, a.clone());
+            hub.subscribe(channel, 1, a.clone(), None);
         }
-        hub.subscribe("y", 2, b.clone());
+        hub.subscribe("y", 2, b.clone(), None);
         assert_eq!(hub.count_of(1), 3);
         assert_eq!(hub.channels_of(1).len(), 3);
-        let mut emptied: Vec<String> = hub.leave(1).iter().map(|c| c.to_string()).collect();
+        let mut emptied: Vec<String> = hub
+            .leave(1)
+            .iter()
+            .filter(|(_, r)| r.emptied)
+            .map(|(c, _)| c.to_string())
+            .collect();
         emptied.sort();
         assert_eq!(emptied, ["x", "z"], "y still has b");
         assert_eq!(hub.count_of(1), 0);

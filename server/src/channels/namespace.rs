@@ -124,6 +124,14 @@ pub struct Namespace {
     pub authenticated: Capabilities,
     /// The largest publication's data, in bytes (`publish_too_large` above).
     pub max_publication_bytes: usize,
+    /// Whether its channels keep presence: who is subscribed (issue 24).
+    pub presence: bool,
+    /// Whether subscribers with the `presence` capability get `join` and
+    /// `leave` notices (with `presence` on).
+    pub join_leave: bool,
+    /// Members per channel at most, with `presence` on (`0`: no cap); past
+    /// it a `subscribe` gets `channel_full`.
+    pub max_members: usize,
 }
 
 impl Default for Namespace {
@@ -137,6 +145,9 @@ impl Default for Namespace {
             anonymous: subscribe,
             authenticated: subscribe,
             max_publication_bytes: 64 * 1024,
+            presence: false,
+            join_leave: false,
+            max_members: 0,
         }
     }
 }
@@ -152,6 +163,9 @@ pub(crate) struct RawNamespace {
     anonymous: Option<Vec<Capability>>,
     authenticated: Option<Vec<Capability>>,
     max_publication_bytes: Option<usize>,
+    presence: Option<bool>,
+    join_leave: Option<bool>,
+    max_members: Option<usize>,
 }
 
 impl RawNamespace {
@@ -178,6 +192,9 @@ impl RawNamespace {
             max_publication_bytes: self
                 .max_publication_bytes
                 .unwrap_or(defaults.max_publication_bytes),
+            presence: self.presence.unwrap_or(defaults.presence),
+            join_leave: self.join_leave.unwrap_or(defaults.join_leave),
+            max_members: self.max_members.unwrap_or(defaults.max_members),
             name,
         })
     }

@@ -142,8 +142,19 @@ impl<F: Clone + Send + 'static> Relay<F> {
                 let Ok(payload) = message.get_payload::<String>() else {
                     continue;
                 };
-                if let Some((epoch, publication)) = parse(&payload) {
-                    self.publication(channel, &epoch, publication).await;
+                match parse(&payload) {
+                    Some(Heard::Publication(epoch, publication)) => {
+                        self.publication(channel, &epoch, publication).await;
+                    }
+                    Some(Heard::Join(member)) => {
+                        self.hub
+                            .notify(channel, &self.frames.join(channel, &member));
+                    }
+                    Some(Heard::Leave(member)) => {
+                        self.hub
+                            .notify(channel, &self.frames.leave(channel, &member));
+                    }
+                    None => {}
                 }
             }
             *self.sink.lock().await = None;
@@ -224,8 +235,25 @@ impl<F: Clone + Send + 'static> Relay<F> {
     }
 }
 
-/// A pub/sub payload: `epoch\noffset\ninfo\ndata`.
-fn parse(payload: &str) -> Option<(String, Publication)> {
+/// What a channel's pub/sub carries.
+enum Heard {
+    /// A publication of an epoch.
+    Publication(String, Publication),
+    /// A presence notice (issue 24), not an offset of the stream.
+    Join(shared::channel::Member),
+    /// Another.
+    Leave(shared::channel::Member),
+}
+
+/// A pub/sub payload: `epoch\noffset\ninfo\ndata` for a publication (an
+/// epoch is hex), `J\n{member}` or `L\n{member}` for a presence notice.
+fn parse(payload: &str) -> Option<Heard> {
+    if let Some(member) = payload.strip_prefix("J\n") {
+        return serde_json::from_str(member).ok().map(Heard::Join);
+    }
+    if let Some(member) = payload.strip_prefix("L\n") {
+        return serde_json::from_str(member).ok().map(Heard::Leave);
+    }
     let mut parts = payload.splitn(4, '\n');
     let epoch = parts.next()?.to_owned();
     let offset = parts.next()?.parse().ok()?;
@@ -236,7 +264,10 @@ fn parse(payload: &str) -> Option<(String, Publication)> {
     } else {
         Some(info_from_json(info)?)
     };
-    Some((epoch, Publication { offset, data, info }))
+    Some(Heard::Publication(
+        epoch,
+        Publication { offset, data, info },
+    ))
 }
 
 #[cfg(test)]
@@ -287,7 +318,7 @@ mod tests {
     /// listen, read the history, send it, go live.
     async fn subscribe(node: &Node, channel: &str) -> Arc<Recorder> {
         let recorder = Arc::new(Recorder::default());
-        node.hub.subscribe(channel, 1, recorder.clone());
+        node.hub.subscribe(channel, 1, recorder.clone(), None);
         node.relay.listen(channel).await;
         let (position, _) = node
             .streams

@@ -26,8 +26,11 @@ use axum::extract::ws::Message;
 use shared::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{Frames, Hub, Joined, Sink};
+use shared::channel::Member;
+
+use super::hub::{Frames, Hub, Joined, Presence, Removed, Sink};
 use super::namespace::{ChannelError, Namespace, Namespaces};
+use super::presence::{Found, RedisPresence};
 use super::relay::Relay;
 use super::stream::memory::MemoryStreams;
 use super::stream::redis::RedisStreams;
@@ -62,6 +65,9 @@ pub enum Refusal {
     /// `--publish-rate` reached.
     #[error("{0} publications per second at most: this one was not published")]
     RateLimited(f64),
+    /// The channel has its namespace's `max_members`.
+    #[error("this channel has {0} members, its most")]
+    ChannelFull(usize),
     /// An `id` longer than 64 bytes.
     #[error("an id has {} bytes at most", shared::channel::MAX_ID_BYTES)]
     BadId,
@@ -81,6 +87,7 @@ impl Refusal {
             Self::TooManySubscriptions(_) => ErrorCode::TooManySubscriptions,
             Self::TooLarge { .. } => ErrorCode::PublishTooLarge,
             Self::RateLimited(_) => ErrorCode::RateLimited,
+            Self::ChannelFull(_) => ErrorCode::ChannelFull,
             Self::BadId => ErrorCode::InvalidFields,
             Self::Unavailable(_) => ErrorCode::Unavailable,
         }
@@ -122,6 +129,20 @@ impl Frames<Message> for WireFrames {
             channel: channel.to_owned(),
             from,
             to,
+        })
+    }
+
+    fn join(&self, channel: &str, member: &Member) -> Message {
+        crate::wire::text(&shared::ServerMessage::Join {
+            channel: channel.to_owned(),
+            info: member.clone(),
+        })
+    }
+
+    fn leave(&self, channel: &str, member: &Member) -> Message {
+        crate::wire::text(&shared::ServerMessage::Leave {
+            channel: channel.to_owned(),
+            info: member.clone(),
         })
     }
 
@@ -171,10 +192,12 @@ enum Store {
         streams: MemoryStreams,
         order: Mutex<()>,
     },
-    /// The cluster's, in Redis, with the node's relay.
+    /// The cluster's, in Redis, with the node's relay and presence.
     Redis {
         streams: Arc<RedisStreams>,
         relay: Arc<Relay<Message>>,
+        presence: Arc<RedisPresence>,
+        heartbeat: Duration,
     },
 }
 
@@ -213,12 +236,14 @@ impl Channels {
         namespaces: Namespaces,
         node: &Arc<crate::cluster::Node>,
         dedup_window: Duration,
+        (heartbeat, node_ttl): (Duration, Duration),
     ) -> Self {
         let namespaces = Arc::new(namespaces);
         let hub = Arc::<Hub<Message>>::default();
         let frames = Arc::new(WireFrames);
         let backend: Arc<dyn crate::reliable::Backend> = node.clone();
-        let streams = Arc::new(RedisStreams::new(backend, dedup_window));
+        let streams = Arc::new(RedisStreams::new(backend.clone(), dedup_window));
+        let presence = Arc::new(RedisPresence::new(backend, node_ttl));
         let relay = Relay::new(
             hub.clone(),
             streams.clone(),
@@ -229,7 +254,12 @@ impl Channels {
         Self {
             namespaces,
             hub,
-            store: Store::Redis { streams, relay },
+            store: Store::Redis {
+                streams,
+                relay,
+                presence,
+                heartbeat,
+            },
             frames,
         }
     }
@@ -238,8 +268,20 @@ impl Channels {
     /// the sweep of idle channels in memory.
     pub fn start(self: &Arc<Self>, stop: &CancellationToken) {
         match &self.store {
-            Store::Redis { relay, .. } => {
+            Store::Redis {
+                relay, heartbeat, ..
+            } => {
                 tokio::spawn(relay.clone().run(stop.clone()));
+                let (channels, stop, every) = (self.clone(), stop.clone(), *heartbeat);
+                tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(every) => {}
+                        }
+                        channels.presence_heartbeat().await;
+                    }
+                });
             }
             Store::Memory { .. } => {
                 let (channels, stop) = (self.clone(), stop.clone());
@@ -306,11 +348,13 @@ impl Channels {
         &self,
         channel: &str,
         conn: u64,
-        sink: Arc<dyn Sink<Message>>,
+        (sink, member): (Arc<dyn Sink<Message>>, Option<Presence>),
         since: Option<&Position>,
     ) -> Result<Subscribed, Refusal> {
         let namespace = self.namespaces.of(channel)?;
-        match self.hub.subscribe(channel, conn, sink) {
+        let member = member.filter(|_| namespace.presence);
+        let joining = member.as_ref().map(|p| p.member.clone());
+        match self.hub.subscribe(channel, conn, sink, member) {
             Joined::Already => {
                 let (epoch, offset) = self.hub.position(channel).unwrap_or_default();
                 return Ok(Subscribed::Already(Position { epoch, offset }));
@@ -321,6 +365,12 @@ impl Channels {
                 }
             }
             Joined::Added => {}
+        }
+        if let Some(member) = joining
+            && let Err(refusal) = self.join(channel, conn, &member, namespace).await
+        {
+            self.unsubscribe(channel, conn).await;
+            return Err(refusal);
         }
         match self.recover(channel, since, namespace).await {
             Ok((position, recovery)) => Ok(Subscribed::New { position, recovery }),
@@ -345,29 +395,191 @@ impl Channels {
             .go_live(channel, conn, (epoch, sent), &*self.frames);
     }
 
+    /// `member` (connection `conn`) joins `channel`'s presence: counted
+    /// against `max_members`, and announced where the namespace has
+    /// `join_leave`.
+    async fn join(
+        &self,
+        channel: &str,
+        conn: u64,
+        member: &Member,
+        namespace: &Namespace,
+    ) -> Result<(), Refusal> {
+        let max = namespace.max_members;
+        match &self.store {
+            Store::Memory { .. } => {
+                if max > 0 && self.hub.members(channel).len() > max {
+                    return Err(Refusal::ChannelFull(max));
+                }
+                if namespace.join_leave {
+                    self.hub.notify(channel, &self.frames.join(channel, member));
+                }
+                Ok(())
+            }
+            Store::Redis {
+                streams, presence, ..
+            } => {
+                let pubsub = streams.pubsub_channel(channel);
+                let notify = namespace.join_leave;
+                if presence
+                    .join((channel, &pubsub), conn, member, (notify, max))
+                    .await?
+                {
+                    Ok(())
+                } else {
+                    Err(Refusal::ChannelFull(max))
+                }
+            }
+        }
+    }
+
+    /// What follows the end of a subscription: the node stops listening
+    /// to a channel it no longer has subscribers for, and a member leaves.
+    async fn removed(&self, channel: &str, conn: u64, removed: Removed) {
+        let join_leave = self
+            .namespaces
+            .of(channel)
+            .is_ok_and(|namespace| namespace.join_leave);
+        match &self.store {
+            Store::Memory { .. } => {
+                if let Some(member) = removed.member
+                    && join_leave
+                {
+                    self.hub
+                        .notify(channel, &self.frames.leave(channel, &member));
+                }
+            }
+            Store::Redis {
+                streams,
+                relay,
+                presence,
+                ..
+            } => {
+                if removed.member.is_some() {
+                    let pubsub = streams.pubsub_channel(channel);
+                    // Unanswered: the member goes with the run's liveness
+                    // (a dead node's), or its key's TTL.
+                    let _ = presence.leave((channel, &pubsub), conn, join_leave).await;
+                }
+                if removed.emptied {
+                    relay.forget(channel).await;
+                }
+            }
+        }
+    }
+
     /// Ends `conn`'s subscription to `channel`; returns whether it had one.
     pub async fn unsubscribe(&self, channel: &str, conn: u64) -> bool {
-        let (was, last) = self.hub.unsubscribe(channel, conn);
-        if last && let Store::Redis { relay, .. } = &self.store {
-            relay.forget(channel).await;
-        }
+        let removed = self.hub.unsubscribe(channel, conn);
+        let was = removed.was;
+        self.removed(channel, conn, removed).await;
         was
     }
 
-    /// Connection `conn` ended: out of every channel, at once (the
-    /// listening it no longer needs is given up in the background).
-    pub fn leave(&self, conn: u64) {
-        let emptied = self.hub.leave(conn);
-        if let Store::Redis { relay, .. } = &self.store
-            && !emptied.is_empty()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let relay = relay.clone();
-            runtime.spawn(async move {
-                for channel in emptied {
-                    relay.forget(&channel).await;
+    /// Connection `conn` ended: out of every channel, at once; in a
+    /// cluster, what Redis must hear of it is told in the background.
+    pub fn leave(self: &Arc<Self>, conn: u64) {
+        let removed = self.hub.leave(conn);
+        if removed.is_empty() {
+            return;
+        }
+        match &self.store {
+            Store::Memory { .. } => {
+                for (channel, removed) in removed {
+                    if let (Some(member), Ok(namespace)) =
+                        (&removed.member, self.namespaces.of(&channel))
+                        && namespace.join_leave
+                    {
+                        self.hub
+                            .notify(&channel, &self.frames.leave(&channel, member));
+                    }
                 }
-            });
+            }
+            Store::Redis { .. } => {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    let channels = self.clone();
+                    runtime.spawn(async move {
+                        for (channel, removed) in removed {
+                            channels.removed(&channel, conn, removed).await;
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// `channel`'s presence: how many members and users, and the first
+    /// `limit` members.
+    ///
+    /// # Errors
+    ///
+    /// [`Refusal::Channel`] for a bad name or namespace,
+    /// [`Refusal::PermissionDenied`] where the namespace keeps no presence,
+    /// [`Refusal::Unavailable`] when Redis does not answer.
+    pub async fn presence(&self, channel: &str, limit: usize) -> Result<Found, Refusal> {
+        let namespace = self.namespaces.of(channel)?;
+        if !namespace.presence {
+            return Err(Refusal::PermissionDenied(
+                "see presence (off in its namespace)",
+            ));
+        }
+        match &self.store {
+            Store::Memory { .. } => {
+                let members = self.hub.members(channel);
+                let mut users: Vec<&str> =
+                    members.iter().filter_map(|m| m.user.as_deref()).collect();
+                users.sort_unstable();
+                users.dedup();
+                Ok(Found {
+                    clients: members.len() as u64,
+                    users: users.len() as u64,
+                    members: members
+                        .iter()
+                        .take(limit)
+                        .map(|m| Member::clone(m))
+                        .collect(),
+                })
+            }
+            Store::Redis { presence, .. } => Ok(presence.query(channel, limit).await?),
+        }
+    }
+
+    /// A cluster node's presence heartbeat: its run is alive and its keys
+    /// kept; written again when Redis lost them; the members of dead runs
+    /// removed, each `leave` announced by the node that removed it.
+    async fn presence_heartbeat(&self) {
+        let Store::Redis {
+            streams, presence, ..
+        } = &self.store
+        else {
+            return;
+        };
+        let members = self.hub.presence_members();
+        let mut channels: Vec<Arc<str>> = members.iter().map(|(c, _, _)| c.clone()).collect();
+        channels.sort_unstable();
+        channels.dedup();
+        if let Ok(false) = presence.heartbeat(&channels).await {
+            tracing::info!(
+                "channel presence: this node's members were lost by Redis: writing them again"
+            );
+            for (channel, conn, member) in &members {
+                let pubsub = streams.pubsub_channel(channel);
+                let _ = presence
+                    .join((channel, &pubsub), *conn, member, (false, 0))
+                    .await;
+            }
+        }
+        if let Ok(reaped) = presence.reap().await {
+            for (channel, member) in reaped {
+                let join_leave = self
+                    .namespaces
+                    .of(&channel)
+                    .is_ok_and(|namespace| namespace.join_leave);
+                if join_leave {
+                    let pubsub = streams.pubsub_channel(&channel);
+                    let _ = presence.announce_leave(&pubsub, &member).await;
+                }
+            }
         }
     }
 

@@ -365,6 +365,11 @@ pub struct Config {
     #[arg(long, env = "SERVER_PUBLISH_DEDUP_WINDOW", default_value = "2m", value_parser = parse_duration)]
     pub publish_dedup_window: Duration,
 
+    /// Members a `presence` answer lists at most; past it the answer says
+    /// `"truncated":true` (`presence_stats` counts them all).
+    #[arg(long, env = "SERVER_MAX_PRESENCE_ANSWER", default_value_t = 1000)]
+    pub max_presence_answer: usize,
+
     /// Scale-out on Redis (`--redis-url` and the cluster's flags).
     #[command(flatten)]
     pub cluster: crate::cluster::ClusterConfig,

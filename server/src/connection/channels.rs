@@ -15,12 +15,12 @@
 use std::sync::Arc;
 
 use axum::extract::ws::Message;
-use shared::channel::{MAX_ID_BYTES, OffsetRange, RecoveryFailure, UnsubscribeReason};
+use shared::channel::{MAX_ID_BYTES, Member, OffsetRange, RecoveryFailure, UnsubscribeReason};
 use shared::{ClientMessage, ServerMessage};
 
 use super::driver::Connection;
 use crate::channels::grants::{self, ChannelClaims, Who};
-use crate::channels::hub::Sink;
+use crate::channels::hub::{Presence, Sink};
 use crate::channels::namespace::Capability;
 use crate::channels::service::{Refusal, Subscribed, pub_frame};
 use crate::channels::stream::{Position, PublishRequest, PublisherInfo, Recovery};
@@ -64,8 +64,12 @@ pub(super) struct ChannelState {
 
 /// The answer to one channel request.
 pub(super) struct ChannelAnswer {
-    /// The reply: `subscribed`, `unsubscribed`, `published` or `error`.
+    /// The reply: `subscribed`, `unsubscribed`, `published`, `presence`,
+    /// `presence_stats` or `error`.
     pub(super) reply: ServerMessage,
+    /// Numbered in reliable mode: all but presence's answers, which are
+    /// the connection's (a fresh one is asked for after a reconnect).
+    pub(super) numbered: bool,
     /// A new subscription: what follows its reply.
     pub(super) live: Option<Live>,
 }
@@ -86,6 +90,8 @@ pub(super) fn is_channel_request(request: &ClientMessage) -> bool {
         ClientMessage::Subscribe { .. }
             | ClientMessage::Unsubscribe { .. }
             | ClientMessage::Publish { .. }
+            | ClientMessage::Presence { .. }
+            | ClientMessage::PresenceStats { .. }
     )
 }
 
@@ -98,6 +104,7 @@ fn refused(channel: String, id: Option<String>, refusal: &Refusal) -> ChannelAns
             id,
         },
         live: None,
+        numbered: true,
     }
 }
 
@@ -120,7 +127,11 @@ fn subscribed(channel: String, id: Option<String>, subscribed: Subscribed) -> Ch
                 gap: None,
                 id,
             };
-            return ChannelAnswer { reply, live: None };
+            return ChannelAnswer {
+                reply,
+                live: None,
+                numbered: true,
+            };
         }
         Subscribed::New { position, recovery } => (position, recovery),
     };
@@ -163,6 +174,7 @@ fn subscribed(channel: String, id: Option<String>, subscribed: Subscribed) -> Ch
             missed,
             at: position,
         }),
+        numbered: true,
     }
 }
 
@@ -199,7 +211,11 @@ where
 
     /// Serves one channel request (see [`is_channel_request`]).
     pub(super) async fn serve_channel(&mut self, request: ClientMessage) -> ChannelAnswer {
-        let answer = |reply| ChannelAnswer { reply, live: None };
+        let answer = |reply| ChannelAnswer {
+            reply,
+            live: None,
+            numbered: true,
+        };
         match request {
             ClientMessage::Subscribe { channel, since, id } => {
                 if let Some(bad) = bad_id(&channel, id.as_deref()) {
@@ -240,8 +256,73 @@ where
                     Err(refusal) => refused(channel, id, &refusal),
                 }
             }
+            ClientMessage::Presence { channel, id } => self.presence(channel, id, false).await,
+            ClientMessage::PresenceStats { channel, id } => self.presence(channel, id, true).await,
             _ => answer(super::app::unknown_type()),
         }
+    }
+
+    /// A `presence` or (`stats`) `presence_stats` answer, never numbered.
+    async fn presence(
+        &mut self,
+        channel: String,
+        id: Option<String>,
+        stats: bool,
+    ) -> ChannelAnswer {
+        if let Some(bad) = bad_id(&channel, id.as_deref()) {
+            return bad;
+        }
+        let found = match self.state.channels.namespace(&channel) {
+            Err(err) => Err(Refusal::from(err)),
+            Ok(namespace)
+                if !grants::allows(self.who(), namespace, &channel, Capability::Presence) =>
+            {
+                Err(Refusal::PermissionDenied("see presence"))
+            }
+            Ok(_) => {
+                let limit = if stats {
+                    0
+                } else {
+                    self.state.config.max_presence_answer
+                };
+                self.state.channels.presence(&channel, limit).await
+            }
+        };
+        let reply = match found {
+            Ok(found) if stats => ServerMessage::PresenceStats {
+                channel,
+                clients: found.clients,
+                users: found.users,
+                id,
+            },
+            Ok(found) => ServerMessage::Presence {
+                channel,
+                truncated: (found.clients > found.members.len() as u64).then_some(true),
+                clients: found.members,
+                id,
+            },
+            Err(refusal) => return refused(channel, id, &refusal),
+        };
+        ChannelAnswer {
+            reply,
+            live: None,
+            numbered: false,
+        }
+    }
+
+    /// This connection as a member of `channel`'s presence, if its
+    /// namespace keeps presence.
+    fn member_of(&self, channel: &str) -> Option<Presence> {
+        let namespace = self.state.channels.namespace(channel).ok()?;
+        namespace.presence.then(|| Presence {
+            member: Arc::new(Member {
+                client_id: self.conn.client_id.clone(),
+                user: self.conn.user.as_deref().map(str::to_owned),
+                client_name: self.conn.client_name.as_deref().map(str::to_owned),
+            }),
+            notices: namespace.join_leave
+                && grants::allows(self.who(), namespace, channel, Capability::Presence),
+        })
     }
 
     /// Subscribes the connection to `channel`; `checked` asks for the
@@ -266,10 +347,11 @@ where
         {
             return Err(Refusal::TooManySubscriptions(max));
         }
+        let member = self.member_of(channel);
         let sink: Arc<dyn Sink<Message>> = self.channel_state().sink.clone();
         self.state
             .channels
-            .subscribe(channel, conn, sink, since)
+            .subscribe(channel, conn, (sink, member), since)
             .await
     }
 

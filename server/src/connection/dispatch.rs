@@ -134,9 +134,17 @@ where
                             return Ok(());
                         }
                         let answer = self.serve_channel(request).await;
+                        let (numbered, unnumbered) = if answer.numbered {
+                            (Some(answer.reply), None)
+                        } else {
+                            (None, Some(answer.reply))
+                        };
                         if let Some(link) = &mut self.link {
-                            link.accept_reply(seq, answer.reply, state, &self.outbound)
+                            link.accept_reply(seq, numbered, state, &self.outbound)
                                 .await?;
+                        }
+                        if let Some(reply) = unnumbered {
+                            self.send(wire::text(&reply));
                         }
                         self.go_live(answer.live);
                         Ok(())
@@ -174,7 +182,7 @@ where
             request if self.has_channels() && is_channel_request(&request) => {
                 let answer = self.serve_channel(request).await;
                 match &mut self.link {
-                    Some(link) => {
+                    Some(link) if answer.numbered => {
                         link.deliver(
                             Served::Reply(answer.reply),
                             self.state,
@@ -183,7 +191,7 @@ where
                         )
                         .await?;
                     }
-                    None => self.send(wire::text(&answer.reply)),
+                    _ => self.send(wire::text(&answer.reply)),
                 }
                 self.go_live(answer.live);
                 Ok(())

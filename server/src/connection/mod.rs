@@ -95,6 +95,8 @@ pub(crate) struct Conn {
     pub(crate) protocol: shared::Protocol,
     /// Token mode: the token's channel claims, if it has any.
     pub(crate) claims: Option<Arc<crate::channels::grants::ChannelClaims>>,
+    /// Token mode: the token's `client_name`, shown in channels' presence.
+    pub(crate) client_name: Option<Arc<str>>,
 }
 
 /// How a connection starts, besides its welcome.
@@ -234,6 +236,10 @@ fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode)
         partial: peer.partial,
         protocol: peer.protocol,
         claims: peer.identity.as_ref().and_then(|i| i.channels.clone()),
+        client_name: peer
+            .identity
+            .as_ref()
+            .and_then(|i| i.client_name.as_deref().map(Arc::from)),
     };
     let mode = match link {
         Some(link) => Mode::Reliable(Box::new(link)),

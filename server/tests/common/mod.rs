@@ -191,3 +191,16 @@ pub async fn resume_in(
         );
     }
 }
+
+/// The JSON of an admin API `GET` of `url` with `token`.
+pub async fn admin_json(url: &str, token: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

@@ -153,6 +153,28 @@ fn new_epoch() -> String {
     format!("{:016x}", rand::random::<u64>())
 }
 
+/// One Redis call of the channels (streams, presence) on `node`, within
+/// its command timeout: an error or a timeout is counted for `/metrics`
+/// and answered [`StreamError::Unavailable`].
+pub(crate) async fn bounded<T>(
+    node: &dyn Backend,
+    what: &str,
+    call: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, StreamError> {
+    match tokio::time::timeout(node.command_timeout(), call).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => {
+            node.count_redis_error();
+            tracing::debug!("{what}: {err}");
+            Err(StreamError::Unavailable)
+        }
+        Err(_) => {
+            node.count_redis_error();
+            Err(StreamError::Unavailable)
+        }
+    }
+}
+
 /// One history entry of the stream: `[id, [field, value, ...]]`.
 type Entry = (String, Vec<String>);
 
@@ -180,18 +202,7 @@ impl RedisStreams {
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StreamError> {
-        match tokio::time::timeout(self.node.command_timeout(), call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(err)) => {
-                self.node.count_redis_error();
-                tracing::debug!("channel streams: {err}");
-                Err(StreamError::Unavailable)
-            }
-            Err(_) => {
-                self.node.count_redis_error();
-                Err(StreamError::Unavailable)
-            }
-        }
+        bounded(&*self.node, "channel streams", call).await
     }
 
     /// Publishes to `request.channel` in one script.

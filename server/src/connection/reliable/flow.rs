@@ -163,18 +163,19 @@ impl Link {
     }
 
     /// Client `msg` number `seq`, served already ([`Link::peek`]): it is
-    /// accepted with `reply`, numbered.
+    /// accepted with `reply`, numbered (or with none: its answer is the
+    /// connection's, unnumbered).
     pub(crate) async fn accept_reply(
         &mut self,
         seq: u64,
-        reply: ServerMessage,
+        reply: Option<ServerMessage>,
         state: &AppState,
         outbound: &queue::Sender,
     ) -> Result<(), End> {
         let now = Instant::now();
         let accept = |session: &SessionRef| {
             let mut session = lock(session);
-            let accepted = session.accept(self.conn(), seq, now, |_| Some(reply.clone()))?;
+            let accepted = session.accept(self.conn(), seq, now, |_| reply.clone())?;
             if let Accepted::Processed(Some(frame)) = &accepted {
                 outbound.force_send(Outbound::Frame(Message::Text(frame.clone())));
             }
