@@ -59,6 +59,8 @@ pub(crate) trait Handles: Sized + 'static {
     fn share<T: 'static>(value: T) -> Self::Shared<T>;
     /// A weak handle to `shared`.
     fn downgrade<T: 'static>(shared: &Self::Shared<T>) -> Self::Weak<T>;
+    /// A weak handle to nothing.
+    fn dangling<T: 'static>() -> Self::Weak<T>;
     /// The value, unless every strong handle is gone.
     fn upgrade<T: 'static>(weak: &Self::Weak<T>) -> Option<Self::Shared<T>>;
     /// A new cell.
@@ -90,6 +92,9 @@ impl Handles for Local {
     }
     fn downgrade<T: 'static>(shared: &Rc<T>) -> std::rc::Weak<T> {
         Rc::downgrade(shared)
+    }
+    fn dangling<T: 'static>() -> std::rc::Weak<T> {
+        std::rc::Weak::new()
     }
     fn upgrade<T: 'static>(weak: &std::rc::Weak<T>) -> Option<Rc<T>> {
         weak.upgrade()
@@ -124,6 +129,9 @@ impl Handles for Threaded {
     fn downgrade<T: 'static>(shared: &Arc<T>) -> std::sync::Weak<T> {
         Arc::downgrade(shared)
     }
+    fn dangling<T: 'static>() -> std::sync::Weak<T> {
+        std::sync::Weak::new()
+    }
     fn upgrade<T: 'static>(weak: &std::sync::Weak<T>) -> Option<Arc<T>> {
         weak.upgrade()
     }
@@ -157,6 +165,9 @@ pub(crate) fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A stream's channel and subscription, when it is a [`crate::Channel`]'s.
+type Only = (String, u64);
+
 type Listeners<H> = <H as Handles>::Shared<Vec<(u64, <H as Handles>::Listener)>>;
 
 /// The callbacks and streams of one socket.
@@ -168,7 +179,9 @@ struct DispatchState<H: Handles> {
     /// Copy-on-write, so delivering an event clones one handle, not a `Vec`.
     listeners: Listeners<H>,
     next_id: u64,
-    streams: Vec<mpsc::UnboundedSender<Event>>,
+    /// Each stream, with the channel subscription it is limited to (a
+    /// [`crate::Channel`]'s), so that it is not sent a clone of every event.
+    streams: Vec<(Option<Only>, mpsc::UnboundedSender<Event>)>,
     /// Events raised while a delivery runs, for it to deliver next.
     pending: VecDeque<Event>,
     /// Whether a delivery runs.
@@ -244,7 +257,21 @@ impl<H: Handles> Dispatcher<H> {
     /// A stream of every event from now on; it ends when the dispatcher is dropped.
     pub(crate) fn stream(&self) -> EventStream {
         let (tx, stream) = EventStream::channel();
-        H::with(&self.state, |state| state.streams.push(tx));
+        H::with(&self.state, |state| state.streams.push((None, tx)));
+        stream
+    }
+
+    /// A stream of subscription `subscription` to `channel`'s
+    /// [`Event::Channel`]s only.
+    #[cfg_attr(
+        not(any(target_arch = "wasm32", feature = "native")),
+        allow(dead_code, reason = "no transport in this build")
+    )]
+    pub(crate) fn channel_stream(&self, channel: String, subscription: u64) -> EventStream {
+        let (tx, stream) = EventStream::channel();
+        H::with(&self.state, |state| {
+            state.streams.push((Some((channel, subscription)), tx));
+        });
         stream
     }
 
@@ -288,9 +315,17 @@ impl<H: Handles> Dispatcher<H> {
             let _ = catch_unwind(AssertUnwindSafe(|| H::call(listener, event)));
         }
         H::with(&self.state, |state| {
-            state
-                .streams
-                .retain(|tx| tx.unbounded_send(event.clone()).is_ok());
+            state.streams.retain(|(only, tx)| {
+                let wanted = only.as_ref().is_none_or(|(channel, subscription)| {
+                    matches!(event, Event::Channel(n) if n.is_for(channel, *subscription))
+                });
+                // One send (and one clone) site for both kinds of stream.
+                if wanted {
+                    tx.unbounded_send(event.clone()).is_ok()
+                } else {
+                    !tx.is_closed()
+                }
+            });
         });
     }
 }
@@ -314,6 +349,22 @@ impl<H: Handles> Drop for Unsubscribe<H> {
 #[must_use = "the callback is removed when the subscription is dropped"]
 pub struct Subscription {
     _callback: Unsubscribe<TransportHandles>,
+}
+
+impl Subscription {
+    /// A subscription of nothing (a channel whose socket is gone).
+    #[cfg_attr(
+        not(any(target_arch = "wasm32", feature = "native")),
+        allow(dead_code, reason = "no transport in this build")
+    )]
+    pub(crate) fn none() -> Self {
+        Self {
+            _callback: Unsubscribe {
+                dispatcher: TransportHandles::dangling(),
+                id: 0,
+            },
+        }
+    }
 }
 
 impl From<Unsubscribe<TransportHandles>> for Subscription {
@@ -452,6 +503,23 @@ mod tests {
                     });
                     d.emit([text("3"), text("4")]);
                     assert_eq!(*late.lock().unwrap(), [text("4")]);
+                }
+
+                #[test]
+                fn a_channel_stream_gets_its_own_subscription_s_events_only() {
+                    use crate::channel::{ChannelEvent, ChannelNotice};
+
+                    let notice = |channel: &str, subscription| {
+                        let event = ChannelEvent::Gap { from: 1, to: 2 };
+                        Event::Channel(ChannelNotice::new(channel.into(), subscription, event))
+                    };
+                    let d = dispatcher();
+                    let mine = d.channel_stream("a".into(), 2);
+                    let all = d.stream();
+                    d.emit([text("1"), notice("a", 1), notice("a", 2), notice("b", 2)]);
+                    drop(d);
+                    assert_eq!(ready(mine.collect::<Vec<_>>()), [notice("a", 2)]);
+                    assert_eq!(ready(all.collect::<Vec<_>>()).len(), 4);
                 }
 
                 #[test]

@@ -68,6 +68,72 @@
 //!   unconfirmed messages back, [`Event::Gap`] names the server messages
 //!   lost).
 //!
+//! # Channels
+//!
+//! Against a server of protocol version 2 (the wrapper asks for it with
+//! `?protocol=2`), [`Socket::subscribe`] gives a [`Channel`] handle whose
+//! events ([`ChannelEvent`]) come as callbacks ([`Channel::on_event`]) and
+//! as a `Stream` ([`Channel::events`]); dropping it unsubscribes.
+//! [`Socket::subscribe_since`] starts from a position the application kept
+//! ([`Channel::position`]), across a page reload say. [`Socket::publish`]
+//! resolves to the publication's offset ([`Publish`]). [`TypedChannel`]
+//! decodes the publications as a serde type.
+//!
+//! * Each publication reaches the handle once, in offset order, or a
+//!   [`ChannelEvent::Gap`] names the exact range that will never come; a
+//!   [`ChannelEvent::Reset`] says the channel's stream started again (a new
+//!   epoch: reload the state).
+//! * After every reconnect (a resumed reliable session included: the
+//!   server's subscriptions belong to the connection) each channel is
+//!   subscribed again with its last `(epoch, offset)`, and what was
+//!   delivered already is dropped.
+//! * A publish waits in the same bounded queue as [`Socket::send`] (it
+//!   counts against its capacity and byte limit), carries an id of 128
+//!   random bits, and is retried with it after a cut or a lost session
+//!   until the server answers: the server publishes an id once.
+//! * In reliable mode `subscribe`, `unsubscribe`, `publish` and their
+//!   answers travel numbered inside the session; publications (`pub`) come
+//!   unnumbered, covered by the recovery by offset.
+//! * One [`Channel`] per channel per socket
+//!   ([`SubscribeError::AlreadySubscribed`]); refusals are typed
+//!   ([`SubscribeError`], [`ChannelError`], [`PublishError`]).
+//! * Not shared across tabs yet: with [`Config::with_shared_across_tabs`],
+//!   `subscribe` and `publish` are refused with
+//!   [`SubscribeError::SharedAcrossTabs`] and
+//!   [`PublishError::SharedAcrossTabs`] while the tab shares its connection
+//!   (a tab that went alone, [`Event::NotShared`], may use them).
+//! * Channel events also reach the socket's own callbacks and streams, as
+//!   [`Event::Channel`]. Once the socket has subscribed or published, the
+//!   server's channel frames (`pub`, `subscribed`, `channel_gap`,
+//!   `published`, `unsubscribed`, and an `error` answering one of its
+//!   channel messages) are the channels', not [`Event::Message`]s; before
+//!   that nothing changes (an app that speaks them by hand with
+//!   [`Socket::send`] sees them as before).
+//! * None of this is in the code of an app that never subscribes nor
+//!   publishes: the driver's channel table is a trait object made on the
+//!   first use.
+//!
+//! ```no_run
+//! # #[cfg(all(feature = "native", not(target_arch = "wasm32")))]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use buffered_socket::{ChannelEvent, Config, RawJson, Socket};
+//! use futures_util::StreamExt;
+//!
+//! let socket = Socket::new(Config::new("ws://127.0.0.1:8080/ws"))?;
+//! let lobby = socket.subscribe("chat:lobby")?;
+//! let mut events = lobby.events();
+//! let offset = socket.publish("chat:lobby", RawJson::parse(r#"{"text":"hi"}"#)?)?.await?;
+//! while let Some(event) = events.next().await {
+//!     if let ChannelEvent::Publication { offset: at, data, .. } = event {
+//!         eprintln!("{at}: {}", data.get());
+//!         if at == offset {
+//!             break;
+//!         }
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! # Token mode
 //!
 //! Against a server that wants signed tokens, [`Config::with_token`] takes an
@@ -114,6 +180,7 @@
 //! | `driver/io.rs` | [`driver::Input`], [`driver::Effect`], the timers |
 //! | [`driver::auth`] (`driver/auth.rs`) | token mode: a token before each connect, the refresh's timing, 4401 and 4003 |
 //! | `driver/steps.rs` | the driver's private steps |
+//! | `driver/channels.rs` | channels' rules: the subscription table, resubscribing with `since` after every connection, each offset once and in order or a gap, stale answers told by attempt id, publishes pending by id within the queue's bound and retried; behind a trait object made on the first subscribe or publish |
 //! | [`machine`] (`driver/machine.rs`) | the connection state machine and backoff, inputs to actions |
 //! | `driver/queue.rs` | [`Queue`], the bounded FIFO with both overflow policies and a byte limit |
 //! | [`reliable`] (`driver/reliable.rs`) | reliable mode's client side (window, acks, resume, dedup), also usable from native code |
@@ -125,6 +192,7 @@
 //! | `stream` | [`EventStream`], the events as a `Stream`, for both transports |
 //! | `message` | [`Message`], [`SendOutcome`], [`SendError`], [`State`], [`Event`], [`TransportError`], [`Stats`] |
 //! | `typed` | [`TypedSocket`] encoding and decoding (JSON over the `shared` protocol) |
+//! | `channel` | [`Channel`] handles, [`ChannelEvent`], [`ChannelStream`], [`Publish`], [`TypedChannel`], and the channels' errors; no rule (the driver's) |
 //! | `token` | [`Token`] (redacted), [`TokenProvider`], [`AuthError`], [`url_with_token`] |
 //! | `cause` | [`ErrorCause`]: the error under a [`TransportError`] or [`AuthError::Provider`] (the transport's or the provider's own, to print or downcast) |
 //! | `transport/native/` (feature `native`) | the native [`Socket`] over tokio-tungstenite: one task per socket runs the [`Driver`] (`actor.rs`), `Send + Sync` handles; the rustls config of `wss://` (`tls.rs`, feature `native-rustls`) |
@@ -132,7 +200,7 @@
 //!
 //! Only the glue needs a browser (wasm32 only). It holds no rule: it runs the
 //! runner and performs its steps. Tested in headless Chrome against the
-//! real server (`tests/web.rs`, `tests/yew.rs`, token mode in
+//! real server (`tests/web.rs`, channels included, `tests/yew.rs`, token mode in
 //! `tests/web_auth.rs`, their helpers in `tests/common/mod.rs`):
 //!
 //! | module | what it holds |
@@ -191,7 +259,8 @@
 //! without a FIN or RST is found only by the heartbeat, which closes it
 //! with 1006 and the reason `heartbeat timeout`, then reconnects.
 //! Tested against the real server in `tests/native.rs` (token mode in
-//! `tests/native/auth.rs` and `tests/native/refresh.rs`, heartbeat death
+//! `tests/native/auth.rs` and `tests/native/refresh.rs`, channels through
+//! the fault proxy's cuts in `tests/native/channels.rs`, heartbeat death
 //! through the fault proxy's silence in `tests/native/heartbeat.rs`,
 //! `wss://` through the testbed's TLS front in `tests/native/wss.rs`); the
 //! same code is `examples/native.rs`.
@@ -247,6 +316,7 @@
 )]
 
 mod cause;
+mod channel;
 mod config;
 mod dispatch;
 pub mod driver;
@@ -264,6 +334,12 @@ mod typed;
 pub mod yew;
 
 pub use cause::{DynError, ErrorCause};
+#[cfg(any(target_arch = "wasm32", feature = "native"))]
+pub use channel::{Channel, ChannelStream, Publish, TypedChannel};
+pub use channel::{
+    ChannelError, ChannelEvent, ChannelNotice, PublishError, PublisherInfo, RawJson,
+    RecoveryFailure, StreamPosition, SubscribeError, UnsubscribeReason, decode_event,
+};
 pub use config::{Backoff, Config, Heartbeat, Overflow, ReconnectPolicy, default_should_reconnect};
 pub use dispatch::Subscription;
 pub use driver::{Driver, Queue, liveness, machine, reliable};

@@ -331,6 +331,10 @@ pub enum Event {
     /// Shared across tabs was asked for but this tab runs a connection of
     /// its own; why.
     NotShared(NotShared),
+    /// Something happened to a channel subscription: its [`crate::Channel`]
+    /// handle's callbacks and streams get it (as a
+    /// [`crate::ChannelEvent`]); here every subscription's.
+    Channel(crate::channel::ChannelNotice),
 }
 
 /// Counters of one wrapper, since it was created.

@@ -34,6 +34,11 @@ mod auth;
 #[path = "native/refresh.rs"]
 mod refresh;
 
+/// Channels against a server with a publishing namespace, through cuts
+/// (`native/channels.rs`).
+#[path = "native/channels.rs"]
+mod channels;
+
 /// Heartbeat death through the fault proxy's silence (`native/heartbeat.rs`).
 #[path = "native/heartbeat.rs"]
 mod heartbeat;

@@ -10,7 +10,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use both::{Harness, Recorder, echo, unique};
-use buffered_socket::{Backoff, Config, Event, Message, SendError, SendOutcome, Socket, State};
+use buffered_socket::{
+    Backoff, ChannelEvent, Config, Event, Message, PublishError, RawJson, SendError, SendOutcome,
+    Socket, State,
+};
 use common::{control, control_text, proxy_base, wait_for, ws_base};
 use shared::ServerMessage;
 use wasm_bindgen_test::*;
@@ -273,4 +276,79 @@ async fn inputs_and_sends_from_inside_a_callback_are_carried_out_in_order() {
     );
     assert_eq!(socket.state(), State::Open);
     assert_eq!(socket.stats().reconnects, 1);
+}
+
+/// Channels (issue 23) in the browser: subscribe, receive what the admin API
+/// publishes (through the control API), then recover what was published
+/// while the connection was cut: each offset once, in order, no gap. A
+/// publish from the browser goes out with its id and its refusal (bare
+/// names: subscribe only by default) comes back typed.
+#[wasm_bindgen_test]
+async fn a_channel_recovers_what_was_published_during_a_cut() {
+    let name = unique("web");
+    let socket =
+        Socket::new(Config::new(format!("{}/ws", proxy_base())).with_backoff(fast_backoff()))
+            .unwrap();
+    let channel = socket.subscribe(&name).unwrap();
+    let seen: Rc<RefCell<Vec<ChannelEvent>>> = Rc::default();
+    let sink = seen.clone();
+    let _recording = channel.on_event(move |event| sink.borrow_mut().push(event.clone()));
+    let publications = || {
+        seen.borrow()
+            .iter()
+            .filter_map(|e| match e {
+                ChannelEvent::Publication { offset, data, .. } => {
+                    Some((*offset, data.get().to_owned()))
+                }
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    wait_for("subscribed", 10_000.0, || !seen.borrow().is_empty()).await;
+    assert_eq!(
+        seen.borrow()[0],
+        ChannelEvent::Subscribed { recovered: false }
+    );
+    for n in 1..=3 {
+        assert_eq!(control(&format!("/publish/{name}?n={n}")).await, 200);
+    }
+    wait_for("three publications", 10_000.0, || publications().len() == 3).await;
+
+    // Away: reconnects refused while three more are published.
+    assert_eq!(control("/proxy/hold?on=1").await, 200);
+    assert_eq!(control("/proxy/cut").await, 200);
+    wait_for("down", 10_000.0, || socket.state() != State::Open).await;
+    for n in 4..=6 {
+        assert_eq!(control(&format!("/publish/{name}?n={n}")).await, 200);
+    }
+    assert_eq!(control("/proxy/hold?on=0").await, 200);
+    wait_for("the recovery", 10_000.0, || publications().len() == 6).await;
+    let want: Vec<(u64, String)> = (1..=6).map(|n| (n, format!(r#"{{"n":{n}}}"#))).collect();
+    assert_eq!(publications(), want);
+    assert!(
+        seen.borrow()
+            .contains(&ChannelEvent::Subscribed { recovered: true })
+    );
+    assert!(
+        !seen
+            .borrow()
+            .iter()
+            .any(|e| matches!(e, ChannelEvent::Gap { .. }))
+    );
+    assert_eq!(channel.position().map(|p| p.offset), Some(6));
+
+    let refused = socket
+        .publish(&name, RawJson::parse("1").unwrap())
+        .unwrap()
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(PublishError::Refused {
+                code: shared::ErrorCode::PermissionDenied,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
 }

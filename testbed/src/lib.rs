@@ -237,6 +237,7 @@ impl Testbed {
             .route("/proxy/cut", post(proxy_cut))
             .route("/proxy/cuts", post(proxy_cuts))
             .route("/push/{id}", post(push_while_away))
+            .route("/publish/{channel}", post(publish_to_channel))
             .route("/token", post(token))
             .route("/auth/kick/{id}", post(auth_kick))
             .route("/cluster/cut", post(cluster_cut))
@@ -465,6 +466,33 @@ async fn proxy_silent(
 
 async fn proxy_swallowed(State(control): State<Arc<Control>>) -> Reply {
     (StatusCode::OK, control.proxy.swallowed().to_string())
+}
+
+/// Publishes `{"n":N}` (`?n=N`, 0 by default) to `channel` through the
+/// server's admin API, for browser tests, which do not hold its token; the
+/// admin API's status and answer (`{"offset":…,"epoch":"…"}`).
+async fn publish_to_channel(
+    State(control): State<Arc<Control>>,
+    UrlPath(channel): UrlPath<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Reply {
+    let n = query_u64(&query, "n").unwrap_or(0);
+    let api = format!("http://{}/api/channels/{channel}/publish", control.addr);
+    let sent = control
+        .http
+        .post(&api)
+        .bearer_auth(&control.admin_token)
+        .body(format!(r#"{{"n":{n}}}"#))
+        .send()
+        .await;
+    match sent {
+        Ok(response) => {
+            let status =
+                StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            (status, response.text().await.unwrap_or_default())
+        }
+        Err(err) => failed(err),
+    }
 }
 
 async fn proxy_cut(State(control): State<Arc<Control>>) -> Reply {

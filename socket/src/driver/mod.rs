@@ -96,6 +96,7 @@
 //! ```
 
 pub mod auth;
+mod channels;
 mod io;
 pub mod liveness;
 pub mod machine;
@@ -113,6 +114,7 @@ use crate::message::{
     CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats, TransportError,
 };
 use auth::Auth;
+pub use channels::PublishAnswer;
 pub use io::{Effect, Input, TimerId, TimerKind};
 use liveness::Liveness;
 use machine::{Input as Step, Machine};
@@ -193,6 +195,8 @@ pub struct Driver {
     /// Events of the current call, emitted at its end.
     events: Vec<Event>,
     effects: VecDeque<Effect>,
+    /// Channels' table (`channels.rs`), from the first subscribe or publish.
+    channels: Option<Box<dyn channels::ChannelRules>>,
 }
 
 impl Driver {
@@ -234,6 +238,7 @@ impl Driver {
             held: Vec::new(),
             events: Vec::new(),
             effects: VecDeque::new(),
+            channels: None,
         }
     }
 

@@ -82,6 +82,7 @@ impl Driver {
             self.liveness = None;
             self.writable = false;
             self.restore_unwritten();
+            self.channels_closed();
             if let Some(reliable) = self.reliable.as_mut() {
                 reliable.on_close();
             }
@@ -112,6 +113,8 @@ impl Driver {
             Some((first, ready, orphans)) => {
                 if !orphans.is_empty() {
                     // Sent under a welcome that named no session: unconfirmed.
+                    let mut orphans = orphans;
+                    self.channels_session_lost(&mut orphans);
                     self.events.push(Event::ResumeFailed {
                         reason: ResumeFailure::NoSession,
                         unconfirmed: orphans.into_iter().map(Message::Text).collect(),
@@ -141,6 +144,8 @@ impl Driver {
 
     /// New messages may go out: the open hook, then the queue in order.
     pub(super) fn ready(&mut self, generation: u64) {
+        // Channels first: the subscriptions back, the pending publishes out.
+        self.channels_ready();
         if self.has_open_hook {
             self.hook_pending = Some(generation);
             self.hook_started = true;
@@ -203,6 +208,9 @@ impl Driver {
     /// Delivers a server text to the application, then looks at what it
     /// means for the token (token mode only).
     fn deliver(&mut self, text: String, now: f64) {
+        if self.channel_text(&text) {
+            return;
+        }
         // The message comes before what the inspection reports.
         let at = self.events.len();
         self.inspect_welcome_and_auth(&text, now);
@@ -224,8 +232,9 @@ impl Driver {
             }
             Incoming::ResumeFailed {
                 reason,
-                unconfirmed,
+                mut unconfirmed,
             } => {
+                self.channels_session_lost(&mut unconfirmed);
                 self.events.push(Event::ResumeFailed {
                     reason,
                     unconfirmed: unconfirmed.into_iter().map(Message::Text).collect(),
@@ -397,12 +406,16 @@ impl Driver {
         }
     }
 
-    /// Reliable mode: unacknowledged messages count against the queue's limits.
+    /// Reliable mode's unacknowledged messages and the pending publishes
+    /// count against the queue's limits.
     pub(super) fn sync_reserved(&mut self) {
-        if let Some(reliable) = &self.reliable {
-            self.queue
-                .set_reserved(reliable.unacked(), reliable.unacked_bytes());
-        }
+        let (count, bytes) = self.channels_held();
+        let (unacked, unacked_bytes) = self
+            .reliable
+            .as_ref()
+            .map_or((0, 0), |r| (r.unacked(), r.unacked_bytes()));
+        self.queue
+            .set_reserved(count + unacked, bytes + unacked_bytes);
     }
 
     pub(super) fn enqueue(&mut self, message: Message) -> Result<SendOutcome, SendError> {

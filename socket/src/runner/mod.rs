@@ -48,8 +48,9 @@ mod tests;
 
 use std::collections::VecDeque;
 
+use crate::channel::{PublishError, RawJson, StreamPosition, SubscribeError};
 use crate::config::Config;
-use crate::driver::{Driver, Effect, Input};
+use crate::driver::{Driver, Effect, Input, PublishAnswer};
 use crate::message::{Event, Message, SendError, SendOutcome, State, Stats};
 use crate::tabs::{Envelope, Input as TabInput};
 use crate::{Error, TokenProvider};
@@ -301,6 +302,49 @@ impl Runner {
     /// The open hook of connection `generation` returned.
     pub(crate) fn open_hook_done(&mut self, generation: u64) {
         self.driver.open_hook_done(generation);
+    }
+
+    /// Subscribes to `channel`: the driver's, when this tab does not share
+    /// (channels are not shared across tabs yet).
+    pub(crate) fn subscribe(
+        &mut self,
+        channel: &str,
+        since: Option<StreamPosition>,
+    ) -> Result<u64, SubscribeError> {
+        if self.sharing().is_some() {
+            return Err(SubscribeError::SharedAcrossTabs);
+        }
+        self.driver.subscribe(channel, since)
+    }
+
+    /// Ends a subscription (nothing while sharing: there was none).
+    pub(crate) fn unsubscribe(&mut self, channel: &str, subscription: u64) {
+        if self.sharing().is_none() {
+            self.driver.unsubscribe(channel, subscription);
+        }
+    }
+
+    /// Publishes to `channel`: the driver's, when this tab does not share.
+    pub(crate) fn publish(
+        &mut self,
+        channel: &str,
+        data: RawJson,
+        id: u128,
+        answer: PublishAnswer,
+    ) -> Result<u64, PublishError> {
+        if self.sharing().is_some() {
+            return Err(PublishError::SharedAcrossTabs);
+        }
+        self.driver.publish(channel, data, id, answer)
+    }
+
+    /// A subscription's epoch and last offset delivered.
+    pub(crate) fn channel_position(
+        &self,
+        channel: &str,
+        subscription: u64,
+    ) -> Option<StreamPosition> {
+        self.driver.channel_position(channel, subscription)
     }
 
     /// The config the socket was made with.

@@ -190,6 +190,7 @@ fn server_msg(seq: u64, data: &str) -> ServerMessage {
 }
 
 mod auth;
+mod channels;
 mod closes;
 mod connecting;
 mod heartbeat;

@@ -66,6 +66,7 @@ use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::Error;
+use crate::channel::{Channel, Publish, PublishError, RawJson, StreamPosition, SubscribeError};
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, EventStream, Subscription, Threaded, lock};
 use crate::driver::Driver;
@@ -335,6 +336,98 @@ impl Socket {
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
         Self { shared }
     }
+
+    /// Subscribes to `channel` (`namespace:name`, or a bare name): the
+    /// `subscribe` goes out once the connection is ready (at once if it is),
+    /// and again after every reconnect with the last position delivered.
+    /// Its events come on the handle; dropping it unsubscribes.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::BadChannel`] for a name the server would refuse,
+    /// [`SubscribeError::AlreadySubscribed`] when this socket holds a
+    /// [`Channel`] of that name.
+    pub fn subscribe(&self, channel: &str) -> Result<Channel, SubscribeError> {
+        self.subscribe_from(channel, None)
+    }
+
+    /// [`Socket::subscribe`] from a position the application kept (from
+    /// [`Channel::position`], across a restart say): what was published
+    /// after `offset` in `epoch` comes first, or a gap or reset says why not.
+    ///
+    /// # Errors
+    ///
+    /// As [`Socket::subscribe`].
+    pub fn subscribe_since(
+        &self,
+        channel: &str,
+        epoch: impl Into<String>,
+        offset: u64,
+    ) -> Result<Channel, SubscribeError> {
+        let since = StreamPosition {
+            epoch: epoch.into(),
+            offset,
+        };
+        self.subscribe_from(channel, Some(since))
+    }
+
+    fn subscribe_from(
+        &self,
+        channel: &str,
+        since: Option<StreamPosition>,
+    ) -> Result<Channel, SubscribeError> {
+        // The first stream of the handle is made under the driver's lock:
+        // no event of the subscription can be emitted before it exists.
+        let mut driver = self.core().driver();
+        let serial = driver.subscribe(channel, since)?;
+        let first = self.channel_stream(channel.to_owned(), serial);
+        drop(driver);
+        self.shared.wake();
+        Ok(Channel::new(
+            channel.to_owned(),
+            serial,
+            self.downgrade(),
+            first,
+        ))
+    }
+
+    /// Publishes `data` (any JSON value) to `channel`: written now if the
+    /// connection is ready, else when it is, within the queue's bounds
+    /// (pending publishes count against them, as queued sends do). It
+    /// carries an id of 128 random bits, so that a retry after a reconnect
+    /// is published once. The [`Publish`] resolves to its offset.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError::BadChannel`], [`PublishError::QueueFull`],
+    /// [`PublishError::TooLarge`], [`PublishError::Closed`] after
+    /// [`Socket::close`].
+    pub fn publish(&self, channel: &str, data: RawJson) -> Result<Publish, PublishError> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let id = (u128::from(seed()) << 64) | u128::from(seed());
+        // Nobody waits when the `Publish` was dropped: fine.
+        let answer = Box::new(move |result| drop(tx.send(result)));
+        self.core().driver().publish(channel, data, id, answer)?;
+        self.shared.wake();
+        Ok(Publish::new(rx))
+    }
+
+    pub(crate) fn unsubscribe(&self, channel: &str, subscription: u64) {
+        self.core().driver().unsubscribe(channel, subscription);
+        self.shared.wake();
+    }
+
+    pub(crate) fn channel_position(
+        &self,
+        channel: &str,
+        subscription: u64,
+    ) -> Option<StreamPosition> {
+        self.core().driver().channel_position(channel, subscription)
+    }
+
+    pub(crate) fn channel_stream(&self, channel: String, subscription: u64) -> EventStream {
+        self.core().dispatcher.channel_stream(channel, subscription)
+    }
 }
 
 /// The handles cross threads, so `tokio::spawn` works with them.
@@ -344,5 +437,7 @@ const _: () = {
     send_sync::<Socket>();
     send_sync::<WeakSocket>();
     send_sync::<Subscription>();
+    send_sync::<Channel>();
+    send::<Publish>();
     send::<EventStream>();
 };

@@ -70,6 +70,20 @@ pub(super) fn now_ms() -> f64 {
     js_sys::Date::now()
 }
 
+/// 128 random bits, a publish's id: from `crypto.getRandomValues`
+/// (`Math.random` where there is no `crypto`, which a page always has).
+pub(super) fn random_id() -> u128 {
+    let mut bytes = [0u8; 16];
+    let filled = web_sys::window()
+        .and_then(|window| window.crypto().ok())
+        .is_some_and(|crypto| crypto.get_random_values_with_u8_array(&mut bytes).is_ok());
+    if filled {
+        u128::from_le_bytes(bytes)
+    } else {
+        (u128::from(seed()) << 64) | u128::from(seed())
+    }
+}
+
 /// 64 random bits for the backoff's jitter (`Math.random` gives 52 at most).
 fn seed() -> u64 {
     let half = || (js_sys::Math::random() * 4_294_967_296.0) as u64;

@@ -51,6 +51,7 @@ use std::rc::Rc;
 pub(crate) use timers::Interval;
 
 use crate::Error;
+use crate::channel::{Channel, Publish, PublishError, RawJson, StreamPosition, SubscribeError};
 use crate::config::Config;
 use crate::dispatch::{EventStream, Subscription};
 use crate::message::{Event, Message, SendError, SendOutcome, State, Stats};
@@ -217,5 +218,105 @@ impl Socket {
     /// The handle of `shared` (for [`WeakSocket::upgrade`]).
     pub(crate) fn from_shared(shared: Rc<Shared>) -> Self {
         Self { shared }
+    }
+
+    /// Subscribes to `channel` (`namespace:name`, or a bare name): the
+    /// `subscribe` goes out once the connection is ready (at once if it is),
+    /// and again after every reconnect with the last position delivered.
+    /// Its events come on the handle; dropping it unsubscribes.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::BadChannel`] for a name the server would refuse,
+    /// [`SubscribeError::AlreadySubscribed`] when this socket holds a
+    /// [`Channel`] of that name, [`SubscribeError::SharedAcrossTabs`] while
+    /// the socket shares its connection across tabs (channels are not
+    /// shared yet; a tab that went alone may subscribe).
+    pub fn subscribe(&self, channel: &str) -> Result<Channel, SubscribeError> {
+        self.subscribe_from(channel, None)
+    }
+
+    /// [`Socket::subscribe`] from a position the application kept (from
+    /// [`Channel::position`], across a page reload say): what was published
+    /// after `offset` in `epoch` comes first, or a gap or reset says why not.
+    ///
+    /// # Errors
+    ///
+    /// As [`Socket::subscribe`].
+    pub fn subscribe_since(
+        &self,
+        channel: &str,
+        epoch: impl Into<String>,
+        offset: u64,
+    ) -> Result<Channel, SubscribeError> {
+        let since = StreamPosition {
+            epoch: epoch.into(),
+            offset,
+        };
+        self.subscribe_from(channel, Some(since))
+    }
+
+    fn subscribe_from(
+        &self,
+        channel: &str,
+        since: Option<StreamPosition>,
+    ) -> Result<Channel, SubscribeError> {
+        let serial = self.shared.runner.borrow_mut().subscribe(channel, since)?;
+        let first = self.channel_stream(channel.to_owned(), serial);
+        self.shared.pump();
+        Ok(Channel::new(
+            channel.to_owned(),
+            serial,
+            self.downgrade(),
+            first,
+        ))
+    }
+
+    /// Publishes `data` (any JSON value) to `channel`: written now if the
+    /// connection is ready, else when it is, within the queue's bounds
+    /// (pending publishes count against them, as queued sends do). It
+    /// carries an id of 128 random bits (`crypto.getRandomValues`), so that
+    /// a retry after a reconnect is published once. The [`Publish`]
+    /// resolves to its offset.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError::BadChannel`], [`PublishError::QueueFull`],
+    /// [`PublishError::TooLarge`], [`PublishError::Closed`] after
+    /// [`Socket::close`], [`PublishError::SharedAcrossTabs`] while sharing.
+    pub fn publish(&self, channel: &str, data: RawJson) -> Result<Publish, PublishError> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        let id = glue::random_id();
+        // Nobody waits when the `Publish` was dropped: fine.
+        let answer = Box::new(move |result| drop(tx.send(result)));
+        self.shared
+            .runner
+            .borrow_mut()
+            .publish(channel, data, id, answer)?;
+        self.shared.pump();
+        Ok(Publish::new(rx))
+    }
+
+    pub(crate) fn unsubscribe(&self, channel: &str, subscription: u64) {
+        self.shared
+            .runner
+            .borrow_mut()
+            .unsubscribe(channel, subscription);
+        self.shared.pump();
+    }
+
+    pub(crate) fn channel_position(
+        &self,
+        channel: &str,
+        subscription: u64,
+    ) -> Option<StreamPosition> {
+        self.shared
+            .runner
+            .borrow()
+            .channel_position(channel, subscription)
+    }
+
+    pub(crate) fn channel_stream(&self, channel: String, subscription: u64) -> EventStream {
+        self.shared.dispatcher.channel_stream(channel, subscription)
     }
 }

@@ -1,0 +1,776 @@
+//! Channels' rules (issue 23, "The wrapper"): the subscription table, the
+//! resubscribe with `since` after every reconnect, the filter by offset,
+//! and publishes pending by id. Pure like the rest of the driver: calls and
+//! server texts in, frames, events and publish answers out.
+//!
+//! # Subscriptions
+//!
+//! One entry per channel (one [`crate::Channel`] per channel per socket),
+//! numbered by a serial so that a handle dropped and made again is another
+//! subscription. Subscriptions belong to the connection (the server forgets
+//! them when it ends, a resumed reliable session included), so each entry
+//! is subscribed again every time new messages may go out on a connection
+//! ([`Driver::ready`](super::Driver)), with `since` = the epoch and the last
+//! offset delivered. A `subscribe` is never queued: the table is the queue,
+//! and the next connection writes what it holds. An `unsubscribe` is
+//! written only while connected (a connection that ends takes the server's
+//! subscription with it).
+//!
+//! Each `subscribe` carries an id `s<serial>.<attempt>`; only the answer to
+//! the latest attempt counts (in reliable mode a cut can leave an older
+//! attempt in the session, resent after the resume: its answer is stale).
+//! A `subscribed` of ours for a channel the table no longer has (its handle
+//! was dropped while the `subscribe` was in flight) is undone with an
+//! `unsubscribe`.
+//!
+//! # Each offset once, in order, or a gap
+//!
+//! Per subscription the table keeps the last offset delivered, and:
+//!
+//! * a `pub` at or below it is dropped (a replay, or a recovery that
+//!   overlaps live delivery);
+//! * the next offset is delivered;
+//! * an offset beyond the next is dropped while the latest `subscribe` is
+//!   unanswered (its recovery delivers it in order), and otherwise
+//!   delivered after a [`ChannelEvent::Gap`] naming the hole: a server that
+//!   skips without a `channel_gap` loses offsets all the same, never
+//!   silently;
+//! * `channel_gap` and a `subscribed` whose history was trimmed report their
+//!   range (what was delivered already taken out) and move past it;
+//! * a `subscribed` with another epoch (or `epoch_changed`) is a
+//!   [`ChannelEvent::Reset`]: offsets start over from its `offset`;
+//! * a `subscribed` that does not say it recovered, in the same epoch,
+//!   cannot bring what lies between the last offset delivered and its
+//!   `offset`: that is a gap.
+//!
+//! # Publishes
+//!
+//! Each publish gets an id of 128 random bits (given by the transport: the
+//! driver draws no randomness for ids), which the server deduplicates per
+//! channel. It is kept until `published` (or an `error` with its id)
+//! answers it, and counts against the queue's limits meanwhile (the same
+//! bound as [`Driver::send`](super::Driver::send)). Plain mode: every
+//! pending publish is written again when the next connection is ready (a
+//! repeat gets the first answer). Reliable mode: a written publish is the
+//! session's to resend; it is written again only when the session could not
+//! resume, and it is then taken out of what
+//! [`Event::ResumeFailed`](crate::Event::ResumeFailed) hands back, since the
+//! table retries it itself.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use shared::channel::{OffsetRange, RawJson, RecoveryFailure, StreamPosition};
+use shared::{ClientMessage, ErrorCode, ServerMessage};
+
+use super::Driver;
+use super::reliable::Reliable;
+use crate::channel::{ChannelError, ChannelEvent, ChannelNotice, PublishError, SubscribeError};
+use crate::message::{Event, Message, State};
+
+/// Where a publish's outcome goes: the transport's resolver of its
+/// [`crate::Publish`] (a one-shot channel's sender). The driver calls it
+/// once, with the offset or why not; no application code runs there (it
+/// wakes whoever awaits the `Publish`).
+pub type PublishAnswer = Box<dyn FnOnce(Result<u64, PublishError>) + Send + Sync>;
+
+/// What the table asks for.
+#[derive(Default)]
+pub(super) struct Out {
+    /// Channel frames to write, in order (numbered in reliable mode).
+    frames: Vec<String>,
+    events: Vec<Event>,
+    /// Publishes answered: where the outcome goes, and the outcome.
+    done: Vec<(PublishAnswer, Result<u64, PublishError>)>,
+}
+
+/// The table, behind a trait object: a driver that never subscribes nor
+/// publishes (the console) has none, so none of its code is in that
+/// application's build but the calls through this table.
+pub(super) trait ChannelRules: Send + Sync {
+    fn subscribe(
+        &mut self,
+        channel: &str,
+        since: Option<StreamPosition>,
+        out: &mut Out,
+    ) -> Result<u64, SubscribeError>;
+    fn unsubscribe(&mut self, channel: &str, subscription: u64, out: &mut Out);
+    fn publish(
+        &mut self,
+        channel: &str,
+        data: RawJson,
+        id: u128,
+        answer: PublishAnswer,
+        out: &mut Out,
+    ) -> u64;
+    fn position(&self, channel: &str, subscription: u64) -> Option<StreamPosition>;
+    /// A server text: whether it was the table's (then it is not delivered
+    /// as a message).
+    fn on_text(&mut self, text: &str, out: &mut Out) -> bool;
+    /// New messages may go out on this connection.
+    fn ready(&mut self, out: &mut Out);
+    /// The connection ended; `reliable`: its written frames are the session's.
+    fn closed(&mut self, reliable: bool);
+    /// The session could not resume: the table's own frames are taken out of
+    /// `unconfirmed` (it writes them again itself).
+    fn session_lost(&mut self, unconfirmed: &mut Vec<String>);
+    /// Messages and bytes held against the queue's limits.
+    fn held(&self, reliable: bool) -> (usize, usize);
+    /// Carries `out` out on `driver` (a method, so that its code is the
+    /// table's: none in an application without channels).
+    fn apply(&self, driver: &mut Driver, out: Out);
+}
+
+/// Where a subscription stands on the current connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// To subscribe when the connection is ready.
+    Idle,
+    /// The latest `subscribe` is written, unanswered.
+    Awaiting,
+    /// Subscribed.
+    Live,
+    /// Refused or ended by the server: not subscribed again.
+    Ended,
+}
+
+#[derive(Debug)]
+struct Entry {
+    serial: u64,
+    attempt: u64,
+    phase: Phase,
+    /// The epoch and the last offset delivered.
+    position: Option<StreamPosition>,
+}
+
+struct Pending {
+    answer: PublishAnswer,
+    id: String,
+    frame: String,
+    /// Written on the current connection (plain), or numbered in the
+    /// session (reliable).
+    written: bool,
+}
+
+#[derive(Default)]
+pub(super) struct Table {
+    entries: BTreeMap<String, Entry>,
+    next_serial: u64,
+    publishes: VecDeque<Pending>,
+    next_ticket: u64,
+    /// New messages may go out on the current connection.
+    live: bool,
+}
+
+/// What an answer's `id` says it answers.
+#[derive(Debug, PartialEq, Eq)]
+enum Answer {
+    Subscribe { serial: u64, attempt: u64 },
+    Unsubscribe,
+    Other,
+    None,
+}
+
+fn answer_of(id: Option<&str>) -> Answer {
+    let Some(id) = id else {
+        return Answer::None;
+    };
+    if let Some(rest) = id.strip_prefix('s')
+        && let Some((serial, attempt)) = rest.split_once('.')
+        && let (Ok(serial), Ok(attempt)) = (serial.parse(), attempt.parse())
+    {
+        return Answer::Subscribe { serial, attempt };
+    }
+    if id
+        .strip_prefix('u')
+        .is_some_and(|s| s.parse::<u64>().is_ok())
+    {
+        return Answer::Unsubscribe;
+    }
+    Answer::Other
+}
+
+impl Table {
+    fn notice(channel: &str, subscription: u64, event: ChannelEvent) -> Event {
+        Event::Channel(ChannelNotice::new(channel.to_owned(), subscription, event))
+    }
+
+    fn subscribe_frame(channel: &str, entry: &mut Entry) -> String {
+        entry.attempt = entry.attempt.saturating_add(1);
+        entry.phase = Phase::Awaiting;
+        ClientMessage::Subscribe {
+            channel: channel.to_owned(),
+            since: entry.position.clone(),
+            id: Some(format!("s{}.{}", entry.serial, entry.attempt)),
+        }
+        .to_json()
+    }
+
+    fn unsubscribe_frame(channel: &str, serial: u64) -> String {
+        ClientMessage::Unsubscribe {
+            channel: channel.to_owned(),
+            id: Some(format!("u{serial}")),
+        }
+        .to_json()
+    }
+
+    fn on_pub(
+        &mut self,
+        channel: String,
+        offset: u64,
+        data: RawJson,
+        info: Option<shared::channel::PublisherInfo>,
+        out: &mut Out,
+    ) {
+        let Some(entry) = self.entries.get_mut(&channel) else {
+            return;
+        };
+        let Some(position) = entry.position.as_mut() else {
+            return;
+        };
+        if matches!(entry.phase, Phase::Ended | Phase::Idle) || offset <= position.offset {
+            return;
+        }
+        let next = position.offset.saturating_add(1);
+        if offset > next {
+            if entry.phase == Phase::Awaiting {
+                return;
+            }
+            let gap = ChannelEvent::Gap {
+                from: next,
+                to: offset - 1,
+            };
+            out.events.push(Self::notice(&channel, entry.serial, gap));
+        }
+        position.offset = offset;
+        let event = ChannelEvent::Publication { offset, data, info };
+        out.events.push(Self::notice(&channel, entry.serial, event));
+    }
+
+    fn on_gap(&mut self, channel: &str, from: u64, to: u64, out: &mut Out) {
+        let Some(entry) = self.entries.get_mut(channel) else {
+            return;
+        };
+        let Some(position) = entry.position.as_mut() else {
+            return;
+        };
+        if entry.phase == Phase::Ended {
+            return;
+        }
+        let from = from.max(position.offset.saturating_add(1));
+        if from <= to {
+            position.offset = to;
+            let gap = ChannelEvent::Gap { from, to };
+            out.events.push(Self::notice(channel, entry.serial, gap));
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_subscribed(
+        &mut self,
+        channel: String,
+        epoch: String,
+        offset: u64,
+        recovered: Option<bool>,
+        reason: Option<RecoveryFailure>,
+        gap: Option<OffsetRange>,
+        id: Option<&str>,
+        out: &mut Out,
+    ) {
+        let answer = answer_of(id);
+        let Some(entry) = self.entries.get_mut(&channel) else {
+            // Ours, for a handle dropped meanwhile: undo it (while connected).
+            if let Answer::Subscribe { serial, .. } = answer
+                && self.live
+            {
+                out.frames.push(Self::unsubscribe_frame(&channel, serial));
+            }
+            return;
+        };
+        let serial = entry.serial;
+        let ours = match answer {
+            Answer::Subscribe { serial: s, attempt } => {
+                if s != serial || attempt != entry.attempt || entry.phase != Phase::Awaiting {
+                    return;
+                }
+                true
+            }
+            // The server's own: the epoch changed under a live subscription.
+            Answer::None if entry.phase == Phase::Live => false,
+            _ => return,
+        };
+        entry.phase = Phase::Live;
+        let notice = |event| Self::notice(&channel, serial, event);
+        let fresh = StreamPosition { epoch, offset };
+        let Some(position) = entry.position.as_mut() else {
+            entry.position = Some(fresh);
+            out.events
+                .push(notice(ChannelEvent::Subscribed { recovered: false }));
+            return;
+        };
+        if position.epoch != fresh.epoch || reason == Some(RecoveryFailure::EpochChanged) {
+            *position = fresh;
+            if ours {
+                out.events
+                    .push(notice(ChannelEvent::Subscribed { recovered: false }));
+            }
+            out.events.push(notice(ChannelEvent::Reset {
+                reason: RecoveryFailure::EpochChanged,
+            }));
+            return;
+        }
+        let recovered = recovered == Some(true);
+        if ours {
+            out.events
+                .push(notice(ChannelEvent::Subscribed { recovered }));
+        }
+        if recovered {
+            return;
+        }
+        // What cannot come: the trimmed range, or (no recovery at all)
+        // everything up to the subscription's start.
+        let lost_to = gap.map_or(fresh.offset, |gap| gap.to);
+        let from = gap
+            .map_or(0, |gap| gap.from)
+            .max(position.offset.saturating_add(1));
+        if from <= lost_to {
+            position.offset = lost_to;
+            out.events
+                .push(notice(ChannelEvent::Gap { from, to: lost_to }));
+        }
+    }
+
+    fn on_unsubscribed(
+        &mut self,
+        channel: &str,
+        reason: shared::channel::UnsubscribeReason,
+        id: Option<&str>,
+        out: &mut Out,
+    ) {
+        if answer_of(id) != Answer::None {
+            // The answer to our own `unsubscribe`: its handle is gone.
+            return;
+        }
+        let Some(entry) = self.entries.get_mut(channel) else {
+            return;
+        };
+        if entry.phase != Phase::Ended {
+            entry.phase = Phase::Ended;
+            let event = ChannelEvent::Unsubscribed { reason };
+            out.events.push(Self::notice(channel, entry.serial, event));
+        }
+    }
+
+    fn on_published(&mut self, offset: u64, id: Option<&str>, out: &mut Out) {
+        if let Some(at) = self
+            .publishes
+            .iter()
+            .position(|p| Some(p.id.as_str()) == id)
+            && let Some(pending) = self.publishes.remove(at)
+        {
+            out.done.push((pending.answer, Ok(offset)));
+        }
+    }
+
+    /// An `error` about a channel message: whether it answered one of ours.
+    fn on_error(
+        &mut self,
+        channel: &str,
+        code: ErrorCode,
+        message: String,
+        id: Option<&str>,
+        out: &mut Out,
+    ) -> bool {
+        if let Some(at) = self
+            .publishes
+            .iter()
+            .position(|p| Some(p.id.as_str()) == id)
+            && let Some(pending) = self.publishes.remove(at)
+        {
+            let refused = PublishError::Refused { code, message };
+            out.done.push((pending.answer, Err(refused)));
+            return true;
+        }
+        match answer_of(id) {
+            Answer::Subscribe { serial, attempt } => {
+                if let Some(entry) = self.entries.get_mut(channel)
+                    && entry.serial == serial
+                    && entry.attempt == attempt
+                    && entry.phase == Phase::Awaiting
+                {
+                    entry.phase = Phase::Ended;
+                    let event = ChannelEvent::Error(ChannelError::Refused { code, message });
+                    out.events.push(Self::notice(channel, serial, event));
+                }
+                true
+            }
+            Answer::Unsubscribe => true,
+            Answer::Other | Answer::None => false,
+        }
+    }
+}
+
+impl ChannelRules for Table {
+    fn subscribe(
+        &mut self,
+        channel: &str,
+        since: Option<StreamPosition>,
+        out: &mut Out,
+    ) -> Result<u64, SubscribeError> {
+        if shared::channel::namespace_of(channel).is_none() {
+            return Err(SubscribeError::BadChannel(channel.to_owned()));
+        }
+        if self.entries.contains_key(channel) {
+            return Err(SubscribeError::AlreadySubscribed(channel.to_owned()));
+        }
+        self.next_serial += 1;
+        let mut entry = Entry {
+            serial: self.next_serial,
+            attempt: 0,
+            phase: Phase::Idle,
+            position: since,
+        };
+        if self.live {
+            out.frames.push(Self::subscribe_frame(channel, &mut entry));
+        }
+        self.entries.insert(channel.to_owned(), entry);
+        Ok(self.next_serial)
+    }
+
+    fn unsubscribe(&mut self, channel: &str, subscription: u64, out: &mut Out) {
+        let Some(entry) = self.entries.get(channel) else {
+            return;
+        };
+        if entry.serial != subscription {
+            return;
+        }
+        let subscribed = matches!(entry.phase, Phase::Awaiting | Phase::Live);
+        self.entries.remove(channel);
+        if subscribed && self.live {
+            out.frames
+                .push(Self::unsubscribe_frame(channel, subscription));
+        }
+    }
+
+    fn publish(
+        &mut self,
+        channel: &str,
+        data: RawJson,
+        id: u128,
+        answer: PublishAnswer,
+        out: &mut Out,
+    ) -> u64 {
+        self.next_ticket += 1;
+        let id = format!("{id:032x}");
+        let frame = ClientMessage::Publish {
+            channel: channel.to_owned(),
+            data,
+            id: Some(id.clone()),
+        }
+        .to_json();
+        if self.live {
+            out.frames.push(frame.clone());
+        }
+        self.publishes.push_back(Pending {
+            answer,
+            id,
+            frame,
+            written: self.live,
+        });
+        self.next_ticket
+    }
+
+    fn position(&self, channel: &str, subscription: u64) -> Option<StreamPosition> {
+        self.entries
+            .get(channel)
+            .filter(|entry| entry.serial == subscription)
+            .and_then(|entry| entry.position.clone())
+    }
+
+    fn on_text(&mut self, text: &str, out: &mut Out) -> bool {
+        if !looks_like_channel(text) {
+            return false;
+        }
+        match ServerMessage::from_json(text) {
+            Ok(ServerMessage::Pub {
+                channel,
+                offset,
+                data,
+                info,
+            }) => self.on_pub(channel, offset, data, info, out),
+            Ok(ServerMessage::Subscribed {
+                channel,
+                epoch,
+                offset,
+                recovered,
+                reason,
+                gap,
+                id,
+            }) => self.on_subscribed(
+                channel,
+                epoch,
+                offset,
+                recovered,
+                reason,
+                gap,
+                id.as_deref(),
+                out,
+            ),
+            Ok(ServerMessage::ChannelGap { channel, from, to }) => {
+                self.on_gap(&channel, from, to, out);
+            }
+            Ok(ServerMessage::Published { offset, id, .. }) => {
+                self.on_published(offset, id.as_deref(), out);
+            }
+            Ok(ServerMessage::Unsubscribed {
+                channel,
+                reason,
+                id,
+            }) => self.on_unsubscribed(&channel, reason, id.as_deref(), out),
+            Ok(ServerMessage::Error {
+                code,
+                message,
+                channel: Some(channel),
+                id,
+            }) => return self.on_error(&channel, code, message, id.as_deref(), out),
+            // Not a channel message after all (an `error` of another kind),
+            // or one that does not decode: the application's.
+            _ => return false,
+        }
+        true
+    }
+
+    fn ready(&mut self, out: &mut Out) {
+        self.live = true;
+        for (channel, entry) in &mut self.entries {
+            if entry.phase == Phase::Idle {
+                out.frames.push(Self::subscribe_frame(channel, entry));
+            }
+        }
+        for pending in self.publishes.iter_mut().filter(|p| !p.written) {
+            pending.written = true;
+            out.frames.push(pending.frame.clone());
+        }
+    }
+
+    fn closed(&mut self, reliable: bool) {
+        self.live = false;
+        for entry in self.entries.values_mut() {
+            if matches!(entry.phase, Phase::Awaiting | Phase::Live) {
+                entry.phase = Phase::Idle;
+            }
+        }
+        if !reliable {
+            for pending in &mut self.publishes {
+                pending.written = false;
+            }
+        }
+    }
+
+    fn session_lost(&mut self, unconfirmed: &mut Vec<String>) {
+        for pending in &mut self.publishes {
+            pending.written = false;
+        }
+        unconfirmed.retain(|text| !is_own_frame(text));
+    }
+
+    fn apply(&self, driver: &mut Driver, out: Out) {
+        for frame in out.frames {
+            driver.write_channel(frame);
+        }
+        driver.events.extend(out.events);
+        for (answer, result) in out.done {
+            answer(result);
+        }
+    }
+
+    fn held(&self, reliable: bool) -> (usize, usize) {
+        self.publishes
+            .iter()
+            .filter(|p| !(reliable && p.written))
+            .fold((0, 0), |(count, bytes), p| {
+                (count + 1, bytes + p.frame.len())
+            })
+    }
+}
+
+/// A cheap check before decoding: the server writes `type` first.
+fn looks_like_channel(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix(r#"{"type":""#) else {
+        return false;
+    };
+    [
+        "pub\"",
+        "subscribed\"",
+        "channel_gap\"",
+        "published\"",
+        "unsubscribed\"",
+        "error\"",
+    ]
+    .iter()
+    .any(|kind| rest.starts_with(kind))
+}
+
+/// Whether `text` is a channel frame the table wrote: a `subscribe` or
+/// `unsubscribe` with one of its ids, or a `publish` with an id (the table
+/// gives every publish one, and writes each again after a lost session).
+fn is_own_frame(text: &str) -> bool {
+    match ClientMessage::from_json(text) {
+        Ok(ClientMessage::Subscribe { id, .. }) => {
+            matches!(answer_of(id.as_deref()), Answer::Subscribe { .. })
+        }
+        Ok(ClientMessage::Unsubscribe { id, .. }) => {
+            answer_of(id.as_deref()) == Answer::Unsubscribe
+        }
+        Ok(ClientMessage::Publish { id, .. }) => id.is_some_and(|id| id.len() == 32),
+        _ => false,
+    }
+}
+
+impl Driver {
+    /// Makes the table on the first use: live if new messages may go out now.
+    fn table(&mut self) {
+        let live = self.writable_now()
+            && !self.awaiting_welcome
+            && self.reliable.as_ref().is_none_or(Reliable::ready);
+        self.channels.get_or_insert_with(|| {
+            Box::new(Table {
+                live,
+                ..Table::default()
+            })
+        });
+    }
+
+    /// Subscribes to `channel` (from `since`, when the application kept
+    /// its position): the `subscribe` goes out now if the connection is
+    /// ready, else when it is; after every reconnect it goes out again with
+    /// the last position delivered. Returns the subscription's serial, which
+    /// its [`Event::Channel`]s carry.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::BadChannel`] for a name the server would refuse,
+    /// [`SubscribeError::AlreadySubscribed`] when the channel has a
+    /// subscription already.
+    pub fn subscribe(
+        &mut self,
+        channel: &str,
+        since: Option<StreamPosition>,
+    ) -> Result<u64, SubscribeError> {
+        self.table();
+        let result = self.with_table(|table, out| table.subscribe(channel, since, out));
+        self.finish();
+        result.unwrap_or(Ok(0))
+    }
+
+    /// Ends subscription `subscription` to `channel` (an `unsubscribe` if
+    /// the server has it); nothing if it is not the current one.
+    pub fn unsubscribe(&mut self, channel: &str, subscription: u64) {
+        self.with_table(|table, out| table.unsubscribe(channel, subscription, out));
+        self.finish();
+    }
+
+    /// Publishes `data` to `channel` with the idempotency key `id` (128
+    /// random bits from the transport), now if the connection is ready,
+    /// else when it is; `answer` gets its outcome (once). Returns the
+    /// publish's number on this driver, from 1.
+    ///
+    /// # Errors
+    ///
+    /// [`PublishError::BadChannel`], [`PublishError::Closed`] after
+    /// [`Driver::close`], [`PublishError::TooLarge`] and
+    /// [`PublishError::QueueFull`] from the queue's limits, which pending
+    /// publishes share with the queue.
+    pub fn publish(
+        &mut self,
+        channel: &str,
+        data: RawJson,
+        id: u128,
+        answer: PublishAnswer,
+    ) -> Result<u64, PublishError> {
+        if shared::channel::namespace_of(channel).is_none() {
+            return Err(PublishError::BadChannel(channel.to_owned()));
+        }
+        if self.machine.state() == State::Closed {
+            return Err(PublishError::Closed);
+        }
+        // The frame's size, within a few bytes (its id and envelope).
+        let size = data.get().len() + channel.len() + 80;
+        if self.config.queue_max_bytes.is_some_and(|max| size > max) {
+            return Err(PublishError::TooLarge);
+        }
+        if !self.queue.has_room(size) {
+            return Err(PublishError::QueueFull);
+        }
+        self.table();
+        let ticket = self.with_table(|table, out| table.publish(channel, data, id, answer, out));
+        self.finish();
+        Ok(ticket.unwrap_or(0))
+    }
+
+    /// Subscription `subscription` to `channel`'s epoch and last offset
+    /// delivered.
+    pub fn channel_position(&self, channel: &str, subscription: u64) -> Option<StreamPosition> {
+        self.channels
+            .as_ref()
+            .and_then(|table| table.position(channel, subscription))
+    }
+
+    /// A server text the table may claim; whether it did.
+    pub(super) fn channel_text(&mut self, text: &str) -> bool {
+        self.with_table(|table, out| table.on_text(text, out))
+            .unwrap_or(false)
+    }
+
+    /// New messages may go out: (re)subscribe, write pending publishes.
+    pub(super) fn channels_ready(&mut self) {
+        self.with_table(|table, out| table.ready(out));
+    }
+
+    /// The connection is no longer open.
+    pub(super) fn channels_closed(&mut self) {
+        let reliable = self.reliable.is_some();
+        if let Some(table) = self.channels.as_mut() {
+            table.closed(reliable);
+        }
+    }
+
+    /// Reliable mode: the session is lost; the table takes its frames out of
+    /// `unconfirmed` and writes them again itself.
+    pub(super) fn channels_session_lost(&mut self, unconfirmed: &mut Vec<String>) {
+        if let Some(table) = self.channels.as_mut() {
+            table.session_lost(unconfirmed);
+        }
+    }
+
+    /// Pending publishes held against the queue's limits.
+    pub(super) fn channels_held(&self) -> (usize, usize) {
+        let reliable = self.reliable.is_some();
+        self.channels
+            .as_ref()
+            .map_or((0, 0), |table| table.held(reliable))
+    }
+
+    /// Runs `f` on the table, if there is one, and carries out what it
+    /// asked for; then the queue's reservation follows the pending publishes.
+    fn with_table<R>(&mut self, f: impl FnOnce(&mut dyn ChannelRules, &mut Out) -> R) -> Option<R> {
+        let mut table = self.channels.take()?;
+        let mut out = Out::default();
+        let result = f(table.as_mut(), &mut out);
+        table.apply(self, out);
+        self.channels = Some(table);
+        self.sync_reserved();
+        Some(result)
+    }
+
+    /// Writes a channel frame: in reliable mode numbered (the session keeps
+    /// it); in plain mode as is, not handed back (the table keeps it).
+    fn write_channel(&mut self, frame: String) {
+        let frame = match self.reliable.as_mut() {
+            Some(reliable) => reliable.number(frame),
+            None => frame,
+        };
+        if self.writable_now() {
+            self.write(Message::Text(frame), false);
+        }
+    }
+}
