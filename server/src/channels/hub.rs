@@ -151,6 +151,10 @@ pub enum Delivery {
     Nobody,
 }
 
+/// A subscription that ended while it recovered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gone;
+
 /// What [`Hub::subscribe`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Joined {
@@ -267,22 +271,30 @@ impl<F: Clone> Hub<F> {
     /// `epoch` and `sent` as the node's position when it has none. Offsets
     /// that fell between `sent` and the first held one (pub/sub dropped
     /// them while the history was read) are reported in order, with a
-    /// `channel_gap`, and returned.
+    /// `channel_gap`.
+    ///
+    /// # Errors
+    ///
+    /// [`Gone`] when the subscription ended while it recovered (the admin
+    /// API's unsubscribe): its client must be told again, after the
+    /// `subscribed` it has just been sent.
     pub fn go_live(
         &self,
         channel: &str,
         conn: u64,
         (epoch, sent): (&str, u64),
         frames: &dyn Frames<F>,
-    ) -> Option<(u64, u64)> {
+    ) -> Result<Option<(u64, u64)>, Gone> {
         let mut inner = self.lock();
-        let local = inner.channels.get_mut(channel)?;
+        let local = inner.channels.get_mut(channel).ok_or(Gone)?;
         if local.epoch.is_none() {
             local.epoch = Some(Arc::from(epoch));
             local.last = sent;
         }
-        let subscriber = local.subscribers.get_mut(&conn)?;
-        let held = subscriber.held.take()?;
+        let subscriber = local.subscribers.get_mut(&conn).ok_or(Gone)?;
+        let Some(held) = subscriber.held.take() else {
+            return Ok(None);
+        };
         if let Some(reset) = held.reset {
             // All of the new epoch, which the recovery did not send.
             subscriber.sent_through = held.frames.last().map_or(0, |(offset, _)| *offset);
@@ -290,7 +302,7 @@ impl<F: Clone> Hub<F> {
             for (_, frame) in &held.frames {
                 subscriber.sink.send_own(frame);
             }
-            return None;
+            return Ok(None);
         }
         let mut next = sent.saturating_add(1);
         let mut hole = None;
@@ -308,7 +320,21 @@ impl<F: Clone> Hub<F> {
             next = offset.saturating_add(1);
         }
         subscriber.sent_through = next.saturating_sub(1);
-        hole
+        Ok(hole)
+    }
+
+    /// Whether `conn`'s subscription to `channel` gets presence notices
+    /// from now on (a refreshed token gave or took the capability).
+    pub fn set_notices(&self, channel: &str, conn: u64, notices: bool) {
+        let mut inner = self.lock();
+        if let Some(presence) = inner
+            .channels
+            .get_mut(channel)
+            .and_then(|local| local.subscribers.get_mut(&conn))
+            .and_then(|subscriber| subscriber.presence.as_mut())
+        {
+            presence.notices = notices;
+        }
     }
 
     /// Removes `conn` from `channel`.
@@ -606,7 +632,7 @@ pub(crate) mod tests {
         assert_eq!(deliver(&hub, "e", 4), Delivery::Sent(0));
         assert_eq!(deliver(&hub, "e", 5), Delivery::Sent(0));
         // The history had up to 4; the caller sent 3 and 4 itself.
-        assert_eq!(hub.go_live("c", 1, ("e", 4), &Text), None);
+        assert_eq!(hub.go_live("c", 1, ("e", 4), &Text), Ok(None));
         assert_eq!(a.got(), ["pub 5"], "4 once, 5 after it");
         assert_eq!(deliver(&hub, "e", 6), Delivery::Sent(1));
         assert_eq!(a.got(), ["pub 5", "pub 6"]);
@@ -615,7 +641,7 @@ pub(crate) mod tests {
         assert_eq!(hub.subscribe("c", 2, b.clone(), None), Joined::Added);
         assert_eq!(hub.subscribe("c", 2, b.clone(), None), Joined::Already);
         assert_eq!(deliver(&hub, "e", 7), Delivery::Sent(1));
-        assert_eq!(hub.go_live("c", 2, ("e", 6), &Text), None);
+        assert_eq!(hub.go_live("c", 2, ("e", 6), &Text), Ok(None));
         assert_eq!(b.got(), ["pub 7"]);
         assert_eq!(hub.counts(), [("c".to_owned(), 2)]);
         assert_eq!(hub.count_of(2), 1);
@@ -640,7 +666,7 @@ pub(crate) mod tests {
         let hub = Hub::default();
         let a = Arc::new(Recorder::default());
         hub.subscribe("c", 1, a.clone(), None);
-        assert_eq!(hub.go_live("c", 1, ("e", 2), &Text), None);
+        assert_eq!(hub.go_live("c", 1, ("e", 2), &Text), Ok(None));
         assert_eq!(deliver(&hub, "e", 2), Delivery::Repeat);
         assert_eq!(deliver(&hub, "e", 6), Delivery::Hole { from: 3, to: 5 });
         assert!(a.got().is_empty(), "nothing past the hole yet");
@@ -656,7 +682,7 @@ pub(crate) mod tests {
         let hub = Hub::default();
         let a = Arc::new(Recorder::default());
         hub.subscribe("c", 1, a.clone(), None);
-        assert_eq!(hub.go_live("c", 1, ("e", 0), &Text), None);
+        assert_eq!(hub.go_live("c", 1, ("e", 0), &Text), Ok(None));
         assert_eq!(deliver(&hub, "e", 4), Delivery::Hole { from: 1, to: 3 });
         hub.gap("c", (1, 3), &Text);
         assert_eq!(deliver(&hub, "e", 4), Delivery::Sent(1));
@@ -671,7 +697,7 @@ pub(crate) mod tests {
         deliver(&hub, "e", 7);
         deliver(&hub, "e", 8);
         // The history said 4: 5 and 6 were dropped on the way.
-        assert_eq!(hub.go_live("c", 1, ("e", 4), &Text), Some((5, 6)));
+        assert_eq!(hub.go_live("c", 1, ("e", 4), &Text), Ok(Some((5, 6))));
         assert_eq!(a.got(), ["gap 5-6", "pub 7", "pub 8"]);
     }
 
@@ -680,7 +706,7 @@ pub(crate) mod tests {
         let hub = Hub::default();
         let a = Arc::new(Recorder::default());
         hub.subscribe("c", 1, a.clone(), None);
-        assert_eq!(hub.go_live("c", 1, ("e", 9), &Text), None);
+        assert_eq!(hub.go_live("c", 1, ("e", 9), &Text), Ok(None));
         assert_eq!(deliver(&hub, "f", 1), Delivery::EpochChanged);
         assert_eq!(deliver(&hub, "f", 2), Delivery::Sent(1));
         assert_eq!(a.got(), ["epoch f after 0", "pub 1", "pub 2"]);
@@ -696,7 +722,7 @@ pub(crate) mod tests {
         deliver(&hub, "f", 1);
         deliver(&hub, "f", 2);
         // Its recovery read epoch e up to 7: the new epoch's 1 and 2 still come.
-        assert_eq!(hub.go_live("c", 1, ("e", 7), &Text), None);
+        assert_eq!(hub.go_live("c", 1, ("e", 7), &Text), Ok(None));
         assert_eq!(a.got(), ["epoch f after 0", "pub 1", "pub 2"]);
     }
 
@@ -706,15 +732,24 @@ pub(crate) mod tests {
         let a = Arc::new(Recorder::default());
         let b = Arc::new(Recorder::default());
         hub.subscribe("c", 1, a.clone(), None);
-        assert_eq!(hub.go_live("c", 1, ("e", 3), &Text), None);
+        assert_eq!(hub.go_live("c", 1, ("e", 3), &Text), Ok(None));
         // b recovered from the stream up to 6; the node has delivered 3.
         hub.subscribe("c", 2, b.clone(), None);
-        assert_eq!(hub.go_live("c", 2, ("e", 6), &Text), None);
+        assert_eq!(hub.go_live("c", 2, ("e", 6), &Text), Ok(None));
         for offset in 4..=7 {
             deliver(&hub, "e", offset);
         }
         assert_eq!(a.got(), ["pub 4", "pub 5", "pub 6", "pub 7"]);
         assert_eq!(b.got(), ["pub 7"], "4 to 6 came with its recovery");
+    }
+
+    #[test]
+    fn a_subscription_ended_while_it_recovered_is_gone_when_it_would_go_live() {
+        let hub = Hub::default();
+        let a = Arc::new(Recorder::default());
+        hub.subscribe("c", 1, a.clone(), None);
+        hub.unsubscribe("c", 1);
+        assert_eq!(hub.go_live("c", 1, ("e", 0), &Text), Err(Gone));
     }
 
     #[test]

@@ -349,7 +349,8 @@ mod tests {
             .expect("up");
         let _ = node
             .hub
-            .go_live(channel, 1, (&position.epoch, position.offset), &Text);
+            .go_live(channel, 1, (&position.epoch, position.offset), &Text)
+            .expect("subscribed");
         recorder
     }
 

@@ -404,11 +404,12 @@ impl Channels {
     }
 
     /// The recovered publications up to `sent` of `epoch` reached `conn`:
-    /// it goes live, with what was held for it after them.
-    pub fn go_live(&self, channel: &str, conn: u64, (epoch, sent): (&str, u64)) {
-        let _ = self
-            .hub
-            .go_live(channel, conn, (epoch, sent), &*self.frames);
+    /// it goes live, with what was held for it after them; false when the
+    /// subscription ended meanwhile (the admin API's unsubscribe).
+    pub fn go_live(&self, channel: &str, conn: u64, (epoch, sent): (&str, u64)) -> bool {
+        self.hub
+            .go_live(channel, conn, (epoch, sent), &*self.frames)
+            .is_ok()
     }
 
     /// `member` (connection `conn`) joins `channel`'s presence: counted

@@ -443,9 +443,21 @@ where
         for frame in missed {
             self.outbound.force_send(Outbound::Frame(frame));
         }
-        self.state
+        let live = self
+            .state
             .channels
             .go_live(&channel, self.conn.number, (&at.epoch, at.offset));
+        if !live {
+            // Ended by the admin API while it recovered: its `unsubscribed`
+            // went before this `subscribed`, so it is said again after it.
+            let ended = ServerMessage::Unsubscribed {
+                channel,
+                reason: UnsubscribeReason::Admin,
+                id: None,
+            };
+            self.outbound
+                .force_send(Outbound::Frame(crate::wire::text(&ended)));
+        }
     }
 
     /// Subscribes the channels of the token's `subs` not subscribed yet,
@@ -486,6 +498,13 @@ where
                 || self.state.channels.namespace(&channel).is_ok_and(|ns| {
                     grants::allows(self.who(), ns, &channel, Capability::Subscribe)
                 });
+            if allowed {
+                let notices = self.member_of(&channel).is_some_and(|p| p.notices);
+                self.state
+                    .channels
+                    .hub()
+                    .set_notices(&channel, conn, notices);
+            }
             if !allowed && self.state.channels.unsubscribe(&channel, conn).await {
                 let ended = ServerMessage::Unsubscribed {
                     channel: channel.to_string(),
