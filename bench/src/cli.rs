@@ -6,7 +6,9 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::{cluster, cluster_reliable, hostile, load, raw, run, scale};
+use crate::harness::machine;
+use crate::peers::raw;
+use crate::scenarios::{burst, cluster, cluster_reliable, echo, hostile, idle, scale, suite};
 
 #[derive(Parser)]
 #[command(about = "WebSocket benchmarks side by side")]
@@ -278,7 +280,7 @@ pub fn main() -> Result<()> {
             no_cluster,
             smoke,
             rounds,
-        } => run::run(&run::Options {
+        } => suite::run(&suite::Options {
             full,
             target,
             docs,
@@ -289,12 +291,9 @@ pub fn main() -> Result<()> {
             rounds: rounds.map(usize::from),
         }),
         Cmd::Report { docs } => {
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .map(std::path::Path::to_path_buf)
-                .unwrap_or_default();
+            let root = machine::root();
             let json = std::fs::read_to_string(root.join(&docs).join("benchmarks.json"))?;
-            crate::report::write(&root, &docs, serde_json::from_str(&json)?)
+            crate::report::benchmarks::write(&root, &docs, serde_json::from_str(&json)?)
         }
         Cmd::Cluster {
             target,
@@ -305,10 +304,7 @@ pub fn main() -> Result<()> {
         } => {
             let target = std::path::absolute(&target)?;
             // Relative to the workspace root, as `run` writes its report.
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .map(std::path::Path::to_path_buf)
-                .unwrap_or_default();
+            let root = machine::root();
             cluster::run(&cluster::Options {
                 server: target.join("release/server"),
                 bench: std::env::current_exe()?,
@@ -323,7 +319,7 @@ pub fn main() -> Result<()> {
         }
         Cmd::Browser { target, rounds } => {
             let target = std::path::absolute(&target)?;
-            let result = run::browser_only(&target, rounds)?;
+            let result = suite::browser_only(&target, rounds)?;
             #[allow(clippy::print_stdout)] // the figures are this command's output
             {
                 println!("{result:#}");
@@ -337,7 +333,7 @@ pub fn main() -> Result<()> {
         } => {
             let target = std::path::absolute(&target)?;
             let static_dir = std::path::absolute(&static_dir)?;
-            let result = run::tabs_only(&target.join("release/server"), &static_dir, rounds)?;
+            let result = suite::tabs_only(&target.join("release/server"), &static_dir, rounds)?;
             #[allow(clippy::print_stdout)] // the figures are this command's output
             {
                 println!("{result:#}");
@@ -366,14 +362,11 @@ pub fn main() -> Result<()> {
             let target = std::path::absolute(&target)?;
             let out = target.join("bench");
             std::fs::create_dir_all(&out)?;
-            let gorilla = run::go_server(&out)
+            let gorilla = crate::harness::builds::gorilla(&out)
                 .map_err(|why| eprintln!("bench: no gorilla server: {why}"))
                 .ok();
             // Relative to the workspace root, as `run` writes its report.
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .map(std::path::Path::to_path_buf)
-                .unwrap_or_default();
+            let root = machine::root();
             scale::run(&scale::Options {
                 server: target.join("release/server"),
                 bench: std::env::current_exe()?,
@@ -398,7 +391,7 @@ pub fn main() -> Result<()> {
                         typed,
                         pid,
                     } => {
-                        load::echo(
+                        echo::echo(
                             &url,
                             conns,
                             bytes,
@@ -409,8 +402,8 @@ pub fn main() -> Result<()> {
                         )
                         .await
                     }
-                    Mode::Burst { url, count } => load::burst(&url, count).await,
-                    Mode::Idle { url, conns, pid } => load::idle(&url, conns, pid).await,
+                    Mode::Burst { url, count } => burst::burst(&url, count).await,
+                    Mode::Idle { url, conns, pid } => idle::idle(&url, conns, pid).await,
                     Mode::Broadcast {
                         nodes,
                         conns,

@@ -20,6 +20,8 @@ use shared::{ClientMessage, ServerMessage};
 use testbed::{FaultProxy, Faults};
 use tokio::sync::mpsc;
 
+use crate::harness::proc_stats::cpu_seconds;
+
 /// A reply or a resume within this long, or the run fails.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -125,15 +127,9 @@ pub async fn echo(
     let server = server_pid.map(|pid| pid.to_string());
     let cpu_probe = tokio::spawn(async move {
         tokio::time::sleep_until(measure_from.into()).await;
-        let before = server
-            .as_deref()
-            .map(crate::load::cpu_seconds)
-            .transpose()?;
+        let before = server.as_deref().map(cpu_seconds).transpose()?;
         tokio::time::sleep_until(end.into()).await;
-        let after = server
-            .as_deref()
-            .map(crate::load::cpu_seconds)
-            .transpose()?;
+        let after = server.as_deref().map(cpu_seconds).transpose()?;
         anyhow::Ok(after.zip(before).map(|(after, before)| after - before))
     });
     let body = "x".repeat(bytes);

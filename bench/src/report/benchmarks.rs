@@ -721,7 +721,7 @@ pub fn write(root: &Path, docs: &Path, mut results: Value) -> Result<()> {
     std::fs::create_dir_all(&docs)?;
     // Kept blocks (the scale run's section, hand-written findings) are carried over.
     if let Ok(old) = std::fs::read_to_string(docs.join("BENCHMARKS.md")) {
-        for block in crate::scale_report::kept(&old) {
+        for block in super::kept::kept(&old) {
             md = format!("{}\n\n{block}\n", md.trim_end());
         }
     }
