@@ -87,3 +87,46 @@ where
     }
     Ok(samples.last().copied().unwrap_or_default())
 }
+
+/// The summed resident memory of `pids`, once settled (at most `limit`):
+/// a server of several processes (two nodes) is counted as one.
+///
+/// # Errors
+///
+/// When a process is gone.
+pub async fn settled_rss(pids: &[u32], limit: Duration) -> Result<u64> {
+    settled(limit, || async { pids.iter().map(|&p| rss_kib(p)).sum() }).await
+}
+
+/// The summed CPU time of `pids`, in seconds.
+///
+/// # Errors
+///
+/// When a process is gone.
+pub fn cpu_seconds_of(pids: &[u32]) -> Result<f64> {
+    pids.iter().map(|&p| cpu_seconds(p)).sum()
+}
+
+/// CPU seconds this process and `server` (when given) used between `from`
+/// and `to`, read at those instants by a task of its own: the load
+/// generator's share beside the server's tells which side is the bottleneck.
+/// Await the handle after `to`.
+pub fn cpu_over(
+    server: Option<u32>,
+    from: Instant,
+    to: Instant,
+) -> tokio::task::JoinHandle<Result<(f64, Option<f64>)>> {
+    tokio::spawn(async move {
+        let read = || -> Result<(f64, Option<f64>)> {
+            Ok((cpu_seconds("self")?, server.map(cpu_seconds).transpose()?))
+        };
+        tokio::time::sleep_until(from.into()).await;
+        let (own_before, server_before) = read()?;
+        tokio::time::sleep_until(to.into()).await;
+        let (own_after, server_after) = read()?;
+        Ok((
+            own_after - own_before,
+            server_after.zip(server_before).map(|(a, b)| a - b),
+        ))
+    })
+}

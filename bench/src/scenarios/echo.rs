@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::proc_stats::cpu_seconds;
+use crate::harness::proc_stats::cpu_over;
 use crate::harness::ws::{check_loopback, connect};
 
 /// A reply within this long, or the run fails.
@@ -34,19 +34,7 @@ pub async fn echo(
     let start = Instant::now() + Duration::from_millis(200 + conns as u64 * 2);
     let measure_from = start + warmup;
     let end = measure_from + duration;
-    let server = server_pid.map(|pid| pid.to_string());
-    let cpu_probe = tokio::spawn(async move {
-        let read = |server: &Option<String>| -> Result<(f64, Option<f64>)> {
-            let own = cpu_seconds("self")?;
-            let server = server.as_deref().map(cpu_seconds).transpose()?;
-            Ok((own, server))
-        };
-        tokio::time::sleep_until(measure_from.into()).await;
-        let before = read(&server)?;
-        tokio::time::sleep_until(end.into()).await;
-        let after = read(&server)?;
-        anyhow::Ok((before, after))
-    });
+    let cpu_probe = cpu_over(server_pid, measure_from, end);
     let mut tasks = Vec::with_capacity(conns);
     for c in 0..conns {
         let url = url.to_owned();
@@ -101,11 +89,8 @@ pub async fn echo(
     for task in tasks {
         total.add(task.await??)?;
     }
-    let ((own_before, server_before), (own_after, server_after)) = cpu_probe.await??;
+    let (own_cpu, server_cpu) = cpu_probe.await??;
     let seconds = duration.as_secs_f64();
-    let server_cpu = server_after
-        .zip(server_before)
-        .map(|(after, before)| after - before);
     Ok(json!({
         "mode": "echo", "url": url, "conns": conns, "bytes": bytes, "typed": typed,
         "messages": total.len(), "seconds": seconds,
@@ -113,7 +98,7 @@ pub async fn echo(
         "p50_us": total.value_at_quantile(0.5), "p99_us": total.value_at_quantile(0.99),
         "p999_us": total.value_at_quantile(0.999),
         // Share of one core used over the measured window.
-        "loadgen_cpu": (own_after - own_before) / seconds,
+        "loadgen_cpu": own_cpu / seconds,
         "server_cpu": server_cpu.map(|cpu| cpu / seconds),
         "msgs_per_server_cpu_s": server_cpu.map(|cpu| total.len() as f64 / cpu.max(0.01)),
     }))
