@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand};
 
 use crate::harness::machine;
 use crate::peers::raw;
-use crate::scenarios::{burst, cluster, cluster_reliable, echo, hostile, idle, scale, suite};
+use crate::scenarios::{
+    burst, channels, cluster, cluster_reliable, echo, hostile, idle, scale, suite,
+};
 
 #[derive(Parser)]
 #[command(about = "WebSocket benchmarks side by side")]
@@ -113,6 +115,32 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// A channel's fan-out (issue 23), ours beside socket.io: one
+    /// publication a second to 10,000 subscribers and ten a second to 1,000,
+    /// 30 s each, on one node and on two on Redis; delay p50/p99, server CPU
+    /// per delivery, RSS per subscriber; writes its section of
+    /// docs/BENCHMARKS.md. socket.io comes from `cargo xtask bench --channels`.
+    Channels {
+        /// The cargo target directory holding release/server (built beforehand).
+        #[arg(long, env = "CARGO_TARGET_DIR", default_value = "target")]
+        target: PathBuf,
+        /// Where the report goes (relative to the workspace root).
+        #[arg(long, default_value = "docs")]
+        docs: PathBuf,
+        /// Print the report only, write nothing.
+        #[arg(long)]
+        no_write: bool,
+        /// Fewer subscribers (2,000 and 200) and 10 s windows, to try it;
+        /// the section says so.
+        #[arg(long)]
+        quick: bool,
+        /// Only these peers (repeat the flag; default both).
+        #[arg(long = "peer", value_enum)]
+        peers: Vec<channels::Peer>,
+        /// Only these node counts, 1 or 2 (repeat the flag; default both).
+        #[arg(long = "nodes", value_parser = clap::value_parser!(u8).range(1..=2))]
+        nodes: Vec<u8>,
+    },
     /// Only the browser's ten tabs with sharing across tabs and without
     /// (issue 15): the server's connections and memory; prints the figures,
     /// writes nothing (`run` puts them in its report). Needs the UI built.
@@ -207,6 +235,28 @@ enum Mode {
         /// The first source address, 127.0.0.N (8 in a row are used).
         #[arg(long, default_value_t = 2)]
         first_src: u8,
+    },
+    /// Hold subscribers of one channel for `bench channels` and time each
+    /// publication's delivery.
+    Subscribe {
+        /// The server measured.
+        #[arg(long, value_enum)]
+        peer: channels::Peer,
+        /// The nodes' loopback addresses, comma-separated (subscribers alternate).
+        #[arg(long)]
+        nodes: String,
+        /// Subscribers to hold.
+        #[arg(long)]
+        conns: usize,
+        /// The first source address, 127.0.0.N (8 in a row are used).
+        #[arg(long, default_value_t = 2)]
+        first_src: u8,
+        /// Publications expected on each subscriber.
+        #[arg(long)]
+        count: u64,
+        /// Seconds after `go` to wait for them, at most.
+        #[arg(long)]
+        within: u64,
     },
     /// Hold idle connections and read the server's RSS.
     Idle {
@@ -317,6 +367,33 @@ pub fn main() -> Result<()> {
             })
             .map(drop)
         }
+        Cmd::Channels {
+            target,
+            docs,
+            no_write,
+            quick,
+            mut peers,
+            nodes,
+        } => {
+            let target = std::path::absolute(&target)?;
+            if peers.is_empty() {
+                peers = vec![channels::Peer::Ours, channels::Peer::SocketIo];
+            }
+            let mut nodes: Vec<usize> = nodes.into_iter().map(usize::from).collect();
+            if nodes.is_empty() {
+                nodes = vec![1, 2];
+            }
+            channels::run(&channels::Options {
+                server: target.join("release/server"),
+                bench: std::env::current_exe()?,
+                quick,
+                peers,
+                nodes,
+                // Relative to the workspace root, as `run` writes its report.
+                docs: (!no_write).then(|| machine::root().join(docs)),
+            })
+            .map(drop)
+        }
         Cmd::Browser { target, rounds } => {
             let target = std::path::absolute(&target)?;
             let result = suite::browser_only(&target, rounds)?;
@@ -403,6 +480,29 @@ pub fn main() -> Result<()> {
                         .await
                     }
                     Mode::Burst { url, count } => burst::burst(&url, count).await,
+                    Mode::Subscribe {
+                        peer,
+                        nodes,
+                        conns,
+                        first_src,
+                        count,
+                        within,
+                    } => {
+                        let nodes = nodes
+                            .split(',')
+                            .map(str::parse)
+                            .collect::<Result<Vec<std::net::SocketAddr>, _>>()?;
+                        let line = channels::subscribe(
+                            peer,
+                            &nodes,
+                            conns,
+                            first_src,
+                            count,
+                            Duration::from_secs(within),
+                        )
+                        .await?;
+                        serde_json::from_str(&line).map_err(anyhow::Error::from)
+                    }
                     Mode::Idle { url, conns, pid } => idle::idle(&url, conns, pid).await,
                     Mode::Broadcast {
                         nodes,

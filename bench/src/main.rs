@@ -1,5 +1,5 @@
 //! Benchmarks side by side (issue 6): our server against raw
-//! tokio-tungstenite and the original gorilla/websocket design,
+//! tokio-tungstenite, the original gorilla/websocket design and socket.io,
 //! our wasm wrapper against the browser's raw WebSocket, from one command.
 //!
 //! # Layout
@@ -16,20 +16,23 @@
 //!   `machine.rs` (workspace root, machine and versions), `ws.rs` (loopback
 //!   client connections, from chosen source addresses), `builds.rs` (every
 //!   build a run needs, in one place; `cargo xtask bench` builds the server
-//!   and this binary);
+//!   and this binary, and installs socket.io from npm);
 //! * `scenarios/`: `suite.rs` (`bench run`: builds, then every echo, burst,
 //!   idle and browser scenario repeated and interleaved, then the cluster
 //!   and scale runs), `echo.rs`, `burst.rs`, `idle.rs` (the load generator's
 //!   modes), `scale.rs` (connections on one node, issue 16), `cluster.rs`
-//!   and `cluster_reliable.rs` (two nodes on Redis, issue 14), `browser.rs`
+//!   and `cluster_reliable.rs` (two nodes on Redis, issue 14), `channels.rs`
+//!   (a channel's fan-out, ours beside socket.io, issue 23), `browser.rs`
 //!   and `tabs.rs` (headless Chromium, issues 15 and 22), `hostile/`
 //!   (hostile clients at scale, issue 12, which writes `docs/HARDENING.md`);
 //! * `peers/`: `ours.rs` (our server's flags), `raw.rs` (the raw
 //!   tokio-tungstenite reference, run by this binary), `gorilla.rs` (the
-//!   Go reference, `go/server.go`);
+//!   Go reference, `go/server.go`), `socketio.rs` (socket.io 4.8 on Node.js,
+//!   `socketio/server.js`, and the Engine.IO 4 client of our load generator);
 //! * `report/`: `benchmarks.rs` (`docs/BENCHMARKS.md` and
 //!   `docs/benchmarks.json`, ratios against the targets), and one kept
-//!   section each for `scale.rs` and `cluster.rs`, found and replaced by `kept.rs`;
+//!   section each for `scale.rs`, `cluster.rs` and `channels.rs` (typed
+//!   results), found and replaced by `kept.rs`;
 //! * `examples/browser.rs`: the wasm side of the browser burst (our wrapper).
 //!
 //! # Example
@@ -41,6 +44,8 @@
 //! cargo xtask bench --scale                     # builds, then `bench scale`: its section of docs/BENCHMARKS.md
 //! cargo run --release -p bench -- tabs          # only the ten tabs (after `trunk build --release`)
 //! cargo xtask bench --cluster                   # builds, then `bench cluster`: its section of docs/BENCHMARKS.md
+//! cargo xtask bench --channels                  # installs socket.io, builds, then `bench channels`
+//! cargo xtask bench --channels --quick          # the same with fewer subscribers, to try it
 //! target/release/bench load echo --url ws://127.0.0.1:8080/echo --conns 100 --bytes 20
 //! ```
 

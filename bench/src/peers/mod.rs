@@ -2,11 +2,15 @@
 //!
 //! * [`ours`]: our release server and the flags every benchmark gives it;
 //! * [`raw`]: the raw tokio-tungstenite reference (this binary's `raw-server`);
-//! * [`gorilla`]: the gorilla/websocket reference (`bench/go/server.go`).
+//! * [`gorilla`]: the gorilla/websocket reference (`bench/go/server.go`);
+//! * [`socketio`]: socket.io 4.8 on Node.js with rooms, and its redis
+//!   adapter for two nodes (`bench/socketio/server.js`), and the Engine.IO 4
+//!   client our load generator speaks to it.
 
 pub mod gorilla;
 pub mod ours;
 pub mod raw;
+pub mod socketio;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

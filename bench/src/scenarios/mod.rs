@@ -9,11 +9,14 @@
 //! * [`echo`], [`burst`], [`idle`]: the load generator's three modes;
 //! * [`scale`]: connections on one node (issue 16);
 //! * [`cluster`] and [`cluster_reliable`]: two nodes on Redis (issue 14);
+//! * [`channels`]: a channel's fan-out, ours beside socket.io, one node and
+//!   two on Redis (issue 23);
 //! * [`browser`] and [`tabs`]: headless Chromium (issues 15 and 22);
 //! * [`hostile`]: hostile clients at scale (issue 12), with its own report.
 
 pub mod browser;
 pub mod burst;
+pub mod channels;
 pub mod cluster;
 pub mod cluster_reliable;
 pub mod echo;
