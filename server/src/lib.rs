@@ -181,10 +181,24 @@ pub async fn run(
         )),
         None => reliable::Store::Memory(reliable::MemoryStore::new(config.reliable_limits())),
     });
+    let channels = Arc::new(match &cluster {
+        Some(node) => channels::service::Channels::redis(
+            config.namespaces.clone(),
+            node,
+            config.publish_dedup_window,
+        ),
+        None => channels::service::Channels::memory(
+            config.namespaces.clone(),
+            config.channel_history_bytes,
+            config.publish_dedup_window,
+        ),
+    });
+    channels.start(&token);
     let metrics = Arc::<metrics::Metrics>::default();
     let limits = Arc::new(limits::Limits::new(&config, nofile, metrics.clone()));
     let state = state::AppState {
         reliable: reliable.clone(),
+        channels,
         auth,
         config: Arc::new(config),
         registry: Arc::default(),

@@ -115,8 +115,10 @@ struct Buckets {
     prune_at: usize,
 }
 
+/// A token bucket: `rate` tokens a second, `burst` at most (the connect
+/// rate per address; a connection's publications).
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
+pub(crate) struct Bucket {
     tokens: f64,
     at: Instant,
 }
@@ -273,24 +275,35 @@ impl Buckets {
             self.map.retain(|_, b| b.level(now, rate, burst) < burst);
             self.prune_at = self.map.len() * 2;
         }
-        let bucket = self.map.entry(key).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        bucket.tokens = bucket.level(now, rate, burst);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait =
-                Duration::try_from_secs_f64((1.0 - bucket.tokens) / rate).unwrap_or(Duration::MAX);
-            Err(Refusal::ConnectRate(wait))
-        }
+        let bucket = self
+            .map
+            .entry(key)
+            .or_insert_with(|| Bucket::full(burst, now));
+        bucket.take(now, rate, burst).map_err(Refusal::ConnectRate)
     }
 }
 
 impl Bucket {
+    /// A bucket holding `burst` tokens at `now`.
+    pub(crate) fn full(burst: f64, now: Instant) -> Self {
+        Self {
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    /// Takes a token at `now`, or says how long until one is there.
+    pub(crate) fn take(&mut self, now: Instant, rate: f64, burst: f64) -> Result<(), Duration> {
+        self.tokens = self.level(now, rate, burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::try_from_secs_f64((1.0 - self.tokens) / rate).unwrap_or(Duration::MAX))
+        }
+    }
+
     fn level(&self, now: Instant, rate: f64, burst: f64) -> f64 {
         let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
         (self.tokens + elapsed * rate).min(burst)

@@ -282,6 +282,13 @@ impl Registry {
         self.lock().iter().map(|(id, h)| h.mirror_row(id)).collect()
     }
 
+    /// Connection `id`'s number and queue, if it is held here.
+    pub(crate) fn conn_of(&self, id: &str) -> Option<(u64, queue::Sender, Arc<ClientShared>)> {
+        self.lock()
+            .get(id)
+            .map(|h| (h.conn, h.outbound.clone(), h.shared.clone()))
+    }
+
     /// True when connection `id` is held here.
     pub fn contains(&self, id: &str) -> bool {
         self.lock().contains_key(id)

@@ -32,6 +32,16 @@ pub fn router(state: AppState) -> Router {
         .route("/users/{user}", delete(admin::kick_user))
         .route("/users/{user}/push", post(admin::push_user))
         .route("/broadcast", post(admin::broadcast))
+        .route("/channels", get(admin::channels::list))
+        .route(
+            "/channels/{channel}/publish",
+            post(admin::channels::publish),
+        )
+        .route("/channels/{channel}/history", get(admin::channels::history))
+        .route(
+            "/channels/{channel}/subscribers/{client_id}",
+            delete(admin::channels::unsubscribe),
+        )
         // Push and broadcast bodies: 413 beyond --max-push-size (0: none).
         .layer(match state.config.max_push_size {
             0 => DefaultBodyLimit::disable(),
@@ -85,11 +95,12 @@ async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         format!(
-            "{}{}# HELP ws_reliable_sessions Reliable sessions held (connected or waiting for a resume).\n\
+            "{}{}{}# HELP ws_reliable_sessions Reliable sessions held (connected or waiting for a resume).\n\
              # TYPE ws_reliable_sessions gauge\nws_reliable_sessions {}\n\
              # HELP ws_reliable_history_bytes Bytes of every reliable session's history of unacknowledged messages (bounded by --history-total-bytes).\n\
              # TYPE ws_reliable_history_bytes gauge\nws_reliable_history_bytes {}\n",
             state.metrics.render(),
+            state.channels.render_metrics(),
             state
                 .cluster
                 .as_ref()

@@ -24,6 +24,8 @@ pub struct AppState {
     pub reliable: Arc<reliable::Store>,
     /// Cluster mode (`--redis-url`): this node; `None` on a single node.
     pub cluster: Option<Arc<crate::cluster::Node>>,
+    /// Channels: the node's subscribers, streams and (in a cluster) relay.
+    pub channels: Arc<crate::channels::service::Channels>,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the server shuts down.

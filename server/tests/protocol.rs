@@ -60,6 +60,9 @@ fn summary(message: &ServerMessage) -> String {
         ServerMessage::Push { .. } => "push".into(),
         ServerMessage::BurstDone { .. } => "burst_done".into(),
         ServerMessage::Pong { .. } => "pong".into(),
+        ServerMessage::Subscribed { .. } => "subscribed".into(),
+        ServerMessage::Unsubscribed { .. } => "unsubscribed".into(),
+        ServerMessage::Published { .. } => "published".into(),
         other => format!("{other:?}"),
     }
 }
@@ -117,13 +120,36 @@ async fn answers(
     seen
 }
 
-/// A request and its answers: plain, reliable at the top level, inside a `msg`.
-type Row = (
-    Message,
+/// The answers to a request: plain, reliable at the top level, inside a `msg`.
+type Answers = (
     &'static [&'static str],
     &'static [&'static str],
     &'static [&'static str],
 );
+
+/// A request and its answers, the same in both versions or not.
+type Row = (Message, Answers, Option<Answers>);
+
+/// A row whose answers are the same in both versions.
+fn both(
+    request: Message,
+    plain: &'static [&'static str],
+    reliable: &'static [&'static str],
+    inside: &'static [&'static str],
+) -> Row {
+    (request, (plain, reliable, inside), None)
+}
+
+/// Version 1 gets `unknown_type`; version 2 gets `v2`.
+fn v2_only(request: &str, v2: Answers) -> Row {
+    const UNKNOWN: &[&str] = &["error:unknown_type"];
+    const UNKNOWN_MSG: &[&str] = &["msg:error:unknown_type"];
+    (
+        Message::text(request),
+        (UNKNOWN, UNKNOWN_MSG, UNKNOWN_MSG),
+        Some(v2),
+    )
+}
 
 #[tokio::test]
 async fn every_client_message_gets_its_answer_in_every_mode_and_version() {
@@ -132,96 +158,112 @@ async fn every_client_message_gets_its_answer_in_every_mode_and_version() {
     const CONTROL: &[&str] = &["msg:error:not_reliable"];
     // (request, plain, reliable at the top level, inside a msg)
     let rows: Vec<Row> = vec![
-        (Message::text(echo), &["echo"], &["msg:echo"], &["msg:echo"]),
-        (
+        both(Message::text(echo), &["echo"], &["msg:echo"], &["msg:echo"]),
+        both(
             Message::text(r#"{"type":"burst","count":2}"#),
             &["push", "push", "burst_done"],
             &["msg:push", "msg:push", "msg:burst_done"],
             &["msg:push", "msg:push", "msg:burst_done"],
         ),
-        (
+        both(
             Message::text(r#"{"type":"burst","count":11}"#),
             &["error:burst_too_large"],
             &["msg:error:burst_too_large"],
             &["msg:error:burst_too_large"],
         ),
-        (
+        both(
             Message::text(r#"{"type":"ping","t":5}"#),
             &["pong"],
             &["pong"],
             &["msg:pong"],
         ),
-        (
+        both(
             Message::text(r#"{"type":"refresh","token":"x"}"#),
             &["error:bad_token"],
             &["error:bad_token"],
             CONTROL,
         ),
-        (
+        both(
             Message::text(r#"{"type":"resume","session":"s","token":"t","last_seq":0}"#),
             &["error:not_reliable"],
             &["resume_failed:not_first"],
             CONTROL,
         ),
-        (
+        both(
             Message::text(r#"{"type":"ack","seq":0}"#),
             &["error:not_reliable"],
             &[],
             CONTROL,
         ),
-        (
+        both(
             Message::text(shared::encode_msg(1, echo, Protocol::V1)),
             &["error:not_reliable"],
             &["msg:echo"],
             CONTROL,
         ),
-        // Channel messages (issue 23): not served yet, in any version.
-        (
-            Message::text(r#"{"type":"subscribe","channel":"chat:x","id":"s-1"}"#),
-            &["error:unknown_type"],
-            &["msg:error:unknown_type"],
-            &["msg:error:unknown_type"],
+        // Channel messages (issue 23): version 2 only, answered as any
+        // request is (numbered in reliable mode).
+        v2_only(
+            r#"{"type":"subscribe","channel":"x","id":"s-1"}"#,
+            (&["subscribed"], &["msg:subscribed"], &["msg:subscribed"]),
         ),
-        (
-            Message::text(r#"{"type":"unsubscribe","channel":"chat:x"}"#),
-            &["error:unknown_type"],
-            &["msg:error:unknown_type"],
-            &["msg:error:unknown_type"],
+        v2_only(
+            r#"{"type":"unsubscribe","channel":"x"}"#,
+            (
+                &["unsubscribed"],
+                &["msg:unsubscribed"],
+                &["msg:unsubscribed"],
+            ),
         ),
-        (
-            Message::text(r#"{"type":"publish","channel":"chat:x","data":{"a":1},"id":"p-1"}"#),
-            &["error:unknown_type"],
-            &["msg:error:unknown_type"],
-            &["msg:error:unknown_type"],
+        // The default namespace allows no publication from clients.
+        v2_only(
+            r#"{"type":"publish","channel":"x","data":{"a":1},"id":"p-1"}"#,
+            (
+                &["error:permission_denied"],
+                &["msg:error:permission_denied"],
+                &["msg:error:permission_denied"],
+            ),
         ),
-        (
+        v2_only(
+            r#"{"type":"subscribe","channel":"chat:x"}"#,
+            (
+                &["error:unknown_namespace"],
+                &["msg:error:unknown_namespace"],
+                &["msg:error:unknown_namespace"],
+            ),
+        ),
+        both(
             Message::text(r#"{"type":"nope"}"#),
             &["error:unknown_type"],
             &["error:unknown_type"],
             &["msg:error:unknown_type"],
         ),
-        (
+        both(
             Message::text("{not json"),
             &["error:malformed"],
             &["error:malformed"],
             &["msg:error:malformed"],
         ),
-        (
+        both(
             Message::text(r#"{"type":"echo","id":"x"}"#),
             &["error:invalid_fields"],
             &["error:invalid_fields"],
             &["msg:error:invalid_fields"],
         ),
         // A msg carries text only: a binary frame has no "inside".
-        (
+        both(
             Message::binary(vec![1, 2, 3]),
             &["binary"],
             &["binary"],
             &[],
         ),
     ];
-    for (request, plain, reliable, inside) in rows {
+    for (request, v1, v2) in rows {
         for protocol in [Protocol::V1, Protocol::V2] {
+            let (plain, reliable, inside) = match protocol {
+                Protocol::V2 => v2.unwrap_or(v1),
+                _ => v1,
+            };
             for (mode, expected) in [
                 (Mode::Plain, plain),
                 (Mode::Reliable, reliable),

@@ -12,6 +12,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// The longest channel name, in bytes.
 pub const MAX_CHANNEL_BYTES: usize = 255;
 
+/// The most bytes of a channel message's `id` (a `publish`'s idempotency
+/// key): a longer one gets `invalid_fields`.
+pub const MAX_ID_BYTES: usize = 64;
+
 /// Whether `byte` may appear in a channel name.
 pub fn allowed_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-' | b':' | b'@' | b'=')
@@ -95,6 +99,20 @@ pub struct PublisherInfo {
     /// Its user, in token mode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+}
+
+/// A member of a channel's presence: one connection (one browser, when its
+/// tabs share one).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    /// Its client id.
+    pub client_id: String,
+    /// Its user, in token mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Its token's `client_name`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
 }
 
 /// Why the server ended a subscription (`unsubscribed`).

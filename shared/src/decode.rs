@@ -18,12 +18,46 @@
 //! * a `pub`'s `data` is kept as sent; the derived decoder compacts it
 //!   (the two are equal: [`crate::channel::RawJson`] compares values).
 
-use crate::channel::{OffsetRange, PublisherInfo, RawJson, RecoveryFailure, UnsubscribeReason};
+use crate::channel::{
+    Member, OffsetRange, PublisherInfo, RawJson, RecoveryFailure, UnsubscribeReason,
+};
 use crate::object::{self, FieldError, Object};
 use crate::{DecodeError, ErrorCode, ServerMessage, envelope};
 
 /// Decodes one server text frame; see the module doc.
 pub(crate) fn server_message(text: &str) -> Result<ServerMessage, DecodeError> {
+    decode_with(text, fields)
+}
+
+/// Decodes one server text frame if it is of a type the connection itself
+/// acts on ([`CONTROL_TYPES`]); `Ok(None)` for any other type, whose fields
+/// are not read. A wrapper that hands the rest to its application as text
+/// needs no more (and, in a browser, carries no decoder of the rest).
+pub(crate) fn control_message(text: &str) -> Result<Option<ServerMessage>, DecodeError> {
+    match decode_with(text, control_fields) {
+        Ok(message) => Ok(Some(message)),
+        Err(DecodeError::UnknownType(_)) => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// The types [`control_message`] decodes: the connection's, and the
+/// application's errors (token mode reads a refused refresh's).
+pub const CONTROL_TYPES: &[&str] = &[
+    "welcome",
+    "msg",
+    "ack",
+    "resumed",
+    "resume_failed",
+    "gap",
+    "refreshed",
+    "error",
+];
+
+fn decode_with(
+    text: &str,
+    fields: impl FnOnce(&str, &Object<'_>) -> Result<Option<ServerMessage>, FieldError>,
+) -> Result<ServerMessage, DecodeError> {
     let object = Object::parse(text).map_err(|err| DecodeError::Malformed(err.to_string()))?;
     // Two `type` fields: the derived decoder's probe of the tag failed too.
     let tag = object
@@ -48,6 +82,14 @@ pub(crate) fn server_message(text: &str) -> Result<ServerMessage, DecodeError> {
 /// The message of type `ty` from `object`'s fields; `None` for a type the
 /// server does not send.
 fn fields(ty: &str, object: &Object<'_>) -> Result<Option<ServerMessage>, FieldError> {
+    match control_fields(ty, object)? {
+        Some(message) => Ok(Some(message)),
+        None => other_fields(ty, object),
+    }
+}
+
+/// [`fields`] of the [`CONTROL_TYPES`]; `None` for any other type.
+fn control_fields(ty: &str, object: &Object<'_>) -> Result<Option<ServerMessage>, FieldError> {
     Ok(Some(match ty {
         "welcome" => ServerMessage::Welcome {
             client_id: object.required("client_id")?,
@@ -56,22 +98,6 @@ fn fields(ty: &str, object: &Object<'_>) -> Result<Option<ServerMessage>, FieldE
             token: object.optional("token")?,
             protocol: object.or_default("protocol")?,
             exp: object.optional("exp")?,
-        },
-        "echo" => ServerMessage::Echo {
-            id: object.required("id")?,
-            body: object.required("body")?,
-        },
-        "push" => ServerMessage::Push {
-            seq: object.required("seq")?,
-            sent_at_ms: object.required("sent_at_ms")?,
-            body: object.required("body")?,
-        },
-        "burst_done" => ServerMessage::BurstDone {
-            count: object.required("count")?,
-            elapsed_ms: object.required("elapsed_ms")?,
-        },
-        "pong" => ServerMessage::Pong {
-            t: object.required("t")?,
         },
         "error" => ServerMessage::Error {
             code: ErrorCode::from(object.required::<String>("code")?),
@@ -105,6 +131,29 @@ fn fields(ty: &str, object: &Object<'_>) -> Result<Option<ServerMessage>, FieldE
         },
         "refreshed" => ServerMessage::Refreshed {
             exp: object.required("exp")?,
+        },
+        _ => return Ok(None),
+    }))
+}
+
+/// [`fields`] of the types that are the application's.
+fn other_fields(ty: &str, object: &Object<'_>) -> Result<Option<ServerMessage>, FieldError> {
+    Ok(Some(match ty {
+        "echo" => ServerMessage::Echo {
+            id: object.required("id")?,
+            body: object.required("body")?,
+        },
+        "push" => ServerMessage::Push {
+            seq: object.required("seq")?,
+            sent_at_ms: object.required("sent_at_ms")?,
+            body: object.required("body")?,
+        },
+        "burst_done" => ServerMessage::BurstDone {
+            count: object.required("count")?,
+            elapsed_ms: object.required("elapsed_ms")?,
+        },
+        "pong" => ServerMessage::Pong {
+            t: object.required("t")?,
         },
         "subscribed" => ServerMessage::Subscribed {
             channel: object.required("channel")?,
@@ -147,8 +196,57 @@ fn fields(ty: &str, object: &Object<'_>) -> Result<Option<ServerMessage>, FieldE
             reason: UnsubscribeReason::from(object.required::<String>("reason")?),
             id: object.optional("id")?,
         },
+        "presence" => ServerMessage::Presence {
+            channel: object.required("channel")?,
+            clients: members(object)?,
+            truncated: flag(object, "truncated")?,
+            id: object.optional("id")?,
+        },
+        "presence_stats" => ServerMessage::PresenceStats {
+            channel: object.required("channel")?,
+            clients: object.required("clients")?,
+            users: object.required("users")?,
+            id: object.optional("id")?,
+        },
+        "join" | "leave" => {
+            let channel = object.required("channel")?;
+            let info = nested(object, "info", member)?.ok_or(FieldError::Missing("info"))?;
+            if ty == "join" {
+                ServerMessage::Join { channel, info }
+            } else {
+                ServerMessage::Leave { channel, info }
+            }
+        }
         _ => return Ok(None),
     }))
+}
+
+/// A presence member's fields.
+fn member(object: &Object<'_>) -> Result<Member, FieldError> {
+    Ok(Member {
+        client_id: object.required("client_id")?,
+        user: object.optional("user")?,
+        client_name: object.optional("client_name")?,
+    })
+}
+
+/// A `presence`'s `clients`, each read as [`member`].
+fn members(object: &Object<'_>) -> Result<Vec<Member>, FieldError> {
+    let raw = object
+        .raw("clients")?
+        .ok_or(FieldError::Missing("clients"))?;
+    let invalid = |source| FieldError::Invalid {
+        field: "clients",
+        source,
+    };
+    object::elements(raw)
+        .map_err(invalid)?
+        .into_iter()
+        .map(|element| {
+            let inner = Object::parse(element).map_err(invalid)?;
+            member(&inner).map_err(|err| invalid(serde::de::Error::custom(err)))
+        })
+        .collect()
 }
 
 /// Field `name`, an optional object, read by `read` from its own fields:
@@ -237,6 +335,32 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_control_decoder_decodes_the_control_types_as_the_full_one_and_reads_no_other() {
+        for text in VALID {
+            let full = server_message(text).expect("valid");
+            let control = control_message(text).expect("valid");
+            let ty = Object::parse(text)
+                .unwrap()
+                .tag("type")
+                .unwrap()
+                .unwrap()
+                .into_owned();
+            if CONTROL_TYPES.contains(&ty.as_str()) {
+                assert_eq!(control, Some(full), "{text}");
+            } else {
+                assert_eq!(control, None, "{text}");
+            }
+        }
+        // Another type's fields are not read: not this decoder's to judge.
+        assert_eq!(
+            control_message(r#"{"type":"echo","id":"x"}"#).unwrap(),
+            None
+        );
+        assert!(control_message(r#"{"type":"ack","seq":"x"}"#).is_err());
+        assert!(control_message("[").is_err());
+    }
+
     /// One valid message of every type the server sends, as it writes it.
     const VALID: &[&str] = &[
         r#"{"type":"welcome","client_id":"c-1","push_interval_ms":1000,"protocol":1}"#,
@@ -279,6 +403,11 @@ mod tests {
         r#"{"type":"unsubscribed","channel":"chat:x","reason":"permission"}"#,
         r#"{"type":"unsubscribed","channel":"chat:x","reason":"client","id":"u-1"}"#,
         r#"{"type":"unsubscribed","channel":"chat:x","reason":"from_the_future"}"#,
+        r#"{"type":"presence","channel":"chat:x","clients":[]}"#,
+        r#"{"type":"presence","channel":"chat:x","clients":[{"client_id":"c1","user":"alice","client_name":"ann's laptop"},{"client_id":"c2"}],"truncated":true,"id":"q-1"}"#,
+        r#"{"type":"presence_stats","channel":"chat:x","clients":3,"users":2,"id":"q-2"}"#,
+        r#"{"type":"join","channel":"chat:x","info":{"client_id":"c1","user":"alice"}}"#,
+        r#"{"type":"leave","channel":"chat:x","info":{"client_id":"c2"}}"#,
     ];
 
     /// Bad or unusual inputs of every kind.

@@ -155,6 +155,16 @@ pub(crate) fn client_message(message: &crate::ClientMessage) -> String {
             out.push_str(data.get());
             optional_string(&mut out, "id", id.as_deref());
         }
+        ClientMessage::Presence { channel, id } => {
+            out.push_str(r#"{"type":"presence","channel":"#);
+            escape_into(&mut out, channel);
+            optional_string(&mut out, "id", id.as_deref());
+        }
+        ClientMessage::PresenceStats { channel, id } => {
+            out.push_str(r#"{"type":"presence_stats","channel":"#);
+            escape_into(&mut out, channel);
+            optional_string(&mut out, "id", id.as_deref());
+        }
     }
     out.push('}');
     out
@@ -401,6 +411,14 @@ mod tests {
             },
             ClientMessage::Unsubscribe {
                 channel: "x".into(),
+                id: None,
+            },
+            ClientMessage::Presence {
+                channel: "chat:x".into(),
+                id: Some("q".into()),
+            },
+            ClientMessage::PresenceStats {
+                channel: "chat:x".into(),
                 id: None,
             },
             ClientMessage::Publish {

@@ -135,6 +135,7 @@ mod envelope;
 mod fast;
 pub mod object;
 
+pub use decode::CONTROL_TYPES;
 pub use envelope::{Protocol, embeddable, encode_msg, encode_msg_json, msg_v1_len};
 pub use fast::echo_is_its_own_reply;
 use serde::{Deserialize, Serialize};
@@ -239,6 +240,24 @@ pub enum ClientMessage {
         /// Any JSON value.
         data: channel::RawJson,
         /// The idempotency key, unique per publication (at most 64 bytes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// Version 2: who is in `channel` (the `presence` capability), answered
+    /// by [`ServerMessage::Presence`].
+    Presence {
+        /// The channel.
+        channel: String,
+        /// Echoed by the answer.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// Version 2: how many are in `channel`, answered by
+    /// [`ServerMessage::PresenceStats`].
+    PresenceStats {
+        /// The channel.
+        channel: String,
+        /// Echoed by the answer.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
     },
@@ -422,6 +441,47 @@ pub enum ServerMessage {
         /// The `unsubscribe`'s id.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
+    },
+    /// Version 2: the members of a channel (the answer to a `presence`);
+    /// never numbered in reliable mode.
+    Presence {
+        /// The channel.
+        channel: String,
+        /// Its members, at most the server's `--max-presence-answer`.
+        clients: Vec<channel::Member>,
+        /// There are more members than listed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        truncated: Option<bool>,
+        /// The `presence`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// Version 2: how many are in a channel; never numbered.
+    PresenceStats {
+        /// The channel.
+        channel: String,
+        /// Its members (connections).
+        clients: u64,
+        /// Its distinct users (token mode; anonymous members count none).
+        users: u64,
+        /// The `presence_stats`'s id.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// Version 2: someone joined a channel (a best-effort notice, not an
+    /// offset of its stream); never numbered.
+    Join {
+        /// The channel.
+        channel: String,
+        /// Who.
+        info: channel::Member,
+    },
+    /// Version 2: someone left a channel; never numbered.
+    Leave {
+        /// The channel.
+        channel: String,
+        /// Who.
+        info: channel::Member,
     },
 }
 
@@ -623,6 +683,8 @@ const CLIENT_TYPES: &[&str] = &[
     "subscribe",
     "unsubscribe",
     "publish",
+    "presence",
+    "presence_stats",
 ];
 /// Message types the server may send (for the derived decoding that
 /// `decode.rs`'s tests compare [`ServerMessage::from_json`] with).
@@ -645,6 +707,10 @@ const SERVER_TYPES: &[&str] = &[
     "channel_gap",
     "published",
     "unsubscribed",
+    "presence",
+    "presence_stats",
+    "join",
+    "leave",
 ];
 
 fn decode<'a, T: Deserialize<'a>>(text: &'a str, known: &[&str]) -> Result<T, DecodeError> {
@@ -742,6 +808,20 @@ impl ServerMessage {
     /// none of which a server writes.
     pub fn from_json(text: &str) -> Result<Self, DecodeError> {
         decode::server_message(text)
+    }
+
+    /// Decodes `text` if it is a message of the connection itself
+    /// ([`CONTROL_TYPES`]: welcome, msg, ack, resumed, resume_failed, gap,
+    /// refreshed, error), exactly as [`ServerMessage::from_json`] would;
+    /// `Ok(None)` for any other type, whose fields are not read. For a
+    /// wrapper that hands the rest to its application as text: in a
+    /// browser it then carries no decoder of the rest.
+    ///
+    /// # Errors
+    ///
+    /// As [`ServerMessage::from_json`], for the control types only.
+    pub fn control_from_json(text: &str) -> Result<Option<Self>, DecodeError> {
+        decode::control_message(text)
     }
 
     /// Encodes the message as one text frame.

@@ -87,7 +87,7 @@ pub use cluster::TestCluster;
 pub use node::NodeProcess;
 pub use proxy::{FaultProxy, Faults};
 pub use redis::RedisServer;
-pub use test_server::{TestServer, config, quiet_config};
+pub use test_server::{TestServer, config, config_with_namespaces, quiet_config};
 pub use tls::TlsFront;
 pub use tokens::{TEST_JWT_SECRET, mint_token, token_config, try_mint_token, try_mint_token_until};
 

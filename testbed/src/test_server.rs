@@ -52,6 +52,40 @@ pub fn quiet_config(args: &[&str]) -> Result<server::Config> {
     config(&all)
 }
 
+/// [`quiet_config`] with the channel namespaces of `toml` (the config
+/// file's `[default_namespace]` and `[[namespace]]` sections), read by the
+/// server's own `--config` loader from a file written for the purpose.
+///
+/// # Errors
+///
+/// As [`config`], and when the file cannot be written or is refused.
+pub fn config_with_namespaces(toml: &str, args: &[&str]) -> Result<server::Config> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!(
+        "testbed-namespaces-{}-{n}.toml",
+        std::process::id()
+    ));
+    std::fs::write(&path, toml).context("writing the namespaces' config file")?;
+    let path_arg = path.to_string_lossy().into_owned();
+    let mut all = vec![
+        "server",
+        "--allow-client-ids",
+        "--push-interval",
+        "0",
+        "--ping-interval",
+        "0",
+        "--static-dir",
+        "/nonexistent",
+        "--config",
+        &path_arg,
+    ];
+    all.extend_from_slice(args);
+    let loaded = server::Config::load_from(all);
+    let _ = std::fs::remove_file(&path);
+    loaded.context("server configuration with namespaces")
+}
+
 /// The real server running in this process; stopped gracefully by
 /// [`TestServer::shutdown`], or abruptly (its shutdown signal fired, nothing
 /// awaited) when dropped.

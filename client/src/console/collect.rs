@@ -7,9 +7,44 @@ use std::collections::VecDeque;
 use std::fmt::Display;
 
 use buffered_socket::{CloseInfo, DropReason, Event, Message, State};
-use shared::ServerMessage;
+use shared::object::Object;
 
 use super::{Kind, LOG_LINES, Line};
+
+/// What the console reads of a server message: its type, and the one
+/// number it counts or shows. Read field by field (`shared::object`)
+/// rather than decoded whole: the console shows the rest as text, and its
+/// wasm then carries no decoder of the message types it does not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Push(u64),
+    BurstDone(u32),
+    Pong,
+    Echo(u64),
+    /// An `error`, or a message that is not one (no type, a field missing).
+    Error,
+    Other,
+}
+
+impl Seen {
+    fn of(text: &str) -> Self {
+        let Ok(object) = Object::parse(text) else {
+            return Self::Error;
+        };
+        let Ok(Some(ty)) = object.tag("type") else {
+            return Self::Error;
+        };
+        let read = match &*ty {
+            "push" => object.required("seq").map(Self::Push),
+            "burst_done" => object.required("count").map(Self::BurstDone),
+            "pong" => Ok(Self::Pong),
+            "echo" => object.required("id").map(Self::Echo),
+            "error" => Ok(Self::Error),
+            _ => Ok(Self::Other),
+        };
+        read.unwrap_or(Self::Error)
+    }
+}
 
 /// A state change and when the app saw it: the reconnection countdown runs
 /// from there.
@@ -58,30 +93,26 @@ impl Batch {
         let line = match event {
             Event::Message(Message::Text(text)) => {
                 self.messages += 1;
-                match ServerMessage::from_json(text) {
-                    Ok(ServerMessage::Push { seq, .. }) => {
+                match Seen::of(text) {
+                    Seen::Push(seq) => {
                         self.pushes += 1;
                         self.push_seqs.push(seq);
                         Some((Kind::Push, text.clone()))
                     }
-                    Ok(ServerMessage::BurstDone { count, .. }) => {
+                    Seen::BurstDone(count) => {
                         self.burst_done = Some(count);
                         Some((Kind::Response, text.clone()))
                     }
                     // Heartbeat answers are counted, not logged.
-                    Ok(ServerMessage::Pong { .. }) => None,
+                    Seen::Pong => None,
                     // Another tab's echo.
-                    Ok(ServerMessage::Echo { id, .. })
-                        if tab.is_some_and(|tab| super::echo_tab(id) != tab) =>
-                    {
-                        None
-                    }
-                    Ok(ServerMessage::Echo { id, .. }) => {
+                    Seen::Echo(id) if tab.is_some_and(|tab| super::echo_tab(id) != tab) => None,
+                    Seen::Echo(id) => {
                         self.own_echoes.push(id & 0xffff_ffff);
                         Some((Kind::Response, text.clone()))
                     }
-                    Ok(ServerMessage::Error { .. }) | Err(_) => Some((Kind::Error, text.clone())),
-                    Ok(_) => Some((Kind::Response, text.clone())),
+                    Seen::Error => Some((Kind::Error, text.clone())),
+                    Seen::Other => Some((Kind::Response, text.clone())),
                 }
             }
             Event::Message(Message::Binary(data)) => {

@@ -9,7 +9,7 @@ use super::local;
 use crate::cluster::{Answer, ClusterError, Command, Node};
 use crate::state::AppState;
 
-fn unavailable(err: &ClusterError) -> Answer {
+pub(super) fn unavailable(err: &ClusterError) -> Answer {
     let status = match err {
         ClusterError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::SERVICE_UNAVAILABLE,
@@ -50,7 +50,9 @@ pub async fn to_holder(state: &AppState, command: Command) -> Answer {
         return local::execute(state, command).await;
     };
     let id = match &command {
-        Command::Push { id, .. } | Command::Kick { id, .. } => id.clone(),
+        Command::Push { id, .. } | Command::Kick { id, .. } | Command::Unsubscribe { id, .. } => {
+            id.clone()
+        }
         _ => return local::execute(state, command).await,
     };
     if state.registry.contains(&id) {

@@ -62,7 +62,7 @@ pub async fn require_token(
     next.run(request).await
 }
 
-fn json(status: StatusCode, value: serde_json::Value) -> Answer {
+pub(super) fn json(status: StatusCode, value: serde_json::Value) -> Answer {
     Answer {
         status: status.as_u16(),
         json: Some(value),
@@ -70,7 +70,7 @@ fn json(status: StatusCode, value: serde_json::Value) -> Answer {
     }
 }
 
-fn text(status: StatusCode, text: impl Into<String>) -> Answer {
+pub(super) fn text(status: StatusCode, text: impl Into<String>) -> Answer {
     Answer {
         status: status.as_u16(),
         json: None,
@@ -88,6 +88,10 @@ pub async fn execute(state: &AppState, command: Command) -> Answer {
             kick_user(state, &user, &CloseRequest { code, reason }).await
         }
         Command::Broadcast { body } => broadcast(state, body),
+        Command::Channels => super::channels::local_counts(state),
+        Command::Unsubscribe { id, channel } => {
+            super::channels::unsubscribe_here(state, &id, &channel).await
+        }
         Command::Takeover { session, epoch } => {
             state.reliable.taken_over(&session, epoch);
             json(StatusCode::OK, json!({ "session": session }))

@@ -12,6 +12,7 @@
 //! its answer is relayed; a broadcast or a user operation runs on every
 //! live node and the answers are summed.
 
+pub mod channels;
 mod cluster;
 mod local;
 mod lockout;

@@ -3,12 +3,17 @@
 //! built from the flags at start; [`mint_hs256`] signs tokens for tests,
 //! the testbed and the `token` subcommand.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+
+use crate::channels::grants::{ChannelClaims, Grants, MAX_GRANTS};
+use crate::channels::namespace::Capability;
 
 /// Bytes of a token read at most: anything longer is `invalid token`
 /// without being parsed.
@@ -209,6 +214,13 @@ pub struct Claims {
     /// The audience.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+    /// What the user may do in which channels (replaces the namespaces'
+    /// `authenticated` lists): channel names or prefixes ending in `*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<BTreeMap<String, Vec<Capability>>>,
+    /// Channels the server subscribes the connection to at connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subs: Option<Vec<String>>,
 }
 
 impl Claims {
@@ -220,6 +232,8 @@ impl Claims {
             client_name: None,
             iss: None,
             aud: None,
+            channels: None,
+            subs: None,
         }
     }
 
@@ -288,6 +302,8 @@ pub struct Identity {
     pub client_name: Option<String>,
     /// The `exp` claim: seconds since the epoch.
     pub exp: u64,
+    /// The `channels` and `subs` claims, when the token has either.
+    pub channels: Option<Arc<ChannelClaims>>,
 }
 
 /// The claims read from a token (the others are checked by `jsonwebtoken`
@@ -298,6 +314,10 @@ struct Read {
     exp: u64,
     #[serde(default)]
     client_name: Option<String>,
+    #[serde(default)]
+    channels: Option<BTreeMap<String, Vec<Capability>>>,
+    #[serde(default)]
+    subs: Option<Vec<String>>,
 }
 
 /// Checks tokens against one key, one algorithm and the [`Checks`].
@@ -412,9 +432,26 @@ impl Verifier {
             sub,
             exp,
             client_name,
+            channels,
+            subs,
         } = data.claims;
         let too_long = |s: &str| s.len() > MAX_CLAIM_BYTES;
         if sub.is_empty() || too_long(&sub) || client_name.as_deref().is_some_and(too_long) {
+            return Err(TokenError::Invalid);
+        }
+        // A claim that names no channel is refused as a whole: a typo
+        // granting nothing in silence would be found late.
+        let grants = match channels {
+            Some(claim) => Some(Grants::from_claim(claim).map_err(|_| TokenError::Invalid)?),
+            None => None,
+        };
+        let has_subs = subs.is_some();
+        let subs = subs.unwrap_or_default();
+        if subs.len() > MAX_GRANTS
+            || subs
+                .iter()
+                .any(|s| shared::channel::namespace_of(s).is_none())
+        {
             return Err(TokenError::Invalid);
         }
         if self
@@ -427,6 +464,8 @@ impl Verifier {
             user: sub,
             client_name,
             exp,
+            channels: (grants.is_some() || has_subs)
+                .then(|| Arc::new(ChannelClaims { grants, subs })),
         })
     }
 }

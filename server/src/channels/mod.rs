@@ -6,11 +6,15 @@
 //! | `stream/` | a channel's offsets, epoch, history and idempotency window: in memory (`memory.rs`) and in Redis (`redis.rs`, one script each) |
 //! | `hub.rs` | one node's subscribers per channel: recovery then live without a seam, holes filled or reported, one frame per publication |
 //! | `relay.rs` | a node's Redis pub/sub for the channels it has subscribers for; what it misses is filled from the history or reported |
+//! | `grants.rs` | what a connection may do in a channel: the namespace's lists, or a token's `channels` claim (and its `subs`) |
+//! | `service.rs` | the node's channels as the connections and the admin API use them: one path per publication, one per subscription, the wire's frames |
 //!
-//! Not on the wire yet: the subscribe, publish and recovery messages, the
-//! admin API and the wrapper's `Channel` come next (issue 23).
+//! A connection's side (its requests, its sink, the token's claims at
+//! connect and at a refresh) is `connection/channels.rs`.
 
+pub mod grants;
 pub mod hub;
 pub mod namespace;
 pub mod relay;
+pub mod service;
 pub mod stream;

@@ -36,7 +36,9 @@ pub use shared::channel::MAX_CHANNEL_BYTES;
 use shared::channel::allowed_byte as allowed;
 
 /// What a connection may do in a channel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Capability {
@@ -62,6 +64,12 @@ impl Capabilities {
             Capability::Publish => 2,
             Capability::Presence => 4,
         }
+    }
+
+    /// Both sets.
+    #[must_use]
+    pub fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
     }
 
     /// Whether `capability` is in the set.

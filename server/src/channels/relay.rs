@@ -22,31 +22,17 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{Delivery, Hub};
+use super::hub::{Delivery, Frames, Hub};
 use super::namespace::Namespaces;
 use super::stream::redis::{RedisStreams, info_from_json};
 use super::stream::{Position, Publication, Recovery};
-
-/// Makes the frame of one publication of a channel.
-pub type PublicationFrame<F> = Box<dyn Fn(&str, &Publication) -> F + Send + Sync>;
-
-/// Makes the `channel_gap` frame of offsets `from..=to` of a channel.
-pub type GapFrame<F> = Box<dyn Fn(&str, u64, u64) -> F + Send + Sync>;
-
-/// How a frame is made of a publication, and of a hole.
-pub struct Frames<F> {
-    /// A publication's.
-    pub publication: PublicationFrame<F>,
-    /// A hole's.
-    pub gap: GapFrame<F>,
-}
 
 /// The listening post.
 pub struct Relay<F> {
     hub: Arc<Hub<F>>,
     streams: Arc<RedisStreams>,
     namespaces: Arc<Namespaces>,
-    frames: Frames<F>,
+    frames: Arc<dyn Frames<F>>,
     client: redis::Client,
     /// The channels listened to (with subscribers on this node).
     listening: Mutex<BTreeSet<String>>,
@@ -60,7 +46,7 @@ impl<F: Clone + Send + 'static> Relay<F> {
         hub: Arc<Hub<F>>,
         streams: Arc<RedisStreams>,
         namespaces: Arc<Namespaces>,
-        frames: Frames<F>,
+        frames: Arc<dyn Frames<F>>,
         client: redis::Client,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -83,22 +69,29 @@ impl<F: Clone + Send + 'static> Relay<F> {
     /// Listens to `channel` (idempotent). Returns once Redis confirmed the
     /// subscription, or at once while disconnected (the reconnect
     /// subscribes it, then catches up).
+    ///
+    /// Listening and forgetting take the connection's lock first, so that
+    /// they reach Redis in the order they decided: a channel forgotten as
+    /// a new subscriber arrives stays listened to.
     pub async fn listen(&self, channel: &str) {
+        let mut sink = self.sink.lock().await;
         if !self.listening().insert(channel.to_owned()) {
             return;
         }
-        if let Some(sink) = self.sink.lock().await.as_mut() {
+        if let Some(sink) = sink.as_mut() {
             // A failure means the connection is going: the reconnect subscribes.
             let _ = sink.subscribe(self.streams.pubsub_channel(channel)).await;
         }
     }
 
-    /// Stops listening to `channel` (its last subscriber here left).
+    /// Stops listening to `channel` when it has no subscriber left here
+    /// (one may have come since its last one left).
     pub async fn forget(&self, channel: &str) {
-        if !self.listening().remove(channel) {
+        let mut sink = self.sink.lock().await;
+        if self.hub.has(channel) || !self.listening().remove(channel) {
             return;
         }
-        if let Some(sink) = self.sink.lock().await.as_mut() {
+        if let Some(sink) = sink.as_mut() {
             let _ = sink.unsubscribe(self.streams.pubsub_channel(channel)).await;
         }
     }
@@ -119,6 +112,9 @@ impl<F: Clone + Send + 'static> Relay<F> {
                 }
             };
             let (mut sink, mut stream) = pubsub.split();
+            // Held while subscribing: a channel listened to meanwhile is
+            // either in the list or subscribed after it.
+            let mut slot = self.sink.lock().await;
             let channels: Vec<String> = self.listening().iter().cloned().collect();
             let names: Vec<String> = channels
                 .iter()
@@ -127,7 +123,8 @@ impl<F: Clone + Send + 'static> Relay<F> {
             if !names.is_empty() && sink.subscribe(&names).await.is_err() {
                 continue;
             }
-            *self.sink.lock().await = Some(sink);
+            *slot = Some(sink);
+            drop(slot);
             // What was published while nobody listened.
             for channel in &channels {
                 self.catch_up(channel).await;
@@ -156,10 +153,12 @@ impl<F: Clone + Send + 'static> Relay<F> {
     /// Delivers `publication` of `channel` to this node's subscribers,
     /// after filling (or reporting) any hole before it.
     pub async fn publication(&self, channel: &str, epoch: &str, publication: Publication) {
-        let encode = |p: &Publication| (self.frames.publication)(channel, p);
         // At most twice: once to find the hole, once after it was filled.
         for _ in 0..2 {
-            match self.hub.deliver(channel, epoch, &publication, encode) {
+            match self
+                .hub
+                .deliver(channel, epoch, &publication, &*self.frames)
+            {
                 Delivery::Hole { from, to } => self.fill(channel, epoch, from, to).await,
                 _ => return,
             }
@@ -190,8 +189,6 @@ impl<F: Clone + Send + 'static> Relay<F> {
     /// Fills offsets `from..=to` of `channel` from the history, reporting
     /// what it no longer has (or all of it when Redis does not answer).
     async fn fill(&self, channel: &str, epoch: &str, from: u64, to: u64) {
-        let encode = |p: &Publication| (self.frames.publication)(channel, p);
-        let gap = |a: u64, b: u64| (self.frames.gap)(channel, a, b);
         let since = Position {
             epoch: epoch.to_owned(),
             offset: from - 1,
@@ -211,11 +208,11 @@ impl<F: Clone + Send + 'static> Relay<F> {
                     publications,
                 },
             )) => {
-                self.hub.gap(channel, b, &gap(a, b));
+                self.hub.gap(channel, (a, b), &*self.frames);
                 publications
             }
             Ok((_, Recovery::EpochChanged | Recovery::Fresh)) | Err(_) => {
-                self.hub.gap(channel, to, &gap(from, to));
+                self.hub.gap(channel, (from, to), &*self.frames);
                 return;
             }
         };
@@ -223,7 +220,7 @@ impl<F: Clone + Send + 'static> Relay<F> {
             .into_iter()
             .filter(|p| p.offset <= to)
             .collect();
-        self.hub.fill(channel, epoch, &within, encode);
+        self.hub.fill(channel, epoch, &within, &*self.frames);
     }
 }
 
@@ -245,16 +242,9 @@ fn parse(payload: &str) -> Option<(String, Publication)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channels::hub::tests::Recorder;
+    use crate::channels::hub::tests::{Recorder, Text};
     use crate::channels::namespace::Namespace;
     use crate::channels::stream::PublishRequest;
-
-    fn frames() -> Frames<String> {
-        Frames {
-            publication: Box::new(|_, p| format!("pub {}", p.offset)),
-            gap: Box::new(|_, a, b| format!("gap {a}-{b}")),
-        }
-    }
 
     /// One node: its streams, hub and relay (running), on `redis`.
     struct Node {
@@ -280,7 +270,7 @@ mod tests {
             hub.clone(),
             streams.clone(),
             Arc::new(Namespaces::default()),
-            frames(),
+            Arc::new(Text),
             redis::Client::open(redis.url()).expect("a client"),
         );
         let stop = CancellationToken::new();
@@ -306,9 +296,7 @@ mod tests {
             .expect("up");
         let _ = node
             .hub
-            .go_live(channel, 1, (&position.epoch, position.offset), |a, b| {
-                format!("gap {a}-{b}")
-            });
+            .go_live(channel, 1, (&position.epoch, position.offset), &Text);
         recorder
     }
 

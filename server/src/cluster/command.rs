@@ -70,6 +70,16 @@ pub enum Command {
         /// The push's text.
         body: String,
     },
+    /// `GET /api/channels`: this node's channels and their subscribers.
+    Channels,
+    /// `DELETE /api/channels/{channel}/subscribers/{id}`: on the node that
+    /// holds connection `id`.
+    Unsubscribe {
+        /// The client id.
+        id: String,
+        /// The channel.
+        channel: String,
+    },
     /// A resume on another node took reliable session `session` over at
     /// attach `epoch`: the connection attached to it here closes with 4002.
     Takeover {

@@ -236,6 +236,11 @@ impl Node {
         &self.id
     }
 
+    /// The Redis client, for a connection of one's own (pub/sub).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
     /// True while Redis answers this node's heartbeat.
     pub fn is_up(&self) -> bool {
         self.up.load(Relaxed)

@@ -340,6 +340,31 @@ pub struct Config {
     )]
     pub allowed_hosts: Vec<String>,
 
+    /// Channels a connection may be subscribed to at once; beyond it a
+    /// `subscribe` gets `too_many_subscriptions`. `0` turns it off.
+    #[arg(long, env = "SERVER_MAX_SUBSCRIPTIONS", default_value_t = 128)]
+    pub max_subscriptions: usize,
+
+    /// Publications a connection may make per second (a token bucket that
+    /// holds one second's worth); beyond it a `publish` gets
+    /// `rate_limited`, unpublished. `0` turns it off.
+    #[arg(long, env = "SERVER_PUBLISH_RATE", default_value_t = 100.0, value_parser = parse_rate)]
+    pub publish_rate: f64,
+
+    /// One node's channel history in memory mode, in bytes over every
+    /// channel: past it the node's oldest publications are trimmed first
+    /// (a subscriber recovering past them is told the exact gap). In a
+    /// cluster Redis keeps the history, bounded per channel by its
+    /// namespace. `0` keeps none.
+    #[arg(long, env = "SERVER_CHANNEL_HISTORY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub channel_history_bytes: usize,
+
+    /// How long a publication's id is remembered per channel: a `publish`
+    /// (or an admin publish's `Idempotency-Key`) repeated within it is
+    /// answered with the first one's offset and not published again.
+    #[arg(long, env = "SERVER_PUBLISH_DEDUP_WINDOW", default_value = "2m", value_parser = parse_duration)]
+    pub publish_dedup_window: Duration,
+
     /// Scale-out on Redis (`--redis-url` and the cluster's flags).
     #[command(flatten)]
     pub cluster: crate::cluster::ClusterConfig,

@@ -17,11 +17,15 @@ use shared::{ClientMessage, ErrorCode, ServerMessage};
 
 use super::End;
 use super::app::{self, Served};
+use super::channels::is_channel_request;
 use super::driver::Connection;
 use crate::clock::millis;
 use crate::metrics::Metrics;
 use crate::registry::Outbound;
 use crate::wire;
+
+/// A token's channel claims, if it has any.
+type Claims = Option<std::sync::Arc<crate::channels::grants::ChannelClaims>>;
 
 impl<T> Connection<'_, T>
 where
@@ -105,11 +109,51 @@ where
                 self.send(wire::text(&ServerMessage::Pong { t }));
                 Ok(())
             }
-            // So is a refresh of the connection's token.
+            // So is a refresh of the connection's token (whose channel
+            // claims then apply, after its answer).
             ClientMessage::Refresh { token } => {
-                let reply = self.refresh(&token);
+                let (reply, claims) = self.refresh(&token);
                 self.send(wire::text(&reply));
+                if let Some(claims) = claims {
+                    self.apply_claims(claims).await;
+                }
                 Ok(())
+            }
+            // A reliable `msg`: its content decoded once, here; a channel
+            // request is served outside the session's lock (it waits for
+            // the streams), then accepted with its answer.
+            ClientMessage::Msg { seq, data } if self.link.is_some() => {
+                let request = ClientMessage::from_json(&data);
+                let (state, client_id) = (self.state, self.conn.client_id.as_str());
+                match request {
+                    Ok(request) if self.has_channels() && is_channel_request(&request) => {
+                        let Some(link) = &mut self.link else {
+                            return Ok(());
+                        };
+                        if !link.peek(seq, state, (client_id, &self.outbound)).await? {
+                            return Ok(());
+                        }
+                        let answer = self.serve_channel(request).await;
+                        if let Some(link) = &mut self.link {
+                            link.accept_reply(seq, answer.reply, state, &self.outbound)
+                                .await?;
+                        }
+                        self.go_live(answer.live);
+                        Ok(())
+                    }
+                    request => match &mut self.link {
+                        Some(link) => {
+                            link.on_msg_decoded(
+                                (seq, &data),
+                                request,
+                                state,
+                                (client_id, &self.outbound),
+                            )
+                            .await
+                        }
+                        None => Ok(()),
+                    },
+                }
             }
             control @ (ClientMessage::Resume { .. }
             | ClientMessage::Ack { .. }
@@ -124,6 +168,26 @@ where
                     Ok(())
                 }
             },
+            // Version 2's channels: answered as any request is (numbered
+            // in reliable mode), then a subscription's missed publications
+            // and its going live. Version 1 has none (`unknown_type`).
+            request if self.has_channels() && is_channel_request(&request) => {
+                let answer = self.serve_channel(request).await;
+                match &mut self.link {
+                    Some(link) => {
+                        link.deliver(
+                            Served::Reply(answer.reply),
+                            self.state,
+                            &self.conn.client_id,
+                            &self.outbound,
+                        )
+                        .await?;
+                    }
+                    None => self.send(wire::text(&answer.reply)),
+                }
+                self.go_live(answer.live);
+                Ok(())
+            }
             request => {
                 let served = app::serve(request, self.state.config.max_burst);
                 match &mut self.link {
@@ -148,7 +212,10 @@ where
     /// The third refused or rate-limited refresh in a row closes the
     /// connection with 4401 (through its close request, after the reply);
     /// refusals are logged at most once a minute per connection.
-    fn refresh(&mut self, token: &str) -> ServerMessage {
+    ///
+    /// An accepted token's channel claims come back with the reply, to
+    /// replace the connection's once it is sent.
+    fn refresh(&mut self, token: &str) -> (ServerMessage, Option<Claims>) {
         const MAX_BAD_REFRESHES: u8 = 3;
         const LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
         let now = tokio::time::Instant::now();
@@ -171,7 +238,7 @@ where
                     Ok(identity) if *identity.user == **user => {
                         self.expiry = Some(crate::timer::expiry(identity.exp, verifier.leeway()));
                         self.rearm = true;
-                        Ok(identity.exp)
+                        Ok((identity.exp, identity.channels))
                     }
                     Ok(_) => {
                         bad("the token is another user's: the connection keeps its token".into())
@@ -185,9 +252,9 @@ where
             }
         };
         let (code, message) = match checked {
-            Ok(exp) => {
+            Ok((exp, claims)) => {
                 self.bad_refreshes = 0;
-                return ServerMessage::Refreshed { exp };
+                return (ServerMessage::Refreshed { exp }, Some(claims));
             }
             Err(refused) => refused,
         };
@@ -213,7 +280,7 @@ where
                     reason: super::end::TOO_MANY_BAD_REFRESHES.into(),
                 });
         }
-        app::error(code, message)
+        (app::error(code, message), None)
     }
 
     /// Delivers an answer on a plain connection: a reply as it is, a burst

@@ -70,6 +70,11 @@ pub(super) struct Connection<'a, T> {
     pub(super) refusal_logged: (Option<tokio::time::Instant>, u32),
     /// Counted in `ws_bursting_connections` while a burst goes on.
     bursting: Bursting,
+    /// Channels: the sink and the publish rate, once the connection used
+    /// them (see `channels.rs`).
+    pub(super) channels: Option<Box<super::channels::ChannelState>>,
+    /// Token mode: the token's channel claims (replaced at a refresh).
+    pub(super) claims: Option<std::sync::Arc<crate::channels::grants::ChannelClaims>>,
 }
 
 /// A connection's place in `ws_bursting_connections` while it bursts,
@@ -158,6 +163,8 @@ where
             bad_refreshes: 0,
             refusal_logged: (None, 0),
             bursting: Bursting::default(),
+            channels: None,
+            claims: conn.claims.clone(),
         }
     }
 
@@ -168,6 +175,7 @@ where
         if let Some(count) = self.burst.take() {
             self.deliver(app::serve(ClientMessage::Burst { count }, config.max_burst));
         }
+        self.subscribe_claimed().await;
         let mut push_tick = ticker(config.push_interval);
         let mut ping_tick = ticker(config.ping_interval);
         // One timer for the idle deadline and the token's expiry (timer::due).

@@ -26,6 +26,10 @@ pub(crate) const TOO_MANY_BAD_REFRESHES: &str = "too many bad refreshes";
 pub(crate) const PARTIAL_BUDGET_FULL: &str =
     "server busy: too many bytes of unfinished messages, try again later";
 
+/// The close reason (with 1013) of a connection whose outbound queue could
+/// not take a channel's publication: its client recovers by offset.
+pub(crate) const SLOW_CONSUMER: &str = "slow consumer";
+
 /// The close reason (with 1001) of every connection at the server's shutdown.
 const SHUTTING_DOWN: &str = "server shutting down";
 
@@ -105,7 +109,7 @@ impl End {
     /// A batch of writes made no progress within `--write-timeout`: the
     /// client stopped reading.
     pub(crate) fn slow_consumer() -> Self {
-        Self::with(close_code::TRY_AGAIN_LATER, "slow consumer")
+        Self::with(close_code::TRY_AGAIN_LATER, SLOW_CONSUMER)
     }
 
     /// The close frame for a read error, or none when the connection is gone.

@@ -15,6 +15,7 @@
 //! | `dispatch.rs` | the ONE dispatch of client messages for both modes |
 //! | `app.rs` | the application's answer to a request (echo, ping, burst), the same in both modes and inside a reliable `msg` |
 //! | `reliable/` | the link to a reliable session: binding and resume (`mod.rs`); numbered replies, acks, the session's bursts numbered a batch at a time, timed pushes (`flow.rs`) |
+//! | `channels.rs` | version 2's channels: `subscribe`, `unsubscribe`, `publish` answered; a token's `subs` at connect and its grants at a refresh |
 //! | `burst.rs` | the one burst pacer of both modes: one burst in progress and one waiting, each batch sized by the queue's byte bound and `--max-burst-rate` |
 //! | `outbound.rs` | the write side: the bounded queue fed into the socket, one flush per batch, plain bursts a batch at a time |
 //! | `end.rs` | why a connection ends: every close code and reason, in one place |
@@ -25,6 +26,7 @@
 
 mod app;
 mod burst;
+mod channels;
 mod dispatch;
 mod driver;
 pub(crate) mod end;
@@ -89,6 +91,10 @@ pub(crate) struct Conn {
     pub(crate) shared: Arc<ClientShared>,
     /// The socket's meter of unfinished messages (see [`Peer::partial`]).
     pub(crate) partial: Option<Arc<crate::partial::PartialMeter>>,
+    /// The protocol version spoken (channels need version 2).
+    pub(crate) protocol: shared::Protocol,
+    /// Token mode: the token's channel claims, if it has any.
+    pub(crate) claims: Option<Arc<crate::channels::grants::ChannelClaims>>,
 }
 
 /// How a connection starts, besides its welcome.
@@ -226,6 +232,8 @@ fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode)
         }),
         shared,
         partial: peer.partial,
+        protocol: peer.protocol,
+        claims: peer.identity.as_ref().and_then(|i| i.channels.clone()),
     };
     let mode = match link {
         Some(link) => Mode::Reliable(Box::new(link)),
@@ -311,6 +319,7 @@ impl Drop for Registered<'_> {
             finished,
         } = self;
         state.registry.remove(&conn.client_id, conn.number);
+        state.channels.leave(conn.number);
         state.metrics.connections_open.fetch_sub(1, Relaxed);
         if !*finished {
             // What `Link::detach` does at the end of the driver's run.

@@ -32,6 +32,11 @@ fn state(args: &[&str]) -> AppState {
     let config = Config::try_parse_from(all).unwrap();
     AppState {
         reliable: Arc::new(Store::Memory(MemoryStore::new(config.reliable_limits()))),
+        channels: Arc::new(crate::channels::service::Channels::memory(
+            config.namespaces.clone(),
+            config.channel_history_bytes,
+            config.publish_dedup_window,
+        )),
         auth: config.verifier().unwrap().map(Arc::new),
         config: Arc::new(config),
         registry: Arc::default(),

@@ -201,8 +201,8 @@ impl Driver {
         if (self.auth.is_none() && !self.awaiting_welcome) || !looks_like_auth(text) {
             return;
         }
-        match ServerMessage::from_json(text) {
-            Ok(ServerMessage::Welcome { exp, .. }) => {
+        match ServerMessage::control_from_json(text).ok().flatten() {
+            Some(ServerMessage::Welcome { exp, .. }) => {
                 if let Some(exp) = exp
                     && self.auth.is_some()
                 {
@@ -211,18 +211,18 @@ impl Driver {
                 self.welcomed();
             }
             _ if self.auth.is_none() => {}
-            Ok(ServerMessage::Refreshed { exp }) => {
+            Some(ServerMessage::Refreshed { exp }) => {
                 self.events.push(Event::TokenRefreshed { exp });
                 self.expires_at(exp, now);
             }
-            Ok(ServerMessage::Error {
+            Some(ServerMessage::Error {
                 code: ErrorCode::BadToken,
                 message,
                 ..
             }) => self
                 .events
                 .push(Event::Auth(AuthError::RefreshRefused(message))),
-            Ok(ServerMessage::Error {
+            Some(ServerMessage::Error {
                 code: ErrorCode::RateLimited,
                 message,
                 ..

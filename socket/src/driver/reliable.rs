@@ -310,8 +310,9 @@ impl Reliable {
 
     /// Handles one received text frame.
     pub fn on_text(&mut self, text: String) -> Incoming {
-        let Ok(message) = ServerMessage::from_json(&text) else {
-            // Not ours to judge: the application sees it.
+        // Only the connection's own messages are decoded here; the others
+        // are not ours to judge: the application sees them as they came.
+        let Ok(Some(message)) = ServerMessage::control_from_json(&text) else {
             return Incoming::Deliver(text);
         };
         match message {

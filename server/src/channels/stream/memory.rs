@@ -288,14 +288,17 @@ impl MemoryStreams {
         })
     }
 
-    /// Forgets the channels idle for [`FORGET_AFTER_MS`] with nothing kept.
-    pub fn sweep(&self, now_ms: u64) {
+    /// Forgets the channels idle for [`FORGET_AFTER_MS`] with nothing kept,
+    /// but those `keep` names (they have subscribers: forgotten, their
+    /// next publication would start a new epoch under them).
+    pub fn sweep(&self, now_ms: u64, keep: impl Fn(&str) -> bool) {
         let mut state = self.state();
-        state.channels.retain(|_, channel| {
+        state.channels.retain(|name, channel| {
             channel.expire_ids(now_ms);
-            !(channel.history.is_empty()
-                && channel.dedup.is_empty()
-                && now_ms.saturating_sub(channel.last_publish_ms) >= FORGET_AFTER_MS)
+            keep(name)
+                || !(channel.history.is_empty()
+                    && channel.dedup.is_empty()
+                    && now_ms.saturating_sub(channel.last_publish_ms) >= FORGET_AFTER_MS)
         });
     }
 

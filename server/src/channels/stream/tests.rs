@@ -318,10 +318,13 @@ fn idle_channels_with_nothing_kept_are_forgotten() {
     let streams = MemoryStreams::new(1 << 20, 1_000);
     let ns = namespace(0, 300);
     let epoch = publish(&streams, &ns, None, 1).epoch;
-    streams.sweep(FORGET_AFTER_MS / 2);
+    streams.sweep(FORGET_AFTER_MS / 2, |_| false);
     let (position, _) = streams.recover("chat:a", None, &ns, FORGET_AFTER_MS / 2);
     assert_eq!(position, at(&epoch, 1), "kept while recent");
-    streams.sweep(FORGET_AFTER_MS + 2);
+    streams.sweep(FORGET_AFTER_MS + 2, |name| name == "chat:a");
+    let (position, _) = streams.recover("chat:a", None, &ns, FORGET_AFTER_MS + 2);
+    assert_eq!(position, at(&epoch, 1), "kept while it has subscribers");
+    streams.sweep(FORGET_AFTER_MS + 2, |_| false);
     let (position, recovery) =
         streams.recover("chat:a", Some(&at(&epoch, 1)), &ns, FORGET_AFTER_MS + 2);
     assert_eq!(position.offset, 0);

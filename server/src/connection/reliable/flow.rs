@@ -42,7 +42,7 @@ impl Link {
             }
             ClientMessage::Msg { seq, data } => {
                 self.stored(state, client_id).await?;
-                self.on_msg(seq, &data, state, outbound).await
+                self.on_msg(seq, (&data, None), state, outbound).await
             }
             _ => {
                 let not_first = ServerMessage::ResumeFailed {
@@ -54,36 +54,49 @@ impl Link {
         }
     }
 
+    /// Client `msg` number `seq` whose content the dispatch decoded
+    /// already (`request`, from `data`).
+    pub(crate) async fn on_msg_decoded(
+        &mut self,
+        (seq, data): (u64, &str),
+        request: Result<ClientMessage, shared::DecodeError>,
+        state: &AppState,
+        (client_id, outbound): (&str, &queue::Sender),
+    ) -> Result<(), End> {
+        self.stored(state, client_id).await?;
+        self.on_msg(seq, (data, Some(request)), state, outbound)
+            .await
+    }
+
     /// Client `msg` number `seq`, processed exactly once: accepted, served
-    /// and its reply numbered in one step of the session.
+    /// and its reply numbered in one step of the session. Its content is
+    /// `data`, or `decoded` from it already (a retry decodes it again).
     async fn on_msg(
         &mut self,
         seq: u64,
-        data: &str,
+        (data, decoded): (&str, Option<Result<ClientMessage, shared::DecodeError>>),
         state: &AppState,
         outbound: &queue::Sender,
     ) -> Result<(), End> {
         let max_burst = state.config.max_burst;
         let now = Instant::now();
+        let mut decoded = decoded;
         // Numbered and queued under the session's lock (see the module doc).
-        let accept = |session: &SessionRef| {
+        let mut accept = |session: &SessionRef| {
             let mut session = lock(session);
-            let accepted =
-                session.accept(
-                    self.conn(),
-                    seq,
-                    now,
-                    |session| match ClientMessage::from_json(data) {
-                        Ok(request) => match app::serve(request, max_burst) {
-                            Served::Reply(reply) => Some(reply),
-                            Served::Burst(count) => session
-                                .start_burst(count, now)
-                                .err()
-                                .map(|BurstBusy| app::burst_busy()),
-                        },
-                        Err(err) => Some(app::error(err.code(), err.to_string())),
-                    },
-                )?;
+            let request = decoded
+                .take()
+                .unwrap_or_else(|| ClientMessage::from_json(data));
+            let accepted = session.accept(self.conn(), seq, now, |session| match request {
+                Ok(request) => match app::serve(request, max_burst) {
+                    Served::Reply(reply) => Some(reply),
+                    Served::Burst(count) => session
+                        .start_burst(count, now)
+                        .err()
+                        .map(|BurstBusy| app::burst_busy()),
+                },
+                Err(err) => Some(app::error(err.code(), err.to_string())),
+            })?;
             if let Accepted::Processed(Some(frame)) = &accepted {
                 outbound.force_send(Outbound::Frame(Message::Text(frame.clone())));
             }
@@ -107,6 +120,73 @@ impl Link {
             );
             outbound.force_send(Outbound::Frame(wire::text(&refusal)));
             return Ok(());
+        }
+        self.count_for_ack(outbound);
+        Ok(())
+    }
+
+    /// Where client `msg` number `seq` stands before it is served: the
+    /// next one (`None`), or its answer now (a duplicate acknowledged, one
+    /// out of order refused). For a request served outside the session's
+    /// lock (a channel's, which waits for the streams), then answered by
+    /// [`Link::accept_reply`].
+    pub(crate) async fn peek(
+        &mut self,
+        seq: u64,
+        state: &AppState,
+        (client_id, outbound): (&str, &queue::Sender),
+    ) -> Result<bool, End> {
+        let session = self.stored(state, client_id).await?;
+        let last_in = {
+            let session = lock(&session);
+            if !session.is_attached(self.conn()) {
+                return Err(TakenOver.into());
+            }
+            session.last_in()
+        };
+        if seq <= last_in {
+            self.count_for_ack(outbound);
+            return Ok(false);
+        }
+        if seq > last_in + 1 {
+            let refusal = app::error(
+                ErrorCode::OutOfOrder,
+                format!(
+                    "msg {seq} skips ahead: {} is next; it was not processed",
+                    last_in + 1
+                ),
+            );
+            outbound.force_send(Outbound::Frame(wire::text(&refusal)));
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Client `msg` number `seq`, served already ([`Link::peek`]): it is
+    /// accepted with `reply`, numbered.
+    pub(crate) async fn accept_reply(
+        &mut self,
+        seq: u64,
+        reply: ServerMessage,
+        state: &AppState,
+        outbound: &queue::Sender,
+    ) -> Result<(), End> {
+        let now = Instant::now();
+        let accept = |session: &SessionRef| {
+            let mut session = lock(session);
+            let accepted = session.accept(self.conn(), seq, now, |_| Some(reply.clone()))?;
+            if let Accepted::Processed(Some(frame)) = &accepted {
+                outbound.force_send(Outbound::Frame(Message::Text(frame.clone())));
+            }
+            Ok::<_, Refused>(())
+        };
+        let session = self.session()?;
+        match accept(session) {
+            Err(Refused::Full) => {
+                state.reliable.reclaim().await;
+                accept(session)?;
+            }
+            other => other?,
         }
         self.count_for_ack(outbound);
         Ok(())

@@ -1,0 +1,396 @@
+//! A connection's channels (protocol version 2): `subscribe`,
+//! `unsubscribe` and `publish` answered, the token's `subs` subscribed at
+//! connect, and a refreshed token's grants applied.
+//!
+//! A request is served here into a [`ChannelAnswer`]: its reply (delivered
+//! by the dispatch as any reply is: numbered in reliable mode), then for a
+//! subscription what it missed and its going live ([`Live`]), after the
+//! reply. `pub` frames are never numbered: recovery by offset covers them.
+//!
+//! A subscriber's live publications reach its outbound queue through a
+//! [`ConnSink`] within the queue's bounds. A connection that cannot take one
+//! is closed as a slow consumer (1013) rather than given a hole: its
+//! client comes back and recovers by offset, with nothing lost.
+
+use std::sync::Arc;
+
+use axum::extract::ws::Message;
+use shared::channel::{MAX_ID_BYTES, OffsetRange, RecoveryFailure, UnsubscribeReason};
+use shared::{ClientMessage, ServerMessage};
+
+use super::driver::Connection;
+use crate::channels::grants::{self, ChannelClaims, Who};
+use crate::channels::hub::Sink;
+use crate::channels::namespace::Capability;
+use crate::channels::service::{Refusal, Subscribed, pub_frame};
+use crate::channels::stream::{Position, PublishRequest, PublisherInfo, Recovery};
+use crate::limits::Bucket;
+use crate::queue::{self, TrySendError};
+use crate::registry::{ClientShared, CloseRequest, Outbound};
+
+/// Where a connection's channel frames go: its outbound queue.
+pub(crate) struct ConnSink {
+    outbound: queue::Sender,
+    shared: Arc<ClientShared>,
+}
+
+impl Sink<Message> for ConnSink {
+    fn send(&self, frame: &Message) -> bool {
+        match self.outbound.try_send(Outbound::Frame(frame.clone())) {
+            Ok(()) => true,
+            Err(TrySendError::Full) => {
+                self.shared.request_close(CloseRequest {
+                    code: shared::close_code::TRY_AGAIN_LATER,
+                    reason: super::end::SLOW_CONSUMER.into(),
+                });
+                false
+            }
+            Err(TrySendError::Closed) => false,
+        }
+    }
+
+    fn send_own(&self, frame: &Message) {
+        self.outbound.force_send(Outbound::Frame(frame.clone()));
+    }
+}
+
+/// A connection's channel state, made at its first channel request (an
+/// idle connection that uses none pays one pointer).
+pub(super) struct ChannelState {
+    sink: Arc<ConnSink>,
+    /// `--publish-rate`.
+    publishes: Option<Bucket>,
+}
+
+/// The answer to one channel request.
+pub(super) struct ChannelAnswer {
+    /// The reply: `subscribed`, `unsubscribed`, `published` or `error`.
+    pub(super) reply: ServerMessage,
+    /// A new subscription: what follows its reply.
+    pub(super) live: Option<Live>,
+}
+
+/// What follows a new subscription's `subscribed`.
+pub(super) struct Live {
+    channel: String,
+    /// The publications it missed, in order.
+    missed: Vec<Message>,
+    /// Where the subscriber is once they are sent.
+    at: Position,
+}
+
+/// Whether `request` is a channel request.
+pub(super) fn is_channel_request(request: &ClientMessage) -> bool {
+    matches!(
+        request,
+        ClientMessage::Subscribe { .. }
+            | ClientMessage::Unsubscribe { .. }
+            | ClientMessage::Publish { .. }
+    )
+}
+
+fn refused(channel: String, id: Option<String>, refusal: &Refusal) -> ChannelAnswer {
+    ChannelAnswer {
+        reply: ServerMessage::Error {
+            code: refusal.code(),
+            message: refusal.to_string(),
+            channel: Some(channel),
+            id,
+        },
+        live: None,
+    }
+}
+
+/// The refusal of an `id` past [`MAX_ID_BYTES`] (not echoed).
+fn bad_id(channel: &str, id: Option<&str>) -> Option<ChannelAnswer> {
+    id.is_some_and(|id| id.len() > MAX_ID_BYTES)
+        .then(|| refused(channel.to_owned(), None, &Refusal::BadId))
+}
+
+/// The `subscribed` of a new subscription, and what follows it.
+fn subscribed(channel: String, id: Option<String>, subscribed: Subscribed) -> ChannelAnswer {
+    let (position, recovery) = match subscribed {
+        Subscribed::Already(position) => {
+            let reply = ServerMessage::Subscribed {
+                channel,
+                epoch: position.epoch,
+                offset: position.offset,
+                recovered: None,
+                reason: None,
+                gap: None,
+                id,
+            };
+            return ChannelAnswer { reply, live: None };
+        }
+        Subscribed::New { position, recovery } => (position, recovery),
+    };
+    let (recovered, reason, gap, missed) = match recovery {
+        Recovery::Fresh => (None, None, None, Vec::new()),
+        Recovery::Recovered(missed) => (Some(true), None, None, missed),
+        Recovery::Trimmed {
+            gap: (from, to),
+            publications,
+        } => (
+            Some(false),
+            Some(RecoveryFailure::HistoryTrimmed),
+            Some(OffsetRange { from, to }),
+            publications,
+        ),
+        Recovery::EpochChanged => (
+            Some(false),
+            Some(RecoveryFailure::EpochChanged),
+            None,
+            Vec::new(),
+        ),
+    };
+    let missed = missed
+        .iter()
+        .map(|p| Message::Text(pub_frame(&channel, p).into()))
+        .collect();
+    let reply = ServerMessage::Subscribed {
+        channel: channel.clone(),
+        epoch: position.epoch.clone(),
+        offset: position.offset,
+        recovered,
+        reason,
+        gap,
+        id,
+    };
+    ChannelAnswer {
+        reply,
+        live: Some(Live {
+            channel,
+            missed,
+            at: position,
+        }),
+    }
+}
+
+impl<T> Connection<'_, T>
+where
+    T: futures_util::Stream<Item = Result<Message, axum::Error>>
+        + futures_util::Sink<Message>
+        + Unpin,
+{
+    /// Whether the connection speaks version 2, which has channels.
+    pub(super) fn has_channels(&self) -> bool {
+        self.conn.protocol.number() >= 2
+    }
+
+    fn channel_state(&mut self) -> &mut ChannelState {
+        let (outbound, shared) = (&self.outbound, &self.conn.shared);
+        self.channels.get_or_insert_with(|| {
+            Box::new(ChannelState {
+                sink: Arc::new(ConnSink {
+                    outbound: outbound.clone(),
+                    shared: shared.clone(),
+                }),
+                publishes: None,
+            })
+        })
+    }
+
+    fn who(&self) -> Who<'_> {
+        match &self.conn.user {
+            None => Who::Anonymous,
+            Some(_) => Who::User(self.claims.as_deref().and_then(|c| c.grants.as_ref())),
+        }
+    }
+
+    /// Serves one channel request (see [`is_channel_request`]).
+    pub(super) async fn serve_channel(&mut self, request: ClientMessage) -> ChannelAnswer {
+        let answer = |reply| ChannelAnswer { reply, live: None };
+        match request {
+            ClientMessage::Subscribe { channel, since, id } => {
+                if let Some(bad) = bad_id(&channel, id.as_deref()) {
+                    return bad;
+                }
+                let since = since.map(|s| Position {
+                    epoch: s.epoch,
+                    offset: s.offset,
+                });
+                match self.subscribe(&channel, since.as_ref(), true).await {
+                    Ok(done) => subscribed(channel, id, done),
+                    Err(refusal) => refused(channel, id, &refusal),
+                }
+            }
+            ClientMessage::Unsubscribe { channel, id } => {
+                if let Some(bad) = bad_id(&channel, id.as_deref()) {
+                    return bad;
+                }
+                match self.unsubscribe(&channel).await {
+                    Ok(()) => answer(ServerMessage::Unsubscribed {
+                        channel,
+                        reason: UnsubscribeReason::Client,
+                        id,
+                    }),
+                    Err(refusal) => refused(channel, id, &refusal),
+                }
+            }
+            ClientMessage::Publish { channel, data, id } => {
+                if let Some(bad) = bad_id(&channel, id.as_deref()) {
+                    return bad;
+                }
+                match self.publish(&channel, data.get(), id.clone()).await {
+                    Ok(offset) => answer(ServerMessage::Published {
+                        channel,
+                        offset,
+                        id,
+                    }),
+                    Err(refusal) => refused(channel, id, &refusal),
+                }
+            }
+            _ => answer(super::app::unknown_type()),
+        }
+    }
+
+    /// Subscribes the connection to `channel`; `checked` asks for the
+    /// capability (a token's `subs` are the server's own decision).
+    async fn subscribe(
+        &mut self,
+        channel: &str,
+        since: Option<&Position>,
+        checked: bool,
+    ) -> Result<Subscribed, Refusal> {
+        let channels = &self.state.channels;
+        let namespace = channels.namespace(channel)?;
+        if checked && !grants::allows(self.who(), namespace, channel, Capability::Subscribe) {
+            return Err(Refusal::PermissionDenied("subscribe"));
+        }
+        let conn = self.conn.number;
+        let max = self.state.config.max_subscriptions;
+        let hub = channels.hub();
+        if max > 0
+            && hub.count_of(conn) >= max
+            && !hub.channels_of(conn).iter().any(|c| **c == *channel)
+        {
+            return Err(Refusal::TooManySubscriptions(max));
+        }
+        let sink: Arc<dyn Sink<Message>> = self.channel_state().sink.clone();
+        self.state
+            .channels
+            .subscribe(channel, conn, sink, since)
+            .await
+    }
+
+    async fn unsubscribe(&mut self, channel: &str) -> Result<(), Refusal> {
+        crate::channels::namespace::namespace_of(channel)?;
+        self.state
+            .channels
+            .unsubscribe(channel, self.conn.number)
+            .await;
+        Ok(())
+    }
+
+    async fn publish(
+        &mut self,
+        channel: &str,
+        data: &str,
+        id: Option<String>,
+    ) -> Result<u64, Refusal> {
+        let channels = &self.state.channels;
+        let namespace = channels.namespace(channel)?;
+        if !grants::allows(self.who(), namespace, channel, Capability::Publish) {
+            return Err(Refusal::PermissionDenied("publish"));
+        }
+        let max = namespace.max_publication_bytes;
+        if data.len() > max {
+            return Err(Refusal::TooLarge {
+                size: data.len(),
+                max,
+            });
+        }
+        let rate = self.state.config.publish_rate;
+        if rate > 0.0 {
+            let now = std::time::Instant::now();
+            let burst = rate.max(1.0);
+            let bucket = self
+                .channel_state()
+                .publishes
+                .get_or_insert_with(|| Bucket::full(burst, now));
+            if bucket.take(now, rate, burst).is_err() {
+                return Err(Refusal::RateLimited(rate));
+            }
+        }
+        let request = PublishRequest {
+            channel: channel.to_owned(),
+            data: data.to_owned(),
+            id,
+            info: Some(PublisherInfo {
+                client_id: self.conn.client_id.clone(),
+                user: self.conn.user.as_deref().map(str::to_owned),
+            }),
+        };
+        Ok(self.state.channels.publish(request).await?.offset)
+    }
+
+    /// What follows a reply: a new subscription's missed publications, in
+    /// order, then it goes live.
+    pub(super) fn go_live(&mut self, live: Option<Live>) {
+        let Some(Live {
+            channel,
+            missed,
+            at,
+        }) = live
+        else {
+            return;
+        };
+        for frame in missed {
+            self.outbound.force_send(Outbound::Frame(frame));
+        }
+        self.state
+            .channels
+            .go_live(&channel, self.conn.number, (&at.epoch, at.offset));
+    }
+
+    /// Subscribes the channels of the token's `subs` not subscribed yet,
+    /// each answered by an unnumbered `subscribed` (or `error`): the
+    /// server's subscriptions belong to the connection, as a client's do.
+    pub(super) async fn subscribe_claimed(&mut self) {
+        let Some(claims) = self.claims.clone() else {
+            return;
+        };
+        if !self.has_channels() {
+            return;
+        }
+        for channel in &claims.subs {
+            let answer = match self.subscribe(channel, None, false).await {
+                Ok(Subscribed::Already(_)) => continue,
+                Ok(done) => subscribed(channel.clone(), None, done),
+                Err(refusal) => refused(channel.clone(), None, &refusal),
+            };
+            self.outbound
+                .force_send(Outbound::Frame(crate::wire::text(&answer.reply)));
+            self.go_live(answer.live);
+        }
+    }
+
+    /// A refreshed token's claims replace the connection's: subscriptions
+    /// they no longer allow end (`unsubscribed`, `reason: permission`),
+    /// and channels added to `subs` are subscribed.
+    pub(super) async fn apply_claims(&mut self, claims: Option<Arc<ChannelClaims>>) {
+        self.claims = claims;
+        let conn = self.conn.number;
+        let subs: Vec<String> = self
+            .claims
+            .as_ref()
+            .map(|c| c.subs.clone())
+            .unwrap_or_default();
+        for channel in self.state.channels.hub().channels_of(conn) {
+            let allowed = subs.iter().any(|s| **s == *channel)
+                || self.state.channels.namespace(&channel).is_ok_and(|ns| {
+                    grants::allows(self.who(), ns, &channel, Capability::Subscribe)
+                });
+            if !allowed && self.state.channels.unsubscribe(&channel, conn).await {
+                let ended = ServerMessage::Unsubscribed {
+                    channel: channel.to_string(),
+                    reason: UnsubscribeReason::Permission,
+                    id: None,
+                };
+                self.outbound
+                    .force_send(Outbound::Frame(crate::wire::text(&ended)));
+            }
+        }
+        self.subscribe_claimed().await;
+    }
+}
