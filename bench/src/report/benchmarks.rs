@@ -10,6 +10,8 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::{Value, json};
 
+use crate::harness::stats::num;
+
 /// One target of issue 6 and what this run measured for it.
 struct Target {
     key: &'static str,
@@ -162,10 +164,6 @@ const MISSED: &[(&str, &str)] = &[
          the burst and split the longest batch.",
     ),
 ];
-
-fn num(v: &Value, key: &str) -> f64 {
-    v[key].as_f64().unwrap_or(f64::NAN)
-}
 
 /// The result of `server` in a list with one per server (burst, idle).
 fn find<'a>(list: &'a Value, server: &str) -> Option<&'a Value> {

@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use super::tabs;
 use crate::harness::builds;
 use crate::harness::procs::{Core, Guard, pinned};
+use crate::harness::stats::median;
 
 /// The raw JavaScript page: the browser's ceiling. It checks each `seq`
 /// with the same substring scan as the wasm page.
@@ -351,11 +352,6 @@ async fn first_paint(client: &Client, base: &str, loads: usize) -> Result<Value>
     }))
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 /// Runs the browser part against our server at `addr`, serving `assets`.
 ///
 /// # Errors
@@ -369,22 +365,8 @@ pub fn run(
     count: u32,
     server_pid: u32,
 ) -> Result<Value> {
-    let (driver, port) = start_driver()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let client = connect(port).await?;
-        let result = measure(
-            &client,
-            addr,
-            assets,
-            (rounds, count),
-            (server_pid, driver.pid()),
-        )
-        .await;
-        let _ = client.close().await;
-        result
+    with_browser(async |client, driver| {
+        measure(client, addr, assets, (rounds, count), (server_pid, driver)).await
     })
 }
 
@@ -394,14 +376,22 @@ pub fn run(
 ///
 /// When ChromeDriver cannot be started or the tabs do not settle.
 pub fn run_tabs(addr: &str, server_pid: u32, rounds: usize) -> Result<Value> {
+    let base = format!("http://{addr}");
+    with_browser(async |client, driver| {
+        tabs::measure(client, &base, server_pid, driver, rounds).await
+    })
+}
+
+/// Runs `f` with a WebDriver client of a fresh ChromeDriver (and its pid),
+/// then closes the client; the driver and its browser are killed after.
+fn with_browser(f: impl AsyncFnOnce(&Client, u32) -> Result<Value>) -> Result<Value> {
     let (driver, port) = start_driver()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let client = connect(port).await?;
-        let base = format!("http://{addr}");
-        let result = tabs::measure(&client, &base, server_pid, driver.pid(), rounds).await;
+        let result = f(&client, driver.pid()).await;
         let _ = client.close().await;
         result
     })
