@@ -160,7 +160,9 @@ pub fn markdown(run: &Run) -> String {
          two nodes the subscribers alternate between them, the publication goes to the \
          first, and both nodes count (the `redis-server` does not, for either). Pings are off \
          on both (ours `--ping-interval 0`, socket.io's an hour apart): the figures are the \
-         fan-out's. Every delivery was counted, in order and once each, or the run fails.\n",
+         fan-out's. Every delivery was counted, in order and once each, or the run fails. The \
+         load generator's own CPU is shown so that a delay bounded by the reader, not the \
+         server, can be told apart (one core is its ceiling).\n",
         date = run.date,
         command = run.command,
         seconds = run.seconds,
@@ -192,7 +194,8 @@ pub fn markdown(run: &Run) -> String {
              | server CPU per delivery, µs | {ocpu} | {icpu} | {rcpu} |\n\
              | server RSS per subscriber, KiB | {omem} | {imem} | {rmem} |\n\
              | deliveries | {odel} | {idel} | |\n\
-             | time to subscribe them all, s | {oopen} | {iopen} | |\n",
+             | time to subscribe them all, s | {oopen} | {iopen} | |\n\
+             | load generator CPU over the window, cores | {oload} | {iload} | |\n",
             per_second = case.per_second,
             subscribers = thousands(case.subscribers),
             seconds = case.seconds,
@@ -227,6 +230,8 @@ pub fn markdown(run: &Run) -> String {
             idel = io.map_or("-".into(), |r| format!("{} of {}", r.delivered, r.expected)),
             oopen = cell(get(ours, |r| r.open_s), 1),
             iopen = cell(get(io, |r| r.open_s), 1),
+            oload = cell(get(ours, |r| r.clients_cpu), 2),
+            iload = cell(get(io, |r| r.clients_cpu), 2),
         );
     }
     for peer in [Peer::Ours, Peer::SocketIo] {
