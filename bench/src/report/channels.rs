@@ -158,9 +158,10 @@ pub fn markdown(run: &Run) -> String {
          publication until every subscriber had every one) per delivery; memory is their \
          RSS once every subscriber is in minus before any connected, per subscriber. With \
          two nodes the subscribers alternate between them, the publication goes to the \
-         first, and both nodes count (the `redis-server` does not, for either). Pings are off \
-         on both (ours `--ping-interval 0`, socket.io's an hour apart): the figures are the \
-         fan-out's. Every delivery was counted, in order and once each, or the run fails. The \
+         first, and both nodes count (the `redis-server` does not, for either). Each keeps the \
+         heartbeat it ships with, answered by the load generator: ours a WebSocket ping every \
+         10 s (a connection silent for 30 s is closed), socket.io an Engine.IO ping every \
+         25 s. Every delivery was counted, in order and once each, or the run fails. The \
          load generator's own CPU is shown so that a delay bounded by the reader, not the \
          server, can be told apart (one core is its ceiling).\n",
         date = run.date,

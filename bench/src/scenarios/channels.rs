@@ -220,7 +220,12 @@ fn start(options: &Options, peer: Peer, nodes: usize, nofile: u64) -> Result<Ser
                 url.as_deref(),
                 &format!("bench-{i}"),
                 nofile,
+                // Our default heartbeat (a ping every 10 s; a connection
+                // silent for 30 s is closed), as socket.io keeps its own
+                // (a ping every 25 s): each peer as it ships.
                 &[
+                    "--ping-interval",
+                    "10s",
                     "--max-connections",
                     &(nofile.saturating_sub(100)).to_string(),
                 ],
@@ -326,9 +331,15 @@ fn measure(options: &Options, peer: Peer, nodes: usize, case: Case) -> Result<Ro
         }
     }
     let expected = case.publications() * subscribed as u64;
+    let mut other = BTreeMap::<String, u64>::new();
+    for r in &results {
+        for (what, n) in &r.other {
+            *other.entry(what.clone()).or_default() += n;
+        }
+    }
     ensure!(
         delivered == expected && out_of_order == 0,
-        "{}: {delivered} of {expected} delivered, {out_of_order} out of order",
+        "{}: {delivered} of {expected} delivered, {out_of_order} out of order; other frames and ends: {other:?}",
         peer.label()
     );
     let ms = |q: f64| delays.value_at_quantile(q) as f64 / 1000.0;
@@ -434,6 +445,9 @@ struct Received {
     cpu: f64,
     /// Connections that ended before the end.
     ended: u64,
+    /// Frames other than publications after `go`, by their first 40
+    /// bytes (a gap, a close reason), and why connections ended.
+    other: BTreeMap<String, u64>,
 }
 
 /// What the connections of a client process share.
@@ -443,6 +457,18 @@ struct Tally {
     out_of_order: AtomicU64,
     ended: AtomicU64,
     complete: AtomicUsize,
+    other: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Tally {
+    fn note(&self, what: String) {
+        *self
+            .other
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(what)
+            .or_default() += 1;
+    }
 }
 
 /// The client process (`bench load subscribe`): `conns` subscribers over
@@ -480,6 +506,7 @@ pub async fn subscribe(
         out_of_order: AtomicU64::new(0),
         ended: AtomicU64::new(0),
         complete: AtomicUsize::new(0),
+        other: Mutex::new(BTreeMap::new()),
     });
     let mut readers = JoinSet::new();
     let (mut subscribed, mut failed) = (0usize, BTreeMap::<String, u64>::new());
@@ -535,6 +562,11 @@ pub async fn subscribe(
             .collect(),
         cpu,
         ended: tally.ended.load(Relaxed),
+        other: tally
+            .other
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
     };
     Ok(serde_json::to_string(&result)?)
 }
@@ -545,6 +577,12 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 async fn next_text(peer: Peer, ws: &mut Ws) -> Result<String> {
     loop {
         let message = ws.next().await.context("the server closed")??;
+        if let Message::Close(frame) = &message {
+            let (code, reason) = frame
+                .as_ref()
+                .map_or((0, ""), |f| (u16::from(f.code), f.reason.as_str()));
+            bail!("closed by the server: {code} {reason}");
+        }
         if let Message::Text(text) = message {
             if peer == Peer::SocketIo && text.as_str() == socketio::PING {
                 ws.send(Message::text(socketio::PONG)).await?;
@@ -618,8 +656,13 @@ fn publication(peer: Peer, text: &str) -> Option<&str> {
 /// recorded, in order and once each, or counted as out of order.
 async fn read(peer: Peer, mut ws: Ws, count: u64, tally: Arc<Tally>) {
     let mut next = 0u64;
-    while let Ok(text) = next_text(peer, &mut ws).await {
+    let why = loop {
+        let text = match next_text(peer, &mut ws).await {
+            Ok(text) => text,
+            Err(err) => break format!("ended: {err:#}"),
+        };
         let Some((n, t_us)) = publication(peer, &text).and_then(read_payload) else {
+            tally.note(text.chars().take(40).collect());
             continue;
         };
         let delay = unix_us().saturating_sub(t_us).max(1);
@@ -636,7 +679,8 @@ async fn read(peer: Peer, mut ws: Ws, count: u64, tally: Arc<Tally>) {
         if next == count {
             tally.complete.fetch_add(1, Relaxed);
         }
-    }
+    };
+    tally.note(why);
     tally.ended.fetch_add(1, Relaxed);
 }
 
