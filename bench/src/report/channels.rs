@@ -84,6 +84,20 @@ pub struct Run {
     pub rows: Vec<Row>,
 }
 
+/// Writes the run's results beside the report (`channels.json`), every
+/// figure the section shows and more.
+///
+/// # Errors
+///
+/// When the file cannot be written.
+pub fn write_results(docs: &Path, run: &Run) -> Result<()> {
+    std::fs::write(
+        docs.join("channels.json"),
+        serde_json::to_string_pretty(run)? + "\n",
+    )?;
+    Ok(())
+}
+
 /// Replaces (or appends) the section in `docs/BENCHMARKS.md`.
 ///
 /// # Errors
@@ -109,6 +123,12 @@ fn ratio(ours: Option<f64>, theirs: Option<f64>, target: f64) -> String {
         }
         _ => "-".into(),
     }
+}
+
+/// The load generator's CPU per publication, ms: its share of a core over
+/// the window times the window, over the publications.
+fn reader_ms_per_publication(row: &Row) -> f64 {
+    row.clients_cpu * row.window_s * 1000.0 / row.case.publications().max(1) as f64
 }
 
 /// `12,345`.
@@ -147,7 +167,8 @@ pub fn markdown(run: &Run) -> String {
     let _ = write!(
         md,
         "{BEGIN}\n## Channels: fan-out, ours beside socket.io (issue 23){label}\n\n\
-         Measured {date} by `{command}` ({seconds:.0} s; load average after: {load}). Our \
+         Measured {date} by `{command}` ({seconds:.0} s; load average after: {load}); \
+         `docs/channels.json` holds every figure of the run. Our \
          release server (protocol version 2, memory store on one node, `--redis-url` on two) \
          beside socket.io {socketio} on Node.js {node} (rooms; `@socket.io/redis-adapter` \
          {adapter} on two nodes), each on core 0; the subscribers are held by our one native \
@@ -163,7 +184,10 @@ pub fn markdown(run: &Run) -> String {
          10 s (a connection silent for 30 s is closed), socket.io an Engine.IO ping every \
          25 s. Every delivery was counted, in order and once each, or the run fails. The \
          load generator's own CPU is shown so that a delay bounded by the reader, not the \
-         server, can be told apart (one core is its ceiling).\n",
+         server, can be told apart: its CPU per publication is the time one core needs to \
+         read that publication on every subscriber, so where it is of the order of the \
+         delay's median, the reader bounds the delay and the delay ratio does not tell \
+         the servers apart.\n",
         date = run.date,
         command = run.command,
         seconds = run.seconds,
@@ -196,7 +220,8 @@ pub fn markdown(run: &Run) -> String {
              | server RSS per subscriber, KiB | {omem} | {imem} | {rmem} |\n\
              | deliveries | {odel} | {idel} | |\n\
              | time to subscribe them all, s | {oopen} | {iopen} | |\n\
-             | load generator CPU over the window, cores | {oload} | {iload} | |\n",
+             | load generator CPU over the window, cores | {oload} | {iload} | |\n\
+             | load generator CPU per publication, ms | {oper} | {iper} | |\n",
             per_second = case.per_second,
             subscribers = thousands(case.subscribers),
             seconds = case.seconds,
@@ -233,6 +258,8 @@ pub fn markdown(run: &Run) -> String {
             iopen = cell(get(io, |r| r.open_s), 1),
             oload = cell(get(ours, |r| r.clients_cpu), 2),
             iload = cell(get(io, |r| r.clients_cpu), 2),
+            oper = cell(get(ours, reader_ms_per_publication), 1),
+            iper = cell(get(io, reader_ms_per_publication), 1),
         );
     }
     for peer in [Peer::Ours, Peer::SocketIo] {

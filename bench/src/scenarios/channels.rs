@@ -197,7 +197,10 @@ pub fn run(options: &Options) -> Result<Run> {
     };
     let md = crate::report::channels::markdown(&run);
     match &options.docs {
-        Some(docs) => crate::report::channels::write_section(docs, &md)?,
+        Some(docs) => {
+            crate::report::channels::write_section(docs, &md)?;
+            crate::report::channels::write_results(docs, &run)?;
+        }
         None => eprintln!("{md}"),
     }
     Ok(run)
