@@ -30,22 +30,25 @@ fn run_tool(what: &str, command: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Our server in release into `target` (a no-op when `cargo xtask bench`
-/// has just built it); returns the binary.
+/// Our server (and this binary) in release into `target`: a no-op when
+/// `cargo xtask bench` has just built them; returns the server.
 ///
 /// # Errors
 ///
 /// When cargo fails.
 pub fn release_server(root: &Path, target: &Path) -> Result<PathBuf> {
     eprintln!("bench: building the server in release");
+    // The same packages as `cargo xtask bench` builds: `-p server` alone
+    // unifies the dependencies' features differently, so it rebuilt the
+    // server (fat LTO, minutes) after every xtask build, and back again.
     let status = Command::new(cargo())
-        .args(["build", "--release", "-p", "server"])
+        .args(["build", "--release", "-p", "server", "-p", "bench"])
         .current_dir(root)
         .env("CARGO_TARGET_DIR", target)
         .status()
         .context("running cargo")?;
     if !status.success() {
-        bail!("cargo build --release -p server failed");
+        bail!("cargo build --release -p server -p bench failed");
     }
     Ok(target.join("release/server"))
 }
