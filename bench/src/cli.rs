@@ -6,7 +6,11 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::{cluster, cluster_reliable, hostile, load, raw, run, scale};
+use crate::harness::machine;
+use crate::peers::raw;
+use crate::scenarios::{
+    burst, channels, cluster, cluster_reliable, echo, hostile, idle, scale, suite,
+};
 
 #[derive(Parser)]
 #[command(about = "WebSocket benchmarks side by side")]
@@ -111,6 +115,32 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// A channel's fan-out (issue 23), ours beside socket.io: one
+    /// publication a second to 10,000 subscribers and ten a second to 1,000,
+    /// 30 s each, on one node and on two on Redis; delay p50/p99, server CPU
+    /// per delivery, RSS per subscriber; writes its section of
+    /// docs/BENCHMARKS.md. socket.io comes from `cargo xtask bench --channels`.
+    Channels {
+        /// The cargo target directory holding release/server (built beforehand).
+        #[arg(long, env = "CARGO_TARGET_DIR", default_value = "target")]
+        target: PathBuf,
+        /// Where the report goes (relative to the workspace root).
+        #[arg(long, default_value = "docs")]
+        docs: PathBuf,
+        /// Print the report only, write nothing.
+        #[arg(long)]
+        no_write: bool,
+        /// Fewer subscribers (2,000 and 200) and 10 s windows, to try it;
+        /// the section says so.
+        #[arg(long)]
+        quick: bool,
+        /// Only these peers (repeat the flag; default both).
+        #[arg(long = "peer", value_enum)]
+        peers: Vec<channels::Peer>,
+        /// Only these node counts, 1 or 2 (repeat the flag; default both).
+        #[arg(long = "nodes", value_parser = clap::value_parser!(u8).range(1..=2))]
+        nodes: Vec<u8>,
+    },
     /// Only the browser's ten tabs with sharing across tabs and without
     /// (issue 15): the server's connections and memory; prints the figures,
     /// writes nothing (`run` puts them in its report). Needs the UI built.
@@ -206,6 +236,28 @@ enum Mode {
         #[arg(long, default_value_t = 2)]
         first_src: u8,
     },
+    /// Hold subscribers of one channel for `bench channels` and time each
+    /// publication's delivery.
+    Subscribe {
+        /// The server measured.
+        #[arg(long, value_enum)]
+        peer: channels::Peer,
+        /// The nodes' loopback addresses, comma-separated (subscribers alternate).
+        #[arg(long)]
+        nodes: String,
+        /// Subscribers to hold.
+        #[arg(long)]
+        conns: usize,
+        /// The first source address, 127.0.0.N (8 in a row are used).
+        #[arg(long, default_value_t = 2)]
+        first_src: u8,
+        /// Publications expected on each subscriber.
+        #[arg(long)]
+        count: u64,
+        /// Seconds after `go` to wait for them, at most.
+        #[arg(long)]
+        within: u64,
+    },
     /// Hold idle connections and read the server's RSS.
     Idle {
         /// A ws:// loopback URL.
@@ -278,7 +330,7 @@ pub fn main() -> Result<()> {
             no_cluster,
             smoke,
             rounds,
-        } => run::run(&run::Options {
+        } => suite::run(&suite::Options {
             full,
             target,
             docs,
@@ -289,12 +341,9 @@ pub fn main() -> Result<()> {
             rounds: rounds.map(usize::from),
         }),
         Cmd::Report { docs } => {
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .map(std::path::Path::to_path_buf)
-                .unwrap_or_default();
+            let root = machine::root();
             let json = std::fs::read_to_string(root.join(&docs).join("benchmarks.json"))?;
-            crate::report::write(&root, &docs, serde_json::from_str(&json)?)
+            crate::report::benchmarks::write(&root, &docs, serde_json::from_str(&json)?)
         }
         Cmd::Cluster {
             target,
@@ -305,10 +354,7 @@ pub fn main() -> Result<()> {
         } => {
             let target = std::path::absolute(&target)?;
             // Relative to the workspace root, as `run` writes its report.
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .map(std::path::Path::to_path_buf)
-                .unwrap_or_default();
+            let root = machine::root();
             cluster::run(&cluster::Options {
                 server: target.join("release/server"),
                 bench: std::env::current_exe()?,
@@ -321,9 +367,36 @@ pub fn main() -> Result<()> {
             })
             .map(drop)
         }
+        Cmd::Channels {
+            target,
+            docs,
+            no_write,
+            quick,
+            mut peers,
+            nodes,
+        } => {
+            let target = std::path::absolute(&target)?;
+            if peers.is_empty() {
+                peers = vec![channels::Peer::Ours, channels::Peer::SocketIo];
+            }
+            let mut nodes: Vec<usize> = nodes.into_iter().map(usize::from).collect();
+            if nodes.is_empty() {
+                nodes = vec![1, 2];
+            }
+            channels::run(&channels::Options {
+                server: target.join("release/server"),
+                bench: std::env::current_exe()?,
+                quick,
+                peers,
+                nodes,
+                // Relative to the workspace root, as `run` writes its report.
+                docs: (!no_write).then(|| machine::root().join(docs)),
+            })
+            .map(drop)
+        }
         Cmd::Browser { target, rounds } => {
             let target = std::path::absolute(&target)?;
-            let result = run::browser_only(&target, rounds)?;
+            let result = suite::browser_only(&target, rounds)?;
             #[allow(clippy::print_stdout)] // the figures are this command's output
             {
                 println!("{result:#}");
@@ -337,7 +410,7 @@ pub fn main() -> Result<()> {
         } => {
             let target = std::path::absolute(&target)?;
             let static_dir = std::path::absolute(&static_dir)?;
-            let result = run::tabs_only(&target.join("release/server"), &static_dir, rounds)?;
+            let result = suite::tabs_only(&target.join("release/server"), &static_dir, rounds)?;
             #[allow(clippy::print_stdout)] // the figures are this command's output
             {
                 println!("{result:#}");
@@ -366,14 +439,11 @@ pub fn main() -> Result<()> {
             let target = std::path::absolute(&target)?;
             let out = target.join("bench");
             std::fs::create_dir_all(&out)?;
-            let gorilla = run::go_server(&out)
+            let gorilla = crate::harness::builds::gorilla(&out)
                 .map_err(|why| eprintln!("bench: no gorilla server: {why}"))
                 .ok();
             // Relative to the workspace root, as `run` writes its report.
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .parent()
-                .map(std::path::Path::to_path_buf)
-                .unwrap_or_default();
+            let root = machine::root();
             scale::run(&scale::Options {
                 server: target.join("release/server"),
                 bench: std::env::current_exe()?,
@@ -398,7 +468,7 @@ pub fn main() -> Result<()> {
                         typed,
                         pid,
                     } => {
-                        load::echo(
+                        echo::echo(
                             &url,
                             conns,
                             bytes,
@@ -409,8 +479,31 @@ pub fn main() -> Result<()> {
                         )
                         .await
                     }
-                    Mode::Burst { url, count } => load::burst(&url, count).await,
-                    Mode::Idle { url, conns, pid } => load::idle(&url, conns, pid).await,
+                    Mode::Burst { url, count } => burst::burst(&url, count).await,
+                    Mode::Subscribe {
+                        peer,
+                        nodes,
+                        conns,
+                        first_src,
+                        count,
+                        within,
+                    } => {
+                        let nodes = nodes
+                            .split(',')
+                            .map(str::parse)
+                            .collect::<Result<Vec<std::net::SocketAddr>, _>>()?;
+                        let line = channels::subscribe(
+                            peer,
+                            &nodes,
+                            conns,
+                            first_src,
+                            count,
+                            Duration::from_secs(within),
+                        )
+                        .await?;
+                        serde_json::from_str(&line).map_err(anyhow::Error::from)
+                    }
+                    Mode::Idle { url, conns, pid } => idle::idle(&url, conns, pid).await,
                     Mode::Broadcast {
                         nodes,
                         conns,

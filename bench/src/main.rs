@@ -1,32 +1,38 @@
 //! Benchmarks side by side (issue 6): our server against raw
-//! tokio-tungstenite and the original gorilla/websocket design, our wasm
-//! wrapper against the browser's raw WebSocket, from one command.
+//! tokio-tungstenite, the original gorilla/websocket design and socket.io,
+//! our wasm wrapper against the browser's raw WebSocket, from one command.
 //!
 //! # Layout
 //!
-//! * `run.rs`: the orchestrator: builds everything, servers on core 0, load
-//!   generator and browser on core 1, repeated and interleaved rounds;
-//! * `report.rs`: the ratios against the targets and `docs/BENCHMARKS.md` + `docs/benchmarks.json`;
-//! * `load.rs`: the load generator: `echo` (closed loop, HDR latency, every
-//!   echo checked), `burst` (first to last of N pushes, order checked), `idle`
-//!   (server RSS per held connection);
-//! * `raw.rs`: the reference server, raw tokio + tokio-tungstenite;
-//! * `browser.rs`: headless Chromium through ChromeDriver, the burst pages and the Yew page;
-//!   `tabs.rs`: ten console tabs with sharing across tabs and without (issue 15):
-//!   the server's connections and memory;
-//! * `hostile/`: hostile clients at scale against the release server (issue
-//!   12): floods, slowloris, non-reading clients, broken frames, fuzzing;
-//!   writes `docs/HARDENING.md`;
-//! * `scale.rs`: connections on one node (issue 16): as many `/ws` connections
-//!   as the descriptor limit allows with timed pushes on, ours beside gorilla,
-//!   and a projection; `scale_report.rs` writes its section of `docs/BENCHMARKS.md`;
-//! * `cluster.rs`: the cluster (issue 14): reliable echo on Redis against
-//!   memory, one broadcast to 10,000 clients over two nodes sharing a
-//!   `redis-server`, and the time to resume on another node; its section of
-//!   `docs/BENCHMARKS.md`; `cluster_reliable.rs`: their reliable load, with
-//!   the real wrapper;
-//! * `procs.rs`: pinned child processes that are always killed;
-//! * `go/server.go`: the gorilla reference, built offline from Debian's packages;
+//! The crate is laid out by role: what is measured (`scenarios/`) is apart
+//! from how processes are started and read (`harness/`), from the servers
+//! measured (`peers/`) and from what is written (`report/`).
+//!
+//! * `cli.rs`: the command line (`bench --help` lists every subcommand);
+//! * `harness/`: `procs.rs` (pinned child processes that are always
+//!   killed), `proc_stats.rs` (CPU time and RSS from `/proc`, read once
+//!   settled), `servers.rs` (a server on a free port, the load generator as
+//!   a child and its JSON line), `stats.rs` (medians, quantiles, a fit),
+//!   `machine.rs` (workspace root, machine and versions), `ws.rs` (loopback
+//!   client connections, from chosen source addresses), `builds.rs` (every
+//!   build a run needs, in one place; `cargo xtask bench` builds the server
+//!   and this binary, and installs socket.io from npm);
+//! * `scenarios/`: `suite.rs` (`bench run`: builds, then every echo, burst,
+//!   idle and browser scenario repeated and interleaved, then the cluster
+//!   and scale runs), `echo.rs`, `burst.rs`, `idle.rs` (the load generator's
+//!   modes), `scale.rs` (connections on one node, issue 16), `cluster.rs`
+//!   and `cluster_reliable.rs` (two nodes on Redis, issue 14), `channels.rs`
+//!   (a channel's fan-out, ours beside socket.io, issue 23), `browser.rs`
+//!   and `tabs.rs` (headless Chromium, issues 15 and 22), `hostile/`
+//!   (hostile clients at scale, issue 12, which writes `docs/HARDENING.md`);
+//! * `peers/`: `ours.rs` (our server's flags), `raw.rs` (the raw
+//!   tokio-tungstenite reference, run by this binary), `gorilla.rs` (the
+//!   Go reference, `go/server.go`), `socketio.rs` (socket.io 4.8 on Node.js,
+//!   `socketio/server.js`, and the Engine.IO 4 client of our load generator);
+//! * `report/`: `benchmarks.rs` (`docs/BENCHMARKS.md` and
+//!   `docs/benchmarks.json`, ratios against the targets), and one kept
+//!   section each for `scale.rs`, `cluster.rs` and `channels.rs` (typed
+//!   results), found and replaced by `kept.rs`;
 //! * `examples/browser.rs`: the wasm side of the browser burst (our wrapper).
 //!
 //! # Example
@@ -38,35 +44,21 @@
 //! cargo xtask bench --scale                     # builds, then `bench scale`: its section of docs/BENCHMARKS.md
 //! cargo run --release -p bench -- tabs          # only the ten tabs (after `trunk build --release`)
 //! cargo xtask bench --cluster                   # builds, then `bench cluster`: its section of docs/BENCHMARKS.md
+//! cargo xtask bench --channels                  # installs socket.io, builds, then `bench channels`
+//! cargo xtask bench --channels --quick          # the same with fewer subscribers, to try it
 //! target/release/bench load echo --url ws://127.0.0.1:8080/echo --conns 100 --bytes 20
 //! ```
 
 #[cfg(not(target_arch = "wasm32"))]
-mod browser;
-#[cfg(not(target_arch = "wasm32"))]
 mod cli;
 #[cfg(not(target_arch = "wasm32"))]
-mod cluster;
+mod harness;
 #[cfg(not(target_arch = "wasm32"))]
-mod cluster_reliable;
-#[cfg(not(target_arch = "wasm32"))]
-mod hostile;
-#[cfg(not(target_arch = "wasm32"))]
-mod load;
-#[cfg(not(target_arch = "wasm32"))]
-mod procs;
-#[cfg(not(target_arch = "wasm32"))]
-mod raw;
+mod peers;
 #[cfg(not(target_arch = "wasm32"))]
 mod report;
 #[cfg(not(target_arch = "wasm32"))]
-mod run;
-#[cfg(not(target_arch = "wasm32"))]
-mod scale;
-#[cfg(not(target_arch = "wasm32"))]
-mod scale_report;
-#[cfg(not(target_arch = "wasm32"))]
-mod tabs;
+mod scenarios;
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> anyhow::Result<()> {

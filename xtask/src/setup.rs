@@ -12,6 +12,7 @@
 //! | `chromium`, `chromedriver` | Debian packages (needs root) | matching pair | test, bench |
 //! | `redis-server` | Debian package `redis-server` (needs root) | Debian's (7.0 on bookworm) | test (the cluster tests) |
 //! | `go`, gorilla/websocket | Debian packages `golang-go`, `golang-github-gorilla-websocket-dev` (needs root) | Debian's | bench |
+//! | socket.io, `@socket.io/redis-adapter`, `redis` | npm, into `target/tools/socketio` | [`SOCKETIO_PACKAGES`] | bench (`--channels`) |
 //!
 //! `run` installs only its four: on a fresh machine the time to the first
 //! page is the compile time of wasm-bindgen-cli and trunk, not of wasm-pack
@@ -224,36 +225,80 @@ fn ensure_wasm_opt() -> Result<()> {
     // ships a current one. It goes into target/tools, never the system.
     eprintln!("setup: installing wasm-opt {wanted} (npm package binaryen) into target/tools");
     let dir = tools_dir();
-    std::fs::create_dir_all(&dir)?;
-    let prefix = dir.to_string_lossy().into_owned();
-    let package = format!("binaryen@{wanted}");
-    cmd::run(&mut command(
-        "npm",
-        &[
-            "install",
-            "--prefix",
-            &prefix,
-            "--no-save",
-            "--no-audit",
-            "--no-fund",
-            &package,
-        ],
-    ))
-    .with_context(|| {
+    npm_install(&dir, &[&format!("binaryen@{wanted}")]).with_context(|| {
         format!(
             "could not install wasm-opt: install Node.js and npm, or put wasm-opt {wanted} on PATH"
         )
     })?;
     if !output(&mut command("wasm-opt", &["--version"])).is_some_and(|v| ok(&v)) {
-        bail!("wasm-opt {wanted} was installed into {prefix} but does not run");
+        bail!(
+            "wasm-opt {wanted} was installed into {} but does not run",
+            dir.display()
+        );
     }
     Ok(())
+}
+
+/// `npm install` of `packages` (`name@version`) into `dir`, never the
+/// system and never a package.json.
+fn npm_install(dir: &std::path::Path, packages: &[&str]) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let prefix = dir.to_string_lossy().into_owned();
+    let mut args = vec![
+        "install",
+        "--prefix",
+        &prefix,
+        "--no-save",
+        "--no-audit",
+        "--no-fund",
+    ];
+    args.extend(packages);
+    cmd::run(&mut command("npm", &args))
 }
 
 fn which(names: &[&str]) -> Option<PathBuf> {
     names
         .iter()
         .find_map(|name| output(&mut command("which", &[name])).map(|p| PathBuf::from(p.trim())))
+}
+
+/// socket.io, the channels benchmark's peer (issue 23), its Redis adapter
+/// and the Redis client the adapter is given, pinned: the bench's figures
+/// name the version they measured.
+pub const SOCKETIO_PACKAGES: [&str; 3] = [
+    "socket.io@4.8.1",
+    "@socket.io/redis-adapter@8.3.0",
+    "redis@4.7.0",
+];
+
+/// Installs [`SOCKETIO_PACKAGES`] with npm into `target/tools/socketio`
+/// (its own prefix: npm prunes what another install into the same prefix
+/// did not name), unless each is there at its version. Run by Node.js 20
+/// (`/usr/bin/node`) with `NODE_PATH` pointing there.
+///
+/// # Errors
+///
+/// When npm is missing or the install fails.
+pub fn ensure_socketio() -> Result<()> {
+    let dir = tools_dir().join("socketio");
+    let installed = |spec: &str| {
+        let (name, version) = spec.rsplit_once('@').unwrap_or((spec, ""));
+        std::fs::read_to_string(dir.join("node_modules").join(name).join("package.json"))
+            .is_ok_and(|json| json.contains(&format!("\"version\": \"{version}\"")))
+    };
+    if SOCKETIO_PACKAGES.iter().all(|p| installed(p)) {
+        return Ok(());
+    }
+    eprintln!("setup: installing socket.io (npm) into target/tools/socketio");
+    npm_install(&dir, &SOCKETIO_PACKAGES)
+        .context("could not install socket.io: install Node.js 20 and npm (Debian: nodejs, npm)")?;
+    if !SOCKETIO_PACKAGES.iter().all(|p| installed(p)) {
+        bail!(
+            "socket.io was installed into {} but is not at the pinned versions",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Where Debian's gorilla/websocket package puts its sources (GOPATH mode).

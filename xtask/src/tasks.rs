@@ -245,6 +245,18 @@ pub fn bench_cluster() -> Result<()> {
     cmd::run(&mut release_bench("cluster", &[])?)
 }
 
+/// Installs socket.io (npm, into target/tools/socketio), builds the server
+/// and the benchmark tools in release and runs the channels' fan-out, ours
+/// beside socket.io, one node and two on Redis: `bench channels` writes its
+/// section of docs/BENCHMARKS.md. With `quick`, fewer subscribers and
+/// shorter windows (the section says so).
+pub fn bench_channels(quick: bool) -> Result<()> {
+    setup::ensure_redis()?;
+    setup::ensure_socketio()?;
+    let extra: &[&str] = if quick { &["--quick"] } else { &[] };
+    cmd::run(&mut release_bench("channels", extra)?)
+}
+
 /// Builds the server and the benchmark tools in release and plays hostile
 /// clients at scale against the server; writes `docs/HARDENING.md`.
 pub fn hostile() -> Result<()> {

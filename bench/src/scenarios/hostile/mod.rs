@@ -28,7 +28,7 @@ mod tokens;
 
 use std::fmt::Write as _;
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::Command;
@@ -36,7 +36,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::procs::{Core, Guard, hard_nofile, pinned};
+use crate::harness::machine::{self, sh};
+use crate::harness::procs::{Core, Guard, hard_nofile, pinned};
+use crate::harness::servers::{free_addr, spawn_listening};
 use probe::{Probe, Rss, RssSampler, Seen};
 
 /// Options of `bench hostile`.
@@ -364,7 +366,7 @@ fn start_server(
     extra: &[String],
 ) -> Result<(Guard, SocketAddr)> {
     let flags = phase.flags;
-    let addr: SocketAddr = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let addr = free_addr()?;
     let mut command = if phase.pinned {
         pinned(Core::Server, hard_nofile(), &options.server)
     } else {
@@ -377,17 +379,8 @@ fn start_server(
         .args(extra)
         .args(flags)
         .env("RUST_LOG", "error");
-    let mut guard = Guard::spawn("server", command, false)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
-        if !guard.alive() {
-            bail!("the server exited before listening on {addr} (flags {flags:?})");
-        }
-        if Instant::now() > deadline {
-            bail!("the server did not listen on {addr} within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let guard = spawn_listening("server", command, addr)
+        .with_context(|| format!("the server with flags {flags:?}"))?;
     Ok((guard, addr))
 }
 
@@ -548,14 +541,6 @@ fn line(row: &Row) -> String {
     )
 }
 
-fn sh(command: &str) -> String {
-    Command::new("sh")
-        .args(["-c", command])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
 fn markdown(rows: &[Row], total: f64, load: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -582,7 +567,7 @@ fn markdown(rows: &[Row], total: f64, load: &str) -> String {
          `server/tests/hardening.rs`; this run only measures them at scale.\n\n\
          Reproduce: `cargo xtask hostile` (a few minutes; loopback only, every loop bounded in \
          count and time).\n",
-        date = sh("date -u '+%Y-%m-%d %H:%M UTC'"),
+        date = machine::date(),
         cores = sh("nproc"),
         cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'"),
         kernel = sh("uname -sr"),
@@ -700,10 +685,7 @@ pub fn run(options: &Options) -> Result<()> {
         println!("{report}");
     }
     if let Some(docs) = &options.docs {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .context("bench/ is inside the workspace")?;
-        let path = root.join(docs).join("HARDENING.md");
+        let path = machine::root().join(docs).join("HARDENING.md");
         std::fs::write(&path, report)?;
         eprintln!("hostile: wrote {}", path.display());
     }

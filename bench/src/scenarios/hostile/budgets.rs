@@ -18,9 +18,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 
 use super::net::{self, Ws, metric};
-use super::probe::cpu_seconds;
 use super::{Outcome, Target};
-use crate::load::rss_kib;
+use crate::harness::proc_stats::cpu_seconds;
+use crate::harness::proc_stats::rss_kib;
 
 const MIB: u64 = 1024 * 1024;
 

@@ -19,7 +19,7 @@ use hdrhistogram::Histogram;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::net::{self, Ws};
-use crate::load::rss_kib;
+use crate::harness::proc_stats::rss_kib;
 
 /// What the legitimate client saw.
 #[derive(Debug, Default, Clone)]
@@ -221,37 +221,6 @@ async fn run(
     seen.p99_us = histogram.value_at_quantile(0.99);
     seen.max_us = histogram.max();
     Ok(seen)
-}
-
-/// CPU time (user and system) process `pid` has used so far, in seconds
-/// (`/proc/PID/stat`, in clock ticks of `getconf CLK_TCK`).
-pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name is in parentheses and may hold spaces: count after it.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .context("no ')' in /proc/PID/stat")?
-        .1
-        .split_whitespace()
-        .collect();
-    // utime and stime: fields 14 and 15, 12 and 13 after the name.
-    let ticks = |i: usize| -> Result<f64> {
-        Ok(fields
-            .get(i)
-            .context("a short /proc/PID/stat")?
-            .parse::<u64>()? as f64)
-    };
-    Ok((ticks(11)? + ticks(12)?) / clock_ticks())
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`; 100 where it cannot be read).
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
 }
 
 /// The server's RSS before, at its peak during, and after an attack.

@@ -17,7 +17,7 @@ use fantoccini::Client;
 use fantoccini::wd::WindowHandle;
 use serde_json::{Value, json};
 
-use crate::load::rss_kib;
+use crate::harness::proc_stats::{rss_kib, settled};
 
 /// How long the tabs may take to settle (ten loads of the wasm on two cores).
 const SETTLE: Duration = Duration::from_secs(30);
@@ -62,35 +62,13 @@ async fn connections_become(base: &str, want: u64, timeout: Duration) -> Result<
 /// loads) may linger on the server after their pages are gone: the figures
 /// are counted from this baseline.
 async fn settled_connections(base: &str) -> Result<u64> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut samples = vec![open_connections(base).await?];
-    while Instant::now() < deadline
-        && !(samples.len() >= 3
-            && samples[samples.len() - 3..]
-                .windows(2)
-                .all(|w| w[0] == w[1]))
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        samples.push(open_connections(base).await?);
-    }
-    Ok(samples.last().copied().unwrap_or_default())
+    settled(Duration::from_secs(5), || open_connections(base)).await
 }
 
 /// The resident memory of `pid` once it has stopped moving: three equal
 /// samples 100 ms apart, at most 3 s (as the idle scenario reads it).
 async fn settled_rss(pid: u32) -> Result<u64> {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut samples = vec![rss_kib(pid)?];
-    while Instant::now() < deadline
-        && !(samples.len() >= 3
-            && samples[samples.len() - 3..]
-                .windows(2)
-                .all(|w| w[0] == w[1]))
-    {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        samples.push(rss_kib(pid)?);
-    }
-    Ok(samples.last().copied().unwrap_or_default())
+    settled(Duration::from_secs(3), || async { rss_kib(pid) }).await
 }
 
 /// The summed proportional set size (KiB) of every descendant of `root`

@@ -18,8 +18,8 @@ use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::net::{self, Ending};
-use super::probe::cpu_seconds;
 use super::{Outcome, Target};
+use crate::harness::proc_stats::cpu_seconds;
 
 /// Seconds since the epoch, with their fraction.
 fn unix_now() -> f64 {

@@ -14,28 +14,31 @@
 //! as the protocol sends them), and prints its result. Every wait is bounded.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{ChildStdin, ChildStdout};
+use std::process::ChildStdin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
-use tokio::net::TcpSocket;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::load::{cpu_seconds, rss_kib};
-use crate::procs::{Core, Guard, hard_nofile, pinned};
+use crate::harness::machine::unix_ms;
+use crate::harness::proc_stats::{cpu_seconds, rss_kib};
+use crate::harness::procs::{Core, Guard, hard_nofile, pinned};
+use crate::harness::servers::{forward_lines, free_addr, http_get, spawn_listening};
+use crate::harness::stats::percentile;
+use crate::harness::ws::tcp_from;
 
 /// Client processes per count.
-pub(crate) const CLIENTS: usize = 4;
+pub const CLIENTS: usize = 4;
 /// Source addresses per client process (127.0.0.x).
 const SOURCES_PER_CLIENT: u8 = 8;
 /// Upgrades in flight per client process.
@@ -61,20 +64,6 @@ pub struct Options {
     pub docs: Option<PathBuf>,
 }
 
-/// The `q` quantile of a lateness histogram in whole milliseconds.
-pub(crate) fn percentile(buckets: &[u64], q: f64) -> Option<usize> {
-    let total: u64 = buckets.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = ((total as f64) * q).ceil().max(1.0) as u64;
-    let mut seen = 0;
-    buckets.iter().position(|&n| {
-        seen += n;
-        seen >= rank
-    })
-}
-
 /// `"sent_at_ms":N` of a push, without a full decode.
 fn sent_at(text: &str) -> Option<u64> {
     if !text.starts_with(r#"{"type":"push""#) {
@@ -85,18 +74,9 @@ fn sent_at(text: &str) -> Option<u64> {
     rest[..end].parse().ok()
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The client process: `conns` connections to `ws://{addr}{path}` from
 /// 127.0.0.`first_src` onwards; see the module doc.
 pub async fn hold(addr: SocketAddr, path: &str, conns: usize, first_src: u8) -> Result<Value> {
-    if !addr.ip().is_loopback() {
-        bail!("load tests only target loopback addresses, not {addr}");
-    }
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut opening = JoinSet::new();
@@ -105,10 +85,7 @@ pub async fn hold(addr: SocketAddr, path: &str, conns: usize, first_src: u8) -> 
         let (gate, url) = (gate.clone(), format!("ws://{addr}{path}"));
         opening.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            let socket = TcpSocket::new_v4()?;
-            socket.bind(SocketAddr::from(([127, 0, 0, src], 0)))?;
-            let tcp = socket.connect(addr).await?;
-            tcp.set_nodelay(true)?;
+            let tcp = tcp_from(src, addr).await?;
             let (ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
             anyhow::Ok(ws)
         });
@@ -140,7 +117,7 @@ pub async fn hold(addr: SocketAddr, path: &str, conns: usize, first_src: u8) -> 
                             continue;
                         }
                         if let Some(sent) = sent_at(&text) {
-                            let ms = (now_ms().saturating_sub(sent) as usize).min(LATE_MAX_MS);
+                            let ms = (unix_ms().saturating_sub(sent) as usize).min(LATE_MAX_MS);
                             received.fetch_add(1, Relaxed);
                             late.lock().unwrap_or_else(|e| e.into_inner())[ms] += 1;
                         }
@@ -185,7 +162,7 @@ pub async fn hold(addr: SocketAddr, path: &str, conns: usize, first_src: u8) -> 
 /// One measured count on one server.
 fn measure(options: &Options, name: &str, count: usize) -> Result<Value> {
     let hard = hard_nofile();
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let addr = free_addr()?;
     let mut command;
     if name == "gorilla" {
         let go = options.gorilla.as_ref().context("no gorilla server")?;
@@ -208,15 +185,8 @@ fn measure(options: &Options, name: &str, count: usize) -> Result<Value> {
             .args(["--addr", &addr.to_string()])
             .env("RUST_LOG", "warn");
     }
-    let server = Guard::spawn(name, command, false)?;
+    let server = spawn_listening(name, command, addr)?;
     let pid = server.pid();
-    let listen_deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(addr).is_err() {
-        if Instant::now() > listen_deadline {
-            bail!("{name} did not listen within 10 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
     let rss_before = rss_kib(pid)?;
     let started = Instant::now();
     let path = if name == "gorilla" { "/echo" } else { "/ws" };
@@ -260,7 +230,7 @@ fn measure(options: &Options, name: &str, count: usize) -> Result<Value> {
     std::thread::sleep(SETTLE);
     let rss_after = rss_kib(pid)?;
     let dropped_before = dropped_pushes(addr, name);
-    let cpu_before = cpu_seconds(&pid.to_string())?;
+    let cpu_before = cpu_seconds(pid)?;
     let window = Instant::now();
     for (_, stdin) in &mut clients {
         writeln!(stdin, "go")?;
@@ -271,7 +241,7 @@ fn measure(options: &Options, name: &str, count: usize) -> Result<Value> {
         results.push(next(WINDOW + Duration::from_secs(60))?.1);
     }
     let wall = window.elapsed().as_secs_f64();
-    let cpu = (cpu_seconds(&pid.to_string())? - cpu_before) / wall;
+    let cpu = (cpu_seconds(pid)? - cpu_before) / wall;
     let dropped = dropped_pushes(addr, name)
         .zip(dropped_before)
         .map(|(after, before)| after - before);
@@ -313,43 +283,13 @@ fn measure(options: &Options, name: &str, count: usize) -> Result<Value> {
 /// the connection's queue was not empty: its client is behind); `None` for
 /// gorilla, which has no such count.
 fn dropped_pushes(addr: SocketAddr, name: &str) -> Option<f64> {
-    use std::io::Read as _;
     if name == "gorilla" {
         return None;
     }
-    let mut tcp = std::net::TcpStream::connect(addr).ok()?;
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).ok()?;
-    let mut text = String::new();
-    tcp.read_to_string(&mut text).ok()?;
-    text.lines()
+    http_get(addr, "/metrics")?
+        .lines()
         .find_map(|l| l.strip_prefix("ws_pushes_dropped_total "))
         .and_then(|v| v.trim().parse().ok())
-}
-
-/// Reads `stdout` line by line into `tx` on a thread of its own.
-fn forward_lines(i: usize, stdout: ChildStdout, tx: mpsc::Sender<(usize, String)>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send((i, line)).is_err() {
-                break;
-            }
-        }
-    });
-}
-
-/// Least-squares slope and intercept of `y` over `x`.
-pub(crate) fn fit(points: &[(f64, f64)]) -> (f64, f64) {
-    let n = points.len() as f64;
-    let (sx, sy) = points
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
-    let (mx, my) = (sx / n, sy / n);
-    let num: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
-    let den: f64 = points.iter().map(|(x, _)| (x - mx).powi(2)).sum();
-    let slope = if den > 0.0 { num / den } else { 0.0 };
-    (slope, my - slope * mx)
 }
 
 /// Runs every count on every server and writes the section of BENCHMARKS.md.
@@ -369,13 +309,13 @@ pub fn run(options: &Options) -> Result<()> {
             rows.push(measure(options, name, count)?);
         }
     }
-    let md = crate::scale_report::markdown(&rows, &counts, started.elapsed().as_secs_f64(), hard);
+    let md = crate::report::scale::markdown(&rows, &counts, started.elapsed().as_secs_f64(), hard);
     #[allow(clippy::print_stdout)]
     {
         println!("{md}");
     }
     if let Some(docs) = &options.docs {
-        crate::scale_report::write_section(docs, &md)?;
+        crate::report::scale::write_section(docs, &md)?;
         std::fs::write(
             docs.join("scale.json"),
             serde_json::to_string_pretty(&rows)?,

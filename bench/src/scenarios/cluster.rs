@@ -19,11 +19,9 @@
 //! * **time to resume on another node**: one reliable client behind the
 //!   round-robin fault proxy over the two nodes; each cut sends its
 //!   reconnect to the other node; from the cut until `Resumed`
-//!   ([`crate::cluster_reliable`]).
+//!   ([`super::cluster_reliable`]).
 
-use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -32,13 +30,11 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::procs::{Core, Guard, pinned};
+use crate::harness::procs::hard_nofile;
+use crate::harness::servers::load_generator;
+use crate::harness::stats::num;
+use crate::peers::ours::{ADMIN_TOKEN, node};
 
-/// The admin token of the benchmark's nodes.
-const TOKEN: &str = "bench-cluster-token";
-/// The section's first and last lines in `docs/BENCHMARKS.md`.
-const BEGIN: &str = "<!-- kept:cluster -->";
-const END: &str = "<!-- /kept:cluster -->";
 /// Every client has the broadcast within this long, or the run fails.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -62,38 +58,6 @@ pub struct Options {
     pub docs: Option<PathBuf>,
 }
 
-/// A node on a free port, pinned to the server core; killed on drop.
-fn node(options: &Options, redis: Option<&str>, id: &str, nofile: u64) -> Result<(Guard, String)> {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .to_string();
-    let mut command = pinned(Core::Server, nofile, &options.server);
-    command
-        .args(["--addr", &addr, "--node-id", id])
-        .args(["--admin-token", TOKEN, "--static-dir", "/nonexistent"])
-        .args(["--push-interval", "0", "--ping-interval", "0"])
-        .args(["--max-connections-per-ip", "0", "--connect-rate", "0"])
-        .args([
-            "--max-http-connections-per-ip",
-            "0",
-            "--max-sessions-per-ip",
-            "0",
-        ])
-        .env("RUST_LOG", "warn");
-    if let Some(redis) = redis {
-        command.args(["--redis-url", redis]);
-    }
-    let mut guard = Guard::spawn(id, command, false)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(&addr).is_err() {
-        ensure!(guard.alive(), "{id} exited before listening on {addr}");
-        ensure!(Instant::now() < deadline, "{id} did not listen within 10 s");
-        // Polls the port; nothing to wait on in another process.
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok((guard, addr))
-}
-
 /// Starts Redis and two nodes, runs the load process, writes the section.
 ///
 /// # Errors
@@ -102,25 +66,12 @@ fn node(options: &Options, redis: Option<&str>, id: &str, nofile: u64) -> Result
 /// reach every client.
 pub fn run(options: &Options) -> Result<Value> {
     let redis = testbed::RedisServer::start()?;
-    let nofile = (options.conns as u64 + 1024).min(crate::procs::hard_nofile());
+    let nofile = (options.conns as u64 + 1024).min(hard_nofile());
     let url = redis.url();
-    let (_a, a) = node(options, Some(&url), "bench-a", nofile)?;
-    let (_b, b) = node(options, Some(&url), "bench-b", nofile)?;
-    let (_m, m) = node(options, None, "bench-memory", nofile)?;
-    let load = |args: &[String]| -> Result<Value> {
-        let output = pinned(Core::Load, nofile, &options.bench)
-            .arg("load")
-            .args(args)
-            .stderr(Stdio::inherit())
-            .output()
-            .context("running the load process")?;
-        ensure!(
-            output.status.success(),
-            "the load process failed ({}): {args:?}",
-            output.status
-        );
-        serde_json::from_slice(&output.stdout).context("the load process's output")
-    };
+    let (_a, a) = node(&options.server, Some(&url), "bench-a", nofile, &[])?;
+    let (_b, b) = node(&options.server, Some(&url), "bench-b", nofile, &[])?;
+    let (_m, m) = node(&options.server, None, "bench-memory", nofile, &[])?;
+    let load = |args: &[String]| load_generator(&options.bench, nofile, args);
     let owned = |args: &[&str]| args.iter().map(ToString::to_string).collect::<Vec<_>>();
 
     // Reliable echo, Redis against memory: interleaved rounds.
@@ -183,16 +134,12 @@ pub fn run(options: &Options) -> Result<Value> {
         num(&result["broadcast"], "median_ms"),
         num(&result["broadcast"], "max_ms"),
     );
-    let md = markdown(&result);
+    let md = crate::report::cluster::markdown(&result);
     match &options.docs {
-        Some(docs) => crate::scale_report::write_kept(docs, BEGIN, END, &md)?,
+        Some(docs) => crate::report::cluster::write_section(docs, &md)?,
         None => eprintln!("{md}"),
     }
     Ok(result)
-}
-
-fn num(v: &Value, key: &str) -> f64 {
-    v[key].as_f64().unwrap_or(f64::NAN)
 }
 
 /// The run with the median rate of `runs` (its latencies with it), with
@@ -204,76 +151,6 @@ fn median_run(name: &str, mut runs: Vec<Value>) -> Value {
     median["store"] = json!(name);
     median["rounds_msgs_per_s"] = json!(rates);
     median
-}
-
-fn list(values: &Value) -> String {
-    values
-        .as_array()
-        .map(|r| {
-            r.iter()
-                .map(|v| format!("{:.1}", v.as_f64().unwrap_or(f64::NAN)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
-}
-
-fn markdown(result: &Value) -> String {
-    let broadcast = &result["broadcast"];
-    let resume = &result["resume"];
-    let echo = |store: &str| {
-        result["reliable_echo"]
-            .as_array()
-            .and_then(|runs| runs.iter().find(|r| r["store"] == store))
-            .cloned()
-            .unwrap_or(Value::Null)
-    };
-    let (redis, memory) = (echo("redis"), echo("memory"));
-    let conns = broadcast["conns"].as_u64().unwrap_or(0);
-    format!(
-        "{BEGIN}\n## The cluster (issue 14)\n\n\
-         Measured {date} by `cargo xtask bench` (`bench run`, after the rest;\n\
-         `cargo xtask bench --cluster` alone): release nodes on core 0, two of\n\
-         them sharing a `redis-server` (no persistence) on loopback and one in\n\
-         memory, the load process on core 1.\n\n\
-         | scenario | Redis | memory | Redis / memory |\n|---|---|---|---|\n\
-         | reliable echo, 10 connections x 20 B, msg/s (median of rounds {redis_rounds} / {memory_rounds}) | {redis_rate:.0} | {memory_rate:.0} | {rate_ratio:.2}x |\n\
-         | reliable echo, p99 | {redis_p99:.2} ms | {memory_p99:.2} ms | {p99_ratio:.2}x |\n\n\
-         | scenario | result |\n|---|---|\n\
-         | time to resume on another node: from a cut until `Resumed`, {resumes} resumes | median **{resume_median:.1} ms**, p99 {resume_p99:.1} ms, max {resume_max:.1} ms |\n\
-         | one broadcast to {conns} clients, {per_node} on each of 2 nodes, asked of node A: until the last client read it | median **{median:.1} ms** (max {max:.1} ms; rounds {rounds}) |\n\n\
-         The reliable echo runs the real wrapper (`buffered_socket::Socket`,\n\
-         native, reliable mode) in a closed loop: on Redis each batch a\n\
-         connection writes is stored first (one Lua script, write-through),\n\
-         so the ratio is the price of surviving a node's death. The resume\n\
-         runs one reliable client behind the round-robin fault proxy over the\n\
-         two nodes: each cut sends its reconnect to the other node, which\n\
-         loads the session from Redis (reconnect backoff 1 ms: the figure is\n\
-         the cluster's, not the backoff's). The broadcast's time runs from the\n\
-         request to node A until the load process has read the push on all\n\
-         {conns} connections: node A's own delivery, the hand-over to node B\n\
-         through B's Redis command stream, B's delivery, and the load process\n\
-         reading them all on one core. Each answer counted {conns} delivered\n\
-         and no node unanswered.\n\n\
-         {END}\n",
-        date = crate::scale_report::date(),
-        redis_rounds = list(&redis["rounds_msgs_per_s"]),
-        memory_rounds = list(&memory["rounds_msgs_per_s"]),
-        redis_rate = num(&redis, "msgs_per_s"),
-        memory_rate = num(&memory, "msgs_per_s"),
-        rate_ratio = num(&redis, "msgs_per_s") / num(&memory, "msgs_per_s"),
-        redis_p99 = num(&redis, "p99_us") / 1000.0,
-        memory_p99 = num(&memory, "p99_us") / 1000.0,
-        p99_ratio = num(&redis, "p99_us") / num(&memory, "p99_us"),
-        resumes = resume["rounds"],
-        resume_median = num(resume, "median_ms"),
-        resume_p99 = num(resume, "p99_ms"),
-        resume_max = num(resume, "max_ms"),
-        per_node = conns / 2,
-        median = num(broadcast, "median_ms"),
-        max = num(broadcast, "max_ms"),
-        rounds = list(&broadcast["rounds_ms"]),
-    )
 }
 
 /// The load side (`bench load broadcast`): `conns` `/ws` connections spread
@@ -330,7 +207,7 @@ pub async fn broadcast(nodes: &[String], conns: usize, rounds: usize) -> Result<
         let listed: Value = serde_json::from_str(
             &http
                 .get(format!("{admin}/api/clients"))
-                .bearer_auth(TOKEN)
+                .bearer_auth(ADMIN_TOKEN)
                 .send()
                 .await?
                 .text()
@@ -353,7 +230,7 @@ pub async fn broadcast(nodes: &[String], conns: usize, rounds: usize) -> Result<
         let started = Instant::now();
         let response = http
             .post(format!("{admin}/api/broadcast"))
-            .bearer_auth(TOKEN)
+            .bearer_auth(ADMIN_TOKEN)
             .body(format!("bench-broadcast-{round}"))
             .send()
             .await?;

@@ -10,6 +10,8 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::{Value, json};
 
+use crate::harness::stats::num;
+
 /// One target of issue 6 and what this run measured for it.
 struct Target {
     key: &'static str,
@@ -162,10 +164,6 @@ const MISSED: &[(&str, &str)] = &[
          the burst and split the longest batch.",
     ),
 ];
-
-fn num(v: &Value, key: &str) -> f64 {
-    v[key].as_f64().unwrap_or(f64::NAN)
-}
 
 /// The result of `server` in a list with one per server (burst, idle).
 fn find<'a>(list: &'a Value, server: &str) -> Option<&'a Value> {
@@ -721,7 +719,7 @@ pub fn write(root: &Path, docs: &Path, mut results: Value) -> Result<()> {
     std::fs::create_dir_all(&docs)?;
     // Kept blocks (the scale run's section, hand-written findings) are carried over.
     if let Ok(old) = std::fs::read_to_string(docs.join("BENCHMARKS.md")) {
-        for block in crate::scale_report::kept(&old) {
+        for block in super::kept::kept(&old) {
             md = format!("{}\n\n{block}\n", md.trim_end());
         }
     }

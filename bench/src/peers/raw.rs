@@ -92,3 +92,31 @@ async fn connection(tcp: TcpStream, read_buffer: usize, burst: BurstWrite) -> an
     }
     Ok(())
 }
+
+/// The raw server run by this very binary (`bench raw-server`) with a read
+/// buffer of `read_buffer` bytes, writing bursts with `write` (`feed` or
+/// `send`), shown as `name`.
+pub fn server(
+    name: &'static str,
+    bench: &std::path::Path,
+    read_buffer: usize,
+    write: &str,
+) -> super::Server {
+    super::Server {
+        name,
+        program: super::owned(bench),
+        args: [
+            "raw-server",
+            "--read-buffer",
+            &read_buffer.to_string(),
+            "--burst-write",
+            write,
+        ]
+        .map(String::from)
+        .to_vec(),
+        addr_flag: "--addr",
+        echo_path: "/",
+        typed: false,
+        burst_path: "/?burst=",
+    }
+}

@@ -14,7 +14,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -23,8 +23,10 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
-use crate::procs::{Core, Guard, pinned};
-use crate::tabs;
+use super::tabs;
+use crate::harness::builds;
+use crate::harness::procs::{Core, Guard, pinned};
+use crate::harness::stats::median;
 
 /// The raw JavaScript page: the browser's ceiling. It checks each `seq`
 /// with the same substring scan as the wasm page.
@@ -100,21 +102,6 @@ pub struct Assets {
     pub bundle: Value,
 }
 
-fn run_tool(what: &str, command: &mut Command) -> Result<()> {
-    let output = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .with_context(|| format!("{what}: cannot start {command:?}"))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        bail!("{what} failed:\n{}", tail.join("\n"));
-    }
-    Ok(())
-}
-
 fn gzip_size(path: &Path) -> Result<u64> {
     let output = Command::new("gzip")
         .args(["-9", "-c"])
@@ -137,14 +124,7 @@ fn gzip_size(path: &Path) -> Result<u64> {
 pub fn prepare(root: &Path, target: &Path, out: &Path) -> Result<Assets> {
     let www = out.join("www");
     let _ = std::fs::remove_dir_all(&www);
-    let built = run_tool(
-        "trunk build --release",
-        Command::new("trunk")
-            .args(["build", "--release", "--dist"])
-            .arg(&www)
-            .current_dir(root)
-            .env("CARGO_TARGET_DIR", target),
-    );
+    let built = builds::ui(root, target, &www);
     let (ui, bundle) = match built.and_then(|()| bundle_sizes(&www)) {
         Ok(bundle) => (true, bundle),
         Err(err) => {
@@ -159,36 +139,7 @@ pub fn prepare(root: &Path, target: &Path, out: &Path) -> Result<Assets> {
             (false, json!({ "error": format!("{err:#}") }))
         }
     };
-    run_tool(
-        "building the wasm burst page",
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-unknown-unknown",
-                "-p",
-                "bench",
-                "--example",
-                "browser",
-            ])
-            .current_dir(root)
-            .env("CARGO_TARGET_DIR", target),
-    )?;
-    run_tool(
-        "wasm-bindgen",
-        Command::new("wasm-bindgen")
-            .args([
-                "--target",
-                "web",
-                "--no-typescript",
-                "--out-name",
-                "bench_browser",
-                "--out-dir",
-            ])
-            .arg(&www)
-            .arg(target.join("wasm32-unknown-unknown/release/examples/browser.wasm")),
-    )?;
+    builds::wasm_burst_page(root, target, &www)?;
     std::fs::write(www.join("bench-js.html"), JS_PAGE)?;
     std::fs::write(www.join("bench-wasm.html"), WASM_PAGE)?;
     Ok(Assets { www, ui, bundle })
@@ -401,11 +352,6 @@ async fn first_paint(client: &Client, base: &str, loads: usize) -> Result<Value>
     }))
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 /// Runs the browser part against our server at `addr`, serving `assets`.
 ///
 /// # Errors
@@ -419,22 +365,8 @@ pub fn run(
     count: u32,
     server_pid: u32,
 ) -> Result<Value> {
-    let (driver, port) = start_driver()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let client = connect(port).await?;
-        let result = measure(
-            &client,
-            addr,
-            assets,
-            (rounds, count),
-            (server_pid, driver.pid()),
-        )
-        .await;
-        let _ = client.close().await;
-        result
+    with_browser(async |client, driver| {
+        measure(client, addr, assets, (rounds, count), (server_pid, driver)).await
     })
 }
 
@@ -444,14 +376,22 @@ pub fn run(
 ///
 /// When ChromeDriver cannot be started or the tabs do not settle.
 pub fn run_tabs(addr: &str, server_pid: u32, rounds: usize) -> Result<Value> {
+    let base = format!("http://{addr}");
+    with_browser(async |client, driver| {
+        tabs::measure(client, &base, server_pid, driver, rounds).await
+    })
+}
+
+/// Runs `f` with a WebDriver client of a fresh ChromeDriver (and its pid),
+/// then closes the client; the driver and its browser are killed after.
+fn with_browser(f: impl AsyncFnOnce(&Client, u32) -> Result<Value>) -> Result<Value> {
     let (driver, port) = start_driver()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let client = connect(port).await?;
-        let base = format!("http://{addr}");
-        let result = tabs::measure(&client, &base, server_pid, driver.pid(), rounds).await;
+        let result = f(&client, driver.pid()).await;
         let _ = client.close().await;
         result
     })

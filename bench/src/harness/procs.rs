@@ -58,7 +58,6 @@ pub fn hard_nofile() -> u64 {
 pub struct Guard {
     child: Child,
     group: bool,
-    name: String,
 }
 
 impl Guard {
@@ -77,11 +76,7 @@ impl Guard {
         let child = command
             .spawn()
             .with_context(|| format!("starting {name}: {command:?}"))?;
-        Ok(Self {
-            child,
-            group,
-            name: name.to_owned(),
-        })
+        Ok(Self { child, group })
     }
 
     /// Spawns `command` with stdin and stdout piped (stderr inherited), for
@@ -108,7 +103,6 @@ impl Guard {
         let guard = Self {
             child,
             group: false,
-            name: name.to_owned(),
         };
         Ok((guard, stdin, stdout))
     }
@@ -122,11 +116,6 @@ impl Guard {
     /// Whether the child is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// The name given at spawn.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 }
 

@@ -20,6 +20,8 @@ use shared::{ClientMessage, ServerMessage};
 use testbed::{FaultProxy, Faults};
 use tokio::sync::mpsc;
 
+use crate::harness::proc_stats::cpu_over;
+
 /// A reply or a resume within this long, or the run fails.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -122,20 +124,7 @@ pub async fn echo(
     let start = Instant::now() + Duration::from_millis(200 + conns as u64 * 5);
     let measure_from = start + Duration::from_secs(warmup);
     let end = measure_from + Duration::from_secs(seconds);
-    let server = server_pid.map(|pid| pid.to_string());
-    let cpu_probe = tokio::spawn(async move {
-        tokio::time::sleep_until(measure_from.into()).await;
-        let before = server
-            .as_deref()
-            .map(crate::load::cpu_seconds)
-            .transpose()?;
-        tokio::time::sleep_until(end.into()).await;
-        let after = server
-            .as_deref()
-            .map(crate::load::cpu_seconds)
-            .transpose()?;
-        anyhow::Ok(after.zip(before).map(|(after, before)| after - before))
-    });
+    let cpu_probe = cpu_over(server_pid, measure_from, end);
     let body = "x".repeat(bytes);
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..conns {
@@ -164,7 +153,7 @@ pub async fn echo(
     while let Some(histogram) = tasks.join_next().await {
         total.add(histogram??)?;
     }
-    let server_cpu = cpu_probe.await??;
+    let (_, server_cpu) = cpu_probe.await??;
     let seconds_f = seconds as f64;
     Ok(json!({
         "mode": "reliable-echo", "url": url, "conns": conns, "bytes": bytes,

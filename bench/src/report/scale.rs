@@ -1,4 +1,4 @@
-//! The report of the scale run ([`crate::scale`]): its section of
+//! The report of the scale run ([`crate::scenarios::scale`]): its section of
 //! `docs/BENCHMARKS.md`, kept between two markers so that `bench run`, which
 //! rewrites the rest of the file, carries it over. Any block between
 //! `<!-- kept:NAME -->` and `<!-- /kept:NAME -->` is carried over the same
@@ -9,16 +9,12 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::Value;
 
-use crate::scale::fit;
+use crate::harness::stats::{fit, num};
 
 /// The section's first line.
 pub const BEGIN: &str = "<!-- kept:scale -->";
 /// The section's last line.
 pub const END: &str = "<!-- /kept:scale -->";
-
-fn num(v: &Value, key: &str) -> f64 {
-    v[key].as_f64().unwrap_or(f64::NAN)
-}
 
 fn ms(v: &Value, key: &str) -> String {
     v[key].as_u64().map_or("-".into(), |n| {
@@ -52,9 +48,9 @@ pub fn markdown(rows: &[Value], counts: &[usize], seconds: f64, hard: usize) -> 
          connection's queue is not empty: its client is behind).\n\n\
          | server | connections | accept all, s | RSS per conn, KiB | server CPU (1 core = 1.0) | pushes/s received (expected) | CPU µs per push | late p50 ms | late p99 ms | late max ms | clients CPU | dropped | ended early |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-        date(),
+        crate::harness::machine::date(),
         counts.last().copied().unwrap_or(0),
-        crate::scale::CLIENTS,
+        crate::scenarios::scale::CLIENTS,
     );
     for r in rows {
         md.push_str(&format!(
@@ -124,88 +120,7 @@ pub fn markdown(rows: &[Value], counts: &[usize], seconds: f64, hard: usize) -> 
     md
 }
 
-/// The date and time, UTC, from `date`.
-pub fn date() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
-/// The block from `begin` to `end` of an existing BENCHMARKS.md, if it has one.
-pub fn kept_block<'a>(text: &'a str, begin: &str, end: &str) -> Option<&'a str> {
-    let start = text.find(begin)?;
-    let stop = text[start..].find(end)? + start + end.len();
-    Some(&text[start..stop])
-}
-
-/// Every kept block of an existing BENCHMARKS.md, in order.
-pub fn kept(text: &str) -> Vec<&str> {
-    let mut blocks = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("<!-- kept:") {
-        let after = &rest[start + "<!-- kept:".len()..];
-        let Some(name) = after.split_once(" -->").map(|(name, _)| name) else {
-            break;
-        };
-        let end_marker = format!("<!-- /kept:{name} -->");
-        let Some(end) = rest[start..].find(&end_marker) else {
-            break;
-        };
-        let end = start + end + end_marker.len();
-        blocks.push(&rest[start..end]);
-        rest = &rest[end..];
-    }
-    blocks
-}
-
 /// Replaces (or appends) the section in `docs/BENCHMARKS.md`.
 pub fn write_section(docs: &Path, md: &str) -> Result<()> {
-    write_kept(docs, BEGIN, END, md)
-}
-
-/// Replaces (or appends) the kept block between `begin` and `end` in
-/// `docs/BENCHMARKS.md` with `md` (which carries both markers).
-pub fn write_kept(docs: &Path, begin: &str, end: &str, md: &str) -> Result<()> {
-    let path = docs.join("BENCHMARKS.md");
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let new = match kept_block(&text, begin, end) {
-        Some(old) => text.replacen(old, md.trim_end(), 1),
-        None => format!("{}\n\n{}\n", text.trim_end(), md.trim_end()),
-    };
-    std::fs::write(path, new)?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kept_blocks_are_found_in_order_and_the_scale_one_by_name() {
-        let text = "# Benchmarks\n<!-- kept:notes -->\nA\n<!-- /kept:notes -->\nmid\n\
-                    <!-- kept:scale -->\nB\n<!-- /kept:scale -->\n<!-- kept:open -->\nno end";
-        assert_eq!(
-            kept(text),
-            [
-                "<!-- kept:notes -->\nA\n<!-- /kept:notes -->",
-                "<!-- kept:scale -->\nB\n<!-- /kept:scale -->",
-            ]
-        );
-        assert_eq!(
-            kept_block(text, BEGIN, END),
-            Some("<!-- kept:scale -->\nB\n<!-- /kept:scale -->")
-        );
-    }
-
-    #[test]
-    fn percentiles_and_the_fit_are_plain_arithmetic() {
-        let late = [0, 5, 4, 0, 1];
-        assert_eq!(crate::scale::percentile(&late, 0.5), Some(1));
-        assert_eq!(crate::scale::percentile(&late, 1.0), Some(4));
-        assert_eq!(crate::scale::percentile(&[0, 0], 0.5), None);
-        let (slope, intercept) = fit(&[(1.0, 3.0), (2.0, 5.0), (3.0, 7.0)]);
-        assert!((slope - 2.0).abs() < 1e-9 && (intercept - 1.0).abs() < 1e-9);
-    }
+    super::kept::write_kept(docs, BEGIN, END, md)
 }

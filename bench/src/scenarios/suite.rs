@@ -1,18 +1,22 @@
-//! The orchestrator: builds every server, runs every scenario side by side in
-//! one run (repeated and interleaved, medians reported), server pinned to
-//! core 0 and load generator (or browser) to core 1, and writes
-//! `docs/BENCHMARKS.md` and `docs/benchmarks.json` through `report.rs`.
+//! `bench run`, the orchestrator: builds what the run needs
+//! ([`crate::harness::builds`]), runs every scenario side by side in one run
+//! (repeated and interleaved, medians reported), server pinned to core 0 and
+//! load generator (or browser) to core 1, and writes `docs/BENCHMARKS.md`
+//! and `docs/benchmarks.json` through [`crate::report::benchmarks`].
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::browser;
-use crate::procs::{Core, Guard, hard_nofile, pinned};
+use super::browser;
+use crate::harness::builds;
+use crate::harness::machine::{self, sh};
+use crate::harness::procs::hard_nofile;
+use crate::harness::servers::load_generator;
+use crate::harness::stats::{median, num};
+use crate::peers::{Running, Server, gorilla, ours, raw};
 use crate::report;
 
 /// What `bench run` was asked to do.
@@ -27,9 +31,9 @@ pub struct Options {
     pub no_browser: bool,
     /// One short round of everything, to check the harness (not for figures).
     pub smoke: bool,
-    /// Skip the scale run (connections on one node, `crate::scale`).
+    /// Skip the scale run (connections on one node, `super::scale`).
     pub no_scale: bool,
-    /// Skip the cluster run (`crate::cluster`).
+    /// Skip the cluster run (`super::cluster`).
     pub no_cluster: bool,
     /// Rounds of every echo, burst and browser scenario, instead of the plan's.
     pub rounds: Option<usize>,
@@ -95,96 +99,6 @@ impl Plan {
     }
 }
 
-/// One server under test.
-#[derive(Clone)]
-struct Server {
-    /// Shown in the report, and the key of its results.
-    name: &'static str,
-    program: PathBuf,
-    args: Vec<String>,
-    addr_flag: &'static str,
-    echo_path: &'static str,
-    typed: bool,
-    burst_path: &'static str,
-}
-
-/// A server started on a free loopback port, killed on drop.
-struct Running {
-    guard: Guard,
-    addr: String,
-}
-
-fn free_addr() -> Result<String> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string())
-}
-
-fn start(server: &Server, nofile: u64) -> Result<Running> {
-    let addr = free_addr()?;
-    let mut command = pinned(Core::Server, nofile, &server.program);
-    command
-        .args(&server.args)
-        .arg(server.addr_flag)
-        .arg(&addr)
-        .env("RUST_LOG", "warn");
-    let mut guard = Guard::spawn(server.name, command, false)?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(&addr).is_err() {
-        if !guard.alive() {
-            bail!("{} exited before listening on {addr}", guard.name());
-        }
-        if Instant::now() > deadline {
-            bail!("{} did not listen on {addr} within 10 s", guard.name());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(Running { guard, addr })
-}
-
-fn load(bench: &Path, nofile: u64, args: &[String]) -> Result<Value> {
-    let output = pinned(Core::Load, nofile, bench)
-        .arg("load")
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .context("running the load generator")?;
-    if !output.status.success() {
-        bail!("the load generator failed ({}): {args:?}", output.status);
-    }
-    serde_json::from_slice(&output.stdout).context("the load generator's output")
-}
-
-pub fn go_server(out: &Path) -> Result<PathBuf, String> {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("go/server.go");
-    let binary = out.join("go-server");
-    let output = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&binary)
-        .arg(&source)
-        // Offline: GOPATH mode against Debian's packaged gorilla/websocket.
-        .env("GO111MODULE", "off")
-        .env("GOPATH", "/usr/share/gocode")
-        .env("GOFLAGS", "")
-        .env("GOCACHE", out.join("go-cache"))
-        .output();
-    match output {
-        Ok(output) if output.status.success() => Ok(binary),
-        Ok(output) => Err(format!(
-            "go build failed (install golang-github-gorilla-websocket-dev): {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )),
-        Err(err) => Err(format!("no go toolchain (install golang-go): {err}")),
-    }
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-fn num(v: &Value, key: &str) -> f64 {
-    v[key].as_f64().unwrap_or(f64::NAN)
-}
-
 /// Medians of several runs of one scenario on one server; the latencies are
 /// those of the run with the median throughput.
 fn summarize(server: &str, mut runs: Vec<Value>) -> Value {
@@ -206,55 +120,6 @@ fn summarize(server: &str, mut runs: Vec<Value>) -> Value {
     summary
 }
 
-/// The version of `package` in the workspace's Cargo.lock.
-fn locked(root: &Path, package: &str) -> String {
-    let lock = std::fs::read_to_string(root.join("Cargo.lock")).unwrap_or_default();
-    let header = format!("name = \"{package}\"");
-    let mut lines = lock.lines();
-    while let Some(line) = lines.next() {
-        if line == header {
-            return lines
-                .next()
-                .and_then(|l| l.strip_prefix("version = "))
-                .unwrap_or("")
-                .trim_matches('"')
-                .to_owned();
-        }
-    }
-    String::new()
-}
-
-fn sh(command: &str) -> String {
-    Command::new("sh")
-        .args(["-c", command])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
-/// Our server's arguments for the benchmarks, then `extra`.
-fn ours_args(extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "--push-interval",
-        "0",
-        "--ping-interval",
-        "0",
-        "--max-message-size",
-        "1048576",
-        // Load from one address: the per-client limits would refuse it.
-        "--max-connections-per-ip",
-        "0",
-        "--max-http-connections-per-ip",
-        "0",
-        "--connect-rate",
-        "0",
-    ]
-    .map(String::from)
-    .to_vec();
-    args.extend(extra.iter().map(|a| a.to_string()));
-    args
-}
-
 /// `bench tabs`: our release server `server` serving the UI in `www`, then
 /// only the browser's ten tabs with and without sharing, `rounds` of each.
 ///
@@ -262,21 +127,8 @@ fn ours_args(extra: &[&str]) -> Vec<String> {
 ///
 /// When the server or ChromeDriver cannot start, or the tabs do not settle.
 pub fn tabs_only(server: &Path, www: &Path, rounds: usize) -> Result<Value> {
-    let running = start(&ours_ui(server, www), 4096)?;
-    browser::run_tabs(&running.addr, running.guard.pid(), rounds)
-}
-
-/// Our release server `server` serving the UI in `www`, for the browser parts.
-fn ours_ui(server: &Path, www: &Path) -> Server {
-    Server {
-        name: "ours (UI)",
-        program: server.to_path_buf(),
-        args: ours_args(&["--static-dir", &www.to_string_lossy()]),
-        addr_flag: "--addr",
-        echo_path: "/ws",
-        typed: true,
-        burst_path: "/ws?burst=",
-    }
+    let running = ours::ui(server, www).start(4096)?;
+    browser::run_tabs(&running.addr.to_string(), running.guard.pid(), rounds)
 }
 
 /// `bench browser`: the browser part alone, `rounds` interleaved rounds
@@ -286,16 +138,19 @@ fn ours_ui(server: &Path, www: &Path) -> Server {
 ///
 /// When the assets cannot be built, or the server or ChromeDriver cannot start.
 pub fn browser_only(target: &Path, rounds: usize) -> Result<Value> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("bench/ is inside the workspace")?
-        .to_path_buf();
+    let root = machine::root();
     let out = target.join("bench");
     std::fs::create_dir_all(&out)?;
     let assets = browser::prepare(&root, target, &out)?;
-    let running = start(&ours_ui(&target.join("release/server"), &assets.www), 4096)?;
+    let running = ours::ui(&target.join("release/server"), &assets.www).start(4096)?;
     let count = Plan::quick().burst_count;
-    let mut result = browser::run(&running.addr, &assets, rounds, count, running.guard.pid())?;
+    let mut result = browser::run(
+        &running.addr.to_string(),
+        &assets,
+        rounds,
+        count,
+        running.guard.pid(),
+    )?;
     result["bundle"] = assets.bundle.clone();
     Ok(result)
 }
@@ -348,14 +203,14 @@ fn reliable_echo(ours: &Server, bench: &Path, nofile: u64, plan: &Plan) -> Resul
         let mut pair = [None, None];
         for k in 0..2 {
             let which = (k + round) % 2;
-            let running = start(ours, nofile)?;
+            let running = ours.start(nofile)?;
             let mode = if which == 0 { "echo" } else { "reliable-echo" };
             let url = format!("ws://{}/ws", running.addr);
             let mut args = echo_args(mode, &url, (conns, bytes), plan, &running);
             if which == 0 {
                 args.push("--typed".into());
             }
-            let result = load(bench, nofile, &args)?;
+            let result = load_generator(bench, nofile, &args)?;
             eprintln!(
                 "echo  10 x 1024 {:<22} {:>9.0} msg/s  per server cpu-s {:>9.0}",
                 if which == 0 {
@@ -399,31 +254,17 @@ pub fn run(options: &Options) -> Result<()> {
         plan.burst_rounds = rounds;
         plan.browser_rounds = rounds;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("bench/ is inside the workspace")?
-        .to_path_buf();
+    let root = machine::root();
     let target = std::path::absolute(&options.target)?;
     let out = target.join("bench");
     std::fs::create_dir_all(&out)?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
 
     // Builds (not counted in the measured time).
     let build_started = Instant::now();
     // The load generator and the raw server are this very binary.
     let bench = std::env::current_exe().context("finding the bench binary")?;
-    eprintln!("bench: building the server in release");
-    let status = Command::new(&cargo)
-        .args(["build", "--release", "-p", "server"])
-        .current_dir(&root)
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .context("running cargo")?;
-    if !status.success() {
-        bail!("cargo build --release -p server failed");
-    }
-    let ours = target.join("release/server");
-    let go = go_server(&out);
+    let ours = builds::release_server(&root, &target)?;
+    let go = builds::gorilla(&out);
     if let Err(why) = &go {
         eprintln!("bench: skipping the gorilla server: {why}");
     }
@@ -439,89 +280,18 @@ pub fn run(options: &Options) -> Result<()> {
     let build_seconds = build_started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let load_before = sh("cut -d' ' -f1-3 /proc/loadavg");
+    let load_before = machine::load_average();
     // Open files: the idle connections plus headroom, bounded by the hard limit.
     let hard = hard_nofile();
     let idle_conns = plan.idle_conns.min(hard.saturating_sub(1024) as usize);
     let nofile = (idle_conns as u64 + 1024).min(hard);
 
-    let no_ui = ["--static-dir", "/nonexistent"];
-    let raw = |read_buffer: &str, write: &str| -> Vec<String> {
-        [
-            "raw-server",
-            "--read-buffer",
-            read_buffer,
-            "--burst-write",
-            write,
-        ]
-        .map(String::from)
-        .to_vec()
-    };
-    let server = |name, program: &Path, args, addr_flag, echo_path, typed, burst_path| Server {
-        name,
-        program: program.to_path_buf(),
-        args,
-        addr_flag,
-        echo_path,
-        typed,
-        burst_path,
-    };
-    let ours_echo = server(
-        "ours /echo",
-        &ours,
-        ours_args(&no_ui),
-        "--addr",
-        "/echo",
-        false,
-        "/ws?burst=",
-    );
-    let ours_ws = server(
-        "ours /ws",
-        &ours,
-        ours_args(&no_ui),
-        "--addr",
-        "/ws",
-        true,
-        "/ws?burst=",
-    );
-    let raw4 = server(
-        "raw 4 KiB",
-        &bench,
-        raw("4096", "feed"),
-        "--addr",
-        "/",
-        false,
-        "/?burst=",
-    );
-    let raw128 = server(
-        "raw 128 KiB",
-        &bench,
-        raw("131072", "feed"),
-        "--addr",
-        "/",
-        false,
-        "/?burst=",
-    );
-    let raw_send = server(
-        "raw send per message",
-        &bench,
-        raw("4096", "send"),
-        "--addr",
-        "/",
-        false,
-        "/?burst=",
-    );
-    let gorilla = go.as_ref().ok().map(|go| {
-        server(
-            "gorilla",
-            go,
-            vec![],
-            "-addr",
-            "/echo",
-            false,
-            "/echo?burst=",
-        )
-    });
+    let ours_echo = ours::echo(&ours);
+    let ours_ws = ours::ws(&ours);
+    let raw4 = raw::server("raw 4 KiB", &bench, 4096, "feed");
+    let raw128 = raw::server("raw 128 KiB", &bench, 131_072, "feed");
+    let raw_send = raw::server("raw send per message", &bench, 4096, "send");
+    let gorilla = go.as_ref().ok().map(|go| gorilla::server(go));
 
     let mut echo_servers = vec![
         ours_echo.clone(),
@@ -540,13 +310,13 @@ pub fn run(options: &Options) -> Result<()> {
             for k in 0..echo_servers.len() {
                 let i = (k + round) % echo_servers.len();
                 let server = &echo_servers[i];
-                let running = start(server, nofile)?;
+                let running = server.start(nofile)?;
                 let url = format!("ws://{}{}", running.addr, server.echo_path);
                 let mut args = echo_args("echo", &url, (conns, bytes), &plan, &running);
                 if server.typed {
                     args.push("--typed".into());
                 }
-                let result = load(&bench, nofile, &args)?;
+                let result = load_generator(&bench, nofile, &args)?;
                 eprintln!(
                     "echo {conns:>3} x {bytes:<4} {:<22} {:>9.0} msg/s  server cpu {:>4.2}  loadgen cpu {:>4.2}",
                     server.name,
@@ -568,7 +338,7 @@ pub fn run(options: &Options) -> Result<()> {
     burst_servers.extend(gorilla.clone());
     let running: Vec<Running> = burst_servers
         .iter()
-        .map(|s| start(s, nofile))
+        .map(|s| s.start(nofile))
         .collect::<Result<_>>()?;
     let mut burst_runs: Vec<Vec<f64>> = vec![Vec::new(); burst_servers.len()];
     for round in 0..plan.burst_rounds {
@@ -578,7 +348,7 @@ pub fn run(options: &Options) -> Result<()> {
                 "ws://{}{}{}",
                 running[i].addr, burst_servers[i].burst_path, plan.burst_count
             );
-            let result = load(
+            let result = load_generator(
                 &bench,
                 nofile,
                 &[
@@ -608,8 +378,8 @@ pub fn run(options: &Options) -> Result<()> {
     idle_servers.extend(gorilla);
     let mut idle = Vec::new();
     for server in &idle_servers {
-        let running = start(server, nofile)?;
-        let mut result = load(
+        let running = server.start(nofile)?;
+        let mut result = load_generator(
             &bench,
             nofile,
             &[
@@ -633,19 +403,9 @@ pub fn run(options: &Options) -> Result<()> {
 
     let browser = match &assets {
         Ok(assets) => {
-            let www = assets.www.to_string_lossy().into_owned();
-            let ours_ui = server(
-                "ours (UI)",
-                &ours,
-                ours_args(&["--static-dir", &www]),
-                "--addr",
-                "/ws",
-                true,
-                "/ws?burst=",
-            );
-            let running = start(&ours_ui, nofile)?;
+            let running = ours::ui(&ours, &assets.www).start(nofile)?;
             browser::run(
-                &running.addr,
+                &running.addr.to_string(),
                 assets,
                 plan.browser_rounds,
                 plan.burst_count,
@@ -667,11 +427,11 @@ pub fn run(options: &Options) -> Result<()> {
             "burst_rounds": plan.burst_rounds, "burst_count": plan.burst_count,
             "idle_conns": idle_conns, "browser_rounds": plan.browser_rounds,
         },
-        "date": sh("date -u '+%Y-%m-%d %H:%M UTC'"),
+        "date": machine::date(),
         "build_seconds": build_seconds,
         "run_seconds": started.elapsed().as_secs_f64(),
         "load_before": load_before,
-        "load_after": sh("cut -d' ' -f1-3 /proc/loadavg"),
+        "load_after": machine::load_average(),
         "uptime": sh("uptime"),
         "machine": {
             "cores": sh("nproc"),
@@ -681,8 +441,8 @@ pub fn run(options: &Options) -> Result<()> {
         },
         "versions": {
             "rustc": sh("rustc --version"),
-            "tokio-tungstenite": locked(&root, "tokio-tungstenite"),
-            "axum": locked(&root, "axum"),
+            "tokio-tungstenite": machine::locked(&root, "tokio-tungstenite"),
+            "axum": machine::locked(&root, "axum"),
             "go": sh("go version 2>/dev/null"),
             "gorilla/websocket": sh("dpkg-query -W -f='${Version}' golang-github-gorilla-websocket-dev 2>/dev/null"),
             "chromium": sh("chromium --version 2>/dev/null"),
@@ -694,12 +454,12 @@ pub fn run(options: &Options) -> Result<()> {
         "meta": meta, "echo": echo, "reliable_echo": reliable_echo, "burst": burst, "idle": idle,
         "browser": browser, "bundle": bundle,
     });
-    report::write(&root, &options.docs, results)?;
+    report::benchmarks::write(&root, &options.docs, results)?;
     // The cluster (issue 14): its own section, after the rest. Smoke mode
     // checks the harness with fewer clients.
     if !options.no_cluster {
         eprintln!("bench: the cluster (bench cluster)");
-        crate::cluster::run(&crate::cluster::Options {
+        super::cluster::run(&super::cluster::Options {
             server: ours.clone(),
             bench: bench.clone(),
             conns: if options.smoke { 1000 } else { 10_000 },
@@ -716,7 +476,7 @@ pub fn run(options: &Options) -> Result<()> {
         return Ok(());
     }
     eprintln!("bench: connections on one node (bench scale)");
-    crate::scale::run(&crate::scale::Options {
+    super::scale::run(&super::scale::Options {
         server: ours.clone(),
         bench: bench.clone(),
         gorilla: go.as_ref().ok().cloned(),
