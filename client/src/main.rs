@@ -39,8 +39,8 @@ mod console;
 #[cfg(target_arch = "wasm32")]
 mod hooks;
 
-/// talc instead of std's dlmalloc: about N bytes less of the bundle gzip,
-/// and no slower (a safe constructor: the wasm is single-threaded).
+/// talc instead of std's dlmalloc: 2.8 KB less of the console's wasm gzip,
+/// by a safe constructor (the wasm is single-threaded).
 #[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
 #[global_allocator]
 static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
