@@ -145,6 +145,7 @@
 //! | `tabs/mod.rs` | [`Tabs`]: state, the public calls, the channel's dispatch |
 //! | `tabs/wire.rs` | [`Envelope`], [`TabMessage`], [`Shared`], [`TabConfig`]: the tab protocol, its version |
 //! | `tabs/roster.rs` | hellos, goodbyes, heartbeats, forgetting, which claims to believe |
+//! | `tabs/map.rs` | [`TabMap`]: what is kept per tab (the roster, [`Shared::accepted`]), a sorted vector in place of a `BTreeMap` (smaller in wasm) |
 //! | `tabs/alone.rs` | going alone, and how on another wire version |
 //! | `tabs/leader.rs`, `tabs/follower.rs` | the leader's rules (lead, catch up, accept, confirm, socket reports) and the follower's (follow, resend, the replica) |
 //! | `tabs/io.rs` | [`Input`], [`Effect`], [`SocketCall`], [`SocketReport`], [`TabEvent`], [`Role`], [`TabSend`] |
