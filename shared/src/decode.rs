@@ -384,6 +384,8 @@ mod tests {
                 .unwrap()
                 .unwrap()
                 .into_owned();
+            // The decoder without error texts gives the same message.
+            assert_eq!(control_message_if_any(text), control, "{text}");
             if CONTROL_TYPES.contains(&ty.as_str()) {
                 assert_eq!(control, Some(full), "{text}");
             } else {
@@ -397,6 +399,16 @@ mod tests {
         );
         assert!(control_message(r#"{"type":"ack","seq":"x"}"#).is_err());
         assert!(control_message("[").is_err());
+        for refused in [
+            r#"{"type":"echo","id":"x"}"#,
+            r#"{"type":"ack","seq":"x"}"#,
+            r#"{"type":"ack","seq":1,"type":"ack"}"#,
+            r#"{"seq":1}"#,
+            r#"{"type":7}"#,
+            "[",
+        ] {
+            assert_eq!(control_message_if_any(refused), None, "{refused}");
+        }
     }
 
     /// One valid message of every type the server sends, as it writes it.
