@@ -245,7 +245,8 @@ pub fn markdown(run: &Run) -> String {
          (`bench load subscribe` processes, at most 5,000 connections each, each from its \
          own 127.0.0.x source addresses).\n\n\
          Each query is timed as one HTTP call, from the request sent to its body read, on \
-         a kept-alive connection, the node asked turning with each call: ours \
+         a kept-alive connection (a new one after 4 s idle, below socket.io's 5 s keep-alive), \
+         the node asked turning with each call: ours \
          `GET /api/channels/bench/presence_stats` and `…/presence` (admin token); \
          socket.io `GET /presence_stats/bench`, the length of `io.in(\"bench\").fetchSockets()`, \
          and `GET /presence/bench`, the ids of its first {max} sockets \

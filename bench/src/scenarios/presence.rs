@@ -42,6 +42,9 @@ use crate::report::presence::{Idle, Query, Run, Timing};
 pub const MAX_PRESENCE_ANSWER: usize = 1000;
 /// One call, at most (socket.io's adapter waits 5 s for the other nodes).
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// A kept-alive connection idle this long is not used again (below Node's
+/// 5 s keep-alive and our server's 30 s).
+const POOL_IDLE: Duration = Duration::from_secs(4);
 /// Every node counts every member within this long once they are in.
 const COUNTED_WITHIN: Duration = Duration::from_secs(60);
 /// The clients wait at most 600 s for `go` once their members are in:
@@ -248,7 +251,13 @@ fn measure(options: &Options, nodes: usize, sizes: Sizes) -> Result<(Vec<Timing>
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let http = reqwest::Client::new();
+    // Kept-alive connections, let go before a server closes them: Node's
+    // keep-alive lasts 5 s, ours 30 s, and a request sent on a connection
+    // the server is closing fails ("connection closed before message
+    // completed"), as one did after the idle minute.
+    let http = reqwest::Client::builder()
+        .pool_idle_timeout(POOL_IDLE)
+        .build()?;
     for side in &sides {
         runtime.block_on(counted(&http, side.peer, &side.addrs(), members))?;
     }
