@@ -2,7 +2,9 @@
 //! with members on each answer the same presence; one SIGKILLed drops out
 //! of every answer within two node TTLs, and one `leave` per member of it
 //! reaches the subscribers; and after Redis restarts empty, the nodes write
-//! their members again.
+//! their members again. `presence_stats`, which counts from the runs'
+//! counts without reading members, agrees with the listed members on every
+//! node, users included (token mode), and drops a killed node's.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -26,6 +28,7 @@ name = "room"
 presence = true
 join_leave = true
 anonymous = ["subscribe", "presence"]
+authenticated = ["subscribe", "presence"]
 "#;
 
 /// The namespaces' config file, removed on drop.
@@ -50,6 +53,27 @@ impl Drop for ConfigFile {
 }
 
 fn node(redis: &RedisServer, prefix: &str, id: &str, config: &Path) -> NodeProcess {
+    start_node(redis, prefix, id, config, &["--allow-client-ids"])
+}
+
+/// A node in token mode (the testbed's secret): its members have users.
+fn token_node(redis: &RedisServer, prefix: &str, id: &str, config: &Path) -> NodeProcess {
+    start_node(
+        redis,
+        prefix,
+        id,
+        config,
+        &["--jwt-secret", testbed::TEST_JWT_SECRET],
+    )
+}
+
+fn start_node(
+    redis: &RedisServer,
+    prefix: &str,
+    id: &str,
+    config: &Path,
+    mode: &[&str],
+) -> NodeProcess {
     let (url, config) = (redis.url(), config.to_string_lossy());
     let ttl = format!("{}ms", NODE_TTL.as_millis());
     let args = [
@@ -71,15 +95,28 @@ fn node(redis: &RedisServer, prefix: &str, id: &str, config: &Path) -> NodeProce
         "/nonexistent",
         "--admin-token",
         ADMIN,
-        "--allow-client-ids",
         "--config",
         &config,
     ];
+    let args: Vec<&str> = args.iter().chain(mode).copied().collect();
     NodeProcess::start(Path::new(env!("CARGO_BIN_EXE_server")), &args, false).unwrap()
 }
 
 async fn join(node: &NodeProcess, id: &str) -> Ws {
-    let url = format!("ws://{}/ws?protocol=2&client_id={id}", node.addr());
+    subscribed(&format!(
+        "ws://{}/ws?protocol=2&client_id={id}",
+        node.addr()
+    ))
+    .await
+}
+
+/// A connection of `user`'s (token mode) subscribed to `room:p`.
+async fn join_as(node: &NodeProcess, user: &str) -> Ws {
+    let token = testbed::mint_token(user, Duration::from_secs(600));
+    subscribed(&format!("ws://{}/ws?protocol=2&token={token}", node.addr())).await
+}
+
+async fn subscribed(url: &str) -> Ws {
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     assert!(matches!(
         next_json(&mut ws).await,
@@ -133,6 +170,39 @@ async fn members(addr: std::net::SocketAddr) -> Option<Vec<String>> {
         .collect();
     ids.sort();
     Some(ids)
+}
+
+/// A node's `presence_stats` of `room:p`: (clients, users).
+async fn stats(addr: std::net::SocketAddr) -> Option<(u64, u64)> {
+    let answer: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{addr}/api/channels/room:p/presence_stats"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some((answer["clients"].as_u64()?, answer["users"].as_u64()?))
+}
+
+/// Waits until every node's `presence_stats` is `want`.
+async fn until_all_count(nodes: &[std::net::SocketAddr], want: (u64, u64), within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut seen = Vec::new();
+        for &addr in nodes {
+            seen.push(stats(addr).await);
+        }
+        if seen.iter().all(|s| *s == Some(want)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "every node counts {want:?}: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn until_all_answer(nodes: &[std::net::SocketAddr], want: &[&str], within: Duration) {
@@ -205,6 +275,8 @@ async fn every_node_answers_the_same_and_a_killed_nodes_members_leave_once() {
         joined.values().all(|&n| n == 1),
         "one join each: {joined:?}"
     );
+    // The counts agree with the list (anonymous: no users).
+    until_all_count(&addrs, (6, 0), Duration::from_secs(10)).await;
 
     tokio::task::block_in_place(|| nodes[2].kill().unwrap());
     let killed = Instant::now();
@@ -215,6 +287,7 @@ async fn every_node_answers_the_same_and_a_killed_nodes_members_leave_once() {
         2 * NODE_TTL + Duration::from_secs(2),
     )
     .await;
+    until_all_count(&addrs[..2], (4, 0), Duration::from_secs(1)).await;
     eprintln!(
         "the killed node's members were gone after {:?}",
         killed.elapsed()
@@ -257,4 +330,33 @@ async fn after_redis_restarts_empty_the_nodes_write_their_members_again() {
     // write must not pass for the node's (the others would stay unlisted).
     let _late = join_when_up(&nodes[0], "late").await;
     until_all_answer(&addrs, &["a", "b", "late"], Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counts_of_clients_and_users_agree_on_every_node_and_follow_leaves_and_deaths() {
+    let config = ConfigFile::new();
+    let redis = RedisServer::start().unwrap();
+    let prefix = format!("cs-{:x}:", rand::random::<u32>());
+    let mut nodes: Vec<NodeProcess> = ["sa", "sb"]
+        .iter()
+        .map(|id| token_node(&redis, &prefix, id, &config.0))
+        .collect();
+    let addrs: Vec<_> = nodes.iter().map(NodeProcess::addr).collect();
+    // Alice on both nodes, twice on the first; Bob and Carol on the second.
+    let alice_a1 = join_as(&nodes[0], "alice").await;
+    let _alice_a2 = join_as(&nodes[0], "alice").await;
+    let _alice_b = join_as(&nodes[1], "alice").await;
+    let bob = join_as(&nodes[1], "bob").await;
+    let _carol = join_as(&nodes[1], "carol").await;
+    until_all_count(&addrs, (5, 3), Duration::from_secs(10)).await;
+    // One of Alice's connections leaves: she is still there; Bob leaves.
+    drop((alice_a1, bob));
+    until_all_count(&addrs, (3, 2), Duration::from_secs(10)).await;
+    // The second node dies: its members go, Carol with them, and Alice
+    // stays by her first node's connection.
+    tokio::task::block_in_place(|| nodes[1].kill().unwrap());
+    until_all_count(&addrs[..1], (1, 1), 2 * NODE_TTL + Duration::from_secs(2)).await;
+    // Another connection of Alice's is one more client, not one more user.
+    let _alice_again = join_as(&nodes[0], "alice").await;
+    until_all_count(&addrs[..1], (2, 1), Duration::from_secs(10)).await;
 }

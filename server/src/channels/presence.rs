@@ -8,6 +8,7 @@
 //! | key | what |
 //! |---|---|
 //! | `pr:{channel}` | hash: one field per member, `{run}/{conn}` → `{user}\n{member JSON}` |
+//! | `pru:{channel}` | hash: how many members each run has per user in the channel, `{run}\n{user}` → count (token mode's users only) |
 //! | `prn:{run}` | hash: how many members run `{run}` has in each channel |
 //! | `prnodes` | set: the runs with members |
 //! | `prlive:{run}` | the run is alive: set every heartbeat with the node TTL |
@@ -21,6 +22,13 @@
 //!   hash and judges each run alive by its `prlive` key inside the script,
 //!   so members of a dead node are never listed, even before they are
 //!   removed.
+//! * **`presence_stats` reads no member**: its script adds up the live
+//!   runs' counts in `prn:{run}` and counts the distinct users of live runs
+//!   in `pru:{channel}`, so it costs one call per node (and one field per
+//!   user and node in token mode), not one per member: a channel of 10,000
+//!   anonymous members answers as fast as one of ten. Nodes of the release
+//!   before this one keep no `pru`: during a rolling deploy their members
+//!   count as clients but not as users until they are restarted.
 //! * **A dead run's members are removed by scripts** (`REAP`, which
 //!   every node runs after its heartbeat, a bounded number of members per
 //!   call so that Redis is not held): each removes members and publishes
@@ -46,7 +54,7 @@ use super::stream::StreamError;
 use crate::reliable::Backend;
 
 /// Adds a member; publishes its `join` if it is new and notices are on.
-/// KEYS: `pr:{c}`, `prn:{run}`, `prnodes`, `prlive:{run}`. ARGV: field,
+/// KEYS: `pr:{c}`, `prn:{run}`, `prnodes`, `prlive:{run}`, `pru:{c}`. ARGV: field,
 /// value, TTL (ms), run, channel, notify (`1`/`0`), max members (0: no
 /// cap), pub/sub name, node TTL (ms). Returns 1 when added, 0 when it was
 /// there, -1 when the channel is full.
@@ -67,16 +75,20 @@ if added == 1 then redis.call('HINCRBY', KEYS[2], ARGV[5], 1) end
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[4])
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
+local nl = string.find(ARGV[2], '\n', 1, true)
+if added == 1 and nl > 1 then
+  redis.call('HINCRBY', KEYS[5], ARGV[4] .. '\n' .. string.sub(ARGV[2], 1, nl - 1), 1)
+  redis.call('PEXPIRE', KEYS[5], ARGV[3])
+end
 if added == 1 and ARGV[6] == '1' then
-  local nl = string.find(ARGV[2], '\n', 1, true)
   redis.call('PUBLISH', ARGV[8], 'J\n' .. string.sub(ARGV[2], nl + 1))
 end
 return added
 ";
 
 /// Removes a member; publishes its `leave` if it was there and notices are
-/// on. KEYS: `pr:{c}`, `prn:{run}`. ARGV: field, notify, pub/sub name,
-/// channel. Returns 1 when removed.
+/// on. KEYS: `pr:{c}`, `prn:{run}`, `pru:{c}`. ARGV: field, notify,
+/// pub/sub name, channel, run. Returns 1 when removed.
 const LEAVE: &str = r"
 local value = redis.call('HGET', KEYS[1], ARGV[1])
 if not value then return 0 end
@@ -84,8 +96,14 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 if redis.call('HINCRBY', KEYS[2], ARGV[4], -1) <= 0 then
   redis.call('HDEL', KEYS[2], ARGV[4])
 end
+local nl = string.find(value, '\n', 1, true)
+if nl > 1 then
+  local user = ARGV[5] .. '\n' .. string.sub(value, 1, nl - 1)
+  if redis.call('HINCRBY', KEYS[3], user, -1) <= 0 then
+    redis.call('HDEL', KEYS[3], user)
+  end
+end
 if ARGV[2] == '1' then
-  local nl = string.find(value, '\n', 1, true)
   redis.call('PUBLISH', ARGV[3], 'L\n' .. string.sub(value, nl + 1))
 end
 return 1
@@ -128,6 +146,36 @@ out[2] = nusers
 return out
 ";
 
+/// How many live members and distinct users a channel has, without
+/// reading its members: the live runs' counts in `prn:{run}`, and the users
+/// of live runs in `pru:{c}`. KEYS: `prnodes`, `pru:{c}`. ARGV: the key
+/// prefix, the channel. Returns the number of clients and of users.
+const STATS: &str = r"
+local alive = {}
+local clients = 0
+for _, run in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[1] .. 'prlive:' .. run) == 1 then
+    alive[run] = true
+    local n = redis.call('HGET', ARGV[1] .. 'prn:' .. run, ARGV[2])
+    if n then clients = clients + tonumber(n) end
+  end
+end
+local users = {}
+local nusers = 0
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  local nl = string.find(all[i], '\n', 1, true)
+  if nl and alive[string.sub(all[i], 1, nl - 1)] and tonumber(all[i + 1]) > 0 then
+    local user = string.sub(all[i], nl + 1)
+    if not users[user] then
+      users[user] = true
+      nusers = nusers + 1
+    end
+  end
+end
+return {clients, nusers}
+";
+
 /// Removes the members of one dead run, and publishes their `leave`s
 /// where the channel's namespace has `join_leave`, in the same script: each
 /// member is removed once, by one node, with one `leave`. KEYS: `prnodes`.
@@ -157,9 +205,12 @@ for _, run in ipairs(runs) do
         if string.sub(all[i], 1, #run + 1) == run .. '/' then
           redis.call('HDEL', key, all[i])
           removed = removed + 1
+          local value = all[i + 1]
+          local nl = string.find(value, '\n', 1, true)
+          if nl > 1 then
+            redis.call('HDEL', ARGV[1] .. 'pru:' .. c, run .. '\n' .. string.sub(value, 1, nl - 1))
+          end
           if notify then
-            local value = all[i + 1]
-            local nl = string.find(value, '\n', 1, true)
             redis.call('PUBLISH', ARGV[1] .. 'ch:' .. c, 'L\n' .. string.sub(value, nl + 1))
           end
         end
@@ -195,6 +246,7 @@ pub struct RedisPresence {
     join: Script,
     leave: Script,
     query: Script,
+    stats: Script,
     reap: Script,
 }
 
@@ -228,6 +280,7 @@ impl RedisPresence {
             join: Script::new(JOIN),
             leave: Script::new(LEAVE),
             query: Script::new(QUERY),
+            stats: Script::new(STATS),
             reap: Script::new(REAP),
         }
     }
@@ -274,6 +327,7 @@ impl RedisPresence {
             .key(self.key("prn", &self.run))
             .key(format!("{}prnodes", self.node.prefix()))
             .key(self.key("prlive", &self.run))
+            .key(self.key("pru", channel))
             .arg(self.field(conn))
             .arg(value(member))
             .arg(self.keys_ttl_ms())
@@ -303,21 +357,27 @@ impl RedisPresence {
         let mut call = self.leave.prepare_invoke();
         call.key(self.key("pr", channel))
             .key(self.key("prn", &self.run))
+            .key(self.key("pru", channel))
             .arg(self.field(conn))
             .arg(u8::from(notify))
             .arg(pubsub)
-            .arg(channel);
+            .arg(channel)
+            .arg(&self.run);
         let mut conn = self.node.connection();
         let _: i64 = self.run(call.invoke_async(&mut conn)).await?;
         Ok(())
     }
 
-    /// `channel`'s live members, the first `limit` of them listed.
+    /// `channel`'s live members, the first `limit` of them listed (none:
+    /// the counts only, without reading a member).
     ///
     /// # Errors
     ///
     /// [`StreamError::Unavailable`] when Redis does not answer.
     pub async fn query(&self, channel: &str, limit: usize) -> Result<Found, StreamError> {
+        if limit == 0 {
+            return self.stats(channel).await;
+        }
         let mut call = self.query.prepare_invoke();
         call.key(self.key("pr", channel))
             .arg(self.node.prefix())
@@ -340,6 +400,23 @@ impl RedisPresence {
             clients: number(reply.first()),
             users: number(reply.get(1)),
             members,
+        })
+    }
+
+    /// `channel`'s counts of live members and users, from the runs' counts
+    /// (the `STATS` script): one call per node, none per member.
+    async fn stats(&self, channel: &str) -> Result<Found, StreamError> {
+        let mut call = self.stats.prepare_invoke();
+        call.key(format!("{}prnodes", self.node.prefix()))
+            .key(self.key("pru", channel))
+            .arg(self.node.prefix())
+            .arg(channel);
+        let mut conn = self.node.connection();
+        let (clients, users): (i64, i64) = self.run(call.invoke_async(&mut conn)).await?;
+        Ok(Found {
+            clients: u64::try_from(clients).unwrap_or(0),
+            users: u64::try_from(users).unwrap_or(0),
+            members: Vec::new(),
         })
     }
 
@@ -374,6 +451,7 @@ impl RedisPresence {
             .ignore();
         for channel in channels {
             pipe.pexpire(self.key("pr", channel), ttl).ignore();
+            pipe.pexpire(self.key("pru", channel), ttl).ignore();
         }
         let mut conn = self.node.connection();
         let (synced,): (bool,) = self.run(pipe.query_async(&mut conn)).await?;
