@@ -5,7 +5,12 @@
 //! timer, so a burst of 100,000 messages costs a handful of renders, not
 //! 100,000. The same timer refreshes the clock the reconnection countdown
 //! ([`countdown`]) is computed from.
+//!
+//! The channel panel's feed is a second list of [`Line`]s
+//! ([`Console::channel_log`]), filled by [`Action::Channel`] as its
+//! subscription's events come (a chat's pace: one action each).
 
+mod channel;
 mod collect;
 mod countdown;
 mod fixed;
@@ -42,8 +47,17 @@ pub enum Kind {
     Error,
     /// Reliable mode: the session resumed on a new connection.
     Resume,
-    /// Reliable mode: server messages were lost (a gap), or a resume failed.
+    /// Reliable mode: server messages were lost (a gap), or a resume
+    /// failed; in the channel feed, publications lost.
     Gap,
+    /// Channel feed: the server subscribed us.
+    Subscribed,
+    /// Channel feed: a publication.
+    Publication,
+    /// Channel feed: the channel's stream started over (a new epoch).
+    Reset,
+    /// Channel feed: the subscription ended.
+    Unsubscribed,
 }
 
 impl Kind {
@@ -58,6 +72,10 @@ impl Kind {
             Self::Error => "ERROR",
             Self::Resume => "RESUME",
             Self::Gap => "GAP",
+            Self::Subscribed => "SUB",
+            Self::Publication => "PUB",
+            Self::Reset => "RESET",
+            Self::Unsubscribed => "UNSUB",
         }
     }
 
@@ -74,6 +92,10 @@ impl Kind {
             Self::Error => "error",
             Self::Resume => "resume",
             Self::Gap => "gap",
+            Self::Subscribed => "sub",
+            Self::Publication => "pub",
+            Self::Reset => "reset",
+            Self::Unsubscribed => "unsub",
         }
     }
 }
@@ -197,6 +219,10 @@ pub enum Action {
     },
     /// The longest main-thread task seen during the current burst.
     LongTask(f64),
+    /// A line of the channel panel's feed.
+    Channel(Line),
+    /// The channel now subscribed to (`None`: none).
+    Subscription(Option<String>),
 }
 
 /// The whole UI state.
@@ -233,6 +259,10 @@ pub struct Console {
     /// The pushes' seqs, checked against their order (from the first one
     /// this tab saw: a tab that joins a shared connection starts mid-way).
     pub push_order: EchoCheck,
+    /// The channel panel's feed, newest first (shared, as the log).
+    pub channel_log: Rc<VecDeque<Line>>,
+    /// The channel the panel is subscribed to.
+    pub channel: Option<String>,
 }
 
 /// This tab's echo replies against the order they were sent in (each tab
@@ -289,15 +319,7 @@ impl std::fmt::Display for EchoCheck {
 
 impl Console {
     fn add_lines(&mut self, lines: impl IntoIterator<Item = Line>) {
-        let mut lines = lines.into_iter().peekable();
-        if lines.peek().is_none() {
-            return;
-        }
-        let log = Rc::make_mut(&mut self.log);
-        for line in lines {
-            log.push_front(line);
-        }
-        log.truncate(LOG_LINES);
+        add_lines(&mut self.log, lines);
     }
 
     fn count(&mut self, messages: u64, now_ms: f64) {
@@ -321,6 +343,20 @@ impl Console {
         self.this_second += messages;
         self.received += messages;
     }
+}
+
+/// Puts `lines` newest first into `log`, which keeps [`LOG_LINES`]; a
+/// `log` that gets no line is not copied.
+fn add_lines(log: &mut Rc<VecDeque<Line>>, lines: impl IntoIterator<Item = Line>) {
+    let mut lines = lines.into_iter().peekable();
+    if lines.peek().is_none() {
+        return;
+    }
+    let log = Rc::make_mut(log);
+    for line in lines {
+        log.push_front(line);
+    }
+    log.truncate(LOG_LINES);
 }
 
 impl Reducible for Console {
@@ -369,6 +405,8 @@ impl Reducible for Console {
             Action::LongTask(ms) => {
                 next.longest_task_ms = Some(next.longest_task_ms.map_or(ms, |m: f64| m.max(ms)));
             }
+            Action::Channel(line) => add_lines(&mut next.channel_log, [line]),
+            Action::Subscription(channel) => next.channel = channel,
         }
         Rc::new(next)
     }
@@ -399,6 +437,10 @@ mod tests {
             Kind::Error,
             Kind::Resume,
             Kind::Gap,
+            Kind::Subscribed,
+            Kind::Publication,
+            Kind::Reset,
+            Kind::Unsubscribed,
         ] {
             assert_eq!(kind.class(), kind.label().to_lowercase());
         }
@@ -596,6 +638,30 @@ mod tests {
         });
         assert_eq!(console.longest_task_ms, None);
         assert_eq!(console.burst.unwrap().status(), "0 / 5");
+    }
+
+    #[test]
+    fn the_channel_feed_is_its_own_list_and_the_log_is_left_alone() {
+        let mut console = Rc::new(Console::default());
+        console = console.reduce(Action::Log(line(Kind::Send, "echo")));
+        let log = console.log.clone();
+        console = console.reduce(Action::Subscription(Some("chat:lobby".into())));
+        console = console.reduce(Action::Channel(line(Kind::Subscribed, "subscribed")));
+        console = console.reduce(Action::Channel(line(Kind::Publication, "#1 {}")));
+        let feed: Vec<&str> = console
+            .channel_log
+            .iter()
+            .map(|l| l.text.as_str())
+            .collect();
+        assert_eq!(feed, ["#1 {}", "subscribed"], "newest first");
+        assert!(Rc::ptr_eq(&log, &console.log), "the log was copied");
+        assert_eq!(console.channel.as_deref(), Some("chat:lobby"));
+        console = console.reduce(Action::Subscription(None));
+        assert_eq!(console.channel, None);
+        for i in 0..LOG_LINES + 5 {
+            console = console.reduce(Action::Channel(line(Kind::Publication, &i.to_string())));
+        }
+        assert_eq!(console.channel_log.len(), LOG_LINES);
     }
 
     #[test]
