@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use crate::harness::machine;
 use crate::peers::raw;
 use crate::scenarios::{
-    burst, channels, cluster, cluster_reliable, echo, hostile, idle, scale, suite,
+    burst, channels, cluster, cluster_reliable, echo, hostile, idle, presence, scale, suite,
 };
 
 #[derive(Parser)]
@@ -139,6 +139,30 @@ enum Cmd {
         peers: Vec<channels::Peer>,
         /// Only these node counts, 1 or 2 (repeat the flag; default both).
         #[arg(long = "nodes", value_parser = clap::value_parser!(u8).range(1..=2))]
+        nodes: Vec<u8>,
+    },
+    /// A channel's presence (issue 24), ours beside socket.io: 10,000
+    /// members of one channel at 1, 2 and 3 nodes, each on Redis; the time
+    /// of `presence_stats` and `presence` (one HTTP call each, interleaved
+    /// rounds), and the servers' CPU over an idle minute; writes its section
+    /// of docs/BENCHMARKS.md and docs/presence.json. socket.io comes from
+    /// `cargo xtask bench --presence`.
+    Presence {
+        /// The cargo target directory holding release/server (built beforehand).
+        #[arg(long, env = "CARGO_TARGET_DIR", default_value = "target")]
+        target: PathBuf,
+        /// Where the report goes (relative to the workspace root).
+        #[arg(long, default_value = "docs")]
+        docs: PathBuf,
+        /// Print the report only, write nothing.
+        #[arg(long)]
+        no_write: bool,
+        /// 1,000 members, 3 rounds of 5 calls, a 10 s idle window, to try
+        /// it; the section says so.
+        #[arg(long)]
+        quick: bool,
+        /// Only these node counts, 1 to 3 (repeat the flag; default all three).
+        #[arg(long = "nodes", value_parser = clap::value_parser!(u8).range(1..=3))]
         nodes: Vec<u8>,
     },
     /// Only the browser's ten tabs with sharing across tabs and without
@@ -388,6 +412,28 @@ pub fn main() -> Result<()> {
                 bench: std::env::current_exe()?,
                 quick,
                 peers,
+                nodes,
+                // Relative to the workspace root, as `run` writes its report.
+                docs: (!no_write).then(|| machine::root().join(docs)),
+            })
+            .map(drop)
+        }
+        Cmd::Presence {
+            target,
+            docs,
+            no_write,
+            quick,
+            nodes,
+        } => {
+            let target = std::path::absolute(&target)?;
+            let mut nodes: Vec<usize> = nodes.into_iter().map(usize::from).collect();
+            if nodes.is_empty() {
+                nodes = vec![1, 2, 3];
+            }
+            presence::run(&presence::Options {
+                server: target.join("release/server"),
+                bench: std::env::current_exe()?,
+                quick,
                 nodes,
                 // Relative to the workspace root, as `run` writes its report.
                 docs: (!no_write).then(|| machine::root().join(docs)),

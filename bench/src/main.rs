@@ -22,7 +22,9 @@
 //!   and scale runs), `echo.rs`, `burst.rs`, `idle.rs` (the load generator's
 //!   modes), `scale.rs` (connections on one node, issue 16), `cluster.rs`
 //!   and `cluster_reliable.rs` (two nodes on Redis, issue 14), `channels.rs`
-//!   (a channel's fan-out, ours beside socket.io, issue 23), `browser.rs`
+//!   (a channel's fan-out, ours beside socket.io, issue 23), `presence.rs`
+//!   (a channel's presence queries and idle members, ours beside
+//!   socket.io's `fetchSockets()`, issue 24), `browser.rs`
 //!   and `tabs.rs` (headless Chromium, issues 15 and 22), `hostile/`
 //!   (hostile clients at scale, issue 12, which writes `docs/HARDENING.md`);
 //! * `peers/`: `ours.rs` (our server's flags), `raw.rs` (the raw
@@ -31,8 +33,8 @@
 //!   `socketio/server.js`, and the Engine.IO 4 client of our load generator);
 //! * `report/`: `benchmarks.rs` (`docs/BENCHMARKS.md` and
 //!   `docs/benchmarks.json`, ratios against the targets), and one kept
-//!   section each for `scale.rs`, `cluster.rs` and `channels.rs` (typed
-//!   results), found and replaced by `kept.rs`;
+//!   section each for `scale.rs`, `cluster.rs`, `channels.rs` and
+//!   `presence.rs` (typed results), found and replaced by `kept.rs`;
 //! * `examples/browser.rs`: the wasm side of the browser burst (our wrapper).
 //!
 //! # Example
@@ -46,6 +48,8 @@
 //! cargo xtask bench --cluster                   # builds, then `bench cluster`: its section of docs/BENCHMARKS.md
 //! cargo xtask bench --channels                  # installs socket.io, builds, then `bench channels`
 //! cargo xtask bench --channels --quick          # the same with fewer subscribers, to try it
+//! cargo xtask bench --presence                  # installs socket.io, builds, then `bench presence`
+//! cargo xtask bench --presence --quick          # 1,000 members, fewer calls, to try it
 //! target/release/bench load echo --url ws://127.0.0.1:8080/echo --conns 100 --bytes 20
 //! ```
 

@@ -33,11 +33,10 @@ fn query_flag(name: &str) -> bool {
     let search = web_sys::window()
         .and_then(|w| w.location().search().ok())
         .unwrap_or_default();
-    let wanted = format!("{name}=1");
     search
         .trim_start_matches('?')
         .split('&')
-        .any(|pair| pair == wanted)
+        .any(|pair| pair.strip_suffix("=1") == Some(name))
 }
 
 /// The name the console's tabs share their connection under.

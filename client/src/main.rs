@@ -42,6 +42,12 @@ mod console;
 #[cfg(target_arch = "wasm32")]
 mod hooks;
 
+/// talc instead of std's dlmalloc: 2.8 KB less of the console's wasm gzip,
+/// by a safe constructor (the wasm is single-threaded).
+#[cfg(all(target_arch = "wasm32", not(target_feature = "atomics")))]
+#[global_allocator]
+static ALLOCATOR: talc::wasm::WasmDynamicTalc = talc::wasm::new_wasm_dynamic_allocator();
+
 #[cfg(target_arch = "wasm32")]
 fn main() {
     yew::Renderer::<app::App>::new().render();

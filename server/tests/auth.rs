@@ -760,6 +760,36 @@ async fn anonymous_mode_has_no_users() {
 #[derive(Clone, Default)]
 struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
+impl Capture {
+    /// Captures what this thread logs up to `level` until the guard drops.
+    /// The test's runtime runs on this thread, the server's tasks included,
+    /// so a thread-local subscriber sees every line the server logs, but
+    /// only if the line's callsite is enabled: tracing caches each
+    /// callsite's interest once for the whole process, computed against the
+    /// subscriber of the thread that reaches it first. Another test of this
+    /// binary, with no subscriber, reaching the same line first would cache
+    /// it as never (that test thread's default being no subscriber at all),
+    /// and this capture would stay empty, as it once did in CI. A global
+    /// default that wants everything (a bare registry: it prints nothing)
+    /// keeps every callsite's cached interest on.
+    fn start(level: tracing::Level) -> (Self, tracing::subscriber::DefaultGuard) {
+        static ANCHOR: std::sync::Once = std::sync::Once::new();
+        ANCHOR.call_once(|| {
+            // Another global default, if one was set, does as well.
+            let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
+            tracing::callsite::rebuild_interest_cache();
+        });
+        let capture = Self::default();
+        let sink = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(move || sink.clone())
+            .finish();
+        let guard = tracing::subscriber::set_default(subscriber);
+        (capture, guard)
+    }
+}
+
 impl std::io::Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.lock().unwrap().extend_from_slice(buf);
@@ -773,15 +803,7 @@ impl std::io::Write for Capture {
 #[tokio::test]
 async fn tokens_are_never_logged() {
     // (With the refresh rate limit off, so that the bad token is checked.)
-    // The test's runtime runs on this thread, the server's tasks included:
-    // a thread-local subscriber sees every line the server logs.
-    let capture = Capture::default();
-    let sink = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || sink.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = Capture::start(tracing::Level::TRACE);
 
     let server = token_server(&["--refresh-interval", "0"]).await;
     let good = hs256(&claims("erin", 3600));
@@ -1020,15 +1042,7 @@ async fn refreshes_are_rate_limited_and_three_bad_ones_in_a_row_close_with_4401(
 
 #[tokio::test]
 async fn refused_refreshes_are_logged_at_most_once_a_minute_per_connection() {
-    // As in tokens_are_never_logged: the server's tasks run on this
-    // thread, so a thread-local subscriber sees its lines.
-    let capture = Capture::default();
-    let sink = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(move || sink.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = Capture::start(tracing::Level::INFO);
     let server = token_server(&["--refresh-interval", "0"]).await;
     let token = hs256(&claims("alice", 60));
     let (mut ws, _) = connect_with(&server, "/ws", &token).await;

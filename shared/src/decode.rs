@@ -54,28 +54,66 @@ pub const CONTROL_TYPES: &[&str] = &[
     "error",
 ];
 
+/// The control message in `text`, if it is one that decodes; anything
+/// else (another type, or a frame that does not decode) is `None`, and no
+/// error text is made: a browser wrapper that would drop the error then
+/// carries none of `serde_json`'s error formatting.
+pub(crate) fn control_message_if_any(text: &str) -> Option<ServerMessage> {
+    decode_parts(text, control_fields).ok()
+}
+
 fn decode_with(
     text: &str,
     fields: impl FnOnce(&str, &Object<'_>) -> Result<Option<ServerMessage>, FieldError>,
 ) -> Result<ServerMessage, DecodeError> {
-    let object = Object::parse(text).map_err(|err| DecodeError::Malformed(err.to_string()))?;
+    decode_parts(text, fields).map_err(Failure::into_error)
+}
+
+/// Why [`decode_parts`] failed, before any of it is put into words.
+enum Failure<'a> {
+    Malformed(serde_json::Error),
+    /// The `type` field twice.
+    MalformedTag(FieldError),
+    MissingType,
+    UnknownType(std::borrow::Cow<'a, str>),
+    InvalidFields {
+        ty: std::borrow::Cow<'a, str>,
+        error: FieldError,
+    },
+}
+
+impl Failure<'_> {
+    fn into_error(self) -> DecodeError {
+        match self {
+            Self::Malformed(err) => DecodeError::Malformed(err.to_string()),
+            Self::MalformedTag(err) => DecodeError::Malformed(err.to_string()),
+            Self::MissingType => DecodeError::MissingType,
+            Self::UnknownType(ty) => DecodeError::UnknownType(ty.into_owned()),
+            Self::InvalidFields { ty, error } => DecodeError::InvalidFields {
+                ty: ty.into_owned(),
+                detail: error.to_string(),
+            },
+        }
+    }
+}
+
+fn decode_parts<'a>(
+    text: &'a str,
+    fields: impl FnOnce(&str, &Object<'_>) -> Result<Option<ServerMessage>, FieldError>,
+) -> Result<ServerMessage, Failure<'a>> {
+    let object = Object::parse(text).map_err(Failure::Malformed)?;
     // Two `type` fields: the derived decoder's probe of the tag failed too.
-    let tag = object
-        .raw("type")
-        .map_err(|err| DecodeError::Malformed(err.to_string()))?;
+    let tag = object.raw("type").map_err(Failure::MalformedTag)?;
     let ty = match tag {
-        None | Some("null") => return Err(DecodeError::MissingType),
-        Some(raw) if !raw.starts_with('"') => return Err(DecodeError::UnknownType(raw.to_owned())),
+        None | Some("null") => return Err(Failure::MissingType),
+        Some(raw) if !raw.starts_with('"') => return Err(Failure::UnknownType(raw.into())),
         // A string that does not decode (a lone surrogate) failed the probe.
-        Some(raw) => object::string(raw).map_err(|err| DecodeError::Malformed(err.to_string()))?,
+        Some(raw) => object::string(raw).map_err(Failure::Malformed)?,
     };
     match fields(&ty, &object) {
         Ok(Some(message)) => Ok(message),
-        Ok(None) => Err(DecodeError::UnknownType(ty.into_owned())),
-        Err(err) => Err(DecodeError::InvalidFields {
-            ty: ty.into_owned(),
-            detail: err.to_string(),
-        }),
+        Ok(None) => Err(Failure::UnknownType(ty)),
+        Err(error) => Err(Failure::InvalidFields { ty, error }),
     }
 }
 
@@ -346,6 +384,8 @@ mod tests {
                 .unwrap()
                 .unwrap()
                 .into_owned();
+            // The decoder without error texts gives the same message.
+            assert_eq!(control_message_if_any(text), control, "{text}");
             if CONTROL_TYPES.contains(&ty.as_str()) {
                 assert_eq!(control, Some(full), "{text}");
             } else {
@@ -359,6 +399,16 @@ mod tests {
         );
         assert!(control_message(r#"{"type":"ack","seq":"x"}"#).is_err());
         assert!(control_message("[").is_err());
+        for refused in [
+            r#"{"type":"echo","id":"x"}"#,
+            r#"{"type":"ack","seq":"x"}"#,
+            r#"{"type":"ack","seq":1,"type":"ack"}"#,
+            r#"{"seq":1}"#,
+            r#"{"type":7}"#,
+            "[",
+        ] {
+            assert_eq!(control_message_if_any(refused), None, "{refused}");
+        }
     }
 
     /// One valid message of every type the server sends, as it writes it.

@@ -829,6 +829,14 @@ impl ServerMessage {
         decode::control_message(text)
     }
 
+    /// [`ServerMessage::control_from_json`] for a caller that drops the
+    /// error: the message if `text` is a control type that decodes, else
+    /// `None`. No error text is made, so a browser build that uses only
+    /// this carries none of the decoder's error formatting.
+    pub fn control_if_any(text: &str) -> Option<Self> {
+        decode::control_message_if_any(text)
+    }
+
     /// Encodes the message as one text frame.
     pub fn to_json(&self) -> String {
         match self {

@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use serde::de::DeserializeOwned;
 use shared::ErrorCode;
 pub use shared::channel::{
-    PublisherInfo, RawJson, RecoveryFailure, StreamPosition, UnsubscribeReason,
+    Member, PublisherInfo, RawJson, RecoveryFailure, StreamPosition, UnsubscribeReason,
 };
 
 /// What happened to one subscription, in the order it happened. Generic
@@ -68,8 +68,104 @@ pub enum ChannelEvent<D = RawJson> {
         /// Why.
         reason: UnsubscribeReason,
     },
+    /// Someone subscribed to the channel (issue 24): a best-effort notice,
+    /// sent to subscribers that hold the `presence` capability where the
+    /// namespace enables `join_leave`. Not an offset of the stream: after a
+    /// reconnect the authority is a fresh [`ChannelEvent::Presence`] (what
+    /// [`Channel::follow_presence`] fetches by itself).
+    Join(Member),
+    /// Someone's subscription ended (best effort, as [`ChannelEvent::Join`]).
+    Leave(Member),
+    /// The channel's members as the server answered the query that
+    /// [`Channel::follow_presence`] makes after each (re)subscription.
+    Presence(Presence),
     /// Something went wrong with this subscription.
     Error(ChannelError),
+}
+
+/// A channel's members: the answer to [`Channel::presence`], and the set
+/// that [`Channel::follow_presence`] keeps. A member is one connection (the
+/// tabs that share one are one member), so the same client id may appear
+/// twice (two connections that gave the same one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Presence {
+    /// The members, at most the server's `--max-presence-answer` (1,000 by
+    /// default) from the server, in no particular order.
+    pub members: Vec<Member>,
+    /// There were more members than the server lists: `members` is a part.
+    pub truncated: bool,
+}
+
+impl Presence {
+    /// Patches the set with one of the channel's events: a
+    /// [`ChannelEvent::Presence`] replaces it, a [`ChannelEvent::Join`]
+    /// adds its member, a [`ChannelEvent::Leave`] removes one equal member
+    /// (a leave for a member the set does not hold changes nothing). Returns
+    /// whether the set changed.
+    ///
+    /// The server sends a join or leave that races a `presence` query after
+    /// the answer, so patching in arrival order is exact.
+    pub fn apply(&mut self, event: &ChannelEvent) -> bool {
+        match event {
+            ChannelEvent::Presence(fresh) => {
+                *self = fresh.clone();
+                true
+            }
+            ChannelEvent::Join(member) => {
+                self.members.push(member.clone());
+                true
+            }
+            ChannelEvent::Leave(member) => match self.members.iter().position(|m| m == member) {
+                Some(at) => {
+                    self.members.swap_remove(at);
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+/// How many are in a channel: the answer to [`Channel::presence_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PresenceStats {
+    /// Its members (connections).
+    pub clients: u64,
+    /// Its distinct users (token mode; anonymous members count none).
+    pub users: u64,
+}
+
+/// Why a presence query ([`Channel::presence`], [`Channel::presence_stats`],
+/// [`Channel::follow_presence`]) gave no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PresenceError {
+    /// The queue (its capacity or byte limit, shared with
+    /// [`crate::Socket::send`]) has no room for the query.
+    #[error("the send queue is full")]
+    QueueFull,
+    /// The socket was closed by the application ([`crate::Socket::close`]).
+    #[error("the socket was closed by the application")]
+    Closed,
+    /// The socket was dropped before the server answered.
+    #[error("the socket was dropped before the server answered")]
+    Dropped,
+    /// The socket shares its connection across tabs: channels are not
+    /// shared across tabs yet ([`SubscribeError::SharedAcrossTabs`]).
+    #[error("channels are not shared across tabs yet")]
+    SharedAcrossTabs,
+    /// The server refused it (`permission_denied` without the `presence`
+    /// capability, `unavailable` while Redis is down...).
+    #[error("the server refused the presence query: {code}: {message}")]
+    Refused {
+        /// The server's code.
+        code: ErrorCode,
+        /// Its explanation.
+        message: String,
+    },
 }
 
 /// What went wrong with a subscription ([`ChannelEvent::Error`]).
@@ -82,6 +178,16 @@ pub enum ChannelError {
     /// the handle and subscribe again to retry.
     #[error("the server refused the subscription: {code}: {message}")]
     Refused {
+        /// The server's code.
+        code: ErrorCode,
+        /// Its explanation.
+        message: String,
+    },
+    /// The server refused the query that [`Channel::follow_presence`] makes
+    /// after each (re)subscription (`permission_denied` without the
+    /// `presence` capability...). The subscription goes on.
+    #[error("the server refused the presence query: {code}: {message}")]
+    PresenceRefused {
         /// The server's code.
         code: ErrorCode,
         /// Its explanation.
@@ -227,17 +333,21 @@ pub fn decode_event<T: DeserializeOwned>(event: &ChannelEvent) -> ChannelEvent<T
         ChannelEvent::Unsubscribed { reason } => ChannelEvent::Unsubscribed {
             reason: reason.clone(),
         },
+        ChannelEvent::Join(member) => ChannelEvent::Join(member.clone()),
+        ChannelEvent::Leave(member) => ChannelEvent::Leave(member.clone()),
+        ChannelEvent::Presence(presence) => ChannelEvent::Presence(presence.clone()),
         ChannelEvent::Error(err) => ChannelEvent::Error(err.clone()),
     }
 }
 
 #[cfg(any(target_arch = "wasm32", feature = "native"))]
-pub use handles::{Channel, ChannelStream, Publish, TypedChannel};
+pub use handles::{Channel, ChannelStream, FollowPresence, PresenceQuery, Publish, TypedChannel};
 
 #[cfg(any(target_arch = "wasm32", feature = "native"))]
 mod handles {
     use super::*;
     use crate::dispatch::Subscription;
+    use crate::driver::Query;
     use crate::message::Event;
     use crate::stream::EventStream;
     use crate::token::MaybeSend;
@@ -360,6 +470,57 @@ mod handles {
                 None => Err(PublishError::Dropped),
             }
         }
+
+        /// The channel's members, asked of the server now (a `presence`
+        /// query; the `presence` capability is needed). The query goes at
+        /// the top level, never numbered, in reliable mode too; one cut
+        /// before its answer is asked again on the next connection.
+        /// Subscribing is not needed to ask.
+        pub fn presence(&self) -> PresenceQuery<Presence> {
+            self.query(Query::Members)
+        }
+
+        /// How many are in the channel (a `presence_stats` query), as
+        /// [`Channel::presence`].
+        pub fn presence_stats(&self) -> PresenceQuery<PresenceStats> {
+            self.query(Query::Stats)
+        }
+
+        fn query<T: Send + 'static>(
+            &self,
+            make: impl FnOnce(Box<dyn FnOnce(Result<T, PresenceError>) + Send + Sync>) -> Query,
+        ) -> PresenceQuery<T> {
+            let (tx, rx) = futures_channel::oneshot::channel();
+            // Nobody waits when the query was dropped: fine.
+            let answer = Box::new(move |result| drop(tx.send(result)));
+            let sent = match self.socket.upgrade() {
+                Some(socket) => socket.presence_query(&self.name, make(answer)),
+                None => Err(PresenceError::Dropped),
+            };
+            PresenceQuery {
+                rx: sent.map(|()| rx),
+            }
+        }
+
+        /// The channel's member set, kept up to date: its `Stream` yields
+        /// the set each time it changes. The socket asks the server for the
+        /// members after each (re)subscription (after every reconnect too:
+        /// join and leave notices are best effort, the answer is the
+        /// authority), and from then on each [`ChannelEvent::Join`] and
+        /// [`ChannelEvent::Leave`] patches it ([`Presence::apply`]). A
+        /// refused query yields [`PresenceError::Refused`] and the stream
+        /// goes on (it tries again after the next reconnect).
+        ///
+        /// Once asked, the socket keeps fetching the members after each
+        /// resubscription for as long as this [`Channel`] lives. The stream
+        /// ends when the socket is dropped.
+        pub fn follow_presence(&self) -> FollowPresence {
+            let inner = self
+                .socket
+                .upgrade()
+                .map(|socket| socket.follow_presence(self.name.clone(), self.subscription));
+            FollowPresence { inner, set: None }
+        }
     }
 
     impl Drop for Channel {
@@ -391,6 +552,73 @@ mod handles {
                     Poll::Ready(Some(_)) => {}
                     Poll::Ready(None) => return Poll::Ready(None),
                     Poll::Pending => return Poll::Pending,
+                }
+            }
+        }
+    }
+
+    /// A presence query's answer on its way ([`Channel::presence`],
+    /// [`Channel::presence_stats`]).
+    pub struct PresenceQuery<T> {
+        rx: Result<futures_channel::oneshot::Receiver<Result<T, PresenceError>>, PresenceError>,
+    }
+
+    impl<T> Future for PresenceQuery<T> {
+        type Output = Result<T, PresenceError>;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            match &mut self.rx {
+                Ok(rx) => Pin::new(rx)
+                    .poll(cx)
+                    .map(|answer| answer.unwrap_or(Err(PresenceError::Dropped))),
+                Err(err) => Poll::Ready(Err(err.clone())),
+            }
+        }
+    }
+
+    /// A channel's member set as it changes; see [`Channel::follow_presence`].
+    pub struct FollowPresence {
+        inner: Option<EventStream>,
+        /// The set, from the first answer on.
+        set: Option<Presence>,
+    }
+
+    impl futures_util::Stream for FollowPresence {
+        type Item = Result<Presence, PresenceError>;
+
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+            let this = &mut *self;
+            let Some(inner) = this.inner.as_mut() else {
+                return Poll::Ready(None);
+            };
+            loop {
+                let notice = match Pin::new(&mut *inner).poll_next(cx) {
+                    Poll::Ready(Some(Event::Channel(notice))) => notice,
+                    Poll::Ready(Some(_)) => continue,
+                    Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Pending => return Poll::Pending,
+                };
+                match notice.event() {
+                    ChannelEvent::Error(ChannelError::PresenceRefused { code, message }) => {
+                        return Poll::Ready(Some(Err(PresenceError::Refused {
+                            code: code.clone(),
+                            message: message.clone(),
+                        })));
+                    }
+                    // Before the first answer there is no set to patch: a
+                    // join or leave before it is in the answer already.
+                    ChannelEvent::Presence(fresh) if this.set.is_none() => {
+                        this.set = Some(fresh.clone());
+                    }
+                    event => {
+                        let changed = this.set.as_mut().is_some_and(|set| set.apply(event));
+                        if !changed {
+                            continue;
+                        }
+                    }
+                }
+                if let Some(set) = &this.set {
+                    return Poll::Ready(Some(Ok(set.clone())));
                 }
             }
         }
@@ -508,5 +736,31 @@ mod tests {
             decode_event::<Chat>(&ChannelEvent::Gap { from: 1, to: 2 }),
             ChannelEvent::Gap { from: 1, to: 2 }
         );
+    }
+
+    #[test]
+    fn a_member_set_is_replaced_by_an_answer_and_patched_by_join_and_leave() {
+        let member = |id: &str| Member {
+            client_id: id.into(),
+            user: None,
+            client_name: None,
+        };
+        let mut set = Presence::default();
+        let answer = Presence {
+            members: vec![member("a"), member("b")],
+            truncated: false,
+        };
+        assert!(set.apply(&ChannelEvent::Presence(answer.clone())));
+        assert_eq!(set, answer);
+        // Two connections may give the same client id: each is a member.
+        assert!(set.apply(&ChannelEvent::Join(member("a"))));
+        assert!(set.apply(&ChannelEvent::Leave(member("a"))));
+        assert!(set.apply(&ChannelEvent::Leave(member("a"))));
+        assert!(
+            !set.apply(&ChannelEvent::Leave(member("a"))),
+            "no longer there"
+        );
+        assert_eq!(set.members, [member("b")]);
+        assert!(!set.apply(&ChannelEvent::Gap { from: 1, to: 1 }));
     }
 }

@@ -168,6 +168,25 @@ pub(crate) fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A stream's channel and subscription, when it is a [`crate::Channel`]'s.
 type Only = (String, u64);
 
+/// The streams of one socket, each with the subscription it is limited to.
+type Streams = Vec<(Option<Only>, mpsc::UnboundedSender<Event>)>;
+
+/// `event` to every stream that wants it; a stream whose receiver is gone
+/// is dropped.
+fn send_to_streams(streams: &mut Streams, event: &Event) {
+    streams.retain(|(only, tx)| {
+        let wanted = only.as_ref().is_none_or(|(channel, subscription)| {
+            matches!(event, Event::Channel(n) if n.is_for(channel, *subscription))
+        });
+        // One send (and one clone) site for both kinds of stream.
+        if wanted {
+            tx.unbounded_send(event.clone()).is_ok()
+        } else {
+            !tx.is_closed()
+        }
+    });
+}
+
 type Listeners<H> = <H as Handles>::Shared<Vec<(u64, <H as Handles>::Listener)>>;
 
 /// The callbacks and streams of one socket.
@@ -181,7 +200,11 @@ struct DispatchState<H: Handles> {
     next_id: u64,
     /// Each stream, with the channel subscription it is limited to (a
     /// [`crate::Channel`]'s), so that it is not sent a clone of every event.
-    streams: Vec<(Option<Only>, mpsc::UnboundedSender<Event>)>,
+    streams: Streams,
+    /// How an event reaches the streams ([`send_to_streams`]): set by the
+    /// first stream, so that an app that never asks for one carries no
+    /// code that sends to one (a wasm bundle is smaller by it).
+    to_streams: Option<fn(&mut Streams, &Event)>,
     /// Events raised while a delivery runs, for it to deliver next.
     pending: VecDeque<Event>,
     /// Whether a delivery runs.
@@ -195,6 +218,7 @@ impl<H: Handles> Default for Dispatcher<H> {
                 listeners: H::share(Vec::new()),
                 next_id: 0,
                 streams: Vec::new(),
+                to_streams: None,
                 pending: VecDeque::new(),
                 delivering: false,
             }),
@@ -257,7 +281,10 @@ impl<H: Handles> Dispatcher<H> {
     /// A stream of every event from now on; it ends when the dispatcher is dropped.
     pub(crate) fn stream(&self) -> EventStream {
         let (tx, stream) = EventStream::channel();
-        H::with(&self.state, |state| state.streams.push((None, tx)));
+        H::with(&self.state, |state| {
+            state.streams.push((None, tx));
+            state.to_streams = Some(send_to_streams);
+        });
         stream
     }
 
@@ -271,6 +298,7 @@ impl<H: Handles> Dispatcher<H> {
         let (tx, stream) = EventStream::channel();
         H::with(&self.state, |state| {
             state.streams.push((Some((channel, subscription)), tx));
+            state.to_streams = Some(send_to_streams);
         });
         stream
     }
@@ -315,17 +343,9 @@ impl<H: Handles> Dispatcher<H> {
             let _ = catch_unwind(AssertUnwindSafe(|| H::call(listener, event)));
         }
         H::with(&self.state, |state| {
-            state.streams.retain(|(only, tx)| {
-                let wanted = only.as_ref().is_none_or(|(channel, subscription)| {
-                    matches!(event, Event::Channel(n) if n.is_for(channel, *subscription))
-                });
-                // One send (and one clone) site for both kinds of stream.
-                if wanted {
-                    tx.unbounded_send(event.clone()).is_ok()
-                } else {
-                    !tx.is_closed()
-                }
-            });
+            if let Some(send) = state.to_streams {
+                send(&mut state.streams, event);
+            }
         });
     }
 }

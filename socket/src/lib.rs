@@ -109,6 +109,15 @@
 //!   channel messages) are the channels', not [`Event::Message`]s; before
 //!   that nothing changes (an app that speaks them by hand with
 //!   [`Socket::send`] sees them as before).
+//! * Presence (issue 24): [`Channel::presence`] and
+//!   [`Channel::presence_stats`] ask the server (futures of a [`Presence`]
+//!   and a [`PresenceStats`], or a [`PresenceError`]); the queries go at the
+//!   top level, never numbered, and are asked again on the next connection
+//!   when one is cut before its answer. [`ChannelEvent::Join`] and
+//!   [`ChannelEvent::Leave`] are best-effort notices; [`Channel::follow_presence`]
+//!   keeps an exact member set by asking for the members after each
+//!   (re)subscription and patching the answer with the notices after it
+//!   ([`Presence::apply`]).
 //! * None of this is in the code of an app that never subscribes nor
 //!   publishes: the driver's channel table is a trait object made on the
 //!   first use.
@@ -180,7 +189,7 @@
 //! | `driver/io.rs` | [`driver::Input`], [`driver::Effect`], the timers |
 //! | [`driver::auth`] (`driver/auth.rs`) | token mode: a token before each connect, the refresh's timing, 4401 and 4003 |
 //! | `driver/steps.rs` | the driver's private steps |
-//! | `driver/channels.rs` | channels' rules: the subscription table, resubscribing with `since` after every connection, each offset once and in order or a gap, stale answers told by attempt id, publishes pending by id within the queue's bound and retried; behind a trait object made on the first subscribe or publish |
+//! | `driver/channels.rs` | channels' rules: the subscription table, resubscribing with `since` after every connection, each offset once and in order or a gap, stale answers told by attempt id, publishes pending by id within the queue's bound and retried, presence queries asked unnumbered and again after a cut, a followed subscription's members asked for after each `subscribed`; behind a trait object made on the first subscribe, publish or query |
 //! | [`machine`] (`driver/machine.rs`) | the connection state machine and backoff, inputs to actions |
 //! | `driver/queue.rs` | [`Queue`], the bounded FIFO with both overflow policies and a byte limit |
 //! | [`reliable`] (`driver/reliable.rs`) | reliable mode's client side (window, acks, resume, dedup), also usable from native code |
@@ -192,7 +201,7 @@
 //! | `stream` | [`EventStream`], the events as a `Stream`, for both transports |
 //! | `message` | [`Message`], [`SendOutcome`], [`SendError`], [`State`], [`Event`], [`TransportError`], [`Stats`] |
 //! | `typed` | [`TypedSocket`] encoding and decoding (JSON over the `shared` protocol) |
-//! | `channel` | [`Channel`] handles, [`ChannelEvent`], [`ChannelStream`], [`Publish`], [`TypedChannel`], and the channels' errors; no rule (the driver's) |
+//! | `channel` | [`Channel`] handles, [`ChannelEvent`], [`ChannelStream`], [`Publish`], [`TypedChannel`], presence's answers ([`Presence`], [`PresenceStats`], [`PresenceQuery`], [`FollowPresence`]), and the channels' errors; no rule (the driver's) but how a member set is patched |
 //! | `token` | [`Token`] (redacted), [`TokenProvider`], [`AuthError`], [`url_with_token`] |
 //! | `cause` | [`ErrorCause`]: the error under a [`TransportError`] or [`AuthError::Provider`] (the transport's or the provider's own, to print or downcast) |
 //! | `transport/native/` (feature `native`) | the native [`Socket`] over tokio-tungstenite: one task per socket runs the [`Driver`] (`actor.rs`), `Send + Sync` handles; the rustls config of `wss://` (`tls.rs`, feature `native-rustls`) |
@@ -260,7 +269,8 @@
 //! with 1006 and the reason `heartbeat timeout`, then reconnects.
 //! Tested against the real server in `tests/native.rs` (token mode in
 //! `tests/native/auth.rs` and `tests/native/refresh.rs`, channels through
-//! the fault proxy's cuts in `tests/native/channels.rs`, heartbeat death
+//! the fault proxy's cuts in `tests/native/channels.rs`, a followed member
+//! set through a cut in `tests/native/presence.rs`, heartbeat death
 //! through the fault proxy's silence in `tests/native/heartbeat.rs`,
 //! `wss://` through the testbed's TLS front in `tests/native/wss.rs`); the
 //! same code is `examples/native.rs`.
@@ -335,14 +345,15 @@ pub mod yew;
 
 pub use cause::{DynError, ErrorCause};
 #[cfg(any(target_arch = "wasm32", feature = "native"))]
-pub use channel::{Channel, ChannelStream, Publish, TypedChannel};
+pub use channel::{Channel, ChannelStream, FollowPresence, PresenceQuery, Publish, TypedChannel};
 pub use channel::{
-    ChannelError, ChannelEvent, ChannelNotice, PublishError, PublisherInfo, RawJson,
-    RecoveryFailure, StreamPosition, SubscribeError, UnsubscribeReason, decode_event,
+    ChannelError, ChannelEvent, ChannelNotice, Member, Presence, PresenceError, PresenceStats,
+    PublishError, PublisherInfo, RawJson, RecoveryFailure, StreamPosition, SubscribeError,
+    UnsubscribeReason, decode_event,
 };
 pub use config::{Backoff, Config, Heartbeat, Overflow, ReconnectPolicy, default_should_reconnect};
 pub use dispatch::Subscription;
-pub use driver::{Driver, Queue, liveness, machine, reliable};
+pub use driver::{Driver, PublishAnswer, Query, QueryAnswer, Queue, liveness, machine, reliable};
 pub use message::{
     CloseInfo, DropReason, EncodeError, Event, Message, NotShared, SendError, SendOutcome, State,
     Stats, TabRole, TransportError,

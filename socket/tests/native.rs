@@ -39,6 +39,11 @@ mod refresh;
 #[path = "native/channels.rs"]
 mod channels;
 
+/// Presence: queries, join and leave, and a followed member set through a
+/// cut (`native/presence.rs`).
+#[path = "native/presence.rs"]
+mod presence;
+
 /// Heartbeat death through the fault proxy's silence (`native/heartbeat.rs`).
 #[path = "native/heartbeat.rs"]
 mod heartbeat;

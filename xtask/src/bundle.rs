@@ -6,8 +6,9 @@
 //!
 //! * [`TARGET`], 140 KiB gzip -9: where the console must get to, with room
 //!   left for the channel panel of the channels and presence issues. Not
-//!   reached yet (158.6 KB when the check landed): the check says by how
-//!   much, and the issue stays open until it is.
+//!   reached yet (158,550 bytes when the check landed, 151,257 after the
+//!   cuts of docs/BENCHMARKS.md's UI bundle section): the check says by
+//!   how much, and the issue stays open until it is.
 //! * [`CEILING`], enforced: the size when the check landed, plus a little.
 //!   Above it the step fails, so the console cannot grow while the target
 //!   is missed; lower it as the size comes down, until it is the target.
@@ -24,10 +25,11 @@ use anyhow::{Context, Result, bail};
 /// Where the console's wasm must get to: 140 KiB.
 pub const TARGET: u64 = 140 * 1024;
 
-/// What the check enforces until [`TARGET`] is reached: 158,550 bytes when
-/// it landed, and 1,450 of room for a small change. A ratchet: lower it
-/// as the size comes down.
-pub const CEILING: u64 = 160_000;
+/// What the check enforces until [`TARGET`] is reached: 151,257 bytes after
+/// the last cuts (160,000 when the check landed at 158,550), and about
+/// 1,500 of room for a small change. A ratchet: lower it as the size comes
+/// down.
+pub const CEILING: u64 = 152_750;
 
 /// What to do when the wasm is over [`CEILING`].
 const INVESTIGATE: &str = "\
@@ -35,9 +37,14 @@ to see what is big, keep the names and profile with twiggy (cargo install twiggy
   wasm-bindgen --target web --no-typescript --out-dir /tmp/prof ${CARGO_TARGET_DIR:-target}/wasm32-unknown-unknown/ui/client.wasm
   wasm-opt -Oz --debuginfo /tmp/prof/client_bg.wasm -o /tmp/prof/opt.wasm
   twiggy top -n 40 /tmp/prof/opt.wasm      (then twiggy paths / garbage on a suspect)
+  twiggy top -n 40 /tmp/prof/client_bg.wasm (before wasm-opt, which merges a function
+                                            into its one caller: what the pump is made of)
 usual suspects: serde's derive of a tagged enum (its Content tree; decode type first, see
 shared::object), Debug or Unicode-aware string calls (to_lowercase pulls 12 KB of tables),
-generic code instantiated for many types; docs/BENCHMARKS.md (UI bundle) has the history";
+generic code instantiated for many types (a BTreeMap is about 4 KB per key and value
+type), code reachable only through a runtime choice the console never makes (put it
+behind a function pointer or trait object made on first use, as the dispatcher's streams
+and the driver's channels are); docs/BENCHMARKS.md (UI bundle) has the history";
 
 /// The wasm that `dist/index.html` loads, its size gzip -9 against
 /// [`TARGET`], and whether it is within [`CEILING`].
@@ -164,7 +171,8 @@ mod tests {
         .collect();
         std::fs::write(&file, noise).unwrap();
         let err = check(&dir).unwrap_err().to_string();
-        assert!(err.contains("over its ceiling of 160000 bytes"), "{err}");
+        let over = format!("over its ceiling of {CEILING} bytes");
+        assert!(err.contains(&over), "{err}");
         assert!(err.contains("twiggy"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

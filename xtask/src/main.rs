@@ -9,7 +9,7 @@
 //! | `bundle` | builds the UI in release as `run` does and checks the console's wasm against its budget alone (`bundle.rs`) |
 //! | `cluster` | a local three-node cluster: `redis-server` (installed if missing) on a free port, three release nodes with `--redis-url`, the UI on <http://127.0.0.1:8080> through a round-robin front (the testbed's proxy), until Ctrl-C |
 //! | `testbed` | starts the test server and its control API and prints their addresses, for running browser tests by hand |
-//! | `bench` | builds in release and runs the benchmarks side by side (`--full` for the long run); writes `docs/BENCHMARKS.md`, then the cluster's broadcast over two nodes on Redis and connections on one node with timed pushes (each its own section); `--scale`, `--cluster`, `--channels` (ours beside socket.io, installed from npm): that part alone |
+//! | `bench` | builds in release and runs the benchmarks side by side (`--full` for the long run); writes `docs/BENCHMARKS.md`, then the cluster's broadcast over two nodes on Redis and connections on one node with timed pushes (each its own section); `--scale`, `--cluster`, `--channels` and `--presence` (ours beside socket.io, installed from npm): that part alone |
 //! | `hostile` | builds in release and plays hostile clients at scale against the server (floods, slowloris, non-reading clients, broken frames); writes `docs/HARDENING.md` |
 //!
 //! Layout: `setup.rs` (tool detection and installation), `tasks.rs` (run,
@@ -52,6 +52,10 @@ commands:
   bench --channels [--quick]
                       a channel's fan-out, ours beside socket.io (installed from npm), one node and two
                       on Redis; --quick: fewer subscribers, shorter windows (the section says so)
+  bench --presence [--quick]
+                      a channel's presence, ours beside socket.io's fetchSockets(): 10,000 members at
+                      1, 2 and 3 nodes on Redis, both queries timed and the idle CPU; --quick: 1,000
+                      members, fewer calls (the section says so)
   hostile             hostile clients at scale against the release server (a few minutes); writes docs/HARDENING.md
   help                this text
 ";
@@ -89,6 +93,9 @@ fn main() -> Result<()> {
         "bench" if rest.iter().any(|a| a == "--cluster") => tasks::bench_cluster(),
         "bench" if rest.iter().any(|a| a == "--channels") => {
             tasks::bench_channels(rest.iter().any(|a| a == "--quick"))
+        }
+        "bench" if rest.iter().any(|a| a == "--presence") => {
+            tasks::bench_presence(rest.iter().any(|a| a == "--quick"))
         }
         "bench" => tasks::bench(
             rest.iter().any(|a| a == "--full"),

@@ -12,7 +12,7 @@
 //! | `chromium`, `chromedriver` | Debian packages (needs root) | matching pair | test, bench |
 //! | `redis-server` | Debian package `redis-server` (needs root) | Debian's (7.0 on bookworm) | test (the cluster tests) |
 //! | `go`, gorilla/websocket | Debian packages `golang-go`, `golang-github-gorilla-websocket-dev` (needs root) | Debian's | bench |
-//! | socket.io, `@socket.io/redis-adapter`, `redis` | npm, into `target/tools/socketio` | [`SOCKETIO_PACKAGES`] | bench (`--channels`) |
+//! | socket.io, `@socket.io/redis-adapter`, `redis` | npm, into `target/tools/socketio` | [`SOCKETIO_PACKAGES`] | bench (`--channels`, `--presence`) |
 //!
 //! `run` installs only its four: on a fresh machine the time to the first
 //! page is the compile time of wasm-bindgen-cli and trunk, not of wasm-pack

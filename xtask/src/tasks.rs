@@ -257,6 +257,19 @@ pub fn bench_channels(quick: bool) -> Result<()> {
     cmd::run(&mut release_bench("channels", extra)?)
 }
 
+/// Installs socket.io (npm, into target/tools/socketio), builds the server
+/// and the benchmark tools in release and runs the presence benchmark
+/// (issue 24), ours beside socket.io's `fetchSockets()`, 1, 2 and 3 nodes on
+/// Redis: `bench presence` writes its section of docs/BENCHMARKS.md and
+/// docs/presence.json. With `quick`, 1,000 members and fewer calls (the
+/// section says so).
+pub fn bench_presence(quick: bool) -> Result<()> {
+    setup::ensure_redis()?;
+    setup::ensure_socketio()?;
+    let extra: &[&str] = if quick { &["--quick"] } else { &[] };
+    cmd::run(&mut release_bench("presence", extra)?)
+}
+
 /// Builds the server and the benchmark tools in release and plays hostile
 /// clients at scale against the server; writes `docs/HARDENING.md`.
 pub fn hostile() -> Result<()> {

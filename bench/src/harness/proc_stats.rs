@@ -33,6 +33,48 @@ pub fn cpu_seconds(pid: impl Display) -> Result<f64> {
     Ok((ticks(11)? + ticks(12)?) / clock_ticks())
 }
 
+/// The CPU time (user and system) a `redis-server` has used so far, in
+/// seconds, from its own `INFO cpu` (it is not our child, and runs on
+/// neither pinned core): one plain RESP request on loopback, bounded.
+///
+/// # Errors
+///
+/// When Redis does not answer within 5 s, or the answer has no CPU lines.
+pub fn redis_cpu_seconds(addr: std::net::SocketAddr) -> Result<f64> {
+    use std::io::{Read as _, Write as _};
+    let mut tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+    tcp.write_all(b"INFO cpu\r\n")?;
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    // A bulk string, `$LEN\r\n...\r\n`: read until all of it is in.
+    loop {
+        let n = tcp.read(&mut buf)?;
+        anyhow::ensure!(n > 0, "redis closed before its INFO was in");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if let Some((head, body)) = text.split_once("\r\n")
+            && let Some(len) = head.strip_prefix('$').and_then(|l| l.parse::<usize>().ok())
+            && body.len() >= len
+        {
+            return parse_redis_cpu(body);
+        }
+        anyhow::ensure!(text.len() < 1 << 16, "redis's INFO cpu is too long");
+    }
+}
+
+/// `used_cpu_sys` + `used_cpu_user` of an `INFO cpu` answer, seconds.
+fn parse_redis_cpu(info: &str) -> Result<f64> {
+    let field = |name: &str| -> Result<f64> {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .with_context(|| format!("no {name} in redis's INFO cpu"))?
+            .trim()
+            .parse::<f64>()
+            .with_context(|| format!("{name} in redis's INFO cpu"))
+    };
+    Ok(field("used_cpu_sys")? + field("used_cpu_user")?)
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`, read once; 100 where it
 /// cannot be read, as on every Linux this runs on).
 fn clock_ticks() -> f64 {
@@ -129,4 +171,17 @@ pub fn cpu_over(
             server_after.zip(server_before).map(|(a, b)| a - b),
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_cpu_is_its_user_and_system_time_not_its_childrens() {
+        let info = "# CPU\r\nused_cpu_sys:1.250000\r\nused_cpu_user:2.500000\r\n\
+                    used_cpu_sys_children:9.0\r\nused_cpu_user_children:9.0\r\n";
+        assert!((parse_redis_cpu(info).unwrap() - 3.75).abs() < 1e-9);
+        assert!(parse_redis_cpu("# CPU\r\n").is_err());
+    }
 }

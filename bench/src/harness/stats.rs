@@ -9,6 +9,17 @@ pub fn median(values: &mut [f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// The `q` quantile of `values` (sorted in place), nearest rank: the
+/// smallest value with at least `q` of them at or below it; NaN when empty.
+pub fn quantile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((values.len() as f64) * q).ceil().max(1.0) as usize;
+    values[rank.min(values.len()) - 1]
+}
+
 /// The number at `key` in a result, NaN where it is missing.
 pub fn num(v: &Value, key: &str) -> f64 {
     v[key].as_f64().unwrap_or(f64::NAN)
@@ -68,5 +79,11 @@ mod tests {
         let (slope, intercept) = fit(&[(1.0, 3.0), (2.0, 5.0), (3.0, 7.0)]);
         assert!((slope - 2.0).abs() < 1e-9 && (intercept - 1.0).abs() < 1e-9);
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        let mut hundred: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(quantile(&mut hundred, 0.5), 50.0);
+        assert_eq!(quantile(&mut hundred, 0.99), 99.0);
+        assert_eq!(quantile(&mut hundred, 1.0), 100.0);
+        assert_eq!(quantile(&mut [7.0], 0.99), 7.0);
+        assert!(quantile(&mut [], 0.5).is_nan());
     }
 }

@@ -132,7 +132,7 @@ fn reader_ms_per_publication(row: &Row) -> f64 {
 }
 
 /// `12,345`.
-fn thousands(n: usize) -> String {
+pub fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {

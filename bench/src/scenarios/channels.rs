@@ -30,7 +30,7 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ChildStdin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, mpsc};
@@ -54,7 +54,7 @@ use crate::peers::{ours, socketio};
 use crate::report::channels::{Row, Run};
 
 /// The channel (ours) and the room (socket.io).
-const CHANNEL: &str = "bench";
+pub const CHANNEL: &str = "bench";
 /// Bytes of each publication's payload (the JSON value published).
 const PAYLOAD_BYTES: usize = 100;
 /// Subscribers per client process, at most.
@@ -215,31 +215,164 @@ struct Servers {
 fn start(options: &Options, peer: Peer, nodes: usize, nofile: u64) -> Result<Servers> {
     let redis = (nodes > 1).then(testbed::RedisServer::start).transpose()?;
     let url = redis.as_ref().map(testbed::RedisServer::url);
-    let mut started = Vec::new();
-    for i in 0..nodes {
-        started.push(match peer {
-            Peer::Ours => ours::node(
-                &options.server,
-                url.as_deref(),
-                &format!("bench-{i}"),
-                nofile,
-                // Our default heartbeat (a ping every 10 s; a connection
-                // silent for 30 s is closed), as socket.io keeps its own
-                // (a ping every 25 s): each peer as it ships.
-                &[
-                    "--ping-interval",
-                    "10s",
-                    "--max-connections",
-                    &(nofile.saturating_sub(100)).to_string(),
-                ],
-            )?,
-            Peer::SocketIo => socketio::node(url.as_deref(), nofile)?,
-        });
-    }
+    let started = start_nodes(&options.server, peer, nodes, url.as_deref(), nofile, &[])?;
     Ok(Servers {
         nodes: started,
         _redis: redis,
     })
+}
+
+/// `count` nodes of `peer` (on `redis` when given), each with `nofile`
+/// descriptors and each keeping the heartbeat it ships with; `extra` flags
+/// go to ours after the bench's own (its `--config`, say). Killed on drop.
+///
+/// # Errors
+///
+/// When a node does not start.
+pub fn start_nodes(
+    server: &Path,
+    peer: Peer,
+    count: usize,
+    redis: Option<&str>,
+    nofile: u64,
+    extra: &[&str],
+) -> Result<Vec<(Guard, SocketAddr)>> {
+    let mut started = Vec::new();
+    for i in 0..count {
+        started.push(match peer {
+            Peer::Ours => {
+                let max = nofile.saturating_sub(100).to_string();
+                // Our default heartbeat (a ping every 10 s; a connection
+                // silent for 30 s is closed), as socket.io keeps its own
+                // (a ping every 25 s): each peer as it ships.
+                let mut args = vec!["--ping-interval", "10s", "--max-connections", &max];
+                args.extend_from_slice(extra);
+                ours::node(server, redis, &format!("bench-{i}"), nofile, &args)?
+            }
+            Peer::SocketIo => socketio::node(redis, nofile)?,
+        });
+    }
+    Ok(started)
+}
+
+/// The client processes (`bench load subscribe`) that hold one peer's
+/// subscribers, at most [`PER_PROCESS`] each, each from its own
+/// [`SOURCES_PER_CLIENT`] source addresses: killed on drop.
+pub struct Subscribers {
+    peer: Peer,
+    clients: Vec<(Guard, ChildStdin)>,
+    lines: mpsc::Receiver<(usize, String)>,
+}
+
+impl Subscribers {
+    /// Starts the processes that hold `conns` subscribers of [`CHANNEL`]
+    /// over `nodes` (alternating), from 127.0.0.`first_src` on; each
+    /// expects `count` publications within `within` after `go`.
+    ///
+    /// # Errors
+    ///
+    /// When a process cannot start.
+    pub fn spawn(
+        bench: &Path,
+        peer: Peer,
+        nodes: &[SocketAddr],
+        (conns, first_src): (usize, u8),
+        (count, within): (u64, Duration),
+    ) -> Result<Self> {
+        let hard = hard_nofile();
+        let processes = conns.div_ceil(PER_PROCESS).max(1);
+        let nodes_arg = nodes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut clients = Vec::new();
+        let (tx, lines) = mpsc::channel::<(usize, String)>();
+        for i in 0..processes {
+            let share = conns / processes + usize::from(i < conns % processes);
+            let src = usize::from(first_src) + i * usize::from(SOURCES_PER_CLIENT);
+            let src = u8::try_from(src).context("out of 127.0.0.x source addresses")?;
+            let mut command = pinned(Core::Load, hard, bench);
+            command.args(["load", "subscribe", "--peer", peer_arg(peer)]);
+            command.args(["--nodes", &nodes_arg, "--conns", &share.to_string()]);
+            command.args(["--first-src", &src.to_string()]);
+            command.args(["--count", &count.to_string()]);
+            command.args(["--within", &within.as_secs().to_string()]);
+            let (guard, stdin, stdout) = Guard::spawn_piped(&format!("subscribers {i}"), command)?;
+            forward_lines(i, stdout, tx.clone());
+            clients.push((guard, stdin));
+        }
+        Ok(Self {
+            peer,
+            clients,
+            lines,
+        })
+    }
+
+    /// The source addresses `conns` subscribers take (the next peer's
+    /// processes start after them).
+    pub fn sources(conns: usize) -> u8 {
+        let processes = conns.div_ceil(PER_PROCESS).max(1);
+        u8::try_from(processes * usize::from(SOURCES_PER_CLIENT)).unwrap_or(u8::MAX)
+    }
+
+    fn next(&self, within: Duration) -> Result<(usize, String)> {
+        self.lines
+            .recv_timeout(within)
+            .context("a client process did not answer in time")
+    }
+
+    /// Waits until every process has its subscriptions in (within the
+    /// opening's deadline); returns how many there are.
+    ///
+    /// # Errors
+    ///
+    /// When a process does not answer in time, or a subscription failed.
+    pub fn ready(&self) -> Result<usize> {
+        let mut subscribed = 0;
+        for _ in 0..self.clients.len() {
+            let (i, line) = self.next(OPEN_DEADLINE + Duration::from_secs(30))?;
+            let ready: Ready =
+                serde_json::from_str(&line).with_context(|| format!("client {i}: {line}"))?;
+            ensure!(
+                ready.failed.is_empty(),
+                "{}: {} subscribed, failures: {:?}",
+                self.peer.label(),
+                ready.subscribed,
+                ready.failed
+            );
+            subscribed += ready.subscribed;
+        }
+        Ok(subscribed)
+    }
+
+    /// Tells every process `go`: its window starts.
+    ///
+    /// # Errors
+    ///
+    /// When a process is gone.
+    pub fn go(&mut self) -> Result<()> {
+        for (_, stdin) in &mut self.clients {
+            writeln!(stdin, "go")?;
+            stdin.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Every process's result, each within `within`.
+    ///
+    /// # Errors
+    ///
+    /// When a process does not answer in time or answers something else.
+    pub fn results(&self, within: Duration) -> Result<Vec<Received>> {
+        let mut results = Vec::new();
+        for _ in 0..self.clients.len() {
+            let (i, line) = self.next(within)?;
+            results
+                .push(serde_json::from_str(&line).with_context(|| format!("client {i}: {line}"))?);
+        }
+        Ok(results)
+    }
 }
 
 /// One case on one peer over `nodes` nodes.
@@ -255,46 +388,15 @@ fn measure(options: &Options, peer: Peer, nodes: usize, case: Case) -> Result<Ro
     let rss_before = runtime.block_on(settled_rss(&pids, Duration::from_secs(3)))?;
 
     let opening = Instant::now();
-    let processes = case.subscribers.div_ceil(PER_PROCESS).max(1);
-    let nodes_arg = addrs
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    let mut clients: Vec<(Guard, ChildStdin)> = Vec::new();
-    let (tx, rx) = mpsc::channel::<(usize, String)>();
-    for i in 0..processes {
-        let share = case.subscribers / processes + usize::from(i < case.subscribers % processes);
-        let first_src = 2 + (i as u8) * SOURCES_PER_CLIENT;
-        let mut command = pinned(Core::Load, hard, &options.bench);
-        command.args(["load", "subscribe", "--peer", peer_arg(peer)]);
-        command.args(["--nodes", &nodes_arg, "--conns", &share.to_string()]);
-        command.args(["--first-src", &first_src.to_string()]);
-        command.args(["--count", &case.publications().to_string()]);
-        command.args(["--within", &(case.seconds + DRAIN.as_secs()).to_string()]);
-        let (guard, stdin, stdout) = Guard::spawn_piped(&format!("subscribers {i}"), command)?;
-        forward_lines(i, stdout, tx.clone());
-        clients.push((guard, stdin));
-    }
-    drop(tx);
-    let next = |within: Duration| -> Result<(usize, String)> {
-        rx.recv_timeout(within)
-            .context("a client process did not answer in time")
-    };
-    let mut subscribed = 0usize;
-    for _ in 0..processes {
-        let (i, line) = next(OPEN_DEADLINE + Duration::from_secs(30))?;
-        let ready: Ready =
-            serde_json::from_str(&line).with_context(|| format!("client {i}: {line}"))?;
-        ensure!(
-            ready.failed.is_empty(),
-            "{}: {} subscribed, failures: {:?}",
-            peer.label(),
-            ready.subscribed,
-            ready.failed
-        );
-        subscribed += ready.subscribed;
-    }
+    let within = Duration::from_secs(case.seconds) + DRAIN;
+    let mut clients = Subscribers::spawn(
+        &options.bench,
+        peer,
+        &addrs,
+        (case.subscribers, 2),
+        (case.publications(), within),
+    )?;
+    let subscribed = clients.ready()?;
     ensure!(
         subscribed == case.subscribers,
         "{}: {subscribed} of {} subscribed",
@@ -306,18 +408,9 @@ fn measure(options: &Options, peer: Peer, nodes: usize, case: Case) -> Result<Ro
 
     let cpu_before = cpu_seconds_of(&pids)?;
     let window = Instant::now();
-    for (_, stdin) in &mut clients {
-        writeln!(stdin, "go")?;
-        stdin.flush()?;
-    }
+    clients.go()?;
     let publish_ms = runtime.block_on(publish(peer, addrs[0], case))?;
-    let mut results = Vec::new();
-    for _ in 0..processes {
-        let (i, line) = next(DRAIN + Duration::from_secs(30))?;
-        let got: Received =
-            serde_json::from_str(&line).with_context(|| format!("client {i}: {line}"))?;
-        results.push(got);
-    }
+    let results = clients.results(DRAIN + Duration::from_secs(30))?;
     let wall = window.elapsed().as_secs_f64();
     let cpu = cpu_seconds_of(&pids)? - cpu_before;
     drop(clients);
@@ -439,7 +532,7 @@ struct Ready {
 
 /// A client process's result.
 #[derive(Debug, Serialize, Deserialize)]
-struct Received {
+pub struct Received {
     received: u64,
     out_of_order: u64,
     /// The delay histogram, as (µs, count) pairs.
@@ -447,10 +540,10 @@ struct Received {
     /// This process's CPU over the window, seconds.
     cpu: f64,
     /// Connections that ended before the end.
-    ended: u64,
+    pub ended: u64,
     /// Frames other than publications after `go`, by their first 40
     /// bytes (a gap, a close reason), and why connections ended.
-    other: BTreeMap<String, u64>,
+    pub other: BTreeMap<String, u64>,
 }
 
 /// What the connections of a client process share.

@@ -11,6 +11,8 @@
 //! * [`cluster`] and [`cluster_reliable`]: two nodes on Redis (issue 14);
 //! * [`channels`]: a channel's fan-out, ours beside socket.io, one node and
 //!   two on Redis (issue 23);
+//! * [`presence`]: a channel's presence queries and the CPU of its members,
+//!   ours beside socket.io, one to three nodes on Redis (issue 24);
 //! * [`browser`] and [`tabs`]: headless Chromium (issues 15 and 22);
 //! * [`hostile`]: hostile clients at scale (issue 12), with its own report.
 
@@ -22,6 +24,7 @@ pub mod cluster_reliable;
 pub mod echo;
 pub mod hostile;
 pub mod idle;
+pub mod presence;
 pub mod scale;
 pub mod suite;
 pub mod tabs;

@@ -201,7 +201,7 @@ impl Driver {
         if (self.auth.is_none() && !self.awaiting_welcome) || !looks_like_auth(text) {
             return;
         }
-        match ServerMessage::control_from_json(text).ok().flatten() {
+        match ServerMessage::control_if_any(text) {
             Some(ServerMessage::Welcome { exp, .. }) => {
                 if let Some(exp) = exp
                     && self.auth.is_some()

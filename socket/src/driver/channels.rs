@@ -64,7 +64,10 @@ use shared::{ClientMessage, ErrorCode, ServerMessage};
 
 use super::Driver;
 use super::reliable::Reliable;
-use crate::channel::{ChannelError, ChannelEvent, ChannelNotice, PublishError, SubscribeError};
+use crate::channel::{
+    ChannelError, ChannelEvent, ChannelNotice, Presence, PresenceError, PresenceStats,
+    PublishError, SubscribeError,
+};
 use crate::message::{Event, Message, State};
 
 /// Where a publish's outcome goes: the transport's resolver of its
@@ -72,6 +75,19 @@ use crate::message::{Event, Message, State};
 /// once, with the offset or why not; no application code runs there (it
 /// wakes whoever awaits the `Publish`).
 pub type PublishAnswer = Box<dyn FnOnce(Result<u64, PublishError>) + Send + Sync>;
+
+/// Where a presence query's answer goes (issue 24), as [`PublishAnswer`]:
+/// called once, with the answer or why not.
+pub type QueryAnswer<T> = Box<dyn FnOnce(Result<T, PresenceError>) + Send + Sync>;
+
+/// A presence query ([`Driver::query`]): which one, and where its answer goes.
+#[non_exhaustive]
+pub enum Query {
+    /// `presence`: the members.
+    Members(QueryAnswer<Presence>),
+    /// `presence_stats`: how many.
+    Stats(QueryAnswer<PresenceStats>),
+}
 
 /// What the table asks for.
 #[derive(Default)]
@@ -81,6 +97,19 @@ pub(super) struct Out {
     events: Vec<Event>,
     /// Publishes answered: where the outcome goes, and the outcome.
     done: Vec<(PublishAnswer, Result<u64, PublishError>)>,
+    /// Presence queries to write, unnumbered in either mode.
+    queries: Vec<String>,
+    /// Presence queries answered.
+    answered: Vec<Answered>,
+}
+
+/// A presence query's answer, and where it goes.
+enum Answered {
+    Members(QueryAnswer<Presence>, Result<Presence, PresenceError>),
+    Stats(
+        QueryAnswer<PresenceStats>,
+        Result<PresenceStats, PresenceError>,
+    ),
 }
 
 /// The table, behind a trait object: a driver that never subscribes nor
@@ -103,6 +132,11 @@ pub(super) trait ChannelRules: Send + Sync {
         out: &mut Out,
     ) -> u64;
     fn position(&self, channel: &str, subscription: u64) -> Option<StreamPosition>;
+    /// Asks `query` about `channel`'s presence (now if live, else when ready).
+    fn query(&mut self, channel: &str, query: Query, out: &mut Out);
+    /// Subscription `subscription` follows its channel's presence: its
+    /// members are asked for after each `subscribed` (now, if it is live).
+    fn follow(&mut self, channel: &str, subscription: u64, out: &mut Out);
     /// A server text: whether it was the table's (then it is not delivered
     /// as a message).
     fn on_text(&mut self, text: &str, out: &mut Out) -> bool;
@@ -140,6 +174,9 @@ struct Entry {
     phase: Phase,
     /// The epoch and the last offset delivered.
     position: Option<StreamPosition>,
+    /// [`crate::Channel::follow_presence`] was called: the members are asked
+    /// for after each `subscribed`.
+    follow: bool,
 }
 
 struct Pending {
@@ -151,12 +188,25 @@ struct Pending {
     written: bool,
 }
 
+/// A presence query awaiting its answer. Not the session's in reliable
+/// mode (queries are never numbered): every connection that ends before
+/// the answer leaves it to be written again.
+struct Asked {
+    /// Its id, `q<n>`.
+    id: String,
+    frame: String,
+    query: Query,
+    written: bool,
+}
+
 #[derive(Default)]
 pub(super) struct Table {
     entries: BTreeMap<String, Entry>,
     next_serial: u64,
     publishes: VecDeque<Pending>,
     next_ticket: u64,
+    queries: VecDeque<Asked>,
+    next_query: u64,
     /// New messages may go out on the current connection.
     live: bool,
 }
@@ -164,8 +214,17 @@ pub(super) struct Table {
 /// What an answer's `id` says it answers.
 #[derive(Debug, PartialEq, Eq)]
 enum Answer {
-    Subscribe { serial: u64, attempt: u64 },
+    Subscribe {
+        serial: u64,
+        attempt: u64,
+    },
     Unsubscribe,
+    /// A presence query (`q<n>`).
+    Query,
+    /// The presence query of a followed subscription (`f<serial>`).
+    Follow {
+        serial: u64,
+    },
     Other,
     None,
 }
@@ -180,11 +239,15 @@ fn answer_of(id: Option<&str>) -> Answer {
     {
         return Answer::Subscribe { serial, attempt };
     }
-    if id
-        .strip_prefix('u')
-        .is_some_and(|s| s.parse::<u64>().is_ok())
-    {
+    let number = |prefix| id.strip_prefix(prefix).and_then(|s| s.parse::<u64>().ok());
+    if number('u').is_some() {
         return Answer::Unsubscribe;
+    }
+    if number('q').is_some() {
+        return Answer::Query;
+    }
+    if let Some(serial) = number('f') {
+        return Answer::Follow { serial };
     }
     Answer::Other
 }
@@ -201,6 +264,15 @@ impl Table {
             channel: channel.to_owned(),
             since: entry.position.clone(),
             id: Some(format!("s{}.{}", entry.serial, entry.attempt)),
+        }
+        .to_json()
+    }
+
+    /// The presence query of followed subscription `serial`.
+    fn follow_frame(channel: &str, serial: u64) -> String {
+        ClientMessage::Presence {
+            channel: channel.to_owned(),
+            id: Some(format!("f{serial}")),
         }
         .to_json()
     }
@@ -299,6 +371,11 @@ impl Table {
             _ => return,
         };
         entry.phase = Phase::Live;
+        if entry.follow {
+            // Subscribed: the join and leave notices from here on come
+            // after the answer, so the answer patched by them is exact.
+            out.queries.push(Self::follow_frame(&channel, serial));
+        }
         let notice = |event| Self::notice(&channel, serial, event);
         let fresh = StreamPosition { epoch, offset };
         let Some(position) = entry.position.as_mut() else {
@@ -391,6 +468,22 @@ impl Table {
             return true;
         }
         match answer_of(id) {
+            Answer::Query => {
+                if let Some(asked) = self.take_query(id) {
+                    out.answered.push(asked.refused(code, message));
+                }
+                true
+            }
+            Answer::Follow { serial } => {
+                if let Some(entry) = self.entries.get(channel)
+                    && entry.serial == serial
+                {
+                    let event =
+                        ChannelEvent::Error(ChannelError::PresenceRefused { code, message });
+                    out.events.push(Self::notice(channel, serial, event));
+                }
+                true
+            }
             Answer::Subscribe { serial, attempt } => {
                 if let Some(entry) = self.entries.get_mut(channel)
                     && entry.serial == serial
@@ -405,6 +498,89 @@ impl Table {
             }
             Answer::Unsubscribe => true,
             Answer::Other | Answer::None => false,
+        }
+    }
+}
+
+impl Asked {
+    fn refused(self, code: ErrorCode, message: String) -> Answered {
+        let refused = PresenceError::Refused { code, message };
+        match self.query {
+            Query::Members(answer) => Answered::Members(answer, Err(refused)),
+            Query::Stats(answer) => Answered::Stats(answer, Err(refused)),
+        }
+    }
+}
+
+impl Table {
+    /// The pending query with id `id`, taken out.
+    fn take_query(&mut self, id: Option<&str>) -> Option<Asked> {
+        let at = self
+            .queries
+            .iter()
+            .position(|q| Some(q.id.as_str()) == id)?;
+        self.queries.remove(at)
+    }
+
+    /// A `presence` answer: a query's, or a followed subscription's.
+    fn on_presence(
+        &mut self,
+        channel: &str,
+        presence: Presence,
+        id: Option<&str>,
+        out: &mut Out,
+    ) -> bool {
+        match answer_of(id) {
+            Answer::Query => {
+                match self.take_query(id) {
+                    Some(Asked {
+                        query: Query::Members(answer),
+                        ..
+                    }) => out.answered.push(Answered::Members(answer, Ok(presence))),
+                    // A `presence_stats` id answered by a `presence`: not
+                    // what was asked; the query stays unanswered.
+                    Some(asked) => self.queries.push_front(asked),
+                    None => {}
+                }
+                true
+            }
+            Answer::Follow { serial } => {
+                if let Some(entry) = self.entries.get(channel)
+                    && entry.serial == serial
+                    && entry.phase != Phase::Ended
+                {
+                    let event = ChannelEvent::Presence(presence);
+                    out.events.push(Self::notice(channel, serial, event));
+                }
+                true
+            }
+            // Not ours: the application's own query.
+            _ => false,
+        }
+    }
+
+    /// A `presence_stats` answer to one of our queries.
+    fn on_presence_stats(&mut self, stats: PresenceStats, id: Option<&str>, out: &mut Out) -> bool {
+        if answer_of(id) != Answer::Query {
+            return false;
+        }
+        match self.take_query(id) {
+            Some(Asked {
+                query: Query::Stats(answer),
+                ..
+            }) => out.answered.push(Answered::Stats(answer, Ok(stats))),
+            Some(asked) => self.queries.push_front(asked),
+            None => {}
+        }
+        true
+    }
+
+    /// A `join` or `leave` for a subscription of ours.
+    fn on_member(&mut self, channel: &str, event: ChannelEvent, out: &mut Out) {
+        if let Some(entry) = self.entries.get(channel)
+            && matches!(entry.phase, Phase::Awaiting | Phase::Live)
+        {
+            out.events.push(Self::notice(channel, entry.serial, event));
         }
     }
 }
@@ -428,6 +604,7 @@ impl ChannelRules for Table {
             attempt: 0,
             phase: Phase::Idle,
             position: since,
+            follow: false,
         };
         if self.live {
             out.frames.push(Self::subscribe_frame(channel, &mut entry));
@@ -477,6 +654,43 @@ impl ChannelRules for Table {
             written: self.live,
         });
         self.next_ticket
+    }
+
+    fn query(&mut self, channel: &str, query: Query, out: &mut Out) {
+        self.next_query += 1;
+        let id = format!("q{}", self.next_query);
+        let frame = match query {
+            Query::Members(_) => ClientMessage::Presence {
+                channel: channel.to_owned(),
+                id: Some(id.clone()),
+            },
+            Query::Stats(_) => ClientMessage::PresenceStats {
+                channel: channel.to_owned(),
+                id: Some(id.clone()),
+            },
+        }
+        .to_json();
+        if self.live {
+            out.queries.push(frame.clone());
+        }
+        self.queries.push_back(Asked {
+            id,
+            frame,
+            query,
+            written: self.live,
+        });
+    }
+
+    fn follow(&mut self, channel: &str, subscription: u64, out: &mut Out) {
+        if let Some(entry) = self.entries.get_mut(channel)
+            && entry.serial == subscription
+            && !entry.follow
+        {
+            entry.follow = true;
+            if entry.phase == Phase::Live && self.live {
+                out.queries.push(Self::follow_frame(channel, subscription));
+            }
+        }
     }
 
     fn position(&self, channel: &str, subscription: u64) -> Option<StreamPosition> {
@@ -532,6 +746,30 @@ impl ChannelRules for Table {
                 channel: Some(channel),
                 id,
             }) => return self.on_error(&channel, code, message, id.as_deref(), out),
+            Ok(ServerMessage::Presence {
+                channel,
+                clients,
+                truncated,
+                id,
+            }) => {
+                let presence = Presence {
+                    members: clients,
+                    truncated: truncated == Some(true),
+                };
+                return self.on_presence(&channel, presence, id.as_deref(), out);
+            }
+            Ok(ServerMessage::PresenceStats {
+                clients, users, id, ..
+            }) => {
+                let stats = PresenceStats { clients, users };
+                return self.on_presence_stats(stats, id.as_deref(), out);
+            }
+            Ok(ServerMessage::Join { channel, info }) => {
+                self.on_member(&channel, ChannelEvent::Join(info), out);
+            }
+            Ok(ServerMessage::Leave { channel, info }) => {
+                self.on_member(&channel, ChannelEvent::Leave(info), out);
+            }
             // Not a channel message after all (an `error` of another kind),
             // or one that does not decode: the application's.
             _ => return false,
@@ -550,6 +788,10 @@ impl ChannelRules for Table {
             pending.written = true;
             out.frames.push(pending.frame.clone());
         }
+        for asked in self.queries.iter_mut().filter(|q| !q.written) {
+            asked.written = true;
+            out.queries.push(asked.frame.clone());
+        }
     }
 
     fn closed(&mut self, reliable: bool) {
@@ -564,6 +806,10 @@ impl ChannelRules for Table {
                 pending.written = false;
             }
         }
+        // Never the session's: an answer lost with the connection is asked again.
+        for asked in &mut self.queries {
+            asked.written = false;
+        }
     }
 
     fn session_lost(&mut self, unconfirmed: &mut Vec<String>) {
@@ -577,19 +823,31 @@ impl ChannelRules for Table {
         for frame in out.frames {
             driver.write_channel(frame);
         }
+        for query in out.queries {
+            driver.write_query(query);
+        }
         driver.events.extend(out.events);
         for (answer, result) in out.done {
             answer(result);
         }
+        for answered in out.answered {
+            match answered {
+                Answered::Members(answer, result) => answer(result),
+                Answered::Stats(answer, result) => answer(result),
+            }
+        }
     }
 
     fn held(&self, reliable: bool) -> (usize, usize) {
-        self.publishes
+        let publishes = self
+            .publishes
             .iter()
             .filter(|p| !(reliable && p.written))
-            .fold((0, 0), |(count, bytes), p| {
-                (count + 1, bytes + p.frame.len())
-            })
+            .map(|p| p.frame.len());
+        let queries = self.queries.iter().map(|q| q.frame.len());
+        publishes
+            .chain(queries)
+            .fold((0, 0), |(count, bytes), len| (count + 1, bytes + len))
     }
 }
 
@@ -605,6 +863,10 @@ fn looks_like_channel(text: &str) -> bool {
         "published\"",
         "unsubscribed\"",
         "error\"",
+        "presence\"",
+        "presence_stats\"",
+        "join\"",
+        "leave\"",
     ]
     .iter()
     .any(|kind| rest.starts_with(kind))
@@ -713,6 +975,40 @@ impl Driver {
         Ok(ticket.unwrap_or(0))
     }
 
+    /// Asks the server `query` about `channel`'s presence: now if the
+    /// connection is ready, else when it is, at the top level (never
+    /// numbered, in reliable mode too), and again on the next connection
+    /// if this one ends before the answer. Its answer goes where `query`
+    /// says, once.
+    ///
+    /// # Errors
+    ///
+    /// [`PresenceError::Closed`] after [`Driver::close`],
+    /// [`PresenceError::QueueFull`] from the queue's limits, which pending
+    /// queries share with the queue.
+    pub fn query(&mut self, channel: &str, query: Query) -> Result<(), PresenceError> {
+        if self.machine.state() == State::Closed {
+            return Err(PresenceError::Closed);
+        }
+        // The frame's size, within a few bytes.
+        if !self.queue.has_room(channel.len() + 60) {
+            return Err(PresenceError::QueueFull);
+        }
+        self.table();
+        self.with_table(|table, out| table.query(channel, query, out));
+        self.finish();
+        Ok(())
+    }
+
+    /// Subscription `subscription` to `channel` follows the channel's
+    /// presence ([`crate::Channel::follow_presence`]): its members are
+    /// asked for now if it is live, and after each `subscribed` from now
+    /// on, the answers coming as [`ChannelEvent::Presence`].
+    pub fn follow_presence(&mut self, channel: &str, subscription: u64) {
+        self.with_table(|table, out| table.follow(channel, subscription, out));
+        self.finish();
+    }
+
     /// Subscription `subscription` to `channel`'s epoch and last offset
     /// delivered.
     pub fn channel_position(&self, channel: &str, subscription: u64) -> Option<StreamPosition> {
@@ -766,6 +1062,14 @@ impl Driver {
         self.channels = Some(table);
         self.sync_reserved();
         Some(result)
+    }
+
+    /// Writes a presence query as it is: never numbered (the table asks
+    /// again after a cut).
+    fn write_query(&mut self, frame: String) {
+        if self.writable_now() {
+            self.write(Message::Text(frame), false);
+        }
     }
 
     /// Writes a channel frame: in reliable mode numbered (the session keeps

@@ -114,7 +114,7 @@ use crate::message::{
     CloseInfo, DropReason, Event, Message, SendError, SendOutcome, State, Stats, TransportError,
 };
 use auth::Auth;
-pub use channels::PublishAnswer;
+pub use channels::{PublishAnswer, Query, QueryAnswer};
 pub use io::{Effect, Input, TimerId, TimerKind};
 use liveness::Liveness;
 use machine::{Input as Step, Machine};

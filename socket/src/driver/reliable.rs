@@ -312,7 +312,7 @@ impl Reliable {
     pub fn on_text(&mut self, text: String) -> Incoming {
         // Only the connection's own messages are decoded here; the others
         // are not ours to judge: the application sees them as they came.
-        let Ok(Some(message)) = ServerMessage::control_from_json(&text) else {
+        let Some(message) = ServerMessage::control_if_any(&text) else {
             return Incoming::Deliver(text);
         };
         match message {

@@ -48,9 +48,9 @@ mod tests;
 
 use std::collections::VecDeque;
 
-use crate::channel::{PublishError, RawJson, StreamPosition, SubscribeError};
+use crate::channel::{PresenceError, PublishError, RawJson, StreamPosition, SubscribeError};
 use crate::config::Config;
-use crate::driver::{Driver, Effect, Input, PublishAnswer};
+use crate::driver::{Driver, Effect, Input, PublishAnswer, Query};
 use crate::message::{Event, Message, SendError, SendOutcome, State, Stats};
 use crate::tabs::{Envelope, Input as TabInput};
 use crate::{Error, TokenProvider};
@@ -336,6 +336,27 @@ impl Runner {
             return Err(PublishError::SharedAcrossTabs);
         }
         self.driver.publish(channel, data, id, answer)
+    }
+
+    /// A presence query about `channel`: the driver's, when this tab does
+    /// not share.
+    pub(crate) fn presence_query(
+        &mut self,
+        channel: &str,
+        query: Query,
+    ) -> Result<(), PresenceError> {
+        if self.sharing().is_some() {
+            return Err(PresenceError::SharedAcrossTabs);
+        }
+        self.driver.query(channel, query)
+    }
+
+    /// A subscription follows its channel's presence (nothing while
+    /// sharing: there is no subscription).
+    pub(crate) fn follow_presence(&mut self, channel: &str, subscription: u64) {
+        if self.sharing().is_none() {
+            self.driver.follow_presence(channel, subscription);
+        }
     }
 
     /// A subscription's epoch and last offset delivered.

@@ -40,7 +40,7 @@ impl Tabs {
                 self.leader = Some((from, now));
                 // The tabs it knows are known to us too (they may lead next).
                 for tab in roster.into_iter().filter(|tab| *tab != self.me) {
-                    self.roster.entry(tab).or_insert(now);
+                    self.roster.insert_if_absent(tab, now);
                 }
                 self.shared = shared;
                 self.tabs = tabs;

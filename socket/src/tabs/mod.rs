@@ -145,6 +145,7 @@
 //! | `tabs/mod.rs` | [`Tabs`]: state, the public calls, the channel's dispatch |
 //! | `tabs/wire.rs` | [`Envelope`], [`TabMessage`], [`Shared`], [`TabConfig`]: the tab protocol, its version |
 //! | `tabs/roster.rs` | hellos, goodbyes, heartbeats, forgetting, which claims to believe |
+//! | `tabs/map.rs` | [`TabMap`]: what is kept per tab (the roster, [`Shared::accepted`]), a sorted vector in place of a `BTreeMap` (smaller in wasm) |
 //! | `tabs/alone.rs` | going alone, and how on another wire version |
 //! | `tabs/leader.rs`, `tabs/follower.rs` | the leader's rules (lead, catch up, accept, confirm, socket reports) and the follower's (follow, resend, the replica) |
 //! | `tabs/io.rs` | [`Input`], [`Effect`], [`SocketCall`], [`SocketReport`], [`TabEvent`], [`Role`], [`TabSend`] |
@@ -154,16 +155,18 @@ mod alone;
 mod follower;
 mod io;
 mod leader;
+mod map;
 mod roster;
 #[cfg(test)]
 mod tests;
 mod wire;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::config::Config;
 use crate::message::{Message, SendError};
 pub use io::{Effect, Input, Role, SocketCall, SocketReport, TabEvent, TabSend};
+pub use map::TabMap;
 pub use wire::{
     Envelope, Frame, LinkState, Pending, Refusal, Session, Shared, TAB_PROTOCOL, TabConfig, TabId,
     TabMessage, WireError, tab_id_from,
@@ -217,7 +220,7 @@ pub struct Tabs {
     leader: Option<(TabId, f64)>,
     /// The other tabs this tab knows (said hello with our config, or were
     /// in a believed leader's roster) and when each was last heard.
-    roster: BTreeMap<TabId, f64>,
+    roster: TabMap<f64>,
     /// Tabs sharing the connection, as last known.
     tabs: usize,
     /// Said hello again at the leader's [`TabMessage::Rejoin`], not answered yet.
@@ -247,7 +250,7 @@ impl Tabs {
             leader: None,
             catching_up: None,
             lock: Lock::Trying,
-            roster: BTreeMap::new(),
+            roster: TabMap::new(),
             tabs: 1,
             rejoining: false,
             foreign: None,

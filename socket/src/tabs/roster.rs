@@ -138,7 +138,7 @@ impl Tabs {
                     .shared
                     .accepted
                     .keys()
-                    .filter(|tab| !self.roster.contains_key(*tab))
+                    .filter(|tab| !self.roster.contains_key(tab))
                     .cloned()
                     .collect();
                 for tab in &unknown {

@@ -12,11 +12,12 @@
 //! strings: its tabs would take a v2 leader's refusals for silence, so the
 //! two do not mix.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 use shared::object::{self, FieldError, Object};
 
+use super::TabMap;
 use crate::config::Config;
 use crate::message::Message;
 
@@ -193,19 +194,17 @@ pub struct Shared {
     /// would be strings, which an internally tagged message cannot read
     /// back as numbers).
     #[serde(with = "pairs")]
-    pub accepted: BTreeMap<TabId, u64>,
+    pub accepted: TabMap<u64>,
 }
 
 /// [`Shared::accepted`] as `[[tab, n], ...]`.
 mod pairs {
-    use std::collections::BTreeMap;
-
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use super::TabId;
+    use super::{TabId, TabMap};
 
     pub(super) fn serialize<S: Serializer>(
-        map: &BTreeMap<TabId, u64>,
+        map: &TabMap<u64>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(map.iter())
@@ -213,7 +212,7 @@ mod pairs {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
-    ) -> Result<BTreeMap<TabId, u64>, D::Error> {
+    ) -> Result<TabMap<u64>, D::Error> {
         Ok(Vec::<(TabId, u64)>::deserialize(deserializer)?
             .into_iter()
             .collect())
@@ -801,10 +800,8 @@ fn shared(shared: &Object<'_>) -> Result<Shared, Bad> {
             .map(|item| pending(&Object::parse(item)?))
             .collect::<Result<_, Bad>>()?,
         accepted: {
-            // Inserted one by one (a later pair of the same tab wins, as
-            // with `collect`, which would sort them first: 4 KB of sort in
-            // the wasm).
-            let mut accepted = BTreeMap::new();
+            // Inserted one by one (a later pair of the same tab wins).
+            let mut accepted = TabMap::new();
             for (tab, n) in shared.required::<Vec<(u32, u64)>>("accepted")? {
                 accepted.insert(TabId(tab), n);
             }
@@ -877,7 +874,7 @@ mod tests {
                     frame: binary.clone(),
                 },
             ]),
-            accepted: BTreeMap::from([(TabId(3), 1), (TabId(u32::MAX), 2)]),
+            accepted: TabMap::from([(TabId(3), 1), (TabId(u32::MAX), 2)]),
         };
         vec![
             TabMessage::Hello {
@@ -1042,7 +1039,7 @@ mod tests {
                             n: 4,
                             frame: Frame::Text("x".into()),
                         }]),
-                        accepted: BTreeMap::from([(TabId(3), 4)]),
+                        accepted: TabMap::from([(TabId(3), 4)]),
                     },
                     tabs: 2,
                     state: LinkState::Open,

@@ -8,7 +8,7 @@ use shared::channel::{OffsetRange, RawJson, RecoveryFailure, StreamPosition, Uns
 use super::*;
 use crate::channel::{ChannelError, ChannelEvent, PublishError, SubscribeError};
 
-const CH: &str = "chat:lobby";
+pub(super) const CH: &str = "chat:lobby";
 
 type Answers = std::sync::Arc<std::sync::Mutex<Vec<(u64, Result<u64, PublishError>)>>>;
 
@@ -35,7 +35,7 @@ fn chan(effects: &[Effect]) -> Vec<(String, ChannelEvent)> {
 }
 
 /// `CH`'s events only.
-fn on(effects: &[Effect]) -> Vec<ChannelEvent> {
+pub(super) fn on(effects: &[Effect]) -> Vec<ChannelEvent> {
     chan(effects)
         .into_iter()
         .filter(|(c, _)| c == CH)
@@ -59,7 +59,7 @@ fn gap(from: u64, to: u64) -> ChannelEvent {
     ChannelEvent::Gap { from, to }
 }
 
-fn subscribed_ev(recovered: bool) -> ChannelEvent {
+pub(super) fn subscribed_ev(recovered: bool) -> ChannelEvent {
     ChannelEvent::Subscribed { recovered }
 }
 
@@ -73,7 +73,7 @@ fn pub_msg(offset: u64) -> ServerMessage {
 }
 
 /// A `subscribed` answering attempt `id` (or the server's own, without).
-fn subscribed(epoch: &str, offset: u64, id: Option<&str>) -> ServerMessage {
+pub(super) fn subscribed(epoch: &str, offset: u64, id: Option<&str>) -> ServerMessage {
     ServerMessage::Subscribed {
         channel: CH.into(),
         epoch: epoch.into(),
@@ -109,7 +109,7 @@ fn subscribe_frame(since: Option<(&str, u64)>, id: &str) -> ClientMessage {
 }
 
 /// Open, subscribed to `CH` in epoch `e1` from offset 2.
-fn live() -> Harness {
+pub(super) fn live() -> Harness {
     let mut h = Harness::new(config()).open();
     h.effects();
     h.d.subscribe(CH, None).unwrap();
@@ -119,7 +119,7 @@ fn live() -> Harness {
 }
 
 /// Cuts the connection and opens the next one.
-fn reconnect(h: &mut Harness) -> Vec<Effect> {
+pub(super) fn reconnect(h: &mut Harness) -> Vec<Effect> {
     h.closed(ABNORMAL);
     h.fire(TimerKind::Retry);
     h.opened()

@@ -196,6 +196,7 @@ mod connecting;
 mod heartbeat;
 mod network;
 mod open_hook;
+mod presence;
 mod receiving;
 mod reliable;
 mod sending;

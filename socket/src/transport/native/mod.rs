@@ -66,10 +66,12 @@ use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::Error;
-use crate::channel::{Channel, Publish, PublishError, RawJson, StreamPosition, SubscribeError};
+use crate::channel::{
+    Channel, PresenceError, Publish, PublishError, RawJson, StreamPosition, SubscribeError,
+};
 use crate::config::Config;
 use crate::dispatch::{Dispatcher, EventStream, Subscription, Threaded, lock};
-use crate::driver::Driver;
+use crate::driver::{Driver, Query};
 #[cfg(doc)]
 use crate::message::DropReason;
 #[cfg(doc)]
@@ -427,6 +429,21 @@ impl Socket {
 
     pub(crate) fn channel_stream(&self, channel: String, subscription: u64) -> EventStream {
         self.core().dispatcher.channel_stream(channel, subscription)
+    }
+
+    pub(crate) fn presence_query(&self, channel: &str, query: Query) -> Result<(), PresenceError> {
+        self.core().driver().query(channel, query)?;
+        self.shared.wake();
+        Ok(())
+    }
+
+    /// The subscription's events from now on, then its presence followed
+    /// (the answer cannot come before the stream exists).
+    pub(crate) fn follow_presence(&self, channel: String, subscription: u64) -> EventStream {
+        let stream = self.channel_stream(channel.clone(), subscription);
+        self.core().driver().follow_presence(&channel, subscription);
+        self.shared.wake();
+        stream
     }
 }
 

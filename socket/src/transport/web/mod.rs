@@ -51,9 +51,12 @@ use std::rc::Rc;
 pub(crate) use timers::Interval;
 
 use crate::Error;
-use crate::channel::{Channel, Publish, PublishError, RawJson, StreamPosition, SubscribeError};
+use crate::channel::{
+    Channel, PresenceError, Publish, PublishError, RawJson, StreamPosition, SubscribeError,
+};
 use crate::config::Config;
 use crate::dispatch::{EventStream, Subscription};
+use crate::driver::Query;
 use crate::message::{Event, Message, SendError, SendOutcome, State, Stats};
 use crate::transport::WeakSocket;
 pub(crate) use glue::Shared;
@@ -318,5 +321,26 @@ impl Socket {
 
     pub(crate) fn channel_stream(&self, channel: String, subscription: u64) -> EventStream {
         self.shared.dispatcher.channel_stream(channel, subscription)
+    }
+
+    pub(crate) fn presence_query(&self, channel: &str, query: Query) -> Result<(), PresenceError> {
+        self.shared
+            .runner
+            .borrow_mut()
+            .presence_query(channel, query)?;
+        self.shared.pump();
+        Ok(())
+    }
+
+    /// The subscription's events from now on, then its presence followed
+    /// (the answer cannot come before the stream exists).
+    pub(crate) fn follow_presence(&self, channel: String, subscription: u64) -> EventStream {
+        let stream = self.channel_stream(channel.clone(), subscription);
+        self.shared
+            .runner
+            .borrow_mut()
+            .follow_presence(&channel, subscription);
+        self.shared.pump();
+        stream
     }
 }
