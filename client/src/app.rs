@@ -127,7 +127,7 @@ fn Page(props: &PageProps) -> Html {
             <BurstPanel burst={console.burst} longest_task_ms={console.longest_task_ms}
                 on_burst={commands.burst.clone()} />
             <ChannelPanel subscribed={console.channel.clone().map(AttrValue::from)}
-                lines={console.channel_log.clone()} on_subscribe={channel.subscribe.clone()}
+                members={console.members.clone()} lines={console.channel_log.clone()} on_subscribe={channel.subscribe.clone()}
                 on_unsubscribe={channel.unsubscribe.clone()} on_publish={channel.publish.clone()} />
             <Counters received={console.received} rate={console.rate} stats={console.stats}
                 reliable={props.reliable} pushes={console.pushes} echoes={console.echoes}

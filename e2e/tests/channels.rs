@@ -7,8 +7,10 @@
 //! (`GET /api/channels/{channel}/presence`) says who is subscribed, its
 //! history (`…/history`) which offset a publication got and from whom. The
 //! pages are read through the panel's `data-testid`s: `channel-status`,
-//! `channel-log` (the feed, newest first: `PUB #7 {"text":"…"} from <id>`),
-//! and each page's client id from the `welcome` in its log.
+//! `members` (one member's client id a line, kept by the wrapper's
+//! `Channel::follow_presence`), `channel-log` (the feed, newest first:
+//! `PUB #7 {"text":"…"} from <id>`, `JOIN <id>`, `LEAVE <id>`), and each
+//! page's client id from the `welcome` in its log.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -134,6 +136,25 @@ async fn subscribe(browser: &Browser) -> Result<()> {
     .map(drop)
 }
 
+/// Waits until the page's member list is exactly `want` (and says so in
+/// its count).
+async fn members_become(browser: &Browser, want: &[&str]) -> Result<()> {
+    let want: BTreeSet<&str> = want.iter().copied().collect();
+    let count = want.len().to_string();
+    let what = format!("the member list {want:?}");
+    wait_text(browser, "members", &what, |list| {
+        list.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<BTreeSet<_>>()
+            == want
+    })
+    .await?;
+    wait_text(browser, "member-count", "the member count", |n| n == count)
+        .await
+        .map(drop)
+}
+
 /// The publication whose data is `{"text": text}` in the server's history:
 /// its offset and its publisher's client id.
 async fn in_history(server: &TestServer, text: &str) -> Result<(u64, String)> {
@@ -165,6 +186,15 @@ async fn two_browsers_in_a_channel_see_each_others_publications_and_presence() -
     subscribe(&alice).await?;
     subscribe(&bob).await?;
     presence_becomes(&server, &[&alice_id, &bob_id]).await?;
+    // Each page lists both, the other among them; Alice, subscribed first,
+    // saw Bob join.
+    members_become(&alice, &[&alice_id, &bob_id]).await?;
+    members_become(&bob, &[&alice_id, &bob_id]).await?;
+    wait_text(&alice, "channel-log", "bob's JOIN", |log| {
+        log.lines()
+            .any(|l| l.contains("JOIN") && l.ends_with(bob_id.as_str()))
+    })
+    .await?;
 
     // Alice publishes: her panel shows the offset the server answered, the
     // server's history has it at that offset from her, and Bob's feed shows
@@ -200,22 +230,33 @@ async fn two_browsers_in_a_channel_see_each_others_publications_and_presence() -
     })
     .await?;
 
-    // Alice's browser closes: the server's presence shrinks to Bob.
+    // Alice's browser closes: the server's presence shrinks to Bob, and so
+    // does Bob's list, with her LEAVE in his feed.
     alice.close().await?;
     presence_becomes(&server, &[&bob_id]).await?;
+    members_become(&bob, &[&bob_id]).await?;
+    wait_text(&bob, "channel-log", "alice's LEAVE", |log| {
+        log.lines()
+            .any(|l| l.contains("LEAVE") && l.ends_with(alice_id.as_str()))
+    })
+    .await?;
 
     let png = bob.client.screenshot().await?;
     let path = artefact_dir()?.join("channels.png");
     std::fs::write(&path, png).with_context(|| format!("writing {}", path.display()))?;
     eprintln!("screenshot: {}", path.display());
 
-    // Unsubscribe: the server's presence is empty.
+    // Unsubscribe: the server's presence is empty, and the list is gone.
     click(&bob, "unsubscribe").await?;
     wait_text(&bob, "channel-status", "not subscribed", |s| {
         s == "not subscribed"
     })
     .await?;
     presence_becomes(&server, &[]).await?;
+    assert!(
+        text(&bob, "members").await.is_err(),
+        "a member list unsubscribed"
+    );
 
     // Sharing across tabs: channels are refused, and the panel says so.
     open_console(&bob, &server, "/?share=1").await?;

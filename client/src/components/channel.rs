@@ -1,13 +1,15 @@
-//! The channel panel: subscribe to a channel, publish to it, and its feed
-//! (publications with their offsets, gap and reset markers, errors).
+//! The channel panel: subscribe to a channel, publish to it, its members
+//! (live), and its feed (publications with their offsets, gap and reset
+//! markers, joins and leaves, errors).
 
 use std::collections::VecDeque;
 use std::rc::Rc;
 
+use buffered_socket::Presence;
 use yew::prelude::*;
 
 use super::{Log, input_value};
-use crate::console::Line;
+use crate::console::{Line, member_text};
 
 /// The channel the name field starts with: `cargo xtask run`'s development
 /// config lets anyone subscribe, publish and see presence in `chat:`.
@@ -18,6 +20,8 @@ const DEFAULT_CHANNEL: &str = "chat:lobby";
 pub struct ChannelPanelProps {
     /// The channel subscribed to, if any.
     pub subscribed: Option<AttrValue>,
+    /// The channel's members while subscribed.
+    pub members: Option<Presence>,
     /// The feed, newest first.
     pub lines: Rc<VecDeque<Line>>,
     /// Subscribe to the named channel (in place of the current one).
@@ -69,6 +73,16 @@ pub fn ChannelPanel(props: &ChannelPanelProps) -> Html {
                     value={(*text).clone()} oninput={on_text} />
             </label>
             <button data-testid="publish" onclick={publish}>{ "Publish" }</button>
+            if let Some(presence) = &props.members {
+                <div class="members">
+                    <span class="muted">{ "members " }<b data-testid="member-count">{ presence.members.len() }</b>
+                        if presence.truncated { { " (the server listed only these)" } }
+                    </span>
+                    <ul data-testid="members">
+                        { for presence.members.iter().map(|m| html! { <li>{ member_text(m) }</li> }) }
+                    </ul>
+                </div>
+            }
             <Log lines={props.lines.clone()} testid="channel-log" />
         </section>
     }

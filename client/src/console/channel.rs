@@ -3,16 +3,18 @@
 //!
 //! The feed is a [`Line`] list like the log, so that the panel reuses the
 //! log's component and styles; its kinds are the channel ones of [`Kind`].
+//! The member set is not a line: [`super::Console::members`] follows it.
 //! Texts are written out, never `{:?}`: Debug formatting is code the
 //! console's wasm does without (its size budget).
 
-use buffered_socket::{ChannelEvent, PublishError};
+use buffered_socket::{ChannelEvent, Member, PublishError};
 
 use super::{Kind, Line};
 
 impl Line {
-    /// The feed's line for `event`, one of the subscription's events.
-    pub fn channel(at_ms: f64, event: &ChannelEvent) -> Self {
+    /// The feed's line for `event`, one of the subscription's events;
+    /// `None` for a presence answer (the member list shows it).
+    pub fn channel(at_ms: f64, event: &ChannelEvent) -> Option<Self> {
         let (kind, text) = match event {
             ChannelEvent::Subscribed { recovered: true } => (
                 Kind::Subscribed,
@@ -43,6 +45,9 @@ impl Line {
                 Kind::Unsubscribed,
                 format!("the server ended the subscription ({})", reason.as_str()),
             ),
+            ChannelEvent::Join(member) => (Kind::Join, member_text(member)),
+            ChannelEvent::Leave(member) => (Kind::Leave, member_text(member)),
+            ChannelEvent::Presence(_) => return None,
             ChannelEvent::Error(err) => (Kind::Error, err.to_string()),
             // `ChannelEvent` is non-exhaustive: a newer wrapper's event.
             _ => (
@@ -50,7 +55,7 @@ impl Line {
                 "an event this console does not show".to_owned(),
             ),
         };
-        Self { at_ms, kind, text }
+        Some(Self { at_ms, kind, text })
     }
 
     /// The feed's line for a publish's answer: its offset, or why not.
@@ -66,17 +71,28 @@ impl Line {
     }
 }
 
+/// A member as the feed and the member list show it: its client id, and
+/// its user and token name when it has them.
+pub fn member_text(member: &Member) -> String {
+    let mut text = member.client_id.clone();
+    for extra in [&member.user, &member.client_name].into_iter().flatten() {
+        text.push_str(" · ");
+        text.push_str(extra);
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use buffered_socket::{
-        ChannelError, PublisherInfo, RawJson, RecoveryFailure, UnsubscribeReason,
+        ChannelError, Presence, PublisherInfo, RawJson, RecoveryFailure, UnsubscribeReason,
     };
     use shared::ErrorCode;
 
     use super::*;
 
     fn shown(event: &ChannelEvent) -> (Kind, String) {
-        let line = Line::channel(5.0, event);
+        let line = Line::channel(5.0, event).expect("a line");
         assert_eq!(line.at_ms, 5.0);
         (line.kind, line.text)
     }
@@ -151,6 +167,32 @@ mod tests {
         };
         let (kind, text) = shown(&ChannelEvent::Error(refused.clone()));
         assert_eq!((kind, text), (Kind::Error, refused.to_string()));
+    }
+
+    #[test]
+    fn joins_and_leaves_name_the_member_and_an_answer_is_no_line() {
+        let alice = Member {
+            client_id: "c1".into(),
+            user: Some("alice".into()),
+            client_name: Some("laptop".into()),
+        };
+        assert_eq!(
+            shown(&ChannelEvent::Join(alice.clone())),
+            (Kind::Join, "c1 · alice · laptop".into())
+        );
+        let anonymous = Member {
+            client_id: "c2".into(),
+            user: None,
+            client_name: None,
+        };
+        assert_eq!(
+            shown(&ChannelEvent::Leave(anonymous)),
+            (Kind::Leave, "c2".into())
+        );
+        assert_eq!(
+            Line::channel(1.0, &ChannelEvent::Presence(Presence::default())),
+            None
+        );
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! ([`countdown`]) is computed from.
 //!
 //! The channel panel's feed is a second list of [`Line`]s
-//! ([`Console::channel_log`]), filled by [`Action::Channel`] as its
-//! subscription's events come (a chat's pace: one action each).
+//! ([`Console::channel_log`]), filled by [`Action::ChannelEvent`] as its
+//! subscription's events come (a chat's pace: one action each), which also
+//! keep its member set ([`Console::members`]) with the wrapper's own rule,
+//! [`Presence::apply`].
 
 mod channel;
 mod collect;
@@ -18,9 +20,10 @@ mod fixed;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use buffered_socket::{SendError, SendOutcome, Stats};
+use buffered_socket::{ChannelEvent, Presence, SendError, SendOutcome, Stats};
 use yew::Reducible;
 
+pub use channel::member_text;
 pub use collect::{Batch, StateChange};
 pub use countdown::{Retry, state_text};
 pub use fixed::fixed;
@@ -58,6 +61,10 @@ pub enum Kind {
     Reset,
     /// Channel feed: the subscription ended.
     Unsubscribed,
+    /// Channel feed: someone subscribed.
+    Join,
+    /// Channel feed: someone's subscription ended.
+    Leave,
 }
 
 impl Kind {
@@ -76,6 +83,8 @@ impl Kind {
             Self::Publication => "PUB",
             Self::Reset => "RESET",
             Self::Unsubscribed => "UNSUB",
+            Self::Join => "JOIN",
+            Self::Leave => "LEAVE",
         }
     }
 
@@ -96,6 +105,8 @@ impl Kind {
             Self::Publication => "pub",
             Self::Reset => "reset",
             Self::Unsubscribed => "unsub",
+            Self::Join => "join",
+            Self::Leave => "leave",
         }
     }
 }
@@ -219,9 +230,13 @@ pub enum Action {
     },
     /// The longest main-thread task seen during the current burst.
     LongTask(f64),
-    /// A line of the channel panel's feed.
+    /// A line of the channel panel's feed (from the panel itself).
     Channel(Line),
-    /// The channel now subscribed to (`None`: none).
+    /// One of the subscription's events, at a time: a line of the feed,
+    /// and the member set patched.
+    ChannelEvent(f64, ChannelEvent),
+    /// The channel now subscribed to (`None`: none); its member set starts
+    /// empty, until the server's answer.
     Subscription(Option<String>),
 }
 
@@ -263,6 +278,10 @@ pub struct Console {
     pub channel_log: Rc<VecDeque<Line>>,
     /// The channel the panel is subscribed to.
     pub channel: Option<String>,
+    /// Its members while subscribed: the server's answer to the query that
+    /// `Channel::follow_presence` makes after each (re)subscription,
+    /// patched by the joins and leaves after it.
+    pub members: Option<Presence>,
 }
 
 /// This tab's echo replies against the order they were sent in (each tab
@@ -406,7 +425,18 @@ impl Reducible for Console {
                 next.longest_task_ms = Some(next.longest_task_ms.map_or(ms, |m: f64| m.max(ms)));
             }
             Action::Channel(line) => add_lines(&mut next.channel_log, [line]),
-            Action::Subscription(channel) => next.channel = channel,
+            Action::ChannelEvent(at_ms, event) => {
+                if let Some(line) = Line::channel(at_ms, &event) {
+                    add_lines(&mut next.channel_log, [line]);
+                }
+                if let Some(members) = &mut next.members {
+                    members.apply(&event);
+                }
+            }
+            Action::Subscription(channel) => {
+                next.members = channel.is_some().then(Presence::default);
+                next.channel = channel;
+            }
         }
         Rc::new(next)
     }
@@ -441,6 +471,8 @@ mod tests {
             Kind::Publication,
             Kind::Reset,
             Kind::Unsubscribed,
+            Kind::Join,
+            Kind::Leave,
         ] {
             assert_eq!(kind.class(), kind.label().to_lowercase());
         }
@@ -662,6 +694,50 @@ mod tests {
             console = console.reduce(Action::Channel(line(Kind::Publication, &i.to_string())));
         }
         assert_eq!(console.channel_log.len(), LOG_LINES);
+    }
+
+    #[test]
+    fn the_member_set_is_the_answer_patched_by_joins_and_leaves_while_subscribed() {
+        use buffered_socket::Member;
+        let member = |id: &str| Member {
+            client_id: id.into(),
+            user: None,
+            client_name: None,
+        };
+        let event = |event| Action::ChannelEvent(1.0, event);
+        let mut console = Rc::new(Console::default());
+        console = console.reduce(event(ChannelEvent::Join(member("early"))));
+        assert_eq!(console.members, None, "not subscribed: no set");
+        console = console.reduce(Action::Subscription(Some("chat:lobby".into())));
+        assert_eq!(console.members, Some(Presence::default()));
+        let mut answer = Presence::default();
+        answer.apply(&ChannelEvent::Join(member("a")));
+        answer.apply(&ChannelEvent::Join(member("b")));
+        console = console.reduce(event(ChannelEvent::Presence(answer.clone())));
+        assert_eq!(console.members.as_ref(), Some(&answer));
+        console = console.reduce(event(ChannelEvent::Join(member("c"))));
+        console = console.reduce(event(ChannelEvent::Leave(member("a"))));
+        let ids: Vec<&str> = console
+            .members
+            .as_ref()
+            .unwrap()
+            .members
+            .iter()
+            .map(|m| m.client_id.as_str())
+            .collect();
+        assert_eq!(ids, ["c", "b"]);
+        let feed: Vec<(Kind, &str)> = console
+            .channel_log
+            .iter()
+            .map(|l| (l.kind, l.text.as_str()))
+            .collect();
+        assert_eq!(
+            feed,
+            [(Kind::Leave, "a"), (Kind::Join, "c"), (Kind::Join, "early")],
+            "the answer is no line"
+        );
+        console = console.reduce(Action::Subscription(None));
+        assert_eq!(console.members, None);
     }
 
     #[test]

@@ -1,7 +1,19 @@
 //! The channel panel's socket calls, through the wrapper's public channel
 //! API as any app would use it: [`Socket::subscribe`] gives a [`Channel`]
-//! whose events ([`Channel::on_event`]) fill the panel's feed; dropping it
-//! unsubscribes; [`Socket::publish`] answers with the offset.
+//! whose events ([`Channel::on_event`]) fill the panel's feed and keep its
+//! member list; dropping it unsubscribes; [`Socket::publish`] answers with
+//! the offset.
+//!
+//! The member list: [`Channel::follow_presence`] has the socket ask the
+//! server for the members after each (re)subscription, and the answer and
+//! the joins and leaves after it come as the handle's events, which the
+//! reducer applies with the wrapper's own rule (`Presence::apply`, what the
+//! `FollowPresence` stream does). Its stream itself is not read: one event
+//! callback keeps the feed and the list in one order, with no task to
+//! spawn and end per subscription.
+//!
+//! [`Socket::subscribe`]: buffered_socket::Socket::subscribe
+//! [`Socket::publish`]: buffered_socket::Socket::publish
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -66,20 +78,24 @@ pub fn use_channel(log: UseReducerDispatcher<Console>) -> Rc<ChannelCommands> {
                 unsubscribe.emit(());
                 match socket.subscribe(&name) {
                     Ok(channel) => {
+                        log.dispatch(Action::Subscription(Some(name)));
                         let events = {
                             let log = log.clone();
                             channel.on_event(move |event| {
-                                log.dispatch(Action::Channel(Line::channel(
+                                log.dispatch(Action::ChannelEvent(
                                     js_sys::Date::now(),
-                                    event,
-                                )));
+                                    event.clone(),
+                                ));
                             })
                         };
+                        // The members are fetched now and after every
+                        // resubscription, for as long as the handle lives;
+                        // they come as events (the stream is not needed).
+                        drop(channel.follow_presence());
                         *held.borrow_mut() = Some(Held {
                             channel,
                             _events: events,
                         });
-                        log.dispatch(Action::Subscription(Some(name)));
                     }
                     Err(err) => log.dispatch(line(Kind::Error, format!("not subscribed: {err}"))),
                 }
