@@ -8,9 +8,11 @@ use buffered_socket::yew::{SocketProvider, use_socket};
 use buffered_socket::{Config, Heartbeat};
 use yew::prelude::*;
 
-use crate::components::{BurstPanel, ConnectionBar, Counters, Log, RateChart, Sender};
+use crate::components::{
+    BurstPanel, ChannelPanel, ConnectionBar, Counters, Log, RateChart, Sender,
+};
 use crate::console::state_text;
-use crate::hooks::{use_commands, use_console};
+use crate::hooks::{use_channel, use_commands, use_console};
 
 /// `ws(s)://<this host>/ws`.
 fn default_url() -> String {
@@ -83,6 +85,7 @@ fn Page(props: &PageProps) -> Html {
     let state = use_socket().state;
     let console = use_console();
     let commands = use_commands(console.dispatcher());
+    let channel = use_channel(console.dispatcher());
     // Connect with the same URL replaces the connection (with the token now
     // in the field); a new URL, or a token where there was none, the socket.
     let on_connect = use_callback(
@@ -123,6 +126,9 @@ fn Page(props: &PageProps) -> Html {
                 on_series={commands.series.clone()} />
             <BurstPanel burst={console.burst} longest_task_ms={console.longest_task_ms}
                 on_burst={commands.burst.clone()} />
+            <ChannelPanel subscribed={console.channel.clone().map(AttrValue::from)}
+                members={console.members.clone()} lines={console.channel_log.clone()} on_subscribe={channel.subscribe.clone()}
+                on_unsubscribe={channel.unsubscribe.clone()} on_publish={channel.publish.clone()} />
             <Counters received={console.received} rate={console.rate} stats={console.stats}
                 reliable={props.reliable} pushes={console.pushes} echoes={console.echoes}
                 push_order={console.push_order} />

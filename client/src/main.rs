@@ -2,7 +2,9 @@
 //!
 //! It connects to the `/ws` of the page's own host (so it works behind the
 //! server and behind `trunk serve`'s proxy), and shows the connection state,
-//! the queue, bursts with their rate, counters, a rate chart and a log.
+//! the queue, bursts with their rate, counters, a rate chart and a log; its
+//! channel panel subscribes to a channel, publishes to it and shows its
+//! members, live, and the publications with their offsets, gaps and resets.
 //!
 //! # Layout
 //!
@@ -11,9 +13,10 @@
 //! | `console/mod.rs` | the app state and its reducer, log lines, burst progress (pure) |
 //! | `console/collect.rs` | socket events collected into a batch between flushes (pure) |
 //! | `console/countdown.rs` | the state as shown, with the seconds left to the next attempt (pure) |
+//! | `console/channel.rs` | the channel panel's feed lines: a subscription's events and a publish's answer, and a member as shown (pure) |
 //! | `console/fixed.rs` | decimals for the labels by integer arithmetic, which keeps core's float formatting out of the bundle (pure) |
-//! | `hooks/` | `use_console` (events batched into the reducer every 100 ms, with the socket's stats and the clock), `use_commands` (the socket calls behind the components' callbacks), `use_interval`, `use_long_tasks` |
-//! | `components/` | one file per component: connection bar, sender, burst panel, counters, log, rate chart; each takes data and callbacks, never the reducer or the socket |
+//! | `hooks/` | `use_console` (events batched into the reducer every 100 ms, with the socket's stats and the clock), `use_commands` (the socket calls behind the components' callbacks), `use_channel` (the channel panel's: one `Channel` held, its presence followed, its events into the reducer, publishes answered with their offsets), `use_interval`, `use_long_tasks` |
+//! | `components/` | one file per component: connection bar, sender, burst panel, channel panel, counters, log (also the channel panel's feed), rate chart; each takes data and callbacks, never the reducer or the socket |
 //! | `app.rs` | the provider (one socket per URL and mode) and the page that wires state and commands to the components |
 //!
 //! The pure modules build and are tested natively (`cargo test -p client`);

@@ -7,8 +7,8 @@
 //!
 //! Layout: [`Browser`] owns a ChromeDriver process and a WebDriver session;
 //! [`wait_for`] polls a condition with a deadline (never a fixed sleep);
-//! [`dist_dir`] finds the built UI; [`by_id`], [`text`] and [`click`] reach
-//! the console's `data-testid` elements.
+//! [`dist_dir`] finds the built UI; [`by_id`], [`text`], [`click`] and
+//! [`type_into`] reach the console's `data-testid` elements.
 //!
 //! # Example
 //!
@@ -235,5 +235,17 @@ pub async fn click(browser: &Browser, id: &str) -> Result<()> {
         .await?
         .click()
         .await?;
+    Ok(())
+}
+
+/// Replaces the value of the input `data-testid="id"` with `value`, typed.
+///
+/// # Errors
+///
+/// When the element is missing or WebDriver fails.
+pub async fn type_into(browser: &Browser, id: &str, value: &str) -> Result<()> {
+    let input = browser.client.find(Locator::Css(&by_id(id))).await?;
+    input.clear().await?;
+    input.send_keys(value).await?;
     Ok(())
 }

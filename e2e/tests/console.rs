@@ -3,18 +3,11 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use e2e::{Browser, artefact_dir, by_id, click, dist_dir, text, wait_for};
+use e2e::{Browser, artefact_dir, by_id, click, dist_dir, text, type_into, wait_for};
 use fantoccini::Locator;
 use testbed::{Testbed, mint_token};
 
 const STEP: Duration = Duration::from_secs(30);
-
-async fn type_into(browser: &Browser, id: &str, value: &str) -> Result<()> {
-    let input = browser.client.find(Locator::Css(&by_id(id))).await?;
-    input.clear().await?;
-    input.send_keys(value).await?;
-    Ok(())
-}
 
 async fn wait_text(
     browser: &Browser,

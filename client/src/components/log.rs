@@ -1,4 +1,4 @@
-//! The log, newest line first.
+//! The log, newest line first (also the channel panel's feed).
 
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -12,6 +12,9 @@ use crate::console::Line;
 pub struct LogProps {
     /// The lines, newest first.
     pub lines: Rc<VecDeque<Line>>,
+    /// Its `data-testid`: the console's log, or the channel panel's feed.
+    #[prop_or(AttrValue::Static("log"))]
+    pub testid: AttrValue,
 }
 
 fn clock(at_ms: f64) -> String {
@@ -29,7 +32,7 @@ fn clock(at_ms: f64) -> String {
 #[component]
 pub fn Log(props: &LogProps) -> Html {
     html! {
-        <ol data-testid="log" class="log">
+        <ol data-testid={props.testid.clone()} class="log">
             { for props.lines.iter().map(|line| html! {
                 <li class={line.kind.class()}>
                     <time>{ clock(line.at_ms) }</time>

@@ -1,6 +1,7 @@
 //! Components of the page, one per file.
 
 mod burst;
+mod channel;
 mod chart;
 mod connection;
 mod counters;
@@ -8,6 +9,7 @@ mod log;
 mod sender;
 
 pub use burst::BurstPanel;
+pub use channel::ChannelPanel;
 pub use chart::RateChart;
 pub use connection::ConnectionBar;
 pub use counters::Counters;

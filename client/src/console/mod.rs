@@ -5,7 +5,14 @@
 //! timer, so a burst of 100,000 messages costs a handful of renders, not
 //! 100,000. The same timer refreshes the clock the reconnection countdown
 //! ([`countdown`]) is computed from.
+//!
+//! The channel panel's feed is a second list of [`Line`]s
+//! ([`Console::channel_log`]), filled by [`Action::ChannelEvent`] as its
+//! subscription's events come (a chat's pace: one action each), which also
+//! keep its member set ([`Console::members`]) with the wrapper's own rule,
+//! [`Presence::apply`].
 
+mod channel;
 mod collect;
 mod countdown;
 mod fixed;
@@ -13,9 +20,10 @@ mod fixed;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use buffered_socket::{SendError, SendOutcome, Stats};
+use buffered_socket::{ChannelEvent, Presence, SendError, SendOutcome, Stats};
 use yew::Reducible;
 
+pub use channel::member_text;
 pub use collect::{Batch, StateChange};
 pub use countdown::{Retry, state_text};
 pub use fixed::fixed;
@@ -42,8 +50,21 @@ pub enum Kind {
     Error,
     /// Reliable mode: the session resumed on a new connection.
     Resume,
-    /// Reliable mode: server messages were lost (a gap), or a resume failed.
+    /// Reliable mode: server messages were lost (a gap), or a resume
+    /// failed; in the channel feed, publications lost.
     Gap,
+    /// Channel feed: the server subscribed us.
+    Subscribed,
+    /// Channel feed: a publication.
+    Publication,
+    /// Channel feed: the channel's stream started over (a new epoch).
+    Reset,
+    /// Channel feed: the subscription ended.
+    Unsubscribed,
+    /// Channel feed: someone subscribed.
+    Join,
+    /// Channel feed: someone's subscription ended.
+    Leave,
 }
 
 impl Kind {
@@ -58,6 +79,12 @@ impl Kind {
             Self::Error => "ERROR",
             Self::Resume => "RESUME",
             Self::Gap => "GAP",
+            Self::Subscribed => "SUB",
+            Self::Publication => "PUB",
+            Self::Reset => "RESET",
+            Self::Unsubscribed => "UNSUB",
+            Self::Join => "JOIN",
+            Self::Leave => "LEAVE",
         }
     }
 
@@ -74,6 +101,12 @@ impl Kind {
             Self::Error => "error",
             Self::Resume => "resume",
             Self::Gap => "gap",
+            Self::Subscribed => "sub",
+            Self::Publication => "pub",
+            Self::Reset => "reset",
+            Self::Unsubscribed => "unsub",
+            Self::Join => "join",
+            Self::Leave => "leave",
         }
     }
 }
@@ -197,6 +230,14 @@ pub enum Action {
     },
     /// The longest main-thread task seen during the current burst.
     LongTask(f64),
+    /// A line of the channel panel's feed (from the panel itself).
+    Channel(Line),
+    /// One of the subscription's events, at a time: a line of the feed,
+    /// and the member set patched.
+    ChannelEvent(f64, ChannelEvent),
+    /// The channel now subscribed to (`None`: none); its member set starts
+    /// empty, until the server's answer.
+    Subscription(Option<String>),
 }
 
 /// The whole UI state.
@@ -233,6 +274,14 @@ pub struct Console {
     /// The pushes' seqs, checked against their order (from the first one
     /// this tab saw: a tab that joins a shared connection starts mid-way).
     pub push_order: EchoCheck,
+    /// The channel panel's feed, newest first (shared, as the log).
+    pub channel_log: Rc<VecDeque<Line>>,
+    /// The channel the panel is subscribed to.
+    pub channel: Option<String>,
+    /// Its members while subscribed: the server's answer to the query that
+    /// `Channel::follow_presence` makes after each (re)subscription,
+    /// patched by the joins and leaves after it.
+    pub members: Option<Presence>,
 }
 
 /// This tab's echo replies against the order they were sent in (each tab
@@ -289,15 +338,7 @@ impl std::fmt::Display for EchoCheck {
 
 impl Console {
     fn add_lines(&mut self, lines: impl IntoIterator<Item = Line>) {
-        let mut lines = lines.into_iter().peekable();
-        if lines.peek().is_none() {
-            return;
-        }
-        let log = Rc::make_mut(&mut self.log);
-        for line in lines {
-            log.push_front(line);
-        }
-        log.truncate(LOG_LINES);
+        add_lines(&mut self.log, lines);
     }
 
     fn count(&mut self, messages: u64, now_ms: f64) {
@@ -321,6 +362,20 @@ impl Console {
         self.this_second += messages;
         self.received += messages;
     }
+}
+
+/// Puts `lines` newest first into `log`, which keeps [`LOG_LINES`]; a
+/// `log` that gets no line is not copied.
+fn add_lines(log: &mut Rc<VecDeque<Line>>, lines: impl IntoIterator<Item = Line>) {
+    let mut lines = lines.into_iter().peekable();
+    if lines.peek().is_none() {
+        return;
+    }
+    let log = Rc::make_mut(log);
+    for line in lines {
+        log.push_front(line);
+    }
+    log.truncate(LOG_LINES);
 }
 
 impl Reducible for Console {
@@ -369,6 +424,19 @@ impl Reducible for Console {
             Action::LongTask(ms) => {
                 next.longest_task_ms = Some(next.longest_task_ms.map_or(ms, |m: f64| m.max(ms)));
             }
+            Action::Channel(line) => add_lines(&mut next.channel_log, [line]),
+            Action::ChannelEvent(at_ms, event) => {
+                if let Some(line) = Line::channel(at_ms, &event) {
+                    add_lines(&mut next.channel_log, [line]);
+                }
+                if let Some(members) = &mut next.members {
+                    members.apply(&event);
+                }
+            }
+            Action::Subscription(channel) => {
+                next.members = channel.is_some().then(Presence::default);
+                next.channel = channel;
+            }
         }
         Rc::new(next)
     }
@@ -399,6 +467,12 @@ mod tests {
             Kind::Error,
             Kind::Resume,
             Kind::Gap,
+            Kind::Subscribed,
+            Kind::Publication,
+            Kind::Reset,
+            Kind::Unsubscribed,
+            Kind::Join,
+            Kind::Leave,
         ] {
             assert_eq!(kind.class(), kind.label().to_lowercase());
         }
@@ -596,6 +670,74 @@ mod tests {
         });
         assert_eq!(console.longest_task_ms, None);
         assert_eq!(console.burst.unwrap().status(), "0 / 5");
+    }
+
+    #[test]
+    fn the_channel_feed_is_its_own_list_and_the_log_is_left_alone() {
+        let mut console = Rc::new(Console::default());
+        console = console.reduce(Action::Log(line(Kind::Send, "echo")));
+        let log = console.log.clone();
+        console = console.reduce(Action::Subscription(Some("chat:lobby".into())));
+        console = console.reduce(Action::Channel(line(Kind::Subscribed, "subscribed")));
+        console = console.reduce(Action::Channel(line(Kind::Publication, "#1 {}")));
+        let feed: Vec<&str> = console
+            .channel_log
+            .iter()
+            .map(|l| l.text.as_str())
+            .collect();
+        assert_eq!(feed, ["#1 {}", "subscribed"], "newest first");
+        assert!(Rc::ptr_eq(&log, &console.log), "the log was copied");
+        assert_eq!(console.channel.as_deref(), Some("chat:lobby"));
+        console = console.reduce(Action::Subscription(None));
+        assert_eq!(console.channel, None);
+        for i in 0..LOG_LINES + 5 {
+            console = console.reduce(Action::Channel(line(Kind::Publication, &i.to_string())));
+        }
+        assert_eq!(console.channel_log.len(), LOG_LINES);
+    }
+
+    #[test]
+    fn the_member_set_is_the_answer_patched_by_joins_and_leaves_while_subscribed() {
+        use buffered_socket::Member;
+        let member = |id: &str| Member {
+            client_id: id.into(),
+            user: None,
+            client_name: None,
+        };
+        let event = |event| Action::ChannelEvent(1.0, event);
+        let mut console = Rc::new(Console::default());
+        console = console.reduce(event(ChannelEvent::Join(member("early"))));
+        assert_eq!(console.members, None, "not subscribed: no set");
+        console = console.reduce(Action::Subscription(Some("chat:lobby".into())));
+        assert_eq!(console.members, Some(Presence::default()));
+        let mut answer = Presence::default();
+        answer.apply(&ChannelEvent::Join(member("a")));
+        answer.apply(&ChannelEvent::Join(member("b")));
+        console = console.reduce(event(ChannelEvent::Presence(answer.clone())));
+        assert_eq!(console.members.as_ref(), Some(&answer));
+        console = console.reduce(event(ChannelEvent::Join(member("c"))));
+        console = console.reduce(event(ChannelEvent::Leave(member("a"))));
+        let ids: Vec<&str> = console
+            .members
+            .as_ref()
+            .unwrap()
+            .members
+            .iter()
+            .map(|m| m.client_id.as_str())
+            .collect();
+        assert_eq!(ids, ["c", "b"]);
+        let feed: Vec<(Kind, &str)> = console
+            .channel_log
+            .iter()
+            .map(|l| (l.kind, l.text.as_str()))
+            .collect();
+        assert_eq!(
+            feed,
+            [(Kind::Leave, "a"), (Kind::Join, "c"), (Kind::Join, "early")],
+            "the answer is no line"
+        );
+        console = console.reduce(Action::Subscription(None));
+        assert_eq!(console.members, None);
     }
 
     #[test]
