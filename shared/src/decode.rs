@@ -62,6 +62,33 @@ pub(crate) fn control_message_if_any(text: &str) -> Option<ServerMessage> {
     decode_parts(text, control_fields).ok()
 }
 
+/// The channel message in `text` (a [`CHANNEL_TYPES`] type, or an
+/// `error`), if it decodes; anything else is `None`, with no error text
+/// made, as for [`control_message_if_any`]: the wrapper's channel table
+/// needs these types only, and a browser build then carries no decoder of
+/// the others (echo, push...) nor the decoder's error formatting.
+pub(crate) fn channel_message_if_any(text: &str) -> Option<ServerMessage> {
+    decode_parts(text, |ty, object| match ty {
+        "error" => control_fields(ty, object),
+        _ => channel_fields(ty, object),
+    })
+    .ok()
+}
+
+/// The channel types (version 2), which [`channel_message_if_any`] decodes
+/// (with `error`).
+pub const CHANNEL_TYPES: &[&str] = &[
+    "subscribed",
+    "pub",
+    "channel_gap",
+    "published",
+    "unsubscribed",
+    "presence",
+    "presence_stats",
+    "join",
+    "leave",
+];
+
 fn decode_with(
     text: &str,
     fields: impl FnOnce(&str, &Object<'_>) -> Result<Option<ServerMessage>, FieldError>,
@@ -120,10 +147,13 @@ fn decode_parts<'a>(
 /// The message of type `ty` from `object`'s fields; `None` for a type the
 /// server does not send.
 fn fields(ty: &str, object: &Object<'_>) -> Result<Option<ServerMessage>, FieldError> {
-    match control_fields(ty, object)? {
-        Some(message) => Ok(Some(message)),
-        None => other_fields(ty, object),
+    if let Some(message) = control_fields(ty, object)? {
+        return Ok(Some(message));
     }
+    if let Some(message) = channel_fields(ty, object)? {
+        return Ok(Some(message));
+    }
+    app_fields(ty, object)
 }
 
 /// [`fields`] of the [`CONTROL_TYPES`]; `None` for any other type.
@@ -175,7 +205,7 @@ fn control_fields(ty: &str, object: &Object<'_>) -> Result<Option<ServerMessage>
 }
 
 /// [`fields`] of the types that are the application's.
-fn other_fields(ty: &str, object: &Object<'_>) -> Result<Option<ServerMessage>, FieldError> {
+fn app_fields(ty: &str, object: &Object<'_>) -> Result<Option<ServerMessage>, FieldError> {
     Ok(Some(match ty {
         "echo" => ServerMessage::Echo {
             id: object.required("id")?,
@@ -193,6 +223,13 @@ fn other_fields(ty: &str, object: &Object<'_>) -> Result<Option<ServerMessage>, 
         "pong" => ServerMessage::Pong {
             t: object.required("t")?,
         },
+        _ => return Ok(None),
+    }))
+}
+
+/// [`fields`] of the [`CHANNEL_TYPES`]; `None` for any other type.
+fn channel_fields(ty: &str, object: &Object<'_>) -> Result<Option<ServerMessage>, FieldError> {
+    Ok(Some(match ty {
         "subscribed" => ServerMessage::Subscribed {
             channel: object.required("channel")?,
             epoch: object.required("epoch")?,
@@ -408,6 +445,34 @@ mod tests {
             "[",
         ] {
             assert_eq!(control_message_if_any(refused), None, "{refused}");
+        }
+    }
+
+    #[test]
+    fn the_channel_decoder_decodes_the_channel_types_and_errors_as_the_full_one_and_no_other() {
+        for text in VALID {
+            let full = server_message(text).expect("valid");
+            let ty = Object::parse(text)
+                .unwrap()
+                .tag("type")
+                .unwrap()
+                .unwrap()
+                .into_owned();
+            let channel = channel_message_if_any(text);
+            if CHANNEL_TYPES.contains(&ty.as_str()) || ty == "error" {
+                assert_eq!(channel, Some(full), "{text}");
+            } else {
+                assert_eq!(channel, None, "{text}");
+            }
+        }
+        for refused in [
+            r#"{"type":"pub","channel":"c","offset":"x","data":1}"#,
+            r#"{"type":"join","channel":"c"}"#,
+            r#"{"type":"echo","id":1,"body":"b"}"#,
+            r#"{"type":7}"#,
+            "[",
+        ] {
+            assert_eq!(channel_message_if_any(refused), None, "{refused}");
         }
     }
 

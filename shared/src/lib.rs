@@ -135,7 +135,7 @@ mod envelope;
 mod fast;
 pub mod object;
 
-pub use decode::CONTROL_TYPES;
+pub use decode::{CHANNEL_TYPES, CONTROL_TYPES};
 pub use envelope::{Protocol, embeddable, encode_msg, encode_msg_json, msg_v1_len};
 pub use fast::echo_is_its_own_reply;
 use serde::{Deserialize, Serialize};
@@ -835,6 +835,14 @@ impl ServerMessage {
     /// this carries none of the decoder's error formatting.
     pub fn control_if_any(text: &str) -> Option<Self> {
         decode::control_message_if_any(text)
+    }
+
+    /// The channel message in `text` ([`CHANNEL_TYPES`], or an `error`) if
+    /// it is one that decodes, else `None`, without error texts: the same
+    /// message [`ServerMessage::from_json`] gives for those types, and a
+    /// browser build that uses only this carries no decoder of the others.
+    pub fn channel_if_any(text: &str) -> Option<Self> {
+        decode::channel_message_if_any(text)
     }
 
     /// Encodes the message as one text frame.

@@ -704,14 +704,14 @@ impl ChannelRules for Table {
         if !looks_like_channel(text) {
             return false;
         }
-        match ServerMessage::from_json(text) {
-            Ok(ServerMessage::Pub {
+        match ServerMessage::channel_if_any(text) {
+            Some(ServerMessage::Pub {
                 channel,
                 offset,
                 data,
                 info,
             }) => self.on_pub(channel, offset, data, info, out),
-            Ok(ServerMessage::Subscribed {
+            Some(ServerMessage::Subscribed {
                 channel,
                 epoch,
                 offset,
@@ -729,24 +729,24 @@ impl ChannelRules for Table {
                 id.as_deref(),
                 out,
             ),
-            Ok(ServerMessage::ChannelGap { channel, from, to }) => {
+            Some(ServerMessage::ChannelGap { channel, from, to }) => {
                 self.on_gap(&channel, from, to, out);
             }
-            Ok(ServerMessage::Published { offset, id, .. }) => {
+            Some(ServerMessage::Published { offset, id, .. }) => {
                 self.on_published(offset, id.as_deref(), out);
             }
-            Ok(ServerMessage::Unsubscribed {
+            Some(ServerMessage::Unsubscribed {
                 channel,
                 reason,
                 id,
             }) => self.on_unsubscribed(&channel, reason, id.as_deref(), out),
-            Ok(ServerMessage::Error {
+            Some(ServerMessage::Error {
                 code,
                 message,
                 channel: Some(channel),
                 id,
             }) => return self.on_error(&channel, code, message, id.as_deref(), out),
-            Ok(ServerMessage::Presence {
+            Some(ServerMessage::Presence {
                 channel,
                 clients,
                 truncated,
@@ -758,16 +758,16 @@ impl ChannelRules for Table {
                 };
                 return self.on_presence(&channel, presence, id.as_deref(), out);
             }
-            Ok(ServerMessage::PresenceStats {
+            Some(ServerMessage::PresenceStats {
                 clients, users, id, ..
             }) => {
                 let stats = PresenceStats { clients, users };
                 return self.on_presence_stats(stats, id.as_deref(), out);
             }
-            Ok(ServerMessage::Join { channel, info }) => {
+            Some(ServerMessage::Join { channel, info }) => {
                 self.on_member(&channel, ChannelEvent::Join(info), out);
             }
-            Ok(ServerMessage::Leave { channel, info }) => {
+            Some(ServerMessage::Leave { channel, info }) => {
                 self.on_member(&channel, ChannelEvent::Leave(info), out);
             }
             // Not a channel message after all (an `error` of another kind),
