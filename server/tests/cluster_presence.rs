@@ -63,7 +63,13 @@ fn token_node(redis: &RedisServer, prefix: &str, id: &str, config: &Path) -> Nod
         prefix,
         id,
         config,
-        &["--jwt-secret", testbed::TEST_JWT_SECRET],
+        // A small answer: the list is cut, and the cut is said.
+        &[
+            "--jwt-secret",
+            testbed::TEST_JWT_SECRET,
+            "--max-presence-answer",
+            "2",
+        ],
     )
 }
 
@@ -184,6 +190,22 @@ async fn stats(addr: std::net::SocketAddr) -> Option<(u64, u64)> {
         .await
         .ok()?;
     Some((answer["clients"].as_u64()?, answer["users"].as_u64()?))
+}
+
+/// How many members a node's `presence` of `room:p` lists, and whether it
+/// says the list was cut.
+async fn listed(addr: std::net::SocketAddr) -> (usize, bool) {
+    let answer: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{addr}/api/channels/room:p/presence"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let clients = answer["clients"].as_array().map_or(0, Vec::len);
+    (clients, answer["truncated"] == true)
 }
 
 /// Waits until every node's `presence_stats` is `want`.
@@ -349,6 +371,9 @@ async fn the_counts_of_clients_and_users_agree_on_every_node_and_follow_leaves_a
     let bob = join_as(&nodes[1], "bob").await;
     let _carol = join_as(&nodes[1], "carol").await;
     until_all_count(&addrs, (5, 3), Duration::from_secs(10)).await;
+    for &addr in &addrs {
+        assert_eq!(listed(addr).await, (2, true), "two of five, cut");
+    }
     // One of Alice's connections leaves: she is still there; Bob leaves.
     drop((alice_a1, bob));
     until_all_count(&addrs, (3, 2), Duration::from_secs(10)).await;
@@ -356,6 +381,8 @@ async fn the_counts_of_clients_and_users_agree_on_every_node_and_follow_leaves_a
     // stays by her first node's connection.
     tokio::task::block_in_place(|| nodes[1].kill().unwrap());
     until_all_count(&addrs[..1], (1, 1), 2 * NODE_TTL + Duration::from_secs(2)).await;
+    // Listed from the live node only, reaped or not: one, not cut.
+    assert_eq!(listed(addrs[0]).await, (1, false));
     // Another connection of Alice's is one more client, not one more user.
     let _alice_again = join_as(&nodes[0], "alice").await;
     until_all_count(&addrs[..1], (2, 1), Duration::from_secs(10)).await;

@@ -18,15 +18,15 @@
 //! and started again under the same id is a new run, and the members of
 //! the dead one do not pass for its own.
 //!
-//! * **A query is one script**, whatever the number of nodes: it reads the
-//!   hash and judges each run alive by its `prlive` key inside the script,
-//!   so members of a dead node are never listed, even before they are
-//!   removed.
-//! * **`presence_stats` reads no member**: its script adds up the live
-//!   runs' counts in `prn:{run}` and counts the distinct users of live runs
-//!   in `pru:{channel}`, so it costs one call per node (and one field per
-//!   user and node in token mode), not one per member: a channel of 10,000
-//!   anonymous members answers as fast as one of ten. Nodes of the release
+//! * **A query is one script**, whatever the number of nodes: it judges
+//!   each run alive by its `prlive` key inside the script, so members of a
+//!   dead node are never counted nor listed, even before they are removed.
+//! * **A query reads no member it does not list**: its script adds up the
+//!   live runs' counts in `prn:{run}` and counts the distinct users of live
+//!   runs in `pru:{channel}`, one call per node (and one field per user and
+//!   node in token mode), then lists members of live runs by `HSCAN` until
+//!   it has as many as asked: `presence_stats` reads no member, and a
+//!   `presence` capped at 1,000 reads about 1,000 of 10,000. Nodes of the release
 //!   before this one keep no `pru`: during a rolling deploy their members
 //!   count as clients but not as users until they are restarted.
 //! * **A dead run's members are removed by scripts** (`REAP`, which
@@ -109,60 +109,27 @@ end
 return 1
 ";
 
-/// The live members of a channel. KEYS: `pr:{c}`. ARGV: the key prefix,
-/// the most to list (0: none, the counts only). Returns the number of
-/// clients, of distinct users, then the listed members' JSON.
+/// A channel's live members and users, counted without reading members:
+/// the live runs' counts in `prn:{run}`, and the users of live runs in
+/// `pru:{c}`; then, if asked, the first members of live runs found by
+/// `HSCAN`, up to the limit, so that listing 1,000 of 10,000 members reads
+/// about 1,000 fields, not all. KEYS: `pr:{c}`, `prnodes`, `pru:{c}`. ARGV:
+/// the key prefix, the most to list (0: the counts only), the channel.
+/// Returns the number of clients, of distinct users, then the listed
+/// members' JSON.
 const QUERY: &str = r"
-local all = redis.call('HGETALL', KEYS[1])
-local alive = {}
-local users = {}
-local nusers = 0
-local clients = 0
-local out = {0, 0}
-local limit = tonumber(ARGV[2])
-for i = 1, #all, 2 do
-  local run = string.match(all[i], '^(.*)/')
-  local live = alive[run]
-  if live == nil then
-    live = redis.call('EXISTS', ARGV[1] .. 'prlive:' .. run) == 1
-    alive[run] = live
-  end
-  if live then
-    clients = clients + 1
-    local value = all[i + 1]
-    local nl = string.find(value, '\n', 1, true)
-    local user = string.sub(value, 1, nl - 1)
-    if user ~= '' and not users[user] then
-      users[user] = true
-      nusers = nusers + 1
-    end
-    if clients <= limit then
-      table.insert(out, string.sub(value, nl + 1))
-    end
-  end
-end
-out[1] = clients
-out[2] = nusers
-return out
-";
-
-/// How many live members and distinct users a channel has, without
-/// reading its members: the live runs' counts in `prn:{run}`, and the users
-/// of live runs in `pru:{c}`. KEYS: `prnodes`, `pru:{c}`. ARGV: the key
-/// prefix, the channel. Returns the number of clients and of users.
-const STATS: &str = r"
 local alive = {}
 local clients = 0
-for _, run in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+for _, run in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   if redis.call('EXISTS', ARGV[1] .. 'prlive:' .. run) == 1 then
     alive[run] = true
-    local n = redis.call('HGET', ARGV[1] .. 'prn:' .. run, ARGV[2])
+    local n = redis.call('HGET', ARGV[1] .. 'prn:' .. run, ARGV[3])
     if n then clients = clients + tonumber(n) end
   end
 end
 local users = {}
 local nusers = 0
-local all = redis.call('HGETALL', KEYS[2])
+local all = redis.call('HGETALL', KEYS[3])
 for i = 1, #all, 2 do
   local nl = string.find(all[i], '\n', 1, true)
   if nl and alive[string.sub(all[i], 1, nl - 1)] and tonumber(all[i + 1]) > 0 then
@@ -173,7 +140,32 @@ for i = 1, #all, 2 do
     end
   end
 end
-return {clients, nusers}
+local out = {clients, nusers}
+local limit = tonumber(ARGV[2])
+if limit > 0 then
+  local seen = {}
+  local listed = 0
+  local cursor = '0'
+  repeat
+    local page = redis.call('HSCAN', KEYS[1], cursor, 'COUNT', 500)
+    cursor = page[1]
+    local fields = page[2]
+    for i = 1, #fields, 2 do
+      local field = fields[i]
+      if listed < limit and not seen[field] then
+        seen[field] = true
+        local run = string.match(field, '^(.*)/')
+        if run and alive[run] then
+          local value = fields[i + 1]
+          local nl = string.find(value, '\n', 1, true)
+          table.insert(out, string.sub(value, nl + 1))
+          listed = listed + 1
+        end
+      end
+    end
+  until cursor == '0' or listed >= limit
+end
+return out
 ";
 
 /// Removes the members of one dead run, and publishes their `leave`s
@@ -246,7 +238,6 @@ pub struct RedisPresence {
     join: Script,
     leave: Script,
     query: Script,
-    stats: Script,
     reap: Script,
 }
 
@@ -280,7 +271,6 @@ impl RedisPresence {
             join: Script::new(JOIN),
             leave: Script::new(LEAVE),
             query: Script::new(QUERY),
-            stats: Script::new(STATS),
             reap: Script::new(REAP),
         }
     }
@@ -375,13 +365,13 @@ impl RedisPresence {
     ///
     /// [`StreamError::Unavailable`] when Redis does not answer.
     pub async fn query(&self, channel: &str, limit: usize) -> Result<Found, StreamError> {
-        if limit == 0 {
-            return self.stats(channel).await;
-        }
         let mut call = self.query.prepare_invoke();
         call.key(self.key("pr", channel))
+            .key(format!("{}prnodes", self.node.prefix()))
+            .key(self.key("pru", channel))
             .arg(self.node.prefix())
-            .arg(limit);
+            .arg(limit)
+            .arg(channel);
         let mut conn = self.node.connection();
         let reply: Vec<redis::Value> = self.run(call.invoke_async(&mut conn)).await?;
         let number = |v: Option<&redis::Value>| match v {
@@ -400,23 +390,6 @@ impl RedisPresence {
             clients: number(reply.first()),
             users: number(reply.get(1)),
             members,
-        })
-    }
-
-    /// `channel`'s counts of live members and users, from the runs' counts
-    /// (the `STATS` script): one call per node, none per member.
-    async fn stats(&self, channel: &str) -> Result<Found, StreamError> {
-        let mut call = self.stats.prepare_invoke();
-        call.key(format!("{}prnodes", self.node.prefix()))
-            .key(self.key("pru", channel))
-            .arg(self.node.prefix())
-            .arg(channel);
-        let mut conn = self.node.connection();
-        let (clients, users): (i64, i64) = self.run(call.invoke_async(&mut conn)).await?;
-        Ok(Found {
-            clients: u64::try_from(clients).unwrap_or(0),
-            users: u64::try_from(users).unwrap_or(0),
-            members: Vec::new(),
         })
     }
 
