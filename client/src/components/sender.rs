@@ -66,17 +66,20 @@ pub fn Sender(props: &SenderProps) -> Html {
         let auto = auto.clone();
         Callback::from(move |_| auto.set(!*auto))
     };
-    let series_count = use_state(|| 300u32);
+    // The last valid count as its text: a `String` state like the drafts',
+    // since each distinct state type costs about 1 KB of yew code.
+    let series_count = use_state(|| 300u32.to_string());
     let on_series_count = {
         let series_count = series_count.clone();
         Callback::from(move |e: InputEvent| {
             if let Ok(count) = input_value(&e).trim().parse::<u32>() {
-                series_count.set(count);
+                series_count.set(count.to_string());
             }
         })
     };
     let series = {
-        let (on_series, count) = (props.on_series.clone(), *series_count);
+        let on_series = props.on_series.clone();
+        let count = series_count.parse::<u32>().unwrap_or(300);
         Callback::from(move |_: MouseEvent| on_series.emit(count))
     };
     let (queue_len, queue_capacity) = (props.queue_len, props.queue_capacity);
@@ -89,7 +92,7 @@ pub fn Sender(props: &SenderProps) -> Html {
             <button data-testid="send" {onclick}>{ "Send" }</button>
             <label title="echoes `series 1`, `series 2`... one every 10 ms, waiting while the queue is full">{ "series" }
                 <input data-testid="series-count" type="number" min="1"
-                    value={series_count.to_string()} oninput={on_series_count} />
+                    value={(*series_count).clone()} oninput={on_series_count} />
             </label>
             <button data-testid="series" onclick={series}>{ "Send series" }</button>
             <div class="queue">
