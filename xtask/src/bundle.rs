@@ -6,7 +6,7 @@
 //!
 //! * [`TARGET`], 140 KiB gzip -9: where the console must get to, with room
 //!   left for the channel panel of the channels and presence issues. Not
-//!   reached yet (158,550 bytes when the check landed, 151,257 after the
+//!   reached yet (158,550 bytes when the check landed, 149,970 after the
 //!   cuts of docs/BENCHMARKS.md's UI bundle section): the check says by
 //!   how much, and the issue stays open until it is.
 //! * [`CEILING`], enforced: the size when the check landed, plus a little.
@@ -25,11 +25,11 @@ use anyhow::{Context, Result, bail};
 /// Where the console's wasm must get to: 140 KiB.
 pub const TARGET: u64 = 140 * 1024;
 
-/// What the check enforces until [`TARGET`] is reached: 151,257 bytes after
+/// What the check enforces until [`TARGET`] is reached: 149,970 bytes after
 /// the last cuts (160,000 when the check landed at 158,550), and about
 /// 1,500 of room for a small change. A ratchet: lower it as the size comes
 /// down.
-pub const CEILING: u64 = 152_750;
+pub const CEILING: u64 = 151_500;
 
 /// What to do when the wasm is over [`CEILING`].
 const INVESTIGATE: &str = "\

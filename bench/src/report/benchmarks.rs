@@ -40,7 +40,7 @@ const FIRST_PAGE: &str = "Measured by hand on 2026-11-30, not by this run: from 
 /// The console's wasm budget and its check (xtask/src/bundle.rs).
 const BUNDLE_BUDGET: &str = "Target: the console's wasm at most 140 KiB (143,360 bytes) \
      gzip -9, room left for the channel panel of the channels and presence issues. Not reached \
-     yet: `cargo xtask test` enforces a ceiling of 152,750 bytes (151,257 by `cargo xtask \
+     yet: `cargo xtask test` enforces a ceiling of 151,500 bytes (149,970 by `cargo xtask \
      bundle` on 2026-12-07 after the cuts below, and about 1,500 of room; 160,000 when the \
      check landed at 158,550), on the UI it builds (the wasm that `dist/index.html` loads, \
      `gzip -9 -c` as measured here, so the same build gives the same figure), and fails above \
@@ -70,7 +70,21 @@ const MISSED: &[(&str, &str)] = &[
          error text where the driver dropped it (-0.5 KB); the dispatcher's sending to \
          streams is reached through a function pointer that the first stream sets, so an \
          app that never asks for a stream carries none of it (-0.6 KB); wasm-opt's \
-         `--converge` (-0.1 KB). Tried and left: opt-level `s` (+16.6 KB), wasm-opt's `-Os`, \
+         `--converge` (-0.1 KB). \
+         A second round, measured by `cargo xtask bundle`'s build, gzip -9, from 151,328 (the \
+         size after the presence wrapper landed): the tab wire writes every number through one \
+         `u64` path and reads every number as a `u64` checked into its field's range, and its \
+         arrays (the roster, `accepted`, a binary frame's bytes) element by element through \
+         `shared::object::elements`, so serde's decoders for `u32`, `usize`, `Vec<u32>`, \
+         `Vec<(u32, u64)>` and `Vec<u8>` are out of the wasm, with the same bytes on the wire \
+         and the same posts refused (-1.1 KB: -773 bytes for the numbers, -373 for a frame's \
+         bytes); the sender's series count is a `String` state like the drafts' instead of a \
+         `u32` one (-54 bytes: the other `use_state` types left are `String` and `bool`, shared \
+         with the page, so this was the last distinct one outside `app.rs`) and its capacity is \
+         read with the `u32` parser the counts already have instead of one for `usize` (-82 \
+         bytes); the auto-sender's label and the chart's `viewBox` are constants instead of a \
+         `format!` at each render (-76 bytes). \
+         Tried and left: opt-level `s` (+16.6 KB), wasm-opt's `-Os`, \
          `-iit`, `-tnh` and `--gufa` (within 0.3 KB either way), shorter panic paths \
          (`--remap-path-prefix`: gzip already compresses the repeated prefix to about 30 \
          bytes); splitting the pump into `#[inline(never)]` functions changes nothing, since \
@@ -81,9 +95,12 @@ const MISSED: &[(&str, &str)] = &[
          35 KB of it), the tab coordinator (before wasm-opt its `handle` alone is about \
          10 KB), the driver, drop glue and collections \
          instantiated for many types, and serde_json's parser with the error texts its \
-         `custom` errors format (used by `shared::object`). Next step: a leaner tab wire codec (what \
-         the coordinator's `handle` decodes and encodes), and fewer `use_state` types in the \
-         views (each state type instantiates yew's reducer machinery, about 1 KB).",
+         `custom` errors format (used by `shared::object`). Next step: serde_json out of the \
+         wasm path (a small scanner for `shared::object`'s few types; `FieldError::Invalid` \
+         carries a `serde_json::Error`, so that means an error type of its own, with every \
+         error code kept), and the coordinator itself (wasm-opt inlines its `handle` into \
+         the pump, about 25 KB after wasm-opt together), which the wire's codec is now a \
+         small part of.",
     ),
     (
         "echo",

@@ -350,9 +350,9 @@ impl Envelope {
     pub fn to_json(&self) -> String {
         let mut out = String::with_capacity(128);
         out.push_str("{\"v\":");
-        number(&mut out, self.v);
+        number(&mut out, u64::from(self.v));
         out.push_str(",\"from\":");
-        number(&mut out, self.from.0);
+        number(&mut out, u64::from(self.from.0));
         out.push_str(",\"body\":");
         write_message(&mut out, &self.body);
         out.push('}');
@@ -386,10 +386,18 @@ impl Envelope {
     }
 }
 
-fn number(out: &mut String, n: impl std::fmt::Display) {
+/// Every number of the wire is written as a `u64` (one formatting path for
+/// all of them: a generic one was instantiated per integer type).
+fn number(out: &mut String, n: u64) {
     use std::fmt::Write as _;
     // Writing to a String cannot fail.
     let _ = write!(out, "{n}");
+}
+
+/// A count (`usize`) as [`number`] writes it.
+fn count(out: &mut String, n: usize) {
+    // usize is at most 64 bits on every target Rust supports.
+    number(out, n as u64);
 }
 
 /// `,"name":` (the first field of an object follows its `type` or `kind`).
@@ -425,7 +433,7 @@ fn write_message(out: &mut String, message: &TabMessage) {
             key(out, "config");
             write_config(out, config);
             key(out, "next");
-            number(out, next);
+            number(out, *next);
         }
         TabMessage::Bye | TabMessage::Heartbeat => {}
         TabMessage::Leader {
@@ -437,13 +445,13 @@ fn write_message(out: &mut String, message: &TabMessage) {
             roster,
         } => {
             key(out, "epoch");
-            number(out, epoch);
+            number(out, *epoch);
             key(out, "config");
             write_config(out, config);
             key(out, "shared");
             write_shared(out, shared);
             key(out, "tabs");
-            number(out, tabs);
+            count(out, *tabs);
             key(out, "state");
             write_state(out, *state);
             key(out, "roster");
@@ -452,19 +460,19 @@ fn write_message(out: &mut String, message: &TabMessage) {
                 if i > 0 {
                     out.push(',');
                 }
-                number(out, tab.0);
+                number(out, u64::from(tab.0));
             }
             out.push(']');
         }
         TabMessage::Rejoin { tab } => {
             key(out, "tab");
-            number(out, tab.0);
+            number(out, u64::from(tab.0));
         }
         TabMessage::Refused { tab, n, reason } => {
             key(out, "tab");
-            number(out, tab.0);
+            number(out, u64::from(tab.0));
             key(out, "n");
-            number(out, n);
+            number(out, *n);
             key(out, "reason");
             out.push_str(match reason {
                 Refusal::QueueFull => "\"queue_full\"",
@@ -474,31 +482,31 @@ fn write_message(out: &mut String, message: &TabMessage) {
         }
         TabMessage::Disband { version } => {
             key(out, "version");
-            number(out, version);
+            number(out, *version);
         }
         TabMessage::Mismatch { tab, leader } => {
             key(out, "tab");
-            number(out, tab.0);
+            number(out, u64::from(tab.0));
             key(out, "leader");
             write_config(out, leader);
         }
         TabMessage::Send { n, frame } => {
             key(out, "n");
-            number(out, n);
+            number(out, *n);
             key(out, "frame");
             write_frame(out, frame);
         }
         TabMessage::Accepted(pending) => write_pending_fields(out, pending, false),
         TabMessage::Confirmed { tab, n } => {
             key(out, "tab");
-            number(out, tab.0);
+            number(out, u64::from(tab.0));
             key(out, "n");
-            number(out, n);
+            number(out, *n);
         }
         TabMessage::Inbound { seq, frame } => {
             key(out, "seq");
             match seq {
-                Some(seq) => number(out, seq),
+                Some(seq) => number(out, *seq),
                 None => out.push_str("null"),
             }
             key(out, "frame");
@@ -512,13 +520,13 @@ fn write_message(out: &mut String, message: &TabMessage) {
             key(out, "session");
             write_optional_session(out, session.as_ref());
             key(out, "unconfirmed");
-            number(out, unconfirmed);
+            count(out, *unconfirmed);
         }
         TabMessage::Status { state, tabs } => {
             key(out, "state");
             write_state(out, *state);
             key(out, "tabs");
-            number(out, tabs);
+            count(out, *tabs);
         }
     }
     out.push('}');
@@ -575,7 +583,7 @@ fn write_frame(out: &mut String, frame: &Frame) {
                 if i > 0 {
                     out.push(',');
                 }
-                number(out, byte);
+                number(out, u64::from(*byte));
             }
             out.push(']');
         }
@@ -591,7 +599,7 @@ fn write_pending_fields(out: &mut String, pending: &Pending, open: bool) {
     } else {
         key(out, "tab");
     }
-    number(out, pending.tab.0);
+    number(out, u64::from(pending.tab.0));
     key(out, "n");
     number(out, pending.n);
     key(out, "frame");
@@ -620,9 +628,9 @@ fn write_shared(out: &mut String, shared: &Shared) {
             out.push(',');
         }
         out.push('[');
-        number(out, tab.0);
+        number(out, u64::from(tab.0));
         out.push(',');
-        number(out, n);
+        number(out, *n);
         out.push(']');
     }
     out.push_str("]}");
@@ -659,7 +667,7 @@ fn version(object: &Object<'_>) -> Result<u64, Bad> {
 
 fn envelope(object: &Object<'_>) -> Result<Envelope, Bad> {
     Ok(Envelope {
-        v: object.required("v")?,
+        v: narrow(object.required::<u64>("v")?)?,
         from: tab(object, "from")?,
         body: message(&nested(object, "body")?)?,
     })
@@ -671,7 +679,24 @@ fn nested<'a>(object: &Object<'a>, name: &'static str) -> Result<Object<'a>, Bad
 }
 
 fn tab(object: &Object<'_>, name: &'static str) -> Result<TabId, Bad> {
-    Ok(TabId(object.required(name)?))
+    Ok(TabId(narrow(object.required::<u64>(name)?)?))
+}
+
+/// A number read as a `u64`, in the range of the field's type: every
+/// number of the wire is decoded as a `u64` (one serde instantiation
+/// instead of one per integer type), and one out of the field's range is
+/// malformed, as the field's own decoder refused it.
+fn narrow<T: TryFrom<u64>>(n: u64) -> Result<T, Bad> {
+    T::try_from(n).map_err(|_| Bad)
+}
+
+/// The numbers of a JSON array, each in the range of `T` (as
+/// `Vec<T>`'s decoder reads it).
+fn numbers<T: TryFrom<u64>>(raw: &str) -> Result<Vec<T>, Bad> {
+    object::elements(raw)?
+        .into_iter()
+        .map(|item| narrow(serde_json::from_str::<u64>(item)?))
+        .collect()
 }
 
 fn message(body: &Object<'_>) -> Result<TabMessage, Bad> {
@@ -686,10 +711,9 @@ fn message(body: &Object<'_>) -> Result<TabMessage, Bad> {
             epoch: body.required("epoch")?,
             config: config(&nested(body, "config")?)?,
             shared: shared(&nested(body, "shared")?)?,
-            tabs: body.required("tabs")?,
+            tabs: narrow(body.required::<u64>("tabs")?)?,
             state: link_state(body)?,
-            roster: body
-                .required::<Vec<u32>>("roster")?
+            roster: numbers(body.raw("roster")?.ok_or(Bad)?)?
                 .into_iter()
                 .map(TabId)
                 .collect(),
@@ -730,11 +754,11 @@ fn message(body: &Object<'_>) -> Result<TabMessage, Bad> {
         "session" => TabMessage::Session(session(body)?),
         "resume_failed" => TabMessage::ResumeFailed {
             session: optional_session(body)?,
-            unconfirmed: body.required("unconfirmed")?,
+            unconfirmed: narrow(body.required::<u64>("unconfirmed")?)?,
         },
         "status" => TabMessage::Status {
             state: link_state(body)?,
-            tabs: body.required("tabs")?,
+            tabs: narrow(body.required::<u64>("tabs")?)?,
         },
         "heartbeat" => TabMessage::Heartbeat,
         _ => return Err(Bad),
@@ -776,7 +800,7 @@ fn optional_session(object: &Object<'_>) -> Result<Option<Session>, Bad> {
 fn frame(frame: &Object<'_>) -> Result<Frame, Bad> {
     match &*frame.tag("kind")?.ok_or(Bad)? {
         "text" => Ok(Frame::Text(frame.required("data")?)),
-        "binary" => Ok(Frame::Binary(frame.required("data")?)),
+        "binary" => Ok(Frame::Binary(numbers(frame.raw("data")?.ok_or(Bad)?)?)),
         _ => Err(Bad),
     }
 }
@@ -802,8 +826,11 @@ fn shared(shared: &Object<'_>) -> Result<Shared, Bad> {
         accepted: {
             // Inserted one by one (a later pair of the same tab wins).
             let mut accepted = TabMap::new();
-            for (tab, n) in shared.required::<Vec<(u32, u64)>>("accepted")? {
-                accepted.insert(TabId(tab), n);
+            for pair in object::elements(shared.raw("accepted")?.ok_or(Bad)?)? {
+                let [tab, n] = numbers::<u64>(pair)?[..] else {
+                    return Err(Bad);
+                };
+                accepted.insert(TabId(narrow(tab)?), n);
             }
             accepted
         },
@@ -1129,6 +1156,36 @@ mod tests {
             r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[{}],"accepted":[]},"tabs":2,"state":"open","roster":[]}}"#,
             r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,2,3]]},"tabs":2,"state":"open","roster":[]}}"#,
             r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,2],[1,3]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[4294967296,1]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,-1]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[ [ 1 , 2 ] ]},"tabs":2,"state":"open","roster":[ 1 , 2 ]}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[{}]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":{}},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":null},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":-1,"state":"open","roster":[]}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2.0,"state":"open","roster":[]}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":18446744073709551616,"state":"open","roster":[]}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[4294967296]}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[-1]}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[1.0]}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[-0]}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":null}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[[1]]}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":["1"]}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[-0, 255 ,0]}}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[-1]}}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1.0]}}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1e2]}}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[null]}}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[]}}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":null}}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":{}}}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[[1]]}}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1,]}}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":-1}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":4294967296}}"#,
+            r#"{"v":2,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":1.5}}"#,
         ] {
             assert_eq!(Envelope::from_json(text), derived(text), "{text}");
         }
