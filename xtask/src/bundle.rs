@@ -4,14 +4,15 @@
 //!
 //! Two figures (issue 22):
 //!
-//! * [`TARGET`], 140 KiB gzip -9: where the console must get to, with room
-//!   left for the channel panel of the channels and presence issues. Not
-//!   reached yet (158,550 bytes when the check landed, 149,970 after the
-//!   cuts of docs/BENCHMARKS.md's UI bundle section): the check says by
-//!   how much, and the issue stays open until it is.
-//! * [`CEILING`], enforced: the size when the check landed, plus a little.
-//!   Above it the step fails, so the console cannot grow while the target
-//!   is missed; lower it as the size comes down, until it is the target.
+//! * [`TARGET`], 140 KiB gzip -9: where the console must get to, the
+//!   channel panel of the channels and presence issues included. Not
+//!   reached (158,550 bytes when the check landed, 149,970 after the cuts
+//!   of docs/BENCHMARKS.md's UI bundle section, 171,179 once the console
+//!   had its channel panel): the check says by how much, and the issue
+//!   stays open until it is.
+//! * [`CEILING`], enforced: the last measured size, plus a little. Above it
+//!   the step fails, so the console cannot grow while the target is
+//!   missed; lower it as the size comes down, until it is the target.
 //!
 //! The figure is `gzip -9 -c <file>`'s length, as `bench` measures the
 //! bundle row of docs/BENCHMARKS.md: the same input gives the same size, so
@@ -25,11 +26,17 @@ use anyhow::{Context, Result, bail};
 /// Where the console's wasm must get to: 140 KiB.
 pub const TARGET: u64 = 140 * 1024;
 
-/// What the check enforces until [`TARGET`] is reached: 149,970 bytes after
-/// the last cuts (160,000 when the check landed at 158,550), and about
-/// 1,500 of room for a small change. A ratchet: lower it as the size comes
-/// down.
-pub const CEILING: u64 = 151_500;
+/// What the check enforces until [`TARGET`] is reached: 171,179 bytes
+/// with the channel panel, and about 1,500 of room for a small change. A
+/// ratchet: lower it as the size comes down.
+///
+/// Raised once, on purpose, on 2026-12-07 (151,500 before): the channel
+/// panel (issue 24) is the first part of the console that subscribes,
+/// publishes and follows presence, so the wrapper's channel table came into
+/// the wasm with it, about 19.6 KB of the 21.2 KB it added (the panel's own
+/// views about 2.3 KB). Shipping the panel was worth more than holding the
+/// old line; the target stands, and the size has to come down to it.
+pub const CEILING: u64 = 172_700;
 
 /// What to do when the wasm is over [`CEILING`].
 const INVESTIGATE: &str = "\

@@ -39,10 +39,12 @@ const FIRST_PAGE: &str = "Measured by hand on 2026-11-30, not by this run: from 
 
 /// The console's wasm budget and its check (xtask/src/bundle.rs).
 const BUNDLE_BUDGET: &str = "Target: the console's wasm at most 140 KiB (143,360 bytes) \
-     gzip -9, room left for the channel panel of the channels and presence issues. Not reached \
-     yet: `cargo xtask test` enforces a ceiling of 151,500 bytes (149,970 by `cargo xtask \
-     bundle` on 2026-12-07 after the cuts below, and about 1,500 of room; 160,000 when the \
-     check landed at 158,550), on the UI it builds (the wasm that `dist/index.html` loads, \
+     gzip -9, the channel panel of the channels and presence issues included. Not reached: \
+     `cargo xtask test` enforces a ceiling of 172,700 bytes (171,179 by `cargo xtask bundle` \
+     on 2026-12-07 once the console had its channel panel, 149,970 after the cuts below and \
+     before the panel, and about 1,500 of room; raised once from 151,500 for the panel, whose \
+     wrapper channel code came into the wasm with it: about 19.6 KB of the 21.2 KB; 160,000 \
+     when the check landed at 158,550), on the UI it builds (the wasm that `dist/index.html` loads, \
      `gzip -9 -c` as measured here, so the same build gives the same figure), and fails above \
      it, saying how to profile; the ceiling comes down with the size until it is the target. \
      `cargo xtask bundle` builds the UI and runs the check alone.";
@@ -52,8 +54,8 @@ const BUNDLE_BUDGET: &str = "Target: the console's wasm at most 140 KiB (143,360
 const MISSED: &[(&str, &str)] = &[
     (
         "bundle",
-        "The target is 140 KiB (143,360 bytes) gzip -9, room left for the channel panel of \
-         the channels and presence issues; `cargo xtask test` enforces a ceiling just above \
+        "The target is 140 KiB (143,360 bytes) gzip -9, the channel panel of the \
+         channels and presence issues included; `cargo xtask test` enforces a ceiling just above \
          the last measured size (`cargo xtask bundle` alone), so CI fails if the console grows \
          while the target is missed. The UI is built with its own Cargo profile (`ui`: release \
          with opt-level `z`, through trunk's `data-cargo-profile-release`) and `wasm-opt -Oz \
