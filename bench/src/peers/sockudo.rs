@@ -78,7 +78,14 @@ pub fn version() -> String {
 /// When it is not installed, or does not listen within 10 s.
 pub fn node(redis: Option<&str>, nofile: u64) -> Result<(Guard, SocketAddr)> {
     let addr = free_addr()?;
-    let mut command = pinned(Core::Server, nofile, binary()?);
+    let binary = binary()?;
+    let mut command = pinned(Core::Server, nofile, &binary);
+    // It reads `config/config.toml` (or `.json`) from its working directory
+    // when there is one: run it where there is none, so that only the
+    // environment below configures it.
+    if let Some(dir) = binary.parent().and_then(std::path::Path::parent) {
+        command.current_dir(dir);
+    }
     command
         .env("HOST", addr.ip().to_string())
         .env("PORT", addr.port().to_string())
