@@ -134,7 +134,9 @@ enum Cmd {
         /// the section says so.
         #[arg(long)]
         quick: bool,
-        /// Only these peers (repeat the flag; default both).
+        /// Only these peers (repeat the flag; default ours and socket.io:
+        /// Sockudo only when named, `cargo xtask bench --channels --peers
+        /// sockudo` installs it).
         #[arg(long = "peer", value_enum)]
         peers: Vec<channels::Peer>,
         /// Only these node counts, 1 or 2 (repeat the flag; default both).

@@ -49,9 +49,10 @@ commands:
                       --rounds N interleaved rounds of each scenario (7 for a ratio near its line)
   bench --scale       only its last part: connections on one node, timed pushes on, ours beside gorilla
   bench --cluster     only the cluster's part: one broadcast to 10,000 clients over two nodes on Redis
-  bench --channels [--quick]
+  bench --channels [--quick] [--peers sockudo]
                       a channel's fan-out, ours beside socket.io (installed from npm), one node and two
-                      on Redis; --quick: fewer subscribers, shorter windows (the section says so)
+                      on Redis; --quick: fewer subscribers, shorter windows (the section says so);
+                      --peers sockudo: Sockudo 5.2 too (cargo install, about 13 minutes once)
   bench --presence [--quick]
                       a channel's presence, ours beside socket.io's fetchSockets(): 10,000 members at
                       1, 2 and 3 nodes on Redis, both queries timed and the idle CPU; --quick: 1,000
@@ -92,7 +93,12 @@ fn main() -> Result<()> {
         "bench" if rest.iter().any(|a| a == "--scale") => tasks::bench_scale(),
         "bench" if rest.iter().any(|a| a == "--cluster") => tasks::bench_cluster(),
         "bench" if rest.iter().any(|a| a == "--channels") => {
-            tasks::bench_channels(rest.iter().any(|a| a == "--quick"))
+            let sockudo = rest
+                .iter()
+                .position(|a| a == "--peers")
+                .and_then(|at| rest.get(at + 1))
+                .is_some_and(|peers| peers.split(',').any(|p| p == "sockudo"));
+            tasks::bench_channels(rest.iter().any(|a| a == "--quick"), sockudo)
         }
         "bench" if rest.iter().any(|a| a == "--presence") => {
             tasks::bench_presence(rest.iter().any(|a| a == "--quick"))

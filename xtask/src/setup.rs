@@ -13,6 +13,7 @@
 //! | `redis-server` | Debian package `redis-server` (needs root) | Debian's (7.0 on bookworm) | test (the cluster tests) |
 //! | `go`, gorilla/websocket | Debian packages `golang-go`, `golang-github-gorilla-websocket-dev` (needs root) | Debian's | bench |
 //! | socket.io, `@socket.io/redis-adapter`, `redis` | npm, into `target/tools/socketio` | [`SOCKETIO_PACKAGES`] | bench (`--channels`, `--presence`) |
+//! | `sockudo` | `cargo install sockudo --features redis`, into `target/tools/sockudo` (needs Debian's `protobuf-compiler`) | [`SOCKUDO_VERSION`] | bench (`--channels --peers sockudo`) |
 //!
 //! `run` installs only its four: on a fresh machine the time to the first
 //! page is the compile time of wasm-bindgen-cli and trunk, not of wasm-pack
@@ -299,6 +300,74 @@ pub fn ensure_socketio() -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Sockudo, the channels benchmark's second peer (issue 23), pinned: the
+/// bench's figures name the version they measured.
+pub const SOCKUDO_VERSION: &str = "5.2.0";
+
+/// Installs Sockudo [`SOCKUDO_VERSION`] with its redis adapter (`--features
+/// redis`, for two nodes) into `target/tools/sockudo`, unless `sockudo
+/// --version` there says that version. Its build needs `protoc` (Debian's
+/// `protobuf-compiler`, installed with apt-get when missing) and takes about
+/// 13 minutes on two cores, once.
+///
+/// # Errors
+///
+/// When `protoc` is missing and cannot be installed, or the install fails.
+pub fn ensure_sockudo() -> Result<()> {
+    let root = tools_dir().join("sockudo");
+    let binary = root.join("bin").join("sockudo");
+    let binary = binary.to_string_lossy().into_owned();
+    let at_version = || {
+        output(&mut command(&binary, &["--version"]))
+            .is_some_and(|v| v.split_whitespace().any(|w| w == SOCKUDO_VERSION))
+    };
+    if at_version() {
+        return Ok(());
+    }
+    ensure_protoc()?;
+    eprintln!(
+        "setup: installing sockudo {SOCKUDO_VERSION} into target/tools/sockudo (about 13 minutes, once)"
+    );
+    let root = root.to_string_lossy().into_owned();
+    let mut args = vec!["install", "sockudo", "--version", SOCKUDO_VERSION];
+    args.extend(["--features", "redis", "--root", &root]);
+    // As for the other cargo tools: --locked first, then a fresh resolve.
+    let mut locked = args.clone();
+    locked.push("--locked");
+    if cmd::run(&mut command("cargo", &locked)).is_err() {
+        eprintln!("setup: `cargo install --locked` failed, retrying without --locked");
+        cmd::run(&mut command("cargo", &args)).context("could not install sockudo")?;
+    }
+    if !at_version() {
+        bail!("sockudo was installed into {root} but is not {SOCKUDO_VERSION}");
+    }
+    Ok(())
+}
+
+/// `protoc`, which Sockudo's build needs: Debian's `protobuf-compiler`,
+/// installed with apt-get when missing, as redis-server is.
+fn ensure_protoc() -> Result<()> {
+    if which(&["protoc"]).is_some() {
+        return Ok(());
+    }
+    let is_root = output(&mut command("id", &["-u"])).is_some_and(|id| id.trim() == "0");
+    if !is_root || which(&["apt-get"]).is_none() {
+        bail!(
+            "Sockudo's build needs protoc. Install it \
+             (Debian/Ubuntu: `sudo apt-get install protobuf-compiler`), then run this again"
+        );
+    }
+    eprintln!("setup: installing protobuf-compiler with apt-get");
+    cmd::run(&mut command("apt-get", &["update"]))?;
+    cmd::run(
+        command("apt-get", &["install", "-y", "protobuf-compiler"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    which(&["protoc"])
+        .map(|_| ())
+        .context("protoc is still missing after apt-get install")
 }
 
 /// Where Debian's gorilla/websocket package puts its sources (GOPATH mode).

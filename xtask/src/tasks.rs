@@ -249,12 +249,21 @@ pub fn bench_cluster() -> Result<()> {
 /// and the benchmark tools in release and runs the channels' fan-out, ours
 /// beside socket.io, one node and two on Redis: `bench channels` writes its
 /// section of docs/BENCHMARKS.md. With `quick`, fewer subscribers and
-/// shorter windows (the section says so).
-pub fn bench_channels(quick: bool) -> Result<()> {
+/// shorter windows (the section says so). With `sockudo`, Sockudo too,
+/// installed with cargo into target/tools/sockudo (about 13 minutes once,
+/// hence only when asked).
+pub fn bench_channels(quick: bool, sockudo: bool) -> Result<()> {
     setup::ensure_redis()?;
     setup::ensure_socketio()?;
-    let extra: &[&str] = if quick { &["--quick"] } else { &[] };
-    cmd::run(&mut release_bench("channels", extra)?)
+    let mut extra: Vec<&str> = Vec::new();
+    if quick {
+        extra.push("--quick");
+    }
+    if sockudo {
+        setup::ensure_sockudo()?;
+        extra.extend(["--peer", "ours", "--peer", "socketio", "--peer", "sockudo"]);
+    }
+    cmd::run(&mut release_bench("channels", &extra)?)
 }
 
 /// Installs socket.io (npm, into target/tools/socketio), builds the server

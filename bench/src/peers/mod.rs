@@ -5,12 +5,16 @@
 //! * [`gorilla`]: the gorilla/websocket reference (`bench/go/server.go`);
 //! * [`socketio`]: socket.io 4.8 on Node.js with rooms, and its redis
 //!   adapter for two nodes (`bench/socketio/server.js`), and the Engine.IO 4
-//!   client our load generator speaks to it.
+//!   client our load generator speaks to it;
+//! * [`sockudo`]: Sockudo 5.2 (the Pusher protocol), its local adapter on
+//!   one node and its redis adapter on two, and the signed HTTP API that
+//!   publishes to it.
 
 pub mod gorilla;
 pub mod ours;
 pub mod raw;
 pub mod socketio;
+pub mod sockudo;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -80,6 +80,9 @@ pub struct Run {
     pub socketio: String,
     /// The installed `@socket.io/redis-adapter`.
     pub redis_adapter: String,
+    /// `sockudo --version`, when it was measured (`--peer sockudo`).
+    #[serde(default)]
+    pub sockudo: String,
     /// Every case on every peer.
     pub rows: Vec<Row>,
 }
@@ -261,6 +264,33 @@ pub fn markdown(run: &Run) -> String {
             oper = cell(get(ours, reader_ms_per_publication), 1),
             iper = cell(get(io, reader_ms_per_publication), 1),
         );
+        if let Some(sockudo) = find(run, Peer::Sockudo, *nodes, case.subscribers) {
+            sockudo_table(&mut md, ours, sockudo);
+        }
+    }
+    if run.rows.iter().any(|r| r.peer == Peer::Sockudo) {
+        let _ = write!(
+            md,
+            "\nSockudo ({version}, `cargo install sockudo --locked --features redis`) was \
+             measured in the same run with `--peers sockudo`, its tables under each case: \
+             the Pusher protocol 7 (`/app/KEY?protocol=7`, `pusher:subscribe` to a public \
+             channel), publications through its signed HTTP API (`POST /apps/ID/events`, the \
+             payload as the event's data string), its local adapter on one node and its redis \
+             adapter on two, its rate limiter and metrics server off and its app's connection \
+             limit raised. Its heartbeat is as it ships (a `pusher:ping` after 120 s of \
+             silence, answered). It cannot report a port it bound itself, so each node is \
+             given a free loopback port found by the harness, as our server is. The issue's \
+             targets against it: CPU per delivery and memory per subscriber below Sockudo's \
+             (ratio under 1x).\n",
+            version = run.sockudo.trim(),
+        );
+    } else {
+        let _ = write!(
+            md,
+            "\nSockudo was not measured in this run: it is measured beside the others with \
+             `cargo xtask bench --channels --peers sockudo` (its install takes about 13 \
+             minutes on two cores, once).\n"
+        );
     }
     for peer in [Peer::Ours, Peer::SocketIo] {
         if run.rows.iter().all(|r| r.peer != peer) {
@@ -273,6 +303,66 @@ pub fn markdown(run: &Run) -> String {
     }
     let _ = write!(md, "\n{END}\n");
     md
+}
+
+/// Sockudo beside ours for one case: its figures and ours / Sockudo, the
+/// issue's targets being "below Sockudo's" for CPU and memory.
+fn sockudo_table(md: &mut String, ours: Option<&Row>, sockudo: &Row) {
+    let get = |row: Option<&Row>, f: fn(&Row) -> f64| row.map(f);
+    let s = Some(sockudo);
+    let _ = write!(
+        md,
+        "\n| | ours | Sockudo | ours / Sockudo |\n|---|---|---|---|\n\
+         | delay p50, ms | {o50} | {s50} | {r50} |\n\
+         | delay p99, ms | {o99} | {s99} | {r99} |\n\
+         | delay max, ms | {omax} | {smax} | |\n\
+         | server CPU per delivery, µs | {ocpu} | {scpu} | {rcpu} |\n\
+         | server RSS per subscriber, KiB | {omem} | {smem} | {rmem} |\n\
+         | deliveries | {odel} | {sdel} | |\n\
+         | time to subscribe them all, s | {oopen} | {sopen} | |\n\
+         | load generator CPU over the window, cores | {oload} | {sload} | |\n\
+         | load generator CPU per publication, ms | {oper} | {sper} | |\n",
+        o50 = cell(get(ours, |r| r.p50_ms), 2),
+        s50 = cell(get(s, |r| r.p50_ms), 2),
+        r50 = plain_ratio(get(ours, |r| r.p50_ms), get(s, |r| r.p50_ms)),
+        o99 = cell(get(ours, |r| r.p99_ms), 2),
+        s99 = cell(get(s, |r| r.p99_ms), 2),
+        r99 = plain_ratio(get(ours, |r| r.p99_ms), get(s, |r| r.p99_ms)),
+        omax = cell(get(ours, |r| r.max_ms), 2),
+        smax = cell(get(s, |r| r.max_ms), 2),
+        ocpu = cell(get(ours, |r| r.cpu_us_per_delivery), 2),
+        scpu = cell(get(s, |r| r.cpu_us_per_delivery), 2),
+        rcpu = below(
+            get(ours, |r| r.cpu_us_per_delivery),
+            get(s, |r| r.cpu_us_per_delivery)
+        ),
+        omem = cell(get(ours, |r| r.kib_per_subscriber), 2),
+        smem = cell(get(s, |r| r.kib_per_subscriber), 2),
+        rmem = below(
+            get(ours, |r| r.kib_per_subscriber),
+            get(s, |r| r.kib_per_subscriber)
+        ),
+        odel = ours.map_or("-".into(), |r| format!("{} of {}", r.delivered, r.expected)),
+        sdel = format_args!("{} of {}", sockudo.delivered, sockudo.expected),
+        oopen = cell(get(ours, |r| r.open_s), 1),
+        sopen = cell(get(s, |r| r.open_s), 1),
+        oload = cell(get(ours, |r| r.clients_cpu), 2),
+        sload = cell(get(s, |r| r.clients_cpu), 2),
+        oper = cell(get(ours, reader_ms_per_publication), 1),
+        sper = cell(get(s, reader_ms_per_publication), 1),
+    );
+}
+
+/// `ours / theirs` against "below theirs", or `-`.
+fn below(ours: Option<f64>, theirs: Option<f64>) -> String {
+    match (ours, theirs) {
+        (Some(a), Some(b)) if b > 0.0 => {
+            let r = a / b;
+            let verdict = if r < 1.0 { "met" } else { "**missed**" };
+            format!("{r:.2}x ({verdict}, target < 1x)")
+        }
+        _ => "-".into(),
+    }
 }
 
 #[cfg(test)]
@@ -317,9 +407,11 @@ mod tests {
             node: "v20".into(),
             socketio: "4.8.1".into(),
             redis_adapter: "8.3.0".into(),
+            sockudo: "sockudo 5.2.0".into(),
             rows: vec![
                 row(Peer::Ours, 1.0, 2.0, 4.0),
                 row(Peer::SocketIo, 4.0, 3.0, 8.0),
+                row(Peer::Sockudo, 2.0, 1.0, 16.0),
             ],
         };
         let md = markdown(&run);
@@ -344,5 +436,18 @@ mod tests {
             md.contains("| delay p50, ms | 0.50 | 2.00 | 0.25x |"),
             "{md}"
         );
+        assert!(
+            md.contains(
+                "| server CPU per delivery, µs | 2.00 | 1.00 | 2.00x (**missed**, target < 1x) |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| server RSS per subscriber, KiB | 4.00 | 16.00 | 0.25x (met, target < 1x) |"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("Sockudo (sockudo 5.2.0"), "{md}");
     }
 }

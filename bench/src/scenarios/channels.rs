@@ -18,6 +18,10 @@
 //! /api/channels/bench/publish` (admin token). socket.io: the WebSocket
 //! transport of Engine.IO 4, `40`, the event `join`, then `pub` events;
 //! publish with `POST /publish/bench` ([`crate::peers::socketio`]).
+//! Sockudo, when asked (`--peer sockudo`): the Pusher protocol 7 at
+//! `/app/KEY?protocol=7`, `pusher:subscribe` to the public channel `bench`,
+//! then `pub` events whose data string is the payload; publish with the
+//! signed `POST /apps/ID/events` ([`crate::peers::sockudo`]).
 //!
 //! Like `bench scale`, the subscribers are held by client processes (`bench
 //! load subscribe`, on the load core), each from its own eight 127.0.0.x
@@ -27,6 +31,7 @@
 //! window on every connection (in order, each once) and prints its result.
 //! Every wait is bounded; servers bind ports of their own on loopback.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -50,7 +55,7 @@ use crate::harness::proc_stats::{cpu_seconds, cpu_seconds_of, settled_rss};
 use crate::harness::procs::{Core, Guard, hard_nofile, pinned};
 use crate::harness::servers::forward_lines;
 use crate::harness::ws::tcp_from;
-use crate::peers::{ours, socketio};
+use crate::peers::{ours, socketio, sockudo};
 use crate::report::channels::{Row, Run};
 
 /// The channel (ours) and the room (socket.io).
@@ -79,6 +84,9 @@ pub enum Peer {
     /// socket.io 4.8 on Node.js.
     #[value(name = "socketio")]
     SocketIo,
+    /// Sockudo 5.2 (the Pusher protocol), only when asked: its install
+    /// takes about 13 minutes.
+    Sockudo,
 }
 
 impl Peer {
@@ -87,6 +95,7 @@ impl Peer {
         match self {
             Self::Ours => "ours",
             Self::SocketIo => "socket.io",
+            Self::Sockudo => "Sockudo",
         }
     }
 }
@@ -193,6 +202,11 @@ pub fn run(options: &Options) -> Result<Run> {
         node: machine::sh("/usr/bin/node --version"),
         socketio: socketio::version("socket.io"),
         redis_adapter: socketio::version("@socket.io/redis-adapter"),
+        sockudo: if options.peers.contains(&Peer::Sockudo) {
+            sockudo::version()
+        } else {
+            String::new()
+        },
         rows,
     };
     let md = crate::report::channels::markdown(&run);
@@ -250,6 +264,7 @@ pub fn start_nodes(
                 ours::node(server, redis, &format!("bench-{i}"), nofile, &args)?
             }
             Peer::SocketIo => socketio::node(redis, nofile)?,
+            Peer::Sockudo => sockudo::node(redis, nofile)?,
         });
     }
     Ok(started)
@@ -466,6 +481,7 @@ fn peer_arg(peer: Peer) -> &'static str {
     match peer {
         Peer::Ours => "ours",
         Peer::SocketIo => "socketio",
+        Peer::Sockudo => "sockudo",
     }
 }
 
@@ -495,6 +511,8 @@ async fn publish(peer: Peer, addr: SocketAddr, case: Case) -> Result<Vec<f64>> {
     let url = match peer {
         Peer::Ours => format!("http://{addr}/api/channels/{CHANNEL}/publish"),
         Peer::SocketIo => format!("http://{addr}/publish/{CHANNEL}"),
+        // Signed per publication, below.
+        Peer::Sockudo => String::new(),
     };
     let interval = Duration::from_secs(1) / case.per_second.max(1);
     // The first one once the clients have read `go`.
@@ -503,10 +521,15 @@ async fn publish(peer: Peer, addr: SocketAddr, case: Case) -> Result<Vec<f64>> {
     for n in 0..case.publications() {
         tokio::time::sleep_until(start + interval * u32::try_from(n)?).await;
         let sent = Instant::now();
-        let mut request = http
-            .post(&url)
-            .header("content-type", "application/json")
-            .body(payload(n, unix_us()));
+        let body = payload(n, unix_us());
+        let mut request = if peer == Peer::Sockudo {
+            // The payload travels as the Pusher event's data string.
+            let (url, body) = sockudo::publication(addr, CHANNEL, &body, unix_us() / 1_000_000);
+            http.post(url).body(body)
+        } else {
+            http.post(&url).body(body)
+        }
+        .header("content-type", "application/json");
         if peer == Peer::Ours {
             request = request.bearer_auth(ours::ADMIN_TOKEN);
         }
@@ -684,6 +707,10 @@ async fn next_text(peer: Peer, ws: &mut Ws) -> Result<String> {
                 ws.send(Message::text(socketio::PONG)).await?;
                 continue;
             }
+            if peer == Peer::Sockudo && sockudo::is_ping(text.as_str()) {
+                ws.send(Message::text(sockudo::PONG)).await?;
+                continue;
+            }
             return Ok(text.as_str().to_owned());
         }
     }
@@ -732,19 +759,42 @@ async fn open(peer: Peer, src: u8, node: SocketAddr) -> Result<Ws> {
                 }
             }
         }
+        Peer::Sockudo => {
+            let url = format!("ws://{node}{}", sockudo::path());
+            let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
+            let established = next_text(peer, &mut ws).await?;
+            ensure!(
+                sockudo::event_of(&established).as_deref() == Some("pusher:connection_established"),
+                "not pusher:connection_established: {established}"
+            );
+            ws.send(Message::text(sockudo::subscribe(CHANNEL))).await?;
+            loop {
+                let text = next_text(peer, &mut ws).await?;
+                match sockudo::event_of(&text).as_deref() {
+                    Some("pusher_internal:subscription_succeeded") => return Ok(ws),
+                    Some("pusher:error" | "pusher:subscription_error") => {
+                        bail!("subscribe refused: {text}")
+                    }
+                    _ => {}
+                }
+            }
+        }
     }
 }
 
-/// The publication in a frame: ours' `pub` (its `data`), socket.io's `pub` event.
-fn publication(peer: Peer, text: &str) -> Option<&str> {
+/// The publication in a frame: ours' `pub` (its `data`), socket.io's `pub`
+/// event, Sockudo's `pub` event (its data string, decoded).
+fn publication(peer: Peer, text: &str) -> Option<Cow<'_, str>> {
     match peer {
         Peer::Ours => {
             if !text.starts_with(r#"{"type":"pub""#) {
                 return None;
             }
-            text.split_once(r#""data":"#).map(|(_, data)| data)
+            text.split_once(r#""data":"#)
+                .map(|(_, data)| Cow::Borrowed(data))
         }
-        Peer::SocketIo => socketio::payload_of(text, socketio::PUB_EVENT),
+        Peer::SocketIo => socketio::payload_of(text, socketio::PUB_EVENT).map(Cow::Borrowed),
+        Peer::Sockudo => sockudo::data_of(text, sockudo::PUB_EVENT).map(Cow::Owned),
     }
 }
 
@@ -757,7 +807,7 @@ async fn read(peer: Peer, mut ws: Ws, count: u64, tally: Arc<Tally>) {
             Ok(text) => text,
             Err(err) => break format!("ended: {err:#}"),
         };
-        let Some((n, t_us)) = publication(peer, &text).and_then(read_payload) else {
+        let Some((n, t_us)) = publication(peer, &text).and_then(|p| read_payload(&p)) else {
             tally.note(text.chars().take(40).collect());
             continue;
         };
@@ -792,12 +842,17 @@ mod tests {
         assert_eq!(read_payload(&text), Some((42, 1_733_570_000_123_456)));
         let ours = format!(r#"{{"type":"pub","channel":"bench","offset":43,"data":{text}}}"#);
         assert_eq!(
-            publication(Peer::Ours, &ours).and_then(read_payload),
+            publication(Peer::Ours, &ours).and_then(|p| read_payload(&p)),
             Some((42, 1_733_570_000_123_456))
         );
         let io = socketio::event(socketio::PUB_EVENT, &text);
         assert_eq!(
-            publication(Peer::SocketIo, &io).and_then(read_payload),
+            publication(Peer::SocketIo, &io).and_then(|p| read_payload(&p)),
+            Some((42, 1_733_570_000_123_456))
+        );
+        let pusher = serde_json::json!({"event": "pub", "channel": "bench", "data": text});
+        assert_eq!(
+            publication(Peer::Sockudo, &pusher.to_string()).and_then(|p| read_payload(&p)),
             Some((42, 1_733_570_000_123_456))
         );
         assert_eq!(publication(Peer::Ours, r#"{"type":"welcome"}"#), None);

@@ -200,7 +200,8 @@ fn start(
     let answer = MAX_PRESENCE_ANSWER.to_string();
     let extra: &[&str] = match peer {
         Peer::Ours => &["--config", &config, "--max-presence-answer", &answer],
-        Peer::SocketIo => &[],
+        // Presence measures ours and socket.io; Sockudo is the fan-out's peer.
+        Peer::SocketIo | Peer::Sockudo => &[],
     };
     let started = start_nodes(
         &options.server,
@@ -392,7 +393,8 @@ async fn counted(
 fn url(peer: Peer, addr: SocketAddr, query: Query) -> String {
     match peer {
         Peer::Ours => format!("http://{addr}/api/channels/{CHANNEL}/{}", query.label()),
-        Peer::SocketIo => format!("http://{addr}/{}/{CHANNEL}", query.label()),
+        // Presence measures ours and socket.io; Sockudo is the fan-out's peer.
+        Peer::SocketIo | Peer::Sockudo => format!("http://{addr}/{}/{CHANNEL}", query.label()),
     }
 }
 
