@@ -232,6 +232,25 @@ async fn every_client_message_gets_its_answer_in_every_mode_and_version() {
                 &["msg:error:unknown_namespace"],
             ),
         ),
+        // Presence (issue 24): the default namespace keeps no presence, so
+        // the refusal, numbered like any channel error (the answers
+        // themselves never are: `server/tests/presence.rs`).
+        v2_only(
+            r#"{"type":"presence","channel":"x","id":"q-1"}"#,
+            (
+                &["error:permission_denied"],
+                &["msg:error:permission_denied"],
+                &["msg:error:permission_denied"],
+            ),
+        ),
+        v2_only(
+            r#"{"type":"presence_stats","channel":"x"}"#,
+            (
+                &["error:permission_denied"],
+                &["msg:error:permission_denied"],
+                &["msg:error:permission_denied"],
+            ),
+        ),
         both(
             Message::text(r#"{"type":"nope"}"#),
             &["error:unknown_type"],

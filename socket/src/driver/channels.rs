@@ -851,25 +851,16 @@ impl ChannelRules for Table {
     }
 }
 
-/// A cheap check before decoding: the server writes `type` first.
+/// A cheap check before decoding: the server writes `type` first, and the
+/// table's types are the channel types and `error`.
 fn looks_like_channel(text: &str) -> bool {
     let Some(rest) = text.strip_prefix(r#"{"type":""#) else {
         return false;
     };
-    [
-        "pub\"",
-        "subscribed\"",
-        "channel_gap\"",
-        "published\"",
-        "unsubscribed\"",
-        "error\"",
-        "presence\"",
-        "presence_stats\"",
-        "join\"",
-        "leave\"",
-    ]
-    .iter()
-    .any(|kind| rest.starts_with(kind))
+    shared::CHANNEL_TYPES
+        .iter()
+        .chain(&["error"])
+        .any(|kind| rest.strip_prefix(kind).is_some_and(|r| r.starts_with('"')))
 }
 
 /// Whether `text` is a channel frame the table wrote: a `subscribe` or
