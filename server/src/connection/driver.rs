@@ -170,12 +170,19 @@ where
 
     /// Runs the connection (its welcome is already queued) to its end,
     /// then closes it.
-    pub(super) async fn run(mut self) -> End {
+    ///
+    /// By `&mut self`: the caller's future holds the connection once. An
+    /// `async fn` taking `self` by value keeps two copies in its future for
+    /// the connection's whole life (the argument, and the local it is
+    /// moved into), 632 bytes each.
+    pub(super) async fn run(&mut self) -> End {
         let config = &self.state.config;
         if let Some(count) = self.burst.take() {
             self.deliver(app::serve(ClientMessage::Burst { count }, config.max_burst));
         }
-        self.subscribe_claimed().await;
+        // Boxed: inline, the subscriptions' state (a recovery read from the
+        // stream) would be held by the future of every connection.
+        Box::pin(self.subscribe_claimed()).await;
         let mut push_tick = ticker(config.push_interval);
         let mut ping_tick = ticker(config.ping_interval);
         // One timer for the idle deadline and the token's expiry (timer::due).
@@ -382,7 +389,7 @@ where
     /// Writes what was queued before the close (unless writing is what
     /// failed), sends the close frame, then reads until the peer's close
     /// reply or the grace period ends.
-    async fn finish(mut self, end: End, write_queued: bool) -> End {
+    async fn finish(&mut self, end: End, write_queued: bool) -> End {
         let Some(code) = end.code else {
             return end;
         };

@@ -120,8 +120,8 @@ pub(crate) enum Mode {
 /// an `.await` are stored in it for its whole life), so the welcome, the
 /// socket before its split and the rare paths (a batch of writes, a message,
 /// the close) are kept out of it or boxed when they run. For the same reason
-/// [`serve`] is the only `async fn` on the way: a second one taking the same
-/// values would hold them twice.
+/// no `async fn` on the way takes the connection's values by value: one
+/// holds each twice (see [`serve`]).
 pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output = ()> {
     let (outbound_tx, outbound_rx) = queue::channel(
         state.config.send_queue,
@@ -146,7 +146,16 @@ pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output
     }
     // Mapped, not awaited in an `async` block, which would hold the same
     // values a second time.
-    serve(socket, (outbound_tx, outbound_rx), state, conn, mode).map(drop)
+    // Boxed: the socket (368 bytes) is moved from the future's capture into
+    // the driver, and the capture's place is kept for the future's life.
+    serve(
+        Box::new(socket),
+        (outbound_tx, outbound_rx),
+        state,
+        conn,
+        mode,
+    )
+    .map(drop)
 }
 
 /// Begins the server's shutdown: cancels [`AppState::shutdown`] (which
@@ -251,13 +260,18 @@ fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode)
 /// Runs a connection over any transport to its end (one task: see
 /// `driver.rs`); then the connection leaves the registry and logs its
 /// disconnect. Returns why it ended.
-pub(crate) async fn serve<T>(
+///
+/// Not an `async fn`: one keeps each argument twice in its future (the
+/// argument, and the local its body moves it into), for the connection's
+/// whole life. The block below uses `state` and `conn` where they were
+/// captured, and the driver runs by `&mut`, so the future holds each once.
+pub(crate) fn serve<T>(
     ws: T,
     (outbound_tx, outbound_rx): (queue::Sender, queue::Receiver),
     state: AppState,
     conn: Conn,
     mode: Mode,
-) -> End
+) -> impl Future<Output = End>
 where
     T: Stream<Item = Result<Message, axum::Error>> + Sink<Message> + Unpin,
 {
@@ -269,35 +283,39 @@ where
         }
         _ => None,
     };
-    // From here on the clean-up runs however this future ends: returning,
-    // dropped, or unwinding from a panic.
-    let mut registered = Registered {
-        state: &state,
-        conn: &conn,
-        session: match &mode {
-            Mode::Reliable(link) => Some(link.slot()),
-            Mode::Plain { .. } => None,
-        },
-        finished: false,
+    let session = match &mode {
+        Mode::Reliable(link) => Some(link.slot()),
+        Mode::Plain { .. } => None,
     };
     let outbox = outbound::Outbox::new(outbound_rx, written_through, state.metrics.clone());
-    let end = driver::Connection::new(ws, (outbound_tx, outbox), &state, &conn, mode)
-        .run()
-        .await;
-    registered.finished = true;
-    drop(registered);
-    tracing::info!(
-        id = %logsafe::escape(&conn.client_id),
-        user = conn.user.as_deref().map(logsafe::escape).map(tracing::field::display),
-        remote = %conn.remote_addr,
-        code = end.code,
-        reason = %logsafe::escape(&end.reason),
-        duration_ms = conn.started.elapsed().as_millis() as u64,
-        messages_in = conn.shared.messages_in.load(Relaxed),
-        messages_out = conn.shared.messages_out.load(Relaxed),
-        "disconnect"
-    );
-    end
+    async move {
+        // From here on the clean-up runs however this future ends:
+        // returning, dropped, or unwinding from a panic.
+        let mut registered = Registered {
+            state: &state,
+            conn: &conn,
+            session,
+            finished: false,
+        };
+        let mut connection =
+            driver::Connection::new(ws, (outbound_tx, outbox), &state, &conn, mode);
+        let end = connection.run().await;
+        drop(connection);
+        registered.finished = true;
+        drop(registered);
+        tracing::info!(
+            id = %logsafe::escape(&conn.client_id),
+            user = conn.user.as_deref().map(logsafe::escape).map(tracing::field::display),
+            remote = %conn.remote_addr,
+            code = end.code,
+            reason = %logsafe::escape(&end.reason),
+            duration_ms = conn.started.elapsed().as_millis() as u64,
+            messages_in = conn.shared.messages_in.load(Relaxed),
+            messages_out = conn.shared.messages_out.load(Relaxed),
+            "disconnect"
+        );
+        end
+    }
 }
 
 /// A registered connection's clean-up, run on drop: out of the registry
