@@ -76,8 +76,8 @@ pub(super) struct Outbox {
     direct_bytes: usize,
     /// Where the direct replies' bytes are counted.
     metrics: Arc<Metrics>,
-    /// Taken from the queue, not written yet. Grown on first use: an idle
-    /// connection holds no batch buffer.
+    /// Taken from the queue, not written yet. Grown on first use and freed
+    /// once written: an idle connection holds no batch buffer.
     taken: Vec<Outbound>,
     /// The last push seq of a plain connection (numbered here, in wire
     /// order: timed and admin pushes and the bursts' share one count).
@@ -218,6 +218,8 @@ impl Outbox {
             flush(ws).await
         })
         .await?;
+        // Freed, not kept for the next batch (see `write_direct`).
+        *taken = Vec::new();
         // Written and flushed: out of the queue's byte count (the
         // receiver's drop settles a batch that failed).
         self.queue.release(dequeued);
@@ -247,6 +249,11 @@ impl Outbox {
             if flush_now { flush(ws).await } else { Ok(()) }
         })
         .await?;
+        // Freed, not kept: an idle connection holds no reply buffer. A
+        // drained `Vec` keeps its capacity, and a subscriber's few replies
+        // left about 0.5 KiB on each of thousands of idle connections; a
+        // busy one pays an allocation per batch, not per message.
+        *direct = Vec::new();
         Metrics::sub(&self.metrics.send_queue_bytes, self.direct_bytes as u64);
         self.direct_bytes = 0;
         count(state, shared, written, bytes);
