@@ -63,7 +63,7 @@ pub fn version() -> String {
 }
 
 /// A Sockudo node on a free loopback port, pinned to the server core with
-/// `nofile` descriptors; with `redis`, on its redis adapter. Returns once
+/// `nofile` descriptors; with `redis`, on its redis adapter and cache. Returns once
 /// it accepts connections.
 ///
 /// Its rate limiter is off and its app's connection limit (100 by
@@ -99,7 +99,13 @@ pub fn node(redis: Option<&str>, nofile: u64) -> Result<(Guard, SocketAddr)> {
         .env("SHUTDOWN_GRACE_PERIOD", "0")
         .env("RUST_LOG", "warn");
     match redis {
-        Some(url) => command.env("ADAPTER_DRIVER", "redis").env("REDIS_URL", url),
+        // 5.2 refuses to start a clustered node on its node-local cache
+        // ("clustered Ably compatibility and idempotency require
+        // cache.driver=redis"): its cache goes to the same Redis.
+        Some(url) => command
+            .env("ADAPTER_DRIVER", "redis")
+            .env("CACHE_DRIVER", "redis")
+            .env("REDIS_URL", url),
         None => command.env("ADAPTER_DRIVER", "local"),
     };
     Ok((spawn_listening("sockudo", command, addr)?, addr))
