@@ -9,7 +9,7 @@ use buffered_socket::{Config, Heartbeat};
 use yew::prelude::*;
 
 use crate::components::{
-    BurstPanel, ChannelPanel, ConnectionBar, Counters, Log, RateChart, Sender,
+    BurstPanel, ChannelPanel, ConnectionBar, Counts, Log, Sender, counters, rate_chart,
 };
 use crate::console::state_text;
 use crate::hooks::{use_channel, use_commands, use_console};
@@ -129,10 +129,10 @@ fn Page(props: &PageProps) -> Html {
             <ChannelPanel subscribed={console.channel.clone().map(AttrValue::from)}
                 members={console.members.clone()} lines={console.channel_log.clone()} on_subscribe={channel.subscribe.clone()}
                 on_unsubscribe={channel.unsubscribe.clone()} on_publish={channel.publish.clone()} />
-            <Counters received={console.received} rate={console.rate} stats={console.stats}
-                reliable={props.reliable} pushes={console.pushes} echoes={console.echoes}
-                push_order={console.push_order} />
-            <RateChart history={console.history.clone()} />
+            { counters(&Counts { received: console.received, rate: console.rate,
+                stats: console.stats, reliable: props.reliable, pushes: console.pushes,
+                echoes: console.echoes, push_order: console.push_order }) }
+            { rate_chart(&console.history) }
             <Log lines={console.log.clone()} />
         </main>
     }

@@ -1,4 +1,5 @@
-//! Components of the page, one per file.
+//! Components of the page, one per file (the counters and the rate chart
+//! are view functions that the page calls: they hold no state).
 
 mod burst;
 mod channel;
@@ -10,9 +11,9 @@ mod sender;
 
 pub use burst::BurstPanel;
 pub use channel::ChannelPanel;
-pub use chart::RateChart;
+pub use chart::rate_chart;
 pub use connection::ConnectionBar;
-pub use counters::Counters;
+pub use counters::{Counts, counters};
 pub use log::Log;
 pub use sender::Sender;
 
