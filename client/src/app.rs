@@ -10,7 +10,7 @@ use yew::prelude::*;
 
 use crate::components::{
     BurstPanel, ChannelPanel, ConnectionBar, Counts, Log, Sender, burst_panel, channel_panel,
-    connection_bar, counters, rate_chart,
+    counters, rate_chart,
 };
 use crate::console::state_text;
 use crate::hooks::{use_channel, use_commands, use_console, use_drafts};
@@ -87,7 +87,7 @@ fn Page(props: &PageProps) -> Html {
     let console = use_console();
     let commands = use_commands(console.dispatcher());
     let channel = use_channel(console.dispatcher());
-    let drafts = use_drafts(&props.url);
+    let drafts = use_drafts();
     // Connect with the same URL replaces the connection (with the token now
     // in the field); a new URL, or a token where there was none, the socket.
     let on_connect = use_callback(
@@ -119,10 +119,10 @@ fn Page(props: &PageProps) -> Html {
     html! {
         <main>
             <header><h1>{ "Socket console" }</h1></header>
-            { connection_bar(ConnectionBar { url: &drafts.url, token: &drafts.token, state, status,
-                reliable: props.reliable, on_connect: &on_connect, on_disconnect: &commands.disconnect,
-                on_reliable: &props.on_reliable, share: props.share, on_share: &props.on_share,
-                tab_role }) }
+            <ConnectionBar url={props.url.clone()} {state} {status} reliable={props.reliable}
+                {on_connect} on_disconnect={commands.disconnect.clone()}
+                on_reliable={props.on_reliable.clone()} share={props.share}
+                on_share={props.on_share.clone()} {tab_role} />
             <Sender queue_len={console.stats.queue_len} queue_capacity={console.stats.queue_capacity}
                 on_send={commands.send.clone()} on_capacity={commands.set_capacity.clone()}
                 on_series={commands.series.clone()} />

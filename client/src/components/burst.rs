@@ -2,7 +2,7 @@
 
 use yew::prelude::*;
 
-use super::input_value;
+use super::text_field;
 use crate::console::{Burst, fixed};
 
 /// What [`burst_panel`] shows and asks.
@@ -24,10 +24,7 @@ pub fn burst_panel(props: BurstPanel<'_>) -> Html {
         let (on_burst, count) = (props.on_burst.clone(), count.clone());
         Callback::from(move |_| on_burst.emit((*count).clone()))
     };
-    let oninput = {
-        let count = count.clone();
-        Callback::from(move |e: InputEvent| count.set(input_value(&e)))
-    };
+    let (oninput, onchange) = text_field(count);
     let (progress, status) = match props.burst {
         Some(burst) => (burst.progress(), burst.status()),
         None => (0.0, "no burst yet".to_owned()),
@@ -39,7 +36,7 @@ pub fn burst_panel(props: BurstPanel<'_>) -> Html {
     html! {
         <section class="panel burst">
             <label>{ "Burst" }
-                <input data-testid="burst-count" type="number" min="1" value={(**count).clone()} {oninput} />
+                <input data-testid="burst-count" type="number" min="1" value={(**count).clone()} {oninput} {onchange} />
             </label>
             <button data-testid="burst" {onclick}>{ "Request burst" }</button>
             <progress data-testid="burst-progress" max="1" value={fixed(progress, 3)} />

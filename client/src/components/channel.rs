@@ -8,7 +8,7 @@ use std::rc::Rc;
 use buffered_socket::Presence;
 use yew::prelude::*;
 
-use super::{Log, input_value};
+use super::{Log, text_field};
 use crate::console::{Line, member_text};
 
 /// What [`channel_panel`] shows and asks.
@@ -34,14 +34,8 @@ pub struct ChannelPanel<'a> {
 /// The channel controls and feed.
 pub fn channel_panel(props: ChannelPanel<'_>) -> Html {
     let (name, text) = (props.name, props.text);
-    let on_name = {
-        let name = name.clone();
-        Callback::from(move |e: InputEvent| name.set(input_value(&e)))
-    };
-    let on_text = {
-        let text = text.clone();
-        Callback::from(move |e: InputEvent| text.set(input_value(&e)))
-    };
+    let (on_name, on_name_change) = text_field(name);
+    let (on_text, on_text_change) = text_field(text);
     let subscribe = {
         let (name, on_subscribe) = (name.clone(), props.on_subscribe.clone());
         Callback::from(move |_| on_subscribe.emit(name.trim().to_owned()))
@@ -58,7 +52,8 @@ pub fn channel_panel(props: ChannelPanel<'_>) -> Html {
     html! {
         <section class="panel channel">
             <label class="grow">{ "Channel" }
-                <input data-testid="channel-name" type="text" value={(**name).clone()} oninput={on_name} />
+                <input data-testid="channel-name" type="text" value={(**name).clone()} oninput={on_name}
+                    onchange={on_name_change} />
             </label>
             <div class="buttons">
                 <button data-testid="subscribe" onclick={subscribe}>{ "Subscribe" }</button>
@@ -67,7 +62,7 @@ pub fn channel_panel(props: ChannelPanel<'_>) -> Html {
             <span class="muted" data-testid="channel-status">{ status }</span>
             <label class="grow">{ "Publish" }
                 <input data-testid="channel-text" type="text" placeholder={r#"sent as {"text": …}"#}
-                    value={(**text).clone()} oninput={on_text} />
+                    value={(**text).clone()} oninput={on_text} onchange={on_text_change} />
             </label>
             <button data-testid="publish" onclick={publish}>{ "Publish" }</button>
             if let Some(presence) = props.members {

@@ -6,36 +6,37 @@ use yew::prelude::*;
 use super::input_value;
 use crate::console::state_class;
 
-/// What [`connection_bar`] shows and asks.
-pub struct ConnectionBar<'a> {
-    /// The URL field (it starts with the URL the socket uses).
-    pub url: &'a UseStateHandle<String>,
-    /// The token field.
-    pub token: &'a UseStateHandle<String>,
+/// Properties of [`ConnectionBar`].
+#[derive(Properties, PartialEq)]
+pub struct ConnectionBarProps {
+    /// The URL the socket uses now (the field starts with it).
+    pub url: AttrValue,
     /// The socket's state (its name is the badge's class).
     pub state: State,
     /// The state as shown, with the countdown while reconnecting.
-    pub status: String,
+    pub status: AttrValue,
     /// Whether reliable mode is on.
     pub reliable: bool,
     /// Connect to the URL in the field, with the token in its field (empty:
     /// no token).
-    pub on_connect: &'a Callback<(String, String)>,
+    pub on_connect: Callback<(String, String)>,
     /// Close for good.
-    pub on_disconnect: &'a Callback<()>,
+    pub on_disconnect: Callback<()>,
     /// Turn reliable mode on or off.
-    pub on_reliable: &'a Callback<bool>,
+    pub on_reliable: Callback<bool>,
     /// Whether the connection is shared across tabs.
     pub share: bool,
     /// Turn sharing across tabs on or off.
-    pub on_share: &'a Callback<bool>,
+    pub on_share: Callback<bool>,
     /// Sharing: this tab's role and the number of tabs, as shown.
-    pub tab_role: Option<String>,
+    pub tab_role: Option<AttrValue>,
 }
 
 /// The connection controls and state.
-pub fn connection_bar(props: ConnectionBar<'_>) -> Html {
-    let (draft, token) = (props.url, props.token);
+#[component]
+pub fn ConnectionBar(props: &ConnectionBarProps) -> Html {
+    let draft = use_state(|| props.url.to_string());
+    let token = use_state(String::new);
     let connect = {
         let (draft, token, on_connect) = (draft.clone(), token.clone(), props.on_connect.clone());
         Callback::from(move |_| on_connect.emit(((*draft).clone(), token.trim().to_owned())))
@@ -60,11 +61,11 @@ pub fn connection_bar(props: ConnectionBar<'_>) -> Html {
     html! {
         <section class="panel connection">
             <label class="grow">{ "URL" }
-                <input data-testid="url" type="text" value={(**draft).clone()} {oninput} />
+                <input data-testid="url" type="text" value={(*draft).clone()} {oninput} />
             </label>
             <label class="grow" title="token mode: a JWT sent as ?token= on every connect (empty: none)">{ "Token" }
                 <input data-testid="token" type="password" autocomplete="off" placeholder="optional"
-                    value={(**token).clone()} oninput={on_token} />
+                    value={(*token).clone()} oninput={on_token} />
             </label>
             <div class="buttons">
                 <button data-testid="connect" onclick={connect}>{ "Connect" }</button>
@@ -80,11 +81,11 @@ pub fn connection_bar(props: ConnectionBar<'_>) -> Html {
                     onchange={toggle_share} />
                 { "share across tabs" }
             </label>
-            if let Some(role) = props.tab_role {
+            if let Some(role) = &props.tab_role {
                 <span data-testid="tab-role" class="tab-role">{ role }</span>
             }
             // The classes as the `className` property: see `state_class`.
-            <span data-testid="state" ~className={state_class(&props.state)}>{ props.status }</span>
+            <span data-testid="state" ~className={state_class(&props.state)}>{ &props.status }</span>
         </section>
     }
 }
