@@ -9,10 +9,11 @@ use buffered_socket::{Config, Heartbeat};
 use yew::prelude::*;
 
 use crate::components::{
-    BurstPanel, ChannelPanel, ConnectionBar, Counters, Log, RateChart, Sender,
+    BurstPanel, ChannelPanel, ConnectionBar, Counts, Log, Sender, burst_panel, channel_panel,
+    counters, rate_chart,
 };
 use crate::console::state_text;
-use crate::hooks::{use_channel, use_commands, use_console};
+use crate::hooks::{use_channel, use_commands, use_console, use_drafts};
 
 /// `ws(s)://<this host>/ws`.
 fn default_url() -> String {
@@ -78,14 +79,15 @@ struct PageProps {
     on_share: Callback<bool>,
 }
 
-/// Everything below the provider: the console state and the socket commands,
-/// handed to the components as data and callbacks.
+/// Everything below the provider: the console state, the socket commands
+/// and the panels' fields, handed to the panels as data and callbacks.
 #[component]
 fn Page(props: &PageProps) -> Html {
     let state = use_socket().state;
     let console = use_console();
     let commands = use_commands(console.dispatcher());
     let channel = use_channel(console.dispatcher());
+    let drafts = use_drafts();
     // Connect with the same URL replaces the connection (with the token now
     // in the field); a new URL, or a token where there was none, the socket.
     let on_connect = use_callback(
@@ -124,15 +126,16 @@ fn Page(props: &PageProps) -> Html {
             <Sender queue_len={console.stats.queue_len} queue_capacity={console.stats.queue_capacity}
                 on_send={commands.send.clone()} on_capacity={commands.set_capacity.clone()}
                 on_series={commands.series.clone()} />
-            <BurstPanel burst={console.burst} longest_task_ms={console.longest_task_ms}
-                on_burst={commands.burst.clone()} />
-            <ChannelPanel subscribed={console.channel.clone().map(AttrValue::from)}
-                members={console.members.clone()} lines={console.channel_log.clone()} on_subscribe={channel.subscribe.clone()}
-                on_unsubscribe={channel.unsubscribe.clone()} on_publish={channel.publish.clone()} />
-            <Counters received={console.received} rate={console.rate} stats={console.stats}
-                reliable={props.reliable} pushes={console.pushes} echoes={console.echoes}
-                push_order={console.push_order} />
-            <RateChart history={console.history.clone()} />
+            { burst_panel(BurstPanel { count: &drafts.burst_count, burst: console.burst.as_ref(),
+                longest_task_ms: console.longest_task_ms, on_burst: &commands.burst }) }
+            { channel_panel(ChannelPanel { name: &drafts.channel, text: &drafts.channel_text,
+                subscribed: console.channel.as_deref(), members: console.members.as_ref(),
+                lines: &console.channel_log, on_subscribe: &channel.subscribe,
+                on_unsubscribe: &channel.unsubscribe, on_publish: &channel.publish }) }
+            { counters(&Counts { received: console.received, rate: console.rate,
+                stats: console.stats, reliable: props.reliable, pushes: console.pushes,
+                echoes: console.echoes, push_order: console.push_order }) }
+            { rate_chart(&console.history) }
             <Log lines={console.log.clone()} />
         </main>
     }

@@ -15,8 +15,8 @@
 //! | `console/countdown.rs` | the state as shown, with the seconds left to the next attempt (pure) |
 //! | `console/channel.rs` | the channel panel's feed lines: a subscription's events and a publish's answer, and a member as shown (pure) |
 //! | `console/fixed.rs` | decimals for the labels by integer arithmetic, which keeps core's float formatting out of the bundle (pure) |
-//! | `hooks/` | `use_console` (events batched into the reducer every 100 ms, with the socket's stats and the clock), `use_commands` (the socket calls behind the components' callbacks), `use_channel` (the channel panel's: one `Channel` held, its presence followed, its events into the reducer, publishes answered with their offsets), `use_interval`, `use_long_tasks` |
-//! | `components/` | one file per component: connection bar, sender, burst panel, channel panel, counters, log (also the channel panel's feed), rate chart; each takes data and callbacks, never the reducer or the socket |
+//! | `hooks/` | `use_console` (events batched into the reducer every 100 ms, with the socket's stats and the clock), `use_commands` (the socket calls behind the components' callbacks), `use_drafts` (the fields of the panels that are view functions), `use_channel` (the channel panel's: one `Channel` held, its presence followed, its events into the reducer, publishes answered with their offsets), `use_interval`, `use_long_tasks` |
+//! | `components/` | one file per part of the page: the connection bar, the sender and the log (also the channel panel's feed) are components; the burst panel, channel panel, counters and rate chart are view functions the page calls (a component type costs about 1 KB of wasm; their fields are the page's, `use_drafts`); each takes data and callbacks, never the reducer or the socket |
 //! | `app.rs` | the provider (one socket per URL and mode) and the page that wires state and commands to the components |
 //!
 //! The pure modules build and are tested natively (`cargo test -p client`);

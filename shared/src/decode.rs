@@ -319,7 +319,10 @@ fn members(object: &Object<'_>) -> Result<Vec<Member>, FieldError> {
         .into_iter()
         .map(|element| {
             let inner = Object::parse(element).map_err(invalid)?;
-            member(&inner).map_err(|err| invalid(serde::de::Error::custom(err)))
+            member(&inner).map_err(|err| FieldError::Nested {
+                field: "clients",
+                source: Box::new(err),
+            })
         })
         .collect()
 }
@@ -342,7 +345,10 @@ fn nested<T>(
             let inner = Object::parse(raw).map_err(invalid)?;
             read(&inner).map(Some).map_err(|err| match err {
                 FieldError::Invalid { source, .. } => invalid(source),
-                other => invalid(serde::de::Error::custom(other)),
+                other => FieldError::Nested {
+                    field: name,
+                    source: Box::new(other),
+                },
             })
         }
     }
@@ -630,6 +636,29 @@ mod tests {
         for text in ODD {
             agree(text);
         }
+    }
+
+    /// A field inside a nested object says both names, as it did when the
+    /// inner error was carried in a `serde_json` error (`FieldError::Nested`
+    /// makes the same text, only when it is shown).
+    #[test]
+    fn errors_inside_nested_objects_name_both_fields() {
+        let detail = |text: &str| match server_message(text) {
+            Err(DecodeError::InvalidFields { detail, .. }) => detail,
+            other => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(
+            detail(r#"{"type":"presence","channel":"a","clients":[{"user":"u"}]}"#),
+            "field `clients`: missing field `client_id`"
+        );
+        assert_eq!(
+            detail(r#"{"type":"presence","channel":"a","clients":[{"client_id":"c","user":1}]}"#),
+            "field `clients`: field `user`: invalid type: integer `1`, expected a string at line 1 column 1"
+        );
+        assert_eq!(
+            detail(r#"{"type":"join","channel":"a","info":{"user":"u"}}"#),
+            "field `info`: missing field `client_id`"
+        );
     }
 
     /// Every valid message cut short, and with each byte replaced by a few

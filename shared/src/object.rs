@@ -42,6 +42,19 @@ pub enum FieldError {
         #[source]
         source: serde_json::Error,
     },
+    /// The field is an object (or an array of objects) and one of its own
+    /// fields could not be decoded: the same text as an [`FieldError::Invalid`]
+    /// whose `serde_json` error says it, made only when shown (a decoder
+    /// that drops its errors, such as a browser's, then carries no error
+    /// texts of `serde_json`).
+    #[error("field `{field}`: {source}")]
+    Nested {
+        /// The field.
+        field: &'static str,
+        /// What was wrong inside it.
+        #[source]
+        source: Box<FieldError>,
+    },
 }
 
 /// One JSON object's top-level fields, in order, each with its value's

@@ -143,8 +143,11 @@ pub enum SendError {
 pub enum EncodeError {
     /// serde_json refused the value: its `Serialize` failed, or a map key
     /// is not a string. serde's error is the [`std::error::Error::source`]
-    /// (in an `Arc`, to downcast as such, so that the error stays cloneable).
-    #[error("could not encode the message as JSON: {0}")]
+    /// (in an `Arc`, to downcast as such, so that the error stays cloneable),
+    /// and is not repeated in this error's text (an error says its source's
+    /// text or returns it as its source, not both): a console that shows a
+    /// [`SendError`] does not carry serde_json's error texts for it.
+    #[error("could not encode the message as JSON")]
     Json(#[source] std::sync::Arc<serde_json::Error>),
 }
 

@@ -8,8 +8,8 @@
 //!   channel panel of the channels and presence issues included. Not
 //!   reached (158,550 bytes when the check landed, 149,970 after the cuts
 //!   of docs/BENCHMARKS.md's UI bundle section, 171,179 once the console
-//!   had its channel panel): the check says by how much, and the issue
-//!   stays open until it is.
+//!   had its channel panel, 161,603 after the third round of cuts): the
+//!   check says by how much, and the issue stays open until it is.
 //! * [`CEILING`], enforced: the last measured size, plus a little. Above it
 //!   the step fails, so the console cannot grow while the target is
 //!   missed; lower it as the size comes down, until it is the target.
@@ -26,17 +26,18 @@ use anyhow::{Context, Result, bail};
 /// Where the console's wasm must get to: 140 KiB.
 pub const TARGET: u64 = 140 * 1024;
 
-/// What the check enforces until [`TARGET`] is reached: 171,179 bytes
-/// with the channel panel, and about 1,500 of room for a small change. A
-/// ratchet: lower it as the size comes down.
+/// What the check enforces until [`TARGET`] is reached: 161,603 bytes
+/// (the third round of cuts, 2026-12-07), and about 1,500 of room for a
+/// small change. A ratchet: lower it as the size comes down.
 ///
-/// Raised once, on purpose, on 2026-12-07 (151,500 before): the channel
-/// panel (issue 24) is the first part of the console that subscribes,
-/// publishes and follows presence, so the wrapper's channel table came into
-/// the wasm with it, about 19.6 KB of the 21.2 KB it added (the panel's own
-/// views about 2.3 KB). Shipping the panel was worth more than holding the
-/// old line; the target stands, and the size has to come down to it.
-pub const CEILING: u64 = 172_700;
+/// Raised once, on purpose, on 2026-12-07 (from 151,500 to 172,700, until
+/// the third round brought it down): the channel panel (issue 24) is the
+/// first part of the console that subscribes, publishes and follows
+/// presence, so the wrapper's channel table came into the wasm with it,
+/// about 19.6 KB of the 21.2 KB it added (the panel's own views about
+/// 2.3 KB). Shipping the panel was worth more than holding the old line;
+/// the target stands, and the size has to come down to it.
+pub const CEILING: u64 = 163_100;
 
 /// What to do when the wasm is over [`CEILING`].
 const INVESTIGATE: &str = "\
@@ -49,9 +50,11 @@ to see what is big, keep the names and profile with twiggy (cargo install twiggy
 usual suspects: serde's derive of a tagged enum (its Content tree; decode type first, see
 shared::object), Debug or Unicode-aware string calls (to_lowercase pulls 12 KB of tables),
 generic code instantiated for many types (a BTreeMap is about 4 KB per key and value
-type), code reachable only through a runtime choice the console never makes (put it
-behind a function pointer or trait object made on first use, as the dispatcher's streams
-and the driver's channels are); docs/BENCHMARKS.md (UI bundle) has the history";
+type, a yew component type about 1 KB), an html! class={...} that is not a literal (yew's
+Classes, an IndexSet with its own hashbrown), a serde_json::Error formatted (its texts), code
+reachable only through a runtime choice the console never makes (put it behind a function
+pointer or trait object made on first use, as the dispatcher's streams and the driver's
+channels are); docs/BENCHMARKS.md (UI bundle) has the history";
 
 /// The wasm that `dist/index.html` loads, its size gzip -9 against
 /// [`TARGET`], and whether it is within [`CEILING`].

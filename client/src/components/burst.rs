@@ -2,33 +2,30 @@
 
 use yew::prelude::*;
 
-use super::input_value;
+use super::text_field;
 use crate::console::{Burst, fixed};
 
-/// Properties of [`BurstPanel`].
-#[derive(Properties, PartialEq)]
-pub struct BurstPanelProps {
+/// What [`burst_panel`] shows and asks.
+pub struct BurstPanel<'a> {
+    /// The burst size field.
+    pub count: &'a UseStateHandle<String>,
     /// The last burst, if any.
-    pub burst: Option<Burst>,
+    pub burst: Option<&'a Burst>,
     /// The longest main-thread task during it, in ms.
     pub longest_task_ms: Option<f64>,
     /// Ask for a burst of the typed size.
-    pub on_burst: Callback<String>,
+    pub on_burst: &'a Callback<String>,
 }
 
 /// The burst controls.
-#[component]
-pub fn BurstPanel(props: &BurstPanelProps) -> Html {
-    let count = use_state(|| "100000".to_owned());
+pub fn burst_panel(props: BurstPanel<'_>) -> Html {
+    let count = props.count;
     let onclick = {
         let (on_burst, count) = (props.on_burst.clone(), count.clone());
         Callback::from(move |_| on_burst.emit((*count).clone()))
     };
-    let oninput = {
-        let count = count.clone();
-        Callback::from(move |e: InputEvent| count.set(input_value(&e)))
-    };
-    let (progress, status) = match &props.burst {
+    let (oninput, onchange) = text_field(count);
+    let (progress, status) = match props.burst {
         Some(burst) => (burst.progress(), burst.status()),
         None => (0.0, "no burst yet".to_owned()),
     };
@@ -39,7 +36,7 @@ pub fn BurstPanel(props: &BurstPanelProps) -> Html {
     html! {
         <section class="panel burst">
             <label>{ "Burst" }
-                <input data-testid="burst-count" type="number" min="1" value={(*count).clone()} {oninput} />
+                <input data-testid="burst-count" type="number" min="1" value={(**count).clone()} {oninput} {onchange} />
             </label>
             <button data-testid="burst" {onclick}>{ "Request burst" }</button>
             <progress data-testid="burst-progress" max="1" value={fixed(progress, 3)} />

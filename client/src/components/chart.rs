@@ -1,4 +1,6 @@
-//! Messages per second over the last 60 s, as an SVG line.
+//! Messages per second over the last 60 s, as an SVG line: a view
+//! function, not a component (see the counters' module docs: no state, and
+//! about 1 KB of yew's code less in the wasm).
 
 use std::collections::VecDeque;
 
@@ -6,23 +8,15 @@ use yew::prelude::*;
 
 use crate::console::{CHART_SECONDS, fixed};
 
-/// Properties of [`RateChart`].
-#[derive(Properties, PartialEq)]
-pub struct RateChartProps {
-    /// Messages per second, oldest first, at most [`CHART_SECONDS`].
-    pub history: VecDeque<u64>,
-}
-
 const WIDTH: f64 = 600.0;
 const HEIGHT: f64 = 120.0;
 /// `0 0 WIDTH HEIGHT`, written out: a constant needs no `format!` at each
 /// render (the test below checks it against the two).
 const VIEW_BOX: &str = "0 0 600 120";
 
-/// The chart.
-#[component]
-pub fn RateChart(props: &RateChartProps) -> Html {
-    let history = &props.history;
+/// The chart of `history`: messages per second, oldest first, at most
+/// [`CHART_SECONDS`].
+pub fn rate_chart(history: &VecDeque<u64>) -> Html {
     let max = history.iter().copied().max().unwrap_or(0).max(1) as f64;
     let step = WIDTH / (CHART_SECONDS - 1) as f64;
     let offset = CHART_SECONDS - history.len();

@@ -4,6 +4,7 @@ use buffered_socket::State;
 use yew::prelude::*;
 
 use super::input_value;
+use crate::console::state_class;
 
 /// Properties of [`ConnectionBar`].
 #[derive(Properties, PartialEq)]
@@ -83,7 +84,8 @@ pub fn ConnectionBar(props: &ConnectionBarProps) -> Html {
             if let Some(role) = &props.tab_role {
                 <span data-testid="tab-role" class="tab-role">{ role }</span>
             }
-            <span data-testid="state" class={classes!("state", props.state.name())}>{ &props.status }</span>
+            // The classes as the `className` property: see `state_class`.
+            <span data-testid="state" ~className={state_class(&props.state)}>{ &props.status }</span>
         </section>
     }
 }

@@ -29,12 +29,17 @@ fn clock(at_ms: f64) -> String {
 }
 
 /// The last few hundred lines.
+///
+/// A line's class is set as the `className` property (`~className`): html!
+/// makes a `class={…}` that is not a literal into yew's `Classes`, an
+/// `IndexSet` whose hashing and table code the console need not carry for
+/// one word (see the connection bar's state badge).
 #[component]
 pub fn Log(props: &LogProps) -> Html {
     html! {
         <ol data-testid={props.testid.clone()} class="log">
             { for props.lines.iter().map(|line| html! {
-                <li class={line.kind.class()}>
+                <li ~className={line.kind.class()}>
                     <time>{ clock(line.at_ms) }</time>
                     <b>{ line.kind.label() }</b>
                     <span>{ &line.text }</span>

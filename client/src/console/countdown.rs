@@ -33,6 +33,19 @@ impl Retry {
     }
 }
 
+/// The state badge's classes: `state` and the state's name, written out.
+/// The badge sets them as its `className` property: html! makes a
+/// `class={…}` that is not a literal into yew's `Classes`, an `IndexSet`
+/// whose hashing and table code the console need not carry for one word.
+pub fn state_class(state: &State) -> &'static str {
+    match state {
+        State::Connecting { .. } => "state connecting",
+        State::Open => "state open",
+        State::Reconnecting { .. } => "state reconnecting",
+        State::Closed => "state closed",
+    }
+}
+
 /// The state as shown: its name, and while reconnecting the attempt and the
 /// seconds left until it (rounded up to a tenth, so it reads 0.0 only once
 /// due), e.g. `reconnecting (attempt 2, next try in 1.4 s)`.
@@ -71,6 +84,18 @@ mod tests {
 
     fn retry(state: State, at_ms: f64) -> Option<Retry> {
         Retry::scheduled_by(StateChange { state, at_ms })
+    }
+
+    #[test]
+    fn the_badge_class_is_state_and_the_name() {
+        for state in [
+            State::Connecting { attempt: 0 },
+            State::Open,
+            reconnecting(2, Some(1500)),
+            State::Closed,
+        ] {
+            assert_eq!(state_class(&state), format!("state {}", state.name()));
+        }
     }
 
     #[test]

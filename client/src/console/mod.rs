@@ -25,7 +25,7 @@ use yew::Reducible;
 
 pub use channel::member_text;
 pub use collect::{Batch, StateChange};
-pub use countdown::{Retry, state_text};
+pub use countdown::{Retry, state_class, state_text};
 pub use fixed::fixed;
 
 /// Log lines kept; older ones fall off.

@@ -104,8 +104,11 @@ pub fn use_channel(log: UseReducerDispatcher<Console>) -> Rc<ChannelCommands> {
         let publish = Callback::from(move |(channel, text): (String, String)| {
             // JSON.stringify quotes and escapes the text as a JSON string.
             let quoted = String::from(js_sys::JSON::stringify(&text.into()).unwrap_or_default());
+            // Never refused (JSON.stringify wrote the string), and its
+            // error is not formatted: serde_json's error texts and their
+            // Display would come into the wasm for a case that cannot happen.
             let published = RawJson::parse(&format!("{{\"text\":{quoted}}}"))
-                .map_err(|err| err.to_string())
+                .map_err(|_| "the text is not JSON".to_owned())
                 .and_then(|data| {
                     socket
                         .publish(&channel, data)
