@@ -283,6 +283,9 @@ enum Mode {
         /// Seconds after `go` to wait for them, at most.
         #[arg(long)]
         within: u64,
+        /// Channels each subscriber joins (the publications go to the first).
+        #[arg(long, default_value_t = 1)]
+        channels: usize,
     },
     /// Hold idle connections and read the server's RSS.
     Idle {
@@ -535,6 +538,7 @@ pub fn main() -> Result<()> {
                         first_src,
                         count,
                         within,
+                        channels: each,
                     } => {
                         let nodes = nodes
                             .split(',')
@@ -543,8 +547,7 @@ pub fn main() -> Result<()> {
                         let line = channels::subscribe(
                             peer,
                             &nodes,
-                            conns,
-                            first_src,
+                            (conns, first_src, each),
                             count,
                             Duration::from_secs(within),
                         )

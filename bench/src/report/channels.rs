@@ -85,6 +85,32 @@ pub struct Run {
     pub sockudo: String,
     /// Every case on every peer.
     pub rows: Vec<Row>,
+    /// The many-channels case on every peer (one node); empty in runs
+    /// made before it existed.
+    #[serde(default)]
+    pub many: Vec<ManyRow>,
+}
+
+/// The many-channels case on one peer: connections subscribed to several
+/// channels each, one node, no publication.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManyRow {
+    /// The server.
+    pub peer: Peer,
+    /// Connections held.
+    pub connections: usize,
+    /// Channels each connection subscribed to.
+    pub channels_each: usize,
+    /// Seconds to open and subscribe them all.
+    pub open_s: f64,
+    /// The server's RSS before any client, KiB.
+    pub rss_before_kib: u64,
+    /// The same once every subscription is in, KiB.
+    pub rss_after_kib: u64,
+    /// (after - before) / connections.
+    pub kib_per_connection: f64,
+    /// (after - before) / (connections x channels each).
+    pub kib_per_subscription: f64,
 }
 
 /// Writes the run's results beside the report (`channels.json`), every
@@ -268,6 +294,7 @@ pub fn markdown(run: &Run) -> String {
             sockudo_table(&mut md, ours, sockudo);
         }
     }
+    many_channels(&mut md, run);
     if run.rows.iter().any(|r| r.peer == Peer::Sockudo) {
         let _ = write!(
             md,
@@ -303,6 +330,57 @@ pub fn markdown(run: &Run) -> String {
     }
     let _ = write!(md, "\n{END}\n");
     md
+}
+
+/// The many-channels table: each peer's RSS per connection and per
+/// subscription, and per subscription past the first (against the same
+/// run's one-channel RSS per subscriber at the same size, when it has one).
+fn many_channels(md: &mut String, run: &Run) {
+    let Some(first) = run.many.first() else {
+        return;
+    };
+    let _ = write!(
+        md,
+        "\n### {channels} channels on each of {connections} connections, one node\n\n\
+         Each connection subscribes to {channels} channels (the same {channels} for every \
+         connection: socket.io joins {channels} rooms, Sockudo {channels} public channels), \
+         nothing is published; RSS once every subscription is confirmed minus before any \
+         connection. Per subscription past the first: (RSS per connection here - RSS per \
+         subscriber of the one-channel case above at the same size) / {more}, where this run \
+         has that case.\n\n\
+         | | RSS per connection, KiB | RSS per subscription, KiB | per subscription past the first, KiB | time to subscribe them all, s |\n\
+         |---|---|---|---|---|\n",
+        channels = first.channels_each,
+        connections = thousands(first.connections),
+        more = first.channels_each.saturating_sub(1),
+    );
+    for row in &run.many {
+        let one = find(run, row.peer, 1, row.connections).map(|r| r.kib_per_subscriber);
+        let past = one
+            .filter(|_| row.channels_each > 1)
+            .map(|one| (row.kib_per_connection - one) / (row.channels_each - 1) as f64);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            row.peer.label(),
+            cell(Some(row.kib_per_connection), 2),
+            cell(Some(row.kib_per_subscription), 3),
+            cell(past, 3),
+            cell(Some(row.open_s), 1),
+        );
+    }
+    let ours = run.many.iter().find(|r| r.peer == Peer::Ours);
+    let io = run.many.iter().find(|r| r.peer == Peer::SocketIo);
+    if let (Some(ours), Some(io)) = (ours, io) {
+        let _ = writeln!(
+            md,
+            "\nOurs / socket.io, RSS per subscription: {}.",
+            plain_ratio(
+                Some(ours.kib_per_subscription),
+                Some(io.kib_per_subscription)
+            )
+        );
+    }
 }
 
 /// Sockudo beside ours for one case: its figures and ours / Sockudo, the
@@ -413,6 +491,30 @@ mod tests {
                 row(Peer::SocketIo, 4.0, 3.0, 8.0),
                 row(Peer::Sockudo, 2.0, 1.0, 16.0),
             ],
+            // Ours at 4 KiB per subscriber with one channel, 8.5 with ten:
+            // 0.5 KiB per subscription past the first.
+            many: vec![
+                ManyRow {
+                    peer: Peer::Ours,
+                    connections: 100,
+                    channels_each: 10,
+                    open_s: 0.5,
+                    rss_before_kib: 1000,
+                    rss_after_kib: 1850,
+                    kib_per_connection: 8.5,
+                    kib_per_subscription: 0.85,
+                },
+                ManyRow {
+                    peer: Peer::SocketIo,
+                    connections: 100,
+                    channels_each: 10,
+                    open_s: 1.5,
+                    rss_before_kib: 1000,
+                    rss_after_kib: 2700,
+                    kib_per_connection: 17.0,
+                    kib_per_subscription: 1.7,
+                },
+            ],
         };
         let md = markdown(&run);
         assert!(
@@ -449,5 +551,18 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("Sockudo (sockudo 5.2.0"), "{md}");
+        assert!(
+            md.contains("### 10 channels on each of 100 connections, one node"),
+            "{md}"
+        );
+        assert!(md.contains("| ours | 8.50 | 0.850 | 0.500 | 0.5 |"), "{md}");
+        assert!(
+            md.contains("| socket.io | 17.00 | 1.700 | 1.000 | 1.5 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("Ours / socket.io, RSS per subscription: 0.50x."),
+            "{md}"
+        );
     }
 }

@@ -9,7 +9,11 @@
 //!   (one machine, one clock), into an HDR histogram: p50, p99, max;
 //! * the server's CPU time over the window divided by the deliveries;
 //! * the server's RSS once every subscriber is in, minus before any
-//!   connected, per subscribed connection.
+//!   connected, per subscribed connection;
+//! * many channels, on one node: 10,000 connections (`--quick`: 2,000)
+//!   subscribed to [`MANY_CHANNELS`] channels each, no publication; the
+//!   server's RSS per subscription, and per subscription past the first
+//!   (against the one-channel case's RSS per subscriber of the same run).
 //!
 //! With two nodes the subscribers alternate between them, the publication
 //! goes to the first, and both nodes' CPU and RSS count (Redis's do not,
@@ -56,7 +60,7 @@ use crate::harness::procs::{Core, Guard, hard_nofile, pinned};
 use crate::harness::servers::forward_lines;
 use crate::harness::ws::tcp_from;
 use crate::peers::{ours, socketio, sockudo};
-use crate::report::channels::{Row, Run};
+use crate::report::channels::{ManyRow, Row, Run};
 
 /// The channel (ours) and the room (socket.io).
 pub const CHANNEL: &str = "bench";
@@ -74,6 +78,18 @@ const OPEN_DEADLINE: Duration = Duration::from_secs(240);
 const HANDSHAKE: Duration = Duration::from_secs(20);
 /// After the last publication, every delivery within this long.
 const DRAIN: Duration = Duration::from_secs(30);
+/// Channels each connection subscribes to in the many-channels case.
+pub const MANY_CHANNELS: usize = 10;
+
+/// The `i`th channel a subscriber joins: [`CHANNEL`] first, then
+/// `bench-1`, `bench-2`... (valid names for every peer).
+fn channel_name(i: usize) -> Cow<'static, str> {
+    if i == 0 {
+        Cow::Borrowed(CHANNEL)
+    } else {
+        Cow::Owned(format!("{CHANNEL}-{i}"))
+    }
+}
 
 /// The server measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -188,6 +204,22 @@ pub fn run(options: &Options) -> Result<Run> {
             }
         }
     }
+    let mut many = Vec::new();
+    let connections = if options.quick { 2_000 } else { 10_000 };
+    if options.nodes.contains(&1) {
+        for peer in options.peers.clone() {
+            let row = measure_many(options, peer, connections)?;
+            eprintln!(
+                "channels: {} on 1 node, {} connections x {} channels: {:.2} KiB per connection, {:.3} KiB per subscription",
+                peer.label(),
+                row.connections,
+                row.channels_each,
+                row.kib_per_connection,
+                row.kib_per_subscription,
+            );
+            many.push(row);
+        }
+    }
     let run = Run {
         date: machine::date(),
         quick: options.quick,
@@ -208,6 +240,7 @@ pub fn run(options: &Options) -> Result<Run> {
             String::new()
         },
         rows,
+        many,
     };
     let md = crate::report::channels::markdown(&run);
     match &options.docs {
@@ -282,7 +315,9 @@ pub struct Subscribers {
 impl Subscribers {
     /// Starts the processes that hold `conns` subscribers of [`CHANNEL`]
     /// over `nodes` (alternating), from 127.0.0.`first_src` on; each
-    /// expects `count` publications within `within` after `go`.
+    /// expects `count` publications within `within` after `go`. Each
+    /// subscriber joins `channels` channels ([`channel_name`]; the
+    /// publications go to the first).
     ///
     /// # Errors
     ///
@@ -291,7 +326,7 @@ impl Subscribers {
         bench: &Path,
         peer: Peer,
         nodes: &[SocketAddr],
-        (conns, first_src): (usize, u8),
+        (conns, first_src, channels): (usize, u8, usize),
         (count, within): (u64, Duration),
     ) -> Result<Self> {
         let hard = hard_nofile();
@@ -313,6 +348,7 @@ impl Subscribers {
             command.args(["--first-src", &src.to_string()]);
             command.args(["--count", &count.to_string()]);
             command.args(["--within", &within.as_secs().to_string()]);
+            command.args(["--channels", &channels.to_string()]);
             let (guard, stdin, stdout) = Guard::spawn_piped(&format!("subscribers {i}"), command)?;
             forward_lines(i, stdout, tx.clone());
             clients.push((guard, stdin));
@@ -408,7 +444,7 @@ fn measure(options: &Options, peer: Peer, nodes: usize, case: Case) -> Result<Ro
         &options.bench,
         peer,
         &addrs,
-        (case.subscribers, 2),
+        (case.subscribers, 2, 1),
         (case.publications(), within),
     )?;
     let subscribed = clients.ready()?;
@@ -474,6 +510,51 @@ fn measure(options: &Options, peer: Peer, nodes: usize, case: Case) -> Result<Ro
         max_ms: delays.max() as f64 / 1000.0,
         publish_p50_ms: crate::harness::stats::median(&mut publish_sorted),
         clients_cpu,
+    })
+}
+
+/// The many-channels case on `peer`, one node: `connections` each
+/// subscribed to [`MANY_CHANNELS`] channels, no publication; the RSS
+/// once they are all in, minus before any connected.
+fn measure_many(options: &Options, peer: Peer, connections: usize) -> Result<ManyRow> {
+    let nofile = (connections as u64 + 2048).min(hard_nofile());
+    let servers = start(options, peer, 1, nofile)?;
+    let pids: Vec<u32> = servers.nodes.iter().map(|(g, _)| g.pid()).collect();
+    let addrs: Vec<SocketAddr> = servers.nodes.iter().map(|(_, a)| *a).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let rss_before = runtime.block_on(settled_rss(&pids, Duration::from_secs(3)))?;
+    let opening = Instant::now();
+    // No publication: the processes hold their subscriptions until dropped.
+    let clients = Subscribers::spawn(
+        &options.bench,
+        peer,
+        &addrs,
+        (connections, 2, MANY_CHANNELS),
+        (0, Duration::ZERO),
+    )?;
+    let subscribed = clients.ready()?;
+    ensure!(
+        subscribed == connections,
+        "{}: {subscribed} of {connections} connections subscribed",
+        peer.label()
+    );
+    let open_s = opening.elapsed().as_secs_f64();
+    let rss_after = runtime.block_on(settled_rss(&pids, Duration::from_secs(10)))?;
+    drop(clients);
+    drop(servers);
+    let grown = rss_after.saturating_sub(rss_before) as f64;
+    let subscriptions = connections * MANY_CHANNELS;
+    Ok(ManyRow {
+        peer,
+        connections,
+        channels_each: MANY_CHANNELS,
+        open_s,
+        rss_before_kib: rss_before,
+        rss_after_kib: rss_after,
+        kib_per_connection: grown / connections as f64,
+        kib_per_subscription: grown / subscriptions as f64,
     })
 }
 
@@ -600,12 +681,12 @@ impl Tally {
 pub async fn subscribe(
     peer: Peer,
     nodes: &[SocketAddr],
-    conns: usize,
-    first_src: u8,
+    (conns, first_src, channels): (usize, u8, usize),
     count: u64,
     within: Duration,
 ) -> Result<String> {
     ensure!(!nodes.is_empty(), "no nodes");
+    ensure!(channels >= 1, "each subscriber joins one channel at least");
     let started = Instant::now();
     let gate = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut opening = JoinSet::new();
@@ -614,7 +695,7 @@ pub async fn subscribe(
         let (gate, node) = (gate.clone(), nodes[i % nodes.len()]);
         opening.spawn(async move {
             let _permit = gate.acquire_owned().await;
-            tokio::time::timeout(HANDSHAKE, open(peer, src, node))
+            tokio::time::timeout(HANDSHAKE, open(peer, src, node, channels))
                 .await
                 .context("handshake timed out")?
         });
@@ -716,19 +797,28 @@ async fn next_text(peer: Peer, ws: &mut Ws) -> Result<String> {
     }
 }
 
-/// One subscriber: connected from `127.0.0.src` to `node` and subscribed.
-async fn open(peer: Peer, src: u8, node: SocketAddr) -> Result<Ws> {
+/// One subscriber: connected from `127.0.0.src` to `node` and subscribed
+/// to `channels` channels ([`channel_name`]), each confirmed.
+async fn open(peer: Peer, src: u8, node: SocketAddr, channels: usize) -> Result<Ws> {
     let tcp = tcp_from(src, node).await?;
+    let mut left = channels;
     match peer {
         Peer::Ours => {
             let url = format!("ws://{node}/ws?protocol=2");
             let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
-            let subscribe = format!(r#"{{"type":"subscribe","channel":"{CHANNEL}"}}"#);
-            ws.send(Message::text(subscribe)).await?;
+            for i in 0..channels {
+                let channel = channel_name(i);
+                let subscribe = format!(r#"{{"type":"subscribe","channel":"{channel}"}}"#);
+                ws.send(Message::text(subscribe)).await?;
+            }
             loop {
                 let text = next_text(peer, &mut ws).await?;
                 if text.starts_with(r#"{"type":"subscribed""#) {
-                    return Ok(ws);
+                    left -= 1;
+                    if left == 0 {
+                        return Ok(ws);
+                    }
+                    continue;
                 }
                 if text.starts_with(r#"{"type":"error""#) {
                     bail!("subscribe refused: {text}");
@@ -749,13 +839,18 @@ async fn open(peer: Peer, src: u8, node: SocketAddr) -> Result<Ws> {
                 connected.starts_with(socketio::CONNECT),
                 "not a socket.io CONNECT: {connected}"
             );
-            let room = format!("\"{CHANNEL}\"");
-            ws.send(Message::text(socketio::event("join", &room)))
-                .await?;
+            for i in 0..channels {
+                let room = format!("\"{}\"", channel_name(i));
+                ws.send(Message::text(socketio::event("join", &room)))
+                    .await?;
+            }
             loop {
                 let text = next_text(peer, &mut ws).await?;
                 if socketio::payload_of(&text, "joined").is_some() {
-                    return Ok(ws);
+                    left -= 1;
+                    if left == 0 {
+                        return Ok(ws);
+                    }
                 }
             }
         }
@@ -767,11 +862,19 @@ async fn open(peer: Peer, src: u8, node: SocketAddr) -> Result<Ws> {
                 sockudo::event_of(&established).as_deref() == Some("pusher:connection_established"),
                 "not pusher:connection_established: {established}"
             );
-            ws.send(Message::text(sockudo::subscribe(CHANNEL))).await?;
+            for i in 0..channels {
+                ws.send(Message::text(sockudo::subscribe(&channel_name(i))))
+                    .await?;
+            }
             loop {
                 let text = next_text(peer, &mut ws).await?;
                 match sockudo::event_of(&text).as_deref() {
-                    Some("pusher_internal:subscription_succeeded") => return Ok(ws),
+                    Some("pusher_internal:subscription_succeeded") => {
+                        left -= 1;
+                        if left == 0 {
+                            return Ok(ws);
+                        }
+                    }
                     Some("pusher:error" | "pusher:subscription_error") => {
                         bail!("subscribe refused: {text}")
                     }

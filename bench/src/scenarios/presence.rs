@@ -217,7 +217,7 @@ fn start(
         &options.bench,
         peer,
         &addrs,
-        (members, first_src),
+        (members, first_src, 1),
         (0, Duration::ZERO),
     )?;
     Ok(Side {
