@@ -304,27 +304,29 @@ impl Runner {
         self.driver.open_hook_done(generation);
     }
 
-    /// Subscribes to `channel`: the driver's, when this tab does not share
-    /// (channels are not shared across tabs yet).
+    /// Subscribes to `channel`: the driver's, or with sharing the
+    /// coordinator's (one server subscription per channel for all tabs).
     pub(crate) fn subscribe(
         &mut self,
         channel: &str,
         since: Option<StreamPosition>,
     ) -> Result<u64, SubscribeError> {
-        if self.sharing().is_some() {
-            return Err(SubscribeError::SharedAcrossTabs);
+        match self.sharing_mut() {
+            Some(sharing) => sharing.subscribe(channel, since),
+            None => self.driver.subscribe(channel, since),
         }
-        self.driver.subscribe(channel, since)
     }
 
-    /// Ends a subscription (nothing while sharing: there was none).
+    /// Ends a subscription.
     pub(crate) fn unsubscribe(&mut self, channel: &str, subscription: u64) {
-        if self.sharing().is_none() {
-            self.driver.unsubscribe(channel, subscription);
+        match self.sharing_mut() {
+            Some(sharing) => sharing.coordinator.unsubscribe(channel, subscription),
+            None => self.driver.unsubscribe(channel, subscription),
         }
     }
 
-    /// Publishes to `channel`: the driver's, when this tab does not share.
+    /// Publishes to `channel`: the driver's, or with sharing through the
+    /// leader (answered to this tab).
     pub(crate) fn publish(
         &mut self,
         channel: &str,
@@ -332,14 +334,14 @@ impl Runner {
         id: u128,
         answer: PublishAnswer,
     ) -> Result<u64, PublishError> {
-        if self.sharing().is_some() {
-            return Err(PublishError::SharedAcrossTabs);
+        match self.sharing_mut() {
+            Some(sharing) => sharing.publish(channel, data, id, answer),
+            None => self.driver.publish(channel, data, id, answer),
         }
-        self.driver.publish(channel, data, id, answer)
     }
 
     /// A presence query about `channel`: the driver's, when this tab does
-    /// not share.
+    /// not share (presence is not shared across tabs).
     pub(crate) fn presence_query(
         &mut self,
         channel: &str,
@@ -365,7 +367,10 @@ impl Runner {
         channel: &str,
         subscription: u64,
     ) -> Option<StreamPosition> {
-        self.driver.channel_position(channel, subscription)
+        match self.sharing() {
+            Some(sharing) => sharing.coordinator.channel_position(channel, subscription),
+            None => self.driver.channel_position(channel, subscription),
+        }
     }
 
     /// The config the socket was made with.

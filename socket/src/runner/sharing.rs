@@ -23,10 +23,12 @@
 //!   an [`Event::Dropped`], never silence.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use super::{Runner, Step, TabIo};
+use crate::channel::{ChannelNotice, PublishError, RawJson, StreamPosition, SubscribeError};
 use crate::config::{Config, Overflow};
-use crate::driver::Driver;
+use crate::driver::{Driver, PublishAnswer};
 use crate::message::{
     DropReason, Event, Message, NotShared, SendError, SendOutcome, State, Stats, TabRole,
 };
@@ -52,6 +54,13 @@ pub(super) struct Sharing {
     leaving: Option<(u16, String)>,
     /// This tab left: once its last words are out, the channel goes.
     left: bool,
+    /// The last subscription serial given (this tab's, for its handles).
+    serial: u64,
+    /// The last publish number given.
+    ticket: u64,
+    /// This tab's publishes awaiting their answer: id, channel, data (to
+    /// publish again on its own socket if it goes alone), where it goes.
+    answers: Vec<(String, String, RawJson, PublishAnswer)>,
 }
 
 /// The leader's bookkeeping of its driver.
@@ -69,6 +78,10 @@ struct Adapter {
     link: Option<LinkState>,
     /// The application's close, for the last tab's [`SocketCall::Close`].
     close: Option<(u16, String)>,
+    /// The driver's subscription serial per channel.
+    serials: Vec<(String, u64)>,
+    /// The driver's publish answers, read after each input it handles.
+    published: Arc<Mutex<Vec<(String, Result<u64, PublishError>)>>>,
 }
 
 impl Sharing {
@@ -81,7 +94,39 @@ impl Sharing {
             unsent: Vec::new(),
             leaving: None,
             left: false,
+            serial: 0,
+            ticket: 0,
+            answers: Vec::new(),
         }
+    }
+
+    pub(super) fn subscribe(
+        &mut self,
+        channel: &str,
+        since: Option<StreamPosition>,
+    ) -> Result<u64, SubscribeError> {
+        let serial = self.serial.saturating_add(1);
+        self.coordinator.subscribe(channel, serial, since)?;
+        self.serial = serial;
+        Ok(serial)
+    }
+
+    pub(super) fn publish(
+        &mut self,
+        channel: &str,
+        data: RawJson,
+        id: u128,
+        answer: PublishAnswer,
+    ) -> Result<u64, PublishError> {
+        if self.leaving.is_some() {
+            return Err(PublishError::Closed);
+        }
+        let id = format!("{id:032x}");
+        self.coordinator
+            .publish(channel, id.clone(), data.clone())?;
+        self.answers.push((id, channel.to_owned(), data, answer));
+        self.ticket = self.ticket.saturating_add(1);
+        Ok(self.ticket)
     }
 
     pub(super) fn send(&mut self, message: Message) -> Result<SendOutcome, SendError> {
@@ -227,6 +272,9 @@ impl Runner {
             return;
         }
         let (Some(reliable), Some(sharing)) = (self.driver.reliable(), &mut self.sharing) else {
+            if let Some(sharing) = &mut self.sharing {
+                report_published(&sharing.adapter, &mut sharing.inputs, now);
+            }
             return;
         };
         let adapter = &mut sharing.adapter;
@@ -240,6 +288,7 @@ impl Runner {
                 sharing.inputs.push_back((Input::Socket(report), now));
             }
         }
+        report_published(adapter, &mut sharing.inputs, now);
         let acked = adapter.acked_base + reliable.acked_total() - adapter.acked_from;
         if acked > adapter.acked_reported {
             adapter.acked_reported = acked;
@@ -291,6 +340,22 @@ impl Runner {
                     report(SocketReport::State(link));
                 }
                 Some(event)
+            }
+            Event::Channel(notice) => {
+                let channel = notice.channel().to_owned();
+                let serial = sharing
+                    .adapter
+                    .serials
+                    .iter()
+                    .find(|(c, _)| *c == channel)
+                    .map(|(_, s)| *s);
+                let position = serial.and_then(|s| self.driver.channel_position(&channel, s));
+                report(SocketReport::Channel {
+                    channel,
+                    position,
+                    event: notice.event().clone(),
+                });
+                None
             }
             Event::ResumeFailed { unconfirmed, .. } => {
                 let adapter = &mut sharing.adapter;
@@ -351,6 +416,7 @@ impl Runner {
             return;
         };
         sharing.alone = true;
+        let answers = std::mem::take(&mut sharing.answers);
         self.out.push_back(Step::Tabs(TabIo::Detach));
         // A leader keeps the socket it drives (with the other tabs'
         // messages it accepted) as its own.
@@ -362,6 +428,14 @@ impl Runner {
             .into_iter()
             .filter_map(|frame| self.driver.send(frame).err()?.into_message())
             .collect();
+        // Unanswered publishes go out on its own socket, with the same ids
+        // (published once if a leader published them already).
+        for (id, channel, data, answer) in answers {
+            let id = u128::from_str_radix(&id, 16).unwrap_or_default();
+            // An error reaches `answer` only on success paths; a refusal
+            // here drops it, which the `Publish` reads as `Dropped`.
+            let _ = self.driver.publish(&channel, data, id, answer);
+        }
         // Never silent: what its own socket refused is handed back.
         self.out.extend(
             refused
@@ -420,7 +494,44 @@ impl Runner {
                         let _ = driver.send(pending.frame.clone());
                     }
                 }
+                // One server subscription per shared channel, from the
+                // position every tab delivered.
+                for shared in &resume.channels {
+                    if let Ok(serial) = driver.subscribe(&shared.channel, shared.position.clone()) {
+                        sharing
+                            .adapter
+                            .serials
+                            .push((shared.channel.clone(), serial));
+                    }
+                }
                 self.driver = driver;
+            }
+            SocketCall::Subscribe { channel, since } => {
+                if let Ok(serial) = self.driver.subscribe(&channel, since) {
+                    let serials = &mut sharing.adapter.serials;
+                    serials.retain(|(c, _)| *c != channel);
+                    serials.push((channel, serial));
+                }
+            }
+            SocketCall::Unsubscribe { channel } => {
+                let serials = &mut sharing.adapter.serials;
+                if let Some(at) = serials.iter().position(|(c, _)| *c == channel) {
+                    let (channel, serial) = serials.remove(at);
+                    self.driver.unsubscribe(&channel, serial);
+                }
+            }
+            SocketCall::Publish { channel, id, data } => {
+                let published = Arc::clone(&sharing.adapter.published);
+                let key = id.clone();
+                let answer: PublishAnswer = Box::new(move |result| {
+                    if let Ok(mut published) = published.lock() {
+                        published.push((key, result));
+                    }
+                });
+                let id = u128::from_str_radix(&id, 16).unwrap_or_default();
+                // Refused before the server (never, unbounded and open):
+                // the publisher resends it to the next leader.
+                let _ = self.driver.publish(&channel, data, id, answer);
             }
             SocketCall::Send(frame) => {
                 if let Err(error) = self.driver.send(frame)
@@ -480,8 +591,42 @@ impl Runner {
                 message: frame.into(),
                 reason: DropReason::RefusedByLeader,
             },
+            TabEvent::Channel {
+                channel,
+                serial,
+                event,
+            } => Event::Channel(ChannelNotice::new(channel, serial, event)),
+            TabEvent::Published { id, result } => {
+                if let Some(sharing) = &mut self.sharing {
+                    let answers = &mut sharing.answers;
+                    if let Some(at) = answers.iter().position(|(i, ..)| *i == id) {
+                        let (.., answer) = answers.remove(at);
+                        answer(result);
+                    }
+                }
+                return;
+            }
         };
         self.out.push_back(Step::Emit(event));
+    }
+}
+
+/// The publish answers the leader's driver gave, as reports (a refusal
+/// other than the server's is left for the next leader: the publisher
+/// resends it).
+fn report_published(adapter: &Adapter, inputs: &mut VecDeque<(Input, f64)>, now: f64) {
+    let answers = match adapter.published.lock() {
+        Ok(mut published) => std::mem::take(&mut *published),
+        Err(_) => return,
+    };
+    for (id, result) in answers {
+        let result = match result {
+            Ok(offset) => Ok(offset),
+            Err(PublishError::Refused { code, message }) => Err((code, message)),
+            Err(_) => continue,
+        };
+        let report = SocketReport::Published { id, result };
+        inputs.push_back((Input::Socket(report), now));
     }
 }
 

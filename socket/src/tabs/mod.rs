@@ -152,6 +152,7 @@
 //! | `tabs/tests/` | unit tests (`mod.rs`, `validation.rs` for what a tab believes), and several tabs and a reliable server simulated in-process, leaders closed mid-stream, with forged posts and another wire version (`sim.rs`) |
 
 mod alone;
+mod channels;
 mod follower;
 mod io;
 mod leader;
@@ -165,11 +166,12 @@ use std::collections::VecDeque;
 
 use crate::config::Config;
 use crate::message::{Message, SendError};
+pub use channels::{MAX_CHANNELS_PER_TAB, MAX_PUBLISHES_PER_TAB};
 pub use io::{Effect, Input, Role, SocketCall, SocketReport, TabEvent, TabSend};
 pub use map::TabMap;
 pub use wire::{
-    Envelope, Frame, LinkState, Pending, Refusal, Session, Shared, TAB_PROTOCOL, TabConfig, TabId,
-    TabMessage, WireError, tab_id_from,
+    Envelope, Frame, LinkState, Pending, Refusal, Session, Shared, SharedChannel, TAB_PROTOCOL,
+    TabConfig, TabId, TabMessage, WireError, tab_id_from,
 };
 
 /// How often the glue feeds [`Input::Tick`] (every tab heartbeats then).
@@ -229,6 +231,9 @@ pub struct Tabs {
     /// leader did (so that what it accepted is known).
     foreign: Option<u64>,
     link: LinkState,
+    /// Channels shared across tabs: this tab's subscriptions and publishes,
+    /// and the leader's bookkeeping (`channels.rs`).
+    channels: channels::TabChannels,
     effects: VecDeque<Effect>,
 }
 
@@ -255,6 +260,7 @@ impl Tabs {
             rejoining: false,
             foreign: None,
             link: LinkState::Connecting,
+            channels: channels::TabChannels::default(),
             effects: VecDeque::new(),
         }
     }

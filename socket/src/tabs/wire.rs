@@ -15,6 +15,8 @@
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
+use shared::ErrorCode;
+use shared::channel::{PublisherInfo, RawJson, StreamPosition, UnsubscribeReason};
 use shared::object::{self, FieldError, Object};
 
 use super::TabMap;
@@ -22,7 +24,9 @@ use crate::config::Config;
 use crate::message::Message;
 
 /// The version of the tab protocol; a tab that hears another one goes alone.
-pub const TAB_PROTOCOL: u32 = 2;
+/// 3: channels shared across tabs (a v2 tab would take a v3 leader's
+/// `Leader` for malformed, its `shared` having `channels`).
+pub const TAB_PROTOCOL: u32 = 3;
 
 /// Why a post is not an envelope of this version.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -195,6 +199,23 @@ pub struct Shared {
     /// back as numbers).
     #[serde(with = "pairs")]
     pub accepted: TabMap<u64>,
+    /// The channels the leader holds one server subscription to, each for
+    /// the tabs named (its references), with the position every tab has
+    /// delivered or will deliver from the channel: a new leader subscribes
+    /// again from there.
+    pub channels: Vec<SharedChannel>,
+}
+
+/// One channel shared across tabs (see [`Shared::channels`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedChannel {
+    /// Its name.
+    pub channel: String,
+    /// The tabs subscribed, sorted, each once (the references).
+    pub tabs: Vec<TabId>,
+    /// The epoch and the last offset the leader broadcast (or the `since`
+    /// of the first subscriber, before the server answered).
+    pub position: Option<StreamPosition>,
 }
 
 /// [`Shared::accepted`] as `[[tab, n], ...]`.
@@ -341,6 +362,116 @@ pub enum TabMessage {
     /// Any tab → all: I am alive (the leader judges followers by it, and
     /// followers the leader).
     Heartbeat,
+    /// Any tab → leader: subscribe me to `channel` (from `since`, if the
+    /// leader holds no subscription to it yet).
+    Subscribe {
+        /// The channel.
+        channel: String,
+        /// Where the tab's app left off, if it said.
+        since: Option<StreamPosition>,
+    },
+    /// Any tab → leader: I no longer subscribe to `channel`.
+    Unsubscribe {
+        /// The channel.
+        channel: String,
+    },
+    /// Any tab → leader: publish (`id`, 32 hex digits, is the idempotency
+    /// key: the same publish resent to the next leader is published once).
+    Publish {
+        /// The channel.
+        channel: String,
+        /// The publish id.
+        id: String,
+        /// What to publish.
+        data: RawJson,
+    },
+    /// Leader → all: `tab`'s publish `id` was published at `offset`.
+    Published {
+        /// The publisher.
+        tab: TabId,
+        /// Its publish id.
+        id: String,
+        /// The offset.
+        offset: u64,
+    },
+    /// Leader → all: the server refused `tab`'s publish `id`.
+    PublishRefused {
+        /// The publisher.
+        tab: TabId,
+        /// Its publish id.
+        id: String,
+        /// The server's code.
+        code: ErrorCode,
+        /// Its explanation.
+        message: String,
+    },
+    /// Leader → all: the tabs subscribed to `channel` (the references the
+    /// replicas keep); none: the leader unsubscribed it.
+    ChannelTabs {
+        /// The channel.
+        channel: String,
+        /// The tabs, sorted.
+        tabs: Vec<TabId>,
+    },
+    /// Leader → all (or one tab, `to`): subscribed to `channel`, at the
+    /// position given (the epoch and the last offset the leader delivered).
+    ChannelSubscribed {
+        /// The channel.
+        channel: String,
+        /// Only this tab (a tab joining a channel already subscribed).
+        to: Option<TabId>,
+        /// The stream's epoch.
+        epoch: String,
+        /// The last offset delivered.
+        offset: u64,
+        /// Whether the server recovered from the position asked.
+        recovered: bool,
+    },
+    /// Leader → all: `channel`'s stream started again under a new epoch.
+    ChannelReset {
+        /// The channel.
+        channel: String,
+        /// The new epoch.
+        epoch: String,
+        /// Its offset.
+        offset: u64,
+    },
+    /// Leader → all: a publication on `channel`.
+    ChannelPub {
+        /// The channel.
+        channel: String,
+        /// Its offset.
+        offset: u64,
+        /// Its data.
+        data: RawJson,
+        /// Its publisher.
+        info: Option<PublisherInfo>,
+    },
+    /// Leader → all: offsets `from..=to` of `channel` are lost.
+    ChannelGap {
+        /// The channel.
+        channel: String,
+        /// The first lost.
+        from: u64,
+        /// The last lost.
+        to: u64,
+    },
+    /// Leader → all: the server ended the subscription to `channel`.
+    ChannelEnded {
+        /// The channel.
+        channel: String,
+        /// Why.
+        reason: UnsubscribeReason,
+    },
+    /// Leader → all: the server refused the subscription to `channel`.
+    ChannelRefused {
+        /// The channel.
+        channel: String,
+        /// The server's code.
+        code: ErrorCode,
+        /// Its explanation.
+        message: String,
+    },
 }
 
 impl Envelope {
@@ -424,6 +555,18 @@ fn write_message(out: &mut String, message: &TabMessage) {
         TabMessage::ResumeFailed { .. } => "resume_failed",
         TabMessage::Status { .. } => "status",
         TabMessage::Heartbeat => "heartbeat",
+        TabMessage::Subscribe { .. } => "subscribe",
+        TabMessage::Unsubscribe { .. } => "unsubscribe",
+        TabMessage::Publish { .. } => "publish",
+        TabMessage::Published { .. } => "published",
+        TabMessage::PublishRefused { .. } => "publish_refused",
+        TabMessage::ChannelTabs { .. } => "channel_tabs",
+        TabMessage::ChannelSubscribed { .. } => "channel_subscribed",
+        TabMessage::ChannelReset { .. } => "channel_reset",
+        TabMessage::ChannelPub { .. } => "channel_pub",
+        TabMessage::ChannelGap { .. } => "channel_gap",
+        TabMessage::ChannelEnded { .. } => "channel_ended",
+        TabMessage::ChannelRefused { .. } => "channel_refused",
     };
     out.push_str("{\"type\":\"");
     out.push_str(ty);
@@ -528,8 +671,156 @@ fn write_message(out: &mut String, message: &TabMessage) {
             key(out, "tabs");
             count(out, *tabs);
         }
+        message => write_channel_message(out, message),
     }
     out.push('}');
+}
+
+/// `,"name":"text"`.
+fn text_field(out: &mut String, name: &str, text: &str) {
+    key(out, name);
+    object::write_string(out, text);
+}
+
+fn write_tabs(out: &mut String, tabs: &[TabId]) {
+    out.push('[');
+    for (i, tab) in tabs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        number(out, u64::from(tab.0));
+    }
+    out.push(']');
+}
+
+fn write_position(out: &mut String, position: Option<&StreamPosition>) {
+    match position {
+        Some(position) => {
+            out.push_str("{\"epoch\":");
+            object::write_string(out, &position.epoch);
+            key(out, "offset");
+            number(out, position.offset);
+            out.push('}');
+        }
+        None => out.push_str("null"),
+    }
+}
+
+/// The fields of the channel messages (issue 23).
+fn write_channel_message(out: &mut String, message: &TabMessage) {
+    match message {
+        TabMessage::Subscribe { channel, since } => {
+            text_field(out, "channel", channel);
+            key(out, "since");
+            write_position(out, since.as_ref());
+        }
+        TabMessage::Unsubscribe { channel } => text_field(out, "channel", channel),
+        TabMessage::Publish { channel, id, data } => {
+            text_field(out, "channel", channel);
+            text_field(out, "id", id);
+            key(out, "data");
+            out.push_str(data.get());
+        }
+        TabMessage::Published { tab, id, offset } => {
+            key(out, "tab");
+            number(out, u64::from(tab.0));
+            text_field(out, "id", id);
+            key(out, "offset");
+            number(out, *offset);
+        }
+        TabMessage::PublishRefused {
+            tab,
+            id,
+            code,
+            message,
+        } => {
+            key(out, "tab");
+            number(out, u64::from(tab.0));
+            text_field(out, "id", id);
+            text_field(out, "code", code.as_str());
+            text_field(out, "message", message);
+        }
+        TabMessage::ChannelTabs { channel, tabs } => {
+            text_field(out, "channel", channel);
+            key(out, "tabs");
+            write_tabs(out, tabs);
+        }
+        TabMessage::ChannelSubscribed {
+            channel,
+            to,
+            epoch,
+            offset,
+            recovered,
+        } => {
+            text_field(out, "channel", channel);
+            key(out, "to");
+            match to {
+                Some(tab) => number(out, u64::from(tab.0)),
+                None => out.push_str("null"),
+            }
+            text_field(out, "epoch", epoch);
+            key(out, "offset");
+            number(out, *offset);
+            key(out, "recovered");
+            out.push_str(if *recovered { "true" } else { "false" });
+        }
+        TabMessage::ChannelReset {
+            channel,
+            epoch,
+            offset,
+        } => {
+            text_field(out, "channel", channel);
+            text_field(out, "epoch", epoch);
+            key(out, "offset");
+            number(out, *offset);
+        }
+        TabMessage::ChannelPub {
+            channel,
+            offset,
+            data,
+            info,
+        } => {
+            text_field(out, "channel", channel);
+            key(out, "offset");
+            number(out, *offset);
+            key(out, "data");
+            out.push_str(data.get());
+            key(out, "info");
+            match info {
+                Some(info) => {
+                    out.push_str("{\"client_id\":");
+                    object::write_string(out, &info.client_id);
+                    if let Some(user) = &info.user {
+                        text_field(out, "user", user);
+                    }
+                    out.push('}');
+                }
+                None => out.push_str("null"),
+            }
+        }
+        TabMessage::ChannelGap { channel, from, to } => {
+            text_field(out, "channel", channel);
+            key(out, "from");
+            number(out, *from);
+            key(out, "to");
+            number(out, *to);
+        }
+        TabMessage::ChannelEnded { channel, reason } => {
+            text_field(out, "channel", channel);
+            text_field(out, "reason", reason.as_str());
+        }
+        TabMessage::ChannelRefused {
+            channel,
+            code,
+            message,
+        } => {
+            text_field(out, "channel", channel);
+            text_field(out, "code", code.as_str());
+            text_field(out, "message", message);
+        }
+        // The others are written by `write_message`.
+        _ => {}
+    }
 }
 
 fn write_config(out: &mut String, config: &TabConfig) {
@@ -632,6 +923,19 @@ fn write_shared(out: &mut String, shared: &Shared) {
         out.push(',');
         number(out, *n);
         out.push(']');
+    }
+    out.push_str("],\"channels\":[");
+    for (i, shared) in shared.channels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"channel\":");
+        object::write_string(out, &shared.channel);
+        key(out, "tabs");
+        write_tabs(out, &shared.tabs);
+        key(out, "position");
+        write_position(out, shared.position.as_ref());
+        out.push('}');
     }
     out.push_str("]}");
 }
@@ -761,7 +1065,87 @@ fn message(body: &Object<'_>) -> Result<TabMessage, Bad> {
             tabs: narrow(body.required::<u64>("tabs")?)?,
         },
         "heartbeat" => TabMessage::Heartbeat,
+        "subscribe" => TabMessage::Subscribe {
+            channel: body.required("channel")?,
+            since: body.optional("since")?,
+        },
+        "unsubscribe" => TabMessage::Unsubscribe {
+            channel: body.required("channel")?,
+        },
+        "publish" => TabMessage::Publish {
+            channel: body.required("channel")?,
+            id: body.required("id")?,
+            data: raw_json(body)?,
+        },
+        "published" => TabMessage::Published {
+            tab: tab(body, "tab")?,
+            id: body.required("id")?,
+            offset: body.required("offset")?,
+        },
+        "publish_refused" => TabMessage::PublishRefused {
+            tab: tab(body, "tab")?,
+            id: body.required("id")?,
+            code: ErrorCode::from(body.required::<String>("code")?),
+            message: body.required("message")?,
+        },
+        "channel_tabs" => TabMessage::ChannelTabs {
+            channel: body.required("channel")?,
+            tabs: tabs(body.raw("tabs")?.ok_or(Bad)?)?,
+        },
+        "channel_subscribed" => TabMessage::ChannelSubscribed {
+            channel: body.required("channel")?,
+            to: body
+                .optional::<u64>("to")?
+                .map(narrow)
+                .transpose()?
+                .map(TabId),
+            epoch: body.required("epoch")?,
+            offset: body.required("offset")?,
+            recovered: body.required("recovered")?,
+        },
+        "channel_reset" => TabMessage::ChannelReset {
+            channel: body.required("channel")?,
+            epoch: body.required("epoch")?,
+            offset: body.required("offset")?,
+        },
+        "channel_pub" => TabMessage::ChannelPub {
+            channel: body.required("channel")?,
+            offset: body.required("offset")?,
+            data: raw_json(body)?,
+            info: body.optional("info")?,
+        },
+        "channel_gap" => TabMessage::ChannelGap {
+            channel: body.required("channel")?,
+            from: body.required("from")?,
+            to: body.required("to")?,
+        },
+        "channel_ended" => TabMessage::ChannelEnded {
+            channel: body.required("channel")?,
+            reason: UnsubscribeReason::from(body.required::<String>("reason")?),
+        },
+        "channel_refused" => TabMessage::ChannelRefused {
+            channel: body.required("channel")?,
+            code: ErrorCode::from(body.required::<String>("code")?),
+            message: body.required("message")?,
+        },
         _ => return Err(Bad),
+    })
+}
+
+/// Field `data`: one JSON value, kept as its text.
+fn raw_json(body: &Object<'_>) -> Result<RawJson, Bad> {
+    Ok(RawJson::parse(body.raw("data")?.ok_or(Bad)?)?)
+}
+
+fn tabs(raw: &str) -> Result<Vec<TabId>, Bad> {
+    Ok(numbers(raw)?.into_iter().map(TabId).collect())
+}
+
+fn shared_channel(item: &Object<'_>) -> Result<SharedChannel, Bad> {
+    Ok(SharedChannel {
+        channel: item.required("channel")?,
+        tabs: tabs(item.raw("tabs")?.ok_or(Bad)?)?,
+        position: item.optional("position")?,
     })
 }
 
@@ -834,6 +1218,10 @@ fn shared(shared: &Object<'_>) -> Result<Shared, Bad> {
             }
             accepted
         },
+        channels: object::elements(shared.raw("channels")?.ok_or(Bad)?)?
+            .into_iter()
+            .map(|item| shared_channel(&Object::parse(item)?))
+            .collect::<Result<_, Bad>>()?,
     })
 }
 
@@ -902,6 +1290,21 @@ mod tests {
                 },
             ]),
             accepted: TabMap::from([(TabId(3), 1), (TabId(u32::MAX), 2)]),
+            channels: vec![
+                SharedChannel {
+                    channel: "chat:a".into(),
+                    tabs: vec![TabId(1), TabId(u32::MAX)],
+                    position: Some(StreamPosition {
+                        epoch: "e\"1".into(),
+                        offset: u64::MAX,
+                    }),
+                },
+                SharedChannel {
+                    channel: "b".into(),
+                    tabs: vec![],
+                    position: None,
+                },
+            ],
         };
         vec![
             TabMessage::Hello {
@@ -985,6 +1388,101 @@ mod tests {
                 tabs: 2,
             },
             TabMessage::Heartbeat,
+            TabMessage::Subscribe {
+                channel: "chat:a".into(),
+                since: Some(StreamPosition {
+                    epoch: "e".into(),
+                    offset: 3,
+                }),
+            },
+            TabMessage::Subscribe {
+                channel: "b".into(),
+                since: None,
+            },
+            TabMessage::Unsubscribe {
+                channel: "chat:\u{e9}".into(),
+            },
+            TabMessage::Publish {
+                channel: "chat:a".into(),
+                id: format!("{:032x}", u128::MAX),
+                data: RawJson::parse(r#"{"x":[1,"\u00e9",null]}"#).unwrap(),
+            },
+            TabMessage::Published {
+                tab: TabId(4),
+                id: "i".into(),
+                offset: u64::MAX,
+            },
+            TabMessage::PublishRefused {
+                tab: TabId(4),
+                id: "i".into(),
+                code: ErrorCode::from("rate_limited".to_owned()),
+                message: "slow \"down\"".into(),
+            },
+            TabMessage::ChannelTabs {
+                channel: "chat:a".into(),
+                tabs: vec![TabId(1), TabId(2)],
+            },
+            TabMessage::ChannelTabs {
+                channel: "chat:a".into(),
+                tabs: vec![],
+            },
+            TabMessage::ChannelSubscribed {
+                channel: "chat:a".into(),
+                to: Some(TabId(2)),
+                epoch: "e".into(),
+                offset: 0,
+                recovered: false,
+            },
+            TabMessage::ChannelSubscribed {
+                channel: "chat:a".into(),
+                to: None,
+                epoch: "".into(),
+                offset: 9,
+                recovered: true,
+            },
+            TabMessage::ChannelReset {
+                channel: "chat:a".into(),
+                epoch: "f".into(),
+                offset: 2,
+            },
+            TabMessage::ChannelPub {
+                channel: "chat:a".into(),
+                offset: 7,
+                data: RawJson::parse("\"text\"").unwrap(),
+                info: Some(PublisherInfo {
+                    client_id: "c1".into(),
+                    user: Some("u".into()),
+                }),
+            },
+            TabMessage::ChannelPub {
+                channel: "chat:a".into(),
+                offset: 8,
+                data: RawJson::parse("12").unwrap(),
+                info: Some(PublisherInfo {
+                    client_id: "c1".into(),
+                    user: None,
+                }),
+            },
+            TabMessage::ChannelPub {
+                channel: "chat:a".into(),
+                offset: 9,
+                data: RawJson::parse("null").unwrap(),
+                info: None,
+            },
+            TabMessage::ChannelGap {
+                channel: "chat:a".into(),
+                from: 3,
+                to: 5,
+            },
+            TabMessage::ChannelEnded {
+                channel: "chat:a".into(),
+                reason: UnsubscribeReason::Admin,
+            },
+            TabMessage::ChannelRefused {
+                channel: "chat:a".into(),
+                code: ErrorCode::from("permission_denied".to_owned()),
+                message: "no".into(),
+            },
         ]
     }
 
@@ -1031,7 +1529,7 @@ mod tests {
     fn the_wire_is_the_previous_builds() {
         let cases = [
             (
-                r#"{"v":2,"from":7,"body":{"type":"hello","config":{"url":"ws://x/ws","reliable":false,"token":true},"next":1}}"#,
+                r#"{"v":3,"from":7,"body":{"type":"hello","config":{"url":"ws://x/ws","reliable":false,"token":true},"next":1}}"#,
                 TabMessage::Hello {
                     config: TabConfig {
                         url: "ws://x/ws".into(),
@@ -1042,7 +1540,7 @@ mod tests {
                 },
             ),
             (
-                r#"{"v":2,"from":7,"body":{"type":"accepted","tab":3,"n":2,"frame":{"kind":"binary","data":[1,2]}}}"#,
+                r#"{"v":3,"from":7,"body":{"type":"accepted","tab":3,"n":2,"frame":{"kind":"binary","data":[1,2]}}}"#,
                 TabMessage::Accepted(Pending {
                     tab: TabId(3),
                     n: 2,
@@ -1050,7 +1548,7 @@ mod tests {
                 }),
             ),
             (
-                r#"{"v":2,"from":7,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"session":{"id":"s","token":"k"},"acked_seq":1,"last_in":2,"pending":[{"tab":3,"n":4,"frame":{"kind":"text","data":"x"}}],"accepted":[[3,4]]},"tabs":2,"state":"open","roster":[3,7]}}"#,
+                r#"{"v":3,"from":7,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"session":{"id":"s","token":"k"},"acked_seq":1,"last_in":2,"pending":[{"tab":3,"n":4,"frame":{"kind":"text","data":"x"}}],"accepted":[[3,4]],"channels":[{"channel":"c","tabs":[3],"position":{"epoch":"e","offset":5}}]},"tabs":2,"state":"open","roster":[3,7]}}"#,
                 TabMessage::Leader {
                     epoch: 1,
                     config: config("u"),
@@ -1067,6 +1565,14 @@ mod tests {
                             frame: Frame::Text("x".into()),
                         }]),
                         accepted: TabMap::from([(TabId(3), 4)]),
+                        channels: vec![SharedChannel {
+                            channel: "c".into(),
+                            tabs: vec![TabId(3)],
+                            position: Some(StreamPosition {
+                                epoch: "e".into(),
+                                offset: 5,
+                            }),
+                        }],
                     },
                     tabs: 2,
                     state: LinkState::Open,
@@ -1074,13 +1580,13 @@ mod tests {
                 },
             ),
             (
-                r#"{"v":2,"from":7,"body":{"type":"inbound","seq":null,"frame":{"kind":"text","data":"x"}}}"#,
+                r#"{"v":3,"from":7,"body":{"type":"inbound","seq":null,"frame":{"kind":"text","data":"x"}}}"#,
                 TabMessage::Inbound {
                     seq: None,
                     frame: Frame::Text("x".into()),
                 },
             ),
-            (r#"{"v":2,"from":7,"body":{"type":"bye"}}"#, TabMessage::Bye),
+            (r#"{"v":3,"from":7,"body":{"type":"bye"}}"#, TabMessage::Bye),
         ];
         for (json, body) in cases {
             let env = Envelope {
@@ -1133,59 +1639,59 @@ mod tests {
             r#"{"v":2.0,"from":1,"body":{"type":"bye"}}"#,
             r#"{"v":4294967298,"from":1,"body":{"type":"bye"}}"#,
             r#"{"from":1,"body":null}"#,
-            r#"{"v":2,"from":1,"body":{"type":"bye","extra":[1]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"bye"},"extra":{}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"bye","type":"bye"}}"#,
-            r#"{"v":2,"from":1,"body":{"type":null}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"b\u0079e"}}"#,
-            r#"{"v":2,"from":-1,"body":{"type":"bye"}}"#,
-            r#"{"v":2,"from":4294967296,"body":{"type":"bye"}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"rejoin","tab":1,"tab":2}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"data":"x","kind":"text"}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"text"}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[256]}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":"x"}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"other","data":"x"}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"inbound","frame":{"kind":"text","data":"x"}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"status","state":"opening","tabs":1}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"resume_failed","unconfirmed":1}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"resume_failed","session":{"id":"s"},"unconfirmed":1}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"session","id":"s","token":"k","extra":1}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"refused","tab":1,"n":1,"reason":"later"}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[{}],"accepted":[]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,2,3]]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,2],[1,3]]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1]]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[4294967296,1]]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,-1]]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[ [ 1 , 2 ] ]},"tabs":2,"state":"open","roster":[ 1 , 2 ]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[{}]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":{}},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":null},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":-1,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2.0,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":18446744073709551616,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[4294967296]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[-1]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[1.0]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[-0]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":null}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[[1]]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":["1"]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[-0, 255 ,0]}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[-1]}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1.0]}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1e2]}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[null]}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[]}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":null}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":{}}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[[1]]}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1,]}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":-1}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":4294967296}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":1.5}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"bye","extra":[1]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"bye"},"extra":{}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"bye","type":"bye"}}"#,
+            r#"{"v":3,"from":1,"body":{"type":null}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"b\u0079e"}}"#,
+            r#"{"v":3,"from":-1,"body":{"type":"bye"}}"#,
+            r#"{"v":3,"from":4294967296,"body":{"type":"bye"}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"rejoin","tab":1,"tab":2}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"data":"x","kind":"text"}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"text"}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[256]}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":"x"}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"other","data":"x"}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"inbound","frame":{"kind":"text","data":"x"}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"status","state":"opening","tabs":1}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"resume_failed","unconfirmed":1}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"resume_failed","session":{"id":"s"},"unconfirmed":1}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"session","id":"s","token":"k","extra":1}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"refused","tab":1,"n":1,"reason":"later"}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[{}],"accepted":[]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,2,3]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,2],[1,3]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[4294967296,1]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,-1]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[ [ 1 , 2 ] ]},"tabs":2,"state":"open","roster":[ 1 , 2 ]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[{}]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":{}},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":null},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":-1,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2.0,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":18446744073709551616,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[4294967296]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[-1]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[1.0]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[-0]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":null}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[[1]]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":["1"]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[-0, 255 ,0]}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[-1]}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1.0]}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1e2]}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[null]}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[]}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":null}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":{}}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[[1]]}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1,]}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":-1}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":4294967296}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":1.5}}"#,
         ] {
             assert_eq!(Envelope::from_json(text), derived(text), "{text}");
         }
