@@ -700,7 +700,11 @@ impl LocalSub {
         let Some(position) = self.position.as_mut().filter(|_| self.started) else {
             return;
         };
-        let from = from.max(position.offset.saturating_add(1));
+        // Nothing lies past u64::MAX.
+        let Some(next) = position.offset.checked_add(1) else {
+            return;
+        };
+        let from = from.max(next);
         if from <= to {
             position.offset = to;
             out.push(ChannelEvent::Gap { from, to });
