@@ -1021,7 +1021,7 @@ impl Driver {
 
     /// The connection is no longer open.
     pub(super) fn channels_closed(&mut self) {
-        let reliable = self.reliable.is_some();
+        let reliable = self.numbered_channels();
         if let Some(table) = self.channels.as_mut() {
             table.closed(reliable);
         }
@@ -1037,7 +1037,7 @@ impl Driver {
 
     /// Pending publishes held against the queue's limits.
     pub(super) fn channels_held(&self) -> (usize, usize) {
-        let reliable = self.reliable.is_some();
+        let reliable = self.numbered_channels();
         self.channels
             .as_ref()
             .map_or((0, 0), |table| table.held(reliable))
@@ -1055,6 +1055,11 @@ impl Driver {
         Some(result)
     }
 
+    /// Whether channel frames are numbered in a reliable session.
+    fn numbered_channels(&self) -> bool {
+        self.reliable.is_some() && !self.unnumbered_channels
+    }
+
     /// Writes a presence query as it is: never numbered (the table asks
     /// again after a cut).
     fn write_query(&mut self, frame: String) {
@@ -1067,8 +1072,8 @@ impl Driver {
     /// it); in plain mode as is, not handed back (the table keeps it).
     fn write_channel(&mut self, frame: String) {
         let frame = match self.reliable.as_mut() {
-            Some(reliable) => reliable.number(frame),
-            None => frame,
+            Some(reliable) if !self.unnumbered_channels => reliable.number(frame),
+            _ => frame,
         };
         if self.writable_now() {
             self.write(Message::Text(frame), false);

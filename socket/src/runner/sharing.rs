@@ -459,6 +459,8 @@ impl Runner {
                     ..self.config.clone()
                 };
                 let mut driver = Driver::new(config, seed);
+                // Its session numbers the tabs' messages alone.
+                driver.unnumbered_channels();
                 let restored = match (&resume.session, self.config.reliable) {
                     (Some(session), true) => {
                         driver.restore_reliable(Reliable::restored(
