@@ -156,7 +156,10 @@ fn a_tab_joining_a_live_channel_starts_where_the_others_are() {
     f.subscribe(CH, 9, at(2)).unwrap();
     let out = settle(&mut [&mut l, &mut f], 1.0);
     assert_eq!(subscribes(&out[0]), 0, "the server subscription is reused");
-    assert!(events(&out[0]).is_empty(), "the leader's app hears nothing new");
+    assert!(
+        events(&out[0]).is_empty(),
+        "the leader's app hears nothing new"
+    );
     assert_eq!(
         events(&out[1]),
         [
@@ -316,7 +319,10 @@ fn a_publish_is_answered_to_its_tab_and_resent_with_its_id_to_the_next_leader() 
     // A refusal reaches the app as the server's.
     let refused = SocketReport::Published {
         id: id_2,
-        result: Err((shared::ErrorCode::from("rate_limited".to_owned()), "slow".into())),
+        result: Err((
+            shared::ErrorCode::from("rate_limited".to_owned()),
+            "slow".into(),
+        )),
     };
     f.handle(Input::Socket(refused), 2.0);
     let out = settle(&mut [&mut f], 2.0);
@@ -443,7 +449,14 @@ fn forged_and_out_of_range_channel_posts_are_ignored() {
     for offset in [u64::MAX, u64::MAX, 0, 1] {
         report(&mut l, publication(offset), at(offset));
     }
-    report(&mut l, ChannelEvent::Gap { from: 0, to: u64::MAX }, at(u64::MAX));
+    report(
+        &mut l,
+        ChannelEvent::Gap {
+            from: 0,
+            to: u64::MAX,
+        },
+        at(u64::MAX),
+    );
     let out = settle(&mut [&mut l, &mut f], 1.0);
     assert_eq!(
         events(&out[1]),
