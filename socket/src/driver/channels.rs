@@ -55,7 +55,9 @@
 //! session's to resend; it is written again only when the session could not
 //! resume, and it is then taken out of what
 //! [`Event::ResumeFailed`](crate::Event::ResumeFailed) hands back, since the
-//! table retries it itself.
+//! table retries it itself. A leader's driver shared across tabs writes its
+//! channel frames unnumbered ([`Driver::unnumbered_channels`]), as in plain
+//! mode.
 
 use std::collections::{BTreeMap, VecDeque};
 

@@ -10,8 +10,8 @@
 //! | file | what it holds |
 //! |---|---|
 //! | `mod.rs` | [`Runner`], [`Step`], the application's calls, the order of work |
-//! | `sharing.rs` | the adapter: the leader's driver rebuilt from the shared state, acks and delivered seqs read off it, the coordinator's words as the app's events |
-//! | `tests/` | native tests: the adapter's rules, and tabs simulated over a reliable server that speaks the real wire |
+//! | `sharing.rs` | the adapter: the leader's driver rebuilt from the shared state, acks and delivered seqs read off it, its channel events and publish answers reported, the coordinator's words as the app's events |
+//! | `tests/` | native tests: the adapter's rules, and tabs simulated over a server that speaks the real wire, channels included |
 //!
 //! # The order of work
 //!

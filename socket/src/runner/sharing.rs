@@ -17,6 +17,17 @@
 //!   at, and again from zero after a failed resume), the session is its
 //!   credentials changing, and in plain mode each application frame
 //!   written is one [`SocketReport::Written`].
+//! * **Channels**: the leader's driver holds the one server subscription
+//!   per channel ([`SocketCall::Subscribe`], and each channel of the
+//!   replica at [`SocketCall::Open`], from its position) and writes its
+//!   channel frames unnumbered ([`Driver::unnumbered_channels`]: the
+//!   session numbers the tabs' messages alone). Its channel events go to
+//!   the coordinator ([`SocketReport::Channel`], with the position after
+//!   them), never straight to the app; its publish answers are read after
+//!   each input ([`SocketReport::Published`]). This tab's own subscriptions
+//!   are numbered here (their serials), and its publishes' answers wait
+//!   here for the coordinator's [`TabEvent::Published`]; a tab that goes
+//!   alone publishes what is unanswered on its own driver, with the same ids.
 //! * **What the app sees**: the driver's events while this tab leads (its
 //!   inbound messages go through the coordinator, which delivers each to
 //!   every tab once), the coordinator's deliveries otherwise; a refusal is
@@ -63,6 +74,9 @@ pub(super) struct Sharing {
     answers: Vec<(String, String, RawJson, PublishAnswer)>,
 }
 
+/// The publish answers of the leader's driver: id and outcome.
+type Answers = Arc<Mutex<Vec<(String, Result<u64, PublishError>)>>>;
+
 /// The leader's bookkeeping of its driver.
 #[derive(Default)]
 struct Adapter {
@@ -81,7 +95,7 @@ struct Adapter {
     /// The driver's subscription serial per channel.
     serials: Vec<(String, u64)>,
     /// The driver's publish answers, read after each input it handles.
-    published: Arc<Mutex<Vec<(String, Result<u64, PublishError>)>>>,
+    published: Answers,
 }
 
 impl Sharing {

@@ -127,7 +127,7 @@ impl Tabs {
             started: false,
             ended: false,
         });
-        self.to_leader(TabMessage::Subscribe {
+        self.request(TabMessage::Subscribe {
             channel: channel.to_owned(),
             since,
         });
@@ -145,7 +145,7 @@ impl Tabs {
             return;
         };
         subs.remove(at);
-        self.to_leader(TabMessage::Unsubscribe {
+        self.request(TabMessage::Unsubscribe {
             channel: channel.to_owned(),
         });
     }
@@ -179,7 +179,7 @@ impl Tabs {
             data,
         };
         self.channels.publishes.push(publish.clone());
-        self.to_leader(TabMessage::Publish {
+        self.request(TabMessage::Publish {
             channel: publish.channel,
             id: publish.id,
             data: publish.data,
@@ -200,7 +200,7 @@ impl Tabs {
     /// A channel request of this tab: handled here when leading, forwarded
     /// to a known leader, else kept for the next one (every subscription
     /// and unanswered publish is sent to each new leader).
-    fn to_leader(&mut self, body: TabMessage) {
+    fn request(&mut self, body: TabMessage) {
         match self.role {
             Role::Leader if self.catching_up.is_none() => self.channel_request(self.me, body),
             Role::Follower if self.leader.is_some() => self.broadcast(body),
@@ -227,7 +227,7 @@ impl Tabs {
             data: p.data.clone(),
         }));
         for body in bodies {
-            self.to_leader(body);
+            self.request(body);
         }
     }
 

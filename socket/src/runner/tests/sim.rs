@@ -355,6 +355,9 @@ impl Server {
     }
 }
 
+/// A tab's publish answers as they came: id and outcome.
+type Answers = Arc<Mutex<Vec<(u128, Result<u64, PublishError>)>>>;
+
 struct Tab {
     runner: Runner,
     closed: bool,
@@ -373,7 +376,7 @@ struct Tab {
     gaps: Vec<(u64, u64)>,
     /// Its publishes (ids), and their answers as they came.
     publishes: Vec<u128>,
-    answers: Arc<Mutex<Vec<(u128, Result<u64, PublishError>)>>>,
+    answers: Answers,
 }
 
 struct Sim {
