@@ -108,7 +108,10 @@ impl Sharing {
             unsent: Vec::new(),
             leaving: None,
             left: false,
-            serial: 0,
+            // Far from the driver's own serials (from 1): a handle of the
+            // shared era dropped after the tab went alone names no
+            // subscription of its own driver.
+            serial: 1 << 40,
             ticket: 0,
             answers: Vec::new(),
         }
