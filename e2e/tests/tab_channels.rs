@@ -258,6 +258,7 @@ async fn shared_tabs_hold_one_subscription_and_keep_every_publication_through_a_
     }
     feed_becomes(&browser, &other, &want).await?;
     ensure!(subscriptions(&server).await? == 1, "one subscription");
+    eprintln!("every publication once, in order, through the handoff: {want:?}");
 
     browser.close().await?;
     server.shutdown().await

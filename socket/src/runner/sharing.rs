@@ -448,7 +448,7 @@ impl Runner {
         // Unanswered publishes go out on its own socket, with the same ids
         // (published once if a leader published them already).
         for (id, channel, data, answer) in answers {
-            let id = u128::from_str_radix(&id, 16).unwrap_or_default();
+            let id = id_of(&id);
             // An error reaches `answer` only on success paths; a refusal
             // here drops it, which the `Publish` reads as `Dropped`.
             let _ = self.driver.publish(&channel, data, id, answer);
@@ -547,7 +547,7 @@ impl Runner {
                         published.push((key, result));
                     }
                 });
-                let id = u128::from_str_radix(&id, 16).unwrap_or_default();
+                let id = id_of(&id);
                 // Refused before the server (never, unbounded and open):
                 // the publisher resends it to the next leader.
                 let _ = self.driver.publish(&channel, data, id, answer);
@@ -628,6 +628,15 @@ impl Runner {
         };
         self.out.push_back(Step::Emit(event));
     }
+}
+
+/// A publish id's number (32 hex digits, as the table writes it; the
+/// leader takes no other). By hand: `u128::from_str_radix` weighed in the
+/// console's wasm.
+fn id_of(hex: &str) -> u128 {
+    hex.chars().fold(0, |id, c| {
+        (id << 4) | u128::from(c.to_digit(16).unwrap_or_default())
+    })
 }
 
 /// The publish answers the leader's driver gave, as reports (a refusal

@@ -1067,7 +1067,7 @@ fn message(body: &Object<'_>) -> Result<TabMessage, Bad> {
         "heartbeat" => TabMessage::Heartbeat,
         "subscribe" => TabMessage::Subscribe {
             channel: body.required("channel")?,
-            since: body.optional("since")?,
+            since: position(body, "since")?,
         },
         "unsubscribe" => TabMessage::Unsubscribe {
             channel: body.required("channel")?,
@@ -1137,6 +1137,21 @@ fn raw_json(body: &Object<'_>) -> Result<RawJson, Bad> {
     Ok(RawJson::parse(body.raw("data")?.ok_or(Bad)?)?)
 }
 
+/// Field `name`: absent or `null`, or a [`StreamPosition`] (read field by
+/// field: its derived decoder weighed in the console's wasm).
+fn position(object: &Object<'_>, name: &'static str) -> Result<Option<StreamPosition>, Bad> {
+    match object.raw(name)? {
+        None | Some("null") => Ok(None),
+        Some(raw) => {
+            let position = Object::parse(raw)?;
+            Ok(Some(StreamPosition {
+                epoch: position.required("epoch")?,
+                offset: position.required("offset")?,
+            }))
+        }
+    }
+}
+
 fn tabs(raw: &str) -> Result<Vec<TabId>, Bad> {
     Ok(numbers(raw)?.into_iter().map(TabId).collect())
 }
@@ -1145,7 +1160,7 @@ fn shared_channel(item: &Object<'_>) -> Result<SharedChannel, Bad> {
     Ok(SharedChannel {
         channel: item.required("channel")?,
         tabs: tabs(item.raw("tabs")?.ok_or(Bad)?)?,
-        position: item.optional("position")?,
+        position: position(item, "position")?,
     })
 }
 
