@@ -372,15 +372,12 @@ impl Tabs {
     /// Leader: the references of tabs no longer known (neither us nor in
     /// the roster) go.
     pub(super) fn release_unknown(&mut self) {
-        let mut unknown: Vec<TabId> = self
-            .shared
-            .channels
-            .iter()
-            .flat_map(|c| c.tabs.iter().copied())
-            .filter(|tab| *tab != self.me && !self.roster.contains_key(tab))
-            .collect();
-        unknown.sort_unstable();
-        unknown.dedup();
+        let mut unknown: Vec<TabId> = Vec::new();
+        for tab in self.shared.channels.iter().flat_map(|c| c.tabs.iter()) {
+            if *tab != self.me && !self.roster.contains_key(tab) && !unknown.contains(tab) {
+                unknown.push(*tab);
+            }
+        }
         for tab in &unknown {
             self.release_channels(tab);
         }
@@ -466,27 +463,33 @@ impl Tabs {
         });
     }
 
-    /// Leader: broadcast, and apply to our own replica and app.
+    /// Leader: apply to our own replica and app, and broadcast.
     fn tell(&mut self, body: TabMessage) {
-        self.broadcast(body.clone());
-        self.channel_news(body);
+        self.channel_news(&body);
+        self.broadcast(body);
     }
 
     /// The current leader's channel news (its own, when leading): the
-    /// replica follows, and this tab's app hears what concerns it.
-    pub(super) fn channel_news(&mut self, body: TabMessage) {
-        self.replicate(&body);
+    /// replica follows, and this tab's app hears what concerns it. By
+    /// reference: a leader broadcasts what it applies (a clone of every
+    /// message weighed in the console's wasm).
+    pub(super) fn channel_news(&mut self, body: &TabMessage) {
+        self.replicate(body);
         match body {
-            TabMessage::Published { tab, id, offset } if tab == self.me => {
-                self.answered(id, Ok(offset));
+            TabMessage::Published { tab, id, offset } if *tab == self.me => {
+                self.answered(id, Ok(*offset));
             }
             TabMessage::PublishRefused {
                 tab,
                 id,
                 code,
                 message,
-            } if tab == self.me => {
-                self.answered(id, Err(PublishError::Refused { code, message }));
+            } if *tab == self.me => {
+                let refused = PublishError::Refused {
+                    code: code.clone(),
+                    message: message.clone(),
+                };
+                self.answered(id, Err(refused));
             }
             TabMessage::ChannelSubscribed {
                 channel,
@@ -495,17 +498,22 @@ impl Tabs {
                 offset,
                 ..
             } if to.is_none_or(|to| to == self.me) => {
-                self.for_sub(&channel, |sub, out| {
-                    sub.subscribed(StreamPosition { epoch, offset }, out);
-                });
+                let at = StreamPosition {
+                    epoch: epoch.clone(),
+                    offset: *offset,
+                };
+                self.for_sub(channel, |sub, out| sub.subscribed(at, out));
             }
             TabMessage::ChannelReset {
                 channel,
                 epoch,
                 offset,
-            } => self.for_sub(&channel, |sub, out| {
-                if sub.started && sub.position.as_ref().is_none_or(|p| p.epoch != epoch) {
-                    sub.position = Some(StreamPosition { epoch, offset });
+            } => self.for_sub(channel, |sub, out| {
+                if sub.started && sub.position.as_ref().is_none_or(|p| p.epoch != *epoch) {
+                    sub.position = Some(StreamPosition {
+                        epoch: epoch.clone(),
+                        offset: *offset,
+                    });
                     out.push(ChannelEvent::Reset {
                         reason: RecoveryFailure::EpochChanged,
                     });
@@ -516,26 +524,32 @@ impl Tabs {
                 offset,
                 data,
                 info,
-            } => self.for_sub(&channel, |sub, out| {
-                sub.publication(offset, data, info, out)
+            } => self.for_sub(channel, |sub, out| {
+                sub.publication(*offset, data, info.as_ref(), out);
             }),
             TabMessage::ChannelGap { channel, from, to } => {
-                self.for_sub(&channel, |sub, out| sub.gap(from, to, out));
+                self.for_sub(channel, |sub, out| sub.gap(*from, *to, out));
             }
             TabMessage::ChannelEnded { channel, reason } => {
-                self.for_sub(&channel, |sub, out| {
-                    sub.end(ChannelEvent::Unsubscribed { reason }, out);
+                self.for_sub(channel, |sub, out| {
+                    sub.end(
+                        ChannelEvent::Unsubscribed {
+                            reason: reason.clone(),
+                        },
+                        out,
+                    );
                 });
             }
             TabMessage::ChannelRefused {
                 channel,
                 code,
                 message,
-            } => self.for_sub(&channel, |sub, out| {
-                sub.end(
-                    ChannelEvent::Error(ChannelError::Refused { code, message }),
-                    out,
-                );
+            } => self.for_sub(channel, |sub, out| {
+                let refused = ChannelError::Refused {
+                    code: code.clone(),
+                    message: message.clone(),
+                };
+                sub.end(ChannelEvent::Error(refused), out);
             }),
             _ => {}
         }
@@ -596,11 +610,14 @@ impl Tabs {
     }
 
     /// This tab's publish `id` was answered (once: a repeat finds none).
-    fn answered(&mut self, id: String, result: Result<u64, PublishError>) {
+    fn answered(&mut self, id: &str, result: Result<u64, PublishError>) {
         let publishes = &mut self.channels.publishes;
         if let Some(at) = publishes.iter().position(|p| p.id == id) {
-            publishes.remove(at);
-            self.deliver(TabEvent::Published { id, result });
+            let publish = publishes.remove(at);
+            self.deliver(TabEvent::Published {
+                id: publish.id,
+                result,
+            });
         }
     }
 
@@ -673,8 +690,8 @@ impl LocalSub {
     fn publication(
         &mut self,
         offset: u64,
-        data: RawJson,
-        info: Option<shared::channel::PublisherInfo>,
+        data: &RawJson,
+        info: Option<&shared::channel::PublisherInfo>,
         out: &mut Vec<ChannelEvent>,
     ) {
         let Some(position) = self.position.as_mut().filter(|_| self.started) else {
@@ -693,7 +710,11 @@ impl LocalSub {
             });
         }
         position.offset = offset;
-        out.push(ChannelEvent::Publication { offset, data, info });
+        out.push(ChannelEvent::Publication {
+            offset,
+            data: data.clone(),
+            info: info.cloned(),
+        });
     }
 
     fn gap(&mut self, from: u64, to: u64, out: &mut Vec<ChannelEvent>) {

@@ -164,7 +164,7 @@ impl Tabs {
                     self.role_changed();
                 }
             }
-            body => self.channel_news(body),
+            body => self.channel_news(&body),
         }
     }
 

@@ -1066,70 +1066,100 @@ fn message(body: &Object<'_>) -> Result<TabMessage, Bad> {
         },
         "heartbeat" => TabMessage::Heartbeat,
         "subscribe" => TabMessage::Subscribe {
-            channel: body.required("channel")?,
+            channel: text(body, "channel")?,
             since: position(body, "since")?,
         },
         "unsubscribe" => TabMessage::Unsubscribe {
-            channel: body.required("channel")?,
+            channel: text(body, "channel")?,
         },
         "publish" => TabMessage::Publish {
-            channel: body.required("channel")?,
-            id: body.required("id")?,
+            channel: text(body, "channel")?,
+            id: text(body, "id")?,
             data: raw_json(body)?,
         },
         "published" => TabMessage::Published {
             tab: tab(body, "tab")?,
-            id: body.required("id")?,
-            offset: body.required("offset")?,
+            id: text(body, "id")?,
+            offset: num(body, "offset")?,
         },
         "publish_refused" => TabMessage::PublishRefused {
             tab: tab(body, "tab")?,
-            id: body.required("id")?,
-            code: ErrorCode::from(body.required::<String>("code")?),
-            message: body.required("message")?,
+            id: text(body, "id")?,
+            code: ErrorCode::from(text(body, "code")?),
+            message: text(body, "message")?,
         },
         "channel_tabs" => TabMessage::ChannelTabs {
-            channel: body.required("channel")?,
+            channel: text(body, "channel")?,
             tabs: tabs(body.raw("tabs")?.ok_or(Bad)?)?,
         },
         "channel_subscribed" => TabMessage::ChannelSubscribed {
-            channel: body.required("channel")?,
+            channel: text(body, "channel")?,
             to: body
                 .optional::<u64>("to")?
                 .map(narrow)
                 .transpose()?
                 .map(TabId),
-            epoch: body.required("epoch")?,
-            offset: body.required("offset")?,
+            epoch: text(body, "epoch")?,
+            offset: num(body, "offset")?,
             recovered: body.required("recovered")?,
         },
         "channel_reset" => TabMessage::ChannelReset {
-            channel: body.required("channel")?,
-            epoch: body.required("epoch")?,
-            offset: body.required("offset")?,
+            channel: text(body, "channel")?,
+            epoch: text(body, "epoch")?,
+            offset: num(body, "offset")?,
         },
         "channel_pub" => TabMessage::ChannelPub {
-            channel: body.required("channel")?,
-            offset: body.required("offset")?,
+            channel: text(body, "channel")?,
+            offset: num(body, "offset")?,
             data: raw_json(body)?,
-            info: body.optional("info")?,
+            info: info(body)?,
         },
         "channel_gap" => TabMessage::ChannelGap {
-            channel: body.required("channel")?,
-            from: body.required("from")?,
-            to: body.required("to")?,
+            channel: text(body, "channel")?,
+            from: num(body, "from")?,
+            to: num(body, "to")?,
         },
         "channel_ended" => TabMessage::ChannelEnded {
-            channel: body.required("channel")?,
-            reason: UnsubscribeReason::from(body.required::<String>("reason")?),
+            channel: text(body, "channel")?,
+            reason: UnsubscribeReason::from(text(body, "reason")?),
         },
         "channel_refused" => TabMessage::ChannelRefused {
-            channel: body.required("channel")?,
-            code: ErrorCode::from(body.required::<String>("code")?),
-            message: body.required("message")?,
+            channel: text(body, "channel")?,
+            code: ErrorCode::from(text(body, "code")?),
+            message: text(body, "message")?,
         },
         _ => return Err(Bad),
     })
+}
+
+/// A string field, through one instantiation (not inlined at each of the
+/// channel messages' fields: that weighed in the console's wasm).
+#[inline(never)]
+fn text(object: &Object<'_>, name: &'static str) -> Result<String, Bad> {
+    Ok(object.required(name)?)
+}
+
+/// A number field, as [`text`].
+#[inline(never)]
+fn num(object: &Object<'_>, name: &'static str) -> Result<u64, Bad> {
+    Ok(object.required(name)?)
+}
+
+/// Field `info`: a publisher, or `null`; read field by field (its derived
+/// decoder weighed in the console's wasm).
+fn info(body: &Object<'_>) -> Result<Option<PublisherInfo>, Bad> {
+    let Some(raw) = body.raw("info")?.filter(|raw| *raw != "null") else {
+        return Ok(None);
+    };
+    let info = Object::parse(raw)?;
+    let user = match info.raw("user")? {
+        None | Some("null") => None,
+        Some(_) => Some(text(&info, "user")?),
+    };
+    Ok(Some(PublisherInfo {
+        client_id: text(&info, "client_id")?,
+        user,
+    }))
 }
 
 /// Field `data`: one JSON value, kept as its text.
@@ -1145,8 +1175,8 @@ fn position(object: &Object<'_>, name: &'static str) -> Result<Option<StreamPosi
         Some(raw) => {
             let position = Object::parse(raw)?;
             Ok(Some(StreamPosition {
-                epoch: position.required("epoch")?,
-                offset: position.required("offset")?,
+                epoch: text(&position, "epoch")?,
+                offset: num(&position, "offset")?,
             }))
         }
     }
@@ -1158,7 +1188,7 @@ fn tabs(raw: &str) -> Result<Vec<TabId>, Bad> {
 
 fn shared_channel(item: &Object<'_>) -> Result<SharedChannel, Bad> {
     Ok(SharedChannel {
-        channel: item.required("channel")?,
+        channel: text(item, "channel")?,
         tabs: tabs(item.raw("tabs")?.ok_or(Bad)?)?,
         position: position(item, "position")?,
     })
