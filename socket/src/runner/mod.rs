@@ -22,6 +22,8 @@
 //!    input that caused it, so that what the adapter reports of it is exact
 //!    (the server seq of a delivered message is the window's `last_in` when
 //!    it grew during that input).
+//!    Then the server seq that input handled without delivering a message
+//!    (a channel answer) is reported to the coordinator.
 //! 2. The driver's inputs, in arrival order, each stamped with its arrival
 //!    time. A follower's driver is idle: the window's signals are the
 //!    leader's business, and go nowhere.
@@ -164,6 +166,7 @@ impl Runner {
                 self.driver_effect(effect, now);
                 continue;
             }
+            self.report_seen(now);
             if let Some((input, at)) = self.inputs.pop_front() {
                 if !self.idle_driver() {
                     self.before_driver_input();

@@ -16,7 +16,12 @@
 //!   are its `acked_total` growing (counted from the seq it was restored
 //!   at, and again from zero after a failed resume), the session is its
 //!   credentials changing, and in plain mode each application frame
-//!   written is one [`SocketReport::Written`].
+//!   written is one [`SocketReport::Written`]. A server seq that grew
+//!   without a message delivered (a channel answer, which the server
+//!   numbers) is [`SocketReport::Seen`], once that input's effects are
+//!   read: the shared `last_in` follows it, so that a new leader resumes
+//!   after it (the server keeps no message acked: resuming from before it
+//!   would read as a hole).
 //! * **Channels**: the leader's driver holds the one server subscription
 //!   per channel ([`SocketCall::Subscribe`], and each channel of the
 //!   replica at [`SocketCall::Open`], from its position) and writes its
@@ -92,6 +97,12 @@ struct Adapter {
     link: Option<LinkState>,
     /// The application's close, for the last tab's [`SocketCall::Close`].
     close: Option<(u16, String)>,
+    /// Reliable: the window's `last_in` grew during the input just handled
+    /// (reported as [`SocketReport::Seen`] once its effects are read, unless
+    /// a delivered message reported it).
+    seen: Option<u64>,
+    /// The last server seq reported (delivered or seen).
+    reported_in: u64,
     /// The driver's subscription serial per channel.
     serials: Vec<(String, u64)>,
     /// The driver's publish answers, read after each input it handles.
@@ -306,11 +317,32 @@ impl Runner {
             }
         }
         report_published(adapter, &mut sharing.inputs, now);
+        if reliable.last_in() > adapter.last_in_before {
+            adapter.seen = Some(reliable.last_in());
+        }
         let acked = adapter.acked_base + reliable.acked_total() - adapter.acked_from;
         if acked > adapter.acked_reported {
             adapter.acked_reported = acked;
             let report = SocketReport::Acked { seq: acked };
             sharing.inputs.push_back((Input::Socket(report), now));
+        }
+    }
+
+    /// Once the leading driver's effects of an input are read: the server
+    /// seq it handled without delivering a message (a channel answer), as
+    /// [`SocketReport::Seen`].
+    pub(super) fn report_seen(&mut self, now: f64) {
+        let Some(sharing) = self.sharing.as_mut().filter(|s| !s.alone) else {
+            return;
+        };
+        let adapter = &mut sharing.adapter;
+        if let Some(seq) = adapter.seen.take()
+            && adapter.driving
+            && seq > adapter.reported_in
+        {
+            adapter.reported_in = seq;
+            let report = Input::Socket(SocketReport::Seen { seq });
+            sharing.inputs.push_back((report, now));
         }
     }
 
@@ -344,6 +376,9 @@ impl Runner {
             Event::Message(message) => {
                 let before = sharing.adapter.last_in_before;
                 let seq = last_in.filter(|seq| *seq > before);
+                if let Some(seq) = seq {
+                    sharing.adapter.reported_in = sharing.adapter.reported_in.max(seq);
+                }
                 report(SocketReport::Inbound {
                     seq,
                     frame: Frame::from(message),
@@ -379,6 +414,8 @@ impl Runner {
                 adapter.acked_base = 0;
                 adapter.acked_reported = 0;
                 adapter.acked_from = acked_total;
+                adapter.reported_in = 0;
+                adapter.seen = None;
                 report(SocketReport::ResumeFailed {
                     session: None,
                     unconfirmed: unconfirmed.len(),
@@ -499,6 +536,7 @@ impl Runner {
                     driving: true,
                     acked_base: resume.acked_seq,
                     acked_reported: resume.acked_seq,
+                    reported_in: resume.last_in,
                     credentials: resume
                         .session
                         .as_ref()

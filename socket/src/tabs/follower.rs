@@ -164,6 +164,7 @@ impl Tabs {
                     self.role_changed();
                 }
             }
+            TabMessage::Seen { seq } => self.shared.last_in = self.shared.last_in.max(seq),
             body => self.channel_news(&body),
         }
     }

@@ -91,6 +91,12 @@ pub enum SocketReport {
         /// What happened.
         event: ChannelEvent,
     },
+    /// Reliable mode: the driver handled server messages up to `seq` that
+    /// it delivered no message for (channel answers).
+    Seen {
+        /// The last server seq handled.
+        seq: u64,
+    },
     /// The server answered publish `id`: its offset, or its refusal.
     Published {
         /// The publish id.

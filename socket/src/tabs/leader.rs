@@ -185,6 +185,12 @@ impl Tabs {
                 event,
             } => self.channel_report(channel, position, event),
             SocketReport::Published { id, result } => self.publish_report(id, result),
+            SocketReport::Seen { seq } => {
+                if seq > self.shared.last_in {
+                    self.shared.last_in = seq;
+                    self.broadcast(TabMessage::Seen { seq });
+                }
+            }
         }
     }
 

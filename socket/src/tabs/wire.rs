@@ -456,6 +456,14 @@ pub enum TabMessage {
         /// The last lost.
         to: u64,
     },
+    /// Leader → all: reliable mode, the server's messages up to `seq` were
+    /// handled (channel answers, which no tab delivers): a new leader
+    /// resumes after it, so that the server, which keeps no message acked,
+    /// replays no hole.
+    Seen {
+        /// The last server seq handled.
+        seq: u64,
+    },
     /// Leader → all: the server ended the subscription to `channel`.
     ChannelEnded {
         /// The channel.
@@ -565,6 +573,7 @@ fn write_message(out: &mut String, message: &TabMessage) {
         TabMessage::ChannelReset { .. } => "channel_reset",
         TabMessage::ChannelPub { .. } => "channel_pub",
         TabMessage::ChannelGap { .. } => "channel_gap",
+        TabMessage::Seen { .. } => "seen",
         TabMessage::ChannelEnded { .. } => "channel_ended",
         TabMessage::ChannelRefused { .. } => "channel_refused",
     };
@@ -804,6 +813,10 @@ fn write_channel_message(out: &mut String, message: &TabMessage) {
             number(out, *from);
             key(out, "to");
             number(out, *to);
+        }
+        TabMessage::Seen { seq } => {
+            key(out, "seq");
+            number(out, *seq);
         }
         TabMessage::ChannelEnded { channel, reason } => {
             text_field(out, "channel", channel);
@@ -1118,6 +1131,9 @@ fn message(body: &Object<'_>) -> Result<TabMessage, Bad> {
             channel: text(body, "channel")?,
             from: num(body, "from")?,
             to: num(body, "to")?,
+        },
+        "seen" => TabMessage::Seen {
+            seq: num(body, "seq")?,
         },
         "channel_ended" => TabMessage::ChannelEnded {
             channel: text(body, "channel")?,
@@ -1523,6 +1539,7 @@ mod tests {
                 channel: "chat:a".into(),
                 reason: UnsubscribeReason::Admin,
             },
+            TabMessage::Seen { seq: u64::MAX },
             TabMessage::ChannelRefused {
                 channel: "chat:a".into(),
                 code: ErrorCode::from("permission_denied".to_owned()),

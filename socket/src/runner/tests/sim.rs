@@ -18,7 +18,11 @@
 //! server publishes to it (as its admin API would) and tabs publish; the
 //! server keeps the channel's whole history (so no gap is ever due),
 //! recovers from `since`, deduplicates publishes by id and refuses a
-//! second subscription on one connection. The judge: each subscribed tab
+//! second subscription on one connection; it numbers its answers in
+//! reliable mode and, as the real server, replays on a resume only what
+//! the client did not acknowledge (so a new leader that resumed from
+//! before a channel answer its predecessor acked would see a hole: a
+//! `Gap` fails the run). The judge: each subscribed tab
 //! delivered each offset once, in order, with no gap, up to the last; each
 //! open tab's publish was answered once, with the offset the server gave
 //! its id.
@@ -59,6 +63,9 @@ struct Session {
     upto: u64,
     /// The server's messages, seq `i + 1` at `i`.
     history: Vec<String>,
+    /// The last seq the client acknowledged: a resume replays only what
+    /// follows it (the server keeps no more), whatever `last_seq` says.
+    acked: u64,
 }
 
 /// One connection on the server.
@@ -248,6 +255,7 @@ impl Server {
                     token: format!("k-{id}"),
                     upto: 0,
                     history: Vec::new(),
+                    acked: 0,
                 },
             );
             self.conns[conn].session = Some(id.clone());
@@ -292,9 +300,10 @@ impl Server {
                     self.bind_offered(conn);
                     return;
                 };
-                let from = usize::try_from(last_seq).expect("small");
+                let from = usize::try_from(last_seq.max(known.acked)).expect("small");
                 assert!(from <= known.history.len(), "resumed past the history");
                 let replay = known.history[from..].to_vec();
+                let last_seq = from as u64;
                 let upto = known.upto;
                 self.conns[conn].session = Some(session);
                 self.to(conn, &ServerMessage::Resumed { last_seq: upto });
@@ -303,7 +312,12 @@ impl Server {
                     self.to(conn, &ServerMessage::Msg { seq, data });
                 }
             }
-            ClientMessage::Ack { .. } => self.bind_offered(conn),
+            ClientMessage::Ack { seq } => {
+                self.bind_offered(conn);
+                let id = self.conns[conn].session.clone().expect("bound");
+                let session = self.sessions.get_mut(&id).expect("known");
+                session.acked = session.acked.max(seq);
+            }
             ClientMessage::Msg { seq, data } => {
                 self.bind_offered(conn);
                 let id = self.conns[conn].session.clone().expect("bound");
@@ -586,6 +600,8 @@ impl Sim {
                 panic!("tab {i}: resume failed, {unconfirmed:?} unconfirmed")
             }
             Event::NotShared(why) => panic!("tab {i} went alone: {why}"),
+            // The server's history is whole: a gap is a false one.
+            Event::Gap { from, to } => panic!("tab {i}: a gap {from}..={to}"),
             Event::Channel(notice) => {
                 let tab = &mut self.tabs[i];
                 assert!(
