@@ -10,7 +10,10 @@
 //! range), which is ignored. Version 1 (before issue 22) had no `Rejoin`,
 //! `Refused`, `Disband`, roster nor `Hello::next`, and its tab ids were
 //! strings: its tabs would take a v2 leader's refusals for silence, so the
-//! two do not mix.
+//! two do not mix. Version 2 (before issue 23's shared channels) had no
+//! channel messages and no [`Shared::channels`]: its tabs would take a v3
+//! leader's announcement for malformed and its tabs' subscriptions would
+//! go unanswered, so the two do not mix either (each goes alone).
 
 use std::collections::VecDeque;
 
