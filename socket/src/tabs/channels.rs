@@ -24,8 +24,10 @@
 //!   `since` reaches the server.
 //! * **Handoff.** A new leader opens its socket from the replica, which
 //!   subscribes each channel again from its position; every tab resends its
-//!   subscriptions (a reference the leader has is kept once) and its
-//!   unanswered publishes.
+//!   subscriptions (a reference the leader has is kept once), each from the
+//!   tab's own position (so that a tab the leader forgot, and whose channel
+//!   it unsubscribed meanwhile, is recovered from where it is, not handed a
+//!   gap), and its unanswered publishes.
 //! * **Publishes.** A tab keeps each publish until it is answered
 //!   ([`TabMessage::Published`], [`TabMessage::PublishRefused`], sent to
 //!   all and taken by the publisher) and resends it to each new leader: the
@@ -58,8 +60,6 @@ pub(super) struct LocalSub {
     /// The epoch and the last offset delivered to the app (at first the
     /// app's `since`).
     position: Option<StreamPosition>,
-    /// Asked by the app; sent to the leader on subscribing and to each new one.
-    since: Option<StreamPosition>,
     /// A `ChannelSubscribed` reached this tab: publications are delivered.
     started: bool,
     /// The server ended or refused it: nothing more is delivered.
@@ -123,7 +123,6 @@ impl Tabs {
             channel: channel.to_owned(),
             serial,
             position: since.clone(),
-            since: since.clone(),
             started: false,
             ended: false,
         });
@@ -218,7 +217,9 @@ impl Tabs {
             .filter(|s| !s.ended)
             .map(|s| TabMessage::Subscribe {
                 channel: s.channel.clone(),
-                since: s.since.clone(),
+                // Where this tab is: should the leader subscribe anew (this
+                // tab was forgotten meanwhile), the server recovers from it.
+                since: s.position.clone(),
             })
             .collect();
         bodies.extend(self.channels.publishes.iter().map(|p| TabMessage::Publish {

@@ -200,6 +200,45 @@ fn a_tab_s_references_go_at_its_bye_and_when_it_is_forgotten() {
 }
 
 #[test]
+fn a_forgotten_tab_that_comes_back_subscribes_again_from_where_it_is() {
+    let (mut l, mut f) = pair(true);
+    f.subscribe(CH, 7, None).unwrap();
+    settle(&mut [&mut l, &mut f], 1.0);
+    report(&mut l, ChannelEvent::Subscribed { recovered: false }, at(0));
+    for offset in 1..=3 {
+        report(&mut l, publication(offset), at(offset));
+    }
+    settle(&mut [&mut l, &mut f], 1.0);
+    // f's timers sleep (a hidden tab): the leader forgets it.
+    let later = 1.0 + FORGET_MS + 1.0;
+    l.handle(Input::Tick, later);
+    let out = settle(&mut [&mut l, &mut f], later);
+    assert_eq!(unsubscribes(&out[0]), 1);
+    // f speaks again: told to rejoin, it says hello and resends its
+    // subscription from offset 3, which the new server subscription
+    // recovers from.
+    f.handle(Input::Tick, later);
+    let out = settle(&mut [&mut l, &mut f], later);
+    assert_eq!(
+        calls(&out[0]),
+        [SocketCall::Subscribe {
+            channel: CH.into(),
+            since: at(3),
+        }]
+    );
+    report(&mut l, ChannelEvent::Subscribed { recovered: true }, at(3));
+    report(&mut l, publication(4), at(4));
+    let out = settle(&mut [&mut l, &mut f], later);
+    assert_eq!(
+        events(&out[1]),
+        [
+            (7, ChannelEvent::Subscribed { recovered: true }),
+            (7, publication(4)),
+        ]
+    );
+}
+
+#[test]
 fn the_next_leader_resubscribes_from_what_the_tabs_delivered_and_they_drop_repeats() {
     let (mut l, mut f) = pair(true);
     l.subscribe(CH, 1, None).unwrap();
