@@ -258,22 +258,8 @@ async fn two_browsers_in_a_channel_see_each_others_publications_and_presence() -
         "a member list unsubscribed"
     );
 
-    // Sharing across tabs: channels are refused, and the panel says so.
-    open_console(&bob, &server, "/?share=1").await?;
-    click(&bob, "subscribe").await?;
-    wait_text(&bob, "channel-log", "the refusal", |log| {
-        log.contains("not subscribed: channels are not shared across tabs yet")
-    })
-    .await?;
-    type_into(&bob, "channel-text", "shared").await?;
-    click(&bob, "publish").await?;
-    wait_text(&bob, "channel-log", "the publish's refusal", |log| {
-        log.contains("not published to chat:lobby: channels are not shared across tabs yet")
-    })
-    .await?;
-    assert_eq!(text(&bob, "channel-status").await?, "not subscribed");
-    assert_eq!(text(&bob, "state").await?, "open");
-
+    // Sharing across tabs: `tab_channels.rs` (several windows of one
+    // browser, which this test's separate browsers are not).
     bob.close().await?;
     server.shutdown().await
 }

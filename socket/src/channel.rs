@@ -153,9 +153,10 @@ pub enum PresenceError {
     /// The socket was dropped before the server answered.
     #[error("the socket was dropped before the server answered")]
     Dropped,
-    /// The socket shares its connection across tabs: channels are not
-    /// shared across tabs yet ([`SubscribeError::SharedAcrossTabs`]).
-    #[error("channels are not shared across tabs yet")]
+    /// The socket shares its connection across tabs
+    /// ([`crate::Config::with_shared_across_tabs`]): presence is not shared
+    /// across tabs (channels are). A tab that went alone may ask.
+    #[error("presence is not shared across tabs")]
     SharedAcrossTabs,
     /// The server refused it (`permission_denied` without the `presence`
     /// capability, `unavailable` while Redis is down...).
@@ -216,11 +217,9 @@ pub enum SubscribeError {
     /// channel per socket (its callbacks and streams are many).
     #[error("already subscribed to {0:?} on this socket")]
     AlreadySubscribed(String),
-    /// The socket shares its connection across tabs
-    /// ([`crate::Config::with_shared_across_tabs`]): channels are not shared
-    /// across tabs yet. A tab that went alone ([`crate::Event::NotShared`])
-    /// may subscribe.
-    #[error("channels are not shared across tabs yet: subscribe from a socket that does not share")]
+    /// No longer returned: channels are shared across tabs (issue 23). Kept
+    /// so that an application's match on it still compiles.
+    #[error("channels were not shared across tabs")]
     SharedAcrossTabs,
 }
 
@@ -249,9 +248,9 @@ pub enum PublishError {
     /// The data could not be encoded as JSON ([`TypedChannel::publish`]).
     #[error("the publication could not be encoded: {0}")]
     Encode(String),
-    /// The socket shares its connection across tabs: channels are not
-    /// shared across tabs yet ([`SubscribeError::SharedAcrossTabs`]).
-    #[error("channels are not shared across tabs yet")]
+    /// No longer returned: channels are shared across tabs (issue 23). Kept
+    /// so that an application's match on it still compiles.
+    #[error("channels were not shared across tabs")]
     SharedAcrossTabs,
     /// The server refused it (`permission_denied`, `publish_too_large`,
     /// `rate_limited`, `unavailable`...). It was not published.

@@ -97,11 +97,15 @@
 //! * One [`Channel`] per channel per socket
 //!   ([`SubscribeError::AlreadySubscribed`]); refusals are typed
 //!   ([`SubscribeError`], [`ChannelError`], [`PublishError`]).
-//! * Not shared across tabs yet: with [`Config::with_shared_across_tabs`],
-//!   `subscribe` and `publish` are refused with
-//!   [`SubscribeError::SharedAcrossTabs`] and
-//!   [`PublishError::SharedAcrossTabs`] while the tab shares its connection
-//!   (a tab that went alone, [`Event::NotShared`], may use them).
+//! * Shared across tabs: with [`Config::with_shared_across_tabs`] the
+//!   leader tab holds one server subscription per channel for all tabs,
+//!   counted by reference, each tab sees each publication once and in
+//!   order (or a gap), and a publish is answered in the tab that made it,
+//!   through handoffs too (`tabs/channels.rs`). Presence is not shared:
+//!   the presence queries are refused with
+//!   [`PresenceError::SharedAcrossTabs`] while the tab shares its
+//!   connection. [`SubscribeError::SharedAcrossTabs`] and
+//!   [`PublishError::SharedAcrossTabs`] are no longer returned.
 //! * Channel events also reach the socket's own callbacks and streams, as
 //!   [`Event::Channel`]. Once the socket has subscribed or published, the
 //!   server's channel frames (`pub`, `subscribed`, `channel_gap`,

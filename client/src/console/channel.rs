@@ -202,12 +202,12 @@ mod tests {
             (ok.kind, ok.text.as_str()),
             (Kind::Response, "published to chat:lobby at offset 7")
         );
-        let refused = Line::published(1.0, "chat:lobby", Err(PublishError::SharedAcrossTabs));
+        let refused = Line::published(1.0, "chat:lobby", Err(PublishError::QueueFull));
         assert_eq!(
             (refused.kind, refused.text.as_str()),
             (
                 Kind::Error,
-                "not published to chat:lobby: channels are not shared across tabs yet"
+                "not published to chat:lobby: the send queue is full"
             )
         );
     }

@@ -55,7 +55,9 @@
 //! session's to resend; it is written again only when the session could not
 //! resume, and it is then taken out of what
 //! [`Event::ResumeFailed`](crate::Event::ResumeFailed) hands back, since the
-//! table retries it itself.
+//! table retries it itself. A leader's driver shared across tabs writes its
+//! channel frames unnumbered ([`Driver::unnumbered_channels`]), as in plain
+//! mode.
 
 use std::collections::VecDeque;
 
@@ -1073,7 +1075,7 @@ impl Driver {
 
     /// The connection is no longer open.
     pub(super) fn channels_closed(&mut self) {
-        let reliable = self.reliable.is_some();
+        let reliable = self.numbered_channels();
         if let Some(table) = self.channels.as_mut() {
             table.closed(reliable);
         }
@@ -1089,7 +1091,7 @@ impl Driver {
 
     /// Pending publishes held against the queue's limits.
     pub(super) fn channels_held(&self) -> (usize, usize) {
-        let reliable = self.reliable.is_some();
+        let reliable = self.numbered_channels();
         self.channels
             .as_ref()
             .map_or((0, 0), |table| table.held(reliable))
@@ -1107,6 +1109,11 @@ impl Driver {
         Some(result)
     }
 
+    /// Whether channel frames are numbered in a reliable session.
+    fn numbered_channels(&self) -> bool {
+        self.reliable.is_some() && !self.unnumbered_channels
+    }
+
     /// Writes a presence query as it is: never numbered (the table asks
     /// again after a cut).
     fn write_query(&mut self, frame: String) {
@@ -1119,8 +1126,8 @@ impl Driver {
     /// it); in plain mode as is, not handed back (the table keeps it).
     fn write_channel(&mut self, frame: String) {
         let frame = match self.reliable.as_mut() {
-            Some(reliable) => reliable.number(frame),
-            None => frame,
+            Some(reliable) if !self.unnumbered_channels => reliable.number(frame),
+            _ => frame,
         };
         if self.writable_now() {
             self.write(Message::Text(frame), false);

@@ -197,6 +197,10 @@ pub struct Driver {
     effects: VecDeque<Effect>,
     /// Channels' table (`channels.rs`), from the first subscribe or publish.
     channels: Option<Box<dyn channels::ChannelRules>>,
+    /// Reliable mode: channel frames go at the top level, unnumbered (a
+    /// leader's driver shared across tabs: its session numbers only the
+    /// tabs' messages).
+    unnumbered_channels: bool,
 }
 
 impl Driver {
@@ -239,6 +243,7 @@ impl Driver {
             events: Vec::new(),
             effects: VecDeque::new(),
             channels: None,
+            unnumbered_channels: false,
         }
     }
 
@@ -413,6 +418,17 @@ impl Driver {
             self.reliable = Some(reliable);
             self.sync_reserved();
         }
+    }
+
+    /// Writes channel frames (`subscribe`, `unsubscribe`, `publish`) at the
+    /// top level in reliable mode too, as in plain mode: the table writes
+    /// each again on the next connection (the server accepts them there and
+    /// numbers its answers). A driver shared across tabs does, so that its
+    /// session numbers the tabs' messages alone (each new leader resends
+    /// them with the seqs they had); its tabs resend their publishes
+    /// themselves.
+    pub fn unnumbered_channels(&mut self) {
+        self.unnumbered_channels = true;
     }
 
     /// Reliable mode's window: its session, its last server seq (after a

@@ -10,8 +10,8 @@
 //! | file | what it holds |
 //! |---|---|
 //! | `mod.rs` | [`Runner`], [`Step`], the application's calls, the order of work |
-//! | `sharing.rs` | the adapter: the leader's driver rebuilt from the shared state, acks and delivered seqs read off it, the coordinator's words as the app's events |
-//! | `tests/` | native tests: the adapter's rules, and tabs simulated over a reliable server that speaks the real wire |
+//! | `sharing.rs` | the adapter: the leader's driver rebuilt from the shared state, acks and delivered seqs read off it, its channel events and publish answers reported, the coordinator's words as the app's events |
+//! | `tests/` | native tests: the adapter's rules, and tabs simulated over a server that speaks the real wire, channels included |
 //!
 //! # The order of work
 //!
@@ -22,6 +22,8 @@
 //!    input that caused it, so that what the adapter reports of it is exact
 //!    (the server seq of a delivered message is the window's `last_in` when
 //!    it grew during that input).
+//!    Then the server seq that input handled without delivering a message
+//!    (a channel answer) is reported to the coordinator.
 //! 2. The driver's inputs, in arrival order, each stamped with its arrival
 //!    time. A follower's driver is idle: the window's signals are the
 //!    leader's business, and go nowhere.
@@ -164,6 +166,7 @@ impl Runner {
                 self.driver_effect(effect, now);
                 continue;
             }
+            self.report_seen(now);
             if let Some((input, at)) = self.inputs.pop_front() {
                 if !self.idle_driver() {
                     self.before_driver_input();
@@ -304,27 +307,29 @@ impl Runner {
         self.driver.open_hook_done(generation);
     }
 
-    /// Subscribes to `channel`: the driver's, when this tab does not share
-    /// (channels are not shared across tabs yet).
+    /// Subscribes to `channel`: the driver's, or with sharing the
+    /// coordinator's (one server subscription per channel for all tabs).
     pub(crate) fn subscribe(
         &mut self,
         channel: &str,
         since: Option<StreamPosition>,
     ) -> Result<u64, SubscribeError> {
-        if self.sharing().is_some() {
-            return Err(SubscribeError::SharedAcrossTabs);
+        match self.sharing_mut() {
+            Some(sharing) => sharing.subscribe(channel, since),
+            None => self.driver.subscribe(channel, since),
         }
-        self.driver.subscribe(channel, since)
     }
 
-    /// Ends a subscription (nothing while sharing: there was none).
+    /// Ends a subscription.
     pub(crate) fn unsubscribe(&mut self, channel: &str, subscription: u64) {
-        if self.sharing().is_none() {
-            self.driver.unsubscribe(channel, subscription);
+        match self.sharing_mut() {
+            Some(sharing) => sharing.coordinator.unsubscribe(channel, subscription),
+            None => self.driver.unsubscribe(channel, subscription),
         }
     }
 
-    /// Publishes to `channel`: the driver's, when this tab does not share.
+    /// Publishes to `channel`: the driver's, or with sharing through the
+    /// leader (answered to this tab).
     pub(crate) fn publish(
         &mut self,
         channel: &str,
@@ -332,14 +337,14 @@ impl Runner {
         id: u128,
         answer: PublishAnswer,
     ) -> Result<u64, PublishError> {
-        if self.sharing().is_some() {
-            return Err(PublishError::SharedAcrossTabs);
+        match self.sharing_mut() {
+            Some(sharing) => sharing.publish(channel, data, id, answer),
+            None => self.driver.publish(channel, data, id, answer),
         }
-        self.driver.publish(channel, data, id, answer)
     }
 
     /// A presence query about `channel`: the driver's, when this tab does
-    /// not share.
+    /// not share (presence is not shared across tabs).
     pub(crate) fn presence_query(
         &mut self,
         channel: &str,
@@ -365,7 +370,10 @@ impl Runner {
         channel: &str,
         subscription: u64,
     ) -> Option<StreamPosition> {
-        self.driver.channel_position(channel, subscription)
+        match self.sharing() {
+            Some(sharing) => sharing.coordinator.channel_position(channel, subscription),
+            None => self.driver.channel_position(channel, subscription),
+        }
     }
 
     /// The config the socket was made with.

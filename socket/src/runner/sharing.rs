@@ -16,17 +16,35 @@
 //!   are its `acked_total` growing (counted from the seq it was restored
 //!   at, and again from zero after a failed resume), the session is its
 //!   credentials changing, and in plain mode each application frame
-//!   written is one [`SocketReport::Written`].
+//!   written is one [`SocketReport::Written`]. A server seq that grew
+//!   without a message delivered (a channel answer, which the server
+//!   numbers) is [`SocketReport::Seen`], once that input's effects are
+//!   read: the shared `last_in` follows it, so that a new leader resumes
+//!   after it (the server keeps no message acked: resuming from before it
+//!   would read as a hole).
+//! * **Channels**: the leader's driver holds the one server subscription
+//!   per channel ([`SocketCall::Subscribe`], and each channel of the
+//!   replica at [`SocketCall::Open`], from its position) and writes its
+//!   channel frames unnumbered ([`Driver::unnumbered_channels`]: the
+//!   session numbers the tabs' messages alone). Its channel events go to
+//!   the coordinator ([`SocketReport::Channel`], with the position after
+//!   them), never straight to the app; its publish answers are read after
+//!   each input ([`SocketReport::Published`]). This tab's own subscriptions
+//!   are numbered here (their serials), and its publishes' answers wait
+//!   here for the coordinator's [`TabEvent::Published`]; a tab that goes
+//!   alone publishes what is unanswered on its own driver, with the same ids.
 //! * **What the app sees**: the driver's events while this tab leads (its
 //!   inbound messages go through the coordinator, which delivers each to
 //!   every tab once), the coordinator's deliveries otherwise; a refusal is
 //!   an [`Event::Dropped`], never silence.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use super::{Runner, Step, TabIo};
+use crate::channel::{ChannelNotice, PublishError, RawJson, StreamPosition, SubscribeError};
 use crate::config::{Config, Overflow};
-use crate::driver::Driver;
+use crate::driver::{Driver, PublishAnswer};
 use crate::message::{
     DropReason, Event, Message, NotShared, SendError, SendOutcome, State, Stats, TabRole,
 };
@@ -52,7 +70,17 @@ pub(super) struct Sharing {
     leaving: Option<(u16, String)>,
     /// This tab left: once its last words are out, the channel goes.
     left: bool,
+    /// The last subscription serial given (this tab's, for its handles).
+    serial: u64,
+    /// The last publish number given.
+    ticket: u64,
+    /// This tab's publishes awaiting their answer: id, channel, data (to
+    /// publish again on its own socket if it goes alone), where it goes.
+    answers: Vec<(String, String, RawJson, PublishAnswer)>,
 }
+
+/// The publish answers of the leader's driver: id and outcome.
+type Answers = Arc<Mutex<Vec<(String, Result<u64, PublishError>)>>>;
 
 /// The leader's bookkeeping of its driver.
 #[derive(Default)]
@@ -69,6 +97,16 @@ struct Adapter {
     link: Option<LinkState>,
     /// The application's close, for the last tab's [`SocketCall::Close`].
     close: Option<(u16, String)>,
+    /// Reliable: the window's `last_in` grew during the input just handled
+    /// (reported as [`SocketReport::Seen`] once its effects are read, unless
+    /// a delivered message reported it).
+    seen: Option<u64>,
+    /// The last server seq reported (delivered or seen).
+    reported_in: u64,
+    /// The driver's subscription serial per channel.
+    serials: Vec<(String, u64)>,
+    /// The driver's publish answers, read after each input it handles.
+    published: Answers,
 }
 
 impl Sharing {
@@ -81,7 +119,42 @@ impl Sharing {
             unsent: Vec::new(),
             leaving: None,
             left: false,
+            // Far from the driver's own serials (from 1): a handle of the
+            // shared era dropped after the tab went alone names no
+            // subscription of its own driver.
+            serial: 1 << 40,
+            ticket: 0,
+            answers: Vec::new(),
         }
+    }
+
+    pub(super) fn subscribe(
+        &mut self,
+        channel: &str,
+        since: Option<StreamPosition>,
+    ) -> Result<u64, SubscribeError> {
+        let serial = self.serial.saturating_add(1);
+        self.coordinator.subscribe(channel, serial, since)?;
+        self.serial = serial;
+        Ok(serial)
+    }
+
+    pub(super) fn publish(
+        &mut self,
+        channel: &str,
+        data: RawJson,
+        id: u128,
+        answer: PublishAnswer,
+    ) -> Result<u64, PublishError> {
+        if self.leaving.is_some() {
+            return Err(PublishError::Closed);
+        }
+        let id = format!("{id:032x}");
+        self.coordinator
+            .publish(channel, id.clone(), data.clone())?;
+        self.answers.push((id, channel.to_owned(), data, answer));
+        self.ticket = self.ticket.saturating_add(1);
+        Ok(self.ticket)
     }
 
     pub(super) fn send(&mut self, message: Message) -> Result<SendOutcome, SendError> {
@@ -227,6 +300,9 @@ impl Runner {
             return;
         }
         let (Some(reliable), Some(sharing)) = (self.driver.reliable(), &mut self.sharing) else {
+            if let Some(sharing) = &mut self.sharing {
+                report_published(&sharing.adapter, &mut sharing.inputs, now);
+            }
             return;
         };
         let adapter = &mut sharing.adapter;
@@ -240,11 +316,33 @@ impl Runner {
                 sharing.inputs.push_back((Input::Socket(report), now));
             }
         }
+        report_published(adapter, &mut sharing.inputs, now);
+        if reliable.last_in() > adapter.last_in_before {
+            adapter.seen = Some(reliable.last_in());
+        }
         let acked = adapter.acked_base + reliable.acked_total() - adapter.acked_from;
         if acked > adapter.acked_reported {
             adapter.acked_reported = acked;
             let report = SocketReport::Acked { seq: acked };
             sharing.inputs.push_back((Input::Socket(report), now));
+        }
+    }
+
+    /// Once the leading driver's effects of an input are read: the server
+    /// seq it handled without delivering a message (a channel answer), as
+    /// [`SocketReport::Seen`].
+    pub(super) fn report_seen(&mut self, now: f64) {
+        let Some(sharing) = self.sharing.as_mut().filter(|s| !s.alone) else {
+            return;
+        };
+        let adapter = &mut sharing.adapter;
+        if let Some(seq) = adapter.seen.take()
+            && adapter.driving
+            && seq > adapter.reported_in
+        {
+            adapter.reported_in = seq;
+            let report = Input::Socket(SocketReport::Seen { seq });
+            sharing.inputs.push_back((report, now));
         }
     }
 
@@ -278,6 +376,9 @@ impl Runner {
             Event::Message(message) => {
                 let before = sharing.adapter.last_in_before;
                 let seq = last_in.filter(|seq| *seq > before);
+                if let Some(seq) = seq {
+                    sharing.adapter.reported_in = sharing.adapter.reported_in.max(seq);
+                }
                 report(SocketReport::Inbound {
                     seq,
                     frame: Frame::from(message),
@@ -292,11 +393,29 @@ impl Runner {
                 }
                 Some(event)
             }
+            Event::Channel(notice) => {
+                let channel = notice.channel().to_owned();
+                let serial = sharing
+                    .adapter
+                    .serials
+                    .iter()
+                    .find(|(c, _)| *c == channel)
+                    .map(|(_, s)| *s);
+                let position = serial.and_then(|s| self.driver.channel_position(&channel, s));
+                report(SocketReport::Channel {
+                    channel,
+                    position,
+                    event: notice.event().clone(),
+                });
+                None
+            }
             Event::ResumeFailed { unconfirmed, .. } => {
                 let adapter = &mut sharing.adapter;
                 adapter.acked_base = 0;
                 adapter.acked_reported = 0;
                 adapter.acked_from = acked_total;
+                adapter.reported_in = 0;
+                adapter.seen = None;
                 report(SocketReport::ResumeFailed {
                     session: None,
                     unconfirmed: unconfirmed.len(),
@@ -351,6 +470,7 @@ impl Runner {
             return;
         };
         sharing.alone = true;
+        let answers = std::mem::take(&mut sharing.answers);
         self.out.push_back(Step::Tabs(TabIo::Detach));
         // A leader keeps the socket it drives (with the other tabs'
         // messages it accepted) as its own.
@@ -362,6 +482,14 @@ impl Runner {
             .into_iter()
             .filter_map(|frame| self.driver.send(frame).err()?.into_message())
             .collect();
+        // Unanswered publishes go out on its own socket, with the same ids
+        // (published once if a leader published them already).
+        for (id, channel, data, answer) in answers {
+            let id = id_of(&id);
+            // An error reaches `answer` only on success paths; a refusal
+            // here drops it, which the `Publish` reads as `Dropped`.
+            let _ = self.driver.publish(&channel, data, id, answer);
+        }
         // Never silent: what its own socket refused is handed back.
         self.out.extend(
             refused
@@ -385,6 +513,8 @@ impl Runner {
                     ..self.config.clone()
                 };
                 let mut driver = Driver::new(config, seed);
+                // Its session numbers the tabs' messages alone.
+                driver.unnumbered_channels();
                 let restored = match (&resume.session, self.config.reliable) {
                     (Some(session), true) => {
                         driver.restore_reliable(Reliable::restored(
@@ -406,6 +536,7 @@ impl Runner {
                     driving: true,
                     acked_base: resume.acked_seq,
                     acked_reported: resume.acked_seq,
+                    reported_in: resume.last_in,
                     credentials: resume
                         .session
                         .as_ref()
@@ -420,7 +551,44 @@ impl Runner {
                         let _ = driver.send(pending.frame.clone());
                     }
                 }
+                // One server subscription per shared channel, from the
+                // position every tab delivered.
+                for shared in &resume.channels {
+                    if let Ok(serial) = driver.subscribe(&shared.channel, shared.position.clone()) {
+                        sharing
+                            .adapter
+                            .serials
+                            .push((shared.channel.clone(), serial));
+                    }
+                }
                 self.driver = driver;
+            }
+            SocketCall::Subscribe { channel, since } => {
+                if let Ok(serial) = self.driver.subscribe(&channel, since) {
+                    let serials = &mut sharing.adapter.serials;
+                    serials.retain(|(c, _)| *c != channel);
+                    serials.push((channel, serial));
+                }
+            }
+            SocketCall::Unsubscribe { channel } => {
+                let serials = &mut sharing.adapter.serials;
+                if let Some(at) = serials.iter().position(|(c, _)| *c == channel) {
+                    let (channel, serial) = serials.remove(at);
+                    self.driver.unsubscribe(&channel, serial);
+                }
+            }
+            SocketCall::Publish { channel, id, data } => {
+                let published = Arc::clone(&sharing.adapter.published);
+                let key = id.clone();
+                let answer: PublishAnswer = Box::new(move |result| {
+                    if let Ok(mut published) = published.lock() {
+                        published.push((key, result));
+                    }
+                });
+                let id = id_of(&id);
+                // Refused before the server (never, unbounded and open):
+                // the publisher resends it to the next leader.
+                let _ = self.driver.publish(&channel, data, id, answer);
             }
             SocketCall::Send(frame) => {
                 if let Err(error) = self.driver.send(frame)
@@ -480,8 +648,51 @@ impl Runner {
                 message: frame.into(),
                 reason: DropReason::RefusedByLeader,
             },
+            TabEvent::Channel {
+                channel,
+                serial,
+                event,
+            } => Event::Channel(ChannelNotice::new(channel, serial, event)),
+            TabEvent::Published { id, result } => {
+                if let Some(sharing) = &mut self.sharing {
+                    let answers = &mut sharing.answers;
+                    if let Some(at) = answers.iter().position(|(i, ..)| *i == id) {
+                        let (.., answer) = answers.remove(at);
+                        answer(result);
+                    }
+                }
+                return;
+            }
         };
         self.out.push_back(Step::Emit(event));
+    }
+}
+
+/// A publish id's number (32 hex digits, as the table writes it; the
+/// leader takes no other). By hand: `u128::from_str_radix` weighed in the
+/// console's wasm.
+fn id_of(hex: &str) -> u128 {
+    hex.chars().fold(0, |id, c| {
+        (id << 4) | u128::from(c.to_digit(16).unwrap_or_default())
+    })
+}
+
+/// The publish answers the leader's driver gave, as reports (a refusal
+/// other than the server's is left for the next leader: the publisher
+/// resends it).
+fn report_published(adapter: &Adapter, inputs: &mut VecDeque<(Input, f64)>, now: f64) {
+    let answers = match adapter.published.lock() {
+        Ok(mut published) => std::mem::take(&mut *published),
+        Err(_) => return,
+    };
+    for (id, result) in answers {
+        let result = match result {
+            Ok(offset) => Ok(offset),
+            Err(PublishError::Refused { code, message }) => Err((code, message)),
+            Err(_) => continue,
+        };
+        let report = SocketReport::Published { id, result };
+        inputs.push_back((Input::Socket(report), now));
     }
 }
 

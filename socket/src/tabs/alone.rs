@@ -58,6 +58,7 @@ impl Tabs {
         self.catching_up = None;
         self.outbox.clear();
         self.outbox_bytes = 0;
+        self.channels_alone();
         self.deliver(why);
         if !orphans.is_empty() {
             self.deliver(TabEvent::Unconfirmed(orphans));

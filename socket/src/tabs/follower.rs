@@ -59,6 +59,8 @@ impl Tabs {
                 for (n, frame) in resend {
                     self.broadcast(TabMessage::Send { n, frame });
                 }
+                // And every subscription and unanswered publish of ours.
+                self.channels_resend();
                 self.broadcast(TabMessage::Heartbeat);
                 // We hold the state now: we may line up to lead next.
                 self.request_lock();
@@ -162,7 +164,8 @@ impl Tabs {
                     self.role_changed();
                 }
             }
-            _ => {}
+            TabMessage::Seen { seq } => self.shared.last_in = self.shared.last_in.max(seq),
+            body => self.channel_news(&body),
         }
     }
 

@@ -3,6 +3,8 @@
 //! ([`SocketCall`], [`SocketReport`]).
 
 use super::wire::{Envelope, Frame, LinkState, Refusal, Session, Shared, TabConfig};
+use crate::channel::{ChannelEvent, PublishError, RawJson, StreamPosition};
+use shared::ErrorCode;
 
 /// A tab's part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +80,30 @@ pub enum SocketReport {
     },
     /// The connection's state changed.
     State(LinkState),
+    /// The leader's driver said this about `channel` (its one server
+    /// subscription); `position`: the driver's epoch and last offset
+    /// delivered after it.
+    Channel {
+        /// The channel.
+        channel: String,
+        /// The position after the event.
+        position: Option<StreamPosition>,
+        /// What happened.
+        event: ChannelEvent,
+    },
+    /// Reliable mode: the driver handled server messages up to `seq` that
+    /// it delivered no message for (channel answers).
+    Seen {
+        /// The last server seq handled.
+        seq: u64,
+    },
+    /// The server answered publish `id`: its offset, or its refusal.
+    Published {
+        /// The publish id.
+        id: String,
+        /// The offset, or the server's code and explanation.
+        result: Result<u64, (ErrorCode, String)>,
+    },
 }
 
 /// What the leader asks of its socket.
@@ -96,6 +122,28 @@ pub enum SocketCall {
     Release,
     /// The last tab left: close the connection for good.
     Close,
+    /// Subscribe to `channel` (its first reference), from `since`.
+    Subscribe {
+        /// The channel.
+        channel: String,
+        /// Where to start, if known.
+        since: Option<StreamPosition>,
+    },
+    /// Unsubscribe from `channel` (its last reference went).
+    Unsubscribe {
+        /// The channel.
+        channel: String,
+    },
+    /// Publish `data` to `channel` with the idempotency key `id` (32 hex
+    /// digits); its answer is a [`SocketReport::Published`].
+    Publish {
+        /// The channel.
+        channel: String,
+        /// The publish id.
+        id: String,
+        /// What to publish.
+        data: RawJson,
+    },
 }
 
 /// An event for this tab's application.
@@ -135,6 +183,22 @@ pub enum TabEvent {
         frame: Frame,
         /// Why.
         reason: Refusal,
+    },
+    /// An event of this tab's subscription `serial` to `channel`.
+    Channel {
+        /// The channel.
+        channel: String,
+        /// The subscription (the serial [`super::Tabs::subscribe`] was given).
+        serial: u64,
+        /// What happened.
+        event: ChannelEvent,
+    },
+    /// This tab's publish `id` was answered.
+    Published {
+        /// The publish id.
+        id: String,
+        /// Its offset, or why not.
+        result: Result<u64, PublishError>,
     },
 }
 

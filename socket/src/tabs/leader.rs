@@ -30,6 +30,10 @@ impl Tabs {
         self.catching_up = None;
         self.tabs = self.counted(now);
         self.link = LinkState::Connecting;
+        // The new socket subscribes the replica's channels again; the
+        // references of tabs gone meanwhile go first.
+        self.channels_take_over();
+        self.release_unknown();
         self.announce();
         self.effects
             .push_back(Effect::DriveSocket(SocketCall::Open {
@@ -45,6 +49,7 @@ impl Tabs {
         for (n, frame) in own {
             self.accept(self.me, n, frame);
         }
+        self.channels_resend();
         self.role_changed();
     }
 
@@ -174,6 +179,18 @@ impl Tabs {
                 });
                 self.deliver(TabEvent::State(state));
             }
+            SocketReport::Channel {
+                channel,
+                position,
+                event,
+            } => self.channel_report(channel, position, event),
+            SocketReport::Published { id, result } => self.publish_report(id, result),
+            SocketReport::Seen { seq } => {
+                if seq > self.shared.last_in {
+                    self.shared.last_in = seq;
+                    self.broadcast(TabMessage::Seen { seq });
+                }
+            }
         }
     }
 
@@ -223,10 +240,19 @@ impl Tabs {
             }
             // Sends only from tabs that said hello; one forgotten while
             // silent says it again, and resends on our announcement.
-            TabMessage::Send { .. } | TabMessage::Heartbeat if !known => {
+            TabMessage::Send { .. }
+            | TabMessage::Heartbeat
+            | TabMessage::Subscribe { .. }
+            | TabMessage::Unsubscribe { .. }
+            | TabMessage::Publish { .. }
+                if !known =>
+            {
                 self.broadcast(TabMessage::Rejoin { tab: from });
             }
             TabMessage::Send { n, frame } => self.accept(from, n, frame),
+            body @ (TabMessage::Subscribe { .. }
+            | TabMessage::Unsubscribe { .. }
+            | TabMessage::Publish { .. }) => self.channel_request(from, body),
             // Anything else is another tab's news (a claim we do not
             // believe included): only its sender's liveness counts.
             _ => {}

@@ -69,6 +69,17 @@
 //!   closed within a channel round trip of taking over can take a follower
 //!   for gone (the next leader then starts a new session, and the unsure
 //!   messages come back as [`TabEvent::Unconfirmed`]).
+//! * **Channels** (issue 23, `channels.rs`). The leader holds one server
+//!   subscription per channel for all tabs, counted by reference in
+//!   [`Shared::channels`] ([`Tabs::subscribe`], [`Tabs::unsubscribe`]; a
+//!   tab's references go at its `Bye` or when it is forgotten), broadcasts
+//!   what its driver delivers, and keeps each channel's position in the
+//!   replica, from which a new leader subscribes again; each tab filters
+//!   by its own position, so its app sees each publication once, in order,
+//!   or a gap. A publish ([`Tabs::publish`]) goes through the leader, is
+//!   answered to its tab ([`TabEvent::Published`]) and is resent to each
+//!   new leader with its id (the server's idempotency key). Presence is not
+//!   shared.
 //! * **Two leaders.** A leader that hears a believable claim of the next
 //!   epoch (its lock was stolen) steps down ([`SocketCall::Release`]) and
 //!   follows. Two tabs that steal at once with the same epoch are not told
@@ -89,13 +100,18 @@
 //!   at `u64::MAX`. A far-ahead claim or a stranger's changes nothing: the
 //!   leader stays, followers keep it, the next leader adds one.
 //! * **Replicas** change only at the current leader's word (a stranger's
-//!   or a follower's `Accepted`, `Inbound`, `Mismatch`... are ignored).
+//!   or a follower's `Accepted`, `Inbound`, `Mismatch`, channel news...
+//!   are ignored).
 //! * **Sends.** The leader takes them only from tabs that said hello; any
 //!   other gets [`TabMessage::Rejoin`]. It bounds each tab's pending
 //!   messages (its own queue capacity and byte limit) and refuses a frame
 //!   its mode cannot carry: a refusal uses the number and goes back to the
 //!   sender ([`TabMessage::Refused`], [`TabEvent::Refused`]), never into the
-//!   socket. A follower refuses binary in reliable mode itself.
+//!   socket. A follower refuses binary in reliable mode itself. Channel
+//!   requests too come only from tabs that said hello, with a valid name
+//!   and publish id, at most [`MAX_CHANNELS_PER_TAB`] channels and
+//!   [`MAX_PUBLISHES_PER_TAB`] unanswered publishes per tab; offsets are
+//!   checked (nothing past `u64::MAX`).
 //! * **Forgetting.** A tab's roster entry goes at its `Bye` or after
 //!   [`FORGET_MS`] of silence (a hidden tab's timers may fire once a
 //!   minute), its numbering once nothing of it is pending. A forgotten tab
@@ -147,11 +163,13 @@
 //! | `tabs/roster.rs` | hellos, goodbyes, heartbeats, forgetting, which claims to believe |
 //! | `tabs/map.rs` | [`TabMap`]: what is kept per tab (the roster, [`Shared::accepted`]), a sorted vector in place of a `BTreeMap` (smaller in wasm) |
 //! | `tabs/alone.rs` | going alone, and how on another wire version |
+//! | `tabs/channels.rs` | channels shared across tabs: references, the leader's broadcasts of its driver's channel events, each tab's filter by offset, publishes |
 //! | `tabs/leader.rs`, `tabs/follower.rs` | the leader's rules (lead, catch up, accept, confirm, socket reports) and the follower's (follow, resend, the replica) |
 //! | `tabs/io.rs` | [`Input`], [`Effect`], [`SocketCall`], [`SocketReport`], [`TabEvent`], [`Role`], [`TabSend`] |
-//! | `tabs/tests/` | unit tests (`mod.rs`, `validation.rs` for what a tab believes), and several tabs and a reliable server simulated in-process, leaders closed mid-stream, with forged posts and another wire version (`sim.rs`) |
+//! | `tabs/tests/` | unit tests (`mod.rs`, `validation.rs` for what a tab believes, `channels.rs` for shared channels), and several tabs and a reliable server simulated in-process, leaders closed mid-stream, with forged posts and another wire version (`sim.rs`) |
 
 mod alone;
+mod channels;
 mod follower;
 mod io;
 mod leader;
@@ -165,11 +183,12 @@ use std::collections::VecDeque;
 
 use crate::config::Config;
 use crate::message::{Message, SendError};
+pub use channels::{MAX_CHANNELS_PER_TAB, MAX_PUBLISHES_PER_TAB};
 pub use io::{Effect, Input, Role, SocketCall, SocketReport, TabEvent, TabSend};
 pub use map::TabMap;
 pub use wire::{
-    Envelope, Frame, LinkState, Pending, Refusal, Session, Shared, TAB_PROTOCOL, TabConfig, TabId,
-    TabMessage, WireError, tab_id_from,
+    Envelope, Frame, LinkState, Pending, Refusal, Session, Shared, SharedChannel, TAB_PROTOCOL,
+    TabConfig, TabId, TabMessage, WireError, tab_id_from,
 };
 
 /// How often the glue feeds [`Input::Tick`] (every tab heartbeats then).
@@ -229,6 +248,9 @@ pub struct Tabs {
     /// leader did (so that what it accepted is known).
     foreign: Option<u64>,
     link: LinkState,
+    /// Channels shared across tabs: this tab's subscriptions and publishes,
+    /// and the leader's bookkeeping (`channels.rs`).
+    channels: channels::TabChannels,
     effects: VecDeque<Effect>,
 }
 
@@ -255,6 +277,7 @@ impl Tabs {
             rejoining: false,
             foreign: None,
             link: LinkState::Connecting,
+            channels: channels::TabChannels::default(),
             effects: VecDeque::new(),
         }
     }

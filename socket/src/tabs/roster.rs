@@ -32,6 +32,9 @@ impl Tabs {
             TabMessage::Bye | TabMessage::Disband { .. } => {
                 if self.roster.remove(from).is_some() && self.role == Role::Leader {
                     self.forget(from);
+                    if self.catching_up.is_none() {
+                        self.release_channels(from);
+                    }
                 }
             }
             _ => {
@@ -144,6 +147,8 @@ impl Tabs {
                 for tab in &unknown {
                     self.forget(tab);
                 }
+                // Their channel references too.
+                self.release_unknown();
                 if self.shared.accepted.len() != numbered {
                     // Every replica forgets them too.
                     self.announce();

@@ -10,11 +10,16 @@
 //! range), which is ignored. Version 1 (before issue 22) had no `Rejoin`,
 //! `Refused`, `Disband`, roster nor `Hello::next`, and its tab ids were
 //! strings: its tabs would take a v2 leader's refusals for silence, so the
-//! two do not mix.
+//! two do not mix. Version 2 (before issue 23's shared channels) had no
+//! channel messages and no [`Shared::channels`]: its tabs would take a v3
+//! leader's announcement for malformed and its tabs' subscriptions would
+//! go unanswered, so the two do not mix either (each goes alone).
 
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
+use shared::ErrorCode;
+use shared::channel::{PublisherInfo, RawJson, StreamPosition, UnsubscribeReason};
 use shared::object::{self, FieldError, Object};
 
 use super::TabMap;
@@ -22,7 +27,9 @@ use crate::config::Config;
 use crate::message::Message;
 
 /// The version of the tab protocol; a tab that hears another one goes alone.
-pub const TAB_PROTOCOL: u32 = 2;
+/// 3: channels shared across tabs (a v2 tab would take a v3 leader's
+/// `Leader` for malformed, its `shared` having `channels`).
+pub const TAB_PROTOCOL: u32 = 3;
 
 /// Why a post is not an envelope of this version.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -195,6 +202,23 @@ pub struct Shared {
     /// back as numbers).
     #[serde(with = "pairs")]
     pub accepted: TabMap<u64>,
+    /// The channels the leader holds one server subscription to, each for
+    /// the tabs named (its references), with the position every tab has
+    /// delivered or will deliver from the channel: a new leader subscribes
+    /// again from there.
+    pub channels: Vec<SharedChannel>,
+}
+
+/// One channel shared across tabs (see [`Shared::channels`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedChannel {
+    /// Its name.
+    pub channel: String,
+    /// The tabs subscribed, sorted, each once (the references).
+    pub tabs: Vec<TabId>,
+    /// The epoch and the last offset the leader broadcast (or the `since`
+    /// of the first subscriber, before the server answered).
+    pub position: Option<StreamPosition>,
 }
 
 /// [`Shared::accepted`] as `[[tab, n], ...]`.
@@ -341,6 +365,124 @@ pub enum TabMessage {
     /// Any tab → all: I am alive (the leader judges followers by it, and
     /// followers the leader).
     Heartbeat,
+    /// Any tab → leader: subscribe me to `channel` (from `since`, if the
+    /// leader holds no subscription to it yet).
+    Subscribe {
+        /// The channel.
+        channel: String,
+        /// Where the tab's app left off, if it said.
+        since: Option<StreamPosition>,
+    },
+    /// Any tab → leader: I no longer subscribe to `channel`.
+    Unsubscribe {
+        /// The channel.
+        channel: String,
+    },
+    /// Any tab → leader: publish (`id`, 32 hex digits, is the idempotency
+    /// key: the same publish resent to the next leader is published once).
+    Publish {
+        /// The channel.
+        channel: String,
+        /// The publish id.
+        id: String,
+        /// What to publish.
+        data: RawJson,
+    },
+    /// Leader → all: `tab`'s publish `id` was published at `offset`.
+    Published {
+        /// The publisher.
+        tab: TabId,
+        /// Its publish id.
+        id: String,
+        /// The offset.
+        offset: u64,
+    },
+    /// Leader → all: the server refused `tab`'s publish `id`.
+    PublishRefused {
+        /// The publisher.
+        tab: TabId,
+        /// Its publish id.
+        id: String,
+        /// The server's code.
+        code: ErrorCode,
+        /// Its explanation.
+        message: String,
+    },
+    /// Leader → all: the tabs subscribed to `channel` (the references the
+    /// replicas keep); none: the leader unsubscribed it.
+    ChannelTabs {
+        /// The channel.
+        channel: String,
+        /// The tabs, sorted.
+        tabs: Vec<TabId>,
+    },
+    /// Leader → all (or one tab, `to`): subscribed to `channel`, at the
+    /// position given (the epoch and the last offset the leader delivered).
+    ChannelSubscribed {
+        /// The channel.
+        channel: String,
+        /// Only this tab (a tab joining a channel already subscribed).
+        to: Option<TabId>,
+        /// The stream's epoch.
+        epoch: String,
+        /// The last offset delivered.
+        offset: u64,
+        /// Whether the server recovered from the position asked.
+        recovered: bool,
+    },
+    /// Leader → all: `channel`'s stream started again under a new epoch.
+    ChannelReset {
+        /// The channel.
+        channel: String,
+        /// The new epoch.
+        epoch: String,
+        /// Its offset.
+        offset: u64,
+    },
+    /// Leader → all: a publication on `channel`.
+    ChannelPub {
+        /// The channel.
+        channel: String,
+        /// Its offset.
+        offset: u64,
+        /// Its data.
+        data: RawJson,
+        /// Its publisher.
+        info: Option<PublisherInfo>,
+    },
+    /// Leader → all: offsets `from..=to` of `channel` are lost.
+    ChannelGap {
+        /// The channel.
+        channel: String,
+        /// The first lost.
+        from: u64,
+        /// The last lost.
+        to: u64,
+    },
+    /// Leader → all: reliable mode, the server's messages up to `seq` were
+    /// handled (channel answers, which no tab delivers): a new leader
+    /// resumes after it, so that the server, which keeps no message acked,
+    /// replays no hole.
+    Seen {
+        /// The last server seq handled.
+        seq: u64,
+    },
+    /// Leader → all: the server ended the subscription to `channel`.
+    ChannelEnded {
+        /// The channel.
+        channel: String,
+        /// Why.
+        reason: UnsubscribeReason,
+    },
+    /// Leader → all: the server refused the subscription to `channel`.
+    ChannelRefused {
+        /// The channel.
+        channel: String,
+        /// The server's code.
+        code: ErrorCode,
+        /// Its explanation.
+        message: String,
+    },
 }
 
 impl Envelope {
@@ -424,6 +566,19 @@ fn write_message(out: &mut String, message: &TabMessage) {
         TabMessage::ResumeFailed { .. } => "resume_failed",
         TabMessage::Status { .. } => "status",
         TabMessage::Heartbeat => "heartbeat",
+        TabMessage::Subscribe { .. } => "subscribe",
+        TabMessage::Unsubscribe { .. } => "unsubscribe",
+        TabMessage::Publish { .. } => "publish",
+        TabMessage::Published { .. } => "published",
+        TabMessage::PublishRefused { .. } => "publish_refused",
+        TabMessage::ChannelTabs { .. } => "channel_tabs",
+        TabMessage::ChannelSubscribed { .. } => "channel_subscribed",
+        TabMessage::ChannelReset { .. } => "channel_reset",
+        TabMessage::ChannelPub { .. } => "channel_pub",
+        TabMessage::ChannelGap { .. } => "channel_gap",
+        TabMessage::Seen { .. } => "seen",
+        TabMessage::ChannelEnded { .. } => "channel_ended",
+        TabMessage::ChannelRefused { .. } => "channel_refused",
     };
     out.push_str("{\"type\":\"");
     out.push_str(ty);
@@ -528,8 +683,160 @@ fn write_message(out: &mut String, message: &TabMessage) {
             key(out, "tabs");
             count(out, *tabs);
         }
+        message => write_channel_message(out, message),
     }
     out.push('}');
+}
+
+/// `,"name":"text"`.
+fn text_field(out: &mut String, name: &str, text: &str) {
+    key(out, name);
+    object::write_string(out, text);
+}
+
+fn write_tabs(out: &mut String, tabs: &[TabId]) {
+    out.push('[');
+    for (i, tab) in tabs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        number(out, u64::from(tab.0));
+    }
+    out.push(']');
+}
+
+fn write_position(out: &mut String, position: Option<&StreamPosition>) {
+    match position {
+        Some(position) => {
+            out.push_str("{\"epoch\":");
+            object::write_string(out, &position.epoch);
+            key(out, "offset");
+            number(out, position.offset);
+            out.push('}');
+        }
+        None => out.push_str("null"),
+    }
+}
+
+/// The fields of the channel messages (issue 23).
+fn write_channel_message(out: &mut String, message: &TabMessage) {
+    match message {
+        TabMessage::Subscribe { channel, since } => {
+            text_field(out, "channel", channel);
+            key(out, "since");
+            write_position(out, since.as_ref());
+        }
+        TabMessage::Unsubscribe { channel } => text_field(out, "channel", channel),
+        TabMessage::Publish { channel, id, data } => {
+            text_field(out, "channel", channel);
+            text_field(out, "id", id);
+            key(out, "data");
+            out.push_str(data.get());
+        }
+        TabMessage::Published { tab, id, offset } => {
+            key(out, "tab");
+            number(out, u64::from(tab.0));
+            text_field(out, "id", id);
+            key(out, "offset");
+            number(out, *offset);
+        }
+        TabMessage::PublishRefused {
+            tab,
+            id,
+            code,
+            message,
+        } => {
+            key(out, "tab");
+            number(out, u64::from(tab.0));
+            text_field(out, "id", id);
+            text_field(out, "code", code.as_str());
+            text_field(out, "message", message);
+        }
+        TabMessage::ChannelTabs { channel, tabs } => {
+            text_field(out, "channel", channel);
+            key(out, "tabs");
+            write_tabs(out, tabs);
+        }
+        TabMessage::ChannelSubscribed {
+            channel,
+            to,
+            epoch,
+            offset,
+            recovered,
+        } => {
+            text_field(out, "channel", channel);
+            key(out, "to");
+            match to {
+                Some(tab) => number(out, u64::from(tab.0)),
+                None => out.push_str("null"),
+            }
+            text_field(out, "epoch", epoch);
+            key(out, "offset");
+            number(out, *offset);
+            key(out, "recovered");
+            out.push_str(if *recovered { "true" } else { "false" });
+        }
+        TabMessage::ChannelReset {
+            channel,
+            epoch,
+            offset,
+        } => {
+            text_field(out, "channel", channel);
+            text_field(out, "epoch", epoch);
+            key(out, "offset");
+            number(out, *offset);
+        }
+        TabMessage::ChannelPub {
+            channel,
+            offset,
+            data,
+            info,
+        } => {
+            text_field(out, "channel", channel);
+            key(out, "offset");
+            number(out, *offset);
+            key(out, "data");
+            out.push_str(data.get());
+            key(out, "info");
+            match info {
+                Some(info) => {
+                    out.push_str("{\"client_id\":");
+                    object::write_string(out, &info.client_id);
+                    if let Some(user) = &info.user {
+                        text_field(out, "user", user);
+                    }
+                    out.push('}');
+                }
+                None => out.push_str("null"),
+            }
+        }
+        TabMessage::ChannelGap { channel, from, to } => {
+            text_field(out, "channel", channel);
+            key(out, "from");
+            number(out, *from);
+            key(out, "to");
+            number(out, *to);
+        }
+        TabMessage::Seen { seq } => {
+            key(out, "seq");
+            number(out, *seq);
+        }
+        TabMessage::ChannelEnded { channel, reason } => {
+            text_field(out, "channel", channel);
+            text_field(out, "reason", reason.as_str());
+        }
+        TabMessage::ChannelRefused {
+            channel,
+            code,
+            message,
+        } => {
+            text_field(out, "channel", channel);
+            text_field(out, "code", code.as_str());
+            text_field(out, "message", message);
+        }
+        // The others are written by `write_message`.
+        _ => {}
+    }
 }
 
 fn write_config(out: &mut String, config: &TabConfig) {
@@ -632,6 +939,19 @@ fn write_shared(out: &mut String, shared: &Shared) {
         out.push(',');
         number(out, *n);
         out.push(']');
+    }
+    out.push_str("],\"channels\":[");
+    for (i, shared) in shared.channels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"channel\":");
+        object::write_string(out, &shared.channel);
+        key(out, "tabs");
+        write_tabs(out, &shared.tabs);
+        key(out, "position");
+        write_position(out, shared.position.as_ref());
+        out.push('}');
     }
     out.push_str("]}");
 }
@@ -761,7 +1081,135 @@ fn message(body: &Object<'_>) -> Result<TabMessage, Bad> {
             tabs: narrow(body.required::<u64>("tabs")?)?,
         },
         "heartbeat" => TabMessage::Heartbeat,
+        "subscribe" => TabMessage::Subscribe {
+            channel: text(body, "channel")?,
+            since: position(body, "since")?,
+        },
+        "unsubscribe" => TabMessage::Unsubscribe {
+            channel: text(body, "channel")?,
+        },
+        "publish" => TabMessage::Publish {
+            channel: text(body, "channel")?,
+            id: text(body, "id")?,
+            data: raw_json(body)?,
+        },
+        "published" => TabMessage::Published {
+            tab: tab(body, "tab")?,
+            id: text(body, "id")?,
+            offset: num(body, "offset")?,
+        },
+        "publish_refused" => TabMessage::PublishRefused {
+            tab: tab(body, "tab")?,
+            id: text(body, "id")?,
+            code: ErrorCode::from(text(body, "code")?),
+            message: text(body, "message")?,
+        },
+        "channel_tabs" => TabMessage::ChannelTabs {
+            channel: text(body, "channel")?,
+            tabs: tabs(body.raw("tabs")?.ok_or(Bad)?)?,
+        },
+        "channel_subscribed" => TabMessage::ChannelSubscribed {
+            channel: text(body, "channel")?,
+            to: body
+                .optional::<u64>("to")?
+                .map(narrow)
+                .transpose()?
+                .map(TabId),
+            epoch: text(body, "epoch")?,
+            offset: num(body, "offset")?,
+            recovered: body.required("recovered")?,
+        },
+        "channel_reset" => TabMessage::ChannelReset {
+            channel: text(body, "channel")?,
+            epoch: text(body, "epoch")?,
+            offset: num(body, "offset")?,
+        },
+        "channel_pub" => TabMessage::ChannelPub {
+            channel: text(body, "channel")?,
+            offset: num(body, "offset")?,
+            data: raw_json(body)?,
+            info: info(body)?,
+        },
+        "channel_gap" => TabMessage::ChannelGap {
+            channel: text(body, "channel")?,
+            from: num(body, "from")?,
+            to: num(body, "to")?,
+        },
+        "seen" => TabMessage::Seen {
+            seq: num(body, "seq")?,
+        },
+        "channel_ended" => TabMessage::ChannelEnded {
+            channel: text(body, "channel")?,
+            reason: UnsubscribeReason::from(text(body, "reason")?),
+        },
+        "channel_refused" => TabMessage::ChannelRefused {
+            channel: text(body, "channel")?,
+            code: ErrorCode::from(text(body, "code")?),
+            message: text(body, "message")?,
+        },
         _ => return Err(Bad),
+    })
+}
+
+/// A string field, through one instantiation (not inlined at each of the
+/// channel messages' fields: that weighed in the console's wasm).
+#[inline(never)]
+fn text(object: &Object<'_>, name: &'static str) -> Result<String, Bad> {
+    Ok(object.required(name)?)
+}
+
+/// A number field, as [`text`].
+#[inline(never)]
+fn num(object: &Object<'_>, name: &'static str) -> Result<u64, Bad> {
+    Ok(object.required(name)?)
+}
+
+/// Field `info`: a publisher, or `null`; read field by field (its derived
+/// decoder weighed in the console's wasm).
+fn info(body: &Object<'_>) -> Result<Option<PublisherInfo>, Bad> {
+    let Some(raw) = body.raw("info")?.filter(|raw| *raw != "null") else {
+        return Ok(None);
+    };
+    let info = Object::parse(raw)?;
+    let user = match info.raw("user")? {
+        None | Some("null") => None,
+        Some(_) => Some(text(&info, "user")?),
+    };
+    Ok(Some(PublisherInfo {
+        client_id: text(&info, "client_id")?,
+        user,
+    }))
+}
+
+/// Field `data`: one JSON value, kept as its text.
+fn raw_json(body: &Object<'_>) -> Result<RawJson, Bad> {
+    Ok(RawJson::parse(body.raw("data")?.ok_or(Bad)?)?)
+}
+
+/// Field `name`: absent or `null`, or a [`StreamPosition`] (read field by
+/// field: its derived decoder weighed in the console's wasm).
+fn position(object: &Object<'_>, name: &'static str) -> Result<Option<StreamPosition>, Bad> {
+    match object.raw(name)? {
+        None | Some("null") => Ok(None),
+        Some(raw) => {
+            let position = Object::parse(raw)?;
+            Ok(Some(StreamPosition {
+                epoch: text(&position, "epoch")?,
+                offset: num(&position, "offset")?,
+            }))
+        }
+    }
+}
+
+fn tabs(raw: &str) -> Result<Vec<TabId>, Bad> {
+    Ok(numbers(raw)?.into_iter().map(TabId).collect())
+}
+
+fn shared_channel(item: &Object<'_>) -> Result<SharedChannel, Bad> {
+    Ok(SharedChannel {
+        channel: text(item, "channel")?,
+        tabs: tabs(item.raw("tabs")?.ok_or(Bad)?)?,
+        position: position(item, "position")?,
     })
 }
 
@@ -834,6 +1282,10 @@ fn shared(shared: &Object<'_>) -> Result<Shared, Bad> {
             }
             accepted
         },
+        channels: object::elements(shared.raw("channels")?.ok_or(Bad)?)?
+            .into_iter()
+            .map(|item| shared_channel(&Object::parse(item)?))
+            .collect::<Result<_, Bad>>()?,
     })
 }
 
@@ -902,6 +1354,21 @@ mod tests {
                 },
             ]),
             accepted: TabMap::from([(TabId(3), 1), (TabId(u32::MAX), 2)]),
+            channels: vec![
+                SharedChannel {
+                    channel: "chat:a".into(),
+                    tabs: vec![TabId(1), TabId(u32::MAX)],
+                    position: Some(StreamPosition {
+                        epoch: "e\"1".into(),
+                        offset: u64::MAX,
+                    }),
+                },
+                SharedChannel {
+                    channel: "b".into(),
+                    tabs: vec![],
+                    position: None,
+                },
+            ],
         };
         vec![
             TabMessage::Hello {
@@ -985,6 +1452,102 @@ mod tests {
                 tabs: 2,
             },
             TabMessage::Heartbeat,
+            TabMessage::Subscribe {
+                channel: "chat:a".into(),
+                since: Some(StreamPosition {
+                    epoch: "e".into(),
+                    offset: 3,
+                }),
+            },
+            TabMessage::Subscribe {
+                channel: "b".into(),
+                since: None,
+            },
+            TabMessage::Unsubscribe {
+                channel: "chat:\u{e9}".into(),
+            },
+            TabMessage::Publish {
+                channel: "chat:a".into(),
+                id: format!("{:032x}", u128::MAX),
+                data: RawJson::parse(r#"{"x":[1,"\u00e9",null]}"#).unwrap(),
+            },
+            TabMessage::Published {
+                tab: TabId(4),
+                id: "i".into(),
+                offset: u64::MAX,
+            },
+            TabMessage::PublishRefused {
+                tab: TabId(4),
+                id: "i".into(),
+                code: ErrorCode::from("rate_limited".to_owned()),
+                message: "slow \"down\"".into(),
+            },
+            TabMessage::ChannelTabs {
+                channel: "chat:a".into(),
+                tabs: vec![TabId(1), TabId(2)],
+            },
+            TabMessage::ChannelTabs {
+                channel: "chat:a".into(),
+                tabs: vec![],
+            },
+            TabMessage::ChannelSubscribed {
+                channel: "chat:a".into(),
+                to: Some(TabId(2)),
+                epoch: "e".into(),
+                offset: 0,
+                recovered: false,
+            },
+            TabMessage::ChannelSubscribed {
+                channel: "chat:a".into(),
+                to: None,
+                epoch: "".into(),
+                offset: 9,
+                recovered: true,
+            },
+            TabMessage::ChannelReset {
+                channel: "chat:a".into(),
+                epoch: "f".into(),
+                offset: 2,
+            },
+            TabMessage::ChannelPub {
+                channel: "chat:a".into(),
+                offset: 7,
+                data: RawJson::parse("\"text\"").unwrap(),
+                info: Some(PublisherInfo {
+                    client_id: "c1".into(),
+                    user: Some("u".into()),
+                }),
+            },
+            TabMessage::ChannelPub {
+                channel: "chat:a".into(),
+                offset: 8,
+                data: RawJson::parse("12").unwrap(),
+                info: Some(PublisherInfo {
+                    client_id: "c1".into(),
+                    user: None,
+                }),
+            },
+            TabMessage::ChannelPub {
+                channel: "chat:a".into(),
+                offset: 9,
+                data: RawJson::parse("null").unwrap(),
+                info: None,
+            },
+            TabMessage::ChannelGap {
+                channel: "chat:a".into(),
+                from: 3,
+                to: 5,
+            },
+            TabMessage::ChannelEnded {
+                channel: "chat:a".into(),
+                reason: UnsubscribeReason::Admin,
+            },
+            TabMessage::Seen { seq: u64::MAX },
+            TabMessage::ChannelRefused {
+                channel: "chat:a".into(),
+                code: ErrorCode::from("permission_denied".to_owned()),
+                message: "no".into(),
+            },
         ]
     }
 
@@ -1031,7 +1594,7 @@ mod tests {
     fn the_wire_is_the_previous_builds() {
         let cases = [
             (
-                r#"{"v":2,"from":7,"body":{"type":"hello","config":{"url":"ws://x/ws","reliable":false,"token":true},"next":1}}"#,
+                r#"{"v":3,"from":7,"body":{"type":"hello","config":{"url":"ws://x/ws","reliable":false,"token":true},"next":1}}"#,
                 TabMessage::Hello {
                     config: TabConfig {
                         url: "ws://x/ws".into(),
@@ -1042,7 +1605,7 @@ mod tests {
                 },
             ),
             (
-                r#"{"v":2,"from":7,"body":{"type":"accepted","tab":3,"n":2,"frame":{"kind":"binary","data":[1,2]}}}"#,
+                r#"{"v":3,"from":7,"body":{"type":"accepted","tab":3,"n":2,"frame":{"kind":"binary","data":[1,2]}}}"#,
                 TabMessage::Accepted(Pending {
                     tab: TabId(3),
                     n: 2,
@@ -1050,7 +1613,7 @@ mod tests {
                 }),
             ),
             (
-                r#"{"v":2,"from":7,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"session":{"id":"s","token":"k"},"acked_seq":1,"last_in":2,"pending":[{"tab":3,"n":4,"frame":{"kind":"text","data":"x"}}],"accepted":[[3,4]]},"tabs":2,"state":"open","roster":[3,7]}}"#,
+                r#"{"v":3,"from":7,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"session":{"id":"s","token":"k"},"acked_seq":1,"last_in":2,"pending":[{"tab":3,"n":4,"frame":{"kind":"text","data":"x"}}],"accepted":[[3,4]],"channels":[{"channel":"c","tabs":[3],"position":{"epoch":"e","offset":5}}]},"tabs":2,"state":"open","roster":[3,7]}}"#,
                 TabMessage::Leader {
                     epoch: 1,
                     config: config("u"),
@@ -1067,6 +1630,14 @@ mod tests {
                             frame: Frame::Text("x".into()),
                         }]),
                         accepted: TabMap::from([(TabId(3), 4)]),
+                        channels: vec![SharedChannel {
+                            channel: "c".into(),
+                            tabs: vec![TabId(3)],
+                            position: Some(StreamPosition {
+                                epoch: "e".into(),
+                                offset: 5,
+                            }),
+                        }],
                     },
                     tabs: 2,
                     state: LinkState::Open,
@@ -1074,13 +1645,13 @@ mod tests {
                 },
             ),
             (
-                r#"{"v":2,"from":7,"body":{"type":"inbound","seq":null,"frame":{"kind":"text","data":"x"}}}"#,
+                r#"{"v":3,"from":7,"body":{"type":"inbound","seq":null,"frame":{"kind":"text","data":"x"}}}"#,
                 TabMessage::Inbound {
                     seq: None,
                     frame: Frame::Text("x".into()),
                 },
             ),
-            (r#"{"v":2,"from":7,"body":{"type":"bye"}}"#, TabMessage::Bye),
+            (r#"{"v":3,"from":7,"body":{"type":"bye"}}"#, TabMessage::Bye),
         ];
         for (json, body) in cases {
             let env = Envelope {
@@ -1133,59 +1704,59 @@ mod tests {
             r#"{"v":2.0,"from":1,"body":{"type":"bye"}}"#,
             r#"{"v":4294967298,"from":1,"body":{"type":"bye"}}"#,
             r#"{"from":1,"body":null}"#,
-            r#"{"v":2,"from":1,"body":{"type":"bye","extra":[1]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"bye"},"extra":{}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"bye","type":"bye"}}"#,
-            r#"{"v":2,"from":1,"body":{"type":null}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"b\u0079e"}}"#,
-            r#"{"v":2,"from":-1,"body":{"type":"bye"}}"#,
-            r#"{"v":2,"from":4294967296,"body":{"type":"bye"}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"rejoin","tab":1,"tab":2}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"data":"x","kind":"text"}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"text"}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[256]}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":"x"}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"other","data":"x"}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"inbound","frame":{"kind":"text","data":"x"}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"status","state":"opening","tabs":1}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"resume_failed","unconfirmed":1}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"resume_failed","session":{"id":"s"},"unconfirmed":1}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"session","id":"s","token":"k","extra":1}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"refused","tab":1,"n":1,"reason":"later"}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[{}],"accepted":[]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,2,3]]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,2],[1,3]]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1]]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[4294967296,1]]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,-1]]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[ [ 1 , 2 ] ]},"tabs":2,"state":"open","roster":[ 1 , 2 ]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[{}]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":{}},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":null},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":-1,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2.0,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":18446744073709551616,"state":"open","roster":[]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[4294967296]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[-1]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[1.0]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[-0]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":null}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[[1]]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":["1"]}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[-0, 255 ,0]}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[-1]}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1.0]}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1e2]}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[null]}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[]}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":null}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":{}}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[[1]]}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1,]}}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":-1}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":4294967296}}"#,
-            r#"{"v":2,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":1.5}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"bye","extra":[1]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"bye"},"extra":{}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"bye","type":"bye"}}"#,
+            r#"{"v":3,"from":1,"body":{"type":null}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"b\u0079e"}}"#,
+            r#"{"v":3,"from":-1,"body":{"type":"bye"}}"#,
+            r#"{"v":3,"from":4294967296,"body":{"type":"bye"}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"rejoin","tab":1,"tab":2}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"data":"x","kind":"text"}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"text"}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[256]}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":"x"}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"other","data":"x"}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"inbound","frame":{"kind":"text","data":"x"}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"status","state":"opening","tabs":1}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"resume_failed","unconfirmed":1}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"resume_failed","session":{"id":"s"},"unconfirmed":1}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"session","id":"s","token":"k","extra":1}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"refused","tab":1,"n":1,"reason":"later"}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[{}],"accepted":[]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,2,3]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,2],[1,3]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[4294967296,1]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,-1]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[ [ 1 , 2 ] ]},"tabs":2,"state":"open","roster":[ 1 , 2 ]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[{}]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":{}},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":null},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":-1,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2.0,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":18446744073709551616,"state":"open","roster":[]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[4294967296]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[-1]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[1.0]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[-0]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":null}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[[1]]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":["1"]}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[-0, 255 ,0]}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[-1]}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1.0]}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1e2]}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[null]}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[]}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":null}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":{}}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[[1]]}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1,]}}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":-1}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":4294967296}}"#,
+            r#"{"v":3,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":1.5}}"#,
         ] {
             assert_eq!(Envelope::from_json(text), derived(text), "{text}");
         }

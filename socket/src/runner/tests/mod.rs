@@ -98,3 +98,33 @@ fn while_sharing_the_queue_is_the_tabs_and_its_capacity_the_configs() {
     );
     assert!(runner.next(0.0).is_none(), "detached once");
 }
+
+#[test]
+fn a_shared_tab_subscribes_and_publishes_and_its_presence_queries_are_refused() {
+    use crate::channel::{PresenceError, RawJson, SubscribeError};
+    use crate::driver::Query;
+    let config = Config::new("ws://x/ws").with_shared_across_tabs("app");
+    let mut runner = Runner::new(config, 1, 7);
+    runner.start(0.0, true);
+    steps(&mut runner);
+    // No leader known yet: kept for the first one.
+    let serial = runner
+        .subscribe("chat:a", None)
+        .expect("channels are shared");
+    assert!(serial > 1 << 40, "far from the driver's own serials");
+    assert_eq!(
+        runner.subscribe("chat:a", None),
+        Err(SubscribeError::AlreadySubscribed("chat:a".into()))
+    );
+    let data = RawJson::parse("1").expect("json");
+    let answer = Box::new(|_| {});
+    assert_eq!(runner.publish("chat:a", data, 5, answer), Ok(1));
+    let query = Query::Stats(Box::new(|_| {}));
+    assert_eq!(
+        runner.presence_query("chat:a", query),
+        Err(PresenceError::SharedAcrossTabs),
+        "presence is not shared"
+    );
+    runner.unsubscribe("chat:a", serial);
+    assert!(runner.subscribe("chat:a", None).is_ok(), "subscribed again");
+}

@@ -13,16 +13,35 @@
 //! judge: the server processed each tab's messages once, in that tab's
 //! order, and lost none that the tab was not handed back; each open tab
 //! delivered each server message once, in order, with no hole.
+//!
+//! Channels too (issue 23): most tabs subscribe to one channel, the
+//! server publishes to it (as its admin API would) and tabs publish; the
+//! server keeps the channel's whole history (so no gap is ever due),
+//! recovers from `since`, deduplicates publishes by id and refuses a
+//! second subscription on one connection; it numbers its answers in
+//! reliable mode and, as the real server, replays on a resume only what
+//! the client did not acknowledge (so a new leader that resumed from
+//! before a channel answer its predecessor acked would see a hole: a
+//! `Gap` fails the run). The judge: each subscribed tab
+//! delivered each offset once, in order, with no gap, up to the last; each
+//! open tab's publish was answered once, with the offset the server gave
+//! its id.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
+use shared::channel::{RawJson, UnsubscribeReason};
 use shared::{ClientMessage, ResumeFailure, ServerMessage};
 
 use super::super::{Runner, Step, TabIo};
+use crate::channel::{ChannelEvent, PublishError};
 use crate::config::Config;
 use crate::driver::{Effect, Input, TimerId, TimerKind};
 use crate::message::{Event, Message, SendError, TabRole};
 use crate::tabs::{HEARTBEAT_MS, Input as TabInput};
+
+/// The channel the tabs share.
+const CH: &str = "chat:sim";
 
 /// `splitmix64`, seeded: every run of a seed is the same.
 struct Rng(u64);
@@ -44,6 +63,9 @@ struct Session {
     upto: u64,
     /// The server's messages, seq `i + 1` at `i`.
     history: Vec<String>,
+    /// The last seq the client acknowledged: a resume replays only what
+    /// follows it (the server keeps no more), whatever `last_seq` says.
+    acked: u64,
 }
 
 /// One connection on the server.
@@ -56,6 +78,8 @@ struct Conn {
     session: Option<String>,
     /// Frames on their way to the client (lost if the connection is cut).
     to_client: VecDeque<String>,
+    /// Subscribed to [`CH`].
+    subscribed: bool,
 }
 
 #[derive(Default)]
@@ -68,6 +92,12 @@ struct Server {
     pushes: u64,
     /// The newest session: the one the tabs share.
     current: Option<String>,
+    /// [`CH`]'s publications' data, offset `i + 1` at `i` (epoch `e1`).
+    stream: Vec<String>,
+    /// The offset of each publish id.
+    publish_ids: HashMap<String, u64>,
+    /// `subscribe`s received.
+    subscribes: usize,
 }
 
 impl Server {
@@ -89,6 +119,7 @@ impl Server {
             offered,
             session: None,
             to_client: VecDeque::from([welcome.to_json()]),
+            subscribed: false,
         });
         self.conns.len() - 1
     }
@@ -98,6 +129,116 @@ impl Server {
         conn.open = false;
         conn.session = None;
         conn.to_client.clear();
+        conn.subscribed = false;
+    }
+
+    /// An answer to a channel request: numbered in reliable mode (at the
+    /// top level as inside a `msg`), as the server does.
+    fn answer(&mut self, conn: usize, message: &ServerMessage) {
+        if !self.reliable {
+            self.to(conn, message);
+            return;
+        }
+        self.bind_offered(conn);
+        let id = self.conns[conn].session.clone().expect("bound");
+        let session = self.sessions.get_mut(&id).expect("known");
+        let data = message.to_json();
+        session.history.push(data.clone());
+        let seq = session.history.len() as u64;
+        self.to(conn, &ServerMessage::Msg { seq, data });
+    }
+
+    /// Appends to [`CH`] and sends the `pub` to each subscribed
+    /// connection (never numbered). Returns its offset.
+    fn append(&mut self, data: String) -> u64 {
+        self.stream.push(data.clone());
+        let offset = self.stream.len() as u64;
+        let message = ServerMessage::Pub {
+            channel: CH.into(),
+            offset,
+            data: RawJson::parse(&data).expect("json"),
+            info: None,
+        };
+        for c in 0..self.conns.len() {
+            if self.conns[c].open && self.conns[c].subscribed {
+                self.to(c, &message);
+            }
+        }
+        offset
+    }
+
+    /// The admin API publishes.
+    fn admin_publish(&mut self) {
+        let n = self.stream.len() + 1;
+        self.append(format!("\"admin {n}\""));
+    }
+
+    /// A channel request; false if `message` is not one.
+    fn channel(&mut self, conn: usize, message: ClientMessage) -> bool {
+        match message {
+            ClientMessage::Subscribe { channel, since, id } => {
+                assert_eq!(channel, CH);
+                assert!(
+                    !self.conns[conn].subscribed,
+                    "two subscriptions to one channel on one connection"
+                );
+                self.subscribes += 1;
+                self.conns[conn].subscribed = true;
+                let top = self.stream.len() as u64;
+                let from = since.filter(|s| s.epoch == "e1").map(|s| s.offset);
+                assert!(from.is_none_or(|f| f <= top), "since past the stream");
+                self.answer(
+                    conn,
+                    &ServerMessage::Subscribed {
+                        channel: CH.into(),
+                        epoch: "e1".into(),
+                        offset: from.unwrap_or(top),
+                        recovered: from.map(|_| true),
+                        reason: None,
+                        gap: None,
+                        id,
+                    },
+                );
+                for offset in from.unwrap_or(top) + 1..=top {
+                    let data = self.stream[offset as usize - 1].clone();
+                    let message = ServerMessage::Pub {
+                        channel: CH.into(),
+                        offset,
+                        data: RawJson::parse(&data).expect("json"),
+                        info: None,
+                    };
+                    self.to(conn, &message);
+                }
+            }
+            ClientMessage::Unsubscribe { channel, id } => {
+                self.conns[conn].subscribed = false;
+                let message = ServerMessage::Unsubscribed {
+                    channel,
+                    reason: UnsubscribeReason::Client,
+                    id,
+                };
+                self.answer(conn, &message);
+            }
+            ClientMessage::Publish { channel, data, id } => {
+                let id = id.expect("an id");
+                let offset = match self.publish_ids.get(&id) {
+                    Some(offset) => *offset,
+                    None => {
+                        let offset = self.append(data.get().to_owned());
+                        self.publish_ids.insert(id.clone(), offset);
+                        offset
+                    }
+                };
+                let message = ServerMessage::Published {
+                    channel,
+                    offset,
+                    id: Some(id),
+                };
+                self.answer(conn, &message);
+            }
+            _ => return false,
+        }
+        true
     }
 
     fn to(&mut self, conn: usize, message: &ServerMessage) {
@@ -114,6 +255,7 @@ impl Server {
                     token: format!("k-{id}"),
                     upto: 0,
                     history: Vec::new(),
+                    acked: 0,
                 },
             );
             self.conns[conn].session = Some(id.clone());
@@ -123,6 +265,11 @@ impl Server {
 
     fn receive(&mut self, conn: usize, text: &str) {
         assert!(self.conns[conn].open, "written on a closed connection");
+        if let Ok(message) = ClientMessage::from_json(text)
+            && self.channel(conn, message)
+        {
+            return;
+        }
         if !self.reliable {
             self.processed.push(text.to_owned());
             return;
@@ -153,9 +300,10 @@ impl Server {
                     self.bind_offered(conn);
                     return;
                 };
-                let from = usize::try_from(last_seq).expect("small");
+                let from = usize::try_from(last_seq.max(known.acked)).expect("small");
                 assert!(from <= known.history.len(), "resumed past the history");
                 let replay = known.history[from..].to_vec();
+                let last_seq = from as u64;
                 let upto = known.upto;
                 self.conns[conn].session = Some(session);
                 self.to(conn, &ServerMessage::Resumed { last_seq: upto });
@@ -164,7 +312,12 @@ impl Server {
                     self.to(conn, &ServerMessage::Msg { seq, data });
                 }
             }
-            ClientMessage::Ack { .. } => self.bind_offered(conn),
+            ClientMessage::Ack { seq } => {
+                self.bind_offered(conn);
+                let id = self.conns[conn].session.clone().expect("bound");
+                let session = self.sessions.get_mut(&id).expect("known");
+                session.acked = session.acked.max(seq);
+            }
             ClientMessage::Msg { seq, data } => {
                 self.bind_offered(conn);
                 let id = self.conns[conn].session.clone().expect("bound");
@@ -216,6 +369,9 @@ impl Server {
     }
 }
 
+/// A tab's publish answers as they came: id and outcome.
+type Answers = Arc<Mutex<Vec<(u128, Result<u64, PublishError>)>>>;
+
 struct Tab {
     runner: Runner,
     closed: bool,
@@ -227,6 +383,14 @@ struct Tab {
     handed_back: Vec<String>,
     /// The push numbers its application got.
     pushes: Vec<u64>,
+    /// Its subscription to [`CH`], if it made one.
+    serial: Option<u64>,
+    /// The offsets of [`CH`] its application got, and the gaps.
+    offsets: Vec<u64>,
+    gaps: Vec<(u64, u64)>,
+    /// Its publishes (ids), and their answers as they came.
+    publishes: Vec<u128>,
+    answers: Answers,
 }
 
 struct Sim {
@@ -270,6 +434,9 @@ impl Sim {
         let id = u32::try_from(i).expect("a few tabs") + 1;
         let mut runner = Runner::new(config, id, self.rng.below(u64::MAX));
         runner.start(self.now, true);
+        // Most tabs subscribe (some before they know any leader).
+        let serial =
+            (self.rng.below(4) != 0).then(|| runner.subscribe(CH, None).expect("subscribed"));
         self.tabs.push(Tab {
             runner,
             closed: false,
@@ -279,6 +446,11 @@ impl Sim {
             sent: Vec::new(),
             handed_back: Vec::new(),
             pushes: Vec::new(),
+            serial,
+            offsets: Vec::new(),
+            gaps: Vec::new(),
+            publishes: Vec::new(),
+            answers: Arc::default(),
         });
     }
 
@@ -428,8 +600,55 @@ impl Sim {
                 panic!("tab {i}: resume failed, {unconfirmed:?} unconfirmed")
             }
             Event::NotShared(why) => panic!("tab {i} went alone: {why}"),
+            // The server's history is whole: a gap is a false one.
+            Event::Gap { from, to } => panic!("tab {i}: a gap {from}..={to}"),
+            Event::Channel(notice) => {
+                let tab = &mut self.tabs[i];
+                assert!(
+                    tab.serial.is_some_and(|s| notice.is_for(CH, s)),
+                    "tab {i}: {notice:?}"
+                );
+                match notice.event() {
+                    ChannelEvent::Publication { offset, .. } => tab.offsets.push(*offset),
+                    ChannelEvent::Gap { from, to } => tab.gaps.push((*from, *to)),
+                    ChannelEvent::Subscribed { .. } => {}
+                    other => panic!("tab {i}: {other:?}"),
+                }
+            }
             _ => {}
         }
+    }
+
+    /// An open tab publishes to [`CH`].
+    fn publish(&mut self) {
+        let open = self.open();
+        let i = open[self.rng.below(open.len() as u64) as usize];
+        let id = u128::from(self.rng.below(u64::MAX)) << 64 | u128::from(self.rng.below(u64::MAX));
+        let tab = &mut self.tabs[i];
+        let answers = Arc::clone(&tab.answers);
+        let answer = Box::new(move |result| {
+            answers.lock().expect("not poisoned").push((id, result));
+        });
+        let data = RawJson::parse(&format!("\"t{i} {id:x}\"")).expect("json");
+        match tab.runner.publish(CH, data, id, answer) {
+            Ok(_) => tab.publishes.push(id),
+            Err(PublishError::QueueFull) => {}
+            Err(other) => panic!("tab {i}: {other:?}"),
+        }
+    }
+
+    /// Whether open tab `i` delivered [`CH`] up to its last offset and had
+    /// every publish answered.
+    fn channel_settled(&self, i: usize) -> bool {
+        let tab = &self.tabs[i];
+        let top = self.server.stream.len() as u64;
+        let delivered = tab.serial.is_none_or(|serial| {
+            tab.runner
+                .channel_position(CH, serial)
+                .is_some_and(|p| p.offset == top)
+        });
+        let answered = tab.answers.lock().expect("not poisoned").len() == tab.publishes.len();
+        delivered && answered
     }
 
     /// One channel message reaches every other attached tab.
@@ -554,10 +773,12 @@ impl Sim {
             self.open_tab();
         }
         for round in 0..rounds {
-            match self.rng.below(12) {
+            match self.rng.below(14) {
                 0..=2 => self.send(),
                 3 | 4 if self.reliable => self.server.push(),
                 3 | 4 => self.send(),
+                12 => self.server.admin_publish(),
+                13 => self.publish(),
                 5 | 6 => self.deliver_post(),
                 7 | 8 => self.deliver_frames(),
                 9 | 10 => self.advance(),
@@ -600,6 +821,7 @@ impl Sim {
                 && self.open().iter().all(|&i| {
                     let tab = &self.tabs[i];
                     tab.runner.queue_len() == 0
+                        && self.channel_settled(i)
                         && tab.pushes.last().copied().unwrap_or(0) == self.server.pushes
                         && (self.reliable || self.server.conns.iter().any(|c| c.open))
                 })
@@ -625,6 +847,38 @@ impl Sim {
             "not settled: queues {queues:?}, pushes {}, lock {:?}",
             self.server.pushes, self.lock
         );
+    }
+
+    /// Tab `i`'s channel: each offset once, in order, no gap, up to the
+    /// last if it is open; each publish answered once, with its offset.
+    fn judge_channel(&self, i: usize) {
+        let tab = &self.tabs[i];
+        assert!(tab.gaps.is_empty(), "tab {i}: gaps {:?}", tab.gaps);
+        assert!(
+            tab.offsets.windows(2).all(|w| w[1] == w[0] + 1),
+            "tab {i}: each offset once, in order: {:?}",
+            tab.offsets
+        );
+        if tab.closed {
+            return;
+        }
+        if tab.serial.is_some() && !tab.offsets.is_empty() {
+            assert_eq!(
+                tab.offsets.last().copied(),
+                Some(self.server.stream.len() as u64),
+                "tab {i}"
+            );
+        }
+        let answers = tab.answers.lock().expect("not poisoned");
+        assert_eq!(
+            answers.len(),
+            tab.publishes.len(),
+            "tab {i}: answered once each"
+        );
+        for (id, result) in answers.iter() {
+            let offset = self.server.publish_ids.get(&format!("{id:032x}"));
+            assert_eq!(result.as_ref().ok(), offset, "tab {i}: publish {id:x}");
+        }
     }
 
     fn judge(&self) {
@@ -657,8 +911,18 @@ impl Sim {
                     "tab {i}"
                 );
             }
+            self.judge_channel(i);
         }
+        let mut data = self.server.stream.clone();
+        data.sort();
+        data.dedup();
+        assert_eq!(data.len(), self.server.stream.len(), "each publish once");
         assert!(self.leaders >= 3, "the connection changed hands");
+        let subscribed = self.tabs.iter().filter(|t| t.serial.is_some()).count();
+        assert!(
+            subscribed > 1 && !self.server.stream.is_empty(),
+            "channel traffic"
+        );
     }
 }
 

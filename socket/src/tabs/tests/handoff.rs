@@ -66,6 +66,7 @@ fn the_next_leader_resumes_the_session_with_the_window_of_every_tab() {
         }]
         .into(),
         accepted: [(id("l"), 1), (id("f"), 2)].into(),
+        channels: Vec::new(),
     };
     assert_eq!(
         calls(&effects),

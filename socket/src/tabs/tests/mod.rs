@@ -6,11 +6,13 @@
 //! | `mod.rs` | helpers: tabs, effects, relaying between two tabs |
 //! | `tabs.rs` | one leader: the election, forwarding, a follower's queue, configs, counting, closing |
 //! | `handoff.rs` | the next leader: resuming with every tab's window, catch-up, stolen locks, failed resumes |
+//! | `channels.rs` | channels shared across tabs: references, release, delivery once per tab, resubscribe after a handoff, publish answers, forged posts |
 //! | `validation.rs` | what a tab hears is checked: claims, replicas, sends, bounds, rejoining, other wire versions |
 //! | `sim.rs` | several tabs and a reliable server simulated with leaders closed mid-stream |
 
 use super::*;
 
+mod channels;
 mod handoff;
 mod sim;
 mod tabs;

@@ -324,6 +324,9 @@ impl Sim {
                     self.conn = None;
                 }
             }
+            SocketCall::Subscribe { .. }
+            | SocketCall::Unsubscribe { .. }
+            | SocketCall::Publish { .. } => {}
         }
     }
 

@@ -26,6 +26,12 @@ fn envelopes_round_trip_and_other_versions_are_told_from_noise() {
         Envelope::from_json(v1),
         Err(WireError::OtherVersion { version: 1 })
     );
+    // What the build before channels were shared (version 2) posts.
+    let v2 = r#"{"v":2,"from":7,"body":{"type":"heartbeat"}}"#;
+    assert_eq!(
+        Envelope::from_json(v2),
+        Err(WireError::OtherVersion { version: 2 })
+    );
     // A build before any version field.
     let v0 = r#"{"from":"123","body":{"type":"heartbeat"}}"#;
     assert_eq!(
@@ -38,9 +44,9 @@ fn envelopes_round_trip_and_other_versions_are_told_from_noise() {
         "[1,2]",
         r#"{"hello":"world"}"#,
         r#"{"v":-1,"from":"a","body":{"type":"bye"}}"#,
-        r#"{"v":2,"from":"a","body":{"type":"send","n":-3,"frame":{"kind":"text","data":"x"}}}"#,
-        r#"{"v":2,"from":"a","body":{"type":"send","n":18446744073709551616,"frame":{"kind":"text","data":"x"}}}"#,
-        r#"{"v":2,"from":"a","body":{"type":"unknown"}}"#,
+        r#"{"v":3,"from":"a","body":{"type":"send","n":-3,"frame":{"kind":"text","data":"x"}}}"#,
+        r#"{"v":3,"from":"a","body":{"type":"send","n":18446744073709551616,"frame":{"kind":"text","data":"x"}}}"#,
+        r#"{"v":3,"from":"a","body":{"type":"unknown"}}"#,
     ] {
         assert_eq!(
             Envelope::from_json(noise),

@@ -232,9 +232,10 @@ impl Socket {
     ///
     /// [`SubscribeError::BadChannel`] for a name the server would refuse,
     /// [`SubscribeError::AlreadySubscribed`] when this socket holds a
-    /// [`Channel`] of that name, [`SubscribeError::SharedAcrossTabs`] while
-    /// the socket shares its connection across tabs (channels are not
-    /// shared yet; a tab that went alone may subscribe).
+    /// [`Channel`] of that name, While the socket shares its
+    /// connection across tabs, the leader tab holds one server
+    /// subscription per channel for all tabs; this tab's handle sees each
+    /// publication once, in order (see the crate docs).
     pub fn subscribe(&self, channel: &str) -> Result<Channel, SubscribeError> {
         self.subscribe_from(channel, None)
     }
@@ -286,7 +287,9 @@ impl Socket {
     ///
     /// [`PublishError::BadChannel`], [`PublishError::QueueFull`],
     /// [`PublishError::TooLarge`], [`PublishError::Closed`] after
-    /// [`Socket::close`], [`PublishError::SharedAcrossTabs`] while sharing.
+    /// [`Socket::close`]. While sharing, the publish goes through the leader
+    /// tab (again to the next one after a handoff, with the same id) and
+    /// resolves here.
     pub fn publish(&self, channel: &str, data: RawJson) -> Result<Publish, PublishError> {
         let (tx, rx) = futures_channel::oneshot::channel();
         let id = glue::random_id();
