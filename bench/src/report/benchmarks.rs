@@ -40,8 +40,10 @@ const FIRST_PAGE: &str = "Measured by hand on 2026-11-30, not by this run: from 
 /// The console's wasm budget and its check (xtask/src/bundle.rs).
 const BUNDLE_BUDGET: &str = "Target: the console's wasm at most 140 KiB (143,360 bytes) \
      gzip -9, the channel panel of the channels and presence issues included. Not reached: \
-     `cargo xtask test` enforces a ceiling of 163,100 bytes (161,603 by `cargo xtask bundle` \
-     on 2026-12-07 after the third round of cuts below, and about 1,500 of room; 171,179 once \
+     `cargo xtask test` enforces a ceiling of 174,900 bytes (173,356 by `cargo xtask bundle` \
+     on 2026-12-07 once channels were shared across tabs, and about 1,500 of room; raised a \
+     second time, from 163,100, for that: the tab wire's channel messages and the leader's \
+     rules, 11,753 bytes; 161,603 after the third round of cuts below; 171,179 once \
      the console had its channel panel, 149,970 after the first two rounds and before the \
      panel; raised once from 151,500 to 172,700 for the panel, whose wrapper channel code came \
      into the wasm with it: about 19.6 KB of the 21.2 KB; 160,000 when the check landed at \
