@@ -223,12 +223,15 @@ pub fn run(options: &Options) -> Result<Run> {
     let run = Run {
         date: machine::date(),
         quick: options.quick,
-        command: if options.quick {
-            "cargo xtask bench --channels --quick"
-        } else {
-            "cargo xtask bench --channels"
-        }
-        .to_owned(),
+        command: format!(
+            "cargo xtask bench --channels{}{}",
+            if options.quick { " --quick" } else { "" },
+            if options.peers.contains(&Peer::Sockudo) {
+                " --peers sockudo"
+            } else {
+                ""
+            }
+        ),
         seconds: started.elapsed().as_secs_f64(),
         load: machine::load_average(),
         node: machine::sh("/usr/bin/node --version"),
