@@ -8,7 +8,9 @@
 //! Layout: [`Browser`] owns a ChromeDriver process and a WebDriver session;
 //! [`wait_for`] polls a condition with a deadline (never a fixed sleep);
 //! [`dist_dir`] finds the built UI; [`by_id`], [`text`], [`click`] and
-//! [`type_into`] reach the console's `data-testid` elements.
+//! [`type_into`] reach the console's `data-testid` elements, [`wait_in`]
+//! one of them in a given window; [`start_dev_server`] and [`admin_get`]
+//! are the server of the channel tests and its admin API, the judge.
 //!
 //! # Example
 //!
@@ -31,8 +33,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use fantoccini::wd::WindowHandle;
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::Value;
+use testbed::{TestServer, config_with_namespaces};
 
 /// Chrome's arguments: headless, and no network of its own (only loopback is
 /// reachable here and Chrome's background requests would fail). The
@@ -236,6 +241,69 @@ pub async fn click(browser: &Browser, id: &str) -> Result<()> {
         .click()
         .await?;
     Ok(())
+}
+
+/// Waits until the element `data-testid="id"` in window `tab` satisfies
+/// `ok` (not rendered yet counts as not yet), within `timeout`; returns its
+/// text.
+///
+/// # Errors
+///
+/// When the deadline passes (the message has the last text seen), or
+/// WebDriver cannot switch to the window.
+pub async fn wait_in(
+    browser: &Browser,
+    tab: &WindowHandle,
+    id: &str,
+    timeout: Duration,
+    ok: impl Fn(&str) -> bool,
+) -> Result<String> {
+    let last = std::cell::RefCell::new(String::new());
+    let waited = wait_for(&format!("{id} in a tab"), timeout, || async {
+        browser.client.switch_to_window(tab.clone()).await?;
+        let now = text(browser, id).await.unwrap_or_default();
+        let done = ok(&now);
+        last.replace(now.clone());
+        Ok(done.then_some(now))
+    })
+    .await;
+    waited.with_context(|| format!("{id} was {:?}", last.borrow()))
+}
+
+/// The real server with `cargo xtask run`'s development config (its `chat`
+/// namespace), serving the built UI, its admin API behind `admin_token`,
+/// on a port it binds itself.
+///
+/// # Errors
+///
+/// When the UI is not built or the server does not start.
+pub async fn start_dev_server(admin_token: &str) -> Result<TestServer> {
+    let dist = dist_dir()?;
+    let dist = dist.to_string_lossy();
+    let config = config_with_namespaces(
+        include_str!("../../config/development.toml"),
+        &["--static-dir", &dist, "--admin-token", admin_token],
+    )?;
+    TestServer::start(config).await
+}
+
+/// `GET path` on `server`'s admin API with `admin_token`, as JSON.
+///
+/// # Errors
+///
+/// When the request fails, the answer is not a success, or not JSON.
+pub async fn admin_get(server: &TestServer, admin_token: &str, path: &str) -> Result<Value> {
+    let response = reqwest::Client::new()
+        .get(server.http_url(path))
+        .bearer_auth(admin_token)
+        .send()
+        .await?;
+    let status = response.status();
+    let body = response.text().await?;
+    if !status.is_success() {
+        bail!("GET {path}: {status} {body}");
+    }
+    serde_json::from_str(&body).with_context(|| format!("GET {path}: {body}"))
 }
 
 /// Replaces the value of the input `data-testid="id"` with `value`, typed.

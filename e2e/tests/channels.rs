@@ -16,39 +16,18 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use e2e::{Browser, artefact_dir, click, dist_dir, text, type_into, wait_for};
+use anyhow::{Context, Result};
+use e2e::{Browser, artefact_dir, click, start_dev_server, text, type_into, wait_for};
 use serde_json::Value;
-use testbed::{TestServer, config_with_namespaces};
+use testbed::TestServer;
 
 const STEP: Duration = Duration::from_secs(30);
 const CHANNEL: &str = "chat:lobby";
 const ADMIN_TOKEN: &str = "e2e-channels-admin-token";
 
-/// The server with the development config, serving the built UI.
-async fn start_server() -> Result<TestServer> {
-    let dist = dist_dir()?;
-    let dist = dist.to_string_lossy();
-    let config = config_with_namespaces(
-        include_str!("../../config/development.toml"),
-        &["--static-dir", &dist, "--admin-token", ADMIN_TOKEN],
-    )?;
-    TestServer::start(config).await
-}
-
 /// `GET path` on the admin API, as JSON.
 async fn admin_get(server: &TestServer, path: &str) -> Result<Value> {
-    let response = reqwest::Client::new()
-        .get(server.http_url(path))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await?;
-    let status = response.status();
-    let body = response.text().await?;
-    if !status.is_success() {
-        bail!("GET {path}: {status} {body}");
-    }
-    serde_json::from_str(&body).with_context(|| format!("GET {path}: {body}"))
+    e2e::admin_get(server, ADMIN_TOKEN, path).await
 }
 
 /// The client ids the server lists in the channel's presence.
@@ -175,7 +154,7 @@ async fn in_history(server: &TestServer, text: &str) -> Result<(u64, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browsers_in_a_channel_see_each_others_publications_and_presence() -> Result<()> {
-    let server = start_server().await?;
+    let server = start_dev_server(ADMIN_TOKEN).await?;
     let alice = Browser::start().await?;
     let bob = Browser::start().await?;
     let alice_id = open_console(&alice, &server, "/").await?;

@@ -16,34 +16,18 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
-use e2e::{Browser, click, dist_dir, text, type_into, wait_for};
+use e2e::{Browser, admin_get, click, start_dev_server, text, type_into, wait_for};
 use fantoccini::wd::WindowHandle;
 use serde_json::Value;
-use testbed::{TestServer, config_with_namespaces};
+use testbed::TestServer;
 
 const STEP: Duration = Duration::from_secs(30);
 const CHANNEL: &str = "chat:lobby";
 const ADMIN_TOKEN: &str = "e2e-tab-channels-admin-token";
 
-/// The server with the development config, serving the built UI.
-async fn start_server() -> Result<TestServer> {
-    let dist = dist_dir()?;
-    let dist = dist.to_string_lossy();
-    let config = config_with_namespaces(
-        include_str!("../../config/development.toml"),
-        &["--static-dir", &dist, "--admin-token", ADMIN_TOKEN],
-    )?;
-    TestServer::start(config).await
-}
-
 /// The server's count of subscriptions to [`CHANNEL`] (one per connection).
 async fn subscriptions(server: &TestServer) -> Result<u64> {
-    let response = reqwest::Client::new()
-        .get(server.http_url("/api/channels"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await?;
-    let body: Value = serde_json::from_str(&response.text().await?)?;
+    let body = admin_get(server, ADMIN_TOKEN, "/api/channels").await?;
     let rows = body["channels"].as_array().context("no channels")?;
     Ok(rows
         .iter()
@@ -83,12 +67,8 @@ async fn admin_publish(server: &TestServer, text: &str) -> Result<u64> {
 
 /// The offset of `{"text": text}` in the server's history.
 async fn offset_in_history(server: &TestServer, text: &str) -> Result<u64> {
-    let response = reqwest::Client::new()
-        .get(server.http_url(&format!("/api/channels/{CHANNEL}/history")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await?;
-    let history: Value = serde_json::from_str(&response.text().await?)?;
+    let path = format!("/api/channels/{CHANNEL}/history");
+    let history = admin_get(server, ADMIN_TOKEN, &path).await?;
     history["publications"]
         .as_array()
         .context("no publications")?
@@ -124,17 +104,7 @@ async fn wait_in(
     id: &str,
     ok: impl Fn(&str) -> bool,
 ) -> Result<String> {
-    let last = RefCell::new(String::new());
-    let waited = wait_for(&format!("{id} in a tab"), STEP, || async {
-        browser.client.switch_to_window(tab.clone()).await?;
-        // Not rendered yet is "not yet", not a failure.
-        let now = text(browser, id).await.unwrap_or_default();
-        let done = ok(&now);
-        last.replace(now.clone());
-        Ok(done.then_some(now))
-    })
-    .await;
-    waited.with_context(|| format!("{id} was {:?}", last.borrow()))
+    e2e::wait_in(browser, tab, id, STEP, ok).await
 }
 
 /// The publications of a feed (newest first), oldest first: offset and text.
@@ -196,7 +166,7 @@ async fn reliable_shared_tabs_keep_every_publication_through_a_handoff() -> Resu
 }
 
 async fn scenario(path: &str) -> Result<()> {
-    let server = start_server().await?;
+    let server = start_dev_server(ADMIN_TOKEN).await?;
     let browser = Browser::start().await?;
     let a = open_tab(&browser, &server, path, true).await?;
     wait_in(&browser, &a, "tab-role", |r| r == "leader of 1 tab(s)").await?;

@@ -19,7 +19,7 @@ use buffered_socket::tabs::{
     Envelope, Frame, LinkState, Pending, Session, Shared, TAB_PROTOCOL, TabConfig, TabId,
     TabMessage,
 };
-use e2e::{Browser, by_id, click, dist_dir, text, wait_for};
+use e2e::{Browser, by_id, click, dist_dir, text, wait_for, wait_in};
 use fantoccini::Locator;
 use fantoccini::wd::WindowHandle;
 use testbed::Testbed;
@@ -118,26 +118,6 @@ async fn one_leader(browser: &Browser, tabs: &[WindowHandle]) -> Result<WindowHa
     })
     .await;
     found.with_context(|| format!("roles seen: {:?}", last.borrow()))
-}
-
-/// Waits until `id` in tab `tab` satisfies `ok`; returns the text.
-async fn wait_in(
-    browser: &Browser,
-    tab: &WindowHandle,
-    id: &str,
-    timeout: Duration,
-    ok: impl Fn(&str) -> bool,
-) -> Result<String> {
-    let last = RefCell::new(String::new());
-    let waited = wait_for(&format!("{id} in a tab"), timeout, || async {
-        browser.client.switch_to_window(tab.clone()).await?;
-        let now = text(browser, id).await.unwrap_or_default();
-        let done = ok(&now);
-        last.replace(now.clone());
-        Ok(done.then_some(now))
-    })
-    .await;
-    waited.with_context(|| format!("{id} was {:?}", last.borrow()))
 }
 
 /// Sends `message` as an echo from `tab` and waits for its RESPONSE there.

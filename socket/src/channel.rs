@@ -13,10 +13,6 @@
 //! other events and every re-entrancy rule of `on_event` holds for them; a
 //! handle's callbacks and stream see its own subscription's only.
 
-use std::marker::PhantomData;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use serde::de::DeserializeOwned;
 use shared::ErrorCode;
 pub use shared::channel::{
@@ -344,6 +340,10 @@ pub use handles::{Channel, ChannelStream, FollowPresence, PresenceQuery, Publish
 
 #[cfg(any(target_arch = "wasm32", feature = "native"))]
 mod handles {
+    use std::marker::PhantomData;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
     use super::*;
     use crate::dispatch::Subscription;
     use crate::driver::Query;

@@ -429,24 +429,60 @@ impl Subscribers {
     }
 }
 
+/// A measurement's servers, started for `conns` connections, and their
+/// RSS before any client.
+struct Measured {
+    _servers: Servers,
+    pids: Vec<u32>,
+    addrs: Vec<SocketAddr>,
+    runtime: tokio::runtime::Runtime,
+    rss_before: u64,
+}
+
+impl Measured {
+    fn start(options: &Options, peer: Peer, nodes: usize, conns: usize) -> Result<Self> {
+        let nofile = (conns as u64 + 2048).min(hard_nofile());
+        let servers = start(options, peer, nodes, nofile)?;
+        let pids: Vec<u32> = servers.nodes.iter().map(|(g, _)| g.pid()).collect();
+        let addrs: Vec<SocketAddr> = servers.nodes.iter().map(|(_, a)| *a).collect();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let rss_before = runtime.block_on(settled_rss(&pids, Duration::from_secs(3)))?;
+        Ok(Self {
+            _servers: servers,
+            pids,
+            addrs,
+            runtime,
+            rss_before,
+        })
+    }
+
+    /// The servers' RSS once it settled, KiB.
+    fn rss(&self) -> Result<u64> {
+        self.runtime
+            .block_on(settled_rss(&self.pids, Duration::from_secs(10)))
+    }
+}
+
 /// One case on one peer over `nodes` nodes.
 fn measure(options: &Options, peer: Peer, nodes: usize, case: Case) -> Result<Row> {
-    let hard = hard_nofile();
-    let nofile = (case.subscribers as u64 + 2048).min(hard);
-    let servers = start(options, peer, nodes, nofile)?;
-    let pids: Vec<u32> = servers.nodes.iter().map(|(g, _)| g.pid()).collect();
-    let addrs: Vec<SocketAddr> = servers.nodes.iter().map(|(_, a)| *a).collect();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let rss_before = runtime.block_on(settled_rss(&pids, Duration::from_secs(3)))?;
+    let measured = Measured::start(options, peer, nodes, case.subscribers)?;
+    let Measured {
+        pids,
+        addrs,
+        runtime,
+        rss_before,
+        ..
+    } = &measured;
+    let rss_before = *rss_before;
 
     let opening = Instant::now();
     let within = Duration::from_secs(case.seconds) + DRAIN;
     let mut clients = Subscribers::spawn(
         &options.bench,
         peer,
-        &addrs,
+        addrs,
         (case.subscribers, 2, 1),
         (case.publications(), within),
     )?;
@@ -458,17 +494,17 @@ fn measure(options: &Options, peer: Peer, nodes: usize, case: Case) -> Result<Ro
         case.subscribers
     );
     let open_s = opening.elapsed().as_secs_f64();
-    let rss_after = runtime.block_on(settled_rss(&pids, Duration::from_secs(10)))?;
+    let rss_after = measured.rss()?;
 
-    let cpu_before = cpu_seconds_of(&pids)?;
+    let cpu_before = cpu_seconds_of(pids)?;
     let window = Instant::now();
     clients.go()?;
     let publish_ms = runtime.block_on(publish(peer, addrs[0], case))?;
     let results = clients.results(DRAIN + Duration::from_secs(30))?;
     let wall = window.elapsed().as_secs_f64();
-    let cpu = cpu_seconds_of(&pids)? - cpu_before;
+    let cpu = cpu_seconds_of(pids)? - cpu_before;
     drop(clients);
-    drop(servers);
+    drop(measured);
 
     let mut delays = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let (mut delivered, mut out_of_order, mut clients_cpu) = (0u64, 0u64, 0.0);
@@ -520,20 +556,14 @@ fn measure(options: &Options, peer: Peer, nodes: usize, case: Case) -> Result<Ro
 /// subscribed to [`MANY_CHANNELS`] channels, no publication; the RSS
 /// once they are all in, minus before any connected.
 fn measure_many(options: &Options, peer: Peer, connections: usize) -> Result<ManyRow> {
-    let nofile = (connections as u64 + 2048).min(hard_nofile());
-    let servers = start(options, peer, 1, nofile)?;
-    let pids: Vec<u32> = servers.nodes.iter().map(|(g, _)| g.pid()).collect();
-    let addrs: Vec<SocketAddr> = servers.nodes.iter().map(|(_, a)| *a).collect();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let rss_before = runtime.block_on(settled_rss(&pids, Duration::from_secs(3)))?;
+    let measured = Measured::start(options, peer, 1, connections)?;
+    let rss_before = measured.rss_before;
     let opening = Instant::now();
     // No publication: the processes hold their subscriptions until dropped.
     let clients = Subscribers::spawn(
         &options.bench,
         peer,
-        &addrs,
+        &measured.addrs,
         (connections, 2, MANY_CHANNELS),
         (0, Duration::ZERO),
     )?;
@@ -544,9 +574,9 @@ fn measure_many(options: &Options, peer: Peer, connections: usize) -> Result<Man
         peer.label()
     );
     let open_s = opening.elapsed().as_secs_f64();
-    let rss_after = runtime.block_on(settled_rss(&pids, Duration::from_secs(10)))?;
+    let rss_after = measured.rss()?;
     drop(clients);
-    drop(servers);
+    drop(measured);
     let grown = rss_after.saturating_sub(rss_before) as f64;
     let subscriptions = connections * MANY_CHANNELS;
     Ok(ManyRow {
