@@ -382,7 +382,12 @@ impl Table {
         if entry.phase == Phase::Ended {
             return;
         }
-        let from = from.max(position.offset.saturating_add(1));
+        // Nothing lies past u64::MAX: once it was delivered, no gap is
+        // left (saturating, `u64::MAX..=u64::MAX` was reported again).
+        let Some(next) = position.offset.checked_add(1) else {
+            return;
+        };
+        let from = from.max(next);
         if from <= to {
             position.offset = to;
             let gap = ChannelEvent::Gap { from, to };

@@ -335,6 +335,24 @@ fn channel_gaps_are_reported_without_what_was_delivered() {
 }
 
 #[test]
+fn nothing_is_reported_past_the_last_offset_there_can_be() {
+    let mut h = live();
+    h.receive_server(&pub_msg(3));
+    let channel_gap = |from, to| ServerMessage::ChannelGap {
+        channel: CH.into(),
+        from,
+        to,
+    };
+    assert_eq!(
+        on(&h.receive_server(&pub_msg(u64::MAX))),
+        [gap(4, u64::MAX - 1), publication(u64::MAX)]
+    );
+    assert_eq!(on(&h.receive_server(&channel_gap(u64::MAX, u64::MAX))), []);
+    assert_eq!(on(&h.receive_server(&channel_gap(1, u64::MAX))), []);
+    assert_eq!(on(&h.receive_server(&pub_msg(u64::MAX))), []);
+}
+
+#[test]
 fn only_the_latest_attempt_counts_and_a_jump_waits_for_its_recovery() {
     let mut h = live();
     h.receive_server(&pub_msg(3));
