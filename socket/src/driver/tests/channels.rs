@@ -320,15 +320,19 @@ fn a_new_epoch_is_a_reset_and_offsets_start_over() {
     assert_eq!(on(&h.receive_server(&pub_msg(1))), [publication(1)]);
 }
 
+/// The server's `channel_gap` of `from..=to` on [`CH`].
+fn channel_gap(from: u64, to: u64) -> ServerMessage {
+    ServerMessage::ChannelGap {
+        channel: CH.into(),
+        from,
+        to,
+    }
+}
+
 #[test]
 fn channel_gaps_are_reported_without_what_was_delivered() {
     let mut h = live();
     h.receive_server(&pub_msg(3));
-    let channel_gap = |from, to| ServerMessage::ChannelGap {
-        channel: CH.into(),
-        from,
-        to,
-    };
     assert_eq!(on(&h.receive_server(&channel_gap(2, 5))), [gap(4, 5)]);
     assert_eq!(on(&h.receive_server(&channel_gap(1, 5))), []);
     assert_eq!(on(&h.receive_server(&pub_msg(6))), [publication(6)]);
@@ -338,11 +342,6 @@ fn channel_gaps_are_reported_without_what_was_delivered() {
 fn nothing_is_reported_past_the_last_offset_there_can_be() {
     let mut h = live();
     h.receive_server(&pub_msg(3));
-    let channel_gap = |from, to| ServerMessage::ChannelGap {
-        channel: CH.into(),
-        from,
-        to,
-    };
     assert_eq!(
         on(&h.receive_server(&pub_msg(u64::MAX))),
         [gap(4, u64::MAX - 1), publication(u64::MAX)]
