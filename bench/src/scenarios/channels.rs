@@ -58,7 +58,7 @@ use crate::harness::machine::{self, unix_us};
 use crate::harness::proc_stats::{cpu_seconds, cpu_seconds_of, settled_rss};
 use crate::harness::procs::{Core, Guard, hard_nofile, pinned};
 use crate::harness::servers::forward_lines;
-use crate::harness::ws::tcp_from;
+use crate::harness::ws::{subscriber, tcp_from};
 use crate::peers::{ours, socketio, sockudo};
 use crate::report::channels::{ManyRow, Row, Run};
 
@@ -838,7 +838,7 @@ async fn open(peer: Peer, src: u8, node: SocketAddr, channels: usize) -> Result<
     match peer {
         Peer::Ours => {
             let url = format!("ws://{node}/ws?protocol=2");
-            let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
+            let mut ws = subscriber(&url, tcp).await?;
             for i in 0..channels {
                 let channel = channel_name(i);
                 let subscribe = format!(r#"{{"type":"subscribe","channel":"{channel}"}}"#);
@@ -860,7 +860,7 @@ async fn open(peer: Peer, src: u8, node: SocketAddr, channels: usize) -> Result<
         }
         Peer::SocketIo => {
             let url = format!("ws://{node}{}", socketio::PATH);
-            let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
+            let mut ws = subscriber(&url, tcp).await?;
             let open = next_text(peer, &mut ws).await?;
             ensure!(
                 open.starts_with('0'),
@@ -889,7 +889,7 @@ async fn open(peer: Peer, src: u8, node: SocketAddr, channels: usize) -> Result<
         }
         Peer::Sockudo => {
             let url = format!("ws://{node}{}", sockudo::path());
-            let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
+            let mut ws = subscriber(&url, tcp).await?;
             let established = next_text(peer, &mut ws).await?;
             ensure!(
                 sockudo::event_of(&established).as_deref() == Some("pusher:connection_established"),

@@ -35,7 +35,7 @@ use crate::harness::proc_stats::{cpu_seconds, rss_kib};
 use crate::harness::procs::{Core, Guard, hard_nofile, pinned};
 use crate::harness::servers::{forward_lines, free_addr, http_get, spawn_listening};
 use crate::harness::stats::percentile;
-use crate::harness::ws::tcp_from;
+use crate::harness::ws::{subscriber, tcp_from};
 
 /// Client processes per count.
 pub const CLIENTS: usize = 4;
@@ -86,7 +86,7 @@ pub async fn hold(addr: SocketAddr, path: &str, conns: usize, first_src: u8) -> 
         opening.spawn(async move {
             let _permit = gate.acquire_owned().await;
             let tcp = tcp_from(src, addr).await?;
-            let (ws, _) = tokio_tungstenite::client_async(url, tcp).await?;
+            let ws = subscriber(&url, tcp).await?;
             anyhow::Ok(ws)
         });
     }
