@@ -278,13 +278,18 @@ fn identify(
 /// served some other way, whose connections are then not counted.
 type Partial = Option<Extension<std::sync::Arc<PartialMeter>>>;
 
+/// The socket's read gate (see `serve::io`), put in the request's
+/// extensions by the accept loop; `None` for a router served some other
+/// way, whose connections then poll their read side at every turn.
+type Gate = Option<Extension<std::sync::Arc<crate::serve::ReadGate>>>;
+
 async fn ws(
     State(state): State<AppState>,
     // The client's address (behind a --trusted-proxy, from X-Forwarded-For).
     crate::peer::ClientAddr(remote_addr): crate::peer::ClientAddr,
     query: Result<Query<WsQuery>, QueryRejection>,
     headers: HeaderMap,
-    partial: Partial,
+    (partial, gate): (Partial, Gate),
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let upgrade = match admit(&state, &headers, upgrade) {
@@ -339,6 +344,7 @@ async fn ws(
                 protocol,
                 identity,
                 partial: partial.map(|Extension(meter)| meter),
+                read_gate: gate.map(|Extension(gate)| gate),
             },
         ))
     })

@@ -124,6 +124,21 @@ fn earlier(
     }
 }
 
+/// The socket's next frame, read once `gate` says the socket may have
+/// something (see `serve::io::ReadGate`); at every poll without a gate.
+async fn gated_next<T>(ws: &mut T, gate: Option<&crate::serve::ReadGate>) -> Option<T::Item>
+where
+    T: Stream + Unpin,
+{
+    std::future::poll_fn(|cx| {
+        if let Some(gate) = gate {
+            std::task::ready!(gate.poll_open(cx));
+        }
+        ws.poll_next_unpin(cx)
+    })
+    .await
+}
+
 /// A future that completes at `due`, or never.
 async fn at(due: Option<tokio::time::Instant>) {
     match due {
@@ -257,7 +272,9 @@ where
             let more = self.outbox.busy() || burst;
             tokio::select! {
                 biased;
-                frame = self.ws.next(), if reading => {
+                // Through the read gate: a wake-up by the queue alone (a
+                // subscriber's publication) does not poll the read side.
+                frame = gated_next(&mut self.ws, conn.read_gate.as_deref()), if reading => {
                     last_heard = tokio::time::Instant::now();
                     if let Err(end) = Box::pin(self.read(frame)).await {
                         break (end, true);

@@ -71,6 +71,9 @@ pub struct Peer {
     /// The socket's meter of unfinished messages (`--max-partial-bytes`),
     /// emptied here at each message; `None` when not counted (unit tests).
     pub partial: Option<Arc<crate::partial::PartialMeter>>,
+    /// Whether the socket may have something to read (see `serve::io`);
+    /// `None`: read at every turn (unit tests, a router served otherwise).
+    pub read_gate: Option<Arc<crate::serve::ReadGate>>,
 }
 
 /// What a connection is, besides its transport.
@@ -91,6 +94,8 @@ pub(crate) struct Conn {
     pub(crate) shared: Arc<ClientShared>,
     /// The socket's meter of unfinished messages (see [`Peer::partial`]).
     pub(crate) partial: Option<Arc<crate::partial::PartialMeter>>,
+    /// The socket's read gate (see [`Peer::read_gate`]).
+    pub(crate) read_gate: Option<Arc<crate::serve::ReadGate>>,
     /// The protocol version spoken (channels need version 2).
     pub(crate) protocol: shared::Protocol,
     /// Token mode: the token's channel claims, if it has any.
@@ -243,6 +248,7 @@ fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode)
         }),
         shared,
         partial: peer.partial,
+        read_gate: peer.read_gate,
         protocol: peer.protocol,
         claims: peer.identity.as_ref().and_then(|i| i.channels.clone()),
         client_name: peer

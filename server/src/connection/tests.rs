@@ -109,6 +109,7 @@ fn connect(state: &AppState, query: (&str, Option<u32>, bool)) -> Client {
         protocol: shared::Protocol::V1,
         identity: None,
         partial: None,
+        read_gate: None,
     };
     let state = state.clone();
     let ended = tokio::spawn(async move {
@@ -709,6 +710,7 @@ fn panicking(
         protocol: shared::Protocol::V1,
         identity: None,
         partial: None,
+        read_gate: None,
     };
     let state = state.clone();
     let task = tokio::spawn(async move {

@@ -58,6 +58,7 @@ use crate::partial::{PartialBudget, PartialMeter};
 use crate::peer::{ClientAddr, Hosts, Proxies, host_of};
 
 use self::body::DeadlineBody;
+pub(crate) use self::io::ReadGate;
 use self::io::{ConnShared, TimedIo, Timeouts, Upgrade};
 
 /// How long accept waits before retrying after a failure (descriptors out).
@@ -302,7 +303,9 @@ async fn respond(conn: &Conn, request: Request<Incoming>) -> (Response, Option<U
             Ok(slot) => {
                 let partial = Arc::new(PartialMeter::new(server.partial.clone()));
                 parts.extensions.insert(partial.clone());
-                Some(Upgrade::new(slot, partial))
+                let gate = ReadGate::new();
+                parts.extensions.insert(gate.clone());
+                Some(Upgrade::new(slot, partial, gate))
             }
             Err(refusal) => return (refuse(server, client, refusal), None),
         }
