@@ -284,6 +284,67 @@ async fn every_refusal_has_its_code_and_echoes_the_channel_and_id() {
     assert!(limited >= 1, "over --publish-rate");
 }
 
+#[tokio::test]
+async fn subscribe_and_presence_requests_are_rate_limited_and_unsubscribes_never() {
+    // 0.01 a second: no token comes back during the test. The bucket holds
+    // twice --max-subscriptions (a reconnect resubscribes everything).
+    let server = start(&["--channel-request-rate", "0.01", "--max-subscriptions", "2"]).await;
+    let mut ws = connect(&server).await;
+    for _ in 0..4 {
+        epoch_of(&subscribe(&mut ws, "chat:a", None).await);
+    }
+    send_text(
+        &mut ws,
+        r#"{"type":"subscribe","channel":"chat:b","id":"s5"}"#,
+    )
+    .await;
+    assert_eq!(
+        next_error(&mut ws).await,
+        (
+            "rate_limited".into(),
+            Some("chat:b".into()),
+            Some("s5".into())
+        )
+    );
+    send_text(
+        &mut ws,
+        r#"{"type":"presence_stats","channel":"chat:a","id":"p1"}"#,
+    )
+    .await;
+    assert_eq!(
+        next_error(&mut ws).await,
+        (
+            "rate_limited".into(),
+            Some("chat:a".into()),
+            Some("p1".into())
+        )
+    );
+    // Publications have their own bucket, and unsubscribing only frees.
+    let published = publish(&mut ws, "chat:a", "1", "x1").await;
+    assert!(
+        matches!(
+            published,
+            ServerMessage::Published { .. } | ServerMessage::Pub { .. }
+        ),
+        "{published:?}"
+    );
+    send_text(
+        &mut ws,
+        r#"{"type":"unsubscribe","channel":"chat:a","id":"u1"}"#,
+    )
+    .await;
+    loop {
+        match next_json(&mut ws).await {
+            ServerMessage::Unsubscribed { channel, id, .. } => {
+                assert_eq!((channel.as_str(), id.as_deref()), ("chat:a", Some("u1")));
+                break;
+            }
+            ServerMessage::Pub { .. } | ServerMessage::Published { .. } => {}
+            other => panic!("expected unsubscribed, got {other:?}"),
+        }
+    }
+}
+
 fn next_error_of(message: ServerMessage) -> String {
     match message {
         ServerMessage::Error { code, .. } => code.to_string(),

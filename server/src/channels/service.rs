@@ -69,6 +69,9 @@ pub enum Refusal {
     /// `--publish-rate` reached.
     #[error("{0} publications per second at most: this one was not published")]
     RateLimited(f64),
+    /// `--channel-request-rate` reached.
+    #[error("{0} subscribe and presence requests per second at most: this one was not served")]
+    RequestsLimited(f64),
     /// The channel has its namespace's `max_members`.
     #[error("this channel has {0} members, its most")]
     ChannelFull(usize),
@@ -90,7 +93,7 @@ impl Refusal {
             Self::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Self::TooManySubscriptions(_) => ErrorCode::TooManySubscriptions,
             Self::TooLarge { .. } => ErrorCode::PublishTooLarge,
-            Self::RateLimited(_) => ErrorCode::RateLimited,
+            Self::RateLimited(_) | Self::RequestsLimited(_) => ErrorCode::RateLimited,
             Self::ChannelFull(_) => ErrorCode::ChannelFull,
             Self::BadId => ErrorCode::InvalidFields,
             Self::Unavailable(_) => ErrorCode::Unavailable,

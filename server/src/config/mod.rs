@@ -351,6 +351,19 @@ pub struct Config {
     #[arg(long, env = "SERVER_PUBLISH_RATE", default_value_t = 100.0, value_parser = parse_rate)]
     pub publish_rate: f64,
 
+    /// Client `subscribe`, `presence` and `presence_stats` requests a
+    /// connection may make per second; beyond it they get `rate_limited`,
+    /// not served. Each may cost the streams (a recovery reads the
+    /// channel's history, a presence query runs a script on Redis), so an
+    /// unbounded client could make one connection's requests a load on
+    /// every node. The bucket holds a second's worth, or twice
+    /// `--max-subscriptions` if that is more: a reconnecting client
+    /// resubscribes every channel it holds and asks again for the presence
+    /// it follows, all at once. Unsubscribing is never limited (it only
+    /// frees). `0` turns it off.
+    #[arg(long, env = "SERVER_CHANNEL_REQUEST_RATE", default_value_t = 50.0, value_parser = parse_rate)]
+    pub channel_request_rate: f64,
+
     /// One node's channel history in memory mode, in bytes over every
     /// channel: past it the node's oldest publications are trimmed first
     /// (a subscriber recovering past them is told the exact gap). In a

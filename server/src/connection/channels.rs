@@ -71,6 +71,25 @@ pub(super) struct ChannelState {
     sink: Arc<ConnSink>,
     /// `--publish-rate`.
     publishes: Option<Bucket>,
+    /// `--channel-request-rate`.
+    requests: Option<Bucket>,
+}
+
+/// Takes a token of `bucket` (made full at first use), `rate` a second
+/// and `burst` at most; `limited` is the refusal when it has none.
+fn take_token(
+    bucket: &mut Option<Bucket>,
+    (rate, burst): (f64, f64),
+    limited: impl FnOnce(f64) -> Refusal,
+) -> Result<(), Refusal> {
+    if rate <= 0.0 {
+        return Ok(());
+    }
+    let now = std::time::Instant::now();
+    bucket
+        .get_or_insert_with(|| Bucket::full(burst, now))
+        .take(now, rate, burst)
+        .map_err(|_| limited(rate))
 }
 
 /// The answer to one channel request.
@@ -210,6 +229,7 @@ where
                     failed: AtomicBool::new(false),
                 }),
                 publishes: None,
+                requests: None,
             })
         })
     }
@@ -242,6 +262,9 @@ where
             ClientMessage::Subscribe { channel, since, id } => {
                 if let Some(bad) = bad_id(&channel, id.as_deref()) {
                     return bad;
+                }
+                if let Err(refusal) = self.take_request() {
+                    return refused(channel, id, &refusal);
                 }
                 let since = since.map(|s| Position {
                     epoch: s.epoch,
@@ -297,6 +320,7 @@ where
         }
         let found = match self.state.channels.namespace(&channel) {
             Err(err) => Err(Refusal::from(err)),
+            Ok(_) if let Err(limited) = self.take_request() => Err(limited),
             Ok(namespace)
                 if !grants::allows(self.who(), namespace, &channel, Capability::Presence) =>
             {
@@ -378,6 +402,19 @@ where
             .await
     }
 
+    /// A client's `subscribe`, `presence` or `presence_stats` takes a token
+    /// of `--channel-request-rate` (see its doc for the bucket's size).
+    fn take_request(&mut self) -> Result<(), Refusal> {
+        let config = &self.state.config;
+        let rate = config.channel_request_rate;
+        let burst = rate.max(1.0).max(2.0 * config.max_subscriptions as f64);
+        take_token(
+            &mut self.channel_state().requests,
+            (rate, burst),
+            Refusal::RequestsLimited,
+        )
+    }
+
     async fn unsubscribe(&mut self, channel: &str) -> Result<(), Refusal> {
         crate::channels::namespace::namespace_of(channel)?;
         self.state
@@ -406,17 +443,11 @@ where
             });
         }
         let rate = self.state.config.publish_rate;
-        if rate > 0.0 {
-            let now = std::time::Instant::now();
-            let burst = rate.max(1.0);
-            let bucket = self
-                .channel_state()
-                .publishes
-                .get_or_insert_with(|| Bucket::full(burst, now));
-            if bucket.take(now, rate, burst).is_err() {
-                return Err(Refusal::RateLimited(rate));
-            }
-        }
+        take_token(
+            &mut self.channel_state().publishes,
+            (rate, rate.max(1.0)),
+            Refusal::RateLimited,
+        )?;
         let request = PublishRequest {
             channel: channel.to_owned(),
             data: data.to_owned(),
