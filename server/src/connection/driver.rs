@@ -140,9 +140,14 @@ where
 }
 
 /// A future that completes at `due`, or never.
+///
+/// Its timer is boxed: the `select!` keeps this future in every idle
+/// connection's task, and inline its `Sleep` (112 bytes) was held by each
+/// though only a reliable connection's ack or a held-back burst ever sets
+/// `due`.
 async fn at(due: Option<tokio::time::Instant>) {
     match due {
-        Some(due) => tokio::time::sleep_until(due).await,
+        Some(due) => Box::pin(tokio::time::sleep_until(due)).await,
         None => std::future::pending().await,
     }
 }

@@ -294,7 +294,13 @@ where
         Mode::Plain { .. } => None,
     };
     let outbox = outbound::Outbox::new(outbound_rx, written_through, state.metrics.clone());
+    // Boxed: what the driver takes by value is moved out of the future's
+    // capture into the driver, and the capture's place is kept for the
+    // future's life (about 120 bytes); boxed, the place is a pointer, and
+    // the box is freed once emptied.
+    let parts = Box::new((ws, outbound_tx, outbox, mode));
     async move {
+        let (ws, outbound_tx, outbox, mode) = *parts;
         // From here on the clean-up runs however this future ends:
         // returning, dropped, or unwinding from a panic.
         let mut registered = Registered {
