@@ -28,6 +28,9 @@ use tokio_tungstenite::tungstenite::{self, Message as Frame};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use super::{Core, Shared, Socket};
+
+/// tungstenite's read buffer, and the most one read takes (see `connect`).
+const READ_BUFFER: usize = 16 * 1024;
 use crate::cause::ErrorCause;
 use crate::dispatch::lock;
 use crate::driver::{Effect, Input, TimerId, TimerKind};
@@ -215,18 +218,28 @@ impl Conn {
                     })?;
                 request.headers_mut().insert(AUTHORIZATION, value);
             }
+            // tungstenite zero-fills its read buffer up to its size before
+            // every read: with its default of 128 KiB a client that reads
+            // one small message at a time spent most of its CPU in
+            // `memset` (61% for the bench's subscribers, see
+            // `bench::harness::ws`), and every connection held 128 KiB.
+            // 16 KiB keeps a burst's reads large (hundreds of small
+            // messages each); a larger message is still read whole.
+            let config = Some(
+                tungstenite::protocol::WebSocketConfig::default().read_buffer_size(READ_BUFFER),
+            );
             // Nagle off, as browsers do for WebSockets: a small message
             // (an echo, an ack) goes out at once instead of waiting up to a
             // delayed-ACK timeout (tens of ms) behind the previous one.
             #[cfg(feature = "native-rustls")]
             let connected =
-                tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector)
+                tokio_tungstenite::connect_async_tls_with_config(request, config, true, connector)
                     .await;
             // No TLS to configure: a `wss` URL fails with `TlsFeatureNotEnabled`.
             #[cfg(not(feature = "native-rustls"))]
             let connected = {
                 let _ = connector;
-                tokio_tungstenite::connect_async_with_config(request, None, true).await
+                tokio_tungstenite::connect_async_with_config(request, config, true).await
             };
             connected.map(|(ws, _response)| ws)
         };
