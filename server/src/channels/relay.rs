@@ -208,8 +208,10 @@ impl<F: Clone + Send + 'static> Relay<F> {
             offset: last,
         };
         match self.streams.recover(channel, Some(&since), namespace).await {
-            Ok((position, _)) if position.epoch == epoch && position.offset > last => {
-                self.fill(channel, &epoch, last + 1, position.offset).await;
+            // What that read recovered is the fill (the same read): the
+            // history is not read a second time.
+            Ok((position, recovery)) if position.epoch == epoch && position.offset > last => {
+                self.fill_with(channel, &epoch, (last + 1, position.offset), Ok(recovery));
             }
             // Up to date; or another epoch, whose next publication the hub follows.
             _ => {}
@@ -229,22 +231,32 @@ impl<F: Clone + Send + 'static> Relay<F> {
             Ok(namespace) => self.streams.recover(channel, Some(&since), namespace).await,
             Err(_) => Err(super::stream::StreamError::Unavailable),
         };
+        self.fill_with(channel, epoch, (from, to), recovered.map(|(_, r)| r));
+    }
+
+    /// Fills offsets `from..=to` of `channel` with what a read of the
+    /// history after `from - 1` `recovered`, reporting what it no longer
+    /// has (or all of it when the read failed).
+    fn fill_with(
+        &self,
+        channel: &str,
+        epoch: &str,
+        (from, to): (u64, u64),
+        recovered: Result<Recovery, super::stream::StreamError>,
+    ) {
         let publications = match recovered {
-            Ok((_, Recovery::Recovered(publications))) => publications,
-            Ok((
-                _,
-                Recovery::Trimmed {
-                    gap: (a, b),
-                    publications,
-                },
-            )) => {
+            Ok(Recovery::Recovered(publications)) => publications,
+            Ok(Recovery::Trimmed {
+                gap: (a, b),
+                publications,
+            }) => {
                 // Only what this fill was for: the node may hold the rest.
                 if a <= to {
                     self.hub.gap(channel, (a, b.min(to)), &*self.frames);
                 }
                 publications
             }
-            Ok((_, Recovery::EpochChanged | Recovery::Fresh)) | Err(_) => {
+            Ok(Recovery::EpochChanged | Recovery::Fresh) | Err(_) => {
                 self.hub.gap(channel, (from, to), &*self.frames);
                 return;
             }

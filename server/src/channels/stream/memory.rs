@@ -239,28 +239,15 @@ impl MemoryStreams {
             epoch: channel.epoch.to_string(),
             offset: channel.offset,
         };
-        let recovery = match since {
-            None => Recovery::Fresh,
-            Some(since) if *since.epoch != *channel.epoch => Recovery::EpochChanged,
-            Some(since) => {
-                let first = channel.first_kept();
-                let after = |k: &&Kept| k.publication.offset > since.offset;
-                let missed: Vec<Arc<Publication>> = channel
-                    .history
-                    .iter()
-                    .filter(after)
-                    .map(|k| k.publication.clone())
-                    .collect();
-                if since.offset.saturating_add(1) >= first {
-                    Recovery::Recovered(missed)
-                } else {
-                    Recovery::Trimmed {
-                        gap: (since.offset + 1, first - 1),
-                        publications: missed,
-                    }
-                }
-            }
-        };
+        let after = since.map_or(0, |s| s.offset);
+        let recovery = Recovery::of(since, &channel.epoch, channel.first_kept(), || {
+            channel
+                .history
+                .iter()
+                .filter(|k| k.publication.offset > after)
+                .map(|k| k.publication.clone())
+                .collect()
+        });
         (position, recovery)
     }
 

@@ -90,6 +90,29 @@ pub enum Recovery {
     EpochChanged,
 }
 
+impl Recovery {
+    /// What a subscriber at `since` missed of a stream of `epoch` whose
+    /// history keeps offsets from `first` on: `missed` (read only when
+    /// the epochs match) is what the history has after `since`. The one
+    /// rule of both stores.
+    pub fn of(
+        since: Option<&Position>,
+        epoch: &str,
+        first: u64,
+        missed: impl FnOnce() -> Vec<Arc<Publication>>,
+    ) -> Self {
+        match since {
+            None => Self::Fresh,
+            Some(since) if since.epoch != epoch => Self::EpochChanged,
+            Some(since) if since.offset.saturating_add(1) >= first => Self::Recovered(missed()),
+            Some(since) => Self::Trimmed {
+                gap: (since.offset + 1, first - 1),
+                publications: missed(),
+            },
+        }
+    }
+}
+
 /// Why a stream operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

@@ -266,21 +266,9 @@ impl RedisStreams {
             epoch: epoch.clone(),
             offset,
         };
-        let recovery = match since {
-            None => Recovery::Fresh,
-            Some(since) if since.epoch != epoch => Recovery::EpochChanged,
-            Some(since) => {
-                let missed = entries.into_iter().filter_map(publication_of).collect();
-                if since.offset.saturating_add(1) >= first {
-                    Recovery::Recovered(missed)
-                } else {
-                    Recovery::Trimmed {
-                        gap: (since.offset + 1, first - 1),
-                        publications: missed,
-                    }
-                }
-            }
-        };
+        let recovery = Recovery::of(since, &epoch, first, || {
+            entries.into_iter().filter_map(publication_of).collect()
+        });
         Ok((position, recovery))
     }
 
