@@ -293,32 +293,22 @@ async fn subscribe_and_presence_requests_are_rate_limited_and_unsubscribes_never
     for _ in 0..4 {
         epoch_of(&subscribe(&mut ws, "chat:a", None).await);
     }
-    send_text(
-        &mut ws,
-        r#"{"type":"subscribe","channel":"chat:b","id":"s5"}"#,
-    )
-    .await;
-    assert_eq!(
-        next_error(&mut ws).await,
+    for (request, channel, id) in [
         (
-            "rate_limited".into(),
-            Some("chat:b".into()),
-            Some("s5".into())
-        )
-    );
-    send_text(
-        &mut ws,
-        r#"{"type":"presence_stats","channel":"chat:a","id":"p1"}"#,
-    )
-    .await;
-    assert_eq!(
-        next_error(&mut ws).await,
+            r#"{"type":"subscribe","channel":"chat:b","id":"s5"}"#,
+            "chat:b",
+            "s5",
+        ),
         (
-            "rate_limited".into(),
-            Some("chat:a".into()),
-            Some("p1".into())
-        )
-    );
+            r#"{"type":"presence_stats","channel":"chat:a","id":"p1"}"#,
+            "chat:a",
+            "p1",
+        ),
+    ] {
+        send_text(&mut ws, request).await;
+        let limited = ("rate_limited".into(), Some(channel.into()), Some(id.into()));
+        assert_eq!(next_error(&mut ws).await, limited, "{request}");
+    }
     // Publications have their own bucket, and unsubscribing only frees.
     let published = publish(&mut ws, "chat:a", "1", "x1").await;
     assert!(
