@@ -272,7 +272,7 @@ impl Tabs {
         if !valid_channel(channel) {
             return Err(PresenceError::Refused {
                 code: ErrorCode::BadChannel,
-                message: format!("not a channel name: {channel:?}"),
+                message: "not a channel name".to_owned(),
             });
         }
         let asked = self.channels.queries.iter();
@@ -655,7 +655,11 @@ impl Tabs {
 
     /// What a server frame from the leader says to this tab's app.
     fn server_frame(&mut self, message: ServerMessage) {
-        match message {
+        let mut out = Vec::new();
+        // The events of this tab's subscription to the frame's channel (one
+        // lookup and one delivery for every kind: a closure per kind was
+        // a copy of both per kind in the console's wasm).
+        let channel = match message {
             ServerMessage::Subscribed {
                 channel,
                 epoch,
@@ -664,39 +668,70 @@ impl Tabs {
                 ..
             } => {
                 let at = StreamPosition { epoch, offset };
-                if reason == Some(RecoveryFailure::EpochChanged) {
-                    self.for_sub(&channel, |sub, out| sub.reset(at, out));
-                } else {
-                    self.for_sub(&channel, |sub, out| sub.subscribed(at, out));
+                let reset = reason == Some(RecoveryFailure::EpochChanged);
+                if let Some(sub) = self.sub_mut(&channel) {
+                    if reset {
+                        sub.reset(at, &mut out);
+                    } else {
+                        sub.subscribed(at, &mut out);
+                    }
+                }
+                self.emit(&channel, out);
+                if !reset {
                     // Subscribed (again): the members are fetched anew.
                     self.ask_members(&channel);
                 }
+                return;
             }
             ServerMessage::Pub {
                 channel,
                 offset,
                 data,
                 info,
-            } => self.for_sub(&channel, |sub, out| {
-                sub.publication(offset, data, info, out);
-            }),
+            } => {
+                if let Some(sub) = self.sub_mut(&channel) {
+                    sub.publication(offset, data, info, &mut out);
+                }
+                channel
+            }
             ServerMessage::ChannelGap { channel, from, to } => {
-                self.for_sub(&channel, |sub, out| sub.gap(from, to, out));
+                if let Some(sub) = self.sub_mut(&channel) {
+                    sub.gap(from, to, &mut out);
+                }
+                channel
             }
             ServerMessage::Unsubscribed {
                 channel, reason, ..
-            } => self.for_sub(&channel, |sub, out| {
-                sub.end(ChannelEvent::Unsubscribed { reason }, out);
-            }),
+            } => {
+                if let Some(sub) = self.sub_mut(&channel) {
+                    sub.end(ChannelEvent::Unsubscribed { reason }, &mut out);
+                }
+                channel
+            }
             ServerMessage::Error {
                 code,
                 message,
                 channel: Some(channel),
                 id: None,
-            } => self.for_sub(&channel, |sub, out| {
-                let refused = ChannelError::Refused { code, message };
-                sub.end(ChannelEvent::Error(refused), out);
-            }),
+            } => {
+                if let Some(sub) = self.sub_mut(&channel) {
+                    let refused = ChannelError::Refused { code, message };
+                    sub.end(ChannelEvent::Error(refused), &mut out);
+                }
+                channel
+            }
+            ServerMessage::Join { channel, info } => {
+                if self.sub_mut(&channel).is_some_and(|sub| sub.started) {
+                    out.push(ChannelEvent::Join(info));
+                }
+                channel
+            }
+            ServerMessage::Leave { channel, info } => {
+                if self.sub_mut(&channel).is_some_and(|sub| sub.started) {
+                    out.push(ChannelEvent::Leave(info));
+                }
+                channel
+            }
             ServerMessage::Error {
                 code,
                 message,
@@ -709,12 +744,13 @@ impl Tabs {
                     let refused = PresenceError::Refused { code, message };
                     self.query_answered(&id, Err(refused));
                 }
+                return;
             }
             ServerMessage::Published {
                 offset,
                 id: Some(id),
                 ..
-            } => self.answered(&id, Ok(offset)),
+            } => return self.answered(&id, Ok(offset)),
             ServerMessage::Presence {
                 clients,
                 truncated,
@@ -725,7 +761,7 @@ impl Tabs {
                     members: clients,
                     truncated: truncated == Some(true),
                 };
-                self.query_answered(&id, Ok(PresenceAnswer::Members(presence)));
+                return self.query_answered(&id, Ok(PresenceAnswer::Members(presence)));
             }
             ServerMessage::PresenceStats {
                 clients,
@@ -734,20 +770,11 @@ impl Tabs {
                 ..
             } => {
                 let stats = PresenceStats { clients, users };
-                self.query_answered(&id, Ok(PresenceAnswer::Stats(stats)));
+                return self.query_answered(&id, Ok(PresenceAnswer::Stats(stats)));
             }
-            ServerMessage::Join { channel, info } => self.for_sub(&channel, |sub, out| {
-                if sub.started {
-                    out.push(ChannelEvent::Join(info));
-                }
-            }),
-            ServerMessage::Leave { channel, info } => self.for_sub(&channel, |sub, out| {
-                if sub.started {
-                    out.push(ChannelEvent::Leave(info));
-                }
-            }),
-            _ => {}
-        }
+            _ => return,
+        };
+        self.emit(&channel, out);
     }
 
     /// This tab's query `id` was answered (once: a repeat finds none): a
@@ -774,19 +801,19 @@ impl Tabs {
             return;
         };
         let serial = serial.parse::<u64>().ok();
-        self.for_sub(&query.channel, |sub, out| {
-            if Some(sub.serial) != serial || !sub.follow {
-                return;
+        let event = match result {
+            Ok(PresenceAnswer::Members(members)) => ChannelEvent::Presence(members),
+            Err(PresenceError::Refused { code, message }) => {
+                ChannelEvent::Error(ChannelError::PresenceRefused { code, message })
             }
-            out.push(match result {
-                Ok(PresenceAnswer::Members(members)) => ChannelEvent::Presence(members),
-                Ok(PresenceAnswer::Stats(_)) => return,
-                Err(PresenceError::Refused { code, message }) => {
-                    ChannelEvent::Error(ChannelError::PresenceRefused { code, message })
-                }
-                Err(_) => return,
-            });
-        });
+            _ => return,
+        };
+        if self
+            .sub_mut(&query.channel)
+            .is_some_and(|sub| Some(sub.serial) == serial && sub.follow)
+        {
+            self.emit(&query.channel, vec![event]);
+        }
     }
 
     /// The replica's references of `channel` follow the leader's word.
@@ -859,18 +886,25 @@ impl Tabs {
         }
     }
 
-    /// Runs `f` on this tab's subscription to `channel`, if any, and
-    /// delivers the events it gives.
-    fn for_sub(&mut self, channel: &str, f: impl FnOnce(&mut LocalSub, &mut Vec<ChannelEvent>)) {
-        let Some(sub) = self.channels.subs.iter_mut().find(|s| s.channel == channel) else {
+    /// This tab's subscription to `channel`, unless it has none or it ended.
+    fn sub_mut(&mut self, channel: &str) -> Option<&mut LocalSub> {
+        self.channels
+            .subs
+            .iter_mut()
+            .find(|s| s.channel == channel && !s.ended)
+    }
+
+    /// Delivers `events` of this tab's subscription to `channel`.
+    fn emit(&mut self, channel: &str, events: Vec<ChannelEvent>) {
+        let Some(serial) = self
+            .channels
+            .subs
+            .iter()
+            .find(|s| s.channel == channel)
+            .map(|s| s.serial)
+        else {
             return;
         };
-        if sub.ended {
-            return;
-        }
-        let mut events = Vec::new();
-        f(sub, &mut events);
-        let serial = sub.serial;
         for event in events {
             self.deliver(TabEvent::Channel {
                 channel: channel.to_owned(),
