@@ -88,7 +88,7 @@ pub(super) struct LocalSub {
     /// The epoch and the last offset delivered to the app (at first the
     /// app's `since`).
     position: Option<StreamPosition>,
-    /// A `ChannelSubscribed` reached this tab: publications are delivered.
+    /// A `subscribed` reached this tab: publications are delivered.
     started: bool,
     /// The server ended or refused it: nothing more is delivered.
     ended: bool,
@@ -279,7 +279,7 @@ impl Tabs {
         if asked.filter(|q| q.id.starts_with('q')).count() >= MAX_QUERIES_PER_TAB {
             return Err(PresenceError::QueueFull);
         }
-        self.channels.next_query += 1;
+        self.channels.next_query = self.channels.next_query.saturating_add(1);
         let id = format!("q{}", self.channels.next_query);
         self.ask(OwnQuery {
             id: id.clone(),
