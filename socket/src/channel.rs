@@ -149,10 +149,10 @@ pub enum PresenceError {
     /// The socket was dropped before the server answered.
     #[error("the socket was dropped before the server answered")]
     Dropped,
-    /// The socket shares its connection across tabs
-    /// ([`crate::Config::with_shared_across_tabs`]): presence is not shared
-    /// across tabs (channels are). A tab that went alone may ask.
-    #[error("presence is not shared across tabs")]
+    /// No longer returned: presence is shared across tabs (issue 24), as
+    /// channels are. Kept so that an application's match on it still
+    /// compiles.
+    #[error("presence was not shared across tabs")]
     SharedAcrossTabs,
     /// The server refused it (`permission_denied` without the `presence`
     /// capability, `unavailable` while Redis is down...).

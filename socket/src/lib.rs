@@ -101,11 +101,14 @@
 //!   leader tab holds one server subscription per channel for all tabs,
 //!   counted by reference, each tab sees each publication once and in
 //!   order (or a gap), and a publish is answered in the tab that made it,
-//!   through handoffs too (`tabs/channels.rs`). Presence is not shared:
-//!   the presence queries are refused with
-//!   [`PresenceError::SharedAcrossTabs`] while the tab shares its
-//!   connection. [`SubscribeError::SharedAcrossTabs`] and
-//!   [`PublishError::SharedAcrossTabs`] are no longer returned.
+//!   through handoffs too (`tabs/channels.rs`). Presence too: the shared
+//!   tabs are one connection, so one member; a tab's presence query is
+//!   asked on the leader's connection and answered to that tab alone,
+//!   joins and leaves reach every subscribed tab, and `follow_presence`
+//!   asks again after each (re)subscription, a new leader's included.
+//!   [`SubscribeError::SharedAcrossTabs`],
+//!   [`PublishError::SharedAcrossTabs`] and
+//!   [`PresenceError::SharedAcrossTabs`] are no longer returned.
 //! * Channel events also reach the socket's own callbacks and streams, as
 //!   [`Event::Channel`]. Once the socket has subscribed or published, the
 //!   server's channel frames (`pub`, `subscribed`, `channel_gap`,

@@ -9,7 +9,8 @@
 //!   reached (158,550 bytes when the check landed, 149,970 after the cuts
 //!   of docs/BENCHMARKS.md's UI bundle section, 171,179 once the console
 //!   had its channel panel, 161,603 after the third round of cuts,
-//!   173,356 once channels were shared across tabs): the check says by how
+//!   173,356 once channels were shared across tabs, 175,934 once presence
+//!   was too): the check says by how
 //!   much, and the issue stays open until it is.
 //! * [`CEILING`], enforced: the last measured size, plus a little. Above it
 //!   the step fails, so the console cannot grow while the target is
@@ -27,9 +28,24 @@ use anyhow::{Context, Result, bail};
 /// Where the console's wasm must get to: 140 KiB.
 pub const TARGET: u64 = 140 * 1024;
 
-/// What the check enforces until [`TARGET`] is reached: 173,356 bytes
-/// (2026-12-07, channels shared across tabs), and about 1,500 of room for
+/// What the check enforces until [`TARGET`] is reached: 175,934 bytes
+/// (2026-12-07, presence shared across tabs), and about 1,500 of room for
 /// a small change. A ratchet: lower it as the size comes down.
+///
+/// Raised a third time, on purpose, the same day (from 174,900, at
+/// 173,356): presence shared across tabs (issue 24) added 2,578 bytes:
+/// the leader's presence queries for other tabs, their answers routed to
+/// the asking tab, joins and leaves to every tab, a followed subscription's
+/// refetch at each `subscribed`. With it, the tab wire's channel news
+/// became the server's own frames, read by the driver's decoder (the cut
+/// this doc named): alone that cut does not pay (+688 bytes, measured with
+/// the presence paths taken out: the thirteen messages' decoder was about
+/// 1.4 KB of the pump before gzip, not 10 KB, and the leader now needs a
+/// writer of server frames), but with presence shared it is 1,389 bytes
+/// smaller than keeping the tab wire's own channel messages and passing
+/// the presence frames beside them (177,811 against 176,422 at the same
+/// point). The next cut is not there: what the pump is made of is the
+/// coordinator's and the runner's rules and the tab wire's other messages.
 ///
 /// Raised a second time, on purpose, the same day (from 163,100, the
 /// third round of cuts at 161,603): channels shared across tabs (issue 23)
@@ -37,9 +53,9 @@ pub const TARGET: u64 = 140 * 1024;
 /// decoder, inlined into the pump, about 10 KB before gzip) and the
 /// leader's rules. The console shares only at run time (`?share=1`), so
 /// the code is in its wasm either way; a socket that shares but refuses
-/// channels was the larger flaw. The next cuts are known: a tab wire that
-/// carries the server's channel frames as they came (decoded by the
-/// driver's table, already in the wasm) instead of messages of its own.
+/// channels was the larger flaw. The cut it named next (a tab wire that
+/// carries the server's channel frames, decoded by the driver's decoder)
+/// was measured with the third raise, above.
 ///
 /// Raised once, on purpose, on 2026-12-07 (from 151,500 to 172,700, until
 /// the third round brought it down): the channel panel (issue 24) is the
@@ -48,7 +64,7 @@ pub const TARGET: u64 = 140 * 1024;
 /// about 19.6 KB of the 21.2 KB it added (the panel's own views about
 /// 2.3 KB). Shipping the panel was worth more than holding the old line;
 /// the target stands, and the size has to come down to it.
-pub const CEILING: u64 = 174_900;
+pub const CEILING: u64 = 177_450;
 
 /// What to do when the wasm is over [`CEILING`].
 const INVESTIGATE: &str = "\

@@ -343,24 +343,26 @@ impl Runner {
         }
     }
 
-    /// A presence query about `channel`: the driver's, when this tab does
-    /// not share (presence is not shared across tabs).
+    /// A presence query about `channel`: the driver's, or with sharing
+    /// through the leader's connection (answered to this tab).
     pub(crate) fn presence_query(
         &mut self,
         channel: &str,
         query: Query,
     ) -> Result<(), PresenceError> {
-        if self.sharing().is_some() {
-            return Err(PresenceError::SharedAcrossTabs);
+        match self.sharing_mut() {
+            Some(sharing) => sharing.query(channel, query),
+            None => self.driver.query(channel, query),
         }
-        self.driver.query(channel, query)
     }
 
-    /// A subscription follows its channel's presence (nothing while
-    /// sharing: there is no subscription).
+    /// A subscription follows its channel's presence: the driver's, or
+    /// with sharing the coordinator's (asked through the leader after each
+    /// `subscribed` this tab hears).
     pub(crate) fn follow_presence(&mut self, channel: &str, subscription: u64) {
-        if self.sharing().is_none() {
-            self.driver.follow_presence(channel, subscription);
+        match self.sharing_mut() {
+            Some(sharing) => sharing.coordinator.follow_presence(channel, subscription),
+            None => self.driver.follow_presence(channel, subscription),
         }
     }
 

@@ -33,6 +33,13 @@
 //!   are numbered here (their serials), and its publishes' answers wait
 //!   here for the coordinator's [`TabEvent::Published`]; a tab that goes
 //!   alone publishes what is unanswered on its own driver, with the same ids.
+//! * **Presence**: a tab's query goes through the coordinator to the
+//!   leader, whose driver asks it ([`SocketCall::Query`], answered to a
+//!   closure that keeps the asking tab and its id); the answers are read
+//!   after each input ([`SocketReport::Presence`]), as publish answers are.
+//!   This tab's own queries' answer closures wait here for the
+//!   coordinator's [`TabEvent::Presence`]; a tab that goes alone asks what
+//!   is unanswered on its own driver.
 //! * **What the app sees**: the driver's events while this tab leads (its
 //!   inbound messages go through the coordinator, which delivers each to
 //!   every tab once), the coordinator's deliveries otherwise; a refusal is
@@ -42,16 +49,18 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use super::{Runner, Step, TabIo};
-use crate::channel::{ChannelNotice, PublishError, RawJson, StreamPosition, SubscribeError};
+use crate::channel::{
+    ChannelNotice, PresenceError, PublishError, RawJson, StreamPosition, SubscribeError,
+};
 use crate::config::{Config, Overflow};
-use crate::driver::{Driver, PublishAnswer};
+use crate::driver::{Driver, PublishAnswer, Query};
 use crate::message::{
     DropReason, Event, Message, NotShared, SendError, SendOutcome, State, Stats, TabRole,
 };
 use crate::reliable::Reliable;
 use crate::tabs::{
-    Effect, Envelope, Frame, Input, LinkState, Role, Session, SocketCall, SocketReport, TabEvent,
-    TabId, TabSend, Tabs,
+    Effect, Envelope, Frame, Input, LinkState, PresenceAnswer, Role, Session, SocketCall,
+    SocketReport, TabEvent, TabId, TabSend, Tabs,
 };
 
 /// The coordinator and the adapter's bookkeeping.
@@ -77,10 +86,17 @@ pub(super) struct Sharing {
     /// This tab's publishes awaiting their answer: id, channel, data (to
     /// publish again on its own socket if it goes alone), where it goes.
     answers: Vec<(String, String, RawJson, PublishAnswer)>,
+    /// This tab's presence queries awaiting their answer: id, channel
+    /// (to ask again on its own socket if it goes alone), where it goes.
+    queries: Vec<(String, String, Query)>,
 }
 
 /// The publish answers of the leader's driver: id and outcome.
 type Answers = Arc<Mutex<Vec<(String, Result<u64, PublishError>)>>>;
+
+/// The presence answers of the leader's driver: the asking tab, its id of
+/// the query, the channel, and the outcome.
+type Asked = Arc<Mutex<Vec<(TabId, String, String, Result<PresenceAnswer, PresenceError>)>>>;
 
 /// The leader's bookkeeping of its driver.
 #[derive(Default)]
@@ -107,6 +123,8 @@ struct Adapter {
     serials: Vec<(String, u64)>,
     /// The driver's publish answers, read after each input it handles.
     published: Answers,
+    /// The driver's presence answers, likewise.
+    asked: Asked,
 }
 
 impl Sharing {
@@ -125,7 +143,19 @@ impl Sharing {
             serial: 1 << 40,
             ticket: 0,
             answers: Vec::new(),
+            queries: Vec::new(),
         }
+    }
+
+    /// A presence query through the leader; its answer goes to `query`.
+    pub(super) fn query(&mut self, channel: &str, query: Query) -> Result<(), PresenceError> {
+        if self.leaving.is_some() {
+            return Err(PresenceError::Closed);
+        }
+        let stats = matches!(query, Query::Stats(_));
+        let id = self.coordinator.presence(channel, stats)?;
+        self.queries.push((id, channel.to_owned(), query));
+        Ok(())
     }
 
     pub(super) fn subscribe(
@@ -471,6 +501,7 @@ impl Runner {
         };
         sharing.alone = true;
         let answers = std::mem::take(&mut sharing.answers);
+        let queries = std::mem::take(&mut sharing.queries);
         self.out.push_back(Step::Tabs(TabIo::Detach));
         // A leader keeps the socket it drives (with the other tabs'
         // messages it accepted) as its own.
@@ -489,6 +520,11 @@ impl Runner {
             // An error reaches `answer` only on success paths; a refusal
             // here drops it, which the `Publish` reads as `Dropped`.
             let _ = self.driver.publish(&channel, data, id, answer);
+        }
+        // Unanswered queries are asked on its own socket (a refusal drops
+        // the answer, which the query reads as `Dropped`).
+        for (_, channel, query) in queries {
+            let _ = self.driver.query(&channel, query);
         }
         // Never silent: what its own socket refused is handed back.
         self.out.extend(
@@ -590,6 +626,33 @@ impl Runner {
                 // the publisher resends it to the next leader.
                 let _ = self.driver.publish(&channel, data, id, answer);
             }
+            SocketCall::Query {
+                tab,
+                id,
+                channel,
+                stats,
+            } => {
+                let asked = Arc::clone(&sharing.adapter.asked);
+                let key = (tab, id, channel.clone());
+                let answer = move |result| {
+                    if let Ok(mut asked) = asked.lock() {
+                        let (tab, id, channel) = key;
+                        asked.push((tab, id, channel, result));
+                    }
+                };
+                let query = if stats {
+                    Query::Stats(Box::new(move |result| {
+                        answer(result.map(PresenceAnswer::Stats));
+                    }))
+                } else {
+                    Query::Members(Box::new(move |result| {
+                        answer(result.map(PresenceAnswer::Members));
+                    }))
+                };
+                // Refused before the server (never, unbounded and open):
+                // the tab asks the next leader again.
+                let _ = self.driver.query(&channel, query);
+            }
             SocketCall::Send(frame) => {
                 if let Err(error) = self.driver.send(frame)
                     && let Some(message) = error.into_message()
@@ -653,6 +716,16 @@ impl Runner {
                 serial,
                 event,
             } => Event::Channel(ChannelNotice::new(channel, serial, event)),
+            TabEvent::Presence { id, result } => {
+                if let Some(sharing) = &mut self.sharing {
+                    let queries = &mut sharing.queries;
+                    if let Some(at) = queries.iter().position(|(i, ..)| *i == id) {
+                        let (.., query) = queries.remove(at);
+                        answer_query(query, result);
+                    }
+                }
+                return;
+            }
             TabEvent::Published { id, result } => {
                 if let Some(sharing) = &mut self.sharing {
                     let answers = &mut sharing.answers;
@@ -677,9 +750,9 @@ fn id_of(hex: &str) -> u128 {
     })
 }
 
-/// The publish answers the leader's driver gave, as reports (a refusal
-/// other than the server's is left for the next leader: the publisher
-/// resends it).
+/// The publish and presence answers the leader's driver gave, as reports
+/// (a refusal other than the server's is left for the next leader: the
+/// tab resends it).
 fn report_published(adapter: &Adapter, inputs: &mut VecDeque<(Input, f64)>, now: f64) {
     let answers = match adapter.published.lock() {
         Ok(mut published) => std::mem::take(&mut *published),
@@ -693,6 +766,38 @@ fn report_published(adapter: &Adapter, inputs: &mut VecDeque<(Input, f64)>, now:
         };
         let report = SocketReport::Published { id, result };
         inputs.push_back((Input::Socket(report), now));
+    }
+    let asked = match adapter.asked.lock() {
+        Ok(mut asked) => std::mem::take(&mut *asked),
+        Err(_) => return,
+    };
+    for (tab, id, channel, result) in asked {
+        let result = match result {
+            Ok(answer) => Ok(answer),
+            Err(PresenceError::Refused { code, message }) => Err((code, message)),
+            // Not the server's word: the tab asks the next leader.
+            Err(_) => continue,
+        };
+        let report = SocketReport::Presence {
+            tab,
+            id,
+            channel,
+            result,
+        };
+        inputs.push_back((Input::Socket(report), now));
+    }
+}
+
+/// Gives a presence answer to the query that asked it (the coordinator
+/// matched the kinds).
+fn answer_query(query: Query, result: Result<PresenceAnswer, PresenceError>) {
+    match (query, result) {
+        (Query::Members(answer), Ok(PresenceAnswer::Members(members))) => answer(Ok(members)),
+        (Query::Stats(answer), Ok(PresenceAnswer::Stats(stats))) => answer(Ok(stats)),
+        (Query::Members(answer), Err(error)) => answer(Err(error)),
+        (Query::Stats(answer), Err(error)) => answer(Err(error)),
+        // Not what was asked (the coordinator lets none through).
+        _ => {}
     }
 }
 

@@ -2,8 +2,10 @@
 //! ([`Input`]), what to do ([`Effect`]), and the leader's socket port
 //! ([`SocketCall`], [`SocketReport`]).
 
-use super::wire::{Envelope, Frame, LinkState, Refusal, Session, Shared, TabConfig};
-use crate::channel::{ChannelEvent, PublishError, RawJson, StreamPosition};
+use super::wire::{Envelope, Frame, LinkState, Refusal, Session, Shared, TabConfig, TabId};
+use crate::channel::{
+    ChannelEvent, Presence, PresenceError, PresenceStats, PublishError, RawJson, StreamPosition,
+};
 use shared::ErrorCode;
 
 /// A tab's part.
@@ -97,6 +99,17 @@ pub enum SocketReport {
         /// The last server seq handled.
         seq: u64,
     },
+    /// The server answered `tab`'s presence query `id` about `channel`.
+    Presence {
+        /// The asking tab.
+        tab: TabId,
+        /// Its id of the query.
+        id: String,
+        /// The channel.
+        channel: String,
+        /// The answer, or the server's code and explanation.
+        result: Result<PresenceAnswer, (ErrorCode, String)>,
+    },
     /// The server answered publish `id`: its offset, or its refusal.
     Published {
         /// The publish id.
@@ -133,6 +146,18 @@ pub enum SocketCall {
     Unsubscribe {
         /// The channel.
         channel: String,
+    },
+    /// Ask `channel`'s presence for `tab` (its query `id`); the answer is a
+    /// [`SocketReport::Presence`].
+    Query {
+        /// The asking tab.
+        tab: TabId,
+        /// Its id of the query.
+        id: String,
+        /// The channel.
+        channel: String,
+        /// `presence_stats` rather than `presence`.
+        stats: bool,
     },
     /// Publish `data` to `channel` with the idempotency key `id` (32 hex
     /// digits); its answer is a [`SocketReport::Published`].
@@ -193,6 +218,13 @@ pub enum TabEvent {
         /// What happened.
         event: ChannelEvent,
     },
+    /// This tab's presence query `id` ([`super::Tabs::presence`]) was answered.
+    Presence {
+        /// The query's id.
+        id: String,
+        /// The answer, or why not.
+        result: Result<PresenceAnswer, PresenceError>,
+    },
     /// This tab's publish `id` was answered.
     Published {
         /// The publish id.
@@ -200,6 +232,15 @@ pub enum TabEvent {
         /// Its offset, or why not.
         result: Result<u64, PublishError>,
     },
+}
+
+/// The answer to a presence query: the members, or how many.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PresenceAnswer {
+    /// `presence`.
+    Members(Presence),
+    /// `presence_stats`.
+    Stats(PresenceStats),
 }
 
 /// What the glue must do, in order.

@@ -185,6 +185,12 @@ impl Tabs {
                 event,
             } => self.channel_report(channel, position, event),
             SocketReport::Published { id, result } => self.publish_report(id, result),
+            SocketReport::Presence {
+                tab,
+                id,
+                channel,
+                result,
+            } => self.presence_report(tab, id, channel, result),
             SocketReport::Seen { seq } => {
                 if seq > self.shared.last_in {
                     self.shared.last_in = seq;
@@ -245,6 +251,7 @@ impl Tabs {
             | TabMessage::Subscribe { .. }
             | TabMessage::Unsubscribe { .. }
             | TabMessage::Publish { .. }
+            | TabMessage::Presence { .. }
                 if !known =>
             {
                 self.broadcast(TabMessage::Rejoin { tab: from });
@@ -252,7 +259,8 @@ impl Tabs {
             TabMessage::Send { n, frame } => self.accept(from, n, frame),
             body @ (TabMessage::Subscribe { .. }
             | TabMessage::Unsubscribe { .. }
-            | TabMessage::Publish { .. }) => self.channel_request(from, body),
+            | TabMessage::Publish { .. }
+            | TabMessage::Presence { .. }) => self.channel_request(from, body),
             // Anything else is another tab's news (a claim we do not
             // believe included): only its sender's liveness counts.
             _ => {}

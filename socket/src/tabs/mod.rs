@@ -76,10 +76,18 @@
 //!   what its driver delivers, and keeps each channel's position in the
 //!   replica, from which a new leader subscribes again; each tab filters
 //!   by its own position, so its app sees each publication once, in order,
-//!   or a gap. A publish ([`Tabs::publish`]) goes through the leader, is
-//!   answered to its tab ([`TabEvent::Published`]) and is resent to each
-//!   new leader with its id (the server's idempotency key). Presence is not
-//!   shared.
+//!   or a gap. The leader's channel news travel as the server's own frames
+//!   ([`TabMessage::Server`]), read with the driver's decoder. A publish
+//!   ([`Tabs::publish`]) goes through the leader, is answered to its tab
+//!   ([`TabEvent::Published`]) and is resent to each new leader with its
+//!   id (the server's idempotency key).
+//! * **Presence** (issue 24, `channels.rs`): the shared tabs are one
+//!   connection, so one member. A tab's query ([`Tabs::presence`]) is
+//!   asked on the leader's connection and answered to that tab alone
+//!   ([`TabEvent::Presence`]); `join` and `leave` reach every tab; a
+//!   subscription that follows presence ([`Tabs::follow_presence`]) asks
+//!   for the members again at each `subscribed` (after a reconnect or a
+//!   leader change).
 //! * **Two leaders.** A leader that hears a believable claim of the next
 //!   epoch (its lock was stolen) steps down ([`SocketCall::Release`]) and
 //!   follows. Two tabs that steal at once with the same epoch are not told
@@ -108,10 +116,12 @@
 //!   its mode cannot carry: a refusal uses the number and goes back to the
 //!   sender ([`TabMessage::Refused`], [`TabEvent::Refused`]), never into the
 //!   socket. A follower refuses binary in reliable mode itself. Channel
-//!   requests too come only from tabs that said hello, with a valid name
-//!   and publish id, at most [`MAX_CHANNELS_PER_TAB`] channels and
-//!   [`MAX_PUBLISHES_PER_TAB`] unanswered publishes per tab; offsets are
-//!   checked (nothing past `u64::MAX`).
+//!   requests too come only from tabs that said hello, with a valid name,
+//!   publish id and query id, at most [`MAX_CHANNELS_PER_TAB`] channels,
+//!   [`MAX_PUBLISHES_PER_TAB`] unanswered publishes and
+//!   [`MAX_QUERIES_PER_TAB`] unanswered queries per tab; offsets are
+//!   checked (nothing past `u64::MAX`); a server frame that does not
+//!   decode is ignored.
 //! * **Forgetting.** A tab's roster entry goes at its `Bye` or after
 //!   [`FORGET_MS`] of silence (a hidden tab's timers may fire once a
 //!   minute), its numbering once nothing of it is pending. A forgotten tab
@@ -163,7 +173,8 @@
 //! | `tabs/roster.rs` | hellos, goodbyes, heartbeats, forgetting, which claims to believe |
 //! | `tabs/map.rs` | [`TabMap`]: what is kept per tab (the roster, [`Shared::accepted`]), a sorted vector in place of a `BTreeMap` (smaller in wasm) |
 //! | `tabs/alone.rs` | going alone, and how on another wire version |
-//! | `tabs/channels.rs` | channels shared across tabs: references, the leader's broadcasts of its driver's channel events, each tab's filter by offset, publishes |
+//! | `tabs/channels.rs` | channels and presence shared across tabs: references, the leader's broadcasts of its driver's channel events, each tab's filter by offset, publishes, presence queries and follows |
+//! | `tabs/frames.rs` | the server frames the leader writes for those broadcasts |
 //! | `tabs/leader.rs`, `tabs/follower.rs` | the leader's rules (lead, catch up, accept, confirm, socket reports) and the follower's (follow, resend, the replica) |
 //! | `tabs/io.rs` | [`Input`], [`Effect`], [`SocketCall`], [`SocketReport`], [`TabEvent`], [`Role`], [`TabSend`] |
 //! | `tabs/tests/` | unit tests (`mod.rs`, `validation.rs` for what a tab believes, `channels.rs` for shared channels), and several tabs and a reliable server simulated in-process, leaders closed mid-stream, with forged posts and another wire version (`sim.rs`) |
@@ -171,6 +182,7 @@
 mod alone;
 mod channels;
 mod follower;
+mod frames;
 mod io;
 mod leader;
 mod map;
@@ -183,8 +195,8 @@ use std::collections::VecDeque;
 
 use crate::config::Config;
 use crate::message::{Message, SendError};
-pub use channels::{MAX_CHANNELS_PER_TAB, MAX_PUBLISHES_PER_TAB};
-pub use io::{Effect, Input, Role, SocketCall, SocketReport, TabEvent, TabSend};
+pub use channels::{MAX_CHANNELS_PER_TAB, MAX_PUBLISHES_PER_TAB, MAX_QUERIES_PER_TAB};
+pub use io::{Effect, Input, PresenceAnswer, Role, SocketCall, SocketReport, TabEvent, TabSend};
 pub use map::TabMap;
 pub use wire::{
     Envelope, Frame, LinkState, Pending, Refusal, Session, Shared, SharedChannel, TAB_PROTOCOL,

@@ -13,13 +13,16 @@
 //! two do not mix. Version 2 (before issue 23's shared channels) had no
 //! channel messages and no [`Shared::channels`]: its tabs would take a v3
 //! leader's announcement for malformed and its tabs' subscriptions would
-//! go unanswered, so the two do not mix either (each goes alone).
+//! go unanswered, so the two do not mix either (each goes alone). Version
+//! 3 had eight channel messages of its own (`channel_pub`, `published`...)
+//! where version 4 carries the server's frames ([`TabMessage::Server`])
+//! and presence queries ([`TabMessage::Presence`]): a v3 tab would hear
+//! no channel news from a v4 leader, so they do not mix either.
 
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
-use shared::ErrorCode;
-use shared::channel::{PublisherInfo, RawJson, StreamPosition, UnsubscribeReason};
+use shared::channel::{RawJson, StreamPosition};
 use shared::object::{self, FieldError, Object};
 
 use super::TabMap;
@@ -28,8 +31,10 @@ use crate::message::Message;
 
 /// The version of the tab protocol; a tab that hears another one goes alone.
 /// 3: channels shared across tabs (a v2 tab would take a v3 leader's
-/// `Leader` for malformed, its `shared` having `channels`).
-pub const TAB_PROTOCOL: u32 = 3;
+/// `Leader` for malformed, its `shared` having `channels`). 4: the
+/// leader's channel news as the server's frames, and presence shared
+/// (a v3 tab would ignore a v4 leader's channel news).
+pub const TAB_PROTOCOL: u32 = 4;
 
 /// Why a post is not an envelope of this version.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -388,25 +393,18 @@ pub enum TabMessage {
         /// What to publish.
         data: RawJson,
     },
-    /// Leader → all: `tab`'s publish `id` was published at `offset`.
-    Published {
-        /// The publisher.
-        tab: TabId,
-        /// Its publish id.
+    /// Any tab → leader: ask the server about `channel`'s presence
+    /// (issue 24): its members, or with `stats` how many. `id` is the
+    /// asking tab's own (at most 24 ASCII letters, digits, `.` or `_`); the
+    /// answer goes back to that tab alone, as a [`TabMessage::Server`]
+    /// frame with that id.
+    Presence {
+        /// The channel.
+        channel: String,
+        /// The asking tab's id of the query.
         id: String,
-        /// The offset.
-        offset: u64,
-    },
-    /// Leader → all: the server refused `tab`'s publish `id`.
-    PublishRefused {
-        /// The publisher.
-        tab: TabId,
-        /// Its publish id.
-        id: String,
-        /// The server's code.
-        code: ErrorCode,
-        /// Its explanation.
-        message: String,
+        /// `presence_stats` rather than `presence`.
+        stats: bool,
     },
     /// Leader → all: the tabs subscribed to `channel` (the references the
     /// replicas keep); none: the leader unsubscribed it.
@@ -416,49 +414,6 @@ pub enum TabMessage {
         /// The tabs, sorted.
         tabs: Vec<TabId>,
     },
-    /// Leader → all (or one tab, `to`): subscribed to `channel`, at the
-    /// position given (the epoch and the last offset the leader delivered).
-    ChannelSubscribed {
-        /// The channel.
-        channel: String,
-        /// Only this tab (a tab joining a channel already subscribed).
-        to: Option<TabId>,
-        /// The stream's epoch.
-        epoch: String,
-        /// The last offset delivered.
-        offset: u64,
-        /// Whether the server recovered from the position asked.
-        recovered: bool,
-    },
-    /// Leader → all: `channel`'s stream started again under a new epoch.
-    ChannelReset {
-        /// The channel.
-        channel: String,
-        /// The new epoch.
-        epoch: String,
-        /// Its offset.
-        offset: u64,
-    },
-    /// Leader → all: a publication on `channel`.
-    ChannelPub {
-        /// The channel.
-        channel: String,
-        /// Its offset.
-        offset: u64,
-        /// Its data.
-        data: RawJson,
-        /// Its publisher.
-        info: Option<PublisherInfo>,
-    },
-    /// Leader → all: offsets `from..=to` of `channel` are lost.
-    ChannelGap {
-        /// The channel.
-        channel: String,
-        /// The first lost.
-        from: u64,
-        /// The last lost.
-        to: u64,
-    },
     /// Leader → all: reliable mode, the server's messages up to `seq` were
     /// handled (channel answers, which no tab delivers): a new leader
     /// resumes after it, so that the server, which keeps no message acked,
@@ -467,21 +422,24 @@ pub enum TabMessage {
         /// The last server seq handled.
         seq: u64,
     },
-    /// Leader → all: the server ended the subscription to `channel`.
-    ChannelEnded {
-        /// The channel.
-        channel: String,
-        /// Why.
-        reason: UnsubscribeReason,
-    },
-    /// Leader → all: the server refused the subscription to `channel`.
-    ChannelRefused {
-        /// The channel.
-        channel: String,
-        /// The server's code.
-        code: ErrorCode,
-        /// Its explanation.
-        message: String,
+    /// Leader → all (or one tab, `to`): what its connection said of a
+    /// channel, as a server frame of the channel protocol (`pub`,
+    /// `channel_gap`, `subscribed`, `unsubscribed`, `published`,
+    /// `presence`, `presence_stats`, `join`, `leave`, a channel `error`),
+    /// which each tab reads with the decoder its driver has anyway
+    /// (`shared::ServerMessage::channel_if_any`) instead of a message type
+    /// of the tab wire's own per event. Written by the leader from what its
+    /// driver delivered (so after the driver's filter), byte for byte as a
+    /// server writes it, with one difference: a `subscribed` carries the
+    /// leader's position (the epoch and the last offset delivered), not the
+    /// stream's, since that is where every tab's delivery goes on from.
+    /// See `channels.rs` for what each frame means to a tab.
+    Server {
+        /// Only this tab (an answer to its publish or query, its join of a
+        /// channel already subscribed); `None`: every tab.
+        to: Option<TabId>,
+        /// The frame.
+        frame: RawJson,
     },
 }
 
@@ -569,16 +527,10 @@ fn write_message(out: &mut String, message: &TabMessage) {
         TabMessage::Subscribe { .. } => "subscribe",
         TabMessage::Unsubscribe { .. } => "unsubscribe",
         TabMessage::Publish { .. } => "publish",
-        TabMessage::Published { .. } => "published",
-        TabMessage::PublishRefused { .. } => "publish_refused",
+        TabMessage::Presence { .. } => "presence",
         TabMessage::ChannelTabs { .. } => "channel_tabs",
-        TabMessage::ChannelSubscribed { .. } => "channel_subscribed",
-        TabMessage::ChannelReset { .. } => "channel_reset",
-        TabMessage::ChannelPub { .. } => "channel_pub",
-        TabMessage::ChannelGap { .. } => "channel_gap",
         TabMessage::Seen { .. } => "seen",
-        TabMessage::ChannelEnded { .. } => "channel_ended",
-        TabMessage::ChannelRefused { .. } => "channel_refused",
+        TabMessage::Server { .. } => "server",
     };
     out.push_str("{\"type\":\"");
     out.push_str(ty);
@@ -733,108 +685,30 @@ fn write_channel_message(out: &mut String, message: &TabMessage) {
             key(out, "data");
             out.push_str(data.get());
         }
-        TabMessage::Published { tab, id, offset } => {
-            key(out, "tab");
-            number(out, u64::from(tab.0));
+        TabMessage::Presence { channel, id, stats } => {
+            text_field(out, "channel", channel);
             text_field(out, "id", id);
-            key(out, "offset");
-            number(out, *offset);
-        }
-        TabMessage::PublishRefused {
-            tab,
-            id,
-            code,
-            message,
-        } => {
-            key(out, "tab");
-            number(out, u64::from(tab.0));
-            text_field(out, "id", id);
-            text_field(out, "code", code.as_str());
-            text_field(out, "message", message);
+            key(out, "stats");
+            out.push_str(if *stats { "true" } else { "false" });
         }
         TabMessage::ChannelTabs { channel, tabs } => {
             text_field(out, "channel", channel);
             key(out, "tabs");
             write_tabs(out, tabs);
         }
-        TabMessage::ChannelSubscribed {
-            channel,
-            to,
-            epoch,
-            offset,
-            recovered,
-        } => {
-            text_field(out, "channel", channel);
+        TabMessage::Seen { seq } => {
+            key(out, "seq");
+            number(out, *seq);
+        }
+        TabMessage::Server { to, frame } => {
             key(out, "to");
             match to {
                 Some(tab) => number(out, u64::from(tab.0)),
                 None => out.push_str("null"),
             }
-            text_field(out, "epoch", epoch);
-            key(out, "offset");
-            number(out, *offset);
-            key(out, "recovered");
-            out.push_str(if *recovered { "true" } else { "false" });
+            key(out, "frame");
+            out.push_str(frame.get());
         }
-        TabMessage::ChannelReset {
-            channel,
-            epoch,
-            offset,
-        } => {
-            text_field(out, "channel", channel);
-            text_field(out, "epoch", epoch);
-            key(out, "offset");
-            number(out, *offset);
-        }
-        TabMessage::ChannelPub {
-            channel,
-            offset,
-            data,
-            info,
-        } => {
-            text_field(out, "channel", channel);
-            key(out, "offset");
-            number(out, *offset);
-            key(out, "data");
-            out.push_str(data.get());
-            key(out, "info");
-            match info {
-                Some(info) => {
-                    out.push_str("{\"client_id\":");
-                    object::write_string(out, &info.client_id);
-                    if let Some(user) = &info.user {
-                        text_field(out, "user", user);
-                    }
-                    out.push('}');
-                }
-                None => out.push_str("null"),
-            }
-        }
-        TabMessage::ChannelGap { channel, from, to } => {
-            text_field(out, "channel", channel);
-            key(out, "from");
-            number(out, *from);
-            key(out, "to");
-            number(out, *to);
-        }
-        TabMessage::Seen { seq } => {
-            key(out, "seq");
-            number(out, *seq);
-        }
-        TabMessage::ChannelEnded { channel, reason } => {
-            text_field(out, "channel", channel);
-            text_field(out, "reason", reason.as_str());
-        }
-        TabMessage::ChannelRefused {
-            channel,
-            code,
-            message,
-        } => {
-            text_field(out, "channel", channel);
-            text_field(out, "code", code.as_str());
-            text_field(out, "message", message);
-        }
-        // The others are written by `write_message`.
         _ => {}
     }
 }
@@ -1093,59 +967,25 @@ fn message(body: &Object<'_>) -> Result<TabMessage, Bad> {
             id: text(body, "id")?,
             data: raw_json(body)?,
         },
-        "published" => TabMessage::Published {
-            tab: tab(body, "tab")?,
+        "presence" => TabMessage::Presence {
+            channel: text(body, "channel")?,
             id: text(body, "id")?,
-            offset: num(body, "offset")?,
-        },
-        "publish_refused" => TabMessage::PublishRefused {
-            tab: tab(body, "tab")?,
-            id: text(body, "id")?,
-            code: ErrorCode::from(text(body, "code")?),
-            message: text(body, "message")?,
+            stats: body.required("stats")?,
         },
         "channel_tabs" => TabMessage::ChannelTabs {
             channel: text(body, "channel")?,
             tabs: tabs(body.raw("tabs")?.ok_or(Bad)?)?,
         },
-        "channel_subscribed" => TabMessage::ChannelSubscribed {
-            channel: text(body, "channel")?,
+        "seen" => TabMessage::Seen {
+            seq: num(body, "seq")?,
+        },
+        "server" => TabMessage::Server {
             to: body
                 .optional::<u64>("to")?
                 .map(narrow)
                 .transpose()?
                 .map(TabId),
-            epoch: text(body, "epoch")?,
-            offset: num(body, "offset")?,
-            recovered: body.required("recovered")?,
-        },
-        "channel_reset" => TabMessage::ChannelReset {
-            channel: text(body, "channel")?,
-            epoch: text(body, "epoch")?,
-            offset: num(body, "offset")?,
-        },
-        "channel_pub" => TabMessage::ChannelPub {
-            channel: text(body, "channel")?,
-            offset: num(body, "offset")?,
-            data: raw_json(body)?,
-            info: info(body)?,
-        },
-        "channel_gap" => TabMessage::ChannelGap {
-            channel: text(body, "channel")?,
-            from: num(body, "from")?,
-            to: num(body, "to")?,
-        },
-        "seen" => TabMessage::Seen {
-            seq: num(body, "seq")?,
-        },
-        "channel_ended" => TabMessage::ChannelEnded {
-            channel: text(body, "channel")?,
-            reason: UnsubscribeReason::from(text(body, "reason")?),
-        },
-        "channel_refused" => TabMessage::ChannelRefused {
-            channel: text(body, "channel")?,
-            code: ErrorCode::from(text(body, "code")?),
-            message: text(body, "message")?,
+            frame: RawJson::parse(body.raw("frame")?.ok_or(Bad)?)?,
         },
         _ => return Err(Bad),
     })
@@ -1164,24 +1004,6 @@ fn num(object: &Object<'_>, name: &'static str) -> Result<u64, Bad> {
     Ok(object.required(name)?)
 }
 
-/// Field `info`: a publisher, or `null`; read field by field (its derived
-/// decoder weighed in the console's wasm).
-fn info(body: &Object<'_>) -> Result<Option<PublisherInfo>, Bad> {
-    let Some(raw) = body.raw("info")?.filter(|raw| *raw != "null") else {
-        return Ok(None);
-    };
-    let info = Object::parse(raw)?;
-    let user = match info.raw("user")? {
-        None | Some("null") => None,
-        Some(_) => Some(text(&info, "user")?),
-    };
-    Ok(Some(PublisherInfo {
-        client_id: text(&info, "client_id")?,
-        user,
-    }))
-}
-
-/// Field `data`: one JSON value, kept as its text.
 fn raw_json(body: &Object<'_>) -> Result<RawJson, Bad> {
     Ok(RawJson::parse(body.raw("data")?.ok_or(Bad)?)?)
 }
@@ -1471,16 +1293,15 @@ mod tests {
                 id: format!("{:032x}", u128::MAX),
                 data: RawJson::parse(r#"{"x":[1,"\u00e9",null]}"#).unwrap(),
             },
-            TabMessage::Published {
-                tab: TabId(4),
-                id: "i".into(),
-                offset: u64::MAX,
+            TabMessage::Presence {
+                channel: "chat:a".into(),
+                id: "q1".into(),
+                stats: false,
             },
-            TabMessage::PublishRefused {
-                tab: TabId(4),
-                id: "i".into(),
-                code: ErrorCode::from("rate_limited".to_owned()),
-                message: "slow \"down\"".into(),
+            TabMessage::Presence {
+                channel: "b".into(),
+                id: "f9".into(),
+                stats: true,
             },
             TabMessage::ChannelTabs {
                 channel: "chat:a".into(),
@@ -1490,63 +1311,20 @@ mod tests {
                 channel: "chat:a".into(),
                 tabs: vec![],
             },
-            TabMessage::ChannelSubscribed {
-                channel: "chat:a".into(),
-                to: Some(TabId(2)),
-                epoch: "e".into(),
-                offset: 0,
-                recovered: false,
-            },
-            TabMessage::ChannelSubscribed {
-                channel: "chat:a".into(),
-                to: None,
-                epoch: "".into(),
-                offset: 9,
-                recovered: true,
-            },
-            TabMessage::ChannelReset {
-                channel: "chat:a".into(),
-                epoch: "f".into(),
-                offset: 2,
-            },
-            TabMessage::ChannelPub {
-                channel: "chat:a".into(),
-                offset: 7,
-                data: RawJson::parse("\"text\"").unwrap(),
-                info: Some(PublisherInfo {
-                    client_id: "c1".into(),
-                    user: Some("u".into()),
-                }),
-            },
-            TabMessage::ChannelPub {
-                channel: "chat:a".into(),
-                offset: 8,
-                data: RawJson::parse("12").unwrap(),
-                info: Some(PublisherInfo {
-                    client_id: "c1".into(),
-                    user: None,
-                }),
-            },
-            TabMessage::ChannelPub {
-                channel: "chat:a".into(),
-                offset: 9,
-                data: RawJson::parse("null").unwrap(),
-                info: None,
-            },
-            TabMessage::ChannelGap {
-                channel: "chat:a".into(),
-                from: 3,
-                to: 5,
-            },
-            TabMessage::ChannelEnded {
-                channel: "chat:a".into(),
-                reason: UnsubscribeReason::Admin,
-            },
             TabMessage::Seen { seq: u64::MAX },
-            TabMessage::ChannelRefused {
-                channel: "chat:a".into(),
-                code: ErrorCode::from("permission_denied".to_owned()),
-                message: "no".into(),
+            TabMessage::Server {
+                to: None,
+                frame: RawJson::parse(
+                    r#"{"type":"pub","channel":"chat:a","offset":7,"data":{"t":"\u00e9"},"info":{"client_id":"c1"}}"#,
+                )
+                .unwrap(),
+            },
+            TabMessage::Server {
+                to: Some(TabId(2)),
+                frame: RawJson::parse(
+                    r#"{"type":"subscribed","channel":"chat:a","epoch":"e","offset":0}"#,
+                )
+                .unwrap(),
             },
         ]
     }
@@ -1594,7 +1372,7 @@ mod tests {
     fn the_wire_is_the_previous_builds() {
         let cases = [
             (
-                r#"{"v":3,"from":7,"body":{"type":"hello","config":{"url":"ws://x/ws","reliable":false,"token":true},"next":1}}"#,
+                r#"{"v":4,"from":7,"body":{"type":"hello","config":{"url":"ws://x/ws","reliable":false,"token":true},"next":1}}"#,
                 TabMessage::Hello {
                     config: TabConfig {
                         url: "ws://x/ws".into(),
@@ -1605,7 +1383,7 @@ mod tests {
                 },
             ),
             (
-                r#"{"v":3,"from":7,"body":{"type":"accepted","tab":3,"n":2,"frame":{"kind":"binary","data":[1,2]}}}"#,
+                r#"{"v":4,"from":7,"body":{"type":"accepted","tab":3,"n":2,"frame":{"kind":"binary","data":[1,2]}}}"#,
                 TabMessage::Accepted(Pending {
                     tab: TabId(3),
                     n: 2,
@@ -1613,7 +1391,7 @@ mod tests {
                 }),
             ),
             (
-                r#"{"v":3,"from":7,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"session":{"id":"s","token":"k"},"acked_seq":1,"last_in":2,"pending":[{"tab":3,"n":4,"frame":{"kind":"text","data":"x"}}],"accepted":[[3,4]],"channels":[{"channel":"c","tabs":[3],"position":{"epoch":"e","offset":5}}]},"tabs":2,"state":"open","roster":[3,7]}}"#,
+                r#"{"v":4,"from":7,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"session":{"id":"s","token":"k"},"acked_seq":1,"last_in":2,"pending":[{"tab":3,"n":4,"frame":{"kind":"text","data":"x"}}],"accepted":[[3,4]],"channels":[{"channel":"c","tabs":[3],"position":{"epoch":"e","offset":5}}]},"tabs":2,"state":"open","roster":[3,7]}}"#,
                 TabMessage::Leader {
                     epoch: 1,
                     config: config("u"),
@@ -1645,13 +1423,13 @@ mod tests {
                 },
             ),
             (
-                r#"{"v":3,"from":7,"body":{"type":"inbound","seq":null,"frame":{"kind":"text","data":"x"}}}"#,
+                r#"{"v":4,"from":7,"body":{"type":"inbound","seq":null,"frame":{"kind":"text","data":"x"}}}"#,
                 TabMessage::Inbound {
                     seq: None,
                     frame: Frame::Text("x".into()),
                 },
             ),
-            (r#"{"v":3,"from":7,"body":{"type":"bye"}}"#, TabMessage::Bye),
+            (r#"{"v":4,"from":7,"body":{"type":"bye"}}"#, TabMessage::Bye),
         ];
         for (json, body) in cases {
             let env = Envelope {
@@ -1697,66 +1475,66 @@ mod tests {
             "null",
             r#"{"v":2}"#,
             r#"{"v":null,"from":1,"body":{}}"#,
-            r#"{"v":3,"from":1}"#,
-            r#"{"v":3,"v":3}"#,
-            r#"{"v":3,"from":1,"from":2}"#,
+            r#"{"v":4,"from":1}"#,
+            r#"{"v":4,"v":4}"#,
+            r#"{"v":4,"from":1,"from":2}"#,
             r#"{"v":"2","from":1,"body":{"type":"bye"}}"#,
             r#"{"v":2.0,"from":1,"body":{"type":"bye"}}"#,
             r#"{"v":4294967298,"from":1,"body":{"type":"bye"}}"#,
             r#"{"from":1,"body":null}"#,
-            r#"{"v":3,"from":1,"body":{"type":"bye","extra":[1]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"bye"},"extra":{}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"bye","type":"bye"}}"#,
-            r#"{"v":3,"from":1,"body":{"type":null}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"b\u0079e"}}"#,
-            r#"{"v":3,"from":-1,"body":{"type":"bye"}}"#,
-            r#"{"v":3,"from":4294967296,"body":{"type":"bye"}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"rejoin","tab":1,"tab":2}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"data":"x","kind":"text"}}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"text"}}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[256]}}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":"x"}}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"other","data":"x"}}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"inbound","frame":{"kind":"text","data":"x"}}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"status","state":"opening","tabs":1}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"resume_failed","unconfirmed":1}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"resume_failed","session":{"id":"s"},"unconfirmed":1}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"session","id":"s","token":"k","extra":1}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"refused","tab":1,"n":1,"reason":"later"}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[{}],"accepted":[]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,2,3]]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,2],[1,3]]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1]]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[4294967296,1]]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,-1]]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[ [ 1 , 2 ] ]},"tabs":2,"state":"open","roster":[ 1 , 2 ]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[{}]},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":{}},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":null},"tabs":2,"state":"open","roster":[]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":-1,"state":"open","roster":[]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2.0,"state":"open","roster":[]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":18446744073709551616,"state":"open","roster":[]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[4294967296]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[-1]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[1.0]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[-0]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":null}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[[1]]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":["1"]}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[-0, 255 ,0]}}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[-1]}}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1.0]}}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1e2]}}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[null]}}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[]}}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":null}}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":{}}}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[[1]]}}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1,]}}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":-1}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":4294967296}}"#,
-            r#"{"v":3,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":1.5}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"bye","extra":[1]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"bye"},"extra":{}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"bye","type":"bye"}}"#,
+            r#"{"v":4,"from":1,"body":{"type":null}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"b\u0079e"}}"#,
+            r#"{"v":4,"from":-1,"body":{"type":"bye"}}"#,
+            r#"{"v":4,"from":4294967296,"body":{"type":"bye"}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"rejoin","tab":1,"tab":2}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"send","n":1,"frame":{"data":"x","kind":"text"}}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"text"}}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[256]}}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":"x"}}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"other","data":"x"}}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"inbound","frame":{"kind":"text","data":"x"}}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"status","state":"opening","tabs":1}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"resume_failed","unconfirmed":1}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"resume_failed","session":{"id":"s"},"unconfirmed":1}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"session","id":"s","token":"k","extra":1}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"refused","tab":1,"n":1,"reason":"later"}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[{}],"accepted":[]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,2,3]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,2],[1,3]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[4294967296,1]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[[1,-1]]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[ [ 1 , 2 ] ]},"tabs":2,"state":"open","roster":[ 1 , 2 ]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[{}]},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":{}},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":null},"tabs":2,"state":"open","roster":[]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":-1,"state":"open","roster":[]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2.0,"state":"open","roster":[]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":18446744073709551616,"state":"open","roster":[]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[4294967296]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[-1]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[1.0]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[-0]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":null}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":[[1]]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"leader","epoch":1,"config":{"url":"u","reliable":true,"token":false},"shared":{"acked_seq":1,"last_in":2,"pending":[],"accepted":[]},"tabs":2,"state":"open","roster":["1"]}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[-0, 255 ,0]}}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[-1]}}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1.0]}}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1e2]}}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[null]}}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[]}}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":null}}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":{}}}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[[1]]}}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"send","n":1,"frame":{"kind":"binary","data":[1,]}}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":-1}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":4294967296}}"#,
+            r#"{"v":4,"from":1,"body":{"type":"resume_failed","session":null,"unconfirmed":1.5}}"#,
         ] {
             assert_eq!(Envelope::from_json(text), derived(text), "{text}");
         }

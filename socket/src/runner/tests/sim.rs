@@ -26,6 +26,15 @@
 //! delivered each offset once, in order, with no gap, up to the last; each
 //! open tab's publish was answered once, with the offset the server gave
 //! its id.
+//!
+//! Presence too (issue 24): every subscribed tab follows the channel's
+//! presence, an outside client joins and leaves it now and then (the
+//! server sends `join` and `leave` to each subscribed connection, never
+//! numbered), and tabs ask `presence` and `presence_stats`. The judge:
+//! each open, subscribed tab's member set (its `Presence` answers patched
+//! by the joins and leaves, as `Presence::apply` does) is the server's, the
+//! shared connection listed once; each open tab's query was answered
+//! once, with the kind it asked.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -34,9 +43,9 @@ use shared::channel::{RawJson, UnsubscribeReason};
 use shared::{ClientMessage, ResumeFailure, ServerMessage};
 
 use super::super::{Runner, Step, TabIo};
-use crate::channel::{ChannelEvent, PublishError};
+use crate::channel::{ChannelEvent, Member, Presence, PresenceError, PublishError};
 use crate::config::Config;
-use crate::driver::{Effect, Input, TimerId, TimerKind};
+use crate::driver::{Effect, Input, Query, TimerId, TimerKind};
 use crate::message::{Event, Message, SendError, TabRole};
 use crate::tabs::{HEARTBEAT_MS, Input as TabInput};
 
@@ -98,6 +107,10 @@ struct Server {
     publish_ids: HashMap<String, u64>,
     /// `subscribe`s received.
     subscribes: usize,
+    /// The outside client is in [`CH`]'s presence.
+    outsider: bool,
+    /// How many times it joined or left.
+    toggles: usize,
 }
 
 impl Server {
@@ -165,6 +178,44 @@ impl Server {
             }
         }
         offset
+    }
+
+    /// [`CH`]'s members: each open connection subscribed, and the outsider.
+    fn members(&self) -> Vec<Member> {
+        let mut members: Vec<Member> = self
+            .conns
+            .iter()
+            .filter(|c| c.open && c.subscribed)
+            .map(|c| member(&format!("c{}", c.tab)))
+            .collect();
+        if self.outsider {
+            members.push(member("outsider"));
+        }
+        members
+    }
+
+    /// The outside client joins [`CH`], or leaves it: each subscribed
+    /// connection hears it (never numbered).
+    fn toggle_outsider(&mut self) {
+        self.outsider = !self.outsider;
+        self.toggles += 1;
+        let info = member("outsider");
+        let message = if self.outsider {
+            ServerMessage::Join {
+                channel: CH.into(),
+                info,
+            }
+        } else {
+            ServerMessage::Leave {
+                channel: CH.into(),
+                info,
+            }
+        };
+        for c in 0..self.conns.len() {
+            if self.conns[c].open && self.conns[c].subscribed {
+                self.to(c, &message);
+            }
+        }
     }
 
     /// The admin API publishes.
@@ -235,6 +286,25 @@ impl Server {
                     id: Some(id),
                 };
                 self.answer(conn, &message);
+            }
+            // Never numbered, in reliable mode too.
+            ClientMessage::Presence { channel, id } => {
+                let message = ServerMessage::Presence {
+                    channel,
+                    clients: self.members(),
+                    truncated: None,
+                    id,
+                };
+                self.to(conn, &message);
+            }
+            ClientMessage::PresenceStats { channel, id } => {
+                let message = ServerMessage::PresenceStats {
+                    channel,
+                    clients: self.members().len() as u64,
+                    users: 0,
+                    id,
+                };
+                self.to(conn, &message);
             }
             _ => return false,
         }
@@ -372,6 +442,25 @@ impl Server {
 /// A tab's publish answers as they came: id and outcome.
 type Answers = Arc<Mutex<Vec<(u128, Result<u64, PublishError>)>>>;
 
+/// A tab's presence answers as they came: whether it asked for stats,
+/// and whether the answer was of that kind.
+type QueryAnswers = Arc<Mutex<Vec<(bool, Result<bool, PresenceError>)>>>;
+
+fn member(client_id: &str) -> Member {
+    Member {
+        client_id: client_id.into(),
+        user: None,
+        client_name: None,
+    }
+}
+
+/// A member set's client ids, sorted.
+fn ids(members: &[Member]) -> Vec<String> {
+    let mut ids: Vec<String> = members.iter().map(|m| m.client_id.clone()).collect();
+    ids.sort();
+    ids
+}
+
 struct Tab {
     runner: Runner,
     closed: bool,
@@ -391,6 +480,11 @@ struct Tab {
     /// Its publishes (ids), and their answers as they came.
     publishes: Vec<u128>,
     answers: Answers,
+    /// Its followed presence of [`CH`] (once the first answer came).
+    presence: Option<Presence>,
+    /// Its presence queries asked, and their answers as they came.
+    queries: usize,
+    query_answers: QueryAnswers,
 }
 
 struct Sim {
@@ -437,6 +531,10 @@ impl Sim {
         // Most tabs subscribe (some before they know any leader).
         let serial =
             (self.rng.below(4) != 0).then(|| runner.subscribe(CH, None).expect("subscribed"));
+        // Each subscription follows the channel's presence.
+        if let Some(serial) = serial {
+            runner.follow_presence(CH, serial);
+        }
         self.tabs.push(Tab {
             runner,
             closed: false,
@@ -451,6 +549,9 @@ impl Sim {
             gaps: Vec::new(),
             publishes: Vec::new(),
             answers: Arc::default(),
+            presence: None,
+            queries: 0,
+            query_answers: Arc::default(),
         });
     }
 
@@ -612,6 +713,18 @@ impl Sim {
                     ChannelEvent::Publication { offset, .. } => tab.offsets.push(*offset),
                     ChannelEvent::Gap { from, to } => tab.gaps.push((*from, *to)),
                     ChannelEvent::Subscribed { .. } => {}
+                    event @ (ChannelEvent::Presence(_)
+                    | ChannelEvent::Join(_)
+                    | ChannelEvent::Leave(_)) => {
+                        let presence = &mut tab.presence;
+                        if matches!(event, ChannelEvent::Presence(_)) {
+                            presence.get_or_insert_with(Presence::default);
+                        }
+                        // A join or leave before the first answer is in it.
+                        if let Some(presence) = presence {
+                            presence.apply(event);
+                        }
+                    }
                     other => panic!("tab {i}: {other:?}"),
                 }
             }
@@ -635,6 +748,43 @@ impl Sim {
             Err(PublishError::QueueFull) => {}
             Err(other) => panic!("tab {i}: {other:?}"),
         }
+    }
+
+    /// An open tab asks [`CH`]'s presence, or how many.
+    fn ask(&mut self) {
+        let open = self.open();
+        let i = open[self.rng.below(open.len() as u64) as usize];
+        let stats = self.rng.below(2) == 0;
+        let tab = &mut self.tabs[i];
+        let answers = Arc::clone(&tab.query_answers);
+        let query = if stats {
+            Query::Stats(Box::new(move |result| {
+                let result = result.map(|_| true);
+                answers.lock().expect("not poisoned").push((true, result));
+            }))
+        } else {
+            Query::Members(Box::new(move |result| {
+                let result = result.map(|_| true);
+                answers.lock().expect("not poisoned").push((false, result));
+            }))
+        };
+        match tab.runner.presence_query(CH, query) {
+            Ok(()) => tab.queries += 1,
+            Err(PresenceError::QueueFull) => {}
+            Err(other) => panic!("tab {i}: {other:?}"),
+        }
+    }
+
+    /// Whether open tab `i`'s followed presence is the server's.
+    fn presence_settled(&self, i: usize) -> bool {
+        let tab = &self.tabs[i];
+        let answered = tab.query_answers.lock().expect("not poisoned").len() == tab.queries;
+        let members = tab.serial.is_none_or(|_| {
+            tab.presence
+                .as_ref()
+                .is_some_and(|p| ids(&p.members) == ids(&self.server.members()))
+        });
+        answered && members
     }
 
     /// Whether open tab `i` delivered [`CH`] up to its last offset and had
@@ -777,6 +927,8 @@ impl Sim {
                 0..=2 => self.send(),
                 3 | 4 if self.reliable => self.server.push(),
                 3 | 4 => self.send(),
+                12 if self.rng.below(3) == 0 => self.server.toggle_outsider(),
+                12 if self.rng.below(2) == 0 => self.ask(),
                 12 => self.server.admin_publish(),
                 13 => self.publish(),
                 5 | 6 => self.deliver_post(),
@@ -822,6 +974,7 @@ impl Sim {
                     let tab = &self.tabs[i];
                     tab.runner.queue_len() == 0
                         && self.channel_settled(i)
+                        && self.presence_settled(i)
                         && tab.pushes.last().copied().unwrap_or(0) == self.server.pushes
                         && (self.reliable || self.server.conns.iter().any(|c| c.open))
                 })
@@ -840,11 +993,13 @@ impl Sim {
                     i,
                     self.tabs[i].runner.queue_len(),
                     self.tabs[i].pushes.last().copied(),
+                    self.channel_settled(i),
+                    self.presence_settled(i),
                 )
             })
             .collect();
         panic!(
-            "not settled: queues {queues:?}, pushes {}, lock {:?}",
+            "not settled: (tab, queue, last push, channel, presence) {queues:?}, pushes {}, lock {:?}",
             self.server.pushes, self.lock
         );
     }
@@ -879,6 +1034,26 @@ impl Sim {
             let offset = self.server.publish_ids.get(&format!("{id:032x}"));
             assert_eq!(result.as_ref().ok(), offset, "tab {i}: publish {id:x}");
         }
+        self.judge_presence(i);
+    }
+
+    /// Open tab `i`'s presence: its followed set is the server's, the
+    /// shared connection in it once; each query answered once, in kind.
+    fn judge_presence(&self, i: usize) {
+        let tab = &self.tabs[i];
+        let answers = tab.query_answers.lock().expect("not poisoned");
+        assert_eq!(answers.len(), tab.queries, "tab {i}: each query answered");
+        for (stats, result) in answers.iter() {
+            assert_eq!(result, &Ok(true), "tab {i}: a query (stats {stats})");
+        }
+        if tab.serial.is_none() {
+            return;
+        }
+        let presence = tab.presence.as_ref().expect("followed");
+        let server = ids(&self.server.members());
+        assert_eq!(ids(&presence.members), server, "tab {i}: the members");
+        let connections = server.iter().filter(|id| id.starts_with('c')).count();
+        assert_eq!(connections, 1, "tab {i}: the shared connection once");
     }
 
     fn judge(&self) {
@@ -922,6 +1097,12 @@ impl Sim {
         assert!(
             subscribed > 1 && !self.server.stream.is_empty(),
             "channel traffic"
+        );
+        let asked: usize = self.tabs.iter().map(|t| t.queries).sum();
+        assert!(
+            self.server.toggles > 0 && asked > 0,
+            "presence traffic: {} joins and leaves, {asked} queries",
+            self.server.toggles
         );
     }
 }

@@ -451,29 +451,38 @@ fn forged_and_out_of_range_channel_posts_are_ignored() {
     let (mut l, mut f) = pair(true);
     f.subscribe(CH, 7, None).unwrap();
     settle(&mut [&mut l, &mut f], 1.0);
+    let server = |to: Option<TabId>, frame: &str| TabMessage::Server {
+        to,
+        frame: RawJson::parse(frame).unwrap(),
+    };
     for body in [
-        TabMessage::ChannelSubscribed {
-            channel: CH.into(),
-            to: None,
-            epoch: "e".into(),
-            offset: 0,
-            recovered: false,
-        },
-        TabMessage::ChannelPub {
-            channel: CH.into(),
-            offset: 1,
-            data: RawJson::parse("1").unwrap(),
-            info: None,
-        },
+        server(
+            None,
+            r#"{"type":"subscribed","channel":"chat:a","epoch":"e","offset":0}"#,
+        ),
+        server(
+            None,
+            r#"{"type":"pub","channel":"chat:a","offset":1,"data":1}"#,
+        ),
         TabMessage::ChannelTabs {
             channel: CH.into(),
             tabs: vec![],
         },
-        TabMessage::Published {
-            tab: id("f"),
-            id: "0".repeat(32),
-            offset: 1,
-        },
+        server(
+            Some(id("f")),
+            &format!(
+                r#"{{"type":"published","channel":"chat:a","offset":1,"id":"{}"}}"#,
+                "0".repeat(32)
+            ),
+        ),
+        server(
+            Some(id("f")),
+            r#"{"type":"presence","channel":"chat:a","clients":[],"id":"q1"}"#,
+        ),
+        server(
+            None,
+            r#"{"type":"join","channel":"chat:a","info":{"client_id":"x"}}"#,
+        ),
     ] {
         f.handle(post(id("stranger"), body), 1.0);
     }

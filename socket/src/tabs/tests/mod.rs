@@ -7,6 +7,7 @@
 //! | `tabs.rs` | one leader: the election, forwarding, a follower's queue, configs, counting, closing |
 //! | `handoff.rs` | the next leader: resuming with every tab's window, catch-up, stolen locks, failed resumes |
 //! | `channels.rs` | channels shared across tabs: references, release, delivery once per tab, resubscribe after a handoff, publish answers, forged posts |
+//! | `presence.rs` | presence shared across tabs: queries asked by the leader and answered to their tab, joins and leaves to every subscribed tab, follows asked again at each `subscribed`, forged requests and answers |
 //! | `validation.rs` | what a tab hears is checked: claims, replicas, sends, bounds, rejoining, other wire versions |
 //! | `sim.rs` | several tabs and a reliable server simulated with leaders closed mid-stream |
 
@@ -14,6 +15,7 @@ use super::*;
 
 mod channels;
 mod handoff;
+mod presence;
 mod sim;
 mod tabs;
 mod validation;

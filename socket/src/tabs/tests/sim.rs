@@ -326,7 +326,8 @@ impl Sim {
             }
             SocketCall::Subscribe { .. }
             | SocketCall::Unsubscribe { .. }
-            | SocketCall::Publish { .. } => {}
+            | SocketCall::Publish { .. }
+            | SocketCall::Query { .. } => {}
         }
     }
 

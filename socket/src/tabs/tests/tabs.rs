@@ -44,9 +44,9 @@ fn envelopes_round_trip_and_other_versions_are_told_from_noise() {
         "[1,2]",
         r#"{"hello":"world"}"#,
         r#"{"v":-1,"from":"a","body":{"type":"bye"}}"#,
-        r#"{"v":3,"from":"a","body":{"type":"send","n":-3,"frame":{"kind":"text","data":"x"}}}"#,
-        r#"{"v":3,"from":"a","body":{"type":"send","n":18446744073709551616,"frame":{"kind":"text","data":"x"}}}"#,
-        r#"{"v":3,"from":"a","body":{"type":"unknown"}}"#,
+        r#"{"v":4,"from":"a","body":{"type":"send","n":-3,"frame":{"kind":"text","data":"x"}}}"#,
+        r#"{"v":4,"from":"a","body":{"type":"send","n":18446744073709551616,"frame":{"kind":"text","data":"x"}}}"#,
+        r#"{"v":4,"from":"a","body":{"type":"unknown"}}"#,
     ] {
         assert_eq!(
             Envelope::from_json(noise),
