@@ -25,7 +25,7 @@ pub fn burst_panel(props: BurstPanel<'_>) -> Html {
     let count = props.count;
     let onclick = {
         let (on_burst, count) = (props.on_burst.clone(), count.clone());
-        Callback::from(move |_| on_burst.emit((*count).clone()))
+        Callback::from(move |()| on_burst.emit((*count).clone()))
     };
     let (progress, status) = match props.burst {
         Some(burst) => (burst.progress(), burst.status()),
@@ -38,7 +38,7 @@ pub fn burst_panel(props: BurstPanel<'_>) -> Html {
     html! {
         <section class="panel burst">
             { field(&COUNT, (**count).clone(), text_field(count)) }
-            { button("burst", "Request burst", onclick) }
+            { button("burst", "Request burst", &onclick) }
             <progress data-testid="burst-progress" max="1" value={fixed(progress, 3)} />
             <span data-testid="burst-status">{ status }</span>
             <span class="muted">{ "longest task: " }<span data-testid="longest-task">{ longest }</span></span>

@@ -45,12 +45,11 @@ pub fn channel_panel(props: ChannelPanel<'_>) -> Html {
     let (name, text) = (props.name, props.text);
     let subscribe = {
         let (name, on_subscribe) = (name.clone(), props.on_subscribe.clone());
-        Callback::from(move |_| on_subscribe.emit(name.trim().to_owned()))
+        Callback::from(move |()| on_subscribe.emit(name.trim().to_owned()))
     };
-    let unsubscribe = props.on_unsubscribe.reform(|_: MouseEvent| ());
     let publish = {
         let (name, text, on_publish) = (name.clone(), text.clone(), props.on_publish.clone());
-        Callback::from(move |_| on_publish.emit((name.trim().to_owned(), (*text).clone())))
+        Callback::from(move |()| on_publish.emit((name.trim().to_owned(), (*text).clone())))
     };
     let status = match props.subscribed {
         Some(channel) => format!("subscribed to {channel}"),
@@ -60,12 +59,12 @@ pub fn channel_panel(props: ChannelPanel<'_>) -> Html {
         <section class="panel channel">
             { field(&NAME, (**name).clone(), text_field(name)) }
             <div class="buttons">
-                { button("subscribe", "Subscribe", subscribe) }
-                { button("unsubscribe", "Unsubscribe", unsubscribe) }
+                { button("subscribe", "Subscribe", &subscribe) }
+                { button("unsubscribe", "Unsubscribe", props.on_unsubscribe) }
             </div>
             <span class="muted" data-testid="channel-status">{ status }</span>
             { field(&TEXT, (**text).clone(), text_field(text)) }
-            { button("publish", "Publish", publish) }
+            { button("publish", "Publish", &publish) }
             if let Some(presence) = props.members {
                 <div class="members">
                     <span class="muted">{ "members " }<b data-testid="member-count">{ presence.members.len() }</b>

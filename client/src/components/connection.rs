@@ -69,16 +69,7 @@ pub fn ConnectionBar(props: &ConnectionBarProps) -> Html {
     let token = use_state(String::new);
     let connect = {
         let (draft, token, on_connect) = (draft.clone(), token.clone(), props.on_connect.clone());
-        Callback::from(move |_| on_connect.emit(((*draft).clone(), token.trim().to_owned())))
-    };
-    let disconnect = props.on_disconnect.reform(|_: MouseEvent| ());
-    let toggle_reliable = {
-        let reliable = props.reliable;
-        props.on_reliable.reform(move |_: Event| !reliable)
-    };
-    let toggle_share = {
-        let share = props.share;
-        props.on_share.reform(move |_: Event| !share)
+        Callback::from(move |()| on_connect.emit(((*draft).clone(), token.trim().to_owned())))
     };
     let oninput = {
         let draft = draft.clone();
@@ -93,11 +84,11 @@ pub fn ConnectionBar(props: &ConnectionBarProps) -> Html {
             { field(&URL, (*draft).clone(), Listen { input: Some(oninput), ..Listen::default() }) }
             { field(&TOKEN, (*token).clone(), Listen { input: Some(on_token), ..Listen::default() }) }
             <div class="buttons">
-                { button("connect", "Connect", connect) }
-                { button("disconnect", "Disconnect", disconnect) }
+                { button("connect", "Connect", &connect) }
+                { button("disconnect", "Disconnect", &props.on_disconnect) }
             </div>
-            { checkbox(&RELIABLE, props.reliable, toggle_reliable) }
-            { checkbox(&SHARE, props.share, toggle_share) }
+            { checkbox(&RELIABLE, props.reliable, &props.on_reliable) }
+            { checkbox(&SHARE, props.share, &props.on_share) }
             if let Some(role) = &props.tab_role {
                 <span data-testid="tab-role" class="tab-role">{ role }</span>
             }

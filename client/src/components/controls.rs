@@ -101,8 +101,10 @@ pub struct Check {
     pub title: Option<&'static str>,
 }
 
-/// The checkbox `spec`, checked or not; `onchange` on each click.
-pub fn checkbox(spec: &Check, checked: bool, onchange: Callback<Event>) -> Html {
+/// The checkbox `spec`, checked or not; `on_toggle` gets the other state
+/// on each change (a click).
+pub fn checkbox(spec: &Check, checked: bool, on_toggle: &Callback<bool>) -> Html {
+    let onchange = on_toggle.reform(move |_: Event| !checked);
     html! {
         <label ~className={spec.class} title={spec.title}>
             <input data-testid={spec.testid} type="checkbox" {checked} {onchange} />
@@ -111,7 +113,9 @@ pub fn checkbox(spec: &Check, checked: bool, onchange: Callback<Event>) -> Html 
     }
 }
 
-/// A button: its `data-testid`, its text, what a click does.
-pub fn button(testid: &'static str, label: &'static str, onclick: Callback<MouseEvent>) -> Html {
+/// A button: its `data-testid`, its text, what a click does (the callbacks
+/// take no event, so that the page's commands are passed as they are).
+pub fn button(testid: &'static str, label: &'static str, onclick: &Callback<()>) -> Html {
+    let onclick = onclick.reform(|_: MouseEvent| ());
     html! { <button data-testid={testid} {onclick}>{ label }</button> }
 }

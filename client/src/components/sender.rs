@@ -73,12 +73,14 @@ pub fn Sender(props: &SenderProps) -> Html {
             if *auto { 3000 } else { 0 },
         );
     }
-    let onclick = send.reform(|_: MouseEvent| ());
-    let onkeydown = Callback::from(move |e: KeyboardEvent| {
-        if e.key() == "Enter" {
-            send.emit(());
-        }
-    });
+    let onkeydown = {
+        let send = send.clone();
+        Callback::from(move |e: KeyboardEvent| {
+            if e.key() == "Enter" {
+                send.emit(());
+            }
+        })
+    };
     let oninput = {
         let draft = draft.clone();
         Callback::from(move |e: InputEvent| draft.set(input_value(&e)))
@@ -96,7 +98,7 @@ pub fn Sender(props: &SenderProps) -> Html {
     };
     let toggle = {
         let auto = auto.clone();
-        Callback::from(move |_: Event| auto.set(!*auto))
+        Callback::from(move |on: bool| auto.set(on))
     };
     // The last valid count as its text: a `String` state like the drafts',
     // since each distinct state type costs about 1 KB of yew code.
@@ -112,20 +114,20 @@ pub fn Sender(props: &SenderProps) -> Html {
     let series = {
         let on_series = props.on_series.clone();
         let count = series_count.parse::<u32>().unwrap_or(300);
-        Callback::from(move |_: MouseEvent| on_series.emit(count))
+        Callback::from(move |()| on_series.emit(count))
     };
     let (queue_len, queue_capacity) = (props.queue_len, props.queue_capacity);
     html! {
         <section class="panel sender">
             { field(&MESSAGE, (*draft).clone(),
                 Listen { input: Some(oninput), keydown: Some(onkeydown), ..Listen::default() }) }
-            { button("send", "Send", onclick) }
+            { button("send", "Send", &send) }
             { field(&SERIES, (*series_count).clone(), Listen { input: Some(on_series_count), ..Listen::default() }) }
-            { button("series", "Send series", series) }
+            { button("series", "Send series", &series) }
             <div class="queue">
                 <span>{ "queue " }<b data-testid="queue">{ format!("{queue_len}/{queue_capacity}") }</b></span>
                 { field(&CAPACITY, queue_capacity.to_string(), Listen { change: Some(on_capacity), ..Listen::default() }) }
-                { checkbox(&AUTO, *auto, toggle) }
+                { checkbox(&AUTO, *auto, &toggle) }
             </div>
         </section>
     }
