@@ -9,7 +9,7 @@
 //!   reached (158,550 bytes when the check landed, 149,970 after the cuts
 //!   of docs/BENCHMARKS.md's UI bundle section, 171,179 once the console
 //!   had its channel panel, 161,603 after the third round of cuts,
-//!   173,356 once channels were shared across tabs, 172,481 after the
+//!   173,356 once channels were shared across tabs, 172,400 after the
 //!   fourth round): the check says by how much, and the issue stays open
 //!   until it is.
 //! * [`CEILING`], enforced: the last measured size, plus a little. Above it
@@ -28,7 +28,7 @@ use anyhow::{Context, Result, bail};
 /// Where the console's wasm must get to: 140 KiB.
 pub const TARGET: u64 = 140 * 1024;
 
-/// What the check enforces until [`TARGET`] is reached: 172,481 bytes
+/// What the check enforces until [`TARGET`] is reached: 172,400 bytes
 /// (2026-12-07, the fourth round of cuts: the console's controls made by
 /// one function each, the log's lines compared by `Rc`, the query's flags
 /// read by the browser), and about 1,500 of room for a small change. A
@@ -40,7 +40,7 @@ pub const TARGET: u64 = 140 * 1024;
 /// `serde_json::from_str::<u64>`, which keeps the parser in: alone the
 /// scanner made the wasm 3,765 bytes larger; with that line reading the
 /// number otherwise, 3,347 smaller (measured from 173,033, before the last
-/// two cuts of the round; docs/BENCHMARKS.md, UI bundle).
+/// three cuts of the round; docs/BENCHMARKS.md, UI bundle).
 ///
 /// Raised a second time, on purpose, the same day (from 163,100, the
 /// third round of cuts at 161,603): channels shared across tabs (issue 23)
@@ -59,7 +59,7 @@ pub const TARGET: u64 = 140 * 1024;
 /// about 19.6 KB of the 21.2 KB it added (the panel's own views about
 /// 2.3 KB). Shipping the panel was worth more than holding the old line;
 /// the target stands, and the size has to come down to it.
-pub const CEILING: u64 = 174_000;
+pub const CEILING: u64 = 173_900;
 
 /// What to do when the wasm is over [`CEILING`].
 const INVESTIGATE: &str = "\
