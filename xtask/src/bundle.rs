@@ -38,9 +38,8 @@ pub const TARGET: u64 = 140 * 1024;
 /// scanner of `shared::object`'s own takes it out of the protocol's
 /// decoding, but the tab wire's `numbers()` reads each number with
 /// `serde_json::from_str::<u64>`, which keeps the parser in: alone the
-/// scanner made the wasm 3,765 bytes larger; with that line reading the
-/// number otherwise, 3,347 smaller (measured from 173,033, before the last
-/// three cuts of the round; docs/BENCHMARKS.md, UI bundle).
+/// scanner makes the wasm 2,759 bytes larger; with that line reading the
+/// number otherwise, 3,342 smaller (docs/BENCHMARKS.md, UI bundle).
 ///
 /// Raised a second time, on purpose, the same day (from 163,100, the
 /// third round of cuts at 161,603): channels shared across tabs (issue 23)
