@@ -61,6 +61,21 @@ async fn the_console_connects_echoes_survives_a_restart_and_takes_a_burst() -> R
     // Send a message and see its RESPONSE line.
     send_and_see_the_echo(&browser, "hello from e2e").await?;
 
+    // The auto-sender: checked, it sends its text every 3 s; unchecked again
+    // before the restart below, which counts the queued messages.
+    click(&browser, "auto-send").await?;
+    wait_text(&browser, "log", "an automatic echo", |log| {
+        log.lines()
+            .any(|l| l.contains("RESPONSE") && l.contains("web browser setInterval"))
+    })
+    .await?;
+    click(&browser, "auto-send").await?;
+    let auto = browser
+        .client
+        .find(Locator::Css(&by_id("auto-send")))
+        .await?;
+    assert!(!auto.is_selected().await?, "the auto-sender is off again");
+
     // Stop the server, send while it is down: the message is queued.
     testbed.stop_server().await?;
     wait_text(&browser, "state", "reconnecting", |s| {

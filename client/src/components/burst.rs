@@ -2,8 +2,11 @@
 
 use yew::prelude::*;
 
-use super::text_field;
+use super::{Field, button, field, text_field};
 use crate::console::{Burst, fixed};
+
+/// The burst size field.
+const COUNT: Field = Field::number("Burst", "burst-count", "1");
 
 /// What [`burst_panel`] shows and asks.
 pub struct BurstPanel<'a> {
@@ -22,9 +25,8 @@ pub fn burst_panel(props: BurstPanel<'_>) -> Html {
     let count = props.count;
     let onclick = {
         let (on_burst, count) = (props.on_burst.clone(), count.clone());
-        Callback::from(move |_| on_burst.emit((*count).clone()))
+        Callback::from(move |()| on_burst.emit((*count).clone()))
     };
-    let (oninput, onchange) = text_field(count);
     let (progress, status) = match props.burst {
         Some(burst) => (burst.progress(), burst.status()),
         None => (0.0, "no burst yet".to_owned()),
@@ -35,10 +37,8 @@ pub fn burst_panel(props: BurstPanel<'_>) -> Html {
     };
     html! {
         <section class="panel burst">
-            <label>{ "Burst" }
-                <input data-testid="burst-count" type="number" min="1" value={(**count).clone()} {oninput} {onchange} />
-            </label>
-            <button data-testid="burst" {onclick}>{ "Request burst" }</button>
+            { field(&COUNT, (**count).clone(), text_field(count)) }
+            { button("burst", "Request burst", &onclick) }
             <progress data-testid="burst-progress" max="1" value={fixed(progress, 3)} />
             <span data-testid="burst-status">{ status }</span>
             <span class="muted">{ "longest task: " }<span data-testid="longest-task">{ longest }</span></span>

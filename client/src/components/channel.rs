@@ -8,8 +8,17 @@ use std::rc::Rc;
 use buffered_socket::Presence;
 use yew::prelude::*;
 
-use super::{Log, text_field};
+use super::{Field, Log, button, field, text_field};
 use crate::console::{Line, member_text};
+
+/// The channel name field.
+const NAME: Field = Field::text("Channel", "channel-name");
+
+/// The publish field.
+const TEXT: Field = Field {
+    placeholder: Some(r#"sent as {"text": …}"#),
+    ..Field::text("Publish", "channel-text")
+};
 
 /// What [`channel_panel`] shows and asks.
 pub struct ChannelPanel<'a> {
@@ -34,16 +43,13 @@ pub struct ChannelPanel<'a> {
 /// The channel controls and feed.
 pub fn channel_panel(props: ChannelPanel<'_>) -> Html {
     let (name, text) = (props.name, props.text);
-    let (on_name, on_name_change) = text_field(name);
-    let (on_text, on_text_change) = text_field(text);
     let subscribe = {
         let (name, on_subscribe) = (name.clone(), props.on_subscribe.clone());
-        Callback::from(move |_| on_subscribe.emit(name.trim().to_owned()))
+        Callback::from(move |()| on_subscribe.emit(name.trim().to_owned()))
     };
-    let unsubscribe = props.on_unsubscribe.reform(|_: MouseEvent| ());
     let publish = {
         let (name, text, on_publish) = (name.clone(), text.clone(), props.on_publish.clone());
-        Callback::from(move |_| on_publish.emit((name.trim().to_owned(), (*text).clone())))
+        Callback::from(move |()| on_publish.emit((name.trim().to_owned(), (*text).clone())))
     };
     let status = match props.subscribed {
         Some(channel) => format!("subscribed to {channel}"),
@@ -51,20 +57,14 @@ pub fn channel_panel(props: ChannelPanel<'_>) -> Html {
     };
     html! {
         <section class="panel channel">
-            <label class="grow">{ "Channel" }
-                <input data-testid="channel-name" type="text" value={(**name).clone()} oninput={on_name}
-                    onchange={on_name_change} />
-            </label>
+            { field(&NAME, (**name).clone(), text_field(name)) }
             <div class="buttons">
-                <button data-testid="subscribe" onclick={subscribe}>{ "Subscribe" }</button>
-                <button data-testid="unsubscribe" onclick={unsubscribe}>{ "Unsubscribe" }</button>
+                { button("subscribe", "Subscribe", &subscribe) }
+                { button("unsubscribe", "Unsubscribe", props.on_unsubscribe) }
             </div>
             <span class="muted" data-testid="channel-status">{ status }</span>
-            <label class="grow">{ "Publish" }
-                <input data-testid="channel-text" type="text" placeholder={r#"sent as {"text": …}"#}
-                    value={(**text).clone()} oninput={on_text} onchange={on_text_change} />
-            </label>
-            <button data-testid="publish" onclick={publish}>{ "Publish" }</button>
+            { field(&TEXT, (**text).clone(), text_field(text)) }
+            { button("publish", "Publish", &publish) }
             if let Some(presence) = props.members {
                 <div class="members">
                     <span class="muted">{ "members " }<b data-testid="member-count">{ presence.members.len() }</b>

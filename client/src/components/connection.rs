@@ -3,8 +3,38 @@
 use buffered_socket::State;
 use yew::prelude::*;
 
-use super::input_value;
+use super::{Check, Field, Listen, button, checkbox, field, input_value};
 use crate::console::state_class;
+
+/// The URL field.
+const URL: Field = Field::text("URL", "url");
+
+/// The token field.
+const TOKEN: Field = Field {
+    kind: "password",
+    title: Some("token mode: a JWT sent as ?token= on every connect (empty: none)"),
+    placeholder: Some("optional"),
+    autocomplete: Some("off"),
+    ..Field::text("Token", "token")
+};
+
+/// The reliable mode checkbox.
+const RELIABLE: Check = Check {
+    label: "reliable",
+    testid: "reliable",
+    class: "check",
+    title: Some("acknowledged, resumable delivery: nothing lost across reconnects"),
+};
+
+/// The sharing checkbox.
+const SHARE: Check = Check {
+    label: "share across tabs",
+    testid: "share-tabs",
+    class: "check",
+    title: Some(
+        "one connection for all the console's tabs: a leader tab holds it, the others share it",
+    ),
+};
 
 /// Properties of [`ConnectionBar`].
 #[derive(Properties, PartialEq)]
@@ -39,16 +69,7 @@ pub fn ConnectionBar(props: &ConnectionBarProps) -> Html {
     let token = use_state(String::new);
     let connect = {
         let (draft, token, on_connect) = (draft.clone(), token.clone(), props.on_connect.clone());
-        Callback::from(move |_| on_connect.emit(((*draft).clone(), token.trim().to_owned())))
-    };
-    let disconnect = props.on_disconnect.reform(|_: MouseEvent| ());
-    let toggle_reliable = {
-        let reliable = props.reliable;
-        props.on_reliable.reform(move |_: Event| !reliable)
-    };
-    let toggle_share = {
-        let share = props.share;
-        props.on_share.reform(move |_: Event| !share)
+        Callback::from(move |()| on_connect.emit(((*draft).clone(), token.trim().to_owned())))
     };
     let oninput = {
         let draft = draft.clone();
@@ -60,27 +81,14 @@ pub fn ConnectionBar(props: &ConnectionBarProps) -> Html {
     };
     html! {
         <section class="panel connection">
-            <label class="grow">{ "URL" }
-                <input data-testid="url" type="text" value={(*draft).clone()} {oninput} />
-            </label>
-            <label class="grow" title="token mode: a JWT sent as ?token= on every connect (empty: none)">{ "Token" }
-                <input data-testid="token" type="password" autocomplete="off" placeholder="optional"
-                    value={(*token).clone()} oninput={on_token} />
-            </label>
+            { field(&URL, (*draft).clone(), Listen { input: Some(oninput), ..Listen::default() }) }
+            { field(&TOKEN, (*token).clone(), Listen { input: Some(on_token), ..Listen::default() }) }
             <div class="buttons">
-                <button data-testid="connect" onclick={connect}>{ "Connect" }</button>
-                <button data-testid="disconnect" onclick={disconnect}>{ "Disconnect" }</button>
+                { button("connect", "Connect", &connect) }
+                { button("disconnect", "Disconnect", &props.on_disconnect) }
             </div>
-            <label class="check" title="acknowledged, resumable delivery: nothing lost across reconnects">
-                <input data-testid="reliable" type="checkbox" checked={props.reliable}
-                    onchange={toggle_reliable} />
-                { "reliable" }
-            </label>
-            <label class="check" title="one connection for all the console's tabs: a leader tab holds it, the others share it">
-                <input data-testid="share-tabs" type="checkbox" checked={props.share}
-                    onchange={toggle_share} />
-                { "share across tabs" }
-            </label>
+            { checkbox(&RELIABLE, props.reliable, &props.on_reliable) }
+            { checkbox(&SHARE, props.share, &props.on_share) }
             if let Some(role) = &props.tab_role {
                 <span data-testid="tab-role" class="tab-role">{ role }</span>
             }

@@ -8,6 +8,7 @@ mod burst;
 mod channel;
 mod chart;
 mod connection;
+mod controls;
 mod counters;
 mod log;
 mod sender;
@@ -16,6 +17,7 @@ pub use burst::{BurstPanel, burst_panel};
 pub use channel::{ChannelPanel, channel_panel};
 pub use chart::rate_chart;
 pub use connection::ConnectionBar;
+pub use controls::{Check, Field, Listen, button, checkbox, field};
 pub use counters::{Counts, counters};
 pub use log::Log;
 pub use sender::Sender;
@@ -26,16 +28,20 @@ use yew::{Callback, Event, InputEvent, UseStateHandle};
 /// change that came with no input event (a WebDriver clear, say), since
 /// the page renders the field again at every flush and would otherwise put
 /// the state's older value back.
-pub fn text_field(state: &UseStateHandle<String>) -> (Callback<InputEvent>, Callback<Event>) {
-    let on_input = {
+pub fn text_field(state: &UseStateHandle<String>) -> Listen {
+    let input = {
         let state = state.clone();
         Callback::from(move |e: InputEvent| state.set(input_value(&e)))
     };
-    let on_change = {
+    let change = {
         let state = state.clone();
         Callback::from(move |e: Event| state.set(input_value(&e)))
     };
-    (on_input, on_change)
+    Listen {
+        input: Some(input),
+        change: Some(change),
+        keydown: None,
+    }
 }
 
 /// The value of an `<input>` from its event.

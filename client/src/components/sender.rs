@@ -2,7 +2,7 @@
 
 use yew::prelude::*;
 
-use super::input_value;
+use super::{Check, Field, Listen, button, checkbox, field, input_value};
 use crate::hooks::use_interval;
 
 /// What the original page sent every 3 s.
@@ -11,6 +11,31 @@ const AUTO_TEXT: &str = "web browser setInterval";
 /// The auto-sender's label, written out: a constant needs no `format!` at
 /// each render (the test below checks it against [`AUTO_TEXT`]).
 const AUTO_LABEL: &str = "send \"web browser setInterval\" every 3 s";
+
+/// The message field.
+const MESSAGE: Field = Field {
+    placeholder: Some("type and press Enter"),
+    ..Field::text("Message", "message")
+};
+
+/// The series length field.
+const SERIES: Field = Field {
+    title: Some(
+        "echoes `series 1`, `series 2`... one every 10 ms, waiting while the queue is full",
+    ),
+    ..Field::number("series", "series-count", "1")
+};
+
+/// The queue capacity field.
+const CAPACITY: Field = Field::number("capacity", "capacity", "0");
+
+/// The auto-sender's checkbox (a click changes it).
+const AUTO: Check = Check {
+    label: AUTO_LABEL,
+    testid: "auto-send",
+    class: "toggle",
+    title: None,
+};
 
 /// Properties of [`Sender`].
 #[derive(Properties, PartialEq)]
@@ -48,12 +73,14 @@ pub fn Sender(props: &SenderProps) -> Html {
             if *auto { 3000 } else { 0 },
         );
     }
-    let onclick = send.reform(|_: MouseEvent| ());
-    let onkeydown = Callback::from(move |e: KeyboardEvent| {
-        if e.key() == "Enter" {
-            send.emit(());
-        }
-    });
+    let onkeydown = {
+        let send = send.clone();
+        Callback::from(move |e: KeyboardEvent| {
+            if e.key() == "Enter" {
+                send.emit(());
+            }
+        })
+    };
     let oninput = {
         let draft = draft.clone();
         Callback::from(move |e: InputEvent| draft.set(input_value(&e)))
@@ -71,7 +98,7 @@ pub fn Sender(props: &SenderProps) -> Html {
     };
     let toggle = {
         let auto = auto.clone();
-        Callback::from(move |_| auto.set(!*auto))
+        Callback::from(move |on: bool| auto.set(on))
     };
     // The last valid count as its text: a `String` state like the drafts',
     // since each distinct state type costs about 1 KB of yew code.
@@ -87,31 +114,20 @@ pub fn Sender(props: &SenderProps) -> Html {
     let series = {
         let on_series = props.on_series.clone();
         let count = series_count.parse::<u32>().unwrap_or(300);
-        Callback::from(move |_: MouseEvent| on_series.emit(count))
+        Callback::from(move |()| on_series.emit(count))
     };
     let (queue_len, queue_capacity) = (props.queue_len, props.queue_capacity);
     html! {
         <section class="panel sender">
-            <label class="grow">{ "Message" }
-                <input data-testid="message" type="text" placeholder="type and press Enter"
-                    value={(*draft).clone()} {oninput} {onkeydown} />
-            </label>
-            <button data-testid="send" {onclick}>{ "Send" }</button>
-            <label title="echoes `series 1`, `series 2`... one every 10 ms, waiting while the queue is full">{ "series" }
-                <input data-testid="series-count" type="number" min="1"
-                    value={(*series_count).clone()} oninput={on_series_count} />
-            </label>
-            <button data-testid="series" onclick={series}>{ "Send series" }</button>
+            { field(&MESSAGE, (*draft).clone(),
+                Listen { input: Some(oninput), keydown: Some(onkeydown), ..Listen::default() }) }
+            { button("send", "Send", &send) }
+            { field(&SERIES, (*series_count).clone(), Listen { input: Some(on_series_count), ..Listen::default() }) }
+            { button("series", "Send series", &series) }
             <div class="queue">
                 <span>{ "queue " }<b data-testid="queue">{ format!("{queue_len}/{queue_capacity}") }</b></span>
-                <label>{ "capacity" }
-                    <input data-testid="capacity" type="number" min="0" value={queue_capacity.to_string()}
-                        onchange={on_capacity} />
-                </label>
-                <label class="toggle">
-                    <input data-testid="auto-send" type="checkbox" checked={*auto} onclick={toggle} />
-                    { AUTO_LABEL }
-                </label>
+                { field(&CAPACITY, queue_capacity.to_string(), Listen { change: Some(on_capacity), ..Listen::default() }) }
+                { checkbox(&AUTO, *auto, &toggle) }
             </div>
         </section>
     }

@@ -525,6 +525,29 @@ mod tests {
         assert!(Rc::ptr_eq(&before, &console.log), "the log was copied");
     }
 
+    /// The log component compares its lines by `Rc` (`components::log`):
+    /// new lines come in a new `Rc`, in both logs, since the previous state
+    /// (which yew holds while it reduces) still holds the old one.
+    #[test]
+    fn new_lines_come_in_a_new_log() {
+        let first = Rc::new(Console::default()).reduce(Action::Log(line(Kind::Send, "first")));
+        let second = first
+            .clone()
+            .reduce(Action::Log(line(Kind::Send, "second")));
+        assert!(
+            !Rc::ptr_eq(&first.log, &second.log),
+            "the log changed in place"
+        );
+        let third = second
+            .clone()
+            .reduce(Action::Channel(line(Kind::Publication, "pub")));
+        assert!(!Rc::ptr_eq(&second.channel_log, &third.channel_log));
+        assert!(
+            Rc::ptr_eq(&second.log, &third.log),
+            "no new lines, the same log"
+        );
+    }
+
     #[test]
     fn a_flush_stores_the_socket_stats_and_the_clock() {
         let stats = Stats {
