@@ -186,10 +186,10 @@ impl RawJson {
     ///
     /// # Errors
     ///
-    /// serde_json's error when it is not.
+    /// A `serde_json` error when it is not (found by
+    /// [`crate::object::value`]'s scanner, without `serde_json`'s parser).
     pub fn parse(text: &str) -> Result<Self, serde_json::Error> {
-        let value: &serde_json::value::RawValue = serde_json::from_str(text)?;
-        Ok(Self(value.get().to_owned()))
+        crate::object::value(text).map(|value| Self(value.to_owned()))
     }
 
     /// A value's compact JSON text.

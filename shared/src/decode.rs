@@ -99,8 +99,10 @@ fn decode_with(
 /// Why [`decode_parts`] failed, before any of it is put into words.
 enum Failure<'a> {
     Malformed(serde_json::Error),
+    /// The `type` is a string that does not decode (a lone surrogate).
+    MalformedTag(object::ValueError),
     /// The `type` field twice.
-    MalformedTag(FieldError),
+    DuplicateTag(FieldError),
     MissingType,
     UnknownType(std::borrow::Cow<'a, str>),
     InvalidFields {
@@ -114,6 +116,7 @@ impl Failure<'_> {
         match self {
             Self::Malformed(err) => DecodeError::Malformed(err.to_string()),
             Self::MalformedTag(err) => DecodeError::Malformed(err.to_string()),
+            Self::DuplicateTag(err) => DecodeError::Malformed(err.to_string()),
             Self::MissingType => DecodeError::MissingType,
             Self::UnknownType(ty) => DecodeError::UnknownType(ty.into_owned()),
             Self::InvalidFields { ty, error } => DecodeError::InvalidFields {
@@ -130,12 +133,12 @@ fn decode_parts<'a>(
 ) -> Result<ServerMessage, Failure<'a>> {
     let object = Object::parse(text).map_err(Failure::Malformed)?;
     // Two `type` fields: the derived decoder's probe of the tag failed too.
-    let tag = object.raw("type").map_err(Failure::MalformedTag)?;
+    let tag = object.raw("type").map_err(Failure::DuplicateTag)?;
     let ty = match tag {
         None | Some("null") => return Err(Failure::MissingType),
         Some(raw) if !raw.starts_with('"') => return Err(Failure::UnknownType(raw.into())),
         // A string that does not decode (a lone surrogate) failed the probe.
-        Some(raw) => object::string(raw).map_err(Failure::Malformed)?,
+        Some(raw) => object::string(raw).map_err(Failure::MalformedTag)?,
     };
     match fields(&ty, &object) {
         Ok(Some(message)) => Ok(message),
@@ -310,9 +313,9 @@ fn members(object: &Object<'_>) -> Result<Vec<Member>, FieldError> {
     let raw = object
         .raw("clients")?
         .ok_or(FieldError::Missing("clients"))?;
-    let invalid = |source| FieldError::Invalid {
+    let invalid = |source: serde_json::Error| FieldError::Invalid {
         field: "clients",
-        source,
+        source: source.into(),
     };
     object::elements(raw)
         .map_err(invalid)?
@@ -342,7 +345,7 @@ fn nested<T>(
     match object.raw(name)? {
         None | Some("null") => Ok(None),
         Some(raw) => {
-            let inner = Object::parse(raw).map_err(invalid)?;
+            let inner = Object::parse(raw).map_err(|err| invalid(err.into()))?;
             read(&inner).map(Some).map_err(|err| match err {
                 FieldError::Invalid { source, .. } => invalid(source),
                 other => FieldError::Nested {
@@ -638,9 +641,8 @@ mod tests {
         }
     }
 
-    /// A field inside a nested object says both names, as it did when the
-    /// inner error was carried in a `serde_json` error (`FieldError::Nested`
-    /// makes the same text, only when it is shown).
+    /// A field inside a nested object says both names (`FieldError::Nested`
+    /// makes the text only when it is shown).
     #[test]
     fn errors_inside_nested_objects_name_both_fields() {
         let detail = |text: &str| match server_message(text) {
@@ -653,7 +655,9 @@ mod tests {
         );
         assert_eq!(
             detail(r#"{"type":"presence","channel":"a","clients":[{"client_id":"c","user":1}]}"#),
-            "field `clients`: field `user`: invalid type: integer `1`, expected a string at line 1 column 1"
+            // No position: it was the position in the field's own text
+            // (see `object`'s module docs).
+            "field `clients`: field `user`: invalid type: integer `1`, expected a string"
         );
         assert_eq!(
             detail(r#"{"type":"join","channel":"a","info":{"user":"u"}}"#),

@@ -16,7 +16,6 @@
 use std::borrow::Cow;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 use crate::fast::{escape_into, escaped_len};
@@ -150,7 +149,7 @@ pub fn embeddable(text: &str) -> bool {
     matches!(bytes.first(), Some(b'{' | b'['))
         && matches!(bytes.last(), Some(b'}' | b']'))
         && depth_within(bytes, MAX_EMBEDDED_DEPTH)
-        && serde_json::from_str::<IgnoredAny>(text).is_ok()
+        && crate::object::value(text).is_ok()
 }
 
 /// Whether the brackets of `bytes` (outside strings) nest at most `max` deep.
@@ -210,7 +209,7 @@ pub(crate) fn decode_msg(text: &str) -> Option<(u64, String)> {
 /// # Errors
 ///
 /// When `raw` is a string that does not decode (a lone surrogate).
-pub(crate) fn data_text(raw: &str) -> Result<Cow<'_, str>, serde_json::Error> {
+pub(crate) fn data_text(raw: &str) -> Result<Cow<'_, str>, crate::object::ValueError> {
     if raw.starts_with('"') {
         crate::object::string(raw)
     } else {
