@@ -10,7 +10,7 @@
 //!   of docs/BENCHMARKS.md's UI bundle section, 171,179 once the console
 //!   had its channel panel, 161,603 after the third round of cuts,
 //!   173,356 once channels were shared across tabs, 175,934 once presence
-//!   was too): the check says by how
+//!   was too, 171,226 after the fourth round): the check says by how
 //!   much, and the issue stays open until it is.
 //! * [`CEILING`], enforced: the last measured size, plus a little. Above it
 //!   the step fails, so the console cannot grow while the target is
@@ -28,12 +28,24 @@ use anyhow::{Context, Result, bail};
 /// Where the console's wasm must get to: 140 KiB.
 pub const TARGET: u64 = 140 * 1024;
 
-/// What the check enforces until [`TARGET`] is reached: 175,934 bytes
-/// (2026-12-07, presence shared across tabs), and about 1,500 of room for
-/// a small change. A ratchet: lower it as the size comes down.
+/// What the check enforces until [`TARGET`] is reached: 171,226 bytes
+/// (2026-12-07, the fourth round of cuts with presence shared across
+/// tabs), and about 1,500 of room for a small change. A ratchet: lower it
+/// as the size comes down.
 ///
-/// Raised a third time, on purpose, the same day (from 174,900, at
-/// 173,356): presence shared across tabs (issue 24) added 2,578 bytes:
+/// The fourth round, from 173,356 (the ceiling was then 174,900): the
+/// console's controls made by one function each from static descriptions,
+/// the log's props compared by `Rc`, the query's flags read by the
+/// browser's `URLSearchParams` (-956 together); `shared::object`'s own
+/// scanner and `Deserializer` in place of serde_json's parser, with the
+/// tab wire's numbers read by `str::parse` once `elements` checked them,
+/// so no serde_json parser, float tables or string Debug in the wasm
+/// (-3,821 measured on the merge, 175,047 to 171,226). Presence shared
+/// across tabs came in the same round (+2,578; the size of the views
+/// hardly matters: view code gzips to about 11% of its size, the wasm as a
+/// whole to about 42%).
+///
+/// Presence shared across tabs (issue 24) added 2,578 bytes:
 /// the leader's presence queries for other tabs, their answers routed to
 /// the asking tab, joins and leaves to every tab, a followed subscription's
 /// refetch at each `subscribed`. With it, the tab wire's channel news
@@ -64,7 +76,7 @@ pub const TARGET: u64 = 140 * 1024;
 /// about 19.6 KB of the 21.2 KB it added (the panel's own views about
 /// 2.3 KB). Shipping the panel was worth more than holding the old line;
 /// the target stands, and the size has to come down to it.
-pub const CEILING: u64 = 177_450;
+pub const CEILING: u64 = 172_700;
 
 /// What to do when the wasm is over [`CEILING`].
 const INVESTIGATE: &str = "\

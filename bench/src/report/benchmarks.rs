@@ -38,99 +38,118 @@ const FIRST_PAGE: &str = "Measured by hand on 2026-11-30, not by this run: from 
      figure).";
 
 /// The console's wasm budget and its check (xtask/src/bundle.rs).
-const BUNDLE_BUDGET: &str = "Target: the console's wasm at most 140 KiB (143,360 bytes) \
-     gzip -9, the channel panel of the channels and presence issues included. Not reached: \
-     `cargo xtask test` enforces a ceiling of 174,900 bytes (173,356 by `cargo xtask bundle` \
-     on 2026-12-07 once channels were shared across tabs, and about 1,500 of room; raised a \
-     second time, from 163,100, for that: the tab wire's channel messages and the leader's \
-     rules, 11,753 bytes; 161,603 after the third round of cuts below; 171,179 once \
-     the console had its channel panel, 149,970 after the first two rounds and before the \
-     panel; raised once from 151,500 to 172,700 for the panel, whose wrapper channel code came \
-     into the wasm with it: about 19.6 KB of the 21.2 KB; 160,000 when the check landed at \
-     158,550), on the UI it builds (the wasm that `dist/index.html` loads, \
-     `gzip -9 -c` as measured here, so the same build gives the same figure), and fails above \
-     it, saying how to profile; the ceiling comes down with the size until it is the target. \
-     `cargo xtask bundle` builds the UI and runs the check alone.";
+const BUNDLE_BUDGET: &str = "Target: the console's wasm at most 140 KiB (143,360 bytes) gzip -9, the channel panel of \
+     the channels and presence issues included. Not reached: `cargo xtask test` enforces a \
+     ceiling of 172,700 bytes (171,226 by `cargo xtask bundle` on 2026-12-07 after a fourth \
+     round of cuts with presence shared across tabs, and about 1,500 of room; 175,934 once \
+     presence was shared across tabs, before the round; 173,356 once channels were shared \
+     across tabs; raised a second time, from 163,100, for that: the tab wire's channel \
+     messages and the leader's rules, 11,753 bytes; 161,603 after the third round of cuts \
+     below; 171,179 once the console had its channel panel, 149,970 after the first two \
+     rounds and before the panel; raised once from 151,500 to 172,700 for the panel, whose \
+     wrapper channel code came into the wasm with it: about 19.6 KB of the 21.2 KB; 160,000 \
+     when the check landed at 158,550), on the UI it builds (the wasm that `dist/index.html` \
+     loads, `gzip -9 -c` as measured here, so the same build gives the same figure), and \
+     fails above it, saying how to profile; the ceiling comes down with the size until it is \
+     the target. `cargo xtask bundle` builds the UI and runs the check alone.";
 
 /// Why a target is missed and what to do next, by target key. Written from
 /// profiling, not from a particular run's numbers, so it holds no figure.
 const MISSED: &[(&str, &str)] = &[
     (
         "bundle",
-        "The target is 140 KiB (143,360 bytes) gzip -9, the channel panel of the \
-         channels and presence issues included; `cargo xtask test` enforces a ceiling just above \
-         the last measured size (`cargo xtask bundle` alone), so CI fails if the console grows \
-         while the target is missed. The UI is built with its own Cargo profile (`ui`: release \
-         with opt-level `z`, through trunk's `data-cargo-profile-release`) and `wasm-opt -Oz \
+        "The target is 140 KiB (143,360 bytes) gzip -9, the channel panel of the channels and \
+         presence issues included; `cargo xtask test` enforces a ceiling just above the last \
+         measured size (`cargo xtask bundle` alone), so CI fails if the console grows while the \
+         target is missed. The UI is built with its own Cargo profile (`ui`: release with \
+         opt-level `z`, through trunk's `data-cargo-profile-release`) and `wasm-opt -Oz \
          --converge`; the console formats its decimals without core's float formatting; \
-         `ServerMessage` and the tab wire are decoded type first (`shared::object`) and \
-         encoded by hand, so serde's buffering of tagged enums (its `Content` tree) and its \
-         serializer are out of the wasm; the log's CSS classes no longer call `to_lowercase` \
-         (12 KB of Unicode tables). Issue 22's round, measured by `cargo xtask bundle` and \
-         the same build by hand, gzip -9: the console's allocator is talc \
-         (`talc::wasm::WasmDynamicTalc`, a safe constructor) instead of std's dlmalloc \
-         (-2.8 KB); the tab coordinator's roster and `accepted` are a sorted `TabMap` instead \
-         of two `BTreeMap` instantiations, in the same order on the wire (-3.1 KB); the \
-         driver decodes control frames with `ServerMessage::control_if_any`, which makes no \
-         error text where the driver dropped it (-0.5 KB); the dispatcher's sending to \
-         streams is reached through a function pointer that the first stream sets, so an \
-         app that never asks for a stream carries none of it (-0.6 KB); wasm-opt's \
-         `--converge` (-0.1 KB). \
-         A second round, measured by `cargo xtask bundle`'s build, gzip -9, from 151,328 (the \
-         size after the presence wrapper landed): the tab wire writes every number through one \
-         `u64` path and reads every number as a `u64` checked into its field's range, and its \
-         arrays (the roster, `accepted`, a binary frame's bytes) element by element through \
-         `shared::object::elements`, so serde's decoders for `u32`, `usize`, `Vec<u32>`, \
-         `Vec<(u32, u64)>` and `Vec<u8>` are out of the wasm, with the same bytes on the wire \
-         and the same posts refused (-1.1 KB: -773 bytes for the numbers, -373 for a frame's \
-         bytes); the sender's series count is a `String` state like the drafts' instead of a \
-         `u32` one (-54 bytes: the other `use_state` types left are `String` and `bool`, shared \
-         with the page, so this was the last distinct one outside `app.rs`) and its capacity is \
-         read with the `u32` parser the counts already have instead of one for `usize` (-82 \
-         bytes); the auto-sender's label and the chart's `viewBox` are constants instead of a \
-         `format!` at each render (-76 bytes). \
-         A third round, measured the same way, from 171,161 (the channel panel in) to 161,603: \
-         nothing the console runs formats a `serde_json::Error` any more (an error inside a \
-         nested object of a channel message is `FieldError::Nested`, whose text, the same as \
-         before, is made only when shown, where `channel_if_any` made and dropped it; \
-         `EncodeError`'s text no longer repeats its source; the panel's publish does not \
-         format the parse error of a text `JSON.stringify` wrote), so serde_json's error code \
-         texts and `std::io::Error`'s kind texts are out (-855 bytes); the state badge's and \
-         the log lines' classes are set as the `className` property, since html! makes a \
-         `class={…}` that is not a literal into yew's `Classes`, an `IndexSet` with a \
-         hashbrown of its own (-3,258 bytes); the channel table keeps its subscriptions in one \
-         sorted vector instead of a `BTreeMap`, in the same order (-2,715 bytes); the counters \
-         and the rate chart are view functions the page calls (-1,228 bytes), and so are the \
-         burst panel and the channel panel, their fields held by the page (`use_drafts`, each \
-         written on input and on change, since the page renders them again at every flush; \
-         -1,502 bytes): each component type carries about 1 KB of yew's generic code. Tried in \
-         that round and left: the connection bar as a view function too (-1,487 bytes more, \
-         but its URL field starts filled, and a render at the next flush put the old URL back \
-         after a WebDriver clear: the end-to-end token test failed); following presence \
-         without a stream (-37 bytes: \
-         every subscription makes its first stream, so the stream code stays); the sender and \
-         the log as view functions (the sender's capacity and series fields keep a value of \
-         their own while typed in, which a render at every flush would put back; the log's \
-         300 lines would be rendered again at every flush). \
-         Tried and left: opt-level `s` (+16.6 KB), wasm-opt's `-Os`, \
-         `-iit`, `-tnh` and `--gufa` (within 0.3 KB either way), shorter panic paths \
-         (`--remap-path-prefix`: gzip already compresses the repeated prefix to about 30 \
-         bytes); splitting the pump into `#[inline(never)]` functions changes nothing, since \
-         wasm-opt merges a function into its one caller again: the pump is large because \
-         the driver, the runner and the tab coordinator are, not by duplication. What \
-         remains, by size of code (twiggy, names kept): yew's renderer and the console's \
-         views (about 117 KB of about 382 KB after wasm-opt, the seven components' views about \
-         38 KB of it, most in the page's), the tab coordinator (before wasm-opt its `handle` alone is about \
-         10 KB), the driver, drop glue and collections \
-         instantiated for many types, and serde_json's parser with the error texts its \
-         `custom` and `invalid_type` errors format (used by `shared::object`; with them come \
-         `str`'s Debug and its Unicode tables, and float formatting for `floating point` \
-         errors). Next step: serde_json out of the \
-         wasm path (a small scanner for `shared::object`'s few types; `FieldError::Invalid` \
-         carries a `serde_json::Error`, so that means an error type of its own, with every \
-         error code kept), and the coordinator itself (wasm-opt inlines its `handle` into \
-         the pump, about 25 KB after wasm-opt together), which the wire's codec is now a \
-         small part of.",
+         `ServerMessage` and the tab wire are decoded type first (`shared::object`) and encoded \
+         by hand, so serde's buffering of tagged enums (its `Content` tree) and its serializer \
+         are out of the wasm; the log's CSS classes no longer call `to_lowercase` (12 KB of \
+         Unicode tables). Issue 22's round, measured by `cargo xtask bundle` and the same build \
+         by hand, gzip -9: the console's allocator is talc (`talc::wasm::WasmDynamicTalc`, a safe \
+         constructor) instead of std's dlmalloc (-2.8 KB); the tab coordinator's roster and \
+         `accepted` are a sorted `TabMap` instead of two `BTreeMap` instantiations, in the same \
+         order on the wire (-3.1 KB); the driver decodes control frames with \
+         `ServerMessage::control_if_any`, which makes no error text where the driver dropped it \
+         (-0.5 KB); the dispatcher's sending to streams is reached through a function pointer \
+         that the first stream sets, so an app that never asks for a stream carries none of it \
+         (-0.6 KB); wasm-opt's `--converge` (-0.1 KB). A second round, measured by `cargo xtask \
+         bundle`'s build, gzip -9, from 151,328 (the size after the presence wrapper landed): the \
+         tab wire writes every number through one `u64` path and reads every number as a `u64` \
+         checked into its field's range, and its arrays (the roster, `accepted`, a binary frame's \
+         bytes) element by element through `shared::object::elements`, so serde's decoders for \
+         `u32`, `usize`, `Vec<u32>`, `Vec<(u32, u64)>` and `Vec<u8>` are out of the wasm, with \
+         the same bytes on the wire and the same posts refused (-1.1 KB: -773 bytes for the \
+         numbers, -373 for a frame's bytes); the sender's series count is a `String` state like \
+         the drafts' instead of a `u32` one (-54 bytes: the other `use_state` types left are \
+         `String` and `bool`, shared with the page, so this was the last distinct one outside \
+         `app.rs`) and its capacity is read with the `u32` parser the counts already have instead \
+         of one for `usize` (-82 bytes); the auto-sender's label and the chart's `viewBox` are \
+         constants instead of a `format!` at each render (-76 bytes). A third round, measured the \
+         same way, from 171,161 (the channel panel in) to 161,603: nothing the console runs \
+         formats a `serde_json::Error` any more (an error inside a nested object of a channel \
+         message is `FieldError::Nested`, whose text, the same as before, is made only when \
+         shown, where `channel_if_any` made and dropped it; `EncodeError`'s text no longer \
+         repeats its source; the panel's publish does not format the parse error of a text \
+         `JSON.stringify` wrote), so serde_json's error code texts and `std::io::Error`'s kind \
+         texts are out (-855 bytes); the state badge's and the log lines' classes are set as the \
+         `className` property, since html! makes a `class={…}` that is not a literal into yew's \
+         `Classes`, an `IndexSet` with a hashbrown of its own (-3,258 bytes); the channel table \
+         keeps its subscriptions in one sorted vector instead of a `BTreeMap`, in the same order \
+         (-2,715 bytes); the counters and the rate chart are view functions the page calls \
+         (-1,228 bytes), and so are the burst panel and the channel panel, their fields held by \
+         the page (`use_drafts`, each written on input and on change, since the page renders them \
+         again at every flush; -1,502 bytes): each component type carries about 1 KB of yew's \
+         generic code. Tried in that round and left: the connection bar as a view function too \
+         (-1,487 bytes more, but its URL field starts filled, and a render at the next flush put \
+         the old URL back after a WebDriver clear: the end-to-end token test failed); following \
+         presence without a stream (-37 bytes: every subscription makes its first stream, so the \
+         stream code stays); the sender and the log as view functions (the sender's capacity and \
+         series fields keep a value of their own while typed in, which a render at every flush \
+         would put back; the log's 300 lines would be rendered again at every flush). Tried and \
+         left: opt-level `s` (+16.6 KB), wasm-opt's `-Os`, `-iit`, `-tnh` and `--gufa` (within \
+         0.3 KB either way), shorter panic paths (`--remap-path-prefix`: gzip already compresses \
+         the repeated prefix to about 30 bytes); splitting the pump into `#[inline(never)]` \
+         functions changes nothing, since wasm-opt merges a function into its one caller again: \
+         the pump is large because the driver, the runner and the tab coordinator are, not by \
+         duplication. What remains, by size of code (twiggy, names kept): yew's renderer and the \
+         console's views (about 117 KB of about 382 KB after wasm-opt, the seven components' \
+         views about 38 KB of it, most in the page's), the tab coordinator (before wasm-opt its \
+         `handle` alone is about 10 KB), the driver, drop glue and collections instantiated for \
+         many types, and serde_json's parser with the error texts its `custom` and `invalid_type` \
+         errors format (used by `shared::object`; with them come `str`'s Debug and its Unicode \
+         tables, and float formatting for `floating point` errors). A fourth round, measured by \
+         `cargo xtask bundle`, gzip -9, from 173,356 (channels shared across tabs): the console's \
+         eight buttons, eleven labelled fields and three checkboxes are made by one function each \
+         (`components/controls.rs`) from static descriptions (-323 bytes); the log's props \
+         compare the `Rc` of its lines instead of the up to 300 lines in it, which also spares a \
+         deep comparison at every flush (-303); the query's flags (`?share=1`, `?reliable=1`) are \
+         read by the browser's `URLSearchParams` (-249); the buttons take a `Callback<()>` and \
+         the checkboxes a `Callback<bool>`, adapted to the event once (-81); `shared::object` has \
+         a scanner and a serde `Deserializer` over one value's text of its own instead of \
+         serde_json's parser (every value and error compared with serde_json's in its tests; a \
+         field of the wrong type is worded as serde_json words it, without the position in the \
+         field's own text), and the tab wire reads its numbers with `str::parse` once `elements` \
+         has checked them as JSON, so serde_json's parser and number parsing are out of the wasm \
+         (-3,821 on the merged tree, 175,047 to 171,226; alone, with the tab wire still calling \
+         serde_json, the scanner added 2,759). Presence shared across tabs came in the same round \
+         (+2,578, with the tab wire's channel news now the server's own frames, read by the \
+         driver's decoder: alone that adds 688, but with presence shared it is 1,389 smaller than \
+         the tab wire's own messages with presence frames beside them). The finding of that \
+         round: the views compress far better than the rest of the wasm (a cut of 2,938 bytes of \
+         the wasm took 323 out of its gzip, 11%, where the wasm as a whole gzips to 42%): the \
+         console's views, about 35 KB of code, are worth perhaps 4 KB of the gzip, so rewriting \
+         them cannot close the gap; the bytes that count are code and tables that gzip cannot \
+         shrink. Next steps, by yield: `Object::parse` and `elements` reporting an error type of \
+         their own instead of making a `serde_json::Error` by its `custom` (about 2.9 KB of code \
+         before gzip); float formatting (zmij, about 1 KB of code and tables after wasm-opt), in \
+         the wasm only for the heartbeat's `ping`, whose `t` is a whole number of milliseconds in \
+         a browser but has a fraction natively (a decision about the wire, not a cut); `str`'s \
+         Debug and `char::escape_debug` (about 2 KB) while any `{:?}` of a string is in the wasm; \
+         and the tab coordinator and the runner, which wasm-opt inlines into the glue's pump \
+         (about 34 KB after wasm-opt).",
     ),
     (
         "echo",
