@@ -319,6 +319,51 @@ pub async fn admin_get(server: &TestServer, admin_token: &str, path: &str) -> Re
     serde_json::from_str(&body).with_context(|| format!("GET {path}: {body}"))
 }
 
+/// The client ids `server` lists in `channel`'s presence (the admin API's
+/// `GET /api/channels/{channel}/presence`, with `admin_token`).
+///
+/// # Errors
+///
+/// When the request fails or the answer has no `clients`.
+pub async fn server_presence(
+    server: &TestServer,
+    admin_token: &str,
+    channel: &str,
+) -> Result<std::collections::BTreeSet<String>> {
+    let path = format!("/api/channels/{channel}/presence");
+    let answer = admin_get(server, admin_token, &path).await?;
+    let clients = answer["clients"]
+        .as_array()
+        .with_context(|| format!("no clients in {answer}"))?;
+    Ok(clients
+        .iter()
+        .filter_map(|member| member["client_id"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// Waits, within `timeout`, until [`server_presence`] satisfies `ok`
+/// (`what` names the wait in its error); returns it.
+///
+/// # Errors
+///
+/// When the deadline passes (the message has the last list seen).
+pub async fn server_presence_is(
+    (server, admin_token, channel): (&TestServer, &str, &str),
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(&std::collections::BTreeSet<String>) -> bool,
+) -> Result<std::collections::BTreeSet<String>> {
+    let last = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let waited = wait_for(what, timeout, || async {
+        let now = server_presence(server, admin_token, channel).await?;
+        let done = ok(&now);
+        last.replace(now.clone());
+        Ok(done.then_some(now))
+    })
+    .await;
+    waited.with_context(|| format!("the server listed {:?}", last.borrow()))
+}
+
 /// Replaces the value of the input `data-testid="id"` with `value`, typed.
 ///
 /// # Errors

@@ -30,30 +30,15 @@ async fn admin_get(server: &TestServer, path: &str) -> Result<Value> {
     e2e::admin_get(server, ADMIN_TOKEN, path).await
 }
 
-/// The client ids the server lists in the channel's presence.
-async fn server_presence(server: &TestServer) -> Result<BTreeSet<String>> {
-    let answer = admin_get(server, &format!("/api/channels/{CHANNEL}/presence")).await?;
-    let clients = answer["clients"]
-        .as_array()
-        .with_context(|| format!("no clients in {answer}"))?;
-    Ok(clients
-        .iter()
-        .filter_map(|member| member["client_id"].as_str().map(str::to_owned))
-        .collect())
-}
-
 /// Waits until the server's presence lists exactly `want`.
 async fn presence_becomes(server: &TestServer, want: &[&str]) -> Result<()> {
     let want: BTreeSet<String> = want.iter().map(|id| (*id).to_owned()).collect();
-    let last = RefCell::new(BTreeSet::new());
-    let waited = wait_for("the server's presence", STEP, || async {
-        let now = server_presence(server).await?;
-        let done = now == want;
-        last.replace(now);
-        Ok(done.then_some(()))
+    let what = format!("the server's presence to be {want:?}");
+    e2e::server_presence_is((server, ADMIN_TOKEN, CHANNEL), &what, STEP, |now| {
+        *now == want
     })
-    .await;
-    waited.with_context(|| format!("wanted {want:?}, the server listed {:?}", last.borrow()))
+    .await
+    .map(drop)
 }
 
 /// Waits until the element `id` satisfies `ok`; returns its text.

@@ -15,12 +15,11 @@
 //! the leader's connection and answered to it alone, patched by the joins
 //! and leaves the leader passes on).
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
-use e2e::{Browser, admin_get, click, start_dev_server, wait_for};
+use e2e::{Browser, click, start_dev_server};
 use fantoccini::wd::WindowHandle;
 use futures_util::SinkExt;
 use testbed::TestServer;
@@ -30,34 +29,13 @@ const STEP: Duration = Duration::from_secs(30);
 const CHANNEL: &str = "chat:lobby";
 const ADMIN_TOKEN: &str = "e2e-tab-presence-admin-token";
 
-/// The client ids the server lists in [`CHANNEL`]'s presence.
-async fn server_presence(server: &TestServer) -> Result<BTreeSet<String>> {
-    let path = format!("/api/channels/{CHANNEL}/presence");
-    let answer = admin_get(server, ADMIN_TOKEN, &path).await?;
-    let clients = answer["clients"]
-        .as_array()
-        .with_context(|| format!("no clients in {answer}"))?;
-    Ok(clients
-        .iter()
-        .filter_map(|member| member["client_id"].as_str().map(str::to_owned))
-        .collect())
-}
-
-/// Waits until the server's presence satisfies `ok`; returns it.
+/// Waits until the server's presence of [`CHANNEL`] satisfies `ok`; returns it.
 async fn server_presence_is(
     server: &TestServer,
     what: &str,
     ok: impl Fn(&BTreeSet<String>) -> bool,
 ) -> Result<BTreeSet<String>> {
-    let last = RefCell::new(BTreeSet::new());
-    let waited = wait_for(what, STEP, || async {
-        let now = server_presence(server).await?;
-        let done = ok(&now);
-        last.replace(now.clone());
-        Ok(done.then_some(now))
-    })
-    .await;
-    waited.with_context(|| format!("the server listed {:?}", last.borrow()))
+    e2e::server_presence_is((server, ADMIN_TOKEN, CHANNEL), what, STEP, ok).await
 }
 
 /// Waits until `id` in tab `tab` satisfies `ok`; returns the text.

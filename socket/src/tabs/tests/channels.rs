@@ -10,31 +10,6 @@ use crate::channel::{ChannelEvent, PublishError};
 
 const CH: &str = "chat:a";
 
-/// Runs `tabs` until none has an effect left: every broadcast reaches
-/// every other tab (in order). Returns each tab's effects.
-fn settle(tabs: &mut [&mut Tabs], now: f64) -> Vec<Vec<Effect>> {
-    let mut all = vec![Vec::new(); tabs.len()];
-    loop {
-        let mut quiet = true;
-        for i in 0..tabs.len() {
-            let effects = drain(tabs[i]);
-            if effects.is_empty() {
-                continue;
-            }
-            quiet = false;
-            for (j, other) in tabs.iter_mut().enumerate() {
-                if j != i {
-                    relay(&effects, other, now);
-                }
-            }
-            all[i].extend(effects);
-        }
-        if quiet {
-            return all;
-        }
-    }
-}
-
 /// The channel events delivered in `effects`, with their serial.
 fn events(effects: &[Effect]) -> Vec<(u64, ChannelEvent)> {
     effects

@@ -73,6 +73,34 @@ fn relay(effects: &[Effect], to: &mut Tabs, now: f64) {
     }
 }
 
+/// Runs `tabs` until none has an effect left, every broadcast reaching
+/// every other tab, in order, as the JSON it posts (through the wire's
+/// codec). Returns each tab's effects.
+fn settle(tabs: &mut [&mut Tabs], now: f64) -> Vec<Vec<Effect>> {
+    let mut all = vec![Vec::new(); tabs.len()];
+    loop {
+        let mut quiet = true;
+        for i in 0..tabs.len() {
+            let effects = drain(tabs[i]);
+            if effects.is_empty() {
+                continue;
+            }
+            quiet = false;
+            for (j, other) in tabs.iter_mut().enumerate() {
+                if j != i {
+                    for env in posted(&effects) {
+                        other.handle(Input::Posted(env.to_json()), now);
+                    }
+                }
+            }
+            all[i].extend(effects);
+        }
+        if quiet {
+            return all;
+        }
+    }
+}
+
 /// A leader `l` and a follower `f` that knows it.
 fn pair(reliable: bool) -> (Tabs, Tabs) {
     let mut l = Tabs::new(id("l"), &config(reliable));

@@ -12,33 +12,6 @@ use crate::channel::{ChannelError, ChannelEvent, Presence, PresenceError, Presen
 
 const CH: &str = "chat:a";
 
-/// Runs `tabs` until none has an effect left, every broadcast reaching
-/// every other tab as the JSON it posts. Returns each tab's effects.
-fn settle(tabs: &mut [&mut Tabs], now: f64) -> Vec<Vec<Effect>> {
-    let mut all = vec![Vec::new(); tabs.len()];
-    loop {
-        let mut quiet = true;
-        for i in 0..tabs.len() {
-            let effects = drain(tabs[i]);
-            if effects.is_empty() {
-                continue;
-            }
-            quiet = false;
-            for (j, other) in tabs.iter_mut().enumerate() {
-                if j != i {
-                    for env in posted(&effects) {
-                        other.handle(Input::Posted(env.to_json()), now);
-                    }
-                }
-            }
-            all[i].extend(effects);
-        }
-        if quiet {
-            return all;
-        }
-    }
-}
-
 /// Three tabs: leader `l`, followers `f` and `g`.
 fn three() -> (Tabs, Tabs, Tabs) {
     let (mut l, mut f) = pair(true);
