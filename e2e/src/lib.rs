@@ -271,9 +271,40 @@ pub async fn wait_in(
     timeout: Duration,
     ok: impl Fn(&str) -> bool,
 ) -> Result<String> {
+    let what = format!("{id} in a tab");
+    wait_text_of(browser, Some(tab), id, (&what, timeout), ok).await
+}
+
+/// Waits until the element `data-testid="id"` of the current window
+/// satisfies `ok` (not rendered yet counts as not yet), within `timeout`
+/// (`what` names the wait in its error); returns its text.
+///
+/// # Errors
+///
+/// When the deadline passes (the message has the last text seen).
+pub async fn wait_text(
+    browser: &Browser,
+    id: &str,
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(&str) -> bool,
+) -> Result<String> {
+    wait_text_of(browser, None, id, (what, timeout), ok).await
+}
+
+/// [`wait_text`], in window `tab` when given.
+async fn wait_text_of(
+    browser: &Browser,
+    tab: Option<&WindowHandle>,
+    id: &str,
+    (what, timeout): (&str, Duration),
+    ok: impl Fn(&str) -> bool,
+) -> Result<String> {
     let last = std::cell::RefCell::new(String::new());
-    let waited = wait_for(&format!("{id} in a tab"), timeout, || async {
-        browser.client.switch_to_window(tab.clone()).await?;
+    let waited = wait_for(what, timeout, || async {
+        if let Some(tab) = tab {
+            browser.client.switch_to_window(tab.clone()).await?;
+        }
         let now = text(browser, id).await.unwrap_or_default();
         let done = ok(&now);
         last.replace(now.clone());
@@ -281,6 +312,13 @@ pub async fn wait_in(
     })
     .await;
     waited.with_context(|| format!("{id} was {:?}", last.borrow()))
+}
+
+/// The tests of one binary that start a browser take turns (the machine
+/// has two cores): hold this while the browser runs.
+pub async fn one_browser() -> tokio::sync::MutexGuard<'static, ()> {
+    static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    ONE_BROWSER.lock().await
 }
 
 /// The real server with `cargo xtask run`'s development config (its `chat`
@@ -306,17 +344,42 @@ pub async fn start_dev_server(admin_token: &str) -> Result<TestServer> {
 ///
 /// When the request fails, the answer is not a success, or not JSON.
 pub async fn admin_get(server: &TestServer, admin_token: &str, path: &str) -> Result<Value> {
-    let response = reqwest::Client::new()
-        .get(server.http_url(path))
-        .bearer_auth(admin_token)
-        .send()
-        .await?;
+    let request = reqwest::Client::new().get(server.http_url(path));
+    admin_answer(request, admin_token, &format!("GET {path}")).await
+}
+
+/// `POST path` with `body` on `server`'s admin API with `admin_token`; its
+/// answer, as JSON.
+///
+/// # Errors
+///
+/// When the request fails, the answer is not a success, or not JSON.
+pub async fn admin_post(
+    server: &TestServer,
+    admin_token: &str,
+    path: &str,
+    body: String,
+) -> Result<Value> {
+    let request = reqwest::Client::new()
+        .post(server.http_url(path))
+        .body(body);
+    admin_answer(request, admin_token, &format!("POST {path}")).await
+}
+
+/// Sends an admin `request` with `admin_token`; its answer as JSON, or an
+/// error that names `what`.
+async fn admin_answer(
+    request: reqwest::RequestBuilder,
+    admin_token: &str,
+    what: &str,
+) -> Result<Value> {
+    let response = request.bearer_auth(admin_token).send().await?;
     let status = response.status();
     let body = response.text().await?;
     if !status.is_success() {
-        bail!("GET {path}: {status} {body}");
+        bail!("{what}: {status} {body}");
     }
-    serde_json::from_str(&body).with_context(|| format!("GET {path}: {body}"))
+    serde_json::from_str(&body).with_context(|| format!("{what}: {body}"))
 }
 
 /// The client ids `server` lists in `channel`'s presence (the admin API's

@@ -12,12 +12,11 @@
 //! `PUB #7 {"text":"…"} from <id>`, `JOIN <id>`, `LEAVE <id>`), and each
 //! page's client id from the `welcome` in its log.
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use e2e::{Browser, artefact_dir, click, start_dev_server, text, type_into, wait_for};
+use e2e::{Browser, artefact_dir, click, start_dev_server, text, type_into};
 use serde_json::Value;
 use testbed::TestServer;
 
@@ -48,16 +47,7 @@ async fn wait_text(
     what: &str,
     ok: impl Fn(&str) -> bool,
 ) -> Result<String> {
-    let last = RefCell::new(String::new());
-    let waited = wait_for(what, STEP, || async {
-        // Not rendered yet is "not yet", not a failure.
-        let now = text(browser, id).await.unwrap_or_default();
-        let done = ok(&now);
-        last.replace(now.clone());
-        Ok(done.then_some(now))
-    })
-    .await;
-    waited.with_context(|| format!("{id} was {:?}", last.borrow()))
+    e2e::wait_text(browser, id, what, STEP, ok).await
 }
 
 /// The page's client id, from the `welcome` in its log.

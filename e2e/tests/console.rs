@@ -3,23 +3,20 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use e2e::{Browser, artefact_dir, by_id, click, dist_dir, text, type_into, wait_for};
+use e2e::{Browser, artefact_dir, by_id, click, dist_dir, text, type_into};
 use fantoccini::Locator;
 use testbed::{Testbed, mint_token};
 
 const STEP: Duration = Duration::from_secs(30);
 
+/// Waits until the element `id` satisfies `ok`; returns its text.
 async fn wait_text(
     browser: &Browser,
     id: &str,
     what: &str,
     ok: impl Fn(&str) -> bool,
 ) -> Result<String> {
-    wait_for(what, STEP, || async {
-        // The element may not be rendered yet: that is "not yet", not a failure.
-        Ok(text(browser, id).await.ok().filter(|t| ok(t)))
-    })
-    .await
+    e2e::wait_text(browser, id, what, STEP, ok).await
 }
 
 async fn log_has(browser: &Browser, needle: &str) -> Result<()> {

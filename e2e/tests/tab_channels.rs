@@ -15,10 +15,9 @@
 use std::cell::RefCell;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use e2e::{Browser, admin_get, click, start_dev_server, text, type_into, wait_for};
 use fantoccini::wd::WindowHandle;
-use serde_json::Value;
 use testbed::TestServer;
 
 const STEP: Duration = Duration::from_secs(30);
@@ -50,18 +49,9 @@ async fn subscriptions_become(server: &TestServer, want: u64) -> Result<()> {
 
 /// The admin API publishes `{"text": text}`; returns its offset.
 async fn admin_publish(server: &TestServer, text: &str) -> Result<u64> {
-    let response = reqwest::Client::new()
-        .post(server.http_url(&format!("/api/channels/{CHANNEL}/publish")))
-        .bearer_auth(ADMIN_TOKEN)
-        .body(serde_json::json!({ "text": text }).to_string())
-        .send()
-        .await?;
-    let status = response.status();
-    let body = response.text().await?;
-    if !status.is_success() {
-        bail!("publish refused: {status} {body}");
-    }
-    let answer: Value = serde_json::from_str(&body)?;
+    let path = format!("/api/channels/{CHANNEL}/publish");
+    let body = serde_json::json!({ "text": text }).to_string();
+    let answer = e2e::admin_post(server, ADMIN_TOKEN, &path, body).await?;
     answer["offset"].as_u64().context("no offset")
 }
 
@@ -147,13 +137,10 @@ async fn role(browser: &Browser, tab: &WindowHandle) -> Result<String> {
     Ok(text(browser, "tab-role").await.unwrap_or_default())
 }
 
-/// One browser at a time (the machine has two cores).
-static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_tabs_hold_one_subscription_and_keep_every_publication_through_a_handoff()
 -> Result<()> {
-    let _one = ONE_BROWSER.lock().await;
+    let _one = e2e::one_browser().await;
     scenario("/?share=1").await
 }
 
@@ -161,7 +148,7 @@ async fn shared_tabs_hold_one_subscription_and_keep_every_publication_through_a_
 /// the session, which the next leader resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reliable_shared_tabs_keep_every_publication_through_a_handoff() -> Result<()> {
-    let _one = ONE_BROWSER.lock().await;
+    let _one = e2e::one_browser().await;
     scenario("/?share=1&reliable=1").await
 }
 

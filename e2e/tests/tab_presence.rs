@@ -82,12 +82,9 @@ async fn subscribe(browser: &Browser, tab: &WindowHandle) -> Result<()> {
     .map(drop)
 }
 
-/// One test's browsers at a time (the machine has two cores).
-static ONE_TEST: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_tabs_are_one_member_and_a_follower_follows_the_others() -> Result<()> {
-    let _one = ONE_TEST.lock().await;
+    let _one = e2e::one_browser().await;
     scenario("/?share=1").await
 }
 
@@ -95,7 +92,7 @@ async fn shared_tabs_are_one_member_and_a_follower_follows_the_others() -> Resul
 /// beside the session, which the next leader resumes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reliable_shared_tabs_are_one_member_and_a_follower_follows_the_others() -> Result<()> {
-    let _one = ONE_TEST.lock().await;
+    let _one = e2e::one_browser().await;
     scenario("/?share=1&reliable=1").await
 }
 

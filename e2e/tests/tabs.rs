@@ -23,14 +23,10 @@ use e2e::{Browser, by_id, click, dist_dir, text, wait_for, wait_in};
 use fantoccini::Locator;
 use fantoccini::wd::WindowHandle;
 use testbed::Testbed;
-use tokio::sync::Mutex;
 
 const STEP: Duration = Duration::from_secs(30);
 /// The reliable scenario's series take a while with four tabs on two cores.
 const LONG: Duration = Duration::from_secs(120);
-
-/// One browser at a time.
-static ONE_BROWSER: Mutex<()> = Mutex::const_new(());
 
 /// The server's own count of open WebSocket connections.
 async fn open_connections(testbed: &Testbed) -> Result<u64> {
@@ -166,7 +162,7 @@ async fn close_tab(browser: &Browser, tab: &WindowHandle) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_tabs_share_one_connection_and_a_closed_leader_is_replaced() -> Result<()> {
-    let _one = ONE_BROWSER.lock().await;
+    let _one = e2e::one_browser().await;
     let testbed = Testbed::start(Some(&dist_dir()?)).await?;
     let browser = Browser::start().await?;
     let url = format!("{}/?share=1", testbed.http_base);
@@ -230,7 +226,7 @@ async fn three_tabs_share_one_connection_and_a_closed_leader_is_replaced() -> Re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_sharing_each_tab_has_its_own_connection() -> Result<()> {
-    let _one = ONE_BROWSER.lock().await;
+    let _one = e2e::one_browser().await;
     let testbed = Testbed::start(Some(&dist_dir()?)).await?;
     let browser = Browser::start().await?;
     let mut tabs = Vec::new();
@@ -263,7 +259,7 @@ async fn start_series(browser: &Browser) -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reliable_handoffs_lose_and_repeat_nothing() -> Result<()> {
-    let _one = ONE_BROWSER.lock().await;
+    let _one = e2e::one_browser().await;
     let testbed = Testbed::start(Some(&dist_dir()?)).await?;
     let browser = Browser::start().await?;
     let url = format!("{}/?share=1&reliable=1", testbed.http_base);
@@ -399,7 +395,7 @@ fn forged_posts(base: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_posts_on_the_channel_break_no_sharing_and_lose_nothing() -> Result<()> {
-    let _one = ONE_BROWSER.lock().await;
+    let _one = e2e::one_browser().await;
     let testbed = Testbed::start(Some(&dist_dir()?)).await?;
     let browser = Browser::start().await?;
     let url = format!("{}/?share=1&reliable=1", testbed.http_base);

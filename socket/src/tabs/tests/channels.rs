@@ -10,19 +10,6 @@ use crate::channel::{ChannelEvent, PublishError};
 
 const CH: &str = "chat:a";
 
-/// The channel events delivered in `effects`, with their serial.
-fn events(effects: &[Effect]) -> Vec<(u64, ChannelEvent)> {
-    effects
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Deliver(TabEvent::Channel { serial, event, .. }) => {
-                Some((*serial, event.clone()))
-            }
-            _ => None,
-        })
-        .collect()
-}
-
 fn publication(offset: u64) -> ChannelEvent {
     ChannelEvent::Publication {
         offset,

@@ -101,6 +101,20 @@ fn settle(tabs: &mut [&mut Tabs], now: f64) -> Vec<Vec<Effect>> {
     }
 }
 
+/// The channel events delivered to a tab's app in `effects`, with their
+/// serial.
+fn events(effects: &[Effect]) -> Vec<(u64, crate::channel::ChannelEvent)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Deliver(TabEvent::Channel { serial, event, .. }) => {
+                Some((*serial, event.clone()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// A leader `l` and a follower `f` that knows it.
 fn pair(reliable: bool) -> (Tabs, Tabs) {
     let mut l = Tabs::new(id("l"), &config(reliable));

@@ -61,19 +61,6 @@ fn answers(effects: &[Effect]) -> Vec<(String, Result<PresenceAnswer, PresenceEr
         .collect()
 }
 
-/// The channel events delivered to a tab's app.
-fn events(effects: &[Effect]) -> Vec<(u64, ChannelEvent)> {
-    effects
-        .iter()
-        .filter_map(|e| match e {
-            Effect::Deliver(TabEvent::Channel { serial, event, .. }) => {
-                Some((*serial, event.clone()))
-            }
-            _ => None,
-        })
-        .collect()
-}
-
 fn report(l: &mut Tabs, report: SocketReport) {
     l.handle(Input::Socket(report), 1.0);
 }
