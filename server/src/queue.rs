@@ -36,17 +36,27 @@
 //! push and every wait: about 3% of the server's CPU per delivery in a
 //! channel's fan-out, where each publication wakes every subscriber's
 //! queue. No sender ever waits for room.
+//!
+//! A channel's frame for an idle connection skips the queue altogether
+//! ([`Sender::try_send_frame`]): with nothing queued and the receiver
+//! waiting, it is written into the socket by the sender, through the
+//! socket's [`SocketLink`] (see `serve::link` for why and its rules). The
+//! receive that finds nothing marks the link idle under this queue's lock;
+//! the connection's task marks it busy before anything else it does.
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::task::{Poll, Waker};
 
 use axum::extract::ws::Message;
 
 use shared::PushEncoder;
 
+use crate::channels::hub::Sink;
 use crate::metrics::Metrics;
+use crate::registry::{ClientShared, CloseRequest};
+use crate::serve::{SocketLink, Wrote};
 
 /// Why a message could not be queued without waiting.
 #[derive(Debug, PartialEq, Eq)]
@@ -78,17 +88,34 @@ struct State {
     /// The receiver's task, while its receive waits: woken when an item
     /// arrives, the last sender goes, or a [`Wake`] wakes it.
     waiter: Option<Waker>,
+    /// A channel's frame did not fit: the connection is closing as a slow
+    /// consumer, and no later channel frame may reach its client (a
+    /// smaller one could still fit, and the client would then recover from
+    /// past the one that was dropped).
+    failed: bool,
+    /// Frames written directly ([`Sender::try_send_frame`]): counted here,
+    /// under the lock the write holds anyway, rather than in the client's
+    /// counters (one more cold cache line per delivery).
+    written: u64,
 }
 
-/// One queue, shared by its senders and its receiver.
+/// One queue, shared by its senders and its receiver, and by the channels
+/// the connection subscribed to: the hub holds it as the connection's
+/// [`Sink`] (see [`Sender::channel_sink`]), so that a delivery's first
+/// touch of the connection is its queue's lock.
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
     state: Mutex<State>,
     /// `--send-queue`: items plus reserved slots.
     messages: usize,
     /// `--send-queue-bytes`; 0: no bound.
     limit: usize,
     metrics: Arc<Metrics>,
+    /// The socket's link, for direct writes while the connection is idle.
+    link: Option<Arc<SocketLink>>,
+    /// The client's shared part, asked to close when a channel's frame
+    /// does not fit (weak: it holds this queue's [`Wake`]).
+    client: OnceLock<Weak<ClientShared>>,
 }
 
 impl Shared {
@@ -151,6 +178,84 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Sends a channel's `frame`: written into the socket now if the
+    /// connection is idle (nothing queued, its task waiting), else queued
+    /// if there is room. `Ok(true)`: written (in part at least: the rest is
+    /// queued for the writer to flush, see [`Outbound::Rest`]). `Full`
+    /// fails the queue for channel frames for good.
+    fn try_send_frame(&self, frame: &Message) -> Result<bool, TrySendError> {
+        let mut state = self.lock();
+        if state.closed || state.failed {
+            return Err(TrySendError::Closed);
+        }
+        if let Some(link) = &self.link
+            && state.items.is_empty()
+            && state.reserved == 0
+        {
+            match link.write_frame(frame) {
+                Wrote::All => {
+                    state.written += 1;
+                    return Ok(true);
+                }
+                Wrote::Part { rest } => {
+                    state.written += 1;
+                    self.push(state, Outbound::Rest { len: rest }, rest);
+                    return Ok(true);
+                }
+                Wrote::Nothing => {}
+            }
+        }
+        let item = Outbound::Frame(frame.clone());
+        let len = item.queued_len();
+        if !(self.slot_free(&state) && self.bytes_fit(&state, len)) {
+            state.failed = true;
+            return Err(TrySendError::Full);
+        }
+        self.push(state, item, len);
+        Ok(false)
+    }
+}
+
+/// The connection as a channel's subscriber: a frame that does not fit
+/// closes it (1013, slow consumer) rather than leave a hole, and no later
+/// one gets in; its client comes back and recovers by offset, with
+/// nothing lost.
+impl Sink<Message> for Shared {
+    fn send(&self, frame: &Message) -> bool {
+        match self.try_send_frame(frame) {
+            Ok(false) => true,
+            // Written by this call (the writer counts what it writes; the
+            // queue counted this one for the client).
+            Ok(true) => {
+                Metrics::add(&self.metrics.messages_out, 1);
+                Metrics::add(&self.metrics.bytes_out, message_len(frame) as u64);
+                true
+            }
+            Err(TrySendError::Full) => {
+                if let Some(client) = self.client.get().and_then(Weak::upgrade) {
+                    client.request_close(CloseRequest {
+                        code: shared::close_code::TRY_AGAIN_LATER,
+                        reason: crate::connection::end::SLOW_CONSUMER.into(),
+                    });
+                }
+                false
+            }
+            Err(TrySendError::Closed) => false,
+        }
+    }
+
+    fn send_own(&self, frame: &Message) {
+        let state = self.lock();
+        if state.closed || state.failed {
+            return;
+        }
+        let item = Outbound::Frame(frame.clone());
+        let len = item.queued_len();
+        self.push(state, item, len);
+    }
+}
+
 /// What a connection's writer is asked to send.
 #[derive(Debug)]
 pub enum Outbound {
@@ -166,10 +271,28 @@ pub enum Outbound {
         /// The push's body and time, encoded but for `seq`.
         push: Arc<PushEncoder>,
     },
+    /// A direct write left `len` bytes in the socket's link: the writer's
+    /// next flush writes them (counted here until then).
+    Rest {
+        /// The bytes left.
+        len: usize,
+    },
 }
 
 /// A new queue of `messages` (at least one) and `bytes` (0: unbounded).
+#[cfg(test)]
 pub(crate) fn channel(messages: usize, bytes: usize, metrics: Arc<Metrics>) -> (Sender, Receiver) {
+    linked(messages, bytes, metrics, None)
+}
+
+/// A new queue (see [`channel`]) whose idle receiver's socket `link` is
+/// written to directly by [`Sender::try_send_frame`].
+pub(crate) fn linked(
+    messages: usize,
+    bytes: usize,
+    metrics: Arc<Metrics>,
+    link: Option<Arc<SocketLink>>,
+) -> (Sender, Receiver) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             senders: 1,
@@ -178,6 +301,8 @@ pub(crate) fn channel(messages: usize, bytes: usize, metrics: Arc<Metrics>) -> (
         messages: messages.max(1),
         limit: bytes,
         metrics,
+        link,
+        client: OnceLock::new(),
     });
     (
         Sender {
@@ -250,6 +375,13 @@ impl Sender {
         Ok(())
     }
 
+    /// This queue as the sink of the connection's channels, which asks
+    /// `client` to close when a frame does not fit.
+    pub(crate) fn channel_sink(&self, client: &Arc<ClientShared>) -> Arc<Shared> {
+        let _ = self.shared.client.set(Arc::downgrade(client));
+        self.shared.clone()
+    }
+
     /// Queues `item` whatever the bounds (dropped if the receiver is gone).
     /// For the connection's own task, which also drains the queue: it must
     /// never wait for room only it can make. It keeps the bounds by reading
@@ -317,6 +449,12 @@ impl Sender {
     pub(crate) fn queued_bytes(&self) -> usize {
         self.shared.lock().bytes
     }
+
+    /// Frames written directly so far (not counted in the client's
+    /// `messages_out`, which counts what its task wrote).
+    pub(crate) fn written(&self) -> u64 {
+        self.shared.lock().written
+    }
 }
 
 /// A reserved slot: its message is admitted whatever its size. Dropped
@@ -368,7 +506,18 @@ impl Receiver {
             .wait(|state| {
                 let woken = std::mem::take(&mut state.woken);
                 if state.items.is_empty() {
-                    return (state.senders == 0 || woken).then_some(0);
+                    let done = (state.senders == 0 || woken).then_some(0);
+                    if done.is_none()
+                        && let Some(link) = &shared.link
+                    {
+                        // Waits with nothing to write: direct writes may go in.
+                        link.set_idle();
+                    }
+                    return done;
+                }
+                if let Some(link) = &shared.link {
+                    // What it takes goes out before any direct write.
+                    link.set_busy();
                 }
                 let n = limit.min(state.items.len());
                 buffer.extend(state.items.drain(..n));
@@ -439,6 +588,7 @@ impl Outbound {
             Self::Frame(message) => message_len(message),
             Self::Frames(messages) => messages.iter().map(message_len).sum(),
             Self::Push { push } => push.max_len(),
+            Self::Rest { len } => *len,
         }
     }
 }

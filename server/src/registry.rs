@@ -308,7 +308,7 @@ impl Registry {
                 remote_addr: h.remote_addr.to_string(),
                 connected_at: millis(h.connected_at),
                 messages_in: h.shared.messages_in.load(Relaxed),
-                messages_out: h.shared.messages_out.load(Relaxed),
+                messages_out: h.shared.messages_out.load(Relaxed) + h.outbound.written(),
                 queue_len: h.outbound.len(),
                 queue_bytes: h.outbound.queued_bytes(),
                 session: h.bound().map(|s| reliable::lock(s).id().to_owned()),

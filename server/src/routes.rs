@@ -278,10 +278,11 @@ fn identify(
 /// served some other way, whose connections are then not counted.
 type Partial = Option<Extension<std::sync::Arc<PartialMeter>>>;
 
-/// The socket's read gate (see `serve::io`), put in the request's
-/// extensions by the accept loop; `None` for a router served some other
-/// way, whose connections then poll their read side at every turn.
-type Gate = Option<Extension<std::sync::Arc<crate::serve::ReadGate>>>;
+/// The socket's link (its read gate and direct writes, see `serve::link`),
+/// put in the request's extensions by the accept loop; `None` for a router
+/// served some other way, whose connections then poll their read side at
+/// every turn and are written to only by their own task.
+type Link = Option<Extension<std::sync::Arc<crate::serve::SocketLink>>>;
 
 async fn ws(
     State(state): State<AppState>,
@@ -289,7 +290,7 @@ async fn ws(
     crate::peer::ClientAddr(remote_addr): crate::peer::ClientAddr,
     query: Result<Query<WsQuery>, QueryRejection>,
     headers: HeaderMap,
-    (partial, gate): (Partial, Gate),
+    (partial, link): (Partial, Link),
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     let upgrade = match admit(&state, &headers, upgrade) {
@@ -344,7 +345,7 @@ async fn ws(
                 protocol,
                 identity,
                 partial: partial.map(|Extension(meter)| meter),
-                read_gate: gate.map(|Extension(gate)| gate),
+                link: link.map(|Extension(link)| link),
             },
         ))
     })

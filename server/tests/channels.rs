@@ -610,6 +610,67 @@ async fn the_admin_api_publishes_once_per_key_lists_reads_the_history_and_unsubs
 }
 
 #[tokio::test]
+async fn a_subscriber_that_reads_late_gets_every_frame_whole_and_in_order() {
+    // 200 publications of 60 KB, more than the sockets' buffers hold, to a
+    // subscriber that reads nothing meanwhile, and that asks for an echo
+    // after every tenth: the first publications are written straight into
+    // its socket by the fan-out, one of them in part once the socket fills
+    // (its rest goes first at the connection's next write), the others
+    // through its queue, and the echo replies go between them. Read at
+    // last, every frame is whole: each publication once and in order, and
+    // each reply.
+    let server = start(&[
+        "--admin-token",
+        ADMIN,
+        "--send-queue",
+        "1000",
+        "--send-queue-bytes",
+        "0",
+    ])
+    .await;
+    let mut late = connect(&server).await;
+    subscribe(&mut late, "chat:late", None).await;
+    let http = reqwest::Client::new();
+    let body = format!("\"{}\"", "x".repeat(60_000));
+    const PUBLISHED: u64 = 200;
+    for n in 1..=PUBLISHED {
+        let answer = http
+            .post(server.http_url("/api/channels/chat:late/publish"))
+            .bearer_auth(ADMIN)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        if n.is_multiple_of(10) {
+            send_text(
+                &mut late,
+                &format!(r#"{{"type":"echo","id":{n},"body":"after {n}"}}"#),
+            )
+            .await;
+        }
+    }
+    let (mut offset, mut echoes) = (0, Vec::new());
+    while offset < PUBLISHED || echoes.len() < 20 {
+        match next_json(&mut late).await {
+            ServerMessage::Pub {
+                offset: got, data, ..
+            } => {
+                assert_eq!(got, offset + 1, "in order, once each");
+                assert_eq!(data.get(), body, "whole");
+                offset = got;
+            }
+            ServerMessage::Echo { id, body } => {
+                assert_eq!(body, format!("after {id}"));
+                echoes.push(id);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(echoes, (1..=20).map(|n| n * 10).collect::<Vec<_>>());
+}
+
+#[tokio::test]
 async fn a_subscriber_that_does_not_read_is_closed_as_slow_and_recovers_everything_after() {
     // Publications of 60 KB into a queue of 8: once the socket's buffers
     // are full, the queue is, and the next publication asks the connection

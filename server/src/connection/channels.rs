@@ -7,13 +7,14 @@
 //! subscription what it missed and its going live ([`Live`]), after the
 //! reply. `pub` frames are never numbered: recovery by offset covers them.
 //!
-//! A subscriber's live publications reach its outbound queue through a
-//! [`ConnSink`] within the queue's bounds. A connection that cannot take one
+//! A subscriber's live publications reach its socket through its
+//! outbound queue, which the hub holds as the connection's sink: written
+//! into the socket at once when the connection is idle (see
+//! `serve::link`), else queued within the queue's bounds. A connection that cannot take one
 //! is closed as a slow consumer (1013) rather than given a hole: its
 //! client comes back and recovers by offset, with nothing lost.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use axum::extract::ws::Message;
 use shared::channel::{MAX_ID_BYTES, Member, OffsetRange, RecoveryFailure, UnsubscribeReason};
@@ -26,49 +27,14 @@ use crate::channels::namespace::Capability;
 use crate::channels::service::{Refusal, Subscribed, pub_frame};
 use crate::channels::stream::{Position, PublishRequest, PublisherInfo, Recovery};
 use crate::limits::Bucket;
-use crate::queue::{self, TrySendError};
-use crate::registry::{ClientShared, CloseRequest, Outbound};
-
-/// Where a connection's channel frames go: its outbound queue.
-pub(crate) struct ConnSink {
-    outbound: queue::Sender,
-    shared: Arc<ClientShared>,
-    /// A frame did not fit: the connection is closing, and no later frame
-    /// may reach its client (a smaller one could still fit, and the client
-    /// would then recover from past the one that was dropped).
-    failed: AtomicBool,
-}
-
-impl Sink<Message> for ConnSink {
-    fn send(&self, frame: &Message) -> bool {
-        if self.failed.load(Relaxed) {
-            return false;
-        }
-        match self.outbound.try_send(Outbound::Frame(frame.clone())) {
-            Ok(()) => true,
-            Err(TrySendError::Full) => {
-                self.failed.store(true, Relaxed);
-                self.shared.request_close(CloseRequest {
-                    code: shared::close_code::TRY_AGAIN_LATER,
-                    reason: super::end::SLOW_CONSUMER.into(),
-                });
-                false
-            }
-            Err(TrySendError::Closed) => false,
-        }
-    }
-
-    fn send_own(&self, frame: &Message) {
-        if !self.failed.load(Relaxed) {
-            self.outbound.force_send(Outbound::Frame(frame.clone()));
-        }
-    }
-}
+use crate::queue;
+use crate::registry::Outbound;
 
 /// A connection's channel state, made at its first channel request (an
 /// idle connection that uses none pays one pointer).
 pub(super) struct ChannelState {
-    sink: Arc<ConnSink>,
+    /// The connection's queue, as its channels' sink.
+    sink: Arc<queue::Shared>,
     /// `--publish-rate`.
     publishes: Option<Bucket>,
     /// `--channel-request-rate`.
@@ -223,11 +189,7 @@ where
         let (outbound, shared) = (&self.outbound, &self.conn.shared);
         self.channels.get_or_insert_with(|| {
             Box::new(ChannelState {
-                sink: Arc::new(ConnSink {
-                    outbound: outbound.clone(),
-                    shared: shared.clone(),
-                    failed: AtomicBool::new(false),
-                }),
+                sink: outbound.channel_sink(shared),
                 publishes: None,
                 requests: None,
             })
@@ -560,12 +522,8 @@ mod tests {
         let (outbound, _receiver) = queue::channel(16, 100, Arc::default());
         let text = |n: usize| Message::Text("x".repeat(n).into());
         outbound.force_send(Outbound::Frame(text(60)));
-        let shared = Arc::new(ClientShared::new(outbound.waker()));
-        let sink = ConnSink {
-            outbound: outbound.clone(),
-            shared: shared.clone(),
-            failed: AtomicBool::new(false),
-        };
+        let shared = Arc::new(crate::registry::ClientShared::new(outbound.waker()));
+        let sink = outbound.channel_sink(&shared);
         assert!(!sink.send(&text(50)), "over the byte bound");
         assert!(shared.close_pending(), "the connection is asked to close");
         // A smaller one would fit: it must not, or the client would

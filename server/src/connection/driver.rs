@@ -17,6 +17,14 @@
 //! `--send-queue-bytes`), so that a client that sends without reading
 //! waits for its replies to be written (or is closed as a slow consumer).
 //!
+//! A channel's publication to an idle connection does not wake it at all:
+//! the fan-out writes it into the socket itself (see `serve::link`). The
+//! loop marks its socket's link busy before anything it does once awake
+//! (at the top of each turn, at a frame read, at a batch taken from the
+//! queue) and idle only in the queue's receive that finds nothing, so what
+//! it writes of its own never overtakes, nor is overtaken by, a direct
+//! write within one channel's frames.
+//!
 //! Every deadline is checked at the top of every turn, whatever woke it: a
 //! client that keeps the read side busy without pause cannot hold its
 //! connection past the token's expiry.
@@ -124,17 +132,22 @@ fn earlier(
     }
 }
 
-/// The socket's next frame, read once `gate` says the socket may have
-/// something (see `serve::io::ReadGate`); at every poll without a gate.
-async fn gated_next<T>(ws: &mut T, gate: Option<&crate::serve::ReadGate>) -> Option<T::Item>
+/// The socket's next frame, read once its link's gate says the socket may
+/// have something (see `serve::link`); at every poll without a link. A
+/// frame read marks the connection busy at once: what it leads to is
+/// written after any direct write that came first.
+async fn gated_next<T>(ws: &mut T, link: Option<&crate::serve::SocketLink>) -> Option<T::Item>
 where
     T: Stream + Unpin,
 {
     std::future::poll_fn(|cx| {
-        if let Some(gate) = gate {
-            std::task::ready!(gate.poll_open(cx));
-        }
-        ws.poll_next_unpin(cx)
+        let Some(link) = link else {
+            return ws.poll_next_unpin(cx);
+        };
+        std::task::ready!(link.poll_open(cx));
+        let next = std::task::ready!(ws.poll_next_unpin(cx));
+        link.set_busy();
+        std::task::Poll::Ready(next)
     })
     .await
 }
@@ -223,6 +236,11 @@ where
         }
 
         let (end, written) = loop {
+            // Awake: no direct write into the socket until the next idle
+            // wait (see `serve::link`).
+            if let Some(link) = &conn.link {
+                link.set_busy();
+            }
             if let Some(request) = conn.shared.take_close() {
                 break (End::with(request.code, request.reason), true);
             }
@@ -279,7 +297,7 @@ where
                 biased;
                 // Through the read gate: a wake-up by the queue alone (a
                 // subscriber's publication) does not poll the read side.
-                frame = gated_next(&mut self.ws, conn.read_gate.as_deref()), if reading => {
+                frame = gated_next(&mut self.ws, conn.link.as_deref()), if reading => {
                     last_heard = tokio::time::Instant::now();
                     if let Err(end) = Box::pin(self.read(frame)).await {
                         break (end, true);
@@ -332,6 +350,9 @@ where
                 }
             }
         };
+        if let Some(link) = &conn.link {
+            link.set_busy();
+        }
         if let Some(link) = &self.link {
             link.detach(self.state);
         }

@@ -71,9 +71,10 @@ pub struct Peer {
     /// The socket's meter of unfinished messages (`--max-partial-bytes`),
     /// emptied here at each message; `None` when not counted (unit tests).
     pub partial: Option<Arc<crate::partial::PartialMeter>>,
-    /// Whether the socket may have something to read (see `serve::io`);
-    /// `None`: read at every turn (unit tests, a router served otherwise).
-    pub read_gate: Option<Arc<crate::serve::ReadGate>>,
+    /// The socket's read gate and direct writes (see `serve::link`);
+    /// `None`: read at every turn, and written by the connection's task
+    /// alone (unit tests, a router served otherwise).
+    pub link: Option<Arc<crate::serve::SocketLink>>,
 }
 
 /// What a connection is, besides its transport.
@@ -94,8 +95,8 @@ pub(crate) struct Conn {
     pub(crate) shared: Arc<ClientShared>,
     /// The socket's meter of unfinished messages (see [`Peer::partial`]).
     pub(crate) partial: Option<Arc<crate::partial::PartialMeter>>,
-    /// The socket's read gate (see [`Peer::read_gate`]).
-    pub(crate) read_gate: Option<Arc<crate::serve::ReadGate>>,
+    /// The socket's read gate and direct writes (see [`Peer::link`]).
+    pub(crate) link: Option<Arc<crate::serve::SocketLink>>,
     /// The protocol version spoken (channels need version 2).
     pub(crate) protocol: shared::Protocol,
     /// Token mode: the token's channel claims, if it has any.
@@ -128,10 +129,11 @@ pub(crate) enum Mode {
 /// no `async fn` on the way takes the connection's values by value: one
 /// holds each twice (see [`serve`]).
 pub fn run(socket: WebSocket, state: AppState, peer: Peer) -> impl Future<Output = ()> {
-    let (outbound_tx, outbound_rx) = queue::channel(
+    let (outbound_tx, outbound_rx) = queue::linked(
         state.config.send_queue,
         state.config.send_queue_bytes,
         state.metrics.clone(),
+        peer.link.clone(),
     );
     tracing::info!(
         id = %logsafe::escape(&peer.id),
@@ -248,7 +250,7 @@ fn admit(state: &AppState, peer: Peer, outbound: &queue::Sender) -> (Conn, Mode)
         }),
         shared,
         partial: peer.partial,
-        read_gate: peer.read_gate,
+        link: peer.link,
         protocol: peer.protocol,
         claims: peer.identity.as_ref().and_then(|i| i.channels.clone()),
         client_name: peer
@@ -312,6 +314,8 @@ where
         let mut connection =
             driver::Connection::new(ws, (outbound_tx, outbox), &state, &conn, mode);
         let end = connection.run().await;
+        // Channel frames written straight into the socket, counted by the queue.
+        let written = connection.outbound.written();
         drop(connection);
         registered.finished = true;
         drop(registered);
@@ -323,7 +327,7 @@ where
             reason = %logsafe::escape(&end.reason),
             duration_ms = conn.started.elapsed().as_millis() as u64,
             messages_in = conn.shared.messages_in.load(Relaxed),
-            messages_out = conn.shared.messages_out.load(Relaxed),
+            messages_out = conn.shared.messages_out.load(Relaxed) + written,
             "disconnect"
         );
         end

@@ -213,6 +213,8 @@ impl Outbox {
                         bytes += feed(ws, Message::Text(push.encode(*seq).into())).await?;
                         written += 1;
                     }
+                    // Counted by the direct write; the flush below writes it.
+                    Outbound::Rest { .. } => {}
                 }
             }
             flush(ws).await
@@ -352,7 +354,7 @@ impl Outbox {
                         }
                         0
                     }
-                    Outbound::Push { .. } => 0,
+                    Outbound::Push { .. } | Outbound::Rest { .. } => 0,
                 };
             }
             flush(ws).await

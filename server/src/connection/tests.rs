@@ -109,7 +109,7 @@ fn connect(state: &AppState, query: (&str, Option<u32>, bool)) -> Client {
         protocol: shared::Protocol::V1,
         identity: None,
         partial: None,
-        read_gate: None,
+        link: None,
     };
     let state = state.clone();
     let ended = tokio::spawn(async move {
@@ -710,7 +710,7 @@ fn panicking(
         protocol: shared::Protocol::V1,
         identity: None,
         partial: None,
-        read_gate: None,
+        link: None,
     };
     let state = state.clone();
     let task = tokio::spawn(async move {

@@ -28,13 +28,9 @@
 //! bytes, and an idle connection holds no read buffer of its own beyond
 //! tungstenite's small one.
 //!
-//! It tells the connection when there may be something to read
-//! ([`ReadGate`]): the connection's loop polls its WebSocket's read side only
-//! then. A connection that only receives (a channel's subscriber) is woken
-//! once per publication by its queue, and polling the read side at each of
-//! those wake-ups went through tokio-tungstenite's waker proxy, tungstenite's
-//! read path and tokio's readiness check to find nothing: about a tenth of
-//! the server's CPU per delivery in a fan-out to 10,000 subscribers (perf).
+//! It tells the connection when there may be something to read, and
+//! writes through the connection's [`SocketLink`], which a channel's fan-out
+//! also writes through (see `link.rs`).
 //!
 //! And it counts: every byte an upgraded socket hands to tungstenite goes to
 //! the connection's [`PartialMeter`], which charges `--max-partial-bytes`
@@ -46,9 +42,9 @@
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -58,6 +54,8 @@ use tokio::time::{Instant, Sleep};
 use crate::limits::Slot;
 use crate::metrics::{Dropped, Metrics};
 use crate::partial::{OverBudget, PartialMeter};
+
+use super::link::{SocketLink, poll_write_to};
 
 /// The epoch after a 101: the connection is a WebSocket now.
 const UPGRADED: u32 = u32::MAX;
@@ -120,84 +118,20 @@ pub struct Upgrade {
     /// Its meter of unfinished messages; the handler has a clone (a request
     /// extension) for the connection's task.
     partial: Arc<PartialMeter>,
-    /// Whether the socket may have something to read; the handler has a
-    /// clone (a request extension) for the connection's task.
-    gate: Arc<ReadGate>,
+    /// Its read gate and write side; the handler has a clone (a request
+    /// extension) for the connection's task.
+    link: Arc<SocketLink>,
 }
 
 impl Upgrade {
     /// What an admitted upgrade holds: `slot` under the caps, `partial` its
-    /// meter, `gate` its read gate.
-    pub fn new(slot: Slot, partial: Arc<PartialMeter>, gate: Arc<ReadGate>) -> Self {
+    /// meter, `link` its read gate and write side.
+    pub fn new(slot: Slot, partial: Arc<PartialMeter>, link: Arc<SocketLink>) -> Self {
         Self {
             _slot: slot,
             partial,
-            gate,
+            link,
         }
-    }
-}
-
-/// Whether an upgraded socket may have something to read (see the module
-/// doc), shared by the socket and the connection's loop.
-///
-/// Closed just before each read of the socket, and opened again when that
-/// read got bytes or when the socket's readiness wakes it: a read that
-/// found nothing left tokio registered for the socket's next readiness
-/// with this gate's waker, which opens the gate and then wakes the task
-/// that read. Open from the start, so the first poll reads whatever hyper
-/// kept of the upgrade request's packet. While it is closed, tungstenite
-/// holds no complete frame (it reads from the socket only when it has
-/// none) and nothing is read ahead, so skipping the read side loses
-/// nothing; polling it while open is always allowed.
-#[derive(Debug)]
-pub struct ReadGate {
-    open: AtomicBool,
-    /// The waker of the task whose read found nothing.
-    task: futures_util::task::AtomicWaker,
-}
-
-impl ReadGate {
-    /// An open gate.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            open: AtomicBool::new(true),
-            task: futures_util::task::AtomicWaker::new(),
-        })
-    }
-
-    /// Whether the socket may have something to read.
-    pub fn may_read(&self) -> bool {
-        self.open.load(Ordering::Acquire)
-    }
-
-    /// Ready once the socket may have something to read; until then the
-    /// task of `cx` is woken when it may. For a loop that keeps one read
-    /// future across its wake-ups (a `select!` branch): the waker the last
-    /// socket read left belongs to that read, and a closed gate must still
-    /// wake the loop.
-    pub fn poll_open(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.may_read() {
-            return Poll::Ready(());
-        }
-        self.task.register(cx.waker());
-        // Opened between the check and the registration: its wake-up went
-        // to the waker before.
-        if self.may_read() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    }
-}
-
-impl std::task::Wake for ReadGate {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.open.store(true, Ordering::Release);
-        self.task.wake();
     }
 }
 
@@ -221,7 +155,9 @@ enum Phase {
 /// A TCP stream that fails reads waiting past the phase's deadline.
 #[derive(Debug)]
 pub struct TimedIo {
-    io: TcpStream,
+    /// Shared with the link once upgraded (for direct writes), which never
+    /// keeps it past this wrapper's drop.
+    io: Arc<TcpStream>,
     shared: Arc<ConnShared>,
     timeouts: Timeouts,
     phase: Phase,
@@ -243,8 +179,9 @@ pub struct TimedIo {
     partial: Option<Arc<PartialMeter>>,
     /// A read was refused for `--max-partial-bytes`: so is every later one.
     over_budget: bool,
-    /// Once upgraded: the read gate, and a waker that opens it.
-    gate: Option<(Arc<ReadGate>, Waker)>,
+    /// Once upgraded: the link (read gate and write side), and a waker
+    /// that opens its gate.
+    link: Option<(Arc<SocketLink>, Waker)>,
 }
 
 thread_local! {
@@ -262,7 +199,7 @@ impl TimedIo {
         read_ahead: usize,
     ) -> Self {
         Self {
-            io,
+            io: Arc::new(io),
             shared,
             timeouts,
             phase: Phase::Head,
@@ -275,7 +212,7 @@ impl TimedIo {
             ahead_at: 0,
             partial: None,
             over_budget: false,
-            gate: None,
+            link: None,
         }
     }
 
@@ -344,19 +281,18 @@ impl TimedIo {
         })
     }
 
-    /// A read of the upgraded socket itself, through its [`ReadGate`]:
-    /// closed before the read, open again if it got something (there may be
-    /// more); when it finds nothing, tokio holds the gate's waker, which
-    /// opens it at the next readiness and wakes the task of `cx`.
+    /// A read of the upgraded socket itself, through its link's read
+    /// gate: closed before the read, open again if it got something (there
+    /// may be more); when it finds nothing, tokio holds the gate's waker,
+    /// which opens it at the next readiness and wakes the task of `cx`.
     fn poll_socket(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let Some((gate, waker)) = &self.gate else {
-            return Pin::new(&mut self.io).poll_read(cx, buf);
+        let Some((link, waker)) = &self.link else {
+            return poll_read_from(&self.io, cx, buf);
         };
-        gate.task.register(cx.waker());
-        gate.open.store(false, Ordering::Release);
-        let read = Pin::new(&mut self.io).poll_read(&mut Context::from_waker(waker), buf);
+        link.close_for_read(cx);
+        let read = poll_read_from(&self.io, &mut Context::from_waker(waker), buf);
         if read.is_ready() {
-            gate.open.store(true, Ordering::Release);
+            link.reopen();
         }
         read
     }
@@ -376,11 +312,10 @@ impl TimedIo {
             self.deadline = None;
             self.sleep = None;
             self.partial = self.shared.upgrade.get().map(|u| u.partial.clone());
-            self.gate = self
-                .shared
-                .upgrade
-                .get()
-                .map(|u| (u.gate.clone(), Waker::from(u.gate.clone())));
+            self.link = self.shared.upgrade.get().map(|u| {
+                u.link.attach(self.io.clone());
+                (u.link.clone(), Waker::from(u.link.clone()))
+            });
         } else if epoch % 2 == 1 {
             self.phase = Phase::Busy;
             self.deadline = None;
@@ -460,7 +395,7 @@ impl AsyncRead for TimedIo {
             return this.poll_read_counted(cx, buf);
         }
         let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
+        match poll_read_from(&this.io, cx, buf) {
             Poll::Pending => match this.poll_deadline(cx) {
                 Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
                 _ => Poll::Pending,
@@ -478,20 +413,36 @@ impl AsyncRead for TimedIo {
     }
 }
 
+impl TimedIo {
+    /// A write of `len` bytes by `write`: through the link once upgraded
+    /// (after what a direct write left), straight to the socket before.
+    fn poll_write_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        len: usize,
+        write: impl FnMut(&TcpStream) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        self.observe();
+        let written = match &self.link {
+            Some((link, _)) => link.poll_write(&self.io, cx, len, write),
+            None => poll_write_to(&self.io, cx, write),
+        };
+        if let Poll::Ready(Ok(n)) = written {
+            self.wrote(n);
+            self.arm(cx);
+        }
+        written
+    }
+}
+
 impl AsyncWrite for TimedIo {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.observe();
-        let written = Pin::new(&mut this.io).poll_write(cx, data);
-        if let Poll::Ready(Ok(n)) = written {
-            this.wrote(n);
-            this.arm(cx);
-        }
-        written
+        self.get_mut()
+            .poll_write_with(cx, data.len(), |io| io.try_write(data))
     }
 
     fn poll_write_vectored(
@@ -499,28 +450,60 @@ impl AsyncWrite for TimedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.observe();
-        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = written {
-            this.wrote(n);
-            this.arm(cx);
-        }
-        written
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.get_mut()
+            .poll_write_with(cx, len, |io| io.try_write_vectored(bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         this.observe();
         this.arm(cx);
-        Pin::new(&mut this.io).poll_flush(cx)
+        match &this.link {
+            Some((link, _)) => link.poll_flush(&this.io, cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+        let this = self.get_mut();
+        if let Some((link, _)) = &this.link {
+            ready!(link.poll_flush(&this.io, cx))?;
+        }
+        Poll::Ready(socket2::SockRef::from(&*this.io).shutdown(std::net::Shutdown::Write))
+    }
+}
+
+impl Drop for TimedIo {
+    /// The link may outlive the socket (the fan-out holds it a little
+    /// longer): it lets go of it here, so the socket closes now.
+    fn drop(&mut self) {
+        if let Some((link, _)) = &self.link {
+            link.detach();
+        }
+    }
+}
+
+/// A read of `io` once it is readable (tokio's `try_read`, which forgets
+/// the readiness when the socket has nothing).
+fn poll_read_from(
+    io: &TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    loop {
+        ready!(io.poll_read_ready(cx))?;
+        match io.try_read(buf.initialize_unfilled()) {
+            Ok(n) => {
+                buf.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => return Poll::Ready(Err(err)),
+        }
     }
 }

@@ -24,10 +24,12 @@
 //! | module | what |
 //! |---|---|
 //! | `io` | the socket wrapper that times the phases between requests |
+//! | `link` | what an upgraded socket shares with its connection's task: the read gate and direct writes |
 //! | `body` | the request body with a deadline |
 
 mod body;
 mod io;
+mod link;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -58,8 +60,8 @@ use crate::partial::{PartialBudget, PartialMeter};
 use crate::peer::{ClientAddr, Hosts, Proxies, host_of};
 
 use self::body::DeadlineBody;
-pub(crate) use self::io::ReadGate;
 use self::io::{ConnShared, TimedIo, Timeouts, Upgrade};
+pub(crate) use self::link::{SocketLink, Wrote};
 
 /// How long accept waits before retrying after a failure (descriptors out).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -303,9 +305,9 @@ async fn respond(conn: &Conn, request: Request<Incoming>) -> (Response, Option<U
             Ok(slot) => {
                 let partial = Arc::new(PartialMeter::new(server.partial.clone()));
                 parts.extensions.insert(partial.clone());
-                let gate = ReadGate::new();
-                parts.extensions.insert(gate.clone());
-                Some(Upgrade::new(slot, partial, gate))
+                let link = SocketLink::new();
+                parts.extensions.insert(link.clone());
+                Some(Upgrade::new(slot, partial, link))
             }
             Err(refusal) => return (refuse(server, client, refusal), None),
         }
