@@ -40,7 +40,7 @@
 //! | module | what |
 //! |---|---|
 //! | `config` | [`Config`]: every option with flag, env variable, default |
-//! | `serve` | the accept loop: hyper with timeouts (handshake, keep-alive, body), host check, caps, graceful then hard shutdown |
+//! | `serve` | the accept loop: hyper with timeouts (handshake, keep-alive, body), host check, caps, graceful then hard shutdown; `link.rs` what an upgraded socket shares with its connection's task (the read gate, and direct writes of a channel's frames into an idle subscriber's socket) |
 //! | `limits` | the descriptor limit, the WebSocket caps and the per-client connect rate |
 //! | `partial` | `--max-partial-bytes`: the bytes of unfinished messages every connection holds, counted by the upgraded socket and charged beyond a small free allowance per connection |
 //! | `peer` | the client address (`X-Forwarded-For` from `--trusted-proxy`), the `--allowed-host` list |
@@ -54,7 +54,7 @@
 //! | [`auth`] (public) | identities: constant-time compares; `jwt.rs` token mode's [`auth::Verifier`] (HS256, RS256, ES256 with `jsonwebtoken`), the [`auth::TokenError`] that names a refusal, [`auth::mint_hs256`] for tests, the testbed and the `token` subcommand (a leaf: no imports from the crate) |
 //! | `admin/` | the `/api` handlers (`mod.rs`); `local.rs` each operation on this node as an `Answer`, and the bearer-token guard; `cluster.rs` the same operations routed to the holding node or to every live node, answers summed |
 //! | `cluster/` | scale-out on Redis (the `redis` crate's tokio `ConnectionManager`; why in its docs): `config.rs` [`ClusterConfig`]; `mod.rs` the `Node` and the key layout; `membership.rs` heartbeat and the registry's mirror; `command.rs` the per-node command streams and answers with a deadline |
-//! | `queue` | a connection's outbound queue, bounded in messages and in bytes (`--send-queue-bytes`), and what it carries |
+//! | `queue` | a connection's outbound queue, bounded in messages and in bytes (`--send-queue-bytes`), and what it carries; the hub's sink for the connection's channels, which skips it for an idle connection |
 //! | `timer` | a connection's timers: the idle deadline (pushed back by a clock read, not a timer reset per frame) and in token mode the token's expiry on the same timer, and the optional ticks |
 //! | `metrics` | counters rendered at `/metrics` |
 //! | `wire` | errors and messages mapped to frames and close codes |
