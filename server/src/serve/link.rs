@@ -43,6 +43,13 @@
 //!   its own, a `subscribed` before the live publications of its channel
 //!   say, therefore comes after a direct write or goes through the queue,
 //!   where the fan-out queues behind it.
+//!
+//! The cost: a fan-out's writes are made by the thread that delivers the
+//! publication, under the hub's lock (as its queue pushes were before), so
+//! on a machine with many cores a large fan-out no longer spreads its
+//! writes over the runtime's workers. Per delivery it costs less CPU
+//! wherever it runs; sharding the hub per channel, so that a long fan-out
+//! holds no other channel, is the next step where that matters.
 
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, Ordering};
