@@ -78,6 +78,18 @@ async fn next_pub(ws: &mut Ws) -> (u64, String) {
     }
 }
 
+/// Publishes `body` to `channel` through the admin API, which accepts it.
+async fn admin_publish(http: &reqwest::Client, server: &TestServer, channel: &str, body: &str) {
+    let answer = http
+        .post(server.http_url(&format!("/api/channels/{channel}/publish")))
+        .bearer_auth(ADMIN)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+}
+
 /// The code of the next message, an `error`, with its channel and id.
 async fn next_error(ws: &mut Ws) -> (String, Option<String>, Option<String>) {
     match next_json(ws).await {
@@ -634,14 +646,7 @@ async fn a_subscriber_that_reads_late_gets_every_frame_whole_and_in_order() {
     let body = format!("\"{}\"", "x".repeat(60_000));
     const PUBLISHED: u64 = 200;
     for n in 1..=PUBLISHED {
-        let answer = http
-            .post(server.http_url("/api/channels/chat:late/publish"))
-            .bearer_auth(ADMIN)
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 200);
+        admin_publish(&http, &server, "chat:late", &body).await;
         if n.is_multiple_of(10) {
             send_text(
                 &mut late,
@@ -695,14 +700,7 @@ async fn a_subscriber_that_does_not_read_is_closed_as_slow_and_recovers_everythi
     let mut closed = false;
     // 24 MB at most: past the socket's buffers, within the history's.
     while !closed && published < 400 {
-        let answer = http
-            .post(server.http_url("/api/channels/chat:big/publish"))
-            .bearer_auth(ADMIN)
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(answer.status(), 200);
+        admin_publish(&http, &server, "chat:big", &body).await;
         published += 1;
         if published.is_multiple_of(10) {
             closed = common::metric(&server, "ws_connections_open").await == 0;
