@@ -11,7 +11,8 @@ use std::fmt;
 
 use super::TabId;
 
-/// Per-tab values, ordered by tab id; see the [module docs](self).
+/// Per-tab values, ordered by tab id, in two sorted vectors: each
+/// `BTreeMap` instantiation cost about 4 KB of wasm.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TabMap<V> {
     /// Sorted, no duplicates.
