@@ -32,7 +32,8 @@
 //!   write that does not take all it is given leaves a frame unfinished:
 //!   no direct write is made until a later one takes everything.
 //! - A direct write that the socket takes only in part keeps its rest
-//!   here; every later write of the socket, and its flush, writes that rest
+//!   here (the frame itself, whose payload every subscriber shares: never a
+//!   copy); every later write of the socket, and its flush, writes that rest
 //!   first. The fan-out then queues a [`Rest`](crate::queue::Outbound::Rest)
 //!   marker, so that the connection's task wakes and flushes it within
 //!   `--write-timeout` (or closes a slow consumer, as for anything queued).
@@ -83,9 +84,44 @@ struct Out {
     /// The socket's own writer did not get all it handed over to the
     /// socket: a frame of it is unfinished.
     unfinished: bool,
-    /// What a direct write left unwritten, from `at`.
-    rest: Vec<u8>,
+    /// What a direct write left unwritten.
+    rest: Option<Rest>,
+}
+
+/// The unwritten end of a directly written frame: the frame itself (its
+/// payload shared with every other subscriber's copy, not copied: a large
+/// publication to many subscribers whose sockets took it in part would
+/// otherwise be copied once for each) and how much of it went.
+#[derive(Debug)]
+struct Rest {
+    head: [u8; MAX_HEAD],
+    head_len: usize,
+    frame: Message,
+    /// Bytes of the header and then of the payload written so far.
     at: usize,
+}
+
+impl Rest {
+    /// What is left of the header, and of the payload.
+    fn left(&self) -> (&[u8], &[u8]) {
+        let payload = payload_of(&self.frame).map_or(&[][..], |(_, payload)| payload);
+        if self.at < self.head_len {
+            (&self.head[self.at..self.head_len], payload)
+        } else {
+            let from = (self.at - self.head_len).min(payload.len());
+            (&[], &payload[from..])
+        }
+    }
+}
+
+/// A data frame's opcode and payload; `None` for a control frame, which
+/// the connection writes itself.
+fn payload_of(frame: &Message) -> Option<(u8, &[u8])> {
+    match frame {
+        Message::Text(text) => Some((0x1, text.as_bytes())),
+        Message::Binary(data) => Some((0x2, data)),
+        _ => None,
+    }
 }
 
 /// What became of a direct write.
@@ -187,8 +223,7 @@ impl SocketLink {
     pub(super) fn detach(&self) {
         let mut out = self.lock();
         out.stream = None;
-        out.rest = Vec::new();
-        out.at = 0;
+        out.rest = None;
     }
 
     /// The connection's own write of `len` bytes by `write`, after the rest
@@ -219,26 +254,25 @@ impl SocketLink {
     /// frame of its own is unfinished; for the caller that holds the
     /// connection's queue's lock and found it empty (see the module doc).
     pub fn write_frame(&self, frame: &Message) -> Wrote {
-        let (opcode, payload): (u8, &[u8]) = match frame {
-            Message::Text(text) => (0x1, text.as_bytes()),
-            Message::Binary(data) => (0x2, data),
-            _ => return Wrote::Nothing,
+        let Some((opcode, payload)) = payload_of(frame) else {
+            return Wrote::Nothing;
         };
         let mut out = self.lock();
-        if !self.idle.load(Ordering::Acquire) || out.unfinished || out.at < out.rest.len() {
+        if !self.idle.load(Ordering::Acquire) || out.unfinished || out.rest.is_some() {
             return Wrote::Nothing;
         }
         let Some(stream) = &out.stream else {
             return Wrote::Nothing;
         };
         let mut head = [0; MAX_HEAD];
-        let head = frame_head(opcode, payload.len(), &mut head);
-        let total = head.len() + payload.len();
+        let head_len = frame_head(opcode, payload.len(), &mut head).len();
+        let total = head_len + payload.len();
         // Straight to the socket, not through tokio's readiness (one cold
         // cache line less per delivery): a full socket says so, and the
         // connection's own write then learns it for tokio.
         let socket = socket2::SockRef::from(&**stream);
-        let written = match socket.send_vectored(&[IoSlice::new(head), IoSlice::new(payload)]) {
+        let slices = [IoSlice::new(&head[..head_len]), IoSlice::new(payload)];
+        let written = match socket.send_vectored(&slices) {
             // Full, or failed: the connection's own write meets it.
             Ok(0) | Err(_) => return Wrote::Nothing,
             Ok(n) => n,
@@ -246,33 +280,33 @@ impl SocketLink {
         if written >= total {
             return Wrote::All;
         }
-        let mut rest = Vec::with_capacity(total - written);
-        if written < head.len() {
-            rest.extend_from_slice(&head[written..]);
-            rest.extend_from_slice(payload);
-        } else {
-            rest.extend_from_slice(&payload[written - head.len()..]);
+        out.rest = Some(Rest {
+            head,
+            head_len,
+            frame: frame.clone(),
+            at: written,
+        });
+        Wrote::Part {
+            rest: total - written,
         }
-        let left = rest.len();
-        out.rest = rest;
-        out.at = 0;
-        Wrote::Part { rest: left }
     }
 }
 
 impl Out {
     /// Writes the rest of a direct write, if any; ready once none is left.
     fn poll_rest(&mut self, io: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.at < self.rest.len() {
-            let n = ready!(poll_write_to(io, cx, |io| io.try_write(&self.rest[self.at..])))?;
+        while let Some(rest) = &mut self.rest {
+            let (head, payload) = rest.left();
+            if head.is_empty() && payload.is_empty() {
+                self.rest = None;
+                break;
+            }
+            let slices = [IoSlice::new(head), IoSlice::new(payload)];
+            let n = ready!(poll_write_to(io, cx, |io| io.try_write_vectored(&slices)))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.at += n;
-        }
-        if !self.rest.is_empty() {
-            self.rest = Vec::new();
-            self.at = 0;
+            rest.at += n;
         }
         Poll::Ready(Ok(()))
     }
@@ -373,11 +407,12 @@ mod tests {
             "a control frame is the connection's"
         );
         // More than loopback's buffers hold: written in part.
-        let big = vec![7; 64 << 20];
-        let Wrote::Part { rest } = link.write_frame(&Message::Binary(big.clone().into())) else {
+        let big = axum::body::Bytes::from(vec![7; 64 << 20]);
+        let Wrote::Part { rest } = link.write_frame(&Message::Binary(big.clone())) else {
             panic!("a frame larger than the buffers goes in part");
         };
         assert!(rest > 0);
+        assert!(!big.is_unique(), "the rest shares the payload, uncopied");
         assert_eq!(
             link.write_frame(&small),
             Wrote::Nothing,
@@ -399,6 +434,7 @@ mod tests {
         client.read_exact(&mut got).await.unwrap();
         writer.await.unwrap();
         assert!(got == want, "the frames whole and in order");
+        assert!(big.is_unique(), "the rest, written, is let go");
         assert_eq!(link.write_frame(&small), Wrote::Nothing, "busy");
         // Dropped by its socket, the link lets go of it.
         link.detach();
