@@ -638,6 +638,10 @@ async fn a_subscriber_that_reads_late_gets_every_frame_whole_and_in_order() {
         "1000",
         "--send-queue-bytes",
         "0",
+        // It reads nothing until every publication is in: its writes
+        // wait that long without being taken for a slow consumer.
+        "--write-timeout",
+        "60s",
     ])
     .await;
     let mut late = connect(&server).await;
