@@ -11,7 +11,7 @@ use super::{Outbound, Shared, TrySendError, message_len};
 use crate::channels::hub::Sink;
 use crate::metrics::Metrics;
 use crate::registry::CloseRequest;
-use crate::serve::Wrote;
+use crate::serve::{DIRECT_MAX, Wrote};
 
 impl Shared {
     /// Sends a channel's `frame`: written into the socket now if the
@@ -27,6 +27,7 @@ impl Shared {
         if let Some(link) = &self.link
             && state.items.is_empty()
             && state.reserved == 0
+            && message_len(frame) <= DIRECT_MAX
         {
             match link.write_frame(frame) {
                 Wrote::All => {

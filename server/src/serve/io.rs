@@ -44,18 +44,19 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::{Instant, Sleep};
 
 use crate::limits::Slot;
 use crate::metrics::{Dropped, Metrics};
 use crate::partial::{OverBudget, PartialMeter};
 
-use super::link::{SocketLink, poll_write_to};
+use super::link::SocketLink;
 
 /// The epoch after a 101: the connection is a WebSocket now.
 const UPGRADED: u32 = u32::MAX;
@@ -155,9 +156,13 @@ enum Phase {
 /// A TCP stream that fails reads waiting past the phase's deadline.
 #[derive(Debug)]
 pub struct TimedIo {
-    /// Shared with the link once upgraded (for direct writes), which never
-    /// keeps it past this wrapper's drop.
-    io: Arc<TcpStream>,
+    /// Read through tokio's own path (a short read forgets the readiness,
+    /// so the next read costs no syscall).
+    read: OwnedReadHalf,
+    /// Until the upgrade: once upgraded, the link holds it (every write,
+    /// the connection's and the fan-out's, goes through the link's lock),
+    /// and lets go of it at this wrapper's drop.
+    write: Option<OwnedWriteHalf>,
     shared: Arc<ConnShared>,
     timeouts: Timeouts,
     phase: Phase,
@@ -198,8 +203,10 @@ impl TimedIo {
         timeouts: Timeouts,
         read_ahead: usize,
     ) -> Self {
+        let (read, write) = io.into_split();
         Self {
-            io: Arc::new(io),
+            read,
+            write: Some(write),
             shared,
             timeouts,
             phase: Phase::Head,
@@ -287,10 +294,10 @@ impl TimedIo {
     /// which opens it at the next readiness and wakes the task of `cx`.
     fn poll_socket(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let Some((link, waker)) = &self.link else {
-            return poll_read_from(&self.io, cx, buf);
+            return Pin::new(&mut self.read).poll_read(cx, buf);
         };
         link.close_for_read(cx);
-        let read = poll_read_from(&self.io, &mut Context::from_waker(waker), buf);
+        let read = Pin::new(&mut self.read).poll_read(&mut Context::from_waker(waker), buf);
         if read.is_ready() {
             link.reopen();
         }
@@ -313,7 +320,9 @@ impl TimedIo {
             self.sleep = None;
             self.partial = self.shared.upgrade.get().map(|u| u.partial.clone());
             self.link = self.shared.upgrade.get().map(|u| {
-                u.link.attach(self.io.clone());
+                if let Some(half) = self.write.take() {
+                    u.link.attach(half);
+                }
                 (u.link.clone(), Waker::from(u.link.clone()))
             });
         } else if epoch % 2 == 1 {
@@ -395,7 +404,7 @@ impl AsyncRead for TimedIo {
             return this.poll_read_counted(cx, buf);
         }
         let before = buf.filled().len();
-        match poll_read_from(&this.io, cx, buf) {
+        match Pin::new(&mut this.read).poll_read(cx, buf) {
             Poll::Pending => match this.poll_deadline(cx) {
                 Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
                 _ => Poll::Pending,
@@ -413,36 +422,21 @@ impl AsyncRead for TimedIo {
     }
 }
 
-impl TimedIo {
-    /// A write of `len` bytes by `write`: through the link once upgraded
-    /// (after what a direct write left), straight to the socket before.
-    fn poll_write_with(
-        &mut self,
-        cx: &mut Context<'_>,
-        len: usize,
-        write: impl FnMut(&TcpStream) -> io::Result<usize>,
-    ) -> Poll<io::Result<usize>> {
-        self.observe();
-        let written = match &self.link {
-            Some((link, _)) => link.poll_write(&self.io, cx, len, write),
-            None => poll_write_to(&self.io, cx, write),
-        };
-        if let Poll::Ready(Ok(n)) = written {
-            self.wrote(n);
-            self.arm(cx);
-        }
-        written
-    }
-}
-
 impl AsyncWrite for TimedIo {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut()
-            .poll_write_with(cx, data.len(), |io| io.try_write(data))
+        let this = self.get_mut();
+        this.observe();
+        let written = match (&this.link, &mut this.write) {
+            (Some((link, _)), _) => link.poll_write(cx, data.len(), |io| io.try_write(data)),
+            (None, Some(write)) => Pin::new(write).poll_write(cx, data),
+            (None, None) => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        };
+        this.written(cx, &written);
+        written
     }
 
     fn poll_write_vectored(
@@ -450,9 +444,18 @@ impl AsyncWrite for TimedIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let len = bufs.iter().map(|b| b.len()).sum();
-        self.get_mut()
-            .poll_write_with(cx, len, |io| io.try_write_vectored(bufs))
+        let this = self.get_mut();
+        this.observe();
+        let written = match (&this.link, &mut this.write) {
+            (Some((link, _)), _) => {
+                let len = bufs.iter().map(|b| b.len()).sum();
+                link.poll_write(cx, len, |io| io.try_write_vectored(bufs))
+            }
+            (None, Some(write)) => Pin::new(write).poll_write_vectored(cx, bufs),
+            (None, None) => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        };
+        this.written(cx, &written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -464,46 +467,38 @@ impl AsyncWrite for TimedIo {
         this.observe();
         this.arm(cx);
         match &this.link {
-            Some((link, _)) => link.poll_flush(&this.io, cx),
+            Some((link, _)) => link.poll_flush(cx),
             None => Poll::Ready(Ok(())),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Some((link, _)) = &this.link {
-            ready!(link.poll_flush(&this.io, cx))?;
+        match (&this.link, &mut this.write) {
+            (Some((link, _)), _) => link.poll_shutdown(cx),
+            (None, Some(write)) => Pin::new(write).poll_shutdown(cx),
+            (None, None) => Poll::Ready(Ok(())),
         }
-        Poll::Ready(socket2::SockRef::from(&*this.io).shutdown(std::net::Shutdown::Write))
+    }
+}
+
+impl TimedIo {
+    /// After a write: one that made progress pushes the keep-alive
+    /// deadline back.
+    fn written(&mut self, cx: &mut Context<'_>, written: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = written {
+            self.wrote(*n);
+            self.arm(cx);
+        }
     }
 }
 
 impl Drop for TimedIo {
     /// The link may outlive the socket (the fan-out holds it a little
-    /// longer): it lets go of it here, so the socket closes now.
+    /// longer): it lets go of the write half here, so the socket closes now.
     fn drop(&mut self) {
         if let Some((link, _)) = &self.link {
             link.detach();
-        }
-    }
-}
-
-/// A read of `io` once it is readable (tokio's `try_read`, which forgets
-/// the readiness when the socket has nothing).
-fn poll_read_from(
-    io: &TcpStream,
-    cx: &mut Context<'_>,
-    buf: &mut ReadBuf<'_>,
-) -> Poll<io::Result<()>> {
-    loop {
-        ready!(io.poll_read_ready(cx))?;
-        match io.try_read(buf.initialize_unfilled()) {
-            Ok(n) => {
-                buf.advance(n);
-                return Poll::Ready(Ok(()));
-            }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            Err(err) => return Poll::Ready(Err(err)),
         }
     }
 }

@@ -18,10 +18,11 @@
 //! socket, each cold at that scale (perf: the queue and the wake-up alone
 //! were a third of the server's CPU per delivery). When the subscriber's
 //! connection is idle, with nothing queued and nothing being written, the
-//! fan-out now writes the frame into the socket itself, in one `writev`
+//! fan-out now writes the frame into the socket itself, in one `sendmsg`
 //! (the header on the stack, the payload shared by every subscriber), and
 //! touches the task not at all. Node's socket.io does the same, from its
-//! one thread.
+//! one thread. The link holds the socket's write half from the upgrade;
+//! the socket's reads keep tokio's own path.
 //!
 //! The rules that keep the byte stream whole and in order:
 //!
@@ -38,19 +39,22 @@
 //!   marker, so that the connection's task wakes and flushes it within
 //!   `--write-timeout` (or closes a slow consumer, as for anything queued).
 //! - Only an idle connection is written to directly: its queue is empty and
-//!   its task waits with everything written (the queue's `idle` flag, set
-//!   under the queue's lock by the receive that found nothing, cleared by
-//!   the task before anything it does). Whatever the connection writes of
-//!   its own, a `subscribed` before the live publications of its channel
-//!   say, therefore comes after a direct write or goes through the queue,
-//!   where the fan-out queues behind it.
+//!   its task waits with everything written (the `idle` flag, set under the
+//!   queue's lock by the receive that found nothing, cleared by the task
+//!   before anything it does, and by any write of its own: tungstenite
+//!   finishes a close reply inside a read, and no frame may follow that).
+//!   Whatever the connection writes of its own, a `subscribed` before the
+//!   live publications of its channel say, therefore comes after a direct
+//!   write or goes through the queue, where the fan-out queues behind it.
 //!
 //! The cost: a fan-out's writes are made by the thread that delivers the
 //! publication, under the hub's lock (as its queue pushes were before), so
 //! on a machine with many cores a large fan-out no longer spreads its
 //! writes over the runtime's workers. Per delivery it costs less CPU
-//! wherever it runs; sharding the hub per channel, so that a long fan-out
-//! holds no other channel, is the next step where that matters.
+//! wherever it runs. A frame over [`DIRECT_MAX`] goes through the queue,
+//! so that no large copy is made under the hub's lock; sharding the hub
+//! per channel, so that a long fan-out holds no other channel, is the next
+//! step where that matters.
 
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -58,7 +62,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, ready};
 
 use axum::extract::ws::Message;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+
+/// The largest payload the fan-out writes directly: a larger frame goes
+/// through the queue, since each subscriber's copy into its socket is made
+/// under the hub's lock, which holds every channel of the node meanwhile.
+pub const DIRECT_MAX: usize = 16 * 1024;
 
 /// An upgraded socket's read gate and write side (see the module doc),
 /// shared by the socket and the connection's task.
@@ -71,6 +82,9 @@ pub struct SocketLink {
     /// The connection's task waits with nothing to write and nothing
     /// queued: a direct write may go in (see the module doc).
     idle: AtomicBool,
+    /// The socket's own writer did not get all it handed over to the
+    /// socket: a frame of it is unfinished (written under the lock).
+    unfinished: AtomicBool,
     /// The write side, under the lock every write of the socket takes.
     out: Mutex<Out>,
 }
@@ -78,14 +92,13 @@ pub struct SocketLink {
 /// The write side of an upgraded socket.
 #[derive(Debug, Default)]
 struct Out {
-    /// The socket, from the upgrade until the socket is dropped (never
-    /// keeping it open: the fan-out may hold this link a little longer).
-    stream: Option<Arc<TcpStream>>,
-    /// The socket's own writer did not get all it handed over to the
-    /// socket: a frame of it is unfinished.
-    unfinished: bool,
-    /// What a direct write left unwritten.
-    rest: Option<Rest>,
+    /// The socket's write half, from the upgrade until the socket is
+    /// dropped (never kept past it: the fan-out may hold this link a
+    /// little longer).
+    half: Option<OwnedWriteHalf>,
+    /// What a direct write left unwritten (boxed: every idle connection
+    /// holds this field).
+    rest: Option<Box<Rest>>,
 }
 
 /// The unwritten end of a directly written frame: the frame itself (its
@@ -147,6 +160,7 @@ impl SocketLink {
             open: AtomicBool::new(true),
             task: futures_util::task::AtomicWaker::new(),
             idle: AtomicBool::new(false),
+            unfinished: AtomicBool::new(false),
             out: Mutex::new(Out::default()),
         })
     }
@@ -167,8 +181,13 @@ impl SocketLink {
     /// future across its wake-ups (a `select!` branch): the waker the last
     /// socket read left belongs to that read, and a closed gate must still
     /// wake the loop.
+    ///
+    /// Also ready while a frame of the connection's own is unfinished: a
+    /// pong or a close reply that tungstenite could not write whole inside
+    /// a read is finished by its next read, which the socket's write
+    /// readiness wakes the task for.
     pub fn poll_open(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.may_read() {
+        if self.may_read() || self.unfinished.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
         self.task.register(cx.waker());
@@ -213,41 +232,60 @@ impl SocketLink {
         }
     }
 
-    /// The upgrade is done: direct writes may go to `stream`.
-    pub(super) fn attach(&self, stream: Arc<TcpStream>) {
-        self.lock().stream = Some(stream);
+    /// The upgrade is done: the socket's writes go through `half`, and
+    /// direct writes may go in.
+    pub(super) fn attach(&self, half: OwnedWriteHalf) {
+        self.lock().half = Some(half);
     }
 
     /// The socket is dropped: nothing more is written, and this link does
     /// not keep it open.
     pub(super) fn detach(&self) {
         let mut out = self.lock();
-        out.stream = None;
+        out.half = None;
         out.rest = None;
     }
 
     /// The connection's own write of `len` bytes by `write`, after the rest
-    /// of a direct write; notes whether it left a frame unfinished.
+    /// of a direct write; notes whether it left a frame unfinished. Any
+    /// write of its own makes the connection busy: a close reply that
+    /// tungstenite finishes inside a read, while the task still counts as
+    /// idle, is never followed by a direct write.
     pub(super) fn poll_write(
         &self,
-        io: &TcpStream,
         cx: &mut Context<'_>,
         len: usize,
         write: impl FnMut(&TcpStream) -> io::Result<usize>,
     ) -> Poll<io::Result<usize>> {
         let mut out = self.lock();
-        let written = match out.poll_rest(io, cx) {
-            Poll::Ready(Ok(())) => poll_write_to(io, cx, write),
+        self.set_busy();
+        let written = match out.poll_rest(cx) {
+            Poll::Ready(Ok(())) => match &out.half {
+                Some(half) => poll_write_to(half.as_ref(), cx, write),
+                None => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+            },
             Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
             Poll::Pending => Poll::Pending,
         };
-        out.unfinished = !matches!(written, Poll::Ready(Ok(n)) if n == len);
+        let unfinished = !matches!(written, Poll::Ready(Ok(n)) if n == len);
+        self.unfinished.store(unfinished, Ordering::Release);
         written
     }
 
     /// The connection's flush: the rest of a direct write goes out.
-    pub(super) fn poll_flush(&self, io: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.lock().poll_rest(io, cx)
+    pub(super) fn poll_flush(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.lock().poll_rest(cx)
+    }
+
+    /// The connection's shutdown of its write side, after the rest of a
+    /// direct write.
+    pub(super) fn poll_shutdown(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut out = self.lock();
+        ready!(out.poll_rest(cx))?;
+        match &mut out.half {
+            Some(half) => std::pin::Pin::new(half).poll_shutdown(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 
     /// Writes `frame` into the socket now if the connection is idle and no
@@ -258,10 +296,13 @@ impl SocketLink {
             return Wrote::Nothing;
         };
         let mut out = self.lock();
-        if !self.idle.load(Ordering::Acquire) || out.unfinished || out.rest.is_some() {
+        if !self.idle.load(Ordering::Acquire)
+            || self.unfinished.load(Ordering::Relaxed)
+            || out.rest.is_some()
+        {
             return Wrote::Nothing;
         }
-        let Some(stream) = &out.stream else {
+        let Some(half) = &out.half else {
             return Wrote::Nothing;
         };
         let mut head = [0; MAX_HEAD];
@@ -270,9 +311,9 @@ impl SocketLink {
         // Straight to the socket, not through tokio's readiness (one cold
         // cache line less per delivery): a full socket says so, and the
         // connection's own write then learns it for tokio.
-        let socket = socket2::SockRef::from(&**stream);
+        let socket = socket2::SockRef::from(half.as_ref());
         let slices = [IoSlice::new(&head[..head_len]), IoSlice::new(payload)];
-        let written = match socket.send_vectored(&slices) {
+        let written = match socket.send_vectored_with_flags(&slices, libc::MSG_NOSIGNAL) {
             // Full, or failed: the connection's own write meets it.
             Ok(0) | Err(_) => return Wrote::Nothing,
             Ok(n) => n,
@@ -280,12 +321,12 @@ impl SocketLink {
         if written >= total {
             return Wrote::All;
         }
-        out.rest = Some(Rest {
+        out.rest = Some(Box::new(Rest {
             head,
             head_len,
             frame: frame.clone(),
             at: written,
-        });
+        }));
         Wrote::Part {
             rest: total - written,
         }
@@ -294,11 +335,16 @@ impl SocketLink {
 
 impl Out {
     /// Writes the rest of a direct write, if any; ready once none is left.
-    fn poll_rest(&mut self, io: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some(rest) = &mut self.rest {
+    fn poll_rest(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Self { half, rest: slot } = self;
+        while let Some(rest) = slot {
+            let Some(half) = half else {
+                return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+            };
+            let io: &TcpStream = half.as_ref();
             let (head, payload) = rest.left();
             if head.is_empty() && payload.is_empty() {
-                self.rest = None;
+                *slot = None;
                 break;
             }
             let slices = [IoSlice::new(head), IoSlice::new(payload)];
@@ -326,7 +372,7 @@ impl std::task::Wake for SocketLink {
 
 /// A write of `io` by `write` once it is writable (tokio's `try_write`
 /// family, which forgets the readiness when the socket says it would block).
-pub(super) fn poll_write_to<T>(
+fn poll_write_to<T>(
     io: &TcpStream,
     cx: &mut Context<'_>,
     mut write: impl FnMut(&TcpStream) -> io::Result<T>,
@@ -369,35 +415,40 @@ mod tests {
 
     use super::*;
 
-    /// A connected pair on loopback: the server's side shared, as the
-    /// upgrade shares it, and the client's.
-    async fn pair() -> (Arc<TcpStream>, TcpStream) {
+    /// A link attached to the server's side of a connected pair on
+    /// loopback, as the upgrade attaches it; the server's read half (kept
+    /// open) and the client.
+    async fn pair() -> (Arc<SocketLink>, tokio::net::tcp::OwnedReadHalf, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        (Arc::new(accepted.unwrap().0), client.unwrap())
+        let (read, write) = accepted.unwrap().0.into_split();
+        let link = SocketLink::new();
+        link.attach(write);
+        (link, read, client.unwrap())
     }
 
     /// The connection's own write of `data`, to the end.
-    async fn write_all(link: &SocketLink, io: &TcpStream, data: &[u8]) {
+    async fn write_all(link: &SocketLink, data: &[u8]) {
         let mut at = 0;
         while at < data.len() {
             let rest = &data[at..];
-            at += std::future::poll_fn(|cx| {
-                link.poll_write(io, cx, rest.len(), |io| io.try_write(rest))
-            })
-            .await
-            .unwrap();
+            at +=
+                std::future::poll_fn(|cx| link.poll_write(cx, rest.len(), |io| io.try_write(rest)))
+                    .await
+                    .unwrap();
         }
     }
 
     #[tokio::test]
     async fn a_direct_write_goes_in_only_while_idle_and_its_rest_goes_first() {
-        let (server, mut client) = pair().await;
-        let link = SocketLink::new();
         let small = Message::Text("hi".into());
-        assert_eq!(link.write_frame(&small), Wrote::Nothing, "no socket yet");
-        link.attach(server.clone());
+        assert_eq!(
+            SocketLink::new().write_frame(&small),
+            Wrote::Nothing,
+            "no socket yet"
+        );
+        let (link, _read, mut client) = pair().await;
         assert_eq!(link.write_frame(&small), Wrote::Nothing, "not idle");
         link.set_idle();
         assert_eq!(link.write_frame(&small), Wrote::All);
@@ -420,10 +471,10 @@ mod tests {
         );
         // The connection's own write: the rest first, then its bytes.
         let writer = {
-            let (link, server) = (link.clone(), server.clone());
+            let link = link.clone();
             tokio::spawn(async move {
                 link.set_busy();
-                write_all(&link, &server, b"own").await;
+                write_all(&link, b"own").await;
             })
         };
         let mut want = vec![0x81, 2, b'h', b'i', 0x82, 127];
@@ -436,33 +487,42 @@ mod tests {
         assert!(got == want, "the frames whole and in order");
         assert!(big.is_unique(), "the rest, written, is let go");
         assert_eq!(link.write_frame(&small), Wrote::Nothing, "busy");
-        // Dropped by its socket, the link lets go of it.
+        // A write of the connection's own makes it busy, idle or not (a
+        // close reply finished inside a read is never followed).
+        link.set_idle();
+        write_all(&link, b"close").await;
+        assert_eq!(link.write_frame(&small), Wrote::Nothing, "busy again");
+        // Dropped by its socket, the link lets go of it: the client sees
+        // the end of the stream.
         link.detach();
-        assert_eq!(Arc::strong_count(&server), 1);
+        let mut end = Vec::new();
+        client.read_to_end(&mut end).await.unwrap();
+        assert_eq!(end, b"close");
     }
 
     #[tokio::test]
     async fn an_unfinished_frame_of_the_connection_keeps_direct_writes_out() {
-        let (server, mut client) = pair().await;
-        let link = SocketLink::new();
-        link.attach(server.clone());
-        link.set_idle();
+        let (link, _read, mut client) = pair().await;
         // The connection's writer hands over more than the socket takes.
         let own = vec![1; 64 << 20];
-        let n = std::future::poll_fn(|cx| {
-            link.poll_write(&server, cx, own.len(), |io| io.try_write(&own))
-        })
-        .await
-        .unwrap();
+        let n = std::future::poll_fn(|cx| link.poll_write(cx, own.len(), |io| io.try_write(&own)))
+            .await
+            .unwrap();
         assert!(n < own.len());
+        link.set_idle();
         assert_eq!(link.write_frame(&Message::Text("x".into())), Wrote::Nothing);
+        // The read gate lets the task finish it.
+        let waker = futures_util::task::noop_waker();
+        link.close_for_read(&Context::from_waker(&waker));
+        assert!(link.poll_open(&mut Context::from_waker(&waker)).is_ready());
         // Once its writes take everything they are given, direct writes go in again.
         let reader = tokio::spawn(async move {
             let mut got = vec![0; own.len() + 3];
             client.read_exact(&mut got).await.unwrap();
             got
         });
-        write_all(&link, &server, &vec![1; 64 << 20][n..]).await;
+        write_all(&link, &vec![1; 64 << 20][n..]).await;
+        link.set_idle();
         assert_eq!(link.write_frame(&Message::Text("x".into())), Wrote::All);
         let got = reader.await.unwrap();
         assert!(got[..64 << 20].iter().all(|&b| b == 1));

@@ -61,7 +61,7 @@ use crate::peer::{ClientAddr, Hosts, Proxies, host_of};
 
 use self::body::DeadlineBody;
 use self::io::{ConnShared, TimedIo, Timeouts, Upgrade};
-pub(crate) use self::link::{SocketLink, Wrote};
+pub(crate) use self::link::{DIRECT_MAX, SocketLink, Wrote};
 
 /// How long accept waits before retrying after a failure (descriptors out).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
