@@ -30,16 +30,14 @@ impl Shared {
             && message_len(frame) <= DIRECT_MAX
         {
             match link.write_frame(frame) {
-                Wrote::All => {
-                    state.written += 1;
-                    return Ok(true);
-                }
-                Wrote::Part { rest } => {
-                    state.written += 1;
-                    self.push(state, Outbound::Rest { len: rest }, rest);
-                    return Ok(true);
-                }
                 Wrote::Nothing => {}
+                wrote => {
+                    state.written += 1;
+                    if let Wrote::Part { rest } = wrote {
+                        self.push(state, Outbound::Rest { len: rest }, rest);
+                    }
+                    return Ok(true);
+                }
             }
         }
         let item = Outbound::Frame(frame.clone());

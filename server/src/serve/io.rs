@@ -365,10 +365,14 @@ impl TimedIo {
         Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, text)))
     }
 
-    /// A write made progress: an idle connection is not idle.
-    fn wrote(&mut self, n: usize) {
-        if n > 0 && self.phase == Phase::Idle {
-            self.deadline = self.timeouts.keepalive.map(|t| Instant::now() + t);
+    /// After a write: one that made progress makes an idle connection not
+    /// idle (its keep-alive deadline moves), and the task wakes at it.
+    fn written(&mut self, cx: &mut Context<'_>, written: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = written {
+            if *n > 0 && self.phase == Phase::Idle {
+                self.deadline = self.timeouts.keepalive.map(|t| Instant::now() + t);
+            }
+            self.arm(cx);
         }
     }
 
@@ -478,17 +482,6 @@ impl AsyncWrite for TimedIo {
             (Some((link, _)), _) => link.poll_shutdown(cx),
             (None, Some(write)) => Pin::new(write).poll_shutdown(cx),
             (None, None) => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-impl TimedIo {
-    /// After a write: one that made progress pushes the keep-alive
-    /// deadline back.
-    fn written(&mut self, cx: &mut Context<'_>, written: &Poll<io::Result<usize>>) {
-        if let Poll::Ready(Ok(n)) = written {
-            self.wrote(*n);
-            self.arm(cx);
         }
     }
 }
